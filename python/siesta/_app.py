@@ -1,0 +1,102 @@
+"""Loading the WSGI app from ``module:callable`` or ``module:factory(args)``.
+
+Applies ``--chdir``, ``--pythonpath`` and ``-e`` first, imports the module,
+finds the callable and, for the factory form, calls it with literal
+arguments. Every failure becomes an :class:`AppLoadError` with one line
+that says what went wrong, which the CLI prints before exiting with
+gunicorn's code 4. Running the app is the server's job.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import sys
+import traceback
+from typing import Any
+
+
+class AppLoadError(Exception):
+    """The app could not be loaded; the message is the one line to print."""
+
+
+def prepare(values: dict[str, Any]) -> None:
+    """Working directory, import path and environment, in gunicorn's order."""
+    if values.get("chdir"):
+        try:
+            os.chdir(values["chdir"])
+        except OSError as exc:
+            raise AppLoadError(f"Cannot change to directory {values['chdir']!r}: {exc.strerror}")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    for path in reversed((values.get("pythonpath") or "").split(",")):
+        if path.strip():
+            sys.path.insert(0, os.path.abspath(path.strip()))
+    for item in values.get("raw_env") or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AppLoadError(f"Invalid -e value {item!r}: expected KEY=VALUE")
+        os.environ[key] = value
+
+
+def _parse_target(spec: str) -> tuple[str, str, tuple, dict, bool]:
+    module, _, target = spec.partition(":")
+    target = target or "application"
+    if not module:
+        raise AppLoadError(f"Invalid app {spec!r}: expected module:callable")
+    try:
+        expr = ast.parse(target, mode="eval").body
+    except SyntaxError:
+        raise AppLoadError(f"Invalid app {spec!r}: {target!r} is not a name or a call") from None
+    if isinstance(expr, ast.Name):
+        return module, expr.id, (), {}, False
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
+        try:
+            args = tuple(ast.literal_eval(a) for a in expr.args)
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in expr.keywords if k.arg}
+        except ValueError:
+            raise AppLoadError(f"Invalid app {spec!r}: factory arguments must be literals") from None
+        return module, expr.func.id, args, kwargs, True
+    raise AppLoadError(f"Invalid app {spec!r}: {target!r} is not a name or a call")
+
+
+def _app_traceback(exc: BaseException) -> str:
+    """The exception's traceback without Siesta's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+
+
+def load(spec: str) -> Any:
+    """Imports and returns the app callable named by ``spec``."""
+    module_name, attr, args, kwargs, call = _parse_target(spec)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise AppLoadError(f"Failed to import app module {module_name!r}: {exc}") from None
+        raise AppLoadError(
+            f"Failed to import app module {module_name!r}: {exc}\n{_app_traceback(exc)}"
+        ) from None
+    except Exception as exc:
+        raise AppLoadError(
+            f"Failed to import app module {module_name!r}: {type(exc).__name__}: {exc}\n"
+            f"{_app_traceback(exc)}"
+        ) from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise AppLoadError(f"Failed to find attribute {attr!r} in {module_name!r}") from None
+    if call:
+        try:
+            obj = obj(*args, **kwargs)
+        except Exception as exc:
+            raise AppLoadError(
+                f"App factory {spec!r} failed: {type(exc).__name__}: {exc}\n{_app_traceback(exc)}"
+            ) from None
+    if not callable(obj):
+        raise AppLoadError(f"App {spec!r} is not callable (got {type(obj).__name__})")
+    return obj

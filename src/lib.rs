@@ -1,0 +1,53 @@
+//! Siesta: a WSGI server whose `wsgi.input.read()` puts one request to sleep, not a thread.
+//!
+//! The architecture, in the order one request travels:
+//! - `net`: bind specs and listening sockets (opened before the app loads).
+//! - `server`: accept loops and hyper HTTP/1 connections; the `Service`
+//!   turns each request head into a `Job`.
+//! - `limits`: every size and time bound, with its option name.
+//! - `exec`: the executors that hand jobs to Python, thread pool or gevent hub,
+//!   and `Worker`, the state every request shares.
+//! - `wsgi`: environ, `wsgi.input` (streamed, pulled only when the app reads),
+//!   `start_response`, response framing and streaming, `wsgi.file_wrapper`.
+//! - `log`: error log and access log, rendered in Rust.
+//! - `config`: the settings dict from Python, validated once.
+//! - `runner`: `Server`, the Python-facing handle of one worker.
+//! - `error`: error kinds and what a peer sees for each.
+//!
+//! This file registers the Python module `siesta._siesta` and holds no logic.
+
+pub(crate) mod config;
+pub(crate) mod error;
+pub(crate) mod exec;
+pub(crate) mod limits;
+pub(crate) mod log;
+pub(crate) mod net;
+pub(crate) mod runner;
+pub(crate) mod server;
+pub(crate) mod wsgi;
+
+use pyo3::prelude::*;
+
+/// Writes one line to the error log (for the Python layer).
+#[pyfunction(name = "log")]
+fn log_line(level: &str, message: &str) {
+    let level = log::error::Level::parse(level).unwrap_or(log::error::Level::Info);
+    log::error::write(level, message);
+}
+
+#[pymodule]
+fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("ClientDisconnected", py.get_type::<wsgi::input::ClientDisconnected>())?;
+    m.add("ClientTimeout", py.get_type::<wsgi::input::ClientTimeout>())?;
+    m.add("BindError", py.get_type::<runner::BindError>())?;
+    m.add_class::<runner::Server>()?;
+    m.add_class::<runner::Request>()?;
+    m.add_class::<wsgi::input::Input>()?;
+    m.add_class::<wsgi::start_response::StartResponse>()?;
+    m.add_class::<wsgi::file_wrapper::FileWrapper>()?;
+    m.add_class::<wsgi::errors::ErrorStream>()?;
+    m.add_function(wrap_pyfunction!(log_line, m)?)?;
+    Ok(())
+}

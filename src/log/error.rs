@@ -1,0 +1,153 @@
+//! The error log: `[time] [pid] [LEVEL] message`, as gunicorn writes it.
+//!
+//! One process-wide sink (stderr or `--error-logfile`) behind a mutex,
+//! configured once at startup and reopened on request. App tracebacks are
+//! formatted by Python's `traceback` module and written here line by line.
+//! Access lines live in `access.rs`.
+
+use super::Civil;
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+/// Log levels, gunicorn's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Level {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Level {
+    pub(crate) fn parse(s: &str) -> Option<Level> {
+        match s.to_ascii_lowercase().as_str() {
+            "debug" => Some(Level::Debug),
+            "info" => Some(Level::Info),
+            "warning" | "warn" => Some(Level::Warning),
+            "error" => Some(Level::Error),
+            "critical" => Some(Level::Critical),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
+        }
+    }
+}
+
+enum Sink {
+    Stderr,
+    File(File, String),
+}
+
+struct ErrorLog {
+    level: Level,
+    sink: Sink,
+}
+
+fn log() -> &'static Mutex<ErrorLog> {
+    static LOG: OnceLock<Mutex<ErrorLog>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        Mutex::new(ErrorLog {
+            level: Level::Info,
+            sink: Sink::Stderr,
+        })
+    })
+}
+
+fn open(path: &str) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Sets the level and destination (`-` or empty for stderr).
+pub(crate) fn configure(level: Level, path: Option<&str>) -> io::Result<()> {
+    let sink = match path {
+        None | Some("-") | Some("") => Sink::Stderr,
+        Some(p) => Sink::File(open(p)?, p.to_string()),
+    };
+    let mut l = log().lock();
+    l.level = level;
+    l.sink = sink;
+    Ok(())
+}
+
+/// Reopens a log file (after rotation); stderr needs nothing.
+#[allow(dead_code)]
+pub(crate) fn reopen() -> io::Result<()> {
+    let mut l = log().lock();
+    if let Sink::File(_, path) = &l.sink {
+        let path = path.clone();
+        l.sink = Sink::File(open(&path)?, path);
+    }
+    Ok(())
+}
+
+pub(crate) fn enabled(level: Level) -> bool {
+    level >= log().lock().level
+}
+
+pub(crate) fn write(level: Level, msg: &str) {
+    let mut l = log().lock();
+    if level < l.level {
+        return;
+    }
+    let stamp = Civil::from_system(SystemTime::now()).error_stamp();
+    let line = format!("[{stamp}] [{}] [{}] {msg}\n", std::process::id(), level.name());
+    let _ = match &mut l.sink {
+        Sink::Stderr => io::stderr().write_all(line.as_bytes()),
+        Sink::File(f, _) => f.write_all(line.as_bytes()),
+    };
+}
+
+pub(crate) fn flush() {
+    let mut l = log().lock();
+    let _ = match &mut l.sink {
+        Sink::Stderr => io::stderr().flush(),
+        Sink::File(f, _) => f.flush(),
+    };
+}
+
+pub(crate) fn info(msg: &str) {
+    write(Level::Info, msg);
+}
+
+pub(crate) fn error(msg: &str) {
+    write(Level::Error, msg);
+}
+
+/// A line the app wrote to `wsgi.errors`.
+pub(crate) fn app_text(msg: &str) {
+    write(Level::Error, msg);
+}
+
+/// `context` plus the exception's formatted traceback.
+pub(crate) fn exception(py: Python<'_>, context: &str, err: &PyErr) {
+    if !enabled(Level::Error) {
+        return;
+    }
+    let tb = format_exception(py, err).unwrap_or_else(|_| format!("{err}\n"));
+    write(Level::Error, &format!("{context}\n{}", tb.trim_end()));
+}
+
+/// An exception raised by the app while handling a request.
+pub(crate) fn app_exception(py: Python<'_>, err: &PyErr, head: &http::request::Parts) {
+    exception(py, &format!("Error handling request {}", head.uri), err);
+}
+
+fn format_exception(py: Python<'_>, err: &PyErr) -> PyResult<String> {
+    let tb = py.import("traceback")?;
+    let lines = tb.call_method1("format_exception", (err.value(py),))?;
+    let parts: Vec<String> = lines.extract()?;
+    Ok(parts.concat())
+}

@@ -1,0 +1,91 @@
+//! Logging, rendered in Rust: the error log and the gunicorn-style access log.
+//!
+//! `error` is the process-wide error log (`--error-logfile`, `--log-level`),
+//! used by Siesta, by `wsgi.errors` and, through `_siesta.log`, by the
+//! Python layer, so every line has one format. `access` renders
+//! `--access-logformat` atoms per request. Nothing here is on the request
+//! path at the default level except the access line, when enabled.
+
+pub(crate) mod access;
+pub(crate) mod error;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A UTC calendar time, enough for both log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Civil {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+}
+
+impl Civil {
+    pub(crate) fn from_system(t: SystemTime) -> Civil {
+        let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+        Self::from_unix(secs)
+    }
+
+    /// Days-to-date after Howard Hinnant's `civil_from_days`.
+    pub(crate) fn from_unix(secs: i64) -> Civil {
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        Civil {
+            year,
+            month,
+            day,
+            hour: (rem / 3600) as u32,
+            minute: (rem % 3600 / 60) as u32,
+            second: (rem % 60) as u32,
+        }
+    }
+
+    /// `2026-11-24 23:11:51 +0000`, the error log's stamp.
+    pub(crate) fn error_stamp(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} +0000",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+
+    /// `24/Nov/2026:23:11:51 +0000`, the access log's `%(t)s` inside brackets.
+    pub(crate) fn clf_stamp(&self) -> String {
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let m = MONTHS.get(self.month.saturating_sub(1) as usize).unwrap_or(&"Jan");
+        format!(
+            "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
+            self.day, m, self.year, self.hour, self.minute, self.second
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        let cases: &[(i64, &str)] = &[
+            (0, "1970-01-01 00:00:00 +0000"),
+            (951_782_400, "2000-02-29 00:00:00 +0000"),
+            (1_795_561_911, "2026-11-24 23:11:51 +0000"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(Civil::from_unix(*secs).error_stamp(), *want);
+        }
+        assert_eq!(Civil::from_unix(1_795_561_911).clf_stamp(), "24/Nov/2026:23:11:51 +0000");
+    }
+}

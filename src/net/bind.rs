@@ -1,0 +1,210 @@
+//! Bind specs (`HOST:PORT`, `[V6]:PORT`, `unix:PATH`, `fd://N`) and the sockets they open.
+//!
+//! Parsing is pure and table-tested. Opening sets `SO_REUSEADDR` and the
+//! `--backlog`, and reports an address in use as its own error so the CLI
+//! can say so in one line. The ready line's URL comes from `Listener::url`,
+//! with the real port when port 0 was asked.
+
+use crate::error::StartupError;
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BindSpec {
+    /// A host (name or address) and port, resolved when opened.
+    Tcp(String, u16),
+    Unix(PathBuf),
+    Fd(RawFd),
+}
+
+/// The default port when a bind names only a host (gunicorn's habit).
+const DEFAULT_PORT: u16 = 8000;
+
+impl BindSpec {
+    pub(crate) fn parse(s: &str) -> Result<BindSpec, StartupError> {
+        let bad = || StartupError::BadBind(s.to_string());
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(bad());
+            }
+            return Ok(BindSpec::Unix(PathBuf::from(path)));
+        }
+        if let Some(n) = s.strip_prefix("fd://") {
+            return n.parse().map(BindSpec::Fd).map_err(|_| bad());
+        }
+        if let Some(rest) = s.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+            let port = match after {
+                "" => DEFAULT_PORT,
+                p => p.strip_prefix(':').ok_or_else(bad)?.parse().map_err(|_| bad())?,
+            };
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad());
+            }
+            return Ok(BindSpec::Tcp(host.to_string(), port));
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) => {
+                let port = port.parse().map_err(|_| bad())?;
+                let host = if host.is_empty() { "0.0.0.0" } else { host };
+                if host.contains(':') {
+                    return Err(bad());
+                }
+                Ok(BindSpec::Tcp(host.to_string(), port))
+            }
+            None if !s.is_empty() => Ok(BindSpec::Tcp(s.to_string(), DEFAULT_PORT)),
+            None => Err(bad()),
+        }
+    }
+
+    pub(crate) fn open(&self, backlog: i32) -> Result<Listener, StartupError> {
+        match self {
+            BindSpec::Tcp(host, port) => {
+                let shown = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                let addr = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map_err(|e| StartupError::Bind {
+                        addr: shown.clone(),
+                        source: e,
+                    })?
+                    .next()
+                    .ok_or_else(|| StartupError::BadBind(shown.clone()))?;
+                open_tcp(addr, backlog).map_err(|e| bind_error(shown, e))
+            }
+            BindSpec::Unix(path) => {
+                let shown = format!("unix:{}", path.display());
+                open_unix(path, backlog).map_err(|e| bind_error(shown, e))
+            }
+            BindSpec::Fd(fd) => {
+                // SAFETY: the deployer handed us this descriptor to own.
+                let sock = unsafe { Socket::from_raw_fd(*fd) };
+                let local = sock.local_addr().map_err(|e| bind_error(format!("fd://{fd}"), e))?;
+                match local.as_socket() {
+                    Some(_) => Ok(Listener::Tcp(sock.into())),
+                    None => Ok(Listener::Unix(sock.into(), None)),
+                }
+            }
+        }
+    }
+}
+
+fn bind_error(addr: String, e: std::io::Error) -> StartupError {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        StartupError::AddrInUse(addr)
+    } else {
+        StartupError::Bind { addr, source: e }
+    }
+}
+
+fn open_tcp(addr: SocketAddr, backlog: i32) -> std::io::Result<Listener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.bind(&addr.into())?;
+    sock.listen(backlog)?;
+    Ok(Listener::Tcp(sock.into()))
+}
+
+fn open_unix(path: &PathBuf, backlog: i32) -> std::io::Result<Listener> {
+    // A stale socket file from a previous run would make bind fail.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    sock.bind(&SockAddr::unix(path)?)?;
+    sock.listen(backlog)?;
+    Ok(Listener::Unix(sock.into(), Some(path.clone())))
+}
+
+/// An open listening socket, not yet registered with the runtime.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Tcp(std::net::TcpListener),
+    /// The path is removed again at exit when Siesta created it.
+    Unix(std::os::unix::net::UnixListener, Option<PathBuf>),
+}
+
+impl Listener {
+    /// `http://127.0.0.1:8000` or `unix:/run/app.sock`, for the ready line.
+    pub(crate) fn url(&self) -> String {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => format!("http://{a}"),
+                Err(_) => "http://?".into(),
+            },
+            Listener::Unix(l, path) => match (path, l.local_addr()) {
+                (Some(p), _) => format!("unix:{}", p.display()),
+                (None, Ok(a)) => format!(
+                    "unix:{}",
+                    a.as_pathname().map_or_else(|| "?".into(), |p| p.display().to_string())
+                ),
+                (None, Err(_)) => "unix:?".into(),
+            },
+        }
+    }
+
+    /// (`SERVER_NAME`, `SERVER_PORT`) for requests without a `Host` header.
+    pub(crate) fn server_name(&self) -> (String, String) {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => (a.ip().to_string(), a.port().to_string()),
+                Err(_) => ("localhost".into(), "80".into()),
+            },
+            Listener::Unix(..) => ("localhost".into(), "80".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        let cases: &[(&str, Option<BindSpec>)] = &[
+            ("127.0.0.1:8000", Some(BindSpec::Tcp("127.0.0.1".into(), 8000))),
+            ("localhost:0", Some(BindSpec::Tcp("localhost".into(), 0))),
+            (":9000", Some(BindSpec::Tcp("0.0.0.0".into(), 9000))),
+            ("0.0.0.0", Some(BindSpec::Tcp("0.0.0.0".into(), 8000))),
+            ("[::1]:8080", Some(BindSpec::Tcp("::1".into(), 8080))),
+            ("[::]", Some(BindSpec::Tcp("::".into(), 8000))),
+            ("unix:/tmp/s.sock", Some(BindSpec::Unix("/tmp/s.sock".into()))),
+            ("fd://3", Some(BindSpec::Fd(3))),
+            ("unix:", None),
+            ("fd://x", None),
+            ("host:port", None),
+            ("[::1:80", None),
+            ("[nothost]:80", None),
+            ("::1:80", None),
+            ("127.0.0.1:99999", None),
+            ("", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(BindSpec::parse(s).ok(), *want, "{s}");
+        }
+    }
+
+    #[test]
+    fn port_zero_and_in_use() -> Result<(), StartupError> {
+        let spec = BindSpec::parse("127.0.0.1:0")?;
+        let l = spec.open(16)?;
+        let url = l.url();
+        assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "{url}");
+        let port = url.rsplit(':').next().unwrap_or("0");
+        // Bound without SO_REUSEPORT, a second listener on the port must fail.
+        let again = BindSpec::parse(&format!("127.0.0.1:{port}"))?.open(16);
+        assert!(matches!(again, Err(StartupError::AddrInUse(_))), "{again:?}");
+        Ok(())
+    }
+}

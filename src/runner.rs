@@ -1,0 +1,247 @@
+//! `Server`: the Python-facing handle of one worker, from bound sockets to shutdown.
+//!
+//! Python makes a `Server` from the settings dict (sockets are bound right
+//! away, so "address in use" is reported before the app is imported), then
+//! calls `start()` (I/O runtime, accept loops, signal handling, ready line),
+//! and either runs threads through `run_thread(app)` plus `wait()` (thread
+//! mode) or drives the hub with `hub_fd()`/`hub_take()` (gevent mode). It
+//! holds no request logic: that is `server/`, `exec/` and `wsgi/`.
+
+use crate::config::{Config, Mode};
+use crate::error::StartupError;
+use crate::exec::gevent::{Event, Hub};
+use crate::exec::threads::Queue;
+use crate::exec::{Executor, Job, Worker};
+use crate::log::access::AccessLog;
+use crate::net::bind::Listener;
+use crate::server::{self, Stop};
+use crate::wsgi::environ::EnvConstants;
+use crate::wsgi::errors::ErrorStream;
+use crate::wsgi::file_wrapper::FileWrapper;
+use crate::wsgi::start_response::StartResponse;
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyType};
+use std::sync::{mpsc, Arc, OnceLock};
+
+pyo3::create_exception!(
+    _siesta,
+    BindError,
+    PyOSError,
+    "A listening socket could not be opened (address in use, bad address)."
+);
+
+#[pyclass(frozen, module = "siesta._siesta")]
+pub(crate) struct Server {
+    config: Config,
+    /// Bound in `__new__`, handed to the runtime in `start`.
+    listeners: Mutex<Option<Vec<Listener>>>,
+    urls: Vec<String>,
+    exec: Arc<Executor>,
+    /// The hub queue in gevent mode (also inside `exec`).
+    hub: Option<Arc<Hub>>,
+    worker: OnceLock<Arc<Worker>>,
+    /// Kept alive while serving; dropped when `wait` returns.
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    /// Signals `wait` that the I/O side has drained.
+    done: Mutex<Option<mpsc::Receiver<()>>>,
+    /// Asks the I/O side to stop, for `stop()`.
+    stopper: Mutex<Option<tokio::sync::oneshot::Sender<Stop>>>,
+}
+
+fn startup(e: StartupError) -> PyErr {
+    BindError::new_err(e.to_string())
+}
+
+#[pymethods]
+impl Server {
+    #[new]
+    fn new(settings: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let config = Config::from_dict(settings)?;
+        crate::log::error::configure(config.log_level, config.error_logfile.as_deref())
+            .map_err(|e| PyOSError::new_err(format!("Cannot open error log: {e}")))?;
+        let listeners = config
+            .binds
+            .iter()
+            .map(|b| b.open(config.backlog))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(startup)?;
+        let urls = listeners.iter().map(Listener::url).collect();
+        let (exec, hub) = match config.mode {
+            Mode::Thread => (Executor::Threads(Arc::new(Queue::new(config.threads))), None),
+            Mode::Gevent => {
+                let hub = Arc::new(Hub::new().map_err(|e| PyOSError::new_err(e.to_string()))?);
+                (Executor::Gevent(hub.clone()), Some(hub))
+            }
+        };
+        Ok(Server {
+            config,
+            listeners: Mutex::new(Some(listeners)),
+            urls,
+            exec: Arc::new(exec),
+            hub,
+            worker: OnceLock::new(),
+            runtime: Mutex::new(None),
+            done: Mutex::new(None),
+            stopper: Mutex::new(None),
+        })
+    }
+
+    /// The listening URLs, real ports included.
+    #[getter]
+    fn urls(&self) -> Vec<String> {
+        self.urls.clone()
+    }
+
+    /// Starts serving: the runtime, accept loops, signals; logs the ready line.
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        let listeners = self
+            .listeners
+            .lock()
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("server already started"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.config.runtime_threads)
+            .thread_name("siesta-io")
+            .enable_all()
+            .build()
+            .map_err(|e| startup(StartupError::Runtime(e)))?;
+        let access_log = match &self.config.access_logfile {
+            Some(p) => Some(
+                AccessLog::open(p, &self.config.access_logformat)
+                    .map_err(|e| PyOSError::new_err(format!("Cannot open access log {p}: {e}")))?,
+            ),
+            None => None,
+        };
+        let env = EnvConstants::new(
+            py,
+            "http",
+            self.config.mode == Mode::Thread,
+            self.config.workers > 1,
+            Py::new(py, ErrorStream::default())?.into_any(),
+            PyType::new::<FileWrapper>(py).into_any().unbind(),
+            &self.config.root_path,
+        )?;
+        let worker = Arc::new(Worker {
+            limits: self.config.limits.clone(),
+            env,
+            runtime: rt.handle().clone(),
+            access_log,
+        });
+        let _ = self.worker.set(worker.clone());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        *self.stopper.lock() = Some(stop_tx);
+        let (done_tx, done_rx) = mpsc::channel();
+        *self.done.lock() = Some(done_rx);
+        let exec = self.exec.clone();
+        let pid = std::process::id();
+        for url in &self.urls {
+            crate::log::error::info(&format!("Listening at: {url} ({pid})"));
+        }
+        rt.spawn(async move {
+            server::run(listeners, worker, exec, shutdown_signal(stop_rx)).await;
+            let _ = done_tx.send(());
+        });
+        *self.runtime.lock() = Some(rt);
+        Ok(())
+    }
+
+    /// Blocks (GIL released) until the server has stopped and drained.
+    fn wait(&self, py: Python<'_>) {
+        let done = self.done.lock().take();
+        if let Some(done) = done {
+            py.detach(move || {
+                let _ = done.recv();
+            });
+        }
+    }
+
+    /// Asks the server to stop, as TERM (graceful) or INT (fast) would.
+    #[pyo3(signature = (graceful=true))]
+    fn stop(&self, graceful: bool) {
+        if let Some(tx) = self.stopper.lock().take() {
+            let _ = tx.send(if graceful { Stop::Graceful } else { Stop::Fast });
+        }
+    }
+
+    /// Thread mode: one Python thread's request loop; returns at shutdown.
+    fn run_thread(&self, py: Python<'_>, app: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (Executor::Threads(queue), Some(worker)) = (&*self.exec, self.worker.get()) else {
+            return Err(PyRuntimeError::new_err("run_thread needs a started thread-mode server"));
+        };
+        queue.run(py, worker, app);
+        Ok(())
+    }
+
+    /// Gevent mode: the descriptor the hub watches for new events.
+    fn hub_fd(&self) -> PyResult<i32> {
+        self.hub
+            .as_ref()
+            .map(|h| h.raw_fd())
+            .ok_or_else(|| PyRuntimeError::new_err("not a gevent-mode server"))
+    }
+
+    /// Gevent mode: every pending event. Items are `Request` objects, int
+    /// wake tokens, or `None` for stop.
+    fn hub_take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let (Some(hub), Some(worker)) = (&self.hub, self.worker.get()) else {
+            return Err(PyRuntimeError::new_err("hub_take needs a started gevent-mode server"));
+        };
+        let out = PyList::empty(py);
+        for ev in hub.take() {
+            match ev {
+                Event::Request(job) => out.append(Request {
+                    job: Mutex::new(Some(job)),
+                    worker: worker.clone(),
+                    hub: hub.clone(),
+                })?,
+                Event::Wake(token) => out.append(token)?,
+                Event::Stop => out.append(py.None())?,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A request handed to the gevent hub, not yet begun.
+#[pyclass(frozen, module = "siesta._siesta")]
+pub(crate) struct Request {
+    job: Mutex<Option<Job>>,
+    worker: Arc<Worker>,
+    hub: Arc<Hub>,
+}
+
+#[pymethods]
+impl Request {
+    /// `(environ, start_response)`; callable once.
+    fn begin<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyDict>, Bound<'py, StartResponse>)> {
+        let job = self
+            .job
+            .lock()
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("request already begun"))?;
+        let (sr, env) = crate::wsgi::begin(py, &self.worker, job, Some(self.hub.clone()))?;
+        Ok((env, sr))
+    }
+}
+
+/// Resolves on TERM (graceful), INT or QUIT (fast), or `Server.stop()`.
+async fn shutdown_signal(stop: tokio::sync::oneshot::Receiver<Stop>) -> Stop {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+    ) else {
+        crate::log::error::error("Cannot install signal handlers; stop with Server.stop()");
+        return stop.await.unwrap_or(Stop::Fast);
+    };
+    let how = tokio::select! {
+        _ = term.recv() => { crate::log::error::info("Handling signal: term"); Stop::Graceful }
+        _ = int.recv() => { crate::log::error::info("Handling signal: int"); Stop::Fast }
+        _ = quit.recv() => { crate::log::error::info("Handling signal: quit"); Stop::Fast }
+        r = stop => r.unwrap_or(Stop::Fast),
+    };
+    how
+}

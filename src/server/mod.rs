@@ -1,0 +1,175 @@
+//! The I/O side of a worker: accept loops, hyper connections, graceful drain.
+//!
+//! `run` takes the listeners, the executor and a shutdown future (so tests
+//! and the signal handler drive it the same way). Each listener gets an
+//! accept loop that backs off on `EMFILE`; each connection is served by
+//! hyper's HTTP/1 server with the `Service` from `service.rs`. On shutdown
+//! the loops stop accepting, open connections finish their current request
+//! (within `--graceful-timeout`), and the executor is closed. Python is
+//! never called from here.
+
+pub(crate) mod service;
+
+use crate::exec::{Executor, Worker};
+use crate::net::bind::Listener;
+use crate::wsgi::environ::ConnInfo;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use service::Service;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+/// How a shutdown was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// TERM: finish in-flight requests within `--graceful-timeout`.
+    Graceful,
+    /// INT/QUIT: stop now.
+    Fast,
+}
+
+fn builder(worker: &Worker) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .keep_alive(true)
+        .half_close(false)
+        .title_case_headers(true)
+        .pipeline_flush(true)
+        .max_buf_size(worker.limits.read_buffer)
+        .header_read_timeout(worker.limits.keep_alive);
+    b
+}
+
+/// Serves until `shutdown` resolves, then drains and closes the executor.
+pub(crate) async fn run(
+    listeners: Vec<Listener>,
+    worker: Arc<Worker>,
+    exec: Arc<Executor>,
+    shutdown: impl Future<Output = Stop>,
+) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut loops = Vec::new();
+    for l in listeners {
+        let (name, port) = l.server_name();
+        let ctx = AcceptCtx {
+            worker: worker.clone(),
+            exec: exec.clone(),
+            graceful: graceful.clone(),
+            server_name: name,
+            server_port: port,
+        };
+        loops.push(tokio::spawn(accept_loop(l, ctx, stop_rx.clone())));
+    }
+    let how = shutdown.await;
+    let _ = stop_tx.send(true);
+    for l in loops {
+        let _ = l.await;
+    }
+    let wait = match how {
+        Stop::Graceful => worker.limits.graceful_timeout,
+        Stop::Fast => Duration::ZERO,
+    };
+    if let Ok(graceful) = Arc::try_unwrap(graceful) {
+        let _ = tokio::time::timeout(wait, graceful.shutdown()).await;
+    }
+    exec.close();
+}
+
+struct AcceptCtx {
+    worker: Arc<Worker>,
+    exec: Arc<Executor>,
+    graceful: Arc<GracefulShutdown>,
+    server_name: String,
+    server_port: String,
+}
+
+impl AcceptCtx {
+    fn serve<I>(&self, io: I, peer: Option<std::net::SocketAddr>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = Service {
+            exec: self.exec.clone(),
+            conn: Arc::new(ConnInfo {
+                peer,
+                server_name: self.server_name.clone(),
+                server_port: self.server_port.clone(),
+            }),
+        };
+        let conn = builder(&self.worker).serve_connection(TokioIo::new(io), service);
+        let conn = self.graceful.watch(conn);
+        tokio::spawn(async move {
+            // Errors here are the client's (reset, bad request): hyper has
+            // already answered what deserved an answer.
+            let _ = conn.await;
+        });
+    }
+}
+
+async fn accept_loop(listener: Listener, ctx: AcceptCtx, mut stop: watch::Receiver<bool>) {
+    match listener {
+        Listener::Tcp(l) => {
+            let l = match l.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(l)) {
+                Ok(l) => l,
+                Err(e) => return crate::log::error::error(&format!("Cannot listen: {e}")),
+            };
+            let mut backoff = Backoff::default();
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    r = l.accept() => match r {
+                        Ok((s, peer)) => {
+                            backoff.reset();
+                            let _ = s.set_nodelay(true);
+                            ctx.serve(s, Some(peer));
+                        }
+                        Err(e) => backoff.wait(&e).await,
+                    },
+                }
+            }
+        }
+        Listener::Unix(l, _) => {
+            let l = match l.set_nonblocking(true).and_then(|()| tokio::net::UnixListener::from_std(l)) {
+                Ok(l) => l,
+                Err(e) => return crate::log::error::error(&format!("Cannot listen: {e}")),
+            };
+            let mut backoff = Backoff::default();
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    r = l.accept() => match r {
+                        Ok((s, _)) => {
+                            backoff.reset();
+                            ctx.serve(s, None);
+                        }
+                        Err(e) => backoff.wait(&e).await,
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Accept errors such as `EMFILE` are retried after a growing pause
+/// instead of spinning or giving up.
+#[derive(Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+
+    async fn wait(&mut self, e: &std::io::Error) {
+        if self.0 == 0 {
+            crate::log::error::error(&format!("Accept failed: {e}; retrying"));
+        }
+        self.0 = (self.0 + 1).min(7);
+        tokio::time::sleep(Duration::from_millis(5 << self.0)).await;
+    }
+}

@@ -1,0 +1,314 @@
+//! The WSGI environ: what a request looks like to the app (PEP 3333).
+//!
+//! The pure half turns a request head into environ strings (percent-decoding
+//! `PATH_INFO` as latin-1, `SCRIPT_NAME` from the root path, `HTTP_*` names,
+//! `Host` into `SERVER_NAME`/`SERVER_PORT`) and is unit-tested without
+//! Python. The Python half fills a dict, reusing keys and constant values
+//! made once per worker (`EnvConstants`). It does not own the body object
+//! (`input.rs`) or decide anything about the response.
+
+use http::request::Parts;
+use http::{HeaderName, Version};
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
+use pyo3::intern;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Facts about the connection a request came in on.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnInfo {
+    /// The client, `None` on a unix socket.
+    pub peer: Option<SocketAddr>,
+    /// The listener's host and port, used when the request has no `Host`.
+    pub server_name: String,
+    pub server_port: String,
+}
+
+/// Percent-decodes a request path into raw bytes (later read as latin-1).
+pub(crate) fn decode_path(path: &str) -> Vec<u8> {
+    percent_encoding::percent_decode_str(path).collect()
+}
+
+/// Bytes as a latin-1 string: every byte is the code point of the same value.
+pub(crate) fn latin1(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if s.is_ascii() => std::borrow::Cow::Borrowed(s),
+        _ => std::borrow::Cow::Owned(bytes.iter().map(|&b| b as char).collect()),
+    }
+}
+
+/// Splits a decoded path into (`SCRIPT_NAME`, `PATH_INFO`) given the mount
+/// point from `--root-path` (no trailing slash; empty when not mounted).
+pub(crate) fn split_root<'a>(root: &str, path: &'a [u8]) -> (&'a [u8], &'a [u8]) {
+    let r = root.as_bytes();
+    if !r.is_empty()
+        && path.starts_with(r)
+        && (path.len() == r.len() || path[r.len()] == b'/')
+    {
+        path.split_at(r.len())
+    } else {
+        (&path[..0], path)
+    }
+}
+
+/// `Content-Type` → `HTTP_CONTENT_TYPE`? No: PEP 3333 names two headers
+/// without the prefix. Returns `None` for names WSGI cannot carry safely
+/// (an underscore would let `X_Forwarded` pose as `X-Forwarded`).
+pub(crate) fn header_env_name(name: &str) -> Option<String> {
+    if name.contains('_') {
+        return None;
+    }
+    match name {
+        "content-type" => Some("CONTENT_TYPE".into()),
+        "content-length" => Some("CONTENT_LENGTH".into()),
+        _ => {
+            let mut out = String::with_capacity(5 + name.len());
+            out.push_str("HTTP_");
+            out.extend(name.chars().map(|c| match c {
+                '-' => '_',
+                c => c.to_ascii_uppercase(),
+            }));
+            Some(out)
+        }
+    }
+}
+
+/// `SERVER_NAME` and `SERVER_PORT` from a `Host` header value.
+pub(crate) fn split_host<'a>(host: &'a str, default_port: &'a str) -> (&'a str, &'a str) {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some(end) = rest.find(']') {
+            let port = rest[end + 1..].strip_prefix(':').unwrap_or(default_port);
+            return (&host[..end + 2], port);
+        }
+        return (host, default_port);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, p),
+        _ => (host, default_port),
+    }
+}
+
+/// The request-target exactly as the client sent it (origin or absolute form).
+pub(crate) fn raw_uri(head: &Parts) -> String {
+    if head.uri.scheme().is_some() {
+        head.uri.to_string()
+    } else {
+        head.uri
+            .path_and_query()
+            .map_or_else(|| head.uri.path().to_string(), |pq| pq.as_str().to_string())
+    }
+}
+
+/// Values made once per worker and shared by every environ.
+pub(crate) struct EnvConstants {
+    pub version: Py<PyTuple>,
+    pub url_scheme: Py<PyString>,
+    pub default_port: String,
+    pub software: Py<PyString>,
+    pub multithread: bool,
+    pub multiprocess: bool,
+    pub errors: Py<PyAny>,
+    pub file_wrapper: Py<PyAny>,
+    pub root_path: String,
+    pub root_path_py: Py<PyString>,
+    /// `HTTP_*` keys for header names seen before (bounded, see `header_key`).
+    header_keys: Mutex<HashMap<HeaderName, Py<PyString>>>,
+}
+
+impl EnvConstants {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        py: Python<'_>,
+        url_scheme: &str,
+        multithread: bool,
+        multiprocess: bool,
+        errors: Py<PyAny>,
+        file_wrapper: Py<PyAny>,
+        root_path: &str,
+    ) -> PyResult<Self> {
+        let root = root_path.trim_end_matches('/');
+        Ok(EnvConstants {
+            version: PyTuple::new(py, [1, 0])?.unbind(),
+            url_scheme: PyString::intern(py, url_scheme).unbind(),
+            default_port: if url_scheme == "https" { "443" } else { "80" }.into(),
+            software: PyString::new(py, concat!("siesta/", env!("CARGO_PKG_VERSION"))).unbind(),
+            multithread,
+            multiprocess,
+            errors,
+            file_wrapper,
+            root_path: root.to_string(),
+            root_path_py: PyString::new(py, root).unbind(),
+            header_keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The environ key for a header, cached for the first 256 distinct names
+    /// so a client inventing names cannot grow the cache.
+    fn header_key<'py>(&self, py: Python<'py>, name: &HeaderName) -> Option<Bound<'py, PyString>> {
+        let mut keys = self.header_keys.lock();
+        if let Some(k) = keys.get(name) {
+            return Some(k.bind(py).clone());
+        }
+        let key = PyString::intern(py, &header_env_name(name.as_str())?);
+        if keys.len() < 256 {
+            keys.insert(name.clone(), key.clone().unbind());
+        }
+        Some(key)
+    }
+}
+
+/// Fills a new environ dict for one request.
+pub(crate) fn build<'py>(
+    py: Python<'py>,
+    k: &EnvConstants,
+    head: &Parts,
+    conn: &ConnInfo,
+    input: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let env = PyDict::new(py);
+    env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, head.method.as_str()))?;
+    let decoded = decode_path(head.uri.path());
+    let (script, path) = split_root(&k.root_path, &decoded);
+    if script.is_empty() {
+        env.set_item(intern!(py, "SCRIPT_NAME"), k.root_path_py.bind(py))?;
+    } else {
+        env.set_item(intern!(py, "SCRIPT_NAME"), latin1(script).as_ref())?;
+    }
+    env.set_item(intern!(py, "PATH_INFO"), latin1(path).as_ref())?;
+    env.set_item(intern!(py, "QUERY_STRING"), head.uri.query().unwrap_or(""))?;
+    let raw = PyString::new(py, &raw_uri(head));
+    env.set_item(intern!(py, "RAW_URI"), &raw)?;
+    env.set_item(intern!(py, "REQUEST_URI"), raw)?;
+    env.set_item(
+        intern!(py, "SERVER_PROTOCOL"),
+        match head.version {
+            Version::HTTP_10 => intern!(py, "HTTP/1.0"),
+            _ => intern!(py, "HTTP/1.1"),
+        },
+    )?;
+    match conn.peer {
+        Some(peer) => {
+            env.set_item(intern!(py, "REMOTE_ADDR"), peer.ip().to_string())?;
+            env.set_item(intern!(py, "REMOTE_PORT"), peer.port().to_string())?;
+        }
+        None => {
+            env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?;
+        }
+    }
+    let host = head.headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
+    let (name, port) = match host {
+        Some(h) if !h.is_empty() => split_host(h, &k.default_port),
+        _ => (conn.server_name.as_str(), conn.server_port.as_str()),
+    };
+    env.set_item(intern!(py, "SERVER_NAME"), name)?;
+    env.set_item(intern!(py, "SERVER_PORT"), port)?;
+    env.set_item(intern!(py, "SERVER_SOFTWARE"), k.software.bind(py))?;
+
+    for name in head.headers.keys() {
+        let Some(key) = k.header_key(py, name) else {
+            continue;
+        };
+        let mut values = head.headers.get_all(name).iter();
+        let Some(first) = values.next() else { continue };
+        let sep: &[u8] = if name == http::header::COOKIE { b"; " } else { b"," };
+        let mut joined: Option<Vec<u8>> = None;
+        for v in values {
+            let j = joined.get_or_insert_with(|| first.as_bytes().to_vec());
+            j.extend_from_slice(sep);
+            j.extend_from_slice(v.as_bytes());
+        }
+        let bytes = joined.as_deref().unwrap_or(first.as_bytes());
+        env.set_item(key, latin1(bytes).as_ref())?;
+    }
+
+    env.set_item(intern!(py, "wsgi.version"), k.version.bind(py))?;
+    env.set_item(intern!(py, "wsgi.url_scheme"), k.url_scheme.bind(py))?;
+    env.set_item(intern!(py, "wsgi.input"), input)?;
+    env.set_item(intern!(py, "wsgi.errors"), k.errors.bind(py))?;
+    env.set_item(intern!(py, "wsgi.multithread"), PyBool::new(py, k.multithread))?;
+    env.set_item(intern!(py, "wsgi.multiprocess"), PyBool::new(py, k.multiprocess))?;
+    env.set_item(intern!(py, "wsgi.run_once"), PyBool::new(py, false))?;
+    env.set_item(intern!(py, "wsgi.input_terminated"), PyBool::new(py, true))?;
+    env.set_item(intern!(py, "wsgi.file_wrapper"), k.file_wrapper.bind(py))?;
+    Ok(env)
+}
+
+/// Common methods as interned strings; others made per request.
+fn method_str<'py>(py: Python<'py>, m: &str) -> Bound<'py, PyAny> {
+    let s = match m {
+        "GET" => intern!(py, "GET"),
+        "POST" => intern!(py, "POST"),
+        "HEAD" => intern!(py, "HEAD"),
+        "PUT" => intern!(py, "PUT"),
+        "DELETE" => intern!(py, "DELETE"),
+        "OPTIONS" => intern!(py, "OPTIONS"),
+        "PATCH" => intern!(py, "PATCH"),
+        other => return PyString::new(py, other).into_any(),
+    };
+    s.clone().into_any()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_decode_as_latin1() {
+        let cases: &[(&str, &str)] = &[
+            ("/a%20b", "/a b"),
+            ("/caf%C3%A9", "/caf\u{c3}\u{a9}"),
+            ("/%2Fslash", "//slash"),
+            ("/plain", "/plain"),
+            ("/bad%zz", "/bad%zz"),
+            ("/%ff", "/\u{ff}"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(latin1(&decode_path(raw)), *want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn root_path_splits() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("", "/x/y", "", "/x/y"),
+            ("/app", "/app/x", "/app", "/x"),
+            ("/app", "/app", "/app", ""),
+            ("/app", "/apple", "", "/apple"),
+            ("/app", "/other", "", "/other"),
+        ];
+        for (root, path, script, info) in cases {
+            let (s, i) = split_root(root, path.as_bytes());
+            assert_eq!((s, i), (script.as_bytes(), info.as_bytes()), "{root} {path}");
+        }
+    }
+
+    #[test]
+    fn header_names() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("content-type", Some("CONTENT_TYPE")),
+            ("content-length", Some("CONTENT_LENGTH")),
+            ("x-forwarded-for", Some("HTTP_X_FORWARDED_FOR")),
+            ("host", Some("HTTP_HOST")),
+            ("x_forwarded_for", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(header_env_name(name).as_deref(), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("example.com", "example.com", "80"),
+            ("example.com:8080", "example.com", "8080"),
+            ("[::1]:9000", "[::1]", "9000"),
+            ("[::1]", "[::1]", "80"),
+            ("bad:port:x", "bad:port:x", "80"),
+        ];
+        for (host, name, port) in cases {
+            assert_eq!(split_host(host, "80"), (*name, *port), "{host}");
+        }
+    }
+}

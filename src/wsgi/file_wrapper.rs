@@ -1,0 +1,106 @@
+//! `wsgi.file_wrapper`: files sent by Rust from their descriptor, off the GIL.
+//!
+//! When the app returns `environ['wsgi.file_wrapper'](f, blksize)` and `f`
+//! is a regular file with a `fileno()`, the descriptor is duplicated and
+//! tokio reads and sends it (`response::FileBody`) while Python does other
+//! work. Anything else (a `BytesIO`, a pipe) is iterated like any iterable
+//! with `f.read(blksize)`. `close()` closes the file-like, exactly once.
+
+use pyo3::exceptions::PyStopIteration;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use std::os::fd::BorrowedFd;
+
+#[pyclass(frozen, module = "siesta._siesta")]
+pub(crate) struct FileWrapper {
+    filelike: Py<PyAny>,
+    blksize: usize,
+}
+
+impl FileWrapper {
+    pub(crate) fn blksize(&self) -> usize {
+        self.blksize
+    }
+
+    /// A duplicate of the file's descriptor, positioned where Python's file
+    /// object stands, when it is a regular file; `None` otherwise.
+    pub(crate) fn file_handle(&self, py: Python<'_>) -> PyResult<Option<std::fs::File>> {
+        let f = self.filelike.bind(py);
+        let Ok(fileno) = f.call_method0(pyo3::intern!(py, "fileno")) else {
+            return Ok(None);
+        };
+        let Ok(fd) = fileno.extract::<i32>() else {
+            return Ok(None);
+        };
+        let pos = match f.call_method0(pyo3::intern!(py, "tell")) {
+            Ok(p) => p.extract::<u64>().ok(),
+            Err(_) => None,
+        };
+        if fd < 0 {
+            return Ok(None);
+        }
+        // SAFETY: `fd` is open for the lifetime of the Python file object,
+        // which we hold; it is only borrowed here to duplicate it.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let Ok(owned) = borrowed.try_clone_to_owned() else {
+            return Ok(None);
+        };
+        let file = std::fs::File::from(owned);
+        match file.metadata() {
+            Ok(m) if m.is_file() => {}
+            _ => return Ok(None),
+        }
+        if let Some(pos) = pos {
+            use std::io::Seek;
+            let mut f2 = &file;
+            if f2.seek(std::io::SeekFrom::Start(pos)).is_err() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(file))
+    }
+}
+
+#[pymethods]
+impl FileWrapper {
+    #[new]
+    #[pyo3(signature = (filelike, blksize=8192))]
+    fn new(filelike: Py<PyAny>, blksize: usize) -> Self {
+        FileWrapper {
+            filelike,
+            blksize: blksize.max(1),
+        }
+    }
+
+    #[getter]
+    fn filelike(&self, py: Python<'_>) -> Py<PyAny> {
+        self.filelike.clone_ref(py)
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let data = self
+            .filelike
+            .bind(py)
+            .call_method1(pyo3::intern!(py, "read"), (self.blksize,))?;
+        let empty = match data.cast::<PyBytes>() {
+            Ok(b) => b.as_bytes().is_empty(),
+            Err(_) => data.is_truthy().map(|t| !t)?,
+        };
+        if empty {
+            return Err(PyStopIteration::new_err(()));
+        }
+        Ok(data)
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let f = self.filelike.bind(py);
+        if let Ok(close) = f.getattr(pyo3::intern!(py, "close")) {
+            close.call0()?;
+        }
+        Ok(())
+    }
+}

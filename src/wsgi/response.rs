@@ -1,0 +1,187 @@
+//! The response as hyper sees it: a head plus one of four body shapes.
+//!
+//! `Reply` travels once, from the thread or greenlet running the app to the
+//! hyper service future, through a oneshot channel. Its body is `Empty`, a
+//! `Full` buffer (the fast path for a list of bytes, no channel at all), a
+//! `Stream` fed through a bounded `Pipe` (generators and `write()`), or a
+//! `File` read by tokio straight from a descriptor (`wsgi.file_wrapper`).
+//! Validating what the app asked for is `start_response.rs`'s job.
+
+use crate::wsgi::pipe::{Pipe, PipeEnd};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// A complete response head and its body, ready for hyper.
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    /// The app's reason phrase, when it differs from the standard one.
+    pub reason: Option<Bytes>,
+    pub headers: HeaderMap,
+    pub body: ResponseBody,
+}
+
+impl Reply {
+    pub(crate) fn into_response(self) -> http::Response<ResponseBody> {
+        let mut res = http::Response::new(self.body);
+        *res.status_mut() = self.status;
+        *res.headers_mut() = self.headers;
+        if let Some(reason) = self.reason {
+            if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason) {
+                res.extensions_mut().insert(phrase);
+            }
+        }
+        res
+    }
+
+    /// A plain-text error response produced by Siesta itself.
+    pub(crate) fn error(status: StatusCode, close: bool) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+        if close {
+            headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+        let text = status.canonical_reason().unwrap_or("Error");
+        Reply {
+            status,
+            reason: None,
+            headers,
+            body: ResponseBody::Full(Some(Bytes::from(format!("{text}\n")))),
+        }
+    }
+}
+
+/// The body of a response, polled by hyper on the I/O runtime.
+pub(crate) enum ResponseBody {
+    Empty,
+    Full(Option<Bytes>),
+    Stream(PipeReceiver),
+    File(FileBody),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Empty => Poll::Ready(None),
+            ResponseBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ResponseBody::Stream(rx) => match rx.0.poll_pop(cx) {
+                Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(io::Error::other(
+                    "the application failed after the response headers were sent",
+                )))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            ResponseBody::File(file) => file.poll_chunk(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Empty => true,
+            ResponseBody::Full(data) => data.is_none(),
+            ResponseBody::Stream(_) => false,
+            ResponseBody::File(file) => file.remaining == Some(0),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Empty => SizeHint::with_exact(0),
+            ResponseBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            ResponseBody::Stream(_) => SizeHint::default(),
+            ResponseBody::File(file) => match file.remaining {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+        }
+    }
+}
+
+/// hyper's end of a `Pipe`; dropping it (client gone) releases the producer.
+pub(crate) struct PipeReceiver(pub Arc<Pipe>);
+
+impl Drop for PipeReceiver {
+    fn drop(&mut self) {
+        self.0.close_receiver();
+    }
+}
+
+/// A file sent by tokio from its descriptor, off the GIL.
+pub(crate) struct FileBody {
+    file: tokio::fs::File,
+    /// Bytes still to send when the length is known (declared by the app
+    /// or taken from the file's size); never more than this is sent.
+    remaining: Option<u64>,
+    block: usize,
+}
+
+impl FileBody {
+    pub(crate) fn new(file: std::fs::File, remaining: Option<u64>, block: usize) -> Self {
+        FileBody {
+            file: tokio::fs::File::from_std(file),
+            remaining,
+            block: block.clamp(8 * 1024, 1024 * 1024),
+        }
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let want = match self.remaining {
+            Some(0) => return Poll::Ready(None),
+            Some(n) => self.block.min(usize::try_from(n).unwrap_or(usize::MAX)),
+            None => self.block,
+        };
+        let mut chunk = vec![0u8; want];
+        let mut rb = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut self.file).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    return match self.remaining {
+                        Some(_) => Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "file shorter than the declared Content-Length",
+                        )))),
+                        None => Poll::Ready(None),
+                    };
+                }
+                chunk.truncate(n);
+                if let Some(r) = self.remaining.as_mut() {
+                    *r -= n as u64;
+                }
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply").field("status", &self.status).finish()
+    }
+}
+
+/// Marks a `Pipe` finished when the producer side is dropped without
+/// finishing (a panic, a lost greenlet): the client sees an aborted body.
+pub(crate) struct PipeSender(pub Arc<Pipe>);
+
+impl Drop for PipeSender {
+    fn drop(&mut self) {
+        self.0.finish(PipeEnd::Aborted);
+    }
+}

@@ -1,0 +1,120 @@
+//! Checking what the app passes to `start_response`: the status line and headers.
+//!
+//! Pure functions over `&str`, unit-tested without Python: a status must be
+//! three digits from 200 to 599 and an optional reason phrase; header names
+//! must be HTTP tokens and values latin-1 without CR, LF or NUL; hop-by-hop
+//! headers belong to the server (PEP 3333). Turning the checked values into
+//! a response is `start_response.rs`'s job.
+
+use crate::error::ResponseError;
+use http::{HeaderName, HeaderValue, StatusCode};
+
+/// A checked status: the code and the reason when it is not the standard one.
+pub(crate) fn parse_status(line: &str) -> Result<(StatusCode, Option<String>), ResponseError> {
+    let bad = || ResponseError::BadStatus(line.to_string());
+    let bytes = line.as_bytes();
+    if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let reason = match &line[3..] {
+        "" => "",
+        rest => rest.strip_prefix(' ').ok_or_else(bad)?,
+    };
+    let code: u16 = line[..3].parse().map_err(|_| bad())?;
+    if !(200..=599).contains(&code) {
+        return Err(bad());
+    }
+    if reason.chars().any(|c| c.is_control() && c != '\t' || c as u32 > 0xff) {
+        return Err(bad());
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| bad())?;
+    let custom = match status.canonical_reason() {
+        Some(std) if std == reason => None,
+        _ if reason.is_empty() => None,
+        _ => Some(reason.to_string()),
+    };
+    Ok((status, custom))
+}
+
+/// Headers a WSGI app may not set (PEP 3333, "hop-by-hop").
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Checks one header pair and converts it for hyper.
+pub(crate) fn parse_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), ResponseError> {
+    let hname = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| ResponseError::BadHeader(name.to_string()))?;
+    if HOP_BY_HOP.contains(&hname.as_str()) {
+        return Err(ResponseError::HopByHop(name.to_string()));
+    }
+    let mut raw = Vec::with_capacity(value.len());
+    for c in value.chars() {
+        let b = u32::from(c);
+        if b > 0xff || c == '\r' || c == '\n' || c == '\0' {
+            return Err(ResponseError::BadHeader(format!("{name}: {value}")));
+        }
+        raw.push(b as u8);
+    }
+    let hvalue = HeaderValue::from_bytes(&raw)
+        .map_err(|_| ResponseError::BadHeader(format!("{name}: {value}")))?;
+    Ok((hname, hvalue))
+}
+
+/// The app's declared `Content-Length`, if it is a valid number.
+pub(crate) fn content_length(value: &HeaderValue) -> Option<u64> {
+    value.to_str().ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        let cases: &[(&str, Option<(u16, Option<&str>)>)] = &[
+            ("200 OK", Some((200, None))),
+            ("404 Not Found", Some((404, None))),
+            ("200 Fine", Some((200, Some("Fine")))),
+            ("204", Some((204, None))),
+            ("599 Custom", Some((599, Some("Custom")))),
+            ("999 Nope", None),
+            ("100 Continue", None),
+            ("20 OK", None),
+            ("abc OK", None),
+            ("200OK", None),
+            ("200 OK\r\nX: y", None),
+            ("", None),
+        ];
+        for (line, want) in cases {
+            let got = parse_status(line).ok();
+            let got = got.as_ref().map(|(s, r)| (s.as_u16(), r.as_deref()));
+            assert_eq!(got, *want, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn headers() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("Content-Type", "text/plain", true),
+            ("X-Latin", "caf\u{e9}", true),
+            ("X-Bad", "a\r\nb", false),
+            ("X-Wide", "\u{263a}", false),
+            ("Bad Name", "x", false),
+            ("Connection", "close", false),
+            ("Transfer-Encoding", "chunked", false),
+            ("Set-Cookie", "a=b; Path=/", true),
+        ];
+        for (name, value, ok) in cases {
+            assert_eq!(parse_header(name, value).is_ok(), *ok, "{name}: {value}");
+        }
+    }
+}
