@@ -9,8 +9,8 @@
 use crate::error::StartupError;
 use crate::limits::Limits;
 use crate::net::bind::BindSpec;
-use pyo3::exceptions::PyValueError;
 use pyo3::conversion::FromPyObjectOwned;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::time::Duration;
@@ -40,16 +40,20 @@ pub(crate) struct Config {
 
 fn get<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
     match d.get_item(key)? {
-        Some(v) => v
-            .extract()
-            .map_err(|e| PyValueError::new_err(format!("setting {key}: {}", Into::<PyErr>::into(e)))),
+        Some(v) => v.extract().map_err(|e| {
+            PyValueError::new_err(format!("setting {key}: {}", Into::<PyErr>::into(e)))
+        }),
         None => Err(PyValueError::new_err(format!("setting {key} is missing"))),
     }
 }
 
 fn seconds(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Duration> {
     let s: f64 = get(d, key)?;
-    Duration::try_from_secs_f64(s).map_err(|_| PyValueError::new_err(format!("setting {key}: {s} is not a valid number of seconds")))
+    Duration::try_from_secs_f64(s).map_err(|_| {
+        PyValueError::new_err(format!(
+            "setting {key}: {s} is not a valid number of seconds"
+        ))
+    })
 }
 
 impl Config {
@@ -63,7 +67,11 @@ impl Config {
         let mode = match get::<String>(d, "worker_class")?.as_str() {
             "thread" | "gthread" | "sync" => Mode::Thread,
             "gevent" => Mode::Gevent,
-            other => return Err(PyValueError::new_err(format!("unknown worker class {other:?}"))),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown worker class {other:?}"
+                )))
+            }
         };
         let level: String = get(d, "log_level")?;
         let log_level = crate::log::error::Level::parse(&level)

@@ -39,7 +39,10 @@ fn log_line(level: &str, message: &str) {
 fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("ClientDisconnected", py.get_type::<wsgi::input::ClientDisconnected>())?;
+    m.add(
+        "ClientDisconnected",
+        py.get_type::<wsgi::input::ClientDisconnected>(),
+    )?;
     m.add("ClientTimeout", py.get_type::<wsgi::input::ClientTimeout>())?;
     m.add("BindError", py.get_type::<runner::BindError>())?;
     m.add_class::<runner::Server>()?;

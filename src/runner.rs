@@ -18,6 +18,7 @@ use crate::server::{self, Stop};
 use crate::wsgi::environ::EnvConstants;
 use crate::wsgi::errors::ErrorStream;
 use crate::wsgi::file_wrapper::FileWrapper;
+use crate::wsgi::response::Reply;
 use crate::wsgi::start_response::StartResponse;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
@@ -69,7 +70,10 @@ impl Server {
             .map_err(startup)?;
         let urls = listeners.iter().map(Listener::url).collect();
         let (exec, hub) = match config.mode {
-            Mode::Thread => (Executor::Threads(Arc::new(Queue::new(config.threads))), None),
+            Mode::Thread => (
+                Executor::Threads(Arc::new(Queue::new(config.threads))),
+                None,
+            ),
             Mode::Gevent => {
                 let hub = Arc::new(Hub::new().map_err(|e| PyOSError::new_err(e.to_string()))?);
                 (Executor::Gevent(hub.clone()), Some(hub))
@@ -168,7 +172,9 @@ impl Server {
     /// Thread mode: one Python thread's request loop; returns at shutdown.
     fn run_thread(&self, py: Python<'_>, app: &Bound<'_, PyAny>) -> PyResult<()> {
         let (Executor::Threads(queue), Some(worker)) = (&*self.exec, self.worker.get()) else {
-            return Err(PyRuntimeError::new_err("run_thread needs a started thread-mode server"));
+            return Err(PyRuntimeError::new_err(
+                "run_thread needs a started thread-mode server",
+            ));
         };
         queue.run(py, worker, app);
         Ok(())
@@ -186,7 +192,9 @@ impl Server {
     /// wake tokens, or `None` for stop.
     fn hub_take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let (Some(hub), Some(worker)) = (&self.hub, self.worker.get()) else {
-            return Err(PyRuntimeError::new_err("hub_take needs a started gevent-mode server"));
+            return Err(PyRuntimeError::new_err(
+                "hub_take needs a started gevent-mode server",
+            ));
         };
         let out = PyList::empty(py);
         for ev in hub.take() {
@@ -215,7 +223,10 @@ pub(crate) struct Request {
 #[pymethods]
 impl Request {
     /// `(environ, start_response)`; callable once.
-    fn begin<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyDict>, Bound<'py, StartResponse>)> {
+    fn begin<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, StartResponse>)> {
         let job = self
             .job
             .lock()
@@ -223,6 +234,19 @@ impl Request {
             .ok_or_else(|| PyRuntimeError::new_err("request already begun"))?;
         let (sr, env) = crate::wsgi::begin(py, &self.worker, job, Some(self.hub.clone()))?;
         Ok((env, sr))
+    }
+
+    /// Answers 503 without running the app (gevent mode, over
+    /// `--worker-connections` for too long).
+    fn reject(&self) {
+        if let Some(job) = self.job.lock().take() {
+            let mut reply = Reply::error(http::StatusCode::SERVICE_UNAVAILABLE, true);
+            reply.headers.insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            let _ = job.reply.send(reply);
+        }
     }
 }
 

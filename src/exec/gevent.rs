@@ -139,7 +139,13 @@ mod tests {
         let evs = hub.take();
         let tokens: Vec<u64> = evs
             .iter()
-            .filter_map(|e| if let Event::Wake(t) = e { Some(*t) } else { None })
+            .filter_map(|e| {
+                if let Event::Wake(t) = e {
+                    Some(*t)
+                } else {
+                    None
+                }
+            })
             .collect();
         assert_eq!(tokens, vec![1, 2]);
         assert!(!readable(hub.raw_fd()));

@@ -27,7 +27,10 @@ thread_local! {
 }
 
 /// Polls `f` until it is ready; `None` if `deadline` passes first.
-pub(crate) fn wait<T>(deadline: Option<Instant>, mut f: impl FnMut(&Waker) -> Poll<T>) -> Option<T> {
+pub(crate) fn wait<T>(
+    deadline: Option<Instant>,
+    mut f: impl FnMut(&Waker) -> Poll<T>,
+) -> Option<T> {
     WAKER.with(|waker| loop {
         if let Poll::Ready(v) = f(waker) {
             return Some(v);

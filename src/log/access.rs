@@ -15,7 +15,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 /// gunicorn's default `--access-logformat`.
-pub(crate) const DEFAULT_FORMAT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+pub(crate) const DEFAULT_FORMAT: &str =
+    r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Atom {
@@ -122,19 +123,29 @@ fn protocol(head: &Parts) -> &'static str {
 }
 
 fn header<'a>(head: &'a Parts, name: &str) -> &'a str {
-    head.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-")
+    head.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
 }
 
 /// The user name of a `Basic` authorization, for `%(u)s`.
 fn basic_user(head: &Parts) -> Option<String> {
-    let v = head.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let v = head
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, creds) = v.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
     let decoded = base64_decode(creds.trim())?;
     let text = String::from_utf8(decoded).ok()?;
-    Some(text.split_once(':').map_or(text.clone(), |(u, _)| u.to_string()))
+    Some(
+        text.split_once(':')
+            .map_or(text.clone(), |(u, _)| u.to_string()),
+    )
 }
 
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
@@ -239,7 +250,9 @@ impl AccessLog {
             static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
         LINE.with(|line| {
-            let Ok(mut line) = line.try_borrow_mut() else { return };
+            let Ok(mut line) = line.try_borrow_mut() else {
+                return;
+            };
             line.clear();
             self.format.render(e, &mut line);
             let mut sink = self.sink.lock();
@@ -259,14 +272,20 @@ mod tests {
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        b.body(()).map(|r| r.into_parts().0).unwrap_or_else(|_| http::Request::new(()).into_parts().0)
+        b.body(())
+            .map(|r| r.into_parts().0)
+            .unwrap_or_else(|_| http::Request::new(()).into_parts().0)
     }
 
     #[test]
     fn atoms_render() {
         let h = head(
             "GET /a/b?x=1",
-            &[("user-agent", "curl/8"), ("authorization", "Basic dXNlcjpwYXNz"), ("x-id", "42")],
+            &[
+                ("user-agent", "curl/8"),
+                ("authorization", "Basic dXNlcjpwYXNz"),
+                ("x-id", "42"),
+            ],
         );
         let e = Entry {
             head: &h,

@@ -103,7 +103,11 @@ pub(crate) fn write(level: Level, msg: &str) {
         return;
     }
     let stamp = Civil::from_system(SystemTime::now()).error_stamp();
-    let line = format!("[{stamp}] [{}] [{}] {msg}\n", std::process::id(), level.name());
+    let line = format!(
+        "[{stamp}] [{}] [{}] {msg}\n",
+        std::process::id(),
+        level.name()
+    );
     let _ = match &mut l.sink {
         Sink::Stderr => io::stderr().write_all(line.as_bytes()),
         Sink::File(f, _) => f.write_all(line.as_bytes()),
@@ -147,7 +151,10 @@ pub(crate) fn app_exception(py: Python<'_>, err: &PyErr, head: &http::request::P
 
 fn format_exception(py: Python<'_>, err: &PyErr) -> PyResult<String> {
     let tb = py.import("traceback")?;
-    let lines = tb.call_method1("format_exception", (err.value(py),))?;
+    let lines = tb.call_method1(
+        "format_exception",
+        (err.get_type(py), err.value(py), err.traceback(py)),
+    )?;
     let parts: Vec<String> = lines.extract()?;
     Ok(parts.concat())
 }

@@ -64,7 +64,9 @@ impl Civil {
         const MONTHS: [&str; 12] = [
             "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
         ];
-        let m = MONTHS.get(self.month.saturating_sub(1) as usize).unwrap_or(&"Jan");
+        let m = MONTHS
+            .get(self.month.saturating_sub(1) as usize)
+            .unwrap_or(&"Jan");
         format!(
             "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
             self.day, m, self.year, self.hour, self.minute, self.second
@@ -86,6 +88,9 @@ mod tests {
         for (secs, want) in cases {
             assert_eq!(Civil::from_unix(*secs).error_stamp(), *want);
         }
-        assert_eq!(Civil::from_unix(1_795_561_911).clf_stamp(), "24/Nov/2026:23:11:51 +0000");
+        assert_eq!(
+            Civil::from_unix(1_795_561_911).clf_stamp(),
+            "24/Nov/2026:23:11:51 +0000"
+        );
     }
 }

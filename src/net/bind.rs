@@ -38,7 +38,11 @@ impl BindSpec {
             let (host, after) = rest.split_once(']').ok_or_else(bad)?;
             let port = match after {
                 "" => DEFAULT_PORT,
-                p => p.strip_prefix(':').ok_or_else(bad)?.parse().map_err(|_| bad())?,
+                p => p
+                    .strip_prefix(':')
+                    .ok_or_else(bad)?
+                    .parse()
+                    .map_err(|_| bad())?,
             };
             if host.parse::<std::net::Ipv6Addr>().is_err() {
                 return Err(bad());
@@ -84,7 +88,9 @@ impl BindSpec {
             BindSpec::Fd(fd) => {
                 // SAFETY: the deployer handed us this descriptor to own.
                 let sock = unsafe { Socket::from_raw_fd(*fd) };
-                let local = sock.local_addr().map_err(|e| bind_error(format!("fd://{fd}"), e))?;
+                let local = sock
+                    .local_addr()
+                    .map_err(|e| bind_error(format!("fd://{fd}"), e))?;
                 match local.as_socket() {
                     Some(_) => Ok(Listener::Tcp(sock.into())),
                     None => Ok(Listener::Unix(sock.into(), None)),
@@ -147,7 +153,8 @@ impl Listener {
                 (Some(p), _) => format!("unix:{}", p.display()),
                 (None, Ok(a)) => format!(
                     "unix:{}",
-                    a.as_pathname().map_or_else(|| "?".into(), |p| p.display().to_string())
+                    a.as_pathname()
+                        .map_or_else(|| "?".into(), |p| p.display().to_string())
                 ),
                 (None, Err(_)) => "unix:?".into(),
             },
@@ -173,13 +180,19 @@ mod tests {
     #[test]
     fn specs() {
         let cases: &[(&str, Option<BindSpec>)] = &[
-            ("127.0.0.1:8000", Some(BindSpec::Tcp("127.0.0.1".into(), 8000))),
+            (
+                "127.0.0.1:8000",
+                Some(BindSpec::Tcp("127.0.0.1".into(), 8000)),
+            ),
             ("localhost:0", Some(BindSpec::Tcp("localhost".into(), 0))),
             (":9000", Some(BindSpec::Tcp("0.0.0.0".into(), 9000))),
             ("0.0.0.0", Some(BindSpec::Tcp("0.0.0.0".into(), 8000))),
             ("[::1]:8080", Some(BindSpec::Tcp("::1".into(), 8080))),
             ("[::]", Some(BindSpec::Tcp("::".into(), 8000))),
-            ("unix:/tmp/s.sock", Some(BindSpec::Unix("/tmp/s.sock".into()))),
+            (
+                "unix:/tmp/s.sock",
+                Some(BindSpec::Unix("/tmp/s.sock".into())),
+            ),
             ("fd://3", Some(BindSpec::Fd(3))),
             ("unix:", None),
             ("fd://x", None),
@@ -200,11 +213,17 @@ mod tests {
         let spec = BindSpec::parse("127.0.0.1:0")?;
         let l = spec.open(16)?;
         let url = l.url();
-        assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "{url}");
+        assert!(
+            url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"),
+            "{url}"
+        );
         let port = url.rsplit(':').next().unwrap_or("0");
         // Bound without SO_REUSEPORT, a second listener on the port must fail.
         let again = BindSpec::parse(&format!("127.0.0.1:{port}"))?.open(16);
-        assert!(matches!(again, Err(StartupError::AddrInUse(_))), "{again:?}");
+        assert!(
+            matches!(again, Err(StartupError::AddrInUse(_))),
+            "{again:?}"
+        );
         Ok(())
     }
 }

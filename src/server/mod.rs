@@ -114,7 +114,10 @@ impl AcceptCtx {
 async fn accept_loop(listener: Listener, ctx: AcceptCtx, mut stop: watch::Receiver<bool>) {
     match listener {
         Listener::Tcp(l) => {
-            let l = match l.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(l)) {
+            let l = match l
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l))
+            {
                 Ok(l) => l,
                 Err(e) => return crate::log::error::error(&format!("Cannot listen: {e}")),
             };
@@ -134,7 +137,10 @@ async fn accept_loop(listener: Listener, ctx: AcceptCtx, mut stop: watch::Receiv
             }
         }
         Listener::Unix(l, _) => {
-            let l = match l.set_nonblocking(true).and_then(|()| tokio::net::UnixListener::from_std(l)) {
+            let l = match l
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UnixListener::from_std(l))
+            {
                 Ok(l) => l,
                 Err(e) => return crate::log::error::error(&format!("Cannot listen: {e}")),
             };

@@ -152,7 +152,11 @@ mod tests {
         for (parts, limit, eof, want) in cases {
             let mut b = buf(parts);
             let got = b.take_line(*limit, *eof);
-            assert_eq!(got.as_deref(), want.map(str::as_bytes), "{parts:?} {limit} {eof}");
+            assert_eq!(
+                got.as_deref(),
+                want.map(str::as_bytes),
+                "{parts:?} {limit} {eof}"
+            );
         }
     }
 

@@ -10,9 +10,9 @@
 use http::request::Parts;
 use http::{HeaderName, Version};
 use parking_lot::Mutex;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
-use pyo3::intern;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -43,10 +43,7 @@ pub(crate) fn latin1(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 /// point from `--root-path` (no trailing slash; empty when not mounted).
 pub(crate) fn split_root<'a>(root: &str, path: &'a [u8]) -> (&'a [u8], &'a [u8]) {
     let r = root.as_bytes();
-    if !r.is_empty()
-        && path.starts_with(r)
-        && (path.len() == r.len() || path[r.len()] == b'/')
-    {
+    if !r.is_empty() && path.starts_with(r) && (path.len() == r.len() || path[r.len()] == b'/') {
         path.split_at(r.len())
     } else {
         (&path[..0], path)
@@ -168,7 +165,10 @@ pub(crate) fn build<'py>(
     input: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = PyDict::new(py);
-    env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, head.method.as_str()))?;
+    env.set_item(
+        intern!(py, "REQUEST_METHOD"),
+        method_str(py, head.method.as_str()),
+    )?;
     let decoded = decode_path(head.uri.path());
     let (script, path) = split_root(&k.root_path, &decoded);
     if script.is_empty() {
@@ -197,7 +197,10 @@ pub(crate) fn build<'py>(
             env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?;
         }
     }
-    let host = head.headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
+    let host = head
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
     let (name, port) = match host {
         Some(h) if !h.is_empty() => split_host(h, &k.default_port),
         _ => (conn.server_name.as_str(), conn.server_port.as_str()),
@@ -212,7 +215,11 @@ pub(crate) fn build<'py>(
         };
         let mut values = head.headers.get_all(name).iter();
         let Some(first) = values.next() else { continue };
-        let sep: &[u8] = if name == http::header::COOKIE { b"; " } else { b"," };
+        let sep: &[u8] = if name == http::header::COOKIE {
+            b"; "
+        } else {
+            b","
+        };
         let mut joined: Option<Vec<u8>> = None;
         for v in values {
             let j = joined.get_or_insert_with(|| first.as_bytes().to_vec());
@@ -227,8 +234,14 @@ pub(crate) fn build<'py>(
     env.set_item(intern!(py, "wsgi.url_scheme"), k.url_scheme.bind(py))?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
     env.set_item(intern!(py, "wsgi.errors"), k.errors.bind(py))?;
-    env.set_item(intern!(py, "wsgi.multithread"), PyBool::new(py, k.multithread))?;
-    env.set_item(intern!(py, "wsgi.multiprocess"), PyBool::new(py, k.multiprocess))?;
+    env.set_item(
+        intern!(py, "wsgi.multithread"),
+        PyBool::new(py, k.multithread),
+    )?;
+    env.set_item(
+        intern!(py, "wsgi.multiprocess"),
+        PyBool::new(py, k.multiprocess),
+    )?;
     env.set_item(intern!(py, "wsgi.run_once"), PyBool::new(py, false))?;
     env.set_item(intern!(py, "wsgi.input_terminated"), PyBool::new(py, true))?;
     env.set_item(intern!(py, "wsgi.file_wrapper"), k.file_wrapper.bind(py))?;
@@ -280,7 +293,11 @@ mod tests {
         ];
         for (root, path, script, info) in cases {
             let (s, i) = split_root(root, path.as_bytes());
-            assert_eq!((s, i), (script.as_bytes(), info.as_bytes()), "{root} {path}");
+            assert_eq!(
+                (s, i),
+                (script.as_bytes(), info.as_bytes()),
+                "{root} {path}"
+            );
         }
     }
 

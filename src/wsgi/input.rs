@@ -148,7 +148,11 @@ pub(crate) struct Input {
 }
 
 impl Input {
-    pub(crate) fn new(source: BodySource, timeout: Option<Duration>, hub: Option<Arc<Hub>>) -> Self {
+    pub(crate) fn new(
+        source: BodySource,
+        timeout: Option<Duration>,
+        hub: Option<Arc<Hub>>,
+    ) -> Self {
         Input {
             source: Mutex::new(source),
             timeout,
@@ -301,13 +305,23 @@ impl Input {
 
     /// gevent mode: `read(size)` that returns `None` instead of blocking.
     #[pyo3(signature = (size, token))]
-    fn _try_read(&self, py: Python<'_>, size: Option<isize>, token: u64) -> PyResult<Option<Py<PyBytes>>> {
+    fn _try_read(
+        &self,
+        py: Python<'_>,
+        size: Option<isize>,
+        token: u64,
+    ) -> PyResult<Option<Py<PyBytes>>> {
         self.try_read(py, size_need(size), token)
     }
 
     /// gevent mode: `readline(size)` that returns `None` instead of blocking.
     #[pyo3(signature = (size, token))]
-    fn _try_readline(&self, py: Python<'_>, size: Option<isize>, token: u64) -> PyResult<Option<Py<PyBytes>>> {
+    fn _try_readline(
+        &self,
+        py: Python<'_>,
+        size: Option<isize>,
+        token: u64,
+    ) -> PyResult<Option<Py<PyBytes>>> {
         self.try_read(py, line_need(size), token)
     }
 

@@ -72,7 +72,9 @@ pub(crate) fn call_app(py: Python<'_>, worker: &Arc<Worker>, app: &Bound<'_, PyA
     match r {
         Ok(Ok(())) => {}
         Ok(Err(e)) => crate::log::error::exception(py, "Error handling request", &e),
-        Err(_) => crate::log::error::error("Internal error handling request (panic); request aborted"),
+        Err(_) => {
+            crate::log::error::error("Internal error handling request (panic); request aborted")
+        }
     }
 }
 
@@ -121,7 +123,11 @@ fn send_body(py: Python<'_>, sr: &StartResponse, iterable: &Bound<'_, PyAny>) ->
 
 /// Sends a list of bytes as one buffer, or a `wsgi.file_wrapper` from its
 /// descriptor. Returns false when the iterable needs the general path.
-pub(crate) fn send_fast(py: Python<'_>, sr: &StartResponse, iterable: &Bound<'_, PyAny>) -> PyResult<bool> {
+pub(crate) fn send_fast(
+    py: Python<'_>,
+    sr: &StartResponse,
+    iterable: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
     if let Ok(list) = iterable.cast::<PyList>() {
         let body = match list.len() {
             0 => Bytes::new(),
@@ -131,9 +137,13 @@ pub(crate) fn send_fast(py: Python<'_>, sr: &StartResponse, iterable: &Bound<'_,
                 for item in list.iter() {
                     match item.cast::<PyBytes>() {
                         Ok(b) => buf.extend_from_slice(b.as_bytes()),
-                        Err(_) => return Err(chunk_bytes(&item).err().unwrap_or_else(|| {
-                            pyo3::exceptions::PyTypeError::new_err("response body items must be bytes")
-                        })),
+                        Err(_) => {
+                            return Err(chunk_bytes(&item).err().unwrap_or_else(|| {
+                                pyo3::exceptions::PyTypeError::new_err(
+                                    "response body items must be bytes",
+                                )
+                            }))
+                        }
                     }
                 }
                 buf.freeze()

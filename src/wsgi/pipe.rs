@@ -168,14 +168,21 @@ mod tests {
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
-        assert!(matches!(pipe.try_push(Bytes::from_static(b"abcde"), &waker), Push::Sent));
+        assert!(matches!(
+            pipe.try_push(Bytes::from_static(b"abcde"), &waker),
+            Push::Sent
+        ));
         let back = match pipe.try_push(Bytes::from_static(b"x"), &waker) {
             Push::Full(b) => b,
             other => panic!("expected Full, got {other:?}"),
         };
         assert_eq!(&back[..], b"x");
         assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "producer woken once room is made");
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "producer woken once room is made"
+        );
         assert!(matches!(pipe.poll_pop(&mut cx), Poll::Pending));
         pipe.finish(PipeEnd::Done);
         assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(None)));
@@ -187,10 +194,16 @@ mod tests {
         let waker = Waker::from(Arc::new(Count::default()));
         let mut cx = Context::from_waker(&waker);
         pipe.finish(PipeEnd::Aborted);
-        assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Err(PipeEnd::Aborted)))));
+        assert!(matches!(
+            pipe.poll_pop(&mut cx),
+            Poll::Ready(Some(Err(PipeEnd::Aborted)))
+        ));
         let pipe = Pipe::new(4);
         pipe.close_receiver();
         assert!(pipe.is_closed());
-        assert!(matches!(pipe.try_push(Bytes::from_static(b"a"), &waker), Push::Closed));
+        assert!(matches!(
+            pipe.try_push(Bytes::from_static(b"a"), &waker),
+            Push::Closed
+        ));
     }
 }

@@ -42,9 +42,19 @@ impl Reply {
     /// A plain-text error response produced by Siesta itself.
     pub(crate) fn error(status: StatusCode, close: bool) -> Self {
         let mut headers = HeaderMap::new();
-        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        headers.insert(
+            http::header::SERVER,
+            http::HeaderValue::from_static("siesta"),
+        );
         if close {
-            headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            headers.insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
         }
         let text = status.canonical_reason().unwrap_or("Error");
         Reply {
@@ -138,7 +148,10 @@ impl FileBody {
         }
     }
 
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let want = match self.remaining {
             Some(0) => return Poll::Ready(None),
             Some(n) => self.block.min(usize::try_from(n).unwrap_or(usize::MAX)),
@@ -172,7 +185,9 @@ impl FileBody {
 
 impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reply").field("status", &self.status).finish()
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .finish()
     }
 }
 

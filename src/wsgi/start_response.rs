@@ -109,7 +109,12 @@ impl StartResponse {
         }
     }
 
-    fn stage(&self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>, exc_info: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn stage(
+        &self,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         {
             let st = self.state.lock();
             match exc_info {
@@ -150,7 +155,9 @@ impl StartResponse {
             let (n, v) = parse_header(name.to_str()?, value.to_str()?).map_err(response_error)?;
             map.append(n, v);
         }
-        let declared = map.get(http::header::CONTENT_LENGTH).and_then(content_length);
+        let declared = map
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(content_length);
         self.state.lock().staged = Some(Staged {
             status: code,
             reason,
@@ -233,7 +240,11 @@ impl StartResponse {
         if st.head_sent {
             return Ok(false);
         }
-        let size = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+        let size = file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
         let declared = st.staged.as_ref().and_then(|s| s.declared);
         // Never more than declared; the file's size when nothing is declared.
         let len = match (declared, size) {
@@ -243,7 +254,9 @@ impl StartResponse {
         };
         if declared.is_none() {
             if let (Some(staged), Some(n)) = (st.staged.as_mut(), len) {
-                staged.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+                staged
+                    .headers
+                    .insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
             }
         }
         st.sent = len.unwrap_or(0);
@@ -255,7 +268,11 @@ impl StartResponse {
 
     /// Tries to queue a chunk without blocking. `Err(chunk)`: the queue is
     /// full and `waker` will be woken when there is room.
-    pub(crate) fn try_push(&self, chunk: Bytes, waker: &std::task::Waker) -> PyResult<Result<Sent, Bytes>> {
+    pub(crate) fn try_push(
+        &self,
+        chunk: Bytes,
+        waker: &std::task::Waker,
+    ) -> PyResult<Result<Sent, Bytes>> {
         let mut st = self.state.lock();
         if chunk.is_empty() {
             return Ok(Ok(Sent::Ok));
@@ -281,7 +298,11 @@ impl StartResponse {
             return Ok(Ok(Sent::Stop));
         };
         match pipe.try_push(clipped, waker) {
-            Push::Sent => Ok(Ok(if st.remaining == Some(0) { Sent::Stop } else { Sent::Ok })),
+            Push::Sent => Ok(Ok(if st.remaining == Some(0) {
+                Sent::Stop
+            } else {
+                Sent::Ok
+            })),
             Push::Full(back) => {
                 // Not taken: undo the accounting so the retry counts it once.
                 (st.remaining, st.sent) = before;
@@ -325,7 +346,8 @@ impl StartResponse {
                 return Ok(());
             }
             let r = if !st.head_sent {
-                self.send_head(&mut st, ResponseBody::Empty).map_err(response_error)
+                self.send_head(&mut st, ResponseBody::Empty)
+                    .map_err(response_error)
             } else {
                 Ok(())
             };
@@ -353,7 +375,9 @@ impl StartResponse {
             st.staged = None;
             let mut reply = Reply::error(StatusCode::INTERNAL_SERVER_ERROR, false);
             if self.input.get().source().expectation_pending() {
-                reply.headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                reply
+                    .headers
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
                 self.input.get().abandon();
             }
             st.status = 500;
@@ -377,7 +401,10 @@ impl StartResponse {
         let Some(mut body) = self.input.get().take_rest() else {
             return;
         };
-        let (max, time) = (self.worker.limits.drain_bytes, self.worker.limits.drain_time);
+        let (max, time) = (
+            self.worker.limits.drain_bytes,
+            self.worker.limits.drain_time,
+        );
         self.worker.runtime.spawn(async move {
             use http_body_util::BodyExt;
             let mut seen = 0u64;
@@ -410,14 +437,12 @@ impl StartResponse {
             elapsed: self.received.elapsed(),
         });
     }
-
-    pub(crate) fn hub(&self) -> Option<&Arc<Hub>> {
-        self.hub.as_ref()
-    }
 }
 
 fn repr(obj: &Bound<'_, PyAny>) -> String {
-    obj.repr().map(|r| r.to_string()).unwrap_or_else(|_| "<object>".into())
+    obj.repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "<object>".into())
 }
 
 pub(crate) fn response_error(e: ResponseError) -> PyErr {
@@ -435,7 +460,10 @@ pub(crate) fn chunk_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     match item.cast::<PyBytes>() {
         Ok(b) => Ok(Bytes::copy_from_slice(b.as_bytes())),
         Err(_) => Err(response_error(ResponseError::NotBytes(
-            item.get_type().name().map(|n| n.to_string()).unwrap_or_default(),
+            item.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
         ))),
     }
 }
@@ -464,10 +492,55 @@ impl StartResponse {
         }
         match self.push_blocking(py, chunk)? {
             Sent::Ok => Ok(()),
-            Sent::Stop if self.state.lock().gone => Err(crate::wsgi::input::ClientDisconnected::new_err(
-                "client disconnected while the response was being written",
-            )),
+            Sent::Stop if self.state.lock().gone => {
+                Err(crate::wsgi::input::ClientDisconnected::new_err(
+                    "client disconnected while the response was being written",
+                ))
+            }
             Sent::Stop => Ok(()),
         }
+    }
+
+    /// gevent mode: `write()` that never blocks. True: taken, go on. False:
+    /// stop (client gone or declared length reached; `write()` raises then).
+    /// None: the queue is full and `token` will be woken when it has room.
+    fn _try_push(&self, data: &Bound<'_, PyAny>, token: u64) -> PyResult<Option<bool>> {
+        let chunk = chunk_bytes(data)?;
+        {
+            let st = self.state.lock();
+            if !st.head_sent && st.staged.is_none() {
+                return Err(response_error(ResponseError::NotStarted));
+            }
+        }
+        let waker = match &self.hub {
+            Some(hub) => hub.waker(token),
+            None => std::task::Waker::noop().clone(),
+        };
+        Ok(match self.try_push(chunk, &waker)? {
+            Ok(Sent::Ok) => Some(true),
+            Ok(Sent::Stop) => Some(false),
+            Err(_) => None,
+        })
+    }
+
+    /// Whether the client went away (for gevent's `write()` to raise).
+    #[getter]
+    fn _client_gone(&self) -> bool {
+        self.state.lock().gone
+    }
+
+    /// Sends a list or a file wrapper without a stream; false otherwise.
+    fn _send_fast(&self, py: Python<'_>, iterable: &Bound<'_, PyAny>) -> PyResult<bool> {
+        crate::wsgi::send_fast(py, self, iterable)
+    }
+
+    /// Ends the response normally (see `finish`).
+    fn _finish(&self, py: Python<'_>) -> PyResult<()> {
+        self.finish(py)
+    }
+
+    /// Ends the response after the app raised `exc` (see `fail`).
+    fn _fail(&self, py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.fail(py, &PyErr::from_value(exc.clone()))
     }
 }

@@ -24,7 +24,10 @@ pub(crate) fn parse_status(line: &str) -> Result<(StatusCode, Option<String>), R
     if !(200..=599).contains(&code) {
         return Err(bad());
     }
-    if reason.chars().any(|c| c.is_control() && c != '\t' || c as u32 > 0xff) {
+    if reason
+        .chars()
+        .any(|c| c.is_control() && c != '\t' || c as u32 > 0xff)
+    {
         return Err(bad());
     }
     let status = StatusCode::from_u16(code).map_err(|_| bad())?;
@@ -50,7 +53,10 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Checks one header pair and converts it for hyper.
-pub(crate) fn parse_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), ResponseError> {
+pub(crate) fn parse_header(
+    name: &str,
+    value: &str,
+) -> Result<(HeaderName, HeaderValue), ResponseError> {
     let hname = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| ResponseError::BadHeader(name.to_string()))?;
     if HOP_BY_HOP.contains(&hname.as_str()) {

@@ -1,0 +1,196 @@
+"""Gevent mode (``-k gevent``): the hub loop, and the only place that switches greenlets.
+
+Rust does all network I/O on its own threads and never blocks this one: it
+queues new requests and wake tokens and makes one eventfd readable per
+batch. Here the hub watches that fd, starts a greenlet per request (at most
+``--worker-connections`` at once; the rest wait, and get 503 if they wait
+too long), and resumes a parked greenlet when its token comes back. A
+greenlet parks when ``wsgi.input`` has no bytes yet or the response queue
+is full: Rust's ``_try_*`` calls return ``None`` instead of blocking, so no
+Rust frame is ever on the stack across a switch.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import time
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.monkey
+import gevent.pool
+from gevent.hub import Waiter
+
+from siesta._siesta import ClientDisconnected, ClientTimeout, log
+
+# A request may wait this long for a free greenlet slot before a 503.
+QUEUE_WAIT = 30.0
+
+_tokens = itertools.count(1)
+_parked: dict[int, Waiter] = {}
+
+
+def patch() -> None:
+    """gevent's monkey-patching, applied before the app is imported."""
+    gevent.monkey.patch_all()
+
+
+def _park(token: int, timeout: float | None) -> None:
+    """Switches to the hub until ``token`` is woken (or ``timeout`` passes)."""
+    waiter = Waiter()
+    _parked[token] = waiter
+    try:
+        if timeout:
+            with gevent.Timeout(timeout, False) as t:
+                waiter.get()
+            if not t.pending and token in _parked:
+                raise ClientTimeout("client sent no body bytes within the body timeout")
+        else:
+            waiter.get()
+    finally:
+        _parked.pop(token, None)
+
+
+def _wake(token: int) -> None:
+    waiter = _parked.pop(token, None)
+    if waiter is not None:
+        waiter.switch(None)
+
+
+class Input:
+    """``wsgi.input`` for greenlets: the Rust reader's calls, parking when it would block."""
+
+    __slots__ = ("_raw", "_timeout")
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._timeout = raw._timeout
+
+    def _wait(self, fn: Any, size: int | None) -> bytes:
+        while True:
+            token = next(_tokens)
+            data = fn(size, token)
+            if data is not None:
+                return data
+            _park(token, self._timeout)
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._wait(self._raw._try_read, size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._wait(self._raw._try_readline, size)
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        lines, total = [], 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Input:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+def _push(sr: Any, data: Any) -> bool:
+    """Queues one response chunk, parking while the client is slower than the app."""
+    while True:
+        token = next(_tokens)
+        sent = sr._try_push(data, token)
+        if sent is not None:
+            return sent
+        _park(token, None)
+
+
+def _handle(req: Any, app: Any) -> None:
+    environ, sr = req.begin()
+    environ["wsgi.input"] = Input(environ["wsgi.input"])
+
+    def write(data: bytes) -> None:
+        if not _push(sr, data) and sr._client_gone:
+            raise ClientDisconnected("client disconnected while the response was being written")
+
+    def start_response(status: Any, headers: Any, exc_info: Any = None) -> Any:
+        sr(status, headers, exc_info)
+        return write
+
+    try:
+        result = app(environ, start_response)
+    except BaseException as exc:  # the app's failure, answered with a 500
+        sr._fail(exc)
+        return
+    try:
+        if not sr._send_fast(result):
+            for chunk in result:
+                if not _push(sr, chunk):
+                    break
+        sr._finish()
+    except BaseException as exc:  # after headers: the connection is aborted
+        sr._fail(exc)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as exc:
+                log("error", f"Error closing the response iterable: {exc!r}")
+
+
+def serve(server: Any, app: Any, worker_connections: int, graceful_timeout: float) -> None:
+    """Runs the hub until the server stops, then lets running requests finish."""
+    hub = gevent.get_hub()
+    pool = gevent.pool.Pool(worker_connections)
+    waiting: collections.deque[tuple[float, Any]] = collections.deque()
+    stopped = gevent.event.Event()
+
+    def spawn(req: Any) -> None:
+        pool.spawn(_handle, req, app).link(on_done)
+
+    def on_done(_greenlet: Any) -> None:
+        now = time.monotonic()
+        while waiting and pool.free_count() > 0:
+            since, req = waiting.popleft()
+            if now - since > QUEUE_WAIT:
+                req.reject()
+            else:
+                spawn(req)
+
+    def on_ready() -> None:
+        for item in server.hub_take():
+            if item is None:
+                stopped.set()
+            elif type(item) is int:
+                _wake(item)
+            elif pool.free_count() > 0 and not waiting:
+                spawn(item)
+            else:
+                waiting.append((time.monotonic(), item))
+
+    def expire() -> None:
+        while not stopped.is_set():
+            gevent.sleep(1.0)
+            now = time.monotonic()
+            while waiting and now - waiting[0][0] > QUEUE_WAIT:
+                waiting.popleft()[1].reject()
+
+    server.start()
+    watcher = hub.loop.io(server.hub_fd(), 1)
+    watcher.start(on_ready)
+    janitor = gevent.spawn(expire)
+    try:
+        stopped.wait()
+    finally:
+        watcher.stop()
+        janitor.kill(block=False)
+        for _, req in waiting:
+            req.reject()
+        pool.join(timeout=graceful_timeout)
