@@ -10,7 +10,7 @@
 use crate::config::{Config, Mode};
 use crate::error::StartupError;
 use crate::exec::gevent::{Event, Hub};
-use crate::exec::threads::Queue;
+use crate::exec::threads::Pool;
 use crate::exec::{Executor, Job, Worker};
 use crate::log::access::AccessLog;
 use crate::net::bind::Listener;
@@ -43,12 +43,18 @@ pub(crate) struct Server {
     /// The hub queue in gevent mode (also inside `exec`).
     hub: Option<Arc<Hub>>,
     worker: OnceLock<Arc<Worker>>,
-    /// Kept alive while serving; dropped when `wait` returns.
-    runtime: Mutex<Option<tokio::runtime::Runtime>>,
-    /// Signals `wait` that the I/O side has drained.
-    done: Mutex<Option<mpsc::Receiver<()>>>,
-    /// Asks the I/O side to stop, for `stop()`.
-    stopper: Mutex<Option<tokio::sync::oneshot::Sender<Stop>>>,
+    /// The I/O runtime, kept alive while serving.
+    runtime: Mutex<Option<Arc<tokio::runtime::Runtime>>>,
+    /// Tells `wait` that a stop was asked for, then that the server drained.
+    events: Mutex<Option<mpsc::Receiver<Lifecycle>>>,
+    /// Asks the I/O side to stop (signals and `stop()`).
+    stopper: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Stop>>>,
+}
+
+/// What `wait` hears from the server.
+enum Lifecycle {
+    Stopping(Stop),
+    Done,
 }
 
 fn startup(e: StartupError) -> PyErr {
@@ -69,11 +75,28 @@ impl Server {
             .collect::<Result<Vec<_>, _>>()
             .map_err(startup)?;
         let urls = listeners.iter().map(Listener::url).collect();
+        // Thread mode with --runtime-threads 0: the Python threads drive a
+        // current-thread runtime (exec/threads.rs); otherwise dedicated
+        // I/O threads run a multi-thread one.
+        let driven = config.mode == Mode::Thread && config.runtime_threads == 0;
+        let rt = if driven {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.runtime_threads.max(1))
+                .thread_name("siesta-io")
+                .enable_all()
+                .build()
+        }
+        .map(Arc::new)
+        .map_err(|e| startup(StartupError::Runtime(e)))?;
         let (exec, hub) = match config.mode {
-            Mode::Thread => (
-                Executor::Threads(Arc::new(Queue::new(config.threads))),
-                None,
-            ),
+            Mode::Thread => {
+                let pool = Pool::new(driven.then(|| rt.clone()));
+                (Executor::Threads(pool), None)
+            }
             Mode::Gevent => {
                 let hub = Arc::new(Hub::new().map_err(|e| PyOSError::new_err(e.to_string()))?);
                 (Executor::Gevent(hub.clone()), Some(hub))
@@ -86,8 +109,8 @@ impl Server {
             exec: Arc::new(exec),
             hub,
             worker: OnceLock::new(),
-            runtime: Mutex::new(None),
-            done: Mutex::new(None),
+            runtime: Mutex::new(Some(rt)),
+            events: Mutex::new(None),
             stopper: Mutex::new(None),
         })
     }
@@ -98,19 +121,18 @@ impl Server {
         self.urls.clone()
     }
 
-    /// Starts serving: the runtime, accept loops, signals; logs the ready line.
+    /// Starts serving: accept loops, signal handling; logs the ready line.
     fn start(&self, py: Python<'_>) -> PyResult<()> {
         let listeners = self
             .listeners
             .lock()
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("server already started"))?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(self.config.runtime_threads)
-            .thread_name("siesta-io")
-            .enable_all()
-            .build()
-            .map_err(|e| startup(StartupError::Runtime(e)))?;
+        let rt = self
+            .runtime
+            .lock()
+            .clone()
+            .ok_or_else(|| PyRuntimeError::new_err("server already stopped"))?;
         let access_log = match &self.config.access_logfile {
             Some(p) => Some(
                 AccessLog::open(p, &self.config.access_logformat)
@@ -134,37 +156,59 @@ impl Server {
             access_log,
         });
         let _ = self.worker.set(worker.clone());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::channel();
+        *self.events.lock() = Some(events_rx);
+        spawn_signal_thread(stop_tx.clone(), events_tx.clone())?;
         *self.stopper.lock() = Some(stop_tx);
-        let (done_tx, done_rx) = mpsc::channel();
-        *self.done.lock() = Some(done_rx);
         let exec = self.exec.clone();
         let pid = std::process::id();
         for url in &self.urls {
             crate::log::error::info(&format!("Listening at: {url} ({pid})"));
         }
         rt.spawn(async move {
-            server::run(listeners, worker, exec, shutdown_signal(stop_rx)).await;
-            let _ = done_tx.send(());
+            let shutdown = async move { stop_rx.recv().await.unwrap_or(Stop::Fast) };
+            server::run(listeners, worker, exec, shutdown).await;
+            let _ = events_tx.send(Lifecycle::Done);
         });
-        *self.runtime.lock() = Some(rt);
         Ok(())
     }
 
-    /// Blocks (GIL released) until the server has stopped and drained.
+    /// Blocks (GIL released) until the server has stopped and drained, or
+    /// the stop's time is up (an app stuck in a request cannot hold a TERM
+    /// past `--graceful-timeout`, nor an INT at all).
     fn wait(&self, py: Python<'_>) {
-        let done = self.done.lock().take();
-        if let Some(done) = done {
-            py.detach(move || {
-                let _ = done.recv();
-            });
-        }
+        let Some(events) = self.events.lock().take() else {
+            return;
+        };
+        let graceful = self.config.limits.graceful_timeout;
+        py.detach(move || {
+            let mut deadline: Option<std::time::Instant> = None;
+            loop {
+                let ev = match deadline {
+                    None => events.recv().ok(),
+                    Some(d) => events
+                        .recv_timeout(d.saturating_duration_since(std::time::Instant::now()))
+                        .ok(),
+                };
+                match ev {
+                    Some(Lifecycle::Done) | None => return,
+                    Some(Lifecycle::Stopping(how)) => {
+                        let grace = match how {
+                            Stop::Graceful => graceful + std::time::Duration::from_secs(1),
+                            Stop::Fast => std::time::Duration::from_secs(1),
+                        };
+                        deadline = Some(std::time::Instant::now() + grace);
+                    }
+                }
+            }
+        });
     }
 
     /// Asks the server to stop, as TERM (graceful) or INT (fast) would.
     #[pyo3(signature = (graceful=true))]
     fn stop(&self, graceful: bool) {
-        if let Some(tx) = self.stopper.lock().take() {
+        if let Some(tx) = self.stopper.lock().as_ref() {
             let _ = tx.send(if graceful { Stop::Graceful } else { Stop::Fast });
         }
     }
@@ -250,22 +294,48 @@ impl Request {
     }
 }
 
-/// Resolves on TERM (graceful), INT or QUIT (fast), or `Server.stop()`.
-async fn shutdown_signal(stop: tokio::sync::oneshot::Receiver<Stop>) -> Stop {
+/// Handles TERM (graceful), INT and QUIT (fast) on a thread of its own, so
+/// a stop is heard even while every app thread is busy.
+fn spawn_signal_thread(
+    stop: tokio::sync::mpsc::UnboundedSender<Stop>,
+    events: mpsc::Sender<Lifecycle>,
+) -> PyResult<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::quit()),
-    ) else {
-        crate::log::error::error("Cannot install signal handlers; stop with Server.stop()");
-        return stop.await.unwrap_or(Stop::Fast);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| startup(StartupError::Runtime(e)))?;
+    // Register now, so a signal that arrives right after start is not lost.
+    let (term, int, quit) = rt.block_on(async {
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        )
+    });
+    let (mut term, mut int, mut quit) = match (term, int, quit) {
+        (Ok(t), Ok(i), Ok(q)) => (t, i, q),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return Err(PyOSError::new_err(format!(
+                "Cannot install signal handlers: {e}"
+            )))
+        }
     };
-    let how = tokio::select! {
-        _ = term.recv() => { crate::log::error::info("Handling signal: term"); Stop::Graceful }
-        _ = int.recv() => { crate::log::error::info("Handling signal: int"); Stop::Fast }
-        _ = quit.recv() => { crate::log::error::info("Handling signal: quit"); Stop::Fast }
-        r = stop => r.unwrap_or(Stop::Fast),
-    };
-    how
+    std::thread::Builder::new()
+        .name("siesta-signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                loop {
+                    let how = tokio::select! {
+                        _ = term.recv() => { crate::log::error::info("Handling signal: term"); Stop::Graceful }
+                        _ = int.recv() => { crate::log::error::info("Handling signal: int"); Stop::Fast }
+                        _ = quit.recv() => { crate::log::error::info("Handling signal: quit"); Stop::Fast }
+                    };
+                    let _ = events.send(Lifecycle::Stopping(how));
+                    let _ = stop.send(how);
+                }
+            })
+        })
+        .map(|_| ())
+        .map_err(|e| PyOSError::new_err(format!("Cannot start the signal thread: {e}")))
 }

@@ -133,8 +133,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("body_timeout", ("--body-timeout",), 60.0,
             "Seconds wsgi.input.read() waits without receiving a body byte before raising "
             "siesta.ClientTimeout; 0 waits forever.", type=_seconds, metavar="SECONDS"),
-    Setting("runtime_threads", ("--runtime-threads",), 1,
-            "Threads doing network I/O (tokio) per worker.", type=_positive_int, metavar="INT"),
+    Setting("runtime_threads", ("--runtime-threads",), 0,
+            "Dedicated network I/O (tokio) threads per worker. 0, the default, lets thread "
+            "mode's Python threads drive the I/O themselves: no hand-off between threads per "
+            "request. gevent mode always uses at least 1.", type=_non_negative_int,
+            metavar="INT"),
     Setting("root_path", ("--root-path",), "",
             "Mount point of the app: stripped from PATH_INFO and set as SCRIPT_NAME.",
             metavar="PREFIX"),

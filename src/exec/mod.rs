@@ -44,7 +44,7 @@ pub(crate) struct Worker {
 
 /// Where requests go: the running mode's queue.
 pub(crate) enum Executor {
-    Threads(Arc<threads::Queue>),
+    Threads(Arc<threads::Pool>),
     Gevent(Arc<gevent::Hub>),
 }
 

@@ -1,12 +1,14 @@
 //! Waiting on a poll function from an OS thread: the thread mode's only way to block.
 //!
-//! `wait` runs a `poll`-style closure with a waker that unparks the calling
-//! thread, parking in between, until it is ready or a deadline passes. The
-//! caller releases the GIL around it; this module knows nothing of Python.
+//! `wait` runs a `poll`-style closure until it is ready or a deadline
+//! passes. On a pool thread that drives the I/O runtime (`threads.rs`) it
+//! waits inside the runtime, so the waiting thread keeps sockets moving;
+//! elsewhere it parks the thread with a waker that unparks it. The caller
+//! releases the GIL around it; this module knows nothing of Python.
 //! Greenlets never come here: the hub does their waiting (`exec/gevent.rs`).
 
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::Instant;
 
@@ -26,35 +28,47 @@ thread_local! {
     static WAKER: Waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
 }
 
-/// Polls `f` until it is ready; `None` if `deadline` passes first.
+/// Polls `f` until it is ready; `None` if `deadline` passes first. On a
+/// pool thread that drives the I/O runtime, the wait drives it too.
 pub(crate) fn wait<T>(
     deadline: Option<Instant>,
     mut f: impl FnMut(&Waker) -> Poll<T>,
 ) -> Option<T> {
-    WAKER.with(|waker| loop {
-        if let Poll::Ready(v) = f(waker) {
-            return Some(v);
-        }
-        match deadline {
-            None => thread::park(),
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    return None;
-                }
-                thread::park_timeout(d - now);
-            }
-        }
-    })
-}
-
-/// Polls a `Context`-taking function until ready (no deadline).
-pub(crate) fn wait_cx<T>(mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> T {
-    loop {
-        if let Some(v) = wait(None, |w| f(&mut Context::from_waker(w))) {
-            return v;
-        }
+    if let Poll::Ready(v) = WAKER.with(|w| f(w)) {
+        return Some(v);
     }
+    let pool = super::threads::current();
+    if let Some(pool) = &pool {
+        pool.set_blocked(true);
+    }
+    let out = match pool.as_ref().and_then(|p| p.runtime()) {
+        Some(rt) => rt.block_on(async {
+            let fut = std::future::poll_fn(|cx| f(cx.waker()));
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), fut).await.ok(),
+                None => Some(fut.await),
+            }
+        }),
+        None => WAKER.with(|waker| loop {
+            if let Poll::Ready(v) = f(waker) {
+                return Some(v);
+            }
+            match deadline {
+                None => thread::park(),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    thread::park_timeout(d - now);
+                }
+            }
+        }),
+    };
+    if let Some(pool) = &pool {
+        pool.set_blocked(false);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,64 +1,257 @@
-//! Thread mode (`-k thread`): a pool of Python threads takes requests from one queue.
+//! Thread mode (`-k thread`): a pool of Python threads that also drives the I/O.
 //!
-//! Each thread loops in `run`: it waits for a job with the GIL released,
-//! runs the app (`wsgi::call_app`), and takes the next job without sleeping
-//! when one is already queued, so under load a thread goes from request to
-//! request with no wake-up in between. Only one idle thread is woken per job,
-//! so idle threads do not fight over the GIL. The threads themselves are
-//! started by Python (`python/siesta/_run.py`) so `threading` knows them.
+//! By default (`--runtime-threads 0`) there is no I/O thread: the pool's
+//! tokio runtime is a current-thread one, driven by whichever Python thread
+//! is free. That thread (the *driver*) polls sockets and hyper with the GIL
+//! released until a request head is parsed, then runs the app itself and
+//! comes back, so under load one thread goes request to request with no
+//! hand-off and no wake-up, and idle threads sleep instead of fighting over
+//! the GIL. A thread waiting in `wsgi.input` or on a slow client drives the
+//! runtime while it waits (`park.rs`). When the running thread is stuck in
+//! the app's own I/O, the `monitor` wakes an idle thread within about a
+//! millisecond to take over driving and queued requests. With
+//! `--runtime-threads N` dedicated I/O threads push requests and the pool
+//! only runs apps. Python starts the threads (`python/siesta/_run.py`).
 
 use crate::exec::{Job, Worker};
-use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
 
-/// The request queue between the I/O runtime and the Python threads.
-pub(crate) struct Queue {
-    tx: Sender<Option<Job>>,
-    rx: Receiver<Option<Job>>,
-    closed: AtomicBool,
-    /// How many threads to send the stop marker to.
-    threads: usize,
+/// How long the pool may go without taking a job or driving I/O before an
+/// idle thread is woken (the running ones may be blocked in the app).
+const TICK: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// The pool this Python thread belongs to, for `park.rs`.
+    static CURRENT: RefCell<Option<Arc<Pool>>> = const { RefCell::new(None) };
 }
 
-impl Queue {
-    pub(crate) fn new(threads: usize) -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        Queue {
-            tx,
-            rx,
-            closed: AtomicBool::new(false),
-            threads,
+/// The pool of the calling thread, if it is a pool thread.
+pub(crate) fn current() -> Option<Arc<Pool>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+pub(crate) struct Pool {
+    state: Mutex<State>,
+    /// Idle threads sleep here.
+    idle_cv: Condvar,
+    /// The monitor sleeps here while the pool is quiet.
+    monitor_cv: Condvar,
+    /// Wakes the driver's `recv` when a job is queued.
+    job_ready: Notify,
+    /// The runtime the pool drives; `None` with dedicated I/O threads.
+    runtime: Option<Arc<Runtime>>,
+}
+
+struct State {
+    jobs: VecDeque<Job>,
+    /// Threads asleep on `idle_cv`.
+    idle: usize,
+    /// Threads running Python for a job (not idle, not waiting in `park`).
+    running: usize,
+    /// A thread is in `recv`, driving I/O and about to take the next job.
+    driver: bool,
+    /// Bumped whenever a job is taken or a driver starts: the monitor's
+    /// sign of progress.
+    progress: u64,
+    /// The monitor is asleep on `monitor_cv`.
+    monitor_asleep: bool,
+    closed: bool,
+}
+
+impl Pool {
+    pub(crate) fn new(runtime: Option<Arc<Runtime>>) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
+            state: Mutex::new(State {
+                jobs: VecDeque::with_capacity(256),
+                idle: 0,
+                running: 0,
+                driver: false,
+                progress: 0,
+                monitor_asleep: false,
+                closed: false,
+            }),
+            idle_cv: Condvar::new(),
+            monitor_cv: Condvar::new(),
+            job_ready: Notify::new(),
+            runtime,
+        });
+        let p = pool.clone();
+        let spawned = std::thread::Builder::new()
+            .name("siesta-monitor".into())
+            .spawn(move || p.monitor());
+        if let Err(e) = spawned {
+            crate::log::error::error(&format!("Cannot start the pool monitor: {e}"));
         }
+        pool
+    }
+
+    pub(crate) fn runtime(&self) -> Option<&Arc<Runtime>> {
+        self.runtime.as_ref()
     }
 
     pub(crate) fn push(&self, job: Job) -> Result<(), Job> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(job);
+        let (notify_driver, wake_idle, wake_monitor) = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return Err(job);
+            }
+            st.jobs.push_back(job);
+            let wake_idle = !st.driver && st.running == 0 && st.idle > 0;
+            let wake_monitor = st.monitor_asleep;
+            st.monitor_asleep = false;
+            (st.driver, wake_idle, wake_monitor)
+        };
+        if notify_driver {
+            self.job_ready.notify_one();
+        } else if wake_idle {
+            self.idle_cv.notify_one();
         }
-        // The queue holds its own receiver, so sending cannot fail.
-        let _ = self.tx.send(Some(job));
+        if wake_monitor {
+            self.monitor_cv.notify_one();
+        }
         Ok(())
     }
 
     pub(crate) fn close(&self) {
-        if !self.closed.swap(true, Ordering::AcqRel) {
-            for _ in 0..self.threads {
-                let _ = self.tx.send(None);
+        self.state.lock().closed = true;
+        self.job_ready.notify_waiters();
+        self.idle_cv.notify_all();
+        self.monitor_cv.notify_all();
+    }
+
+    /// Marks the calling pool thread as waiting (`true`) or running again.
+    pub(crate) fn set_blocked(&self, blocked: bool) {
+        let wake = {
+            let mut st = self.state.lock();
+            if blocked {
+                st.running = st.running.saturating_sub(1);
+                st.running == 0 && !st.driver && st.idle > 0 && !st.jobs.is_empty()
+            } else {
+                st.running += 1;
+                false
+            }
+        };
+        if wake {
+            self.idle_cv.notify_one();
+        }
+    }
+
+    /// The next job for a thread that just finished one (GIL released).
+    fn next_job(&self) -> Option<Job> {
+        let mut st = self.state.lock();
+        st.running = st.running.saturating_sub(1);
+        loop {
+            if let Some(job) = st.jobs.pop_front() {
+                st.running += 1;
+                st.progress += 1;
+                return Some(job);
+            }
+            if st.closed {
+                return None;
+            }
+            if let (false, Some(rt)) = (st.driver, &self.runtime) {
+                st.driver = true;
+                st.progress += 1;
+                drop(st);
+                let job = rt.block_on(self.recv());
+                st = self.state.lock();
+                st.driver = false;
+                if job.is_some() {
+                    st.running += 1;
+                    if st.monitor_asleep {
+                        st.monitor_asleep = false;
+                        self.monitor_cv.notify_one();
+                    }
+                }
+                return job;
+            }
+            st.idle += 1;
+            self.idle_cv.wait(&mut st);
+            st.idle -= 1;
+        }
+    }
+
+    /// Drives the runtime until a job is queued (or the pool closes).
+    async fn recv(&self) -> Option<Job> {
+        loop {
+            let notified = self.job_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.state.lock();
+                if let Some(job) = st.jobs.pop_front() {
+                    st.progress += 1;
+                    return Some(job);
+                }
+                if st.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Wakes an idle thread when the pool has made no progress for a tick
+    /// while there is work no thread is taking (or no thread is driving I/O).
+    fn monitor(&self) {
+        let mut st = self.state.lock();
+        let mut last = st.progress;
+        loop {
+            if st.closed {
+                return;
+            }
+            let quiet = st.running == 0 && st.jobs.is_empty();
+            if quiet {
+                st.monitor_asleep = true;
+                self.monitor_cv.wait(&mut st);
+                last = st.progress;
+                continue;
+            }
+            self.monitor_cv.wait_for(&mut st, TICK);
+            let stuck = st.progress == last;
+            last = st.progress;
+            let needs_driver = !st.driver && self.runtime.is_some();
+            if stuck && st.idle > 0 && (needs_driver || !st.jobs.is_empty()) {
+                self.idle_cv.notify_one();
             }
         }
     }
 
-    /// One Python thread's life: take jobs until the queue closes.
-    pub(crate) fn run(&self, py: Python<'_>, worker: &Arc<Worker>, app: &Bound<'_, PyAny>) {
+    /// One Python thread's life: take jobs until the pool closes.
+    pub(crate) fn run(
+        self: &Arc<Self>,
+        py: Python<'_>,
+        worker: &Arc<Worker>,
+        app: &Bound<'_, PyAny>,
+    ) {
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        self.state.lock().running += 1;
         loop {
-            let job = match self.rx.try_recv() {
-                Ok(job) => job,
-                Err(_) => py.detach(|| self.rx.recv().ok().flatten()),
+            // A job already queued is taken without releasing the GIL.
+            let queued = {
+                let mut st = self.state.lock();
+                let job = st.jobs.pop_front();
+                if job.is_some() {
+                    st.progress += 1;
+                }
+                job
             };
-            let Some(job) = job else { return };
+            let job = match queued {
+                Some(job) => job,
+                None => match py.detach(|| self.next_job()) {
+                    Some(job) => job,
+                    None => break,
+                },
+            };
             crate::wsgi::call_app(py, worker, app, job);
         }
+        CURRENT.with(|c| *c.borrow_mut() = None);
     }
 }

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 /// gunicorn's default `--access-logformat`.
+#[cfg(test)]
 pub(crate) const DEFAULT_FORMAT: &str =
     r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
 

@@ -37,7 +37,6 @@ fn builder(worker: &Worker) -> http1::Builder {
     b.timer(TokioTimer::new())
         .keep_alive(true)
         .half_close(false)
-        .title_case_headers(true)
         .pipeline_flush(true)
         .max_buf_size(worker.limits.read_buffer)
         .header_read_timeout(worker.limits.keep_alive);
@@ -95,11 +94,11 @@ impl AcceptCtx {
     {
         let service = Service {
             exec: self.exec.clone(),
-            conn: Arc::new(ConnInfo {
+            conn: Arc::new(ConnInfo::new(
                 peer,
-                server_name: self.server_name.clone(),
-                server_port: self.server_port.clone(),
-            }),
+                self.server_name.clone(),
+                self.server_port.clone(),
+            )),
         };
         let conn = builder(&self.worker).serve_connection(TokioIo::new(io), service);
         let conn = self.graceful.watch(conn);

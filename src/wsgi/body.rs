@@ -30,6 +30,7 @@ impl BodyBuffer {
         self.len
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }

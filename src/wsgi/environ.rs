@@ -15,15 +15,44 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 /// Facts about the connection a request came in on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ConnInfo {
     /// The client, `None` on a unix socket.
     pub peer: Option<SocketAddr>,
     /// The listener's host and port, used when the request has no `Host`.
     pub server_name: String,
     pub server_port: String,
+    /// `REMOTE_ADDR` and `REMOTE_PORT` as Python strings, made on the
+    /// connection's first request and reused by the next ones.
+    pub remote: OnceLock<(Py<PyString>, Py<PyString>)>,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(peer: Option<SocketAddr>, server_name: String, server_port: String) -> Self {
+        ConnInfo {
+            peer,
+            server_name,
+            server_port,
+            remote: OnceLock::new(),
+        }
+    }
+
+    fn remote<'py>(&self, py: Python<'py>) -> (&Bound<'py, PyString>, &Bound<'py, PyString>) {
+        let (addr, port) = self.remote.get_or_init(|| match self.peer {
+            Some(p) => (
+                PyString::new(py, &p.ip().to_string()).unbind(),
+                PyString::new(py, &p.port().to_string()).unbind(),
+            ),
+            None => (
+                PyString::new(py, "").unbind(),
+                PyString::new(py, "").unbind(),
+            ),
+        });
+        (addr.bind(py), port.bind(py))
+    }
 }
 
 /// Percent-decodes a request path into raw bytes (later read as latin-1).
@@ -88,30 +117,29 @@ pub(crate) fn split_host<'a>(host: &'a str, default_port: &'a str) -> (&'a str, 
 }
 
 /// The request-target exactly as the client sent it (origin or absolute form).
-pub(crate) fn raw_uri(head: &Parts) -> String {
+pub(crate) fn raw_uri(head: &Parts) -> std::borrow::Cow<'_, str> {
     if head.uri.scheme().is_some() {
-        head.uri.to_string()
+        std::borrow::Cow::Owned(head.uri.to_string())
     } else {
-        head.uri
-            .path_and_query()
-            .map_or_else(|| head.uri.path().to_string(), |pq| pq.as_str().to_string())
+        std::borrow::Cow::Borrowed(
+            head.uri
+                .path_and_query()
+                .map_or_else(|| head.uri.path(), |pq| pq.as_str()),
+        )
     }
 }
 
 /// Values made once per worker and shared by every environ.
 pub(crate) struct EnvConstants {
-    pub version: Py<PyTuple>,
-    pub url_scheme: Py<PyString>,
     pub default_port: String,
-    pub software: Py<PyString>,
-    pub multithread: bool,
-    pub multiprocess: bool,
-    pub errors: Py<PyAny>,
-    pub file_wrapper: Py<PyAny>,
     pub root_path: String,
     pub root_path_py: Py<PyString>,
     /// `HTTP_*` keys for header names seen before (bounded, see `header_key`).
     header_keys: Mutex<HashMap<HeaderName, Py<PyString>>>,
+    /// Every environ starts as a copy of this: the constant entries set, the
+    /// per-request keys present (as `None`) so filling them never grows the
+    /// dict.
+    template: Py<PyDict>,
 }
 
 impl EnvConstants {
@@ -126,15 +154,34 @@ impl EnvConstants {
         root_path: &str,
     ) -> PyResult<Self> {
         let root = root_path.trim_end_matches('/');
+        let template = PyDict::new(py);
+        for key in PER_REQUEST {
+            template.set_item(PyString::intern(py, key), py.None())?;
+        }
+        template.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
+        template.set_item(
+            intern!(py, "wsgi.url_scheme"),
+            PyString::intern(py, url_scheme),
+        )?;
+        template.set_item(intern!(py, "wsgi.errors"), errors.bind(py))?;
+        template.set_item(
+            intern!(py, "wsgi.multithread"),
+            PyBool::new(py, multithread),
+        )?;
+        template.set_item(
+            intern!(py, "wsgi.multiprocess"),
+            PyBool::new(py, multiprocess),
+        )?;
+        template.set_item(intern!(py, "wsgi.run_once"), PyBool::new(py, false))?;
+        template.set_item(intern!(py, "wsgi.input_terminated"), PyBool::new(py, true))?;
+        template.set_item(intern!(py, "wsgi.file_wrapper"), file_wrapper.bind(py))?;
+        template.set_item(
+            intern!(py, "SERVER_SOFTWARE"),
+            PyString::new(py, concat!("siesta/", env!("CARGO_PKG_VERSION"))),
+        )?;
         Ok(EnvConstants {
-            version: PyTuple::new(py, [1, 0])?.unbind(),
-            url_scheme: PyString::intern(py, url_scheme).unbind(),
+            template: template.unbind(),
             default_port: if url_scheme == "https" { "443" } else { "80" }.into(),
-            software: PyString::new(py, concat!("siesta/", env!("CARGO_PKG_VERSION"))).unbind(),
-            multithread,
-            multiprocess,
-            errors,
-            file_wrapper,
             root_path: root.to_string(),
             root_path_py: PyString::new(py, root).unbind(),
             header_keys: Mutex::new(HashMap::new()),
@@ -156,6 +203,22 @@ impl EnvConstants {
     }
 }
 
+/// Keys every request sets; the template holds them so a copy has room.
+const PER_REQUEST: [&str; 12] = [
+    "REQUEST_METHOD",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "RAW_URI",
+    "REQUEST_URI",
+    "SERVER_PROTOCOL",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "wsgi.input",
+];
+
 /// Fills a new environ dict for one request.
 pub(crate) fn build<'py>(
     py: Python<'py>,
@@ -164,7 +227,7 @@ pub(crate) fn build<'py>(
     conn: &ConnInfo,
     input: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let env = PyDict::new(py);
+    let env = k.template.bind(py).copy()?;
     env.set_item(
         intern!(py, "REQUEST_METHOD"),
         method_str(py, head.method.as_str()),
@@ -177,7 +240,10 @@ pub(crate) fn build<'py>(
         env.set_item(intern!(py, "SCRIPT_NAME"), latin1(script).as_ref())?;
     }
     env.set_item(intern!(py, "PATH_INFO"), latin1(path).as_ref())?;
-    env.set_item(intern!(py, "QUERY_STRING"), head.uri.query().unwrap_or(""))?;
+    match head.uri.query() {
+        Some(q) => env.set_item(intern!(py, "QUERY_STRING"), q)?,
+        None => env.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?,
+    }
     let raw = PyString::new(py, &raw_uri(head));
     env.set_item(intern!(py, "RAW_URI"), &raw)?;
     env.set_item(intern!(py, "REQUEST_URI"), raw)?;
@@ -188,14 +254,12 @@ pub(crate) fn build<'py>(
             _ => intern!(py, "HTTP/1.1"),
         },
     )?;
-    match conn.peer {
-        Some(peer) => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), peer.ip().to_string())?;
-            env.set_item(intern!(py, "REMOTE_PORT"), peer.port().to_string())?;
-        }
-        None => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?;
-        }
+    let (addr, port) = conn.remote(py);
+    env.set_item(intern!(py, "REMOTE_ADDR"), addr)?;
+    if conn.peer.is_some() {
+        env.set_item(intern!(py, "REMOTE_PORT"), port)?;
+    } else {
+        env.del_item(intern!(py, "REMOTE_PORT"))?;
     }
     let host = head
         .headers
@@ -207,7 +271,6 @@ pub(crate) fn build<'py>(
     };
     env.set_item(intern!(py, "SERVER_NAME"), name)?;
     env.set_item(intern!(py, "SERVER_PORT"), port)?;
-    env.set_item(intern!(py, "SERVER_SOFTWARE"), k.software.bind(py))?;
 
     for name in head.headers.keys() {
         let Some(key) = k.header_key(py, name) else {
@@ -229,22 +292,7 @@ pub(crate) fn build<'py>(
         let bytes = joined.as_deref().unwrap_or(first.as_bytes());
         env.set_item(key, latin1(bytes).as_ref())?;
     }
-
-    env.set_item(intern!(py, "wsgi.version"), k.version.bind(py))?;
-    env.set_item(intern!(py, "wsgi.url_scheme"), k.url_scheme.bind(py))?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
-    env.set_item(intern!(py, "wsgi.errors"), k.errors.bind(py))?;
-    env.set_item(
-        intern!(py, "wsgi.multithread"),
-        PyBool::new(py, k.multithread),
-    )?;
-    env.set_item(
-        intern!(py, "wsgi.multiprocess"),
-        PyBool::new(py, k.multiprocess),
-    )?;
-    env.set_item(intern!(py, "wsgi.run_once"), PyBool::new(py, false))?;
-    env.set_item(intern!(py, "wsgi.input_terminated"), PyBool::new(py, true))?;
-    env.set_item(intern!(py, "wsgi.file_wrapper"), k.file_wrapper.bind(py))?;
     Ok(env)
 }
 

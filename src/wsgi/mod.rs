@@ -23,7 +23,7 @@ use crate::wsgi::input::{BodySource, Input};
 use crate::wsgi::start_response::{chunk_bytes, Sent, StartResponse};
 use bytes::{Bytes, BytesMut};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -98,6 +98,10 @@ fn run(py: Python<'_>, worker: &Arc<Worker>, app: &Bound<'_, PyAny>, job: Job) -
 
 /// Calls the iterable's `close()` if it has one (PEP 3333: exactly once).
 pub(crate) fn call_close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    // Lists and tuples have no close(); asking would build an AttributeError.
+    if iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
     if let Ok(close) = iterable.getattr(pyo3::intern!(iterable.py(), "close")) {
         close.call0()?;
     }

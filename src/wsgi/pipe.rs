@@ -97,6 +97,7 @@ impl Pipe {
     }
 
     /// Whether the client side is gone (pushing is pointless).
+    #[cfg(test)]
     pub(crate) fn is_closed(&self) -> bool {
         self.state.lock().receiver_gone
     }

@@ -470,15 +470,29 @@ pub(crate) fn chunk_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
 
 #[pymethods]
 impl StartResponse {
-    #[pyo3(signature = (status, headers, exc_info=None))]
+    /// `start_response(status, headers, exc_info=None)`. It returns this
+    /// same object as the `write()` callable: called with one bytes argument
+    /// it writes (no bound method is made per request).
+    #[pyo3(signature = (status, headers=None, exc_info=None))]
     fn __call__<'py>(
         slf: &Bound<'py, Self>,
         status: &Bound<'py, PyAny>,
-        headers: &Bound<'py, PyAny>,
+        headers: Option<&Bound<'py, PyAny>>,
         exc_info: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        slf.get().stage(status, headers, exc_info)?;
-        slf.getattr("write")
+    ) -> PyResult<Option<Bound<'py, Self>>> {
+        match headers {
+            None if status.is_instance_of::<PyBytes>() => {
+                slf.get().write(slf.py(), status)?;
+                Ok(None)
+            }
+            None => Err(pyo3::exceptions::PyTypeError::new_err(
+                "start_response() needs status and headers; write() needs bytes",
+            )),
+            Some(headers) => {
+                slf.get().stage(status, headers, exc_info)?;
+                Ok(Some(slf.clone()))
+            }
+        }
     }
 
     /// The `write()` callable returned by `start_response` (thread mode).
