@@ -24,11 +24,34 @@ pub(crate) enum StartupError {
     Runtime(std::io::Error),
 }
 
+/// A request Siesta refuses before the app sees it. hyper answers the
+/// malformed ones it finds while parsing (400, 414, 431); these are the ones
+/// it lets through.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestError {
+    #[error("both Content-Length and Transfer-Encoding (request smuggling)")]
+    LengthAndChunked,
+    #[error("the app slots are full")]
+    Overloaded,
+}
+
+impl RequestError {
+    /// The one table from refusal to status.
+    pub(crate) fn status(self) -> http::StatusCode {
+        match self {
+            RequestError::LengthAndChunked => http::StatusCode::BAD_REQUEST,
+            RequestError::Overloaded => http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
 /// Why reading the request body stopped short.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub(crate) enum InputError {
     #[error("client disconnected before the request body was complete")]
     Disconnected,
+    #[error("malformed request body (bad chunked framing)")]
+    Malformed,
     #[error("client sent no body bytes within the body timeout")]
     Timeout,
     #[error("request body abandoned: a response was sent before the body was read")]

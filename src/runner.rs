@@ -244,7 +244,7 @@ impl Server {
         for ev in hub.take() {
             match ev {
                 Event::Request(job) => out.append(Request {
-                    job: Mutex::new(Some(job)),
+                    job: Mutex::new(Some(*job)),
                     worker: worker.clone(),
                     hub: hub.clone(),
                 })?,

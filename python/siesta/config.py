@@ -139,7 +139,8 @@ SETTINGS: tuple[Setting, ...] = (
             "request. gevent mode always uses at least 1.", type=_non_negative_int,
             metavar="INT"),
     Setting("root_path", ("--root-path",), "",
-            "Mount point of the app: stripped from PATH_INFO and set as SCRIPT_NAME.",
+            "Mount point of the app: stripped from PATH_INFO and set as SCRIPT_NAME "
+            "(a SCRIPT_NAME environment variable sets it too).",
             metavar="PREFIX"),
     Setting("chdir", ("--chdir",), None, "Change to this directory before loading the app.",
             metavar="DIR"),
@@ -222,6 +223,9 @@ def resolve(argv: list[str] | None) -> dict[str, Any]:
     if config_path:
         values.update(load_file(config_path))
         values["config"] = config_path
+    if os.environ.get("SCRIPT_NAME"):
+        # gunicorn's habit: a SCRIPT_NAME in the environment is the mount point.
+        values["root_path"] = os.environ["SCRIPT_NAME"]
     for s in SETTINGS:
         if s.env and s.env_name in os.environ:
             values[s.name] = s.convert(os.environ[s.env_name], s.env_name)

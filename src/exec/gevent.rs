@@ -17,7 +17,7 @@ use std::task::{Wake, Waker};
 
 /// Something the hub has to act on.
 pub(crate) enum Event {
-    Request(Job),
+    Request(Box<Job>),
     /// A greenlet parked on this token can make progress.
     Wake(u64),
     /// Shutting down: the hub loop returns once its greenlets are done.
@@ -67,12 +67,12 @@ impl Hub {
         }
     }
 
-    pub(crate) fn push_request(&self, job: Job) -> Result<(), Job> {
+    pub(crate) fn push_request(&self, job: Job) -> bool {
         if self.closed.load(Ordering::Acquire) {
-            return Err(job);
+            return false;
         }
-        self.push(Event::Request(job));
-        Ok(())
+        self.push(Event::Request(Box::new(job)));
+        true
     }
 
     pub(crate) fn close(&self) {

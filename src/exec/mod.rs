@@ -49,8 +49,8 @@ pub(crate) enum Executor {
 }
 
 impl Executor {
-    /// Queues a request; gives it back when the executor is shutting down.
-    pub(crate) fn submit(&self, job: Job) -> Result<(), Job> {
+    /// Queues a request; false (the job dropped) when shutting down.
+    pub(crate) fn submit(&self, job: Job) -> bool {
         match self {
             Executor::Threads(q) => q.push(job),
             Executor::Gevent(h) => h.push_request(job),

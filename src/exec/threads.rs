@@ -96,11 +96,11 @@ impl Pool {
         self.runtime.as_ref()
     }
 
-    pub(crate) fn push(&self, job: Job) -> Result<(), Job> {
+    pub(crate) fn push(&self, job: Job) -> bool {
         let (notify_driver, wake_idle, wake_monitor) = {
             let mut st = self.state.lock();
             if st.closed {
-                return Err(job);
+                return false;
             }
             st.jobs.push_back(job);
             let wake_idle = !st.driver && st.running == 0 && st.idle > 0;
@@ -116,7 +116,7 @@ impl Pool {
         if wake_monitor {
             self.monitor_cv.notify_one();
         }
-        Ok(())
+        true
     }
 
     pub(crate) fn close(&self) {

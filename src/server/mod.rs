@@ -37,7 +37,6 @@ fn builder(worker: &Worker) -> http1::Builder {
     b.timer(TokioTimer::new())
         .keep_alive(true)
         .half_close(false)
-        .pipeline_flush(true)
         .max_buf_size(worker.limits.read_buffer)
         .header_read_timeout(worker.limits.keep_alive);
     b

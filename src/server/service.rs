@@ -5,6 +5,7 @@
 //! the job so the app decides whether and when it is read. If the app side
 //! drops the reply unsent (a bug, a lost greenlet), the client gets a 500.
 
+use crate::error::RequestError;
 use crate::exec::{Executor, Job};
 use crate::wsgi::environ::ConnInfo;
 use crate::wsgi::response::{Reply, ResponseBody};
@@ -31,6 +32,13 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
 
     fn call(&self, req: http::Request<Incoming>) -> ReplyFuture {
         let (head, body) = req.into_parts();
+        if let Err(e) = check_head(&head) {
+            crate::log::error::write(
+                crate::log::error::Level::Debug,
+                &format!("Refused {} {}: {e}", head.method, head.uri),
+            );
+            return ReplyFuture::Ready(Some(Box::new(Reply::error(e.status(), true))));
+        }
         let (tx, rx) = oneshot::channel();
         let job = Job {
             head,
@@ -40,17 +48,32 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
             received: Instant::now(),
             received_at: SystemTime::now(),
         };
-        match self.exec.submit(job) {
-            Ok(()) => ReplyFuture::Waiting(rx),
-            Err(_) => ReplyFuture::Ready(Some(Reply::error(StatusCode::SERVICE_UNAVAILABLE, true))),
+        if self.exec.submit(job) {
+            ReplyFuture::Waiting(rx)
+        } else {
+            let reply = Reply::error(RequestError::Overloaded.status(), true);
+            ReplyFuture::Ready(Some(Box::new(reply)))
         }
     }
+}
+
+/// What hyper accepts but Siesta must not pass on: a request with both
+/// `Content-Length` and `Transfer-Encoding` is a smuggling attempt
+/// (RFC 9112 §6.3) and is refused rather than guessed at.
+pub(crate) fn check_head(head: &http::request::Parts) -> Result<(), RequestError> {
+    let h = &head.headers;
+    if h.contains_key(http::header::CONTENT_LENGTH)
+        && h.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return Err(RequestError::LengthAndChunked);
+    }
+    Ok(())
 }
 
 /// Waits for the app's reply without boxing a future per request.
 pub(crate) enum ReplyFuture {
     Waiting(oneshot::Receiver<Reply>),
-    Ready(Option<Reply>),
+    Ready(Option<Box<Reply>>),
 }
 
 impl Future for ReplyFuture {
@@ -65,8 +88,37 @@ impl Future for ReplyFuture {
             },
             ReplyFuture::Ready(r) => r
                 .take()
+                .map(|b| *b)
                 .unwrap_or_else(|| Reply::error(StatusCode::INTERNAL_SERVER_ERROR, true)),
         };
         Poll::Ready(Ok(reply.into_response()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_heads() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<RequestError>);
+        let cases: &[Case<'_>] = &[
+            (&[("content-length", "5")], None),
+            (&[("transfer-encoding", "chunked")], None),
+            (
+                &[("content-length", "5"), ("transfer-encoding", "chunked")],
+                Some(RequestError::LengthAndChunked),
+            ),
+        ];
+        for (headers, want) in cases {
+            let mut b = http::Request::builder().method("POST").uri("/");
+            for (k, v) in *headers {
+                b = b.header(*k, *v);
+            }
+            let Ok(req) = b.body(()) else {
+                panic!("bad test request")
+            };
+            assert_eq!(check_head(&req.into_parts().0).err(), *want, "{headers:?}");
+        }
     }
 }

@@ -114,8 +114,12 @@ impl BodySource {
                         self.buf.push(data);
                     }
                 }
-                Poll::Ready(Some(Err(_))) => {
-                    self.error = Some(InputError::Disconnected);
+                Poll::Ready(Some(Err(e))) => {
+                    self.error = Some(if e.is_incomplete_message() {
+                        InputError::Disconnected
+                    } else {
+                        InputError::Malformed
+                    });
                     self.body = None;
                 }
             }
@@ -128,6 +132,11 @@ impl BodySource {
             Need::All => self.buf.take_all(),
             Need::Line(limit) => self.buf.take_line(limit, true).unwrap_or_default(),
         }
+    }
+
+    /// The body turned out to be malformed (the answer is then 400).
+    pub(crate) fn malformed(&self) -> bool {
+        self.error == Some(InputError::Malformed)
     }
 
     /// The response is going out while the client still waits for

@@ -373,14 +373,21 @@ impl StartResponse {
         let mut st = self.state.lock();
         if !st.head_sent {
             st.staged = None;
-            let mut reply = Reply::error(StatusCode::INTERNAL_SERVER_ERROR, false);
+            // An app that failed because the body was malformed gets the
+            // client's fault answered as such, and the connection closed.
+            let malformed = self.input.get().source().malformed();
+            let mut reply = if malformed {
+                Reply::error(StatusCode::BAD_REQUEST, true)
+            } else {
+                Reply::error(StatusCode::INTERNAL_SERVER_ERROR, false)
+            };
             if self.input.get().source().expectation_pending() {
                 reply
                     .headers
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
                 self.input.get().abandon();
             }
-            st.status = 500;
+            st.status = reply.status.as_u16();
             st.head_sent = true;
             if let Some(tx) = st.reply.take() {
                 let _ = tx.send(reply);

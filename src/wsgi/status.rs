@@ -86,7 +86,8 @@ mod tests {
 
     #[test]
     fn statuses() {
-        let cases: &[(&str, Option<(u16, Option<&str>)>)] = &[
+        type Case<'a> = (&'a str, Option<(u16, Option<&'a str>)>);
+        let cases: &[Case<'_>] = &[
             ("200 OK", Some((200, None))),
             ("404 Not Found", Some((404, None))),
             ("200 Fine", Some((200, Some("Fine")))),

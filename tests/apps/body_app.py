@@ -1,0 +1,141 @@
+"""Apps that read the request body (wsgi.input) in every way PEP 3333 allows.
+
+`read_method` reads with the method named by ?method= and answers the pieces it
+got as JSON; `sha256` hashes the body in ?chunk= sized reads; `echo` and
+`stream_echo` send it back (whole, or line by line while it still arrives);
+`reject` refuses bodies over 64 KiB without reading them; `side_effect` and
+`catch_disconnect` leave records the test can see before any response.
+"""
+
+import hashlib
+import json
+
+from records import params, record, token
+
+LIMIT = 64 * 1024
+
+
+def _json(start_response, obj, status="200 OK"):
+    body = json.dumps(obj).encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _pieces(stream, method, query):
+    n = int(query.get("n", 10))
+    limit = int(query.get("limit", 5))
+    hint = int(query.get("hint", 20))
+    if method == "read":
+        return [stream.read()]
+    if method == "read-1":
+        return [stream.read(-1)]
+    if method == "read-none":
+        return [stream.read(None)]
+    if method == "read-n":
+        return list(iter(lambda: stream.read(n), b""))
+    if method == "readline":
+        return list(iter(stream.readline, b""))
+    if method == "readline-limit":
+        return list(iter(lambda: stream.readline(limit), b""))
+    if method == "readlines":
+        return stream.readlines()
+    if method == "readlines-hint":
+        batches = list(iter(lambda: stream.readlines(hint), []))
+        return [b"".join(batch) for batch in batches]
+    if method == "iter":
+        return list(stream)
+    if method == "mixed":  # readline, then read(n), then the rest
+        return [stream.readline(), stream.read(n), stream.read()]
+    raise ValueError(f"unknown read method {method!r}")
+
+
+def read_method(environ, start_response):
+    query = params(environ)
+    stream = environ["wsgi.input"]
+    got = _pieces(stream, query["method"], query)
+    after = [stream.read(), stream.read(1), stream.readline(), stream.read(-1)]
+    return _json(start_response, {"pieces": [p.decode("latin-1") for p in got],
+                                  "after": [p.decode("latin-1") for p in after]})
+
+
+def sha256(environ, start_response):
+    query = params(environ)
+    size = int(query.get("chunk", 65536))
+    hashing = query.get("hash", "1") == "1"
+    stream = environ["wsgi.input"]
+    digest = hashlib.sha256()
+    total = 0
+    while True:
+        data = stream.read(size)
+        if not data:
+            break
+        total += len(data)
+        if hashing:
+            digest.update(data)
+    return _json(start_response, {"size": total, "sha256": digest.hexdigest() if hashing else None})
+
+
+def echo(environ, start_response):
+    data = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", environ.get("CONTENT_TYPE", "text/plain")),
+                              ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def stream_echo(environ, start_response):
+    """Yield every line as soon as it is read: proves full-duplex streaming."""
+    stream = environ["wsgi.input"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return iter(stream.readline, b"")
+
+
+def reject(environ, start_response):
+    """413 for declared bodies over 64 KiB without touching wsgi.input."""
+    declared = environ.get("CONTENT_LENGTH")
+    if declared and int(declared) > LIMIT:
+        return _json(start_response, {"error": "too large"}, "413 Content Too Large")
+    data = environ["wsgi.input"].read(LIMIT + 1)
+    if len(data) > LIMIT:
+        return _json(start_response, {"error": "too large"}, "413 Content Too Large")
+    return _json(start_response, {"size": len(data)})
+
+
+def side_effect(environ, start_response):
+    """Record 'started' before reading anything, then read the body."""
+    name = "effect-" + token(environ)
+    record(name, "started")
+    if params(environ).get("write") == "1":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"started\n")
+        data = environ["wsgi.input"].read()
+        record(name, f"read {len(data)}")
+        return [b"read %d\n" % len(data)]
+    data = environ["wsgi.input"].read()
+    record(name, f"read {len(data)}")
+    return _json(start_response, {"read": len(data)})
+
+
+def catch_disconnect(environ, start_response):
+    """Read in 1000-byte pieces and record how the body ended (EOF, disconnect, timeout)."""
+    import siesta  # the server under test provides it
+
+    name = "disconnect-" + token(environ)
+    stream = environ["wsgi.input"]
+    total = 0
+    try:
+        while True:
+            data = stream.read(1000)
+            if not data:
+                record(name, f"eof read={total}")
+                break
+            total += len(data)
+    except siesta.ClientDisconnected as exc:
+        record(name, f"ClientDisconnected oserror={isinstance(exc, OSError)} read={total}")
+    except siesta.ClientTimeout as exc:
+        record(name, f"ClientTimeout oserror={isinstance(exc, OSError)} "
+                     f"timeouterror={isinstance(exc, TimeoutError)} read={total}")
+    except Exception as exc:
+        record(name, f"other {type(exc).__name__} read={total}")
+        raise
+    return _json(start_response, {"read": total})

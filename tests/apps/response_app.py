@@ -1,0 +1,257 @@
+"""Apps that exercise start_response, response framing and app failures.
+
+Routes (the second path segment picks the case): framing cases (`/framing/...`),
+status and header validation (`/status`, `/header/...`, `/hop`), exc_info rules
+(`/exc/...`), exceptions before and after the headers (`/raise/...`), the
+write() callable, wsgi.file_wrapper, streaming (`/stream`, `/gated`), and
+iterables whose close() calls are recorded (`/close/...`).
+"""
+
+import io
+import os
+import sys
+import tempfile
+import time
+
+import records
+from records import params, record, token
+
+TEXT = [("Content-Type", "text/plain")]
+
+
+def _case(environ):
+    parts = environ.get("PATH_INFO", "").split("/")
+    return parts[2] if len(parts) > 2 else ""
+
+
+def _gen(*chunks):
+    yield from chunks
+
+
+def framing(environ, start_response):
+    case = _case(environ)
+    if case == "cl-exceeded-gen":
+        start_response("200 OK", TEXT + [("Content-Length", "5")])
+        return _gen(b"01234", b"56789")
+    if case == "cl-exceeded-one":
+        start_response("200 OK", TEXT + [("Content-Length", "5")])
+        return _gen(b"0123456789")
+    if case == "cl-exceeded-list":
+        start_response("200 OK", TEXT + [("Content-Length", "5")])
+        return [b"0123456789"]
+    if case == "cl-short":
+        start_response("200 OK", TEXT + [("Content-Length", "10")])
+        return _gen(b"01234")
+    if case == "one-element":
+        start_response("200 OK", TEXT)
+        return [b"hello world"]
+    if case == "generator":
+        start_response("200 OK", TEXT)
+        return _gen(b"alpha ", b"beta ", b"gamma")
+    if case == "list-many":
+        start_response("200 OK", TEXT)
+        return [b"alpha ", b"beta ", b"gamma"]
+    if case == "empty":
+        start_response("200 OK", TEXT)
+        return []
+    if case in ("204", "304"):
+        start_response("204 No Content" if case == "204" else "304 Not Modified", TEXT)
+        return [b"this body must not be sent"]
+    raise ValueError(f"unknown framing case {case!r}")
+
+
+def status(environ, start_response):
+    """start_response with ?value= as the status line (e.g. '999 Weird')."""
+    value = params(environ)["value"]
+    start_response(value.encode("latin-1") if params(environ).get("bytes") else value, TEXT)
+    return [b"status body"]
+
+
+BAD_HEADERS = {
+    "int-value": ("X-Number", 5),
+    "bytes-name": (b"X-Bytes", "v"),
+    "bytes-value": ("X-Bytes", b"v"),
+    "newline": ("X-Split", "a\r\nX-Injected: 1"),
+    "non-latin1": ("X-Unicode", "snow \u2603"),
+}
+
+
+def header(environ, start_response):
+    start_response("200 OK", TEXT + [BAD_HEADERS[_case(environ)]])
+    return [b"bad header body"]
+
+
+def hop(environ, start_response):
+    start_response("200 OK", TEXT + [(params(environ)["name"], "x")])
+    return [b"hop body"]
+
+
+def exc(environ, start_response):
+    case = _case(environ)
+    name = "exc-" + token(environ)
+    if case == "second-call":
+        start_response("200 OK", TEXT)
+        try:
+            start_response("201 Created", TEXT)
+        except Exception as err:
+            record(name, f"second call raised {type(err).__name__}")
+            raise
+        record(name, "second call accepted")
+        return [b"second call accepted"]
+    if case == "before-headers":
+        start_response("200 OK", TEXT + [("X-First", "1")])
+        try:
+            raise KeyError("replaced")
+        except KeyError:
+            start_response("500 Internal Server Error", TEXT + [("X-Handled", "yes")],
+                           sys.exc_info())
+        return [b"handled"]
+    if case == "after-headers":
+        write = start_response("200 OK", TEXT)
+        write(b"first")
+        try:
+            raise KeyError("too late")
+        except KeyError:
+            try:
+                start_response("500 Internal Server Error", TEXT, sys.exc_info())
+            except KeyError:
+                record(name, "reraised KeyError")
+                raise
+            record(name, "not reraised")
+        return [b"not reraised"]
+    raise ValueError(f"unknown exc case {case!r}")
+
+
+class Boom(Exception):
+    """The app failure the tests look for in the server log."""
+
+
+def fail(environ, start_response):
+    case = _case(environ)
+    marker = "boom-" + token(environ)
+    if case == "before":
+        raise Boom(marker)
+    if case == "first-next":
+        start_response("200 OK", TEXT)
+        return _raising(None, marker)
+    if case == "after-chunk":
+        start_response("200 OK", TEXT)
+        return _raising(b"partial", marker)
+    if case == "after-write":
+        write = start_response("200 OK", TEXT)
+        write(b"partial")
+        raise Boom(marker)
+    if case == "gated-chunk":  # yield, wait for the test to have read it, then raise
+        start_response("200 OK", TEXT)
+        return _raising(b"partial", marker, params(environ)["go"])
+    if case == "gated-write":
+        write = start_response("200 OK", TEXT)
+        write(b"partial")
+        records.wait_for(params(environ)["go"])
+        raise Boom(marker)
+    if case == "cl-after-chunk":
+        start_response("200 OK", TEXT + [("Content-Length", "100")])
+        return _raising(b"0123456789", marker)
+    raise ValueError(f"unknown raise case {case!r}")
+
+
+def _raising(first, marker, go=None):
+    if first is not None:
+        yield first
+    if go is not None:
+        records.wait_for(go)
+    raise Boom(marker)
+
+
+def write_callable(environ, start_response):
+    query = params(environ)
+    headers = list(TEXT)
+    if "length" in query:
+        headers.append(("Content-Length", query["length"]))
+    write = start_response("200 OK", headers)
+    for i in range(int(query.get("n", 3))):
+        write(b"part%d " % i)
+    return [query.get("tail", "").encode()]
+
+
+def _file_bytes(size):
+    return bytes((i * 31 + 7) % 251 for i in range(size))
+
+
+def file_wrapper(environ, start_response):
+    """Serve ?size= bytes through wsgi.file_wrapper, from a real file or a BytesIO."""
+    query = params(environ)
+    size = int(query.get("size", 100000))
+    data = _file_bytes(size)
+    headers = list(TEXT)
+    if "length" in query:
+        headers.append(("Content-Length", query["length"]))
+    if query.get("kind") == "bytesio":
+        filelike = io.BytesIO(data)
+    else:
+        fd, path = tempfile.mkstemp(dir=records.RECORD_DIR)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        filelike = open(path, "rb")  # noqa: SIM115 - the server closes it
+        os.unlink(path)
+    start_response("200 OK", headers)
+    return environ["wsgi.file_wrapper"](filelike, 8192)
+
+
+def stream(environ, start_response):
+    """?count= chunks of ?size= bytes, ?delay= seconds apart (a slow stream)."""
+    query = params(environ)
+    count, size = int(query.get("count", 5)), int(query.get("size", 10))
+    delay = float(query.get("delay", 0))
+    start_response("200 OK", TEXT)
+
+    def body():
+        for i in range(count):
+            yield (b"%d" % (i % 10)) * size
+            if delay:
+                time.sleep(delay)
+    return body()
+
+
+def gated(environ, start_response):
+    """Yield one chunk, wait (bounded) for the test's ?go= record, yield another."""
+    go = params(environ)["go"]
+    start_response("200 OK", TEXT)
+
+    def body():
+        yield b"first;"
+        yield b"second:" + (b"go" if records.wait_for(go) else b"timeout")
+    return body()
+
+
+class ClosingIterable:
+    """An iterable that records every close() call under close-<token>."""
+
+    def __init__(self, name, chunks, fail_at=None, delay=0.0):
+        self.name, self.chunks, self.fail_at, self.delay = name, chunks, fail_at, delay
+
+    def __iter__(self):
+        for i, data in enumerate(self.chunks):
+            if i == self.fail_at:
+                raise Boom(self.name)
+            if i and self.delay:
+                time.sleep(self.delay)
+            yield data
+
+    def close(self):
+        record(self.name, "close")
+
+
+def close(environ, start_response):
+    case = _case(environ)
+    name = "close-" + token(environ)
+    start_response("200 OK", TEXT)
+    if case == "normal":
+        return ClosingIterable(name, [b"a", b"b", b"c"])
+    if case == "error":
+        return ClosingIterable(name, [b"a", b"b", b"c"], fail_at=1)
+    if case == "error-first":
+        return ClosingIterable(name, [b"a"], fail_at=0)
+    if case == "stream":  # at most ~20 s of 16 KiB chunks, for client-disconnect tests
+        return ClosingIterable(name, [b"x" * 16384] * 4000, delay=0.005)
+    raise ValueError(f"unknown close case {case!r}")

@@ -1,0 +1,172 @@
+"""The `siesta` process under test: start, readiness, logs, records, stop.
+
+`SiestaServer` launches the `siesta` console script of the running venv on
+127.0.0.1:0 with tests/apps on the path, waits (bounded) for the `Listening at:`
+line, drains stderr/stdout in background threads so tests can assert on the logs,
+and stops it with SIGTERM then SIGKILL.  `run_siesta` runs the command to
+completion for CLI tests.  Fixtures that use these live in conftest.py.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import rawhttp
+
+TESTS_DIR = Path(__file__).resolve().parent
+APPS_DIR = TESTS_DIR / "apps"
+SIESTA = Path(sys.executable).parent / "siesta"
+# The one place that lists the execution modes every behaviour test runs in.
+MODES = [m.strip() for m in os.environ.get("SIESTA_TEST_MODES", "thread,gevent").split(",")
+         if m.strip()]
+DEFAULT_APP = "router_app:app"
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+LISTENING = re.compile(r"Listening at: http://([\d.]+):(\d+) \((\d+)\)")
+RECORD_ENV = "WSGI_TEST_RECORD_DIR"
+
+
+class LogDrain:
+    """Reads one pipe line by line in a thread and keeps every line."""
+
+    def __init__(self, stream, name):
+        self.lines = []
+        self.cond = threading.Condition()
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, args=(stream,), name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self, stream):
+        for raw in iter(stream.readline, b""):
+            with self.cond:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                self.cond.notify_all()
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def text(self, since=0):
+        with self.cond:
+            return "\n".join(self.lines[since:])
+
+    def wait_for(self, pattern, timeout, since=0):
+        """The first match of regex `pattern` in lines[since:], or None after timeout."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for line in self.lines[since:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.closed:
+                    return None
+                self.cond.wait(remaining)
+
+
+class SiestaServer:
+    """A running siesta process plus helpers to talk to it and read what it logged."""
+
+    def __init__(self, app, args, mode, record_dir, env=None):
+        self.app, self.args, self.mode = app, list(args), mode
+        self.record_dir = Path(record_dir)
+        self.record_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [str(SIESTA), "--bind", "127.0.0.1:0", "--chdir", str(APPS_DIR),
+               "--pythonpath", str(APPS_DIR), "-k", mode]
+        if mode == "thread" and not any(a.startswith("--threads") for a in self.args):
+            cmd += ["--threads", "4"]
+        self.cmd = cmd + self.args + [app]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIESTA_")}
+        full_env.update({RECORD_ENV: str(self.record_dir), "PYTHONUNBUFFERED": "1"})
+        full_env.update(env or {})
+        if not SIESTA.exists():
+            pytest.fail(f"{SIESTA} does not exist: build the server (make dev) first")
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=full_env, cwd=str(APPS_DIR))
+        self.stderr = LogDrain(self.proc.stderr, "siesta-stderr")
+        self.stdout = LogDrain(self.proc.stdout, "siesta-stdout")
+        match = self.stderr.wait_for(LISTENING.pattern, READY_TIMEOUT)
+        if match is None:
+            self.stop()
+            pytest.fail(f"siesta did not print 'Listening at:' within {READY_TIMEOUT}s "
+                        f"(exit code {self.proc.returncode}); cmd: {self.cmd}\nstderr:\n"
+                        f"{self.stderr.text()}")
+        self.host, self.port, self.pid = match.group(1), int(match.group(2)), int(match.group(3))
+
+    # --- talking to it -------------------------------------------------------------
+    def url(self, path="/"):
+        return f"http://{self.host}:{self.port}{path}"
+
+    def connect(self, timeout=rawhttp.TIMEOUT):
+        return rawhttp.Connection(self.host, self.port, timeout)
+
+    def request(self, method, target, headers=(), body=b"", version="HTTP/1.1"):
+        return rawhttp.request(self.host, self.port, method, target, headers, body, version)
+
+    def get(self, target, **kw):
+        return self.request("GET", target, **kw)
+
+    def assert_serving(self):
+        """A plain request still gets a 200: the server survived whatever came before."""
+        assert self.alive(), f"siesta exited with {self.proc.returncode}:\n{self.log()}"
+        resp = self.get("/ping")
+        assert resp.status == 200 and resp.body == b"pong", resp
+
+    # --- what it logged and what the apps recorded ----------------------------------
+    def alive(self):
+        return self.proc.poll() is None
+
+    def log(self, since=0):
+        return self.stderr.text(since)
+
+    def log_mark(self):
+        with self.stderr.cond:
+            return len(self.stderr.lines)
+
+    def wait_log(self, pattern, since=0, timeout=10.0):
+        return self.stderr.wait_for(pattern, timeout, since)
+
+    def records(self, name):
+        path = self.record_dir / name
+        if not path.exists():
+            return []
+        return path.read_text("utf-8", "replace").splitlines()
+
+    def wait_records(self, name, count=1, timeout=10.0):
+        """Poll (bounded) until the app recorded at least `count` lines under `name`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.records(name)
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.02)
+
+    # --- stopping ----------------------------------------------------------------
+    def stop(self):
+        """SIGTERM, bounded wait, then SIGKILL; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        self.stderr.thread.join(STOP_TIMEOUT)
+        self.stdout.thread.join(STOP_TIMEOUT)
+        return self.proc.returncode
+
+
+def run_siesta(*args, env=None, timeout=30.0):
+    """Run the siesta command to completion (for CLI tests); returns CompletedProcess."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIESTA_")}
+    full_env.update(env or {})
+    return subprocess.run([str(SIESTA), *args], stdin=subprocess.DEVNULL, capture_output=True,
+                          check=False, text=True, env=full_env, cwd=str(APPS_DIR),
+                          timeout=timeout)

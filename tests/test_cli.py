@@ -1,0 +1,146 @@
+"""The `siesta` command line: help, version, exit codes, settings precedence, stop.
+
+Exit codes follow gunicorn (4 when the app cannot be loaded, 2 for a bad flag),
+errors are one plain line and never a Python traceback, and every setting can
+come from the CLI, a SIESTA_* environment variable or a -c config file, in that
+order of precedence (seen through --print-config).
+"""
+
+import re
+import signal
+import socket
+
+import pytest
+from siesta_process import APPS_DIR, run_siesta
+
+APP_ARGS = ["--chdir", str(APPS_DIR), "--pythonpath", str(APPS_DIR)]
+
+
+def test_help():
+    result = run_siesta("--help")
+    assert result.returncode == 0, result.stderr
+    assert "--bind" in result.stdout
+    assert "--threads" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_version():
+    result = run_siesta("--version")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"\d+\.\d+\.\d+", result.stdout + result.stderr)
+
+
+def assert_one_error_line(result, name):
+    assert "Traceback" not in result.stderr, result.stderr
+    naming = [line for line in result.stderr.splitlines() if name in line]
+    assert len(naming) == 1, result.stderr
+
+
+@pytest.mark.parametrize("app,name", [
+    ("no_such_module_zq:app", "no_such_module_zq"),
+    ("router_app:no_such_attribute", "no_such_attribute"),
+])
+def test_bad_app_path_exits_4_with_one_error_line(app, name):
+    result = run_siesta("--bind", "127.0.0.1:0", *APP_ARGS, app)
+    assert result.returncode == 4, (result.returncode, result.stderr)
+    assert_one_error_line(result, name)
+
+
+def test_app_failing_its_own_import_exits_4():
+    """The app's own traceback may be shown, but the error line names what is missing."""
+    result = run_siesta("--bind", "127.0.0.1:0", *APP_ARGS, "broken_import_app:app")
+    assert result.returncode == 4, (result.returncode, result.stderr)
+    assert "missing_dependency_zq" in result.stderr
+    assert "Listening at" not in result.stderr
+
+
+def test_bad_flag_exits_2():
+    result = run_siesta("--no-such-flag", "router_app:app")
+    assert result.returncode == 2
+    assert "usage" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_option_value_exits_2():
+    result = run_siesta("--threads", "many", "router_app:app")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_address_in_use():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_siesta("--bind", f"127.0.0.1:{port}", *APP_ARGS, "router_app:app",
+                            timeout=60)
+    assert result.returncode != 0
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_good_app():
+    result = run_siesta("--check-config", *APP_ARGS, "router_app:app")
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_config_bad_app():
+    result = run_siesta("--check-config", *APP_ARGS, "no_such_module_zq:app")
+    assert result.returncode != 0
+    assert "no_such_module_zq" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def printed_threads(*args, env=None):
+    result = run_siesta("--print-config", *args, *APP_ARGS, "router_app:app", env=env)
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"(?m)^\s*threads\s*[=:]\s*(\d+)\s*$", result.stdout + result.stderr)
+    assert match, result.stdout
+    return int(match.group(1))
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "siesta_conf.py"
+    path.write_text("threads = 3\n")
+    return str(path)
+
+
+def test_threads_from_config_file(config_file):
+    assert printed_threads("-c", config_file) == 3
+
+
+def test_threads_env_beats_config_file(config_file):
+    assert printed_threads("-c", config_file, env={"SIESTA_THREADS": "5"}) == 5
+
+
+def test_threads_cli_beats_env_and_config(config_file):
+    assert printed_threads("-c", config_file, "--threads", "7",
+                           env={"SIESTA_THREADS": "5"}) == 7
+
+
+def test_threads_env_alone():
+    assert printed_threads(env={"SIESTA_THREADS": "6"}) == 6
+
+
+def test_threads_default_differs_from_set_values():
+    assert printed_threads() not in (3, 5, 6, 7)
+
+
+def test_settings_reach_running_server(start_server, tmp_path):
+    """A config-file setting and a SIESTA_* variable both apply to a real run."""
+    conf = tmp_path / "run_conf.py"
+    conf.write_text('root_path = "/fromconfig"\n')
+    srv = start_server("router_app:app", "-c", str(conf))
+    assert srv.get("/fromconfig/ping").body == b"pong"
+    srv2 = start_server("router_app:app", env={"SIESTA_ROOT_PATH": "/fromenv"})
+    resp = srv2.get("/fromenv/env")
+    assert resp.status == 200 and b'"SCRIPT_NAME": "/fromenv"' in resp.body
+
+
+def test_sigterm_exits_0(start_server, mode):
+    srv = start_server("router_app:app", mode=mode)
+    srv.assert_serving()
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(15) == 0
+    assert "Traceback" not in srv.log()

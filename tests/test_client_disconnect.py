@@ -1,0 +1,73 @@
+"""A client that goes away (or stalls) mid-body: the app sees an exception, not EOF.
+
+The client sends the head and part of the body, then closes; the app
+(body_app.catch_disconnect) reads in 1000-byte pieces and records that it caught
+siesta.ClientDisconnected (an OSError) after all bytes that did arrive.  With
+--body-timeout a stalled client gives siesta.ClientTimeout instead.  The server
+keeps serving in both cases.
+"""
+
+import socket
+import struct
+import uuid
+
+import rawhttp
+
+
+def new_token():
+    return uuid.uuid4().hex[:12]
+
+
+def test_client_disconnect_mid_body_raises_client_disconnected(server):
+    token = new_token()
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("POST", f"/disconnect?token={token}",
+                                        [("Content-Length", "100000")]))
+        conn.send(b"d" * 5000)
+    records = server.wait_records(f"disconnect-{token}")
+    assert records == ["ClientDisconnected oserror=True read=5000"], records
+    server.assert_serving()
+
+
+def test_client_disconnect_mid_chunked_body(server):
+    token = new_token()
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("POST", f"/disconnect?token={token}",
+                                        [("Transfer-Encoding", "chunked")]))
+        conn.send(rawhttp.chunk(b"d" * 3000))
+    records = server.wait_records(f"disconnect-{token}")
+    assert records == ["ClientDisconnected oserror=True read=3000"], records
+    server.assert_serving()
+
+
+def test_client_reset_mid_body(server):
+    """An abortive close (RST) is a disconnect too."""
+    token = new_token()
+    conn = server.connect()
+    conn.send(rawhttp.build_request("POST", f"/disconnect?token={token}",
+                                    [("Content-Length", "100000")]))
+    conn.send(b"d" * 2000)
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+    records = server.wait_records(f"disconnect-{token}")
+    assert len(records) == 1 and records[0].startswith("ClientDisconnected oserror=True"), records
+    server.assert_serving()
+
+
+def test_complete_body_reads_to_eof(server):
+    token = new_token()
+    resp = server.request("POST", f"/disconnect?token={token}", body=b"d" * 4321)
+    assert resp.status == 200
+    assert server.wait_records(f"disconnect-{token}") == ["eof read=4321"]
+
+
+def test_stalled_client_raises_client_timeout(start_server, mode):
+    srv = start_server("router_app:app", "--body-timeout", "1", mode=mode)
+    token = new_token()
+    with srv.connect() as conn:
+        conn.send(rawhttp.build_request("POST", f"/disconnect?token={token}",
+                                        [("Content-Length", "100000")]))
+        conn.send(b"d" * 1000)
+        records = srv.wait_records(f"disconnect-{token}", timeout=15)
+    assert records == ["ClientTimeout oserror=True timeouterror=True read=1000"], records
+    srv.assert_serving()

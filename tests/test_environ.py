@@ -1,0 +1,187 @@
+"""The WSGI environ the server builds (PEP 3333 keys, types and encodings).
+
+Each test sends raw bytes to the env-dump app (environ_app.dump) and checks the
+JSON it answers: percent-decoding and latin-1, raw query and URI, header joining,
+absent body keys, protocol strings, peer address, per-mode flags, SCRIPT_NAME
+from --root-path, and a wsgiref.validate-wrapped app for GET and POST.
+"""
+
+import json
+
+import rawhttp
+
+
+def env_of(server, target="/env", headers=(), body=b"", version="HTTP/1.1", method="GET"):
+    resp = server.request(method, target, headers, body, version)
+    assert resp.status == 200, resp
+    return json.loads(resp.body)
+
+
+def test_required_keys_and_types(server):
+    dump = env_of(server, "/env/x?a=1")
+    env, types = dump["environ"], dump["types"]
+    assert dump["environ_is_dict"] is True
+    for key in ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME",
+                "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR", "REMOTE_PORT", "RAW_URI",
+                "REQUEST_URI", "HTTP_HOST", "wsgi.url_scheme"):
+        assert types.get(key) == "str", (key, types.get(key))
+    assert env["wsgi.version"] == [1, 0] and types["wsgi.version"] == "tuple"
+    for key in ("wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once",
+                "wsgi.input_terminated"):
+        assert types[key] == "bool", key
+    assert env["REQUEST_METHOD"] == "GET"
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["SERVER_PORT"].isdigit()  # from the Host header when present (gunicorn)
+    assert env["HTTP_HOST"] == "test"
+    assert env["wsgi.run_once"] is False
+    assert env["wsgi.input_terminated"] is True
+    assert set(dump["input_methods"]) >= {"read", "readline", "readlines", "__iter__"}
+    assert set(dump["errors_methods"]) >= {"write", "writelines", "flush"}
+    assert dump["file_wrapper_callable"] is True
+
+
+def test_multithread_flag_matches_mode(server):
+    env = env_of(server)["environ"]
+    assert env["wsgi.multithread"] is (server.mode == "thread")
+    assert env["wsgi.multiprocess"] is False  # one worker by default
+
+
+def test_multiprocess_true_with_several_workers(start_server, mode):
+    srv = start_server("router_app:app", "--workers", "2", mode=mode)
+    env = env_of(srv)["environ"]
+    assert env["wsgi.multiprocess"] is True
+
+
+def test_path_info_is_percent_decoded_as_latin1(server):
+    env = env_of(server, "/env/caf%C3%A9/%FF/a%2Fb%20c?q=%C3%A9&x=a+b")["environ"]
+    assert env["PATH_INFO"].encode("latin-1") == b"/env/caf\xc3\xa9/\xff/a/b c"
+    assert env["QUERY_STRING"] == "q=%C3%A9&x=a+b"
+    assert env["RAW_URI"] == "/env/caf%C3%A9/%FF/a%2Fb%20c?q=%C3%A9&x=a+b"
+    assert env["REQUEST_URI"] == env["RAW_URI"]
+    assert env["SCRIPT_NAME"] == ""
+
+
+def test_query_string_present_and_empty_without_query(server):
+    env = env_of(server, "/env")["environ"]
+    assert env.get("QUERY_STRING") == ""
+    assert env["RAW_URI"] == "/env"
+
+
+def test_repeated_headers_joined_with_comma(server):
+    headers = [("X-Multi", "a"), ("X-Multi", "b"), ("X-Multi", "c d")]
+    env = env_of(server, headers=headers)["environ"]
+    assert env["HTTP_X_MULTI"] == "a,b,c d"
+
+
+def test_repeated_cookies_joined_with_semicolon(server):
+    env = env_of(server, headers=[("Cookie", "a=1"), ("Cookie", "b=2")])["environ"]
+    assert env["HTTP_COOKIE"] == "a=1; b=2"
+
+
+def test_header_names_mapped_to_http_keys(server):
+    env = env_of(server, headers=[("X-Dashed-Name", "v1"), ("accept", "text/html")])["environ"]
+    assert env["HTTP_X_DASHED_NAME"] == "v1"
+    assert env["HTTP_ACCEPT"] == "text/html"
+
+
+def test_latin1_header_value(server):
+    with server.connect() as conn:
+        conn.send(b"GET /env HTTP/1.1\r\nHost: test\r\nX-Latin: caf\xe9\r\n\r\n")
+        resp = conn.read_response()
+    assert resp.status == 200
+    assert json.loads(resp.body)["environ"]["HTTP_X_LATIN"] == "caf\xe9"
+
+
+def test_no_content_type_or_length_when_absent(server):
+    env = env_of(server)["environ"]
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH", "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+        assert key not in env, key
+
+
+def test_content_type_and_length_when_present(server):
+    env = env_of(server, "/env?read=1", [("Content-Type", "text/x-test")], b"hello",
+                 method="POST")
+    assert env["environ"]["CONTENT_TYPE"] == "text/x-test"
+    assert env["environ"]["CONTENT_LENGTH"] == "5"
+    assert "HTTP_CONTENT_TYPE" not in env["environ"]
+    assert "HTTP_CONTENT_LENGTH" not in env["environ"]
+    assert env["body"] == "hello"
+
+
+def test_chunked_request_has_no_content_length(server):
+    body = rawhttp.chunked([b"hel", b"lo"])
+    dump = env_of(server, "/env?read=1", [("Transfer-Encoding", "chunked")], body,
+                  method="POST")
+    assert "CONTENT_LENGTH" not in dump["environ"]
+    assert dump["environ"]["wsgi.input_terminated"] is True
+    assert dump["body"] == "hello"
+
+
+def test_server_protocol_http11(server):
+    assert env_of(server)["environ"]["SERVER_PROTOCOL"] == "HTTP/1.1"
+
+
+def test_server_protocol_http10(server):
+    with server.connect() as conn:
+        conn.send(b"GET /env HTTP/1.0\r\n\r\n")
+        resp = conn.read_response()
+    assert resp.status == 200
+    env = json.loads(resp.body)["environ"]
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.0"
+    assert "HTTP_HOST" not in env
+    assert env["SERVER_NAME"] == "127.0.0.1"  # no Host header: the listening address
+    assert env["SERVER_PORT"] == str(server.port)
+
+
+def test_remote_addr_and_port(server):
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("GET", "/env"))
+        resp = conn.read_response()
+        local_port = conn.local_port
+    env = json.loads(resp.body)["environ"]
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert env["REMOTE_PORT"] == str(local_port)
+
+
+def test_script_name_from_root_path(start_server, mode):
+    srv = start_server("router_app:app", "--root-path", "/prefix", mode=mode)
+    env = env_of(srv, "/prefix/env/sub?x=1")["environ"]
+    assert env["SCRIPT_NAME"] == "/prefix"
+    assert env["PATH_INFO"] == "/env/sub"
+    assert env["RAW_URI"] == "/prefix/env/sub?x=1"
+
+
+def test_script_name_from_environment_variable(start_server, mode):
+    srv = start_server("router_app:app", mode=mode, env={"SCRIPT_NAME": "/mounted"})
+    env = env_of(srv, "/mounted/env")["environ"]
+    assert env["SCRIPT_NAME"] == "/mounted"
+    assert env["PATH_INFO"] == "/env"
+
+
+def test_wsgi_errors_goes_to_error_log(server):
+    mark = server.log_mark()
+    env_of(server, "/env?errors=errors-stream-marker-7f3a")
+    assert server.wait_log("errors-stream-marker-7f3a", since=mark) is not None
+
+
+def test_env_option_sets_process_environment(start_server, mode):
+    srv = start_server("router_app:app", "-e", "WSGI_TEST_E=from-cli", mode=mode)
+    assert env_of(srv, "/env?osenv=WSGI_TEST_E")["osenv"] == "from-cli"
+
+
+def test_validator_get(server):
+    mark = server.log_mark()
+    resp = server.get("/validated?x=1")
+    assert resp.status == 200, (resp, server.log(mark))
+    assert resp.body == b"validated:"
+    server.assert_serving()
+    assert "without being closed" not in server.log(mark)
+
+
+def test_validator_post(server):
+    mark = server.log_mark()
+    resp = server.request("POST", "/validated", [("Content-Type", "text/plain")], b"payload")
+    assert resp.status == 200, (resp, server.log(mark))
+    assert resp.body == b"validated:payload"
+    server.assert_serving()
+    assert "without being closed" not in server.log(mark)

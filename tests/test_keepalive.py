@@ -1,0 +1,116 @@
+"""Persistent connections and pipelining on HTTP/1.1 and HTTP/1.0.
+
+Pipelined requests sent in one write are answered in order; HTTP/1.1 keeps the
+connection unless asked to close; HTTP/1.0 closes unless `Connection:
+keep-alive` was sent (and then says so in the response).
+"""
+
+import json
+import threading
+
+import rawhttp
+
+
+def path_of(resp):
+    return json.loads(resp.body)["environ"]["PATH_INFO"]
+
+
+def test_pipelined_requests_answered_in_order(server):
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("GET", "/env/first")
+                  + rawhttp.build_request("POST", "/echo", body=b"middle body")
+                  + rawhttp.build_request("GET", "/env/third"))
+        first, second, third = (conn.read_response() for _ in range(3))
+    assert path_of(first) == "/env/first"
+    assert second.body == b"middle body"
+    assert path_of(third) == "/env/third"
+
+
+def test_pipelined_chunked_bodies(server):
+    body = rawhttp.chunked([b"one", b"two"])
+    head = rawhttp.build_request("POST", "/echo", [("Transfer-Encoding", "chunked")])
+    with server.connect() as conn:
+        conn.send(head + body + head + rawhttp.chunked([b"three"]))
+        assert conn.read_response().body == b"onetwo"
+        assert conn.read_response().body == b"three"
+
+
+def test_http11_keeps_connection_by_default(server):
+    with server.connect() as conn:
+        for i in range(5):
+            conn.send(rawhttp.build_request("GET", f"/env/{i}"))
+            resp = conn.read_response()
+            assert resp.status == 200 and path_of(resp) == f"/env/{i}"
+            assert not resp.has_token("Connection", "close")
+
+
+def test_http11_connection_close(server):
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("GET", "/ping", [("Connection", "close")]))
+        resp = conn.read_response()
+        assert resp.body == b"pong"
+        assert resp.has_token("Connection", "close")
+        assert conn.wait_closed()
+
+
+def test_http10_closes_by_default(server):
+    with server.connect() as conn:
+        conn.send(b"GET /ping HTTP/1.0\r\n\r\n")
+        resp = conn.read_response()
+        assert resp.body == b"pong"
+        assert not resp.has_token("Connection", "keep-alive")
+        assert conn.wait_closed()
+
+
+def test_http10_keep_alive(server):
+    request = b"GET /ping HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    with server.connect() as conn:
+        conn.send(request)
+        first = conn.read_response()
+        assert first.body == b"pong"
+        assert first.has_token("Connection", "keep-alive")
+        conn.send(request)
+        second = conn.read_response()
+        assert second.body == b"pong"
+        conn.send(b"GET /ping HTTP/1.0\r\n\r\n")
+        assert conn.read_response().body == b"pong"
+        assert conn.wait_closed()
+
+
+def test_http10_keep_alive_with_streamed_body_closes(server):
+    """Without a length the body must be close-delimited, even if keep-alive was asked."""
+    with server.connect() as conn:
+        conn.send(b"GET /framing/generator HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        resp = conn.read_response()
+        assert resp.body == b"alpha beta gamma"
+        assert resp.header("Transfer-Encoding") is None
+        assert conn.eof
+
+
+def test_unread_small_body_then_next_request(server):
+    """An ignored body within the discard bound (64 KiB) keeps the connection usable."""
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("POST", "/ping", body=b"x" * 1000)
+                  + rawhttp.build_request("GET", "/env/after"))
+        assert conn.read_response().body == b"pong"
+        assert path_of(conn.read_response()) == "/env/after"
+
+
+def test_unread_large_body_closes_connection(server):
+    """1 MiB the app never read is past the discard bound: the server closes."""
+    body = b"u" * (1 << 20)
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("POST", "/ping", [("Content-Length", str(len(body)))]))
+
+        def push():
+            try:
+                conn.sock.sendall(body)
+            except OSError:
+                pass  # the server closed while we were still sending: expected
+        sender = threading.Thread(target=push, daemon=True)
+        sender.start()
+        assert conn.read_response().body == b"pong"
+        assert conn.wait_closed(), "the server must not drain an unbounded leftover body"
+        sender.join(10)
+    assert not sender.is_alive()
+    server.assert_serving()

@@ -1,0 +1,110 @@
+"""Server memory stays flat while large bodies stream in either direction.
+
+Upload: the client streams 1 GiB in 1 MiB pieces from a generator (never held
+whole) to an app that reads 64 KiB at a time.  Download: the app yields 256 MiB
+while the client stops reading for a while, so only backpressure can keep the
+server from buffering it.  The resident memory (VmRSS) of the server's process
+tree is sampled from /proc and may not grow by 64 MiB or more.
+"""
+
+import json
+import os
+import time
+
+import payloads
+import pytest
+import rawhttp
+
+GROWTH_LIMIT_KIB = 64 * 1024
+
+
+def process_tree(root):
+    """root and all its descendants, from the ppid field of /proc/PID/stat."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def tree_rss_kib(root):
+    total = 0
+    for pid in process_tree(root):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def upload(server, total, samples=None, every=32):
+    with server.connect(timeout=60) as conn:
+        conn.send(rawhttp.build_request("POST", "/sha256?chunk=65536&hash=0",
+                                        [("Content-Length", str(total))]))
+        for i, piece in enumerate(payloads.pieces(total)):
+            conn.send(piece)
+            if samples is not None and i % every == 0:
+                samples.append(tree_rss_kib(server.proc.pid))
+        return conn.read_response()
+
+
+@pytest.mark.slow
+def test_1gib_upload_keeps_memory_flat(server):
+    warm = upload(server, 16 * payloads.MIB)  # let buffers and pools reach steady size
+    assert warm.status == 200
+    baseline = tree_rss_kib(server.proc.pid)
+    assert baseline > 0
+    samples = []
+    total = 1 << 30
+    resp = upload(server, total, samples)
+    samples.append(tree_rss_kib(server.proc.pid))
+    assert resp.status == 200, resp
+    assert json.loads(resp.body)["size"] == total
+    growth = max(samples) - baseline
+    assert len(samples) >= 32
+    assert growth < GROWTH_LIMIT_KIB, \
+        f"RSS grew by {growth} KiB (baseline {baseline} KiB, samples {samples})"
+
+
+@pytest.mark.slow
+def test_slow_reader_of_256mib_response_keeps_memory_flat(server):
+    count, size = 4096, 65536
+    warm = server.get("/stream?count=64&size=65536")
+    assert warm.status == 200 and len(warm.body) == 64 * size
+    baseline = tree_rss_kib(server.proc.pid)
+    samples = []
+    with server.connect(timeout=60) as conn:
+        conn.send(rawhttp.build_request("GET", f"/stream?count={count}&size={size}"))
+        _, _, status, _, _ = conn.read_head()
+        assert status == 200
+        # Not reading for a second: an unbounded server would buffer the whole body now.
+        for _ in range(10):
+            time.sleep(0.1)
+            samples.append(tree_rss_kib(server.proc.pid))
+        received = 0
+        while True:
+            data = conn.read_chunk()
+            assert data is not None, "response ended without its terminator"
+            if not data:
+                break
+            received += len(data)
+    samples.append(tree_rss_kib(server.proc.pid))
+    assert received == count * size
+    growth = max(samples) - baseline
+    assert growth < GROWTH_LIMIT_KIB, \
+        f"RSS grew by {growth} KiB (baseline {baseline} KiB, samples {samples})"

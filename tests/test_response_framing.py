@@ -1,0 +1,169 @@
+"""How responses are framed on the wire (response_app.framing and friends).
+
+The app's Content-Length is honoured and never exceeded; a one-element list gets
+a Content-Length; other iterables are chunked on HTTP/1.1 and close-delimited on
+HTTP/1.0; HEAD, 204 and 304 carry no body (checked by pipelining a request right
+behind them); write(), wsgi.file_wrapper and yielded chunks stream at once.
+"""
+
+import uuid
+
+import pytest
+import rawhttp
+
+
+def pipelined(server, first, method="GET"):
+    """Send `first` and a GET /ping in one write; return both responses."""
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request(method, first) + rawhttp.build_request("GET", "/ping"))
+        resp = conn.read_response(method)
+        try:
+            follow = conn.read_response()
+        except rawhttp.IncompleteHead:
+            follow = None
+    return resp, follow
+
+
+@pytest.mark.parametrize("case", ["cl-exceeded-gen", "cl-exceeded-one", "cl-exceeded-list"])
+def test_app_content_length_never_exceeded(server, case):
+    resp, follow = pipelined(server, f"/framing/{case}")
+    assert resp.status == 200
+    assert resp.header("Content-Length") == "5"
+    assert resp.header("Transfer-Encoding") is None
+    assert resp.body == b"01234"
+    # Whatever follows on the connection is the next response, not the extra bytes.
+    if follow is not None:
+        assert (follow.status, follow.body) == (200, b"pong")
+
+
+def test_app_content_length_not_reached_is_not_complete(server):
+    """The app yields 5 of its declared 10 bytes: the client must see an abort."""
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("GET", "/framing/cl-short"))
+        try:
+            resp = conn.read_response()
+        except rawhttp.IncompleteHead:
+            resp = None  # aborted before anything was flushed: also not a complete response
+        if resp is not None:
+            assert resp.header("Content-Length") == "10"
+            assert resp.body == b"01234"
+            assert not resp.complete, "a short body must end with a closed connection"
+        assert conn.eof
+    server.assert_serving()
+
+
+def test_one_element_list_gets_content_length(server):
+    resp, follow = pipelined(server, "/framing/one-element")
+    assert resp.header("Content-Length") == "11"
+    assert resp.header("Transfer-Encoding") is None
+    assert resp.body == b"hello world"
+    assert follow is not None and follow.body == b"pong"
+
+
+def test_generator_is_chunked_on_http11(server):
+    resp, follow = pipelined(server, "/framing/generator")
+    assert resp.chunked and resp.complete
+    assert resp.header("Content-Length") is None
+    assert resp.body == b"alpha beta gamma"
+    assert follow is not None and follow.body == b"pong"
+
+
+@pytest.mark.parametrize("case,body", [("list-many", b"alpha beta gamma"), ("empty", b"")])
+def test_other_iterables_framed_correctly(server, case, body):
+    resp, follow = pipelined(server, f"/framing/{case}")
+    assert resp.status == 200 and resp.complete
+    assert resp.body == body
+    assert resp.chunked != (resp.header("Content-Length") is not None)
+    assert follow is not None and follow.body == b"pong"
+
+
+def test_generator_is_close_delimited_on_http10(server):
+    with server.connect() as conn:
+        conn.send(b"GET /framing/generator HTTP/1.0\r\n\r\n")
+        resp = conn.read_response()
+        assert conn.eof
+    assert resp.header("Transfer-Encoding") is None
+    assert resp.header("Content-Length") is None
+    assert resp.body == b"alpha beta gamma"
+
+
+def test_one_element_list_on_http10(server):
+    with server.connect() as conn:
+        conn.send(b"GET /framing/one-element HTTP/1.0\r\n\r\n")
+        resp = conn.read_response()
+        assert resp.header("Content-Length") == "11"
+        assert resp.body == b"hello world"
+        assert conn.wait_closed()
+
+
+@pytest.mark.parametrize("target", ["/framing/generator", "/framing/one-element",
+                                    "/file?size=5000"])
+def test_head_has_no_body(server, target):
+    resp, follow = pipelined(server, target, method="HEAD")
+    assert resp.status == 200
+    assert resp.body == b""
+    assert follow is not None and (follow.status, follow.body) == (200, b"pong")
+
+
+@pytest.mark.parametrize("code", ["204", "304"])
+def test_no_body_statuses(server, code):
+    resp, follow = pipelined(server, f"/framing/{code}")
+    assert resp.status == int(code)
+    assert b"must not be sent" not in resp.raw
+    assert resp.header("Transfer-Encoding") is None
+    assert follow is not None and (follow.status, follow.body) == (200, b"pong")
+
+
+def test_write_callable(server):
+    resp, follow = pipelined(server, "/write?n=3&tail=end")
+    assert resp.status == 200 and resp.complete
+    assert resp.body == b"part0 part1 part2 end"
+    assert follow is not None and follow.body == b"pong"
+
+
+def test_write_callable_with_content_length(server):
+    resp, follow = pipelined(server, "/write?n=2&length=12")
+    assert resp.header("Content-Length") == "12"
+    assert resp.body == b"part0 part1 "
+    assert follow is not None and follow.body == b"pong"
+
+
+def expected_file(size):
+    return bytes((i * 31 + 7) % 251 for i in range(size))
+
+
+@pytest.mark.parametrize("kind", ["file", "bytesio"])
+@pytest.mark.parametrize("size", [0, 1, 8192, 1_000_003])
+def test_file_wrapper(server, kind, size):
+    resp, follow = pipelined(server, f"/file?size={size}&kind={kind}")
+    assert resp.status == 200 and resp.complete
+    assert resp.body == expected_file(size)
+    assert follow is not None and follow.body == b"pong"
+
+
+def test_file_wrapper_honours_content_length(server):
+    resp, follow = pipelined(server, "/file?size=50000&length=1000")
+    assert resp.header("Content-Length") == "1000"
+    assert resp.body == expected_file(1000)
+    if follow is not None:
+        assert follow.body == b"pong"
+
+
+def test_chunks_are_sent_as_yielded(server):
+    """The first chunk arrives while the app is still waiting to yield the second."""
+    go = "go-" + uuid.uuid4().hex[:12]
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("GET", f"/gated?go={go}"))
+        _, _, status, _, _ = conn.read_head()
+        assert status == 200
+        assert conn.read_chunk() == b"first;"
+        (server.record_dir / go).write_text("go\n")
+        assert conn.read_chunk() == b"second:go"
+        assert conn.read_chunk() == b""
+
+
+def test_large_streamed_response(server):
+    resp = server.get("/stream?count=200&size=65536")
+    assert resp.status == 200 and resp.complete
+    assert len(resp.body) == 200 * 65536
+    assert resp.body[:65536] == b"0" * 65536 and resp.body[-65536:] == b"9" * 65536

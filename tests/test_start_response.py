@@ -1,0 +1,103 @@
+"""start_response rules from PEP 3333, and bad app input that must not hurt the server.
+
+exc_info may replace headers not yet sent, and is re-raised once they are sent;
+a second call without exc_info is an error (500); hop-by-hop headers, a status
+of 999, non-str status or headers and header injection attempts all give 500,
+and the server keeps serving afterwards.
+"""
+
+import uuid
+
+import pytest
+import rawhttp
+
+
+def new_token():
+    return uuid.uuid4().hex[:12]
+
+
+def test_exc_info_replaces_headers_not_yet_sent(server):
+    resp = server.get(f"/exc/before-headers?token={new_token()}")
+    assert resp.status == 500
+    assert resp.header("X-Handled") == "yes"
+    assert resp.header("X-First") is None
+    assert resp.body == b"handled"
+
+
+def test_exc_info_reraised_after_headers_sent(server):
+    token = new_token()
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("GET", f"/exc/after-headers?token={token}"))
+        try:
+            resp = conn.read_response()
+        except rawhttp.IncompleteHead:
+            resp = None  # aborted before the head was flushed (see test_app_errors)
+        assert conn.eof, "the connection must be aborted"
+    if resp is not None:
+        assert resp.status == 200
+        assert resp.body in (b"", b"first")
+        assert not resp.complete, "the connection must be aborted, not end cleanly"
+    assert server.wait_records(f"exc-{token}") == ["reraised KeyError"]
+    server.assert_serving()
+
+
+def test_second_start_response_without_exc_info_is_an_error(server):
+    token = new_token()
+    resp = server.get(f"/exc/second-call?token={token}")
+    assert resp.status == 500
+    records = server.wait_records(f"exc-{token}")
+    assert len(records) == 1 and records[0].startswith("second call raised"), records
+    server.assert_serving()
+
+
+@pytest.mark.parametrize("name", ["Keep-Alive", "Proxy-Authenticate", "TE", "Trailer",
+                                  "Transfer-Encoding", "Upgrade", "Connection"])
+def test_hop_by_hop_header_from_app_is_an_error(server, name):
+    resp = server.get(f"/hop?name={name}")
+    assert resp.status == 500
+    assert resp.header(name) != "x"
+    server.assert_serving()
+
+
+@pytest.mark.parametrize("value", ["999%20Weird", "abc%20Letters", "20%20Short",
+                                   "200%20OK%0D%0AX-Injected:%201"])
+def test_invalid_status_gives_500(server, value):
+    mark = server.log_mark()
+    resp = server.get(f"/status?value={value}")
+    assert resp.status == 500, resp
+    assert resp.header("X-Injected") is None
+    server.assert_serving()
+    assert server.alive(), server.log(mark)
+
+
+def test_bytes_status_gives_500(server):
+    resp = server.get("/status?value=200%20OK&bytes=1")
+    assert resp.status == 500
+    server.assert_serving()
+
+
+def test_valid_unusual_status_passes_through(server):
+    resp = server.get("/status?value=299%20Custom%20Reason")
+    assert resp.status == 299
+    assert resp.reason == "Custom Reason"
+    assert resp.body == b"status body"
+
+
+@pytest.mark.parametrize("case", ["int-value", "bytes-name", "bytes-value", "newline",
+                                  "non-latin1"])
+def test_invalid_header_gives_500(server, case):
+    resp = server.get(f"/header/{case}")
+    assert resp.status == 500, resp
+    assert resp.header("X-Injected") is None
+    assert resp.header("X-Number") is None
+    server.assert_serving()
+
+
+def test_many_bad_responses_do_not_crash_worker(server):
+    pid = server.pid
+    for i in range(20):
+        case = ["int-value", "newline", "bytes-name", "non-latin1"][i % 4]
+        assert server.get(f"/header/{case}").status == 500
+        assert server.get("/status?value=999%20Weird").status == 500
+    server.assert_serving()
+    assert server.pid == pid and server.alive()
