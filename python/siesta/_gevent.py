@@ -20,13 +20,15 @@ from typing import Any
 import gevent
 import gevent.event
 import gevent.monkey
-import gevent.pool
 from gevent.hub import Waiter
+from greenlet import getcurrent, greenlet
 
-from siesta._siesta import ClientDisconnected, ClientTimeout, log
+from siesta._siesta import ClientDisconnected, ClientTimeout, Request, log
 
 # A request may wait this long for a free greenlet slot before a 503.
 QUEUE_WAIT = 30.0
+# Finished request greenlets kept for reuse.
+SPARE_GREENLETS = 256
 
 _tokens = itertools.count(1)
 _parked: dict[int, Waiter] = {}
@@ -148,21 +150,57 @@ def _handle(req: Any, app: Any) -> None:
 def serve(server: Any, app: Any, worker_connections: int, graceful_timeout: float) -> None:
     """Runs the hub until the server stops, then lets running requests finish."""
     hub = gevent.get_hub()
-    pool = gevent.pool.Pool(worker_connections)
     waiting: collections.deque[tuple[float, Any]] = collections.deque()
     stopped = gevent.event.Event()
+    running = 0
+    idle = gevent.event.Event()
+    idle.set()
 
-    def spawn(req: Any) -> None:
-        pool.spawn(_handle, req, app).link(on_done)
+    spare: list[Any] = []  # finished request greenlets, kept to be reused
 
-    def on_done(_greenlet: Any) -> None:
+    def run(req: Any) -> None:
+        # A bare greenlet whose parent is the hub, started and resumed by a
+        # direct switch from the hub's callback: no scheduling round trip.
+        # After a request it waits in the hub for the next one, so a busy
+        # server does not create (and allocate stacks for) a greenlet per
+        # request. Like a pool thread, it keeps its thread-locals between
+        # requests, never while two requests run at once.
+        nonlocal running
+        me = getcurrent()
+        while True:
+            try:
+                _handle(req, app)
+            except BaseException as exc:  # never let a request take the hub down
+                log("error", f"Error handling request: {exc!r}")
+            running -= 1
+            if waiting:
+                hub.loop.run_callback(drain_waiting)
+            elif running == 0:
+                idle.set()
+            if len(spare) >= SPARE_GREENLETS:
+                return
+            spare.append(me)
+            req = hub.switch()
+            while not isinstance(req, Request):  # a stray wake-up: keep waiting
+                req = hub.switch()
+
+    def start(req: Any) -> None:
+        nonlocal running
+        running += 1
+        idle.clear()
+        if spare:
+            spare.pop().switch(req)
+        else:
+            greenlet(run, parent=hub).switch(req)
+
+    def drain_waiting() -> None:
         now = time.monotonic()
-        while waiting and pool.free_count() > 0:
+        while waiting and running < worker_connections:
             since, req = waiting.popleft()
             if now - since > QUEUE_WAIT:
                 req.reject()
             else:
-                spawn(req)
+                start(req)
 
     def on_ready() -> None:
         for item in server.hub_take():
@@ -170,8 +208,8 @@ def serve(server: Any, app: Any, worker_connections: int, graceful_timeout: floa
                 stopped.set()
             elif type(item) is int:
                 _wake(item)
-            elif pool.free_count() > 0 and not waiting:
-                spawn(item)
+            elif running < worker_connections and not waiting:
+                start(item)
             else:
                 waiting.append((time.monotonic(), item))
 
@@ -193,4 +231,4 @@ def serve(server: Any, app: Any, worker_connections: int, graceful_timeout: floa
         janitor.kill(block=False)
         for _, req in waiting:
             req.reject()
-        pool.join(timeout=graceful_timeout)
+        idle.wait(timeout=graceful_timeout)
