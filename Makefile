@@ -20,7 +20,7 @@ $(STAMP): requirements-test.txt | $(PY)
 	touch $(STAMP)
 
 dev: | $(PY) ## Build Siesta (release) into .venv
-	$(PIP) install --quiet 'maturin>=1.5,<2'
+	$(PIP) install --quiet 'maturin==1.16.0'
 	$(VENV)/bin/maturin develop --release --extras gevent
 	$(PY) -c 'import siesta._siesta'
 
