@@ -250,3 +250,24 @@ def render(values: dict[str, Any]) -> str:
     lines = [f"{'app':<20} = {values.get('app')!r}"]
     lines += [f"{s.name:<20} = {values[s.name]!r}" for s in sorted(SETTINGS, key=lambda s: s.name)]
     return "\n".join(lines)
+
+
+def markdown_table() -> str:
+    """The README's options table, made from the settings table (``python -m siesta.config``)."""
+    rows = ["| Option | Environment | Default | What it does |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        flags = ", ".join(f"`{f}`" for f in s.flags)
+        env = f"`{s.env_name}`" if s.env else ""
+        if s.default is None or s.default is False or s.default in ([], ""):
+            default = ""
+        elif isinstance(s.default, list):
+            default = f"`{','.join(s.default)}`"
+        else:
+            default = f"`{s.default}`"
+        text = s.help.replace("|", "\\|").replace("%%", "%")
+        rows.append(f"| {flags} | {env} | {default} | {text} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,99 @@
+"""Apps for the gevent-mode tests: cooperative sockets, threading.local, slot limits.
+
+`app` dispatches on the first PATH_INFO segment: /ping answers `pong`;
+/upstream?port= opens a (monkey-patched) socket to a test-side TCP server and
+answers its reply; /local?value=&group=&n= stores the value in a module-level
+threading.local, waits (time.sleep, patched) until n requests of the group have
+stored theirs, then answers what it reads back; /held?token=&go= records its
+start, waits for the test's `go` record, records its end and answers the most
+requests it ever saw running at once.  All waits are bounded.
+"""
+
+import collections
+import json
+import socket
+import threading
+import time
+
+import records
+from records import params, record, token
+
+WAIT = 20.0
+_local = threading.local()
+_arrived = collections.Counter()
+_running = 0
+_max_running = 0
+
+
+def _json(start_response, obj, status="200 OK"):
+    body = json.dumps(obj).encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def ping(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+    return [b"pong"]
+
+
+def upstream(environ, start_response):
+    """One round trip to 127.0.0.1:?port with the app's own socket module."""
+    import gevent.monkey
+
+    port = int(params(environ)["port"])
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(b"hello upstream\n")
+        reply = b""
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                break
+            reply += data
+    return _json(start_response, {"reply": reply.decode("latin-1"),
+                                  "socket_patched": gevent.monkey.is_module_patched("socket"),
+                                  "socket_class": socket.socket.__module__})
+
+
+def local(environ, start_response):
+    """Store, wait until the whole group stored, read back: each request sees its own."""
+    query = params(environ)
+    value, group, n = query["value"], query["group"], int(query["n"])
+    _local.value = value
+    _arrived[group] += 1
+    deadline = time.monotonic() + WAIT
+    while _arrived[group] < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _json(start_response, {"value": getattr(_local, "value", None),
+                                  "all_arrived": _arrived[group] >= n,
+                                  "local_class": type(_local).__module__})
+
+
+def held(environ, start_response):
+    """Hold the slot until the test creates the ?go= record; report peak concurrency."""
+    global _running, _max_running
+    name = token(environ)
+    go = params(environ)["go"]
+    _running += 1
+    _max_running = max(_max_running, _running)
+    record("held", f"start {name}")
+    try:
+        released = records.wait_for(go, WAIT)
+    finally:
+        _running -= 1
+        record("held", f"end {name}")
+    return _json(start_response, {"token": name, "released": released,
+                                  "max_running": _max_running})
+
+
+ROUTES = {"ping": ping, "upstream": upstream, "local": local, "held": held}
+
+
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    handler = ROUTES.get(path.split("/")[1] if path.count("/") else "")
+    if handler is None:
+        start_response("404 Not Found", [("Content-Type", "text/plain"),
+                                         ("Content-Length", "9")])
+        return [b"not found"]
+    return handler(environ, start_response)

@@ -1,0 +1,279 @@
+"""Gevent mode (`-k gevent`): parked greenlets, cooperative app I/O, per-request state.
+
+One worker holds 1000 slow uploads at once (each parked in wsgi.input.read())
+and still answers /ping; an app blocked on its own (monkey-patched) socket does
+not block others; threading.local is per request; Django with SQLite serves
+concurrent writes; --worker-connections caps running requests; and a missing
+gevent is one plain error line.  wsgi.multithread/multiprocess in gevent mode
+are checked by test_environ.test_multithread_flag_matches_mode.  The uploaders
+are driven by one thread with `selectors`; every socket and wait is bounded.
+"""
+
+import hashlib
+import json
+import resource
+import select
+import selectors
+import socket
+import threading
+import time
+import uuid
+
+import rawhttp
+from siesta_process import APPS_DIR, run_siesta
+
+UPLOADERS = 1000
+PIECE = 1024
+ROUNDS = 4  # body = ROUNDS * PIECE bytes per uploader
+PAUSE = 0.3
+WAIT = 20.0
+GEVENT_APPS = "gevent_apps:app"
+
+
+def raise_nofile(needed):
+    """Lift the soft RLIMIT_NOFILE to the hard limit (inherited by the server too)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    assert soft == resource.RLIM_INFINITY or soft >= needed, f"RLIMIT_NOFILE {soft} < {needed}"
+
+
+def uploader_body(index):
+    """ROUNDS * PIECE deterministic bytes, different for every uploader."""
+    return hashlib.shake_256(f"uploader-{index}".encode()).digest(ROUNDS * PIECE)
+
+
+def parse_response(data):
+    """(status, body) of one Content-Length response in `data`, or None if incomplete."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = data[:end].decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    length = int(headers["content-length"])
+    if len(data) < end + 4 + length:
+        return None
+    return int(lines[0].split(" ")[1]), data[end + 4:end + 4 + length]
+
+
+def ping_ok(srv):
+    resp = srv.get("/ping")
+    return resp.status == 200 and resp.body == b"pong"
+
+
+def send_all_then_read(srv, targets, method="GET", headers=()):
+    """Send every request on its own connection first, then read each response."""
+    conns = []
+    try:
+        for target in targets:
+            conn = srv.connect(timeout=WAIT)
+            conns.append(conn)
+            conn.send(rawhttp.build_request(method, target, headers))
+        return [conn.read_response(method) for conn in conns]
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+class Uploads:
+    """UPLOADERS sockets POSTing to /sha256, driven piece by piece from this one thread."""
+
+    def __init__(self, srv):
+        self.sel = selectors.DefaultSelector()
+        self.socks, self.bodies, self.received = [], [], {}
+        self.results = {}
+        self.srv = srv
+
+    def start(self):
+        """Connect all; each sends its head and first piece."""
+        for i in range(UPLOADERS):
+            body = uploader_body(i)
+            sock = socket.create_connection((self.srv.host, self.srv.port), timeout=WAIT)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.socks.append(sock)
+            self.bodies.append(body)
+            self.received[i] = b""
+            self.sel.register(sock, selectors.EVENT_READ, i)
+            head = rawhttp.build_request("POST", f"/sha256/{i}?chunk={PIECE}",
+                                         [("Content-Length", str(len(body)))])
+            sock.sendall(head + body[:PIECE])
+
+    def send_round(self, index):
+        for sock, body in zip(self.socks, self.bodies):
+            sock.sendall(body[index * PIECE:(index + 1) * PIECE])
+
+    def poll(self, timeout):
+        """Collect whatever responses arrive within `timeout` (one select call)."""
+        for key, _ in self.sel.select(timeout):
+            i = key.data
+            data = key.fileobj.recv(65536)
+            self.received[i] += data
+            parsed = parse_response(self.received[i])
+            if parsed is not None or not data:
+                self.results[i] = parsed
+                self.sel.unregister(key.fileobj)
+
+    def collect(self, timeout):
+        deadline = time.monotonic() + timeout
+        for _ in range(100 * UPLOADERS):
+            remaining = deadline - time.monotonic()
+            if len(self.results) == UPLOADERS or remaining <= 0:
+                break
+            self.poll(min(remaining, 1.0))
+
+    def close(self):
+        self.sel.close()
+        for sock in self.socks:
+            sock.close()
+
+
+def test_thousand_slow_uploaders_do_not_block_pings(start_server):
+    raise_nofile(UPLOADERS + 200)
+    srv = start_server("router_app:app", "--worker-connections", str(UPLOADERS + 100),
+                       mode="gevent")
+    uploads = Uploads(srv)
+    try:
+        uploads.start()
+        # Every upload is inside the app (router_app records each path first), parked in read().
+        arrived = srv.wait_records("paths", UPLOADERS, timeout=30.0)
+        assert len(arrived) == UPLOADERS, f"only {len(arrived)} uploads reached the app"
+        checks = []  # (pings answered, uploads completed at that moment)
+        for index in range(1, ROUNDS):
+            checks.append((sum(ping_ok(srv) for _ in range(3)), len(uploads.results)))
+            uploads.poll(PAUSE)  # the pause between pieces; nothing may complete yet
+            assert not uploads.results, "uploads answered before their body was complete"
+            uploads.send_round(index)
+        assert checks == [(3, 0)] * (ROUNDS - 1), checks
+        uploads.collect(30.0)
+    finally:
+        uploads.close()
+    assert len(uploads.results) == UPLOADERS, f"{len(uploads.results)} responses"
+    bad = []
+    for i, parsed in uploads.results.items():
+        expected = {"size": ROUNDS * PIECE, "sha256": hashlib.sha256(uploader_body(i)).hexdigest()}
+        if parsed is None or parsed[0] != 200 or json.loads(parsed[1]) != expected:
+            bad.append((i, parsed))
+    assert not bad, f"{len(bad)} wrong uploads, first: {bad[:3]}"
+    srv.assert_serving()
+
+
+class Upstream:
+    """A one-shot TCP server: accepts, reads a line, replies only after `release`."""
+
+    REPLY = b"upstream says hi\n"
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(WAIT)
+        self.port = self.listener.getsockname()[1]
+        self.accepted, self.release = threading.Event(), threading.Event()
+        self.request = b""
+        self.thread = threading.Thread(target=self._run, name="upstream", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(WAIT)
+            try:
+                for _ in range(100):
+                    data = conn.recv(1024)
+                    self.request += data
+                    if not data or b"\n" in self.request:
+                        break
+                self.accepted.set()
+                if self.release.wait(WAIT):
+                    conn.sendall(self.REPLY)
+            except OSError:
+                pass
+
+    def close(self):
+        self.release.set()
+        self.listener.close()
+        self.thread.join(WAIT)
+
+
+def test_request_blocked_on_upstream_socket_does_not_block_others(start_server):
+    srv = start_server(GEVENT_APPS, mode="gevent")
+    upstream = Upstream()
+    try:
+        with srv.connect(timeout=WAIT) as blocked:
+            blocked.send(rawhttp.build_request("GET", f"/upstream?port={upstream.port}"))
+            assert upstream.accepted.wait(WAIT), "the app never reached the upstream server"
+            assert upstream.request == b"hello upstream\n"
+            assert [ping_ok(srv) for _ in range(5)] == [True] * 5
+            readable, _, _ = select.select([blocked.sock], [], [], 0)
+            assert not readable, "the upstream request finished before the upstream replied"
+            upstream.release.set()
+            resp = blocked.read_response()
+    finally:
+        upstream.close()
+    assert resp.status == 200, resp
+    got = json.loads(resp.body)
+    assert got["reply"] == Upstream.REPLY.decode()
+    assert got["socket_patched"] is True, got
+    assert ping_ok(srv)
+
+
+def test_threading_local_is_per_request(start_server):
+    srv = start_server(GEVENT_APPS, mode="gevent")
+    group, n = uuid.uuid4().hex[:12], 50
+    values = [f"v{i}-{uuid.uuid4().hex[:8]}" for i in range(n)]
+    responses = send_all_then_read(srv, [f"/local?value={v}&group={group}&n={n}"
+                                         for v in values])
+    got = [json.loads(r.body) if r.status == 200 else r for r in responses]
+    assert all(isinstance(g, dict) and g["all_arrived"] for g in got), got[:3]
+    assert [g["value"] for g in got] == values
+    assert got[0]["local_class"].startswith("gevent"), got[0]
+
+
+def test_django_sqlite_concurrent_writes(start_server):
+    srv = start_server("django_app:application", mode="gevent")
+    n = 20
+    responses = send_all_then_read(srv, [f"/hits?name=w{i}" for i in range(n)], "POST",
+                                   [("Content-Length", "0")])
+    assert [r.status for r in responses] == [200] * n, [r.body[:200] for r in responses]
+    counts = sorted(json.loads(r.body)["count"] for r in responses)
+    # Each insert-then-count runs without a greenlet switch in between: counts are 1..n.
+    assert counts == list(range(1, n + 1)), counts
+    final = srv.get("/hits")
+    assert final.status == 200 and json.loads(final.body) == {"count": n}
+
+
+def test_missing_gevent_is_one_clear_line(tmp_path):
+    fake = tmp_path / "gevent"
+    fake.mkdir()
+    (fake / "__init__.py").write_text('raise ImportError("No module named gevent (test)")\n')
+    result = run_siesta("-k", "gevent", "--bind", "127.0.0.1:0", "--chdir", str(APPS_DIR),
+                        "--pythonpath", str(APPS_DIR), "router_app:app",
+                        env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "gevent" in lines[0], result.stderr
+    assert "Listening at" not in result.stderr
+
+
+def test_worker_connections_caps_running_requests(start_server):
+    srv = start_server(GEVENT_APPS, "--worker-connections", "1", mode="gevent")
+    go_first, go_second = f"go-{uuid.uuid4().hex[:12]}", f"go-{uuid.uuid4().hex[:12]}"
+    (srv.record_dir / go_second).write_text("")  # the second one may finish at once
+    with srv.connect(timeout=WAIT) as first, srv.connect(timeout=WAIT) as second:
+        first.send(rawhttp.build_request("GET", f"/held?token=first&go={go_first}"))
+        assert srv.wait_records("held", 1) == ["start first"]
+        second.send(rawhttp.build_request("GET", f"/held?token=second&go={go_second}"))
+        readable, _, _ = select.select([second.sock], [], [], 1.0)
+        assert not readable, "the second request was served while the only slot was taken"
+        assert srv.records("held") == ["start first"]
+        (srv.record_dir / go_first).write_text("")
+        resp_first, resp_second = first.read_response(), second.read_response()
+    assert resp_first.status == 200 and resp_second.status == 200, (resp_first, resp_second)
+    got_first, got_second = json.loads(resp_first.body), json.loads(resp_second.body)
+    assert got_first["released"] is True and got_second["released"] is True
+    assert got_second["max_running"] == 1, got_second
+    assert srv.records("held") == ["start first", "end first", "start second", "end second"]
