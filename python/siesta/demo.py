@@ -1,6 +1,6 @@
 """The built-in demo app (``siesta siesta.demo:app``, what ``make run`` serves).
 
-``GET /`` shows an upload form; ``POST /`` (or ``/upload``) streams the
+``GET /`` shows an upload form; ``POST`` or ``PUT`` to ``/upload`` streams the
 uploaded body through ``wsgi.input`` in 64 KiB reads, hashing as it goes,
 and answers its size, SHA-256 and MiB/s: memory stays flat whatever the
 file's size. ``/echo`` sends the request body straight back, piece by piece,
@@ -85,7 +85,7 @@ def app(environ, start_response):
     method = environ["REQUEST_METHOD"]
     if path == "/echo":
         return _echo(environ, start_response)
-    if method == "POST" and path in ("/", "/upload"):
+    if method in ("POST", "PUT") and path in ("/", "/upload"):
         return _upload(environ, start_response)
     if path == "/" and method in ("GET", "HEAD"):
         body = PAGE.format(result=html.escape("")).encode()
