@@ -25,18 +25,19 @@ class ConfigError(Exception):
     """A setting has a value Siesta cannot use; the message says which and why."""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"{text} is not a positive integer")
-    return value
+def _int_from(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise ValueError(f"{text} is less than {minimum}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"{text} is negative")
-    return value
+_positive_int = _int_from(1)
+_non_negative_int = _int_from(0)
 
 
 def _seconds(text: str) -> float:

@@ -109,52 +109,56 @@ impl AcceptCtx {
     }
 }
 
-async fn accept_loop(listener: Listener, ctx: AcceptCtx, mut stop: watch::Receiver<bool>) {
-    match listener {
-        Listener::Tcp(l) => {
-            let l = match l
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::TcpListener::from_std(l))
-            {
-                Ok(l) => l,
-                Err(e) => return crate::log::error::error(&format!("Cannot listen: {e}")),
-            };
-            let mut backoff = Backoff::default();
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    r = l.accept() => match r {
-                        Ok((s, peer)) => {
-                            backoff.reset();
-                            let _ = s.set_nodelay(true);
-                            ctx.serve(s, Some(peer));
-                        }
-                        Err(e) => backoff.wait(&e).await,
-                    },
-                }
+/// A listener registered with the runtime.
+enum Listening {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listening {
+    fn register(l: Listener) -> std::io::Result<Listening> {
+        Ok(match l {
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Listening::Tcp(tokio::net::TcpListener::from_std(l)?)
+            }
+            Listener::Unix(l, _) => {
+                l.set_nonblocking(true)?;
+                Listening::Unix(tokio::net::UnixListener::from_std(l)?)
+            }
+        })
+    }
+
+    /// Accepts one connection and hands it to hyper.
+    async fn accept(&self, ctx: &AcceptCtx) -> std::io::Result<()> {
+        match self {
+            Listening::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                ctx.serve(s, Some(peer));
+            }
+            Listening::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                ctx.serve(s, None);
             }
         }
-        Listener::Unix(l, _) => {
-            let l = match l
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::UnixListener::from_std(l))
-            {
-                Ok(l) => l,
-                Err(e) => return crate::log::error::error(&format!("Cannot listen: {e}")),
-            };
-            let mut backoff = Backoff::default();
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    r = l.accept() => match r {
-                        Ok((s, _)) => {
-                            backoff.reset();
-                            ctx.serve(s, None);
-                        }
-                        Err(e) => backoff.wait(&e).await,
-                    },
-                }
-            }
+        Ok(())
+    }
+}
+
+async fn accept_loop(listener: Listener, ctx: AcceptCtx, mut stop: watch::Receiver<bool>) {
+    let listening = match Listening::register(listener) {
+        Ok(l) => l,
+        Err(e) => return crate::log::error::error(&format!("Cannot listen: {e}")),
+    };
+    let mut backoff = Backoff::default();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = listening.accept(&ctx) => match r {
+                Ok(()) => backoff.reset(),
+                Err(e) => backoff.wait(&e).await,
+            },
         }
     }
 }
