@@ -9,6 +9,7 @@ from --root-path, and a wsgiref.validate-wrapped app for GET and POST.
 import json
 
 import rawhttp
+from siesta_process import run_siesta
 
 
 def env_of(server, target="/env", headers=(), body=b"", version="HTTP/1.1", method="GET"):
@@ -46,10 +47,13 @@ def test_multithread_flag_matches_mode(server):
     assert env["wsgi.multiprocess"] is False  # one worker by default
 
 
-def test_multiprocess_true_with_several_workers(start_server, mode):
-    srv = start_server("router_app:app", "--workers", "2", mode=mode)
-    env = env_of(srv)["environ"]
-    assert env["wsgi.multiprocess"] is True
+def test_several_workers_refused_until_the_supervisor_lands():
+    """-w 2 must not silently run one worker: one clear line, exit 1, no traceback."""
+    result = run_siesta("--workers", "2", "router_app:app")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--workers 2" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_path_info_is_percent_decoded_as_latin1(server):

@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not values.get("app"):
         _fail("no app given: siesta [options] module:callable", 2)
+    if values["workers"] > 1:
+        _fail(
+            f"--workers {values['workers']}: this release runs one worker process; the "
+            "master/worker supervisor comes next. Run one siesta per worker behind a load "
+            "balancer meanwhile.",
+            1,
+        )
     gevent = _load_gevent() if values["worker_class"] == "gevent" else None
     if gevent is not None and not values.get("check_config"):
         gevent.patch()

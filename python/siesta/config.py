@@ -108,8 +108,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Address to listen on: HOST:PORT, [V6]:PORT, unix:PATH or fd://N. Repeat for more; "
             "port 0 picks a free port.", append=True, metavar="ADDRESS"),
     Setting("workers", ("-w", "--workers"), 1,
-            "Number of worker processes. This release runs one worker; the value sets "
-            "wsgi.multiprocess.", type=_positive_int, metavar="INT"),
+            "Number of worker processes. This release runs exactly one (more is refused "
+            "with a clear error until the master/worker supervisor lands).",
+            type=_positive_int, metavar="INT"),
     Setting("worker_class", ("-k", "--worker-class"), "thread",
             "thread (also gthread): a pool of OS threads runs the app, wsgi.input waits with "
             "the GIL released. gevent: one hub thread, every request a greenlet "
