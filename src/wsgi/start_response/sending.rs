@@ -30,7 +30,7 @@ impl StartResponse {
             Some(n) if (chunk.len() as u64) > n => chunk.slice(..n as usize),
             _ => chunk,
         };
-        st.sent = body.len() as u64;
+        st.sent = if self.is_head { 0 } else { body.len() as u64 };
         self.send_head(&mut st, ResponseBody::Full(Some(body)))
             .map_err(response_error)?;
         st.remaining = Some(0);
@@ -62,7 +62,7 @@ impl StartResponse {
                     .insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
             }
         }
-        st.sent = len.unwrap_or(0);
+        st.sent = if self.is_head { 0 } else { len.unwrap_or(0) };
         self.send_head(&mut st, ResponseBody::File(FileBody::new(file, len, block)))
             .map_err(response_error)?;
         st.remaining = Some(0);
