@@ -12,16 +12,21 @@ from dataclasses import dataclass, field
 TIMEOUT = 10.0
 
 
-def build_request(method, target, headers=(), body=b"", version="HTTP/1.1", host="test",
-                  content_length=True):
+def build_request(
+    method, target, headers=(), body=b"", version="HTTP/1.1", host="test", content_length=True
+):
     """Return the bytes of one request; adds Host and (when body) Content-Length."""
     names = {name.lower() for name, _ in headers}
     lines = [f"{method} {target} {version}"]
     if "host" not in names and host is not None:
         lines.append(f"Host: {host}")
     lines.extend(f"{name}: {value}" for name, value in headers)
-    if body and content_length and "content-length" not in names \
-            and "transfer-encoding" not in names:
+    if (
+        body
+        and content_length
+        and "content-length" not in names
+        and "transfer-encoding" not in names
+    ):
         lines.append(f"Content-Length: {len(body)}")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     return head + body

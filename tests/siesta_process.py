@@ -23,8 +23,9 @@ TESTS_DIR = Path(__file__).resolve().parent
 APPS_DIR = TESTS_DIR / "apps"
 SIESTA = Path(sys.executable).parent / "siesta"
 # The one place that lists the execution modes every behaviour test runs in.
-MODES = [m.strip() for m in os.environ.get("SIESTA_TEST_MODES", "thread,gevent").split(",")
-         if m.strip()]
+MODES = [
+    m.strip() for m in os.environ.get("SIESTA_TEST_MODES", "thread,gevent").split(",") if m.strip()
+]
 DEFAULT_APP = "router_app:app"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -78,8 +79,17 @@ class SiestaServer:
         self.app, self.args, self.mode = app, list(args), mode
         self.record_dir = Path(record_dir)
         self.record_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [str(SIESTA), "--bind", "127.0.0.1:0", "--chdir", str(APPS_DIR),
-               "--pythonpath", str(APPS_DIR), "-k", mode]
+        cmd = [
+            str(SIESTA),
+            "--bind",
+            "127.0.0.1:0",
+            "--chdir",
+            str(APPS_DIR),
+            "--pythonpath",
+            str(APPS_DIR),
+            "-k",
+            mode,
+        ]
         if mode == "thread" and not any(a.startswith("--threads") for a in self.args):
             cmd += ["--threads", "4"]
         self.cmd = cmd + self.args + [app]
@@ -88,16 +98,24 @@ class SiestaServer:
         full_env.update(env or {})
         if not SIESTA.exists():
             pytest.fail(f"{SIESTA} does not exist: build the server (make dev) first")
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=full_env, cwd=str(APPS_DIR))
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            cwd=str(APPS_DIR),
+        )
         self.stderr = LogDrain(self.proc.stderr, "siesta-stderr")
         self.stdout = LogDrain(self.proc.stdout, "siesta-stdout")
         match = self.stderr.wait_for(LISTENING.pattern, READY_TIMEOUT)
         if match is None:
             self.stop()
-            pytest.fail(f"siesta did not print 'Listening at:' within {READY_TIMEOUT}s "
-                        f"(exit code {self.proc.returncode}); cmd: {self.cmd}\nstderr:\n"
-                        f"{self.stderr.text()}")
+            pytest.fail(
+                f"siesta did not print 'Listening at:' within {READY_TIMEOUT}s "
+                f"(exit code {self.proc.returncode}); cmd: {self.cmd}\nstderr:\n"
+                f"{self.stderr.text()}"
+            )
         self.host, self.port, self.pid = match.group(1), int(match.group(2)), int(match.group(3))
 
     # --- talking to it -------------------------------------------------------------
@@ -167,6 +185,13 @@ def run_siesta(*args, env=None, timeout=30.0):
     """Run the siesta command to completion (for CLI tests); returns CompletedProcess."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIESTA_")}
     full_env.update(env or {})
-    return subprocess.run([str(SIESTA), *args], stdin=subprocess.DEVNULL, capture_output=True,
-                          check=False, text=True, env=full_env, cwd=str(APPS_DIR),
-                          timeout=timeout)
+    return subprocess.run(
+        [str(SIESTA), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+        text=True,
+        env=full_env,
+        cwd=str(APPS_DIR),
+        timeout=timeout,
+    )

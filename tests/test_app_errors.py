@@ -161,7 +161,8 @@ def test_close_called_once_when_client_disconnects_mid_stream(server):
         assert status == 200
         assert conn.read_chunk() == b"x" * 16384
     # The client is gone; the server notices on a later write and stops iterating.
-    assert server.wait_records(f"close-{token}", timeout=30) == ["close"], \
+    assert server.wait_records(f"close-{token}", timeout=30) == ["close"], (
         "close() must be called when the client disconnects mid-stream"
+    )
     server.assert_serving()
     assert server.records(f"close-{token}") == ["close"]

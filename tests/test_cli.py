@@ -36,10 +36,13 @@ def assert_one_error_line(result, name):
     assert len(naming) == 1, result.stderr
 
 
-@pytest.mark.parametrize("app,name", [
-    ("no_such_module_zq:app", "no_such_module_zq"),
-    ("router_app:no_such_attribute", "no_such_attribute"),
-])
+@pytest.mark.parametrize(
+    "app,name",
+    [
+        ("no_such_module_zq:app", "no_such_module_zq"),
+        ("router_app:no_such_attribute", "no_such_attribute"),
+    ],
+)
 def test_bad_app_path_exits_4_with_one_error_line(app, name):
     result = run_siesta("--bind", "127.0.0.1:0", *APP_ARGS, app)
     assert result.returncode == 4, (result.returncode, result.stderr)
@@ -72,8 +75,7 @@ def test_address_in_use():
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        result = run_siesta("--bind", f"127.0.0.1:{port}", *APP_ARGS, "router_app:app",
-                            timeout=60)
+        result = run_siesta("--bind", f"127.0.0.1:{port}", *APP_ARGS, "router_app:app", timeout=60)
     assert result.returncode != 0
     assert f"127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -115,8 +117,7 @@ def test_threads_env_beats_config_file(config_file):
 
 
 def test_threads_cli_beats_env_and_config(config_file):
-    assert printed_threads("-c", config_file, "--threads", "7",
-                           env={"SIESTA_THREADS": "5"}) == 7
+    assert printed_threads("-c", config_file, "--threads", "7", env={"SIESTA_THREADS": "5"}) == 7
 
 
 def test_threads_env_alone():

@@ -21,8 +21,11 @@ def new_token():
 def test_client_disconnect_mid_body_raises_client_disconnected(server):
     token = new_token()
     with server.connect() as conn:
-        conn.send(rawhttp.build_request("POST", f"/disconnect?token={token}",
-                                        [("Content-Length", "100000")]))
+        conn.send(
+            rawhttp.build_request(
+                "POST", f"/disconnect?token={token}", [("Content-Length", "100000")]
+            )
+        )
         conn.send(b"d" * 5000)
     records = server.wait_records(f"disconnect-{token}")
     assert records == ["ClientDisconnected oserror=True read=5000"], records
@@ -32,8 +35,11 @@ def test_client_disconnect_mid_body_raises_client_disconnected(server):
 def test_client_disconnect_mid_chunked_body(server):
     token = new_token()
     with server.connect() as conn:
-        conn.send(rawhttp.build_request("POST", f"/disconnect?token={token}",
-                                        [("Transfer-Encoding", "chunked")]))
+        conn.send(
+            rawhttp.build_request(
+                "POST", f"/disconnect?token={token}", [("Transfer-Encoding", "chunked")]
+            )
+        )
         conn.send(rawhttp.chunk(b"d" * 3000))
     records = server.wait_records(f"disconnect-{token}")
     assert records == ["ClientDisconnected oserror=True read=3000"], records
@@ -44,8 +50,9 @@ def test_client_reset_mid_body(server):
     """An abortive close (RST) is a disconnect too."""
     token = new_token()
     conn = server.connect()
-    conn.send(rawhttp.build_request("POST", f"/disconnect?token={token}",
-                                    [("Content-Length", "100000")]))
+    conn.send(
+        rawhttp.build_request("POST", f"/disconnect?token={token}", [("Content-Length", "100000")])
+    )
     conn.send(b"d" * 2000)
     conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()
@@ -65,8 +72,11 @@ def test_stalled_client_raises_client_timeout(start_server, mode):
     srv = start_server("router_app:app", "--body-timeout", "1", mode=mode)
     token = new_token()
     with srv.connect() as conn:
-        conn.send(rawhttp.build_request("POST", f"/disconnect?token={token}",
-                                        [("Content-Length", "100000")]))
+        conn.send(
+            rawhttp.build_request(
+                "POST", f"/disconnect?token={token}", [("Content-Length", "100000")]
+            )
+        )
         conn.send(b"d" * 1000)
         records = srv.wait_records(f"disconnect-{token}", timeout=15)
     assert records == ["ClientTimeout oserror=True timeouterror=True read=1000"], records

@@ -23,10 +23,12 @@ def new_token():
 def test_app_runs_before_body_arrives(server):
     token = new_token()
     with server.connect() as conn:
-        conn.send(rawhttp.build_request("POST", f"/effect?token={token}",
-                                        [("Content-Length", "1000")]))
-        assert server.wait_records(f"effect-{token}") == ["started"], \
+        conn.send(
+            rawhttp.build_request("POST", f"/effect?token={token}", [("Content-Length", "1000")])
+        )
+        assert server.wait_records(f"effect-{token}") == ["started"], (
             "the app must be called once the head is complete"
+        )
         conn.send(b"z" * 1000)
         resp = conn.read_response()
     assert resp.status == 200
@@ -37,8 +39,11 @@ def test_app_runs_before_body_arrives(server):
 def test_response_head_streams_before_body_arrives(server):
     token = new_token()
     with server.connect() as conn:
-        conn.send(rawhttp.build_request("POST", f"/effect?token={token}&write=1",
-                                        [("Content-Length", "1000")]))
+        conn.send(
+            rawhttp.build_request(
+                "POST", f"/effect?token={token}&write=1", [("Content-Length", "1000")]
+            )
+        )
         _, _, status, _, _ = conn.read_head()
         assert status == 200
         assert conn.read_chunk() == b"started\n"
@@ -48,8 +53,9 @@ def test_response_head_streams_before_body_arrives(server):
 
 
 def test_expect_continue_not_sent_when_app_rejects(server):
-    head = rawhttp.build_request("POST", "/reject", [("Content-Length", str(10 << 20)),
-                                                     ("Expect", "100-continue")])
+    head = rawhttp.build_request(
+        "POST", "/reject", [("Content-Length", str(10 << 20)), ("Expect", "100-continue")]
+    )
     with server.connect() as conn:
         conn.send(head)
         resp = conn.read_response()
@@ -64,8 +70,11 @@ def test_expect_continue_not_sent_when_app_rejects(server):
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_expect_continue_sent_on_first_read(server, framing):
-    length = [("Content-Length", "5000")] if framing == "content-length" \
+    length = (
+        [("Content-Length", "5000")]
+        if framing == "content-length"
         else [("Transfer-Encoding", "chunked")]
+    )
     head = rawhttp.build_request("POST", "/sha256", length + [("Expect", "100-continue")])
     with server.connect() as conn:
         conn.send(head)
@@ -82,8 +91,9 @@ def test_expect_continue_sent_on_first_read(server, framing):
 
 def test_expect_continue_keep_alive_after_read(server):
     """Once the body was read, the connection can carry the next request."""
-    head = rawhttp.build_request("POST", "/echo", [("Content-Length", "3"),
-                                                   ("Expect", "100-continue")])
+    head = rawhttp.build_request(
+        "POST", "/echo", [("Content-Length", "3"), ("Expect", "100-continue")]
+    )
     with server.connect() as conn:
         conn.send(head)
         assert conn.read_response(stop_at_interim=True).status == 100
@@ -98,8 +108,7 @@ def smuggle_attempt(server, declared, padding=b"", target="/reject"):
     """POST to an app that does not read, with a body that starts with a full request."""
     conn = server.connect()
     body = SMUGGLED + padding
-    conn.send(rawhttp.build_request("POST", target, [("Content-Length", str(declared))])
-              + body)
+    conn.send(rawhttp.build_request("POST", target, [("Content-Length", str(declared))]) + body)
     return conn, conn.read_response()
 
 

@@ -22,13 +22,24 @@ def test_required_keys_and_types(server):
     dump = env_of(server, "/env/x?a=1")
     env, types = dump["environ"], dump["types"]
     assert dump["environ_is_dict"] is True
-    for key in ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME",
-                "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR", "REMOTE_PORT", "RAW_URI",
-                "REQUEST_URI", "HTTP_HOST", "wsgi.url_scheme"):
+    for key in (
+        "REQUEST_METHOD",
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "REMOTE_ADDR",
+        "REMOTE_PORT",
+        "RAW_URI",
+        "REQUEST_URI",
+        "HTTP_HOST",
+        "wsgi.url_scheme",
+    ):
         assert types.get(key) == "str", (key, types.get(key))
     assert env["wsgi.version"] == [1, 0] and types["wsgi.version"] == "tuple"
-    for key in ("wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once",
-                "wsgi.input_terminated"):
+    for key in ("wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once", "wsgi.input_terminated"):
         assert types[key] == "bool", key
     assert env["REQUEST_METHOD"] == "GET"
     assert env["wsgi.url_scheme"] == "http"
@@ -103,8 +114,7 @@ def test_no_content_type_or_length_when_absent(server):
 
 
 def test_content_type_and_length_when_present(server):
-    env = env_of(server, "/env?read=1", [("Content-Type", "text/x-test")], b"hello",
-                 method="POST")
+    env = env_of(server, "/env?read=1", [("Content-Type", "text/x-test")], b"hello", method="POST")
     assert env["environ"]["CONTENT_TYPE"] == "text/x-test"
     assert env["environ"]["CONTENT_LENGTH"] == "5"
     assert "HTTP_CONTENT_TYPE" not in env["environ"]
@@ -114,8 +124,7 @@ def test_content_type_and_length_when_present(server):
 
 def test_chunked_request_has_no_content_length(server):
     body = rawhttp.chunked([b"hel", b"lo"])
-    dump = env_of(server, "/env?read=1", [("Transfer-Encoding", "chunked")], body,
-                  method="POST")
+    dump = env_of(server, "/env?read=1", [("Transfer-Encoding", "chunked")], body, method="POST")
     assert "CONTENT_LENGTH" not in dump["environ"]
     assert dump["environ"]["wsgi.input_terminated"] is True
     assert dump["body"] == "hello"

@@ -33,11 +33,14 @@ def upload_check(resp, filename="data.bin"):
 
 
 def chunked_post(srv, target, data, content_type="application/octet-stream"):
-    pieces = [data[i:i + 7000] for i in range(0, len(data), 7000)]
+    pieces = [data[i : i + 7000] for i in range(0, len(data), 7000)]
     with srv.connect() as conn:
-        conn.send(rawhttp.build_request("POST", target, [("Transfer-Encoding", "chunked"),
-                                                         ("Content-Type", content_type)])
-                  + rawhttp.chunked(pieces))
+        conn.send(
+            rawhttp.build_request(
+                "POST", target, [("Transfer-Encoding", "chunked"), ("Content-Type", content_type)]
+            )
+            + rawhttp.chunked(pieces)
+        )
         return conn.read_response()
 
 
@@ -46,8 +49,9 @@ def test_flask(start_server, mode, http):
     assert http.get(srv.url("/hello"), timeout=10).text == "hello from flask"
     form = http.post(srv.url("/form"), data={"a": ["1", "2"], "b": "caf\xe9"}, timeout=10)
     assert form.json() == {"form": {"a": ["1", "2"], "b": ["caf\xe9"]}}
-    up = http.post(srv.url("/upload"), files={"file": ("data.bin", UPLOAD)},
-                   data={"note": "x"}, timeout=10)
+    up = http.post(
+        srv.url("/upload"), files={"file": ("data.bin", UPLOAD)}, data={"note": "x"}, timeout=10
+    )
     assert upload_check(up)["form"] == {"note": "x"}
     payload = {"list": [1, 2, 3], "nested": {"k": "v"}, "text": "\u2603"}
     assert http.post(srv.url("/json"), json=payload, timeout=10).json() == {"received": payload}
@@ -69,8 +73,9 @@ def test_django(start_server, mode, http):
     assert http.get(srv.url("/hello"), timeout=10).text == "hello from django"
     form = http.post(srv.url("/form"), data={"a": ["1", "2"], "b": "x y"}, timeout=10)
     assert form.json() == {"method": "POST", "form": {"a": ["1", "2"], "b": ["x y"]}}
-    up = http.post(srv.url("/upload"), files={"file": ("data.bin", UPLOAD)},
-                   data={"note": "n"}, timeout=10)
+    up = http.post(
+        srv.url("/upload"), files={"file": ("data.bin", UPLOAD)}, data={"note": "n"}, timeout=10
+    )
     assert upload_check(up)["form"] == {"note": "n"}
     assert http.post(srv.url("/protected"), data={"a": "1"}, timeout=10).status_code == 403
 
@@ -87,8 +92,10 @@ def test_django_pipelined_forms_raw(start_server, mode):
     srv = start_server("django_app:application", mode=mode)
     form = [("Content-Type", "application/x-www-form-urlencoded")]
     with srv.connect() as conn:
-        conn.send(rawhttp.build_request("POST", "/form", form, b"a=1&a=2")
-                  + rawhttp.build_request("POST", "/form", form, b"b=caf%C3%A9"))
+        conn.send(
+            rawhttp.build_request("POST", "/form", form, b"a=1&a=2")
+            + rawhttp.build_request("POST", "/form", form, b"b=caf%C3%A9")
+        )
         first, second = conn.read_response(), conn.read_response()
     assert json.loads(first.body)["form"] == {"a": ["1", "2"]}
     assert json.loads(second.body)["form"] == {"b": ["caf\u00e9"]}
@@ -110,8 +117,10 @@ def test_falcon_chunked_body_raw(start_server, mode):
     srv = start_server("falcon_app:app", mode=mode)
     resp = chunked_post(srv, "/raw", UPLOAD)
     assert resp.status == 200
-    assert json.loads(resp.body) == {"size": len(UPLOAD),
-                                     "sha256": hashlib.sha256(UPLOAD).hexdigest()}
+    assert json.loads(resp.body) == {
+        "size": len(UPLOAD),
+        "sha256": hashlib.sha256(UPLOAD).hexdigest(),
+    }
 
 
 def test_bottle(start_server, mode, http):
@@ -119,8 +128,7 @@ def test_bottle(start_server, mode, http):
     assert http.get(srv.url("/hello/world"), timeout=10).text == "hello world"
     form = http.post(srv.url("/form"), data={"a": ["1", "2"], "b": "z"}, timeout=10)
     assert form.json() == {"form": {"a": ["1", "2"], "b": ["z"]}}
-    upload_check(http.post(srv.url("/upload"), files={"file": ("data.bin", UPLOAD)},
-                           timeout=10))
+    upload_check(http.post(srv.url("/upload"), files={"file": ("data.bin", UPLOAD)}, timeout=10))
     raw = http.post(srv.url("/raw"), data=UPLOAD, timeout=10).json()
     assert raw == {"size": len(UPLOAD), "sha256": hashlib.sha256(UPLOAD).hexdigest()}
 
@@ -128,8 +136,9 @@ def test_bottle(start_server, mode, http):
 def test_bottle_pipelined_raw(start_server, mode):
     srv = start_server("bottle_app:app", mode=mode)
     with srv.connect() as conn:
-        conn.send(rawhttp.build_request("GET", "/hello/a")
-                  + rawhttp.build_request("GET", "/hello/b"))
+        conn.send(
+            rawhttp.build_request("GET", "/hello/a") + rawhttp.build_request("GET", "/hello/b")
+        )
         assert conn.read_response().body == b"hello a"
         assert conn.read_response().body == b"hello b"
 
@@ -153,9 +162,11 @@ def test_httpbin_raw_pipelined_posts(start_server, mode):
     srv = start_server("httpbin:app", mode=mode)
     json_head = [("Content-Type", "application/json")]
     with srv.connect() as conn:
-        conn.send(rawhttp.build_request("POST", "/post", json_head, b'{"x": 1}')
-                  + rawhttp.build_request("GET", "/status/418")
-                  + rawhttp.build_request("POST", "/post", json_head, b'{"y": [2]}'))
+        conn.send(
+            rawhttp.build_request("POST", "/post", json_head, b'{"x": 1}')
+            + rawhttp.build_request("GET", "/status/418")
+            + rawhttp.build_request("POST", "/post", json_head, b'{"y": [2]}')
+        )
         first, second, third = (conn.read_response() for _ in range(3))
     assert json.loads(first.body)["json"] == {"x": 1}
     assert second.status == 418

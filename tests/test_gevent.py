@@ -54,7 +54,7 @@ def parse_response(data):
     length = int(headers["content-length"])
     if len(data) < end + 4 + length:
         return None
-    return int(lines[0].split(" ")[1]), data[end + 4:end + 4 + length]
+    return int(lines[0].split(" ")[1]), data[end + 4 : end + 4 + length]
 
 
 def ping_ok(srv):
@@ -95,13 +95,14 @@ class Uploads:
             self.bodies.append(body)
             self.received[i] = b""
             self.sel.register(sock, selectors.EVENT_READ, i)
-            head = rawhttp.build_request("POST", f"/sha256/{i}?chunk={PIECE}",
-                                         [("Content-Length", str(len(body)))])
+            head = rawhttp.build_request(
+                "POST", f"/sha256/{i}?chunk={PIECE}", [("Content-Length", str(len(body)))]
+            )
             sock.sendall(head + body[:PIECE])
 
     def send_round(self, index):
-        for sock, body in zip(self.socks, self.bodies):
-            sock.sendall(body[index * PIECE:(index + 1) * PIECE])
+        for sock, body in zip(self.socks, self.bodies, strict=True):
+            sock.sendall(body[index * PIECE : (index + 1) * PIECE])
 
     def poll(self, timeout):
         """Collect whatever responses arrive within `timeout` (one select call)."""
@@ -130,8 +131,9 @@ class Uploads:
 
 def test_thousand_slow_uploaders_do_not_block_pings(start_server):
     raise_nofile(UPLOADERS + 200)
-    srv = start_server("router_app:app", "--worker-connections", str(UPLOADERS + 100),
-                       mode="gevent")
+    srv = start_server(
+        "router_app:app", "--worker-connections", str(UPLOADERS + 100), mode="gevent"
+    )
     uploads = Uploads(srv)
     try:
         uploads.start()
@@ -223,8 +225,7 @@ def test_threading_local_is_per_request(start_server):
     srv = start_server(GEVENT_APPS, mode="gevent")
     group, n = uuid.uuid4().hex[:12], 50
     values = [f"v{i}-{uuid.uuid4().hex[:8]}" for i in range(n)]
-    responses = send_all_then_read(srv, [f"/local?value={v}&group={group}&n={n}"
-                                         for v in values])
+    responses = send_all_then_read(srv, [f"/local?value={v}&group={group}&n={n}" for v in values])
     got = [json.loads(r.body) if r.status == 200 else r for r in responses]
     assert all(isinstance(g, dict) and g["all_arrived"] for g in got), got[:3]
     assert [g["value"] for g in got] == values
@@ -234,8 +235,9 @@ def test_threading_local_is_per_request(start_server):
 def test_django_sqlite_concurrent_writes(start_server):
     srv = start_server("django_app:application", mode="gevent")
     n = 20
-    responses = send_all_then_read(srv, [f"/hits?name=w{i}" for i in range(n)], "POST",
-                                   [("Content-Length", "0")])
+    responses = send_all_then_read(
+        srv, [f"/hits?name=w{i}" for i in range(n)], "POST", [("Content-Length", "0")]
+    )
     assert [r.status for r in responses] == [200] * n, [r.body[:200] for r in responses]
     counts = sorted(json.loads(r.body)["count"] for r in responses)
     # Each insert-then-count runs without a greenlet switch in between: counts are 1..n.
@@ -248,9 +250,18 @@ def test_missing_gevent_is_one_clear_line(tmp_path):
     fake = tmp_path / "gevent"
     fake.mkdir()
     (fake / "__init__.py").write_text('raise ImportError("No module named gevent (test)")\n')
-    result = run_siesta("-k", "gevent", "--bind", "127.0.0.1:0", "--chdir", str(APPS_DIR),
-                        "--pythonpath", str(APPS_DIR), "router_app:app",
-                        env={"PYTHONPATH": str(tmp_path)})
+    result = run_siesta(
+        "-k",
+        "gevent",
+        "--bind",
+        "127.0.0.1:0",
+        "--chdir",
+        str(APPS_DIR),
+        "--pythonpath",
+        str(APPS_DIR),
+        "router_app:app",
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     assert result.returncode != 0, result
     assert "Traceback" not in result.stderr, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -17,9 +17,11 @@ def path_of(resp):
 
 def test_pipelined_requests_answered_in_order(server):
     with server.connect() as conn:
-        conn.send(rawhttp.build_request("GET", "/env/first")
-                  + rawhttp.build_request("POST", "/echo", body=b"middle body")
-                  + rawhttp.build_request("GET", "/env/third"))
+        conn.send(
+            rawhttp.build_request("GET", "/env/first")
+            + rawhttp.build_request("POST", "/echo", body=b"middle body")
+            + rawhttp.build_request("GET", "/env/third")
+        )
         first, second, third = (conn.read_response() for _ in range(3))
     assert path_of(first) == "/env/first"
     assert second.body == b"middle body"
@@ -90,8 +92,10 @@ def test_http10_keep_alive_with_streamed_body_closes(server):
 def test_unread_small_body_then_next_request(server):
     """An ignored body within the discard bound (64 KiB) keeps the connection usable."""
     with server.connect() as conn:
-        conn.send(rawhttp.build_request("POST", "/ping", body=b"x" * 1000)
-                  + rawhttp.build_request("GET", "/env/after"))
+        conn.send(
+            rawhttp.build_request("POST", "/ping", body=b"x" * 1000)
+            + rawhttp.build_request("GET", "/env/after")
+        )
         assert conn.read_response().body == b"pong"
         assert path_of(conn.read_response()) == "/env/after"
 
@@ -107,6 +111,7 @@ def test_unread_large_body_closes_connection(server):
                 conn.sock.sendall(body)
             except OSError:
                 pass  # the server closed while we were still sending: expected
+
         sender = threading.Thread(target=push, daemon=True)
         sender.start()
         assert conn.read_response().body == b"pong"

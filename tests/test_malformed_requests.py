@@ -18,21 +18,24 @@ import rawhttp
 # headers and cannot answer 400 as DESIGN.md asks. Strict: fixing it turns these red.
 CL_AND_TE = pytest.param(
     "cl-and-te",
-    marks=pytest.mark.xfail(strict=True, reason="hyper hides Content-Length next to "
-                            "Transfer-Encoding; processed as chunked and closed instead"),
+    marks=pytest.mark.xfail(
+        strict=True,
+        reason="hyper hides Content-Length next to "
+        "Transfer-Encoding; processed as chunked and closed instead",
+    ),
 )
 
 CASES = {
     "cl-and-te": b"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "two-different-cl": b"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                        b"Content-Length: 6\r\n\r\nhello!",
+    b"Content-Length: 6\r\n\r\nhello!",
     "cl-list": b"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\nhello!",
     "cl-not-a-number": b"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
     "cl-negative": b"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
     "cl-plus-sign": b"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
     "te-not-chunked-last": b"POST {path} HTTP/1.1\r\nHost: x\r\n"
-                           b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+    b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
     "te-unknown": b"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
     "obs-fold": b"GET {path} HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n  continued\r\n\r\n",
     "space-before-colon": b"GET {path} HTTP/1.1\r\nHost: x\r\nX-Name : v\r\n\r\n",
@@ -75,14 +78,20 @@ def test_malformed_request_gets_400(server, case):
     assert closed
 
 
-@pytest.mark.parametrize("chunks", [b"zz\r\nhello\r\n0\r\n\r\n",
-                                    b"5\r\nhelloXX0\r\n\r\n",
-                                    b"ffffffffffffffffffff\r\nhello\r\n0\r\n\r\n"])
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        b"zz\r\nhello\r\n0\r\n\r\n",
+        b"5\r\nhelloXX0\r\n\r\n",
+        b"ffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    ],
+)
 def test_bad_chunk_framing_is_never_accepted(server, chunks):
     """The app is already reading when the bad chunk arrives: its read fails, the answer is 400."""
     with server.connect() as conn:
-        conn.send(b"POST /sha256/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  + chunks)
+        conn.send(
+            b"POST /sha256/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+        )
         try:
             resp = conn.read_response()
         except rawhttp.IncompleteHead:
@@ -98,8 +107,10 @@ def test_request_smuggling_via_cl_te_does_not_reach_app(server):
     """A CL/TE desync attempt: the smuggled request must not run either."""
     smuggled = b"GET /env/smuggled-clte HTTP/1.1\r\nHost: x\r\n\r\n"
     body = b"0\r\n\r\n" + smuggled
-    raw = (b"POST /env/front HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
-           b"Transfer-Encoding: chunked\r\n\r\n" % len(body)) + body
+    raw = (
+        b"POST /env/front HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" % len(body)
+    ) + body
     with server.connect() as conn:
         conn.send(raw)
         try:

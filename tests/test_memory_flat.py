@@ -54,8 +54,11 @@ def tree_rss_kib(root):
 
 def upload(server, total, samples=None, every=32):
     with server.connect(timeout=60) as conn:
-        conn.send(rawhttp.build_request("POST", "/sha256?chunk=65536&hash=0",
-                                        [("Content-Length", str(total))]))
+        conn.send(
+            rawhttp.build_request(
+                "POST", "/sha256?chunk=65536&hash=0", [("Content-Length", str(total))]
+            )
+        )
         for i, piece in enumerate(payloads.pieces(total)):
             conn.send(piece)
             if samples is not None and i % every == 0:
@@ -77,8 +80,9 @@ def test_1gib_upload_keeps_memory_flat(server):
     assert json.loads(resp.body)["size"] == total
     growth = max(samples) - baseline
     assert len(samples) >= 32
-    assert growth < GROWTH_LIMIT_KIB, \
+    assert growth < GROWTH_LIMIT_KIB, (
         f"RSS grew by {growth} KiB (baseline {baseline} KiB, samples {samples})"
+    )
 
 
 @pytest.mark.slow
@@ -106,5 +110,6 @@ def test_slow_reader_of_256mib_response_keeps_memory_flat(server):
     samples.append(tree_rss_kib(server.proc.pid))
     assert received == count * size
     growth = max(samples) - baseline
-    assert growth < GROWTH_LIMIT_KIB, \
+    assert growth < GROWTH_LIMIT_KIB, (
         f"RSS grew by {growth} KiB (baseline {baseline} KiB, samples {samples})"
+    )

@@ -14,8 +14,13 @@ import payloads
 import pytest
 import rawhttp
 
-BODY = (b"first line\nsecond\n\nfourth line is longer than the others\n"
-        + b"y" * 70000 + b"\n" + b"short\n" * 5 + b"last line without newline")
+BODY = (
+    b"first line\nsecond\n\nfourth line is longer than the others\n"
+    + b"y" * 70000
+    + b"\n"
+    + b"short\n" * 5
+    + b"last line without newline"
+)
 SIZES = [1, 2, 5, 1, 11, 3, 40000, 7, 1, 64, 30000]
 
 
@@ -23,7 +28,7 @@ def awkward_pieces(body):
     pieces, offset, i = [], 0, 0
     while offset < len(body):
         size = SIZES[i % len(SIZES)]
-        pieces.append(body[offset:offset + size])
+        pieces.append(body[offset : offset + size])
         offset += size
         i += 1
     return pieces
@@ -54,8 +59,7 @@ def send_body(server, target, body, framing):
                 conn.send(rawhttp.chunk(piece))
             conn.send(b"0\r\n\r\n")
         else:
-            conn.send(rawhttp.build_request("POST", target,
-                                            [("Content-Length", str(len(body)))]))
+            conn.send(rawhttp.build_request("POST", target, [("Content-Length", str(len(body)))]))
             for piece in pieces:
                 conn.send(piece)
         return conn.read_response()
@@ -71,8 +75,17 @@ def read_via(server, method, body, framing, extra=""):
 
 
 FRAMINGS = ["content-length", "chunked"]
-EXACT_METHODS = ["read", "read-1", "read-none", "read-n", "readline", "readline-limit",
-                 "readlines", "iter", "mixed"]
+EXACT_METHODS = [
+    "read",
+    "read-1",
+    "read-none",
+    "read-n",
+    "readline",
+    "readline-limit",
+    "readlines",
+    "iter",
+    "mixed",
+]
 
 
 @pytest.mark.parametrize("framing", FRAMINGS)
@@ -103,8 +116,7 @@ def test_empty_body(server, method, framing):
     if framing == "chunked":
         pieces = read_via(server, method, b"", framing)
     else:
-        resp = server.request("POST", f"/read?method={method}",
-                              [("Content-Length", "0")])
+        resp = server.request("POST", f"/read?method={method}", [("Content-Length", "0")])
         assert resp.status == 200
         result = json.loads(resp.body)
         assert result["after"] == ["", "", "", ""]
@@ -121,8 +133,10 @@ def test_get_without_body_reads_empty(server):
 def test_chunk_extensions_and_trailers(server):
     body = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
     with server.connect() as conn:
-        conn.send(rawhttp.build_request("POST", "/read?method=read",
-                                        [("Transfer-Encoding", "chunked")]) + body)
+        conn.send(
+            rawhttp.build_request("POST", "/read?method=read", [("Transfer-Encoding", "chunked")])
+            + body
+        )
         resp = conn.read_response()
     assert resp.status == 200
     assert json.loads(resp.body)["pieces"] == ["hello world"]
@@ -130,8 +144,11 @@ def test_chunk_extensions_and_trailers(server):
 
 def stream_upload(server, target, total, framing, piece=payloads.MIB):
     with server.connect(timeout=60) as conn:
-        headers = ([("Transfer-Encoding", "chunked")] if framing == "chunked"
-                   else [("Content-Length", str(total))])
+        headers = (
+            [("Transfer-Encoding", "chunked")]
+            if framing == "chunked"
+            else [("Content-Length", str(total))]
+        )
         conn.send(rawhttp.build_request("POST", target, headers))
         for data in payloads.pieces(total, piece):
             conn.send(rawhttp.chunk(data) if framing == "chunked" else data)
@@ -158,8 +175,7 @@ def test_odd_sized_reads_of_large_chunked_body(server):
 def test_full_duplex_line_echo(server):
     """Each line comes back before the next one is sent: the response streams."""
     with server.connect() as conn:
-        conn.send(rawhttp.build_request("POST", "/stream-echo",
-                                        [("Transfer-Encoding", "chunked")]))
+        conn.send(rawhttp.build_request("POST", "/stream-echo", [("Transfer-Encoding", "chunked")]))
         conn.send(rawhttp.chunk(b"line one\n"))
         status = conn.read_head()[2]
         assert status == 200

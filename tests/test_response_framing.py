@@ -96,8 +96,9 @@ def test_one_element_list_on_http10(server):
         assert conn.wait_closed()
 
 
-@pytest.mark.parametrize("target", ["/framing/generator", "/framing/one-element",
-                                    "/file?size=5000"])
+@pytest.mark.parametrize(
+    "target", ["/framing/generator", "/framing/one-element", "/file?size=5000"]
+)
 def test_head_has_no_body(server, target):
     resp, follow = pipelined(server, target, method="HEAD")
     assert resp.status == 200

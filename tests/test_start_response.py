@@ -50,8 +50,18 @@ def test_second_start_response_without_exc_info_is_an_error(server):
     server.assert_serving()
 
 
-@pytest.mark.parametrize("name", ["Keep-Alive", "Proxy-Authenticate", "TE", "Trailer",
-                                  "Transfer-Encoding", "Upgrade", "Connection"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Connection",
+    ],
+)
 def test_hop_by_hop_header_from_app_is_an_error(server, name):
     resp = server.get(f"/hop?name={name}")
     assert resp.status == 500
@@ -59,8 +69,9 @@ def test_hop_by_hop_header_from_app_is_an_error(server, name):
     server.assert_serving()
 
 
-@pytest.mark.parametrize("value", ["999%20Weird", "abc%20Letters", "20%20Short",
-                                   "200%20OK%0D%0AX-Injected:%201"])
+@pytest.mark.parametrize(
+    "value", ["999%20Weird", "abc%20Letters", "20%20Short", "200%20OK%0D%0AX-Injected:%201"]
+)
 def test_invalid_status_gives_500(server, value):
     mark = server.log_mark()
     resp = server.get(f"/status?value={value}")
@@ -83,8 +94,9 @@ def test_valid_unusual_status_passes_through(server):
     assert resp.body == b"status body"
 
 
-@pytest.mark.parametrize("case", ["int-value", "bytes-name", "bytes-value", "newline",
-                                  "non-latin1"])
+@pytest.mark.parametrize(
+    "case", ["int-value", "bytes-name", "bytes-value", "newline", "non-latin1"]
+)
 def test_invalid_header_gives_500(server, case):
     resp = server.get(f"/header/{case}")
     assert resp.status == 500, resp

@@ -38,8 +38,7 @@ def stub_top_level():
 
 
 def stub_classes():
-    return {name: node for name, node in stub_top_level().items()
-            if isinstance(node, ast.ClassDef)}
+    return {name: node for name, node in stub_top_level().items() if isinstance(node, ast.ClassDef)}
 
 
 def kept(name):

@@ -27,7 +27,9 @@ def prepare(values: dict[str, Any]) -> None:
         try:
             os.chdir(values["chdir"])
         except OSError as exc:
-            raise AppLoadError(f"Cannot change to directory {values['chdir']!r}: {exc.strerror}")
+            raise AppLoadError(
+                f"Cannot change to directory {values['chdir']!r}: {exc.strerror}"
+            ) from None
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -57,7 +59,9 @@ def _parse_target(spec: str) -> tuple[str, str, tuple, dict, bool]:
             args = tuple(ast.literal_eval(a) for a in expr.args)
             kwargs = {k.arg: ast.literal_eval(k.value) for k in expr.keywords if k.arg}
         except ValueError:
-            raise AppLoadError(f"Invalid app {spec!r}: factory arguments must be literals") from None
+            raise AppLoadError(
+                f"Invalid app {spec!r}: factory arguments must be literals"
+            ) from None
         return module, expr.func.id, args, kwargs, True
     raise AppLoadError(f"Invalid app {spec!r}: {target!r} is not a name or a call")
 

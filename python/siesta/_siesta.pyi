@@ -1,6 +1,7 @@
 """Type stub of the Rust extension ``siesta._siesta`` (checked against the module by the tests)."""
 
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 __version__: str
 

@@ -14,7 +14,8 @@ import argparse
 import os
 import runpy
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from siesta._siesta import __version__
 
@@ -100,74 +101,183 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("config", ("-c", "--config"), None,
-            "A Python file whose module-level names set options (e.g. bind = ['0.0.0.0:80']). "
-            "Lower precedence than SIESTA_* variables and the command line.",
-            metavar="FILE", file=False),
-    Setting("bind", ("-b", "--bind"), ["127.0.0.1:8000"],
-            "Address to listen on: HOST:PORT, [V6]:PORT, unix:PATH or fd://N. Repeat for more; "
-            "port 0 picks a free port.", append=True, metavar="ADDRESS"),
-    Setting("workers", ("-w", "--workers"), 1,
-            "Number of worker processes. This release runs exactly one (more is refused "
-            "with a clear error until the master/worker supervisor lands).",
-            type=_positive_int, metavar="INT"),
-    Setting("worker_class", ("-k", "--worker-class"), "thread",
-            "thread (also gthread): a pool of OS threads runs the app, wsgi.input waits with "
-            "the GIL released. gevent: one hub thread, every request a greenlet "
-            "(pip install siesta[gevent]).", type=_worker_class, metavar="CLASS"),
-    Setting("threads", ("--threads",), 8,
-            "Python threads per worker in thread mode. 8 by default: measured on 2 cores, "
-            "hello-world req/s and CPU per request are the same from 1 to 16 threads (one "
-            "thread drives the I/O and runs the app while the others sleep), and 8 lets 8 "
-            "requests wait in the app, in wsgi.input or on a slow client at once.",
-            type=_positive_int, metavar="INT"),
-    Setting("worker_connections", ("--worker-connections",), 1000,
-            "gevent mode: most requests running at once per worker; more wait, then get 503.",
-            type=_positive_int, metavar="INT"),
-    Setting("backlog", ("--backlog",), 2048,
-            "Listen backlog: connections the kernel queues before Siesta accepts them.",
-            type=_positive_int, metavar="INT"),
-    Setting("keep_alive", ("--keep-alive",), 5.0,
-            "Seconds a keep-alive connection may idle before its next request head is complete.",
-            type=_seconds, metavar="SECONDS"),
-    Setting("graceful_timeout", ("--graceful-timeout",), 30.0,
-            "Seconds TERM waits for in-flight requests before stopping anyway.",
-            type=_seconds, metavar="SECONDS"),
-    Setting("body_timeout", ("--body-timeout",), 60.0,
-            "Seconds wsgi.input.read() waits without receiving a body byte before raising "
-            "siesta.ClientTimeout; 0 waits forever.", type=_seconds, metavar="SECONDS"),
-    Setting("runtime_threads", ("--runtime-threads",), 0,
-            "Dedicated network I/O (tokio) threads per worker. 0, the default, lets thread "
-            "mode's Python threads drive the I/O themselves: no hand-off between threads per "
-            "request. gevent mode always uses at least 1.", type=_non_negative_int,
-            metavar="INT"),
-    Setting("root_path", ("--root-path",), "",
-            "Mount point of the app: stripped from PATH_INFO and set as SCRIPT_NAME "
-            "(a SCRIPT_NAME environment variable sets it too).",
-            metavar="PREFIX"),
-    Setting("chdir", ("--chdir",), None, "Change to this directory before loading the app.",
-            metavar="DIR"),
-    Setting("pythonpath", ("--pythonpath",), None,
-            "Comma-separated directories to add to sys.path before loading the app.",
-            metavar="DIRS"),
-    Setting("raw_env", ("-e", "--env"), [],
-            "Set an environment variable for the app: KEY=VALUE. Repeat for more.",
-            append=True, metavar="KEY=VALUE"),
-    Setting("log_level", ("--log-level",), "info",
-            "Error log level: debug, info, warning, error, critical.", type=_log_level,
-            metavar="LEVEL"),
-    Setting("error_logfile", ("--error-logfile", "--log-file"), "-",
-            "Error log file; '-' is stderr.", metavar="FILE"),
-    Setting("access_logfile", ("--access-logfile",), None,
-            "Access log file; '-' is stdout. No access log when unset.", metavar="FILE"),
-    Setting("access_logformat", ("--access-logformat",), ACCESS_LOG_FORMAT,
-            "Access log line, with gunicorn's atoms: h l u t r m U q H s B b f a T M D L p "
-            "and %%({header}i)s.", metavar="FORMAT"),
-    Setting("check_config", ("--check-config",), False,
-            "Check the settings and that the app loads, then exit.", flag=True, env=False,
-            file=False),
-    Setting("print_config", ("--print-config",), False,
-            "Print the settings in force, then exit.", flag=True, env=False, file=False),
+    Setting(
+        "config",
+        ("-c", "--config"),
+        None,
+        "A Python file whose module-level names set options (e.g. bind = ['0.0.0.0:80']). "
+        "Lower precedence than SIESTA_* variables and the command line.",
+        metavar="FILE",
+        file=False,
+    ),
+    Setting(
+        "bind",
+        ("-b", "--bind"),
+        ["127.0.0.1:8000"],
+        "Address to listen on: HOST:PORT, [V6]:PORT, unix:PATH or fd://N. Repeat for more; "
+        "port 0 picks a free port.",
+        append=True,
+        metavar="ADDRESS",
+    ),
+    Setting(
+        "workers",
+        ("-w", "--workers"),
+        1,
+        "Number of worker processes. This release runs exactly one (more is refused "
+        "with a clear error until the master/worker supervisor lands).",
+        type=_positive_int,
+        metavar="INT",
+    ),
+    Setting(
+        "worker_class",
+        ("-k", "--worker-class"),
+        "thread",
+        "thread (also gthread): a pool of OS threads runs the app, wsgi.input waits with "
+        "the GIL released. gevent: one hub thread, every request a greenlet "
+        "(pip install siesta[gevent]).",
+        type=_worker_class,
+        metavar="CLASS",
+    ),
+    Setting(
+        "threads",
+        ("--threads",),
+        8,
+        "Python threads per worker in thread mode. 8 by default: measured on 2 cores, "
+        "hello-world req/s and CPU per request are the same from 1 to 16 threads (one "
+        "thread drives the I/O and runs the app while the others sleep), and 8 lets 8 "
+        "requests wait in the app, in wsgi.input or on a slow client at once.",
+        type=_positive_int,
+        metavar="INT",
+    ),
+    Setting(
+        "worker_connections",
+        ("--worker-connections",),
+        1000,
+        "gevent mode: most requests running at once per worker; more wait, then get 503.",
+        type=_positive_int,
+        metavar="INT",
+    ),
+    Setting(
+        "backlog",
+        ("--backlog",),
+        2048,
+        "Listen backlog: connections the kernel queues before Siesta accepts them.",
+        type=_positive_int,
+        metavar="INT",
+    ),
+    Setting(
+        "keep_alive",
+        ("--keep-alive",),
+        5.0,
+        "Seconds a keep-alive connection may idle before its next request head is complete.",
+        type=_seconds,
+        metavar="SECONDS",
+    ),
+    Setting(
+        "graceful_timeout",
+        ("--graceful-timeout",),
+        30.0,
+        "Seconds TERM waits for in-flight requests before stopping anyway.",
+        type=_seconds,
+        metavar="SECONDS",
+    ),
+    Setting(
+        "body_timeout",
+        ("--body-timeout",),
+        60.0,
+        "Seconds wsgi.input.read() waits without receiving a body byte before raising "
+        "siesta.ClientTimeout; 0 waits forever.",
+        type=_seconds,
+        metavar="SECONDS",
+    ),
+    Setting(
+        "runtime_threads",
+        ("--runtime-threads",),
+        0,
+        "Dedicated network I/O (tokio) threads per worker. 0, the default, lets thread "
+        "mode's Python threads drive the I/O themselves: no hand-off between threads per "
+        "request. gevent mode always uses at least 1.",
+        type=_non_negative_int,
+        metavar="INT",
+    ),
+    Setting(
+        "root_path",
+        ("--root-path",),
+        "",
+        "Mount point of the app: stripped from PATH_INFO and set as SCRIPT_NAME "
+        "(a SCRIPT_NAME environment variable sets it too).",
+        metavar="PREFIX",
+    ),
+    Setting(
+        "chdir",
+        ("--chdir",),
+        None,
+        "Change to this directory before loading the app.",
+        metavar="DIR",
+    ),
+    Setting(
+        "pythonpath",
+        ("--pythonpath",),
+        None,
+        "Comma-separated directories to add to sys.path before loading the app.",
+        metavar="DIRS",
+    ),
+    Setting(
+        "raw_env",
+        ("-e", "--env"),
+        [],
+        "Set an environment variable for the app: KEY=VALUE. Repeat for more.",
+        append=True,
+        metavar="KEY=VALUE",
+    ),
+    Setting(
+        "log_level",
+        ("--log-level",),
+        "info",
+        "Error log level: debug, info, warning, error, critical.",
+        type=_log_level,
+        metavar="LEVEL",
+    ),
+    Setting(
+        "error_logfile",
+        ("--error-logfile", "--log-file"),
+        "-",
+        "Error log file; '-' is stderr.",
+        metavar="FILE",
+    ),
+    Setting(
+        "access_logfile",
+        ("--access-logfile",),
+        None,
+        "Access log file; '-' is stdout. No access log when unset.",
+        metavar="FILE",
+    ),
+    Setting(
+        "access_logformat",
+        ("--access-logformat",),
+        ACCESS_LOG_FORMAT,
+        "Access log line, with gunicorn's atoms: h l u t r m U q H s B b f a T M D L p "
+        "and %%({header}i)s.",
+        metavar="FORMAT",
+    ),
+    Setting(
+        "check_config",
+        ("--check-config",),
+        False,
+        "Check the settings and that the app loads, then exit.",
+        flag=True,
+        env=False,
+        file=False,
+    ),
+    Setting(
+        "print_config",
+        ("--print-config",),
+        False,
+        "Print the settings in force, then exit.",
+        flag=True,
+        env=False,
+        file=False,
+    ),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -183,9 +293,13 @@ def parser() -> argparse.ArgumentParser:
         "(e.g. SIESTA_THREADS=4) or in a -c config file.",
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("app", nargs="?", metavar="APP",
-                   help="The WSGI app: module:callable or module:factory(); "
-                   "SIESTA_APP or wsgi_app in a config file also work.")
+    p.add_argument(
+        "app",
+        nargs="?",
+        metavar="APP",
+        help="The WSGI app: module:callable or module:factory(); "
+        "SIESTA_APP or wsgi_app in a config file also work.",
+    )
     p.add_argument("-v", "--version", action="version", version=f"siesta {__version__}")
     for s in SETTINGS:
         kwargs: dict[str, Any] = {"dest": s.name, "help": s.help, **s.cli_extra}
@@ -242,9 +356,23 @@ def resolve(argv: list[str] | None) -> dict[str, Any]:
 
 def for_rust(values: dict[str, Any]) -> dict[str, Any]:
     """The subset of settings the Rust core reads, in the types it expects."""
-    keys = ("bind", "workers", "worker_class", "threads", "worker_connections", "backlog",
-            "keep_alive", "graceful_timeout", "body_timeout", "runtime_threads", "root_path",
-            "log_level", "error_logfile", "access_logfile", "access_logformat")
+    keys = (
+        "bind",
+        "workers",
+        "worker_class",
+        "threads",
+        "worker_connections",
+        "backlog",
+        "keep_alive",
+        "graceful_timeout",
+        "body_timeout",
+        "runtime_threads",
+        "root_path",
+        "log_level",
+        "error_logfile",
+        "access_logfile",
+        "access_logformat",
+    )
     return {k: values[k] for k in keys}
 
 

@@ -17,8 +17,10 @@ CHUNK = 64 * 1024
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Siesta demo</title>
-<style>body{{font:16px system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}}
-code{{background:#eee;padding:0 .2em}} .r{{background:#f4f8f4;padding:1rem;border-radius:.5rem}}</style>
+<style>
+body{{font:16px system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}}
+code{{background:#eee;padding:0 .2em}}
+.r{{background:#f4f8f4;padding:1rem;border-radius:.5rem}}</style>
 </head><body>
 <h1>Siesta</h1>
 <p>Pick a file of any size. Its bytes stream through <code>wsgi.input</code> while the app
@@ -70,7 +72,8 @@ def _upload(environ, start_response):
 
 
 def _echo(environ, start_response):
-    start_response("200 OK", [("Content-Type", environ.get("CONTENT_TYPE") or "application/octet-stream")])
+    ctype = environ.get("CONTENT_TYPE") or "application/octet-stream"
+    start_response("200 OK", [("Content-Type", ctype)])
     stream = environ["wsgi.input"]
     while True:
         chunk = stream.read(CHUNK)

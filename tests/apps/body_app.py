@@ -17,8 +17,9 @@ LIMIT = 64 * 1024
 
 def _json(start_response, obj, status="200 OK"):
     body = json.dumps(obj).encode()
-    start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body)))])
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 
@@ -55,8 +56,13 @@ def read_method(environ, start_response):
     stream = environ["wsgi.input"]
     got = _pieces(stream, query["method"], query)
     after = [stream.read(), stream.read(1), stream.readline(), stream.read(-1)]
-    return _json(start_response, {"pieces": [p.decode("latin-1") for p in got],
-                                  "after": [p.decode("latin-1") for p in after]})
+    return _json(
+        start_response,
+        {
+            "pieces": [p.decode("latin-1") for p in got],
+            "after": [p.decode("latin-1") for p in after],
+        },
+    )
 
 
 def sha256(environ, start_response):
@@ -78,8 +84,13 @@ def sha256(environ, start_response):
 
 def echo(environ, start_response):
     data = environ["wsgi.input"].read()
-    start_response("200 OK", [("Content-Type", environ.get("CONTENT_TYPE", "text/plain")),
-                              ("Content-Length", str(len(data)))])
+    start_response(
+        "200 OK",
+        [
+            ("Content-Type", environ.get("CONTENT_TYPE", "text/plain")),
+            ("Content-Length", str(len(data))),
+        ],
+    )
     return [data]
 
 
@@ -133,8 +144,11 @@ def catch_disconnect(environ, start_response):
     except siesta.ClientDisconnected as exc:
         record(name, f"ClientDisconnected oserror={isinstance(exc, OSError)} read={total}")
     except siesta.ClientTimeout as exc:
-        record(name, f"ClientTimeout oserror={isinstance(exc, OSError)} "
-                     f"timeouterror={isinstance(exc, TimeoutError)} read={total}")
+        record(
+            name,
+            f"ClientTimeout oserror={isinstance(exc, OSError)} "
+            f"timeouterror={isinstance(exc, TimeoutError)} read={total}",
+        )
     except Exception as exc:
         record(name, f"other {type(exc).__name__} read={total}")
         raise

@@ -24,8 +24,11 @@ def form():
 def upload():
     uploaded = bottle.request.files.get("file")
     data = uploaded.file.read()
-    return {"filename": uploaded.raw_filename, "size": len(data),
-            "sha256": hashlib.sha256(data).hexdigest()}
+    return {
+        "filename": uploaded.raw_filename,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 @app.post("/raw")

@@ -24,12 +24,18 @@ settings.configure(
     SECRET_KEY="siesta-tests-not-secret",
     ALLOWED_HOSTS=["*"],
     ROOT_URLCONF=__name__,
-    MIDDLEWARE=["django.middleware.common.CommonMiddleware",
-                "django.middleware.csrf.CsrfViewMiddleware"],
+    MIDDLEWARE=[
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+    ],
     INSTALLED_APPS=[],
-    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3",
-                           "NAME": os.path.join(DATA_DIR, "django.sqlite3"),
-                           "OPTIONS": {"timeout": 20}}},
+    DATABASES={
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.path.join(DATA_DIR, "django.sqlite3"),
+            "OPTIONS": {"timeout": 20},
+        }
+    },
     USE_TZ=True,
 )
 django.setup()
@@ -48,9 +54,14 @@ def form(request):
 def upload(request):
     uploaded = request.FILES["file"]
     data = uploaded.read()
-    return JsonResponse({"filename": uploaded.name, "size": len(data),
-                         "sha256": hashlib.sha256(data).hexdigest(),
-                         "form": request.POST.dict()})
+    return JsonResponse(
+        {
+            "filename": uploaded.name,
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "form": request.POST.dict(),
+        }
+    )
 
 
 @csrf_exempt
@@ -78,6 +89,6 @@ urlpatterns = [
     path("protected", protected),
 ]
 
-from django.core.wsgi import get_wsgi_application
+from django.core.wsgi import get_wsgi_application  # noqa: E402 (after settings.configure)
 
 application = get_wsgi_application()

@@ -48,8 +48,9 @@ def dump(environ, start_response):
         environ["wsgi.errors"].write(query["errors"] + "\n")
         environ["wsgi.errors"].flush()
     body = json.dumps(result).encode()
-    start_response("200 OK", [("Content-Type", "application/json"),
-                              ("Content-Length", str(len(body)))])
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 
@@ -60,8 +61,7 @@ def _inner(environ, start_response):
     extra = stream.read(1)  # past the end: must be b"" at once
     environ["wsgi.errors"].write("validated app ran\n")
     body = b"validated:" + data + extra
-    start_response("200 OK", [("Content-Type", "text/plain"),
-                              ("Content-Length", str(len(body)))])
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 
 

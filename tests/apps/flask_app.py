@@ -25,8 +25,12 @@ def form():
 def upload():
     uploaded = request.files["file"]
     data = uploaded.read()
-    return jsonify(filename=uploaded.filename, size=len(data),
-                   sha256=hashlib.sha256(data).hexdigest(), form=request.form.to_dict())
+    return jsonify(
+        filename=uploaded.filename,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        form=request.form.to_dict(),
+    )
 
 
 @app.post("/json")
@@ -41,4 +45,5 @@ def stream():
     def generate():
         for i in range(count):
             yield f"line {i}\n"
+
     return Response(generate(), mimetype="text/plain")

@@ -27,8 +27,9 @@ _max_running = 0
 
 def _json(start_response, obj, status="200 OK"):
     body = json.dumps(obj).encode()
-    start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body)))])
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 
@@ -50,9 +51,14 @@ def upstream(environ, start_response):
             if not data:
                 break
             reply += data
-    return _json(start_response, {"reply": reply.decode("latin-1"),
-                                  "socket_patched": gevent.monkey.is_module_patched("socket"),
-                                  "socket_class": socket.socket.__module__})
+    return _json(
+        start_response,
+        {
+            "reply": reply.decode("latin-1"),
+            "socket_patched": gevent.monkey.is_module_patched("socket"),
+            "socket_class": socket.socket.__module__,
+        },
+    )
 
 
 def local(environ, start_response):
@@ -64,9 +70,14 @@ def local(environ, start_response):
     deadline = time.monotonic() + WAIT
     while _arrived[group] < n and time.monotonic() < deadline:
         time.sleep(0.01)
-    return _json(start_response, {"value": getattr(_local, "value", None),
-                                  "all_arrived": _arrived[group] >= n,
-                                  "local_class": type(_local).__module__})
+    return _json(
+        start_response,
+        {
+            "value": getattr(_local, "value", None),
+            "all_arrived": _arrived[group] >= n,
+            "local_class": type(_local).__module__,
+        },
+    )
 
 
 def held(environ, start_response):
@@ -82,8 +93,7 @@ def held(environ, start_response):
     finally:
         _running -= 1
         record("held", f"end {name}")
-    return _json(start_response, {"token": name, "released": released,
-                                  "max_running": _max_running})
+    return _json(start_response, {"token": name, "released": released, "max_running": _max_running})
 
 
 ROUTES = {"ping": ping, "upstream": upstream, "local": local, "held": held}
@@ -93,7 +103,6 @@ def app(environ, start_response):
     path = environ.get("PATH_INFO", "")
     handler = ROUTES.get(path.split("/")[1] if path.count("/") else "")
     if handler is None:
-        start_response("404 Not Found", [("Content-Type", "text/plain"),
-                                         ("Content-Length", "9")])
+        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")])
         return [b"not found"]
     return handler(environ, start_response)

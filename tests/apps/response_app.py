@@ -103,8 +103,9 @@ def exc(environ, start_response):
         try:
             raise KeyError("replaced")
         except KeyError:
-            start_response("500 Internal Server Error", TEXT + [("X-Handled", "yes")],
-                           sys.exc_info())
+            start_response(
+                "500 Internal Server Error", TEXT + [("X-Handled", "yes")], sys.exc_info()
+            )
         return [b"handled"]
     if case == "after-headers":
         write = start_response("200 OK", TEXT)
@@ -210,6 +211,7 @@ def stream(environ, start_response):
             yield (b"%d" % (i % 10)) * size
             if delay:
                 time.sleep(delay)
+
     return body()
 
 
@@ -221,6 +223,7 @@ def gated(environ, start_response):
     def body():
         yield b"first;"
         yield b"second:" + (b"go" if records.wait_for(go) else b"timeout")
+
     return body()
 
 

@@ -46,7 +46,6 @@ def app(environ, start_response):
     record("paths", path)
     handler = ROUTES.get(path.split("/")[1] if path.count("/") else "")
     if handler is None:
-        start_response("404 Not Found", [("Content-Type", "text/plain"),
-                                         ("Content-Length", "9")])
+        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")])
         return [b"not found"]
     return handler(environ, start_response)
