@@ -243,6 +243,7 @@ impl Server {
         let out = PyList::empty(py);
         for ev in hub.take() {
             match ev {
+                Event::Request(job) if job.client_gone() => {}
                 Event::Request(job) => out.append(Request {
                     job: Mutex::new(Some(*job)),
                     worker: worker.clone(),

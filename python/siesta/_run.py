@@ -14,7 +14,11 @@ import time
 from typing import Any
 
 
-def serve_threads(server: Any, app: Any, threads: int, graceful_timeout: float) -> None:
+# Seconds the threads get after wait() returns; the graceful time is spent by then.
+JOIN_GRACE = 1.0
+
+
+def serve_threads(server: Any, app: Any, threads: int) -> None:
     server.start()
     pool = [
         threading.Thread(target=server.run_thread, args=(app,), name=f"siesta-{i}", daemon=True)
@@ -22,7 +26,10 @@ def serve_threads(server: Any, app: Any, threads: int, graceful_timeout: float) 
     ]
     for t in pool:
         t.start()
+    # wait() returns once the server drained, or once the stop's time ran
+    # out (--graceful-timeout for TERM): what a thread still holds then is
+    # abandoned, so the joins only give finishing threads a moment.
     server.wait()
-    deadline = time.monotonic() + graceful_timeout
+    deadline = time.monotonic() + JOIN_GRACE
     for t in pool:
         t.join(max(0.0, deadline - time.monotonic()))

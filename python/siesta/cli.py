@@ -87,6 +87,6 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from siesta._run import serve_threads
 
-        serve_threads(server, app, values["threads"], values["graceful_timeout"])
+        serve_threads(server, app, values["threads"])
     _siesta.log("info", "Shutting down: Master")
     _exit_now(0)

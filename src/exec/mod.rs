@@ -32,6 +32,13 @@ pub(crate) struct Job {
     pub received_at: SystemTime,
 }
 
+impl Job {
+    /// The connection is gone (hyper dropped the reply's receiver).
+    pub(crate) fn client_gone(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
 /// Read-only state of one worker, shared by the I/O runtime and every request.
 pub(crate) struct Worker {
     pub limits: Limits,

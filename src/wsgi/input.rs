@@ -115,11 +115,7 @@ impl BodySource {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    self.error = Some(if e.is_incomplete_message() {
-                        InputError::Disconnected
-                    } else {
-                        InputError::Malformed
-                    });
+                    self.error = Some(body_error(&e));
                     self.body = None;
                 }
             }
@@ -144,6 +140,25 @@ impl BodySource {
     pub(crate) fn expectation_pending(&self) -> bool {
         self.expect_continue && !self.polled && !self.eof
     }
+}
+
+/// What a failed body read means: hyper reports bad chunked framing as an
+/// `InvalidData` or `InvalidInput` I/O error; anything else (EOF mid-body,
+/// a reset) is the client going away.
+fn body_error(e: &hyper::Error) -> InputError {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            ) {
+                return InputError::Malformed;
+            }
+        }
+        source = err.source();
+    }
+    InputError::Disconnected
 }
 
 /// The `wsgi.input` object (thread mode) and the raw reader under gevent's wrapper.

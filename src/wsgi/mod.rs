@@ -68,6 +68,11 @@ pub(crate) fn begin<'py>(
 /// Thread mode: one request, start to finish. Never panics out: a bug in
 /// Siesta fails this request only (the client gets a 500 or an abort).
 pub(crate) fn call_app(py: Python<'_>, worker: &Arc<Worker>, app: &Bound<'_, PyAny>, job: Job) {
+    if job.client_gone() {
+        // Queued while every thread was busy, and the client left: there
+        // is nobody to answer, so the app is not run for it.
+        return;
+    }
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| run(py, worker, app, job)));
     match r {
         Ok(Ok(())) => {}

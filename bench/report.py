@@ -1,0 +1,389 @@
+"""Turn one run's JSON lines into `results/<run>.md`, `results/latest.md` and PNG charts.
+
+Reads `results/<run>-meta.json` and `results/<run>-S*.jsonl` (the newest run
+unless `--run` names one), prints one markdown table per scenario, and gives
+every Siesta figure as a ratio to the best peer of the same run and group
+(Siesta ÷ best; the better direction is shown in each column header). Charts
+(`<run>-` prefixed, and unprefixed for the newest run):
+`s1.png` (hello req/s and CPU per request), `memory.png` (S3/S4 peak RSS),
+`s6.png` (hello under slow uploaders as a share of idle). Measuring is
+`run.py`'s job; this module only formats.
+"""
+
+import argparse
+import glob
+import json
+import os
+import time
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+CEILING = "hyper-hello"
+
+# Per scenario: (grouping key, [(field, header, better, format)]); better is
+# "high", "low" or None (not compared).
+COLUMNS = {
+    "S1": (
+        "workers",
+        [
+            ("processes", "processes", None, "{}"),
+            ("req_per_s", "req/s", "high", "{:,.0f}"),
+            ("p99_ms", "p99 ms", "low", "{:.2f}"),
+            ("cpu_us_per_req", "CPU µs/req", "low", "{:.1f}"),
+            ("errors", "errors", None, "{}"),
+            ("non_2xx", "non-2xx", None, "{}"),
+        ],
+    ),
+    "S2": (
+        None,
+        [
+            ("mib_per_s", "MiB/s", "high", "{:.0f}"),
+            ("server_cpu_s", "server CPU s", "low", "{:.2f}"),
+            ("peak_rss_mib", "peak RSS MiB", "low", "{:.1f}"),
+            ("ok", "ok", None, "{}"),
+            ("bad", "bad sha", None, "{}"),
+            ("errors", "errors", None, "{}"),
+        ],
+    ),
+    "S3": (
+        None,
+        [
+            ("mib", "MiB", None, "{}"),
+            ("elapsed_s", "s", "low", "{:.2f}"),
+            ("mib_per_s", "MiB/s", "high", "{:.0f}"),
+            ("peak_rss_mib", "peak RSS MiB", "low", "{:.1f}"),
+            ("rss_growth_mib", "RSS growth MiB", "low", "{:.1f}"),
+            ("ok", "sha ok", None, "{}"),
+        ],
+    ),
+    "S4": (
+        None,
+        [
+            ("mib", "MiB", None, "{}"),
+            ("elapsed_s", "s", "low", "{:.2f}"),
+            ("mib_per_s", "MiB/s", "high", "{:.0f}"),
+            ("peak_rss_mib", "peak RSS MiB", "low", "{:.1f}"),
+            ("rss_growth_mib", "RSS growth MiB", "low", "{:.1f}"),
+            ("ok", "length ok", None, "{}"),
+        ],
+    ),
+    "S5": (
+        "variant",
+        [
+            ("status", "status", None, "{}"),
+            ("sent_kib", "body KiB sent", "low", "{:,.0f}"),
+            ("acked_kib", "KiB acked", None, "{:,.0f}"),
+            ("time_to_response_ms", "ms to response", None, "{:.1f}"),
+            ("got_100", "100 sent", None, "{}"),
+            ("connection_close_header", "Connection: close", None, "{}"),
+            ("connection", "then", None, "{}"),
+        ],
+    ),
+    "S6": (
+        "count",
+        [
+            ("req_per_s", "hello req/s", "high", "{:,.0f}"),
+            ("ratio_to_idle", "× idle", "high", "{:.2f}"),
+            ("p99_ms", "p99 ms", "low", "{:.1f}"),
+            ("errors", "wrk errors", None, "{}"),
+            ("held", "uploaders connected", None, "{}"),
+            ("dropped", "closed/reset by server", None, "{}"),
+            ("server_alive", "alive", None, "{}"),
+            ("hello_after", "hello after", None, "{}"),
+        ],
+    ),
+    "S8": (
+        "variant",
+        [
+            ("held", "held by server", None, "{}"),
+            ("kib_per_conn", "KiB/conn", "low", "{:.1f}"),
+            ("rss_before_mib", "RSS before MiB", None, "{:.1f}"),
+            ("rss_after_mib", "RSS after MiB", None, "{:.1f}"),
+            ("client_failed", "client connects failed", None, "{}"),
+        ],
+    ),
+}
+COLUMNS["S7"] = (
+    "count",
+    [
+        col if col[0] != "held" else ("held", "slowloris connected", None, "{}")
+        for col in COLUMNS["S6"][1]
+    ],
+)
+
+TITLES = {
+    "S1": "S1 — hello world, wrk -t1 -c64",
+    "S2": "S2 — 16 concurrent 1 MiB uploads",
+    "S3": "S3 — one streamed upload",
+    "S4": "S4 — one streamed download",
+    "S5": "S5 — early 413 for a declared 100 MiB body",
+    "S6": "S6 — hello req/s while slow uploaders trickle bodies",
+    "S7": "S7 — hello req/s beside 500 slowloris connections",
+    "S8": "S8 — memory per held connection (5000 attempted)",
+}
+
+
+def is_siesta(name):
+    return name.startswith("siesta")
+
+
+def derive(scenario, record):
+    """Fields computed for display from the raw record."""
+    if scenario == "S5":
+        if record.get("body_bytes_sent") is not None:
+            record["sent_kib"] = record["body_bytes_sent"] / 1024
+        if record.get("body_bytes_acked") is not None:
+            record["acked_kib"] = record["body_bytes_acked"] / 1024
+    if scenario in ("S6", "S7") and "load" in record:
+        record["held"] = record["setup"].get("connected")
+        record["dropped"] = record["load"].get("closed_by_server", 0) + record["load"].get(
+            "reset", 0
+        )
+    if scenario in ("S6", "S7") and record.get("wrk_hung"):
+        record["errors"] = f"{record.get('errors', 0)} (wrk overran -d, stopped)"
+    if scenario == "S8" and "setup" in record:
+        record["client_failed"] = record["setup"].get("connect_errors")
+    return record
+
+
+def load_run(run_id=None):
+    metas = sorted(glob.glob(os.path.join(RESULTS, "*-meta.json")))
+    if not metas:
+        raise SystemExit("no runs in results/")
+    path = os.path.join(RESULTS, f"{run_id}-meta.json") if run_id else metas[-1]
+    with open(path) as handle:
+        meta = json.load(handle)
+    records = {}
+    for jsonl in sorted(glob.glob(os.path.join(RESULTS, f"{meta['run']}-S*.jsonl"))):
+        with open(jsonl) as handle:
+            for line in handle:
+                if line.strip():
+                    record = json.loads(line)
+                    records.setdefault(record["scenario"], []).append(
+                        derive(record["scenario"], record)
+                    )
+    return meta, records
+
+
+def fmt(value, pattern):
+    if value is None:
+        return "—"
+    try:
+        return pattern.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def best_peer(rows, field, better):
+    """(value, server) of the best peer (not Siesta, not the ceiling) for a field."""
+    peers = [
+        (row[field], row["server"])
+        for row in rows
+        if not is_siesta(row["server"])
+        and row["server"] != CEILING
+        and "error" not in row
+        and isinstance(row.get(field), (int, float))
+    ]
+    if not peers:
+        return None
+    return max(peers) if better == "high" else min(peers)
+
+
+def ratio_text(value, best, field_header):
+    if not isinstance(value, (int, float)) or best is None:
+        return None
+    best_value, server = best
+    if best_value == 0:
+        return f"{field_header} = best" if value == 0 else f"{field_header} best is 0 ({server})"
+    return f"{field_header} ×{value / best_value:.2f} ({server})"
+
+
+def scenario_table(scenario, rows):
+    group_key, columns = COLUMNS[scenario]
+    lines = []
+    header = (
+        ["server"]
+        + ([group_key] if group_key else [])
+        + [
+            f"{h} {'↑' if b == 'high' else '↓' if b == 'low' else ''}".strip()
+            for _, h, b, _ in columns
+        ]
+    )
+    header.append("Siesta ÷ best peer")
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for row in rows:
+        cells = [f"**{row['server']}**" if is_siesta(row["server"]) else row["server"]]
+        if group_key:
+            cells.append(fmt(row.get(group_key), "{}"))
+        if "error" in row:
+            cells.append(row["error"].replace("|", "/"))
+            cells.extend([""] * (len(header) - len(cells)))
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
+        cells.extend(fmt(row.get(field), pattern) for field, _, _, pattern in columns)
+        ratios = []
+        if is_siesta(row["server"]):
+            group = (
+                [r for r in rows if r.get(group_key) == row.get(group_key)] if group_key else rows
+            )
+            for field, head, better, _ in columns:
+                if better:
+                    text = ratio_text(row.get(field), best_peer(group, field, better), head)
+                    if text:
+                        ratios.append(text)
+        cells.append("; ".join(ratios))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def machine_header(meta):
+    m = meta["machine"]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(meta["started"]))
+    took = meta.get("finished", meta["started"]) - meta["started"]
+    lines = [
+        f"# Siesta benchmark — {meta['kind']} run {meta['run']}",
+        "",
+        f"- date: {when}, took {took / 60:.1f} min",
+        f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(meta["versions"].items())),
+    ]
+    missing = meta.get("not_installed") or {}
+    if missing:
+        lines.append("- not installed here: " + "; ".join(f"{k} ({v})" for k, v in missing.items()))
+    notes = [f"{name} ({note})" for name, note in meta.get("servers", {}).items() if note]
+    if notes:
+        lines.append("- servers: " + "; ".join(notes))
+    lines += [
+        "- every server binds 127.0.0.1, 1 worker and 8 app threads unless noted; "
+        "gevent servers use their default connection limit",
+        "- ratios: Siesta ÷ best peer in the same run and group (↑ higher is better, "
+        "↓ lower is better); hyper-hello is the ceiling, never a peer",
+        "",
+    ]
+    return lines
+
+
+def write_markdown(meta, records, path):
+    lines = machine_header(meta)
+    for scenario in sorted(records):
+        lines += [f"## {TITLES.get(scenario, scenario)}", ""]
+        lines += scenario_table(scenario, records[scenario])
+        lines.append("")
+        noisy = {}
+        for row in records[scenario]:
+            if row.get("server_tracebacks"):
+                noisy.setdefault(row["server"], (row["server_tracebacks"], row.get("logs", [])))
+        if noisy:
+            lines.append(
+                "Tracebacks in server logs (app errors such as a client gone mid-body "
+                "count too): "
+                + "; ".join(
+                    f"{name} {count} ({', '.join(logs)})" for name, (count, logs) in noisy.items()
+                )
+            )
+            lines.append("")
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines))
+    return "\n".join(lines)
+
+
+def _bars(ax, rows, field, title, log=False):
+    rows = [r for r in rows if isinstance(r.get(field), (int, float))]
+    names = [r["server"] for r in rows]
+    values = [r[field] for r in rows]
+    colors = [
+        "tab:red" if is_siesta(n) else "tab:gray" if n == CEILING else "tab:blue" for n in names
+    ]
+    ax.barh(names, values, color=colors)
+    ax.invert_yaxis()
+    ax.set_title(title, fontsize=10)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    if log and values and min(values) > 0:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(
+        FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x >= 10000 else f"{x:g}")
+    )
+    if values:
+        ax.set_xlim(right=max(values) * (3 if log else 1.18))
+    for index, value in enumerate(values):
+        ax.text(
+            value,
+            index,
+            f" {value:,.1f}" if value < 100 else f" {value:,.0f}",
+            va="center",
+            fontsize=7,
+        )
+
+
+def write_charts(meta, records, prefix=""):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    s1 = [r for r in records.get("S1", []) if r.get("workers") == 1 and "error" not in r]
+    if s1:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+        _bars(axes[0], s1, "req_per_s", "S1 hello req/s, 1 worker (higher is better)")
+        _bars(
+            axes[1], s1, "cpu_us_per_req", "server CPU µs per request (lower is better)", log=True
+        )
+        fig.suptitle(f"{meta['run']} — {meta['machine']['nproc']} CPUs, {meta['machine']['cpu']}")
+        fig.tight_layout()
+        fig.savefig(os.path.join(RESULTS, f"{prefix}s1.png"), dpi=110)
+        plt.close(fig)
+        written.append(f"{prefix}s1.png")
+    s3 = [r for r in records.get("S3", []) if "error" not in r]
+    s4 = [r for r in records.get("S4", []) if "error" not in r]
+    panels = [
+        (rows, f"{name} peak RSS MiB of the server tree, {rows[0].get('mib')} MiB {what}")
+        for rows, name, what in ((s3, "S3", "upload"), (s4, "S4", "download"))
+        if rows
+    ]
+    if panels:
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+        for ax, (rows, title) in zip(axes[0], panels, strict=True):
+            _bars(ax, rows, "peak_rss_mib", title, log=True)
+        fig.tight_layout()
+        fig.savefig(os.path.join(RESULTS, f"{prefix}memory.png"), dpi=110)
+        plt.close(fig)
+        written.append(f"{prefix}memory.png")
+    s6 = [r for r in records.get("S6", []) if "error" not in r]
+    if s6:
+        counts = sorted({r["count"] for r in s6})
+        fig, axes = plt.subplots(1, len(counts), figsize=(5.5 * len(counts), 4.5), squeeze=False)
+        for ax, count in zip(axes[0], counts, strict=True):
+            _bars(
+                ax,
+                [r for r in s6 if r["count"] == count],
+                "ratio_to_idle",
+                f"S6 hello req/s with {count} slow uploaders, × idle",
+            )
+        fig.tight_layout()
+        fig.savefig(os.path.join(RESULTS, f"{prefix}s6.png"), dpi=110)
+        plt.close(fig)
+        written.append(f"{prefix}s6.png")
+    return written
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Write results/latest.md and charts for a run")
+    parser.add_argument("--run", help="run id (default: the newest)")
+    args = parser.parse_args(argv)
+    meta, records = load_run(args.run)
+    text = write_markdown(meta, records, os.path.join(RESULTS, f"{meta['run']}.md"))
+    charts = write_charts(meta, records, prefix=f"{meta['run']}-")
+    newest = sorted(glob.glob(os.path.join(RESULTS, "*-meta.json")))[-1]
+    if newest.endswith(f"{meta['run']}-meta.json"):
+        write_markdown(meta, records, os.path.join(RESULTS, "latest.md"))
+        charts += write_charts(meta, records)
+    print(text)
+    print(f"\nwrote results/{meta['run']}.md (and latest.md if newest), {', '.join(charts)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,545 @@
+"""Run the benchmark scenarios S1-S8 against Siesta and its peers; write JSON lines.
+
+Each scenario starts a fresh server per measurement (servers.py), drives it with
+wrk (S1, and the hello load beside S6/S7) or client.py (everything else), reads
+the server tree's CPU time and memory from /proc (procs.py), and appends one
+JSON object per server and variant to `results/<run>-<scenario>.jsonl`. A server
+that fails to start or dies mid-scenario gets a record with `"error": "failed:
+..."` and the run goes on. Every load is bounded in count and time. `report.py`
+turns the records into `results/latest.md` and the charts.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import procs
+from servers import BENCH, SPECS, Running, ServerFailed, hello_check
+
+PY = sys.executable
+CLIENT = os.path.join(BENCH, "client.py")
+RESULTS = os.path.join(BENCH, "results")
+MIB = 1024 * 1024
+
+PLANS = {
+    "quick": {
+        "S1": {"duration": 3, "warmup": 1, "workers": [1]},
+        "S3": {"mib": 256},
+        "S5": {"mib": 100},
+        "S6": {"counts": [100], "duration": 4},
+    },
+    "full": {
+        "S1": {"duration": 10, "warmup": 2, "workers": [1, 2]},
+        "S2": {"count": 512, "concurrency": 16},
+        "S3": {"mib": 1024},
+        "S4": {"mib": 256},
+        "S5": {"mib": 100},
+        "S6": {"counts": [100, 1000], "duration": 8},
+        "S7": {"count": 500, "duration": 8},
+        "S8": {"count": 5000},
+    },
+}
+
+
+# -- load tools -------------------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def run_wrk(port, duration, connections=64, threads=1):
+    """wrk on GET / for `duration` s: req/s, p99 (ms), request and error counts."""
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "--timeout",
+        "2s",
+        f"http://127.0.0.1:{port}/",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    result = {"requests": 0, "req_per_s": 0.0, "p99_ms": None, "errors": 0, "non_2xx": 0}
+    try:
+        out, _ = proc.communicate(timeout=duration + 5)
+    except subprocess.TimeoutExpired:
+        # Seen with connects stuck in a full accept queue: wrk overstays its -d.
+        # SIGINT makes wrk stop and print what it has; SIGKILL if even that hangs.
+        result["wrk_hung"] = True
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    if m := re.search(r"(\d+) requests in", out):
+        result["requests"] = int(m.group(1))
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", out):
+        result["req_per_s"] = round(float(m.group(1)), 1)
+    if result["requests"] and (m := re.search(r"99%\s+([\d.]+)(us|ms|s)", out)):
+        result["p99_ms"] = round(float(m.group(1)) * _UNITS[m.group(2)], 3)
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        result["errors"] = sum(int(g) for g in m.groups())
+        result["timeouts"] = int(m.group(4))
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        result["non_2xx"] = int(m.group(1))
+    return result
+
+
+def run_client(mode, port, *options, timeout=300):
+    """A one-shot client.py mode; returns its JSON result."""
+    argv = [PY, CLIENT, mode, "--port", str(port), *map(str, options)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        return {"error": f"client printed nothing: {done.stderr.strip()[-300:]}"}
+    return json.loads(lines[-1])
+
+
+class HoldClient:
+    """A client.py hold mode in the background: wait for READY, later stop it."""
+
+    def __init__(self, mode, port, *options):
+        argv = [PY, CLIENT, mode, "--port", str(port), *map(str, options)]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def _line(self, timeout):
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline() if ready else ""
+
+    def ready(self, timeout=90):
+        line = self._line(timeout)
+        if not line.startswith("READY "):
+            self.kill()
+            raise RuntimeError(f"hold client not ready: {line.strip()[:200]!r}")
+        return json.loads(line[6:])
+
+    def finish(self, timeout=30):
+        try:
+            self.proc.stdin.write("\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass
+        line = self._line(timeout)
+        self.kill()
+        return json.loads(line) if line.strip() else {"error": "hold client gave no result"}
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+# -- scenarios --------------------------------------------------------------------
+
+
+class Bench:
+    """One run: the plan, where logs go, and results shared between scenarios."""
+
+    def __init__(self, plan, run_id):
+        self.plan, self.run_id = plan, run_id
+        self.logs = os.path.join(RESULTS, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+        self.idle = {}  # server name -> S1 1-worker req/s, the baseline for S6/S7
+        self.starts = 0  # numbers the server logs of this run
+        self.started_logs = []  # logs of the servers started for the current record(s)
+
+    def start(self, spec, scenario, workers=1):
+        self.starts += 1
+        path = os.path.join(
+            self.logs, f"{self.run_id}-{self.starts:03d}-{scenario}-{spec.name}-w{workers}.log"
+        )
+        self.started_logs.append(path)
+        return Running(spec, workers, path)
+
+    def idle_rate(self, spec, server):
+        if spec.name not in self.idle:  # no S1 in this run: measure a short baseline
+            run_wrk(server.port, 1)
+            self.idle[spec.name] = run_wrk(server.port, 3)["req_per_s"]
+        return self.idle[spec.name]
+
+    def s1(self, spec, p):
+        for workers in p["workers"]:
+            if workers > spec.max_workers:
+                continue
+            server = self.start(spec, "S1", workers)
+            try:
+                run_wrk(server.port, p["warmup"])
+                server.remember_tree()
+                processes = len(procs.tree_pids(server.pid))
+                cpu0 = procs.cpu_seconds(server.pid)
+                result = run_wrk(server.port, p["duration"])
+                cpu = procs.cpu_seconds(server.pid) - cpu0
+                alive = server.alive()
+            finally:
+                server.stop()
+            if workers == 1:
+                self.idle[spec.name] = result["req_per_s"]
+            requests = max(result["requests"], 1)
+            yield {
+                "workers": workers,
+                "processes": processes,
+                **result,
+                "server_cpu_s": round(cpu, 2),
+                "cpu_us_per_req": round(cpu / requests * 1e6, 2),
+                "server_alive": alive,
+            }
+
+    def s2(self, spec, p):
+        server = self.start(spec, "S2")
+        try:
+            with procs.RssSampler(server.pid) as rss:
+                cpu0 = procs.cpu_seconds(server.pid)
+                result = run_client(
+                    "upload",
+                    server.port,
+                    "--count",
+                    p["count"],
+                    "--concurrency",
+                    p["concurrency"],
+                    "--size",
+                    MIB,
+                )
+                cpu = procs.cpu_seconds(server.pid) - cpu0
+            alive = server.alive()
+        finally:
+            server.stop()
+        yield {
+            **result,
+            "uploads": p["count"],
+            "concurrency": p["concurrency"],
+            "server_cpu_s": round(cpu, 2),
+            "peak_rss_mib": round(rss.peak / MIB, 1),
+            "server_alive": alive,
+        }
+
+    def _streamed(self, spec, scenario, mode, mib):
+        server = self.start(spec, scenario)
+        try:
+            with procs.RssSampler(server.pid) as rss:
+                result = run_client(mode, server.port, "--mib", mib, "--timeout", 600)
+            alive = server.alive()
+        finally:
+            server.stop()
+        return {
+            **result,
+            "mib": mib,
+            "baseline_rss_mib": round(rss.baseline / MIB, 1),
+            "peak_rss_mib": round(rss.peak / MIB, 1),
+            "rss_growth_mib": round((rss.peak - rss.baseline) / MIB, 1),
+            "rss_samples": rss.samples,
+            "server_alive": alive,
+        }
+
+    def s3(self, spec, p):
+        yield self._streamed(spec, "S3", "bigupload", p["mib"])
+
+    def s4(self, spec, p):
+        yield self._streamed(spec, "S4", "download", p["mib"])
+
+    def s5(self, spec, p):
+        server = self.start(spec, "S5")
+        try:
+            for expect in (False, True):
+                extra = ["--expect"] if expect else []
+                result = run_client(
+                    "reject", server.port, "--mib", p["mib"], "--timeout", 30, *extra, timeout=60
+                )
+                yield {
+                    "variant": "expect-100" if expect else "plain",
+                    **result,
+                    "server_alive": server.alive(),
+                }
+        finally:
+            server.stop()
+
+    def _under_load(self, spec, scenario, mode, count, duration, *options):
+        server = self.start(spec, scenario)
+        try:
+            idle = self.idle_rate(spec, server)
+            holder = HoldClient(
+                mode,
+                server.port,
+                "--count",
+                count,
+                "--hold",
+                duration + 60,
+                "--connect-concurrency",
+                200,
+                *options,
+            )
+            try:
+                setup = holder.ready()
+                result = run_wrk(server.port, duration)
+            finally:
+                final = holder.finish()
+            alive = server.alive()
+            recovered = alive
+            if alive:
+                try:
+                    hello_check(server.port)
+                except ServerFailed:
+                    recovered = False
+        finally:
+            server.stop()
+        ratio = round(result["req_per_s"] / idle, 3) if idle else None
+        return {
+            "count": count,
+            **result,
+            "idle_req_per_s": idle,
+            "ratio_to_idle": ratio,
+            "setup": setup,
+            "load": final,
+            "server_alive": alive,
+            "hello_after": recovered,
+        }
+
+    def s6(self, spec, p):
+        for count in p["counts"]:
+            yield self._under_load(spec, "S6", "slowup", count, p["duration"])
+
+    def s7(self, spec, p):
+        yield self._under_load(spec, "S7", "slowloris", p["count"], p["duration"])
+
+    def _held_memory(self, spec, mode, count, *options):
+        server = self.start(spec, "S8")
+        try:
+            time.sleep(0.5)
+            before = procs.rss_bytes(server.pid)
+            sockets_before = procs.socket_count(server.pid)
+            holder = HoldClient(
+                mode,
+                server.port,
+                "--count",
+                count,
+                "--hold",
+                120,
+                "--settle",
+                2,
+                "--connect-concurrency",
+                1000,
+                *options,
+            )
+            try:
+                setup = holder.ready(timeout=120)
+                server.remember_tree()
+                after = procs.rss_bytes(server.pid)
+                held = procs.socket_count(server.pid) - sockets_before
+            finally:
+                final = holder.finish()
+            alive = server.alive()
+        finally:
+            server.stop()
+        # `held` = connections the server had accepted and kept (sockets in its tree),
+        # not those the client could open: a full accept queue also completes connects.
+        per = (after - before) / held if held > 0 else None
+        return {
+            "variant": "idle keep-alive" if mode == "idle" else "parked upload",
+            "count": count,
+            "held": held,
+            "rss_before_mib": round(before / MIB, 1),
+            "rss_after_mib": round(after / MIB, 1),
+            "kib_per_conn": round(per / 1024, 1) if per is not None else None,
+            "setup": setup,
+            "load": final,
+            "server_alive": alive,
+        }
+
+    def s8(self, spec, p):
+        yield self._held_memory(spec, "idle", p["count"])
+        yield self._held_memory(spec, "slowup", p["count"], "--initial", 4096, "--drip", 0)
+
+
+SCENARIO_NAMES = {
+    "S1": "hello req/s",
+    "S2": "concurrent 1 MiB uploads",
+    "S3": "one big streamed upload",
+    "S4": "streamed download",
+    "S5": "early reject of a 100 MiB body",
+    "S6": "hello under slow uploaders",
+    "S7": "hello under slowloris",
+    "S8": "memory per held connection",
+}
+
+
+def machine():
+    model = "unknown"
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "mem_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+    }
+
+
+def versions():
+    found = {}
+    freeze = subprocess.run([PY, "-m", "pip", "freeze"], capture_output=True, text=True).stdout
+    for line in freeze.splitlines():
+        name, _, version = line.partition("==")
+        if name.lower() in {
+            "gunicorn",
+            "gevent",
+            "granian",
+            "waitress",
+            "uwsgi",
+            "bjoern",
+            "meinheld",
+            "pyruvate",
+            "greenlet",
+        }:
+            found[name.lower()] = version
+    siesta = next(spec for spec in SPECS if spec.name == "siesta-thread").needs[0]
+    if os.path.exists(siesta):
+        try:
+            done = subprocess.run([siesta, "--version"], capture_output=True, text=True, timeout=20)
+            found["siesta"] = (done.stdout or done.stderr).strip().removeprefix("siesta ")[:80]
+        except (OSError, subprocess.TimeoutExpired) as error:
+            found["siesta"] = f"--version failed: {error}"
+    return found
+
+
+def count_tracebacks(paths):
+    """Python tracebacks the servers logged (the app raising, or the server itself)."""
+    total = 0
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                total += handle.read().count(b"Traceback (most recent call last)")
+        except OSError:
+            pass
+    return total
+
+
+def not_installed():
+    """Optional peers that run.sh could not install, from .venv-peers/install-status.json."""
+    path = os.path.join(BENCH, ".venv-peers", "install-status.json")
+    try:
+        with open(path) as handle:
+            status = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return {name: state for name, state in status.items() if state != "ok"}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Siesta benchmark runner")
+    parser.add_argument("--quick", action="store_true", help="S1 short, S3 256 MiB, S5, S6 x100")
+    parser.add_argument("--only", help="comma-separated scenarios, e.g. S1,S5")
+    parser.add_argument("--servers", help="comma-separated server names (default: all present)")
+    args = parser.parse_args(argv)
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    kind = "quick" if args.quick else "full"
+    plan = dict(PLANS[kind])
+    if args.only:
+        wanted = [name for name in args.only.upper().split(",") if name in PLANS["full"]]
+        plan = {name: PLANS[kind].get(name) or PLANS["full"][name] for name in wanted}
+    specs = SPECS
+    if args.servers:
+        names = args.servers.split(",")
+        specs = [spec for spec in SPECS if spec.name in names]
+
+    run_id = time.strftime("%Y-%m-%d-%H%M%S")
+    os.makedirs(RESULTS, exist_ok=True)
+    bench = Bench(plan, run_id)
+    header = {
+        "run": run_id,
+        "kind": kind,
+        "plan": plan,
+        "machine": machine(),
+        "versions": versions(),
+        "started": time.time(),
+        "servers": {spec.name: spec.note for spec in specs},
+        "not_installed": not_installed(),
+    }
+    with open(os.path.join(RESULTS, f"{run_id}-meta.json"), "w") as handle:
+        json.dump(header, handle, indent=1)
+    print(f"run {run_id}: {', '.join(plan)} on {len(specs)} servers", flush=True)
+
+    for scenario, params in plan.items():
+        path = os.path.join(RESULTS, f"{run_id}-{scenario}.jsonl")
+        for spec in specs:
+            if scenario not in spec.scenarios.split():
+                continue
+            base = {"run": run_id, "scenario": scenario, "server": spec.name}
+            missing = [need for need in spec.needs if not os.path.exists(need)]
+            if missing:
+                records = [{**base, "error": f"skipped: {missing[0]} not found"}]
+            else:
+                records = []
+                bench.started_logs = []
+                began = time.monotonic()
+                try:
+                    for record in getattr(bench, scenario.lower())(spec, params):
+                        records.append({**base, **record})
+                except (
+                    ServerFailed,
+                    RuntimeError,
+                    OSError,
+                    ValueError,
+                    KeyError,
+                    subprocess.TimeoutExpired,
+                ) as error:
+                    records.append(
+                        {**base, "error": f"failed: {type(error).__name__}: {str(error)[:400]}"}
+                    )
+                took = time.monotonic() - began
+                tracebacks = count_tracebacks(bench.started_logs)
+                for record in records:
+                    record["scenario_s"] = round(took, 1)
+                    record["server_tracebacks"] = tracebacks
+                    record["logs"] = [os.path.relpath(p, BENCH) for p in bench.started_logs]
+            with open(path, "a") as handle:
+                for record in records:
+                    handle.write(json.dumps(record) + "\n")
+            for record in records:
+                print(f"  {scenario} {spec.name}: {summary(record)}", flush=True)
+
+    header["finished"] = time.time()
+    with open(os.path.join(RESULTS, f"{run_id}-meta.json"), "w") as handle:
+        json.dump(header, handle, indent=1)
+    print(f"run {run_id} done in {header['finished'] - header['started']:.0f} s", flush=True)
+    return run_id
+
+
+def summary(record):
+    if "error" in record:
+        return record["error"]
+    keys = [
+        "workers",
+        "variant",
+        "count",
+        "req_per_s",
+        "p99_ms",
+        "cpu_us_per_req",
+        "mib_per_s",
+        "peak_rss_mib",
+        "status",
+        "body_bytes_sent",
+        "connection",
+        "ratio_to_idle",
+        "kib_per_conn",
+        "errors",
+        "server_alive",
+    ]
+    return " ".join(f"{k}={record[k]}" for k in keys if k in record)
+
+
+if __name__ == "__main__":
+    main()
