@@ -21,14 +21,12 @@ import gevent
 import gevent.event
 import gevent.monkey
 from gevent.hub import Waiter
-from greenlet import getcurrent, greenlet
+from greenlet import greenlet
 
-from siesta._siesta import ClientDisconnected, ClientTimeout, Request, log
+from siesta._siesta import ClientDisconnected, ClientTimeout, log
 
 # A request may wait this long for a free greenlet slot before a 503.
 QUEUE_WAIT = 30.0
-# Finished request greenlets kept for reuse.
-SPARE_GREENLETS = 256
 
 _tokens = itertools.count(1)
 _parked: dict[int, Waiter] = {}
@@ -103,22 +101,27 @@ class Input:
         return line
 
 
-def _push(sr: Any, data: Any) -> bool:
-    """Queues one response chunk, parking while the client is slower than the app."""
+def _push(sr: Any, data: Any, timeout: float | None) -> bool:
+    """Queues one response chunk, parking while the client is slower than the app.
+
+    A client that reads nothing for ``timeout`` seconds raises ClientTimeout
+    (the response is then aborted), so it cannot hold a greenlet forever.
+    """
     while True:
         token = next(_tokens)
         sent = sr._try_push(data, token)
         if sent is not None:
             return sent
-        _park(token, None)
+        _park(token, timeout)
 
 
 def _handle(req: Any, app: Any) -> None:
     environ, sr = req.begin()
-    environ["wsgi.input"] = Input(environ["wsgi.input"])
+    stream = environ["wsgi.input"] = Input(environ["wsgi.input"])
+    timeout = stream._timeout
 
     def write(data: bytes) -> None:
-        if not _push(sr, data) and sr._client_gone:
+        if not _push(sr, data, timeout) and sr._client_gone:
             raise ClientDisconnected("client disconnected while the response was being written")
 
     def start_response(status: Any, headers: Any, exc_info: Any = None) -> Any:
@@ -133,7 +136,7 @@ def _handle(req: Any, app: Any) -> None:
     try:
         if not sr._send_fast(result):
             for chunk in result:
-                if not _push(sr, chunk):
+                if not _push(sr, chunk, timeout):
                     break
         sr._finish()
     except BaseException as exc:  # after headers: the connection is aborted
@@ -156,42 +159,30 @@ def serve(server: Any, app: Any, worker_connections: int, graceful_timeout: floa
     idle = gevent.event.Event()
     idle.set()
 
-    spare: list[Any] = []  # finished request greenlets, kept to be reused
-
     def run(req: Any) -> None:
-        # A bare greenlet whose parent is the hub, started and resumed by a
-        # direct switch from the hub's callback: no scheduling round trip.
-        # After a request it waits in the hub for the next one, so a busy
-        # server does not create (and allocate stacks for) a greenlet per
-        # request. Like a pool thread, it keeps its thread-locals between
-        # requests, never while two requests run at once.
+        # A bare greenlet whose parent is the hub, started by a direct switch
+        # from the hub's callback: no scheduling round trip. One greenlet per
+        # request, never reused: gevent's threading.local and contextvars are
+        # per greenlet, so a reused one would show a request its
+        # predecessor's locals (and a stray throw aimed at an old request
+        # would land in a new one).
         nonlocal running
-        me = getcurrent()
-        while True:
-            try:
-                _handle(req, app)
-            except BaseException as exc:  # never let a request take the hub down
-                log("error", f"Error handling request: {exc!r}")
+        try:
+            _handle(req, app)
+        except BaseException as exc:  # never let a request take the hub down
+            log("error", f"Error handling request: {exc!r}")
+        finally:
             running -= 1
             if waiting:
                 hub.loop.run_callback(drain_waiting)
             elif running == 0:
                 idle.set()
-            if len(spare) >= SPARE_GREENLETS:
-                return
-            spare.append(me)
-            req = hub.switch()
-            while not isinstance(req, Request):  # a stray wake-up: keep waiting
-                req = hub.switch()
 
     def start(req: Any) -> None:
         nonlocal running
         running += 1
         idle.clear()
-        if spare:
-            spare.pop().switch(req)
-        else:
-            greenlet(run, parent=hub).switch(req)
+        greenlet(run, parent=hub).switch(req)
 
     def drain_waiting() -> None:
         now = time.monotonic()

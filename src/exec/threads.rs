@@ -57,9 +57,10 @@ struct State {
     running: usize,
     /// A thread is in `recv`, driving I/O and about to take the next job.
     driver: bool,
-    /// Bumped whenever a job is taken or a driver starts: the monitor's
-    /// sign of progress.
-    progress: u64,
+    /// Bumped whenever a thread drives the runtime (as driver, for a turn
+    /// between queued jobs, or while waiting in `park`): the monitor's sign
+    /// that I/O is moving.
+    turns: u64,
     /// The monitor is asleep on `monitor_cv`.
     monitor_asleep: bool,
     closed: bool,
@@ -73,7 +74,7 @@ impl Pool {
                 idle: 0,
                 running: 0,
                 driver: false,
-                progress: 0,
+                turns: 0,
                 monitor_asleep: false,
                 closed: false,
             }),
@@ -131,6 +132,7 @@ impl Pool {
         let wake = {
             let mut st = self.state.lock();
             if blocked {
+                st.turns += 1;
                 st.running = st.running.saturating_sub(1);
                 st.running == 0 && !st.driver && st.idle > 0 && !st.jobs.is_empty()
             } else {
@@ -150,7 +152,14 @@ impl Pool {
         loop {
             if let Some(job) = st.jobs.pop_front() {
                 st.running += 1;
-                st.progress += 1;
+                if let (false, Some(rt)) = (st.driver, &self.runtime) {
+                    // Nobody drives while this thread runs the app: give
+                    // the runtime a turn first, so replies of finished
+                    // requests go out and connections keep moving.
+                    st.turns += 1;
+                    drop(st);
+                    rt.block_on(tokio::task::yield_now());
+                }
                 return Some(job);
             }
             if st.closed {
@@ -158,7 +167,7 @@ impl Pool {
             }
             if let (false, Some(rt)) = (st.driver, &self.runtime) {
                 st.driver = true;
-                st.progress += 1;
+                st.turns += 1;
                 drop(st);
                 let job = rt.block_on(self.recv());
                 st = self.state.lock();
@@ -187,7 +196,6 @@ impl Pool {
             {
                 let mut st = self.state.lock();
                 if let Some(job) = st.jobs.pop_front() {
-                    st.progress += 1;
                     return Some(job);
                 }
                 if st.closed {
@@ -198,28 +206,35 @@ impl Pool {
         }
     }
 
-    /// Wakes an idle thread when the pool has made no progress for a tick
-    /// while there is work no thread is taking (or no thread is driving I/O).
+    /// Keeps I/O moving when no pool thread drives it: after a tick with no
+    /// turn while threads are busy, it wakes an idle thread to take over, or,
+    /// with every thread inside the app, drives the runtime itself a tick at
+    /// a time (it never holds the GIL) until a thread comes back.
     fn monitor(&self) {
         let mut st = self.state.lock();
-        let mut last = st.progress;
+        let mut last = st.turns;
         loop {
             if st.closed {
                 return;
             }
-            let quiet = st.running == 0 && st.jobs.is_empty();
-            if quiet {
+            if st.running == 0 && st.jobs.is_empty() {
                 st.monitor_asleep = true;
                 self.monitor_cv.wait(&mut st);
-                last = st.progress;
+                last = st.turns;
                 continue;
             }
             self.monitor_cv.wait_for(&mut st, TICK);
-            let stuck = st.progress == last;
-            last = st.progress;
-            let needs_driver = !st.driver && self.runtime.is_some();
-            if stuck && st.idle > 0 && (needs_driver || !st.jobs.is_empty()) {
+            let stuck = st.turns == last && !st.driver;
+            last = st.turns;
+            if !stuck {
+                continue;
+            }
+            if st.idle > 0 && (self.runtime.is_some() || !st.jobs.is_empty()) {
                 self.idle_cv.notify_one();
+            } else if let Some(rt) = &self.runtime {
+                drop(st);
+                rt.block_on(tokio::time::sleep(TICK));
+                st = self.state.lock();
             }
         }
     }
@@ -234,14 +249,12 @@ impl Pool {
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
         self.state.lock().running += 1;
         loop {
-            // A job already queued is taken without releasing the GIL.
-            let queued = {
-                let mut st = self.state.lock();
-                let job = st.jobs.pop_front();
-                if job.is_some() {
-                    st.progress += 1;
-                }
-                job
+            // With dedicated I/O threads, a job already queued is taken
+            // without releasing the GIL; a driving pool goes through
+            // `next_job`, which gives the runtime its turn first.
+            let queued = match self.runtime {
+                Some(_) => None,
+                None => self.state.lock().jobs.pop_front(),
             };
             let job = match queued {
                 Some(job) => job,

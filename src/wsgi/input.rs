@@ -77,6 +77,7 @@ impl BodySource {
         self.eof
             || match need {
                 Need::Bytes(n) => self.buf.len() >= n,
+                Need::Line(0) => true,
                 Need::Line(limit) => self.buf.line_len(limit).is_some(),
                 Need::All => false,
             }
@@ -184,8 +185,9 @@ impl Input {
         }
     }
 
-    pub(crate) fn source(&self) -> parking_lot::MutexGuard<'_, BodySource> {
-        self.source.lock()
+    /// The body state, unless a read (on another thread) holds it.
+    pub(crate) fn try_source(&self) -> Option<parking_lot::MutexGuard<'_, BodySource>> {
+        self.source.try_lock()
     }
 
     /// Blocks the calling thread (GIL released by the caller) until `need`.

@@ -173,7 +173,9 @@ impl StartResponse {
         let mut headers = staged.headers;
         {
             let input = self.input.get();
-            let pending = input.source().expectation_pending();
+            // A read in progress holds the lock, and a read means the
+            // expectation was answered: never wait on it here.
+            let pending = input.try_source().is_some_and(|s| s.expectation_pending());
             if pending {
                 // RFC 9110 §10.1.1: the client holds its body back; close
                 // after this response instead of waiting for it.

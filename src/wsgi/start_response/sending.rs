@@ -120,10 +120,18 @@ impl StartResponse {
 
     /// Thread mode: queues a chunk, waiting with the GIL released while the
     /// client is slower than the app.
+    /// A client that takes nothing for `--body-timeout` is given up: the
+    /// response is aborted and the app told to stop, so a reader that
+    /// stalls cannot hold a thread forever.
     pub(crate) fn push_blocking(&self, py: Python<'_>, chunk: Bytes) -> PyResult<Sent> {
         let mut slot = Some(chunk);
+        let deadline = self
+            .worker
+            .limits
+            .body_timeout
+            .map(|t| std::time::Instant::now() + t);
         py.detach(|| {
-            park::wait(None, |w| {
+            park::wait(deadline, |w| {
                 let Some(c) = slot.take() else {
                     return Poll::Ready(Ok(Sent::Ok));
                 };
@@ -136,7 +144,14 @@ impl StartResponse {
                     Err(e) => Poll::Ready(Err(e)),
                 }
             })
-            .unwrap_or(Ok(Sent::Stop))
+            .unwrap_or_else(|| {
+                let mut st = self.state.lock();
+                st.gone = true;
+                if let Some(p) = &st.pipe {
+                    p.0.finish(PipeEnd::Aborted);
+                }
+                Ok(Sent::Stop)
+            })
         })
     }
 
@@ -178,13 +193,18 @@ impl StartResponse {
             st.staged = None;
             // An app that failed because the body was malformed gets the
             // client's fault answered as such, and the connection closed.
-            let malformed = self.input.get().source().malformed();
+            let malformed = self.input.get().try_source().is_some_and(|s| s.malformed());
             let mut reply = if malformed {
                 Reply::error(StatusCode::BAD_REQUEST, true)
             } else {
                 Reply::error(StatusCode::INTERNAL_SERVER_ERROR, false)
             };
-            if self.input.get().source().expectation_pending() {
+            if self
+                .input
+                .get()
+                .try_source()
+                .is_some_and(|s| s.expectation_pending())
+            {
                 reply
                     .headers
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
