@@ -19,13 +19,18 @@ use pyo3::prelude::*;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 
 /// How long the pool may go without taking a job or driving I/O before an
 /// idle thread is woken (the running ones may be blocked in the app).
 const TICK: Duration = Duration::from_millis(1);
+
+/// A thread going from one queued job to the next gives the runtime a turn
+/// (so finished replies go out) at most this often: often enough that no
+/// reply waits noticeably, rarely enough to cost nothing under load.
+const TURN_EVERY: Duration = Duration::from_micros(200);
 
 thread_local! {
     /// The pool this Python thread belongs to, for `park.rs`.
@@ -61,6 +66,9 @@ struct State {
     /// between queued jobs, or while waiting in `park`): the monitor's sign
     /// that I/O is moving.
     turns: u64,
+    /// When the runtime last had a turn, to space the turns a thread gives
+    /// it between queued jobs (`TURN_EVERY`).
+    last_turn: Instant,
     /// The monitor is asleep on `monitor_cv`.
     monitor_asleep: bool,
     closed: bool,
@@ -75,6 +83,7 @@ impl Pool {
                 running: 0,
                 driver: false,
                 turns: 0,
+                last_turn: Instant::now(),
                 monitor_asleep: false,
                 closed: false,
             }),
@@ -133,6 +142,7 @@ impl Pool {
             let mut st = self.state.lock();
             if blocked {
                 st.turns += 1;
+                st.last_turn = Instant::now();
                 st.running = st.running.saturating_sub(1);
                 st.running == 0 && !st.driver && st.idle > 0 && !st.jobs.is_empty()
             } else {
@@ -157,6 +167,7 @@ impl Pool {
                     // the runtime a turn first, so replies of finished
                     // requests go out and connections keep moving.
                     st.turns += 1;
+                    st.last_turn = Instant::now();
                     drop(st);
                     rt.block_on(tokio::task::yield_now());
                 }
@@ -168,6 +179,7 @@ impl Pool {
             if let (false, Some(rt)) = (st.driver, &self.runtime) {
                 st.driver = true;
                 st.turns += 1;
+                st.last_turn = Instant::now();
                 drop(st);
                 let job = rt.block_on(self.recv());
                 st = self.state.lock();
@@ -249,12 +261,17 @@ impl Pool {
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
         self.state.lock().running += 1;
         loop {
-            // With dedicated I/O threads, a job already queued is taken
-            // without releasing the GIL; a driving pool goes through
-            // `next_job`, which gives the runtime its turn first.
-            let queued = match self.runtime {
-                Some(_) => None,
-                None => self.state.lock().jobs.pop_front(),
+            // A job already queued is taken without releasing the GIL,
+            // unless the runtime is due a turn (`next_job` gives it one).
+            let queued = {
+                let mut st = self.state.lock();
+                let due =
+                    self.runtime.is_some() && !st.driver && st.last_turn.elapsed() > TURN_EVERY;
+                if due {
+                    None
+                } else {
+                    st.jobs.pop_front()
+                }
             };
             let job = match queued {
                 Some(job) => job,
