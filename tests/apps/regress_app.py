@@ -1,0 +1,47 @@
+"""Apps for regression tests of review findings (see tests/test_regressions.py).
+
+/readline0 calls readline(0) and read(0), then refuses with 413 without
+reading; /local answers the threading.local value a previous request left
+(None when locals are per request) and stores its own; /timeout leaves a
+gevent.Timeout running after it answers; /slow?name= records its start and
+end around a one-second sleep; /big streams 2000 x 64 KiB; /ping answers pong.
+"""
+
+import threading
+import time
+
+from records import params, record
+
+_local = threading.local()
+
+
+def _text(start_response, body, status="200 OK"):
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    query = params(environ)
+    if path == "/readline0":
+        stream = environ["wsgi.input"]
+        got = stream.readline(0) + stream.read(0)
+        return _text(start_response, b"got %d" % len(got), "413 Payload Too Large")
+    if path == "/local":
+        previous = getattr(_local, "value", None)
+        _local.value = query.get("value", "")
+        return _text(start_response, repr(previous).encode())
+    if path == "/timeout":
+        import gevent
+
+        gevent.Timeout(0.2).start()  # never cancelled: it fires after the response
+        return _text(start_response, b"ok")
+    if path == "/slow":
+        record("slow", f"start {query['name']}")
+        time.sleep(1.0)
+        record("slow", f"end {query['name']}")
+        return _text(start_response, b"slow")
+    if path == "/big":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return (b"x" * 65536 for _ in range(2000))
+    return _text(start_response, b"pong")

@@ -1,0 +1,77 @@
+"""Regression tests for the review of the first milestone: each names what broke.
+
+Each test starts its own server (the options matter) and asserts ordering and
+completeness, never timings.
+"""
+
+import socket
+import time
+
+import rawhttp
+
+APP = "regress_app:app"
+
+
+def test_readline_zero_neither_waits_nor_sends_100_continue(start_server, mode):
+    """readline(0) on an unread body blocked for a body byte and sent 100 Continue."""
+    srv = start_server(APP, mode=mode)
+    with srv.connect() as conn:
+        conn.send(
+            b"POST /readline0 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        resp = conn.read_response()
+    assert resp.status == 413 and resp.body == b"got 0", resp
+    assert not resp.interim, "no 100 Continue may be sent for readline(0)"
+
+
+def test_thread_locals_do_not_carry_over_between_requests(start_server):
+    """gevent mode reused greenlets, so request N saw request N-1's threading.local.
+
+    (Thread mode reuses its threads, like every WSGI thread pool.)
+    """
+    srv = start_server(APP, mode="gevent")
+    seen = [srv.get(f"/local?value={v}").body for v in ("a", "b", "c")]
+    assert seen == [b"None", b"None", b"None"]
+
+
+def test_a_stray_timeout_after_a_request_does_not_wedge_the_worker(start_server):
+    """A gevent.Timeout left running by the app hit a reused greenlet: later requests hung."""
+    srv = start_server(APP, "--worker-connections", "1", mode="gevent")
+    assert srv.get("/timeout").body == b"ok"
+    time.sleep(0.5)  # let the app's stray timer fire (not readiness)
+    for _ in range(3):
+        resp = srv.get("/ping")
+        assert resp.status == 200 and resp.body == b"pong", resp
+
+
+def test_finished_response_is_sent_while_the_only_thread_runs_another(start_server):
+    """With every pool thread in the app nobody drove I/O: a finished reply waited."""
+    srv = start_server(APP, "--threads", "1", mode="thread")
+    with srv.connect() as first, srv.connect() as fast, srv.connect() as second:
+        first.send(b"GET /slow?name=first HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert srv.wait_records("slow", 1) == ["start first"]
+        fast.send(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        second.send(b"GET /slow?name=second HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert first.read_response().body == b"slow"
+        assert fast.read_response().body == b"pong"
+        # /ping was answered while the second slow request was still running.
+        assert "end second" not in srv.records("slow"), srv.records("slow")
+        assert second.read_response().body == b"slow"
+
+
+def test_a_client_that_stops_reading_is_given_up(start_server, mode):
+    """A reader that never reads held the (only) thread or greenlet slot forever."""
+    srv = start_server(
+        APP, "--threads", "1", "--worker-connections", "1", "--body-timeout", "1", mode=mode
+    )
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.settimeout(rawhttp.TIMEOUT)
+    stalled.connect((srv.host, srv.port))
+    try:
+        stalled.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = srv.get("/ping")  # served once the stalled response is given up
+        assert resp.status == 200 and resp.body == b"pong", resp
+    finally:
+        stalled.close()
