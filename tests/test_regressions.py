@@ -46,16 +46,20 @@ def test_a_stray_timeout_after_a_request_does_not_wedge_the_worker(start_server)
 
 
 def test_finished_response_is_sent_while_the_only_thread_runs_another(start_server):
-    """With every pool thread in the app nobody drove I/O: a finished reply waited."""
+    """With every pool thread in the app nobody drove I/O: a finished reply waited.
+
+    /ping is queued before the second slow request; the one thread answers
+    /ping, then runs the second: /ping's reply must not wait for it.
+    """
     srv = start_server(APP, "--threads", "1", mode="thread")
     with srv.connect() as first, srv.connect() as fast, srv.connect() as second:
         first.send(b"GET /slow?name=first HTTP/1.1\r\nHost: x\r\n\r\n")
         assert srv.wait_records("slow", 1) == ["start first"]
         fast.send(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)  # orders /ping's arrival before the second request (not readiness)
         second.send(b"GET /slow?name=second HTTP/1.1\r\nHost: x\r\n\r\n")
         assert first.read_response().body == b"slow"
         assert fast.read_response().body == b"pong"
-        # /ping was answered while the second slow request was still running.
         assert "end second" not in srv.records("slow"), srv.records("slow")
         assert second.read_response().body == b"slow"
 

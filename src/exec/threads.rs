@@ -245,7 +245,9 @@ impl Pool {
                 self.idle_cv.notify_one();
             } else if let Some(rt) = &self.runtime {
                 drop(st);
-                rt.block_on(tokio::time::sleep(TICK));
+                // The timer is made inside the runtime: built outside, it
+                // would find no reactor.
+                rt.block_on(async { tokio::time::sleep(TICK).await });
                 st = self.state.lock();
             }
         }
