@@ -95,7 +95,13 @@ impl Pool {
         let p = pool.clone();
         let spawned = std::thread::Builder::new()
             .name("siesta-monitor".into())
-            .spawn(move || p.monitor());
+            .spawn(move || {
+                // A bug here must not end the monitor silently: say so.
+                let run = std::panic::AssertUnwindSafe(|| p.monitor());
+                if std::panic::catch_unwind(run).is_err() {
+                    crate::log::error::error("The pool monitor stopped after an internal error");
+                }
+            });
         if let Err(e) = spawned {
             crate::log::error::error(&format!("Cannot start the pool monitor: {e}"));
         }
