@@ -8,8 +8,14 @@ so no read can hang a test.  Server process management lives in conftest.py.
 
 import socket
 from dataclasses import dataclass, field
+import uuid
 
 TIMEOUT = 10.0
+
+
+def new_token():
+    """A short unique token tests put in URLs to find their own records."""
+    return uuid.uuid4().hex[:12]
 
 
 def build_request(

@@ -7,14 +7,9 @@ completion, when the app raised, and when the client went away mid-stream.
 The server keeps serving after each.
 """
 
-import uuid
-
 import pytest
 import rawhttp
-
-
-def new_token():
-    return uuid.uuid4().hex[:12]
+from rawhttp import new_token
 
 
 @pytest.mark.parametrize("case", ["before", "first-next"])

@@ -9,13 +9,9 @@ keeps serving in both cases.
 
 import socket
 import struct
-import uuid
 
 import rawhttp
-
-
-def new_token():
-    return uuid.uuid4().hex[:12]
+from rawhttp import new_token
 
 
 def test_client_disconnect_mid_body_raises_client_disconnected(server):

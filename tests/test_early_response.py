@@ -8,16 +8,12 @@ never be parsed as one (no request smuggling through leftover body bytes).
 """
 
 import json
-import uuid
 
 import pytest
 import rawhttp
+from rawhttp import new_token
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-def new_token():
-    return uuid.uuid4().hex[:12]
 
 
 def test_app_runs_before_body_arrives(server):

@@ -6,14 +6,9 @@ of 999, non-str status or headers and header injection attempts all give 500,
 and the server keeps serving afterwards.
 """
 
-import uuid
-
 import pytest
 import rawhttp
-
-
-def new_token():
-    return uuid.uuid4().hex[:12]
+from rawhttp import new_token
 
 
 def test_exc_info_replaces_headers_not_yet_sent(server):
