@@ -24,24 +24,115 @@ pub(crate) enum StartupError {
     Runtime(std::io::Error),
 }
 
-/// A request Siesta refuses before the app sees it. hyper answers the
-/// malformed ones it finds while parsing (400, 414, 431); these are the ones
-/// it lets through.
+/// Why Siesta answered a request itself instead of (or instead of finishing)
+/// the app's response. Every response the server makes is one of these, and
+/// `status()` is the one table from refusal to status code; the access log,
+/// the error log and the metrics name the refusal by `reason()`.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RequestError {
+    /// hyper could not parse the head (bad request line, bad field syntax).
+    #[error("malformed request head")]
+    MalformedHead,
+    /// `--limit-request-line`.
+    #[error("request line longer than --limit-request-line")]
+    RequestLineTooLong,
+    /// `--limit-request-fields`.
+    #[error("more header fields than --limit-request-fields")]
+    TooManyFields,
+    /// `--limit-request-field-size`.
+    #[error("a header field longer than --limit-request-field-size")]
+    FieldTooLarge,
+    /// The whole head is larger than the read buffer.
+    #[error("request head too large")]
+    HeadTooLarge,
+    /// `--limit-request-body`.
+    #[error("request body larger than --limit-request-body")]
+    BodyTooLarge,
+    /// `--header-timeout`: the head did not arrive in time.
+    #[error("request head not received within --header-timeout")]
+    HeaderTimeout,
+    /// Missing or repeated `Host` on HTTP/1.1 (RFC 9112 §3.2).
+    #[error("missing or repeated Host header")]
+    BadHost,
+    /// A Transfer-Encoding other than one final `chunked` (or any on HTTP/1.0).
+    #[error("unsupported Transfer-Encoding")]
+    BadTransferEncoding,
+    /// Differing, repeated or malformed Content-Length.
+    #[error("invalid Content-Length")]
+    BadContentLength,
+    /// Both Content-Length and Transfer-Encoding (RFC 9112 §6.3).
     #[error("both Content-Length and Transfer-Encoding (request smuggling)")]
     LengthAndChunked,
-    #[error("the app slots are full")]
+    /// A field that must appear once appears twice (`Content-Type`).
+    #[error("repeated header field that must be single")]
+    DuplicateField,
+    /// The body's chunked framing is broken.
+    #[error("malformed request body")]
+    MalformedBody,
+    /// `--queue-timeout`: no app slot became free in time.
+    #[error("no app slot free within --queue-timeout")]
     Overloaded,
+    /// The worker is stopping and takes no new requests.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The app raised before sending a response head.
+    #[error("the application failed")]
+    AppFailed,
+    /// The app side ended without a response (an internal error).
+    #[error("no response from the application")]
+    NoResponse,
 }
 
 impl RequestError {
     /// The one table from refusal to status.
     pub(crate) fn status(self) -> http::StatusCode {
+        use http::StatusCode as S;
         match self {
-            RequestError::LengthAndChunked => http::StatusCode::BAD_REQUEST,
-            RequestError::Overloaded => http::StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::MalformedHead
+            | RequestError::BadHost
+            | RequestError::BadTransferEncoding
+            | RequestError::BadContentLength
+            | RequestError::LengthAndChunked
+            | RequestError::DuplicateField
+            | RequestError::MalformedBody => S::BAD_REQUEST,
+            RequestError::RequestLineTooLong => S::URI_TOO_LONG,
+            RequestError::TooManyFields
+            | RequestError::FieldTooLarge
+            | RequestError::HeadTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RequestError::BodyTooLarge => S::PAYLOAD_TOO_LARGE,
+            RequestError::HeaderTimeout => S::REQUEST_TIMEOUT,
+            RequestError::Overloaded | RequestError::ShuttingDown => S::SERVICE_UNAVAILABLE,
+            RequestError::AppFailed | RequestError::NoResponse => S::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// A short stable name for logs and metrics (the option name for limits).
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            RequestError::MalformedHead => "malformed_head",
+            RequestError::RequestLineTooLong => "limit_request_line",
+            RequestError::TooManyFields => "limit_request_fields",
+            RequestError::FieldTooLarge => "limit_request_field_size",
+            RequestError::HeadTooLarge => "head_too_large",
+            RequestError::BodyTooLarge => "limit_request_body",
+            RequestError::HeaderTimeout => "header_timeout",
+            RequestError::BadHost => "bad_host",
+            RequestError::BadTransferEncoding => "bad_transfer_encoding",
+            RequestError::BadContentLength => "bad_content_length",
+            RequestError::LengthAndChunked => "length_and_chunked",
+            RequestError::DuplicateField => "duplicate_field",
+            RequestError::MalformedBody => "malformed_body",
+            RequestError::Overloaded => "queue_timeout",
+            RequestError::ShuttingDown => "shutting_down",
+            RequestError::AppFailed => "app_error",
+            RequestError::NoResponse => "no_response",
+        }
+    }
+
+    /// Whether the connection must close after this answer: a client whose
+    /// framing is in doubt cannot be trusted with another request.
+    pub(crate) fn closes(self) -> bool {
+        !matches!(self, RequestError::AppFailed)
     }
 }
 

@@ -77,6 +77,9 @@ class Setting:
     metavar: str | None = None
     env: bool = True
     file: bool = True
+    # Sent to the Rust core (``for_rust``); the Rust ``Settings`` struct has
+    # exactly these fields, and tests/test_settings.py checks both ways.
+    rust: bool = False
     cli_extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -118,6 +121,7 @@ SETTINGS: tuple[Setting, ...] = (
         "port 0 picks a free port.",
         append=True,
         metavar="ADDRESS",
+        rust=True,
     ),
     Setting(
         "workers",
@@ -127,6 +131,7 @@ SETTINGS: tuple[Setting, ...] = (
         "with a clear error until the master/worker supervisor lands).",
         type=_positive_int,
         metavar="INT",
+        rust=True,
     ),
     Setting(
         "worker_class",
@@ -137,6 +142,7 @@ SETTINGS: tuple[Setting, ...] = (
         "(pip install siesta[gevent]).",
         type=_worker_class,
         metavar="CLASS",
+        rust=True,
     ),
     Setting(
         "threads",
@@ -148,6 +154,7 @@ SETTINGS: tuple[Setting, ...] = (
         "requests wait in the app, in wsgi.input or on a slow client at once.",
         type=_positive_int,
         metavar="INT",
+        rust=True,
     ),
     Setting(
         "worker_connections",
@@ -156,6 +163,7 @@ SETTINGS: tuple[Setting, ...] = (
         "gevent mode: most requests running at once per worker; more wait, then get 503.",
         type=_positive_int,
         metavar="INT",
+        rust=True,
     ),
     Setting(
         "backlog",
@@ -164,6 +172,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Listen backlog: connections the kernel queues before Siesta accepts them.",
         type=_positive_int,
         metavar="INT",
+        rust=True,
     ),
     Setting(
         "keep_alive",
@@ -172,6 +181,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a keep-alive connection may idle before its next request head is complete.",
         type=_seconds,
         metavar="SECONDS",
+        rust=True,
     ),
     Setting(
         "graceful_timeout",
@@ -180,6 +190,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds TERM waits for in-flight requests before stopping anyway.",
         type=_seconds,
         metavar="SECONDS",
+        rust=True,
     ),
     Setting(
         "body_timeout",
@@ -189,6 +200,7 @@ SETTINGS: tuple[Setting, ...] = (
         "siesta.ClientTimeout; 0 waits forever.",
         type=_seconds,
         metavar="SECONDS",
+        rust=True,
     ),
     Setting(
         "runtime_threads",
@@ -199,6 +211,7 @@ SETTINGS: tuple[Setting, ...] = (
         "request. gevent mode always uses at least 1.",
         type=_non_negative_int,
         metavar="INT",
+        rust=True,
     ),
     Setting(
         "root_path",
@@ -207,6 +220,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Mount point of the app: stripped from PATH_INFO and set as SCRIPT_NAME "
         "(a SCRIPT_NAME environment variable sets it too).",
         metavar="PREFIX",
+        rust=True,
     ),
     Setting(
         "chdir",
@@ -237,6 +251,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Error log level: debug, info, warning, error, critical.",
         type=_log_level,
         metavar="LEVEL",
+        rust=True,
     ),
     Setting(
         "error_logfile",
@@ -244,6 +259,7 @@ SETTINGS: tuple[Setting, ...] = (
         "-",
         "Error log file; '-' is stderr.",
         metavar="FILE",
+        rust=True,
     ),
     Setting(
         "access_logfile",
@@ -251,6 +267,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Access log file; '-' is stdout. No access log when unset.",
         metavar="FILE",
+        rust=True,
     ),
     Setting(
         "access_logformat",
@@ -259,6 +276,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Access log line, with gunicorn's atoms: h l u t r m U q H s B b f a T M D L p "
         "and %%({header}i)s.",
         metavar="FORMAT",
+        rust=True,
     ),
     Setting(
         "check_config",
@@ -355,25 +373,8 @@ def resolve(argv: list[str] | None) -> dict[str, Any]:
 
 
 def for_rust(values: dict[str, Any]) -> dict[str, Any]:
-    """The subset of settings the Rust core reads, in the types it expects."""
-    keys = (
-        "bind",
-        "workers",
-        "worker_class",
-        "threads",
-        "worker_connections",
-        "backlog",
-        "keep_alive",
-        "graceful_timeout",
-        "body_timeout",
-        "runtime_threads",
-        "root_path",
-        "log_level",
-        "error_logfile",
-        "access_logfile",
-        "access_logformat",
-    )
-    return {k: values[k] for k in keys}
+    """The settings the Rust core reads (those marked ``rust=True``), as one dict."""
+    return {s.name: values[s.name] for s in SETTINGS if s.rust}
 
 
 def render(values: dict[str, Any]) -> str:
