@@ -1,19 +1,66 @@
 //! The validated configuration of one worker, received once from Python.
 //!
 //! `python/siesta/config.py` owns the settings table (names, defaults, help,
-//! environment variables, config files) and hands Rust one dict; this module
-//! turns it into typed values and rejects what Python's checks cannot see
-//! (a bind spec Rust cannot parse). No option is defined here a second time:
-//! the table is the only place with defaults.
+//! aliases, environment variables, config files) and hands Rust one dict of
+//! the settings marked `rust=True`. `Settings` is that dict as a typed
+//! struct, extracted in one step; `SETTINGS_FIELDS` lists its keys so a
+//! test can check the table and this struct agree both ways, and extraction
+//! refuses a key it does not read. `Config` is what the rest of the crate
+//! uses: parsed binds, the mode, the limits. No default is written here.
 
 use crate::error::StartupError;
 use crate::limits::Limits;
+use crate::log::error::Level;
 use crate::net::bind::BindSpec;
-use pyo3::conversion::FromPyObjectOwned;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::time::Duration;
+
+/// Declares `Settings` and `SETTINGS_FIELDS` from one list, so the two
+/// cannot drift apart.
+macro_rules! settings {
+    ($($(#[doc = $doc:expr])* $name:ident: $ty:ty,)*) => {
+        /// The settings dict from Python, field for field.
+        #[derive(Debug, FromPyObject)]
+        #[pyo3(from_item_all)]
+        pub(crate) struct Settings {
+            $($(#[doc = $doc])* pub $name: $ty,)*
+        }
+
+        /// The keys `Settings` reads.
+        pub(crate) const SETTINGS_FIELDS: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+settings! {
+    /// `-b`: HOST:PORT, [V6]:PORT, unix:PATH, fd://N.
+    bind: Vec<String>,
+    /// `--backlog`.
+    backlog: i32,
+    /// `-k`, already canonical: `thread` or `gevent`.
+    worker_class: String,
+    /// `-w`, for `wsgi.multiprocess`.
+    workers: usize,
+    /// `--runtime-threads`.
+    runtime_threads: usize,
+    /// `--keep-alive`, seconds.
+    keep_alive: f64,
+    /// `--graceful-timeout`, seconds.
+    graceful_timeout: f64,
+    /// `--body-timeout`, seconds; 0 waits forever.
+    body_timeout: f64,
+    /// `--root-path`.
+    root_path: String,
+    /// `--log-level`, already canonical.
+    log_level: String,
+    /// `--error-logfile`.
+    error_logfile: Option<String>,
+    /// `--access-logfile`.
+    access_logfile: Option<String>,
+    /// `--access-logformat`.
+    access_logformat: String,
+}
 
 /// How the app runs (`-k`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,20 +81,10 @@ pub(crate) struct Config {
     pub access_logfile: Option<String>,
     pub access_logformat: String,
     pub error_logfile: Option<String>,
-    pub log_level: crate::log::error::Level,
+    pub log_level: Level,
 }
 
-fn get<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
-    match d.get_item(key)? {
-        Some(v) => v.extract().map_err(|e| {
-            PyValueError::new_err(format!("setting {key}: {}", Into::<PyErr>::into(e)))
-        }),
-        None => Err(PyValueError::new_err(format!("setting {key} is missing"))),
-    }
-}
-
-fn seconds(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Duration> {
-    let s: f64 = get(d, key)?;
+fn seconds(key: &str, s: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(s).map_err(|_| {
         PyValueError::new_err(format!(
             "setting {key}: {s} is not a valid number of seconds"
@@ -55,16 +92,34 @@ fn seconds(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Duration> {
     })
 }
 
+/// A zero timeout means "no timeout".
+fn optional_seconds(key: &str, s: f64) -> PyResult<Option<Duration>> {
+    Ok(Some(seconds(key, s)?).filter(|d| !d.is_zero()))
+}
+
 impl Config {
     pub(crate) fn from_dict(d: &Bound<'_, PyDict>) -> PyResult<Config> {
-        let binds: Vec<String> = get(d, "bind")?;
-        let binds = binds
+        for key in d.keys() {
+            let key: String = key.extract()?;
+            if !SETTINGS_FIELDS.contains(&key.as_str()) {
+                return Err(PyValueError::new_err(format!(
+                    "setting {key} is sent to Rust but not read there"
+                )));
+            }
+        }
+        let s: Settings = d.extract()?;
+        Config::from_settings(s)
+    }
+
+    pub(crate) fn from_settings(s: Settings) -> PyResult<Config> {
+        let binds = s
+            .bind
             .iter()
             .map(|b| BindSpec::parse(b))
             .collect::<Result<Vec<_>, StartupError>>()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let mode = match get::<String>(d, "worker_class")?.as_str() {
-            "thread" | "gthread" | "sync" => Mode::Thread,
+        let mode = match s.worker_class.as_str() {
+            "thread" => Mode::Thread,
             "gevent" => Mode::Gevent,
             other => {
                 return Err(PyValueError::new_err(format!(
@@ -72,27 +127,24 @@ impl Config {
                 )))
             }
         };
-        let level: String = get(d, "log_level")?;
-        let log_level = crate::log::error::Level::parse(&level)
-            .ok_or_else(|| PyValueError::new_err(format!("unknown log level {level:?}")))?;
-        let body_timeout = seconds(d, "body_timeout")?;
-        let limits = Limits {
-            keep_alive: seconds(d, "keep_alive")?,
-            graceful_timeout: seconds(d, "graceful_timeout")?,
-            body_timeout: (!body_timeout.is_zero()).then_some(body_timeout),
-            ..Limits::default()
-        };
+        let log_level = Level::parse(&s.log_level)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown log level {:?}", s.log_level)))?;
+        let limits = Limits::new(
+            seconds("keep_alive", s.keep_alive)?,
+            seconds("graceful_timeout", s.graceful_timeout)?,
+            optional_seconds("body_timeout", s.body_timeout)?,
+        );
         Ok(Config {
             binds,
-            backlog: get(d, "backlog")?,
+            backlog: s.backlog,
             mode,
-            workers: get::<usize>(d, "workers")?.max(1),
-            runtime_threads: get::<usize>(d, "runtime_threads")?,
+            workers: s.workers.max(1),
+            runtime_threads: s.runtime_threads,
             limits,
-            root_path: get(d, "root_path")?,
-            access_logfile: get(d, "access_logfile")?,
-            access_logformat: get(d, "access_logformat")?,
-            error_logfile: get(d, "error_logfile")?,
+            root_path: s.root_path,
+            access_logfile: s.access_logfile,
+            access_logformat: s.access_logformat,
+            error_logfile: s.error_logfile,
             log_level,
         })
     }

@@ -1,29 +1,35 @@
 //! Siesta: a WSGI server whose `wsgi.input.read()` puts one request to sleep, not a thread.
 //!
-//! The architecture, in the order one request travels:
-//! - `net`: bind specs and listening sockets (opened before the app loads).
+//! The architecture, in the order one request travels (docs/ARCHITECTURE.md
+//! walks it file by file). Calls go down this list, never up:
+//! - `worker`: `Server`, the Python-facing handle of one worker process:
+//!   wires the layers below together, signals → `Command`, shutdown timing.
 //! - `server`: accept loops and hyper HTTP/1 connections; the `Service`
-//!   turns each request head into a `Job`.
-//! - `limits`: every size and time bound, with its option name.
-//! - `exec`: the executors that hand jobs to Python, thread pool or gevent hub,
-//!   and `Worker`, the state every request shares.
+//!   turns each request head into a `Job`; `end` is where every request,
+//!   answered or refused, ends (access log, later metrics).
 //! - `wsgi`: environ, `wsgi.input` (streamed, pulled only when the app reads),
-//!   `start_response`, response framing and streaming, `wsgi.file_wrapper`.
-//! - `log`: error log and access log, rendered in Rust.
-//! - `config`: the settings dict from Python, validated once.
-//! - `runner`: `Server`, the Python-facing handle of one worker.
-//! - `error`: error kinds and what a peer sees for each.
+//!   `start_response`, response framing and streaming, `wsgi.file_wrapper`,
+//!   and thread mode's request driver.
+//! - `exec`: a leaf: the executors (thread pool, gevent hub queue) that run
+//!   the jobs they are handed, and `Waiter`, the one way a request waits.
+//! - `exchange`: what crosses between the I/O side and the app side: `Job`,
+//!   `Record` (a request's bookkeeping), `Reply`, the response `Pipe`.
+//! - `net`: bind specs and listening sockets (opened before the app loads).
+//! - `config`, `limits`, `error`, `log`: settings from Python typed once,
+//!   every bound with its option name, the error kinds and their one status
+//!   table, the error and access logs.
 //!
 //! This file registers the Python module `siesta._siesta` and holds no logic.
 
 pub(crate) mod config;
 pub(crate) mod error;
+pub(crate) mod exchange;
 pub(crate) mod exec;
 pub(crate) mod limits;
 pub(crate) mod log;
 pub(crate) mod net;
-pub(crate) mod runner;
 pub(crate) mod server;
+pub(crate) mod worker;
 pub(crate) mod wsgi;
 
 use pyo3::prelude::*;
@@ -44,9 +50,10 @@ fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<wsgi::input::ClientDisconnected>(),
     )?;
     m.add("ClientTimeout", py.get_type::<wsgi::input::ClientTimeout>())?;
-    m.add("BindError", py.get_type::<runner::BindError>())?;
-    m.add_class::<runner::Server>()?;
-    m.add_class::<runner::Request>()?;
+    m.add("BindError", py.get_type::<worker::BindError>())?;
+    m.add("SETTINGS_FIELDS", config::SETTINGS_FIELDS.to_vec())?;
+    m.add_class::<worker::Server>()?;
+    m.add_class::<worker::request::Request>()?;
     m.add_class::<wsgi::input::Input>()?;
     m.add_class::<wsgi::start_response::StartResponse>()?;
     m.add_class::<wsgi::file_wrapper::FileWrapper>()?;

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-/// Bounds in force for one worker, built once from `Config`.
+/// Bounds in force for one worker, built once by `Config`.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
     /// `--keep-alive`: idle time allowed between two requests on one connection.
@@ -39,12 +39,18 @@ impl Limits {
     pub(crate) const RESPONSE_BUFFER: usize = 256 * 1024;
 }
 
-impl Default for Limits {
-    fn default() -> Self {
+impl Limits {
+    /// The deployer's values (from the settings table, which owns their
+    /// defaults) beside the fixed ones.
+    pub(crate) fn new(
+        keep_alive: Duration,
+        graceful_timeout: Duration,
+        body_timeout: Option<Duration>,
+    ) -> Limits {
         Limits {
-            keep_alive: Duration::from_secs(5),
-            graceful_timeout: Duration::from_secs(30),
-            body_timeout: Some(Duration::from_secs(60)),
+            keep_alive,
+            graceful_timeout,
+            body_timeout,
             read_buffer: Self::READ_BUFFER,
             drain_bytes: Self::DRAIN_BYTES,
             drain_time: Self::DRAIN_TIME,

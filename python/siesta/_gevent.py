@@ -6,15 +6,18 @@ batch. Here the hub watches that fd, starts a greenlet per request (at most
 ``--worker-connections`` at once; the rest wait, and get 503 if they wait
 too long), and resumes a parked greenlet when its token comes back. A
 greenlet parks when ``wsgi.input`` has no bytes yet or the response queue
-is full: Rust's ``_try_*`` calls return ``None`` instead of blocking, so no
-Rust frame is ever on the stack across a switch.
+is full: Rust's ``_try_*`` calls hand back a park order ``(token, timeout)``
+instead of blocking, so no Rust frame is ever on the stack across a switch.
+Rust decides every timeout; this module only waits as long as it is told.
+The request loop below mirrors thread mode's Rust driver (``wsgi/driver.rs``)
+and uses the same Rust calls for everything but switching.
 """
 
 from __future__ import annotations
 
 import collections
-import itertools
 import time
+import types
 from typing import Any
 
 import gevent
@@ -23,12 +26,11 @@ import gevent.monkey
 from gevent.hub import Waiter
 from greenlet import greenlet
 
-from siesta._siesta import ClientDisconnected, ClientTimeout, log
+from siesta._siesta import ClientDisconnected, log
 
 # A request may wait this long for a free greenlet slot before a 503.
 QUEUE_WAIT = 30.0
 
-_tokens = itertools.count(1)
 _parked: dict[int, Waiter] = {}
 
 
@@ -38,17 +40,15 @@ def patch() -> None:
 
 
 def _park(token: int, timeout: float | None) -> None:
-    """Switches to the hub until ``token`` is woken (or ``timeout`` passes)."""
+    """Switches to the hub until ``token`` is woken or ``timeout`` passes."""
     waiter = Waiter()
     _parked[token] = waiter
     try:
-        if timeout:
-            with gevent.Timeout(timeout, False) as t:
-                waiter.get()
-            if not t.pending and token in _parked:
-                raise ClientTimeout("client sent no body bytes within the body timeout")
-        else:
+        if timeout is None:
             waiter.get()
+        else:
+            with gevent.Timeout(timeout, False):
+                waiter.get()
     finally:
         _parked.pop(token, None)
 
@@ -62,19 +62,18 @@ def _wake(token: int) -> None:
 class Input:
     """``wsgi.input`` for greenlets: the Rust reader's calls, parking when it would block."""
 
-    __slots__ = ("_raw", "_timeout")
+    __slots__ = ("_raw",)
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
-        self._timeout = raw._timeout
 
-    def _wait(self, fn: Any, size: int | None) -> bytes:
-        while True:
-            token = next(_tokens)
-            data = fn(size, token)
-            if data is not None:
-                return data
-            _park(token, self._timeout)
+    @staticmethod
+    def _wait(fn: Any, size: int | None) -> bytes:
+        data = fn(size, True)
+        while type(data) is tuple:
+            _park(*data)
+            data = fn(size, False)
+        return data
 
     def read(self, size: int | None = -1) -> bytes:
         return self._wait(self._raw._try_read, size)
@@ -101,27 +100,25 @@ class Input:
         return line
 
 
-def _push(sr: Any, data: Any, timeout: float | None) -> bool:
+def _push(sr: Any, data: Any) -> bool:
     """Queues one response chunk, parking while the client is slower than the app.
 
-    A client that reads nothing for ``timeout`` seconds raises ClientTimeout
-    (the response is then aborted), so it cannot hold a greenlet forever.
+    False means stop: the client is gone, took nothing for ``--body-timeout``
+    (the response is then aborted), or the declared length is reached.
     """
-    while True:
-        token = next(_tokens)
-        sent = sr._try_push(data, token)
-        if sent is not None:
-            return sent
-        _park(token, timeout)
+    sent = sr._try_push(data, True)
+    while type(sent) is tuple:
+        _park(*sent)
+        sent = sr._try_push(data, False)
+    return sent
 
 
 def _handle(req: Any, app: Any) -> None:
     environ, sr = req.begin()
-    stream = environ["wsgi.input"] = Input(environ["wsgi.input"])
-    timeout = stream._timeout
+    environ["wsgi.input"] = Input(environ["wsgi.input"])
 
     def write(data: bytes) -> None:
-        if not _push(sr, data, timeout) and sr._client_gone:
+        if not _push(sr, data) and sr._client_gone:
             raise ClientDisconnected("client disconnected while the response was being written")
 
     def start_response(status: Any, headers: Any, exc_info: Any = None) -> Any:
@@ -131,26 +128,36 @@ def _handle(req: Any, app: Any) -> None:
     try:
         result = app(environ, start_response)
     except BaseException as exc:  # the app's failure, answered with a 500
-        sr._fail(exc)
+        sr._fail(_app_frames(exc))
         return
     try:
         if not sr._send_fast(result):
             for chunk in result:
-                if not _push(sr, chunk, timeout):
+                if not _push(sr, chunk):
                     break
         sr._finish()
     except BaseException as exc:  # after headers: the connection is aborted
-        sr._fail(exc)
+        sr._fail(_app_frames(exc))
     finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception as exc:
-                log("error", f"Error closing the response iterable: {exc!r}")
+        sr._close(result)
 
 
-def serve(server: Any, app: Any, worker_connections: int, graceful_timeout: float) -> None:
+def _app_frames(exc: BaseException) -> BaseException:
+    """The exception without this module's frames, so its traceback is the
+    one thread mode logs (whose driver has no Python frames)."""
+    kept = []
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename != __file__:
+            kept.append(tb)
+        tb = tb.tb_next
+    rebuilt = None
+    for t in reversed(kept):
+        rebuilt = types.TracebackType(rebuilt, t.tb_frame, t.tb_lasti, t.tb_lineno)
+    return exc.with_traceback(rebuilt)
+
+
+def serve(server: Any, app: Any, worker_connections: int) -> None:
     """Runs the hub until the server stops, then lets running requests finish."""
     hub = gevent.get_hub()
     waiting: collections.deque[tuple[float, Any]] = collections.deque()
@@ -223,5 +230,5 @@ def serve(server: Any, app: Any, worker_connections: int, graceful_timeout: floa
         for _, req in waiting:
             req.reject()
         # The server already spent the graceful time draining connections
-        # before it said stop; requests still running get a last moment.
-        idle.wait(timeout=min(graceful_timeout, 1.0))
+        # before it said stop; requests still running get its last moment.
+        idle.wait(timeout=server.stop_grace)

@@ -14,10 +14,6 @@ import time
 from typing import Any
 
 
-# Seconds the threads get after wait() returns; the graceful time is spent by then.
-JOIN_GRACE = 1.0
-
-
 def serve_threads(server: Any, app: Any, threads: int) -> None:
     server.start()
     pool = [
@@ -28,8 +24,9 @@ def serve_threads(server: Any, app: Any, threads: int) -> None:
         t.start()
     # wait() returns once the server drained, or once the stop's time ran
     # out (--graceful-timeout for TERM): what a thread still holds then is
-    # abandoned, so the joins only give finishing threads a moment.
+    # abandoned, so the joins only give finishing threads the server's last
+    # moment.
     server.wait()
-    deadline = time.monotonic() + JOIN_GRACE
+    deadline = time.monotonic() + server.stop_grace
     for t in pool:
         t.join(max(0.0, deadline - time.monotonic()))

@@ -154,7 +154,6 @@ SETTINGS: tuple[Setting, ...] = (
         "requests wait in the app, in wsgi.input or on a slow client at once.",
         type=_positive_int,
         metavar="INT",
-        rust=True,
     ),
     Setting(
         "worker_connections",
@@ -163,7 +162,6 @@ SETTINGS: tuple[Setting, ...] = (
         "gevent mode: most requests running at once per worker; more wait, then get 503.",
         type=_positive_int,
         metavar="INT",
-        rust=True,
     ),
     Setting(
         "backlog",

@@ -5,13 +5,13 @@
 //! was empty, so the hub wakes once per batch, not per event. The hub
 //! (`python/siesta/_gevent.py`) watches the fd, takes the whole batch, and
 //! does every greenlet switch itself; this module never blocks and never
-//! holds a lock across a call into Python.
+//! holds a lock across a call into Python. Wake tokens are numbered here.
 
-use crate::exec::Job;
+use crate::exchange::Job;
 use parking_lot::Mutex;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Wake, Waker};
 
@@ -29,6 +29,8 @@ pub(crate) struct Hub {
     /// Readable while `events` is non-empty (eventfd counter > 0).
     fd: OwnedFd,
     closed: AtomicBool,
+    /// The last wake token handed out.
+    tokens: AtomicU64,
 }
 
 impl Hub {
@@ -44,6 +46,7 @@ impl Hub {
             events: Mutex::new(Vec::with_capacity(64)),
             fd,
             closed: AtomicBool::new(false),
+            tokens: AtomicU64::new(0),
         })
     }
 
@@ -67,12 +70,18 @@ impl Hub {
         }
     }
 
-    pub(crate) fn push_request(&self, job: Job) -> bool {
+    /// Queues a request; hands it back when the hub is closed.
+    pub(crate) fn push_request(&self, job: Job) -> Result<(), Job> {
         if self.closed.load(Ordering::Acquire) {
-            return false;
+            return Err(job);
         }
         self.push(Event::Request(Box::new(job)));
-        true
+        Ok(())
+    }
+
+    /// A fresh wake token.
+    pub(crate) fn next_token(&self) -> u64 {
+        self.tokens.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn close(&self) {

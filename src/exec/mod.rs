@@ -1,53 +1,20 @@
-//! Executors: how a parsed request reaches Python, and the state every request shares.
+//! Executors: where a queued `Job` waits for a Python thread or greenlet, and how a request waits.
 //!
-//! The I/O side (`server/`) turns each request head into a `Job` and hands it
-//! to the `Executor`: a queue that a pool of Python threads takes from
-//! (`threads.rs`), or a queue plus an eventfd that gevent's hub watches
-//! (`gevent.rs`). `Worker` is the read-only context of one worker process:
-//! limits, environ constants, logs and the runtime handle. Running the app
-//! and speaking WSGI is `wsgi/`'s job.
+//! This is a leaf: it runs what it is handed and names no type of the layers
+//! above it. The I/O side `submit`s jobs; the thread pool (`threads.rs`)
+//! hands each one to the handler its Python thread was started with, and the
+//! gevent hub queue (`gevent.rs`) hands them to the hub loop in Python.
+//! `wait.rs` is the one way a request waits for the network, in both modes:
+//! a thread blocks (GIL released by the caller), a greenlet gets a token to
+//! park on. What a request *does* is `wsgi/`'s business.
 
 pub(crate) mod gevent;
-pub(crate) mod park;
 pub(crate) mod threads;
+pub(crate) mod wait;
 
-use crate::limits::Limits;
-use crate::log::access::AccessLog;
-use crate::wsgi::environ::{ConnInfo, EnvConstants};
-use crate::wsgi::response::Reply;
-use hyper::body::Incoming;
+use crate::error::RequestError;
+use crate::exchange::Job;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
-use tokio::sync::oneshot;
-
-/// One request waiting for the app.
-pub(crate) struct Job {
-    pub head: http::request::Parts,
-    pub body: Incoming,
-    pub conn: Arc<ConnInfo>,
-    /// Where the response head goes; the service future waits on the other end.
-    pub reply: oneshot::Sender<Reply>,
-    /// When the head was parsed, for `%(D)s` and `%(t)s`.
-    pub received: Instant,
-    pub received_at: SystemTime,
-}
-
-impl Job {
-    /// The connection is gone (hyper dropped the reply's receiver).
-    pub(crate) fn client_gone(&self) -> bool {
-        self.reply.is_closed()
-    }
-}
-
-/// Read-only state of one worker, shared by the I/O runtime and every request.
-pub(crate) struct Worker {
-    pub limits: Limits,
-    pub env: EnvConstants,
-    /// The I/O runtime, where leftover bodies are drained.
-    pub runtime: tokio::runtime::Handle,
-    /// `--access-logfile`; `None` logs nothing.
-    pub access_log: Option<AccessLog>,
-}
 
 /// Where requests go: the running mode's queue.
 pub(crate) enum Executor {
@@ -56,11 +23,14 @@ pub(crate) enum Executor {
 }
 
 impl Executor {
-    /// Queues a request; false (the job dropped) when shutting down.
-    pub(crate) fn submit(&self, job: Job) -> bool {
-        match self {
+    /// Queues a request; when shutting down it is answered with 503 at once.
+    pub(crate) fn submit(&self, job: Job) {
+        let refused = match self {
             Executor::Threads(q) => q.push(job),
             Executor::Gevent(h) => h.push_request(job),
+        };
+        if let Err(job) = refused {
+            job.refuse(RequestError::ShuttingDown);
         }
     }
 

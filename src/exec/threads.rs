@@ -7,13 +7,15 @@
 //! comes back, so under load one thread goes request to request with no
 //! hand-off and no wake-up, and idle threads sleep instead of fighting over
 //! the GIL. A thread waiting in `wsgi.input` or on a slow client drives the
-//! runtime while it waits (`park.rs`). When the running thread is stuck in
+//! runtime while it waits (`wait.rs`). When the running thread is stuck in
 //! the app's own I/O, the `monitor` wakes an idle thread within about a
 //! millisecond to take over driving and queued requests. With
 //! `--runtime-threads N` dedicated I/O threads push requests and the pool
-//! only runs apps. Python starts the threads (`python/siesta/_run.py`).
+//! only runs apps. Python starts the threads (`python/siesta/_run.py`); each
+//! runs `Pool::run` with the handler that serves one job, so the pool never
+//! knows what a job is for.
 
-use crate::exec::{Job, Worker};
+use crate::exchange::Job;
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 use std::cell::RefCell;
@@ -33,7 +35,7 @@ const TICK: Duration = Duration::from_millis(1);
 const TURN_EVERY: Duration = Duration::from_micros(200);
 
 thread_local! {
-    /// The pool this Python thread belongs to, for `park.rs`.
+    /// The pool this Python thread belongs to, for `wait.rs`.
     static CURRENT: RefCell<Option<Arc<Pool>>> = const { RefCell::new(None) };
 }
 
@@ -112,11 +114,12 @@ impl Pool {
         self.runtime.as_ref()
     }
 
-    pub(crate) fn push(&self, job: Job) -> bool {
+    /// Queues a job; hands it back when the pool is closed.
+    pub(crate) fn push(&self, job: Job) -> Result<(), Job> {
         let (notify_driver, wake_idle, wake_monitor) = {
             let mut st = self.state.lock();
             if st.closed {
-                return false;
+                return Err(job);
             }
             st.jobs.push_back(job);
             let wake_idle = !st.driver && st.running == 0 && st.idle > 0;
@@ -132,7 +135,7 @@ impl Pool {
         if wake_monitor {
             self.monitor_cv.notify_one();
         }
-        true
+        Ok(())
     }
 
     pub(crate) fn close(&self) {
@@ -259,13 +262,9 @@ impl Pool {
         }
     }
 
-    /// One Python thread's life: take jobs until the pool closes.
-    pub(crate) fn run(
-        self: &Arc<Self>,
-        py: Python<'_>,
-        worker: &Arc<Worker>,
-        app: &Bound<'_, PyAny>,
-    ) {
+    /// One Python thread's life: take jobs and hand each to `serve` until
+    /// the pool closes.
+    pub(crate) fn run(self: &Arc<Self>, py: Python<'_>, mut serve: impl FnMut(Python<'_>, Job)) {
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
         self.state.lock().running += 1;
         loop {
@@ -288,7 +287,7 @@ impl Pool {
                     None => break,
                 },
             };
-            crate::wsgi::call_app(py, worker, app, job);
+            serve(py, job);
         }
         CURRENT.with(|c| *c.borrow_mut() = None);
     }

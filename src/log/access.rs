@@ -107,7 +107,8 @@ fn atom(name: &str) -> Atom {
 
 /// What one finished request contributes to its line.
 pub(crate) struct Entry<'a> {
-    pub head: &'a Parts,
+    /// `None` for a head hyper refused before it was parsed: its atoms are `-`.
+    pub head: Option<&'a Parts>,
     pub peer: Option<SocketAddr>,
     pub status: u16,
     pub sent: u64,
@@ -192,34 +193,38 @@ impl Format {
                 }
                 Piece::Atom(a) => a,
             };
-            let _ = match a {
-                Atom::RemoteAddr => match e.peer {
+            let _ = match (a, e.head) {
+                (Atom::RemoteAddr, _) => match e.peer {
                     Some(p) => write!(out, "{}", p.ip()),
                     None => write!(out, "-"),
                 },
-                Atom::Dash | Atom::Unknown => write!(out, "-"),
-                Atom::User => write!(out, "{}", basic_user(e.head).as_deref().unwrap_or("-")),
-                Atom::Time => write!(out, "[{}]", Civil::from_system(e.received_at).clf_stamp()),
-                Atom::RequestLine => {
-                    let target = e.head.uri.path_and_query().map_or("/", |p| p.as_str());
-                    write!(out, "{} {} {}", e.head.method, target, protocol(e.head))
+                (Atom::Dash | Atom::Unknown, _) => write!(out, "-"),
+                (Atom::Time, _) => {
+                    write!(out, "[{}]", Civil::from_system(e.received_at).clf_stamp())
                 }
-                Atom::Method => write!(out, "{}", e.head.method),
-                Atom::Path => write!(out, "{}", e.head.uri.path()),
-                Atom::Query => write!(out, "{}", e.head.uri.query().unwrap_or("")),
-                Atom::Protocol => write!(out, "{}", protocol(e.head)),
-                Atom::Status => write!(out, "{}", e.status),
-                Atom::BytesZero => write!(out, "{}", e.sent),
-                Atom::BytesDash if e.sent == 0 => write!(out, "-"),
-                Atom::BytesDash => write!(out, "{}", e.sent),
-                Atom::Referer => write!(out, "{}", header(e.head, "referer")),
-                Atom::UserAgent => write!(out, "{}", header(e.head, "user-agent")),
-                Atom::Seconds => write!(out, "{}", e.elapsed.as_secs()),
-                Atom::Millis => write!(out, "{}", e.elapsed.as_millis()),
-                Atom::Micros => write!(out, "{}", e.elapsed.as_micros()),
-                Atom::DecimalSeconds => write!(out, "{:.6}", e.elapsed.as_secs_f64()),
-                Atom::Pid => write!(out, "<{}>", std::process::id()),
-                Atom::Header(name) => write!(out, "{}", header(e.head, name)),
+                (Atom::Status, _) => write!(out, "{}", e.status),
+                (Atom::BytesZero, _) => write!(out, "{}", e.sent),
+                (Atom::BytesDash, _) if e.sent == 0 => write!(out, "-"),
+                (Atom::BytesDash, _) => write!(out, "{}", e.sent),
+                (Atom::Seconds, _) => write!(out, "{}", e.elapsed.as_secs()),
+                (Atom::Millis, _) => write!(out, "{}", e.elapsed.as_millis()),
+                (Atom::Micros, _) => write!(out, "{}", e.elapsed.as_micros()),
+                (Atom::DecimalSeconds, _) => write!(out, "{:.6}", e.elapsed.as_secs_f64()),
+                (Atom::Pid, _) => write!(out, "<{}>", std::process::id()),
+                // The rest describe the request head; hyper may have refused it unparsed.
+                (_, None) => write!(out, "-"),
+                (Atom::User, Some(h)) => write!(out, "{}", basic_user(h).as_deref().unwrap_or("-")),
+                (Atom::RequestLine, Some(h)) => {
+                    let target = h.uri.path_and_query().map_or("/", |p| p.as_str());
+                    write!(out, "{} {} {}", h.method, target, protocol(h))
+                }
+                (Atom::Method, Some(h)) => write!(out, "{}", h.method),
+                (Atom::Path, Some(h)) => write!(out, "{}", h.uri.path()),
+                (Atom::Query, Some(h)) => write!(out, "{}", h.uri.query().unwrap_or("")),
+                (Atom::Protocol, Some(h)) => write!(out, "{}", protocol(h)),
+                (Atom::Referer, Some(h)) => write!(out, "{}", header(h, "referer")),
+                (Atom::UserAgent, Some(h)) => write!(out, "{}", header(h, "user-agent")),
+                (Atom::Header(name), Some(h)) => write!(out, "{}", header(h, name)),
             };
         }
         out.push('\n');
@@ -229,21 +234,33 @@ impl Format {
 /// `--access-logfile`: where lines go, and in which format.
 pub(crate) struct AccessLog {
     format: Format,
+    path: String,
     sink: Mutex<Box<dyn Write + Send>>,
+}
+
+fn open_sink(path: &str) -> io::Result<Box<dyn Write + Send>> {
+    Ok(if path == "-" {
+        Box::new(io::stdout())
+    } else {
+        Box::new(OpenOptions::new().create(true).append(true).open(path)?)
+    })
 }
 
 impl AccessLog {
     /// `-` is stdout; anything else a file opened for appending.
     pub(crate) fn open(path: &str, format: &str) -> io::Result<AccessLog> {
-        let sink: Box<dyn Write + Send> = if path == "-" {
-            Box::new(io::stdout())
-        } else {
-            Box::new(OpenOptions::new().create(true).append(true).open(path)?)
-        };
         Ok(AccessLog {
             format: Format::parse(format),
-            sink: Mutex::new(sink),
+            path: path.to_string(),
+            sink: Mutex::new(open_sink(path)?),
         })
+    }
+
+    /// Opens the file again (USR1, after log rotation).
+    pub(crate) fn reopen(&self) -> io::Result<()> {
+        let sink = open_sink(&self.path)?;
+        *self.sink.lock() = sink;
+        Ok(())
     }
 
     pub(crate) fn write(&self, e: &Entry<'_>) {
@@ -289,7 +306,7 @@ mod tests {
             ],
         );
         let e = Entry {
-            head: &h,
+            head: Some(&h),
             peer: "127.0.0.1:5555".parse().ok(),
             status: 200,
             sent: 13,
@@ -314,7 +331,7 @@ mod tests {
     fn dash_for_empty_body() {
         let h = head("HEAD /", &[]);
         let e = Entry {
-            head: &h,
+            head: Some(&h),
             peer: None,
             status: 204,
             sent: 0,
@@ -324,5 +341,20 @@ mod tests {
         let mut out = String::new();
         Format::parse("%(h)s %(b)s %(B)s").render(&e, &mut out);
         assert_eq!(out, "- - 0\n");
+    }
+
+    #[test]
+    fn no_head_renders_dashes() {
+        let e = Entry {
+            head: None,
+            peer: "10.0.0.1:1".parse().ok(),
+            status: 400,
+            sent: 12,
+            received_at: SystemTime::UNIX_EPOCH,
+            elapsed: Duration::ZERO,
+        };
+        let mut out = String::new();
+        Format::parse(r#"%(h)s "%(r)s" %(s)s %(b)s %(a)s"#).render(&e, &mut out);
+        assert_eq!(out, "10.0.0.1 \"-\" 400 12 -\n");
     }
 }

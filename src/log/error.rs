@@ -24,11 +24,13 @@ pub(crate) enum Level {
 }
 
 impl Level {
+    /// The canonical names only: spellings and aliases are the settings
+    /// table's business (`python/siesta/config.py`).
     pub(crate) fn parse(s: &str) -> Option<Level> {
-        match s.to_ascii_lowercase().as_str() {
+        match s {
             "debug" => Some(Level::Debug),
             "info" => Some(Level::Info),
-            "warning" | "warn" => Some(Level::Warning),
+            "warning" => Some(Level::Warning),
             "error" => Some(Level::Error),
             "critical" => Some(Level::Critical),
             _ => None,
@@ -83,7 +85,6 @@ pub(crate) fn configure(level: Level, path: Option<&str>) -> io::Result<()> {
 }
 
 /// Reopens a log file (after rotation); stderr needs nothing.
-#[allow(dead_code)]
 pub(crate) fn reopen() -> io::Result<()> {
     let mut l = log().lock();
     if let Sink::File(_, path) = &l.sink {

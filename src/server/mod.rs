@@ -5,14 +5,17 @@
 //! accept loop that backs off on `EMFILE`; each connection is served by
 //! hyper's HTTP/1 server with the `Service` from `service.rs`. On shutdown
 //! the loops stop accepting, open connections finish their current request
-//! (within `--graceful-timeout`), and the executor is closed. Python is
-//! never called from here.
+//! (within `--graceful-timeout`), and the executor is closed. Every request
+//! ends in `end.rs`. Python is never called from here.
 
+pub(crate) mod end;
 pub(crate) mod service;
 
-use crate::exec::{Executor, Worker};
+use crate::exchange::ConnInfo;
+use crate::exec::Executor;
+use crate::limits::Limits;
 use crate::net::bind::Listener;
-use crate::wsgi::environ::ConnInfo;
+use end::Recorder;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -32,30 +35,33 @@ pub(crate) enum Stop {
     Fast,
 }
 
-fn builder(worker: &Worker) -> http1::Builder {
+fn builder(limits: &Limits) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .keep_alive(true)
         .half_close(false)
-        .max_buf_size(worker.limits.read_buffer)
-        .header_read_timeout(worker.limits.keep_alive);
+        .max_buf_size(limits.read_buffer)
+        .header_read_timeout(limits.keep_alive);
     b
 }
 
 /// Serves until `shutdown` resolves, then drains and closes the executor.
 pub(crate) async fn run(
     listeners: Vec<Listener>,
-    worker: Arc<Worker>,
+    limits: Limits,
     exec: Arc<Executor>,
+    end: Arc<Recorder>,
     shutdown: impl Future<Output = Stop>,
 ) {
+    let builder = Arc::new(builder(&limits));
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = Vec::new();
     for l in listeners {
         let (name, port) = l.server_name();
         let ctx = AcceptCtx {
-            worker: worker.clone(),
+            builder: builder.clone(),
+            end: end.clone(),
             exec: exec.clone(),
             graceful: graceful.clone(),
             server_name: name,
@@ -69,7 +75,7 @@ pub(crate) async fn run(
         let _ = l.await;
     }
     let wait = match how {
-        Stop::Graceful => worker.limits.graceful_timeout,
+        Stop::Graceful => limits.graceful_timeout,
         Stop::Fast => Duration::ZERO,
     };
     if let Ok(graceful) = Arc::try_unwrap(graceful) {
@@ -79,7 +85,9 @@ pub(crate) async fn run(
 }
 
 struct AcceptCtx {
-    worker: Arc<Worker>,
+    /// hyper's connection settings, made once from the limits.
+    builder: Arc<http1::Builder>,
+    end: Arc<Recorder>,
     exec: Arc<Executor>,
     graceful: Arc<GracefulShutdown>,
     server_name: String,
@@ -98,13 +106,18 @@ impl AcceptCtx {
                 self.server_name.clone(),
                 self.server_port.clone(),
             )),
+            end: self.end.clone(),
         };
-        let conn = builder(&self.worker).serve_connection(TokioIo::new(io), service);
+        let conn = self.builder.serve_connection(TokioIo::new(io), service);
         let conn = self.graceful.watch(conn);
+        let end = self.end.clone();
         tokio::spawn(async move {
             // Errors here are the client's (reset, bad request): hyper has
-            // already answered what deserved an answer.
-            let _ = conn.await;
+            // already answered what deserved an answer; a refused head still
+            // ends in the one place every request ends.
+            if let Err(e) = conn.await {
+                end.refused_by_hyper(peer, &e);
+            }
         });
     }
 }

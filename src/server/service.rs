@@ -1,59 +1,56 @@
 //! The hyper service: a request head becomes a `Job`, the executor's `Reply` becomes the response.
 //!
-//! `call` does no I/O and no Python: it queues the job and returns a future
-//! that waits for the reply. The body is not touched here; it travels with
-//! the job so the app decides whether and when it is read. If the app side
-//! drops the reply unsent (a bug, a lost greenlet), the client gets a 500.
+//! `call` makes the request's `Record` (so every request, refused or not,
+//! ends in `end.rs`), refuses what must not reach the app, and otherwise
+//! queues the job and returns a future that waits for the reply. It does no
+//! I/O and no Python. The body is not touched here; it travels with the job
+//! so the app decides whether and when it is read. If the app side drops
+//! the reply unsent (a bug, a lost greenlet), the client gets a 500.
 
+use super::end::Counted;
 use crate::error::RequestError;
-use crate::exec::{Executor, Job};
-use crate::wsgi::environ::ConnInfo;
-use crate::wsgi::response::{Reply, ResponseBody};
-use http::StatusCode;
+use crate::exchange::record::{Finish, Record};
+use crate::exchange::reply::{Reply, ReplySender};
+use crate::exchange::{ConnInfo, Job};
+use crate::exec::Executor;
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 #[derive(Clone)]
 pub(crate) struct Service {
     pub exec: Arc<Executor>,
     pub conn: Arc<ConnInfo>,
+    /// The end of every request (`end.rs`).
+    pub end: Arc<dyn Finish>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Service {
-    type Response = http::Response<ResponseBody>;
+    type Response = http::Response<Counted>;
     type Error = Infallible;
     type Future = ReplyFuture;
 
     fn call(&self, req: http::Request<Incoming>) -> ReplyFuture {
         let (head, body) = req.into_parts();
-        if let Err(e) = check_head(&head) {
-            crate::log::error::write(
-                crate::log::error::Level::Debug,
-                &format!("Refused {} {}: {e}", head.method, head.uri),
-            );
-            return ReplyFuture::Ready(Some(Box::new(Reply::error(e.status(), true))));
-        }
-        let (tx, rx) = oneshot::channel();
-        let job = Job {
-            head,
-            body,
-            conn: self.conn.clone(),
-            reply: tx,
-            received: Instant::now(),
-            received_at: SystemTime::now(),
-        };
-        if self.exec.submit(job) {
-            ReplyFuture::Waiting(rx)
+        let refused = check_head(&head).err();
+        let record = Arc::new(Record::new(head, self.conn.clone(), self.end.clone()));
+        let (reply, rx) = ReplySender::new(record.clone());
+        if let Some(e) = refused {
+            reply.send(Reply::refusal(e));
         } else {
-            let reply = Reply::error(RequestError::Overloaded.status(), true);
-            ReplyFuture::Ready(Some(Box::new(reply)))
+            self.exec.submit(Job {
+                record: record.clone(),
+                body,
+                reply,
+                queued: Instant::now(),
+            });
         }
+        ReplyFuture { rx, record }
     }
 }
 
@@ -70,28 +67,28 @@ pub(crate) fn check_head(head: &http::request::Parts) -> Result<(), RequestError
     Ok(())
 }
 
-/// Waits for the app's reply without boxing a future per request.
-pub(crate) enum ReplyFuture {
-    Waiting(oneshot::Receiver<Reply>),
-    Ready(Option<Box<Reply>>),
+/// Waits for the reply without boxing a future per request.
+pub(crate) struct ReplyFuture {
+    rx: oneshot::Receiver<Reply>,
+    record: Arc<Record>,
 }
 
 impl Future for ReplyFuture {
-    type Output = Result<http::Response<ResponseBody>, Infallible>;
+    type Output = Result<http::Response<Counted>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let reply = match self.get_mut() {
-            ReplyFuture::Waiting(rx) => match Pin::new(rx).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(reply)) => reply,
-                Poll::Ready(Err(_)) => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, true),
-            },
-            ReplyFuture::Ready(r) => r
-                .take()
-                .map(|b| *b)
-                .unwrap_or_else(|| Reply::error(StatusCode::INTERNAL_SERVER_ERROR, true)),
+        let this = self.get_mut();
+        let reply = match Pin::new(&mut this.rx).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(reply)) => reply,
+            Poll::Ready(Err(_)) => {
+                let e = RequestError::NoResponse;
+                this.record.answered(e.status().as_u16(), Some(e));
+                Reply::refusal(e)
+            }
         };
-        Poll::Ready(Ok(reply.into_response()))
+        let record = this.record.clone();
+        Poll::Ready(Ok(reply.into_response(|body| Counted::new(body, record))))
     }
 }
 

@@ -7,6 +7,7 @@
 //! made once per worker (`EnvConstants`). It does not own the body object
 //! (`input.rs`) or decide anything about the response.
 
+use crate::exchange::ConnInfo;
 use http::request::Parts;
 use http::{HeaderName, Version};
 use parking_lot::Mutex;
@@ -14,46 +15,6 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::OnceLock;
-
-/// Facts about the connection a request came in on.
-#[derive(Debug)]
-pub(crate) struct ConnInfo {
-    /// The client, `None` on a unix socket.
-    pub peer: Option<SocketAddr>,
-    /// The listener's host and port, used when the request has no `Host`.
-    pub server_name: String,
-    pub server_port: String,
-    /// `REMOTE_ADDR` and `REMOTE_PORT` as Python strings, made on the
-    /// connection's first request and reused by the next ones.
-    pub remote: OnceLock<(Py<PyString>, Py<PyString>)>,
-}
-
-impl ConnInfo {
-    pub(crate) fn new(peer: Option<SocketAddr>, server_name: String, server_port: String) -> Self {
-        ConnInfo {
-            peer,
-            server_name,
-            server_port,
-            remote: OnceLock::new(),
-        }
-    }
-
-    fn remote<'py>(&self, py: Python<'py>) -> (&Bound<'py, PyString>, &Bound<'py, PyString>) {
-        let (addr, port) = self.remote.get_or_init(|| match self.peer {
-            Some(p) => (
-                PyString::new(py, &p.ip().to_string()).unbind(),
-                PyString::new(py, &p.port().to_string()).unbind(),
-            ),
-            None => (
-                PyString::new(py, "").unbind(),
-                PyString::new(py, "").unbind(),
-            ),
-        });
-        (addr.bind(py), port.bind(py))
-    }
-}
 
 /// Percent-decodes a request path into raw bytes (later read as latin-1).
 pub(crate) fn decode_path(path: &str) -> Vec<u8> {

@@ -2,15 +2,15 @@
 //!
 //! `Input` owns hyper's body stream and a `BodyBuffer`. Nothing is polled
 //! before the app's first read, which is what makes hyper send `100 Continue`
-//! lazily and lets an app refuse a body it never reads. Thread mode blocks in
-//! `read()` with the GIL released (`exec::park`); gevent mode calls the
-//! `_try_*` methods, which never block and register a wake token instead, and
-//! `python/siesta/_gevent.py` parks the greenlet. Draining what the app left
-//! unread is `finish()`, called once the response is done.
+//! lazily and lets an app refuse a body it never reads. Every read that must
+//! wait goes through the request's `Waiter` with one `--body-timeout` rule
+//! for both modes: thread mode blocks in `read()` with the GIL released;
+//! gevent mode calls the `_try_*` methods, which never block and hand back a
+//! park order instead, and `python/siesta/_gevent.py` parks the greenlet.
+//! What the app left unread is handed over by `take_rest()` for draining.
 
 use crate::error::InputError;
-use crate::exec::gevent::Hub;
-use crate::exec::park;
+use crate::exec::wait::{Waited, Waiter};
 use crate::wsgi::body::BodyBuffer;
 use bytes::Bytes;
 use http_body::Body;
@@ -20,7 +20,6 @@ use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -58,6 +57,9 @@ pub(crate) struct BodySource {
     polled: bool,
     /// The request asked for `100 Continue`.
     expect_continue: bool,
+    /// Since when the current read has waited without a body byte
+    /// (`--body-timeout` counts from here).
+    idle_since: Instant,
 }
 
 impl BodySource {
@@ -70,6 +72,7 @@ impl BodySource {
             error: None,
             polled: false,
             expect_continue,
+            idle_since: Instant::now(),
         }
     }
 
@@ -168,20 +171,16 @@ pub(crate) struct Input {
     source: Mutex<BodySource>,
     /// `--body-timeout`: idle time allowed between body bytes.
     timeout: Option<Duration>,
-    /// The hub to wake in gevent mode.
-    hub: Option<Arc<Hub>>,
+    /// How this request waits for bytes.
+    waiter: Waiter,
 }
 
 impl Input {
-    pub(crate) fn new(
-        source: BodySource,
-        timeout: Option<Duration>,
-        hub: Option<Arc<Hub>>,
-    ) -> Self {
+    pub(crate) fn new(source: BodySource, timeout: Option<Duration>, waiter: Waiter) -> Self {
         Input {
             source: Mutex::new(source),
             timeout,
-            hub,
+            waiter,
         }
     }
 
@@ -190,27 +189,36 @@ impl Input {
         self.source.try_lock()
     }
 
-    /// Blocks the calling thread (GIL released by the caller) until `need`.
-    fn read_blocking(&self, need: Need) -> Result<Bytes, InputError> {
+    /// Waits until `need` is met, the body fails, or `--body-timeout`
+    /// passes without a byte; a greenlet gets a park order instead of
+    /// waiting. `fresh` starts a new read (the idle clock restarts).
+    fn read_wait(&self, need: Need, fresh: bool) -> Result<Waited<Bytes>, InputError> {
         let mut src = self.source.lock();
-        let mut last = Instant::now();
+        if fresh {
+            src.idle_since = Instant::now();
+        }
         loop {
             let mut progressed = false;
-            let deadline = self.timeout.map(|t| last + t);
-            let r = park::wait(deadline, |w| {
+            let deadline = self.timeout.map(|t| src.idle_since + t);
+            let waited = self.waiter.wait(deadline, |w| {
                 src.poll_need(&mut Context::from_waker(w), need, &mut progressed)
             });
-            match r {
-                Some(Ok(())) => return Ok(src.take(need)),
-                Some(Err(e)) => return Err(e),
-                None if progressed => last = Instant::now(),
-                None => return Err(InputError::Timeout),
+            if progressed {
+                src.idle_since = Instant::now();
             }
+            return match waited {
+                Waited::Ready(Ok(())) => Ok(Waited::Ready(src.take(need))),
+                Waited::Ready(Err(e)) => Err(e),
+                Waited::TimedOut if progressed => continue,
+                Waited::TimedOut => Err(InputError::Timeout),
+                Waited::Park(p) => Ok(Waited::Park(p)),
+            };
         }
     }
 
+    /// A read that blocks (thread mode): what is buffered already answers
+    /// without releasing the GIL.
     fn read_need(&self, py: Python<'_>, need: Need) -> PyResult<Py<PyBytes>> {
-        // Fast path: what is buffered already answers, no GIL release.
         let ready = {
             let mut src = self.source.lock();
             let mut progressed = false;
@@ -223,7 +231,16 @@ impl Input {
         };
         let data = match ready {
             Some(r) => r,
-            None => py.detach(|| self.read_blocking(need)),
+            None => match self.waiter.outside_gil(py, || self.read_wait(need, true)) {
+                Ok(Waited::Ready(b)) => Ok(b),
+                Ok(Waited::TimedOut) => Err(InputError::Timeout),
+                Ok(Waited::Park(_)) => {
+                    return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                        "a greenlet must read wsgi.input through its gevent wrapper",
+                    ))
+                }
+                Err(e) => Err(e),
+            },
         };
         match data {
             Ok(b) => Ok(PyBytes::new(py, &b).unbind()),
@@ -231,18 +248,18 @@ impl Input {
         }
     }
 
-    /// Never blocks: the data, or `None` with `token` registered to be woken.
-    fn try_read(&self, py: Python<'_>, need: Need, token: u64) -> PyResult<Option<Py<PyBytes>>> {
-        let Some(hub) = &self.hub else {
-            return self.read_need(py, need).map(Some);
-        };
-        let waker = hub.waker(token);
-        let mut src = self.source.lock();
-        let mut progressed = false;
-        match src.poll_need(&mut Context::from_waker(&waker), need, &mut progressed) {
-            Poll::Ready(Ok(())) => Ok(Some(PyBytes::new(py, &src.take(need)).unbind())),
-            Poll::Ready(Err(e)) => Err(input_error(e)),
-            Poll::Pending => Ok(None),
+    /// Never blocks: the data, or a park order `(token, timeout)`.
+    fn try_read<'py>(
+        &self,
+        py: Python<'py>,
+        need: Need,
+        fresh: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self.read_wait(need, fresh) {
+            Ok(Waited::Ready(b)) => Ok(PyBytes::new(py, &b).into_any()),
+            Ok(Waited::TimedOut) => Err(input_error(InputError::Timeout)),
+            Ok(Waited::Park(p)) => crate::wsgi::start_response::park_tuple(py, p),
+            Err(e) => Err(input_error(e)),
         }
     }
 
@@ -329,31 +346,26 @@ impl Input {
         Ok(line)
     }
 
-    /// gevent mode: `read(size)` that returns `None` instead of blocking.
-    #[pyo3(signature = (size, token))]
-    fn _try_read(
+    /// gevent mode: `read(size)` that never blocks: bytes, or a park order
+    /// `(token, timeout)` after which it is called again with `fresh=False`.
+    #[pyo3(signature = (size, fresh=true))]
+    fn _try_read<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         size: Option<isize>,
-        token: u64,
-    ) -> PyResult<Option<Py<PyBytes>>> {
-        self.try_read(py, size_need(size), token)
+        fresh: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.try_read(py, size_need(size), fresh)
     }
 
-    /// gevent mode: `readline(size)` that returns `None` instead of blocking.
-    #[pyo3(signature = (size, token))]
-    fn _try_readline(
+    /// gevent mode: `readline(size)` that never blocks (see `_try_read`).
+    #[pyo3(signature = (size, fresh=true))]
+    fn _try_readline<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         size: Option<isize>,
-        token: u64,
-    ) -> PyResult<Option<Py<PyBytes>>> {
-        self.try_read(py, line_need(size), token)
-    }
-
-    /// The body idle timeout in seconds, for the gevent wrapper.
-    #[getter]
-    fn _timeout(&self) -> Option<f64> {
-        self.timeout.map(|t| t.as_secs_f64())
+        fresh: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.try_read(py, line_need(size), fresh)
     }
 }

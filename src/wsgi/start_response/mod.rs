@@ -5,16 +5,19 @@
 //! `exc_info`, a single call), sends it with the first non-empty body bytes,
 //! picks the framing (one buffer, a stream, a file), never sends more than a
 //! declared `Content-Length`, and at the end drains the request body and
-//! writes the access log line. Blocking waits happen here only in thread
-//! mode; gevent mode uses the `_try_*` methods and parks in Python. Sending
-//! the body and ending the exchange are in `sending.rs`.
+//! lets go of the request's record (the server writes the access log when
+//! the last holder lets go). Waiting for a slow client goes through the
+//! request's `Waiter`: a blocked thread, or a greenlet told to park by the
+//! `_try_*` methods. Sending the body and ending the exchange are in
+//! `sending.rs`.
 
 use crate::error::ResponseError;
-use crate::exec::gevent::Hub;
-use crate::exec::Worker;
+use crate::exchange::record::Record;
+use crate::exchange::reply::{PipeSender, Reply, ReplySender, ResponseBody};
+use crate::exec::wait::{Park, Waited, Waiter};
 use crate::wsgi::input::Input;
-use crate::wsgi::response::{PipeSender, Reply, ResponseBody};
 use crate::wsgi::status::{content_length, parse_header, parse_status};
+use crate::wsgi::Context;
 
 mod sending;
 use bytes::Bytes;
@@ -22,10 +25,9 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyList, PyString, PyTuple};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
-use tokio::sync::oneshot;
+use std::time::Instant;
 
 /// What happened to a pushed chunk.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,7 +47,7 @@ struct Staged {
 
 struct State {
     /// The other end of the service future; `None` once the head is sent.
-    reply: Option<oneshot::Sender<Reply>>,
+    reply: Option<ReplySender>,
     /// What the last `start_response` call asked for.
     staged: Option<Staged>,
     head_sent: bool,
@@ -53,39 +55,34 @@ struct State {
     pipe: Option<PipeSender>,
     /// Bytes still allowed by the app's `Content-Length`.
     remaining: Option<u64>,
-    /// Response body bytes handed to hyper, for `%(b)s`.
-    sent: u64,
-    status: u16,
+    /// When the current wait for room in the stream began (`--body-timeout`).
+    push_since: Instant,
     /// The client went away: nothing more is sent.
     gone: bool,
-    finished: bool,
+    /// The request's record, held until the response is finished: the
+    /// request ends (and is logged) once this and the I/O side let go.
+    record: Option<Arc<Record>>,
 }
 
 /// The `start_response` callable of one request, and its response state.
 #[pyclass(frozen, module = "siesta._siesta")]
 pub(crate) struct StartResponse {
     state: Mutex<State>,
-    worker: Arc<Worker>,
+    ctx: Arc<Context>,
     input: Py<Input>,
-    hub: Option<Arc<Hub>>,
-    /// The request head and timing, kept for the access log.
-    head: http::request::Parts,
-    peer: Option<std::net::SocketAddr>,
-    received: Instant,
-    received_at: SystemTime,
+    waiter: Waiter,
     is_head: bool,
 }
 
 impl StartResponse {
     pub(crate) fn new(
-        worker: Arc<Worker>,
-        head: http::request::Parts,
-        peer: Option<std::net::SocketAddr>,
-        reply: oneshot::Sender<Reply>,
-        (received, received_at): (Instant, SystemTime),
+        ctx: Arc<Context>,
+        record: Arc<Record>,
+        reply: ReplySender,
         input: Py<Input>,
-        hub: Option<Arc<Hub>>,
+        waiter: Waiter,
     ) -> Self {
+        let is_head = record.is_head();
         StartResponse {
             state: Mutex::new(State {
                 reply: Some(reply),
@@ -93,19 +90,14 @@ impl StartResponse {
                 head_sent: false,
                 pipe: None,
                 remaining: None,
-                sent: 0,
-                status: 0,
+                push_since: Instant::now(),
                 gone: false,
-                finished: false,
+                record: Some(record),
             }),
-            worker,
+            ctx,
             input,
-            hub,
-            peer,
-            is_head: head.method == http::Method::HEAD,
-            head,
-            received,
-            received_at,
+            waiter,
+            is_head,
         }
     }
 
@@ -186,7 +178,6 @@ impl StartResponse {
         if !headers.contains_key(http::header::SERVER) {
             headers.insert(http::header::SERVER, HeaderValue::from_static("siesta"));
         }
-        st.status = staged.status.as_u16();
         st.remaining = staged.declared;
         st.head_sent = true;
         let reply = Reply {
@@ -194,11 +185,21 @@ impl StartResponse {
             reason: staged.reason.map(Bytes::from),
             headers,
             body,
+            refusal: None,
         };
         if let Some(tx) = st.reply.take() {
-            if tx.send(reply).is_err() {
+            if !tx.send(reply) {
                 st.gone = true;
             }
+        }
+        Ok(())
+    }
+
+    /// `write()` before `start_response()` is the app's error.
+    fn check_started(&self) -> PyResult<()> {
+        let st = self.state.lock();
+        if !st.head_sent && st.staged.is_none() {
+            return Err(response_error(ResponseError::NotStarted));
         }
         Ok(())
     }
@@ -214,9 +215,15 @@ impl StartResponse {
             }
             *rem -= chunk.len() as u64;
         }
-        st.sent += chunk.len() as u64;
         Some(chunk)
     }
+}
+
+/// A park order as Python sees it: `(token, timeout seconds or None)`.
+pub(crate) fn park_tuple<'py>(py: Python<'py>, p: Park) -> PyResult<Bound<'py, PyAny>> {
+    Ok((p.token, p.timeout.map(|t| t.as_secs_f64()))
+        .into_pyobject(py)?
+        .into_any())
 }
 
 fn repr(obj: &Bound<'_, PyAny>) -> String {
@@ -275,45 +282,45 @@ impl StartResponse {
         }
     }
 
-    /// The `write()` callable returned by `start_response` (thread mode).
+    /// The `write()` callable returned by `start_response` (thread mode;
+    /// gevent mode's `write()` parks in Python around `_try_push`).
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let chunk = chunk_bytes(data)?;
+        self.check_started()?;
+        let sent = match self
+            .waiter
+            .outside_gil(py, || self.push_wait(chunk, true))?
         {
-            let st = self.state.lock();
-            if !st.head_sent && st.staged.is_none() {
-                return Err(response_error(ResponseError::NotStarted));
-            }
+            Waited::Ready(sent) => sent,
+            // Only a greenlet parks, and greenlets write through `_try_push`.
+            Waited::Park(_) | Waited::TimedOut => Sent::Stop,
+        };
+        if sent == Sent::Stop && self.state.lock().gone {
+            return Err(crate::wsgi::input::ClientDisconnected::new_err(
+                "client disconnected while the response was being written",
+            ));
         }
-        match self.push_blocking(py, chunk)? {
-            Sent::Ok => Ok(()),
-            Sent::Stop if self.state.lock().gone => {
-                Err(crate::wsgi::input::ClientDisconnected::new_err(
-                    "client disconnected while the response was being written",
-                ))
-            }
-            Sent::Stop => Ok(()),
-        }
+        Ok(())
     }
 
     /// gevent mode: `write()` that never blocks. True: taken, go on. False:
-    /// stop (client gone or declared length reached; `write()` raises then).
-    /// None: the queue is full and `token` will be woken when it has room.
-    fn _try_push(&self, data: &Bound<'_, PyAny>, token: u64) -> PyResult<Option<bool>> {
+    /// stop (client gone, gave up after `--body-timeout`, or the declared
+    /// length reached; `write()` raises if the client is gone). A tuple
+    /// `(token, timeout)`: park on `token` for at most `timeout` seconds,
+    /// then call again with `fresh=False`.
+    #[pyo3(signature = (data, fresh=true))]
+    fn _try_push<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        fresh: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let chunk = chunk_bytes(data)?;
-        {
-            let st = self.state.lock();
-            if !st.head_sent && st.staged.is_none() {
-                return Err(response_error(ResponseError::NotStarted));
-            }
-        }
-        let waker = match &self.hub {
-            Some(hub) => hub.waker(token),
-            None => std::task::Waker::noop().clone(),
-        };
-        Ok(match self.try_push(chunk, &waker)? {
-            Ok(Sent::Ok) => Some(true),
-            Ok(Sent::Stop) => Some(false),
-            Err(_) => None,
+        self.check_started()?;
+        Ok(match self.push_wait(chunk, fresh)? {
+            Waited::Ready(sent) => PyBool::new(py, sent == Sent::Ok).to_owned().into_any(),
+            Waited::TimedOut => PyBool::new(py, false).to_owned().into_any(),
+            Waited::Park(p) => park_tuple(py, p)?,
         })
     }
 
@@ -325,7 +332,13 @@ impl StartResponse {
 
     /// Sends a list or a file wrapper without a stream; false otherwise.
     fn _send_fast(&self, py: Python<'_>, iterable: &Bound<'_, PyAny>) -> PyResult<bool> {
-        crate::wsgi::send_fast(py, self, iterable)
+        crate::wsgi::driver::send_fast(py, self, iterable)
+    }
+
+    /// Calls the iterable's `close()`, logging what it raises (the same for
+    /// both modes).
+    fn _close(&self, py: Python<'_>, iterable: &Bound<'_, PyAny>) {
+        crate::wsgi::driver::close_iterable(py, iterable);
     }
 
     /// Ends the response normally (see `finish`).

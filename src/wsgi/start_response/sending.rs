@@ -1,22 +1,24 @@
 //! The body side of a response: one buffer, a file, or a stream, then the end.
 //!
 //! `send_full` and `send_file` are the fast paths that need no channel;
-//! `try_push` queues one chunk without blocking (gevent parks in Python when
-//! it reports full), `push_blocking` waits with the GIL released (thread
-//! mode). `finish` and `fail` end the exchange exactly once: they send a
-//! head if none went out, close or abort the stream, drain what the app left
-//! of the request body, and write the access log line.
+//! `try_push` queues one chunk without blocking, and `push_wait` waits for
+//! room through the request's `Waiter` (a blocked thread, or a park order
+//! for the greenlet), giving a client that takes nothing for
+//! `--body-timeout` up. `finish` and `fail` end the app's side exactly once:
+//! they send a head if none went out, close or abort the stream, drain what
+//! the app left of the request body, and let go of the request's record.
 
 use super::{response_error, Sent, StartResponse};
-use crate::exec::park;
-use crate::log::access::Entry;
-use crate::wsgi::pipe::{Pipe, PipeEnd, Push};
-use crate::wsgi::response::{FileBody, PipeReceiver, PipeSender, Reply, ResponseBody};
+use crate::error::RequestError;
+use crate::exchange::pipe::{Pipe, PipeEnd, Push};
+use crate::exchange::reply::{FileBody, PipeReceiver, PipeSender, Reply, ResponseBody};
+use crate::exec::wait::Waited;
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::HeaderValue;
 use pyo3::prelude::*;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Instant;
 
 impl StartResponse {
     /// The fast path: the whole body in one buffer, no channel.
@@ -30,7 +32,6 @@ impl StartResponse {
             Some(n) if (chunk.len() as u64) > n => chunk.slice(..n as usize),
             _ => chunk,
         };
-        st.sent = if self.is_head { 0 } else { body.len() as u64 };
         self.send_head(&mut st, ResponseBody::Full(Some(body)))
             .map_err(response_error)?;
         st.remaining = Some(0);
@@ -62,7 +63,6 @@ impl StartResponse {
                     .insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
             }
         }
-        st.sent = if self.is_head { 0 } else { len.unwrap_or(0) };
         self.send_head(&mut st, ResponseBody::File(FileBody::new(file, len, block)))
             .map_err(response_error)?;
         st.remaining = Some(0);
@@ -80,11 +80,11 @@ impl StartResponse {
         if chunk.is_empty() {
             return Ok(Ok(Sent::Ok));
         }
-        if st.gone || st.finished {
+        if st.gone || st.record.is_none() {
             return Ok(Ok(Sent::Stop));
         }
         if !st.head_sent {
-            let pipe = Arc::new(Pipe::new(self.worker.limits.response_buffer));
+            let pipe = Arc::new(Pipe::new(self.ctx.limits.response_buffer));
             let body = ResponseBody::Stream(PipeReceiver(pipe.clone()));
             self.send_head(&mut st, body).map_err(response_error)?;
             st.pipe = Some(PipeSender(pipe));
@@ -96,7 +96,7 @@ impl StartResponse {
         if self.is_head {
             return Ok(Ok(Sent::Ok));
         }
-        let before = (st.remaining, st.sent);
+        let before = st.remaining;
         let Some(clipped) = Self::clip(&mut st, chunk) else {
             return Ok(Ok(Sent::Stop));
         };
@@ -108,7 +108,7 @@ impl StartResponse {
             })),
             Push::Full(back) => {
                 // Not taken: undo the accounting so the retry counts it once.
-                (st.remaining, st.sent) = before;
+                st.remaining = before;
                 Ok(Err(back))
             }
             Push::Closed => {
@@ -118,111 +118,121 @@ impl StartResponse {
         }
     }
 
-    /// Thread mode: queues a chunk, waiting with the GIL released while the
-    /// client is slower than the app.
-    /// A client that takes nothing for `--body-timeout` is given up: the
-    /// response is aborted and the app told to stop, so a reader that
-    /// stalls cannot hold a thread forever.
-    pub(crate) fn push_blocking(&self, py: Python<'_>, chunk: Bytes) -> PyResult<Sent> {
+    /// Queues a chunk, waiting for room while the client is slower than the
+    /// app (thread mode: the caller released the GIL; greenlet mode: a park
+    /// order comes back, and the call is repeated with `fresh` false). A
+    /// client that takes nothing for `--body-timeout` is given up: the
+    /// response is aborted and `Stop` tells the app to stop.
+    pub(crate) fn push_wait(&self, chunk: Bytes, fresh: bool) -> PyResult<Waited<Sent>> {
+        let deadline = {
+            let mut st = self.state.lock();
+            if fresh {
+                st.push_since = Instant::now();
+            }
+            self.ctx.limits.body_timeout.map(|t| st.push_since + t)
+        };
         let mut slot = Some(chunk);
-        let deadline = self
-            .worker
-            .limits
-            .body_timeout
-            .map(|t| std::time::Instant::now() + t);
-        py.detach(|| {
-            park::wait(deadline, |w| {
-                let Some(c) = slot.take() else {
-                    return Poll::Ready(Ok(Sent::Ok));
-                };
-                match self.try_push(c, w) {
-                    Ok(Ok(sent)) => Poll::Ready(Ok(sent)),
-                    Ok(Err(back)) => {
-                        slot = Some(back);
-                        Poll::Pending
-                    }
-                    Err(e) => Poll::Ready(Err(e)),
+        let waited = self.waiter.wait(deadline, |w| {
+            let Some(c) = slot.take() else {
+                return Poll::Ready(Ok(Sent::Ok));
+            };
+            match self.try_push(c, w) {
+                Ok(Ok(sent)) => Poll::Ready(Ok(sent)),
+                Ok(Err(back)) => {
+                    slot = Some(back);
+                    Poll::Pending
                 }
-            })
-            .unwrap_or_else(|| {
+                Err(e) => Poll::Ready(Err(e)),
+            }
+        });
+        Ok(match waited {
+            Waited::Ready(r) => Waited::Ready(r?),
+            Waited::Park(p) => Waited::Park(p),
+            Waited::TimedOut => {
                 let mut st = self.state.lock();
                 st.gone = true;
                 if let Some(p) = &st.pipe {
                     p.0.finish(PipeEnd::Aborted);
                 }
-                Ok(Sent::Stop)
-            })
+                Waited::Ready(Sent::Stop)
+            }
         })
     }
 
     /// Ends the response normally: sends a head with an empty body if none
-    /// went out, closes the stream, drains the request body, logs.
+    /// went out, closes the stream, drains the request body.
     pub(crate) fn finish(&self, py: Python<'_>) -> PyResult<()> {
-        let result = {
+        let (result, record) = {
             let mut st = self.state.lock();
-            if st.finished {
+            let Some(record) = st.record.take() else {
                 return Ok(());
-            }
+            };
             let r = if !st.head_sent {
                 self.send_head(&mut st, ResponseBody::Empty)
                     .map_err(response_error)
             } else {
                 Ok(())
             };
-            st.finished = true;
             if let Some(p) = &st.pipe {
                 p.0.finish(PipeEnd::Done);
             }
-            r
+            (r, record)
         };
         if let Err(e) = result {
             // The app returned without calling start_response.
-            self.fail(py, &e)?;
+            self.fail_with(py, &e, &record);
         }
         self.drain_input();
-        self.log_access();
         Ok(())
     }
 
     /// The app failed: a 500 if nothing was sent yet, else abort the stream
     /// so the client can tell the body is incomplete. The traceback is logged.
     pub(crate) fn fail(&self, py: Python<'_>, err: &PyErr) -> PyResult<()> {
-        crate::log::error::app_exception(py, err, &self.head);
+        let Some(record) = self.state.lock().record.take() else {
+            return Ok(());
+        };
+        self.fail_with(py, err, &record);
+        self.drain_input();
+        Ok(())
+    }
+
+    fn fail_with(
+        &self,
+        py: Python<'_>,
+        err: &PyErr,
+        record: &Arc<crate::exchange::record::Record>,
+    ) {
+        crate::log::error::app_exception(py, err, &record.head);
         let mut st = self.state.lock();
         if !st.head_sent {
             st.staged = None;
+            st.head_sent = true;
             // An app that failed because the body was malformed gets the
             // client's fault answered as such, and the connection closed.
-            let malformed = self.input.get().try_source().is_some_and(|s| s.malformed());
-            let mut reply = if malformed {
-                Reply::error(StatusCode::BAD_REQUEST, true)
+            let input = self.input.get();
+            let malformed = input.try_source().is_some_and(|s| s.malformed());
+            let refusal = if malformed {
+                RequestError::MalformedBody
             } else {
-                Reply::error(StatusCode::INTERNAL_SERVER_ERROR, false)
+                RequestError::AppFailed
             };
-            if self
-                .input
-                .get()
-                .try_source()
-                .is_some_and(|s| s.expectation_pending())
-            {
+            let mut reply = Reply::refusal(refusal);
+            if input.try_source().is_some_and(|s| s.expectation_pending()) {
                 reply
                     .headers
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                self.input.get().abandon();
+                input.abandon();
             }
-            st.status = reply.status.as_u16();
-            st.head_sent = true;
             if let Some(tx) = st.reply.take() {
-                let _ = tx.send(reply);
+                tx.send(reply);
             }
-        } else if let Some(p) = &st.pipe {
-            p.0.finish(PipeEnd::Aborted);
+        } else {
+            record.aborted(Some(RequestError::AppFailed));
+            if let Some(p) = &st.pipe {
+                p.0.finish(PipeEnd::Aborted);
+            }
         }
-        st.finished = true;
-        drop(st);
-        self.drain_input();
-        self.log_access();
-        Ok(())
     }
 
     /// Discards what the app left of the request body, within the limits,
@@ -231,11 +241,8 @@ impl StartResponse {
         let Some(mut body) = self.input.get().take_rest() else {
             return;
         };
-        let (max, time) = (
-            self.worker.limits.drain_bytes,
-            self.worker.limits.drain_time,
-        );
-        self.worker.runtime.spawn(async move {
+        let (max, time) = (self.ctx.limits.drain_bytes, self.ctx.limits.drain_time);
+        self.ctx.runtime.spawn(async move {
             use http_body_util::BodyExt;
             let mut seen = 0u64;
             let _ = tokio::time::timeout(time, async {
@@ -250,21 +257,6 @@ impl StartResponse {
             })
             .await;
             drop(body);
-        });
-    }
-
-    fn log_access(&self) {
-        let Some(log) = &self.worker.access_log else {
-            return;
-        };
-        let st = self.state.lock();
-        log.write(&Entry {
-            head: &self.head,
-            peer: self.peer,
-            status: st.status,
-            sent: st.sent,
-            received_at: self.received_at,
-            elapsed: self.received.elapsed(),
         });
     }
 }

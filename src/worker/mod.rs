@@ -1,30 +1,39 @@
-//! `Server`: the Python-facing handle of one worker, from bound sockets to shutdown.
+//! `Server`: the Python-facing handle of one worker process, from bound sockets to shutdown.
 //!
 //! Python makes a `Server` from the settings dict (sockets are bound right
 //! away, so "address in use" is reported before the app is imported), then
 //! calls `start()` (I/O runtime, accept loops, signal handling, ready line),
 //! and either runs threads through `run_thread(app)` plus `wait()` (thread
-//! mode) or drives the hub with `hub_fd()`/`hub_take()` (gevent mode). It
-//! holds no request logic: that is `server/`, `exec/` and `wsgi/`.
+//! mode) or drives the hub with `hub_fd()`/`hub_take()` (gevent mode). This
+//! is the top of the crate: it wires `server/` (I/O), `exec/` (executors)
+//! and `wsgi/` (the request) together and owns the shutdown timing; it
+//! holds no request logic. `signals.rs` maps signals to commands,
+//! `request.rs` is the hub's handle on one request.
+
+pub(crate) mod request;
+pub(crate) mod signals;
 
 use crate::config::{Config, Mode};
 use crate::error::StartupError;
 use crate::exec::gevent::{Event, Hub};
 use crate::exec::threads::Pool;
-use crate::exec::{Executor, Job, Worker};
+use crate::exec::Executor;
 use crate::log::access::AccessLog;
 use crate::net::bind::Listener;
+use crate::server::end::Recorder;
 use crate::server::{self, Stop};
 use crate::wsgi::environ::EnvConstants;
 use crate::wsgi::errors::ErrorStream;
 use crate::wsgi::file_wrapper::FileWrapper;
-use crate::wsgi::response::Reply;
-use crate::wsgi::start_response::StartResponse;
+use crate::wsgi::Context;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyType};
+use request::Request;
+use signals::Command;
 use std::sync::{mpsc, Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 pyo3::create_exception!(
     _siesta,
@@ -42,7 +51,10 @@ pub(crate) struct Server {
     exec: Arc<Executor>,
     /// The hub queue in gevent mode (also inside `exec`).
     hub: Option<Arc<Hub>>,
-    worker: OnceLock<Arc<Worker>>,
+    /// What every request shares, made in `start`.
+    ctx: OnceLock<Arc<Context>>,
+    /// The end of every request, made in `start` (it owns the access log).
+    recorder: OnceLock<Arc<Recorder>>,
     /// The I/O runtime, kept alive while serving.
     runtime: Mutex<Option<Arc<tokio::runtime::Runtime>>>,
     /// Tells `wait` that a stop was asked for, then that the server drained.
@@ -108,11 +120,19 @@ impl Server {
             urls,
             exec: Arc::new(exec),
             hub,
-            worker: OnceLock::new(),
+            ctx: OnceLock::new(),
+            recorder: OnceLock::new(),
             runtime: Mutex::new(Some(rt)),
             events: Mutex::new(None),
             stopper: Mutex::new(None),
         })
+    }
+
+    /// Seconds a stopping worker gives requests still running after the
+    /// drain (or after a fast stop) before it exits anyway.
+    #[getter]
+    fn stop_grace(&self) -> f64 {
+        STOP_GRACE.as_secs_f64()
     }
 
     /// The listening URLs, real ports included.
@@ -149,26 +169,30 @@ impl Server {
             PyType::new::<FileWrapper>(py).into_any().unbind(),
             &self.config.root_path,
         )?;
-        let worker = Arc::new(Worker {
+        let ctx = Arc::new(Context {
             limits: self.config.limits.clone(),
             env,
             runtime: rt.handle().clone(),
-            access_log,
         });
-        let _ = self.worker.set(worker.clone());
+        let _ = self.ctx.set(ctx);
+        let recorder = Arc::new(Recorder { access_log });
+        let _ = self.recorder.set(recorder.clone());
         let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::channel();
         *self.events.lock() = Some(events_rx);
-        spawn_signal_thread(stop_tx.clone(), events_tx.clone())?;
+        let (stop, events, log) = (stop_tx.clone(), events_tx.clone(), recorder.clone());
+        signals::listen(move |cmd| act(cmd, &stop, &events, &log))
+            .map_err(|e| PyOSError::new_err(format!("Cannot install signal handlers: {e}")))?;
         *self.stopper.lock() = Some(stop_tx);
         let exec = self.exec.clone();
         let pid = std::process::id();
         for url in &self.urls {
             crate::log::error::info(&format!("Listening at: {url} ({pid})"));
         }
+        let limits = self.config.limits.clone();
         rt.spawn(async move {
             let shutdown = async move { stop_rx.recv().await.unwrap_or(Stop::Fast) };
-            server::run(listeners, worker, exec, shutdown).await;
+            server::run(listeners, limits, exec, recorder, shutdown).await;
             let _ = events_tx.send(Lifecycle::Done);
         });
         Ok(())
@@ -183,22 +207,22 @@ impl Server {
         };
         let graceful = self.config.limits.graceful_timeout;
         py.detach(move || {
-            let mut deadline: Option<std::time::Instant> = None;
+            let mut deadline: Option<Instant> = None;
             loop {
                 let ev = match deadline {
                     None => events.recv().ok(),
                     Some(d) => events
-                        .recv_timeout(d.saturating_duration_since(std::time::Instant::now()))
+                        .recv_timeout(d.saturating_duration_since(Instant::now()))
                         .ok(),
                 };
                 match ev {
                     Some(Lifecycle::Done) | None => return,
                     Some(Lifecycle::Stopping(how)) => {
                         let grace = match how {
-                            Stop::Graceful => graceful + std::time::Duration::from_secs(1),
-                            Stop::Fast => std::time::Duration::from_secs(1),
+                            Stop::Graceful => graceful + STOP_GRACE,
+                            Stop::Fast => STOP_GRACE,
                         };
-                        deadline = Some(std::time::Instant::now() + grace);
+                        deadline = Some(Instant::now() + grace);
                     }
                 }
             }
@@ -215,12 +239,12 @@ impl Server {
 
     /// Thread mode: one Python thread's request loop; returns at shutdown.
     fn run_thread(&self, py: Python<'_>, app: &Bound<'_, PyAny>) -> PyResult<()> {
-        let (Executor::Threads(queue), Some(worker)) = (&*self.exec, self.worker.get()) else {
+        let (Executor::Threads(pool), Some(ctx)) = (&*self.exec, self.ctx.get()) else {
             return Err(PyRuntimeError::new_err(
                 "run_thread needs a started thread-mode server",
             ));
         };
-        queue.run(py, worker, app);
+        pool.run(py, |py, job| crate::wsgi::driver::serve(py, ctx, app, job));
         Ok(())
     }
 
@@ -235,7 +259,7 @@ impl Server {
     /// Gevent mode: every pending event. Items are `Request` objects, int
     /// wake tokens, or `None` for stop.
     fn hub_take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let (Some(hub), Some(worker)) = (&self.hub, self.worker.get()) else {
+        let (Some(hub), Some(ctx)) = (&self.hub, self.ctx.get()) else {
             return Err(PyRuntimeError::new_err(
                 "hub_take needs a started gevent-mode server",
             ));
@@ -244,11 +268,7 @@ impl Server {
         for ev in hub.take() {
             match ev {
                 Event::Request(job) if job.client_gone() => {}
-                Event::Request(job) => out.append(Request {
-                    job: Mutex::new(Some(*job)),
-                    worker: worker.clone(),
-                    hub: hub.clone(),
-                })?,
+                Event::Request(job) => out.append(Request::new(*job, ctx.clone(), hub.clone()))?,
                 Event::Wake(token) => out.append(token)?,
                 Event::Stop => out.append(py.None())?,
             }
@@ -257,86 +277,32 @@ impl Server {
     }
 }
 
-/// A request handed to the gevent hub, not yet begun.
-#[pyclass(frozen, module = "siesta._siesta")]
-pub(crate) struct Request {
-    job: Mutex<Option<Job>>,
-    worker: Arc<Worker>,
-    hub: Arc<Hub>,
-}
+/// Time a stopping worker gives its threads after the drain, or after a
+/// fast stop: what they still hold then is abandoned.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
-#[pymethods]
-impl Request {
-    /// `(environ, start_response)`; callable once.
-    fn begin<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, StartResponse>)> {
-        let job = self
-            .job
-            .lock()
-            .take()
-            .ok_or_else(|| PyRuntimeError::new_err("request already begun"))?;
-        let (sr, env) = crate::wsgi::begin(py, &self.worker, job, Some(self.hub.clone()))?;
-        Ok((env, sr))
-    }
-
-    /// Answers 503 without running the app (gevent mode, over
-    /// `--worker-connections` for too long).
-    fn reject(&self) {
-        if let Some(job) = self.job.lock().take() {
-            let mut reply = Reply::error(http::StatusCode::SERVICE_UNAVAILABLE, true);
-            reply.headers.insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
-            let _ = job.reply.send(reply);
-        }
-    }
-}
-
-/// Handles TERM (graceful), INT and QUIT (fast) on a thread of its own, so
-/// a stop is heard even while every app thread is busy.
-fn spawn_signal_thread(
-    stop: tokio::sync::mpsc::UnboundedSender<Stop>,
-    events: mpsc::Sender<Lifecycle>,
-) -> PyResult<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| startup(StartupError::Runtime(e)))?;
-    // Register now, so a signal that arrives right after start is not lost.
-    let (term, int, quit) = rt.block_on(async {
-        (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::quit()),
-        )
-    });
-    let (mut term, mut int, mut quit) = match (term, int, quit) {
-        (Ok(t), Ok(i), Ok(q)) => (t, i, q),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            return Err(PyOSError::new_err(format!(
-                "Cannot install signal handlers: {e}"
-            )))
+/// Carries out one signal's command (on the signal thread).
+fn act(
+    cmd: Command,
+    stop: &tokio::sync::mpsc::UnboundedSender<Stop>,
+    events: &mpsc::Sender<Lifecycle>,
+    recorder: &Recorder,
+) {
+    let how = match cmd {
+        Command::GracefulStop => Stop::Graceful,
+        Command::FastStop => Stop::Fast,
+        Command::ReopenLogs => {
+            if let Err(e) = crate::log::error::reopen() {
+                crate::log::error::error(&format!("Cannot reopen the error log: {e}"));
+            }
+            if let Some(log) = &recorder.access_log {
+                if let Err(e) = log.reopen() {
+                    crate::log::error::error(&format!("Cannot reopen the access log: {e}"));
+                }
+            }
+            return;
         }
     };
-    std::thread::Builder::new()
-        .name("siesta-signals".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                loop {
-                    let how = tokio::select! {
-                        _ = term.recv() => { crate::log::error::info("Handling signal: term"); Stop::Graceful }
-                        _ = int.recv() => { crate::log::error::info("Handling signal: int"); Stop::Fast }
-                        _ = quit.recv() => { crate::log::error::info("Handling signal: quit"); Stop::Fast }
-                    };
-                    let _ = events.send(Lifecycle::Stopping(how));
-                    let _ = stop.send(how);
-                }
-            })
-        })
-        .map(|_| ())
-        .map_err(|e| PyOSError::new_err(format!("Cannot start the signal thread: {e}")))
+    let _ = events.send(Lifecycle::Stopping(how));
+    let _ = stop.send(how);
 }

@@ -1,13 +1,17 @@
 //! The response as hyper sees it: a head plus one of four body shapes.
 //!
-//! `Reply` travels once, from the thread or greenlet running the app to the
-//! hyper service future, through a oneshot channel. Its body is `Empty`, a
-//! `Full` buffer (the fast path for a list of bytes, no channel at all), a
-//! `Stream` fed through a bounded `Pipe` (generators and `write()`), or a
-//! `File` read by tokio straight from a descriptor (`wsgi.file_wrapper`).
-//! Validating what the app asked for is `start_response.rs`'s job.
+//! `Reply` travels once, from the thread or greenlet running the app (or
+//! from the server refusing a request) to the hyper service future, through
+//! a `ReplySender`, which is also where the request's `Record` learns the
+//! status. Its body is `Empty`, a `Full` buffer (the fast path for a list of
+//! bytes, no channel at all), a `Stream` fed through a bounded `Pipe`
+//! (generators and `write()`), or a `File` read by tokio straight from a
+//! descriptor (`wsgi.file_wrapper`). Validating what the app asked for is
+//! `wsgi/start_response`'s job.
 
-use crate::wsgi::pipe::{Pipe, PipeEnd};
+use super::pipe::{Pipe, PipeEnd};
+use super::record::Record;
+use crate::error::RequestError;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -16,6 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::oneshot;
 
 /// A complete response head and its body, ready for hyper.
 pub(crate) struct Reply {
@@ -24,11 +29,18 @@ pub(crate) struct Reply {
     pub reason: Option<Bytes>,
     pub headers: HeaderMap,
     pub body: ResponseBody,
+    /// Set when the server answers itself: why.
+    pub refusal: Option<RequestError>,
 }
 
 impl Reply {
-    pub(crate) fn into_response(self) -> http::Response<ResponseBody> {
-        let mut res = http::Response::new(self.body);
+    /// The hyper response, its body wrapped by `wrap` (the I/O side counts
+    /// the bytes there).
+    pub(crate) fn into_response<B>(
+        self,
+        wrap: impl FnOnce(ResponseBody) -> B,
+    ) -> http::Response<B> {
+        let mut res = http::Response::new(wrap(self.body));
         *res.status_mut() = self.status;
         *res.headers_mut() = self.headers;
         if let Some(reason) = self.reason {
@@ -39,8 +51,10 @@ impl Reply {
         res
     }
 
-    /// A plain-text error response produced by Siesta itself.
-    pub(crate) fn error(status: StatusCode, close: bool) -> Self {
+    /// Siesta's own answer for `e`: its status, a short plain-text body, and
+    /// `Connection: close` when the connection cannot be trusted further.
+    pub(crate) fn refusal(e: RequestError) -> Self {
+        let status = e.status();
         let mut headers = HeaderMap::new();
         headers.insert(
             http::header::CONTENT_TYPE,
@@ -50,10 +64,16 @@ impl Reply {
             http::header::SERVER,
             http::HeaderValue::from_static("siesta"),
         );
-        if close {
+        if e.closes() {
             headers.insert(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
             );
         }
         let text = status.canonical_reason().unwrap_or("Error");
@@ -62,7 +82,32 @@ impl Reply {
             reason: None,
             headers,
             body: ResponseBody::Full(Some(Bytes::from(format!("{text}\n")))),
+            refusal: Some(e),
         }
+    }
+}
+
+/// The app side's end of the reply channel. Sending records the status on
+/// the request's `Record` whether or not the client is still there.
+pub(crate) struct ReplySender {
+    tx: oneshot::Sender<Reply>,
+    record: Arc<Record>,
+}
+
+impl ReplySender {
+    pub(crate) fn new(record: Arc<Record>) -> (ReplySender, oneshot::Receiver<Reply>) {
+        let (tx, rx) = oneshot::channel();
+        (ReplySender { tx, record }, rx)
+    }
+
+    /// Hands the head over; false when the client is gone.
+    pub(crate) fn send(self, reply: Reply) -> bool {
+        self.record.answered(reply.status.as_u16(), reply.refusal);
+        self.tx.send(reply).is_ok()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 }
 

@@ -1,0 +1,86 @@
+//! What travels between the I/O side and the app side for one request.
+//!
+//! The I/O side (`server/`) parses a head and makes a `Job`: the head's
+//! `Record`, hyper's body stream, and a `ReplySender` for the response head.
+//! The app side (`wsgi/`, run by an executor from `exec/`) sends back one
+//! `Reply`, whose body may keep flowing through a `Pipe`. These types sit
+//! below every other layer so that each side can name them without naming
+//! the other; they hold data and the rules of handing it over, never policy.
+
+pub(crate) mod pipe;
+pub(crate) mod record;
+pub(crate) mod reply;
+
+use hyper::body::Incoming;
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+use record::Record;
+use reply::{Reply, ReplySender};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+/// Facts about the connection a request came in on.
+#[derive(Debug)]
+pub(crate) struct ConnInfo {
+    /// The client, `None` on a unix socket.
+    pub peer: Option<SocketAddr>,
+    /// The listener's host and port: `SERVER_NAME` and `SERVER_PORT`.
+    pub server_name: String,
+    pub server_port: String,
+    /// `REMOTE_ADDR` and `REMOTE_PORT` as Python strings, made on the
+    /// connection's first request and reused by the next ones.
+    remote: OnceLock<(Py<PyString>, Py<PyString>)>,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(peer: Option<SocketAddr>, server_name: String, server_port: String) -> Self {
+        ConnInfo {
+            peer,
+            server_name,
+            server_port,
+            remote: OnceLock::new(),
+        }
+    }
+
+    /// `REMOTE_ADDR` and `REMOTE_PORT` (empty strings on a unix socket).
+    pub(crate) fn remote<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> (&Bound<'py, PyString>, &Bound<'py, PyString>) {
+        let (addr, port) = self.remote.get_or_init(|| match self.peer {
+            Some(p) => (
+                PyString::new(py, &p.ip().to_string()).unbind(),
+                PyString::new(py, &p.port().to_string()).unbind(),
+            ),
+            None => (
+                PyString::new(py, "").unbind(),
+                PyString::new(py, "").unbind(),
+            ),
+        });
+        (addr.bind(py), port.bind(py))
+    }
+}
+
+/// One request waiting for the app.
+pub(crate) struct Job {
+    /// The head and the request's bookkeeping, shared with the I/O side.
+    pub record: Arc<Record>,
+    pub body: Incoming,
+    /// Where the response head goes; the service future waits on the other end.
+    pub reply: ReplySender,
+    /// When the job was queued, for `--queue-timeout`.
+    pub queued: Instant,
+}
+
+impl Job {
+    /// The connection is gone (hyper dropped the reply's receiver).
+    pub(crate) fn client_gone(&self) -> bool {
+        self.reply.is_closed()
+    }
+
+    /// Answers without running the app (shed, shutting down).
+    pub(crate) fn refuse(self, e: crate::error::RequestError) {
+        self.reply.send(Reply::refusal(e));
+    }
+}

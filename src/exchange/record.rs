@@ -1,0 +1,152 @@
+//! The bookkeeping of one request, and the single moment it ends.
+//!
+//! A `Record` is made by the service for every request head, refused or
+//! not, and shared by whoever still works on the request: the job on the
+//! app side, the response body on the I/O side. Status and refusal are
+//! written when the response head is handed over (`ReplySender::send`),
+//! body bytes as hyper takes them. When the last holder lets go, `Drop`
+//! hands the finished record to the `Finish` handler it was made with,
+//! exactly once: that handler (`server/end.rs`) writes the access log and,
+//! later, the metrics. This module decides nothing about either.
+
+use super::ConnInfo;
+use crate::error::RequestError;
+use http::request::Parts;
+use parking_lot::Mutex;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// What a request ended with.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// The status sent (0: no response head went out).
+    pub status: u16,
+    /// Response body bytes handed to hyper.
+    pub sent: u64,
+    /// Set when the server answered (or cut the answer) itself.
+    pub refusal: Option<RequestError>,
+    /// The response body was cut short (app failure, client gone).
+    pub aborted: bool,
+}
+
+/// A finished request, as the end-of-request handler sees it.
+pub(crate) struct Finished<'a> {
+    /// `None` when hyper refused the head before there was one.
+    pub head: Option<&'a Parts>,
+    pub peer: Option<SocketAddr>,
+    pub tally: Tally,
+    pub received_at: SystemTime,
+    pub elapsed: Duration,
+}
+
+/// Where finished requests go: the one end of every request.
+pub(crate) trait Finish: Send + Sync {
+    fn finish(&self, done: &Finished<'_>);
+}
+
+pub(crate) struct Record {
+    pub head: Parts,
+    pub conn: Arc<ConnInfo>,
+    /// When the head was parsed, for `%(D)s` and `%(t)s`.
+    pub received: Instant,
+    pub received_at: SystemTime,
+    tally: Mutex<Tally>,
+    end: Arc<dyn Finish>,
+}
+
+impl Record {
+    pub(crate) fn new(head: Parts, conn: Arc<ConnInfo>, end: Arc<dyn Finish>) -> Record {
+        Record {
+            head,
+            conn,
+            received: Instant::now(),
+            received_at: SystemTime::now(),
+            tally: Mutex::new(Tally::default()),
+            end,
+        }
+    }
+
+    pub(crate) fn is_head(&self) -> bool {
+        self.head.method == http::Method::HEAD
+    }
+
+    /// The response head went out (or was handed over) with this status.
+    pub(crate) fn answered(&self, status: u16, refusal: Option<RequestError>) {
+        let mut t = self.tally.lock();
+        t.status = status;
+        if refusal.is_some() {
+            t.refusal = refusal;
+        }
+    }
+
+    /// Body bytes handed to hyper.
+    pub(crate) fn sent(&self, n: u64) {
+        self.tally.lock().sent += n;
+    }
+
+    /// The body was cut short; `why` when the server cut it.
+    pub(crate) fn aborted(&self, why: Option<RequestError>) {
+        let mut t = self.tally.lock();
+        t.aborted = true;
+        if t.refusal.is_none() {
+            t.refusal = why;
+        }
+    }
+
+    pub(crate) fn tally(&self) -> Tally {
+        *self.tally.lock()
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let tally = *self.tally.get_mut();
+        self.end.finish(&Finished {
+            head: Some(&self.head),
+            peer: self.conn.peer,
+            tally,
+            received_at: self.received_at,
+            elapsed: self.received.elapsed(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<Tally>>);
+    impl Finish for Seen {
+        fn finish(&self, done: &Finished<'_>) {
+            self.0.lock().push(done.tally);
+        }
+    }
+
+    #[test]
+    fn ends_once_when_the_last_holder_lets_go() {
+        let seen = Arc::new(Seen::default());
+        let (head, ()) = http::Request::new(()).into_parts();
+        let conn = Arc::new(ConnInfo::new(None, "h".into(), "1".into()));
+        let rec = Arc::new(Record::new(head, conn, seen.clone()));
+        let other = rec.clone();
+        rec.answered(200, None);
+        rec.sent(5);
+        drop(rec);
+        assert!(seen.0.lock().is_empty(), "still held by the other side");
+        other.sent(3);
+        other.aborted(Some(RequestError::AppFailed));
+        drop(other);
+        let got = seen.0.lock().clone();
+        assert_eq!(
+            got,
+            vec![Tally {
+                status: 200,
+                sent: 8,
+                refusal: Some(RequestError::AppFailed),
+                aborted: true
+            }]
+        );
+    }
+}

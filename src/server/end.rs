@@ -1,0 +1,174 @@
+//! The end of every request, answered by the app or refused by the server: one place.
+//!
+//! `Recorder` is the `Finish` handler every `Record` is made with (see
+//! `exchange/record.rs`): when a request's last holder lets go, its status,
+//! bytes, duration and refusal reason arrive here once, and here the access
+//! log line is written, refusals get their error-log line with the peer,
+//! and (later) the metrics are counted. `Counted` wraps each response body
+//! so the bytes hyper takes are added to the record. Heads hyper refuses
+//! before the service sees them come through `refused_by_hyper`.
+
+use crate::error::RequestError;
+use crate::exchange::record::{Finish, Finished, Record, Tally};
+use crate::exchange::reply::ResponseBody;
+use crate::log::access::{AccessLog, Entry};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+/// Where finished requests are accounted for.
+pub(crate) struct Recorder {
+    /// `--access-logfile`; `None` logs nothing.
+    pub access_log: Option<AccessLog>,
+}
+
+impl Finish for Recorder {
+    fn finish(&self, done: &Finished<'_>) {
+        if let Some(e) = done.tally.refusal {
+            log_refusal(done, e);
+        }
+        if let Some(log) = &self.access_log {
+            log.write(&Entry {
+                head: done.head,
+                peer: done.peer,
+                status: done.tally.status,
+                sent: done.tally.sent,
+                received_at: done.received_at,
+                elapsed: done.elapsed,
+            });
+        }
+    }
+}
+
+/// Refusals are the client's doing (or load): an info line with the peer.
+/// App failures are logged with their traceback where they happen.
+fn log_refusal(done: &Finished<'_>, e: RequestError) {
+    if matches!(e, RequestError::AppFailed) {
+        return;
+    }
+    let level = match e {
+        RequestError::NoResponse => crate::log::error::Level::Error,
+        _ => crate::log::error::Level::Info,
+    };
+    if !crate::log::error::enabled(level) {
+        return;
+    }
+    let peer = done.peer.map_or_else(|| "-".to_string(), |p| p.to_string());
+    let what = done.head.map_or_else(
+        || "request".to_string(),
+        |h| format!("{} {}", h.method, h.uri),
+    );
+    let status = e.status().as_u16();
+    crate::log::error::write(level, &format!("{status} {what} from {peer}: {e}"));
+}
+
+impl Recorder {
+    /// A head hyper refused while parsing (it already sent the status).
+    pub(crate) fn refused_by_hyper(&self, peer: Option<SocketAddr>, err: &hyper::Error) {
+        let Some(refusal) = hyper_refusal(err) else {
+            return;
+        };
+        self.finish(&Finished {
+            head: None,
+            peer,
+            tally: Tally {
+                status: refusal.status().as_u16(),
+                sent: 0,
+                refusal: Some(refusal),
+                aborted: false,
+            },
+            received_at: SystemTime::now(),
+            elapsed: Duration::ZERO,
+        });
+    }
+}
+
+/// Which refusal hyper answered for a parse error, if it answered one
+/// (hyper's `on_error`: 431 for a head too large, 414 for a URI too long,
+/// 400 for the other parse errors).
+fn hyper_refusal(err: &hyper::Error) -> Option<RequestError> {
+    if !err.is_parse() {
+        return None;
+    }
+    if err.is_parse_too_large() {
+        // hyper's public API does not tell its two "too large" kinds apart
+        // except through the message.
+        if err.to_string().contains("URI too long") {
+            return Some(RequestError::RequestLineTooLong);
+        }
+        return Some(RequestError::HeadTooLarge);
+    }
+    if err.is_parse_version_h2() {
+        return None;
+    }
+    Some(RequestError::MalformedHead)
+}
+
+/// A response body that adds the bytes hyper takes to the request's record.
+/// Dropped before its end (the client went away, the connection was cut),
+/// it marks the record aborted.
+pub(crate) struct Counted {
+    body: ResponseBody,
+    record: Arc<Record>,
+    ended: bool,
+}
+
+impl Counted {
+    pub(crate) fn new(body: ResponseBody, record: Arc<Record>) -> Counted {
+        Counted {
+            ended: body.is_end_stream(),
+            body,
+            record,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let status = self.record.tally().status;
+        let bodiless = self.record.is_head() || status < 200 || status == 204 || status == 304;
+        if !self.ended && !bodiless {
+            self.record.aborted(None);
+        }
+    }
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.record.sent(d.len() as u64);
+                }
+                this.ended = this.body.is_end_stream();
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.ended = true;
+                this.record.aborted(None);
+            }
+            Poll::Ready(None) => this.ended = true,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -1,0 +1,96 @@
+//! Signals of a worker process, as a `Command` the lifecycle acts on.
+//!
+//! A thread of its own (with a tiny runtime) listens, so a signal is heard
+//! even while every app thread is busy. Each signal maps to one `Command`
+//! in `command_for`, the single table of what a signal means; the
+//! supervisor of a multi-worker server extends the same enum. Acting on a
+//! command is `worker/mod.rs`'s job.
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// What a signal asks of a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// TERM: finish in-flight requests within `--graceful-timeout`.
+    GracefulStop,
+    /// INT, QUIT: stop now.
+    FastStop,
+    /// USR1: reopen the log files (after rotation).
+    ReopenLogs,
+}
+
+/// The signals a worker handles, with gunicorn's names for the log line.
+const SIGNALS: [(i32, &str); 4] = [
+    (libc::SIGTERM, "term"),
+    (libc::SIGINT, "int"),
+    (libc::SIGQUIT, "quit"),
+    (libc::SIGUSR1, "usr1"),
+];
+
+/// The one table from signal to command.
+pub(crate) fn command_for(signo: i32) -> Option<Command> {
+    match signo {
+        libc::SIGTERM => Some(Command::GracefulStop),
+        libc::SIGINT | libc::SIGQUIT => Some(Command::FastStop),
+        libc::SIGUSR1 => Some(Command::ReopenLogs),
+        _ => None,
+    }
+}
+
+/// Starts the signal thread; `act` runs for every command, on that thread.
+pub(crate) fn listen(mut act: impl FnMut(Command) + Send + 'static) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Register now, so a signal that arrives right after start is not lost.
+    let mut streams: Vec<(Signal, i32, &'static str)> = Vec::with_capacity(SIGNALS.len());
+    rt.block_on(async {
+        for (signo, name) in SIGNALS {
+            streams.push((signal(SignalKind::from_raw(signo))?, signo, name));
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
+    std::thread::Builder::new()
+        .name("siesta-signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                loop {
+                    let (signo, name) = next_signal(&mut streams).await;
+                    crate::log::error::info(&format!("Handling signal: {name}"));
+                    if let Some(cmd) = command_for(signo) {
+                        act(cmd);
+                    }
+                }
+            })
+        })?;
+    Ok(())
+}
+
+/// Waits for whichever signal comes first.
+async fn next_signal(streams: &mut [(Signal, i32, &'static str)]) -> (i32, &'static str) {
+    std::future::poll_fn(|cx| {
+        for (s, signo, name) in streams.iter_mut() {
+            if s.poll_recv(cx).is_ready() {
+                return std::task::Poll::Ready((*signo, *name));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_handled_signal_has_a_command() {
+        for (signo, name) in SIGNALS {
+            assert!(command_for(signo).is_some(), "{name}");
+        }
+        assert_eq!(command_for(libc::SIGTERM), Some(Command::GracefulStop));
+        assert_eq!(command_for(libc::SIGQUIT), Some(Command::FastStop));
+        assert_eq!(command_for(libc::SIGUSR1), Some(Command::ReopenLogs));
+        assert_eq!(command_for(libc::SIGWINCH), None);
+    }
+}
