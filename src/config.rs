@@ -50,6 +50,10 @@ settings! {
     graceful_timeout: f64,
     /// `--body-timeout`, seconds; 0 waits forever.
     body_timeout: f64,
+    /// `--queue-timeout`, seconds; 0 waits forever.
+    queue_timeout: f64,
+    /// `--max-connections`.
+    max_connections: usize,
     /// `--root-path`.
     root_path: String,
     /// `--log-level`, already canonical.
@@ -129,11 +133,14 @@ impl Config {
         };
         let log_level = Level::parse(&s.log_level)
             .ok_or_else(|| PyValueError::new_err(format!("unknown log level {:?}", s.log_level)))?;
-        let limits = Limits::new(
-            seconds("keep_alive", s.keep_alive)?,
-            seconds("graceful_timeout", s.graceful_timeout)?,
-            optional_seconds("body_timeout", s.body_timeout)?,
-        );
+        let limits = Limits {
+            keep_alive: seconds("keep_alive", s.keep_alive)?,
+            graceful_timeout: seconds("graceful_timeout", s.graceful_timeout)?,
+            body_timeout: optional_seconds("body_timeout", s.body_timeout)?,
+            queue_timeout: optional_seconds("queue_timeout", s.queue_timeout)?,
+            max_connections: s.max_connections.max(1),
+            ..Limits::FIXED
+        };
         Ok(Config {
             binds,
             backlog: s.backlog,

@@ -19,6 +19,12 @@ pub(crate) struct Limits {
     /// `--body-timeout`: idle time allowed between body bytes while the app
     /// waits in `wsgi.input.read()`; then `ClientTimeout` is raised.
     pub body_timeout: Option<Duration>,
+    /// `--queue-timeout`: how long a request may wait for a free thread or
+    /// greenlet slot before it is answered 503 (load shedding).
+    pub queue_timeout: Option<Duration>,
+    /// `--max-connections`: connections served at once by one worker; more
+    /// wait in the kernel's listen backlog.
+    pub max_connections: usize,
     /// Largest head hyper accepts, and the size of its read buffer: the
     /// read-ahead of a request body is bounded by this (about 64 KiB).
     pub read_buffer: usize,
@@ -33,28 +39,18 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    pub(crate) const READ_BUFFER: usize = 64 * 1024;
-    pub(crate) const DRAIN_BYTES: u64 = 64 * 1024;
-    pub(crate) const DRAIN_TIME: Duration = Duration::from_secs(1);
-    pub(crate) const RESPONSE_BUFFER: usize = 256 * 1024;
-}
-
-impl Limits {
-    /// The deployer's values (from the settings table, which owns their
-    /// defaults) beside the fixed ones.
-    pub(crate) fn new(
-        keep_alive: Duration,
-        graceful_timeout: Duration,
-        body_timeout: Option<Duration>,
-    ) -> Limits {
-        Limits {
-            keep_alive,
-            graceful_timeout,
-            body_timeout,
-            read_buffer: Self::READ_BUFFER,
-            drain_bytes: Self::DRAIN_BYTES,
-            drain_time: Self::DRAIN_TIME,
-            response_buffer: Self::RESPONSE_BUFFER,
-        }
-    }
+    /// The fixed bounds, with placeholders for the deployer's values: build
+    /// with `Limits { keep_alive: ..., ..Limits::FIXED }` (config.rs does),
+    /// so no option's default is written here, only in the settings table.
+    pub(crate) const FIXED: Limits = Limits {
+        keep_alive: Duration::ZERO,
+        graceful_timeout: Duration::ZERO,
+        body_timeout: None,
+        queue_timeout: None,
+        max_connections: usize::MAX,
+        read_buffer: 64 * 1024,
+        drain_bytes: 64 * 1024,
+        drain_time: Duration::from_secs(1),
+        response_buffer: 256 * 1024,
+    };
 }

@@ -28,9 +28,6 @@ from greenlet import greenlet
 
 from siesta._siesta import ClientDisconnected, log
 
-# A request may wait this long for a free greenlet slot before a 503.
-QUEUE_WAIT = 30.0
-
 _parked: dict[int, Waiter] = {}
 
 
@@ -157,8 +154,13 @@ def _app_frames(exc: BaseException) -> BaseException:
     return exc.with_traceback(rebuilt)
 
 
-def serve(server: Any, app: Any, worker_connections: int) -> None:
-    """Runs the hub until the server stops, then lets running requests finish."""
+def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) -> None:
+    """Runs the hub until the server stops, then lets running requests finish.
+
+    A request that waits ``queue_timeout`` seconds (``--queue-timeout``; 0:
+    forever) for one of the ``worker_connections`` slots is answered 503.
+    """
+    expired_after = queue_timeout or float("inf")
     hub = gevent.get_hub()
     waiting: collections.deque[tuple[float, Any]] = collections.deque()
     stopped = gevent.event.Event()
@@ -195,7 +197,7 @@ def serve(server: Any, app: Any, worker_connections: int) -> None:
         now = time.monotonic()
         while waiting and running < worker_connections:
             since, req = waiting.popleft()
-            if now - since > QUEUE_WAIT:
+            if now - since > expired_after:
                 req.reject()
             else:
                 start(req)
@@ -213,9 +215,9 @@ def serve(server: Any, app: Any, worker_connections: int) -> None:
 
     def expire() -> None:
         while not stopped.is_set():
-            gevent.sleep(1.0)
+            gevent.sleep(min(1.0, expired_after / 4))
             now = time.monotonic()
-            while waiting and now - waiting[0][0] > QUEUE_WAIT:
+            while waiting and now - waiting[0][0] > expired_after:
                 waiting.popleft()[1].reject()
 
     server.start()

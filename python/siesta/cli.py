@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
     if gevent is not None:
-        gevent.serve(server, app, values["worker_connections"])
+        gevent.serve(server, app, values["worker_connections"], values["queue_timeout"])
     else:
         from siesta._run import serve_threads
 

@@ -201,6 +201,27 @@ SETTINGS: tuple[Setting, ...] = (
         rust=True,
     ),
     Setting(
+        "queue_timeout",
+        ("--queue-timeout",),
+        30.0,
+        "Seconds a request may wait for a free thread (thread mode) or greenlet slot "
+        "(gevent mode) before Siesta answers 503 with Retry-After (load shedding); "
+        "0 waits forever.",
+        type=_seconds,
+        metavar="SECONDS",
+        rust=True,
+    ),
+    Setting(
+        "max_connections",
+        ("--max-connections",),
+        10000,
+        "Connections one worker serves at once; more wait in the kernel's listen "
+        "backlog until one closes.",
+        type=_positive_int,
+        metavar="INT",
+        rust=True,
+    ),
+    Setting(
         "runtime_threads",
         ("--runtime-threads",),
         0,

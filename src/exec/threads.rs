@@ -15,6 +15,7 @@
 //! runs `Pool::run` with the handler that serves one job, so the pool never
 //! knows what a job is for.
 
+use crate::error::RequestError;
 use crate::exchange::Job;
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
@@ -54,6 +55,9 @@ pub(crate) struct Pool {
     job_ready: Notify,
     /// The runtime the pool drives; `None` with dedicated I/O threads.
     runtime: Option<Arc<Runtime>>,
+    /// `--queue-timeout`: a job that waited this long for a thread is
+    /// answered 503 instead (load shedding).
+    queue_timeout: Option<Duration>,
 }
 
 struct State {
@@ -73,11 +77,26 @@ struct State {
     last_turn: Instant,
     /// The monitor is asleep on `monitor_cv`.
     monitor_asleep: bool,
+    /// Jobs past `--queue-timeout`, to be refused once the lock is released.
+    expired: Vec<Job>,
     closed: bool,
 }
 
+impl State {
+    /// The oldest job still worth running; older ones move to `expired`.
+    fn pop_live(&mut self, queue_timeout: Option<Duration>) -> Option<Job> {
+        loop {
+            let job = self.jobs.pop_front()?;
+            match queue_timeout {
+                Some(t) if job.queued.elapsed() > t => self.expired.push(job),
+                _ => return Some(job),
+            }
+        }
+    }
+}
+
 impl Pool {
-    pub(crate) fn new(runtime: Option<Arc<Runtime>>) -> Arc<Pool> {
+    pub(crate) fn new(runtime: Option<Arc<Runtime>>, queue_timeout: Option<Duration>) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             state: Mutex::new(State {
                 jobs: VecDeque::with_capacity(256),
@@ -87,12 +106,14 @@ impl Pool {
                 turns: 0,
                 last_turn: Instant::now(),
                 monitor_asleep: false,
+                expired: Vec::new(),
                 closed: false,
             }),
             idle_cv: Condvar::new(),
             monitor_cv: Condvar::new(),
             job_ready: Notify::new(),
             runtime,
+            queue_timeout,
         });
         let p = pool.clone();
         let spawned = std::thread::Builder::new()
@@ -169,7 +190,7 @@ impl Pool {
         let mut st = self.state.lock();
         st.running = st.running.saturating_sub(1);
         loop {
-            if let Some(job) = st.jobs.pop_front() {
+            if let Some(job) = st.pop_live(self.queue_timeout) {
                 st.running += 1;
                 if let (false, Some(rt)) = (st.driver, &self.runtime) {
                     // Nobody drives while this thread runs the app: give
@@ -216,7 +237,7 @@ impl Pool {
             notified.as_mut().enable();
             {
                 let mut st = self.state.lock();
-                if let Some(job) = st.jobs.pop_front() {
+                if let Some(job) = st.pop_live(self.queue_timeout) {
                     return Some(job);
                 }
                 if st.closed {
@@ -230,7 +251,9 @@ impl Pool {
     /// Keeps I/O moving when no pool thread drives it: after a tick with no
     /// turn while threads are busy, it wakes an idle thread to take over, or,
     /// with every thread inside the app, drives the runtime itself a tick at
-    /// a time (it never holds the GIL) until a thread comes back.
+    /// a time (it never holds the GIL) until a thread comes back. It also
+    /// answers 503 to jobs past `--queue-timeout` (set aside by `pop_live`
+    /// or found at the front of the queue).
     fn monitor(&self) {
         let mut st = self.state.lock();
         let mut last = st.turns;
@@ -238,13 +261,29 @@ impl Pool {
             if st.closed {
                 return;
             }
-            if st.running == 0 && st.jobs.is_empty() {
+            if st.running == 0 && st.jobs.is_empty() && st.expired.is_empty() {
                 st.monitor_asleep = true;
                 self.monitor_cv.wait(&mut st);
                 last = st.turns;
                 continue;
             }
             self.monitor_cv.wait_for(&mut st, TICK);
+            // Shed what waited too long, even while every thread is busy.
+            if let Some(t) = self.queue_timeout {
+                while st.jobs.front().is_some_and(|j| j.queued.elapsed() > t) {
+                    if let Some(job) = st.jobs.pop_front() {
+                        st.expired.push(job);
+                    }
+                }
+            }
+            if !st.expired.is_empty() {
+                let expired = std::mem::take(&mut st.expired);
+                drop(st);
+                for job in expired {
+                    job.refuse(RequestError::Overloaded);
+                }
+                st = self.state.lock();
+            }
             let stuck = st.turns == last && !st.driver;
             last = st.turns;
             if !stuck {
@@ -277,7 +316,7 @@ impl Pool {
                 if due {
                     None
                 } else {
-                    st.jobs.pop_front()
+                    st.pop_live(self.queue_timeout)
                 }
             };
             let job = match queued {

@@ -63,7 +63,11 @@ fn log_refusal(done: &Finished<'_>, e: RequestError) {
         |h| format!("{} {}", h.method, h.uri),
     );
     let status = e.status().as_u16();
-    crate::log::error::write(level, &format!("{status} {what} from {peer}: {e}"));
+    let reason = e.reason();
+    crate::log::error::write(
+        level,
+        &format!("{status} {what} from {peer}: {e} [{reason}]"),
+    );
 }
 
 impl Recorder {

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// How a shutdown was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +54,16 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = Stop>,
 ) {
     let builder = Arc::new(builder(&limits));
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = Vec::new();
     for l in listeners {
         let (name, port) = l.server_name();
         let ctx = AcceptCtx {
+            slots: slots.clone(),
             builder: builder.clone(),
             end: end.clone(),
             exec: exec.clone(),
@@ -85,6 +89,9 @@ pub(crate) async fn run(
 }
 
 struct AcceptCtx {
+    /// `--max-connections`: a permit per open connection; without one,
+    /// accepting waits and new connections stay in the kernel's backlog.
+    slots: Arc<Semaphore>,
     /// hyper's connection settings, made once from the limits.
     builder: Arc<http1::Builder>,
     end: Arc<Recorder>,
@@ -95,7 +102,7 @@ struct AcceptCtx {
 }
 
 impl AcceptCtx {
-    fn serve<I>(&self, io: I, peer: Option<std::net::SocketAddr>)
+    fn serve<I>(&self, io: I, peer: Option<std::net::SocketAddr>, slot: OwnedSemaphorePermit)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -118,6 +125,7 @@ impl AcceptCtx {
             if let Err(e) = conn.await {
                 end.refused_by_hyper(peer, &e);
             }
+            drop(slot);
         });
     }
 }
@@ -143,16 +151,16 @@ impl Listening {
     }
 
     /// Accepts one connection and hands it to hyper.
-    async fn accept(&self, ctx: &AcceptCtx) -> std::io::Result<()> {
+    async fn accept(&self, ctx: &AcceptCtx, slot: OwnedSemaphorePermit) -> std::io::Result<()> {
         match self {
             Listening::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 let _ = s.set_nodelay(true);
-                ctx.serve(s, Some(peer));
+                ctx.serve(s, Some(peer), slot);
             }
             Listening::Unix(l) => {
                 let (s, _) = l.accept().await?;
-                ctx.serve(s, None);
+                ctx.serve(s, None, slot);
             }
         }
         Ok(())
@@ -166,11 +174,16 @@ async fn accept_loop(listener: Listener, ctx: AcceptCtx, mut stop: watch::Receiv
     };
     let mut backoff = Backoff::default();
     loop {
+        let accepted = async {
+            let slot = ctx.slots.clone().acquire_owned().await.ok()?;
+            Some(listening.accept(&ctx, slot).await)
+        };
         tokio::select! {
             _ = stop.changed() => return,
-            r = listening.accept(&ctx) => match r {
-                Ok(()) => backoff.reset(),
-                Err(e) => backoff.wait(&e).await,
+            r = accepted => match r {
+                Some(Ok(())) => backoff.reset(),
+                Some(Err(e)) => backoff.wait(&e).await,
+                None => return,
             },
         }
     }

@@ -106,7 +106,7 @@ impl Server {
         .map_err(|e| startup(StartupError::Runtime(e)))?;
         let (exec, hub) = match config.mode {
             Mode::Thread => {
-                let pool = Pool::new(driven.then(|| rt.clone()));
+                let pool = Pool::new(driven.then(|| rt.clone()), config.limits.queue_timeout);
                 (Executor::Threads(pool), None)
             }
             Mode::Gevent => {

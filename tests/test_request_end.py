@@ -1,0 +1,79 @@
+"""Issue 11/12: every response the server makes ends in one place, with an access-log line.
+
+Answered by the app (200), failed by the app (500), refused by Siesta's own
+checks, refused by the HTTP parser (400 for a malformed head), shed after --queue-timeout (503 with
+Retry-After), in both modes: each appears in the access log with its status,
+and each refusal also gets an error-log line naming the peer. Load shedding
+recovers by itself once the app slots free up.
+"""
+
+import threading
+
+from rawhttp import new_token
+
+
+def access_line(srv, mark, needle, status):
+    match = srv.stdout.wait_for(rf"{needle}.* {status} ", 10.0, since=mark)
+    assert match is not None, f"no access line with {needle} {status}:\n{srv.stdout.text(mark)}"
+    return match.string
+
+
+def out_mark(srv):
+    with srv.stdout.cond:
+        return len(srv.stdout.lines)
+
+
+def slow_mode_args(mode):
+    # One app slot: one thread, or one greenlet.
+    return ["--threads", "1"] if mode == "thread" else ["--worker-connections", "1"]
+
+
+def test_every_response_is_logged(start_server, mode):
+    srv = start_server("hold_app:app", "--access-logfile", "-", mode=mode)
+    mark = out_mark(srv)
+    assert srv.get("/ping?answered").status == 200
+    access_line(srv, mark, "answered", 200)
+
+    assert srv.get("/raise?failed").status == 500
+    access_line(srv, mark, "failed", 500)
+
+    err = srv.log_mark()
+    with srv.connect() as conn:
+        conn.send(b"GET /x HTTP/1.1\r\nHost: t\r\nBad Header Line\r\n\r\n")
+        status = conn.read_head()[2]
+    assert status == 400
+    line = access_line(srv, mark, '"-"', 400)
+    assert line.startswith("127.0.0.1 "), line
+    assert srv.wait_log(r"400 request from 127\.0\.0\.1:\d+: malformed request head", since=err)
+    srv.assert_serving()
+
+
+def test_shedding_then_recovery(start_server, mode, tmp_path):
+    srv = start_server(
+        "hold_app:app",
+        "--access-logfile",
+        "-",
+        "--queue-timeout",
+        "0.5",
+        *slow_mode_args(mode),
+        mode=mode,
+    )
+    mark = out_mark(srv)
+    tok, go = new_token(), "go-" + new_token()
+    held = {}
+
+    def hold():
+        held["resp"] = srv.get(f"/hold?token={tok}&go={go}")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert srv.wait_records(f"held-{tok}") == ["held"], "the only slot is taken"
+    shed = srv.get("/ping?shed")
+    assert shed.status == 503
+    assert shed.header("Retry-After") == "1"
+    access_line(srv, mark, "shed", 503)
+    (srv.record_dir / go).write_text("go\n")
+    holder.join(30)
+    assert held["resp"].status == 200 and held["resp"].body == b"released"
+    recovered = srv.get("/ping?recovered")
+    assert recovered.status == 200, "shedding ends once a slot is free"
