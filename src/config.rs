@@ -63,8 +63,10 @@ impl Config {
             .map(|b| BindSpec::parse(b))
             .collect::<Result<Vec<_>, StartupError>>()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        // Canonical names only: `-k` aliases (sync, gthread) are resolved by
+        // the settings table in Python.
         let mode = match get::<String>(d, "worker_class")?.as_str() {
-            "thread" | "gthread" | "sync" => Mode::Thread,
+            "thread" => Mode::Thread,
             "gevent" => Mode::Gevent,
             other => {
                 return Err(PyValueError::new_err(format!(

@@ -24,11 +24,13 @@ pub(crate) enum Level {
 }
 
 impl Level {
+    /// The canonical names only; aliases and case are the settings table's job
+    /// (`python/siesta/config.py`), so they are defined once.
     pub(crate) fn parse(s: &str) -> Option<Level> {
-        match s.to_ascii_lowercase().as_str() {
+        match s {
             "debug" => Some(Level::Debug),
             "info" => Some(Level::Info),
-            "warning" | "warn" => Some(Level::Warning),
+            "warning" => Some(Level::Warning),
             "error" => Some(Level::Error),
             "critical" => Some(Level::Critical),
             _ => None,
