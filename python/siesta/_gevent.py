@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -150,8 +151,17 @@ def _handle(req: Any, app: Any) -> None:
                 log("error", f"Error closing the response iterable: {exc!r}")
 
 
-def serve(server: Any, app: Any, worker_connections: int, graceful_timeout: float) -> None:
-    """Runs the hub until the server stops, then lets running requests finish."""
+def serve(
+    server: Any,
+    app: Any,
+    worker_connections: int,
+    graceful_timeout: float,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Runs the hub until the server stops, then lets running requests finish.
+
+    ``ready`` (the when_ready hook) runs once the server is listening.
+    """
     hub = gevent.get_hub()
     waiting: collections.deque[tuple[float, Any]] = collections.deque()
     stopped = gevent.event.Event()
@@ -212,6 +222,8 @@ def serve(server: Any, app: Any, worker_connections: int, graceful_timeout: floa
                 waiting.popleft()[1].reject()
 
     server.start()
+    if ready is not None:
+        ready()
     watcher = hub.loop.io(server.hub_fd(), 1)
     watcher.start(on_ready)
     janitor = gevent.spawn(expire)

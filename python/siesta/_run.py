@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -18,8 +19,12 @@ from typing import Any
 JOIN_GRACE = 1.0
 
 
-def serve_threads(server: Any, app: Any, threads: int) -> None:
+def serve_threads(
+    server: Any, app: Any, threads: int, ready: Callable[[], None] | None = None
+) -> None:
     server.start()
+    if ready is not None:
+        ready()  # the when_ready hook: listening, about to take requests
     pool = [
         threading.Thread(target=server.run_thread, args=(app,), name=f"siesta-{i}", daemon=True)
         for i in range(threads)
