@@ -190,8 +190,9 @@ def load_file(location: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]
         if key in HOOK_NAMES:
             hooks[key] = value
             continue
-        target = GUNICORN_NAMES.get(key, key) if key not in BY_NAME else key
-        if key in GUNICORN_NAMES and target is None:
+        # Siesta's name, else gunicorn's mapped (None: unsupported), else "": not a setting.
+        target = key if key in BY_NAME else GUNICORN_NAMES.get(key, "")
+        if target is None:
             warnings.append(f"gunicorn setting {key!r} in {shown} is not supported, ignored")
         elif target == "app":
             settings["app"] = value if value is None else str(value)
@@ -199,7 +200,7 @@ def load_file(location: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]
             warnings.append(f"setting {key!r} cannot be set in a config file ({shown}), ignored")
         elif target in BY_NAME:
             settings[target] = BY_NAME[target].convert(value, shown)
-        elif key in GUNICORN_NAMES:
+        elif target:
             warnings.append(f"setting {key!r} in {shown} is not supported by this build, ignored")
         elif key in imported or isinstance(value, types.ModuleType) or callable(value):
             continue

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
@@ -173,7 +173,7 @@ class Setting:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{self.name} from {source}: {exc}") from None
 
-    def initial(self, environ: dict[str, str]) -> Any:
+    def initial(self, environ: Mapping[str, str]) -> Any:
         """The default, or the value of ``default_env`` when that is set."""
         if self.default_env and environ.get(self.default_env):
             return self.convert(environ[self.default_env], self.default_env)
