@@ -365,3 +365,12 @@ def test_bad_config_file_is_one_line_exit_1(tmp_path, text, words):
 def test_missing_config_file(tmp_path):
     result = run_siesta("-c", str(tmp_path / "nope.py"), *APP_ARGS, APP)
     assert_one_line_error(result, 1, "nope.py", "not found")
+
+
+def test_only_wsgi_app_names_the_app(tmp_path):
+    """An object called `app` in a config file is not an app spec: warned, not used."""
+    conf = tmp_path / "g.py"
+    conf.write_text("app = 'wrong:app'\nwsgi_app = 'router_app:app'\n")
+    result = run_siesta("-c", str(conf), "--print-config")
+    assert printed(result)["app"] == "'router_app:app'"
+    assert error_lines(result) == [f"Warning: unknown setting 'app' in {conf}, ignored"]
