@@ -41,6 +41,21 @@ fn log_line(level: &str, message: &str) {
     log::error::write(level, message);
 }
 
+/// Checks a bind spec the way the server will parse it (`--check-config`
+/// and the settings table use it); with `resolve`, a host name must also resolve.
+#[pyfunction]
+#[pyo3(signature = (spec, resolve = false))]
+fn check_bind(spec: &str, resolve: bool) -> PyResult<()> {
+    let parsed = net::bind::BindSpec::parse(spec)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    if resolve {
+        parsed
+            .resolve()
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    }
+    Ok(())
+}
+
 #[pymodule]
 fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -59,5 +74,6 @@ fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<wsgi::file_wrapper::FileWrapper>()?;
     m.add_class::<wsgi::errors::ErrorStream>()?;
     m.add_function(wrap_pyfunction!(log_line, m)?)?;
+    m.add_function(wrap_pyfunction!(check_bind, m)?)?;
     Ok(())
 }

@@ -9,7 +9,12 @@ classes, log levels) are resolved by the table before Rust sees them.
 
 import pytest
 from siesta import _siesta
-from siesta.config import SETTINGS, for_rust, resolve
+from siesta._sources import resolve
+from siesta.config import SETTINGS, for_rust
+
+
+def resolve_values(argv):
+    return resolve(argv, environ={}).values
 
 
 def test_sent_equals_read():
@@ -18,7 +23,7 @@ def test_sent_equals_read():
 
 
 def test_rust_refuses_an_unread_key():
-    values = resolve(["app:app", "-b", "127.0.0.1:0"])
+    values = resolve_values(["app:app", "-b", "127.0.0.1:0"])
     settings = for_rust(values)
     settings["no_such_setting"] = 1
     with pytest.raises(ValueError, match="no_such_setting"):
@@ -26,7 +31,7 @@ def test_rust_refuses_an_unread_key():
 
 
 def test_rust_refuses_a_missing_key():
-    settings = for_rust(resolve(["app:app", "-b", "127.0.0.1:0"]))
+    settings = for_rust(resolve_values(["app:app", "-b", "127.0.0.1:0"]))
     del settings["body_timeout"]
     with pytest.raises((ValueError, KeyError, TypeError), match="body_timeout"):
         _siesta.Server(settings)
@@ -34,11 +39,11 @@ def test_rust_refuses_a_missing_key():
 
 @pytest.mark.parametrize(("given", "canonical"), [("gthread", "thread"), ("sync", "thread")])
 def test_aliases_resolved_by_the_table(given, canonical):
-    assert for_rust(resolve(["app:app", "-k", given]))["worker_class"] == canonical
+    assert for_rust(resolve_values(["app:app", "-k", given]))["worker_class"] == canonical
 
 
 def test_rust_takes_only_canonical_names():
-    settings = for_rust(resolve(["app:app", "-b", "127.0.0.1:0"]))
+    settings = for_rust(resolve_values(["app:app", "-b", "127.0.0.1:0"]))
     settings["worker_class"] = "gthread"
     with pytest.raises(ValueError, match="worker class"):
         _siesta.Server(settings)

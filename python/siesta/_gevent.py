@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import time
 import types
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -154,11 +155,18 @@ def _app_frames(exc: BaseException) -> BaseException:
     return exc.with_traceback(rebuilt)
 
 
-def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) -> None:
+def serve(
+    server: Any,
+    app: Any,
+    worker_connections: int,
+    queue_timeout: float,
+    ready: Callable[[], None] | None = None,
+) -> None:
     """Runs the hub until the server stops, then lets running requests finish.
 
     A request that waits ``queue_timeout`` seconds (``--queue-timeout``; 0:
     forever) for one of the ``worker_connections`` slots is answered 503.
+    ``ready`` (the when_ready hook) runs once the server is listening.
     """
     expired_after = queue_timeout or float("inf")
     hub = gevent.get_hub()
@@ -221,6 +229,8 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
                 waiting.popleft()[1].reject()
 
     server.start()
+    if ready is not None:
+        ready()
     watcher = hub.loop.io(server.hub_fd(), 1)
     watcher.start(on_ready)
     janitor = gevent.spawn(expire)

@@ -17,6 +17,8 @@ class BindError(OSError):
 SETTINGS_FIELDS: list[str]
 
 def log(level: str, message: str) -> None: ...
+def check_bind(spec: str, resolve: bool = False) -> None:
+    """Raises ValueError when the server could not parse (or, with resolve, look up) spec."""
 
 class Server:
     def __init__(self, settings: dict[str, Any]) -> None: ...

@@ -2,22 +2,19 @@
 
 Each :class:`Setting` carries its name, flags, type, default and help text;
 from the table come the argparse parser (and so ``--help``), the
-``SIESTA_<NAME>`` environment variables, the keys of a ``-c`` Python config
-file, ``--print-config``, and the one dict handed to Rust. Precedence, lowest
-first: default, config file, environment, command line. Loading the app and
-running the server are ``_app.py``'s and ``cli.py``'s jobs.
+``SIESTA_<NAME>`` environment variables, the keys of a ``-c`` config file,
+``--print-config``, and the one dict handed to Rust. Beside the table, as
+data: the names ``-k`` and ``--log-level`` accept, and gunicorn's config-file
+names mapped to Siesta's. Reading the sources in precedence order is
+``_sources.py``'s job; loading the app and running the server are
+``_app.py``'s and ``cli.py``'s.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import runpy
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Callable
-
-from siesta._siesta import __version__
+from collections.abc import Callable, Mapping
 
 ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
@@ -26,9 +23,30 @@ class ConfigError(Exception):
     """A setting has a value Siesta cannot use; the message says which and why."""
 
 
+# Every name `-k` accepts and the mode it runs; Rust sees only the mode.
+# gunicorn's sync and gthread both run as thread mode: a pool of --threads
+# threads (sync's one-request-at-a-time is never what a deployer wants here).
+WORKER_CLASSES = {"sync": "thread", "gthread": "thread", "thread": "thread", "gevent": "gevent"}
+
+# Log levels, canonical names first; Rust sees only the canonical ones.
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_LEVEL_ALIASES = {"warn": "warning"}
+
+PROXY_PROTOCOL_MODES = ("off", "v1", "v2", "auto")
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n", ""}
+
+# What a setting that needs the master/worker supervisor says until it lands.
+NEEDS_SUPERVISOR = "not applied yet: comes with the master/worker supervisor"
+NOT_YET = "not applied yet"
+
+
 def _int_from(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        value = int(text)
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an integer") from None
         if value < minimum:
             raise ValueError(f"{text} is less than {minimum}")
         return value
@@ -42,25 +60,74 @@ _non_negative_int = _int_from(0)
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
     if value < 0 or value != value:
         raise ValueError(f"{text} is not a number of seconds")
     return value
 
 
+def _boolean(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE | _FALSE:
+        return word in _TRUE
+    raise ValueError(f"{text!r} is not true or false")
+
+
 def _worker_class(text: str) -> str:
     name = text.strip().lower()
-    aliases = {"thread": "thread", "gthread": "thread", "sync": "thread", "gevent": "gevent"}
-    if name not in aliases:
-        raise ValueError(f"{text!r} is not a worker class (thread, gthread, gevent)")
-    return aliases[name]
+    if name not in WORKER_CLASSES:
+        choices = ", ".join(WORKER_CLASSES)
+        raise ValueError(f"{text!r} is not a worker class (choose from {choices})")
+    return WORKER_CLASSES[name]
 
 
 def _log_level(text: str) -> str:
     name = text.strip().lower()
-    if name not in {"debug", "info", "warning", "error", "critical"}:
-        raise ValueError(f"{text!r} is not a log level (debug, info, warning, error, critical)")
+    name = LOG_LEVEL_ALIASES.get(name, name)
+    if name not in LOG_LEVELS:
+        raise ValueError(f"{text!r} is not a log level (choose from {', '.join(LOG_LEVELS)})")
     return name
+
+
+def _umask(text: str) -> int:
+    """gunicorn's ``int(value, 0)``, plus the octal ``0022`` that Python 3 refuses there."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        try:
+            value = int(text, 8)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a umask (e.g. 0o022)") from None
+    if not 0 <= value <= 0o777:
+        raise ValueError(f"{text!r} is not a umask from 0 to 0o777")
+    return value
+
+
+def _proxy_protocol(text: str) -> str:
+    """gunicorn's modes; true/false (an older gunicorn's flag) mean auto/off."""
+    word = text.strip().lower()
+    if word in PROXY_PROTOCOL_MODES:
+        return word
+    if word in _TRUE | _FALSE:
+        return "auto" if word in _TRUE else "off"
+    raise ValueError(f"{text!r} is not a PROXY protocol mode ({', '.join(PROXY_PROTOCOL_MODES)})")
+
+
+def _header_values(value: str | dict[str, str]) -> dict[str, str]:
+    """A dict of header name to value (from a config file), or ``NAME=VALUE,NAME=VALUE``."""
+    if isinstance(value, dict):
+        items = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        items = []
+        for part in filter(str.strip, value.split(",")):
+            name, sep, val = part.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"{part.strip()!r} is not NAME=VALUE")
+            items.append((name, val))
+    return {k.strip().upper(): v.strip() for k, v in items}
 
 
 @dataclass(frozen=True)
@@ -77,9 +144,15 @@ class Setting:
     metavar: str | None = None
     env: bool = True
     file: bool = True
-    # Sent to the Rust core (``for_rust``); the Rust ``Settings`` struct has
-    # exactly these fields, and tests/test_settings.py checks both ways.
+    # Sent to the Rust core (``for_rust``); the Rust ``Config`` reads exactly
+    # these fields (src/config.rs).
     rust: bool = False
+    # An environment variable (gunicorn's, e.g. WEB_CONCURRENCY) that, when
+    # set, replaces the default.
+    default_env: str | None = None
+    # Why a value other than the default is not applied yet; the CLI warns
+    # when one is set. Empty once Siesta does what the option says.
+    pending: str = ""
     cli_extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -90,17 +163,26 @@ class Setting:
         """Parses a value from a config file or the environment."""
         try:
             if self.flag:
-                if isinstance(value, str):
-                    return value.strip().lower() in {"1", "true", "yes", "on"}
-                return bool(value)
+                return value if isinstance(value, bool) else _boolean(str(value))
             if self.append:
                 items = value.split(",") if isinstance(value, str) else list(value)
                 return [self.type(str(v).strip()) for v in items if str(v).strip()]
             if value is None:
                 return None
-            return self.type(str(value))
+            return self.type(value if isinstance(value, dict) else str(value))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{self.name} from {source}: {exc}") from None
+
+    def initial(self, environ: Mapping[str, str]) -> Any:
+        """The default, or the value of ``default_env`` when that is set."""
+        if self.default_env and environ.get(self.default_env):
+            return self.convert(environ[self.default_env], self.default_env)
+        return self.default
+
+    @property
+    def help_text(self) -> str:
+        """The help with what is not applied yet, for --help and the README."""
+        return f"{self.help} ({self.pending}.)" if self.pending else self.help
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -108,8 +190,10 @@ SETTINGS: tuple[Setting, ...] = (
         "config",
         ("-c", "--config"),
         None,
-        "A Python file whose module-level names set options (e.g. bind = ['0.0.0.0:80']). "
-        "Lower precedence than SIESTA_* variables and the command line.",
+        "A Python config file whose module-level names set options, in Siesta's or "
+        "gunicorn's names (a gunicorn.conf.py works as is, server hooks included); "
+        "python:MODULE names a module instead. Without -c, ./gunicorn.conf.py is read "
+        "when present, as gunicorn does. Lowest precedence after the defaults.",
         metavar="FILE",
         file=False,
     ),
@@ -127,19 +211,21 @@ SETTINGS: tuple[Setting, ...] = (
         "workers",
         ("-w", "--workers"),
         1,
-        "Number of worker processes. This release runs exactly one (more is refused "
-        "with a clear error until the master/worker supervisor lands).",
+        "Number of worker processes; $WEB_CONCURRENCY, when set, is the default. This "
+        "release runs exactly one (more is refused with a clear error until the "
+        "master/worker supervisor lands).",
         type=_positive_int,
         metavar="INT",
         rust=True,
+        default_env="WEB_CONCURRENCY",
     ),
     Setting(
         "worker_class",
         ("-k", "--worker-class"),
         "thread",
-        "thread (also gthread): a pool of OS threads runs the app, wsgi.input waits with "
-        "the GIL released. gevent: one hub thread, every request a greenlet "
-        "(pip install siesta[gevent]).",
+        "thread: a pool of --threads OS threads runs the app, wsgi.input waits with the "
+        "GIL released; gunicorn's sync and gthread are accepted and run as thread. "
+        "gevent: one hub thread, every request a greenlet (pip install siesta[gevent]).",
         type=_worker_class,
         metavar="CLASS",
         rust=True,
@@ -164,6 +250,46 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="INT",
     ),
     Setting(
+        "timeout",
+        ("-t", "--timeout"),
+        30.0,
+        "Seconds a worker may stay silent (an app stuck in one request) before the master "
+        "kills and replaces it; 0 disables.",
+        type=_seconds,
+        metavar="SECONDS",
+        pending=NEEDS_SUPERVISOR,
+    ),
+    Setting(
+        "max_requests",
+        ("--max-requests",),
+        0,
+        "Requests a worker serves before it is replaced by a fresh one (a cap on leaks); "
+        "0 disables.",
+        type=_non_negative_int,
+        metavar="INT",
+        pending=NEEDS_SUPERVISOR,
+    ),
+    Setting(
+        "max_requests_jitter",
+        ("--max-requests-jitter",),
+        0,
+        "A random 0 to N added to --max-requests per worker, so workers do not all "
+        "restart at once.",
+        type=_non_negative_int,
+        metavar="INT",
+        pending=NEEDS_SUPERVISOR,
+    ),
+    Setting(
+        "max_worker_rss",
+        ("--max-worker-rss",),
+        0,
+        "Siesta's own: MiB of resident memory past which a worker is replaced after its "
+        "current requests; 0 disables.",
+        type=_non_negative_int,
+        metavar="MIB",
+        pending=NEEDS_SUPERVISOR,
+    ),
+    Setting(
         "backlog",
         ("--backlog",),
         2048,
@@ -171,6 +297,14 @@ SETTINGS: tuple[Setting, ...] = (
         type=_positive_int,
         metavar="INT",
         rust=True,
+    ),
+    Setting(
+        "reuse_port",
+        ("--reuse-port",),
+        False,
+        "Set SO_REUSEPORT on the listening sockets.",
+        flag=True,
+        pending=NOT_YET,
     ),
     Setting(
         "keep_alive",
@@ -242,6 +376,47 @@ SETTINGS: tuple[Setting, ...] = (
         rust=True,
     ),
     Setting(
+        "forwarded_allow_ips",
+        ("--forwarded-allow-ips",),
+        "127.0.0.1,::1",
+        "Comma-separated proxy addresses or networks trusted to set wsgi.url_scheme "
+        "through --secure-scheme-headers; '*' trusts all. $FORWARDED_ALLOW_IPS, when set, "
+        "is the default.",
+        metavar="ADDRESSES",
+        default_env="FORWARDED_ALLOW_IPS",
+        pending=NOT_YET + ": wsgi.url_scheme is always http",
+    ),
+    Setting(
+        "secure_scheme_headers",
+        ("--secure-scheme-headers",),
+        {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
+        "Headers and values by which a trusted proxy says the request came over HTTPS: "
+        "NAME=VALUE,NAME=VALUE (a dict in a config file).",
+        type=_header_values,
+        metavar="NAME=VALUE,...",
+        pending=NOT_YET,
+    ),
+    Setting(
+        "proxy_protocol",
+        ("--proxy-protocol",),
+        "off",
+        "Read a PROXY protocol header (HAProxy, stunnel) before each connection's first "
+        "request: off, v1, v2 or auto (the flag alone means auto).",
+        type=_proxy_protocol,
+        metavar="MODE",
+        pending=NOT_YET,
+        cli_extra={"nargs": "?", "const": "auto"},
+    ),
+    Setting(
+        "proxy_allow_from",
+        ("--proxy-allow-from",),
+        "127.0.0.1,::1",
+        "Comma-separated addresses or networks allowed to send a PROXY protocol header; "
+        "'*' allows all.",
+        metavar="ADDRESSES",
+        pending=NOT_YET,
+    ),
+    Setting(
         "chdir",
         ("--chdir",),
         None,
@@ -262,6 +437,78 @@ SETTINGS: tuple[Setting, ...] = (
         "Set an environment variable for the app: KEY=VALUE. Repeat for more.",
         append=True,
         metavar="KEY=VALUE",
+    ),
+    Setting(
+        "preload_app",
+        ("--preload",),
+        False,
+        "Import the app before the workers start, so they share its memory. With one "
+        "worker process the app is imported once either way.",
+        flag=True,
+    ),
+    Setting(
+        "reload",
+        ("--reload",),
+        False,
+        "Restart workers when the app's code changes (development only).",
+        flag=True,
+        pending=NOT_YET,
+    ),
+    Setting(
+        "daemon",
+        ("-D", "--daemon"),
+        False,
+        "Detach from the terminal and run in the background.",
+        flag=True,
+        pending=NOT_YET,
+    ),
+    Setting(
+        "pid",
+        ("-p", "--pid"),
+        None,
+        "Write the process id to this file at start and remove it at exit.",
+        metavar="FILE",
+    ),
+    Setting(
+        "user",
+        ("-u", "--user"),
+        None,
+        "Run workers as this user (name or uid); unset keeps the current one.",
+        metavar="USER",
+        pending=NOT_YET,
+    ),
+    Setting(
+        "group",
+        ("-g", "--group"),
+        None,
+        "Run workers as this group (name or gid); unset keeps the current one.",
+        metavar="GROUP",
+        pending=NOT_YET,
+    ),
+    Setting(
+        "umask",
+        ("-m", "--umask"),
+        0,
+        "File mode mask for files Siesta creates (unix sockets, logs, the pid file), as "
+        "int(value, 0): 0o022, 0x12 or 18. 0, the default, leaves the process umask alone.",
+        type=_umask,
+        metavar="INT",
+    ),
+    Setting(
+        "name",
+        ("-n", "--name"),
+        None,
+        "Process name shown by ps and top.",
+        metavar="STRING",
+        pending=NOT_YET,
+    ),
+    Setting(
+        "worker_tmp_dir",
+        ("--worker-tmp-dir",),
+        None,
+        "Directory for worker heartbeat files. Siesta's workers keep no heartbeat file, "
+        "so it is accepted and unused.",
+        metavar="DIR",
     ),
     Setting(
         "log_level",
@@ -298,6 +545,29 @@ SETTINGS: tuple[Setting, ...] = (
         rust=True,
     ),
     Setting(
+        "capture_output",
+        ("--capture-output",),
+        False,
+        "Send the app's stdout and stderr to --error-logfile (when it is a file).",
+        flag=True,
+    ),
+    Setting(
+        "statsd_host",
+        ("--statsd-host",),
+        None,
+        "StatsD server to send metrics to: HOST:PORT or unix://PATH.",
+        metavar="ADDRESS",
+        pending=NOT_YET,
+    ),
+    Setting(
+        "statsd_prefix",
+        ("--statsd-prefix",),
+        "",
+        "Prefix of the StatsD metric names.",
+        metavar="PREFIX",
+        pending=NOT_YET,
+    ),
+    Setting(
         "check_config",
         ("--check-config",),
         False,
@@ -319,76 +589,45 @@ SETTINGS: tuple[Setting, ...] = (
 
 BY_NAME = {s.name: s for s in SETTINGS}
 
-
-def parser() -> argparse.ArgumentParser:
-    """The command-line parser, generated from the table."""
-    p = argparse.ArgumentParser(
-        prog="siesta",
-        description="Serve a WSGI app. wsgi.input streams: the app runs as soon as the "
-        "request head arrives and read() waits for just that request's bytes.",
-        epilog="Every option can also be set as SIESTA_<NAME> in the environment "
-        "(e.g. SIESTA_THREADS=4) or in a -c config file.",
-        argument_default=argparse.SUPPRESS,
-    )
-    p.add_argument(
-        "app",
-        nargs="?",
-        metavar="APP",
-        help="The WSGI app: module:callable or module:factory(); "
-        "SIESTA_APP or wsgi_app in a config file also work.",
-    )
-    p.add_argument("-v", "--version", action="version", version=f"siesta {__version__}")
-    for s in SETTINGS:
-        kwargs: dict[str, Any] = {"dest": s.name, "help": s.help, **s.cli_extra}
-        if s.flag:
-            kwargs["action"] = "store_true"
-        else:
-            kwargs["type"] = s.type
-            kwargs["metavar"] = s.metavar
-            if s.append:
-                kwargs["action"] = "append"
-        p.add_argument(*s.flags, **kwargs)
-    return p
-
-
-def load_file(path: str) -> dict[str, Any]:
-    """Module-level names of a Python config file that are settings (plus wsgi_app)."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} not found")
-    try:
-        namespace = runpy.run_path(path)
-    except Exception as exc:  # the deployer's file: report it in one line
-        raise ConfigError(f"config file {path!r} failed: {type(exc).__name__}: {exc}") from None
-    out = {}
-    for key, value in namespace.items():
-        if key == "wsgi_app":
-            out["app"] = value
-        elif key in BY_NAME and BY_NAME[key].file:
-            out[key] = BY_NAME[key].convert(value, path)
-    return out
-
-
-def resolve(argv: list[str] | None) -> dict[str, Any]:
-    """All settings in force: defaults < config file < environment < command line."""
-    cli = vars(parser().parse_args(argv))
-    values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
-    values["app"] = None
-    config_path = cli.get("config") or os.environ.get("SIESTA_CONFIG")
-    if config_path:
-        values.update(load_file(config_path))
-        values["config"] = config_path
-    if os.environ.get("SCRIPT_NAME"):
-        # gunicorn's habit: a SCRIPT_NAME in the environment is the mount point.
-        values["root_path"] = os.environ["SCRIPT_NAME"]
-    for s in SETTINGS:
-        if s.env and s.env_name in os.environ:
-            values[s.name] = s.convert(os.environ[s.env_name], s.env_name)
-    if os.environ.get("SIESTA_APP"):
-        values["app"] = os.environ["SIESTA_APP"]
-    for name, value in cli.items():
-        if value is not None:
-            values[name] = value
-    return values
+# gunicorn's config-file names that differ from Siesta's, and those Siesta
+# lacks. A name that is also Siesta's (bind, workers, timeout, ...) needs no
+# entry. None: a gunicorn setting Siesta does not support (a config file that
+# sets one gets a warning). A target missing from SETTINGS is one a build of
+# Siesta may not have yet: the loader warns and ignores it.
+GUNICORN_NAMES: dict[str, str | None] = {
+    "wsgi_app": "app",
+    "keepalive": "keep_alive",
+    "accesslog": "access_logfile",
+    "access_log_format": "access_logformat",
+    "errorlog": "error_logfile",
+    "loglevel": "log_level",
+    "pidfile": "pid",
+    "proc_name": "name",
+    "proxy_allow_ips": "proxy_allow_from",
+    "limit_request_line": "limit_request_line",
+    "limit_request_fields": "limit_request_fields",
+    "limit_request_field_size": "limit_request_field_size",
+    # Not supported: TLS (terminate it in the proxy), other loggers, paste,
+    # HTTP/2, ASGI, uWSGI protocol, gunicorn's dirty arbiters and control socket.
+    **dict.fromkeys(
+        (
+            "reload_engine reload_extra_files spew sendfile initgroups tmp_upload_dir "
+            "disable_redirect_access_to_syslog logger_class logconfig logconfig_dict "
+            "logconfig_json syslog_addr syslog syslog_prefix syslog_facility "
+            "enable_stdio_inheritance dogstatsd_tags enable_backlog_metric default_proc_name "
+            "paste raw_paste_global_conf protocol uwsgi_allow_ips keyfile certfile ssl_version "
+            "cert_reqs ca_certs suppress_ragged_eofs do_handshake_on_connect ciphers "
+            "ssl_context http_protocols http2_cleartext http2_max_concurrent_streams "
+            "http2_initial_window_size http2_max_frame_size http2_max_header_list_size "
+            "permit_obsolete_folding strip_header_spaces permit_unconventional_http_method "
+            "permit_unconventional_http_version casefold_http_method forwarder_headers "
+            "header_map asgi_loop asgi_lifespan asgi_disconnect_grace_period http_parser "
+            "dirty_apps dirty_workers dirty_timeout dirty_threads dirty_graceful_timeout "
+            "on_dirty_starting dirty_post_fork dirty_worker_init dirty_worker_exit "
+            "control_socket control_socket_mode control_socket_disable"
+        ).split()
+    ),
+}
 
 
 def for_rust(values: dict[str, Any]) -> dict[str, Any]:
@@ -396,11 +635,26 @@ def for_rust(values: dict[str, Any]) -> dict[str, Any]:
     return {s.name: values[s.name] for s in SETTINGS if s.rust}
 
 
-def render(values: dict[str, Any]) -> str:
-    """``--print-config``: one ``name = value`` line per setting, sorted."""
-    lines = [f"{'app':<20} = {values.get('app')!r}"]
-    lines += [f"{s.name:<20} = {values[s.name]!r}" for s in sorted(SETTINGS, key=lambda s: s.name)]
+def render(values: dict[str, Any], hooks: list[str] | tuple[str, ...] = ()) -> str:
+    """``--print-config``: one ``name = value`` line per setting, sorted, then the hooks."""
+    lines = [f"{'app':<24} = {values.get('app')!r}"]
+    lines += [f"{s.name:<24} = {values[s.name]!r}" for s in sorted(SETTINGS, key=lambda s: s.name)]
+    lines.append(f"{'hooks':<24} = {list(hooks)!r}")
     return "\n".join(lines)
+
+
+def _shown_default(s: Setting) -> str:
+    if s.default is None or s.default is False or s.default in ([], "", {}):
+        default = ""
+    elif isinstance(s.default, list):
+        default = f"`{','.join(s.default)}`"
+    elif isinstance(s.default, dict):
+        default = f"`{','.join(f'{k}={v}' for k, v in s.default.items())}`"
+    else:
+        default = f"`{s.default}`"
+    if s.default_env:
+        default = f"`${s.default_env}` or {default}"
+    return default
 
 
 def markdown_table() -> str:
@@ -409,14 +663,8 @@ def markdown_table() -> str:
     for s in SETTINGS:
         flags = ", ".join(f"`{f}`" for f in s.flags)
         env = f"`{s.env_name}`" if s.env else ""
-        if s.default is None or s.default is False or s.default in ([], ""):
-            default = ""
-        elif isinstance(s.default, list):
-            default = f"`{','.join(s.default)}`"
-        else:
-            default = f"`{s.default}`"
-        text = s.help.replace("|", "\\|").replace("%%", "%")
-        rows.append(f"| {flags} | {env} | {default} | {text} |")
+        text = s.help_text.replace("|", "\\|").replace("%%", "%")
+        rows.append(f"| {flags} | {env} | {_shown_default(s)} | {text} |")
     return "\n".join(rows)
 
 

@@ -63,27 +63,45 @@ impl BindSpec {
         }
     }
 
+    /// The socket address a TCP spec names (its host looked up); `None` for
+    /// unix sockets and inherited descriptors, which need no lookup.
+    pub(crate) fn resolve(&self) -> Result<Option<SocketAddr>, StartupError> {
+        let BindSpec::Tcp(host, port) = self else {
+            return Ok(None);
+        };
+        let shown = self.shown();
+        (host.as_str(), *port)
+            .to_socket_addrs()
+            .map_err(|e| StartupError::Bind {
+                addr: shown.clone(),
+                source: e,
+            })?
+            .next()
+            .map(Some)
+            .ok_or(StartupError::BadBind(shown))
+    }
+
+    /// How the spec is written in messages.
+    fn shown(&self) -> String {
+        match self {
+            BindSpec::Tcp(host, port) if host.contains(':') => format!("[{host}]:{port}"),
+            BindSpec::Tcp(host, port) => format!("{host}:{port}"),
+            BindSpec::Unix(path) => format!("unix:{}", path.display()),
+            BindSpec::Fd(fd) => format!("fd://{fd}"),
+        }
+    }
+
     pub(crate) fn open(&self, backlog: i32) -> Result<Listener, StartupError> {
         match self {
-            BindSpec::Tcp(host, port) => {
-                let shown = if host.contains(':') {
-                    format!("[{host}]:{port}")
-                } else {
-                    format!("{host}:{port}")
-                };
-                let addr = (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .map_err(|e| StartupError::Bind {
-                        addr: shown.clone(),
-                        source: e,
-                    })?
-                    .next()
+            BindSpec::Tcp(..) => {
+                let shown = self.shown();
+                let addr = self
+                    .resolve()?
                     .ok_or_else(|| StartupError::BadBind(shown.clone()))?;
                 open_tcp(addr, backlog).map_err(|e| bind_error(shown, e))
             }
             BindSpec::Unix(path) => {
-                let shown = format!("unix:{}", path.display());
-                open_unix(path, backlog).map_err(|e| bind_error(shown, e))
+                open_unix(path, backlog).map_err(|e| bind_error(self.shown(), e))
             }
             BindSpec::Fd(fd) => {
                 // SAFETY: the deployer handed us this descriptor to own.
@@ -206,6 +224,19 @@ mod tests {
         for (s, want) in cases {
             assert_eq!(BindSpec::parse(s).ok(), *want, "{s}");
         }
+    }
+
+    #[test]
+    fn resolve_tcp_only() {
+        let tcp = BindSpec::parse("127.0.0.1:80").ok().map(|b| b.resolve());
+        assert!(
+            matches!(tcp, Some(Ok(Some(a))) if a.port() == 80),
+            "{tcp:?}"
+        );
+        let unix = BindSpec::Unix("/tmp/s.sock".into()).resolve();
+        assert!(matches!(unix, Ok(None)), "{unix:?}");
+        let bad = BindSpec::Tcp("no-such-host.invalid".into(), 80).resolve();
+        assert!(bad.is_err(), "{bad:?}");
     }
 
     #[test]

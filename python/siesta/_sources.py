@@ -1,0 +1,281 @@
+"""Where settings come from, and which source wins: the parser, config files, the environment.
+
+Highest precedence first: the command line, ``SIESTA_CMD_ARGS``,
+``SIESTA_<NAME>`` variables, ``GUNICORN_CMD_ARGS``, the config file (``-c``,
+else ``./gunicorn.conf.py`` when present), then the defaults (some of which
+gunicorn's ``WEB_CONCURRENCY`` and ``FORWARDED_ALLOW_IPS`` replace). A
+config file may use Siesta's or gunicorn's setting names and define server
+hooks; any other public name in it gets a one-line warning. What each
+setting means is ``config.py``'s table; what is done with them, ``cli.py``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import os
+import runpy
+import shlex
+import sys
+import traceback
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from siesta._siesta import __version__, check_bind
+from siesta.config import BY_NAME, GUNICORN_NAMES, SETTINGS, ConfigError, Setting
+from siesta.hooks import HOOK_NAMES, Hooks
+
+DEFAULT_CONFIG_FILE = "gunicorn.conf.py"
+USAGE = "siesta [OPTIONS] APP"
+PRECEDENCE = (
+    "Precedence, highest first: the command line, SIESTA_CMD_ARGS, SIESTA_<NAME> variables "
+    "(e.g. SIESTA_THREADS=4), GUNICORN_CMD_ARGS, the config file (-c FILE, else "
+    "./gunicorn.conf.py when present), the defaults ($WEB_CONCURRENCY and "
+    "$FORWARDED_ALLOW_IPS replace two of them, as in gunicorn)."
+)
+
+
+class UsageError(ConfigError):
+    """The command line (or a *_CMD_ARGS variable) is malformed: exit 2, as argparse does."""
+
+
+@dataclass
+class Resolved:
+    """The settings in force, the hooks, where each value came from, and what to warn about."""
+
+    values: dict[str, Any]
+    hooks: Hooks
+    sources: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing a usage block and exiting."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _cli_type(s: Setting) -> Any:
+    """The setting's type, with its ValueError message shown by argparse as is."""
+
+    def parse(text: str) -> Any:
+        try:
+            return s.type(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = getattr(s.type, "__name__", "value")
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line parser, generated from the table."""
+    p = _Parser(
+        prog="siesta",
+        usage=USAGE,
+        description="Serve a WSGI app. wsgi.input streams: the app runs as soon as the "
+        "request head arrives and read() waits for just that request's bytes.",
+        epilog="Every option can also be set as SIESTA_<NAME> in the environment, in "
+        "SIESTA_CMD_ARGS or GUNICORN_CMD_ARGS (options as on the command line), or in a "
+        "config file (a gunicorn.conf.py works as is). " + PRECEDENCE,
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument(
+        "app",
+        nargs="?",
+        metavar="APP",
+        help="The WSGI app: module:callable or module:factory(); "
+        "SIESTA_APP or wsgi_app in a config file also work.",
+    )
+    p.add_argument("-v", "--version", action="version", version=f"siesta {__version__}")
+    for s in SETTINGS:
+        kwargs: dict[str, Any] = {"dest": s.name, "help": s.help_text, **s.cli_extra}
+        if s.flag:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["type"] = _cli_type(s)
+            kwargs["metavar"] = s.metavar
+            if s.append:
+                kwargs["action"] = "append"
+        p.add_argument(*s.flags, **kwargs)
+    return p
+
+
+def _parse(args: list[str], source: str) -> dict[str, Any]:
+    try:
+        return {k: v for k, v in vars(parser().parse_args(args)).items() if v is not None}
+    except UsageError as exc:
+        where = "" if source == "the command line" else f"{source}: "
+        raise UsageError(f"{where}{exc}") from None
+
+
+def _cmd_args(environ: Mapping[str, str], name: str) -> dict[str, Any]:
+    if not environ.get(name):
+        return {}
+    try:
+        args = shlex.split(environ[name])
+    except ValueError as exc:
+        raise UsageError(f"{name}: {exc}") from None
+    return _parse(args, name)
+
+
+def _imported_names(source: str) -> set[str]:
+    """Names a config file binds with ``import``: its tools, not its settings."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                names.add(alias.asname or alias.name.split(".")[0])
+    return names
+
+
+def _failure_line(exc: BaseException, path: str) -> str:
+    """``Type: message (line N)`` for an exception raised while running a config file."""
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} (line {exc.lineno})"
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if os.path.abspath(f.filename) == path
+    ]
+    where = f" (line {frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _run_config(location: str) -> tuple[dict[str, Any], set[str], str]:
+    """The namespace of a config file (``PATH``, ``file:PATH``) or ``python:MODULE``."""
+    if location.startswith("python:"):
+        name = location[len("python:") :]
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            raise ConfigError(
+                f"config module {name!r} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        path = getattr(module, "__file__", None) or name
+        source = ""
+        if path.endswith(".py") and os.path.isfile(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                source = f.read()
+        return vars(module), _imported_names(source), name
+    path = location[len("file:") :] if location.startswith("file:") else location
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} not found")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            source = f.read()
+        namespace = runpy.run_path(path, run_name="__config__")
+    except Exception as exc:  # the deployer's file: report it in one line
+        raise ConfigError(
+            f"config file {path!r} failed: {_failure_line(exc, os.path.abspath(path))}"
+        ) from None
+    return namespace, _imported_names(source), path
+
+
+def load_file(location: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """A config file's settings (by Siesta's names), its hooks, and its warnings."""
+    namespace, imported, shown = _run_config(location)
+    settings: dict[str, Any] = {}
+    hooks: dict[str, Any] = {}
+    warnings: list[str] = []
+    for key, value in namespace.items():
+        if key.startswith("_"):
+            continue
+        if key in HOOK_NAMES:
+            hooks[key] = value
+            continue
+        # Siesta's name, else gunicorn's mapped (None: unsupported), else "": not a setting.
+        target = key if key in BY_NAME else GUNICORN_NAMES.get(key, "")
+        if target is None:
+            warnings.append(f"gunicorn setting {key!r} in {shown} is not supported, ignored")
+        elif target == "app":
+            settings["app"] = value if value is None else str(value)
+        elif target in BY_NAME and not BY_NAME[target].file:
+            warnings.append(f"setting {key!r} cannot be set in a config file ({shown}), ignored")
+        elif target in BY_NAME:
+            settings[target] = BY_NAME[target].convert(value, shown)
+        elif target:
+            warnings.append(f"setting {key!r} in {shown} is not supported by this build, ignored")
+        elif key in imported or isinstance(value, types.ModuleType) or callable(value):
+            continue
+        else:
+            warnings.append(f"unknown setting {key!r} in {shown}, ignored")
+    return settings, hooks, warnings
+
+
+def _config_location(layers: list[dict[str, Any]], environ: Mapping[str, str]) -> str | None:
+    """-c from the highest source that names one, else ./gunicorn.conf.py if it exists."""
+    cli, siesta_args, gunicorn_args = layers
+    for found in (
+        cli.get("config"),
+        siesta_args.get("config"),
+        environ.get("SIESTA_CONFIG"),
+        gunicorn_args.get("config"),
+    ):
+        if found:
+            return found
+    return DEFAULT_CONFIG_FILE if os.path.isfile(DEFAULT_CONFIG_FILE) else None
+
+
+def resolve(argv: list[str] | None, environ: Mapping[str, str] | None = None) -> Resolved:
+    """All settings in force, by the precedence in :data:`PRECEDENCE`."""
+    environ = os.environ if environ is None else environ
+    cli = _parse(sys.argv[1:] if argv is None else list(argv), "the command line")
+    siesta_args = _cmd_args(environ, "SIESTA_CMD_ARGS")
+    gunicorn_args = _cmd_args(environ, "GUNICORN_CMD_ARGS")
+
+    values: dict[str, Any] = {s.name: s.initial(environ) for s in SETTINGS}
+    values["app"] = None
+    sources = {
+        s.name: f"${s.default_env}" if values[s.name] != s.default else "default" for s in SETTINGS
+    }
+    result = Resolved(values, Hooks(), sources)
+
+    def apply(layer: dict[str, Any], source: str) -> None:
+        values.update(layer)
+        sources.update(dict.fromkeys(layer, source))
+
+    location = _config_location([cli, siesta_args, gunicorn_args], environ)
+    if location:
+        settings, hooks, warnings = load_file(location)
+        apply(settings, location)
+        result.hooks = Hooks(hooks, location)
+        result.warnings += warnings
+        values["config"] = location
+    apply(gunicorn_args, "GUNICORN_CMD_ARGS")
+    if environ.get("SCRIPT_NAME"):
+        # gunicorn's habit: a SCRIPT_NAME in the environment is the mount point.
+        apply({"root_path": environ["SCRIPT_NAME"]}, "$SCRIPT_NAME")
+    for s in SETTINGS:
+        if s.env and s.env_name in environ:
+            apply({s.name: s.convert(environ[s.env_name], s.env_name)}, f"${s.env_name}")
+    if environ.get("SIESTA_APP"):
+        apply({"app": environ["SIESTA_APP"]}, "$SIESTA_APP")
+    apply(siesta_args, "SIESTA_CMD_ARGS")
+    apply(cli, "the command line")
+
+    for spec in values["bind"]:
+        try:
+            check_bind(spec)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    result.warnings += pending_warnings(result)
+    return result
+
+
+def pending_warnings(resolved: Resolved) -> list[str]:
+    """One line for each option set to something Siesta does not apply yet."""
+    out = []
+    for s in SETTINGS:
+        value = resolved.values[s.name]
+        if s.pending and value != s.default:
+            flag = next(f for f in s.flags if f.startswith("--"))
+            source = resolved.sources.get(s.name, "default")
+            out.append(f"{flag} {value!r} (from {source}) is {s.pending}")
+    return out

@@ -1,0 +1,152 @@
+"""gunicorn's server hooks from a config file, and the objects they are handed.
+
+A ``gunicorn.conf.py`` may define ``on_starting(server)``,
+``post_worker_init(worker)`` and the rest of :data:`HOOK_NAMES`; the config
+loader collects them into one :class:`Hooks`, which checks that each is
+callable (a one-line ``ConfigError`` if not). :meth:`Hooks.call` runs one:
+an exception from a hook is logged (one error line and its traceback) and
+never stops the server. ``Server`` and ``Worker`` carry the gunicorn
+attributes hooks commonly read (``cfg``, ``log``, ``pid``, ``address``,
+``app``). When each hook runs is ``cli.py``'s business; this module only
+knows how.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from siesta import _siesta
+from siesta.config import ConfigError
+
+# gunicorn's hook names, in the order a server's life meets them.
+HOOK_NAMES = (
+    "on_starting",
+    "on_reload",
+    "when_ready",
+    "pre_fork",
+    "post_fork",
+    "post_worker_init",
+    "worker_int",
+    "worker_abort",
+    "pre_exec",
+    "pre_request",
+    "post_request",
+    "child_exit",
+    "worker_exit",
+    "nworkers_changed",
+    "on_exit",
+)
+
+
+class Hooks:
+    """The hooks a config file defined, by name; calling one that is absent does nothing."""
+
+    def __init__(self, hooks: dict[str, Any] | None = None, source: str = "config file") -> None:
+        self._hooks: dict[str, Callable[..., Any]] = {}
+        for name, fn in (hooks or {}).items():
+            if name not in HOOK_NAMES:
+                raise ConfigError(f"{name!r} in {source} is not a server hook")
+            if not callable(fn):
+                raise ConfigError(
+                    f"hook {name!r} in {source} must be a function, not {type(fn).__name__}"
+                )
+            self._hooks[name] = fn
+
+    def names(self) -> list[str]:
+        """The hooks defined, in :data:`HOOK_NAMES` order."""
+        return [n for n in HOOK_NAMES if n in self._hooks]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._hooks
+
+    def call(self, name: str, *args: Any) -> Any:
+        """Runs hook ``name``; an exception is logged, never raised."""
+        fn = self._hooks.get(name)
+        if fn is None:
+            return None
+        try:
+            return fn(*args)
+        except Exception as exc:
+            # The traceback starts in the hook: this frame is Siesta's, not the deployer's.
+            tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+            tb = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+            _siesta.log("error", f"Exception in {name} hook: {type(exc).__name__}: {exc}\n{tb}")
+            return None
+
+
+class Config:
+    """Attribute access to the settings in force, in Siesta's or gunicorn's names."""
+
+    def __init__(self, values: dict[str, Any], aliases: dict[str, str | None]) -> None:
+        self._values = values
+        self._aliases = aliases
+
+    def __getattr__(self, name: str) -> Any:
+        target = self._aliases.get(name) or name
+        try:
+            return self._values[target]
+        except KeyError:
+            raise AttributeError(f"no setting {name!r}") from None
+
+
+class Log:
+    """``server.log``: gunicorn logger's methods, written to Siesta's error log."""
+
+    @staticmethod
+    def _write(level: str, msg: Any, args: tuple[Any, ...]) -> None:
+        text = str(msg) % args if args else str(msg)
+        _siesta.log(level, text)
+
+    def debug(self, msg: Any, *args: Any, **_: Any) -> None:
+        self._write("debug", msg, args)
+
+    def info(self, msg: Any, *args: Any, **_: Any) -> None:
+        self._write("info", msg, args)
+
+    def warning(self, msg: Any, *args: Any, **_: Any) -> None:
+        self._write("warning", msg, args)
+
+    warn = warning
+
+    def error(self, msg: Any, *args: Any, **_: Any) -> None:
+        self._write("error", msg, args)
+
+    def critical(self, msg: Any, *args: Any, **_: Any) -> None:
+        self._write("critical", msg, args)
+
+    def exception(self, msg: Any, *args: Any, **_: Any) -> None:
+        """The message, then the traceback of the exception being handled."""
+        self._write("error", f"{msg}\n{traceback.format_exc().rstrip()}", args)
+
+
+class Server:
+    """What server hooks receive (gunicorn's arbiter, as far as one process has one)."""
+
+    def __init__(self, values: dict[str, Any], aliases: dict[str, str | None]) -> None:
+        self.cfg = Config(values, aliases)
+        self.log = Log()
+        self.pid = os.getpid()
+        self.app = values.get("app")
+        # The bind specs until the sockets are open, then the real addresses.
+        self.address: list[str] = list(values.get("bind") or [])
+        self.num_workers = values.get("workers", 1)
+
+
+class Worker:
+    """What worker hooks receive (gunicorn's worker): its pid, settings, log and app."""
+
+    def __init__(self, server: Server, wsgi: Any) -> None:
+        self.cfg = server.cfg
+        self.log = server.log
+        self.pid = os.getpid()
+        self.ppid = os.getppid()
+        self.age = 0
+        self.booted = True
+        self.alive = True
+        self.app = server.app
+        self.wsgi = wsgi
+        self.started = time.time()

@@ -1,0 +1,376 @@
+"""A gunicorn deployment switched to Siesta by changing the command name: flags, files, env.
+
+gunicorn's usual command line starts and serves; a real gunicorn.conf.py is
+applied (logs, log level, timeouts, hooks) with a one-line warning for each
+name Siesta does not know; GUNICORN_CMD_ARGS, SIESTA_CMD_ARGS and
+WEB_CONCURRENCY take their place in the precedence order; and every mistake
+(an unknown -k, a bad bind, a bad config file, a non-callable hook) is one
+line on stderr with gunicorn's exit code.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import textwrap
+import time
+
+import pytest
+import rawhttp
+from siesta_process import APPS_DIR, SIESTA, STOP_TIMEOUT, LogDrain, run_siesta
+
+APP = "router_app:app"
+APP_ARGS = ["--chdir", str(APPS_DIR), "--pythonpath", str(APPS_DIR)]
+GUNICORN_COMMAND = (
+    "-w 1 -k gthread --threads 8 -b 127.0.0.1:0 --access-logfile - --timeout 30 "
+    "--max-requests 1000 --max-requests-jitter 50"
+).split()
+
+
+def printed(result):
+    """{name: value text} from --print-config output."""
+    assert result.returncode == 0, result.stderr
+    return dict(re.findall(r"(?m)^(\w+)\s+= (.*)$", result.stdout))
+
+
+def error_lines(result):
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def assert_one_line_error(result, code, *words):
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+def test_gunicorn_command_line_serves(start_server):
+    """The usual gunicorn flags start Siesta; options it cannot apply yet say so."""
+    server = start_server(APP, *GUNICORN_COMMAND, mode="thread")
+    server.assert_serving()
+    assert server.stdout.wait_for(r'"GET /ping HTTP/1.1" 200', 10.0), server.stdout.text()
+    log = server.log()
+    assert "Warning: --max-requests 1000 (from the command line) is not applied yet" in log
+    assert "--timeout" not in log  # 30 is the default: nothing to warn about
+
+
+def test_gunicorn_command_line_print_config():
+    result = run_siesta(*GUNICORN_COMMAND, "--print-config", *APP_ARGS, "myproj.wsgi:application")
+    values = printed(result)
+    assert values["app"] == "'myproj.wsgi:application'"
+    assert values["worker_class"] == "'thread'"
+    assert values["threads"] == "8"
+    assert values["timeout"] == "30.0"
+    assert values["max_requests"] == "1000"
+    assert values["max_requests_jitter"] == "50"
+    assert values["access_logfile"] == "'-'"
+
+
+@pytest.mark.parametrize("name", ["sync", "gthread", "thread"])
+def test_threaded_worker_classes_run_thread_mode(name):
+    assert printed(run_siesta("-k", name, "--print-config", APP))["worker_class"] == "'thread'"
+
+
+def test_unknown_worker_class_lists_the_choices():
+    result = run_siesta("-k", "eventlet", *APP_ARGS, APP)
+    assert_one_line_error(result, 2, "eventlet", "sync", "gthread", "thread", "gevent")
+
+
+def test_unknown_flag_is_one_line():
+    result = run_siesta("--certfile", "x.pem", *APP_ARGS, APP)
+    assert_one_line_error(result, 2, "--certfile", "usage")
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:99999", "nonsense"])
+def test_check_config_rejects_a_bad_bind(bind):
+    result = run_siesta("--check-config", "-b", bind, *APP_ARGS, APP)
+    assert_one_line_error(result, 1, bind.split(":")[0])
+    assert "Configuration OK" not in result.stdout
+
+
+def test_bad_bind_spec_fails_before_serving():
+    result = run_siesta("-b", "127.0.0.1:99999", *APP_ARGS, APP)
+    assert_one_line_error(result, 1, "127.0.0.1:99999")
+
+
+def test_check_config_accepts_good_binds():
+    result = run_siesta(
+        "--check-config", "-b", "127.0.0.1:0", "-b", "unix:/tmp/x.sock", *APP_ARGS, APP
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Configuration OK" in result.stdout
+
+
+# --- environment -----------------------------------------------------------------------
+
+
+def test_gunicorn_cmd_args_applied():
+    env = {"GUNICORN_CMD_ARGS": "--threads 3 --log-level WARN -k sync"}
+    values = printed(run_siesta("--print-config", APP, env=env))
+    assert (values["threads"], values["log_level"], values["worker_class"]) == (
+        "3",
+        "'warning'",
+        "'thread'",
+    )
+
+
+def test_web_concurrency_sets_workers():
+    assert (
+        printed(run_siesta("--print-config", APP, env={"WEB_CONCURRENCY": "3"}))["workers"] == "3"
+    )
+    assert printed(run_siesta("--print-config", APP))["workers"] == "1"
+
+
+def test_web_concurrency_above_one_is_refused_naming_its_source():
+    result = run_siesta(*APP_ARGS, APP, env={"WEB_CONCURRENCY": "2"})
+    assert_one_line_error(result, 1, "--workers 2", "$WEB_CONCURRENCY", "-w 1")
+
+
+def test_forwarded_allow_ips_default_from_environment():
+    values = printed(run_siesta("--print-config", APP, env={"FORWARDED_ALLOW_IPS": "10.0.0.1"}))
+    assert values["forwarded_allow_ips"] == "'10.0.0.1'"
+
+
+@pytest.mark.parametrize(
+    "cli,env,want",
+    [
+        # Highest first: command line, SIESTA_CMD_ARGS, SIESTA_<NAME>, GUNICORN_CMD_ARGS, file.
+        (["--threads", "7"], {"SIESTA_CMD_ARGS": "--threads 6"}, "7"),
+        ([], {"SIESTA_CMD_ARGS": "--threads 6", "SIESTA_THREADS": "5"}, "6"),
+        ([], {"SIESTA_THREADS": "5", "GUNICORN_CMD_ARGS": "--threads 4"}, "5"),
+        ([], {"GUNICORN_CMD_ARGS": "--threads 4"}, "4"),
+        ([], {}, "2"),
+    ],
+)
+def test_precedence(tmp_path, cli, env, want):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("threads = 2\n")
+    values = printed(run_siesta("-c", str(conf), *cli, "--print-config", APP, env=env))
+    assert values["threads"] == want
+
+
+def test_gunicorn_cmd_args_may_name_the_config_file(tmp_path):
+    conf = tmp_path / "g.py"
+    conf.write_text("threads = 11\n")
+    values = printed(run_siesta("--print-config", APP, env={"GUNICORN_CMD_ARGS": f"-c {conf}"}))
+    assert values["threads"] == "11"
+
+
+def test_bad_gunicorn_cmd_args_names_the_variable():
+    result = run_siesta(APP, env={"GUNICORN_CMD_ARGS": "--threads many"})
+    assert_one_line_error(result, 2, "GUNICORN_CMD_ARGS", "many")
+
+
+# --- config files ----------------------------------------------------------------------
+
+HOOKED_CONFIG = """\
+import os
+from os.path import join
+
+bind = "127.0.0.1:0"
+workers = 1
+worker_class = "gthread"
+accesslog = {access!r}
+errorlog = {error!r}
+loglevel = "debug"
+timeout = 45
+max_requests = 500
+preload_app = True
+forwarded_allow_ips = "10.0.0.0/8"
+pidfile = {pid!r}
+foo = 3
+_private_helper = 4
+
+
+def _note(*words):
+    with open({hooks!r}, "a") as f:
+        f.write(" ".join(str(w) for w in words) + "\\n")
+
+
+def on_starting(server):
+    _note("on_starting", server.pid, server.cfg.loglevel, server.cfg.timeout)
+
+
+def when_ready(server):
+    _note("when_ready", *server.address)
+
+
+def post_fork(server, worker):
+    _note("post_fork")
+
+
+def post_worker_init(worker):
+    _note("post_worker_init", worker.pid, worker.wsgi is not None)
+    worker.log.info("hello from post_worker_init")
+
+
+def worker_exit(server, worker):
+    _note("worker_exit", worker.pid)
+    raise RuntimeError("worker_exit hook failed on purpose")
+
+
+def on_exit(server):
+    _note("on_exit", server.pid)
+"""
+
+
+@pytest.fixture
+def hooked(tmp_path):
+    """A gunicorn.conf.py with logs, limits and hooks; returns (path, files it writes)."""
+    files = {n: tmp_path / f"{n}.txt" for n in ("access", "error", "hooks", "pid")}
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(HOOKED_CONFIG.format(**{n: str(p) for n, p in files.items()}))
+    return conf, files
+
+
+def wait_for_line(path, pattern, timeout=20.0):
+    """Bounded poll of a file the server writes; the match or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            match = re.search(pattern, path.read_text())
+            if match:
+                return match
+        time.sleep(0.05)
+    return None
+
+
+def test_gunicorn_conf_print_config(hooked):
+    conf, files = hooked
+    result = run_siesta("-c", str(conf), "--print-config", APP)
+    values = printed(result)
+    assert values["access_logfile"] == repr(str(files["access"]))
+    assert values["error_logfile"] == repr(str(files["error"]))
+    assert values["log_level"] == "'debug'"
+    assert values["timeout"] == "45.0"
+    assert values["max_requests"] == "500"
+    assert values["preload_app"] == "True"
+    assert values["forwarded_allow_ips"] == "'10.0.0.0/8'"
+    assert values["pid"] == repr(str(files["pid"]))
+    for hook in ("on_starting", "when_ready", "post_fork", "post_worker_init", "on_exit"):
+        assert repr(hook) in values["hooks"]
+    warnings = [line for line in error_lines(result) if "unknown setting" in line]
+    assert warnings == [f"Warning: unknown setting 'foo' in {conf}, ignored"], result.stderr
+    assert "_private_helper" not in result.stderr and "'join'" not in result.stderr
+
+
+def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
+    """Logs go where the file says, the hooks run in order, a failing hook stops nothing."""
+    conf, files = hooked
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIESTA_")}
+    proc = subprocess.Popen(
+        [str(SIESTA), "-c", str(conf), "-k", mode, *APP_ARGS, APP],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=str(APPS_DIR),
+    )
+    stderr = LogDrain(proc.stderr, "stderr")
+    LogDrain(proc.stdout, "stdout")
+    try:
+        ready = wait_for_line(files["hooks"], r"when_ready 127\.0\.0\.1:(\d+)")
+        assert ready, f"no when_ready hook; stderr:\n{stderr.text()}"
+        assert files["pid"].read_text().strip() == str(proc.pid)
+        resp = rawhttp.request("127.0.0.1", int(ready.group(1)), "GET", "/ping")
+        assert resp.status == 200 and resp.body == b"pong"
+        assert wait_for_line(files["access"], r'"GET /ping HTTP/1\.1" 200'), "no access line"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(STOP_TIMEOUT)
+    assert code == 0, stderr.text()
+    hooks = files["hooks"].read_text().split("\n")
+    order = [line.split()[0] for line in hooks if line]
+    assert order == [
+        "on_starting",
+        "post_worker_init",
+        "when_ready",
+        "worker_exit",
+        "on_exit",
+    ], hooks
+    assert hooks[0] == f"on_starting {proc.pid} debug 45.0"
+    assert hooks[1] == f"post_worker_init {proc.pid} True"
+    error_log = files["error"].read_text()
+    assert "Listening at: http://127.0.0.1:" in error_log
+    assert "hello from post_worker_init" in error_log
+    assert "Exception in worker_exit hook: RuntimeError: worker_exit hook failed" in error_log
+    assert "[WARNING] unknown setting 'foo'" in error_log
+    assert not files["pid"].exists(), "the pid file is removed at exit"
+    assert "unknown setting 'foo'" in stderr.text()
+
+
+def test_config_file_names_mapped(tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        textwrap.dedent(
+            """\
+            bind = ["127.0.0.1:0", "unix:/tmp/siesta-test.sock"]
+            keepalive = 9
+            access_log_format = "%(h)s %(s)s"
+            proc_name = "shop"
+            proxy_allow_ips = "10.1.1.1"
+            proxy_protocol = True
+            secure_scheme_headers = {"X-Proto": "https"}
+            raw_env = ["A=1"]
+            umask = 0o022
+            wsgi_app = "router_app:app"
+            """
+        )
+    )
+    values = printed(run_siesta("-c", str(conf), "--print-config"))
+    assert values["bind"] == "['127.0.0.1:0', 'unix:/tmp/siesta-test.sock']"
+    assert values["keep_alive"] == "9.0"
+    assert values["access_logformat"] == "'%(h)s %(s)s'"
+    assert values["name"] == "'shop'"
+    assert values["proxy_allow_from"] == "'10.1.1.1'"
+    assert values["proxy_protocol"] == "'auto'"
+    assert values["secure_scheme_headers"] == "{'X-PROTO': 'https'}"
+    assert values["raw_env"] == "['A=1']"
+    assert values["umask"] == str(0o022)
+    assert values["app"] == "'router_app:app'"
+
+
+def test_unsupported_gunicorn_setting_warned(tmp_path):
+    conf = tmp_path / "g.py"
+    conf.write_text("certfile = 'server.pem'\nthreads = 2\n")
+    result = run_siesta("-c", str(conf), "--print-config", APP)
+    assert printed(result)["threads"] == "2"
+    assert error_lines(result) == [
+        f"Warning: gunicorn setting 'certfile' in {conf} is not supported, ignored"
+    ]
+
+
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("when_ready = 3\n", ["when_ready", "function"]),
+        ("threads = (\n", ["SyntaxError", "line 1"]),
+        ("threads = 2\nx = 1 / 0\n", ["ZeroDivisionError", "line 2"]),
+        ("threads = 'many'\n", ["threads", "many"]),
+        ("worker_class = 'eventlet'\n", ["eventlet", "gevent"]),
+    ],
+)
+def test_bad_config_file_is_one_line_exit_1(tmp_path, text, words):
+    conf = tmp_path / "g.py"
+    conf.write_text(text)
+    result = run_siesta("-c", str(conf), *APP_ARGS, APP)
+    assert_one_line_error(result, 1, *words)
+
+
+def test_missing_config_file(tmp_path):
+    result = run_siesta("-c", str(tmp_path / "nope.py"), *APP_ARGS, APP)
+    assert_one_line_error(result, 1, "nope.py", "not found")
+
+
+def test_only_wsgi_app_names_the_app(tmp_path):
+    """An object called `app` in a config file is not an app spec: warned, not used."""
+    conf = tmp_path / "g.py"
+    conf.write_text("app = 'wrong:app'\nwsgi_app = 'router_app:app'\n")
+    result = run_siesta("-c", str(conf), "--print-config")
+    assert printed(result)["app"] == "'router_app:app'"
+    assert error_lines(result) == [f"Warning: unknown setting 'app' in {conf}, ignored"]
