@@ -54,6 +54,20 @@ settings! {
     queue_timeout: f64,
     /// `--max-connections`.
     max_connections: usize,
+    /// `-t/--timeout`, seconds; 0 disables.
+    timeout: f64,
+    /// `--max-requests`; 0 disables.
+    max_requests: u64,
+    /// `--max-requests-jitter`.
+    max_requests_jitter: u64,
+    /// `--max-worker-rss`, MiB; 0 disables.
+    max_worker_rss: u64,
+    /// `--worker-tmp-dir`.
+    worker_tmp_dir: Option<String>,
+    /// `-D/--daemon`, for WINCH.
+    daemon: bool,
+    /// `--reuse-port`.
+    reuse_port: bool,
     /// `--root-path`.
     root_path: String,
     /// `--log-level`, already canonical.
@@ -86,6 +100,16 @@ pub(crate) struct Config {
     pub access_logformat: String,
     pub error_logfile: Option<String>,
     pub log_level: Level,
+    /// `-t/--timeout`: a worker silent this long is killed and replaced.
+    pub timeout: Option<Duration>,
+    /// `--max-requests` plus this worker's share of the jitter; `None` never.
+    pub max_requests: Option<u64>,
+    pub max_requests_jitter: u64,
+    /// `--max-worker-rss` in MiB.
+    pub max_worker_rss: Option<u64>,
+    pub worker_tmp_dir: Option<std::path::PathBuf>,
+    pub daemon: bool,
+    pub reuse_port: bool,
 }
 
 fn seconds(key: &str, s: f64) -> PyResult<Duration> {
@@ -102,6 +126,14 @@ fn optional_seconds(key: &str, s: f64) -> PyResult<Option<Duration>> {
 }
 
 impl Config {
+    /// How often a worker beats and the master checks (`--timeout` / 4,
+    /// from 50 ms to 1 s).
+    pub(crate) fn beat_interval(&self) -> Duration {
+        self.timeout
+            .map_or(Duration::from_secs(1), |t| t / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
     pub(crate) fn from_dict(d: &Bound<'_, PyDict>) -> PyResult<Config> {
         for key in d.keys() {
             let key: String = key.extract()?;
@@ -153,6 +185,13 @@ impl Config {
             access_logformat: s.access_logformat,
             error_logfile: s.error_logfile,
             log_level,
+            timeout: optional_seconds("timeout", s.timeout)?,
+            max_requests: Some(s.max_requests).filter(|&n| n > 0),
+            max_requests_jitter: s.max_requests_jitter,
+            max_worker_rss: Some(s.max_worker_rss).filter(|&n| n > 0),
+            worker_tmp_dir: s.worker_tmp_dir.map(std::path::PathBuf::from),
+            daemon: s.daemon,
+            reuse_port: s.reuse_port,
         })
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! The architecture, in the order one request travels (docs/ARCHITECTURE.md
 //! walks it file by file). Calls go down this list, never up:
+//! - `supervisor`: the master process of `-w N`: forks workers (through a
+//!   Python callback), gunicorn's signals → `Command`, heartbeats, recycling.
 //! - `worker`: `Server`, the Python-facing handle of one worker process:
 //!   wires the layers below together, signals → `Command`, shutdown timing.
 //! - `server`: accept loops and hyper HTTP/1 connections; the `Service`
@@ -29,6 +31,7 @@ pub(crate) mod limits;
 pub(crate) mod log;
 pub(crate) mod net;
 pub(crate) mod server;
+pub(crate) mod supervisor;
 pub(crate) mod worker;
 pub(crate) mod wsgi;
 
@@ -56,6 +59,15 @@ fn check_bind(spec: &str, resolve: bool) -> PyResult<()> {
     Ok(())
 }
 
+/// Sets the error log's level and file from the settings (the master does
+/// this first; workers inherit it).
+#[pyfunction]
+fn configure_log(settings: &Bound<'_, pyo3::types::PyDict>) -> PyResult<()> {
+    let config = config::Config::from_dict(settings)?;
+    log::error::configure(config.log_level, config.error_logfile.as_deref())
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("Cannot open error log: {e}")))
+}
+
 #[pymodule]
 fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -65,15 +77,19 @@ fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<wsgi::input::ClientDisconnected>(),
     )?;
     m.add("ClientTimeout", py.get_type::<wsgi::input::ClientTimeout>())?;
-    m.add("BindError", py.get_type::<worker::BindError>())?;
+    m.add("BindError", py.get_type::<net::listeners::BindError>())?;
     m.add("SETTINGS_FIELDS", config::SETTINGS_FIELDS.to_vec())?;
     m.add_class::<worker::Server>()?;
+    m.add_class::<net::listeners::Listeners>()?;
+    m.add_class::<supervisor::Supervisor>()?;
+    m.add_function(wrap_pyfunction!(supervisor::worker_after_fork, m)?)?;
     m.add_class::<worker::request::Request>()?;
     m.add_class::<wsgi::input::Input>()?;
     m.add_class::<wsgi::start_response::StartResponse>()?;
     m.add_class::<wsgi::file_wrapper::FileWrapper>()?;
     m.add_class::<wsgi::errors::ErrorStream>()?;
     m.add_function(wrap_pyfunction!(log_line, m)?)?;
+    m.add_function(wrap_pyfunction!(configure_log, m)?)?;
     m.add_function(wrap_pyfunction!(check_bind, m)?)?;
     Ok(())
 }

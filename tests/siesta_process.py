@@ -117,6 +117,17 @@ class SiestaServer:
                 f"{self.stderr.text()}"
             )
         self.host, self.port, self.pid = match.group(1), int(match.group(2)), int(match.group(3))
+        self.workers = _worker_count(self.args)
+
+    def worker_pids(self, count=None, timeout=READY_TIMEOUT):
+        """The master's worker processes, once `count` (default: -w) are up (bounded wait)."""
+        count = self.workers if count is None else count
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = children(self.pid)
+            if len(pids) == count or time.monotonic() > deadline:
+                return pids
+            time.sleep(0.05)
 
     # --- talking to it -------------------------------------------------------------
     def url(self, path="/"):
@@ -132,10 +143,14 @@ class SiestaServer:
         return self.request("GET", target, **kw)
 
     def assert_serving(self):
-        """A plain request still gets a 200: the server survived whatever came before."""
+        """A plain request still gets a 200, and no worker died: the server survived
+        whatever came before (a master would replace a crashed worker, so the
+        workers booted are counted too)."""
         assert self.alive(), f"siesta exited with {self.proc.returncode}:\n{self.log()}"
         resp = self.get("/ping")
         assert resp.status == 200 and resp.body == b"pong", resp
+        boots = self.log().count("Booting worker with pid")
+        assert boots == self.workers, f"{boots} boots, {self.workers} expected:\n{self.log()}"
 
     # --- what it logged and what the apps recorded ----------------------------------
     def alive(self):
@@ -179,6 +194,32 @@ class SiestaServer:
         self.stderr.thread.join(STOP_TIMEOUT)
         self.stdout.thread.join(STOP_TIMEOUT)
         return self.proc.returncode
+
+
+def _worker_count(args):
+    """The -w/--workers value among a server's arguments (1 when absent)."""
+    for i, arg in enumerate(args):
+        if arg in ("-w", "--workers") and i + 1 < len(args):
+            return int(args[i + 1])
+        if arg.startswith("--workers="):
+            return int(arg.split("=", 1)[1])
+    return 1
+
+
+def children(pid):
+    """The pids whose parent is `pid`, from /proc."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(entry))
+    return sorted(out)
 
 
 def run_siesta(*args, env=None, timeout=30.0):

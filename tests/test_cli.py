@@ -54,7 +54,8 @@ def test_app_failing_its_own_import_exits_4():
     result = run_siesta("--bind", "127.0.0.1:0", *APP_ARGS, "broken_import_app:app")
     assert result.returncode == 4, (result.returncode, result.stderr)
     assert "missing_dependency_zq" in result.stderr
-    assert "Listening at" not in result.stderr
+    # As gunicorn: the master listened, the worker failed to load, the master says why.
+    assert "Reason: App failed to load." in result.stderr
 
 
 def test_bad_flag_exits_2():

@@ -9,7 +9,6 @@ from --root-path, and a wsgiref.validate-wrapped app for GET and POST.
 import json
 
 import rawhttp
-from siesta_process import run_siesta
 
 
 def env_of(server, target="/env", headers=(), body=b"", version="HTTP/1.1", method="GET"):
@@ -58,13 +57,13 @@ def test_multithread_flag_matches_mode(server):
     assert env["wsgi.multiprocess"] is False  # one worker by default
 
 
-def test_several_workers_refused_until_the_supervisor_lands():
-    """-w 2 must not silently run one worker: one clear line, exit 1, no traceback."""
-    result = run_siesta("--workers", "2", "router_app:app")
-    assert result.returncode == 1
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "--workers 2" in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+def test_several_workers_are_multiprocess(start_server, mode):
+    """Issue 13: -w 2 runs two worker processes, and the environ says so."""
+    srv = start_server("router_app:app", "-w", "2", mode=mode)
+    assert len(srv.worker_pids()) == 2
+    env = env_of(srv, "/env")["environ"]
+    assert env["wsgi.multiprocess"] is True
+    srv.assert_serving()
 
 
 def test_path_info_is_percent_decoded_as_latin1(server):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import time
 import types
-from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -155,18 +154,11 @@ def _app_frames(exc: BaseException) -> BaseException:
     return exc.with_traceback(rebuilt)
 
 
-def serve(
-    server: Any,
-    app: Any,
-    worker_connections: int,
-    queue_timeout: float,
-    ready: Callable[[], None] | None = None,
-) -> None:
+def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) -> None:
     """Runs the hub until the server stops, then lets running requests finish.
 
     A request that waits ``queue_timeout`` seconds (``--queue-timeout``; 0:
     forever) for one of the ``worker_connections`` slots is answered 503.
-    ``ready`` (the when_ready hook) runs once the server is listening.
     """
     expired_after = queue_timeout or float("inf")
     hub = gevent.get_hub()
@@ -222,15 +214,17 @@ def serve(
                 waiting.append((time.monotonic(), item))
 
     def expire() -> None:
+        # Also the hub's heartbeat: a hub held by a greenlet that never
+        # yields stops beating, and the master's --timeout replaces the worker.
+        period = min(server.beat_interval, expired_after / 4)
         while not stopped.is_set():
-            gevent.sleep(min(1.0, expired_after / 4))
+            server.hub_beat()
+            gevent.sleep(period)
             now = time.monotonic()
             while waiting and now - waiting[0][0] > expired_after:
                 waiting.popleft()[1].reject()
 
     server.start()
-    if ready is not None:
-        ready()
     watcher = hub.loop.io(server.hub_fd(), 1)
     watcher.start(on_ready)
     janitor = gevent.spawn(expire)

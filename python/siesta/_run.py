@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 
-def serve_threads(
-    server: Any, app: Any, threads: int, ready: Callable[[], None] | None = None
-) -> None:
+def serve_threads(server: Any, app: Any, threads: int) -> None:
     server.start()
-    if ready is not None:
-        ready()  # the when_ready hook: listening, about to take requests
     pool = [
         threading.Thread(target=server.run_thread, args=(app,), name=f"siesta-{i}", daemon=True)
         for i in range(threads)

@@ -1,28 +1,29 @@
-"""The ``siesta`` command: settings in, one worker serving, gunicorn's exit codes out.
+"""The ``siesta`` command: settings in, a master and its workers serving, gunicorn's exit codes out.
 
-Reads the settings (``_sources.py``, from the table in ``config.py``), binds
-the sockets (an address in use is reported before the app is imported),
-loads the app (``_app.py``), and runs thread mode (``_run.py``) or gevent
-mode (``_gevent.py``), calling the config file's server hooks
-(``hooks.py``) on the way. A deployer's mistake prints one line and exits:
-2 for a malformed command line, 4 when the app cannot be loaded, 1 for
-anything else (a bad config file, value or bind); never a traceback from
-Siesta.
+Reads the settings (``_sources.py``, from the table in ``config.py``),
+binds the sockets in the master (an address in use is reported before the
+app is imported), and hands over to the master loop (Rust's
+``Supervisor``, with ``_master.py`` forking the workers, each of which
+loads the app unless ``--preload`` did, and serves in thread mode,
+``_run.py``, or gevent mode, ``_gevent.py``), calling the config file's
+server hooks (``hooks.py``) on the way. A deployer's mistake prints one
+line and exits: 2 for a malformed command line, 4 when the app cannot be
+loaded, 3 when a worker cannot boot, 1 for anything else (a bad config
+file, value or bind); never a traceback from Siesta.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from typing import Any
 
 from siesta import _siesta
 from siesta._app import AppLoadError, load, prepare
+from siesta._master import Master, set_title
 from siesta._sources import USAGE, UsageError, resolve
 from siesta.config import GUNICORN_NAMES, ConfigError, for_rust, render
 from siesta.hooks import Server as HookServer
-from siesta.hooks import Worker as HookWorker
 
 EXIT_APP_LOAD = 4
 
@@ -93,6 +94,59 @@ def _capture_output(error_logfile: str | None) -> None:
     os.close(fd)
 
 
+def _systemd_binds(values: dict[str, Any]) -> bool:
+    """Socket activation (systemd's LISTEN_FDS, or a USR2 upgrade): fds 3, 4, ... as binds."""
+    count, pid = os.environ.get("LISTEN_FDS"), os.environ.get("LISTEN_PID")
+    if not count or pid != str(os.getpid()):
+        return False
+    try:
+        n = int(count)
+    except ValueError:
+        _fail(f"LISTEN_FDS={count!r} is not a number", 1)
+    values["bind"] = [f"fd://{3 + i}" for i in range(n)]
+    for key in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+        os.environ.pop(key, None)
+    return True
+
+
+def _user_and_group(values: dict[str, Any]) -> None:
+    """-u/-g by name or number, checked in the master; workers switch after the fork."""
+    import grp
+    import pwd
+
+    user, group = values.get("user"), values.get("group")
+    values["_uid"] = values["_gid"] = values["_user_name"] = None
+    if user is not None:
+        try:
+            entry = pwd.getpwuid(int(user)) if str(user).isdigit() else pwd.getpwnam(str(user))
+        except (KeyError, ValueError):
+            _fail(f"-u {user}: no such user", 1)
+        values["_uid"], values["_gid"], values["_user_name"] = (
+            entry.pw_uid,
+            entry.pw_gid,
+            entry.pw_name,
+        )
+    if group is not None:
+        try:
+            gid = grp.getgrgid(int(group)) if str(group).isdigit() else grp.getgrnam(str(group))
+        except (KeyError, ValueError):
+            _fail(f"-g {group}: no such group", 1)
+        values["_gid"] = gid.gr_gid
+
+
+def _daemonize() -> None:
+    """-D: detach from the terminal, as gunicorn does (two forks, a new session)."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         resolved = resolve(argv)
@@ -108,65 +162,67 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not values.get("app"):
         _fail(f"no app given: {USAGE}", 2)
-    if values["workers"] > 1:
-        _fail(
-            f"--workers {values['workers']} (from {resolved.sources['workers']}): this "
-            "release runs exactly one worker process, so set -w 1. The master/worker "
-            "supervisor that runs more comes next; meanwhile use --threads or -k gevent "
-            "for concurrency, or one siesta per core behind a load balancer.",
-            1,
-        )
     if values.get("check_config"):
         _check_binds(values["bind"])
-    gevent = _load_gevent() if values["worker_class"] == "gevent" else None
-    if gevent is not None and not values.get("check_config"):
-        gevent.patch()
+        if values["worker_class"] == "gevent":
+            _load_gevent()
+        try:
+            prepare(values)
+            load(values["app"])
+        except AppLoadError as exc:
+            _fail(str(exc), EXIT_APP_LOAD)
+        print(f"Configuration OK: {values['app']}")
+        return
+    if values["worker_class"] == "gevent":
+        _load_gevent()  # a missing gevent is reported now, not by every worker
+    _user_and_group(values)
+    inherited = _systemd_binds(values)
+    if values["daemon"]:
+        _daemonize()
     try:
         prepare(values)
-        if values.get("check_config"):
-            load(values["app"])
-            print(f"Configuration OK: {values['app']}")
-            return
-        if values["umask"]:
-            os.umask(values["umask"])
-        arbiter = HookServer(values, GUNICORN_NAMES)
-        hooks.call("on_starting", arbiter)
-        try:
-            server = _siesta.Server(for_rust(values))
-        except _siesta.BindError as exc:
-            _fail(str(exc), 1)
-        except (ValueError, OSError) as exc:
-            _fail(str(exc), 1)
-        arbiter.address = [url.removeprefix("http://") for url in server.urls]
-        _write_pid(values["pid"])
-        if values["capture_output"]:
-            _capture_output(values["error_logfile"])
-        if values["error_logfile"] not in (None, "-"):
-            for warning in resolved.warnings:  # stderr had them; the log file gets them too
-                _siesta.log("warning", warning)
-        _siesta.log("info", f"Starting siesta {_siesta.__version__}")
-        _siesta.log("info", f"Using worker: {values['worker_class']}")
-        app = load(values["app"])
     except AppLoadError as exc:
-        _remove_pid(values["pid"])
         _fail(str(exc), EXIT_APP_LOAD)
-    worker = HookWorker(arbiter, app)
-    hooks.call("post_worker_init", worker)
-    # Signals are handled by the Rust runtime (TERM graceful, INT/QUIT fast).
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
-        signal.signal(sig, signal.SIG_DFL)
+    if values["umask"]:
+        os.umask(values["umask"])
+    arbiter = HookServer(values, GUNICORN_NAMES)
+    hooks.call("on_starting", arbiter)
+    try:
+        _siesta.configure_log(for_rust(values))
+        _siesta.log("info", f"Starting siesta {_siesta.__version__}")
+        listeners = _siesta.Listeners(for_rust(values))
+    except _siesta.BindError as exc:
+        _fail(str(exc), 1)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc), 1)
+    _siesta.log("info", f"Using worker: {values['worker_class']}")
+    arbiter.address = [url.removeprefix("http://") for url in listeners.urls]
+    _write_pid(values["pid"])
+    if values["capture_output"]:
+        _capture_output(values["error_logfile"])
+    if values["error_logfile"] not in (None, "-"):
+        for warning in resolved.warnings:  # stderr had them; the log file gets them too
+            _siesta.log("warning", warning)
+    set_title("master", values)
+    app = None
+    if values["preload_app"]:
+        try:
+            app = load(values["app"])
+        except AppLoadError as exc:
+            _remove_pid(values["pid"])
+            _fail(str(exc), EXIT_APP_LOAD)
+    hooks.call("when_ready", arbiter)
 
-    def ready() -> None:
-        hooks.call("when_ready", arbiter)
+    def reread() -> tuple[dict[str, Any], Any]:
+        again = resolve(argv)
+        _user_and_group(again.values)
+        prepare(again.values)
+        return again.values, again.hooks
 
-    if gevent is not None:
-        gevent.serve(server, app, values["worker_connections"], values["queue_timeout"], ready)
-    else:
-        from siesta._run import serve_threads
-
-        serve_threads(server, app, values["threads"], ready)
-    hooks.call("worker_exit", arbiter, worker)
-    hooks.call("on_exit", arbiter)
+    master = Master(reread, values, hooks, arbiter, listeners, app)
+    code = _siesta.Supervisor(for_rust(values)).run(master)
+    hooks.call("on_exit", master.arbiter)
+    listeners.close(not inherited and master.upgraded is None)
     _remove_pid(values["pid"])
     _siesta.log("info", "Shutting down: Master")
-    _exit_now(0)
+    _exit_now(code)

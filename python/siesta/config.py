@@ -37,7 +37,6 @@ _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n", ""}
 
 # What a setting that needs the master/worker supervisor says until it lands.
-NEEDS_SUPERVISOR = "not applied yet: comes with the master/worker supervisor"
 NOT_YET = "not applied yet"
 
 
@@ -257,7 +256,7 @@ SETTINGS: tuple[Setting, ...] = (
         "kills and replaces it; 0 disables.",
         type=_seconds,
         metavar="SECONDS",
-        pending=NEEDS_SUPERVISOR,
+        rust=True,
     ),
     Setting(
         "max_requests",
@@ -267,7 +266,7 @@ SETTINGS: tuple[Setting, ...] = (
         "0 disables.",
         type=_non_negative_int,
         metavar="INT",
-        pending=NEEDS_SUPERVISOR,
+        rust=True,
     ),
     Setting(
         "max_requests_jitter",
@@ -277,7 +276,7 @@ SETTINGS: tuple[Setting, ...] = (
         "restart at once.",
         type=_non_negative_int,
         metavar="INT",
-        pending=NEEDS_SUPERVISOR,
+        rust=True,
     ),
     Setting(
         "max_worker_rss",
@@ -287,7 +286,7 @@ SETTINGS: tuple[Setting, ...] = (
         "current requests; 0 disables.",
         type=_non_negative_int,
         metavar="MIB",
-        pending=NEEDS_SUPERVISOR,
+        rust=True,
     ),
     Setting(
         "backlog",
@@ -304,7 +303,7 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Set SO_REUSEPORT on the listening sockets.",
         flag=True,
-        pending=NOT_YET,
+        rust=True,
     ),
     Setting(
         "keep_alive",
@@ -460,7 +459,7 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Detach from the terminal and run in the background.",
         flag=True,
-        pending=NOT_YET,
+        rust=True,
     ),
     Setting(
         "pid",
@@ -506,9 +505,11 @@ SETTINGS: tuple[Setting, ...] = (
         "worker_tmp_dir",
         ("--worker-tmp-dir",),
         None,
-        "Directory for worker heartbeat files. Siesta's workers keep no heartbeat file, "
-        "so it is accepted and unused.",
+        "Directory for the workers' heartbeat files (unlinked at once; the master reads "
+        "their modification time for --timeout). Unset: the system's temporary "
+        "directory; /dev/shm avoids disk writes.",
         metavar="DIR",
+        rust=True,
     ),
     Setting(
         "log_level",

@@ -85,6 +85,10 @@ class Config:
         self._values = values
         self._aliases = aliases
 
+    def update(self, values: dict[str, Any]) -> None:
+        """The settings read again (HUP)."""
+        self._values = values
+
     def __getattr__(self, name: str) -> Any:
         target = self._aliases.get(name) or name
         try:
@@ -124,7 +128,7 @@ class Log:
 
 
 class Server:
-    """What server hooks receive (gunicorn's arbiter, as far as one process has one)."""
+    """What server hooks receive: gunicorn's arbiter (the master)."""
 
     def __init__(self, values: dict[str, Any], aliases: dict[str, str | None]) -> None:
         self.cfg = Config(values, aliases)
@@ -139,12 +143,13 @@ class Server:
 class Worker:
     """What worker hooks receive (gunicorn's worker): its pid, settings, log and app."""
 
-    def __init__(self, server: Server, wsgi: Any) -> None:
+    def __init__(self, server: Server, wsgi: Any, age: int = 0, pid: int | None = None) -> None:
         self.cfg = server.cfg
         self.log = server.log
-        self.pid = os.getpid()
+        # In pre_fork the worker is not forked yet: its pid is the master's.
+        self.pid = os.getpid() if pid is None else pid
         self.ppid = os.getppid()
-        self.age = 0
+        self.age = age
         self.booted = True
         self.alive = True
         self.app = server.app

@@ -31,6 +31,8 @@ pub(crate) struct Hub {
     closed: AtomicBool,
     /// The last wake token handed out.
     tokens: AtomicU64,
+    /// Bumped by the hub loop's timer: the heartbeat's sign it is alive.
+    beats: AtomicU64,
 }
 
 impl Hub {
@@ -47,6 +49,7 @@ impl Hub {
             fd,
             closed: AtomicBool::new(false),
             tokens: AtomicU64::new(0),
+            beats: AtomicU64::new(0),
         })
     }
 
@@ -77,6 +80,19 @@ impl Hub {
         }
         self.push(Event::Request(Box::new(job)));
         Ok(())
+    }
+
+    /// The hub loop ran its timer.
+    pub(crate) fn beat(&self) {
+        self.beats.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the hub beat since `mark` (which is updated).
+    pub(crate) fn beating(&self, mark: &mut u64) -> bool {
+        let now = self.beats.load(Ordering::Relaxed);
+        let alive = now != *mark;
+        *mark = now;
+        alive
     }
 
     /// A fresh wake token.

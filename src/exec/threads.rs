@@ -79,6 +79,8 @@ struct State {
     monitor_asleep: bool,
     /// Jobs past `--queue-timeout`, to be refused once the lock is released.
     expired: Vec<Job>,
+    /// Jobs served to the end, for the heartbeat.
+    completed: u64,
     closed: bool,
 }
 
@@ -107,6 +109,7 @@ impl Pool {
                 last_turn: Instant::now(),
                 monitor_asleep: false,
                 expired: Vec::new(),
+                completed: 0,
                 closed: false,
             }),
             idle_cv: Condvar::new(),
@@ -164,6 +167,17 @@ impl Pool {
         self.job_ready.notify_waiters();
         self.idle_cv.notify_all();
         self.monitor_cv.notify_all();
+    }
+
+    /// Whether the pool is making progress (for the heartbeat): a thread is
+    /// free, driving I/O or waiting on the network, or a job finished or a
+    /// wait began since `mark` (which is updated).
+    pub(crate) fn making_progress(&self, mark: &mut u64) -> bool {
+        let st = self.state.lock();
+        let now = st.turns + st.completed;
+        let moved = now != *mark;
+        *mark = now;
+        moved || st.idle > 0 || st.driver || st.running == 0
     }
 
     /// Marks the calling pool thread as waiting (`true`) or running again.
@@ -306,11 +320,13 @@ impl Pool {
     pub(crate) fn run(self: &Arc<Self>, py: Python<'_>, mut serve: impl FnMut(Python<'_>, Job)) {
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
         self.state.lock().running += 1;
+        let mut served = false;
         loop {
             // A job already queued is taken without releasing the GIL,
             // unless the runtime is due a turn (`next_job` gives it one).
             let queued = {
                 let mut st = self.state.lock();
+                st.completed += u64::from(served);
                 let due =
                     self.runtime.is_some() && !st.driver && st.last_turn.elapsed() > TURN_EVERY;
                 if due {
@@ -327,6 +343,7 @@ impl Pool {
                 },
             };
             serve(py, job);
+            served = true;
         }
         CURRENT.with(|c| *c.borrow_mut() = None);
     }

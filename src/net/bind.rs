@@ -91,14 +91,14 @@ impl BindSpec {
         }
     }
 
-    pub(crate) fn open(&self, backlog: i32) -> Result<Listener, StartupError> {
+    pub(crate) fn open(&self, backlog: i32, reuse_port: bool) -> Result<Listener, StartupError> {
         match self {
             BindSpec::Tcp(..) => {
                 let shown = self.shown();
                 let addr = self
                     .resolve()?
                     .ok_or_else(|| StartupError::BadBind(shown.clone()))?;
-                open_tcp(addr, backlog).map_err(|e| bind_error(shown, e))
+                open_tcp(addr, backlog, reuse_port).map_err(|e| bind_error(shown, e))
             }
             BindSpec::Unix(path) => {
                 open_unix(path, backlog).map_err(|e| bind_error(self.shown(), e))
@@ -126,9 +126,12 @@ fn bind_error(addr: String, e: std::io::Error) -> StartupError {
     }
 }
 
-fn open_tcp(addr: SocketAddr, backlog: i32) -> std::io::Result<Listener> {
+fn open_tcp(addr: SocketAddr, backlog: i32, reuse_port: bool) -> std::io::Result<Listener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     sock.set_reuse_address(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
@@ -160,6 +163,30 @@ pub(crate) enum Listener {
 }
 
 impl Listener {
+    /// The descriptor (for handing the socket to a new master on USR2).
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+
+    /// Removes the socket file Siesta created for a unix listener.
+    pub(crate) fn unlink(&self) {
+        if let Listener::Unix(_, Some(path)) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// A second handle on the same socket (a worker's own copy).
+    pub(crate) fn try_clone(&self) -> std::io::Result<Listener> {
+        Ok(match self {
+            Listener::Tcp(l) => Listener::Tcp(l.try_clone()?),
+            Listener::Unix(l, _) => Listener::Unix(l.try_clone()?, None),
+        })
+    }
+
     /// `http://127.0.0.1:8000` or `unix:/run/app.sock`, for the ready line.
     pub(crate) fn url(&self) -> String {
         match self {
@@ -242,7 +269,7 @@ mod tests {
     #[test]
     fn port_zero_and_in_use() -> Result<(), StartupError> {
         let spec = BindSpec::parse("127.0.0.1:0")?;
-        let l = spec.open(16)?;
+        let l = spec.open(16, false)?;
         let url = l.url();
         assert!(
             url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"),
@@ -250,7 +277,7 @@ mod tests {
         );
         let port = url.rsplit(':').next().unwrap_or("0");
         // Bound without SO_REUSEPORT, a second listener on the port must fail.
-        let again = BindSpec::parse(&format!("127.0.0.1:{port}"))?.open(16);
+        let again = BindSpec::parse(&format!("127.0.0.1:{port}"))?.open(16, false);
         assert!(
             matches!(again, Err(StartupError::AddrInUse(_))),
             "{again:?}"

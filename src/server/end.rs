@@ -16,20 +16,57 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
 
 /// Where finished requests are accounted for.
 pub(crate) struct Recorder {
     /// `--access-logfile`; `None` logs nothing.
-    pub access_log: Option<AccessLog>,
+    access_log: Option<AccessLog>,
+    /// Requests finished (with a head), for `--max-requests`.
+    served: AtomicU64,
+    /// `--max-requests` plus this worker's jitter: `recycle` fires here.
+    recycle_at: Option<u64>,
+    recycle: Notify,
+}
+
+impl Recorder {
+    pub(crate) fn new(access_log: Option<AccessLog>, recycle_at: Option<u64>) -> Recorder {
+        Recorder {
+            access_log,
+            served: AtomicU64::new(0),
+            recycle_at,
+            recycle: Notify::new(),
+        }
+    }
+
+    pub(crate) fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.as_ref()
+    }
+
+    /// Resolves once this worker has served `--max-requests` (never if unset).
+    pub(crate) async fn recycle_due(&self) {
+        if self.recycle_at.is_some() {
+            self.recycle.notified().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl Finish for Recorder {
     fn finish(&self, done: &Finished<'_>) {
         if let Some(e) = done.tally.refusal {
             log_refusal(done, e);
+        }
+        if done.head.is_some() {
+            let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+            if Some(n) == self.recycle_at {
+                self.recycle.notify_one();
+            }
         }
         if let Some(log) = &self.access_log {
             log.write(&Entry {

@@ -10,6 +10,7 @@
 //! holds no request logic. `signals.rs` maps signals to commands,
 //! `request.rs` is the hub's handle on one request.
 
+pub(crate) mod heartbeat;
 pub(crate) mod request;
 pub(crate) mod signals;
 
@@ -20,6 +21,7 @@ use crate::exec::threads::Pool;
 use crate::exec::Executor;
 use crate::log::access::AccessLog;
 use crate::net::bind::Listener;
+use crate::net::listeners::{startup_error as startup, Listeners};
 use crate::server::end::Recorder;
 use crate::server::{self, Stop};
 use crate::wsgi::environ::EnvConstants;
@@ -35,19 +37,16 @@ use signals::Command;
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-pyo3::create_exception!(
-    _siesta,
-    BindError,
-    PyOSError,
-    "A listening socket could not be opened (address in use, bad address)."
-);
-
 #[pyclass(frozen, module = "siesta._siesta")]
 pub(crate) struct Server {
     config: Config,
-    /// Bound in `__new__`, handed to the runtime in `start`.
+    /// Bound in `__new__` (or inherited), handed to the runtime in `start`.
     listeners: Mutex<Option<Vec<Listener>>>,
     urls: Vec<String>,
+    /// Log the ready line (a worker of a master does not: the master did).
+    announce: bool,
+    /// The master's heartbeat file for this worker (`--timeout`).
+    heartbeat: Option<i32>,
     exec: Arc<Executor>,
     /// The hub queue in gevent mode (also inside `exec`).
     hub: Option<Arc<Hub>>,
@@ -69,24 +68,28 @@ enum Lifecycle {
     Done,
 }
 
-fn startup(e: StartupError) -> PyErr {
-    BindError::new_err(e.to_string())
-}
-
 #[pymethods]
 impl Server {
+    /// A worker on `listeners` (the master's, inherited), or on sockets of
+    /// its own when none are given (then it logs the ready line itself).
+    /// `heartbeat` is the master's heartbeat descriptor for this worker.
     #[new]
-    fn new(settings: &Bound<'_, PyDict>) -> PyResult<Self> {
+    #[pyo3(signature = (settings, listeners=None, heartbeat=None))]
+    fn new(
+        settings: &Bound<'_, PyDict>,
+        listeners: Option<&Listeners>,
+        heartbeat: Option<i32>,
+    ) -> PyResult<Self> {
         let config = Config::from_dict(settings)?;
         crate::log::error::configure(config.log_level, config.error_logfile.as_deref())
             .map_err(|e| PyOSError::new_err(format!("Cannot open error log: {e}")))?;
-        let listeners = config
-            .binds
-            .iter()
-            .map(|b| b.open(config.backlog))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(startup)?;
-        let urls = listeners.iter().map(Listener::url).collect();
+        let (sockets, urls, announce) = match listeners {
+            Some(l) => (l.clone_all()?, l.urls().to_vec(), false),
+            None => {
+                let own = Listeners::open(&config)?;
+                (own.clone_all()?, own.urls().to_vec(), true)
+            }
+        };
         // Thread mode with --runtime-threads 0: the Python threads drive a
         // current-thread runtime (exec/threads.rs); otherwise dedicated
         // I/O threads run a multi-thread one.
@@ -116,8 +119,10 @@ impl Server {
         };
         Ok(Server {
             config,
-            listeners: Mutex::new(Some(listeners)),
+            listeners: Mutex::new(Some(sockets)),
             urls,
+            announce,
+            heartbeat,
             exec: Arc::new(exec),
             hub,
             ctx: OnceLock::new(),
@@ -133,6 +138,20 @@ impl Server {
     #[getter]
     fn stop_grace(&self) -> f64 {
         STOP_GRACE.as_secs_f64()
+    }
+
+    /// Seconds between heartbeats (gevent's hub loop beats this often).
+    #[getter]
+    fn beat_interval(&self) -> f64 {
+        self.config.beat_interval().as_secs_f64()
+    }
+
+    /// gevent mode: the hub loop is alive (called from a hub timer); a hub
+    /// that stops calling this stops the heartbeat.
+    fn hub_beat(&self) {
+        if let Some(hub) = &self.hub {
+            hub.beat();
+        }
     }
 
     /// The listening URLs, real ports included.
@@ -175,7 +194,11 @@ impl Server {
             runtime: rt.handle().clone(),
         });
         let _ = self.ctx.set(ctx);
-        let recorder = Arc::new(Recorder { access_log });
+        let recycle_at = self
+            .config
+            .max_requests
+            .map(|n| n + jitter(self.config.max_requests_jitter));
+        let recorder = Arc::new(Recorder::new(access_log, recycle_at));
         let _ = self.recorder.set(recorder.clone());
         let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::channel();
@@ -183,11 +206,23 @@ impl Server {
         let (stop, events, log) = (stop_tx.clone(), events_tx.clone(), recorder.clone());
         signals::listen(move |cmd| act(cmd, &stop, &events, &log))
             .map_err(|e| PyOSError::new_err(format!("Cannot install signal handlers: {e}")))?;
+        let (stop, events, log) = (stop_tx.clone(), events_tx.clone(), recorder.clone());
+        rt.spawn(async move {
+            log.recycle_due().await;
+            crate::log::error::info("Autorestarting worker after current request.");
+            act(Command::GracefulStop, &stop, &events, &log);
+        });
         *self.stopper.lock() = Some(stop_tx);
         let exec = self.exec.clone();
-        let pid = std::process::id();
-        for url in &self.urls {
-            crate::log::error::info(&format!("Listening at: {url} ({pid})"));
+        if self.announce {
+            let pid = std::process::id();
+            for url in &self.urls {
+                crate::log::error::info(&format!("Listening at: {url} ({pid})"));
+            }
+        }
+        if let Some(fd) = self.heartbeat {
+            heartbeat::start(fd, self.config.beat_interval(), self.exec.clone())
+                .map_err(|e| PyOSError::new_err(format!("Cannot start the heartbeat: {e}")))?;
         }
         let limits = self.config.limits.clone();
         rt.spawn(async move {
@@ -281,6 +316,19 @@ impl Server {
 /// fast stop: what they still hold then is abandoned.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
+/// This worker's share of `--max-requests-jitter`: 0 to `max`, from the
+/// clock and the pid (no random crate for one number per process).
+fn jitter(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(17);
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) % (max + 1)
+}
+
 /// Carries out one signal's command (on the signal thread).
 fn act(
     cmd: Command,
@@ -295,7 +343,7 @@ fn act(
             if let Err(e) = crate::log::error::reopen() {
                 crate::log::error::error(&format!("Cannot reopen the error log: {e}"));
             }
-            if let Some(log) = &recorder.access_log {
+            if let Some(log) = recorder.access_log() {
                 if let Err(e) = log.reopen() {
                     crate::log::error::error(&format!("Cannot reopen the access log: {e}"));
                 }

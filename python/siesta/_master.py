@@ -1,0 +1,216 @@
+"""The master's Python half: forking workers, running one, and gunicorn's hooks around them.
+
+Rust's ``Supervisor`` (``src/supervisor/``) is the master loop: signals,
+the worker table, heartbeats, ``--timeout``, ``--max-worker-rss``, counts.
+It calls :class:`Master` for what needs Python: ``spawn`` forks a worker
+(the child runs :func:`run_worker` and never returns), ``reload`` re-reads
+the config on HUP, ``upgrade`` starts a new master on USR2, and the hooks
+(``pre_fork``, ``post_fork``, ``child_exit``, ``nworkers_changed``,
+``on_reload``, ``pre_exec``). Serving requests is ``_run.py`` (threads) or
+``_gevent.py`` (greenlets).
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import fcntl
+import os
+import sys
+import traceback
+from typing import Any
+
+from siesta import _siesta
+from siesta._app import AppLoadError, load
+from siesta.config import ConfigError, for_rust
+from siesta.hooks import Worker as HookWorker
+
+# gunicorn's exit codes for a worker, read by the master.
+WORKER_BOOT_ERROR = 3
+APP_LOAD_ERROR = 4
+
+# faulthandler writes to a file object that must stay open for the worker's life.
+_fault_file: Any = None
+
+
+def set_title(role: str, values: dict[str, Any]) -> None:
+    """``siesta: master [name]`` in ps and top, when setproctitle is installed."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(f"siesta: {role} [{values.get('name') or values.get('app')}]")
+
+
+def _drop_privileges(values: dict[str, Any], heartbeat_fd: int) -> None:
+    """-u/-g: the worker runs as that user and group (the master keeps its own)."""
+    uid, gid = values.get("_uid"), values.get("_gid")
+    if uid is None and gid is None:
+        return
+    uid = os.getuid() if uid is None else uid
+    gid = os.getgid() if gid is None else gid
+    os.fchown(heartbeat_fd, uid, gid)  # the worker must still touch it
+    if os.getuid() == 0:
+        user = values.get("_user_name")
+        if user:
+            os.initgroups(user, gid)
+        else:
+            os.setgroups([gid])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+def _enable_faulthandler(values: dict[str, Any]) -> None:
+    """SIGABRT (the master's --timeout) dumps every thread's Python stack to the error log."""
+    global _fault_file
+    path = values.get("error_logfile")
+    _fault_file = sys.stderr
+    if path and path != "-":
+        try:
+            _fault_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open on purpose)
+        except OSError:
+            _fault_file = sys.stderr
+    faulthandler.enable(file=_fault_file, all_threads=True)
+
+
+def run_worker(
+    values: dict[str, Any],
+    hooks: Any,
+    arbiter: Any,
+    listeners: Any,
+    heartbeat_fd: int,
+    app: Any,
+) -> int:
+    """One worker's life, in the forked child; returns its exit code."""
+    _siesta.worker_after_fork()
+    set_title("worker", values)
+    worker = HookWorker(arbiter, app)
+    _siesta.log("info", f"Booting worker with pid: {worker.pid}")
+    hooks.call("post_fork", arbiter, worker)
+    try:
+        _drop_privileges(values, heartbeat_fd)
+    except OSError as exc:
+        _siesta.log("error", f"Cannot switch to user/group: {exc}")
+        return WORKER_BOOT_ERROR
+    gevent = None
+    if values["worker_class"] == "gevent":
+        from siesta import _gevent as gevent
+
+        gevent.patch()
+    _enable_faulthandler(values)
+    if app is None:
+        try:
+            app = load(values["app"])
+        except AppLoadError as exc:
+            _siesta.log("error", str(exc))
+            return APP_LOAD_ERROR
+    try:
+        server = _siesta.Server(for_rust(values), listeners, heartbeat_fd)
+    except (ValueError, OSError) as exc:
+        _siesta.log("error", f"Worker failed to boot: {exc}")
+        return WORKER_BOOT_ERROR
+    worker.wsgi = app
+    hooks.call("post_worker_init", worker)
+    if gevent is not None:
+        gevent.serve(server, app, values["worker_connections"], values["queue_timeout"])
+    else:
+        from siesta._run import serve_threads
+
+        serve_threads(server, app, values["threads"])
+    hooks.call("worker_exit", arbiter, worker)
+    _siesta.log("info", f"Worker exiting (pid: {worker.pid})")
+    return 0
+
+
+class Master:
+    """What the Rust master loop calls back for."""
+
+    def __init__(
+        self,
+        reread: Any,
+        values: dict[str, Any],
+        hooks: Any,
+        arbiter: Any,
+        listeners: Any,
+        app: Any = None,
+    ) -> None:
+        self.reread, self.values, self.hooks = reread, values, hooks
+        self.arbiter, self.listeners, self.app = arbiter, listeners, app
+        # The pid of a new master started by USR2, if any.
+        self.upgraded: int | None = None
+
+    def spawn(self, age: int, heartbeat_fd: int) -> int:
+        """Forks a worker; in the child, runs it and exits (never returns there)."""
+        stub = HookWorker(self.arbiter, None, age=age)
+        self.hooks.call("pre_fork", self.arbiter, stub)
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:
+            code = run_worker(
+                self.values, self.hooks, self.arbiter, self.listeners, heartbeat_fd, self.app
+            )
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # the worker's last word, never the master's stack
+            _siesta.log("error", "Worker crashed:\n" + traceback.format_exc().rstrip())
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return 0  # not reached
+
+    def reload(self) -> int:
+        """HUP: the config read again (binds stay), the on_reload hook; the new count."""
+        try:
+            values, hooks = self.reread()
+        except ConfigError as exc:
+            _siesta.log("error", f"Reload: {exc}; keeping the running config")
+        else:
+            if values["bind"] != self.values["bind"]:
+                _siesta.log("warning", "Reload: -b changes need a restart; keeping the sockets")
+            values["bind"] = self.values["bind"]
+            self.values, self.hooks = values, hooks
+            self.arbiter.cfg.update(values)
+            try:
+                _siesta.configure_log(for_rust(values))
+            except (ValueError, OSError) as exc:
+                _siesta.log("error", f"Reload: {exc}")
+        self.hooks.call("on_reload", self.arbiter)
+        return self.values["workers"]
+
+    def child_exit(self, pid: int, code: int) -> None:
+        self.hooks.call("child_exit", self.arbiter, HookWorker(self.arbiter, None, pid=pid))
+
+    def nworkers_changed(self, new: int, old: int) -> None:
+        self.arbiter.num_workers = new
+        self.hooks.call("nworkers_changed", self.arbiter, new, old)
+
+    def upgrade(self) -> None:
+        """USR2: a new master from the current code on the same sockets."""
+        if self.upgraded is not None:
+            _siesta.log("warning", "USR2 ignored: a new master was already started")
+            return
+        fds = self.listeners.fds()
+        pid = os.fork()
+        if pid:
+            self.upgraded = pid
+            pidfile = self.values.get("pid")
+            if pidfile and os.path.exists(pidfile):
+                os.replace(pidfile, pidfile + ".oldbin")
+            _siesta.log("info", f"Started a new master (pid: {pid}) on the same sockets")
+            return
+        try:
+            _siesta.worker_after_fork()
+            self.hooks.call("pre_exec", self.arbiter)
+            # LISTEN_FDS (systemd's convention): the sockets as fds 3, 4, ...
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
+            for i, fd in enumerate(high):
+                os.dup2(fd, 3 + i, inheritable=True)
+            env = dict(os.environ, LISTEN_FDS=str(len(fds)), LISTEN_PID=str(os.getpid()))
+            argv = [sys.executable, "-m", "siesta", *sys.argv[1:]]
+            os.execve(sys.executable, argv, env)
+        except BaseException:
+            _siesta.log("error", "Cannot start a new master:\n" + traceback.format_exc().rstrip())
+        finally:
+            os._exit(1)

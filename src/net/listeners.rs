@@ -1,0 +1,98 @@
+//! `Listeners`: the sockets of one server, opened once by the master and shared by its workers.
+//!
+//! The master makes a `Listeners` from the settings before any worker
+//! exists (an address in use is reported before the app is imported), logs
+//! the ready line, and forks; each worker's `Server` takes its own copy of
+//! the inherited sockets (`clone_all`). At exit the master removes the unix
+//! socket files it created, unless a new master (USR2) inherited them.
+//! Accepting connections is `server/`'s job.
+
+use super::bind::Listener;
+use crate::config::Config;
+use crate::error::StartupError;
+use parking_lot::Mutex;
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+pyo3::create_exception!(
+    _siesta,
+    BindError,
+    PyOSError,
+    "A listening socket could not be opened (address in use, bad address)."
+);
+
+pub(crate) fn startup_error(e: StartupError) -> PyErr {
+    BindError::new_err(e.to_string())
+}
+
+#[pyclass(frozen, module = "siesta._siesta")]
+pub(crate) struct Listeners {
+    sockets: Mutex<Vec<Listener>>,
+    urls: Vec<String>,
+}
+
+impl Listeners {
+    pub(crate) fn open(config: &Config) -> PyResult<Listeners> {
+        let sockets = config
+            .binds
+            .iter()
+            .map(|b| b.open(config.backlog, config.reuse_port))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(startup_error)?;
+        let urls = sockets.iter().map(Listener::url).collect();
+        Ok(Listeners {
+            sockets: Mutex::new(sockets),
+            urls,
+        })
+    }
+
+    /// A worker's own handles on every socket.
+    pub(crate) fn clone_all(&self) -> PyResult<Vec<Listener>> {
+        self.sockets
+            .lock()
+            .iter()
+            .map(Listener::try_clone)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PyOSError::new_err(format!("Cannot share a listening socket: {e}")))
+    }
+
+    pub(crate) fn urls(&self) -> &[String] {
+        &self.urls
+    }
+}
+
+#[pymethods]
+impl Listeners {
+    /// Opens every `bind` of the settings; logs `Listening at: URL (PID)`.
+    #[new]
+    fn new(settings: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let config = Config::from_dict(settings)?;
+        let l = Listeners::open(&config)?;
+        let pid = std::process::id();
+        for url in &l.urls {
+            crate::log::error::info(&format!("Listening at: {url} ({pid})"));
+        }
+        Ok(l)
+    }
+
+    /// The listening URLs, real ports included.
+    #[getter(urls)]
+    fn py_urls(&self) -> Vec<String> {
+        self.urls.clone()
+    }
+
+    /// The descriptors, in bind order (for a new master after USR2).
+    fn fds(&self) -> Vec<i32> {
+        self.sockets.lock().iter().map(Listener::raw_fd).collect()
+    }
+
+    /// Closes the sockets; with `unlink`, removes the unix socket files
+    /// Siesta created.
+    fn close(&self, unlink: bool) {
+        let sockets = std::mem::take(&mut *self.sockets.lock());
+        if unlink {
+            sockets.iter().for_each(Listener::unlink);
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The master process: starts `-w N` workers, keeps them alive, and acts on gunicorn's signals.
+//!
+//! `Supervisor.run(callbacks)` is the master's whole life, on one thread
+//! with no runtime (workers are forked from it): it waits on the signal
+//! pipe (`signals.rs`) with a short tick, turns each signal into a
+//! `Command` handled in one `match` (`handle`), and on every tick reaps
+//! exited workers, kills silent ones (`--timeout`) and fat ones
+//! (`--max-worker-rss`), and starts or retires workers until the count is
+//! right. Forking, running a worker and the config's hooks are Python's:
+//! `callbacks` is `python/siesta/_master.py`'s `Master`. The table of
+//! workers is `workers.rs`. The master never runs app code.
+
+pub(crate) mod signals;
+pub(crate) mod workers;
+
+use crate::config::Config;
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use signals::{Command, SignalPipe};
+use std::time::{Duration, Instant};
+use workers::{Exit, Retire, Table};
+
+/// gunicorn's exit codes for a worker that could not boot or load the app.
+const WORKER_BOOT_ERROR: i32 = 3;
+const APP_LOAD_ERROR: i32 = 4;
+
+/// After a fast stop, how long workers get before SIGKILL.
+const FAST_GRACE: Duration = Duration::from_secs(2);
+/// After a timeout's SIGABRT (which dumps the stacks), how long before SIGKILL.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
+/// A reload retires the old workers once the new ones are up, or after this.
+const RELOAD_WAIT: Duration = Duration::from_secs(30);
+
+/// The master of one server (`siesta -w N`).
+#[pyclass(frozen, module = "siesta._siesta")]
+pub(crate) struct Supervisor {
+    config: Config,
+}
+
+#[pymethods]
+impl Supervisor {
+    #[new]
+    fn new(settings: &Bound<'_, PyDict>) -> PyResult<Self> {
+        Ok(Supervisor {
+            config: Config::from_dict(settings)?,
+        })
+    }
+
+    /// Runs the master until it stops; returns the exit code. `callbacks`
+    /// has `spawn(age, heartbeat_fd) -> pid`, `reload() -> workers`,
+    /// `child_exit(pid, code)`, `nworkers_changed(new, old)`, `upgrade()`.
+    fn run(&self, py: Python<'_>, callbacks: &Bound<'_, PyAny>) -> PyResult<i32> {
+        let pipe = SignalPipe::install()
+            .map_err(|e| PyOSError::new_err(format!("Cannot install signal handlers: {e}")))?;
+        let mut m = Master {
+            cfg: &self.config,
+            cb: callbacks,
+            table: Table::default(),
+            target: self.config.workers,
+            generation: 1,
+            stopping: false,
+            reload_started: None,
+            halt: None,
+        };
+        let tick = self.config.beat_interval();
+        m.maintain(py);
+        loop {
+            let signos = py.detach(|| pipe.wait(tick));
+            for signo in signos {
+                let Some(cmd) = signals::command_for(signo) else {
+                    continue;
+                };
+                if cmd != Command::ChildExited {
+                    crate::log::error::info(&format!("Handling signal: {}", signals::name(signo)));
+                }
+                m.handle(py, cmd);
+            }
+            m.reap(py);
+            m.check(py);
+            if m.stopping && m.table.workers.is_empty() {
+                if let Some((code, reason)) = m.halt {
+                    crate::log::error::info(&format!("Reason: {reason}"));
+                    return Ok(code);
+                }
+                return Ok(0);
+            }
+        }
+    }
+}
+
+/// The one thing a freshly forked worker must do first: drop the master's
+/// signal handlers and pipe.
+#[pyfunction]
+pub(crate) fn worker_after_fork() -> PyResult<()> {
+    signals::reset_in_child().map_err(|e| PyOSError::new_err(e.to_string()))
+}
+
+struct Master<'a, 'py> {
+    cfg: &'a Config,
+    cb: &'a Bound<'py, PyAny>,
+    table: Table,
+    /// How many workers there should be (`-w`, TTIN/TTOU, a reload).
+    target: usize,
+    /// Bumped by every reload; older workers are retired.
+    generation: u64,
+    /// Every worker is being stopped; the master exits when none is left.
+    stopping: bool,
+    /// A reload is under way: the old workers go once the new ones are up.
+    reload_started: Option<Instant>,
+    /// A worker could not boot: exit with this code once all are gone.
+    halt: Option<(i32, &'static str)>,
+}
+
+impl Master<'_, '_> {
+    fn graceful(&self) -> Duration {
+        self.cfg.limits.graceful_timeout + Duration::from_secs(1)
+    }
+
+    fn handle(&mut self, py: Python<'_>, cmd: Command) {
+        match cmd {
+            Command::GracefulStop => self.stop_all(libc::SIGTERM, self.graceful()),
+            Command::FastStop => self.stop_all(libc::SIGQUIT, FAST_GRACE),
+            Command::Reload if !self.stopping => {
+                match self
+                    .cb
+                    .call_method0("reload")
+                    .and_then(|n| n.extract::<usize>())
+                {
+                    Ok(n) => self.target = n.max(1),
+                    Err(e) => crate::log::error::exception(py, "Reload failed", &e),
+                }
+                self.generation += 1;
+                let old: Vec<i32> = self.table.workers.keys().copied().collect();
+                for pid in old {
+                    if let Some(w) = self.table.workers.get_mut(&pid) {
+                        w.retiring.get_or_insert(Retire::Reload);
+                    }
+                }
+                self.reload_started = Some(Instant::now());
+                self.maintain(py);
+            }
+            Command::Incr if !self.stopping => self.resize(py, self.target + 1),
+            Command::Decr if !self.stopping => {
+                self.resize(py, self.target.saturating_sub(1).max(1))
+            }
+            Command::ReopenLogs => {
+                if let Err(e) = crate::log::error::reopen() {
+                    crate::log::error::error(&format!("Cannot reopen the error log: {e}"));
+                }
+                self.table.signal_all(libc::SIGUSR1);
+            }
+            Command::Upgrade if !self.stopping => {
+                if let Err(e) = self.cb.call_method0("upgrade") {
+                    crate::log::error::exception(py, "Upgrade failed", &e);
+                }
+            }
+            Command::Winch if self.cfg.daemon && !self.stopping => {
+                crate::log::error::info("graceful stop of workers");
+                self.resize(py, 0);
+            }
+            Command::Winch => crate::log::error::info("SIGWINCH ignored. Not daemonized"),
+            Command::Reload | Command::Incr | Command::Decr | Command::Upgrade => {}
+            Command::ChildExited => {}
+        }
+    }
+
+    fn resize(&mut self, py: Python<'_>, n: usize) {
+        let old = self.target;
+        self.target = n;
+        if let Err(e) = self.cb.call_method1("nworkers_changed", (n, old)) {
+            crate::log::error::exception(py, "nworkers_changed hook failed", &e);
+        }
+        self.maintain(py);
+    }
+
+    fn stop_all(&mut self, signo: i32, grace: Duration) {
+        self.stopping = true;
+        let pids: Vec<i32> = self.table.workers.keys().copied().collect();
+        for pid in pids {
+            // A second, faster stop re-signals workers already retiring.
+            if let Some(w) = self.table.workers.get_mut(&pid) {
+                w.kill_at = None;
+            }
+            self.table.retire(pid, Retire::Stop, signo, grace);
+        }
+    }
+
+    /// Starts or retires workers until `target` are active.
+    fn maintain(&mut self, py: Python<'_>) {
+        if self.stopping {
+            return;
+        }
+        while self.table.active() < self.target {
+            if !self.spawn(py) {
+                break;
+            }
+        }
+        while self.table.active() > self.target {
+            let Some(pid) = self.table.oldest_active() else {
+                break;
+            };
+            self.table
+                .retire(pid, Retire::Stop, libc::SIGTERM, self.graceful());
+        }
+    }
+
+    fn spawn(&mut self, py: Python<'_>) -> bool {
+        let heartbeat = match Table::heartbeat_file(self.cfg.worker_tmp_dir.as_deref()) {
+            Ok(f) => f,
+            Err(e) => {
+                crate::log::error::error(&format!("Cannot make a worker heartbeat file: {e}"));
+                return false;
+            }
+        };
+        let age = self.table.next_age();
+        let fd = workers::heartbeat_fd(&heartbeat);
+        match self
+            .cb
+            .call_method1("spawn", (age, fd))
+            .and_then(|p| p.extract::<i32>())
+        {
+            Ok(pid) => {
+                self.table.add(pid, age, self.generation, heartbeat);
+                true
+            }
+            Err(e) => {
+                crate::log::error::exception(py, "Cannot start a worker", &e);
+                false
+            }
+        }
+    }
+
+    fn reap(&mut self, py: Python<'_>) {
+        for (pid, exit, worker) in self.table.reap() {
+            let code = match exit {
+                Exit::Code(c) => c,
+                Exit::Signal(s) => -s,
+            };
+            if worker.is_none() {
+                continue; // not a worker (a new master after USR2)
+            }
+            match exit {
+                Exit::Code(0) => {}
+                Exit::Code(WORKER_BOOT_ERROR) => {
+                    crate::log::error::error(&format!("Worker (pid:{pid}) failed to boot"));
+                    self.halt
+                        .get_or_insert((WORKER_BOOT_ERROR, "Worker failed to boot."));
+                }
+                Exit::Code(APP_LOAD_ERROR) => {
+                    self.halt
+                        .get_or_insert((APP_LOAD_ERROR, "App failed to load."));
+                }
+                Exit::Code(c) => {
+                    crate::log::error::error(&format!("Worker (pid:{pid}) exited with code {c}"))
+                }
+                Exit::Signal(libc::SIGKILL) => crate::log::error::error(&format!(
+                    "Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?"
+                )),
+                Exit::Signal(s) => {
+                    crate::log::error::error(&format!("Worker (pid:{pid}) was sent signal {s}!"))
+                }
+            }
+            if let Err(e) = self.cb.call_method1("child_exit", (pid, code)) {
+                crate::log::error::exception(py, "child_exit hook failed", &e);
+            }
+        }
+        if self.halt.is_some() && !self.stopping {
+            self.stop_all(libc::SIGTERM, self.graceful());
+        }
+    }
+
+    /// One tick's checks: heartbeats, memory, the reload, the count.
+    fn check(&mut self, py: Python<'_>) {
+        for pid in self.table.check_beats(self.cfg.timeout) {
+            crate::log::error::write(
+                crate::log::error::Level::Critical,
+                &format!("WORKER TIMEOUT (pid:{pid})"),
+            );
+            self.table
+                .retire(pid, Retire::Timeout, libc::SIGABRT, ABORT_GRACE);
+        }
+        if let Some(max) = self.cfg.max_worker_rss {
+            let fat: Vec<(i32, u64)> = self
+                .table
+                .workers
+                .iter()
+                .filter(|(_, w)| w.retiring.is_none())
+                .filter_map(|(pid, _)| Some((*pid, workers::rss_mib(*pid)?)))
+                .filter(|(_, rss)| *rss > max)
+                .collect();
+            for (pid, rss) in fat {
+                crate::log::error::info(&format!(
+                    "Worker (pid:{pid}) uses {rss} MiB, over --max-worker-rss {max} MiB: replacing it"
+                ));
+                self.table
+                    .retire(pid, Retire::Rss, libc::SIGTERM, self.graceful());
+            }
+        }
+        if let Some(started) = self.reload_started {
+            let current = self.generation;
+            let new_up = self
+                .table
+                .workers
+                .values()
+                .filter(|w| w.generation == current)
+                .all(|w| w.booted);
+            if new_up || started.elapsed() > RELOAD_WAIT {
+                let old: Vec<i32> = self
+                    .table
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.generation < current && w.kill_at.is_none())
+                    .map(|(pid, _)| *pid)
+                    .collect();
+                for pid in old {
+                    self.table
+                        .retire(pid, Retire::Reload, libc::SIGTERM, self.graceful());
+                }
+                self.reload_started = None;
+            }
+        }
+        self.table.kill_overdue();
+        self.maintain(py);
+    }
+}

@@ -1,0 +1,235 @@
+//! The master's signals, gunicorn's meanings, as `Command`s read from a self-pipe.
+//!
+//! The master starts no thread and no runtime (its workers are forked from
+//! it), so its handlers only write the signal number to a non-blocking pipe;
+//! the master loop polls the pipe and turns each number into a `Command`
+//! through `command_for`, the one table of what a signal means to the
+//! master. `reset_in_child` undoes all of it in a freshly forked worker,
+//! which then installs its own handlers (`worker/signals.rs`).
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+/// What a signal asks of the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// TERM: stop the workers gracefully within `--graceful-timeout`, then exit.
+    GracefulStop,
+    /// INT, QUIT: stop the workers now, then exit.
+    FastStop,
+    /// HUP: re-read the config, start new workers, then retire the old ones.
+    Reload,
+    /// TTIN: one worker more.
+    Incr,
+    /// TTOU: one worker fewer.
+    Decr,
+    /// USR1: reopen the log files, in the master and every worker.
+    ReopenLogs,
+    /// USR2: start a new master from the current binary on the same sockets.
+    Upgrade,
+    /// WINCH: stop the workers (kept to one master) when daemonized.
+    Winch,
+    /// CHLD: a worker exited; the loop reaps it.
+    ChildExited,
+}
+
+/// Every signal the master handles, with gunicorn's name for the log line.
+pub(crate) const SIGNALS: [(i32, &str); 10] = [
+    (libc::SIGTERM, "term"),
+    (libc::SIGINT, "int"),
+    (libc::SIGQUIT, "quit"),
+    (libc::SIGHUP, "hup"),
+    (libc::SIGTTIN, "ttin"),
+    (libc::SIGTTOU, "ttou"),
+    (libc::SIGUSR1, "usr1"),
+    (libc::SIGUSR2, "usr2"),
+    (libc::SIGWINCH, "winch"),
+    (libc::SIGCHLD, "chld"),
+];
+
+/// The one table from signal to the master's command.
+pub(crate) fn command_for(signo: i32) -> Option<Command> {
+    Some(match signo {
+        libc::SIGTERM => Command::GracefulStop,
+        libc::SIGINT | libc::SIGQUIT => Command::FastStop,
+        libc::SIGHUP => Command::Reload,
+        libc::SIGTTIN => Command::Incr,
+        libc::SIGTTOU => Command::Decr,
+        libc::SIGUSR1 => Command::ReopenLogs,
+        libc::SIGUSR2 => Command::Upgrade,
+        libc::SIGWINCH => Command::Winch,
+        libc::SIGCHLD => Command::ChildExited,
+        _ => return None,
+    })
+}
+
+/// gunicorn's name of a signal, for `Handling signal: hup`.
+pub(crate) fn name(signo: i32) -> &'static str {
+    SIGNALS
+        .iter()
+        .find(|(s, _)| *s == signo)
+        .map_or("unknown", |(_, n)| n)
+}
+
+/// The write end of the self-pipe, for the handler.
+static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+/// The read end, so a forked worker can close its inherited copy.
+static PIPE_READ: AtomicI32 = AtomicI32::new(-1);
+/// The master's pid: a worker forked a moment ago, before it reset the
+/// handlers, must not feed the master's pipe.
+static MASTER_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(signo: libc::c_int) {
+    let fd = PIPE_WRITE.load(Ordering::Relaxed);
+    // SAFETY: getpid(2) is async-signal-safe and takes no arguments.
+    let mine = unsafe { libc::getpid() } == MASTER_PID.load(Ordering::Relaxed);
+    if fd >= 0 && mine {
+        let b = signo as u8;
+        // SAFETY: write(2) is async-signal-safe; one byte from the stack.
+        // A full pipe drops the byte: the loop is awake anyway.
+        unsafe {
+            libc::write(fd, (&b as *const u8).cast(), 1);
+        }
+    }
+}
+
+/// The read end of the self-pipe, owned by the master loop.
+pub(crate) struct SignalPipe {
+    read: RawFd,
+    write: RawFd,
+}
+
+impl SignalPipe {
+    /// Makes the pipe and installs the handlers (they replace Python's).
+    pub(crate) fn install() -> io::Result<SignalPipe> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 writes two descriptors into the array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        PIPE_WRITE.store(fds[1], Ordering::Relaxed);
+        PIPE_READ.store(fds[0], Ordering::Relaxed);
+        // SAFETY: getpid(2) takes no arguments.
+        MASTER_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+        for (signo, _) in SIGNALS {
+            set_handler(signo, on_signal as extern "C" fn(libc::c_int) as usize)?;
+        }
+        Ok(SignalPipe {
+            read: fds[0],
+            write: fds[1],
+        })
+    }
+
+    /// Waits up to `timeout` for signals; returns the numbers that came.
+    pub(crate) fn wait(&self, timeout: Duration) -> Vec<i32> {
+        let mut p = libc::pollfd {
+            fd: self.read,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd; EINTR just returns early.
+        unsafe { libc::poll(&mut p, 1, ms) };
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            // SAFETY: reads into a live buffer from our own non-blocking pipe.
+            let n = unsafe { libc::read(self.read, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            out.extend(buf[..n as usize].iter().map(|&b| i32::from(b)));
+        }
+        out
+    }
+}
+
+impl Drop for SignalPipe {
+    fn drop(&mut self) {
+        PIPE_WRITE.store(-1, Ordering::Relaxed);
+        PIPE_READ.store(-1, Ordering::Relaxed);
+        // SAFETY: closing our own descriptors once.
+        unsafe {
+            libc::close(self.read);
+            libc::close(self.write);
+        }
+    }
+}
+
+fn set_handler(signo: i32, handler: usize) -> io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid; the handler is an extern "C" fn
+    // (or SIG_DFL/SIG_IGN); SA_RESTART keeps the master's syscalls going.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(signo, &sa, std::ptr::null_mut()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// In a freshly forked worker: the master's handlers and pipe are gone.
+/// Signals a worker has no use for (HUP, TTIN, TTOU, USR2, WINCH) are
+/// ignored, so a stray one cannot stop or freeze it; the rest get their
+/// default until the worker installs its own.
+pub(crate) fn reset_in_child() -> io::Result<()> {
+    let fds = [
+        PIPE_WRITE.swap(-1, Ordering::Relaxed),
+        PIPE_READ.swap(-1, Ordering::Relaxed),
+    ];
+    for (signo, _) in SIGNALS {
+        let ignored = matches!(
+            signo,
+            libc::SIGHUP | libc::SIGTTIN | libc::SIGTTOU | libc::SIGUSR2 | libc::SIGWINCH
+        );
+        set_handler(
+            signo,
+            if ignored {
+                libc::SIG_IGN
+            } else {
+                libc::SIG_DFL
+            },
+        )?;
+    }
+    for fd in fds.into_iter().filter(|&fd| fd >= 0) {
+        // SAFETY: the inherited copies of the master's pipe are closed
+        // once, here; the master's own copies live in its process.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_signal_has_one_meaning() {
+        for (signo, n) in SIGNALS {
+            assert!(command_for(signo).is_some(), "{n}");
+            assert_eq!(name(signo), n);
+        }
+        let table = [
+            (libc::SIGTERM, Command::GracefulStop),
+            (libc::SIGINT, Command::FastStop),
+            (libc::SIGQUIT, Command::FastStop),
+            (libc::SIGHUP, Command::Reload),
+            (libc::SIGTTIN, Command::Incr),
+            (libc::SIGTTOU, Command::Decr),
+            (libc::SIGUSR1, Command::ReopenLogs),
+            (libc::SIGUSR2, Command::Upgrade),
+            (libc::SIGWINCH, Command::Winch),
+        ];
+        for (signo, cmd) in table {
+            assert_eq!(command_for(signo), Some(cmd));
+        }
+        assert_eq!(command_for(libc::SIGPIPE), None);
+    }
+}

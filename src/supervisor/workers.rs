@@ -1,0 +1,242 @@
+//! The master's table of worker processes: spawn bookkeeping, heartbeats, signals, reaping.
+//!
+//! Each worker gets an unlinked heartbeat file made before the fork; the
+//! worker touches it (`worker/heartbeat.rs`) when it is up and then as long
+//! as it makes progress, so its modification time tells the master both
+//! "booted" and "alive". This module knows nothing of Python: forking and
+//! running a worker is the callback's job (`python/siesta/_master.py`).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Why the master is ending a worker (for the log line and, later, metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retire {
+    /// A TERM/INT/QUIT to the master, or TTOU.
+    Stop,
+    /// Replaced by a new generation (HUP).
+    Reload,
+    /// Over `--max-worker-rss`.
+    Rss,
+    /// Silent for `--timeout`.
+    Timeout,
+}
+
+pub(crate) struct Worker {
+    /// Spawn order: the oldest worker has the lowest age.
+    pub age: u64,
+    /// The reload generation it was started in.
+    pub generation: u64,
+    pub heartbeat: File,
+    /// The heartbeat's time when the worker was spawned: a later one means booted.
+    born_beat: SystemTime,
+    pub booted: bool,
+    /// Set once the master decided to end it.
+    pub retiring: Option<Retire>,
+    /// When to send SIGKILL if it has not exited by then.
+    pub kill_at: Option<Instant>,
+}
+
+/// How a worker process ended, from `waitpid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+#[derive(Default)]
+pub(crate) struct Table {
+    pub workers: BTreeMap<i32, Worker>,
+    next_age: u64,
+}
+
+impl Table {
+    /// A heartbeat file for the next worker: made in `dir`, unlinked at once.
+    pub(crate) fn heartbeat_file(dir: Option<&Path>) -> io::Result<File> {
+        let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        for attempt in 0..100u32 {
+            let path = dir.join(format!(
+                "siesta-heartbeat-{}-{}-{attempt}",
+                std::process::id(),
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos())
+            ));
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(f) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Ok(f);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::other("cannot make a heartbeat file"))
+    }
+
+    pub(crate) fn next_age(&mut self) -> u64 {
+        self.next_age += 1;
+        self.next_age
+    }
+
+    pub(crate) fn add(&mut self, pid: i32, age: u64, generation: u64, heartbeat: File) {
+        let born_beat = modified(&heartbeat).unwrap_or(SystemTime::UNIX_EPOCH);
+        self.workers.insert(
+            pid,
+            Worker {
+                age,
+                generation,
+                heartbeat,
+                born_beat,
+                booted: false,
+                retiring: None,
+                kill_at: None,
+            },
+        );
+    }
+
+    /// Workers not being retired.
+    pub(crate) fn active(&self) -> usize {
+        self.workers
+            .values()
+            .filter(|w| w.retiring.is_none())
+            .count()
+    }
+
+    /// The oldest active worker.
+    pub(crate) fn oldest_active(&self) -> Option<i32> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.retiring.is_none())
+            .min_by_key(|(_, w)| w.age)
+            .map(|(pid, _)| *pid)
+    }
+
+    /// Marks a worker retiring and sends it `signo` (a later kill if it lingers).
+    pub(crate) fn retire(&mut self, pid: i32, why: Retire, signo: i32, grace: Duration) {
+        if let Some(w) = self.workers.get_mut(&pid) {
+            w.retiring.get_or_insert(why);
+            w.kill_at.get_or_insert(Instant::now() + grace);
+            send(pid, signo);
+        }
+    }
+
+    /// Updates `booted` from the heartbeats; returns pids silent past `timeout`.
+    pub(crate) fn check_beats(&mut self, timeout: Option<Duration>) -> Vec<i32> {
+        let now = SystemTime::now();
+        let mut silent = Vec::new();
+        for (pid, w) in &mut self.workers {
+            let Ok(beat) = modified(&w.heartbeat) else {
+                continue;
+            };
+            if !w.booted && beat > w.born_beat {
+                w.booted = true;
+            }
+            let Some(t) = timeout else { continue };
+            let late = now.duration_since(beat).unwrap_or(Duration::ZERO) > t;
+            if w.booted && w.retiring.is_none() && late {
+                silent.push(*pid);
+            }
+        }
+        silent
+    }
+
+    /// SIGKILLs workers past their `kill_at`.
+    pub(crate) fn kill_overdue(&mut self) {
+        let now = Instant::now();
+        for (pid, w) in &mut self.workers {
+            if w.kill_at.is_some_and(|k| now >= k) {
+                crate::log::error::info(&format!("Killing worker (pid:{pid}) with SIGKILL"));
+                send(*pid, libc::SIGKILL);
+                w.kill_at = None;
+            }
+        }
+    }
+
+    pub(crate) fn signal_all(&self, signo: i32) {
+        for pid in self.workers.keys() {
+            send(*pid, signo);
+        }
+    }
+
+    /// Collects every exited child without blocking.
+    pub(crate) fn reap(&mut self) -> Vec<(i32, Exit, Option<Worker>)> {
+        let mut out = Vec::new();
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with WNOHANG writes only `status`.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return out;
+            }
+            let exit = if libc::WIFSIGNALED(status) {
+                Exit::Signal(libc::WTERMSIG(status))
+            } else {
+                Exit::Code(libc::WEXITSTATUS(status))
+            };
+            out.push((pid, exit, self.workers.remove(&pid)));
+        }
+    }
+}
+
+/// Resident memory of a process in MiB, from `/proc/PID/statm`.
+pub(crate) fn rss_mib(pid: i32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf takes no pointers.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+    Some(pages * page / (1024 * 1024))
+}
+
+fn modified(f: &File) -> io::Result<SystemTime> {
+    f.metadata()?.modified()
+}
+
+pub(crate) fn send(pid: i32, signo: i32) {
+    // SAFETY: kill(2) takes no pointers; a gone pid is ESRCH, ignored.
+    unsafe {
+        libc::kill(pid, signo);
+    }
+}
+
+/// The descriptor a worker touches (inherited across the fork).
+pub(crate) fn heartbeat_fd(f: &File) -> RawFd {
+    f.as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_mark_booted_then_silent() -> io::Result<()> {
+        let mut t = Table::default();
+        let f = Table::heartbeat_file(None)?;
+        // An old time, so "now" is a later beat whatever the clock's grain.
+        let old = SystemTime::now() - Duration::from_secs(100);
+        f.set_modified(old)?;
+        let age = t.next_age();
+        t.add(42, age, 1, f);
+        assert!(t.check_beats(Some(Duration::from_secs(1))).is_empty());
+        assert!(!t.workers[&42].booted, "no beat yet");
+        t.workers[&42]
+            .heartbeat
+            .set_modified(old + Duration::from_secs(1))?;
+        assert_eq!(t.check_beats(Some(Duration::from_secs(1))), vec![42]);
+        assert!(t.workers[&42].booted);
+        t.workers[&42].heartbeat.set_modified(SystemTime::now())?;
+        assert!(t.check_beats(Some(Duration::from_secs(1))).is_empty());
+        assert_eq!(t.active(), 1);
+        assert_eq!(t.oldest_active(), Some(42));
+        Ok(())
+    }
+}

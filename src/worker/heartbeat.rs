@@ -1,0 +1,44 @@
+//! The worker's heartbeat: the master's `--timeout` reads it.
+//!
+//! A thread touches the heartbeat file the master made for this worker
+//! once at start (the master's sign that the worker booted) and then every
+//! interval while the worker makes progress: in thread mode, while some
+//! pool thread is free, driving I/O or waiting on the network, or a request
+//! completed since the last look; in gevent mode, while the hub loop keeps
+//! calling `hub_beat`. A worker whose app holds every thread (or the hub)
+//! stops beating, and the master dumps and replaces it.
+
+use crate::exec::Executor;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) fn start(fd: RawFd, interval: Duration, exec: Arc<Executor>) -> io::Result<()> {
+    touch(fd);
+    std::thread::Builder::new()
+        .name("siesta-heartbeat".into())
+        .spawn(move || {
+            let mut mark = 0u64;
+            loop {
+                std::thread::sleep(interval);
+                let alive = match &*exec {
+                    Executor::Threads(pool) => pool.making_progress(&mut mark),
+                    Executor::Gevent(hub) => hub.beating(&mut mark),
+                };
+                if alive {
+                    touch(fd);
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Sets the file's times to now.
+fn touch(fd: RawFd) {
+    // SAFETY: futimens on a descriptor we were handed; a null `times`
+    // means "now" for both. A failure only costs a missed beat.
+    unsafe {
+        libc::futimens(fd, std::ptr::null());
+    }
+}
