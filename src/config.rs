@@ -50,6 +50,8 @@ settings! {
     graceful_timeout: f64,
     /// `--body-timeout`, seconds; 0 waits forever.
     body_timeout: f64,
+    /// `--limit-request-body`, bytes; 0 is unlimited.
+    limit_request_body: u64,
     /// `--queue-timeout`, seconds; 0 waits forever.
     queue_timeout: f64,
     /// `--max-connections`.
@@ -170,6 +172,7 @@ impl Config {
             graceful_timeout: seconds("graceful_timeout", s.graceful_timeout)?,
             body_timeout: optional_seconds("body_timeout", s.body_timeout)?,
             queue_timeout: optional_seconds("queue_timeout", s.queue_timeout)?,
+            limit_request_body: Some(s.limit_request_body).filter(|&n| n > 0),
             max_connections: s.max_connections.max(1),
             ..Limits::FIXED
         };

@@ -2,8 +2,8 @@
 //!
 //! `StartupError` is for the deployer (a bad bind, a bad option): one line on
 //! stderr, never a traceback. `InputError` is what reading `wsgi.input` can
-//! meet, mapped to the Python exceptions `ClientDisconnected` and
-//! `ClientTimeout`. `ResponseError` is an app that broke the WSGI contract;
+//! meet, mapped to the Python exceptions `ClientDisconnected`,
+//! `ClientTimeout` and `RequestTooLarge`. `ResponseError` is an app that broke the WSGI contract;
 //! it always becomes a 500 (or an aborted connection once headers are out).
 
 use thiserror::Error;
@@ -145,6 +145,8 @@ pub(crate) enum InputError {
     Malformed,
     #[error("client sent no body bytes within the body timeout")]
     Timeout,
+    #[error("request body larger than --limit-request-body")]
+    TooLarge,
     #[error("request body abandoned: a response was sent before the body was read")]
     Abandoned,
 }

@@ -77,6 +77,10 @@ fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<wsgi::input::ClientDisconnected>(),
     )?;
     m.add("ClientTimeout", py.get_type::<wsgi::input::ClientTimeout>())?;
+    m.add(
+        "RequestTooLarge",
+        py.get_type::<wsgi::input::RequestTooLarge>(),
+    )?;
     m.add("BindError", py.get_type::<net::listeners::BindError>())?;
     m.add("SETTINGS_FIELDS", config::SETTINGS_FIELDS.to_vec())?;
     m.add_class::<worker::Server>()?;

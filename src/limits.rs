@@ -22,6 +22,11 @@ pub(crate) struct Limits {
     /// `--queue-timeout`: how long a request may wait for a free thread or
     /// greenlet slot before it is answered 503 (load shedding).
     pub queue_timeout: Option<Duration>,
+    /// `--limit-request-body`: the largest request body, `None` for no limit.
+    /// A larger declared `Content-Length` is refused with 413 before the app
+    /// runs (`server/service.rs`); a chunked body that grows past it fails
+    /// the app's read with `RequestTooLarge` (`wsgi/input.rs`).
+    pub limit_request_body: Option<u64>,
     /// `--max-connections`: connections served at once by one worker; more
     /// wait in the kernel's listen backlog.
     pub max_connections: usize,
@@ -47,6 +52,7 @@ impl Limits {
         graceful_timeout: Duration::ZERO,
         body_timeout: None,
         queue_timeout: None,
+        limit_request_body: None,
         max_connections: usize::MAX,
         read_buffer: 64 * 1024,
         drain_bytes: 64 * 1024,

@@ -11,6 +11,9 @@ class ClientDisconnected(OSError):
 class ClientTimeout(TimeoutError):
     """The client sent no body bytes within the body timeout."""
 
+class RequestTooLarge(OSError):
+    """The request body grew past --limit-request-body (uncaught, the answer is 413)."""
+
 class BindError(OSError):
     """A listening socket could not be opened."""
 

@@ -334,6 +334,18 @@ SETTINGS: tuple[Setting, ...] = (
         rust=True,
     ),
     Setting(
+        "limit_request_body",
+        ("--limit-request-body",),
+        0,
+        "Largest request body in bytes; 0 is unlimited. A larger Content-Length is "
+        "answered 413 before the app runs (no 100 Continue, no body byte read); a chunked "
+        "body that grows past it makes wsgi.input raise siesta.RequestTooLarge (413 if "
+        "the app lets it propagate). The app may still refuse smaller bodies itself.",
+        type=_non_negative_int,
+        metavar="BYTES",
+        rust=True,
+    ),
+    Setting(
         "queue_timeout",
         ("--queue-timeout",),
         30.0,

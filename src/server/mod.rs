@@ -53,6 +53,7 @@ pub(crate) async fn run(
     end: Arc<Recorder>,
     shutdown: impl Future<Output = Stop>,
 ) {
+    let limits = Arc::new(limits);
     let builder = Arc::new(builder(&limits));
     let slots = Arc::new(Semaphore::new(
         limits.max_connections.min(Semaphore::MAX_PERMITS),
@@ -65,6 +66,7 @@ pub(crate) async fn run(
         let ctx = AcceptCtx {
             slots: slots.clone(),
             builder: builder.clone(),
+            limits: limits.clone(),
             end: end.clone(),
             exec: exec.clone(),
             graceful: graceful.clone(),
@@ -94,6 +96,8 @@ struct AcceptCtx {
     slots: Arc<Semaphore>,
     /// hyper's connection settings, made once from the limits.
     builder: Arc<http1::Builder>,
+    /// What the service checks before the app (`--limit-request-body`).
+    limits: Arc<Limits>,
     end: Arc<Recorder>,
     exec: Arc<Executor>,
     graceful: Arc<GracefulShutdown>,
@@ -113,6 +117,7 @@ impl AcceptCtx {
                 self.server_name.clone(),
                 self.server_port.clone(),
             )),
+            limits: self.limits.clone(),
             end: self.end.clone(),
         };
         let conn = self.builder.serve_connection(TokioIo::new(io), service);

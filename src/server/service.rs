@@ -1,10 +1,13 @@
 //! The hyper service: a request head becomes a `Job`, the executor's `Reply` becomes the response.
 //!
 //! `call` makes the request's `Record` (so every request, refused or not,
-//! ends in `end.rs`), refuses what must not reach the app, and otherwise
+//! ends in `end.rs`), refuses what must not reach the app (an ambiguous
+//! head, a declared body over `--limit-request-body`), and otherwise
 //! queues the job and returns a future that waits for the reply. It does no
 //! I/O and no Python. The body is not touched here; it travels with the job
-//! so the app decides whether and when it is read. If the app side drops
+//! so the app decides whether and when it is read; a refused request's body
+//! is dropped unpolled, so hyper sends no `100 Continue` and closes the
+//! connection instead of reading it. If the app side drops
 //! the reply unsent (a bug, a lost greenlet), the client gets a 500.
 
 use super::end::Counted;
@@ -13,6 +16,8 @@ use crate::exchange::record::{Finish, Record};
 use crate::exchange::reply::{Reply, ReplySender};
 use crate::exchange::{ConnInfo, Job};
 use crate::exec::Executor;
+use crate::limits::Limits;
+use http_body::Body;
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,6 +31,8 @@ use tokio::sync::oneshot;
 pub(crate) struct Service {
     pub exec: Arc<Executor>,
     pub conn: Arc<ConnInfo>,
+    /// The bounds checked here, before the app.
+    pub limits: Arc<Limits>,
     /// The end of every request (`end.rs`).
     pub end: Arc<dyn Finish>,
 }
@@ -37,7 +44,9 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
 
     fn call(&self, req: http::Request<Incoming>) -> ReplyFuture {
         let (head, body) = req.into_parts();
-        let refused = check_head(&head).err();
+        let refused = check_head(&head)
+            .and_then(|()| check_length(body.size_hint().exact(), &self.limits))
+            .err();
         let record = Arc::new(Record::new(head, self.conn.clone(), self.end.clone()));
         let (reply, rx) = ReplySender::new(record.clone());
         if let Some(e) = refused {
@@ -65,6 +74,17 @@ pub(crate) fn check_head(head: &http::request::Parts) -> Result<(), RequestError
         return Err(RequestError::LengthAndChunked);
     }
     Ok(())
+}
+
+/// `--limit-request-body` for a declared `Content-Length` (`declared` is
+/// hyper's own reading of it, `None` for a chunked body): refused before
+/// the app runs, so not one body byte is read. Chunked bodies are counted
+/// as the app reads them (`wsgi/input.rs`).
+pub(crate) fn check_length(declared: Option<u64>, limits: &Limits) -> Result<(), RequestError> {
+    match (declared, limits.limit_request_body) {
+        (Some(n), Some(max)) if n > max => Err(RequestError::BodyTooLarge),
+        _ => Ok(()),
+    }
 }
 
 /// Waits for the reply without boxing a future per request.
@@ -116,6 +136,34 @@ mod tests {
                 panic!("bad test request")
             };
             assert_eq!(check_head(&req.into_parts().0).err(), *want, "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn declared_body_limit() {
+        let cases: &[(Option<u64>, Option<u64>, Option<RequestError>)] = &[
+            (Some(10), None, None),
+            (None, Some(10), None),
+            (Some(9), Some(10), None),
+            (Some(10), Some(10), None),
+            (Some(11), Some(10), Some(RequestError::BodyTooLarge)),
+            (Some(0), Some(1), None),
+            (
+                Some(u64::MAX),
+                Some(u64::MAX - 1),
+                Some(RequestError::BodyTooLarge),
+            ),
+        ];
+        for &(declared, limit, want) in cases {
+            let limits = Limits {
+                limit_request_body: limit,
+                ..Limits::FIXED
+            };
+            assert_eq!(
+                check_length(declared, &limits).err(),
+                want,
+                "{declared:?} {limit:?}"
+            );
         }
     }
 }

@@ -8,6 +8,10 @@
 //! gevent mode calls the `_try_*` methods, which never block and hand back a
 //! park order instead, and `python/siesta/_gevent.py` parks the greenlet.
 //! What the app left unread is handed over by `take_rest()` for draining.
+//! `BodySource` is the one place body bytes are counted, so
+//! `--limit-request-body` for bodies without a declared length is enforced
+//! here for both modes (a declared length over it never reaches the app:
+//! `server/service.rs` refuses it).
 
 use crate::error::InputError;
 use crate::exec::wait::{Waited, Waiter};
@@ -28,6 +32,13 @@ pyo3::create_exception!(
     ClientDisconnected,
     pyo3::exceptions::PyOSError,
     "The client went away before the request body was complete."
+);
+
+pyo3::create_exception!(
+    _siesta,
+    RequestTooLarge,
+    pyo3::exceptions::PyOSError,
+    "The request body grew past --limit-request-body (uncaught, the answer is 413)."
 );
 
 pyo3::create_exception!(
@@ -60,10 +71,14 @@ pub(crate) struct BodySource {
     /// Since when the current read has waited without a body byte
     /// (`--body-timeout` counts from here).
     idle_since: Instant,
+    /// Body bytes received from hyper so far.
+    received: u64,
+    /// `--limit-request-body`: more than this and reads fail with `TooLarge`.
+    limit: Option<u64>,
 }
 
 impl BodySource {
-    pub(crate) fn new(body: Option<Incoming>, expect_continue: bool) -> Self {
+    pub(crate) fn new(body: Option<Incoming>, expect_continue: bool, limit: Option<u64>) -> Self {
         let eof = body.as_ref().is_none_or(|b| b.is_end_stream());
         BodySource {
             body: if eof { None } else { body },
@@ -73,6 +88,8 @@ impl BodySource {
             polled: false,
             expect_continue,
             idle_since: Instant::now(),
+            received: 0,
+            limit,
         }
     }
 
@@ -115,7 +132,12 @@ impl BodySource {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         *progressed = true;
-                        self.buf.push(data);
+                        self.received += data.len() as u64;
+                        if self.limit.is_some_and(|max| self.received > max) {
+                            self.over_limit();
+                        } else {
+                            self.buf.push(data);
+                        }
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -124,6 +146,15 @@ impl BodySource {
                 }
             }
         }
+    }
+
+    /// The body passed `--limit-request-body`: stop reading it (hyper then
+    /// closes the connection after the response), drop what is buffered,
+    /// and fail every later read.
+    fn over_limit(&mut self) {
+        self.body = None;
+        self.buf = BodyBuffer::default();
+        self.error = Some(InputError::TooLarge);
     }
 
     fn take(&mut self, need: Need) -> Bytes {
@@ -137,6 +168,11 @@ impl BodySource {
     /// The body turned out to be malformed (the answer is then 400).
     pub(crate) fn malformed(&self) -> bool {
         self.error == Some(InputError::Malformed)
+    }
+
+    /// The body passed `--limit-request-body` (the answer is then 413).
+    pub(crate) fn too_large(&self) -> bool {
+        self.error == Some(InputError::TooLarge)
     }
 
     /// The response is going out while the client still waits for
@@ -299,6 +335,7 @@ fn line_need(size: Option<isize>) -> Need {
 pub(crate) fn input_error(e: InputError) -> PyErr {
     match e {
         InputError::Timeout => ClientTimeout::new_err(e.to_string()),
+        InputError::TooLarge => RequestTooLarge::new_err(e.to_string()),
         _ => ClientDisconnected::new_err(e.to_string()),
     }
 }

@@ -203,20 +203,32 @@ impl StartResponse {
         err: &PyErr,
         record: &Arc<crate::exchange::record::Record>,
     ) {
-        crate::log::error::app_exception(py, err, &record.head);
+        let input = self.input.get();
+        // An app that failed because the body was malformed or too large
+        // gets the client's fault answered as such, and the connection closed.
+        let client_fault = input.try_source().and_then(|s| {
+            if s.malformed() {
+                Some(RequestError::MalformedBody)
+            } else if s.too_large() {
+                Some(RequestError::BodyTooLarge)
+            } else {
+                None
+            }
+        });
+        // `RequestTooLarge` let through before the head is the client's doing,
+        // not a bug in the app: the refusal's log line (server/end.rs) says
+        // it, without a traceback.
+        let refused_quietly = client_fault == Some(RequestError::BodyTooLarge)
+            && err.is_instance_of::<crate::wsgi::input::RequestTooLarge>(py)
+            && !self.state.lock().head_sent;
+        if !refused_quietly {
+            crate::log::error::app_exception(py, err, &record.head);
+        }
         let mut st = self.state.lock();
         if !st.head_sent {
             st.staged = None;
             st.head_sent = true;
-            // An app that failed because the body was malformed gets the
-            // client's fault answered as such, and the connection closed.
-            let input = self.input.get();
-            let malformed = input.try_source().is_some_and(|s| s.malformed());
-            let refusal = if malformed {
-                RequestError::MalformedBody
-            } else {
-                RequestError::AppFailed
-            };
+            let refusal = client_fault.unwrap_or(RequestError::AppFailed);
             let mut reply = Reply::refusal(refusal);
             if input.try_source().is_some_and(|s| s.expectation_pending()) {
                 reply
