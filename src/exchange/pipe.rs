@@ -4,9 +4,9 @@
 //! chunks without ever blocking inside this module: `try_push` either takes
 //! the chunk or registers the caller's waker and hands the chunk back. The
 //! socket's side (hyper polling the response body) pops. Waiting is the
-//! caller's business (`exec::park` for threads, the hub for greenlets), which
-//! is what lets both execution modes share this code. Memory is bounded by
-//! the capacity plus one chunk.
+//! caller's business (`exec::wait::Waiter`: a blocked thread, or a parked
+//! greenlet), which is what lets both execution modes share this code.
+//! Memory is bounded by the capacity plus one chunk.
 
 use bytes::Bytes;
 use parking_lot::Mutex;

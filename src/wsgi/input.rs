@@ -252,20 +252,23 @@ impl Input {
         }
     }
 
+    /// What is buffered (or hyper already has) answers at once: no GIL
+    /// release, no waker, no token. `None` when the read must wait.
+    fn poll_now(&self, need: Need) -> Option<Result<Bytes, InputError>> {
+        let mut src = self.source.lock();
+        let mut progressed = false;
+        let noop = Waker::noop();
+        match src.poll_need(&mut Context::from_waker(noop), need, &mut progressed) {
+            Poll::Ready(Ok(())) => Some(Ok(src.take(need))),
+            Poll::Ready(Err(e)) => Some(Err(e)),
+            Poll::Pending => None,
+        }
+    }
+
     /// A read that blocks (thread mode): what is buffered already answers
     /// without releasing the GIL.
     fn read_need(&self, py: Python<'_>, need: Need) -> PyResult<Py<PyBytes>> {
-        let ready = {
-            let mut src = self.source.lock();
-            let mut progressed = false;
-            let noop = Waker::noop();
-            match src.poll_need(&mut Context::from_waker(noop), need, &mut progressed) {
-                Poll::Ready(Ok(())) => Some(Ok(src.take(need))),
-                Poll::Ready(Err(e)) => Some(Err(e)),
-                Poll::Pending => None,
-            }
-        };
-        let data = match ready {
+        let data = match self.poll_now(need) {
             Some(r) => r,
             None => match self.waiter.outside_gil(py, || self.read_wait(need, true)) {
                 Ok(Waited::Ready(b)) => Ok(b),
@@ -291,7 +294,11 @@ impl Input {
         need: Need,
         fresh: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        match self.read_wait(need, fresh) {
+        let waited = match self.poll_now(need) {
+            Some(r) => r.map(Waited::Ready),
+            None => self.read_wait(need, fresh),
+        };
+        match waited {
             Ok(Waited::Ready(b)) => Ok(PyBytes::new(py, &b).into_any()),
             Ok(Waited::TimedOut) => Err(input_error(InputError::Timeout)),
             Ok(Waited::Park(p)) => crate::wsgi::start_response::park_tuple(py, p),
