@@ -101,6 +101,16 @@ COLUMNS = {
             ("client_failed", "client connects failed", None, "{}"),
         ],
     ),
+    "S9": (
+        "reloads",
+        [
+            ("requests", "requests", None, "{:,}"),
+            ("req_per_s", "req/s", "high", "{:,.0f}"),
+            ("failed", "failed", "low", "{}"),
+            ("server_alive", "alive", None, "{}"),
+            ("hello_after", "hello after", None, "{}"),
+        ],
+    ),
 }
 COLUMNS["S7"] = (
     "count",
@@ -119,6 +129,7 @@ TITLES = {
     "S6": "S6 — hello req/s while slow uploaders trickle bodies",
     "S7": "S7 — hello req/s beside 500 slowloris connections",
     "S8": "S8 — memory per held connection (5000 attempted)",
+    "S9": "S9 — HUP reloads under load (2 workers, wrk -c16): failed requests",
 }
 
 

@@ -35,6 +35,7 @@ PLANS = {
         "S3": {"mib": 256},
         "S5": {"mib": 100},
         "S6": {"counts": [100], "duration": 4},
+        "S9": {"reloads": 3, "every": 1.0},
     },
     "full": {
         "S1": {"duration": 10, "warmup": 2, "workers": [1, 2]},
@@ -45,6 +46,7 @@ PLANS = {
         "S6": {"counts": [100, 1000], "duration": 8},
         "S7": {"count": 500, "duration": 8},
         "S8": {"count": 5000},
+        "S9": {"reloads": 10, "every": 1.0},
     },
 }
 
@@ -56,6 +58,11 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 def run_wrk(port, duration, connections=64, threads=1):
     """wrk on GET / for `duration` s: req/s, p99 (ms), request and error counts."""
+    return wrk_result(start_wrk(port, duration, connections, threads), duration)
+
+
+def start_wrk(port, duration, connections=64, threads=1):
+    """wrk on GET / in the background (see `wrk_result`)."""
     argv = [
         "wrk",
         f"-t{threads}",
@@ -66,7 +73,11 @@ def run_wrk(port, duration, connections=64, threads=1):
         "2s",
         f"http://127.0.0.1:{port}/",
     ]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def wrk_result(proc, duration):
+    """What a `start_wrk` run measured, once it ends (bounded)."""
     result = {"requests": 0, "req_per_s": 0.0, "p99_ms": None, "errors": 0, "non_2xx": 0}
     try:
         out, _ = proc.communicate(timeout=duration + 5)
@@ -353,6 +364,33 @@ class Bench:
             "server_alive": alive,
         }
 
+    def s9(self, spec, p):
+        """Rolling reloads: wrk -c16 on 2 workers while the master gets HUP every
+        `every` s; every socket error or non-2xx response is a failed request."""
+        server = self.start(spec, "S9", 2)
+        try:
+            run_wrk(server.port, 1)
+            duration = int(p["reloads"] * p["every"] + 3)
+            wrk = start_wrk(server.port, duration, connections=16)
+            time.sleep(1.0)
+            for _ in range(p["reloads"]):
+                os.kill(server.pid, signal.SIGHUP)
+                time.sleep(p["every"])
+            result = wrk_result(wrk, duration)
+            alive = server.alive()
+            after = run_wrk(server.port, 1)["req_per_s"]
+        finally:
+            server.stop()
+        yield {
+            "workers": 2,
+            "reloads": p["reloads"],
+            "requests": result["requests"],
+            "req_per_s": result["req_per_s"],
+            "failed": result["errors"] + result["non_2xx"],
+            "server_alive": alive,
+            "hello_after": after > 0,
+        }
+
     def s8(self, spec, p):
         yield self._held_memory(spec, "idle", p["count"])
         yield self._held_memory(spec, "slowup", p["count"], "--initial", 4096, "--drip", 0)
@@ -367,6 +405,7 @@ SCENARIO_NAMES = {
     "S6": "hello under slow uploaders",
     "S7": "hello under slowloris",
     "S8": "memory per held connection",
+    "S9": "failed requests during HUP reloads",
 }
 
 
