@@ -16,6 +16,8 @@ import faulthandler
 import fcntl
 import os
 import sys
+import threading
+import time
 import traceback
 from typing import Any
 
@@ -72,6 +74,29 @@ def _enable_faulthandler(values: dict[str, Any]) -> None:
     faulthandler.enable(file=_fault_file, all_threads=True)
 
 
+def _module_files() -> list[str]:
+    return [
+        f for m in list(sys.modules.values()) if (f := getattr(m, "__file__", None)) is not None
+    ]
+
+
+def _watch_code(server: Any, interval: float = 1.0) -> None:
+    """--reload: stop this worker (gracefully) once a file of an imported module changes;
+    the master then starts a fresh worker, which imports the new code."""
+    seen: dict[str, float] = {}
+    while True:
+        for path in _module_files():
+            try:
+                mtime = os.stat(path).st_mtime
+            except OSError:
+                continue
+            if seen.setdefault(path, mtime) != mtime:
+                _siesta.log("info", f"Worker reloading: {path} modified")
+                server.stop(True)
+                return
+        time.sleep(interval)
+
+
 def run_worker(
     values: dict[str, Any],
     hooks: Any,
@@ -110,6 +135,10 @@ def run_worker(
         return WORKER_BOOT_ERROR
     worker.wsgi = app
     hooks.call("post_worker_init", worker)
+    if values["reload"]:
+        threading.Thread(
+            target=_watch_code, args=(server,), name="siesta-reload", daemon=True
+        ).start()
     if gevent is not None:
         gevent.serve(server, app, values["worker_connections"], values["queue_timeout"])
     else:

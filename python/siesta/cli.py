@@ -205,7 +205,9 @@ def main(argv: list[str] | None = None) -> None:
             _siesta.log("warning", warning)
     set_title("master", values)
     app = None
-    if values["preload_app"]:
+    if values["preload_app"] and values["reload"]:
+        _siesta.log("warning", "--reload ignores --preload: each worker imports the app")
+    elif values["preload_app"]:
         try:
             app = load(values["app"])
         except AppLoadError as exc:

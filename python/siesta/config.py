@@ -461,9 +461,10 @@ SETTINGS: tuple[Setting, ...] = (
         "reload",
         ("--reload",),
         False,
-        "Restart workers when the app's code changes (development only).",
+        "Restart workers when the app's code changes (development only): each worker "
+        "checks the files of its imported modules every second and, when one changed, "
+        "stops gracefully so the master starts a fresh one. Ignores --preload.",
         flag=True,
-        pending=NOT_YET,
     ),
     Setting(
         "daemon",
@@ -486,7 +487,6 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Run workers as this user (name or uid); unset keeps the current one.",
         metavar="USER",
-        pending=NOT_YET,
     ),
     Setting(
         "group",
@@ -494,7 +494,6 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Run workers as this group (name or gid); unset keeps the current one.",
         metavar="GROUP",
-        pending=NOT_YET,
     ),
     Setting(
         "umask",
@@ -509,9 +508,9 @@ SETTINGS: tuple[Setting, ...] = (
         "name",
         ("-n", "--name"),
         None,
-        "Process name shown by ps and top.",
+        "Process name shown by ps and top (needs the setproctitle package): "
+        "'siesta: master [NAME]', 'siesta: worker [NAME]'; the app's name when unset.",
         metavar="STRING",
-        pending=NOT_YET,
     ),
     Setting(
         "worker_tmp_dir",

@@ -1,0 +1,67 @@
+"""Issue 13: --reload restarts workers when the app's code changes (development).
+
+The app module lives in a temporary directory; the test rewrites it and the
+next worker serves the new body. Both modes. Also: --preload with --reload
+is refused politely (a warning, every worker imports the app itself).
+"""
+
+import os
+import time
+
+APP = '''"""A module the test rewrites."""
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"VERSION"]
+'''
+
+
+def write_app(path, version):
+    path.write_text(APP.replace("VERSION", version))
+    # A later mtime than any stat the worker took, whatever the clock's grain.
+    stamp = time.time() + (2 if version != "v1" else 0)
+    os.utime(path, (stamp, stamp))
+
+
+def wait_body(srv, want, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    body = None
+    while time.monotonic() < deadline:
+        try:
+            body = srv.get("/").body
+        except OSError:
+            body = None
+        if body == want:
+            return body
+        time.sleep(0.1)
+    return body
+
+
+def test_reload_serves_changed_code(start_server, mode, tmp_path):
+    module = tmp_path / "devapp.py"
+    write_app(module, "v1")
+    srv = start_server(
+        "devapp:app", "--reload", "--chdir", str(tmp_path), "--pythonpath", str(tmp_path), mode=mode
+    )
+    assert wait_body(srv, b"v1") == b"v1"
+    first = srv.worker_pids()
+    write_app(module, "v2")
+    assert wait_body(srv, b"v2") == b"v2", srv.log()
+    assert srv.wait_log(r"Worker reloading: .*devapp\.py modified")
+    assert srv.worker_pids() != first, "a fresh worker serves the new code"
+
+
+def test_reload_ignores_preload(start_server, tmp_path):
+    write_app(tmp_path / "devapp.py", "v1")
+    srv = start_server(
+        "devapp:app",
+        "--reload",
+        "--preload",
+        "--chdir",
+        str(tmp_path),
+        "--pythonpath",
+        str(tmp_path),
+    )
+    assert wait_body(srv, b"v1") == b"v1"
+    assert srv.wait_log("--reload ignores --preload")
