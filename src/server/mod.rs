@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use service::Service;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -55,9 +56,9 @@ pub(crate) async fn run(
 ) {
     let limits = Arc::new(limits);
     let builder = Arc::new(builder(&limits));
-    let slots = Arc::new(Semaphore::new(
-        limits.max_connections.min(Semaphore::MAX_PERMITS),
-    ));
+    let max_connections = limits.max_connections.min(Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let draining = Arc::new(AtomicBool::new(false));
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = Vec::new();
@@ -65,6 +66,7 @@ pub(crate) async fn run(
         let (name, port) = l.server_name();
         let ctx = AcceptCtx {
             slots: slots.clone(),
+            draining: draining.clone(),
             builder: builder.clone(),
             limits: limits.clone(),
             end: end.clone(),
@@ -80,20 +82,39 @@ pub(crate) async fn run(
     for l in loops {
         let _ = l.await;
     }
-    let wait = match how {
+    let mut wait = match how {
         Stop::Graceful => limits.graceful_timeout,
         Stop::Fast => Duration::ZERO,
     };
+    if how == Stop::Graceful {
+        // Keep-alive connections are not cut while a request may be on its
+        // way: for a moment every response says `Connection: close`, so
+        // busy clients reconnect (to another worker) instead of racing a
+        // close; only then are the idle ones closed.
+        draining.store(true, Ordering::Relaxed);
+        let window = DRAIN_WINDOW.min(wait);
+        let began = std::time::Instant::now();
+        while began.elapsed() < window && slots.available_permits() < max_connections {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        wait = wait.saturating_sub(began.elapsed());
+    }
     if let Ok(graceful) = Arc::try_unwrap(graceful) {
         let _ = tokio::time::timeout(wait, graceful.shutdown()).await;
     }
     exec.close();
 }
 
+/// How long a graceful stop answers with `Connection: close` before it
+/// closes idle keep-alive connections.
+const DRAIN_WINDOW: Duration = Duration::from_secs(1);
+
 struct AcceptCtx {
     /// `--max-connections`: a permit per open connection; without one,
     /// accepting waits and new connections stay in the kernel's backlog.
     slots: Arc<Semaphore>,
+    /// Set by a graceful stop: responses then close their connection.
+    draining: Arc<AtomicBool>,
     /// hyper's connection settings, made once from the limits.
     builder: Arc<http1::Builder>,
     /// What the service checks before the app (`--limit-request-body`).
@@ -119,6 +140,7 @@ impl AcceptCtx {
             )),
             limits: self.limits.clone(),
             end: self.end.clone(),
+            draining: self.draining.clone(),
         };
         let conn = self.builder.serve_connection(TokioIo::new(io), service);
         let conn = self.graceful.watch(conn);

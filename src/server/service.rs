@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -35,6 +36,8 @@ pub(crate) struct Service {
     pub limits: Arc<Limits>,
     /// The end of every request (`end.rs`).
     pub end: Arc<dyn Finish>,
+    /// A graceful stop is under way: every response closes its connection.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Service {
@@ -59,7 +62,11 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
                 queued: Instant::now(),
             });
         }
-        ReplyFuture { rx, record }
+        ReplyFuture {
+            rx,
+            record,
+            draining: self.draining.clone(),
+        }
     }
 }
 
@@ -91,6 +98,7 @@ pub(crate) fn check_length(declared: Option<u64>, limits: &Limits) -> Result<(),
 pub(crate) struct ReplyFuture {
     rx: oneshot::Receiver<Reply>,
     record: Arc<Record>,
+    draining: Arc<AtomicBool>,
 }
 
 impl Future for ReplyFuture {
@@ -107,6 +115,13 @@ impl Future for ReplyFuture {
                 Reply::refusal(e)
             }
         };
+        let mut reply = reply;
+        if this.draining.load(Ordering::Relaxed) {
+            reply.headers.insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         let record = this.record.clone();
         Poll::Ready(Ok(reply.into_response(|body| Counted::new(body, record))))
     }
