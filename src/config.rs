@@ -7,7 +7,7 @@
 //! the table is the only place with defaults.
 
 use crate::error::StartupError;
-use crate::limits::Limits;
+use crate::limits::{HeadLimits, Limits};
 use crate::net::bind::BindSpec;
 use pyo3::conversion::FromPyObjectOwned;
 use pyo3::exceptions::PyValueError;
@@ -76,12 +76,19 @@ impl Config {
         let log_level = crate::log::error::Level::parse(&level)
             .ok_or_else(|| PyValueError::new_err(format!("unknown log level {level:?}")))?;
         let body_timeout = seconds(d, "body_timeout")?;
-        let limits = Limits {
-            keep_alive: seconds(d, "keep_alive")?,
-            graceful_timeout: seconds(d, "graceful_timeout")?,
-            body_timeout: (!body_timeout.is_zero()).then_some(body_timeout),
-            ..Limits::default()
-        };
+        let header_timeout = seconds(d, "header_timeout")?;
+        let head = HeadLimits::from_options(
+            get(d, "limit_request_line")?,
+            get(d, "limit_request_fields")?,
+            get(d, "limit_request_field_size")?,
+        );
+        let limits = Limits::new(
+            seconds(d, "keep_alive")?,
+            seconds(d, "graceful_timeout")?,
+            (!body_timeout.is_zero()).then_some(body_timeout),
+            (!header_timeout.is_zero()).then_some(header_timeout),
+            head,
+        );
         Ok(Config {
             binds,
             backlog: get(d, "backlog")?,

@@ -8,6 +8,7 @@
 //! (within `--graceful-timeout`), and the executor is closed. Python is
 //! never called from here.
 
+pub(crate) mod head;
 pub(crate) mod service;
 
 use crate::exec::{Executor, Worker};
@@ -38,8 +39,19 @@ fn builder(worker: &Worker) -> http1::Builder {
         .keep_alive(true)
         .half_close(false)
         .max_buf_size(worker.limits.read_buffer)
+        // hyper counts the fields itself (431 past the count) and bounds the
+        // whole head by the read buffer; `head.rs` checks the rest.
+        .max_headers(max_headers(&worker.limits))
+        .max_header_size(worker.limits.read_buffer)
         .header_read_timeout(worker.limits.keep_alive);
     b
+}
+
+/// hyper's field count: the option, but never more fields than the read
+/// buffer can hold (4 bytes each, `a:` CRLF), since hyper allocates room
+/// for that many on every parse.
+fn max_headers(limits: &crate::limits::Limits) -> usize {
+    limits.head.fields.min(limits.read_buffer / 4)
 }
 
 /// Serves until `shutdown` resolves, then drains and closes the executor.
@@ -98,6 +110,7 @@ impl AcceptCtx {
                 self.server_name.clone(),
                 self.server_port.clone(),
             )),
+            head_limits: self.worker.limits.head,
         };
         let conn = builder(&self.worker).serve_connection(TokioIo::new(io), service);
         let conn = self.graceful.watch(conn);

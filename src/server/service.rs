@@ -7,6 +7,7 @@
 
 use crate::error::RequestError;
 use crate::exec::{Executor, Job};
+use crate::limits::HeadLimits;
 use crate::wsgi::environ::ConnInfo;
 use crate::wsgi::response::{Reply, ResponseBody};
 use http::StatusCode;
@@ -23,6 +24,8 @@ use tokio::sync::oneshot;
 pub(crate) struct Service {
     pub exec: Arc<Executor>,
     pub conn: Arc<ConnInfo>,
+    /// Checked by `head::check_head` before a job is made.
+    pub head_limits: HeadLimits,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Service {
@@ -32,7 +35,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
 
     fn call(&self, req: http::Request<Incoming>) -> ReplyFuture {
         let (head, body) = req.into_parts();
-        if let Err(e) = check_head(&head) {
+        if let Err(e) = super::head::check_head(&head, &self.head_limits) {
             crate::log::error::write(
                 crate::log::error::Level::Debug,
                 &format!("Refused {} {}: {e}", head.method, head.uri),
@@ -57,19 +60,6 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
     }
 }
 
-/// What hyper accepts but Siesta must not pass on: a request with both
-/// `Content-Length` and `Transfer-Encoding` is a smuggling attempt
-/// (RFC 9112 §6.3) and is refused rather than guessed at.
-pub(crate) fn check_head(head: &http::request::Parts) -> Result<(), RequestError> {
-    let h = &head.headers;
-    if h.contains_key(http::header::CONTENT_LENGTH)
-        && h.contains_key(http::header::TRANSFER_ENCODING)
-    {
-        return Err(RequestError::LengthAndChunked);
-    }
-    Ok(())
-}
-
 /// Waits for the app's reply without boxing a future per request.
 pub(crate) enum ReplyFuture {
     Waiting(oneshot::Receiver<Reply>),
@@ -92,33 +82,5 @@ impl Future for ReplyFuture {
                 .unwrap_or_else(|| Reply::error(StatusCode::INTERNAL_SERVER_ERROR, true)),
         };
         Poll::Ready(Ok(reply.into_response()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refused_heads() {
-        type Case<'a> = (&'a [(&'a str, &'a str)], Option<RequestError>);
-        let cases: &[Case<'_>] = &[
-            (&[("content-length", "5")], None),
-            (&[("transfer-encoding", "chunked")], None),
-            (
-                &[("content-length", "5"), ("transfer-encoding", "chunked")],
-                Some(RequestError::LengthAndChunked),
-            ),
-        ];
-        for (headers, want) in cases {
-            let mut b = http::Request::builder().method("POST").uri("/");
-            for (k, v) in *headers {
-                b = b.header(*k, *v);
-            }
-            let Ok(req) = b.body(()) else {
-                panic!("bad test request")
-            };
-            assert_eq!(check_head(&req.into_parts().0).err(), *want, "{headers:?}");
-        }
     }
 }
