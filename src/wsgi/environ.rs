@@ -2,10 +2,11 @@
 //!
 //! The pure half turns a request head into environ strings (percent-decoding
 //! `PATH_INFO` as latin-1, `SCRIPT_NAME` from the root path, `HTTP_*` names,
-//! `Host` into `SERVER_NAME`/`SERVER_PORT`) and is unit-tested without
-//! Python. The Python half fills a dict, reusing keys and constant values
-//! made once per worker (`EnvConstants`). It does not own the body object
-//! (`input.rs`) or decide anything about the response.
+//! `SERVER_NAME`/`SERVER_PORT` from the listener, or from `Host` on a unix
+//! socket) and is unit-tested without Python. The Python half fills a dict,
+//! reusing keys and constant values made once per worker (`EnvConstants`).
+//! It does not own the body object (`input.rs`) or decide anything about the
+//! response.
 
 use http::request::Parts;
 use http::{HeaderName, Version};
@@ -22,7 +23,8 @@ use std::sync::OnceLock;
 pub(crate) struct ConnInfo {
     /// The client, `None` on a unix socket.
     pub peer: Option<SocketAddr>,
-    /// The listener's host and port, used when the request has no `Host`.
+    /// The listener's host and port: `SERVER_NAME` and `SERVER_PORT`
+    /// (on a unix socket, only when the request has no `Host`).
     pub server_name: String,
     pub server_port: String,
     /// `REMOTE_ADDR` and `REMOTE_PORT` as Python strings, made on the
@@ -265,8 +267,10 @@ pub(crate) fn build<'py>(
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok());
+    // The listening socket names the server, as in gunicorn and waitress;
+    // only a unix socket, which has no name a URL could use, takes `Host`.
     let (name, port) = match host {
-        Some(h) if !h.is_empty() => split_host(h, &k.default_port),
+        Some(h) if conn.peer.is_none() && !h.is_empty() => split_host(h, &k.default_port),
         _ => (conn.server_name.as_str(), conn.server_port.as_str()),
     };
     env.set_item(intern!(py, "SERVER_NAME"), name)?;
