@@ -15,6 +15,7 @@ pub(crate) mod pipe;
 pub(crate) mod response;
 pub(crate) mod start_response;
 pub(crate) mod status;
+pub(crate) mod trailers;
 
 use crate::exec::gevent::Hub;
 use crate::exec::{Job, Worker};
