@@ -9,11 +9,13 @@
 //! never called from here.
 
 pub(crate) mod head;
+pub(crate) mod head_clock;
 pub(crate) mod service;
 
 use crate::exec::{Executor, Worker};
 use crate::net::bind::Listener;
 use crate::wsgi::environ::ConnInfo;
+use head_clock::{Clock, Clocked, ClockedIo};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -37,13 +39,16 @@ fn builder(worker: &Worker) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .keep_alive(true)
-        .half_close(false)
+        // A client that shuts its writing side after the request still gets
+        // its response (then the connection closes).
+        .half_close(true)
         .max_buf_size(worker.limits.read_buffer)
         // hyper counts the fields itself (431 past the count) and bounds the
         // whole head by the read buffer; `head.rs` checks the rest.
         .max_headers(max_headers(&worker.limits))
         .max_header_size(worker.limits.read_buffer)
-        .header_read_timeout(worker.limits.keep_alive);
+        // `head_clock` times heads and idle connections instead.
+        .header_read_timeout(None);
     b
 }
 
@@ -112,7 +117,16 @@ impl AcceptCtx {
             )),
             head_limits: self.worker.limits.head,
         };
-        let conn = builder(&self.worker).serve_connection(TokioIo::new(io), service);
+        let clock = Clock::new(
+            self.worker.limits.keep_alive,
+            self.worker.limits.header_timeout,
+        );
+        let service = Clocked {
+            service,
+            clock: clock.clone(),
+        };
+        let io = TokioIo::new(ClockedIo::new(io, clock));
+        let conn = builder(&self.worker).serve_connection(io, service);
         let conn = self.graceful.watch(conn);
         tokio::spawn(async move {
             // Errors here are the client's (reset, bad request): hyper has

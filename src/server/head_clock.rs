@@ -1,0 +1,383 @@
+//! The clock on a connection's request heads: `--keep-alive` and `--header-timeout`.
+//!
+//! hyper's own `header_read_timeout` starts when hyper begins waiting for a
+//! head (at accept, and again when the previous exchange is done) and stops
+//! when a head is complete, so one number has to bound both the idle time
+//! between requests and the time a head may take, and it closes without a
+//! word. Siesta keeps the two apart. `Clock` is the per-connection state;
+//! `ClockedIo` wraps the socket, sees the first byte of each head arrive and
+//! enforces the deadline whenever hyper waits to read; `Clocked` wraps the
+//! service, marks the connection busy when a head is complete and idle
+//! again when the response body is done (dropped by hyper). Timeline:
+//!
+//! - first request: its head must be complete within `--header-timeout`
+//!   from the accept; if not, `408 Request Timeout`, then close.
+//! - between requests: `--keep-alive` of silence, then a quiet close.
+//! - a later head: `--header-timeout` from its first byte, then close
+//!   (no 408: the connection has already carried responses, and an answer
+//!   the client did not ask for could be taken for one of them).
+//!
+//! Bytes of the next head that arrived while a request was busy (pipelined)
+//! are in hyper's buffer, not seen here: that head is timed from the end of
+//! the response instead. The body of a request is not timed here
+//! (`--body-timeout` belongs to `wsgi.input`).
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use parking_lot::Mutex;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The answer to a first head that came too late.
+const TIMEOUT_408: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+/// Where a connection is between two requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No byte of the next head yet, since this instant.
+    Waiting { since: Instant, first: bool },
+    /// The next head began arriving at this instant.
+    Head { since: Instant, first: bool },
+    /// A head is complete: the request is with the app and its response.
+    Busy,
+    /// The deadline passed: reads end the stream.
+    Expired,
+}
+
+/// What happens when a deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnExpiry {
+    Close,
+    Answer408,
+}
+
+/// One connection's head clock, shared by its `ClockedIo` and `Clocked`.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    phase: Mutex<Phase>,
+    /// `--keep-alive`.
+    keep_alive: Duration,
+    /// `--header-timeout`; `None` waits forever for a head.
+    header_timeout: Option<Duration>,
+}
+
+impl Clock {
+    /// A clock for a connection accepted now.
+    pub(crate) fn new(keep_alive: Duration, header_timeout: Option<Duration>) -> Arc<Self> {
+        Arc::new(Clock {
+            phase: Mutex::new(Phase::Waiting {
+                since: Instant::now(),
+                first: true,
+            }),
+            keep_alive,
+            header_timeout,
+        })
+    }
+
+    fn busy(&self) {
+        *self.phase.lock() = Phase::Busy;
+    }
+
+    fn idle(&self) {
+        let mut phase = self.phase.lock();
+        if *phase == Phase::Busy {
+            *phase = Phase::Waiting {
+                since: Instant::now(),
+                first: false,
+            };
+        }
+    }
+
+    fn bytes_arrived(&self) {
+        let mut phase = self.phase.lock();
+        if let Phase::Waiting { first, .. } = *phase {
+            *phase = Phase::Head {
+                since: Instant::now(),
+                first,
+            };
+        }
+    }
+
+    /// The deadline in force and what its expiry does; `None` when nothing
+    /// is timed (busy, expired, or no `--header-timeout`).
+    fn deadline(&self) -> Option<(Instant, OnExpiry)> {
+        let on_expiry = |first: bool| {
+            if first {
+                OnExpiry::Answer408
+            } else {
+                OnExpiry::Close
+            }
+        };
+        match *self.phase.lock() {
+            Phase::Waiting {
+                since,
+                first: false,
+            } => Some((since + self.keep_alive, OnExpiry::Close)),
+            Phase::Waiting { since, first } | Phase::Head { since, first } => {
+                self.header_timeout.map(|t| (since + t, on_expiry(first)))
+            }
+            Phase::Busy | Phase::Expired => None,
+        }
+    }
+
+    fn expire(&self) {
+        *self.phase.lock() = Phase::Expired;
+    }
+
+    fn expired(&self) -> bool {
+        *self.phase.lock() == Phase::Expired
+    }
+}
+
+/// The socket, as hyper sees it: reads end (EOF) once the clock's deadline
+/// has passed, after a 408 when that is the answer.
+pub(crate) struct ClockedIo<I> {
+    io: I,
+    clock: Arc<Clock>,
+    /// Armed while hyper waits for head bytes.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Nothing was ever written: a 408 cannot be mistaken for anything.
+    wrote: bool,
+}
+
+impl<I> ClockedIo<I> {
+    pub(crate) fn new(io: I, clock: Arc<Clock>) -> Self {
+        ClockedIo {
+            io,
+            clock,
+            timer: None,
+            wrote: false,
+        }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
+    /// Whether the deadline has passed (checked before reading, so a client
+    /// that trickles bytes cannot keep a head open); arms the timer when not.
+    fn past_deadline(&mut self, cx: &mut Context<'_>) -> Option<OnExpiry> {
+        let (deadline, on_expiry) = self.clock.deadline()?;
+        if Instant::now() >= deadline {
+            return Some(on_expiry);
+        }
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Some(on_expiry),
+            Poll::Pending => None,
+        }
+    }
+
+    fn expire(&mut self, cx: &mut Context<'_>, on_expiry: OnExpiry) {
+        self.clock.expire();
+        self.timer = None;
+        if on_expiry == OnExpiry::Answer408 && !self.wrote {
+            // A fresh socket's send buffer takes these few bytes at once;
+            // if it does not, the client gets the close alone.
+            let _ = Pin::new(&mut self.io).poll_write(cx, TIMEOUT_408);
+            self.wrote = true;
+        }
+        crate::log::error::write(
+            crate::log::error::Level::Debug,
+            "Closed a connection: request head not received in time",
+        );
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.clock.expired() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(on_expiry) = this.past_deadline(cx) {
+            this.expire(cx, on_expiry);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.clock.bytes_arrived();
+        }
+        read
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClockedIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.wrote = true;
+        Pin::new(&mut this.io).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.wrote = true;
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// The service, as hyper sees it: a call marks the clock busy, and the end
+/// of the response body (hyper drops it once sent) marks it idle again.
+#[derive(Clone)]
+pub(crate) struct Clocked<S> {
+    pub service: S,
+    pub clock: Arc<Clock>,
+}
+
+impl<S, R, B> hyper::service::Service<R> for Clocked<S>
+where
+    S: hyper::service::Service<R, Response = http::Response<B>>,
+    S::Future: Unpin,
+{
+    type Response = http::Response<Tracked<B>>;
+    type Error = S::Error;
+    type Future = ClockedFuture<S::Future>;
+
+    fn call(&self, req: R) -> Self::Future {
+        self.clock.busy();
+        ClockedFuture {
+            inner: self.service.call(req),
+            clock: Some(self.clock.clone()),
+        }
+    }
+}
+
+/// The service's future, whose response body carries the clock.
+pub(crate) struct ClockedFuture<F> {
+    inner: F,
+    clock: Option<Arc<Clock>>,
+}
+
+impl<F, B, E> Future for ClockedFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>> + Unpin,
+{
+    type Output = Result<http::Response<Tracked<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let out = std::task::ready!(Pin::new(&mut this.inner).poll(cx));
+        let clock = this.clock.take();
+        Poll::Ready(out.map(|resp| resp.map(|body| Tracked { body, clock })))
+    }
+}
+
+/// A response body that marks the connection idle when it is dropped.
+pub(crate) struct Tracked<B> {
+    body: B,
+    clock: Option<Arc<Clock>>,
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if let Some(clock) = self.clock.take() {
+            clock.idle();
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn phases_and_deadlines() {
+        let ka = Duration::from_secs(5);
+        let ht = Duration::from_secs(30);
+        let clock = Clock::new(ka, Some(ht));
+        let start = Instant::now();
+        assert_eq!(clock.deadline(), Some((start + ht, OnExpiry::Answer408)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        clock.bytes_arrived();
+        let head = start + Duration::from_secs(1);
+        assert_eq!(clock.deadline(), Some((head + ht, OnExpiry::Answer408)));
+        clock.busy();
+        assert_eq!(clock.deadline(), None);
+        tokio::time::advance(Duration::from_secs(100)).await;
+        clock.idle();
+        let idle = Instant::now();
+        assert_eq!(clock.deadline(), Some((idle + ka, OnExpiry::Close)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        clock.bytes_arrived();
+        assert_eq!(
+            clock.deadline(),
+            Some((Instant::now() + ht, OnExpiry::Close))
+        );
+        clock.bytes_arrived(); // later bytes of the same head do not move it
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            clock.deadline(),
+            Some((idle + Duration::from_secs(2) + ht, OnExpiry::Close))
+        );
+        clock.expire();
+        assert_eq!(clock.deadline(), None);
+        clock.idle(); // a late body drop does not revive an expired clock
+        assert!(clock.expired());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_header_timeout_still_bounds_idle() {
+        let clock = Clock::new(Duration::from_secs(5), None);
+        assert_eq!(clock.deadline(), None);
+        clock.busy();
+        clock.idle();
+        assert!(clock.deadline().is_some());
+        clock.bytes_arrived();
+        assert_eq!(clock.deadline(), None);
+    }
+}
