@@ -10,6 +10,8 @@
 
 pub(crate) mod head;
 pub(crate) mod head_clock;
+#[cfg(test)]
+mod head_props;
 pub(crate) mod service;
 
 use crate::exec::{Executor, Worker};
