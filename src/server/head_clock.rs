@@ -22,6 +22,7 @@
 //! the response instead. The body of a request is not timed here
 //! (`--body-timeout` belongs to `wsgi.input`).
 
+use crate::error::RequestError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use parking_lot::Mutex;
@@ -34,9 +35,18 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// The answer to a first head that came too late.
-const TIMEOUT_408: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+/// The answer to a first head that came too late, written straight to the
+/// socket (hyper has no request to answer); its status comes from the one
+/// table, `RequestError::status`.
+fn timeout_answer() -> Vec<u8> {
+    let status = RequestError::HeaderTimeout.status();
+    format!(
+        "HTTP/1.1 {} {}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes()
+}
 
 /// Where a connection is between two requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,12 +194,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
         if on_expiry == OnExpiry::Answer408 && !self.wrote {
             // A fresh socket's send buffer takes these few bytes at once;
             // if it does not, the client gets the close alone.
-            let _ = Pin::new(&mut self.io).poll_write(cx, TIMEOUT_408);
+            let _ = Pin::new(&mut self.io).poll_write(cx, &timeout_answer());
             self.wrote = true;
         }
         crate::log::error::write(
             crate::log::error::Level::Debug,
-            "Closed a connection: request head not received in time",
+            &format!(
+                "Closed a connection: {} ({})",
+                RequestError::HeaderTimeout,
+                RequestError::HeaderTimeout.reason()
+            ),
         );
     }
 }
@@ -368,6 +382,11 @@ mod tests {
         assert_eq!(clock.deadline(), None);
         clock.idle(); // a late body drop does not revive an expired clock
         assert!(clock.expired());
+    }
+
+    #[test]
+    fn answer_is_a_408() {
+        assert!(timeout_answer().starts_with(b"HTTP/1.1 408 Request Timeout\r\n"));
     }
 
     #[tokio::test(start_paused = true)]
