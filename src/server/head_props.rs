@@ -31,7 +31,7 @@ fn target() -> impl Strategy<Value = Uri> {
     prop_oneof![
         Just("/".to_string()),
         Just("*".to_string()),
-        "/[a-zA-Z0-9/._~%!$&'()*+,;=:@?-]{0,300}",
+        "/[a-zA-Z0-9/._~%!$&'()*+,;=:@?-]{0,120}",
         "http://[a-z]{1,12}(:[0-9]{1,5})?(/[a-z0-9?=&]{0,40})?",
         "[a-z]{1,12}\\.example:[0-9]{1,5}",
     ]
@@ -99,7 +99,7 @@ fn head() -> impl Strategy<Value = Head> {
         method(),
         target(),
         prop_oneof![Just(Version::HTTP_10), Just(Version::HTTP_11)],
-        prop::collection::vec((name(), value()), 0..40),
+        prop::collection::vec((name(), value()), 0..12),
     )
 }
 
