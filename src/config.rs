@@ -9,7 +9,7 @@
 //! uses: parsed binds, the mode, the limits. No default is written here.
 
 use crate::error::StartupError;
-use crate::limits::Limits;
+use crate::limits::{HeadLimits, Limits};
 use crate::log::error::Level;
 use crate::net::bind::BindSpec;
 use pyo3::exceptions::PyValueError;
@@ -46,6 +46,14 @@ settings! {
     runtime_threads: usize,
     /// `--keep-alive`, seconds.
     keep_alive: f64,
+    /// `--header-timeout`, seconds; 0 waits forever.
+    header_timeout: f64,
+    /// `--limit-request-line`, bytes; 0: only the read buffer.
+    limit_request_line: usize,
+    /// `--limit-request-fields`; 0 or over 32768: 32768.
+    limit_request_fields: usize,
+    /// `--limit-request-field-size`, bytes; 0: only the read buffer.
+    limit_request_field_size: usize,
     /// `--graceful-timeout`, seconds.
     graceful_timeout: f64,
     /// `--body-timeout`, seconds; 0 waits forever.
@@ -169,6 +177,12 @@ impl Config {
             .ok_or_else(|| PyValueError::new_err(format!("unknown log level {:?}", s.log_level)))?;
         let limits = Limits {
             keep_alive: seconds("keep_alive", s.keep_alive)?,
+            header_timeout: optional_seconds("header_timeout", s.header_timeout)?,
+            head: HeadLimits::from_options(
+                s.limit_request_line,
+                s.limit_request_fields,
+                s.limit_request_field_size,
+            ),
             graceful_timeout: seconds("graceful_timeout", s.graceful_timeout)?,
             body_timeout: optional_seconds("body_timeout", s.body_timeout)?,
             queue_timeout: optional_seconds("queue_timeout", s.queue_timeout)?,

@@ -42,7 +42,8 @@ def test_required_keys_and_types(server):
         assert types[key] == "bool", key
     assert env["REQUEST_METHOD"] == "GET"
     assert env["wsgi.url_scheme"] == "http"
-    assert env["SERVER_PORT"].isdigit()  # from the Host header when present (gunicorn)
+    # The listening socket, not the Host header, as gunicorn and waitress.
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", str(server.port))
     assert env["HTTP_HOST"] == "test"
     assert env["wsgi.run_once"] is False
     assert env["wsgi.input_terminated"] is True

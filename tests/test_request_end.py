@@ -1,7 +1,8 @@
 """Issue 11/12: every response the server makes ends in one place, with an access-log line.
 
 Answered by the app (200), failed by the app (500), refused by Siesta's own
-checks, refused by the HTTP parser (400 for a malformed head), shed after --queue-timeout (503 with
+checks (400 for a missing Host), refused by the HTTP parser (400 for a
+malformed head), timed out before its head was complete (408), shed after --queue-timeout (503 with
 Retry-After), in both modes: each appears in the access log with its status,
 and each refusal also gets an error-log line naming the peer. Load shedding
 recovers by itself once the app slots free up.
@@ -39,12 +40,32 @@ def test_every_response_is_logged(start_server, mode):
 
     err = srv.log_mark()
     with srv.connect() as conn:
+        conn.send(b"GET /nohost?refused HTTP/1.1\r\n\r\n")
+        assert conn.read_head()[2] == 400
+    access_line(srv, mark, "refused", 400)
+    assert srv.wait_log(
+        r"400 GET /nohost\?refused from 127\.0\.0\.1:\d+: .*\[bad_host\]", since=err
+    )
+
+    with srv.connect() as conn:
         conn.send(b"GET /x HTTP/1.1\r\nHost: t\r\nBad Header Line\r\n\r\n")
         status = conn.read_head()[2]
     assert status == 400
     line = access_line(srv, mark, '"-"', 400)
     assert line.startswith("127.0.0.1 "), line
     assert srv.wait_log(r"400 request from 127\.0\.0\.1:\d+: malformed request head", since=err)
+    srv.assert_serving()
+
+
+def test_header_timeout_is_logged(start_server, mode):
+    srv = start_server(
+        "hold_app:app", "--access-logfile", "-", "--header-timeout", "0.5", mode=mode
+    )
+    mark = out_mark(srv)
+    with srv.connect() as conn:
+        conn.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n")  # never finished
+        assert conn.read_head()[2] == 408
+    access_line(srv, mark, '"-"', 408)
     srv.assert_serving()
 
 

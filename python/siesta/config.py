@@ -315,6 +315,17 @@ SETTINGS: tuple[Setting, ...] = (
         rust=True,
     ),
     Setting(
+        "header_timeout",
+        ("--header-timeout",),
+        30.0,
+        "Seconds a client has to send a complete request head, counted from its first "
+        "byte (from the connection's accept for its first request); then 408 and close. "
+        "Stops slowloris clients; 0 waits forever.",
+        type=_seconds,
+        metavar="SECONDS",
+        rust=True,
+    ),
+    Setting(
         "graceful_timeout",
         ("--graceful-timeout",),
         30.0,
@@ -363,6 +374,36 @@ SETTINGS: tuple[Setting, ...] = (
         "Connections one worker serves at once; more wait in the kernel's listen "
         "backlog until one closes.",
         type=_positive_int,
+        metavar="INT",
+        rust=True,
+    ),
+    Setting(
+        "limit_request_line",
+        ("--limit-request-line",),
+        4094,
+        "Longest request line (method, target and version) in bytes; longer gets 414. "
+        "0 means no limit beyond the 64 KiB head buffer.",
+        type=_non_negative_int,
+        metavar="INT",
+        rust=True,
+    ),
+    Setting(
+        "limit_request_fields",
+        ("--limit-request-fields",),
+        100,
+        "Most header fields in a request; more gets 431. 0 or more than 32768 means 32768, "
+        "as in gunicorn.",
+        type=_non_negative_int,
+        metavar="INT",
+        rust=True,
+    ),
+    Setting(
+        "limit_request_field_size",
+        ("--limit-request-field-size", "--limit-request-field_size"),
+        8190,
+        "Largest header field (name, ': ' and value) in bytes; larger gets 431. "
+        "0 means no limit beyond the 64 KiB head buffer.",
+        type=_non_negative_int,
         metavar="INT",
         rust=True,
     ),

@@ -25,7 +25,8 @@ use std::time::Instant;
 pub(crate) struct ConnInfo {
     /// The client, `None` on a unix socket.
     pub peer: Option<SocketAddr>,
-    /// The listener's host and port: `SERVER_NAME` and `SERVER_PORT`.
+    /// The listener's host and port: `SERVER_NAME` and `SERVER_PORT`
+    /// (on a unix socket, only when the request has no `Host`).
     pub server_name: String,
     pub server_port: String,
     /// `REMOTE_ADDR` and `REMOTE_PORT` as Python strings, made on the

@@ -8,6 +8,7 @@
 //! so the bytes hyper takes are added to the record. Heads hyper refuses
 //! before the service sees them come through `refused_by_hyper`.
 
+use super::head_clock::Clock;
 use crate::error::RequestError;
 use crate::exchange::record::{Finish, Finished, Record, Tally};
 use crate::exchange::reply::ResponseBody;
@@ -110,9 +111,13 @@ fn log_refusal(done: &Finished<'_>, e: RequestError) {
 impl Recorder {
     /// A head hyper refused while parsing (it already sent the status).
     pub(crate) fn refused_by_hyper(&self, peer: Option<SocketAddr>, err: &hyper::Error) {
-        let Some(refusal) = hyper_refusal(err) else {
-            return;
-        };
+        if let Some(refusal) = hyper_refusal(err) {
+            self.refused_early(peer, refusal);
+        }
+    }
+
+    /// A refusal answered before there was a head to make a `Record` of.
+    pub(crate) fn refused_early(&self, peer: Option<SocketAddr>, refusal: RequestError) {
         self.finish(&Finished {
             head: None,
             peer,
@@ -152,24 +157,29 @@ fn hyper_refusal(err: &hyper::Error) -> Option<RequestError> {
 /// A response body that adds the bytes hyper takes to the request's record.
 /// Dropped before its end (the client went away, the connection was cut),
 /// it marks the record aborted.
+/// Dropped (hyper is done with it), it also marks the connection idle for
+/// its head clock.
 pub(crate) struct Counted {
     body: ResponseBody,
     record: Arc<Record>,
     ended: bool,
+    clock: Arc<Clock>,
 }
 
 impl Counted {
-    pub(crate) fn new(body: ResponseBody, record: Arc<Record>) -> Counted {
+    pub(crate) fn new(body: ResponseBody, record: Arc<Record>, clock: Arc<Clock>) -> Counted {
         Counted {
             ended: body.is_end_stream(),
             body,
             record,
+            clock,
         }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
+        self.clock.idle();
         let status = self.record.tally().status;
         let bodiless = self.record.is_head() || status < 200 || status == 204 || status == 304;
         if !self.ended && !bodiless {

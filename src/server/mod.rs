@@ -9,6 +9,10 @@
 //! ends in `end.rs`. Python is never called from here.
 
 pub(crate) mod end;
+pub(crate) mod head;
+pub(crate) mod head_clock;
+#[cfg(test)]
+mod head_props;
 pub(crate) mod service;
 
 use crate::exchange::ConnInfo;
@@ -16,6 +20,7 @@ use crate::exec::Executor;
 use crate::limits::Limits;
 use crate::net::bind::Listener;
 use end::Recorder;
+use head_clock::{Clock, ClockedIo};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -40,10 +45,24 @@ fn builder(limits: &Limits) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .keep_alive(true)
-        .half_close(false)
+        // A client that shuts its writing side after the request still gets
+        // its response (then the connection closes).
+        .half_close(true)
         .max_buf_size(limits.read_buffer)
-        .header_read_timeout(limits.keep_alive);
+        // hyper counts the fields itself (431 past the count) and bounds the
+        // whole head by the read buffer; `head.rs` checks the rest.
+        .max_headers(max_headers(limits))
+        .max_header_size(limits.read_buffer)
+        // `head_clock` times heads and idle connections instead.
+        .header_read_timeout(None);
     b
+}
+
+/// hyper's field count: the option, but never more fields than the read
+/// buffer can hold (4 bytes each, `a:` CRLF), since hyper allocates room
+/// for that many on every parse.
+fn max_headers(limits: &crate::limits::Limits) -> usize {
+    limits.head.fields.min(limits.read_buffer / 4)
 }
 
 /// Serves until `shutdown` resolves, then drains and closes the executor.
@@ -131,6 +150,7 @@ impl AcceptCtx {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let clock = Clock::new(self.limits.keep_alive, self.limits.header_timeout);
         let service = Service {
             exec: self.exec.clone(),
             conn: Arc::new(ConnInfo::new(
@@ -141,8 +161,10 @@ impl AcceptCtx {
             limits: self.limits.clone(),
             end: self.end.clone(),
             draining: self.draining.clone(),
+            clock: clock.clone(),
         };
-        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        let io = TokioIo::new(ClockedIo::new(io, clock, self.end.clone(), peer));
+        let conn = self.builder.serve_connection(io, service);
         let conn = self.graceful.watch(conn);
         let end = self.end.clone();
         tokio::spawn(async move {

@@ -11,6 +11,7 @@
 //! the reply unsent (a bug, a lost greenlet), the client gets a 500.
 
 use super::end::Counted;
+use super::head_clock::Clock;
 use crate::error::RequestError;
 use crate::exchange::record::{Finish, Record};
 use crate::exchange::reply::{Reply, ReplySender};
@@ -38,6 +39,8 @@ pub(crate) struct Service {
     pub end: Arc<dyn Finish>,
     /// A graceful stop is under way: every response closes its connection.
     pub draining: Arc<AtomicBool>,
+    /// This connection's head and idle timer: a request makes it busy.
+    pub clock: Arc<Clock>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Service {
@@ -46,8 +49,9 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
     type Future = ReplyFuture;
 
     fn call(&self, req: http::Request<Incoming>) -> ReplyFuture {
+        self.clock.busy();
         let (head, body) = req.into_parts();
-        let refused = check_head(&head)
+        let refused = super::head::check_head(&head, &self.limits.head)
             .and_then(|()| check_length(body.size_hint().exact(), &self.limits))
             .err();
         let record = Arc::new(Record::new(head, self.conn.clone(), self.end.clone()));
@@ -66,21 +70,9 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
             rx,
             record,
             draining: self.draining.clone(),
+            clock: self.clock.clone(),
         }
     }
-}
-
-/// What hyper accepts but Siesta must not pass on: a request with both
-/// `Content-Length` and `Transfer-Encoding` is a smuggling attempt
-/// (RFC 9112 §6.3) and is refused rather than guessed at.
-pub(crate) fn check_head(head: &http::request::Parts) -> Result<(), RequestError> {
-    let h = &head.headers;
-    if h.contains_key(http::header::CONTENT_LENGTH)
-        && h.contains_key(http::header::TRANSFER_ENCODING)
-    {
-        return Err(RequestError::LengthAndChunked);
-    }
-    Ok(())
 }
 
 /// `--limit-request-body` for a declared `Content-Length` (`declared` is
@@ -99,6 +91,7 @@ pub(crate) struct ReplyFuture {
     rx: oneshot::Receiver<Reply>,
     record: Arc<Record>,
     draining: Arc<AtomicBool>,
+    clock: Arc<Clock>,
 }
 
 impl Future for ReplyFuture {
@@ -122,37 +115,16 @@ impl Future for ReplyFuture {
                 http::HeaderValue::from_static("close"),
             );
         }
-        let record = this.record.clone();
-        Poll::Ready(Ok(reply.into_response(|body| Counted::new(body, record))))
+        let (record, clock) = (this.record.clone(), this.clock.clone());
+        Poll::Ready(Ok(
+            reply.into_response(|body| Counted::new(body, record, clock))
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refused_heads() {
-        type Case<'a> = (&'a [(&'a str, &'a str)], Option<RequestError>);
-        let cases: &[Case<'_>] = &[
-            (&[("content-length", "5")], None),
-            (&[("transfer-encoding", "chunked")], None),
-            (
-                &[("content-length", "5"), ("transfer-encoding", "chunked")],
-                Some(RequestError::LengthAndChunked),
-            ),
-        ];
-        for (headers, want) in cases {
-            let mut b = http::Request::builder().method("POST").uri("/");
-            for (k, v) in *headers {
-                b = b.header(*k, *v);
-            }
-            let Ok(req) = b.body(()) else {
-                panic!("bad test request")
-            };
-            assert_eq!(check_head(&req.into_parts().0).err(), *want, "{headers:?}");
-        }
-    }
 
     #[test]
     fn declared_body_limit() {

@@ -2,10 +2,11 @@
 //!
 //! The pure half turns a request head into environ strings (percent-decoding
 //! `PATH_INFO` as latin-1, `SCRIPT_NAME` from the root path, `HTTP_*` names,
-//! `Host` into `SERVER_NAME`/`SERVER_PORT`) and is unit-tested without
-//! Python. The Python half fills a dict, reusing keys and constant values
-//! made once per worker (`EnvConstants`). It does not own the body object
-//! (`input.rs`) or decide anything about the response.
+//! `SERVER_NAME`/`SERVER_PORT` from the listener, or from `Host` on a unix
+//! socket) and is unit-tested without Python. The Python half fills a dict,
+//! reusing keys and constant values made once per worker (`EnvConstants`).
+//! It does not own the body object (`input.rs`) or decide anything about the
+//! response.
 
 use crate::exchange::ConnInfo;
 use http::request::Parts;
@@ -226,8 +227,10 @@ pub(crate) fn build<'py>(
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok());
+    // The listening socket names the server, as in gunicorn and waitress;
+    // only a unix socket, which has no name a URL could use, takes `Host`.
     let (name, port) = match host {
-        Some(h) if !h.is_empty() => split_host(h, &k.default_port),
+        Some(h) if conn.peer.is_none() && !h.is_empty() => split_host(h, &k.default_port),
         _ => (conn.server_name.as_str(), conn.server_port.as_str()),
     };
     env.set_item(intern!(py, "SERVER_NAME"), name)?;

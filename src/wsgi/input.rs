@@ -129,8 +129,8 @@ impl BodySource {
                     self.eof = true;
                     self.body = None;
                 }
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
                         *progressed = true;
                         self.received += data.len() as u64;
                         if self.limit.is_some_and(|max| self.received > max) {
@@ -139,7 +139,16 @@ impl BodySource {
                             self.buf.push(data);
                         }
                     }
-                }
+                    Err(frame) => {
+                        if frame
+                            .trailers_ref()
+                            .is_some_and(|t| !super::trailers::allowed(t))
+                        {
+                            self.error = Some(InputError::Malformed);
+                            self.body = None;
+                        }
+                    }
+                },
                 Poll::Ready(Some(Err(e))) => {
                     self.error = Some(body_error(&e));
                     self.body = None;

@@ -16,6 +16,7 @@ pub(crate) mod file_wrapper;
 pub(crate) mod input;
 pub(crate) mod start_response;
 pub(crate) mod status;
+pub(crate) mod trailers;
 
 use crate::exchange::Job;
 use crate::exec::wait::Waiter;

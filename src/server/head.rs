@@ -1,0 +1,412 @@
+//! Strict checks on a parsed request head: what hyper accepts but no app may see.
+//!
+//! hyper (through httparse) owns the syntax of a head and refuses on its own
+//! obs-fold, whitespace before a colon, control characters and NUL, bare CR,
+//! bad method tokens, versions other than HTTP/1.0 and 1.1, differing or
+//! malformed `Content-Length`, any `Transfer-Encoding` on HTTP/1.0, and more
+//! fields than `--limit-request-fields` (it is given that number). This
+//! module owns the rest, on the head hyper hands the service and before the
+//! app is called: the request-line and field-size limits, `Host` (RFC 9112
+//! §3.2), and framing that hyper would act on but that a proxy in front may
+//! read differently (RFC 9112 §6). It does no I/O and keeps no state.
+//!
+//! What it cannot see, because hyper has already resolved it: a
+//! `Content-Length` next to `Transfer-Encoding` (hyper drops the length,
+//! frames by chunked and closes the connection after the response, as RFC
+//! 9112 §6.1 allows), and a repeated identical `Content-Length` (hyper keeps
+//! one, as RFC 9110 §8.6 allows). Both are still refused here, so the rule
+//! holds whatever the parser below does.
+
+use crate::error::RequestError;
+use crate::limits::HeadLimits;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Uri, Version};
+
+/// Refuses a head that breaks a limit or could be read two ways; the error
+/// names the refusal, and `RequestError::status` gives its status.
+pub(crate) fn check_head(
+    head: &http::request::Parts,
+    limits: &HeadLimits,
+) -> Result<(), RequestError> {
+    if let Some(max) = limits.request_line {
+        if request_line_len(head) > max {
+            return Err(RequestError::RequestLineTooLong);
+        }
+    }
+    check_field_limits(&head.headers, limits)?;
+    check_host(head.version, &head.headers)?;
+    check_framing(head.version, &head.headers)?;
+    if head.headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
+        return Err(RequestError::DuplicateField);
+    }
+    Ok(())
+}
+
+/// The request line's length as gunicorn counts it: method, SP, target,
+/// SP, version, without the CRLF. The target is measured from hyper's
+/// `Uri`, which holds the bytes as sent, except a `#fragment` (dropped by
+/// the parser) and the `/` implied after an absolute-form authority.
+pub(crate) fn request_line_len(head: &http::request::Parts) -> usize {
+    let version = 8; // "HTTP/1.1" or "HTTP/1.0": hyper makes no other
+    head.method.as_str().len() + 1 + target_len(&head.uri) + 1 + version
+}
+
+fn target_len(uri: &Uri) -> usize {
+    let path = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => {
+            scheme.len() + 3 + authority.as_str().len() + path.max(1)
+        }
+        (None, Some(authority)) => authority.as_str().len() + path,
+        _ => path,
+    }
+}
+
+/// A field's size as `--limit-request-field-size` counts it.
+pub(crate) fn field_size(name: &str, value: &HeaderValue) -> usize {
+    name.len() + 2 + value.len()
+}
+
+fn check_field_limits(headers: &HeaderMap, limits: &HeadLimits) -> Result<(), RequestError> {
+    if headers.len() > limits.fields {
+        return Err(RequestError::TooManyFields);
+    }
+    if let Some(max) = limits.field_size {
+        if headers
+            .iter()
+            .any(|(name, value)| field_size(name.as_str(), value) > max)
+        {
+            return Err(RequestError::FieldTooLarge);
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9112 §3.2: exactly one `Host` on HTTP/1.1, at most one on 1.0, and
+/// a value that is a host with an optional port.
+fn check_host(version: Version, headers: &HeaderMap) -> Result<(), RequestError> {
+    let mut hosts = headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Err(RequestError::BadHost),
+        (None, None) if version >= Version::HTTP_11 => Err(RequestError::BadHost),
+        (None, None) => Ok(()),
+        (Some(host), None) if valid_host(host.as_bytes()) => Ok(()),
+        (Some(_), None) => Err(RequestError::BadHost),
+    }
+}
+
+/// `uri-host [ ":" port ]` of RFC 3986 (empty is allowed: RFC 9112 §3.2).
+/// Userinfo, paths, spaces and anything else that could make the name the
+/// app builds URLs from mean something else are refused.
+pub(crate) fn valid_host(host: &[u8]) -> bool {
+    let (name, port) = match host.first() {
+        Some(b'[') => match host.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let inside = &host[1..end];
+                let ok = !inside.is_empty()
+                    && inside
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'));
+                if !ok {
+                    return false;
+                }
+                (&host[..0], &host[end + 1..])
+            }
+            None => return false,
+        },
+        _ => match host.iter().position(|&b| b == b':') {
+            Some(colon) => (&host[..colon], &host[colon..]),
+            None => (host, &host[..0]),
+        },
+    };
+    let name_ok = name.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    });
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    name_ok && port_ok
+}
+
+/// RFC 9112 §6: one way to find the end of the body, and only one.
+fn check_framing(version: Version, headers: &HeaderMap) -> Result<(), RequestError> {
+    let mut te = headers.get_all(TRANSFER_ENCODING).iter();
+    let mut cl = headers.get_all(CONTENT_LENGTH).iter();
+    let (te_first, te_more) = (te.next(), te.next().is_some());
+    let (cl_first, cl_more) = (cl.next(), cl.next().is_some());
+    if te_first.is_some() && cl_first.is_some() {
+        return Err(RequestError::LengthAndChunked);
+    }
+    if let Some(value) = te_first {
+        let chunked = value
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+        if version < Version::HTTP_11 || te_more || !chunked {
+            return Err(RequestError::BadTransferEncoding);
+        }
+    }
+    if let Some(value) = cl_first {
+        if cl_more || parse_content_length(value.as_bytes()).is_none() {
+            return Err(RequestError::BadContentLength);
+        }
+    }
+    Ok(())
+}
+
+/// `1*DIGIT` that fits a `u64`; nothing else (no sign, list or space).
+pub(crate) fn parse_content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RequestError as E;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        request_line: Some(40),
+        fields: 5,
+        field_size: Some(40),
+    };
+
+    fn head(line: &str, fields: &[(&str, &str)]) -> http::request::Parts {
+        let mut parts = line.splitn(3, ' ');
+        let (method, target, version) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(m), Some(t), Some(v)) => (m, t, v),
+            _ => panic!("bad test line {line:?}"),
+        };
+        let version = match version {
+            "HTTP/1.0" => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(target)
+            .version(version);
+        for (k, v) in fields {
+            b = b.header(
+                *k,
+                HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| panic!("{v:?}")),
+            );
+        }
+        match b.body(()) {
+            Ok(req) => req.into_parts().0,
+            Err(e) => panic!("bad test request {line:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn table() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<RequestError>);
+        let long_target = format!("/{}", "a".repeat(40 - "GET / HTTP/1.1".len()));
+        let at_limit = format!("GET {long_target} HTTP/1.1");
+        let over_limit = format!("GET {long_target}b HTTP/1.1");
+        let over = "v".repeat(40 - "x-a: ".len() + 1);
+        let over_more = "v".repeat(40 - "x-a: ".len() + 2);
+        let h = ("host", "example.com");
+        let cases: &[Case<'_>] = &[
+            ("GET / HTTP/1.1", &[h], None),
+            ("GET / HTTP/1.0", &[], None),
+            ("GET / HTTP/1.0", &[h], None),
+            ("GET / HTTP/1.1", &[], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[h, h], Some(E::BadHost)),
+            ("GET / HTTP/1.0", &[h, ("host", "b")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", "")], None),
+            ("GET / HTTP/1.1", &[("host", "a.example:8080")], None),
+            ("GET / HTTP/1.1", &[("host", "[::1]:80")], None),
+            ("GET / HTTP/1.1", &[("host", "127.0.0.1")], None),
+            ("GET / HTTP/1.1", &[("host", "a b")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", "user@a")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", "a/b")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", "a:80:80")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", "a:8x")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", "[::1")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", "[a b]")], Some(E::BadHost)),
+            ("GET http://a/ HTTP/1.1", &[h], None),
+            (at_limit.as_str(), &[h], None),
+            (over_limit.as_str(), &[h], Some(E::RequestLineTooLong)),
+            ("GET / HTTP/1.1", &[h, ("x-a", &over[1..])], None),
+            (
+                "GET / HTTP/1.1",
+                &[h, ("x-a", &over)],
+                Some(E::FieldTooLarge),
+            ),
+            (
+                "GET / HTTP/1.1",
+                &[h, ("x-a", &over_more)],
+                Some(E::FieldTooLarge),
+            ),
+            (
+                "GET / HTTP/1.1",
+                &[h, ("a", "1"), ("b", "1"), ("c", "1"), ("d", "1")],
+                None,
+            ),
+            (
+                "GET / HTTP/1.1",
+                &[
+                    h,
+                    ("a", "1"),
+                    ("b", "1"),
+                    ("c", "1"),
+                    ("d", "1"),
+                    ("e", "1"),
+                ],
+                Some(E::TooManyFields),
+            ),
+            ("POST / HTTP/1.1", &[h, ("content-length", "5")], None),
+            ("POST / HTTP/1.1", &[h, ("content-length", "0005")], None),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("content-length", "")],
+                Some(E::BadContentLength),
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("content-length", "+5")],
+                Some(E::BadContentLength),
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("content-length", "-5")],
+                Some(E::BadContentLength),
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("content-length", "5, 5")],
+                Some(E::BadContentLength),
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("content-length", " 5")],
+                Some(E::BadContentLength),
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("content-length", "99999999999999999999")],
+                Some(E::BadContentLength),
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("content-length", "5"), ("content-length", "5")],
+                Some(E::BadContentLength),
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("content-length", "5"), ("content-length", "6")],
+                Some(E::BadContentLength),
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("transfer-encoding", "chunked")],
+                None,
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("transfer-encoding", "Chunked")],
+                None,
+            ),
+            (
+                "POST / HTTP/1.0",
+                &[h, ("transfer-encoding", "chunked")],
+                Some(E::BadTransferEncoding),
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("transfer-encoding", "chunked, chunked")],
+                Some(E::BadTransferEncoding),
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("transfer-encoding", "gzip, chunked")],
+                Some(E::BadTransferEncoding),
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[
+                    h,
+                    ("transfer-encoding", "gzip"),
+                    ("transfer-encoding", "chunked"),
+                ],
+                Some(E::BadTransferEncoding),
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("transfer-encoding", "identity")],
+                Some(E::BadTransferEncoding),
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("transfer-encoding", "xchunked")],
+                Some(E::BadTransferEncoding),
+            ),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("content-length", "5"), ("transfer-encoding", "chunked")],
+                Some(E::LengthAndChunked),
+            ),
+            ("POST / HTTP/1.1", &[h, ("content-type", "a")], None),
+            (
+                "POST / HTTP/1.1",
+                &[h, ("content-type", "a"), ("content-type", "b")],
+                Some(E::DuplicateField),
+            ),
+        ];
+        for (line, fields, want) in cases {
+            let got = check_head(&head(line, fields), &LIMITS).err();
+            assert_eq!(got, *want, "{line} {fields:?}");
+        }
+    }
+
+    #[test]
+    fn no_limit_options() {
+        let none = HeadLimits::from_options(0, 0, 0);
+        assert_eq!(none.request_line, None);
+        assert_eq!(none.field_size, None);
+        assert_eq!(none.fields, HeadLimits::MAX_FIELDS);
+        assert_eq!(
+            HeadLimits::from_options(1, 1 << 20, 1).fields,
+            HeadLimits::MAX_FIELDS
+        );
+        let long = format!("GET /{} HTTP/1.1", "a".repeat(60_000));
+        let big = "v".repeat(60_000);
+        let head = head(&long, &[("host", "x"), ("x-big", &big)]);
+        assert_eq!(check_head(&head, &none), Ok(()));
+    }
+
+    #[test]
+    fn request_line_length_counts_the_target_as_sent() {
+        for (line, len) in [
+            ("GET / HTTP/1.1", 14),
+            ("GET /a?b=c HTTP/1.0", 19),
+            ("OPTIONS * HTTP/1.1", 18),
+            ("CONNECT a.example:443 HTTP/1.1", 30),
+            ("GET http://a.example/x HTTP/1.1", 31),
+            ("GET http://a.example HTTP/1.1", 30),
+        ] {
+            assert_eq!(request_line_len(&head(line, &[])), len, "{line}");
+        }
+    }
+}

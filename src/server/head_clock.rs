@@ -1,0 +1,333 @@
+//! The clock on a connection's request heads: `--keep-alive` and `--header-timeout`.
+//!
+//! hyper's own `header_read_timeout` starts when hyper begins waiting for a
+//! head (at accept, and again when the previous exchange is done) and stops
+//! when a head is complete, so one number has to bound both the idle time
+//! between requests and the time a head may take, and it closes without a
+//! word. Siesta keeps the two apart. `Clock` is the per-connection state;
+//! `ClockedIo` wraps the socket, sees the first byte of each head arrive and
+//! enforces the deadline whenever hyper waits to read; the service
+//! (`service.rs`) marks the connection busy when a head is complete, and
+//! the response body (`end.rs` `Counted`) idle again when hyper is done
+//! with it. A 408 is recorded in `end.rs` like every refusal. Timeline:
+//!
+//! - first request: its head must be complete within `--header-timeout`
+//!   from the accept; if not, `408 Request Timeout`, then close.
+//! - between requests: `--keep-alive` of silence, then a quiet close.
+//! - a later head: `--header-timeout` from its first byte, then close
+//!   (no 408: the connection has already carried responses, and an answer
+//!   the client did not ask for could be taken for one of them).
+//!
+//! Bytes of the next head that arrived while a request was busy (pipelined)
+//! are in hyper's buffer, not seen here: that head is timed from the end of
+//! the response instead. The body of a request is not timed here
+//! (`--body-timeout` belongs to `wsgi.input`).
+
+use super::end::Recorder;
+use crate::error::RequestError;
+use parking_lot::Mutex;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The answer to a first head that came too late, written straight to the
+/// socket (hyper has no request to answer); its status comes from the one
+/// table, `RequestError::status`.
+fn timeout_answer() -> Vec<u8> {
+    let status = RequestError::HeaderTimeout.status();
+    format!(
+        "HTTP/1.1 {} {}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes()
+}
+
+/// Where a connection is between two requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No byte of the next head yet, since this instant.
+    Waiting { since: Instant, first: bool },
+    /// The next head began arriving at this instant.
+    Head { since: Instant, first: bool },
+    /// A head is complete: the request is with the app and its response.
+    Busy,
+    /// The deadline passed: reads end the stream.
+    Expired,
+}
+
+/// What happens when a deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnExpiry {
+    Close,
+    Answer408,
+}
+
+/// One connection's head clock, shared by its `ClockedIo`, its service and its response bodies.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    phase: Mutex<Phase>,
+    /// `--keep-alive`.
+    keep_alive: Duration,
+    /// `--header-timeout`; `None` waits forever for a head.
+    header_timeout: Option<Duration>,
+}
+
+impl Clock {
+    /// A clock for a connection accepted now.
+    pub(crate) fn new(keep_alive: Duration, header_timeout: Option<Duration>) -> Arc<Self> {
+        Arc::new(Clock {
+            phase: Mutex::new(Phase::Waiting {
+                since: Instant::now(),
+                first: true,
+            }),
+            keep_alive,
+            header_timeout,
+        })
+    }
+
+    pub(crate) fn busy(&self) {
+        *self.phase.lock() = Phase::Busy;
+    }
+
+    pub(crate) fn idle(&self) {
+        let mut phase = self.phase.lock();
+        if *phase == Phase::Busy {
+            *phase = Phase::Waiting {
+                since: Instant::now(),
+                first: false,
+            };
+        }
+    }
+
+    fn bytes_arrived(&self) {
+        let mut phase = self.phase.lock();
+        if let Phase::Waiting { first, .. } = *phase {
+            *phase = Phase::Head {
+                since: Instant::now(),
+                first,
+            };
+        }
+    }
+
+    /// The deadline in force and what its expiry does; `None` when nothing
+    /// is timed (busy, expired, or no `--header-timeout`).
+    fn deadline(&self) -> Option<(Instant, OnExpiry)> {
+        let on_expiry = |first: bool| {
+            if first {
+                OnExpiry::Answer408
+            } else {
+                OnExpiry::Close
+            }
+        };
+        match *self.phase.lock() {
+            Phase::Waiting {
+                since,
+                first: false,
+            } => Some((since + self.keep_alive, OnExpiry::Close)),
+            Phase::Waiting { since, first } | Phase::Head { since, first } => {
+                self.header_timeout.map(|t| (since + t, on_expiry(first)))
+            }
+            Phase::Busy | Phase::Expired => None,
+        }
+    }
+
+    fn expire(&self) {
+        *self.phase.lock() = Phase::Expired;
+    }
+
+    fn expired(&self) -> bool {
+        *self.phase.lock() == Phase::Expired
+    }
+}
+
+/// The socket, as hyper sees it: reads end (EOF) once the clock's deadline
+/// has passed, after a 408 when that is the answer.
+pub(crate) struct ClockedIo<I> {
+    io: I,
+    clock: Arc<Clock>,
+    /// Where a 408 is recorded (it never reaches the service).
+    end: Arc<Recorder>,
+    peer: Option<SocketAddr>,
+    /// Armed while hyper waits for head bytes.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Nothing was ever written: a 408 cannot be mistaken for anything.
+    wrote: bool,
+}
+
+impl<I> ClockedIo<I> {
+    pub(crate) fn new(
+        io: I,
+        clock: Arc<Clock>,
+        end: Arc<Recorder>,
+        peer: Option<SocketAddr>,
+    ) -> Self {
+        ClockedIo {
+            io,
+            clock,
+            end,
+            peer,
+            timer: None,
+            wrote: false,
+        }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
+    /// Whether the deadline has passed (checked before reading, so a client
+    /// that trickles bytes cannot keep a head open); arms the timer when not.
+    fn past_deadline(&mut self, cx: &mut Context<'_>) -> Option<OnExpiry> {
+        let (deadline, on_expiry) = self.clock.deadline()?;
+        if Instant::now() >= deadline {
+            return Some(on_expiry);
+        }
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Some(on_expiry),
+            Poll::Pending => None,
+        }
+    }
+
+    fn expire(&mut self, cx: &mut Context<'_>, on_expiry: OnExpiry) {
+        self.clock.expire();
+        self.timer = None;
+        if on_expiry == OnExpiry::Answer408 && !self.wrote {
+            // A fresh socket's send buffer takes these few bytes at once;
+            // if it does not, the client gets the close alone.
+            let _ = Pin::new(&mut self.io).poll_write(cx, &timeout_answer());
+            self.wrote = true;
+            // A request that never had a head: recorded like every refusal.
+            self.end
+                .refused_early(self.peer, RequestError::HeaderTimeout);
+        } else {
+            crate::log::error::write(
+                crate::log::error::Level::Debug,
+                "Closed an idle or stalled keep-alive connection",
+            );
+        }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.clock.expired() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(on_expiry) = this.past_deadline(cx) {
+            this.expire(cx, on_expiry);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.clock.bytes_arrived();
+        }
+        read
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClockedIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.wrote = true;
+        Pin::new(&mut this.io).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.wrote = true;
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn phases_and_deadlines() {
+        let ka = Duration::from_secs(5);
+        let ht = Duration::from_secs(30);
+        let clock = Clock::new(ka, Some(ht));
+        let start = Instant::now();
+        assert_eq!(clock.deadline(), Some((start + ht, OnExpiry::Answer408)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        clock.bytes_arrived();
+        let head = start + Duration::from_secs(1);
+        assert_eq!(clock.deadline(), Some((head + ht, OnExpiry::Answer408)));
+        clock.busy();
+        assert_eq!(clock.deadline(), None);
+        tokio::time::advance(Duration::from_secs(100)).await;
+        clock.idle();
+        let idle = Instant::now();
+        assert_eq!(clock.deadline(), Some((idle + ka, OnExpiry::Close)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        clock.bytes_arrived();
+        assert_eq!(
+            clock.deadline(),
+            Some((Instant::now() + ht, OnExpiry::Close))
+        );
+        clock.bytes_arrived(); // later bytes of the same head do not move it
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            clock.deadline(),
+            Some((idle + Duration::from_secs(2) + ht, OnExpiry::Close))
+        );
+        clock.expire();
+        assert_eq!(clock.deadline(), None);
+        clock.idle(); // a late body drop does not revive an expired clock
+        assert!(clock.expired());
+    }
+
+    #[test]
+    fn answer_is_a_408() {
+        assert!(timeout_answer().starts_with(b"HTTP/1.1 408 Request Timeout\r\n"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_header_timeout_still_bounds_idle() {
+        let clock = Clock::new(Duration::from_secs(5), None);
+        assert_eq!(clock.deadline(), None);
+        clock.busy();
+        clock.idle();
+        assert!(clock.deadline().is_some());
+        clock.bytes_arrived();
+        assert_eq!(clock.deadline(), None);
+    }
+}

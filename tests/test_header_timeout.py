@@ -1,0 +1,109 @@
+"""--header-timeout, --keep-alive and half-closed clients, in both modes.
+
+A connection whose first head is not complete within --header-timeout (from
+the accept) gets 408 and is closed, whether it sent nothing or trickles a byte
+at a time (slowloris); a keep-alive connection idle past --keep-alive is closed
+quietly; other clients are served meanwhile.  A client that sends its request
+and then shuts down its writing side still gets the whole response.  No test
+asserts a duration: only that the close happens within a generous bound.
+"""
+
+import socket
+import time
+
+import pytest
+
+
+def closed_with(conn, timeout=10):
+    """What came before the close: b"" (quiet close) or the bytes of a 408."""
+    conn.sock.settimeout(timeout)
+    data = b""
+    while True:
+        try:
+            piece = conn.sock.recv(4096)
+        except ConnectionResetError:
+            return data
+        if not piece:
+            return data
+        data += piece
+
+
+def assert_408_or_quiet(data):
+    assert data == b"" or data.startswith(b"HTTP/1.1 408 "), data
+
+
+@pytest.fixture
+def short(start_server, mode):
+    return start_server("router_app:app", "--header-timeout", "1", "--keep-alive", "30", mode=mode)
+
+
+def test_silent_connection_gets_408_and_close(short):
+    with short.connect() as idle:
+        short.assert_serving()  # a bystander is served while it waits
+        data = closed_with(idle)
+    assert data.startswith(b"HTTP/1.1 408 "), data
+    short.assert_serving()
+
+
+def test_slowloris_is_closed(short):
+    with short.connect() as slow:
+        head = b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200
+        data = None
+        deadline = time.monotonic() + 15
+        for byte in head:
+            try:
+                slow.sock.send(bytes([byte]))
+            except OSError:
+                break
+            slow.sock.settimeout(0.2)
+            try:
+                data = slow.sock.recv(4096)
+                break
+            except TimeoutError:
+                pass
+            assert time.monotonic() < deadline, "slowloris never closed"
+        assert data is not None, "the head timeout never fired"
+        assert_408_or_quiet(data)
+    short.assert_serving()
+
+
+def test_keep_alive_idle_connection_is_closed_quietly(start_server, mode):
+    srv = start_server("router_app:app", "--keep-alive", "1", "--header-timeout", "30", mode=mode)
+    with srv.connect() as conn:
+        conn.send(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().status == 200
+        assert closed_with(conn) == b""
+
+
+def test_two_hundred_slowloris_closed_while_a_bystander_is_served(short):
+    conns = []
+    try:
+        for _ in range(200):
+            conn = short.connect()
+            conn.send(b"GET /ping HTTP/1.1\r\nHost: x\r\n")
+            conns.append(conn)
+        short.assert_serving()
+        for conn in conns:
+            assert_408_or_quiet(closed_with(conn, timeout=20))
+    finally:
+        for conn in conns:
+            conn.close()
+    short.assert_serving()
+
+
+@pytest.mark.parametrize(
+    "raw,body",
+    [
+        (b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n", b"pong"),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", b"hello"),
+        (b"GET /ping HTTP/1.0\r\n\r\n", b"pong"),
+    ],
+)
+def test_half_closed_client_gets_its_response(start_server, mode, raw, body):
+    srv = start_server("router_app:app", mode=mode)
+    with srv.connect() as conn:
+        conn.send(raw)
+        conn.sock.shutdown(socket.SHUT_WR)
+        resp = conn.read_response()
+        assert (resp.status, resp.body) == (200, body)
+        assert conn.wait_closed()
