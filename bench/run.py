@@ -169,7 +169,7 @@ class Bench:
             self.logs, f"{self.run_id}-{self.starts:03d}-{scenario}-{spec.name}-w{workers}.log"
         )
         self.started_logs.append(path)
-        return Running(spec, workers, path)
+        return Running(spec, workers, path, spec.scenario_args.get(scenario, ()))
 
     def idle_rate(self, spec, server):
         if spec.name not in self.idle:  # no S1 in this run: measure a short baseline

@@ -51,6 +51,8 @@ class Spec:
     scenarios: str = "S1 S2 S3 S4 S5 S6 S7 S8"
     note: str = ""
     needs: list = field(default_factory=list)  # files that must exist
+    # Options added in one scenario only, e.g. {"S7": ["--header-timeout", "4"]}.
+    scenario_args: dict = field(default_factory=dict)
 
 
 def _peer(name):
@@ -84,6 +86,10 @@ def _siesta(kind):
         ]
 
     return argv
+
+
+# S7: Siesta's own defence against slowloris, set as a deployer would.
+SIESTA_S7 = ["--header-timeout", "4"]
 
 
 def _gunicorn(kind):
@@ -187,6 +193,7 @@ SPECS = [
         2,
         scenarios="S1 S2 S3 S4 S5 S6 S7 S8 S9",
         needs=[SIESTA],
+        scenario_args={"S7": SIESTA_S7},
     ),
     Spec(
         "siesta-gevent",
@@ -196,6 +203,7 @@ SPECS = [
         scenarios="S1 S2 S3 S4 S5 S6 S7 S8 S9",
         note=f"{GEVENT_CONNECTIONS} worker connections",
         needs=[SIESTA],
+        scenario_args={"S7": SIESTA_S7},
     ),
     Spec(
         "hyper-hello",
@@ -296,10 +304,15 @@ def hello_check(port, timeout=5.0):
         raise ServerFailed(f"hello check: unexpected answer {data[:120]!r}")
 
 
+def _with_extra(argv, extra):
+    """`extra` options placed before the last argument (the app)."""
+    return [*argv[:-1], *extra, *argv[-1:]] if extra else argv
+
+
 class Running:
     """A started server: its PID, port and log file; `stop()` is idempotent."""
 
-    def __init__(self, spec, workers, log_path):
+    def __init__(self, spec, workers, log_path, extra=()):
         self.spec = spec
         self.workers = workers
         self.log_path = log_path
@@ -307,7 +320,7 @@ class Running:
         self._log = open(log_path, "wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            spec.argv(self.port, workers),
+            _with_extra(spec.argv(self.port, workers), extra),
             cwd=BENCH,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
