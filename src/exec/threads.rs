@@ -81,6 +81,9 @@ struct State {
     expired: Vec<Job>,
     /// Jobs served to the end, for the heartbeat.
     completed: u64,
+    /// Threads waiting on the network for their request (in `wait.rs`):
+    /// not stuck in the app, whatever the others do.
+    waiting: usize,
     closed: bool,
 }
 
@@ -110,6 +113,7 @@ impl Pool {
                 monitor_asleep: false,
                 expired: Vec::new(),
                 completed: 0,
+                waiting: 0,
                 closed: false,
             }),
             idle_cv: Condvar::new(),
@@ -171,13 +175,14 @@ impl Pool {
 
     /// Whether the pool is making progress (for the heartbeat): a thread is
     /// free, driving I/O or waiting on the network, or a job finished or a
-    /// wait began since `mark` (which is updated).
+    /// wait began since `mark` (which is updated). Stuck means every thread
+    /// is inside app code and none came back.
     pub(crate) fn making_progress(&self, mark: &mut u64) -> bool {
         let st = self.state.lock();
         let now = st.turns + st.completed;
         let moved = now != *mark;
         *mark = now;
-        moved || st.idle > 0 || st.driver || st.running == 0
+        moved || st.idle > 0 || st.driver || st.waiting > 0 || st.running == 0
     }
 
     /// Marks the calling pool thread as waiting (`true`) or running again.
@@ -187,9 +192,11 @@ impl Pool {
             if blocked {
                 st.turns += 1;
                 st.last_turn = Instant::now();
+                st.waiting += 1;
                 st.running = st.running.saturating_sub(1);
                 st.running == 0 && !st.driver && st.idle > 0 && !st.jobs.is_empty()
             } else {
+                st.waiting = st.waiting.saturating_sub(1);
                 st.running += 1;
                 false
             }
@@ -346,5 +353,31 @@ impl Pool {
             served = true;
         }
         CURRENT.with(|c| *c.borrow_mut() = None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stuck_only_when_every_thread_is_in_the_app() {
+        let pool = Pool::new(None, None);
+        let mut mark = 0;
+        assert!(pool.making_progress(&mut mark), "nothing running");
+        pool.set_blocked(false); // a thread enters the app
+        assert!(
+            !pool.making_progress(&mut mark),
+            "in the app, nothing moved"
+        );
+        pool.set_blocked(true); // it waits on the network
+        assert!(pool.making_progress(&mut mark), "waiting is progress");
+        assert!(pool.making_progress(&mut mark), "still waiting, not stuck");
+        pool.set_blocked(false);
+        assert!(
+            !pool.making_progress(&mut mark),
+            "back in the app and silent"
+        );
+        pool.close();
     }
 }
