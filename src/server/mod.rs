@@ -5,8 +5,9 @@
 //! accept loop that backs off on `EMFILE`; each connection is served by
 //! hyper's HTTP/1 server with the `Service` from `service.rs`. On shutdown
 //! the loops stop accepting, open connections finish their current request
-//! (within `--graceful-timeout`), and the executor is closed. Every request
-//! ends in `end.rs`. Python is never called from here.
+//! (within `--graceful-timeout`; `drive` says which request that is), and
+//! the executor is closed. Every request ends in `end.rs`. Python is never
+//! called from here.
 
 pub(crate) mod end;
 pub(crate) mod service;
@@ -18,7 +19,6 @@ use crate::net::bind::Listener;
 use end::Recorder;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use service::Service;
 use std::future::Future;
 use std::sync::Arc;
@@ -55,10 +55,9 @@ pub(crate) async fn run(
 ) {
     let limits = Arc::new(limits);
     let builder = Arc::new(builder(&limits));
-    let slots = Arc::new(Semaphore::new(
-        limits.max_connections.min(Semaphore::MAX_PERMITS),
-    ));
-    let graceful = Arc::new(GracefulShutdown::new());
+    // Every open connection holds a slot: all slots free means all closed.
+    let total = limits.max_connections.clamp(1, u32::MAX as usize);
+    let slots = Arc::new(Semaphore::new(total.min(Semaphore::MAX_PERMITS)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = Vec::new();
     for l in listeners {
@@ -69,7 +68,7 @@ pub(crate) async fn run(
             limits: limits.clone(),
             end: end.clone(),
             exec: exec.clone(),
-            graceful: graceful.clone(),
+            stop: stop_rx.clone(),
             server_name: name,
             server_port: port,
         };
@@ -84,9 +83,8 @@ pub(crate) async fn run(
         Stop::Graceful => limits.graceful_timeout,
         Stop::Fast => Duration::ZERO,
     };
-    if let Ok(graceful) = Arc::try_unwrap(graceful) {
-        let _ = tokio::time::timeout(wait, graceful.shutdown()).await;
-    }
+    let all = u32::try_from(total.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(wait, slots.acquire_many(all)).await;
     exec.close();
 }
 
@@ -100,7 +98,8 @@ struct AcceptCtx {
     limits: Arc<Limits>,
     end: Arc<Recorder>,
     exec: Arc<Executor>,
-    graceful: Arc<GracefulShutdown>,
+    /// Turns true at shutdown: each connection then ends after its request.
+    stop: watch::Receiver<bool>,
     server_name: String,
     server_port: String,
 }
@@ -110,29 +109,65 @@ impl AcceptCtx {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let info = Arc::new(ConnInfo::new(
+            peer,
+            self.server_name.clone(),
+            self.server_port.clone(),
+        ));
         let service = Service {
             exec: self.exec.clone(),
-            conn: Arc::new(ConnInfo::new(
-                peer,
-                self.server_name.clone(),
-                self.server_port.clone(),
-            )),
+            conn: info.clone(),
             limits: self.limits.clone(),
             end: self.end.clone(),
         };
         let conn = self.builder.serve_connection(TokioIo::new(io), service);
-        let conn = self.graceful.watch(conn);
-        let end = self.end.clone();
+        let (end, stop) = (self.end.clone(), self.stop.clone());
         tokio::spawn(async move {
             // Errors here are the client's (reset, bad request): hyper has
             // already answered what deserved an answer; a refused head still
             // ends in the one place every request ends.
-            if let Err(e) = conn.await {
+            if let Err(e) = drive(conn, stop, &info).await {
                 end.refused_by_hyper(peer, &e);
             }
             drop(slot);
         });
     }
+}
+
+/// Serves one connection to its end. Once `stop` turns true, the connection
+/// finishes the request it is on, then closes (hyper's graceful shutdown).
+/// A connection accepted before the stop whose first request head has not
+/// come in yet is not closed at once, as hyper would (the client may have
+/// sent that request already: it would be lost, say during a HUP reload);
+/// it gets that first request, within hyper's head timeout (`--keep-alive`).
+async fn drive<S>(
+    conn: http1::Connection<TokioIo<S>, Service>,
+    mut stop: watch::Receiver<bool>,
+    info: &ConnInfo,
+) -> hyper::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut stopping = std::pin::pin!(stop.wait_for(|stopped| *stopped));
+    let (mut asked, mut told) = (false, false);
+    std::future::poll_fn(|cx| {
+        if !asked && stopping.as_mut().poll(cx).is_ready() {
+            asked = true;
+        }
+        loop {
+            if asked && !told && info.had_request() {
+                told = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            let polled = conn.as_mut().poll(cx);
+            // A first head that came in during this poll: tell hyper now.
+            if polled.is_ready() || told || !asked || !info.had_request() {
+                return polled;
+            }
+        }
+    })
+    .await
 }
 
 /// A listener registered with the runtime.

@@ -43,6 +43,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
     type Future = ReplyFuture;
 
     fn call(&self, req: http::Request<Incoming>) -> ReplyFuture {
+        self.conn.note_request();
         let (head, body) = req.into_parts();
         let refused = check_head(&head)
             .and_then(|()| check_length(body.size_hint().exact(), &self.limits))
