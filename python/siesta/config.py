@@ -36,7 +36,7 @@ PROXY_PROTOCOL_MODES = ("off", "v1", "v2", "auto")
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n", ""}
 
-# What a setting that needs the master/worker supervisor says until it lands.
+# What a setting that is accepted but not applied yet says (the CLI warns when it is set).
 NOT_YET = "not applied yet"
 
 
@@ -210,9 +210,8 @@ SETTINGS: tuple[Setting, ...] = (
         "workers",
         ("-w", "--workers"),
         1,
-        "Number of worker processes; $WEB_CONCURRENCY, when set, is the default. This "
-        "release runs exactly one (more is refused with a clear error until the "
-        "master/worker supervisor lands).",
+        "Number of worker processes the master starts and keeps alive (TTIN/TTOU add or "
+        "remove one); $WEB_CONCURRENCY, when set, is the default.",
         type=_positive_int,
         metavar="INT",
         rust=True,
@@ -453,8 +452,8 @@ SETTINGS: tuple[Setting, ...] = (
         "preload_app",
         ("--preload",),
         False,
-        "Import the app before the workers start, so they share its memory. With one "
-        "worker process the app is imported once either way.",
+        "Import the app in the master before the workers are forked, so they share its "
+        "memory (a HUP then does not reload the app's code).",
         flag=True,
     ),
     Setting(
@@ -484,9 +483,9 @@ SETTINGS: tuple[Setting, ...] = (
         "user",
         ("-u", "--user"),
         None,
-        "Run workers as this user (name or uid); unset keeps the current one.",
+        "Run workers as this user (name or uid); unset keeps the current one. The "
+        "master keeps its own.",
         metavar="USER",
-        pending=NOT_YET,
     ),
     Setting(
         "group",
@@ -494,7 +493,6 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Run workers as this group (name or gid); unset keeps the current one.",
         metavar="GROUP",
-        pending=NOT_YET,
     ),
     Setting(
         "umask",
@@ -509,9 +507,9 @@ SETTINGS: tuple[Setting, ...] = (
         "name",
         ("-n", "--name"),
         None,
-        "Process name shown by ps and top.",
+        "Process name shown by ps and top (siesta: master [NAME], siesta: worker "
+        "[NAME]), when setproctitle is installed.",
         metavar="STRING",
-        pending=NOT_YET,
     ),
     Setting(
         "worker_tmp_dir",
