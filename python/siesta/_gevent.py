@@ -32,8 +32,11 @@ _parked: dict[int, Waiter] = {}
 
 
 def patch() -> None:
-    """gevent's monkey-patching, applied before the app is imported."""
+    """gevent's monkey-patching, applied before the app is imported. The hub is made
+    here too: it imports modules lazily, which a worker switched to -u's user may
+    not be allowed to read."""
     gevent.monkey.patch_all()
+    gevent.get_hub()
 
 
 def _park(token: int, timeout: float | None) -> None:
@@ -155,7 +158,7 @@ def _app_frames(exc: BaseException) -> BaseException:
 
 
 def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) -> None:
-    """Runs the hub until the server stops, then lets running requests finish.
+    """Runs the hub on a started server until it stops, then lets running requests finish.
 
     A request that waits ``queue_timeout`` seconds (``--queue-timeout``; 0:
     forever) for one of the ``worker_connections`` slots is answered 503.
@@ -224,7 +227,6 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
             while waiting and now - waiting[0][0] > expired_after:
                 waiting.popleft()[1].reject()
 
-    server.start()
     watcher = hub.loop.io(server.hub_fd(), 1)
     watcher.start(on_ready)
     janitor = gevent.spawn(expire)

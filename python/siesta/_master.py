@@ -23,6 +23,7 @@ from typing import Any
 
 from siesta import _siesta
 from siesta._app import AppLoadError, load
+from siesta._run import serve_threads  # imported by the master: a worker may run as -u later
 from siesta.config import ConfigError, for_rust
 from siesta.hooks import Worker as HookWorker
 
@@ -32,6 +33,10 @@ APP_LOAD_ERROR = 4
 
 # faulthandler writes to a file object that must stay open for the worker's life.
 _fault_file: Any = None
+
+# Set in a worker once it serves: a crash before that is a boot error (exit 3), as in
+# gunicorn, so the master stops instead of restarting a worker that can never start.
+_booted = False
 
 
 def set_title(role: str, values: dict[str, Any]) -> None:
@@ -111,16 +116,16 @@ def run_worker(
     worker = HookWorker(arbiter, app)
     _siesta.log("info", f"Booting worker with pid: {worker.pid}")
     hooks.call("post_fork", arbiter, worker)
+    gevent = None
+    if values["worker_class"] == "gevent":
+        from siesta import _gevent as gevent  # the master imported it already
+
+        gevent.patch()  # before -u: patching imports modules the new user may not read
     try:
         _drop_privileges(values, heartbeat_fd)
     except OSError as exc:
         _siesta.log("error", f"Cannot switch to user/group: {exc}")
         return WORKER_BOOT_ERROR
-    gevent = None
-    if values["worker_class"] == "gevent":
-        from siesta import _gevent as gevent
-
-        gevent.patch()
     _enable_faulthandler(values)
     if app is None:
         try:
@@ -130,11 +135,25 @@ def run_worker(
             return APP_LOAD_ERROR
     try:
         server = _siesta.Server(for_rust(values), listeners, heartbeat_fd)
+        # The server holds its own copies now; the ones inherited from the
+        # master would keep the sockets listening after this worker stops
+        # accepting (new connections would wait unanswered in the backlog).
+        listeners.close(False)
     except (ValueError, OSError) as exc:
         _siesta.log("error", f"Worker failed to boot: {exc}")
         return WORKER_BOOT_ERROR
     worker.wsgi = app
     hooks.call("post_worker_init", worker)
+    try:
+        # Opens the access log, starts the I/O and the heartbeat: a failure
+        # here (say, an access log this worker cannot open) is a boot error
+        # (exit 3, the master stops), not a crash to restart forever.
+        server.start()
+    except (ValueError, OSError) as exc:
+        _siesta.log("error", f"Worker failed to boot: {exc}")
+        return WORKER_BOOT_ERROR
+    global _booted
+    _booted = True
     if values["reload"]:
         threading.Thread(
             target=_watch_code, args=(server,), name="siesta-reload", daemon=True
@@ -142,8 +161,6 @@ def run_worker(
     if gevent is not None:
         gevent.serve(server, app, values["worker_connections"], values["queue_timeout"])
     else:
-        from siesta._run import serve_threads
-
         serve_threads(server, app, values["threads"])
     hooks.call("worker_exit", arbiter, worker)
     _siesta.log("info", f"Worker exiting (pid: {worker.pid})")
@@ -161,9 +178,12 @@ class Master:
         arbiter: Any,
         listeners: Any,
         app: Any = None,
+        inherited: bool = False,
     ) -> None:
         self.reread, self.values, self.hooks = reread, values, hooks
         self.arbiter, self.listeners, self.app = arbiter, listeners, app
+        # The sockets came from systemd or an old master: their files are not ours to remove.
+        self.inherited = inherited
         # The pid of a new master started by USR2, if any.
         self.upgraded: int | None = None
 
@@ -183,6 +203,7 @@ class Master:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:  # the worker's last word, never the master's stack
             _siesta.log("error", "Worker crashed:\n" + traceback.format_exc().rstrip())
+            code = 1 if _booted else WORKER_BOOT_ERROR
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -207,6 +228,27 @@ class Master:
                 _siesta.log("error", f"Reload: {exc}")
         self.hooks.call("on_reload", self.arbiter)
         return self.values["workers"]
+
+    def stopping(self) -> None:
+        """TERM/INT/QUIT (or a failed boot): the master closes its listening sockets
+        first, as gunicorn's does, removing the unix socket files it made unless a
+        new master (USR2) or systemd owns them. Called again at exit: a no-op then."""
+        self.listeners.close(not self.inherited and self.upgraded is None)
+
+    def reaped(self, pid: int, code: int) -> None:
+        """A child that was not a worker exited: the new master of a USR2, if it died
+        or was stopped while this master runs. This master is the one serving again:
+        its pid file comes back from ``.oldbin`` and a later USR2 may try again."""
+        if pid != self.upgraded:
+            return
+        self.upgraded = None
+        _siesta.log("error", f"The new master (pid: {pid}) exited with code {code}")
+        pidfile = self.values.get("pid")
+        if pidfile and os.path.exists(pidfile + ".oldbin") and not os.path.exists(pidfile):
+            try:
+                os.replace(pidfile + ".oldbin", pidfile)
+            except OSError as exc:
+                _siesta.log("error", f"Cannot restore the pid file {pidfile}: {exc}")
 
     def child_exit(self, pid: int, code: int) -> None:
         self.hooks.call("child_exit", self.arbiter, HookWorker(self.arbiter, None, pid=pid))

@@ -15,7 +15,7 @@ from typing import Any
 
 
 def serve_threads(server: Any, app: Any, threads: int) -> None:
-    server.start()
+    """Serves on a started server (``server.start()``) until it stops."""
     pool = [
         threading.Thread(target=server.run_thread, args=(app,), name=f"siesta-{i}", daemon=True)
         for i in range(threads)

@@ -59,10 +59,14 @@ def _check_binds(binds: list[str]) -> None:
 
 
 def _write_pid(path: str | None) -> None:
+    """Writes the pid file atomically (a new file renamed over it), as gunicorn does: a
+    reader never sees it empty, even while a USR2 master replaces it."""
     if path:
+        tmp = f"{path}.{os.getpid()}.tmp"
         try:
-            with open(path, "w", encoding="ascii") as f:
+            with open(tmp, "w", encoding="ascii") as f:
                 f.write(f"{os.getpid()}\n")
+            os.replace(tmp, path)
         except OSError as exc:
             _fail(f"Cannot write pid file {path!r}: {exc.strerror}", 1)
 
@@ -134,6 +138,19 @@ def _user_and_group(values: dict[str, Any]) -> None:
         values["_gid"] = gid.gr_gid
 
 
+def _check_worker_tmp_dir(path: str | None) -> None:
+    """--worker-tmp-dir must take the heartbeat files, or no worker could start."""
+    if not path:
+        return
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        _fail(f"--worker-tmp-dir {path}: cannot create a file there ({exc.strerror})", 1)
+
+
 def _daemonize() -> None:
     """-D: detach from the terminal, as gunicorn does (two forks, a new session)."""
     if os.fork():
@@ -176,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     if values["worker_class"] == "gevent":
         _load_gevent()  # a missing gevent is reported now, not by every worker
     _user_and_group(values)
+    _check_worker_tmp_dir(values["worker_tmp_dir"])
     inherited = _systemd_binds(values)
     if values["daemon"]:
         _daemonize()
@@ -221,10 +239,12 @@ def main(argv: list[str] | None = None) -> None:
         prepare(again.values)
         return again.values, again.hooks
 
-    master = Master(reread, values, hooks, arbiter, listeners, app)
+    master = Master(reread, values, hooks, arbiter, listeners, app, inherited)
     code = _siesta.Supervisor(for_rust(values)).run(master)
     hooks.call("on_exit", master.arbiter)
-    listeners.close(not inherited and master.upgraded is None)
+    master.stopping()
     _remove_pid(values["pid"])
+    if values["pid"]:
+        _remove_pid(values["pid"] + ".oldbin")  # renamed there by a USR2
     _siesta.log("info", "Shutting down: Master")
     _exit_now(code)

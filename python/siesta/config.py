@@ -36,7 +36,7 @@ PROXY_PROTOCOL_MODES = ("off", "v1", "v2", "auto")
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n", ""}
 
-# What a setting that needs the master/worker supervisor says until it lands.
+# What a setting that is accepted but not applied yet says (the CLI warns when it is set).
 NOT_YET = "not applied yet"
 
 
@@ -210,9 +210,8 @@ SETTINGS: tuple[Setting, ...] = (
         "workers",
         ("-w", "--workers"),
         1,
-        "Number of worker processes; $WEB_CONCURRENCY, when set, is the default. This "
-        "release runs exactly one (more is refused with a clear error until the "
-        "master/worker supervisor lands).",
+        "Number of worker processes the master starts and keeps alive (TTIN/TTOU add or "
+        "remove one); $WEB_CONCURRENCY, when set, is the default.",
         type=_positive_int,
         metavar="INT",
         rust=True,
@@ -494,8 +493,8 @@ SETTINGS: tuple[Setting, ...] = (
         "preload_app",
         ("--preload",),
         False,
-        "Import the app before the workers start, so they share its memory. With one "
-        "worker process the app is imported once either way.",
+        "Import the app in the master before the workers are forked, so they share its "
+        "memory (a HUP then does not reload the app's code).",
         flag=True,
     ),
     Setting(
@@ -526,7 +525,8 @@ SETTINGS: tuple[Setting, ...] = (
         "user",
         ("-u", "--user"),
         None,
-        "Run workers as this user (name or uid); unset keeps the current one.",
+        "Run workers as this user (name or uid); unset keeps the current one. The "
+        "master keeps its own.",
         metavar="USER",
     ),
     Setting(

@@ -17,6 +17,7 @@ use pyo3::types::PyString;
 use record::Record;
 use reply::{Reply, ReplySender};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -32,6 +33,9 @@ pub(crate) struct ConnInfo {
     /// `REMOTE_ADDR` and `REMOTE_PORT` as Python strings, made on the
     /// connection's first request and reused by the next ones.
     remote: OnceLock<(Py<PyString>, Py<PyString>)>,
+    /// A request head has come in on this connection: a graceful stop may
+    /// now close it after the request it is on (`server/`'s drain).
+    requested: AtomicBool,
 }
 
 impl ConnInfo {
@@ -41,7 +45,18 @@ impl ConnInfo {
             server_name,
             server_port,
             remote: OnceLock::new(),
+            requested: AtomicBool::new(false),
         }
+    }
+
+    /// Notes that a request head came in (the service calls this).
+    pub(crate) fn note_request(&self) {
+        self.requested.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether any request head came in on this connection yet.
+    pub(crate) fn had_request(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
     }
 
     /// `REMOTE_ADDR` and `REMOTE_PORT` (empty strings on a unix socket).

@@ -5,8 +5,9 @@
 //! accept loop that backs off on `EMFILE`; each connection is served by
 //! hyper's HTTP/1 server with the `Service` from `service.rs`. On shutdown
 //! the loops stop accepting, open connections finish their current request
-//! (within `--graceful-timeout`), and the executor is closed. Every request
-//! ends in `end.rs`. Python is never called from here.
+//! (within `--graceful-timeout`; `drive` says which request that is), and
+//! the executor is closed. Every request ends in `end.rs`. Python is never
+//! called from here.
 
 pub(crate) mod end;
 pub(crate) mod head;
@@ -23,7 +24,6 @@ use end::Recorder;
 use head_clock::{Clock, ClockedIo};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use service::Service;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,10 +75,13 @@ pub(crate) async fn run(
 ) {
     let limits = Arc::new(limits);
     let builder = Arc::new(builder(&limits));
-    let max_connections = limits.max_connections.min(Semaphore::MAX_PERMITS);
-    let slots = Arc::new(Semaphore::new(max_connections));
+    // Every open connection holds a slot: all slots free means all closed.
+    let total = limits.max_connections.clamp(1, u32::MAX as usize);
+    let total = total.min(Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(total));
     let draining = Arc::new(AtomicBool::new(false));
-    let graceful = Arc::new(GracefulShutdown::new());
+    // Turns true once connections should end after their current request.
+    let (close_tx, close_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = Vec::new();
     for l in listeners {
@@ -90,7 +93,7 @@ pub(crate) async fn run(
             limits: limits.clone(),
             end: end.clone(),
             exec: exec.clone(),
-            graceful: graceful.clone(),
+            stop: close_rx.clone(),
             server_name: name,
             server_port: port,
         };
@@ -109,18 +112,18 @@ pub(crate) async fn run(
         // Keep-alive connections are not cut while a request may be on its
         // way: for a moment every response says `Connection: close`, so
         // busy clients reconnect (to another worker) instead of racing a
-        // close; only then are the idle ones closed.
+        // close; only then are the others told to end.
         draining.store(true, Ordering::Relaxed);
         let window = DRAIN_WINDOW.min(wait);
         let began = std::time::Instant::now();
-        while began.elapsed() < window && slots.available_permits() < max_connections {
+        while began.elapsed() < window && slots.available_permits() < total {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         wait = wait.saturating_sub(began.elapsed());
     }
-    if let Ok(graceful) = Arc::try_unwrap(graceful) {
-        let _ = tokio::time::timeout(wait, graceful.shutdown()).await;
-    }
+    let _ = close_tx.send(true);
+    let all = u32::try_from(total).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(wait, slots.acquire_many(all)).await;
     exec.close();
 }
 
@@ -140,7 +143,8 @@ struct AcceptCtx {
     limits: Arc<Limits>,
     end: Arc<Recorder>,
     exec: Arc<Executor>,
-    graceful: Arc<GracefulShutdown>,
+    /// Turns true at shutdown: each connection then ends after its request.
+    stop: watch::Receiver<bool>,
     server_name: String,
     server_port: String,
 }
@@ -151,13 +155,14 @@ impl AcceptCtx {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let clock = Clock::new(self.limits.keep_alive, self.limits.header_timeout);
+        let info = Arc::new(ConnInfo::new(
+            peer,
+            self.server_name.clone(),
+            self.server_port.clone(),
+        ));
         let service = Service {
             exec: self.exec.clone(),
-            conn: Arc::new(ConnInfo::new(
-                peer,
-                self.server_name.clone(),
-                self.server_port.clone(),
-            )),
+            conn: info.clone(),
             limits: self.limits.clone(),
             end: self.end.clone(),
             draining: self.draining.clone(),
@@ -165,18 +170,53 @@ impl AcceptCtx {
         };
         let io = TokioIo::new(ClockedIo::new(io, clock, self.end.clone(), peer));
         let conn = self.builder.serve_connection(io, service);
-        let conn = self.graceful.watch(conn);
-        let end = self.end.clone();
+        let (end, stop) = (self.end.clone(), self.stop.clone());
         tokio::spawn(async move {
             // Errors here are the client's (reset, bad request): hyper has
             // already answered what deserved an answer; a refused head still
             // ends in the one place every request ends.
-            if let Err(e) = conn.await {
+            if let Err(e) = drive(conn, stop, &info).await {
                 end.refused_by_hyper(peer, &e);
             }
             drop(slot);
         });
     }
+}
+
+/// Serves one connection to its end. Once `stop` turns true, the connection
+/// finishes the request it is on, then closes (hyper's graceful shutdown).
+/// A connection accepted before the stop whose first request head has not
+/// come in yet is not closed at once, as hyper would (the client may have
+/// sent that request already: it would be lost, say during a HUP reload);
+/// it gets that first request, within hyper's head timeout (`--keep-alive`).
+async fn drive<S>(
+    conn: http1::Connection<TokioIo<ClockedIo<S>>, Service>,
+    mut stop: watch::Receiver<bool>,
+    info: &ConnInfo,
+) -> hyper::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut stopping = std::pin::pin!(stop.wait_for(|stopped| *stopped));
+    let (mut asked, mut told) = (false, false);
+    std::future::poll_fn(|cx| {
+        if !asked && stopping.as_mut().poll(cx).is_ready() {
+            asked = true;
+        }
+        loop {
+            if asked && !told && info.had_request() {
+                told = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            let polled = conn.as_mut().poll(cx);
+            // A first head that came in during this poll: tell hyper now.
+            if polled.is_ready() || told || !asked || !info.had_request() {
+                return polled;
+            }
+        }
+    })
+    .await
 }
 
 /// A listener registered with the runtime.

@@ -50,6 +50,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
 
     fn call(&self, req: http::Request<Incoming>) -> ReplyFuture {
         self.clock.busy();
+        self.conn.note_request();
         let (head, body) = req.into_parts();
         let refused = super::head::check_head(&head, &self.limits.head)
             .and_then(|()| check_length(body.size_hint().exact(), &self.limits))

@@ -49,7 +49,9 @@ impl Supervisor {
 
     /// Runs the master until it stops; returns the exit code. `callbacks`
     /// has `spawn(age, heartbeat_fd) -> pid`, `reload() -> workers`,
-    /// `child_exit(pid, code)`, `nworkers_changed(new, old)`, `upgrade()`.
+    /// `child_exit(pid, code)`, `nworkers_changed(new, old)`, `upgrade()`,
+    /// `stopping()` (close the listening sockets) and `reaped(pid, code)`
+    /// (a child that was not a worker exited: a USR2 master).
     fn run(&self, py: Python<'_>, callbacks: &Bound<'_, PyAny>) -> PyResult<i32> {
         let pipe = SignalPipe::install()
             .map_err(|e| PyOSError::new_err(format!("Cannot install signal handlers: {e}")))?;
@@ -119,8 +121,8 @@ impl Master<'_, '_> {
 
     fn handle(&mut self, py: Python<'_>, cmd: Command) {
         match cmd {
-            Command::GracefulStop => self.stop_all(libc::SIGTERM, self.graceful()),
-            Command::FastStop => self.stop_all(libc::SIGQUIT, FAST_GRACE),
+            Command::GracefulStop => self.stop_all(py, libc::SIGTERM, self.graceful()),
+            Command::FastStop => self.stop_all(py, libc::SIGQUIT, FAST_GRACE),
             Command::Reload if !self.stopping => {
                 match self
                     .cb
@@ -174,7 +176,16 @@ impl Master<'_, '_> {
         self.maintain(py);
     }
 
-    fn stop_all(&mut self, signo: i32, grace: Duration) {
+    fn stop_all(&mut self, py: Python<'_>, signo: i32, grace: Duration) {
+        if !self.stopping {
+            // The master's own copies of the listening sockets close first,
+            // as gunicorn's do: once the workers stop accepting, a new
+            // connection is refused at once instead of waiting in the
+            // backlog of a socket nobody accepts on until the master exits.
+            if let Err(e) = self.cb.call_method0("stopping") {
+                crate::log::error::exception(py, "Cannot close the listening sockets", &e);
+            }
+        }
         self.stopping = true;
         let pids: Vec<i32> = self.table.workers.keys().copied().collect();
         for pid in pids {
@@ -238,7 +249,12 @@ impl Master<'_, '_> {
                 Exit::Signal(s) => -s,
             };
             if worker.is_none() {
-                continue; // not a worker (a new master after USR2)
+                // Not a worker: a new master started by USR2 that exited
+                // while this one still runs (it failed, or was stopped).
+                if let Err(e) = self.cb.call_method1("reaped", (pid, code)) {
+                    crate::log::error::exception(py, "Cannot handle a child's exit", &e);
+                }
+                continue;
             }
             match exit {
                 Exit::Code(0) => {}
@@ -266,7 +282,7 @@ impl Master<'_, '_> {
             }
         }
         if self.halt.is_some() && !self.stopping {
-            self.stop_all(libc::SIGTERM, self.graceful());
+            self.stop_all(py, libc::SIGTERM, self.graceful());
         }
     }
 

@@ -1,0 +1,49 @@
+"""An app for the master/worker tests: which worker answered, and workers that misbehave.
+
+`/pid` answers the worker's pid; `/upload` appends a line to the `uploads`
+record, then hashes the body (body_app.sha256, for slow uploads);
+`/grow?mib=N` keeps N more MiB alive in a module-level list (the worker's RSS
+grows, for --max-worker-rss); `/spin?seconds=N` holds its thread (or the
+gevent hub) in a pure-Python busy loop for up to N seconds (for --timeout:
+the worker stops beating); anything else answers `pong`.
+"""
+
+import os
+import time
+
+import body_app
+from records import params, record
+
+# What /grow keeps alive for the life of the worker.
+_kept = []
+
+
+def _text(start_response, body):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def spin_until_killed(seconds):
+    """Never yields: no I/O, no sleep, only bytecode (bounded by `seconds`)."""
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+    return n
+
+
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    if path == "/pid":
+        return _text(start_response, str(os.getpid()).encode())
+    if path == "/upload":
+        record("uploads", "started")
+        return body_app.sha256(environ, start_response)
+    if path == "/grow":
+        mib = int(params(environ).get("mib", "60"))
+        _kept.append(b"\x01" * (mib * 1024 * 1024))  # written, so resident
+        return _text(start_response, b"grew %d" % mib)
+    if path == "/spin":
+        spin_until_killed(float(params(environ).get("seconds", "30")))
+        return _text(start_response, b"spun")
+    return _text(start_response, b"pong")
