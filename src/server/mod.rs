@@ -123,6 +123,7 @@ impl AcceptCtx {
         let conn = self.builder.serve_connection(TokioIo::new(io), service);
         let conn = self.graceful.watch(conn);
         let end = self.end.clone();
+        let open = crate::metrics::Connection::open();
         tokio::spawn(async move {
             // Errors here are the client's (reset, bad request): hyper has
             // already answered what deserved an answer; a refused head still
@@ -131,6 +132,7 @@ impl AcceptCtx {
                 end.refused_by_hyper(peer, &e);
             }
             drop(slot);
+            drop(open);
         });
     }
 }
