@@ -24,8 +24,8 @@ dev: | $(PY) ## Build Siesta (release) into .venv
 	$(VENV)/bin/maturin develop --release --extras gevent
 	$(PY) -c 'import siesta._siesta'
 
-run: dev ## Serve the demo app on http://127.0.0.1:8000 (Ctrl-C stops)
-	$(VENV)/bin/siesta --access-logfile - siesta.demo:app
+run: dev ## Serve the demo app on http://127.0.0.1:8000, its status page on :9000 (Ctrl-C stops)
+	$(VENV)/bin/siesta --access-logfile - --metrics-bind 127.0.0.1:9000 siesta.demo:app
 
 test: $(STAMP) dev test-rust test-py ## Build, then run cargo test and pytest
 

@@ -64,9 +64,11 @@ def _peer(name):
 GEVENT_CONNECTIONS = 2000
 
 
-def _siesta(kind):
+def _siesta(kind, metrics=False):
     def argv(port, workers):
         extra = ["--worker-connections", str(GEVENT_CONNECTIONS)] if kind == "gevent" else []
+        if metrics:  # Siesta's own metrics on (its endpoint is not scraped during the run)
+            extra += ["--metrics-bind", "127.0.0.1:0"]
         return [
             SIESTA,
             "-k",
@@ -204,6 +206,24 @@ SPECS = [
         note=f"{GEVENT_CONNECTIONS} worker connections",
         needs=[SIESTA],
         scenario_args={"S7": SIESTA_S7},
+    ),
+    Spec(
+        "siesta-thread-metrics",
+        _siesta("thread", metrics=True),
+        LISTENING,
+        2,
+        scenarios="S1",
+        note="--metrics-bind on: the cost of the metrics beside siesta-thread",
+        needs=[SIESTA],
+    ),
+    Spec(
+        "siesta-gevent-metrics",
+        _siesta("gevent", metrics=True),
+        LISTENING,
+        2,
+        scenarios="S1",
+        note="--metrics-bind on: the cost of the metrics beside siesta-gevent",
+        needs=[SIESTA],
     ),
     Spec(
         "hyper-hello",

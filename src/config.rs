@@ -88,6 +88,14 @@ settings! {
     access_logfile: Option<String>,
     /// `--access-logformat`.
     access_logformat: String,
+    /// `--metrics-bind`: where Siesta serves its own metrics and status page.
+    metrics_bind: Option<String>,
+    /// `--slow-upload-rate`, bytes/s; 0 disables.
+    slow_upload_rate: u64,
+    /// `--statsd-host`.
+    statsd_host: Option<String>,
+    /// `--statsd-prefix`.
+    statsd_prefix: String,
 }
 
 /// How the app runs (`-k`).
@@ -120,6 +128,13 @@ pub(crate) struct Config {
     pub worker_tmp_dir: Option<std::path::PathBuf>,
     pub daemon: bool,
     pub reuse_port: bool,
+    /// `--metrics-bind`, as given (the master binds it).
+    pub metrics_bind: Option<String>,
+    /// `--slow-upload-rate` in bytes/s; 0 disables.
+    pub slow_upload_rate: u64,
+    /// `--statsd-host` and `--statsd-prefix`.
+    pub statsd_host: Option<String>,
+    pub statsd_prefix: String,
 }
 
 fn seconds(key: &str, s: f64) -> PyResult<Duration> {
@@ -209,6 +224,10 @@ impl Config {
             worker_tmp_dir: s.worker_tmp_dir.map(std::path::PathBuf::from),
             daemon: s.daemon,
             reuse_port: s.reuse_port,
+            metrics_bind: s.metrics_bind.filter(|b| !b.is_empty()),
+            slow_upload_rate: s.slow_upload_rate,
+            statsd_host: s.statsd_host.filter(|h| !h.is_empty()),
+            statsd_prefix: s.statsd_prefix,
         })
     }
 }

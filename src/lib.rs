@@ -16,6 +16,10 @@
 //!   the jobs they are handed, and `Waiter`, the one way a request waits.
 //! - `exchange`: what crosses between the I/O side and the app side: `Job`,
 //!   `Record` (a request's bookkeeping), `Reply`, the response `Pipe`.
+//! - `observer`: the metrics process (`--metrics-bind`): `/metrics`,
+//!   `/status`, `/healthz`, `/readyz`, read from the shared region.
+//! - `metrics`: a leaf like `log`: the region of shared memory every
+//!   process writes its counters and in-flight requests into, and StatsD.
 //! - `net`: bind specs and listening sockets (opened before the app loads).
 //! - `config`, `limits`, `error`, `log`: settings from Python typed once,
 //!   every bound with its option name, the error kinds and their one status
@@ -29,7 +33,9 @@ pub(crate) mod exchange;
 pub(crate) mod exec;
 pub(crate) mod limits;
 pub(crate) mod log;
+pub(crate) mod metrics;
 pub(crate) mod net;
+pub(crate) mod observer;
 pub(crate) mod server;
 pub(crate) mod supervisor;
 pub(crate) mod worker;

@@ -209,6 +209,10 @@ def main(argv: list[str] | None = None) -> None:
         _siesta.configure_log(for_rust(values))
         _siesta.log("info", f"Starting siesta {_siesta.__version__}")
         listeners = _siesta.Listeners(for_rust(values))
+        # Binds --metrics-bind too, so its address in use is reported now.
+        supervisor = _siesta.Supervisor(for_rust(values))
+        if supervisor.metrics_url:  # workers inherit it: an app may link to its status page
+            os.environ["SIESTA_METRICS_URL"] = supervisor.metrics_url
     except _siesta.BindError as exc:
         _fail(str(exc), 1)
     except (ValueError, OSError) as exc:
@@ -240,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         return again.values, again.hooks
 
     master = Master(reread, values, hooks, arbiter, listeners, app, inherited)
-    code = _siesta.Supervisor(for_rust(values)).run(master)
+    code = supervisor.run(master)
     hooks.call("on_exit", master.arbiter)
     master.stopping()
     _remove_pid(values["pid"])

@@ -605,20 +605,44 @@ SETTINGS: tuple[Setting, ...] = (
         flag=True,
     ),
     Setting(
+        "metrics_bind",
+        ("--metrics-bind",),
+        None,
+        "Siesta's own observability endpoint, off when unset: HOST:PORT or unix:PATH. A "
+        "process of its own (not the app) serves /metrics (Prometheus), /status (a live "
+        "page of every worker and in-flight request, parked uploads with their progress), "
+        "/status.json, /healthz and /readyz, aggregated over the workers and answering "
+        "while every app thread is busy.",
+        metavar="ADDRESS",
+        rust=True,
+    ),
+    Setting(
+        "slow_upload_rate",
+        ("--slow-upload-rate",),
+        1024,
+        "Bytes per second under which a request body counts as a slow upload "
+        "(siesta_slow_uploads_total, and flagged on /status); 0 disables.",
+        type=_non_negative_int,
+        metavar="BYTES",
+        rust=True,
+    ),
+    Setting(
         "statsd_host",
         ("--statsd-host",),
         None,
-        "StatsD server to send metrics to: HOST:PORT or unix://PATH.",
+        "StatsD server to send gunicorn's metrics to (gunicorn.requests, "
+        "gunicorn.request.duration, gunicorn.request.status.CODE, gunicorn.workers, "
+        "gunicorn.log.LEVEL): HOST:PORT, HOST (port 8125) or unix://PATH.",
         metavar="ADDRESS",
-        pending=NOT_YET,
+        rust=True,
     ),
     Setting(
         "statsd_prefix",
         ("--statsd-prefix",),
         "",
-        "Prefix of the StatsD metric names.",
+        "Prefix of the StatsD metric names (a dot is added when missing).",
         metavar="PREFIX",
-        pending=NOT_YET,
+        rust=True,
     ),
     Setting(
         "check_config",

@@ -6,11 +6,14 @@
 //! written when the response head is handed over (`ReplySender::send`),
 //! body bytes as hyper takes them. When the last holder lets go, `Drop`
 //! hands the finished record to the `Finish` handler it was made with,
-//! exactly once: that handler (`server/end.rs`) writes the access log and,
-//! later, the metrics. This module decides nothing about either.
+//! exactly once: that handler (`server/end.rs`) writes the access log and
+//! counts the metrics. Each record carries the request's metrics `Track`
+//! (its row on the status page, its state); this module decides nothing
+//! about either.
 
 use super::ConnInfo;
 use crate::error::RequestError;
+use crate::metrics::Track;
 use http::request::Parts;
 use parking_lot::Mutex;
 use std::net::SocketAddr;
@@ -38,6 +41,8 @@ pub(crate) struct Finished<'a> {
     pub tally: Tally,
     pub received_at: SystemTime,
     pub elapsed: Duration,
+    /// The request's metrics (`None` for a head hyper refused).
+    pub track: Option<&'a Track>,
 }
 
 /// Where finished requests go: the one end of every request.
@@ -53,11 +58,15 @@ pub(crate) struct Record {
     pub received_at: SystemTime,
     tally: Mutex<Tally>,
     end: Arc<dyn Finish>,
+    /// Where this request shows in the metrics (inert when they are off).
+    pub track: Track,
 }
 
 impl Record {
     pub(crate) fn new(head: Parts, conn: Arc<ConnInfo>, end: Arc<dyn Finish>) -> Record {
+        let track = Track::start(&head, conn.peer);
         Record {
+            track,
             head,
             conn,
             received: Instant::now(),
@@ -82,6 +91,7 @@ impl Record {
 
     /// Body bytes handed to hyper.
     pub(crate) fn sent(&self, n: u64) {
+        self.track.sent(n);
         self.tally.lock().sent += n;
     }
 
@@ -108,6 +118,7 @@ impl Drop for Record {
             tally,
             received_at: self.received_at,
             elapsed: self.received.elapsed(),
+            track: Some(&self.track),
         });
     }
 }

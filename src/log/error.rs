@@ -94,6 +94,14 @@ pub(crate) fn reopen() -> io::Result<()> {
     Ok(())
 }
 
+/// Called for every line written (StatsD counts them); set once.
+static ON_WRITE: OnceLock<fn(Level)> = OnceLock::new();
+
+/// Registers the one function told about every line written.
+pub(crate) fn on_write(f: fn(Level)) {
+    let _ = ON_WRITE.set(f);
+}
+
 pub(crate) fn enabled(level: Level) -> bool {
     level >= log().lock().level
 }
@@ -113,6 +121,10 @@ pub(crate) fn write(level: Level, msg: &str) {
         Sink::Stderr => io::stderr().write_all(line.as_bytes()),
         Sink::File(f, _) => f.write_all(line.as_bytes()),
     };
+    drop(l);
+    if let Some(f) = ON_WRITE.get() {
+        f(level);
+    }
 }
 
 pub(crate) fn flush() {

@@ -4,7 +4,7 @@
 //! `exchange/record.rs`): when a request's last holder lets go, its status,
 //! bytes, duration and refusal reason arrive here once, and here the access
 //! log line is written, refusals get their error-log line with the peer,
-//! and (later) the metrics are counted. `Counted` wraps each response body
+//! and the metrics are counted (`metrics::finished`, StatsD). `Counted` wraps each response body
 //! so the bytes hyper takes are added to the record. Heads hyper refuses
 //! before the service sees them come through `refused_by_hyper`.
 
@@ -63,6 +63,15 @@ impl Finish for Recorder {
         if let Some(e) = done.tally.refusal {
             log_refusal(done, e);
         }
+        crate::metrics::finished(&crate::metrics::Ended {
+            track: done.track,
+            method: done.head.map(|h| &h.method),
+            status: done.tally.status,
+            sent: done.tally.sent,
+            refusal: done.tally.refusal,
+            elapsed: done.elapsed,
+        });
+        crate::metrics::statsd::request(done.tally.status, done.elapsed);
         if done.head.is_some() {
             let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
             if Some(n) == self.recycle_at {
@@ -129,6 +138,7 @@ impl Recorder {
             },
             received_at: SystemTime::now(),
             elapsed: Duration::ZERO,
+            track: None,
         });
     }
 }

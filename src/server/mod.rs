@@ -171,6 +171,7 @@ impl AcceptCtx {
         let io = TokioIo::new(ClockedIo::new(io, clock, self.end.clone(), peer));
         let conn = self.builder.serve_connection(io, service);
         let (end, stop) = (self.end.clone(), self.stop.clone());
+        let open = crate::metrics::Connection::open();
         tokio::spawn(async move {
             // Errors here are the client's (reset, bad request): hyper has
             // already answered what deserved an answer; a refused head still
@@ -179,6 +180,7 @@ impl AcceptCtx {
                 end.refused_by_hyper(peer, &e);
             }
             drop(slot);
+            drop(open);
         });
     }
 }

@@ -10,6 +10,7 @@
 //! `callbacks` is `python/siesta/_master.py`'s `Master`. The table of
 //! workers is `workers.rs`. The master never runs app code.
 
+pub(crate) mod observer;
 pub(crate) mod signals;
 pub(crate) mod workers;
 
@@ -36,15 +37,34 @@ const RELOAD_WAIT: Duration = Duration::from_secs(30);
 #[pyclass(frozen, module = "siesta._siesta")]
 pub(crate) struct Supervisor {
     config: Config,
+    /// `--metrics-bind`: its listener, bound here, and its process.
+    observer: Option<observer::Observer>,
 }
 
 #[pymethods]
 impl Supervisor {
     #[new]
     fn new(settings: &Bound<'_, PyDict>) -> PyResult<Self> {
-        Ok(Supervisor {
-            config: Config::from_dict(settings)?,
-        })
+        let config = Config::from_dict(settings)?;
+        let observer = match &config.metrics_bind {
+            Some(spec) => Some(
+                observer::Observer::bind(
+                    spec,
+                    crate::observer::Settings {
+                        slow_upload_rate: config.slow_upload_rate,
+                    },
+                )
+                .map_err(crate::net::listeners::startup_error)?,
+            ),
+            None => None,
+        };
+        Ok(Supervisor { config, observer })
+    }
+
+    /// `--metrics-bind`'s URL (`http://HOST:PORT` or `unix:PATH`), when set.
+    #[getter]
+    fn metrics_url(&self) -> Option<String> {
+        self.observer.as_ref().map(|o| o.url.clone())
     }
 
     /// Runs the master until it stops; returns the exit code. `callbacks`
@@ -64,8 +84,11 @@ impl Supervisor {
             stopping: false,
             reload_started: None,
             halt: None,
+            observer: self.observer.as_ref(),
+            counted_workers: 0,
         };
         let tick = self.config.beat_interval();
+        m.start_metrics();
         m.maintain(py);
         loop {
             let signos = py.detach(|| pipe.wait(tick));
@@ -80,7 +103,11 @@ impl Supervisor {
             }
             m.reap(py);
             m.check(py);
+            m.publish();
             if m.stopping && m.table.workers.is_empty() {
+                if let Some(o) = m.observer {
+                    o.stop();
+                }
                 if let Some((code, reason)) = m.halt {
                     crate::log::error::info(&format!("Reason: {reason}"));
                     return Ok(code);
@@ -112,6 +139,10 @@ struct Master<'a, 'py> {
     reload_started: Option<Instant>,
     /// A worker could not boot: exit with this code once all are gone.
     halt: Option<(i32, &'static str)>,
+    /// The metrics process (`--metrics-bind`).
+    observer: Option<&'a observer::Observer>,
+    /// The worker count last sent to StatsD.
+    counted_workers: usize,
 }
 
 impl Master<'_, '_> {
@@ -226,16 +257,19 @@ impl Master<'_, '_> {
         };
         let age = self.table.next_age();
         let fd = workers::heartbeat_fd(&heartbeat);
+        let slot = crate::metrics::master::reserve();
         match self
             .cb
             .call_method1("spawn", (age, fd))
             .and_then(|p| p.extract::<i32>())
         {
             Ok(pid) => {
+                crate::metrics::master::spawned(slot, Some(pid), age);
                 self.table.add(pid, age, self.generation, heartbeat);
                 true
             }
             Err(e) => {
+                crate::metrics::master::spawned(slot, None, age);
                 crate::log::error::exception(py, "Cannot start a worker", &e);
                 false
             }
@@ -248,14 +282,20 @@ impl Master<'_, '_> {
                 Exit::Code(c) => c,
                 Exit::Signal(s) => -s,
             };
-            if worker.is_none() {
-                // Not a worker: a new master started by USR2 that exited
-                // while this one still runs (it failed, or was stopped).
+            let Some(worker) = worker else {
+                // Not a worker: the metrics process, or a new master started
+                // by USR2 that exited while this one still runs.
+                if let Some(o) = self.observer {
+                    if o.reaped(pid, self.stopping) {
+                        continue;
+                    }
+                }
                 if let Err(e) = self.cb.call_method1("reaped", (pid, code)) {
                     crate::log::error::exception(py, "Cannot handle a child's exit", &e);
                 }
                 continue;
-            }
+            };
+            crate::metrics::master::exited(pid, worker.retiring.map(observer::retire_reason), code);
             match exit {
                 Exit::Code(0) => {}
                 Exit::Code(WORKER_BOOT_ERROR) => {

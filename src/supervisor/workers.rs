@@ -124,6 +124,7 @@ impl Table {
     /// Marks a worker retiring and sends it `signo` (a later kill if it lingers).
     pub(crate) fn retire(&mut self, pid: i32, why: Retire, signo: i32, grace: Duration) {
         if let Some(w) = self.workers.get_mut(&pid) {
+            crate::metrics::master::retiring(pid);
             w.retiring.get_or_insert(why);
             w.kill_at.get_or_insert(Instant::now() + grace);
             send(pid, signo);

@@ -198,6 +198,12 @@ impl Server {
             .config
             .max_requests
             .map(|n| n + jitter(self.config.max_requests_jitter));
+        crate::metrics::attach(self.config.slow_upload_rate);
+        if let Some(host) = &self.config.statsd_host {
+            if let Err(e) = crate::metrics::statsd::start_worker(host, &self.config.statsd_prefix) {
+                crate::log::error::error(&format!("StatsD is off: {e}"));
+            }
+        }
         let recorder = Arc::new(Recorder::new(access_log, recycle_at));
         let _ = self.recorder.set(recorder.clone());
         let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -210,6 +216,7 @@ impl Server {
         rt.spawn(async move {
             log.recycle_due().await;
             crate::log::error::info("Autorestarting worker after current request.");
+            crate::metrics::worker_leaving("max_requests");
             act(Command::GracefulStop, &stop, &events, &log);
         });
         *self.stopper.lock() = Some(stop_tx);
@@ -230,6 +237,7 @@ impl Server {
             server::run(listeners, limits, exec, recorder, shutdown).await;
             let _ = events_tx.send(Lifecycle::Done);
         });
+        crate::metrics::worker_ready();
         Ok(())
     }
 
@@ -351,6 +359,7 @@ fn act(
             return;
         }
     };
+    crate::metrics::worker_draining();
     let _ = events.send(Lifecycle::Stopping(how));
     let _ = stop.send(how);
 }

@@ -11,10 +11,14 @@
 //! `BodySource` is the one place body bytes are counted, so
 //! `--limit-request-body` for bodies without a declared length is enforced
 //! here for both modes (a declared length over it never reaches the app:
-//! `server/service.rs` refuses it).
+//! `server/service.rs` refuses it). With metrics on, `Input` also tells
+//! the request's metrics track (through a weak handle on its `Record`)
+//! the bytes that came, a read that parks, and a read that failed.
 
 use crate::error::InputError;
+use crate::exchange::record::Record;
 use crate::exec::wait::{Waited, Waiter};
+use crate::metrics::{InputFailure, State};
 use crate::wsgi::body::BodyBuffer;
 use bytes::Bytes;
 use http_body::Body;
@@ -24,6 +28,7 @@ use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use std::pin::Pin;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -75,6 +80,9 @@ pub(crate) struct BodySource {
     received: u64,
     /// `--limit-request-body`: more than this and reads fail with `TooLarge`.
     limit: Option<u64>,
+    /// The request's record, for its metrics (`None` when they are off);
+    /// weak, so a kept `wsgi.input` never holds the request open.
+    meter: Option<Weak<Record>>,
 }
 
 impl BodySource {
@@ -90,6 +98,14 @@ impl BodySource {
             idle_since: Instant::now(),
             received: 0,
             limit,
+            meter: None,
+        }
+    }
+
+    /// Tells the request's metrics about body bytes or a failure.
+    fn meter(&self, f: impl FnOnce(&crate::metrics::Track)) {
+        if let Some(rec) = self.meter.as_ref().and_then(Weak::upgrade) {
+            f(&rec.track);
         }
     }
 
@@ -133,6 +149,7 @@ impl BodySource {
                     Ok(data) => {
                         *progressed = true;
                         self.received += data.len() as u64;
+                        self.meter(|t| t.body_read(data.len() as u64));
                         if self.limit.is_some_and(|max| self.received > max) {
                             self.over_limit();
                         } else {
@@ -150,7 +167,14 @@ impl BodySource {
                     }
                 },
                 Poll::Ready(Some(Err(e))) => {
-                    self.error = Some(body_error(&e));
+                    let e = body_error(&e);
+                    self.meter(|t| {
+                        t.input_failed(match e {
+                            InputError::Malformed => InputFailure::Malformed,
+                            _ => InputFailure::Disconnected,
+                        })
+                    });
+                    self.error = Some(e);
                     self.body = None;
                 }
             }
@@ -161,6 +185,7 @@ impl BodySource {
     /// closes the connection after the response), drop what is buffered,
     /// and fail every later read.
     fn over_limit(&mut self) {
+        self.meter(|t| t.input_failed(InputFailure::TooLarge));
         self.body = None;
         self.buf = BodyBuffer::default();
         self.error = Some(InputError::TooLarge);
@@ -218,6 +243,8 @@ pub(crate) struct Input {
     timeout: Option<Duration>,
     /// How this request waits for bytes.
     waiter: Waiter,
+    /// Whether the request's metrics are on (then `BodySource::meter` is set).
+    metered: bool,
 }
 
 impl Input {
@@ -226,7 +253,17 @@ impl Input {
             source: Mutex::new(source),
             timeout,
             waiter,
+            metered: false,
         }
+    }
+
+    /// Reports body progress to `record`'s metrics track (if metrics are on).
+    pub(crate) fn metered(mut self, record: &Arc<Record>) -> Self {
+        if record.track.on() {
+            self.source.get_mut().meter = Some(Arc::downgrade(record));
+            self.metered = true;
+        }
+        self
     }
 
     /// The body state, unless a read (on another thread) holds it.
@@ -239,6 +276,28 @@ impl Input {
     /// waiting. `fresh` starts a new read (the idle clock restarts).
     fn read_wait(&self, need: Need, fresh: bool) -> Result<Waited<Bytes>, InputError> {
         let mut src = self.source.lock();
+        if !self.metered {
+            return self.wait_locked(&mut src, need, fresh);
+        }
+        src.meter(|t| t.to(State::Reading));
+        let out = self.wait_locked(&mut src, need, fresh);
+        src.meter(|t| {
+            if matches!(out, Err(InputError::Timeout)) {
+                t.input_failed(InputFailure::Timeout);
+            }
+            if !matches!(out, Ok(Waited::Park(_))) {
+                t.to(State::App);
+            }
+        });
+        out
+    }
+
+    fn wait_locked(
+        &self,
+        src: &mut BodySource,
+        need: Need,
+        fresh: bool,
+    ) -> Result<Waited<Bytes>, InputError> {
         if fresh {
             src.idle_since = Instant::now();
         }

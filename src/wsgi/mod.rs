@@ -47,8 +47,9 @@ pub(crate) fn begin<'py>(
         record,
         body,
         reply,
-        queued: _,
+        queued,
     } = job;
+    record.track.began(queued);
     let expect = record
         .head
         .headers
@@ -57,7 +58,7 @@ pub(crate) fn begin<'py>(
     let source = BodySource::new(Some(body), expect, ctx.limits.limit_request_body);
     let input = Bound::new(
         py,
-        Input::new(source, ctx.limits.body_timeout, waiter.clone()),
+        Input::new(source, ctx.limits.body_timeout, waiter.clone()).metered(&record),
     )?;
     let env = environ::build(
         py,

@@ -124,12 +124,16 @@ impl StartResponse {
     /// client that takes nothing for `--body-timeout` is given up: the
     /// response is aborted and `Stop` tells the app to stop.
     pub(crate) fn push_wait(&self, chunk: Bytes, fresh: bool) -> PyResult<Waited<Sent>> {
-        let deadline = {
+        let (deadline, record) = {
             let mut st = self.state.lock();
             if fresh {
                 st.push_since = Instant::now();
             }
-            self.ctx.limits.body_timeout.map(|t| st.push_since + t)
+            let record = st.record.clone().filter(|r| r.track.on());
+            (
+                self.ctx.limits.body_timeout.map(|t| st.push_since + t),
+                record,
+            )
         };
         let mut slot = Some(chunk);
         let waited = self.waiter.wait(deadline, |w| {
@@ -140,11 +144,18 @@ impl StartResponse {
                 Ok(Ok(sent)) => Poll::Ready(Ok(sent)),
                 Ok(Err(back)) => {
                     slot = Some(back);
+                    // Waiting on a slow client (shown as such while it lasts).
+                    if let Some(r) = &record {
+                        r.track.to(crate::metrics::State::Sending);
+                    }
                     Poll::Pending
                 }
                 Err(e) => Poll::Ready(Err(e)),
             }
         });
+        if let Some(r) = record.filter(|_| !matches!(waited, Waited::Park(_))) {
+            r.track.to(crate::metrics::State::App);
+        }
         Ok(match waited {
             Waited::Ready(r) => Waited::Ready(r?),
             Waited::Park(p) => Waited::Park(p),
@@ -167,6 +178,8 @@ impl StartResponse {
             let Some(record) = st.record.take() else {
                 return Ok(());
             };
+            // The app is done; what is left is the client taking the response.
+            record.track.to(crate::metrics::State::Sending);
             let r = if !st.head_sent {
                 self.send_head(&mut st, ResponseBody::Empty)
                     .map_err(response_error)

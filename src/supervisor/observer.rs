@@ -1,0 +1,215 @@
+//! The master's handle on the metrics process: bind its listener, fork it, restart it, stop it.
+//!
+//! With `--metrics-bind`, the master binds the metrics listener when it is
+//! made (an address in use is reported at startup, like `-b`), maps the
+//! shared region before its first fork, and forks the metrics process
+//! from Rust: the child resets the master's signal handlers, asks the
+//! kernel for SIGTERM if the master dies, and runs `observer::serve`; it
+//! never runs Python. The master restarts it if it dies (at most once a
+//! second) and stops it last, after the workers. What the process serves
+//! is `observer/`'s business.
+
+use crate::net::bind::{BindSpec, Listener};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long the master waits for the metrics process to exit at the end.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+/// The shortest time between two starts (a process that dies at once
+/// must not make the master spin).
+const RESTART_EVERY: Duration = Duration::from_secs(1);
+
+pub(crate) struct Observer {
+    listener: Listener,
+    pub(crate) url: String,
+    settings: crate::observer::Settings,
+    pid: AtomicI32,
+    /// When it was last started, to pace restarts.
+    started: Mutex<Option<Instant>>,
+}
+
+impl Observer {
+    /// Binds `--metrics-bind`.
+    pub(crate) fn bind(
+        spec: &str,
+        settings: crate::observer::Settings,
+    ) -> Result<Observer, crate::error::StartupError> {
+        let listener = BindSpec::parse(spec)?.open(64, false)?;
+        let url = listener.url();
+        Ok(Observer {
+            listener,
+            url,
+            settings,
+            pid: AtomicI32::new(0),
+            started: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid.load(Ordering::Relaxed)
+    }
+
+    /// Forks the metrics process (the region must be mapped already).
+    pub(crate) fn start(&self) {
+        let Some(region) = crate::metrics::region() else {
+            return;
+        };
+        let listener = match self.listener.try_clone() {
+            Ok(l) => l,
+            Err(e) => {
+                crate::log::error::error(&format!("Cannot share the metrics listener: {e}"));
+                return;
+            }
+        };
+        *self.started.lock() = Some(Instant::now());
+        // SAFETY: the master has one thread and no runtime, so the child
+        // is a consistent copy; it runs only Rust and leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            crate::log::error::error(&format!(
+                "Cannot start the metrics process: {}",
+                std::io::Error::last_os_error()
+            ));
+            return;
+        }
+        if pid == 0 {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                child(listener, region, self.settings)
+            }))
+            .unwrap_or(1);
+            // SAFETY: leaving the forked child without Python's teardown.
+            unsafe { libc::_exit(code) };
+        }
+        self.pid.store(pid, Ordering::Relaxed);
+        region.header().observer_pid.store(pid, Ordering::Relaxed);
+        crate::log::error::info(&format!("Metrics at: {} (pid: {pid})", self.url));
+    }
+
+    /// The reaped child `pid` was this process: start it again (paced).
+    /// Returns whether it was.
+    pub(crate) fn reaped(&self, pid: i32, stopping: bool) -> bool {
+        if pid == 0 || pid != self.pid() {
+            return false;
+        }
+        self.pid.store(0, Ordering::Relaxed);
+        if !stopping {
+            crate::log::error::error(&format!(
+                "Metrics process (pid:{pid}) exited; restarting it"
+            ));
+        }
+        true
+    }
+
+    /// Every tick: a dead metrics process is started again, at most once a second.
+    pub(crate) fn keep_up(&self, stopping: bool) {
+        if stopping || self.pid() != 0 {
+            return;
+        }
+        let due = self
+            .started
+            .lock()
+            .is_none_or(|t| t.elapsed() >= RESTART_EVERY);
+        if due {
+            self.start();
+        }
+    }
+
+    /// At the master's exit: TERM, a bounded wait, then KILL.
+    pub(crate) fn stop(&self) {
+        let pid = self.pid.swap(0, Ordering::Relaxed);
+        if pid <= 0 {
+            return;
+        }
+        super::workers::send(pid, libc::SIGTERM);
+        let deadline = Instant::now() + STOP_WAIT;
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child; WNOHANG writes only `status`.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r != 0 {
+                return;
+            }
+            if Instant::now() >= deadline {
+                super::workers::send(pid, libc::SIGKILL);
+                // SAFETY: as above, now blocking until the killed child is reaped.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The forked child: default signal handling, die with the master, serve.
+fn child(
+    listener: Listener,
+    region: crate::metrics::region::Region,
+    settings: crate::observer::Settings,
+) -> i32 {
+    if super::signals::reset_in_child().is_err() {
+        return 1;
+    }
+    // SAFETY: prctl with integer arguments; a SIGTERM when the parent dies,
+    // and a name for ps/top (15 bytes and a NUL).
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+        libc::prctl(libc::PR_SET_NAME, c"siesta-metrics".as_ptr());
+    }
+    // The master may have died between the fork and the prctl.
+    // SAFETY: getppid(2) takes no arguments.
+    if unsafe { libc::getppid() } == 1 {
+        return 0;
+    }
+    match crate::observer::serve(listener, region, settings) {
+        Ok(()) => 0,
+        Err(e) => {
+            crate::log::error::error(&format!("Metrics process: {e}"));
+            1
+        }
+    }
+}
+
+/// The name of the master's reason for ending a worker, for `siesta_worker_exits_total`.
+pub(crate) fn retire_reason(r: super::workers::Retire) -> &'static str {
+    use super::workers::Retire;
+    match r {
+        Retire::Stop => "stop",
+        Retire::Reload => "reload",
+        Retire::Rss => "max_worker_rss",
+        Retire::Timeout => "timeout",
+    }
+}
+
+impl super::Master<'_, '_> {
+    /// Before the first fork: the shared region, the metrics process, StatsD.
+    pub(super) fn start_metrics(&mut self) {
+        if let Some(o) = self.observer {
+            match crate::metrics::master::init(self.cfg.workers) {
+                Ok(()) => o.start(),
+                Err(e) => crate::log::error::error(&format!(
+                    "Cannot map the metrics region: {e}; --metrics-bind is off"
+                )),
+            }
+        }
+        if let Some(host) = &self.cfg.statsd_host {
+            if let Err(e) = crate::metrics::statsd::start_master(host, &self.cfg.statsd_prefix) {
+                crate::log::error::error(&format!("StatsD is off: {e}"));
+            }
+        }
+    }
+
+    /// Every tick: the master's phase for `/readyz`, the metrics process
+    /// kept up, the worker count for StatsD.
+    pub(super) fn publish(&mut self) {
+        crate::metrics::master::phase(self.stopping, self.reload_started.is_some(), self.target);
+        if let Some(o) = self.observer {
+            o.keep_up(self.stopping);
+        }
+        let n = self.table.active();
+        if n != self.counted_workers {
+            self.counted_workers = n;
+            crate::metrics::statsd::workers(n);
+        }
+    }
+}

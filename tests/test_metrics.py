@@ -1,0 +1,246 @@
+"""`--metrics-bind`: Prometheus counters and gauges, /status.json, health, StatsD, real processes.
+
+A scripted set of requests (plain GETs, a POST, a refusal, one upload left
+parked half way) must move exactly the counters and gauges it should, in
+both modes and across two workers; the exposition must parse with the
+official Prometheus parser; /metrics must answer while every app thread is
+held; a worker recycled by --max-requests is counted by reason with its
+counters kept; StatsD lines carry gunicorn's names. Every wait is bounded.
+"""
+
+import socket
+
+import pytest
+from observe import (
+    all_ready,
+    families,
+    get,
+    metrics_url,
+    scrape,
+    status,
+    value,
+    wait_until,
+)
+from siesta_process import run_siesta
+
+METRICS = ("--metrics-bind", "127.0.0.1:0")
+
+
+def parked_upload(srv, declared, first):
+    """Opens a POST that declares `declared` body bytes and sends `first` of them."""
+    conn = srv.connect()
+    head = f"POST /upload?chunk=65536 HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n"
+    conn.send(head.encode() + b"a" * first)
+    return conn
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_scripted_requests_move_the_counters(start_server, mode, workers):
+    srv = start_server(
+        "body_app:sha256", *METRICS, "--limit-request-body", "200000", "-w", str(workers), mode=mode
+    )
+    url = metrics_url(srv)
+    assert wait_until(lambda: all_ready(url, workers)), status(url)
+    for _ in range(3):
+        assert srv.get("/").status == 200
+    assert srv.request("POST", "/", body=b"x" * 1000).status == 200
+    with srv.connect() as conn:  # over --limit-request-body: refused before the app
+        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n")
+        assert conn.read_response("POST").status == 413
+
+    conn = parked_upload(srv, 100_000, 30_000)
+    try:
+
+        def parked():
+            s = scrape(url)
+            reading = value(s, "siesta_requests_in_flight", state="reading_body")
+            pending = value(s, "siesta_request_body_pending_bytes")
+            return s if (reading, pending) == (1, 70_000) else None
+
+        s = wait_until(parked)
+        assert s, scrape(url)
+        doc = status(url)
+        rows = [r for r in doc["requests"] if r["path"] == "/upload"]
+        assert len(rows) == 1, doc
+        assert (rows[0]["state"], rows[0]["read"], rows[0]["declared"]) == (
+            "reading_body",
+            30_000,
+            100_000,
+        )
+        assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 3
+        assert value(s, "siesta_requests_total", method="POST", status_class="2xx") == 1
+        assert value(s, "siesta_requests_total", method="POST", status_class="4xx") == 1
+        assert value(s, "siesta_refusals_total", reason="limit_request_body", status="413") == 1
+        assert value(s, "siesta_request_body_bytes_total") == 31_000
+        assert value(s, "siesta_connections_open") >= 1
+        assert value(s, "siesta_connections_active") >= 1
+        assert value(s, "siesta_workers") == workers
+        assert value(s, "siesta_ready") == 1
+
+        conn.send(b"a" * 70_000)
+        assert conn.read_response("POST").status == 200
+    finally:
+        conn.close()
+
+    def settled():
+        s = scrape(url)
+        flying = sum(
+            value(s, "siesta_requests_in_flight", state=st) or 0
+            for st in ("queued", "app", "reading_body", "sending")
+        )
+        done = value(s, "siesta_request_duration_seconds_count")
+        return s if flying == 0 and done == 6 else None
+
+    s = wait_until(settled)
+    assert s, scrape(url)
+    assert value(s, "siesta_request_body_pending_bytes") == 0
+    assert value(s, "siesta_requests_total", method="POST", status_class="2xx") == 2
+    assert value(s, "siesta_request_body_bytes_total") == 101_000
+    assert value(s, "siesta_request_queue_seconds_count") == 5  # the refusal never queued
+    assert value(s, "siesta_request_duration_seconds_bucket", le="+Inf") == 6
+    assert status(url)["requests"] == []
+
+
+def test_exposition_parses_with_the_official_parser(start_server):
+    srv = start_server("router_app:app", *METRICS)
+    url = metrics_url(srv)
+    assert srv.get("/ping").status == 200
+    fams = {f.name: f for f in families(url)}
+    assert all(name.startswith("siesta_") for name in fams), sorted(fams)
+    want = {
+        "siesta_requests": "counter",
+        "siesta_request_duration_seconds": "histogram",
+        "siesta_request_queue_seconds": "histogram",
+        "siesta_requests_in_flight": "gauge",
+        "siesta_refusals": "counter",
+        "siesta_worker_starts": "counter",
+        "siesta_worker_exits": "counter",
+        "siesta_worker_resident_memory_bytes": "gauge",
+        "siesta_build_info": "gauge",
+        "siesta_slow_uploads": "counter",
+        "siesta_connections_idle": "gauge",
+    }
+    for name, kind in want.items():
+        assert fams[name].type == kind, (name, fams.get(name))
+    assert {s.labels["state"] for s in fams["siesta_requests_in_flight"].samples} == {
+        "queued",
+        "app",
+        "reading_body",
+        "sending",
+    }
+    assert get(url + "/healthz") == (200, "ok\n")
+    assert wait_until(lambda: get(url + "/readyz")[0] == 200)
+
+
+def test_metrics_answer_while_every_app_thread_is_held(start_server, mode):
+    slots = ("--threads", "2") if mode == "thread" else ("--worker-connections", "2")
+    srv = start_server("hold_app:app", *METRICS, *slots, mode=mode)
+    url = metrics_url(srv)
+    conns = []
+    try:
+        for t in ("a", "b"):
+            c = srv.connect()
+            c.send(f"GET /hold?go=release&token={t} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            conns.append(c)
+        assert srv.wait_records("held-a") and srv.wait_records("held-b")
+        s = wait_until(
+            lambda: (
+                (x := scrape(url)) and value(x, "siesta_requests_in_flight", state="app") == 2 and x
+            )
+        )
+        assert s, scrape(url)
+        assert get(url + "/healthz")[0] == 200
+        held = [r for r in status(url)["requests"] if r["path"] == "/hold"]
+        assert len(held) == 2 and all(r["state"] == "app" for r in held), held
+    finally:
+        (srv.record_dir / "release").write_text("go\n")
+        for c in conns:
+            c.close()
+
+
+def test_recycled_worker_is_counted_by_reason(start_server):
+    srv = start_server("router_app:app", *METRICS, "--max-requests", "2")
+    url = metrics_url(srv)
+    for _ in range(2):
+        assert srv.get("/ping").status == 200
+
+    def recycled():
+        s = scrape(url)
+        exits = value(s, "siesta_worker_exits_total", reason="max_requests")
+        return s if exits == 1 and value(s, "siesta_worker_starts_total") == 2 else None
+
+    s = wait_until(recycled)
+    assert s, scrape(url)
+    # The departed worker's requests stay counted.
+    assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 2
+
+
+def test_readyz_says_draining_after_term(start_server):
+    srv = start_server("hold_app:app", *METRICS, "--graceful-timeout", "20")
+    url = metrics_url(srv)
+    assert wait_until(lambda: get(url + "/readyz")[0] == 200)
+    conn = srv.connect()
+    try:
+        conn.send(b"GET /hold?go=release&token=t HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert srv.wait_records("held-t")
+        srv.proc.terminate()
+        got = wait_until(lambda: (r := get(url + "/readyz"))[0] == 503 and r)
+        assert got and "draining" in got[1], got
+    finally:
+        (srv.record_dir / "release").write_text("go\n")
+        conn.close()
+
+
+def test_metrics_bind_in_use_is_reported_at_start():
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = run_siesta(
+            "-b", "127.0.0.1:0", "--metrics-bind", f"127.0.0.1:{port}", "router_app:app"
+        )
+    assert done.returncode == 1, done.stderr
+    assert "in use" in done.stderr, done.stderr
+
+
+def counts(lines, name):
+    """The sum of a StatsD counter's values over `lines`."""
+    return sum(
+        int(line.split(":")[1].split("|")[0]) for line in lines if line.startswith(name + ":")
+    )
+
+
+def test_statsd_lines_use_gunicorns_names(start_server, mode):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.settimeout(5.0)
+        port = sink.getsockname()[1]
+        srv = start_server(
+            "router_app:app",
+            "--statsd-host",
+            f"127.0.0.1:{port}",
+            "--statsd-prefix",
+            "myapp",
+            mode=mode,
+        )
+        for _ in range(2):
+            assert srv.get("/ping").status == 200
+        lines = []
+
+        def complete():
+            durations = [x for x in lines if x.startswith("myapp.gunicorn.request.duration:")]
+            return (
+                counts(lines, "myapp.gunicorn.requests") == 2
+                and counts(lines, "myapp.gunicorn.request.status.200") == 2
+                and "myapp.gunicorn.workers:1|g" in lines
+                and len(durations) == 2
+            )
+
+        try:
+            while not complete():
+                lines += sink.recv(65536).decode().splitlines()
+        except TimeoutError:
+            pass
+    assert complete(), lines
+    durations = [x for x in lines if x.startswith("myapp.gunicorn.request.duration:")]
+    assert all(d.endswith("|ms") for d in durations), lines
