@@ -9,6 +9,8 @@
 //! uses: parsed binds, the mode, the limits. No default is written here.
 
 use crate::error::StartupError;
+use crate::forwarded::proxy_protocol::Version as ProxyVersion;
+use crate::forwarded::{AllowList, Proxies, SchemeHeaders};
 use crate::limits::Limits;
 use crate::log::error::Level;
 use crate::net::bind::BindSpec;
@@ -80,6 +82,14 @@ settings! {
     access_logfile: Option<String>,
     /// `--access-logformat`.
     access_logformat: String,
+    /// `--forwarded-allow-ips`: addresses, networks or `*`.
+    forwarded_allow_ips: String,
+    /// `--secure-scheme-headers`: header name to the value meaning HTTPS.
+    secure_scheme_headers: std::collections::BTreeMap<String, String>,
+    /// `--proxy-protocol`, already canonical: `off`, `v1`, `v2` or `auto`.
+    proxy_protocol: String,
+    /// `--proxy-allow-from`: addresses, networks or `*`.
+    proxy_allow_from: String,
 }
 
 /// How the app runs (`-k`).
@@ -112,6 +122,8 @@ pub(crate) struct Config {
     pub worker_tmp_dir: Option<std::path::PathBuf>,
     pub daemon: bool,
     pub reuse_port: bool,
+    /// Who may tell the client's scheme and address, and how.
+    pub proxies: Proxies,
 }
 
 fn seconds(key: &str, s: f64) -> PyResult<Duration> {
@@ -195,6 +207,45 @@ impl Config {
             worker_tmp_dir: s.worker_tmp_dir.map(std::path::PathBuf::from),
             daemon: s.daemon,
             reuse_port: s.reuse_port,
+            proxies: proxies(
+                &s.forwarded_allow_ips,
+                &s.secure_scheme_headers,
+                &s.proxy_protocol,
+                &s.proxy_allow_from,
+            )?,
         })
     }
+}
+
+fn proxies(
+    forwarded_allow_ips: &str,
+    secure_scheme_headers: &std::collections::BTreeMap<String, String>,
+    proxy_protocol: &str,
+    proxy_allow_from: &str,
+) -> PyResult<Proxies> {
+    fn invalid(key: &'static str) -> impl Fn(String) -> PyErr {
+        move |e| PyValueError::new_err(format!("setting {key}: {e}"))
+    }
+    Ok(Proxies {
+        forwarded_allow: AllowList::parse(forwarded_allow_ips)
+            .map_err(invalid("forwarded_allow_ips"))?,
+        scheme_headers: SchemeHeaders::new(
+            secure_scheme_headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .map_err(invalid("secure_scheme_headers"))?,
+        protocol: match proxy_protocol {
+            "off" => None,
+            "v1" => Some(ProxyVersion::V1),
+            "v2" => Some(ProxyVersion::V2),
+            "auto" => Some(ProxyVersion::Auto),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown PROXY protocol mode {other:?}"
+                )))
+            }
+        },
+        proxy_allow: AllowList::parse(proxy_allow_from).map_err(invalid("proxy_allow_from"))?,
+    })
 }

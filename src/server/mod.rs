@@ -9,21 +9,22 @@
 //! ends in `end.rs`. Python is never called from here.
 
 pub(crate) mod end;
+pub(crate) mod proxy;
 pub(crate) mod service;
 
-use crate::exchange::ConnInfo;
 use crate::exec::Executor;
+use crate::forwarded::Proxies;
 use crate::limits::Limits;
 use crate::net::bind::Listener;
 use end::Recorder;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use proxy::Peek;
 use service::Service;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// How a shutdown was asked for.
@@ -49,11 +50,13 @@ fn builder(limits: &Limits) -> http1::Builder {
 pub(crate) async fn run(
     listeners: Vec<Listener>,
     limits: Limits,
+    proxies: Proxies,
     exec: Arc<Executor>,
     end: Arc<Recorder>,
     shutdown: impl Future<Output = Stop>,
 ) {
     let limits = Arc::new(limits);
+    let proxies = Arc::new(proxies);
     let builder = Arc::new(builder(&limits));
     let slots = Arc::new(Semaphore::new(
         limits.max_connections.min(Semaphore::MAX_PERMITS),
@@ -67,6 +70,7 @@ pub(crate) async fn run(
             slots: slots.clone(),
             builder: builder.clone(),
             limits: limits.clone(),
+            proxies: proxies.clone(),
             end: end.clone(),
             exec: exec.clone(),
             graceful: graceful.clone(),
@@ -98,6 +102,8 @@ struct AcceptCtx {
     builder: Arc<http1::Builder>,
     /// What the service checks before the app (`--limit-request-body`).
     limits: Arc<Limits>,
+    /// Trusted proxies and the PROXY protocol (`proxy.rs`).
+    proxies: Arc<Proxies>,
     end: Arc<Recorder>,
     exec: Arc<Executor>,
     graceful: Arc<GracefulShutdown>,
@@ -106,31 +112,43 @@ struct AcceptCtx {
 }
 
 impl AcceptCtx {
-    fn serve<I>(&self, io: I, peer: Option<std::net::SocketAddr>, slot: OwnedSemaphorePermit)
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let service = Service {
-            exec: self.exec.clone(),
-            conn: Arc::new(ConnInfo::new(
-                peer,
-                self.server_name.clone(),
-                self.server_port.clone(),
-            )),
-            limits: self.limits.clone(),
-            end: self.end.clone(),
-        };
-        let conn = self.builder.serve_connection(TokioIo::new(io), service);
-        let conn = self.graceful.watch(conn);
-        let end = self.end.clone();
+    fn serve<I: Peek>(
+        &self,
+        mut io: I,
+        peer: Option<std::net::SocketAddr>,
+        slot: OwnedSemaphorePermit,
+    ) {
+        let (exec, limits, proxies) =
+            (self.exec.clone(), self.limits.clone(), self.proxies.clone());
+        let (builder, end, watcher) = (
+            self.builder.clone(),
+            self.end.clone(),
+            self.graceful.watcher(),
+        );
+        let server = (self.server_name.clone(), self.server_port.clone());
         tokio::spawn(async move {
+            let _slot = slot;
+            // The PROXY preamble, if on, is read before hyper sees a byte.
+            // TODO(header-timeout): bound it by --header-timeout once merged.
+            let bound = limits.keep_alive;
+            let Some(conn) = proxy::accept(&mut io, peer, server, &proxies, bound).await else {
+                return;
+            };
+            let remote = conn.remote_addr();
+            let service = Service {
+                exec,
+                conn: Arc::new(conn),
+                limits,
+                proxies,
+                end: end.clone(),
+            };
+            let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), service));
             // Errors here are the client's (reset, bad request): hyper has
             // already answered what deserved an answer; a refused head still
             // ends in the one place every request ends.
             if let Err(e) = conn.await {
-                end.refused_by_hyper(peer, &e);
+                end.refused_by_hyper(remote, &e);
             }
-            drop(slot);
         });
     }
 }

@@ -16,6 +16,7 @@ use crate::exchange::record::{Finish, Record};
 use crate::exchange::reply::{Reply, ReplySender};
 use crate::exchange::{ConnInfo, Job};
 use crate::exec::Executor;
+use crate::forwarded::Proxies;
 use crate::limits::Limits;
 use http_body::Body;
 use hyper::body::Incoming;
@@ -33,6 +34,8 @@ pub(crate) struct Service {
     pub conn: Arc<ConnInfo>,
     /// The bounds checked here, before the app.
     pub limits: Arc<Limits>,
+    /// Who may name the scheme (`proxy.rs`).
+    pub proxies: Arc<Proxies>,
     /// The end of every request (`end.rs`).
     pub end: Arc<dyn Finish>,
 }
@@ -43,9 +46,10 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
     type Future = ReplyFuture;
 
     fn call(&self, req: http::Request<Incoming>) -> ReplyFuture {
-        let (head, body) = req.into_parts();
+        let (mut head, body) = req.into_parts();
         let refused = check_head(&head)
             .and_then(|()| check_length(body.size_hint().exact(), &self.limits))
+            .and_then(|()| super::proxy::mark_scheme(&mut head, &self.conn, &self.proxies))
             .err();
         let record = Arc::new(Record::new(head, self.conn.clone(), self.end.clone()));
         let (reply, rx) = ReplySender::new(record.clone());
