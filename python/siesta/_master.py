@@ -4,7 +4,8 @@ Rust's ``Supervisor`` (``src/supervisor/``) is the master loop: signals,
 the worker table, heartbeats, ``--timeout``, ``--max-worker-rss``, counts.
 It calls :class:`Master` for what needs Python: ``spawn`` forks a worker
 (the child runs :func:`run_worker` and never returns), ``reload`` re-reads
-the config on HUP, ``upgrade`` starts a new master on USR2, and the hooks
+the config on HUP, ``upgrade`` starts a new master on USR2,
+``stop_listening`` lets go of the sockets on a stop, and the hooks
 (``pre_fork``, ``post_fork``, ``child_exit``, ``nworkers_changed``,
 ``on_reload``, ``pre_exec``). Serving requests is ``_run.py`` (threads) or
 ``_gevent.py`` (greenlets).
@@ -161,11 +162,19 @@ class Master:
         arbiter: Any,
         listeners: Any,
         app: Any = None,
+        inherited: bool = False,
     ) -> None:
         self.reread, self.values, self.hooks = reread, values, hooks
         self.arbiter, self.listeners, self.app = arbiter, listeners, app
+        # The sockets came from systemd or an older master: not ours to unlink.
+        self.inherited = inherited
         # The pid of a new master started by USR2, if any.
         self.upgraded: int | None = None
+
+    def stop_listening(self) -> None:
+        """TERM/INT/QUIT: close the master's sockets at once, unix socket files removed
+        (unless systemd or a USR2 master still uses them); workers drain their queue."""
+        self.listeners.close(not self.inherited and self.upgraded is None)
 
     def spawn(self, age: int, heartbeat_fd: int) -> int:
         """Forks a worker; in the child, runs it and exits (never returns there)."""

@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         prepare(again.values)
         return again.values, again.hooks
 
-    master = Master(reread, values, hooks, arbiter, listeners, app)
+    master = Master(reread, values, hooks, arbiter, listeners, app, inherited)
     code = _siesta.Supervisor(for_rust(values)).run(master)
     hooks.call("on_exit", master.arbiter)
     listeners.close(not inherited and master.upgraded is None)

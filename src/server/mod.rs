@@ -3,12 +3,17 @@
 //! `run` takes the listeners, the executor and a shutdown future (so tests
 //! and the signal handler drive it the same way). Each listener gets an
 //! accept loop that backs off on `EMFILE`; each connection is served by
-//! hyper's HTTP/1 server with the `Service` from `service.rs`. On shutdown
-//! the loops stop accepting, open connections finish their current request
-//! (within `--graceful-timeout`), and the executor is closed. Every request
-//! ends in `end.rs`. Python is never called from here.
+//! hyper's HTTP/1 server with the `Service` from `service.rs`, after
+//! `proxy.rs` (the PROXY preamble, trust in the peer). On shutdown the
+//! loops stop accepting and serve what is already queued (`drain.rs`), open
+//! connections finish their current request (within `--graceful-timeout`;
+//! `graceful.rs` keeps hyper from closing one that has not been read yet),
+//! and the executor is closed. Every request ends in `end.rs`. Python is
+//! never called from here.
 
+mod drain;
 pub(crate) mod end;
+mod graceful;
 pub(crate) mod proxy;
 pub(crate) mod service;
 
@@ -142,11 +147,12 @@ impl AcceptCtx {
                 proxies,
                 end: end.clone(),
             };
-            let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), service));
+            let (io, read) = graceful::FirstRead::new(io);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
             // Errors here are the client's (reset, bad request): hyper has
             // already answered what deserved an answer; a refused head still
             // ends in the one place every request ends.
-            if let Err(e) = conn.await {
+            if let Err(e) = graceful::serve(conn, &read, watcher).await {
                 end.refused_by_hyper(remote, &e);
             }
         });
@@ -202,7 +208,7 @@ async fn accept_loop(listener: Listener, ctx: AcceptCtx, mut stop: watch::Receiv
             Some(listening.accept(&ctx, slot).await)
         };
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.changed() => return listening.drain(&ctx),
             r = accepted => match r {
                 Some(Ok(())) => backoff.reset(),
                 Some(Err(e)) => backoff.wait(&e).await,

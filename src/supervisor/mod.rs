@@ -175,6 +175,15 @@ impl Master<'_, '_> {
     }
 
     fn stop_all(&mut self, signo: i32, grace: Duration) {
+        if !self.stopping {
+            // Let go of the sockets first (and remove the unix socket files),
+            // so new connections are refused, and a proxy retries them
+            // elsewhere, instead of queueing where no one will accept them;
+            // the workers accept what is already queued before they close.
+            if let Err(e) = self.cb.call_method0("stop_listening") {
+                crate::log::error::exception(self.cb.py(), "Closing the sockets failed", &e);
+            }
+        }
         self.stopping = true;
         let pids: Vec<i32> = self.table.workers.keys().copied().collect();
         for pid in pids {
