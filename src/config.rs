@@ -9,6 +9,8 @@
 //! uses: parsed binds, the mode, the limits. No default is written here.
 
 use crate::error::StartupError;
+use crate::forwarded::proxy_protocol::Version as ProxyVersion;
+use crate::forwarded::{AllowList, Proxies, SchemeHeaders};
 use crate::limits::{HeadLimits, Limits};
 use crate::log::error::Level;
 use crate::net::bind::BindSpec;
@@ -96,6 +98,14 @@ settings! {
     statsd_host: Option<String>,
     /// `--statsd-prefix`.
     statsd_prefix: String,
+    /// `--forwarded-allow-ips`: addresses, networks or `*`.
+    forwarded_allow_ips: String,
+    /// `--secure-scheme-headers`: header name to the value meaning HTTPS.
+    secure_scheme_headers: std::collections::BTreeMap<String, String>,
+    /// `--proxy-protocol`, already canonical: `off`, `v1`, `v2` or `auto`.
+    proxy_protocol: String,
+    /// `--proxy-allow-from`: addresses, networks or `*`.
+    proxy_allow_from: String,
 }
 
 /// How the app runs (`-k`).
@@ -135,6 +145,8 @@ pub(crate) struct Config {
     /// `--statsd-host` and `--statsd-prefix`.
     pub statsd_host: Option<String>,
     pub statsd_prefix: String,
+    /// Who may tell the client's scheme and address, and how.
+    pub proxies: Proxies,
 }
 
 fn seconds(key: &str, s: f64) -> PyResult<Duration> {
@@ -228,6 +240,45 @@ impl Config {
             slow_upload_rate: s.slow_upload_rate,
             statsd_host: s.statsd_host.filter(|h| !h.is_empty()),
             statsd_prefix: s.statsd_prefix,
+            proxies: proxies(
+                &s.forwarded_allow_ips,
+                &s.secure_scheme_headers,
+                &s.proxy_protocol,
+                &s.proxy_allow_from,
+            )?,
         })
     }
+}
+
+fn proxies(
+    forwarded_allow_ips: &str,
+    secure_scheme_headers: &std::collections::BTreeMap<String, String>,
+    proxy_protocol: &str,
+    proxy_allow_from: &str,
+) -> PyResult<Proxies> {
+    fn invalid(key: &'static str) -> impl Fn(String) -> PyErr {
+        move |e| PyValueError::new_err(format!("setting {key}: {e}"))
+    }
+    Ok(Proxies {
+        forwarded_allow: AllowList::parse(forwarded_allow_ips)
+            .map_err(invalid("forwarded_allow_ips"))?,
+        scheme_headers: SchemeHeaders::new(
+            secure_scheme_headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .map_err(invalid("secure_scheme_headers"))?,
+        protocol: match proxy_protocol {
+            "off" => None,
+            "v1" => Some(ProxyVersion::V1),
+            "v2" => Some(ProxyVersion::V2),
+            "auto" => Some(ProxyVersion::Auto),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown PROXY protocol mode {other:?}"
+                )))
+            }
+        },
+        proxy_allow: AllowList::parse(proxy_allow_from).map_err(invalid("proxy_allow_from"))?,
+    })
 }

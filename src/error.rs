@@ -63,6 +63,10 @@ pub(crate) enum RequestError {
     /// Both Content-Length and Transfer-Encoding (RFC 9112 §6.3).
     #[error("both Content-Length and Transfer-Encoding (request smuggling)")]
     LengthAndChunked,
+    /// A trusted proxy's `--secure-scheme-headers` disagree on the scheme
+    /// (gunicorn's `InvalidSchemeHeaders`).
+    #[error("scheme headers from a trusted proxy disagree")]
+    ConflictingScheme,
     /// A field that must appear once appears twice (`Content-Type`).
     #[error("repeated header field that must be single")]
     DuplicateField,
@@ -93,6 +97,7 @@ impl RequestError {
             | RequestError::BadTransferEncoding
             | RequestError::BadContentLength
             | RequestError::LengthAndChunked
+            | RequestError::ConflictingScheme
             | RequestError::DuplicateField
             | RequestError::MalformedBody => S::BAD_REQUEST,
             RequestError::RequestLineTooLong => S::URI_TOO_LONG,
@@ -120,6 +125,7 @@ impl RequestError {
             RequestError::BadTransferEncoding => "bad_transfer_encoding",
             RequestError::BadContentLength => "bad_content_length",
             RequestError::LengthAndChunked => "length_and_chunked",
+            RequestError::ConflictingScheme => "conflicting_scheme",
             RequestError::DuplicateField => "duplicate_field",
             RequestError::MalformedBody => "malformed_body",
             RequestError::Overloaded => "queue_timeout",

@@ -21,6 +21,9 @@
 //! - `metrics`: a leaf like `log`: the region of shared memory every
 //!   process writes its counters and in-flight requests into, and StatsD.
 //! - `net`: bind specs and listening sockets (opened before the app loads).
+//! - `forwarded`: the rules for trusted proxies (`--forwarded-allow-ips`,
+//!   `--secure-scheme-headers`, RFC 7239 `Forwarded`) and the PROXY
+//!   protocol parser; pure, applied by `server/proxy.rs`.
 //! - `config`, `limits`, `error`, `log`: settings from Python typed once,
 //!   every bound with its option name, the error kinds and their one status
 //!   table, the error and access logs.
@@ -31,6 +34,7 @@ pub(crate) mod config;
 pub(crate) mod error;
 pub(crate) mod exchange;
 pub(crate) mod exec;
+pub(crate) mod forwarded;
 pub(crate) mod limits;
 pub(crate) mod log;
 pub(crate) mod metrics;
@@ -63,6 +67,15 @@ fn check_bind(spec: &str, resolve: bool) -> PyResult<()> {
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
     }
     Ok(())
+}
+
+/// Checks an address list (`--forwarded-allow-ips`, `--proxy-allow-from`)
+/// the way the server will parse it.
+#[pyfunction]
+fn check_addresses(text: &str) -> PyResult<()> {
+    forwarded::AllowList::parse(text)
+        .map(|_| ())
+        .map_err(pyo3::exceptions::PyValueError::new_err)
 }
 
 /// Sets the error log's level and file from the settings (the master does
@@ -101,5 +114,6 @@ fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(log_line, m)?)?;
     m.add_function(wrap_pyfunction!(configure_log, m)?)?;
     m.add_function(wrap_pyfunction!(check_bind, m)?)?;
+    m.add_function(wrap_pyfunction!(check_addresses, m)?)?;
     Ok(())
 }

@@ -84,8 +84,10 @@ class IncompleteHead(Exception):
 class Connection:
     """A client connection with a read buffer so pipelined responses parse in order."""
 
-    def __init__(self, host, port, timeout=TIMEOUT):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host, port, timeout=TIMEOUT, source=None):
+        """`source`: the local address to connect from (127.0.0.x), default any."""
+        bind = (source, 0) if source else None
+        self.sock = socket.create_connection((host, port), timeout=timeout, source_address=bind)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
         self.eof = False

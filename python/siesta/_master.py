@@ -4,7 +4,8 @@ Rust's ``Supervisor`` (``src/supervisor/``) is the master loop: signals,
 the worker table, heartbeats, ``--timeout``, ``--max-worker-rss``, counts.
 It calls :class:`Master` for what needs Python: ``spawn`` forks a worker
 (the child runs :func:`run_worker` and never returns), ``reload`` re-reads
-the config on HUP, ``upgrade`` starts a new master on USR2, and the hooks
+the config on HUP, ``upgrade`` starts a new master on USR2,
+``stopping`` lets go of the sockets on a stop, and the hooks
 (``pre_fork``, ``post_fork``, ``child_exit``, ``nworkers_changed``,
 ``on_reload``, ``pre_exec``). Serving requests is ``_run.py`` (threads) or
 ``_gevent.py`` (greenlets).

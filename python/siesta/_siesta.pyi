@@ -25,6 +25,9 @@ def worker_after_fork() -> None: ...
 def check_bind(spec: str, resolve: bool = False) -> None:
     """Raises ValueError when the server could not parse (or, with resolve, look up) spec."""
 
+def check_addresses(text: str) -> None:
+    """Raises ValueError when text is not a list of IPs, CIDR networks or '*'."""
+
 class Listeners:
     def __init__(self, settings: dict[str, Any]) -> None: ...
     @property

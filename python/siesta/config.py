@@ -115,6 +115,14 @@ def _proxy_protocol(text: str) -> str:
     raise ValueError(f"{text!r} is not a PROXY protocol mode ({', '.join(PROXY_PROTOCOL_MODES)})")
 
 
+def _addresses(text: str) -> str:
+    """An address list as the server parses it: IPs, CIDR networks, '*'."""
+    from siesta._siesta import check_addresses
+
+    check_addresses(text)
+    return text
+
+
 def _header_values(value: str | dict[str, str]) -> dict[str, str]:
     """A dict of header name to value (from a config file), or ``NAME=VALUE,NAME=VALUE``."""
     if isinstance(value, dict):
@@ -430,42 +438,49 @@ SETTINGS: tuple[Setting, ...] = (
         "forwarded_allow_ips",
         ("--forwarded-allow-ips",),
         "127.0.0.1,::1",
-        "Comma-separated proxy addresses or networks trusted to set wsgi.url_scheme "
-        "through --secure-scheme-headers; '*' trusts all. $FORWARDED_ALLOW_IPS, when set, "
-        "is the default.",
+        "Comma-separated proxy addresses or networks (10.0.0.0/8) trusted to set "
+        "wsgi.url_scheme through --secure-scheme-headers or Forwarded: proto=; '*' trusts "
+        "all, '' none. Connections on a unix socket are always trusted, as in gunicorn. "
+        "$FORWARDED_ALLOW_IPS, when set, is the default.",
+        type=_addresses,
         metavar="ADDRESSES",
         default_env="FORWARDED_ALLOW_IPS",
-        pending=NOT_YET + ": wsgi.url_scheme is always http",
+        rust=True,
     ),
     Setting(
         "secure_scheme_headers",
         ("--secure-scheme-headers",),
         {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
         "Headers and values by which a trusted proxy says the request came over HTTPS: "
-        "NAME=VALUE,NAME=VALUE (a dict in a config file).",
+        "NAME=VALUE,NAME=VALUE (a dict in a config file). Headers that disagree get 400; "
+        "when none is present, RFC 7239 Forwarded: proto= decides. Empty turns both off.",
         type=_header_values,
         metavar="NAME=VALUE,...",
-        pending=NOT_YET,
+        rust=True,
     ),
     Setting(
         "proxy_protocol",
         ("--proxy-protocol",),
         "off",
-        "Read a PROXY protocol header (HAProxy, stunnel) before each connection's first "
-        "request: off, v1, v2 or auto (the flag alone means auto).",
+        "Require a PROXY protocol header (HAProxy send-proxy, nginx proxy_protocol) at the "
+        "start of every connection: off, v1, v2 or auto (either; the flag alone means "
+        "auto). REMOTE_ADDR/REMOTE_PORT come from it, and a v2 SSL TLV makes "
+        "wsgi.url_scheme https. A connection without a valid one, or from outside "
+        "--proxy-allow-from, is closed unanswered.",
         type=_proxy_protocol,
         metavar="MODE",
-        pending=NOT_YET,
+        rust=True,
         cli_extra={"nargs": "?", "const": "auto"},
     ),
     Setting(
         "proxy_allow_from",
         ("--proxy-allow-from",),
         "127.0.0.1,::1",
-        "Comma-separated addresses or networks allowed to send a PROXY protocol header; "
-        "'*' allows all.",
+        "Comma-separated addresses or networks allowed to connect when --proxy-protocol is "
+        "on; '*' allows all.",
+        type=_addresses,
         metavar="ADDRESSES",
-        pending=NOT_YET,
+        rust=True,
     ),
     Setting(
         "chdir",

@@ -24,8 +24,16 @@ use std::time::Instant;
 /// Facts about the connection a request came in on.
 #[derive(Debug)]
 pub(crate) struct ConnInfo {
-    /// The client, `None` on a unix socket.
+    /// The socket's peer, `None` on a unix socket.
     pub peer: Option<SocketAddr>,
+    /// The client a PROXY protocol preamble named (`server/proxy.rs`):
+    /// `REMOTE_ADDR` then, instead of the proxy that is the peer.
+    pub client: Option<SocketAddr>,
+    /// The peer may name the scheme (`--forwarded-allow-ips`); otherwise
+    /// its scheme headers are not even looked at.
+    pub trusted: bool,
+    /// A PROXY v2 preamble said the client spoke TLS to the proxy.
+    pub tls: bool,
     /// The listener's host and port: `SERVER_NAME` and `SERVER_PORT`
     /// (on a unix socket, only when the request has no `Host`).
     pub server_name: String,
@@ -42,6 +50,9 @@ impl ConnInfo {
     pub(crate) fn new(peer: Option<SocketAddr>, server_name: String, server_port: String) -> Self {
         ConnInfo {
             peer,
+            client: None,
+            trusted: false,
+            tls: false,
             server_name,
             server_port,
             remote: OnceLock::new(),
@@ -59,12 +70,18 @@ impl ConnInfo {
         self.requested.load(Ordering::Relaxed)
     }
 
+    /// The client as the app and the logs see it: the PROXY preamble's
+    /// source, else the peer.
+    pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {
+        self.client.or(self.peer)
+    }
+
     /// `REMOTE_ADDR` and `REMOTE_PORT` (empty strings on a unix socket).
     pub(crate) fn remote<'py>(
         &self,
         py: Python<'py>,
     ) -> (&Bound<'py, PyString>, &Bound<'py, PyString>) {
-        let (addr, port) = self.remote.get_or_init(|| match self.peer {
+        let (addr, port) = self.remote.get_or_init(|| match self.remote_addr() {
             Some(p) => (
                 PyString::new(py, &p.ip().to_string()).unbind(),
                 PyString::new(py, &p.port().to_string()).unbind(),

@@ -114,7 +114,7 @@ impl Drop for Record {
         let tally = *self.tally.get_mut();
         self.end.finish(&Finished {
             head: Some(&self.head),
-            peer: self.conn.peer,
+            peer: self.conn.remote_addr(),
             tally,
             received_at: self.received_at,
             elapsed: self.received.elapsed(),

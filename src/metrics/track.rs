@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Every refusal, in the order of their counters (`siesta_refusals_total{reason}`).
-pub(crate) const REFUSALS: [RequestError; 17] = [
+pub(crate) const REFUSALS: [RequestError; 18] = [
     RequestError::MalformedHead,
     RequestError::RequestLineTooLong,
     RequestError::TooManyFields,
@@ -34,6 +34,7 @@ pub(crate) const REFUSALS: [RequestError; 17] = [
     RequestError::ShuttingDown,
     RequestError::AppFailed,
     RequestError::NoResponse,
+    RequestError::ConflictingScheme,
 ];
 
 /// A refusal's counter; an unlisted one (added without updating the table) is the last.
@@ -329,7 +330,8 @@ mod tests {
                 | RequestError::Overloaded
                 | RequestError::ShuttingDown
                 | RequestError::AppFailed
-                | RequestError::NoResponse => REFUSALS.contains(&e),
+                | RequestError::NoResponse
+                | RequestError::ConflictingScheme => REFUSALS.contains(&e),
             }
         }
         assert!(REFUSALS.iter().all(|e| listed(*e)));

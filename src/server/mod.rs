@@ -3,33 +3,39 @@
 //! `run` takes the listeners, the executor and a shutdown future (so tests
 //! and the signal handler drive it the same way). Each listener gets an
 //! accept loop that backs off on `EMFILE`; each connection is served by
-//! hyper's HTTP/1 server with the `Service` from `service.rs`. On shutdown
-//! the loops stop accepting, open connections finish their current request
+//! hyper's HTTP/1 server with the `Service` from `service.rs`, after
+//! `proxy.rs` (the PROXY preamble, trust in the peer) and under the head
+//! clock of `head_clock.rs`. On shutdown the loops stop accepting and serve
+//! what is already queued (`drain.rs`); for a moment every response closes
+//! its connection, then open connections finish their current request
 //! (within `--graceful-timeout`; `drive` says which request that is), and
 //! the executor is closed. Every request ends in `end.rs`. Python is never
 //! called from here.
 
+mod drain;
 pub(crate) mod end;
 pub(crate) mod head;
 pub(crate) mod head_clock;
 #[cfg(test)]
 mod head_props;
+pub(crate) mod proxy;
 pub(crate) mod service;
 
 use crate::exchange::ConnInfo;
 use crate::exec::Executor;
+use crate::forwarded::Proxies;
 use crate::limits::Limits;
 use crate::net::bind::Listener;
 use end::Recorder;
 use head_clock::{Clock, ClockedIo};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use proxy::Peek;
 use service::Service;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// How a shutdown was asked for.
@@ -69,11 +75,13 @@ fn max_headers(limits: &crate::limits::Limits) -> usize {
 pub(crate) async fn run(
     listeners: Vec<Listener>,
     limits: Limits,
+    proxies: Proxies,
     exec: Arc<Executor>,
     end: Arc<Recorder>,
     shutdown: impl Future<Output = Stop>,
 ) {
     let limits = Arc::new(limits);
+    let proxies = Arc::new(proxies);
     let builder = Arc::new(builder(&limits));
     // Every open connection holds a slot: all slots free means all closed.
     let total = limits.max_connections.clamp(1, u32::MAX as usize);
@@ -91,6 +99,7 @@ pub(crate) async fn run(
             draining: draining.clone(),
             builder: builder.clone(),
             limits: limits.clone(),
+            proxies: proxies.clone(),
             end: end.clone(),
             exec: exec.clone(),
             stop: close_rx.clone(),
@@ -141,6 +150,8 @@ struct AcceptCtx {
     builder: Arc<http1::Builder>,
     /// What the service checks before the app (`--limit-request-body`).
     limits: Arc<Limits>,
+    /// Trusted proxies and the PROXY protocol (`proxy.rs`).
+    proxies: Arc<Proxies>,
     end: Arc<Recorder>,
     exec: Arc<Executor>,
     /// Turns true at shutdown: each connection then ends after its request.
@@ -150,37 +161,50 @@ struct AcceptCtx {
 }
 
 impl AcceptCtx {
-    fn serve<I>(&self, io: I, peer: Option<std::net::SocketAddr>, slot: OwnedSemaphorePermit)
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let clock = Clock::new(self.limits.keep_alive, self.limits.header_timeout);
-        let info = Arc::new(ConnInfo::new(
-            peer,
-            self.server_name.clone(),
-            self.server_port.clone(),
-        ));
-        let service = Service {
-            exec: self.exec.clone(),
-            conn: info.clone(),
-            limits: self.limits.clone(),
-            end: self.end.clone(),
-            draining: self.draining.clone(),
-            clock: clock.clone(),
-        };
-        let io = TokioIo::new(ClockedIo::new(io, clock, self.end.clone(), peer));
-        let conn = self.builder.serve_connection(io, service);
-        let (end, stop) = (self.end.clone(), self.stop.clone());
-        let open = crate::metrics::Connection::open();
+    fn serve<I: Peek>(
+        &self,
+        mut io: I,
+        peer: Option<std::net::SocketAddr>,
+        slot: OwnedSemaphorePermit,
+    ) {
+        let (exec, limits, proxies) =
+            (self.exec.clone(), self.limits.clone(), self.proxies.clone());
+        let (builder, end, stop, draining) = (
+            self.builder.clone(),
+            self.end.clone(),
+            self.stop.clone(),
+            self.draining.clone(),
+        );
+        let server = (self.server_name.clone(), self.server_port.clone());
         tokio::spawn(async move {
+            let _slot = slot;
+            let _open = crate::metrics::Connection::open();
+            // The PROXY preamble, if on, is read before hyper sees a byte,
+            // within the head's own bound.
+            let bound = limits.header_timeout.unwrap_or(limits.keep_alive);
+            let Some(conn) = proxy::accept(&mut io, peer, server, &proxies, bound).await else {
+                return;
+            };
+            let remote = conn.remote_addr();
+            let info = Arc::new(conn);
+            let clock = Clock::new(limits.keep_alive, limits.header_timeout);
+            let service = Service {
+                exec,
+                conn: info.clone(),
+                limits: limits.clone(),
+                proxies,
+                end: end.clone(),
+                draining,
+                clock: clock.clone(),
+            };
+            let io = TokioIo::new(ClockedIo::new(io, clock, end.clone(), remote));
+            let conn = builder.serve_connection(io, service);
             // Errors here are the client's (reset, bad request): hyper has
             // already answered what deserved an answer; a refused head still
             // ends in the one place every request ends.
             if let Err(e) = drive(conn, stop, &info).await {
-                end.refused_by_hyper(peer, &e);
+                end.refused_by_hyper(remote, &e);
             }
-            drop(slot);
-            drop(open);
         });
     }
 }
@@ -197,7 +221,7 @@ async fn drive<S>(
     info: &ConnInfo,
 ) -> hyper::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Peek,
 {
     let mut conn = std::pin::pin!(conn);
     let mut stopping = std::pin::pin!(stop.wait_for(|stopped| *stopped));
@@ -270,7 +294,7 @@ async fn accept_loop(listener: Listener, ctx: AcceptCtx, mut stop: watch::Receiv
             Some(listening.accept(&ctx, slot).await)
         };
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.changed() => return listening.drain(&ctx),
             r = accepted => match r {
                 Some(Ok(())) => backoff.reset(),
                 Some(Err(e)) => backoff.wait(&e).await,

@@ -17,6 +17,7 @@ use crate::exchange::record::{Finish, Record};
 use crate::exchange::reply::{Reply, ReplySender};
 use crate::exchange::{ConnInfo, Job};
 use crate::exec::Executor;
+use crate::forwarded::Proxies;
 use crate::limits::Limits;
 use http_body::Body;
 use hyper::body::Incoming;
@@ -35,6 +36,8 @@ pub(crate) struct Service {
     pub conn: Arc<ConnInfo>,
     /// The bounds checked here, before the app.
     pub limits: Arc<Limits>,
+    /// Who may name the scheme (`proxy.rs`).
+    pub proxies: Arc<Proxies>,
     /// The end of every request (`end.rs`).
     pub end: Arc<dyn Finish>,
     /// A graceful stop is under way: every response closes its connection.
@@ -51,9 +54,10 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
     fn call(&self, req: http::Request<Incoming>) -> ReplyFuture {
         self.clock.busy();
         self.conn.note_request();
-        let (head, body) = req.into_parts();
+        let (mut head, body) = req.into_parts();
         let refused = super::head::check_head(&head, &self.limits.head)
             .and_then(|()| check_length(body.size_hint().exact(), &self.limits))
+            .and_then(|()| super::proxy::mark_scheme(&mut head, &self.conn, &self.proxies))
             .err();
         let record = Arc::new(Record::new(head, self.conn.clone(), self.end.clone()));
         let (reply, rx) = ReplySender::new(record.clone());

@@ -232,9 +232,10 @@ impl Server {
                 .map_err(|e| PyOSError::new_err(format!("Cannot start the heartbeat: {e}")))?;
         }
         let limits = self.config.limits.clone();
+        let proxies = self.config.proxies.clone();
         rt.spawn(async move {
             let shutdown = async move { stop_rx.recv().await.unwrap_or(Stop::Fast) };
-            server::run(listeners, limits, exec, recorder, shutdown).await;
+            server::run(listeners, limits, proxies, exec, recorder, shutdown).await;
             let _ = events_tx.send(Lifecycle::Done);
         });
         crate::metrics::worker_ready();

@@ -9,6 +9,7 @@
 //! response.
 
 use crate::exchange::ConnInfo;
+use crate::forwarded::Scheme;
 use http::request::Parts;
 use http::{HeaderName, Version};
 use parking_lot::Mutex;
@@ -218,7 +219,7 @@ pub(crate) fn build<'py>(
     )?;
     let (addr, port) = conn.remote(py);
     env.set_item(intern!(py, "REMOTE_ADDR"), addr)?;
-    if conn.peer.is_some() {
+    if conn.remote_addr().is_some() {
         env.set_item(intern!(py, "REMOTE_PORT"), port)?;
     } else {
         env.del_item(intern!(py, "REMOTE_PORT"))?;
@@ -227,10 +228,17 @@ pub(crate) fn build<'py>(
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok());
+    // A trusted proxy said HTTPS (`server/proxy.rs`): the scheme, and the
+    // port a `Host` without one implies.
+    let https = head.extensions.get::<Scheme>() == Some(&Scheme::Https);
+    if https {
+        env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
+    }
+    let default_port = if https { "443" } else { &k.default_port };
     // The listening socket names the server, as in gunicorn and waitress;
     // only a unix socket, which has no name a URL could use, takes `Host`.
     let (name, port) = match host {
-        Some(h) if conn.peer.is_none() && !h.is_empty() => split_host(h, &k.default_port),
+        Some(h) if conn.peer.is_none() && !h.is_empty() => split_host(h, default_port),
         _ => (conn.server_name.as_str(), conn.server_port.as_str()),
     };
     env.set_item(intern!(py, "SERVER_NAME"), name)?;
