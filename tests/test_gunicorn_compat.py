@@ -208,6 +208,14 @@ def post_worker_init(worker):
     worker.log.info("hello from post_worker_init")
 
 
+def pre_request(worker, req):
+    _note("pre_request", req.method, req.path)
+
+
+def post_request(worker, req, environ, resp):
+    _note("post_request", req.path, resp.status_code)
+
+
 def worker_exit(server, worker):
     _note("worker_exit", worker.pid)
     raise RuntimeError("worker_exit hook failed on purpose")
@@ -290,6 +298,8 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
         "when_ready",
         "post_fork",
         "post_worker_init",
+        "pre_request",
+        "post_request",
         "worker_exit",
         "on_exit",
     ], hooks
@@ -298,8 +308,10 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     worker_pid = int(hooks[3].split()[1])
     assert worker_pid != proc.pid
     assert hooks[3] == f"post_worker_init {worker_pid} True"
-    assert hooks[4] == f"worker_exit {worker_pid}"
-    assert hooks[5] == f"on_exit {proc.pid}"
+    assert hooks[4] == "pre_request GET /ping"
+    assert hooks[5] == "post_request /ping 200"
+    assert hooks[6] == f"worker_exit {worker_pid}"
+    assert hooks[7] == f"on_exit {proc.pid}"
     error_log = files["error"].read_text()
     assert "Listening at: http://127.0.0.1:" in error_log
     assert "hello from post_worker_init" in error_log

@@ -24,6 +24,7 @@ from typing import Any
 
 from siesta import _siesta
 from siesta._app import AppLoadError, load
+from siesta._request_hooks import wrap as request_hooks
 from siesta._run import serve_threads  # imported by the master: a worker may run as -u later
 from siesta.config import ConfigError, for_rust
 from siesta.hooks import Worker as HookWorker
@@ -145,6 +146,7 @@ def run_worker(
         return WORKER_BOOT_ERROR
     worker.wsgi = app
     hooks.call("post_worker_init", worker)
+    app = request_hooks(app, hooks, worker)
     try:
         # Opens the access log, starts the I/O and the heartbeat: a failure
         # here (say, an access log this worker cannot open) is a boot error
