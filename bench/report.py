@@ -86,7 +86,7 @@ COLUMNS = {
             ("p99_ms", "p99 ms", "low", "{:.1f}"),
             ("errors", "wrk errors", None, "{}"),
             ("held", "uploaders connected", None, "{}"),
-            ("dropped", "closed/reset by server", None, "{}"),
+            ("dropped", "ended by server (closed, reset or answered)", None, "{}"),
             ("server_alive", "alive", None, "{}"),
             ("hello_after", "hello after", None, "{}"),
         ],
@@ -146,8 +146,12 @@ def derive(scenario, record):
             record["acked_kib"] = record["body_bytes_acked"] / 1024
     if scenario in ("S6", "S7") and "load" in record:
         record["held"] = record["setup"].get("connected")
-        record["dropped"] = record["load"].get("closed_by_server", 0) + record["load"].get(
-            "reset", 0
+        load = record["load"]
+        # Ended by the server: closed, reset, or answered (a 408 from a header timeout).
+        record["dropped"] = (
+            load.get("closed_by_server", 0)
+            + load.get("reset", 0)
+            + sum(load.get("statuses", {}).values())
         )
     if scenario in ("S6", "S7") and record.get("wrk_hung"):
         record["errors"] = f"{record.get('errors', 0)} (wrk overran -d, stopped)"
