@@ -753,3 +753,37 @@ def test_one_worker_survives_every_signal(launch, mode, tmp_path):
     srv.signal(signal.SIGTERM)
     assert srv.exit_code() == 0, srv.log()
     assert "Shutting down: Master" in srv.log()
+
+
+# --- Review findings (issue 13) -----------------------------------------------------
+
+
+def test_workers_end_with_a_killed_master(launch, mode):
+    """Issue 13 review: SIGKILL to the master used to leave its workers serving as
+    orphans on the port; now the kernel tells each worker to stop (PDEATHSIG)."""
+    srv = launch("-w", "2", mode=mode)
+    workers = srv.worker_pids()
+    assert len(workers) == 2
+    os.kill(srv.pid, signal.SIGKILL)
+    assert all(wait_until(lambda p=p: gone(p)) for p in workers), "orphaned workers live on"
+
+
+def test_usr1_while_a_worker_boots_does_not_kill_it(launch, mode, tmp_path):
+    """Issue 13 review: a USR1 (logrotate) reaching a worker still importing the app
+    (say during a HUP reload) killed it; now a booting worker ignores USR1."""
+    slow = tmp_path / "slowimport.py"
+    slow.write_text(
+        '"""An app that takes a while to import."""\n'
+        "import time\n\n"
+        "time.sleep(1.5)\n\n\n"
+        "def app(environ, start_response):\n"
+        '    start_response("200 OK", [("Content-Type", "text/plain")])\n'
+        '    return [b"pong"]\n'
+    )
+    srv = launch("-w", "1", "--pythonpath", str(tmp_path), app="slowimport:app", mode=mode)
+    booting = srv.worker_pids()
+    assert len(booting) == 1
+    srv.signal(signal.SIGUSR1)  # the worker is still in its 1.5 s import
+    assert wait_until(lambda: srv.get("/").status == 200)
+    assert srv.worker_pids() == booting, srv.log()
+    assert "was sent SIGUSR1" not in srv.log()

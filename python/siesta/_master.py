@@ -189,6 +189,8 @@ class Master:
         self.inherited = inherited
         # The pid of a new master started by USR2, if any.
         self.upgraded: int | None = None
+        # The --metrics-bind socket, handed to a new master on USR2.
+        self.metrics_fd: int | None = None
 
     def spawn(self, age: int, heartbeat_fd: int) -> int:
         """Forks a worker; in the child, runs it and exits (never returns there)."""
@@ -266,6 +268,7 @@ class Master:
             _siesta.log("warning", "USR2 ignored: a new master was already started")
             return
         fds = self.listeners.fds()
+        metrics = [self.metrics_fd] if self.metrics_fd is not None else []
         pid = os.fork()
         if pid:
             self.upgraded = pid
@@ -275,13 +278,16 @@ class Master:
             _siesta.log("info", f"Started a new master (pid: {pid}) on the same sockets")
             return
         try:
-            _siesta.worker_after_fork()
+            _siesta.worker_after_fork(die_with_master=False)
             self.hooks.call("pre_exec", self.arbiter)
             # LISTEN_FDS (systemd's convention): the sockets as fds 3, 4, ...
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
+            # and the --metrics-bind socket after them, named by SIESTA_METRICS_FD.
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds + metrics]
             for i, fd in enumerate(high):
                 os.dup2(fd, 3 + i, inheritable=True)
             env = dict(os.environ, LISTEN_FDS=str(len(fds)), LISTEN_PID=str(os.getpid()))
+            if metrics:
+                env["SIESTA_METRICS_FD"] = str(3 + len(fds))
             argv = [sys.executable, "-m", "siesta", *sys.argv[1:]]
             os.execve(sys.executable, argv, env)
         except BaseException:

@@ -108,6 +108,9 @@ def _systemd_binds(values: dict[str, Any]) -> bool:
     except ValueError:
         _fail(f"LISTEN_FDS={count!r} is not a number", 1)
     values["bind"] = [f"fd://{3 + i}" for i in range(n)]
+    metrics = os.environ.pop("SIESTA_METRICS_FD", None)
+    if metrics and metrics.isdigit() and values.get("metrics_bind"):
+        values["metrics_bind"] = f"fd://{metrics}"  # the old master's, on USR2
     for key in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
         os.environ.pop(key, None)
     return True
@@ -244,6 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         return again.values, again.hooks
 
     master = Master(reread, values, hooks, arbiter, listeners, app, inherited)
+    master.metrics_fd = supervisor.metrics_fd
     code = supervisor.run(master)
     hooks.call("on_exit", master.arbiter)
     master.stopping()

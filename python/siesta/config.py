@@ -181,8 +181,9 @@ class Setting:
             raise ConfigError(f"{self.name} from {source}: {exc}") from None
 
     def initial(self, environ: Mapping[str, str]) -> Any:
-        """The default, or the value of ``default_env`` when that is set."""
-        if self.default_env and environ.get(self.default_env):
+        """The default, or the value of ``default_env`` when that is set (even
+        empty, as gunicorn reads it: ``FORWARDED_ALLOW_IPS=`` trusts nobody)."""
+        if self.default_env and self.default_env in environ:
             return self.convert(environ[self.default_env], self.default_env)
         return self.default
 

@@ -80,8 +80,8 @@ the client pushed before the answer.</p>
 <div id="limout" class="dim"></div>
 </form>
 </section>
-<p class="dim">From a shell: <code>curl -T bigfile http://HOST/upload</code>,
-<code>curl -T file http://HOST/echo</code> (the body comes back while it is still
+<p class="dim">From a shell: <code>curl -T bigfile http://{host}/upload</code>,
+<code>curl -T file http://{host}/echo</code> (the body comes back while it is still
 being sent).</p>
 <script>
 function send(form, out, bar, url) {{
@@ -373,6 +373,7 @@ def _index(environ, start_response):
         status_hint=hint,
         status_frame=frame,
         default_limit=DEFAULT_LIMIT,
+        host=html.escape(environ.get("HTTP_HOST", "127.0.0.1:8000")),
     )
     data = page.encode()
     start_response(

@@ -14,8 +14,9 @@
 //! `Content-Length` next to `Transfer-Encoding` (hyper drops the length,
 //! frames by chunked and closes the connection after the response, as RFC
 //! 9112 §6.1 allows), and a repeated identical `Content-Length` (hyper keeps
-//! one, as RFC 9110 §8.6 allows). Both are still refused here, so the rule
-//! holds whatever the parser below does.
+//! one, as RFC 9110 §8.6 allows, so such a request is served). The checks
+//! for both stay here, so the rule would hold if the parser below passed
+//! them on.
 
 use crate::error::RequestError;
 use crate::limits::HeadLimits;

@@ -67,6 +67,12 @@ impl Supervisor {
         self.observer.as_ref().map(|o| o.url.clone())
     }
 
+    /// The metrics listener's descriptor, for a new master on USR2.
+    #[getter]
+    fn metrics_fd(&self) -> Option<i32> {
+        self.observer.as_ref().map(|o| o.listener_fd())
+    }
+
     /// Runs the master until it stops; returns the exit code. `callbacks`
     /// has `spawn(age, heartbeat_fd) -> pid`, `reload() -> workers`,
     /// `child_exit(pid, code)`, `nworkers_changed(new, old)`, `upgrade()`,
@@ -118,11 +124,17 @@ impl Supervisor {
     }
 }
 
-/// The one thing a freshly forked worker must do first: drop the master's
-/// signal handlers and pipe.
+/// The one thing a freshly forked child must do first: drop the master's
+/// signal handlers and pipe; a worker (`die_with_master`) also ends when
+/// the master does, a new master started by USR2 does not.
 #[pyfunction]
-pub(crate) fn worker_after_fork() -> PyResult<()> {
-    signals::reset_in_child().map_err(|e| PyOSError::new_err(e.to_string()))
+#[pyo3(signature = (die_with_master=true))]
+pub(crate) fn worker_after_fork(die_with_master: bool) -> PyResult<()> {
+    signals::reset_in_child().map_err(|e| PyOSError::new_err(e.to_string()))?;
+    if die_with_master {
+        signals::die_with_master().map_err(|e| PyOSError::new_err(e.to_string()))?;
+    }
+    Ok(())
 }
 
 struct Master<'a, 'py> {
@@ -310,12 +322,17 @@ impl Master<'_, '_> {
                 Exit::Code(c) => {
                     crate::log::error::error(&format!("Worker (pid:{pid}) exited with code {c}"))
                 }
+                Exit::Signal(libc::SIGKILL) if worker.killed => crate::log::error::error(&format!(
+                    "Worker (pid:{pid}) did not stop in time and was killed: \
+                         the requests it was serving were cut"
+                )),
                 Exit::Signal(libc::SIGKILL) => crate::log::error::error(&format!(
                     "Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?"
                 )),
-                Exit::Signal(s) => {
-                    crate::log::error::error(&format!("Worker (pid:{pid}) was sent signal {s}!"))
-                }
+                Exit::Signal(s) => crate::log::error::error(&format!(
+                    "Worker (pid:{pid}) was sent {}!",
+                    workers::signal_name(s)
+                )),
             }
             if let Err(e) = self.cb.call_method1("child_exit", (pid, code)) {
                 crate::log::error::exception(py, "child_exit hook failed", &e);

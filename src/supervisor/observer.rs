@@ -46,6 +46,10 @@ impl Observer {
         })
     }
 
+    pub(crate) fn listener_fd(&self) -> i32 {
+        self.listener.raw_fd()
+    }
+
     pub(crate) fn pid(&self) -> i32 {
         self.pid.load(Ordering::Relaxed)
     }

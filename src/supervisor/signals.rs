@@ -88,9 +88,12 @@ extern "C" fn on_signal(signo: libc::c_int) {
     if fd >= 0 && mine {
         let b = signo as u8;
         // SAFETY: write(2) is async-signal-safe; one byte from the stack.
-        // A full pipe drops the byte: the loop is awake anyway.
+        // A full pipe drops the byte: the loop is awake anyway. errno is
+        // put back, so the code this handler interrupted sees its own.
         unsafe {
+            let errno = *libc::__errno_location();
             libc::write(fd, (&b as *const u8).cast(), 1);
+            *libc::__errno_location() = errno;
         }
     }
 }
@@ -175,8 +178,10 @@ fn set_handler(signo: i32, handler: usize) -> io::Result<()> {
 
 /// In a freshly forked worker: the master's handlers and pipe are gone.
 /// Signals a worker has no use for (HUP, TTIN, TTOU, USR2, WINCH) are
-/// ignored, so a stray one cannot stop or freeze it; the rest get their
-/// default until the worker installs its own.
+/// ignored, so a stray one cannot stop or freeze it, and so is USR1 until
+/// the worker's own handler reopens logs (a logrotate USR1 during a reload
+/// must not kill a worker still importing the app); TERM, INT and QUIT get
+/// their default until the worker installs its own.
 pub(crate) fn reset_in_child() -> io::Result<()> {
     let fds = [
         PIPE_WRITE.swap(-1, Ordering::Relaxed),
@@ -185,7 +190,12 @@ pub(crate) fn reset_in_child() -> io::Result<()> {
     for (signo, _) in SIGNALS {
         let ignored = matches!(
             signo,
-            libc::SIGHUP | libc::SIGTTIN | libc::SIGTTOU | libc::SIGUSR2 | libc::SIGWINCH
+            libc::SIGHUP
+                | libc::SIGTTIN
+                | libc::SIGTTOU
+                | libc::SIGUSR1
+                | libc::SIGUSR2
+                | libc::SIGWINCH
         );
         set_handler(
             signo,
@@ -201,6 +211,25 @@ pub(crate) fn reset_in_child() -> io::Result<()> {
         // once, here; the master's own copies live in its process.
         unsafe {
             libc::close(fd);
+        }
+    }
+    Ok(())
+}
+
+/// A worker ends with its master: the kernel sends it TERM (a graceful
+/// stop) when the master dies, even by SIGKILL, so orphans never keep
+/// serving on the sockets. Not for a new master started by USR2, which
+/// must outlive the old one.
+pub(crate) fn die_with_master() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The master may have died before the line above: then stop now.
+    // SAFETY: getppid(2) and kill(2) take no pointers.
+    unsafe {
+        if libc::getppid() != MASTER_PID.load(Ordering::Relaxed) {
+            libc::kill(libc::getpid(), libc::SIGTERM);
         }
     }
     Ok(())

@@ -39,6 +39,8 @@ pub(crate) struct Worker {
     pub retiring: Option<Retire>,
     /// When to send SIGKILL if it has not exited by then.
     pub kill_at: Option<Instant>,
+    /// The master sent that SIGKILL (so an exit by SIGKILL is no mystery).
+    pub killed: bool,
 }
 
 /// How a worker process ended, from `waitpid`.
@@ -100,6 +102,7 @@ impl Table {
                 booted: false,
                 retiring: None,
                 kill_at: None,
+                killed: false,
             },
         );
     }
@@ -159,6 +162,7 @@ impl Table {
                 crate::log::error::info(&format!("Killing worker (pid:{pid}) with SIGKILL"));
                 send(*pid, libc::SIGKILL);
                 w.kill_at = None;
+                w.killed = true;
             }
         }
     }
@@ -200,6 +204,27 @@ pub(crate) fn rss_mib(pid: i32) -> Option<u64> {
 
 fn modified(f: &File) -> io::Result<SystemTime> {
     f.metadata()?.modified()
+}
+
+/// A signal's name for the log (`SIGABRT`), its number when unusual.
+pub(crate) fn signal_name(signo: i32) -> String {
+    let name = match signo {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        _ => return format!("signal {signo}"),
+    };
+    name.to_string()
 }
 
 pub(crate) fn send(pid: i32, signo: i32) {

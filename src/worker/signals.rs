@@ -2,9 +2,10 @@
 //!
 //! A thread of its own (with a tiny runtime) listens, so a signal is heard
 //! even while every app thread is busy. Each signal maps to one `Command`
-//! in `command_for`, the single table of what a signal means; the
-//! supervisor of a multi-worker server extends the same enum. Acting on a
-//! command is `worker/mod.rs`'s job.
+//! in `command_for`, the single table of what a signal means to a worker
+//! (the master has its own in `supervisor/signals.rs`: the two processes
+//! give the same signals different meanings). Acting on a command is
+//! `worker/mod.rs`'s job.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
