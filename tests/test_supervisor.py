@@ -787,3 +787,23 @@ def test_usr1_while_a_worker_boots_does_not_kill_it(launch, mode, tmp_path):
     assert wait_until(lambda: srv.get("/").status == 200)
     assert srv.worker_pids() == booting, srv.log()
     assert "was sent SIGUSR1" not in srv.log()
+
+
+def test_worker_int_hook_runs_on_a_fast_stop(launch, mode, tmp_path):
+    """Issue 13: gunicorn's worker_int hook runs in each worker on INT/QUIT."""
+    notes = tmp_path / "int.txt"
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        '"""Notes worker_int."""\n\n\n'
+        "def worker_int(worker):\n"
+        f"    with open({str(notes)!r}, 'a') as f:\n"
+        "        f.write(f'worker_int {worker.pid}\\n')\n"
+    )
+    srv = launch("-w", "1", "-c", str(conf), mode=mode)
+    workers = srv.worker_pids()
+    assert len(workers) == 1
+    assert srv.get("/ping").status == 200  # the worker is up, its handlers in place
+    srv.signal(signal.SIGINT)
+    assert srv.exit_code() == 0, srv.log()
+    seen = notes.read_text().split() if notes.exists() else []
+    assert sorted(int(p) for p in seen[1::2]) == sorted(workers), (seen, workers, srv.log())

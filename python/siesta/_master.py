@@ -151,7 +151,7 @@ def run_worker(
         # Opens the access log, starts the I/O and the heartbeat: a failure
         # here (say, an access log this worker cannot open) is a boot error
         # (exit 3, the master stops), not a crash to restart forever.
-        server.start()
+        server.start(lambda: hooks.call("worker_int", worker))
     except (ValueError, OSError) as exc:
         _siesta.log("error", f"Worker failed to boot: {exc}")
         return WORKER_BOOT_ERROR

@@ -161,7 +161,10 @@ impl Server {
     }
 
     /// Starts serving: accept loops, signal handling; logs the ready line.
-    fn start(&self, py: Python<'_>) -> PyResult<()> {
+    /// `on_int` runs (on the signal thread, with the GIL) when INT or QUIT
+    /// arrives, before the worker stops: gunicorn's `worker_int` hook.
+    #[pyo3(signature = (on_int=None))]
+    fn start(&self, py: Python<'_>, on_int: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let listeners = self
             .listeners
             .lock()
@@ -210,8 +213,19 @@ impl Server {
         let (events_tx, events_rx) = mpsc::channel();
         *self.events.lock() = Some(events_rx);
         let (stop, events, log) = (stop_tx.clone(), events_tx.clone(), recorder.clone());
-        signals::listen(move |cmd| act(cmd, &stop, &events, &log))
-            .map_err(|e| PyOSError::new_err(format!("Cannot install signal handlers: {e}")))?;
+        let on_int = on_int.map(|f| f.clone().unbind());
+        signals::listen(move |cmd| {
+            if let (Command::FastStop, Some(hook)) = (cmd, &on_int) {
+                // gunicorn's worker_int hook, before the worker stops.
+                Python::attach(|py| {
+                    if let Err(e) = hook.call0(py) {
+                        crate::log::error::exception(py, "worker_int hook failed", &e);
+                    }
+                });
+            }
+            act(cmd, &stop, &events, &log)
+        })
+        .map_err(|e| PyOSError::new_err(format!("Cannot install signal handlers: {e}")))?;
         let (stop, events, log) = (stop_tx.clone(), events_tx.clone(), recorder.clone());
         rt.spawn(async move {
             log.recycle_due().await;
