@@ -807,3 +807,21 @@ def test_worker_int_hook_runs_on_a_fast_stop(launch, mode, tmp_path):
     assert srv.exit_code() == 0, srv.log()
     seen = notes.read_text().split() if notes.exists() else []
     assert sorted(int(p) for p in seen[1::2]) == sorted(workers), (seen, workers, srv.log())
+
+
+def test_process_titles_and_reuse_port(launch, tmp_path):
+    """Issue 13: -n names the processes in ps (setproctitle); --reuse-port lets a second
+    server bind the same port. Mode-independent: both happen in the master."""
+    first = launch("-w", "1", "-n", "shop", "--reuse-port")
+    workers = first.worker_pids()
+    assert len(workers) == 1
+
+    def title(pid):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+
+    assert title(first.pid).startswith("siesta: master [shop]"), title(first.pid)
+    assert wait_until(lambda: title(workers[0]).startswith("siesta: worker [shop]"))
+    second = launch("-w", "1", "--reuse-port", bind=f"127.0.0.1:{first.port}")
+    assert second.port == first.port
+    assert second.get("/ping").status == 200
