@@ -211,9 +211,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _siesta.configure_log(for_rust(values))
         _siesta.log("info", f"Starting siesta {_siesta.__version__}")
-        listeners = _siesta.Listeners(for_rust(values))
-        # Binds --metrics-bind too, so its address in use is reported now.
+        # The master's signal handlers are installed here, before the ready
+        # line and the pid file; it binds --metrics-bind too, so its address
+        # in use is reported now.
         supervisor = _siesta.Supervisor(for_rust(values))
+        listeners = _siesta.Listeners(for_rust(values))
         if supervisor.metrics_url:  # workers inherit it: an app may link to its status page
             os.environ["SIESTA_METRICS_URL"] = supervisor.metrics_url
     except _siesta.BindError as exc:

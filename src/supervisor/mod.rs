@@ -39,6 +39,10 @@ pub(crate) struct Supervisor {
     config: Config,
     /// `--metrics-bind`: its listener, bound here, and its process.
     observer: Option<observer::Observer>,
+    /// The signal handlers, installed when the master is made (before the
+    /// ready line and the pid file), so a signal sent as soon as a deployer
+    /// can see the master waits in the pipe instead of killing it.
+    pipe: SignalPipe,
 }
 
 #[pymethods]
@@ -58,7 +62,13 @@ impl Supervisor {
             ),
             None => None,
         };
-        Ok(Supervisor { config, observer })
+        let pipe = SignalPipe::install()
+            .map_err(|e| PyOSError::new_err(format!("Cannot install signal handlers: {e}")))?;
+        Ok(Supervisor {
+            config,
+            observer,
+            pipe,
+        })
     }
 
     /// `--metrics-bind`'s URL (`http://HOST:PORT` or `unix:PATH`), when set.
@@ -79,8 +89,7 @@ impl Supervisor {
     /// `stopping()` (close the listening sockets) and `reaped(pid, code)`
     /// (a child that was not a worker exited: a USR2 master).
     fn run(&self, py: Python<'_>, callbacks: &Bound<'_, PyAny>) -> PyResult<i32> {
-        let pipe = SignalPipe::install()
-            .map_err(|e| PyOSError::new_err(format!("Cannot install signal handlers: {e}")))?;
+        let pipe = &self.pipe;
         let mut m = Master {
             cfg: &self.config,
             cb: callbacks,
