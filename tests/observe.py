@@ -9,11 +9,11 @@ bound and returns its last value (tests assert on it, never on timing).
 
 import json
 import re
-import time
 import urllib.error
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
+from siesta_process import wait_until  # noqa: F401 (used by the tests that import from here)
 
 METRICS_AT = re.compile(r"Metrics at: (http://[\d.]+:\d+) \(pid: (\d+)\)")
 
@@ -55,16 +55,6 @@ def status(url):
     code, text = get(url + "/status.json")
     assert code == 200, text
     return json.loads(text)
-
-
-def wait_until(fn, timeout=15.0, interval=0.05):
-    """Polls fn() until it returns something truthy or the time is up; returns the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(interval)
 
 
 def all_ready(url, workers):

@@ -196,6 +196,17 @@ class SiestaServer:
         return self.proc.returncode
 
 
+def wait_until(check, timeout=20.0, interval=0.05):
+    """Polls `check()` until it returns something true (bounded); returns that value,
+    or the last one when the time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
 def _worker_count(args):
     """The -w/--workers value among a server's arguments (1 when absent)."""
     for i, arg in enumerate(args):

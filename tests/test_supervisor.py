@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import rawhttp
 from siesta_process import (
+    wait_until,
     APPS_DIR,
     READY_TIMEOUT,
     RECORD_ENV,
@@ -125,16 +126,6 @@ def launch(tmp_path):
     yield start
     for srv in started:
         srv.stop()
-
-
-def wait_until(check, timeout=WAIT, interval=0.05):
-    """Polls `check()` until it returns something true (bounded); returns that or None."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def gone(pid):

@@ -10,7 +10,7 @@ catches it, records it under `too-large-<token>` and answers 200 itself;
 
 import json
 
-from records import params, record, token
+from records import dispatch, params, record, token
 
 
 def _json(start_response, obj):
@@ -58,10 +58,4 @@ ROUTES = {"read": read, "catch": catch, "ping": ping}
 
 
 def app(environ, start_response):
-    path = environ.get("PATH_INFO", "")
-    record("paths", path)
-    handler = ROUTES.get(path.split("/")[1] if path.count("/") else "")
-    if handler is None:
-        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")])
-        return [b"not found"]
-    return handler(environ, start_response)
+    return dispatch(ROUTES, environ, start_response)

@@ -48,3 +48,15 @@ def token(environ):
     value = params(environ).get("token", "none")
     assert _SAFE.match(value), f"unsafe token {value!r}"
     return value
+
+
+def dispatch(routes, environ, start_response):
+    """Records PATH_INFO under `paths`, then calls the handler its first segment
+    names in `routes` (404 when there is none): the test apps' router."""
+    path = environ.get("PATH_INFO", "")
+    record("paths", path)
+    handler = routes.get(path.split("/")[1] if path.count("/") else "")
+    if handler is None:
+        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")])
+        return [b"not found"]
+    return handler(environ, start_response)

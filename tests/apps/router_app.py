@@ -8,7 +8,7 @@ environ_app.py, body_app.py and response_app.py; /ping answers `pong`.
 import body_app
 import environ_app
 import response_app
-from records import record
+from records import dispatch
 
 
 def ping(environ, start_response):
@@ -42,10 +42,4 @@ ROUTES = {
 
 
 def app(environ, start_response):
-    path = environ.get("PATH_INFO", "")
-    record("paths", path)
-    handler = ROUTES.get(path.split("/")[1] if path.count("/") else "")
-    if handler is None:
-        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")])
-        return [b"not found"]
-    return handler(environ, start_response)
+    return dispatch(ROUTES, environ, start_response)
