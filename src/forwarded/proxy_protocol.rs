@@ -607,7 +607,7 @@ mod tests {
         /// Arbitrary bytes never panic, and every answer is consistent
         /// with the buffer: an end within it, a need beyond it.
         #[test]
-        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), v in 0u8..3) {
+        fn proxy_props_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), v in 0u8..3) {
             let accept = [Version::V1, Version::V2, Version::Auto][usize::from(v)];
             match parse(&bytes, accept) {
                 Ok(Progress::Done { len, .. }) => prop_assert!(len <= bytes.len()),
@@ -620,7 +620,7 @@ mod tests {
         /// Bytes that start like a preamble (the signatures are rarely hit
         /// by chance) never panic either.
         #[test]
-        fn never_panics_after_a_signature(
+        fn proxy_props_never_panics_after_a_signature(
             tail in proptest::collection::vec(any::<u8>(), 0..300),
             v2 in any::<bool>(),
         ) {
@@ -632,7 +632,7 @@ mod tests {
         /// What a proxy writes parses back to the same client, and every
         /// prefix of it asks for more instead of failing or finishing early.
         #[test]
-        fn round_trip(
+        fn proxy_props_round_trip(
             v2 in any::<bool>(),
             src in any::<SocketAddr>(),
             tls in any::<bool>(),

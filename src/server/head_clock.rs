@@ -24,6 +24,7 @@
 //! (`--body-timeout` belongs to `wsgi.input`).
 
 use super::end::Recorder;
+use super::framing::{BadChunk, Framing};
 use crate::error::RequestError;
 use parking_lot::Mutex;
 use std::future::Future;
@@ -47,6 +48,12 @@ fn timeout_answer() -> Vec<u8> {
         status.canonical_reason().unwrap_or("")
     )
     .into_bytes()
+}
+
+/// What hyper's read gets once `Framing` found a bad chunk line; the
+/// `InvalidData` kind makes `wsgi.input` call the body malformed (400).
+fn bad_chunk() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "chunk line breaks RFC 9112 7.1")
 }
 
 /// Where a connection is between two requests.
@@ -159,6 +166,8 @@ pub(crate) struct ClockedIo<I> {
     timer: Option<Pin<Box<Sleep>>>,
     /// Nothing was ever written: a 408 cannot be mistaken for anything.
     wrote: bool,
+    /// Every byte read goes through it first (`framing.rs`).
+    framing: Framing,
 }
 
 impl<I> ClockedIo<I> {
@@ -175,6 +184,7 @@ impl<I> ClockedIo<I> {
             peer,
             timer: None,
             wrote: false,
+            framing: Framing::default(),
         }
     }
 }
@@ -233,10 +243,21 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
             this.expire(cx, on_expiry);
             return Poll::Ready(Ok(()));
         }
+        if this.framing.broken() {
+            return Poll::Ready(Err(bad_chunk()));
+        }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.io).poll_read(cx, buf);
         if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.clock.bytes_arrived();
+            if let Err(BadChunk(at)) = this.framing.feed(&buf.filled()[before..]) {
+                // hyper gets the bytes before the bad one (its head and the
+                // good chunks), then the error on its next read.
+                buf.set_filled(before + at);
+                if at == 0 {
+                    return Poll::Ready(Err(bad_chunk()));
+                }
+            }
         }
         read
     }

@@ -14,6 +14,7 @@
 
 mod drain;
 pub(crate) mod end;
+mod framing;
 pub(crate) mod head;
 pub(crate) mod head_clock;
 #[cfg(test)]
