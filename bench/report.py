@@ -263,6 +263,12 @@ def machine_header(meta):
         f"Python {m['python']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(meta["versions"].items())),
     ]
+    pin = meta.get("pinning")
+    if pin:
+        lines.append(
+            f"- pinning: server on CPUs {pin['server_cpus']}, load (wrk, client.py) on "
+            f"{pin['load_cpus']}; CPU figures are the server's own, per request on its core"
+        )
     missing = meta.get("not_installed") or {}
     if missing:
         lines.append("- not installed here: " + "; ".join(f"{k} ({v})" for k, v in missing.items()))

@@ -22,7 +22,16 @@ import sys
 import time
 
 import procs
-from servers import BENCH, SPECS, Running, ServerFailed, hello_check
+from servers import (
+    BENCH,
+    LOAD_CPUS,
+    SERVER_CPUS,
+    SPECS,
+    Running,
+    ServerFailed,
+    hello_check,
+    pin_load,
+)
 
 PY = sys.executable
 CLIENT = os.path.join(BENCH, "client.py")
@@ -482,6 +491,7 @@ def main(argv=None):
     parser.add_argument("--servers", help="comma-separated server names (default: all present)")
     args = parser.parse_args(argv)
 
+    pin_load()  # wrk and client.py inherit it; servers.py pins each server
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     kind = "quick" if args.quick else "full"
@@ -502,6 +512,10 @@ def main(argv=None):
         "kind": kind,
         "plan": plan,
         "machine": machine(),
+        "pinning": {
+            "server_cpus": sorted(SERVER_CPUS) if SERVER_CPUS else "unpinned",
+            "load_cpus": sorted(LOAD_CPUS) if LOAD_CPUS else "unpinned",
+        },
         "versions": versions(),
         "started": time.time(),
         "servers": {spec.name: spec.note for spec in specs},

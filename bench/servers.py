@@ -324,6 +324,34 @@ def hello_check(port, timeout=5.0):
         raise ServerFailed(f"hello check: unexpected answer {data[:120]!r}")
 
 
+def _pinning():
+    """CPU sets for the server and the load (wrk, client.py, this runner).
+
+    On 2 or more cores the server gets the first half and the load the rest,
+    so the two never fight over a core and per-request CPU figures are the
+    server's alone; `SIESTA_BENCH_PIN=off` turns it off.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if os.environ.get("SIESTA_BENCH_PIN") == "off" or len(cpus) < 2:
+        return None, None
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
+
+
+SERVER_CPUS, LOAD_CPUS = _pinning()
+
+
+def pin_load():
+    """Pins the calling process (and what it starts from now on) to the load CPUs."""
+    if LOAD_CPUS:
+        os.sched_setaffinity(0, LOAD_CPUS)
+
+
+def _pin_server():
+    if SERVER_CPUS:
+        os.sched_setaffinity(0, SERVER_CPUS)
+
+
 def _with_extra(argv, extra):
     """`extra` options placed before the last argument (the app)."""
     return [*argv[:-1], *extra, *argv[-1:]] if extra else argv
@@ -346,6 +374,7 @@ class Running:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=_pin_server,
         )
         self.pid = self.proc.pid
         self._seen = {}  # pid -> start time, so a recycled PID is never signalled
