@@ -7,6 +7,9 @@ the same CPU pinning as run.py. It prints a Markdown table of req/s and
 server CPU µs per request per round, and the median of the B ÷ A CPU ratios:
 the figure to read, since CPU per request does not depend on how fast wrk is.
 Example: `python bench/ab.py siesta-thread siesta-thread-metrics --rounds 8`.
+To compare two builds of one spec, copy the older `python/siesta` package
+to DIR/siesta and give `--a-path DIR` (it goes first on that side's
+PYTHONPATH): `python bench/ab.py siesta-gevent siesta-gevent --a-path DIR`.
 """
 
 import argparse
@@ -22,9 +25,18 @@ from run import run_wrk  # noqa: E402
 from servers import LOAD_CPUS, SERVER_CPUS, SPECS, Running, pin_load  # noqa: E402
 
 
-def measure(spec, duration, logdir):
+def measure(spec, duration, logdir, path=None):
     """One S1 measurement on a fresh server: (req/s, CPU µs per request)."""
-    server = Running(spec, 1, os.path.join(logdir, f"{spec.name}.log"))
+    saved = os.environ.get("PYTHONPATH")
+    if path:
+        os.environ["PYTHONPATH"] = path
+    try:
+        server = Running(spec, 1, os.path.join(logdir, f"{spec.name}.log"))
+    finally:
+        if path:
+            os.environ.pop("PYTHONPATH")
+            if saved is not None:
+                os.environ["PYTHONPATH"] = saved
     try:
         run_wrk(server.port, 1)
         server.remember_tree()
@@ -42,6 +54,8 @@ def main(argv=None):
     parser.add_argument("b")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--a-path", help="PYTHONPATH entry for A (another build of siesta)")
+    parser.add_argument("--b-path", help="PYTHONPATH entry for B")
     args = parser.parse_args(argv)
     specs = {spec.name: spec for spec in SPECS}
     a, b = specs[args.a], specs[args.b]
@@ -53,13 +67,13 @@ def main(argv=None):
     ratios = []
     with tempfile.TemporaryDirectory() as logdir:
         for i in range(args.rounds):
-            first, second = (a, b) if i % 2 == 0 else (b, a)
-            got = {}
-            for spec in (first, second):
-                got[spec.name] = measure(spec, args.duration, logdir)
-            (ra, ua), (rb, ub) = got[a.name], got[b.name]
+            sides = [("A", a, args.a_path), ("B", b, args.b_path)]
+            if i % 2:
+                sides.reverse()
+            got = {side: measure(spec, args.duration, logdir, path) for side, spec, path in sides}
+            (ra, ua), (rb, ub) = got["A"], got["B"]
             ratios.append(ub / ua)
-            order = "AB" if first is a else "BA"
+            order = "".join(side for side, _, _ in sides)
             row = f"{ra:,.0f} | {ua:.2f} | {rb:,.0f} | {ub:.2f} | {ub / ua:.3f}"
             print(f"| {i + 1} | {order} | {row} |", flush=True)
     median = statistics.median(ratios)

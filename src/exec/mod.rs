@@ -6,8 +6,10 @@
 //! gevent hub queue (`gevent.rs`) hands them to the hub loop in Python.
 //! `wait.rs` is the one way a request waits for the network, in both modes:
 //! a thread blocks (GIL released by the caller), a greenlet gets a token to
-//! park on. What a request *does* is `wsgi/`'s business.
+//! park on. `arena.rs` keeps CPython's frame memory between greenlets.
+//! What a request *does* is `wsgi/`'s business.
 
+pub(crate) mod arena;
 pub(crate) mod gevent;
 pub(crate) mod threads;
 pub(crate) mod wait;

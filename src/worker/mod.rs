@@ -113,6 +113,8 @@ impl Server {
                 (Executor::Threads(pool), None)
             }
             Mode::Gevent => {
+                // A greenlet per request: keep its frame memory between requests.
+                crate::exec::arena::install();
                 let hub = Arc::new(Hub::new().map_err(|e| PyOSError::new_err(e.to_string()))?);
                 (Executor::Gevent(hub.clone()), Some(hub))
             }
