@@ -48,7 +48,7 @@ settings! {
     runtime_threads: usize,
     /// `--threads`: app slots per worker in thread mode.
     threads: usize,
-    /// `--max-threads`; 0: derived from `--threads` (`exec/growth.rs`).
+    /// `--max-threads`; 0: derived from `--threads` (`exec/threads/growth.rs`).
     max_threads: usize,
     /// `--keep-alive`, seconds.
     keep_alive: f64,

@@ -18,8 +18,7 @@ pub(crate) mod signals;
 use crate::config::{Config, Mode};
 use crate::error::StartupError;
 use crate::exec::gevent::{Event, Hub};
-use crate::exec::growth::PoolSize;
-use crate::exec::threads::Pool;
+use crate::exec::threads::{Pool, PoolSize};
 use crate::exec::Executor;
 use crate::log::access::AccessLog;
 use crate::net::bind::Listener;
@@ -93,7 +92,7 @@ impl Server {
             }
         };
         // Thread mode with --runtime-threads 0: the Python threads drive a
-        // current-thread runtime (exec/threads.rs); otherwise dedicated
+        // current-thread runtime (exec/threads/); otherwise dedicated
         // I/O threads run a multi-thread one.
         let driven = config.mode == Mode::Thread && config.runtime_threads == 0;
         let rt = if driven {

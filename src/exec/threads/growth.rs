@@ -6,8 +6,8 @@
 //! pool may start more threads, up to `--max-threads`, to keep `--threads`
 //! of them free for the app. Threads above `--threads` leave once idle for
 //! `SHRINK_AFTER`. These are the pure rules, with no lock and no thread:
-//! `threads.rs` counts, asks `PoolSize` what to do, and starts or ends the
-//! threads (through the spawner Python handed it).
+//! the pool (`mod.rs`, `monitor.rs`) counts, asks `PoolSize` what to do,
+//! and starts threads (through the spawner Python handed it) or ends them.
 
 use std::time::Duration;
 
