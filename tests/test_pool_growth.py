@@ -80,8 +80,11 @@ def pool_threads(srv):
     return get_json(srv, "/threads")["pool"]
 
 
-def test_parked_uploads_do_not_hold_up_a_get_and_the_pool_shrinks_back(start_server):
-    srv = start_server(APP, "--threads", "2", mode="thread")
+@pytest.mark.parametrize("runtime_threads", ["0", "1"])
+def test_parked_uploads_do_not_hold_up_a_get_and_the_pool_shrinks_back(
+    start_server, runtime_threads
+):
+    srv = start_server(APP, "--threads", "2", "--runtime-threads", runtime_threads, mode="thread")
     with Uploads(srv, 10) as uploads:
         assert uploads.wait_parked(), srv.log()
         # Regression: with both threads in read(), the GET used to wait forever.
@@ -156,6 +159,28 @@ def test_no_more_than_threads_requests_in_the_app_at_once(start_server):
     assert [r.status for r in answers + worked] == [200] * 16
     most = get_json(srv, "/max")["max"]
     assert 1 <= most <= 2, f"{most} requests worked at once with --threads 2"
+
+
+def test_an_app_holding_a_lock_across_read_does_not_deadlock(start_server):
+    """The upload holding the lock comes back from read() while the only app slot is
+    held by a request waiting for that lock: it goes ahead beyond --threads."""
+    srv = start_server(APP, "--threads", "1", mode="thread")
+    holder, waiter = new_token(), new_token()
+    with srv.connect(timeout=WAIT) as first, srv.connect(timeout=WAIT) as second:
+        first.send(
+            rawhttp.build_request(
+                "POST", f"/locked?token={holder}", [("Content-Length", str(SIZE))]
+            )
+            + b"x" * FIRST
+        )
+        assert srv.wait_records("locked", 1, timeout=WAIT) == [holder], srv.log()
+        second.send(rawhttp.build_request("POST", f"/locked?token={waiter}", body=b"y" * 5))
+        assert srv.wait_records("locking", 2, timeout=WAIT) == [holder, waiter], srv.log()
+        first.send(b"x" * (SIZE - FIRST))
+        answers = [first.read_response("POST"), second.read_response("POST")]
+    assert [(r.status, r.body) for r in answers] == [(200, str(SIZE).encode()), (200, b"5")]
+    assert "runs beyond --threads" in srv.log()
+    srv.assert_serving()
 
 
 def test_timeout_kills_a_worker_whose_slots_are_stuck_beside_parked_uploads(start_server):

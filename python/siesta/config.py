@@ -256,10 +256,10 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         "Thread mode: most Python threads per worker. While requests wait on the network "
         "(in wsgi.input or on a slow client), each holding a thread, the pool starts more "
-        "threads so that --threads stay free for the app; threads above --threads leave "
-        "after 3 s idle. 0 derives it: four times --threads or --threads + 128, whichever is "
-        "more, at most 1024. --threads or less turns growth off. Past it, requests wait, "
-        "then --queue-timeout sheds them.",
+        "threads so that --threads stay free for the app; threads it has not needed for "
+        "3 s leave, down to --threads. 0 derives it: four times --threads or --threads + "
+        "128, whichever is more, at most 1024. --threads or less turns growth off. Past it, "
+        "requests wait, then --queue-timeout sheds them.",
         type=_non_negative_int,
         metavar="INT",
         rust=True,

@@ -4,9 +4,12 @@
 `wsgi.input.read()` while the client holds it back), then works and answers
 the body's size; `/work` only works. Working is a short sleep counted in a
 module-wide gauge, and `/max` answers the most requests ever seen working at
-once (outside `read()`). `/threads` answers how many threads named
-`siesta-N` `threading` knows; `/spin?seconds=S` holds its thread in the app
-(bounded); anything else answers `pong`. Paths are recorded by `dispatch`.
+once (outside `read()`). `/locked?token=T` records T under `locking`, takes a
+module-wide lock (bounded wait), records T under `locked`, reads its whole
+body while holding the lock, and answers the body's size. `/threads`
+answers how many threads named `siesta-N` `threading` knows;
+`/spin?seconds=S` holds its thread in the app (bounded); anything else
+answers `pong`. Paths are recorded by `dispatch`.
 """
 
 import json
@@ -18,6 +21,7 @@ from records import dispatch, params, record, token
 
 WORK = 0.05
 _lock = threading.Lock()
+_app_lock = threading.Lock()  # what /locked holds across read()
 _working = 0
 _max_working = 0
 POOL_NAME = re.compile(r"^siesta-\d+$")
@@ -45,6 +49,19 @@ def upload(environ, start_response):
     record("arrived", token(environ))
     body = environ["wsgi.input"].read()
     _work()
+    return _answer(start_response, str(len(body)).encode())
+
+
+def locked(environ, start_response):
+    """Holds a lock across wsgi.input.read(), as an app holding a connection might."""
+    record("locking", token(environ))
+    if not _app_lock.acquire(timeout=20.0):
+        return _answer(start_response, b"lock timeout")
+    try:
+        record("locked", token(environ))
+        body = environ["wsgi.input"].read()
+    finally:
+        _app_lock.release()
     return _answer(start_response, str(len(body)).encode())
 
 
@@ -79,6 +96,7 @@ def ping(environ, start_response):
 ROUTES = {
     "upload": upload,
     "work": work,
+    "locked": locked,
     "max": most,
     "threads": pool_threads,
     "spin": spin,

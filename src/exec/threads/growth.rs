@@ -4,17 +4,18 @@
 //! at once. A thread parked on the network (in `wsgi.input` or sending to a
 //! slow client, `wait.rs`) holds no slot, so while requests are parked the
 //! pool may start more threads, up to `--max-threads`, to keep `--threads`
-//! of them free for the app. Threads above `--threads` leave once idle for
-//! `SHRINK_AFTER`. These are the pure rules, with no lock and no thread:
+//! of them free for the app. Threads the pool did not need for
+//! `SHRINK_AFTER` leave, down to `--threads`. These are the pure rules, with no lock and no thread:
 //! the pool (`mod.rs`, `monitor.rs`) counts, asks `PoolSize` what to do,
 //! and starts threads (through the spawner Python handed it) or ends them.
 
 use std::time::Duration;
 
-/// A thread above `--threads` that found nothing to do for this long leaves
-/// the pool: long enough that a burst of slow uploads does not start and
-/// end threads over and over, short enough that the pool is back to
-/// `--threads` soon after the uploads are gone.
+/// The pool looks back this far to shrink: threads that stayed idle all
+/// through it (never woken for work) leave, down to `--threads`. Long
+/// enough that a burst of slow uploads does not start and end threads over
+/// and over, short enough that the pool is back to `--threads` soon after
+/// the uploads are gone.
 pub(crate) const SHRINK_AFTER: Duration = Duration::from_secs(3);
 
 /// `--max-threads 0` is derived from `--threads`: four times as many, or
@@ -90,6 +91,12 @@ impl PoolSize {
     /// Whether an idle thread may leave a pool of `threads` threads.
     pub(crate) fn may_shrink(&self, threads: usize) -> bool {
         threads > self.threads
+    }
+
+    /// How many of `threads` leave after a window through which at least
+    /// `idle_low` stayed idle: those, but never below `--threads`.
+    pub(crate) fn surplus(&self, threads: usize, idle_low: usize) -> usize {
+        idle_low.min(threads.saturating_sub(self.threads))
     }
 }
 
@@ -196,5 +203,21 @@ mod tests {
         assert!(size.may_shrink(3));
         assert!(!size.may_shrink(2));
         assert!(!size.may_shrink(1));
+        let cases = [
+            // (threads, fewest idle through the window, threads to leave)
+            (10, 8, 8),
+            (10, 9, 8),
+            (10, 3, 3),
+            (10, 0, 0),
+            (2, 2, 0),
+            (1, 1, 0),
+        ];
+        for (threads, idle_low, want) in cases {
+            assert_eq!(
+                size.surplus(threads, idle_low),
+                want,
+                "{threads} {idle_low}"
+            );
+        }
     }
 }

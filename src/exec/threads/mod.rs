@@ -18,8 +18,9 @@
 //! for it if need be) when the network answers, so no more than `--threads`
 //! threads run app code at once. While requests are parked and jobs queue
 //! with a slot free and no thread to take it, the monitor asks Python for
-//! more threads, up to `--max-threads`; threads above `--threads` leave
-//! after `SHRINK_AFTER` idle. Python starts every thread
+//! more threads, up to `--max-threads`; the pool shrinks back, never below
+//! `--threads`, by as many threads as stayed idle through `SHRINK_AFTER`
+//! (`end_window`). Python starts every thread
 //! (`python/siesta/_run.py`, and the spawner it hands `Server.grow_with`);
 //! each runs `Pool::run` with the handler that serves one job, so the pool
 //! never knows what a job is for.
@@ -39,7 +40,7 @@ pub(crate) use monitor::Spawner;
 
 use crate::exchange::Job;
 use growth::SHRINK_AFTER;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use pyo3::prelude::*;
 use state::State;
 use std::cell::RefCell;
@@ -166,9 +167,13 @@ impl Pool {
                 self.slot_cv.notify_one();
             }
         }
-        let mut idle_since = None;
+        // Woken from idle: if it then works, the pool needed it.
+        let mut woke = false;
         loop {
             if let Some(job) = st.take(self.queue_timeout, self.size.threads) {
+                if woke {
+                    st.idle_needed();
+                }
                 if let (false, Some(rt)) = (st.driver, &self.runtime) {
                     // Nobody drives while this thread runs the app: give
                     // the runtime a turn first, so replies of finished
@@ -185,6 +190,9 @@ impl Pool {
                 return None;
             }
             if let (false, Some(rt)) = (st.driver, &self.runtime) {
+                if woke {
+                    st.idle_needed();
+                }
                 st.driver = true;
                 st.turns += 1;
                 st.last_turn = Instant::now();
@@ -200,21 +208,43 @@ impl Pool {
                 }
                 return job;
             }
-            let since: Instant = *idle_since.get_or_insert_with(Instant::now);
-            st.idle += 1;
             if self.size.may_shrink(st.threads) {
-                let left = SHRINK_AFTER.saturating_sub(since.elapsed());
-                if left.is_zero() {
-                    // Idle long enough, with more threads than --threads.
-                    st.idle -= 1;
+                self.end_window(&mut st);
+                if st.retire > 0 {
+                    // Not needed: one too many.
+                    st.retire -= 1;
                     st.threads = st.threads.saturating_sub(1);
                     return None;
                 }
-                self.idle_cv.wait_for(&mut st, left);
+                let until = st.window + SHRINK_AFTER;
+                st.idle += 1;
+                self.idle_cv.wait_until(&mut st, until);
             } else {
+                st.idle += 1;
                 self.idle_cv.wait(&mut st);
             }
             st.idle -= 1;
+            woke = true;
+        }
+    }
+
+    /// With more threads than `--threads`, called by a thread about to go
+    /// idle: once `SHRINK_AFTER` has passed since the window began, the
+    /// threads that stayed idle all through it were not needed, and that
+    /// many (never below `--threads`) are to leave (`retire`); the first
+    /// is the calling thread, the others are woken to go.
+    fn end_window(&self, st: &mut MutexGuard<'_, State>) {
+        let now = Instant::now();
+        if now < st.window + SHRINK_AFTER {
+            return;
+        }
+        let idle = st.idle + 1; // the calling thread included
+        let surplus = self.size.surplus(st.threads, st.idle_low.min(idle));
+        st.retire = surplus;
+        st.window = now;
+        st.idle_low = idle - surplus;
+        if surplus > 1 {
+            self.idle_cv.notify_all();
         }
     }
 

@@ -117,6 +117,7 @@ impl Pool {
             return st;
         }
         st.starting += wanted;
+        st.grew();
         drop(st);
         let started = (0..wanted).take_while(|_| spawn()).count();
         let mut st = self.state.lock();

@@ -2,8 +2,9 @@
 //!
 //! `State` is plain data with the few rules that only read and write it:
 //! which queued job is still worth running (`--queue-timeout`), whether an
-//! app slot is free, taking and giving back a slot, and the `Census` the
-//! growth rules (`growth.rs`) look at. It never waits, wakes or starts a
+//! app slot is free, taking and giving back a slot, how many idle threads
+//! the pool could spare, and the `Census` the growth rules (`growth.rs`)
+//! look at. It never waits, wakes or starts a
 //! thread: that is `mod.rs`, `park.rs` and `monitor.rs`.
 
 use super::growth::Census;
@@ -48,6 +49,14 @@ pub(super) struct State {
     /// Threads asked for and not in the loop yet: Python's first
     /// `--threads`, then the monitor's spawns.
     pub starting: usize,
+    /// Fewest idle threads since `window` began, looked at whenever an
+    /// idle thread was needed (woken, it took a job or the driving): that
+    /// many were not needed all through the window.
+    pub idle_low: usize,
+    /// When the current shrink window began (`SHRINK_AFTER` long).
+    pub window: Instant,
+    /// Idle threads still to leave, decided when the last window ended.
+    pub retire: usize,
     /// No spawn before then (Python failed to start a thread).
     pub spawn_after: Option<Instant>,
     pub closed: bool,
@@ -71,6 +80,9 @@ impl State {
             released: 0,
             threads: 0,
             starting: threads,
+            idle_low: 0,
+            window: Instant::now(),
+            retire: 0,
             spawn_after: None,
             closed: false,
         }
@@ -107,6 +119,20 @@ impl State {
     pub(super) fn release(&mut self) {
         self.running = self.running.saturating_sub(1);
         self.released += 1;
+    }
+
+    /// A thread woken from idle took a job or the driving: the threads
+    /// still idle are all the window can spare.
+    pub(super) fn idle_needed(&mut self) {
+        self.idle_low = self.idle_low.min(self.idle);
+    }
+
+    /// The pool grew (no thread was idle): a new shrink window begins,
+    /// with nothing to spare yet.
+    pub(super) fn grew(&mut self) {
+        self.window = Instant::now();
+        self.idle_low = 0;
+        self.retire = 0;
     }
 
     pub(super) fn census(&self) -> Census {
@@ -147,6 +173,21 @@ mod tests {
         st.release();
         st.release(); // never below zero
         assert_eq!((st.running, st.released), (0, 3));
+    }
+
+    #[test]
+    fn idle_threads_spared_through_a_window() {
+        let mut st = State::new(2);
+        st.idle_low = 5;
+        st.idle = 4;
+        st.idle_needed(); // one of five was woken for work
+        assert_eq!(st.idle_low, 4);
+        st.idle = 6;
+        st.idle_needed();
+        assert_eq!(st.idle_low, 4, "the fewest counts");
+        st.retire = 2;
+        st.grew();
+        assert_eq!((st.idle_low, st.retire), (0, 0), "growing spares none");
     }
 
     #[test]
