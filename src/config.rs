@@ -46,6 +46,10 @@ settings! {
     workers: usize,
     /// `--runtime-threads`.
     runtime_threads: usize,
+    /// `--threads`: app slots per worker in thread mode.
+    threads: usize,
+    /// `--max-threads`; 0: derived from `--threads` (`exec/threads/growth.rs`).
+    max_threads: usize,
     /// `--keep-alive`, seconds.
     keep_alive: f64,
     /// `--header-timeout`, seconds; 0 waits forever.
@@ -122,6 +126,9 @@ pub(crate) struct Config {
     pub mode: Mode,
     pub workers: usize,
     pub runtime_threads: usize,
+    /// `--threads` and `--max-threads` as given (the pool resolves a 0).
+    pub threads: usize,
+    pub max_threads: usize,
     pub limits: Limits,
     pub root_path: String,
     pub access_logfile: Option<String>,
@@ -223,6 +230,8 @@ impl Config {
             mode,
             workers: s.workers.max(1),
             runtime_threads: s.runtime_threads,
+            threads: s.threads,
+            max_threads: s.max_threads,
             limits,
             root_path: s.root_path,
             access_logfile: s.access_logfile,

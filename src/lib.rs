@@ -12,8 +12,9 @@
 //! - `wsgi`: environ, `wsgi.input` (streamed, pulled only when the app reads),
 //!   `start_response`, response framing and streaming, `wsgi.file_wrapper`,
 //!   and thread mode's request driver.
-//! - `exec`: a leaf: the executors (thread pool, gevent hub queue) that run
-//!   the jobs they are handed, and `Waiter`, the one way a request waits.
+//! - `exec`: a leaf: the executors (thread pool, which grows while requests
+//!   are parked; gevent hub queue) that run the jobs they are handed, and
+//!   `Waiter`, the one way a request waits.
 //! - `exchange`: what crosses between the I/O side and the app side: `Job`,
 //!   `Record` (a request's bookkeeping), `Reply`, the response `Pipe`.
 //! - `observer`: the metrics process (`--metrics-bind`): `/metrics`,

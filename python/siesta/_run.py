@@ -1,14 +1,18 @@
 """Thread mode's run loop: start the server, the Python threads, and wait.
 
-The Rust ``Server`` does the I/O; here ``--threads`` Python threads each run
+The Rust ``Server`` does the I/O; here Python threads each run
 ``server.run_thread(app)`` (a Rust loop that takes requests with the GIL
-released) so that ``threading`` knows them. ``wait()`` returns once a signal
-has stopped the server and drained its connections; the threads then finish
-what they hold. Gevent mode has its own loop in ``_gevent.py``.
+released) so that ``threading`` knows them. ``--threads`` start at once; the
+pool asks for more through ``spawn`` (``server.grow_with``) while requests
+wait on the network, and those leave by themselves once idle. ``wait()``
+returns once a signal has stopped the server and drained its connections;
+the threads then finish what they hold. Gevent mode has its own loop in
+``_gevent.py``.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Any
@@ -16,17 +20,30 @@ from typing import Any
 
 def serve_threads(server: Any, app: Any, threads: int) -> None:
     """Serves on a started server (``server.start()``) until it stops."""
-    pool = [
-        threading.Thread(target=server.run_thread, args=(app,), name=f"siesta-{i}", daemon=True)
-        for i in range(threads)
-    ]
-    for t in pool:
-        t.start()
+    pool: list[threading.Thread] = []
+    numbers = itertools.count()
+    lock = threading.Lock()
+
+    def spawn() -> None:
+        """Starts one pool thread (called here, then by the pool's monitor with the GIL)."""
+        thread = threading.Thread(
+            target=server.run_thread, args=(app,), name=f"siesta-{next(numbers)}", daemon=True
+        )
+        thread.start()
+        with lock:
+            pool[:] = [t for t in pool if t.is_alive()]
+            pool.append(thread)
+
+    server.grow_with(spawn)
+    for _ in range(threads):
+        spawn()
     # wait() returns once the server drained, or once the stop's time ran
     # out (--graceful-timeout for TERM): what a thread still holds then is
     # abandoned, so the joins only give finishing threads the server's last
-    # moment.
+    # moment. The pool starts no thread once stopped.
     server.wait()
     deadline = time.monotonic() + server.stop_grace
-    for t in pool:
+    with lock:
+        started = list(pool)
+    for t in started:
         t.join(max(0.0, deadline - time.monotonic()))

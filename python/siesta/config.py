@@ -241,12 +241,28 @@ SETTINGS: tuple[Setting, ...] = (
         "threads",
         ("--threads",),
         8,
-        "Python threads per worker in thread mode. 8 by default: measured on 2 cores, "
-        "hello-world req/s and CPU per request are the same from 1 to 16 threads (one "
-        "thread drives the I/O and runs the app while the others sleep), and 8 lets 8 "
-        "requests wait in the app, in wsgi.input or on a slow client at once.",
+        "Python threads per worker in thread mode: at most this many run the app at once. "
+        "A request waiting on the network (in wsgi.input or on a slow client) does not "
+        "count: the pool grows for it, see --max-threads. 8 by default: measured on 2 "
+        "cores, hello-world req/s and CPU per request are the same from 1 to 16 threads "
+        "(one thread drives the I/O and runs the app while the others sleep).",
         type=_positive_int,
         metavar="INT",
+        rust=True,
+    ),
+    Setting(
+        "max_threads",
+        ("--max-threads",),
+        0,
+        "Thread mode: most Python threads per worker. While requests wait on the network "
+        "(in wsgi.input or on a slow client), each holding a thread, the pool starts more "
+        "threads so that --threads stay free for the app; threads it has not needed for "
+        "3 s leave, down to --threads. 0 derives it: four times --threads or --threads + "
+        "128, whichever is more, at most 1024. --threads or less turns growth off. Past it, "
+        "requests wait, then --queue-timeout sheds them.",
+        type=_non_negative_int,
+        metavar="INT",
+        rust=True,
     ),
     Setting(
         "worker_connections",

@@ -1,9 +1,11 @@
 //! Executors: where a queued `Job` waits for a Python thread or greenlet, and how a request waits.
 //!
 //! This is a leaf: it runs what it is handed and names no type of the layers
-//! above it. The I/O side `submit`s jobs; the thread pool (`threads.rs`)
-//! hands each one to the handler its Python thread was started with, and the
-//! gevent hub queue (`gevent.rs`) hands them to the hub loop in Python.
+//! above it. The I/O side `submit`s jobs; the thread pool (`threads/`)
+//! hands each one to the handler its Python thread was started with (and
+//! grows while requests are parked, by the rules of `threads/growth.rs`),
+//! and the gevent hub queue (`gevent.rs`) hands them to the hub loop in
+//! Python.
 //! `wait.rs` is the one way a request waits for the network, in both modes:
 //! a thread blocks (GIL released by the caller), a greenlet gets a token to
 //! park on. `arena.rs` keeps CPython's frame memory between greenlets.

@@ -2,7 +2,7 @@
 //!
 //! A `Waiter` polls a `poll`-style closure. `Waiter::Thread` blocks the
 //! calling OS thread until the closure is ready or the deadline passes; on
-//! a pool thread that drives the I/O runtime (`threads.rs`) it drives the
+//! a pool thread that drives the I/O runtime (`threads/`) it drives the
 //! runtime while it waits, so the waiting thread keeps sockets moving. The
 //! caller releases the GIL around it (`outside_gil`). `Waiter::Greenlet`
 //! never blocks: it registers a wake token with the hub and returns `Park`,

@@ -2,11 +2,13 @@
 //!
 //! A thread touches the heartbeat file the master made for this worker
 //! once at start (the master's sign that the worker booted) and then every
-//! interval while the worker makes progress: in thread mode, while some
-//! pool thread is free, driving I/O or waiting on the network, or a request
-//! completed since the last look; in gevent mode, while the hub loop keeps
-//! calling `hub_beat`. A worker whose app holds every thread (or the hub)
-//! stops beating, and the master dumps and replaces it.
+//! interval while the worker makes progress: in thread mode, while one of
+//! the `--threads` app slots is free (its thread idle, driving I/O or
+//! waiting on the network), or a request completed or began waiting since
+//! the last look; in gevent mode, while the hub loop keeps calling
+//! `hub_beat`. A worker whose app holds every slot (or the hub) stops
+//! beating, and the master dumps and replaces it; threads the pool added
+//! for parked requests do not keep it alive.
 
 use crate::exec::Executor;
 use std::io;

@@ -4,10 +4,11 @@
 //! away, so "address in use" is reported before the app is imported), then
 //! calls `start()` (I/O runtime, accept loops, signal handling, ready line),
 //! and either runs threads through `run_thread(app)` plus `wait()` (thread
-//! mode) or drives the hub with `hub_fd()`/`hub_take()` (gevent mode). This
-//! is the top of the crate: it wires `server/` (I/O), `exec/` (executors)
-//! and `wsgi/` (the request) together and owns the shutdown timing; it
-//! holds no request logic. `signals.rs` maps signals to commands,
+//! mode, with `grow_with(spawn)` for the threads the pool adds) or drives
+//! the hub with `hub_fd()`/`hub_take()` (gevent mode). This is the top of
+//! the crate: it wires `server/` (I/O), `exec/` (executors) and `wsgi/`
+//! (the request) together and owns the shutdown timing; it holds no
+//! request logic. `signals.rs` maps signals to commands,
 //! `request.rs` is the hub's handle on one request.
 
 pub(crate) mod heartbeat;
@@ -17,7 +18,7 @@ pub(crate) mod signals;
 use crate::config::{Config, Mode};
 use crate::error::StartupError;
 use crate::exec::gevent::{Event, Hub};
-use crate::exec::threads::Pool;
+use crate::exec::threads::{Pool, PoolSize};
 use crate::exec::Executor;
 use crate::log::access::AccessLog;
 use crate::net::bind::Listener;
@@ -91,7 +92,7 @@ impl Server {
             }
         };
         // Thread mode with --runtime-threads 0: the Python threads drive a
-        // current-thread runtime (exec/threads.rs); otherwise dedicated
+        // current-thread runtime (exec/threads/); otherwise dedicated
         // I/O threads run a multi-thread one.
         let driven = config.mode == Mode::Thread && config.runtime_threads == 0;
         let rt = if driven {
@@ -109,7 +110,12 @@ impl Server {
         .map_err(|e| startup(StartupError::Runtime(e)))?;
         let (exec, hub) = match config.mode {
             Mode::Thread => {
-                let pool = Pool::new(driven.then(|| rt.clone()), config.limits.queue_timeout);
+                let size = PoolSize::new(config.threads, config.max_threads);
+                let pool = Pool::new(
+                    driven.then(|| rt.clone()),
+                    config.limits.queue_timeout,
+                    size,
+                );
                 (Executor::Threads(pool), None)
             }
             Mode::Gevent => {
@@ -305,6 +311,30 @@ impl Server {
             ));
         };
         pool.run(py, |py, job| crate::wsgi::driver::serve(py, ctx, app, job));
+        Ok(())
+    }
+
+    /// Thread mode: lets the pool grow past `--threads` while requests are
+    /// parked on the network. `spawn()` must start one more thread running
+    /// `run_thread`; the pool calls it from its monitor thread, holding the
+    /// GIL only for that call. An exception it raises is logged and the pool
+    /// tries again a second later.
+    fn grow_with(&self, spawn: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Executor::Threads(pool) = &*self.exec else {
+            return Err(PyRuntimeError::new_err(
+                "grow_with needs a thread-mode server",
+            ));
+        };
+        let spawn = spawn.clone().unbind();
+        pool.set_spawner(Box::new(move || {
+            Python::attach(|py| match spawn.call0(py) {
+                Ok(_) => true,
+                Err(e) => {
+                    crate::log::error::exception(py, "Cannot start one more thread", &e);
+                    false
+                }
+            })
+        }));
         Ok(())
     }
 

@@ -1,0 +1,125 @@
+//! A pool thread waiting on the network: it gives its app slot back, then takes one again.
+//!
+//! `wait.rs` calls `set_blocked(true)` before a request's thread blocks in
+//! `wsgi.input` or on a slow client, and `set_blocked(false)` once the
+//! network answered. Parked, the thread holds no app slot, so a queued job
+//! (or a thread the pool adds, `growth.rs`) may run in its place; back, it
+//! waits for a free slot, first in line, so no more than `--threads`
+//! threads run app code at once. The wait itself (driving the runtime) is
+//! `wait.rs`'s; what the freed slot wakes is decided here.
+
+use super::state::State;
+use super::Pool;
+use parking_lot::MutexGuard;
+use std::time::{Duration, Instant};
+
+/// A thread back from the network waits for a free app slot, but when no
+/// slot at all is given back for this long it goes ahead anyway: the app's
+/// threads may be waiting for something its own request holds (a lock or a
+/// database connection taken before `read()`), and waiting longer would be
+/// a deadlock.
+const RESUME_WAIT: Duration = Duration::from_secs(1);
+
+impl Pool {
+    /// Marks the calling pool thread as waiting on the network (`true`:
+    /// its app slot is free for others) or back (`false`: it takes a slot
+    /// again, waiting for one if the pool grew meanwhile).
+    pub(crate) fn set_blocked(&self, blocked: bool) {
+        let mut st = self.state.lock();
+        if blocked {
+            st.turns += 1;
+            st.last_turn = Instant::now();
+            st.waiting += 1;
+            st.release();
+            if st.resuming > 0 {
+                self.slot_cv.notify_one();
+            } else if !st.jobs.is_empty() {
+                if st.driver {
+                    // It may have held a job back for want of a slot.
+                    drop(st);
+                    self.job_ready.notify_one();
+                } else if st.running == 0 && st.idle > 0 {
+                    self.idle_cv.notify_one();
+                }
+            }
+            return;
+        }
+        st.waiting = st.waiting.saturating_sub(1);
+        if st.running < self.size.threads {
+            st.running += 1;
+        } else if !self.take_slot_late(&mut st) {
+            drop(st);
+            crate::log::error::write(
+                crate::log::error::Level::Warning,
+                "A request back from the network waited for an app slot while no \
+                 thread of the app made progress; it runs beyond --threads (does the \
+                 app hold a lock or connection across wsgi.input.read()?)",
+            );
+        }
+    }
+
+    /// Waits (GIL released) until an app slot is free and takes it: true.
+    /// False when no slot was given back for `RESUME_WAIT`: it takes one
+    /// beyond `--threads` then.
+    fn take_slot_late(&self, st: &mut MutexGuard<'_, State>) -> bool {
+        st.resuming += 1;
+        let took = loop {
+            let seen = st.released;
+            let timed_out = self.slot_cv.wait_for(st, RESUME_WAIT).timed_out();
+            if st.running < self.size.threads {
+                break true;
+            }
+            if timed_out && st.released == seen {
+                break false;
+            }
+        };
+        st.resuming -= 1;
+        st.running += 1;
+        took
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{eventually, pool};
+
+    #[test]
+    fn back_from_the_network_waits_for_a_slot() {
+        let pool = pool(1, 4);
+        {
+            // One thread in the app, one parked (the pool grew for it).
+            let mut st = pool.state.lock();
+            st.running = 1;
+            st.waiting = 1;
+        }
+        let p = pool.clone();
+        let parked = std::thread::spawn(move || p.set_blocked(false));
+        assert!(
+            eventually(|| pool.state.lock().resuming == 1),
+            "the slot is taken: it waits"
+        );
+        assert_eq!(pool.state.lock().running, 1);
+        pool.set_blocked(true); // the app's thread parks in turn
+        assert!(parked.join().is_ok());
+        let st = pool.state.lock();
+        assert_eq!((st.running, st.waiting, st.resuming), (1, 1, 0));
+        drop(st);
+        pool.close();
+    }
+
+    #[test]
+    fn back_from_the_network_goes_ahead_when_the_app_is_blocked() {
+        let pool = pool(1, 4);
+        {
+            let mut st = pool.state.lock();
+            st.running = 1;
+            st.waiting = 1;
+        }
+        // Nobody gives the slot back: after RESUME_WAIT it runs anyway.
+        pool.set_blocked(false);
+        let st = pool.state.lock();
+        assert_eq!((st.running, st.waiting, st.resuming), (2, 0, 0));
+        drop(st);
+        pool.close();
+    }
+}

@@ -1,0 +1,217 @@
+"""Issue 16: thread mode survives slow uploaders: the pool grows while requests are parked.
+
+Uploads send their head and a few body bytes, then hold the rest back, so
+each request sits in `wsgi.input.read()` holding a thread. Before issue 16 the
+`--threads` threads all ended up there and a plain GET waited behind them.
+Now the pool starts more threads (up to `--max-threads`) while requests are
+parked, keeps at most `--threads` of them in the app at once, sheds with 503
+past `--max-threads` and `--queue-timeout`, shrinks back once idle, and
+`--timeout` still kills a worker whose app slots are all stuck. Thread mode
+only (gevent parks greenlets, tests/test_gevent.py). No timing is asserted;
+every wait is bounded.
+"""
+
+import json
+import threading
+
+import pytest
+import rawhttp
+from rawhttp import new_token
+from siesta_process import MODES, wait_until
+
+APP = "pool_app:app"
+SIZE = 1000
+FIRST = 10  # body bytes sent with the head; the rest is held back
+WAIT = 20.0
+
+pytestmark = pytest.mark.skipif("thread" not in MODES, reason="thread mode (SIESTA_TEST_MODES)")
+
+
+class Uploads:
+    """`count` POST /upload requests, each parked in read() until `finish`."""
+
+    def __init__(self, srv, count):
+        self.srv, self.conns = srv, []
+        self.token = new_token()
+        for _ in range(count):
+            conn = srv.connect(timeout=WAIT)
+            self.conns.append(conn)
+            head = rawhttp.build_request(
+                "POST", f"/upload?token={self.token}", [("Content-Length", str(SIZE))]
+            )
+            conn.send(head + b"x" * FIRST)
+
+    def wait_parked(self):
+        """Every upload is inside the app (it records before reading)."""
+        arrived = self.srv.wait_records("arrived", len(self.conns), timeout=WAIT)
+        return len(arrived) == len(self.conns)
+
+    def send_rest(self, index):
+        self.conns[index].send(b"x" * (SIZE - FIRST))
+
+    def answer(self, index):
+        return self.conns[index].read_response("POST")
+
+    def finish_all(self):
+        """Sends every body's rest, then reads every answer."""
+        for i in range(len(self.conns)):
+            self.send_rest(i)
+        return [self.answer(i) for i in range(len(self.conns))]
+
+    def close(self):
+        for conn in self.conns:
+            conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def get_json(srv, path):
+    resp = srv.get(path)
+    assert resp.status == 200, resp
+    return json.loads(resp.body)
+
+
+def pool_threads(srv):
+    """Threads named siesta-N that `threading` knows in the worker (one answers this)."""
+    return get_json(srv, "/threads")["pool"]
+
+
+@pytest.mark.parametrize("runtime_threads", ["0", "1"])
+def test_parked_uploads_do_not_hold_up_a_get_and_the_pool_shrinks_back(
+    start_server, runtime_threads
+):
+    srv = start_server(APP, "--threads", "2", "--runtime-threads", runtime_threads, mode="thread")
+    with Uploads(srv, 10) as uploads:
+        assert uploads.wait_parked(), srv.log()
+        # Regression: with both threads in read(), the GET used to wait forever.
+        resp = srv.get("/ping")
+        assert (resp.status, resp.body) == (200, b"pong")
+        assert pool_threads(srv) >= 11, "ten parked, one answering, all known to threading"
+        answers = uploads.finish_all()
+    assert [(r.status, r.body) for r in answers] == [(200, str(SIZE).encode())] * 10
+    assert wait_until(lambda: pool_threads(srv) == 2, timeout=30.0, interval=0.2), (
+        "idle threads above --threads leave"
+    )
+    srv.assert_serving()
+
+
+def test_max_threads_reached_a_get_waits_for_an_upload(start_server):
+    srv = start_server(APP, "--threads", "1", "--max-threads", "3", mode="thread")
+    with Uploads(srv, 3) as uploads, srv.connect(timeout=WAIT) as late:
+        assert uploads.wait_parked(), srv.log()
+        late.send(rawhttp.build_request("GET", "/ping/late"))
+        # Three threads, all parked: the GET waits for one of them.
+        late.sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            late.read_some()
+        late.sock.settimeout(WAIT)
+        assert "/ping/late" not in srv.records("paths")
+        uploads.send_rest(0)
+        first = uploads.answer(0)
+        assert (first.status, first.body) == (200, str(SIZE).encode())
+        resp = late.read_response()
+        assert (resp.status, resp.body) == (200, b"pong")
+        uploads.send_rest(1)
+        uploads.send_rest(2)
+        assert [uploads.answer(i).status for i in (1, 2)] == [200, 200]
+    srv.assert_serving()
+
+
+def test_max_threads_reached_then_queue_timeout_sheds(start_server):
+    srv = start_server(
+        APP, "--threads", "1", "--max-threads", "3", "--queue-timeout", "1", mode="thread"
+    )
+    with Uploads(srv, 3) as uploads:
+        assert uploads.wait_parked(), srv.log()
+        shed = srv.get("/ping/shed")
+        assert shed.status == 503
+        assert shed.header("Retry-After") == "1"
+        assert "/ping/shed" not in srv.records("paths")
+        answers = uploads.finish_all()
+    assert [r.status for r in answers] == [200] * 3
+    recovered = srv.get("/ping/recovered")
+    assert (recovered.status, recovered.body) == (200, b"pong"), "shedding ends"
+
+
+def test_no_more_than_threads_requests_in_the_app_at_once(start_server):
+    srv = start_server(APP, "--threads", "2", mode="thread")
+    works = []
+    with Uploads(srv, 8) as uploads:
+        assert uploads.wait_parked(), srv.log()
+        assert pool_threads(srv) >= 9, "the pool grew for the parked uploads"
+        # Every body completes at once, with plain requests among them: each
+        # upload comes back from read() and works, as does each /work.
+        for i in range(8):
+            uploads.send_rest(i)
+            conn = srv.connect(timeout=WAIT)
+            works.append(conn)
+            conn.send(rawhttp.build_request("GET", "/work"))
+        answers = [uploads.answer(i) for i in range(8)]
+    try:
+        worked = [conn.read_response() for conn in works]
+    finally:
+        for conn in works:
+            conn.close()
+    assert [r.status for r in answers + worked] == [200] * 16
+    most = get_json(srv, "/max")["max"]
+    assert 1 <= most <= 2, f"{most} requests worked at once with --threads 2"
+
+
+def test_an_app_holding_a_lock_across_read_does_not_deadlock(start_server):
+    """The upload holding the lock comes back from read() while the only app slot is
+    held by a request waiting for that lock: it goes ahead beyond --threads."""
+    srv = start_server(APP, "--threads", "1", mode="thread")
+    holder, waiter = new_token(), new_token()
+    with srv.connect(timeout=WAIT) as first, srv.connect(timeout=WAIT) as second:
+        first.send(
+            rawhttp.build_request(
+                "POST", f"/locked?token={holder}", [("Content-Length", str(SIZE))]
+            )
+            + b"x" * FIRST
+        )
+        assert srv.wait_records("locked", 1, timeout=WAIT) == [holder], srv.log()
+        second.send(rawhttp.build_request("POST", f"/locked?token={waiter}", body=b"y" * 5))
+        assert srv.wait_records("locking", 2, timeout=WAIT) == [holder, waiter], srv.log()
+        first.send(b"x" * (SIZE - FIRST))
+        answers = [first.read_response("POST"), second.read_response("POST")]
+    assert [(r.status, r.body) for r in answers] == [(200, str(SIZE).encode()), (200, b"5")]
+    assert "runs beyond --threads" in srv.log()
+    srv.assert_serving()
+
+
+def test_timeout_kills_a_worker_whose_slots_are_stuck_beside_parked_uploads(start_server):
+    """Parked threads beside a stuck app slot do not keep the heartbeat going."""
+    srv = start_server(APP, "--threads", "1", "--timeout", "2", mode="thread")
+    with Uploads(srv, 2) as uploads:
+        assert uploads.wait_parked(), srv.log()
+        spinning = threading.Thread(
+            target=lambda: _quietly(srv.get, "/spin?seconds=30"), daemon=True
+        )
+        spinning.start()
+        assert srv.wait_log(r"WORKER TIMEOUT \(pid:\d+\)", timeout=WAIT), srv.log()
+    assert wait_until(lambda: _quietly(srv.get, "/ping/again"), timeout=WAIT), srv.log()
+    spinning.join(WAIT)
+
+
+def test_term_stops_a_grown_pool(start_server):
+    srv = start_server(APP, "--threads", "1", mode="thread")
+    with Uploads(srv, 4) as uploads:
+        assert uploads.wait_parked(), srv.log()
+        assert pool_threads(srv) >= 5
+        assert [r.status for r in uploads.finish_all()] == [200] * 4
+    assert srv.stop() == 0, srv.log()
+    assert "Worker exiting" in srv.log()
+    assert "Traceback" not in srv.log()
+
+
+def _quietly(call, *args):
+    """`call(*args)`, or None when the connection fails (a worker being replaced)."""
+    try:
+        resp = call(*args)
+    except (OSError, rawhttp.IncompleteHead):
+        return None
+    return resp if resp.status == 200 else None
