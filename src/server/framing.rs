@@ -19,7 +19,10 @@
 //! `InvalidData` error, which `wsgi.input` reports as a malformed body (400,
 //! connection closed). A head hyper refuses closes the connection anyway,
 //! so a head `Framing` cannot follow just ends its watch (`Opaque`): it
-//! never refuses what hyper would frame differently.
+//! never refuses what hyper would frame differently. That rests on hyper
+//! 1.12's request framing (`proto/h1/role.rs`: TE wins, Content-Length is
+//! plain digits and repeats only identically, anything else is refused);
+//! `props` below models it, so check both when hyper's minor version moves.
 
 /// Where the stream is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
