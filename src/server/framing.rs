@@ -321,13 +321,7 @@ impl Framing {
                 _ if is_tchar(b) => ExtToken,
                 _ => Broken,
             },
-            ExtToken => match b {
-                _ if is_tchar(b) => ExtToken,
-                b';' => ExtName { started: false },
-                b'\r' => SizeLf,
-                _ if is_bws(b) => ExtValBws,
-                _ => Broken,
-            },
+            ExtToken if is_tchar(b) => ExtToken,
             ExtQuoted => match b {
                 b'"' => ExtValEnd,
                 b'\\' => ExtEscape,
@@ -338,7 +332,8 @@ impl Framing {
                 _ if is_quotable(b) => ExtQuoted,
                 _ => Broken,
             },
-            ExtValEnd => match b {
+            // The end of a value: a token's first non-token byte, or after a quote.
+            ExtToken | ExtValEnd => match b {
                 b';' => ExtName { started: false },
                 b'\r' => SizeLf,
                 _ if is_bws(b) => ExtValBws,
