@@ -1,15 +1,21 @@
 """S1 A/B: two server variants, interleaved, for the cost of one feature.
 
-`python bench/ab.py A B [--rounds N] [--duration S]` runs S1 (hello world,
-wrk -c64, one worker) on server spec A, then B, then B, then A, ... (ABBA, so
-neither always goes first), each on a fresh server after a 1 s warm-up, with
-the same CPU pinning as run.py. It prints a Markdown table of req/s and
-server CPU µs per request per round, and the median of the B ÷ A CPU ratios:
-the figure to read, since CPU per request does not depend on how fast wrk is.
-Example: `python bench/ab.py siesta-thread siesta-thread-metrics --rounds 8`.
-To compare two builds of one spec, copy the older `python/siesta` package
-to DIR/siesta and give `--a-path DIR` (it goes first on that side's
-PYTHONPATH): `python bench/ab.py siesta-gevent siesta-gevent --a-path DIR`.
+`python bench/ab.py A B [--rounds N] [--duration S]` starts server spec A and
+server spec B side by side (both warmed up for 1 s), then loads them in turn
+with S1 (hello world, wrk -c64) in bursts of `--duration` seconds: A, B, B,
+A, ... (ABBA, so neither always goes first). Both servers stay up the whole
+time, so a slow patch of the machine (this kind of VM's neighbours) hits
+both sides of a pair alike instead of one server's whole run. It prints a
+Markdown table of req/s and server CPU µs per request per burst pair
+(`procs.cpu_ns`, from the threads' schedstat), and the median of the
+B ÷ A ratios: the CPU one is the figure to read, since CPU per request does
+not depend on how fast wrk is. Servers are pinned as in run.py.
+Example: `python bench/ab.py siesta-thread siesta-thread-metrics --rounds 20`.
+`--restart` runs each measurement on a fresh server instead (the older
+way; start-up luck then lands in the ratios). To compare two builds of one
+spec, copy the older `python/siesta` package to DIR/siesta and give
+`--a-path DIR` (it goes first on that side's PYTHONPATH):
+`python bench/ab.py siesta-gevent siesta-gevent --a-path DIR`.
 """
 
 import argparse
@@ -25,35 +31,88 @@ from run import run_wrk  # noqa: E402
 from servers import LOAD_CPUS, SERVER_CPUS, SPECS, Running, pin_load  # noqa: E402
 
 
-def measure(spec, duration, logdir, path=None):
-    """One S1 measurement on a fresh server: (req/s, CPU µs per request)."""
+def start(spec, logdir, tag, path=None):
+    """A server for `spec`, with `path` first on its PYTHONPATH when given."""
     saved = os.environ.get("PYTHONPATH")
     if path:
         os.environ["PYTHONPATH"] = path
     try:
-        server = Running(spec, 1, os.path.join(logdir, f"{spec.name}.log"))
+        return Running(spec, 1, os.path.join(logdir, f"{tag}-{spec.name}.log"))
     finally:
         if path:
             os.environ.pop("PYTHONPATH")
             if saved is not None:
                 os.environ["PYTHONPATH"] = saved
+
+
+def burst(server, duration):
+    """One S1 burst on a running server: (req/s, CPU µs per request)."""
+    cpu0 = procs.cpu_ns(server.pid)
+    result = run_wrk(server.port, duration)
+    cpu = procs.cpu_ns(server.pid) - cpu0
+    return result["req_per_s"], cpu / max(result["requests"], 1) / 1e3
+
+
+def measure_fresh(spec, duration, logdir, tag, path=None):
+    """One S1 measurement on a fresh server (`--restart`)."""
+    server = start(spec, logdir, tag, path)
     try:
         run_wrk(server.port, 1)
         server.remember_tree()
-        cpu0 = procs.cpu_seconds(server.pid)
-        result = run_wrk(server.port, duration)
-        cpu = procs.cpu_seconds(server.pid) - cpu0
+        return burst(server, duration)
     finally:
         server.stop()
-    return result["req_per_s"], cpu / max(result["requests"], 1) * 1e6
+
+
+def compare(a, b, rounds, duration, paths=(None, None), restart=False, out=print):
+    """Runs the A/B; returns the rows `(order, (a req/s, a µs), (b req/s, b µs))`."""
+    rows = []
+    with tempfile.TemporaryDirectory() as logdir:
+        servers = {}
+        try:
+            if not restart:
+                for side, spec, path in (("A", a, paths[0]), ("B", b, paths[1])):
+                    servers[side] = start(spec, logdir, side, path)
+                    run_wrk(servers[side].port, 1)
+                    servers[side].remember_tree()
+            for i in range(rounds):
+                sides = [("A", a, paths[0]), ("B", b, paths[1])]
+                if i % 2:
+                    sides.reverse()
+                got = {}
+                for side, spec, path in sides:
+                    if restart:
+                        got[side] = measure_fresh(spec, duration, logdir, f"{i}{side}", path)
+                    else:
+                        got[side] = burst(servers[side], duration)
+                order = "".join(side for side, _, _ in sides)
+                rows.append((order, got["A"], got["B"]))
+                out(row_text(i + 1, rows[-1]))
+        finally:
+            for server in servers.values():
+                server.stop()
+    return rows
+
+
+def row_text(n, row):
+    order, (ra, ua), (rb, ub) = row
+    return f"| {n} | {order} | {ra:,.0f} | {ua:.2f} | {rb:,.0f} | {ub:.2f} | {ub / ua:.3f} |"
+
+
+def medians(rows):
+    """(median B ÷ A CPU µs per request, median B ÷ A req/s) over the rows."""
+    cpu = statistics.median(b[1] / a[1] for _, a, b in rows)
+    rate = statistics.median(b[0] / a[0] for _, a, b in rows if a[0])
+    return cpu, rate
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a")
     parser.add_argument("b")
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--duration", type=int, default=2)
+    parser.add_argument("--restart", action="store_true", help="a fresh server per measurement")
     parser.add_argument("--a-path", help="PYTHONPATH entry for A (another build of siesta)")
     parser.add_argument("--b-path", help="PYTHONPATH entry for B")
     args = parser.parse_args(argv)
@@ -64,20 +123,17 @@ def main(argv=None):
     cols = f"{a.name} req/s | {a.name} µs | {b.name} req/s | {b.name} µs"
     print(f"| round | order | {cols} | B ÷ A µs |")
     print("|---|---|---|---|---|---|---|")
-    ratios = []
-    with tempfile.TemporaryDirectory() as logdir:
-        for i in range(args.rounds):
-            sides = [("A", a, args.a_path), ("B", b, args.b_path)]
-            if i % 2:
-                sides.reverse()
-            got = {side: measure(spec, args.duration, logdir, path) for side, spec, path in sides}
-            (ra, ua), (rb, ub) = got["A"], got["B"]
-            ratios.append(ub / ua)
-            order = "".join(side for side, _, _ in sides)
-            row = f"{ra:,.0f} | {ua:.2f} | {rb:,.0f} | {ub:.2f} | {ub / ua:.3f}"
-            print(f"| {i + 1} | {order} | {row} |", flush=True)
-    median = statistics.median(ratios)
-    print(f"\nmedian B ÷ A CPU µs per request: {median:.3f} over {len(ratios)} rounds")
+    rows = compare(
+        a,
+        b,
+        args.rounds,
+        args.duration,
+        (args.a_path, args.b_path),
+        args.restart,
+        out=lambda line: print(line, flush=True),
+    )
+    cpu, rate = medians(rows)
+    print(f"\nmedian B ÷ A CPU µs per request: {cpu:.3f}, req/s: {rate:.3f} over {len(rows)} rounds")
     return 0
 
 
