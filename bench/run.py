@@ -17,6 +17,7 @@ import re
 import resource
 import select
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ PLANS = {
         "S5": {"mib": 100},
         "S6": {"counts": [100], "duration": 4},
         "S9": {"reloads": 3, "every": 1.0},
+        "S10": {"rounds": 6, "duration": 2},
     },
     "full": {
         "S1": {"duration": 10, "warmup": 2, "workers": [1, 2]},
@@ -56,6 +58,7 @@ PLANS = {
         "S7": {"count": 500, "duration": 8},
         "S8": {"count": 5000},
         "S9": {"reloads": 10, "every": 1.0},
+        "S10": {"rounds": 16, "duration": 2},
     },
 }
 
@@ -400,6 +403,26 @@ class Bench:
             "hello_after": after > 0,
         }
 
+    def s10(self, spec, p):
+        """`--metrics-bind` on (this spec) against off (the same spec without it),
+        both servers up, loaded in interleaved S1 bursts (`ab.py`)."""
+        import ab  # ab.py imports this module: imported late to avoid a cycle
+
+        base = next(s for s in SPECS if s.name == spec.name.removesuffix("-metrics"))
+        rows = ab.compare(base, spec, p["rounds"], p["duration"], out=lambda _line: None)
+        cpu, rate = ab.medians(rows)
+        ratios = sorted(b[1] / a[1] for _, a, b in rows)
+        quarter = len(ratios) // 4
+        yield {
+            "against": base.name,
+            "rounds": len(rows),
+            "off_cpu_us": round(statistics.median(a[1] for _, a, _ in rows), 2),
+            "on_cpu_us": round(statistics.median(b[1] for _, _, b in rows), 2),
+            "cpu_ratio": round(cpu, 3),
+            "cpu_ratio_iqr": f"{ratios[quarter]:.3f}–{ratios[-1 - quarter]:.3f}",
+            "req_ratio": round(rate, 3),
+        }
+
     def s8(self, spec, p):
         yield self._held_memory(spec, "idle", p["count"])
         yield self._held_memory(spec, "slowup", p["count"], "--initial", 4096, "--drip", 0)
@@ -415,6 +438,7 @@ SCENARIO_NAMES = {
     "S7": "hello under slowloris",
     "S8": "memory per held connection",
     "S9": "failed requests during HUP reloads",
+    "S10": "cost of --metrics-bind, interleaved",
 }
 
 
@@ -588,6 +612,8 @@ def summary(record):
         "connection",
         "ratio_to_idle",
         "kib_per_conn",
+        "cpu_ratio",
+        "req_ratio",
         "errors",
         "server_alive",
     ]
