@@ -26,6 +26,12 @@ use workers::{Exit, Retire, Table};
 const WORKER_BOOT_ERROR: i32 = 3;
 const APP_LOAD_ERROR: i32 = 4;
 
+/// After `--graceful-timeout`, how long a worker stopped with TERM gets
+/// before SIGKILL. The worker gives up on its own requests one second after
+/// the timeout (counted from when it got TERM) and then exits; the rest is
+/// room for that exit, so a worker that used its whole grace is not killed
+/// in the middle of leaving.
+const GRACEFUL_EXTRA: Duration = Duration::from_secs(3);
 /// After a fast stop, how long workers get before SIGKILL.
 const FAST_GRACE: Duration = Duration::from_secs(2);
 /// After a timeout's SIGABRT (which dumps the stacks), how long before SIGKILL.
@@ -168,7 +174,7 @@ struct Master<'a, 'py> {
 
 impl Master<'_, '_> {
     fn graceful(&self) -> Duration {
-        self.cfg.limits.graceful_timeout + Duration::from_secs(1)
+        self.cfg.limits.graceful_timeout + GRACEFUL_EXTRA
     }
 
     fn handle(&mut self, py: Python<'_>, cmd: Command) {
