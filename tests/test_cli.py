@@ -146,3 +146,20 @@ def test_sigterm_exits_0(start_server, mode):
     srv.proc.send_signal(signal.SIGTERM)
     assert srv.proc.wait(15) == 0
     assert "Traceback" not in srv.log()
+
+
+@pytest.mark.parametrize(
+    "args, mode",
+    [
+        (["--proxy-protocol", "router_app:app"], "auto"),
+        (["--proxy-protocol", "v2", "router_app:app"], "v2"),
+        (["router_app:app", "--proxy-protocol"], "auto"),
+    ],
+)
+def test_proxy_protocol_flag_before_the_app(args, mode):
+    """gunicorn's `--proxy-protocol` is a flag: the app after it stays the app."""
+    result = run_siesta("--print-config", *APP_ARGS, *args)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert re.search(rf"(?m)^\s*proxy_protocol\s*[=:]\s*'?{mode}'?\s*$", out), out
+    assert re.search(r"(?m)^\s*app\s*[=:]\s*'router_app:app'\s*$", out), out

@@ -105,9 +105,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _flags_alone(args: list[str]) -> list[str]:
+    """An option whose value is optional (``--proxy-protocol [MODE]``) followed by
+    a word that is not one of its values stands alone, so ``--proxy-protocol
+    app:app`` serves ``app:app`` as it does with gunicorn's flag."""
+    optional = {f: s for s in SETTINGS if s.cli_extra.get("nargs") == "?" for f in s.flags}
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        s = optional.get(arg)
+        following = out[i + 1]
+        if s is None or following.startswith("-"):
+            continue
+        try:
+            s.type(following)
+        except ValueError:
+            out[i] = f"{arg}={s.cli_extra['const']}"
+    return out
+
+
 def _parse(args: list[str], source: str) -> dict[str, Any]:
     try:
-        return {k: v for k, v in vars(parser().parse_args(args)).items() if v is not None}
+        parsed = parser().parse_args(_flags_alone(args))
+        return {k: v for k, v in vars(parsed).items() if v is not None}
     except UsageError as exc:
         where = "" if source == "the command line" else f"{source}: "
         raise UsageError(f"{where}{exc}") from None
