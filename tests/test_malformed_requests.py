@@ -123,3 +123,25 @@ def test_request_smuggling_via_cl_te_does_not_reach_app(server):
     assert resp is None or resp.status in (200, 400)
     assert closed
     assert "/env/smuggled-clte" not in server.records("paths")
+
+
+def test_app_answering_a_malformed_body_itself_says_connection_close(server):
+    """The app catches the failed read and answers on its own: the server adds
+    `Connection: close` (the connection cannot carry another request) and closes."""
+    token = rawhttp.new_token()
+    with server.connect() as conn:
+        conn.send(
+            rawhttp.build_request(
+                "POST", f"/disconnect?token={token}", [("Transfer-Encoding", "chunked")]
+            )
+            + b"5\r\nhello\r\nzz\r\n"
+            + b"GET /env/after-bad-chunk HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        resp = conn.read_response()
+        closed = conn.wait_closed()
+    records = server.wait_records(f"disconnect-{token}")
+    assert records[0].startswith("ClientDisconnected oserror=True"), records
+    assert resp.status == 200, resp
+    assert resp.has_token("Connection", "close"), resp.headers
+    assert closed
+    assert "/env/after-bad-chunk" not in server.records("paths")

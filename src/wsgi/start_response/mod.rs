@@ -167,12 +167,19 @@ impl StartResponse {
             let input = self.input.get();
             // A read in progress holds the lock, and a read means the
             // expectation was answered: never wait on it here.
-            let pending = input.try_source().is_some_and(|s| s.expectation_pending());
+            let (pending, broken) = input.try_source().map_or((false, false), |s| {
+                (s.expectation_pending(), s.malformed() || s.too_large())
+            });
             if pending {
                 // RFC 9110 §10.1.1: the client holds its body back; close
                 // after this response instead of waiting for it.
                 headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
                 input.abandon();
+            } else if broken {
+                // The app answers a body that broke its framing or its limit
+                // itself: the connection cannot carry another request, and
+                // the client is told so.
+                headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
         }
         if !headers.contains_key(http::header::SERVER) {
