@@ -99,6 +99,22 @@ def test_parked_uploads_do_not_hold_up_a_get_and_the_pool_shrinks_back(
     srv.assert_serving()
 
 
+def test_metrics_show_the_pool_grow_and_shrink(start_server):
+    """`siesta_pool_threads` follows the pool: up while uploads are parked, back after."""
+    from observe import metrics_url, scrape, value
+
+    srv = start_server(APP, "--threads", "2", "--metrics-bind", "127.0.0.1:0", mode="thread")
+    url = metrics_url(srv)
+    threads = lambda: value(scrape(url), "siesta_pool_threads")  # noqa: E731
+    assert wait_until(lambda: threads() == 2, timeout=WAIT, interval=0.1), threads()
+    with Uploads(srv, 6) as uploads:
+        assert uploads.wait_parked(), srv.log()
+        assert srv.get("/ping").status == 200
+        assert threads() >= 7, "six parked, one answering"
+        uploads.finish_all()
+    assert wait_until(lambda: threads() == 2, timeout=30.0, interval=0.2), threads()
+
+
 def test_max_threads_reached_a_get_waits_for_an_upload(start_server):
     srv = start_server(APP, "--threads", "1", "--max-threads", "3", mode="thread")
     with Uploads(srv, 3) as uploads, srv.connect(timeout=WAIT) as late:

@@ -75,6 +75,13 @@ pub(crate) fn worker_leaving(reason: &str) {
     }
 }
 
+/// Thread mode: the worker's pool has `n` threads now.
+pub(crate) fn pool_threads(n: usize) {
+    if let Some(s) = worker_slot() {
+        s.gauges.0[region::gauge::THREADS].store(n as i64, Ordering::Relaxed);
+    }
+}
+
 fn set_phase(p: Phase) {
     if let Some(s) = worker_slot() {
         s.phase.store(p as u32, Ordering::Relaxed);

@@ -60,7 +60,9 @@ pub(crate) mod gauge {
     pub const PENDING: usize = 4;
     /// Connections open.
     pub const OPEN: usize = 5;
-    pub const WORDS: usize = 6;
+    /// Threads in the worker's thread-mode pool (0 in gevent mode).
+    pub const THREADS: usize = 6;
+    pub const WORDS: usize = 7;
 }
 
 /// Where an in-flight request is. `Free` marks an unused entry.

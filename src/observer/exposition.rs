@@ -144,6 +144,14 @@ impl Collector for Scrape {
             t[at::SLOW_UPLOADS],
         )?;
 
+        gauge_one(
+            &mut enc,
+            "siesta_pool_threads",
+            "Threads in thread mode's pools: --threads app slots, grown up to --max-threads \
+             while requests wait on the network (0 in gevent mode).",
+            s.gauges[gauge::THREADS].max(0),
+        )?;
+
         let open = s.gauges[gauge::OPEN].max(0);
         let active = State::LIVE
             .iter()

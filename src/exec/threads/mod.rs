@@ -276,6 +276,7 @@ impl Pool {
             let mut st = self.state.lock();
             st.threads += 1;
             st.starting = st.starting.saturating_sub(1);
+            crate::metrics::pool_threads(st.threads);
         }
         let mut next = py.detach(|| self.next_job(false));
         while let Some(job) = next {
@@ -285,6 +286,8 @@ impl Pool {
                 None => py.detach(|| self.next_job(true)),
             };
         }
+        // This thread left the count as it stopped taking jobs.
+        crate::metrics::pool_threads(self.state.lock().threads);
         CURRENT.with(|c| *c.borrow_mut() = None);
     }
 
