@@ -79,14 +79,16 @@ _FILES = {}
 
 
 def _file_of(mib):
-    """A file of `mib` MiB, written once per worker (its writing is not what is measured)."""
+    """A file of `mib` MiB, written once per worker (its writing is not what is measured).
+    It has no name, so nothing is left behind however the worker ends; each request
+    opens it anew through /proc (Linux) for a position of its own."""
     if mib not in _FILES:
-        handle = tempfile.NamedTemporaryFile(prefix="siesta-bench-")  # removed on exit
+        handle = tempfile.TemporaryFile()
         for _ in range(mib * 1024 * 1024 // CHUNK):
             handle.write(_BLOCK)
         handle.flush()
         _FILES[mib] = handle
-    return open(_FILES[mib].name, "rb")
+    return open(f"/proc/self/fd/{_FILES[mib].fileno()}", "rb")
 
 
 def _file(environ, start_response):
