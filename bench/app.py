@@ -4,11 +4,13 @@ Four routes, each as cheap as the scenario allows so that what is measured is
 the server, not the app: `/` says hello (13 bytes), `/upload` streams the body
 through sha256 in 64 KiB reads and answers "<size> <sha256>", `/reject` answers
 413 to any declared body over 64 KiB without reading it, and `/stream?mib=N`
-sends N MiB in 64 KiB blocks with a Content-Length. The app sets no hop-by-hop
+sends N MiB in 64 KiB blocks with a Content-Length (`/file?mib=N` sends the same
+through `wsgi.file_wrapper` from a temporary file). The app sets no hop-by-hop
 header (PEP 3333): closing or keeping the connection is the server's choice.
 """
 
 import hashlib
+import tempfile
 
 CHUNK = 64 * 1024
 HELLO = b"Hello, world!"
@@ -73,12 +75,45 @@ def _stream(environ, start_response):
     return _blocks(mib * 1024 * 1024 // CHUNK)
 
 
+_FILES = {}
+
+
+def _file_of(mib):
+    """A file of `mib` MiB, written once per worker (its writing is not what is measured).
+    It has no name, so nothing is left behind however the worker ends; each request
+    opens it anew through /proc (Linux) for a position of its own."""
+    if mib not in _FILES:
+        handle = tempfile.TemporaryFile()
+        for _ in range(mib * 1024 * 1024 // CHUNK):
+            handle.write(_BLOCK)
+        handle.flush()
+        _FILES[mib] = handle
+    return open(f"/proc/self/fd/{_FILES[mib].fileno()}", "rb")
+
+
+def _file(environ, start_response):
+    mib = 1
+    for pair in environ.get("QUERY_STRING", "").split("&"):
+        key, _, value = pair.partition("=")
+        if key == "mib" and value.isdigit():
+            mib = int(value)
+    handle = _file_of(mib)
+    start_response(
+        "200 OK",
+        [("Content-Type", "application/octet-stream"), ("Content-Length", str(mib * 1024 * 1024))],
+    )
+    wrapper = environ.get("wsgi.file_wrapper")
+    if wrapper is None:
+        return iter(lambda: handle.read(CHUNK), b"")
+    return wrapper(handle, CHUNK)
+
+
 def _not_found(environ, start_response):
     start_response("404 Not Found", [("Content-Type", _PLAIN), ("Content-Length", "10")])
     return [b"not found\n"]
 
 
-ROUTES = {"/": _hello, "/upload": _upload, "/reject": _reject, "/stream": _stream}
+ROUTES = {"/": _hello, "/upload": _upload, "/reject": _reject, "/stream": _stream, "/file": _file}
 
 
 def app(environ, start_response):

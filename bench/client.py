@@ -204,11 +204,12 @@ async def mode_bigupload(args):
 
 
 async def mode_download(args):
-    """S4: GET /stream?mib=N, read as fast as possible, check the length."""
+    """S4: GET /stream?mib=N (or --path /file), read as fast as possible, check the length."""
     reader, writer = await open_conn(args.port)
     start = time.monotonic()
+    path = getattr(args, "path", "/stream")
     try:
-        writer.write(f"GET /stream?mib={args.mib} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        writer.write(f"GET {path}?mib={args.mib} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
         status, _, count = await asyncio.wait_for(read_response(reader, keep=False), args.timeout)
     finally:
         close_writer(writer)
@@ -471,6 +472,7 @@ def parse_args(argv=None):
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--size", type=int, default=MIB)
     parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--path", default="/stream", help="download: /stream or /file")
     parser.add_argument("--expect", action="store_true")
     parser.add_argument(
         "--sndbuf",

@@ -4,7 +4,9 @@ Upload: the client streams 1 GiB in 1 MiB pieces from a generator (never held
 whole) to an app that reads 64 KiB at a time.  Download: the app yields 256 MiB
 while the client stops reading for a while, so only backpressure can keep the
 server from buffering it.  The resident memory (VmRSS) of the server's process
-tree is sampled from /proc and may not grow by 64 MiB or more.
+tree is sampled from /proc and may not grow by 64 MiB or more; and 1 GiB of
+fresh 64 KiB objects, each handed to the socket without a copy (issue 16),
+must leave it within a few MiB.
 """
 
 import json
@@ -113,3 +115,32 @@ def test_slow_reader_of_256mib_response_keeps_memory_flat(server):
     assert growth < GROWTH_LIMIT_KIB, (
         f"RSS grew by {growth} KiB (baseline {baseline} KiB, samples {samples})"
     )
+
+
+@pytest.mark.slow
+def test_1gib_response_of_fresh_bytes_stays_within_a_few_mib(server):
+    """Issue 16: large body items are handed to the socket without a copy, and the
+    references to the ones already sent are released later, on the next call into
+    Python; 1 GiB of fresh 64 KiB objects must still leave memory flat."""
+    count, size = 16384, 65536
+    warm = server.get("/stream?count=256&size=65536")
+    assert warm.status == 200
+    baseline = tree_rss_kib(server.proc.pid)
+    samples = []
+    with server.connect(timeout=60) as conn:
+        conn.send(rawhttp.build_request("GET", f"/stream?count={count}&size={size}"))
+        _, _, status, _, _ = conn.read_head()
+        assert status == 200
+        received = 0
+        while True:
+            data = conn.read_chunk()
+            assert data is not None, "response ended without its terminator"
+            if not data:
+                break
+            received += len(data)
+            if received % (64 * size) == 0:
+                samples.append(tree_rss_kib(server.proc.pid))
+    assert received == count * size
+    growth = max(samples) - baseline
+    assert len(samples) >= 100
+    assert growth < 16 * 1024, f"RSS grew by {growth} KiB (baseline {baseline} KiB)"

@@ -6,7 +6,10 @@
 //! socket's side (hyper polling the response body) pops. Waiting is the
 //! caller's business (`exec::wait::Waiter`: a blocked thread, or a parked
 //! greenlet), which is what lets both execution modes share this code.
-//! Memory is bounded by the capacity plus one chunk.
+//! Memory is bounded by the capacity plus one chunk. A producer waiting for
+//! room is woken once the queue is down to a quarter of the capacity, not
+//! at the first byte of room: it then queues several chunks per wake-up
+//! (a thread switch, or a hub round trip in gevent mode) instead of one.
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -64,6 +67,11 @@ impl Pipe {
         }
     }
 
+    /// Queued bytes at or below which a producer waiting for room is woken.
+    fn wake_at(&self) -> usize {
+        self.capacity / 4
+    }
+
     pub(crate) fn try_push(&self, chunk: Bytes, waker: &Waker) -> Push {
         let rx = {
             let mut st = self.state.lock();
@@ -112,7 +120,7 @@ impl Pipe {
             match st.chunks.pop_front() {
                 Some(chunk) => {
                     st.queued -= chunk.len();
-                    let tx = if st.queued < self.capacity {
+                    let tx = if st.queued <= self.wake_at() {
                         st.tx_waker.take()
                     } else {
                         None
@@ -171,6 +179,36 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    #[test]
+    fn producer_woken_only_when_the_queue_is_low() {
+        let pipe = Pipe::new(8);
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..4 {
+            assert!(matches!(
+                pipe.try_push(Bytes::from_static(b"ab"), &waker),
+                Push::Sent
+            ));
+        }
+        assert!(matches!(
+            pipe.try_push(Bytes::from_static(b"cd"), &waker),
+            Push::Full(_)
+        ));
+        for left in [6, 4] {
+            assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
+            assert_eq!(
+                count.0.load(Ordering::SeqCst),
+                0,
+                "{left} bytes left: not yet"
+            );
+        }
+        assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "2 bytes left: woken");
+        assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken once");
     }
 
     #[test]

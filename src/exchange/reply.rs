@@ -5,10 +5,11 @@
 //! a `ReplySender`, which is also where the request's `Record` learns the
 //! status. Its body is `Empty`, a `Full` buffer (the fast path for a list of
 //! bytes, no channel at all), a `Stream` fed through a bounded `Pipe`
-//! (generators and `write()`), or a `File` read by tokio straight from a
-//! descriptor (`wsgi.file_wrapper`). Validating what the app asked for is
+//! (generators and `write()`), or a `File` read from a descriptor off the
+//! GIL (`wsgi.file_wrapper`, `file_body.rs`). Validating what the app asked for is
 //! `wsgi/start_response`'s job.
 
+pub(crate) use super::file_body::FileBody;
 use super::pipe::{Pipe, PipeEnd};
 use super::record::Record;
 use crate::error::RequestError;
@@ -19,7 +20,6 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::oneshot;
 
 /// A complete response head and its body, ready for hyper.
@@ -172,59 +172,6 @@ pub(crate) struct PipeReceiver(pub Arc<Pipe>);
 impl Drop for PipeReceiver {
     fn drop(&mut self) {
         self.0.close_receiver();
-    }
-}
-
-/// A file sent by tokio from its descriptor, off the GIL.
-pub(crate) struct FileBody {
-    file: tokio::fs::File,
-    /// Bytes still to send when the length is known (declared by the app
-    /// or taken from the file's size); never more than this is sent.
-    remaining: Option<u64>,
-    block: usize,
-}
-
-impl FileBody {
-    pub(crate) fn new(file: std::fs::File, remaining: Option<u64>, block: usize) -> Self {
-        FileBody {
-            file: tokio::fs::File::from_std(file),
-            remaining,
-            block: block.clamp(8 * 1024, 1024 * 1024),
-        }
-    }
-
-    fn poll_chunk(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let want = match self.remaining {
-            Some(0) => return Poll::Ready(None),
-            Some(n) => self.block.min(usize::try_from(n).unwrap_or(usize::MAX)),
-            None => self.block,
-        };
-        let mut chunk = vec![0u8; want];
-        let mut rb = ReadBuf::new(&mut chunk);
-        match Pin::new(&mut self.file).poll_read(cx, &mut rb) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(Ok(())) => {
-                let n = rb.filled().len();
-                if n == 0 {
-                    return match self.remaining {
-                        Some(_) => Poll::Ready(Some(Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "file shorter than the declared Content-Length",
-                        )))),
-                        None => Poll::Ready(None),
-                    };
-                }
-                chunk.truncate(n);
-                if let Some(r) = self.remaining.as_mut() {
-                    *r -= n as u64;
-                }
-                Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
-            }
-        }
     }
 }
 

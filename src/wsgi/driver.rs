@@ -77,12 +77,23 @@ fn send_body(py: Python<'_>, sr: &StartResponse, iterable: &Bound<'_, PyAny>) ->
         if chunk.is_empty() {
             continue;
         }
-        let sent = py.detach(|| sr.push_wait(chunk, true))?;
-        if sent != Waited::Ready(Sent::Ok) {
+        if push(py, sr, chunk)? != Sent::Ok {
             break;
         }
     }
     Ok(())
+}
+
+/// Queues one chunk: at once when it fits (the GIL kept), else with the GIL
+/// released while the client makes room.
+pub(crate) fn push(py: Python<'_>, sr: &StartResponse, chunk: Bytes) -> PyResult<Sent> {
+    Ok(match sr.push_now(chunk)? {
+        Ok(sent) => sent,
+        Err(back) => match py.detach(|| sr.push_wait(back, true))? {
+            Waited::Ready(sent) => sent,
+            Waited::Park(_) | Waited::TimedOut => Sent::Stop,
+        },
+    })
 }
 
 /// Sends a list of bytes as one buffer, or a `wsgi.file_wrapper` from its

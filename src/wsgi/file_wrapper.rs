@@ -2,7 +2,7 @@
 //!
 //! When the app returns `environ['wsgi.file_wrapper'](f, blksize)` and `f`
 //! is a regular file with a `fileno()`, the descriptor is duplicated and
-//! tokio reads and sends it (`response::FileBody`) while Python does other
+//! Rust reads and sends it (`exchange::file_body`) while Python does other
 //! work. Anything else (a `BytesIO`, a pipe) is iterated like any iterable
 //! with `f.read(blksize)`. `close()` closes the file-like, exactly once.
 

@@ -3,10 +3,11 @@
 Routes (the second path segment picks the case): framing cases (`/framing/...`),
 status and header validation (`/status`, `/header/...`, `/hop`), exc_info rules
 (`/exc/...`), exceptions before and after the headers (`/raise/...`), the
-write() callable, wsgi.file_wrapper, streaming (`/stream`, `/gated`), and
+write() callable, wsgi.file_wrapper, streaming (`/stream`, `/gated`, `/distinct`), and
 iterables whose close() calls are recorded (`/close/...`).
 """
 
+import hashlib
 import io
 import os
 import sys
@@ -180,7 +181,8 @@ def _file_bytes(size):
 
 
 def file_wrapper(environ, start_response):
-    """Serve ?size= bytes through wsgi.file_wrapper, from a real file or a BytesIO."""
+    """Serve ?size= bytes through wsgi.file_wrapper, from a real file (from ?offset=),
+    a BytesIO or a pipe (?kind=), with the Content-Length ?length= if given."""
     query = params(environ)
     size = int(query.get("size", 100000))
     data = _file_bytes(size)
@@ -189,12 +191,21 @@ def file_wrapper(environ, start_response):
         headers.append(("Content-Length", query["length"]))
     if query.get("kind") == "bytesio":
         filelike = io.BytesIO(data)
+    elif query.get("kind") == "pipe":  # not a regular file: read through the iterable
+        read_end, write_end = os.pipe()
+        # Small enough for the pipe's buffer. Closed through the file object:
+        # gevent's os.close of a pipe takes effect only after a hub turn.
+        with os.fdopen(write_end, "wb") as w:
+            w.write(data)
+        filelike = os.fdopen(read_end, "rb")
     else:
         fd, path = tempfile.mkstemp(dir=records.RECORD_DIR)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         filelike = open(path, "rb")  # noqa: SIM115 - the server closes it
         os.unlink(path)
+    if "offset" in query:
+        filelike.seek(int(query["offset"]))
     start_response("200 OK", headers)
     return environ["wsgi.file_wrapper"](filelike, 8192)
 
@@ -211,6 +222,29 @@ def stream(environ, start_response):
             yield (b"%d" % (i % 10)) * size
             if delay:
                 time.sleep(delay)
+
+    return body()
+
+
+def distinct_block(i, size):
+    """Block `i` of /distinct: `size` bytes that differ from every other block."""
+    return (hashlib.sha256(b"%d" % i).digest() * (size // 32 + 1))[:size]
+
+
+def distinct(environ, start_response):
+    """?count= blocks of ?size= bytes, each a fresh bytes object made from one
+    bytearray that is overwritten right after the block is yielded (issue 16: a
+    body item handed on without a copy must still arrive as it was yielded)."""
+    query = params(environ)
+    count, size = int(query.get("count", 64)), int(query.get("size", 65536))
+    start_response("200 OK", TEXT + [("Content-Length", str(count * size))])
+
+    def body():
+        buf = bytearray(size)
+        for i in range(count):
+            buf[:] = distinct_block(i, size)
+            yield bytes(buf)
+            buf[:] = bytes(size)
 
     return body()
 

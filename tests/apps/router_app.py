@@ -37,6 +37,7 @@ ROUTES = {
     "file": response_app.file_wrapper,
     "stream": response_app.stream,
     "gated": response_app.gated,
+    "distinct": response_app.distinct,
     "close": response_app.close,
 }
 

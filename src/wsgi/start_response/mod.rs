@@ -19,8 +19,10 @@ use crate::wsgi::input::Input;
 use crate::wsgi::status::{content_length, parse_header, parse_status};
 use crate::wsgi::Context;
 
+mod chunk;
 mod sending;
 use bytes::Bytes;
+pub(crate) use chunk::chunk_bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
@@ -249,19 +251,6 @@ pub(crate) fn response_error(e: ResponseError) -> PyErr {
     }
 }
 
-/// Body items must be bytes (PEP 3333); copied out so no GIL is needed later.
-pub(crate) fn chunk_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
-    match item.cast::<PyBytes>() {
-        Ok(b) => Ok(Bytes::copy_from_slice(b.as_bytes())),
-        Err(_) => Err(response_error(ResponseError::NotBytes(
-            item.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
-        ))),
-    }
-}
-
 #[pymethods]
 impl StartResponse {
     /// `start_response(status, headers, exc_info=None)`. It returns this
@@ -294,13 +283,13 @@ impl StartResponse {
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let chunk = chunk_bytes(data)?;
         self.check_started()?;
-        let sent = match self
-            .waiter
-            .outside_gil(py, || self.push_wait(chunk, true))?
-        {
-            Waited::Ready(sent) => sent,
-            // Only a greenlet parks, and greenlets write through `_try_push`.
-            Waited::Park(_) | Waited::TimedOut => Sent::Stop,
+        let sent = match self.push_now(chunk)? {
+            Ok(sent) => sent,
+            Err(back) => match self.waiter.outside_gil(py, || self.push_wait(back, true))? {
+                Waited::Ready(sent) => sent,
+                // Only a greenlet parks, and greenlets write through `_try_push`.
+                Waited::Park(_) | Waited::TimedOut => Sent::Stop,
+            },
         };
         if sent == Sent::Stop && self.state.lock().gone {
             return Err(crate::wsgi::input::ClientDisconnected::new_err(

@@ -1,7 +1,8 @@
 //! The body side of a response: one buffer, a file, or a stream, then the end.
 //!
 //! `send_full` and `send_file` are the fast paths that need no channel;
-//! `try_push` queues one chunk without blocking, and `push_wait` waits for
+//! `try_push` queues one chunk without blocking (`push_now` without a
+//! waker, for a caller that would rather wait elsewhere), and `push_wait` waits for
 //! room through the request's `Waiter` (a blocked thread, or a park order
 //! for the greenlet), giving a client that takes nothing for
 //! `--body-timeout` up. `finish` and `fail` end the app's side exactly once:
@@ -44,13 +45,14 @@ impl StartResponse {
         if st.head_sent {
             return Ok(false);
         }
-        let size = file
-            .metadata()
-            .ok()
-            .filter(|m| m.is_file())
-            .map(|m| m.len());
+        // What is left of a regular file from where the app left it.
+        let size = file.metadata().ok().filter(|m| m.is_file()).map(|m| {
+            use std::io::Seek;
+            let pos = (&file).stream_position().unwrap_or(0);
+            m.len().saturating_sub(pos)
+        });
         let declared = st.staged.as_ref().and_then(|s| s.declared);
-        // Never more than declared; the file's size when nothing is declared.
+        // Never more than declared; the rest of the file when nothing is declared.
         let len = match (declared, size) {
             (Some(d), _) => Some(d),
             (None, Some(s)) => Some(s),
@@ -116,6 +118,15 @@ impl StartResponse {
                 Ok(Ok(Sent::Stop))
             }
         }
+    }
+
+    /// Queues a chunk if there is room now; `Err(chunk)` when the caller must
+    /// wait (`push_wait`). Thread mode calls this holding the GIL, so a chunk
+    /// that fits costs no GIL release.
+    pub(crate) fn push_now(&self, chunk: Bytes) -> PyResult<Result<Sent, Bytes>> {
+        // A full queue keeps this no-op waker until `push_wait` polls again
+        // with its own; room made in between is seen by that poll.
+        self.try_push(chunk, std::task::Waker::noop())
     }
 
     /// Queues a chunk, waiting for room while the client is slower than the
