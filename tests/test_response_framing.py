@@ -134,11 +134,18 @@ def expected_file(size):
     return bytes((i * 31 + 7) % 251 for i in range(size))
 
 
-@pytest.mark.parametrize("kind", ["file", "bytesio", "pipe"])
-@pytest.mark.parametrize("size", [0, 1, 8192, 1_000_003])
+# A pipe's body is written into the pipe's kernel buffer before the app
+# returns, so pipes get only sizes that fit in it.
+FILE_CASES = [
+    (kind, size)
+    for kind in ("file", "bytesio", "pipe")
+    for size in (0, 1, 8192, 1_000_003)
+    if kind != "pipe" or size <= 8192
+]
+
+
+@pytest.mark.parametrize("kind, size", FILE_CASES)
 def test_file_wrapper(server, kind, size):
-    if kind == "pipe" and size > 8192:
-        pytest.skip("the app writes the whole body into the pipe's buffer first")
     resp, follow = pipelined(server, f"/file?size={size}&kind={kind}")
     assert resp.status == 200 and resp.complete
     assert resp.body == expected_file(size)
