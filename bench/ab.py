@@ -133,7 +133,9 @@ def main(argv=None):
         out=lambda line: print(line, flush=True),
     )
     cpu, rate = medians(rows)
-    print(f"\nmedian B ÷ A CPU µs per request: {cpu:.3f}, req/s: {rate:.3f} over {len(rows)} rounds")
+    print(
+        f"\nmedian B ÷ A CPU µs per request: {cpu:.3f}, req/s: {rate:.3f} over {len(rows)} rounds"
+    )
     return 0
 
 
