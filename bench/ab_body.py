@@ -12,11 +12,12 @@ of the B ÷ A ratios close the table; read the CPU one first, since CPU per
 GiB does not depend on how fast the client is. Two builds of one spec:
 copy the older `python/siesta` package (with its `_siesta*.so`) to
 DIR/siesta and give `--a-path DIR`, as with `ab.py`. Extra server options
-go after `--` (e.g. `-- --max-threads 64`).
+go in `--extra` (e.g. `--extra "--max-threads 8"`).
 """
 
 import argparse
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -109,8 +110,9 @@ def main(argv=None):
     parser.add_argument("--count", type=int, help="S2 uploads (512) or S8 parked uploads (1000)")
     parser.add_argument("--a-path", help="PYTHONPATH entry for A (another build of siesta)")
     parser.add_argument("--b-path", help="PYTHONPATH entry for B")
-    parser.add_argument("extra", nargs="*", help="server options for both sides (after --)")
+    parser.add_argument("--extra", default="", help="server options for both sides, one string")
     args = parser.parse_args(argv)
+    args.extra = shlex.split(args.extra)
     if args.count is None:
         args.count = 1000 if args.scenario == "s8" else 512
     specs = {spec.name: spec for spec in SPECS}
