@@ -12,7 +12,8 @@ of the B ÷ A ratios close the table; read the CPU one first, since CPU per
 GiB does not depend on how fast the client is. Two builds of one spec:
 copy the older `python/siesta` package (with its `_siesta*.so`) to
 DIR/siesta and give `--a-path DIR`, as with `ab.py`. Extra server options
-go in `--extra` (e.g. `--extra "--max-threads 8"`).
+go in `--extra` (e.g. `--extra "--max-threads 8"`), environment variables for
+one side in `--a-env`/`--b-env` (e.g. `--a-env MALLOC_ARENA_MAX=16`).
 """
 
 import argparse
@@ -33,20 +34,31 @@ from servers import LOAD_CPUS, SERVER_CPUS, SPECS, Running, pin_load  # noqa: E4
 GIB = 1024 * MIB
 
 
-def start(spec, logdir, tag, path, extra):
-    """A server for `spec` with `extra` options, `path` first on its PYTHONPATH."""
-    if not extra:
-        return start_plain(spec, logdir, tag, path)
-    saved = os.environ.get("PYTHONPATH")
-    if path:
-        os.environ["PYTHONPATH"] = path
+def start(spec, logdir, tag, path, extra, env=()):
+    """A server for `spec` with `extra` options, `path` first on its PYTHONPATH,
+    and the `env` pairs (NAME=VALUE) in its environment."""
+    pairs = [pair.split("=", 1) for pair in env]
+    saved = {name: os.environ.get(name) for name, _ in pairs}
+    os.environ.update(dict(pairs))
     try:
-        return Running(spec, 1, os.path.join(logdir, f"{tag}-{spec.name}.log"), extra)
-    finally:
+        if not extra:
+            return start_plain(spec, logdir, tag, path)
+        saved_path = os.environ.get("PYTHONPATH")
         if path:
-            os.environ.pop("PYTHONPATH")
-            if saved is not None:
-                os.environ["PYTHONPATH"] = saved
+            os.environ["PYTHONPATH"] = path
+        try:
+            return Running(spec, 1, os.path.join(logdir, f"{tag}-{spec.name}.log"), extra)
+        finally:
+            if path:
+                os.environ.pop("PYTHONPATH")
+                if saved_path is not None:
+                    os.environ["PYTHONPATH"] = saved_path
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def upload_run(server, args):
@@ -65,9 +77,9 @@ def upload_run(server, args):
     return result["mib_per_s"], cpu / 1e9 / (size / GIB), rss.peak / MIB
 
 
-def parked_run(spec, args, logdir, tag, path):
+def parked_run(spec, args, logdir, tag, path, env):
     """One S8 parked-upload measurement on a fresh server: (KiB per upload, held, RSS MiB)."""
-    server = start(spec, logdir, tag, path, args.extra)
+    server = start(spec, logdir, tag, path, args.extra, env)
     try:
         time.sleep(0.5)
         before = procs.rss_bytes(server.pid)
@@ -110,13 +122,18 @@ def main(argv=None):
     parser.add_argument("--count", type=int, help="S2 uploads (512) or S8 parked uploads (1000)")
     parser.add_argument("--a-path", help="PYTHONPATH entry for A (another build of siesta)")
     parser.add_argument("--b-path", help="PYTHONPATH entry for B")
+    parser.add_argument("--a-env", action="append", default=[], help="NAME=VALUE for A's server")
+    parser.add_argument("--b-env", action="append", default=[], help="NAME=VALUE for B's server")
     parser.add_argument("--extra", default="", help="server options for both sides, one string")
     args = parser.parse_args(argv)
     args.extra = shlex.split(args.extra)
     if args.count is None:
         args.count = 1000 if args.scenario == "s8" else 512
     specs = {spec.name: spec for spec in SPECS}
-    sides = {"A": (specs[args.a], args.a_path), "B": (specs[args.b], args.b_path)}
+    sides = {
+        "A": (specs[args.a], args.a_path, args.a_env),
+        "B": (specs[args.b], args.b_path, args.b_env),
+    }
     pin_load()
     print(f"pinning: server CPUs {sorted(SERVER_CPUS or [])}, load {sorted(LOAD_CPUS or [])}")
     if args.scenario == "s8":
@@ -131,16 +148,16 @@ def main(argv=None):
         servers = {}
         try:
             if args.scenario != "s8":
-                for side, (spec, path) in sides.items():
-                    servers[side] = start(spec, logdir, side, path, args.extra)
+                for side, (spec, path, env) in sides.items():
+                    servers[side] = start(spec, logdir, side, path, args.extra, env)
                     servers[side].remember_tree()
             for i in range(args.rounds):
                 order = ["A", "B"] if i % 2 == 0 else ["B", "A"]
                 got = {}
                 for side in order:
-                    spec, path = sides[side]
+                    spec, path, env = sides[side]
                     if args.scenario == "s8":
-                        got[side] = parked_run(spec, args, logdir, f"{i}{side}", path)
+                        got[side] = parked_run(spec, args, logdir, f"{i}{side}", path, env)
                     else:
                         got[side] = upload_run(servers[side], args)
                 a, b = got["A"], got["B"]
