@@ -413,6 +413,11 @@ impl Input {
     ) -> PyResult<Bound<'py, PyAny>> {
         loop {
             if let Some(r) = self.read_now(py, need) {
+                if !fresh && self.metered {
+                    // Back from a park (gevent): the read ends here, not in
+                    // `read_wait`, which left the request `Reading`.
+                    self.source.lock().meter(|t| t.to(State::App));
+                }
                 return r.map(Bound::into_any);
             }
             // Ready: the need is met (or the body ended or failed), and the
