@@ -244,3 +244,41 @@ def test_statsd_lines_use_gunicorns_names(start_server, mode):
     assert complete(), lines
     durations = [x for x in lines if x.startswith("myapp.gunicorn.request.duration:")]
     assert all(d.endswith("|ms") for d in durations), lines
+
+
+def test_read_woken_from_a_park_is_back_in_the_app(start_server, mode):
+    """Issue #16: a read that parked and was then answered (in gevent mode by
+    the body pump, with no second wait) puts the request back in the app
+    state, not in reading_body while the app runs on."""
+    srv = start_server("router_app:app", *METRICS, mode=mode)
+    url = metrics_url(srv)
+    tok = "pumped"
+    conn = srv.connect()
+    try:
+        head = (
+            f"POST /read-hold?n=100000&go=go-{tok}&token={tok} HTTP/1.1\r\n"
+            "Host: x\r\nContent-Length: 100000\r\n\r\n"
+        )
+        conn.send(head.encode() + b"a" * 4096)
+
+        def parked():
+            s = scrape(url)
+            return s if value(s, "siesta_requests_in_flight", state="reading_body") == 1 else None
+
+        assert wait_until(parked), scrape(url)
+        conn.send(b"a" * (100_000 - 4096))
+        assert srv.wait_records(f"held-{tok}") == ["read 100000"], srv.log()
+
+        def in_app():
+            s = scrape(url)
+            state = (
+                value(s, "siesta_requests_in_flight", state="reading_body"),
+                value(s, "siesta_requests_in_flight", state="app"),
+            )
+            return s if state == (0, 1) else None
+
+        assert wait_until(in_app), scrape(url)
+        (srv.record_dir / f"go-{tok}").write_text("go\n")
+        assert conn.read_response("POST").status == 200
+    finally:
+        conn.close()

@@ -104,6 +104,18 @@ def test_read_n_blocks_until_n_bytes(server, framing):
 
 
 @pytest.mark.parametrize("framing", FRAMINGS)
+@pytest.mark.parametrize("n", [65536, 70001, 200000])
+def test_large_reads_span_many_chunks(server, framing, n):
+    """Issue #16: a read filled from many buffered chunks at once (one copy
+    into the bytes object) gets every byte, in order, and exactly n of them."""
+    body = BODY * 5
+    pieces = read_via(server, "read-n", body, framing, f"&n={n}")
+    assert b"".join(pieces) == body
+    assert [len(p) for p in pieces[:-1]] == [n] * (len(pieces) - 1)
+    assert 0 < len(pieces[-1]) <= n
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
 def test_readlines_hint_returns_whole_lines(server, framing):
     batches = read_via(server, "readlines-hint", BODY, framing, "&hint=20")
     assert b"".join(batches) == BODY

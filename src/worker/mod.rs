@@ -9,9 +9,11 @@
 //! the crate: it wires `server/` (I/O), `exec/` (executors) and `wsgi/`
 //! (the request) together and owns the shutdown timing; it holds no
 //! request logic. `signals.rs` maps signals to commands,
-//! `request.rs` is the hub's handle on one request.
+//! `request.rs` is the hub's handle on one request, `malloc.rs` caps
+//! glibc's arenas.
 
 pub(crate) mod heartbeat;
+mod malloc;
 pub(crate) mod request;
 pub(crate) mod signals;
 
@@ -82,6 +84,7 @@ impl Server {
         heartbeat: Option<i32>,
     ) -> PyResult<Self> {
         let config = Config::from_dict(settings)?;
+        malloc::cap_arenas();
         crate::log::error::configure(config.log_level, config.error_logfile.as_deref())
             .map_err(|e| PyOSError::new_err(format!("Cannot open error log: {e}")))?;
         let (sockets, urls, announce) = match listeners {

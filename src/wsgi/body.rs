@@ -1,12 +1,14 @@
 //! The request-body buffer behind `wsgi.input`: pure byte logic, no I/O, no Python.
 //!
-//! The network side appends the chunks hyper delivers; the reading side takes
-//! exactly what `read(n)`, `readline(limit)` and friends ask for, across chunk
-//! boundaries, without copying when a whole chunk (or a prefix of one) is
-//! enough. Deciding *when* to fetch more bytes from the socket is left to
-//! `input.rs`; this module only answers "is what is buffered enough?".
+//! The network side appends the chunks hyper delivers; the reading side asks
+//! how much `read(n)`, `readline(limit)` and friends get now, then drains
+//! exactly that, across chunk boundaries, as slices of the chunks: the
+//! caller copies each byte once, into the `bytes` object the app gets
+//! (`input.rs`), never into an intermediate buffer. Deciding *when* to
+//! fetch more bytes from the socket is left to `input.rs`; this module
+//! only answers "is what is buffered enough?".
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::VecDeque;
 
 /// Bytes received from the client and not yet handed to the app.
@@ -35,43 +37,31 @@ impl BodyBuffer {
         self.len == 0
     }
 
-    /// Takes up to `n` bytes from the front (fewer only when fewer are buffered).
-    pub(crate) fn take(&mut self, n: usize) -> Bytes {
-        let n = n.min(self.len);
-        if n == 0 {
-            return Bytes::new();
-        }
-        // Fast path: the front chunk alone satisfies the request, no copy.
-        if let Some(front) = self.chunks.front_mut() {
-            if front.len() >= n {
-                let out = front.split_to(n);
-                if front.is_empty() {
-                    self.chunks.pop_front();
-                }
-                self.len -= n;
-                return out;
-            }
-        }
-        let mut out = BytesMut::with_capacity(n);
-        while out.len() < n {
+    /// How many bytes a read of up to `n` bytes gets now.
+    pub(crate) fn available(&self, n: usize) -> usize {
+        n.min(self.len)
+    }
+
+    /// Consumes `n` bytes from the front (at most `len()`), handing them to
+    /// `out` piece by piece in order: one call per chunk they span, so the
+    /// caller copies each byte once, straight to where it goes.
+    pub(crate) fn drain(&mut self, n: usize, mut out: impl FnMut(&[u8])) {
+        let mut left = n.min(self.len);
+        self.len -= left;
+        while left > 0 {
             let Some(front) = self.chunks.front_mut() else {
                 break;
             };
-            let want = n - out.len();
-            if front.len() <= want {
-                out.extend_from_slice(front);
+            if front.len() <= left {
+                left -= front.len();
+                out(front);
                 self.chunks.pop_front();
             } else {
-                out.extend_from_slice(&front.split_to(want));
+                out(&front[..left]);
+                let _ = front.split_to(left);
+                left = 0;
             }
         }
-        self.len -= out.len();
-        out.freeze()
-    }
-
-    /// Takes everything buffered.
-    pub(crate) fn take_all(&mut self) -> Bytes {
-        self.take(self.len)
     }
 
     /// Length of the first line (including its `\n`) if one is complete
@@ -91,16 +81,17 @@ impl BodyBuffer {
         None
     }
 
-    /// Takes one line: up to and including `\n`, or `limit` bytes, whichever
-    /// comes first. With `at_eof`, an unterminated tail is a line too.
-    /// Returns `None` when the buffered bytes cannot decide it yet.
-    pub(crate) fn take_line(&mut self, limit: usize, at_eof: bool) -> Option<Bytes> {
+    /// How many bytes `readline(limit)` gets now: up to and including `\n`,
+    /// or `limit` bytes, whichever comes first. With `at_eof`, an
+    /// unterminated tail is a line too. `None` when the buffered bytes
+    /// cannot decide it yet.
+    pub(crate) fn line_available(&self, limit: usize, at_eof: bool) -> Option<usize> {
         if limit == 0 {
-            return Some(Bytes::new());
+            return Some(0);
         }
         match self.line_len(limit) {
-            Some(n) => Some(self.take(n)),
-            None if at_eof => Some(self.take_all()),
+            Some(n) => Some(n),
+            None if at_eof => Some(self.len),
             None => None,
         }
     }
@@ -109,6 +100,19 @@ impl BodyBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `take(n)` as a reader sees it: the drained pieces, joined.
+    fn take(b: &mut BodyBuffer, n: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let n = b.available(n);
+        b.drain(n, |piece| got.extend_from_slice(piece));
+        got
+    }
+
+    fn take_line(b: &mut BodyBuffer, limit: usize, at_eof: bool) -> Option<Vec<u8>> {
+        let n = b.line_available(limit, at_eof)?;
+        Some(take(b, n))
+    }
 
     fn buf(parts: &[&str]) -> BodyBuffer {
         let mut b = BodyBuffer::default();
@@ -131,7 +135,7 @@ mod tests {
         ];
         for (parts, n, want, left) in cases {
             let mut b = buf(parts);
-            assert_eq!(&b.take(*n)[..], want.as_bytes(), "{parts:?} take {n}");
+            assert_eq!(take(&mut b, *n), want.as_bytes(), "{parts:?} take {n}");
             assert_eq!(b.len(), *left);
         }
     }
@@ -152,7 +156,7 @@ mod tests {
         ];
         for (parts, limit, eof, want) in cases {
             let mut b = buf(parts);
-            let got = b.take_line(*limit, *eof);
+            let got = take_line(&mut b, *limit, *eof);
             assert_eq!(
                 got.as_deref(),
                 want.map(str::as_bytes),
@@ -162,11 +166,31 @@ mod tests {
     }
 
     #[test]
+    fn drain_hands_one_piece_per_chunk() {
+        let cases: &[(&[&str], usize, &[&str], usize)] = &[
+            (&["abc", "def", "gh"], 7, &["abc", "def", "g"], 1),
+            (&["abc", "def"], 3, &["abc"], 3),
+            (&["abc", "def"], 2, &["ab"], 4),
+            (&["abc"], 9, &["abc"], 0),
+            (&["abc"], 0, &[], 3),
+        ];
+        for (parts, n, pieces, left) in cases {
+            let mut b = buf(parts);
+            let mut got: Vec<String> = Vec::new();
+            b.drain(*n, |p| got.push(String::from_utf8_lossy(p).into_owned()));
+            assert_eq!(got, *pieces, "{parts:?} drain {n}");
+            assert_eq!(b.len(), *left);
+            let rest = take(&mut b, usize::MAX);
+            assert_eq!(rest.len(), *left);
+        }
+    }
+
+    #[test]
     fn take_all_and_len() {
         let mut b = buf(&["12", "345", "6"]);
         assert_eq!(b.len(), 6);
-        assert_eq!(&b.take(1)[..], b"1");
-        assert_eq!(&b.take_all()[..], b"23456");
+        assert_eq!(take(&mut b, 1), b"1");
+        assert_eq!(take(&mut b, usize::MAX), b"23456");
         assert!(b.is_empty());
     }
 }

@@ -20,7 +20,6 @@ use crate::exchange::record::Record;
 use crate::exec::wait::{Waited, Waiter};
 use crate::metrics::{InputFailure, State};
 use crate::wsgi::body::BodyBuffer;
-use bytes::Bytes;
 use http_body::Body;
 use hyper::body::Incoming;
 use parking_lot::Mutex;
@@ -191,12 +190,20 @@ impl BodySource {
         self.error = Some(InputError::TooLarge);
     }
 
-    fn take(&mut self, need: Need) -> Bytes {
+    /// How many buffered bytes a satisfied read of `need` hands out.
+    fn available(&self, need: Need) -> usize {
         match need {
-            Need::Bytes(n) => self.buf.take(n),
-            Need::All => self.buf.take_all(),
-            Need::Line(limit) => self.buf.take_line(limit, true).unwrap_or_default(),
+            Need::Bytes(n) => self.buf.available(n),
+            Need::All => self.buf.len(),
+            Need::Line(limit) => self.buf.line_available(limit, true).unwrap_or(0),
         }
+    }
+
+    /// Hands a satisfied read its bytes: one `bytes` object, filled
+    /// straight from the buffered chunks (one copy per byte).
+    fn take_bytes<'py>(&mut self, py: Python<'py>, need: Need) -> PyResult<Bound<'py, PyBytes>> {
+        let n = self.available(need);
+        new_bytes(py, n, |sink| self.buf.drain(n, sink))
     }
 
     /// The body turned out to be malformed (the answer is then 400).
@@ -213,6 +220,57 @@ impl BodySource {
     /// `100 Continue`: it will never send the body, so stop waiting for it.
     pub(crate) fn expectation_pending(&self) -> bool {
         self.expect_continue && !self.polled && !self.eof
+    }
+}
+
+/// Gevent mode: the waker a parked read leaves with hyper's body.
+///
+/// Without it, each frame hyper delivers would wake the parked greenlet
+/// through the hub (an eventfd write, a switch) only for a `read(65536)`
+/// that got a few KiB to park again. hyper calls this waker on the I/O
+/// thread when a frame is ready; it takes the frame into the buffer there
+/// and wakes the greenlet's token once, when the read can be answered (or
+/// the body ended or failed). It polls only while the pending read's need
+/// is unmet, so it reads no further ahead than the greenlet would. If the
+/// body is busy (the greenlet itself is polling) or gone, it just wakes
+/// the token and the greenlet polls again.
+struct BodyPump {
+    /// Weak: hyper's channel holds this waker, and the body holds hyper's
+    /// channel, so a strong handle would be a cycle.
+    source: Weak<Mutex<BodySource>>,
+    /// What the parked read waits for.
+    need: Need,
+    /// The parked greenlet's token waker.
+    then: Waker,
+}
+
+impl BodyPump {
+    fn waker(source: Weak<Mutex<BodySource>>, need: Need, then: Waker) -> Waker {
+        Waker::from(Arc::new(BodyPump { source, need, then }))
+    }
+}
+
+impl std::task::Wake for BodyPump {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(source) = self.source.upgrade() {
+            if let Some(mut src) = source.try_lock() {
+                let waker = Waker::from(self.clone());
+                let mut progressed = false;
+                let polled =
+                    src.poll_need(&mut Context::from_waker(&waker), self.need, &mut progressed);
+                if progressed {
+                    src.idle_since = Instant::now();
+                }
+                if polled.is_pending() {
+                    return;
+                }
+            }
+        }
+        self.then.wake_by_ref();
     }
 }
 
@@ -238,7 +296,8 @@ fn body_error(e: &hyper::Error) -> InputError {
 /// The `wsgi.input` object (thread mode) and the raw reader under gevent's wrapper.
 #[pyclass(frozen, module = "siesta._siesta")]
 pub(crate) struct Input {
-    source: Mutex<BodySource>,
+    /// Shared with the `BodyPump` a parked greenlet's read leaves with hyper.
+    source: Arc<Mutex<BodySource>>,
     /// `--body-timeout`: idle time allowed between body bytes.
     timeout: Option<Duration>,
     /// How this request waits for bytes.
@@ -250,7 +309,7 @@ pub(crate) struct Input {
 impl Input {
     pub(crate) fn new(source: BodySource, timeout: Option<Duration>, waiter: Waiter) -> Self {
         Input {
-            source: Mutex::new(source),
+            source: Arc::new(Mutex::new(source)),
             timeout,
             waiter,
             metered: false,
@@ -260,7 +319,7 @@ impl Input {
     /// Reports body progress to `record`'s metrics track (if metrics are on).
     pub(crate) fn metered(mut self, record: &Arc<Record>) -> Self {
         if record.track.on() {
-            self.source.get_mut().meter = Some(Arc::downgrade(record));
+            self.source.lock().meter = Some(Arc::downgrade(record));
             self.metered = true;
         }
         self
@@ -273,8 +332,9 @@ impl Input {
 
     /// Waits until `need` is met, the body fails, or `--body-timeout`
     /// passes without a byte; a greenlet gets a park order instead of
-    /// waiting. `fresh` starts a new read (the idle clock restarts).
-    fn read_wait(&self, need: Need, fresh: bool) -> Result<Waited<Bytes>, InputError> {
+    /// waiting. `fresh` starts a new read (the idle clock restarts). The
+    /// bytes stay buffered: the caller takes them with the GIL (`read_now`).
+    fn read_wait(&self, need: Need, fresh: bool) -> Result<Waited<()>, InputError> {
         let mut src = self.source.lock();
         if !self.metered {
             return self.wait_locked(&mut src, need, fresh);
@@ -297,21 +357,30 @@ impl Input {
         src: &mut BodySource,
         need: Need,
         fresh: bool,
-    ) -> Result<Waited<Bytes>, InputError> {
+    ) -> Result<Waited<()>, InputError> {
         if fresh {
             src.idle_since = Instant::now();
         }
+        let greenlet = matches!(self.waiter, Waiter::Greenlet(_));
         loop {
             let mut progressed = false;
             let deadline = self.timeout.map(|t| src.idle_since + t);
             let waited = self.waiter.wait(deadline, |w| {
-                src.poll_need(&mut Context::from_waker(w), need, &mut progressed)
+                if greenlet {
+                    // hyper keeps this waker: frames that arrive while the
+                    // greenlet is parked are taken on the I/O thread, and
+                    // the greenlet wakes once, when the read can be answered.
+                    let pump = BodyPump::waker(Arc::downgrade(&self.source), need, w.clone());
+                    src.poll_need(&mut Context::from_waker(&pump), need, &mut progressed)
+                } else {
+                    src.poll_need(&mut Context::from_waker(w), need, &mut progressed)
+                }
             });
             if progressed {
                 src.idle_since = Instant::now();
             }
             return match waited {
-                Waited::Ready(Ok(())) => Ok(Waited::Ready(src.take(need))),
+                Waited::Ready(Ok(())) => Ok(Waited::Ready(())),
                 Waited::Ready(Err(e)) => Err(e),
                 Waited::TimedOut if progressed => continue,
                 Waited::TimedOut => Err(InputError::Timeout),
@@ -322,56 +391,57 @@ impl Input {
 
     /// What is buffered (or hyper already has) answers at once: no GIL
     /// release, no waker, no token. `None` when the read must wait.
-    fn poll_now(&self, need: Need) -> Option<Result<Bytes, InputError>> {
+    fn read_now<'py>(&self, py: Python<'py>, need: Need) -> Option<PyResult<Bound<'py, PyBytes>>> {
         let mut src = self.source.lock();
         let mut progressed = false;
         let noop = Waker::noop();
         match src.poll_need(&mut Context::from_waker(noop), need, &mut progressed) {
-            Poll::Ready(Ok(())) => Some(Ok(src.take(need))),
-            Poll::Ready(Err(e)) => Some(Err(e)),
+            Poll::Ready(Ok(())) => Some(src.take_bytes(py, need)),
+            Poll::Ready(Err(e)) => Some(Err(input_error(e))),
             Poll::Pending => None,
         }
     }
 
-    /// A read that blocks (thread mode): what is buffered already answers
-    /// without releasing the GIL.
-    fn read_need(&self, py: Python<'_>, need: Need) -> PyResult<Py<PyBytes>> {
-        let data = match self.poll_now(need) {
-            Some(r) => r,
-            None => match self.waiter.outside_gil(py, || self.read_wait(need, true)) {
-                Ok(Waited::Ready(b)) => Ok(b),
-                Ok(Waited::TimedOut) => Err(InputError::Timeout),
-                Ok(Waited::Park(_)) => {
-                    return Err(pyo3::exceptions::PyRuntimeError::new_err(
-                        "a greenlet must read wsgi.input through its gevent wrapper",
-                    ))
-                }
-                Err(e) => Err(e),
-            },
-        };
-        match data {
-            Ok(b) => Ok(PyBytes::new(py, &b).unbind()),
-            Err(e) => Err(input_error(e)),
-        }
-    }
-
-    /// Never blocks: the data, or a park order `(token, timeout)`.
-    fn try_read<'py>(
+    /// One read: the bytes, or (gevent mode) a park order `(token,
+    /// timeout)`. Thread mode blocks with the GIL released instead; what is
+    /// buffered already answers without releasing it.
+    fn read_or_park<'py>(
         &self,
         py: Python<'py>,
         need: Need,
         fresh: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let waited = match self.poll_now(need) {
-            Some(r) => r.map(Waited::Ready),
-            None => self.read_wait(need, fresh),
-        };
-        match waited {
-            Ok(Waited::Ready(b)) => Ok(PyBytes::new(py, &b).into_any()),
-            Ok(Waited::TimedOut) => Err(input_error(InputError::Timeout)),
-            Ok(Waited::Park(p)) => crate::wsgi::start_response::park_tuple(py, p),
-            Err(e) => Err(input_error(e)),
+        loop {
+            if let Some(r) = self.read_now(py, need) {
+                if !fresh && self.metered {
+                    // Back from a park (gevent): the read ends here, not in
+                    // `read_wait`, which left the request `Reading`.
+                    self.source.lock().meter(|t| t.to(State::App));
+                }
+                return r.map(Bound::into_any);
+            }
+            // Ready: the need is met (or the body ended or failed), and the
+            // next `read_now` answers; it waits again only if another
+            // thread took the bytes in between.
+            match self.waiter.outside_gil(py, || self.read_wait(need, fresh)) {
+                Ok(Waited::Ready(())) => {}
+                Ok(Waited::TimedOut) => return Err(input_error(InputError::Timeout)),
+                Ok(Waited::Park(p)) => {
+                    return crate::wsgi::start_response::park_tuple(py, p);
+                }
+                Err(e) => return Err(input_error(e)),
+            }
         }
+    }
+
+    /// A read that blocks (thread mode).
+    fn read_need(&self, py: Python<'_>, need: Need) -> PyResult<Py<PyBytes>> {
+        let got = self.read_or_park(py, need, true)?;
+        got.cast_into::<PyBytes>().map(Bound::unbind).map_err(|_| {
+            pyo3::exceptions::PyRuntimeError::new_err(
+                "a greenlet must read wsgi.input through its gevent wrapper",
+            )
+        })
     }
 
     /// Hands what the app left unread to the runtime for a bounded discard.
@@ -390,6 +460,39 @@ impl Input {
         let mut src = self.source.lock();
         src.body = None;
         src.error.get_or_insert(InputError::Abandoned);
+    }
+}
+
+/// A new `bytes` object of `len` bytes, filled by `fill` through the sink it
+/// is handed (pieces appended in order): the one copy of a body byte into
+/// Python, with no zeroing first (`PyBytes::new_with` zeroes). Bytes `fill`
+/// leaves unwritten are zeroed, so no uninitialised memory ever reaches Python.
+fn new_bytes<'py>(
+    py: Python<'py>,
+    len: usize,
+    fill: impl FnOnce(&mut dyn FnMut(&[u8])),
+) -> PyResult<Bound<'py, PyBytes>> {
+    let size = pyo3::ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("read too large"))?;
+    // SAFETY: with the GIL held, `PyBytes_FromStringAndSize(NULL, size)`
+    // returns a new, uniquely owned bytes object (or NULL with an exception
+    // set, turned into `Err`) whose buffer holds `len` bytes plus a NUL.
+    // Nothing else sees the object until this function returns it, and
+    // every write below stays inside `base[..len]`.
+    unsafe {
+        let ptr = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
+        let obj = Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyBytes>();
+        let base = pyo3::ffi::PyBytes_AsString(ptr).cast::<u8>();
+        let mut at = 0usize;
+        fill(&mut |piece: &[u8]| {
+            let n = piece.len().min(len - at);
+            std::ptr::copy_nonoverlapping(piece.as_ptr(), base.add(at), n);
+            at += n;
+        });
+        if at < len {
+            std::ptr::write_bytes(base.add(at), 0, len - at);
+        }
+        Ok(obj)
     }
 }
 
@@ -467,7 +570,7 @@ impl Input {
         size: Option<isize>,
         fresh: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.try_read(py, size_need(size), fresh)
+        self.read_or_park(py, size_need(size), fresh)
     }
 
     /// gevent mode: `readline(size)` that never blocks (see `_try_read`).
@@ -478,6 +581,6 @@ impl Input {
         size: Option<isize>,
         fresh: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.try_read(py, line_need(size), fresh)
+        self.read_or_park(py, line_need(size), fresh)
     }
 }

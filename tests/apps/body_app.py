@@ -4,13 +4,14 @@
 got as JSON; `sha256` hashes the body in ?chunk= sized reads; `echo` and
 `stream_echo` send it back (whole, or line by line while it still arrives);
 `reject` refuses bodies over 64 KiB without reading them; `side_effect` and
-`catch_disconnect` leave records the test can see before any response.
+`catch_disconnect` leave records the test can see before any response;
+`read_then_hold` reads ?n= bytes, then holds its read until the test says go.
 """
 
 import hashlib
 import json
 
-from records import params, record, token
+from records import params, record, token, wait_for
 
 LIMIT = 64 * 1024
 
@@ -153,3 +154,13 @@ def catch_disconnect(environ, start_response):
         record(name, f"other {type(exc).__name__} read={total}")
         raise
     return _json(start_response, {"read": total})
+
+
+def read_then_hold(environ, start_response):
+    """Read ?n= bytes once, record it, then wait (bounded) for the record ?go= without
+    reading more: what the server takes from the socket meanwhile is its read-ahead."""
+    query = params(environ)
+    data = environ["wsgi.input"].read(int(query.get("n", 10)))
+    record("held-" + token(environ), f"read {len(data)}")
+    released = wait_for(query["go"], timeout=30.0)
+    return _json(start_response, {"read": len(data), "released": released})

@@ -27,6 +27,7 @@ ROUTES = {
     "reject": body_app.reject,
     "effect": body_app.side_effect,
     "disconnect": body_app.catch_disconnect,
+    "read-hold": body_app.read_then_hold,
     "framing": response_app.framing,
     "status": response_app.status,
     "header": response_app.header,
