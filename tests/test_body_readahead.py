@@ -72,3 +72,34 @@ def test_parked_read_does_not_read_ahead(server):
     assert resp.status == 200
     assert json.loads(resp.body) == {"read": 10, "released": True}
     server.assert_serving()
+
+
+@pytest.mark.timeout(120)
+def test_answered_read_leaves_nothing_reading_on(server):
+    """A large read(n) that parked and was answered must not keep the server
+    reading for it: once the app holds, the server takes no more than before."""
+    tok = rawhttp.new_token()
+    go = f"go-{tok}"
+    with server.connect(timeout=30) as conn:
+        sock = conn.sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+        kernel = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) + rmem_max()
+        allowed = kernel + SIESTA_BOUND
+        first = allowed + 8 * MIB  # more than the bound: reading on for it would show
+        total = first + 3 * allowed
+        head = rawhttp.build_request(
+            "POST", f"/read-hold?n={first}&go={go}&token={tok}", [("Content-Length", str(total))]
+        )
+        sock.sendall(head)
+        block = b"z" * (256 * 1024)
+        for offset in range(0, first, len(block)):
+            sock.sendall(block[: min(len(block), first - offset)])
+        held = server.wait_records(f"held-{tok}")
+        assert held == [f"read {first}"], server.log()
+        sent = send_until_stalled(sock, total - first, block)
+        assert sent < allowed, f"sent {sent} after the read, kernel buffers {kernel}"
+        (server.record_dir / go).write_text("go\n")
+        resp = conn.read_response()
+    assert resp.status == 200
+    assert json.loads(resp.body) == {"read": first, "released": True}
+    server.assert_serving()

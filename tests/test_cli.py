@@ -163,3 +163,9 @@ def test_proxy_protocol_flag_before_the_app(args, mode):
     out = result.stdout + result.stderr
     assert re.search(rf"(?m)^\s*proxy_protocol\s*[=:]\s*'?{mode}'?\s*$", out), out
     assert re.search(r"(?m)^\s*app\s*[=:]\s*'router_app:app'\s*$", out), out
+
+
+def test_mistyped_proxy_protocol_mode_is_named():
+    result = run_siesta("--proxy-protocol", "v3", *APP_ARGS, "router_app:app")
+    assert result.returncode == 2, result.stderr
+    assert "'v3' is not a PROXY protocol mode" in result.stderr, result.stderr

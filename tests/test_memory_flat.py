@@ -144,3 +144,29 @@ def test_1gib_response_of_fresh_bytes_stays_within_a_few_mib(server):
     growth = max(samples) - baseline
     assert len(samples) >= 100
     assert growth < 16 * 1024, f"RSS grew by {growth} KiB (baseline {baseline} KiB)"
+
+
+def test_response_of_an_app_slower_than_its_client_stays_flat(server):
+    """Issue 16 review: the `bytes` the socket side has sent are released on the
+    next call into Python; an app slower than its client never waits for room,
+    so its loop must release them itself, or the whole response stays alive."""
+    count, size = 2048, 65536
+    assert server.get("/distinct?count=64&size=65536").status == 200
+    baseline = tree_rss_kib(server.proc.pid)
+    samples = []
+    with server.connect(timeout=60) as conn:
+        conn.send(
+            rawhttp.build_request("GET", f"/distinct?count={count}&size={size}&pause=0.001")
+        )
+        _, _, status, _, _ = conn.read_head()
+        assert status == 200
+        received = 0
+        while received < count * size:
+            data = conn.read_some()
+            assert data, "response ended early"
+            received += len(data)
+            if len(samples) < received // (8 * 1024 * 1024):
+                samples.append(tree_rss_kib(server.proc.pid))
+    growth = max(samples) - baseline
+    assert len(samples) >= 10
+    assert growth < 16 * 1024, f"RSS grew by {growth} KiB (baseline {baseline} KiB)"

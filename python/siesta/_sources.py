@@ -107,14 +107,15 @@ def parser() -> argparse.ArgumentParser:
 
 def _flags_alone(args: list[str]) -> list[str]:
     """An option whose value is optional (``--proxy-protocol [MODE]``) followed by
-    a word that is not one of its values stands alone, so ``--proxy-protocol
-    app:app`` serves ``app:app`` as it does with gunicorn's flag."""
+    an app (``module:callable``) stands alone, so ``--proxy-protocol app:app``
+    serves ``app:app`` as it does with gunicorn's flag; any other word stays
+    its value, so a mistyped mode is reported as such."""
     optional = {f: s for s in SETTINGS if s.cli_extra.get("nargs") == "?" for f in s.flags}
     out = list(args)
     for i, arg in enumerate(out[:-1]):
         s = optional.get(arg)
         following = out[i + 1]
-        if s is None or following.startswith("-"):
+        if s is None or following.startswith("-") or ":" not in following:
             continue
         try:
             s.type(following)

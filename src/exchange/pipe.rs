@@ -57,6 +57,9 @@ struct PipeState {
     tx_waker: Option<Waker>,
     /// An abort was held back once so hyper could flush what was sent before it.
     abort_held: bool,
+    /// Chunks hyper has taken so far: a producer waiting for room sees the
+    /// client progress by it even before the quarter-full wake-up.
+    popped: u64,
 }
 
 impl Pipe {
@@ -65,6 +68,11 @@ impl Pipe {
             state: Mutex::new(PipeState::default()),
             capacity,
         }
+    }
+
+    /// Chunks taken by the socket side so far (a measure of the client's progress).
+    pub(crate) fn popped(&self) -> u64 {
+        self.state.lock().popped
     }
 
     /// Queued bytes at or below which a producer waiting for room is woken.
@@ -120,6 +128,7 @@ impl Pipe {
             match st.chunks.pop_front() {
                 Some(chunk) => {
                     st.queued -= chunk.len();
+                    st.popped += 1;
                     let tx = if st.queued <= self.wake_at() {
                         st.tx_waker.take()
                     } else {
@@ -209,6 +218,27 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "2 bytes left: woken");
         assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken once");
+    }
+
+    #[test]
+    fn popped_counts_what_the_socket_side_took() {
+        let pipe = Pipe::new(1024);
+        let waker = Waker::from(Arc::new(Count::default()));
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(pipe.popped(), 0);
+        for chunk in [&b"ab"[..], b"cd", b"ef"] {
+            assert!(matches!(
+                pipe.try_push(Bytes::from_static(chunk), &waker),
+                Push::Sent
+            ));
+        }
+        assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert_eq!(
+            pipe.popped(),
+            2,
+            "a slow client's progress, seen before any wake-up"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! fetch more bytes from the socket is left to `input.rs`; this module
 //! only answers "is what is buffered enough?".
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
 
 /// Bytes received from the client and not yet handed to the app.
@@ -58,7 +58,7 @@ impl BodyBuffer {
                 self.chunks.pop_front();
             } else {
                 out(&front[..left]);
-                let _ = front.split_to(left);
+                front.advance(left);
                 left = 0;
             }
         }

@@ -88,7 +88,16 @@ fn send_body(py: Python<'_>, sr: &StartResponse, iterable: &Bound<'_, PyAny>) ->
 /// released while the client makes room.
 pub(crate) fn push(py: Python<'_>, sr: &StartResponse, chunk: Bytes) -> PyResult<Sent> {
     Ok(match sr.push_now(chunk)? {
-        Ok(sent) => sent,
+        Ok(sent) => {
+            // The chunks hyper already wrote were dropped on the I/O side
+            // without the GIL, so their `bytes` wait in PyO3's queue of
+            // deferred references; nothing else here releases that queue
+            // while every chunk fits (`chunk.rs`). Attaching again, while
+            // attached, releases it: without this, an app slower than its
+            // client would keep its whole response alive until the end.
+            Python::attach(|_| ());
+            sent
+        }
         Err(back) => match py.detach(|| sr.push_wait(back, true))? {
             Waited::Ready(sent) => sent,
             Waited::Park(_) | Waited::TimedOut => Sent::Stop,

@@ -27,6 +27,7 @@ use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -242,11 +243,21 @@ struct BodyPump {
     need: Need,
     /// The parked greenlet's token waker.
     then: Waker,
+    /// `then` was woken: the greenlet polls again (and leaves a new waker
+    /// if it must park again), so this one only stays registered with
+    /// hyper. From here on it does nothing: polling on with the old need
+    /// would read the body ahead of the app, and waking would wake nobody.
+    done: AtomicBool,
 }
 
 impl BodyPump {
     fn waker(source: Weak<Mutex<BodySource>>, need: Need, then: Waker) -> Waker {
-        Waker::from(Arc::new(BodyPump { source, need, then }))
+        Waker::from(Arc::new(BodyPump {
+            source,
+            need,
+            then,
+            done: AtomicBool::new(false),
+        }))
     }
 }
 
@@ -256,6 +267,9 @@ impl std::task::Wake for BodyPump {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        if self.done.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(source) = self.source.upgrade() {
             if let Some(mut src) = source.try_lock() {
                 let waker = Waker::from(self.clone());
@@ -270,7 +284,9 @@ impl std::task::Wake for BodyPump {
                 }
             }
         }
-        self.then.wake_by_ref();
+        if !self.done.swap(true, Ordering::AcqRel) {
+            self.then.wake_by_ref();
+        }
     }
 }
 

@@ -237,6 +237,7 @@ def distinct(environ, start_response):
     body item handed on without a copy must still arrive as it was yielded)."""
     query = params(environ)
     count, size = int(query.get("count", 64)), int(query.get("size", 65536))
+    pause = float(query.get("pause", 0))  # seconds between blocks: slower than the client
     start_response("200 OK", TEXT + [("Content-Length", str(count * size))])
 
     def body():
@@ -245,6 +246,8 @@ def distinct(environ, start_response):
             buf[:] = distinct_block(i, size)
             yield bytes(buf)
             buf[:] = bytes(size)
+            if pause:
+                time.sleep(pause)
 
     return body()
 

@@ -59,6 +59,9 @@ struct State {
     remaining: Option<u64>,
     /// When the current wait for room in the stream began (`--body-timeout`).
     push_since: Instant,
+    /// The stream's `Pipe::popped` when that wait began: a client that took
+    /// a chunk since is slow, not gone, and the wait starts over.
+    push_popped: u64,
     /// The client went away: nothing more is sent.
     gone: bool,
     /// The request's record, held until the response is finished: the
@@ -93,6 +96,7 @@ impl StartResponse {
                 pipe: None,
                 remaining: None,
                 push_since: Instant::now(),
+                push_popped: 0,
                 gone: false,
                 record: Some(record),
             }),

@@ -135,50 +135,67 @@ impl StartResponse {
     /// client that takes nothing for `--body-timeout` is given up: the
     /// response is aborted and `Stop` tells the app to stop.
     pub(crate) fn push_wait(&self, chunk: Bytes, fresh: bool) -> PyResult<Waited<Sent>> {
-        let (deadline, record) = {
-            let mut st = self.state.lock();
-            if fresh {
-                st.push_since = Instant::now();
-            }
-            let record = st.record.clone().filter(|r| r.track.on());
-            (
-                self.ctx.limits.body_timeout.map(|t| st.push_since + t),
-                record,
-            )
-        };
         let mut slot = Some(chunk);
-        let waited = self.waiter.wait(deadline, |w| {
-            let Some(c) = slot.take() else {
-                return Poll::Ready(Ok(Sent::Ok));
-            };
-            match self.try_push(c, w) {
-                Ok(Ok(sent)) => Poll::Ready(Ok(sent)),
-                Ok(Err(back)) => {
-                    slot = Some(back);
-                    // Waiting on a slow client (shown as such while it lasts).
-                    if let Some(r) = &record {
-                        r.track.to(crate::metrics::State::Sending);
-                    }
-                    Poll::Pending
-                }
-                Err(e) => Poll::Ready(Err(e)),
-            }
-        });
-        if let Some(r) = record.filter(|_| !matches!(waited, Waited::Park(_))) {
-            r.track.to(crate::metrics::State::App);
-        }
-        Ok(match waited {
-            Waited::Ready(r) => Waited::Ready(r?),
-            Waited::Park(p) => Waited::Park(p),
-            Waited::TimedOut => {
+        let mut fresh = fresh;
+        loop {
+            let (deadline, record) = {
                 let mut st = self.state.lock();
-                st.gone = true;
-                if let Some(p) = &st.pipe {
-                    p.0.finish(PipeEnd::Aborted);
+                if fresh {
+                    st.push_since = Instant::now();
+                    st.push_popped = Self::popped(&st);
                 }
-                Waited::Ready(Sent::Stop)
+                let record = st.record.clone().filter(|r| r.track.on());
+                (
+                    self.ctx.limits.body_timeout.map(|t| st.push_since + t),
+                    record,
+                )
+            };
+            let waited = self.waiter.wait(deadline, |w| {
+                let Some(c) = slot.take() else {
+                    return Poll::Ready(Ok(Sent::Ok));
+                };
+                match self.try_push(c, w) {
+                    Ok(Ok(sent)) => Poll::Ready(Ok(sent)),
+                    Ok(Err(back)) => {
+                        slot = Some(back);
+                        // Waiting on a slow client (shown as such while it lasts).
+                        if let Some(r) = &record {
+                            r.track.to(crate::metrics::State::Sending);
+                        }
+                        Poll::Pending
+                    }
+                    Err(e) => Poll::Ready(Err(e)),
+                }
+            });
+            if let Some(r) = record.filter(|_| !matches!(waited, Waited::Park(_))) {
+                r.track.to(crate::metrics::State::App);
             }
-        })
+            return Ok(match waited {
+                Waited::Ready(r) => Waited::Ready(r?),
+                Waited::Park(p) => Waited::Park(p),
+                Waited::TimedOut => {
+                    let mut st = self.state.lock();
+                    if Self::popped(&st) != st.push_popped {
+                        // The client took something since the wait began
+                        // (the producer is only woken at a quarter full):
+                        // slow but moving, so the timeout starts over.
+                        drop(st);
+                        fresh = true;
+                        continue;
+                    }
+                    st.gone = true;
+                    if let Some(p) = &st.pipe {
+                        p.0.finish(PipeEnd::Aborted);
+                    }
+                    Waited::Ready(Sent::Stop)
+                }
+            });
+        }
+    }
+
+    /// The stream's chunks taken by the socket side so far (0 before it exists).
+    fn popped(st: &super::State) -> u64 {
+        st.pipe.as_ref().map_or(0, |p| p.0.popped())
     }
 
     /// Ends the response normally: sends a head with an empty body if none
