@@ -64,39 +64,63 @@ def measure_fresh(spec, duration, logdir, tag, path=None):
         server.stop()
 
 
-def compare(a, b, rounds, duration, paths=(None, None), restart=False, out=print):
-    """Runs the A/B; returns the rows `(order, (a req/s, a µs), (b req/s, b µs))`."""
+def interleave(a, b, rounds, warm, measure, paths=(None, None), out=print, digits=2):
+    """Starts A and B side by side, warms each with `warm(server)`, then calls
+    `measure(server)` -> (rate, cost) on them in ABBA order for `rounds` pairs.
+    Returns the rows `(order, (a rate, a cost), (b rate, b cost))`."""
     rows = []
     with tempfile.TemporaryDirectory() as logdir:
         servers = {}
         try:
-            if not restart:
-                for side, spec, path in (("A", a, paths[0]), ("B", b, paths[1])):
-                    servers[side] = start(spec, logdir, side, path)
-                    run_wrk(servers[side].port, 1)
-                    servers[side].remember_tree()
+            for side, spec, path in (("A", a, paths[0]), ("B", b, paths[1])):
+                servers[side] = start(spec, logdir, side, path)
+                warm(servers[side])
+                servers[side].remember_tree()
             for i in range(rounds):
-                sides = [("A", a, paths[0]), ("B", b, paths[1])]
-                if i % 2:
-                    sides.reverse()
-                got = {}
-                for side, spec, path in sides:
-                    if restart:
-                        got[side] = measure_fresh(spec, duration, logdir, f"{i}{side}", path)
-                    else:
-                        got[side] = burst(servers[side], duration)
-                order = "".join(side for side, _, _ in sides)
-                rows.append((order, got["A"], got["B"]))
-                out(row_text(i + 1, rows[-1]))
+                sides = ["A", "B"] if i % 2 == 0 else ["B", "A"]
+                got = {side: measure(servers[side]) for side in sides}
+                rows.append(("".join(sides), got["A"], got["B"]))
+                out(row_text(i + 1, rows[-1], digits))
         finally:
             for server in servers.values():
                 server.stop()
     return rows
 
 
-def row_text(n, row):
+def compare(a, b, rounds, duration, paths=(None, None), restart=False, out=print):
+    """Runs the A/B; returns the rows `(order, (a req/s, a µs), (b req/s, b µs))`."""
+    if not restart:
+        return interleave(
+            a,
+            b,
+            rounds,
+            lambda server: run_wrk(server.port, 1),
+            lambda server: burst(server, duration),
+            paths,
+            out,
+        )
+    rows = []
+    with tempfile.TemporaryDirectory() as logdir:
+        for i in range(rounds):
+            sides = [("A", a, paths[0]), ("B", b, paths[1])]
+            if i % 2:
+                sides.reverse()
+            got = {
+                side: measure_fresh(spec, duration, logdir, f"{i}{side}", path)
+                for side, spec, path in sides
+            }
+            rows.append(("".join(side for side, _, _ in sides), got["A"], got["B"]))
+            out(row_text(i + 1, rows[-1]))
+    return rows
+
+
+def row_text(n, row, digits=2):
     order, (ra, ua), (rb, ub) = row
-    return f"| {n} | {order} | {ra:,.0f} | {ua:.2f} | {rb:,.0f} | {ub:.2f} | {ub / ua:.3f} |"
+    cost = f"{{:.{digits}f}}"
+    return (
+        f"| {n} | {order} | {ra:,.0f} | {cost.format(ua)} | {rb:,.0f} | {cost.format(ub)} "
+        f"| {ub / ua:.3f} |"
+    )
 
 
 def medians(rows):

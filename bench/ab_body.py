@@ -140,8 +140,10 @@ def main(argv=None):
         print("| round | order | A KiB/upload | A held | B KiB/upload | B held | B ÷ A |")
         print("|---|---|---|---|---|---|---|")
     else:
-        print("| round | order | A MiB/s | A CPU s/GiB | A peak MiB "
-              "| B MiB/s | B CPU s/GiB | B peak MiB | B ÷ A CPU |")
+        print(
+            "| round | order | A MiB/s | A CPU s/GiB | A peak MiB "
+            "| B MiB/s | B CPU s/GiB | B peak MiB | B ÷ A CPU |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
     rows = []
     with tempfile.TemporaryDirectory() as logdir:
@@ -163,19 +165,26 @@ def main(argv=None):
                 a, b = got["A"], got["B"]
                 rows.append((a, b))
                 if args.scenario == "s8":
-                    print(f"| {i + 1} | {''.join(order)} | {a[0]:.1f} | {a[1]} | {b[0]:.1f} "
-                          f"| {b[1]} | {b[0] / a[0]:.3f} |", flush=True)
+                    print(
+                        f"| {i + 1} | {''.join(order)} | {a[0]:.1f} | {a[1]} | {b[0]:.1f} "
+                        f"| {b[1]} | {b[0] / a[0]:.3f} |",
+                        flush=True,
+                    )
                 else:
-                    print(f"| {i + 1} | {''.join(order)} | {a[0]:.0f} | {a[1]:.3f} | {a[2]:.1f} "
-                          f"| {b[0]:.0f} | {b[1]:.3f} | {b[2]:.1f} | {b[1] / a[1]:.3f} |",
-                          flush=True)
+                    print(
+                        f"| {i + 1} | {''.join(order)} | {a[0]:.0f} | {a[1]:.3f} | {a[2]:.1f} "
+                        f"| {b[0]:.0f} | {b[1]:.3f} | {b[2]:.1f} | {b[1] / a[1]:.3f} |",
+                        flush=True,
+                    )
         finally:
             for server in servers.values():
                 server.stop()
     if args.scenario == "s8":
         med = statistics.median(b[0] / a[0] for a, b in rows)
-        print(f"\nmedian KiB/upload A {statistics.median(a[0] for a, _ in rows):.1f}, "
-              f"B {statistics.median(b[0] for _, b in rows):.1f}; median B ÷ A {med:.3f}")
+        print(
+            f"\nmedian KiB/upload A {statistics.median(a[0] for a, _ in rows):.1f}, "
+            f"B {statistics.median(b[0] for _, b in rows):.1f}; median B ÷ A {med:.3f}"
+        )
     else:
         for k, name in ((0, "MiB/s"), (1, "CPU s/GiB"), (2, "peak RSS MiB")):
             ma = statistics.median(a[k] for a, _ in rows)

@@ -19,14 +19,13 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import client  # noqa: E402
 import procs  # noqa: E402
-from ab import start  # noqa: E402
+from ab import interleave  # noqa: E402
 from servers import LOAD_CPUS, SERVER_CPUS, SPECS, pin_load  # noqa: E402
 
 
@@ -43,28 +42,16 @@ def download(server, mib, path):
 
 def compare(a, b, rounds, mib, path, paths=(None, None), out=print):
     """Runs the A/B; returns the rows `(order, (a MiB/s, a CPU s), (b MiB/s, b CPU s))`."""
-    rows = []
-    with tempfile.TemporaryDirectory() as logdir:
-        servers = {}
-        try:
-            for side, spec, where in (("A", a, paths[0]), ("B", b, paths[1])):
-                servers[side] = start(spec, logdir, side, where)
-                download(servers[side], min(mib, 16), path)  # warm-up
-                servers[side].remember_tree()
-            for i in range(rounds):
-                sides = ["A", "B"] if i % 2 == 0 else ["B", "A"]
-                got = {side: download(servers[side], mib, path) for side in sides}
-                rows.append(("".join(sides), got["A"], got["B"]))
-                out(row_text(i + 1, rows[-1]))
-        finally:
-            for server in servers.values():
-                server.stop()
-    return rows
-
-
-def row_text(n, row):
-    order, (ra, ca), (rb, cb) = row
-    return f"| {n} | {order} | {ra:,.0f} | {ca:.3f} | {rb:,.0f} | {cb:.3f} | {cb / ca:.3f} |"
+    return interleave(
+        a,
+        b,
+        rounds,
+        lambda server: download(server, min(mib, 16), path),
+        lambda server: download(server, mib, path),
+        paths,
+        out,
+        digits=3,
+    )
 
 
 def main(argv=None):
