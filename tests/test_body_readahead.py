@@ -47,7 +47,11 @@ def send_until_stalled(sock, total, block):
 
 
 @pytest.mark.timeout(120)
-def test_parked_read_does_not_read_ahead(server):
+@pytest.mark.parametrize("first", ["small", "large"])
+def test_parked_read_does_not_read_ahead(server, first):
+    """The app's first read takes 10 bytes, or more than the bound (a read that
+    parks and is answered must not leave the server reading on for it); then the
+    app holds, and what the server still takes from the socket is its read-ahead."""
     tok = rawhttp.new_token()
     go = f"go-{tok}"
     with server.connect(timeout=30) as conn:
@@ -55,51 +59,21 @@ def test_parked_read_does_not_read_ahead(server):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
         kernel = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) + rmem_max()
         allowed = kernel + SIESTA_BOUND
-        total = 3 * allowed
+        n = 10 if first == "small" else allowed + 8 * MIB
+        total = n + 3 * allowed
         head = rawhttp.build_request(
-            "POST", f"/read-hold?n=10&go={go}&token={tok}", [("Content-Length", str(total))]
+            "POST", f"/read-hold?n={n}&go={go}&token={tok}", [("Content-Length", str(total))]
         )
         sock.sendall(head)
         block = b"z" * (256 * 1024)
-        sent = send_until_stalled(sock, total, block)
+        for offset in range(0, n, len(block)):
+            sock.sendall(block[: min(len(block), n - offset)])
         held = server.wait_records(f"held-{tok}")
-        assert held == ["read 10"], server.log()
-        # Once the app has parked, whatever the server still takes shows up here.
-        sent += send_until_stalled(sock, total - sent, block)
-        assert sent < allowed, f"sent {sent} of {total}, kernel buffers {kernel}"
-        (server.record_dir / go).write_text("go\n")
-        resp = conn.read_response()
-    assert resp.status == 200
-    assert json.loads(resp.body) == {"read": 10, "released": True}
-    server.assert_serving()
-
-
-@pytest.mark.timeout(120)
-def test_answered_read_leaves_nothing_reading_on(server):
-    """A large read(n) that parked and was answered must not keep the server
-    reading for it: once the app holds, the server takes no more than before."""
-    tok = rawhttp.new_token()
-    go = f"go-{tok}"
-    with server.connect(timeout=30) as conn:
-        sock = conn.sock
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
-        kernel = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) + rmem_max()
-        allowed = kernel + SIESTA_BOUND
-        first = allowed + 8 * MIB  # more than the bound: reading on for it would show
-        total = first + 3 * allowed
-        head = rawhttp.build_request(
-            "POST", f"/read-hold?n={first}&go={go}&token={tok}", [("Content-Length", str(total))]
-        )
-        sock.sendall(head)
-        block = b"z" * (256 * 1024)
-        for offset in range(0, first, len(block)):
-            sock.sendall(block[: min(len(block), first - offset)])
-        held = server.wait_records(f"held-{tok}")
-        assert held == [f"read {first}"], server.log()
-        sent = send_until_stalled(sock, total - first, block)
+        assert held == [f"read {n}"], server.log()
+        sent = send_until_stalled(sock, total - n, block)
         assert sent < allowed, f"sent {sent} after the read, kernel buffers {kernel}"
         (server.record_dir / go).write_text("go\n")
         resp = conn.read_response()
     assert resp.status == 200
-    assert json.loads(resp.body) == {"read": first, "released": True}
+    assert json.loads(resp.body) == {"read": n, "released": True}
     server.assert_serving()

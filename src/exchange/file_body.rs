@@ -198,19 +198,6 @@ mod tests {
     use http_body_util::BodyExt;
     use std::io::{Seek, SeekFrom, Write};
 
-    struct Body(FileBody);
-
-    impl http_body::Body for Body {
-        type Data = Bytes;
-        type Error = io::Error;
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-            self.get_mut().0.poll_chunk(cx)
-        }
-    }
-
     fn data(size: usize) -> Vec<u8> {
         (0..size).map(|i| (i * 31 % 251) as u8).collect()
     }
@@ -235,7 +222,11 @@ mod tests {
     }
 
     async fn collect(body: FileBody) -> io::Result<Vec<u8>> {
-        Ok(Body(body).collect().await?.to_bytes().to_vec())
+        Ok(crate::exchange::reply::ResponseBody::File(body)
+            .collect()
+            .await?
+            .to_bytes()
+            .to_vec())
     }
 
     #[tokio::test]
