@@ -87,10 +87,22 @@ def _module_files() -> list[str]:
     ]
 
 
-def _watch_code(server: Any, interval: float = 1.0) -> None:
-    """--reload: stop this worker (gracefully) once a file of an imported module changes;
-    the master then starts a fresh worker, which imports the new code."""
+def _mtimes() -> dict[str, float]:
+    """The modification time of every imported module's file."""
     seen: dict[str, float] = {}
+    for path in _module_files():
+        try:
+            seen[path] = os.stat(path).st_mtime
+        except OSError:
+            continue
+    return seen
+
+
+def _watch_code(server: Any, seen: dict[str, float], interval: float = 1.0) -> None:
+    """--reload: stop this worker (gracefully) once a file of an imported module changes
+    from `seen` (taken before the worker served anything, so a change made right after
+    its first answer is never taken for the baseline); the master then starts a fresh
+    worker, which imports the new code. Modules imported later are timed when first seen."""
     while True:
         for path in _module_files():
             try:
@@ -159,7 +171,7 @@ def run_worker(
     _booted = True
     if values["reload"]:
         threading.Thread(
-            target=_watch_code, args=(server,), name="siesta-reload", daemon=True
+            target=_watch_code, args=(server, _mtimes()), name="siesta-reload", daemon=True
         ).start()
     if gevent is not None:
         gevent.serve(server, app, values["worker_connections"], values["queue_timeout"])
