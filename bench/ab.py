@@ -11,8 +11,10 @@ Markdown table of req/s and server CPU µs per request per burst pair
 B ÷ A ratios: the CPU one is the figure to read, since CPU per request does
 not depend on how fast wrk is. Servers are pinned as in run.py.
 Example: `python bench/ab.py siesta-thread siesta-thread-metrics --rounds 20`.
-`--restart` runs each measurement on a fresh server instead (the older
-way; start-up luck then lands in the ratios). To compare two builds of one
+`--together P` loads A and B at the same time instead, each by its own
+wrk, on P fresh pairs of servers (`compare_together`, S10's engine): the
+tightest of the three. `--restart` runs each measurement on a fresh server
+instead (the older way). To compare two builds of one
 spec, copy the older `python/siesta` package to DIR/siesta and give
 `--a-path DIR` (it goes first on that side's PYTHONPATH):
 `python bench/ab.py siesta-gevent siesta-gevent --a-path DIR`.
@@ -27,7 +29,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procs  # noqa: E402
-from run import run_wrk  # noqa: E402
+from run import run_wrk, start_wrk, wrk_result  # noqa: E402
 from servers import LOAD_CPUS, SERVER_CPUS, SPECS, Running, pin_load  # noqa: E402
 
 
@@ -114,6 +116,46 @@ def compare(a, b, rounds, duration, paths=(None, None), restart=False, out=print
     return rows
 
 
+def compare_together(a, b, pairs, rounds, duration, out=print):
+    """A and B loaded at the same time, each by its own wrk, for `rounds`
+    bursts of `duration` s, on `pairs` fresh pairs of servers (the side
+    started first alternating). Both workers share the server CPU second by
+    second, so a slow patch of this VM (its speed moves by 10-30% over a few
+    seconds) slows both alike: the CPU-per-request ratio of two identical
+    servers then stays within about 1.5%, where loading them in turn
+    (`compare`) leaves it spread by ±10%. Returns the rows
+    `(order, (a req/s, a µs), (b req/s, b µs))`."""
+    rows = []
+    with tempfile.TemporaryDirectory() as logdir:
+        for p in range(pairs):
+            sides = [("A", a), ("B", b)] if p % 2 == 0 else [("B", b), ("A", a)]
+            servers = {}
+            try:
+                for side, spec in sides:
+                    servers[side] = start(spec, logdir, f"{p}{side}")
+                    run_wrk(servers[side].port, 1)
+                    servers[side].remember_tree()
+                for _ in range(rounds):
+                    cpu0 = {side: procs.cpu_ns(server.pid) for side, server in servers.items()}
+                    running = {
+                        side: start_wrk(server.port, duration) for side, server in servers.items()
+                    }
+                    got = {}
+                    for side, proc in running.items():
+                        result = wrk_result(proc, duration)
+                        cpu = procs.cpu_ns(servers[side].pid) - cpu0[side]
+                        got[side] = (
+                            result["req_per_s"],
+                            cpu / max(result["requests"], 1) / 1e3,
+                        )
+                    rows.append(("".join(side for side, _ in sides), got["A"], got["B"]))
+                    out(row_text(len(rows), rows[-1]))
+            finally:
+                for server in servers.values():
+                    server.stop()
+    return rows
+
+
 def row_text(n, row, digits=2):
     order, (ra, ua), (rb, ub) = row
     cost = f"{{:.{digits}f}}"
@@ -137,6 +179,12 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--duration", type=int, default=2)
     parser.add_argument("--restart", action="store_true", help="a fresh server per measurement")
+    parser.add_argument(
+        "--together",
+        type=int,
+        metavar="PAIRS",
+        help="load A and B at once, on PAIRS fresh server pairs of --rounds bursts each",
+    )
     parser.add_argument("--a-path", help="PYTHONPATH entry for A (another build of siesta)")
     parser.add_argument("--b-path", help="PYTHONPATH entry for B")
     args = parser.parse_args(argv)
@@ -147,15 +195,15 @@ def main(argv=None):
     cols = f"{a.name} req/s | {a.name} µs | {b.name} req/s | {b.name} µs"
     print(f"| round | order | {cols} | B ÷ A µs |")
     print("|---|---|---|---|---|---|---|")
-    rows = compare(
-        a,
-        b,
-        args.rounds,
-        args.duration,
-        (args.a_path, args.b_path),
-        args.restart,
-        out=lambda line: print(line, flush=True),
-    )
+    def out(line):
+        print(line, flush=True)
+
+    if args.together:
+        rows = compare_together(a, b, args.together, args.rounds, args.duration, out)
+    else:
+        rows = compare(
+            a, b, args.rounds, args.duration, (args.a_path, args.b_path), args.restart, out
+        )
     cpu, rate = medians(rows)
     print(f"\nmedian B ÷ A over {len(rows)} rounds: CPU µs per request {cpu:.3f}, req/s {rate:.3f}")
     return 0

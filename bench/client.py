@@ -17,6 +17,7 @@ import json
 import os
 import resource
 import selectors
+import shutil
 import socket
 import struct
 import sys
@@ -204,10 +205,17 @@ async def mode_bigupload(args):
 
 
 async def mode_download(args):
-    """S4: GET /stream?mib=N (or --path /file), read as fast as possible, check the length."""
+    """S4: GET /stream?mib=N (or --path /file), read as fast as possible, check the length.
+
+    With curl installed, curl downloads (to /dev/null): a client in C takes
+    the bytes several times faster than this one can, so the rate is the
+    server's, not the client's. Without it, this process reads them."""
+    path = getattr(args, "path", "/stream")
+    curl = shutil.which("curl")
+    if curl:
+        return await download_with_curl(curl, args, path)
     reader, writer = await open_conn(args.port)
     start = time.monotonic()
-    path = getattr(args, "path", "/stream")
     try:
         writer.write(f"GET {path}?mib={args.mib} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
         status, _, count = await asyncio.wait_for(read_response(reader, keep=False), args.timeout)
@@ -220,6 +228,41 @@ async def mode_download(args):
         "bytes": count,
         "elapsed_s": round(elapsed, 3),
         "mib_per_s": round(count / MIB / elapsed, 1),
+        "client": "python",
+    }
+
+
+async def download_with_curl(curl, args, path):
+    """`mode_download` by curl: one GET, body to /dev/null, bounded by --timeout."""
+    proc = await asyncio.create_subprocess_exec(
+        curl,
+        "--silent",
+        "--show-error",
+        "--output",
+        "/dev/null",
+        "--max-time",
+        str(args.timeout),
+        "--header",
+        "Host: bench",
+        "--write-out",
+        "%{http_code} %{size_download} %{time_total}",
+        f"http://{HOST}:{args.port}{path}?mib={args.mib}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    try:
+        status, count, elapsed = out.decode().split()
+        status, count, elapsed = int(status), int(count), float(elapsed)
+    except ValueError:
+        return {"ok": False, "error": err.decode(errors="replace").strip()[:200]}
+    return {
+        "status": status,
+        "ok": proc.returncode == 0 and status == 200 and count == args.mib * MIB,
+        "bytes": count,
+        "elapsed_s": round(elapsed, 3),
+        "mib_per_s": round(count / MIB / max(elapsed, 1e-6), 1),
+        "client": "curl",
     }
 
 

@@ -13,11 +13,14 @@ user-space feature) nor cache effects, so it complements `ab.py`, which
 measures time. Needs `valgrind` (`apt-get install valgrind`) and the
 repo's `.venv` with Siesta built. Example:
 `python bench/instructions.py siesta-thread siesta-thread-metrics --rounds 2`.
+`--keep DIR` keeps the callgrind dumps there, to compare function by
+function with `callgrind_annotate`.
 """
 
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -96,6 +99,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--keep", help="a directory to keep the callgrind dumps in")
     args = parser.parse_args(argv)
     specs = {spec.name: spec for spec in SPECS}
     a, b = specs[args.a], specs[args.b]
@@ -110,6 +114,10 @@ def main(argv=None):
             )
             ratios.append(ib / ia)
             print(f"| {i + 1} | {ia:,.0f} | {ib:,.0f} | {ib / ia:.4f} |", flush=True)
+        if args.keep:
+            os.makedirs(args.keep, exist_ok=True)
+            for name in os.listdir(workdir):
+                shutil.copy(os.path.join(workdir, name), args.keep)
     print(f"\nmedian B ÷ A instructions per request: {statistics.median(ratios):.4f}")
     return 0
 

@@ -114,12 +114,13 @@ COLUMNS = {
     "S10": (
         "against",
         [
-            ("rounds", "burst pairs", None, "{}"),
+            ("pairs", "server pairs", None, "{}"),
+            ("rounds", "bursts", None, "{}"),
             ("off_cpu_us", "off CPU µs/req (median)", None, "{:.2f}"),
             ("on_cpu_us", "on CPU µs/req (median)", None, "{:.2f}"),
-            ("cpu_ratio", "on ÷ off CPU/req (median of pairs)", None, "{:.3f}"),
-            ("cpu_ratio_iqr", "middle half of pairs", None, "{}"),
-            ("req_ratio", "on ÷ off req/s (median of pairs)", None, "{:.3f}"),
+            ("cpu_ratio", "on ÷ off CPU/req (median)", None, "{:.3f}"),
+            ("cpu_ratio_iqr", "middle half of bursts", None, "{}"),
+            ("req_ratio", "on ÷ off req/s (median)", None, "{:.3f}"),
         ],
     ),
 }
@@ -141,7 +142,7 @@ TITLES = {
     "S7": "S7 — hello req/s beside 500 slowloris connections",
     "S8": "S8 — memory per held connection (5000 attempted)",
     "S9": "S9 — HUP reloads under load (2 workers, wrk -c16): failed requests",
-    "S10": "S10 — the cost of --metrics-bind: S1 with metrics on ÷ off, interleaved bursts",
+    "S10": "S10 — the cost of --metrics-bind: S1 with metrics on ÷ off, both loaded at once",
 }
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Siesta benchmark entry point (`make bench` / `make bench-quick`).
-# Sets up what the benchmark needs and runs it: wrk (and libev-dev for bjoern)
+# Sets up what the benchmark needs and runs it: wrk, curl (and libev-dev for bjoern)
 # from apt, the peers venv bench/.venv-peers from requirements-peers*.txt, the
 # hyper-hello ceiling, then run.py (measures) and report.py (results/latest.md,
 # charts). Assumes the repo's .venv with siesta already built (`make dev`);
@@ -28,10 +28,14 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-# 1. wrk for S1/S6/S7 (required) and libev-dev to build bjoern (optional).
+# 1. wrk for S1/S6/S7 (required), curl for S4 and libev-dev to build bjoern (optional).
 if ! command -v wrk >/dev/null 2>&1; then
     log "installing wrk"
     apt_install wrk || { log "wrk is required"; exit 1; }
+fi
+if ! command -v curl >/dev/null 2>&1; then
+    log "installing curl (S4's download client)"
+    apt_install curl || log "curl not installed: S4 reads with the slower Python client"
 fi
 if ! dpkg -s libev-dev >/dev/null 2>&1; then
     log "installing libev-dev (for bjoern)"

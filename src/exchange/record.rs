@@ -63,13 +63,21 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    pub(crate) fn new(head: Parts, conn: Arc<ConnInfo>, end: Arc<dyn Finish>) -> Record {
-        let track = Track::start(&head, conn.peer);
+    /// A request whose head was just parsed; `declared` is its body's
+    /// Content-Length as hyper read it (`None` when chunked).
+    pub(crate) fn new(
+        head: Parts,
+        conn: Arc<ConnInfo>,
+        end: Arc<dyn Finish>,
+        declared: Option<u64>,
+    ) -> Record {
+        let received = Instant::now();
+        let track = Track::start(&head, conn.peer, declared, received);
         Record {
             track,
             head,
             conn,
-            received: Instant::now(),
+            received,
             received_at: SystemTime::now(),
             tally: Mutex::new(Tally::default()),
             end,
@@ -140,7 +148,7 @@ mod tests {
         let seen = Arc::new(Seen::default());
         let (head, ()) = http::Request::new(()).into_parts();
         let conn = Arc::new(ConnInfo::new(None, "h".into(), "1".into()));
-        let rec = Arc::new(Record::new(head, conn, seen.clone()));
+        let rec = Arc::new(Record::new(head, conn, seen.clone(), None));
         let other = rec.clone();
         rec.answered(200, None);
         rec.sent(5);

@@ -39,8 +39,9 @@ pub(crate) mod at {
     use super::{BUCKETS, CLASSES, INPUT_FAILURES, METHODS, REASONS};
     /// `[method][class]` request counts.
     pub const REQUESTS: usize = 0;
-    /// A histogram: one count per bucket plus `+Inf`, then the sum in µs, then the count.
-    pub const HIST_WORDS: usize = BUCKETS.len() + 3;
+    /// A histogram: one count per bucket plus `+Inf`, then the sum in µs
+    /// (the count is the buckets' total: one add less per observation).
+    pub const HIST_WORDS: usize = BUCKETS.len() + 2;
     pub const DURATION: usize = REQUESTS + METHODS.len() * CLASSES.len();
     pub const QUEUED: usize = DURATION + HIST_WORDS;
     pub const BODY_IN: usize = QUEUED + HIST_WORDS;
@@ -163,14 +164,21 @@ pub(crate) mod master_phase {
 pub(crate) struct Text<const N: usize>([AtomicU64; N]);
 
 impl<const N: usize> Text<N> {
+    /// Stores `s` (cut to `8 * N` bytes) and a zero word after it when it
+    /// fits: `load` stops at the first zero byte, so the words past that
+    /// are left as they were.
     pub(crate) fn store(&self, s: &[u8]) {
-        let mut chunks = s.chunks(8);
-        for w in &self.0 {
+        let mut used = 0;
+        for (w, c) in self.0.iter().zip(s.chunks(8)) {
             let mut b = [0u8; 8];
-            if let Some(c) = chunks.next() {
-                b[..c.len()].copy_from_slice(c);
-            }
+            b[..c.len()].copy_from_slice(c);
             w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+            used += 1;
+        }
+        if s.len().is_multiple_of(8) {
+            if let Some(w) = self.0.get(used) {
+                w.store(0, Ordering::Relaxed);
+            }
         }
     }
 
@@ -519,6 +527,18 @@ fn add_into(out: &mut [u64; at::WORDS], c: &Counters) {
     }
 }
 
+/// An `Instant` on `now_ns`'s scale, without reading the clock again: the
+/// offset between the two is taken once per process (both are
+/// CLOCK_MONOTONIC on Linux, so it stays put).
+pub(crate) fn ns_at(t: std::time::Instant) -> u64 {
+    static BASE: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
+    let (base, base_ns) = *BASE.get_or_init(|| (std::time::Instant::now(), now_ns()));
+    match t.checked_duration_since(base) {
+        Some(d) => base_ns.saturating_add(d.as_nanos() as u64),
+        None => base_ns.saturating_sub(base.duration_since(t).as_nanos() as u64),
+    }
+}
+
 /// Monotonic nanoseconds (CLOCK_MONOTONIC is the same clock in every process).
 pub(crate) fn now_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -558,6 +578,13 @@ mod tests {
         assert_eq!(t.load(), "0123456789abcdef");
         t.store(b"");
         assert_eq!(t.load(), "");
+        // A shorter text over a longer one: what is left past it is not read.
+        let t: Text<3> = Text(Default::default());
+        t.store(b"/a/longer/path/here");
+        t.store(b"/exactly");
+        assert_eq!(t.load(), "/exactly");
+        t.store(b"/b");
+        assert_eq!(t.load(), "/b");
     }
 
     #[test]

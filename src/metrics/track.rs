@@ -9,7 +9,9 @@
 //! in shared memory: no lock, no allocation. With `--metrics-bind` unset
 //! there is no slot and every call returns at its first line.
 
-use super::region::{at, bucket, gauge, now_ns, Entry, Identity, Slot, State, CLASSES, ENTRIES};
+use super::region::{
+    at, bucket, gauge, now_ns, ns_at, Entry, Identity, Slot, State, CLASSES, ENTRIES,
+};
 use crate::error::RequestError;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -77,8 +79,7 @@ fn class_index(status: u16) -> usize {
 fn observe(c: &[AtomicU64], base: usize, d: Duration) {
     let b = bucket(d.as_secs_f64());
     c[base + b].fetch_add(1, Ordering::Relaxed);
-    c[base + at::HIST_WORDS - 2].fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    c[base + at::HIST_WORDS - 1].fetch_add(1, Ordering::Relaxed);
+    c[base + at::HIST_WORDS - 1].fetch_add(d.as_micros() as u64, Ordering::Relaxed);
 }
 
 /// One request's part in its worker's slot.
@@ -111,10 +112,17 @@ impl Track {
         }
     }
 
-    /// A request head was parsed: list it and count it as queued.
-    pub(crate) fn start(head: &http::request::Parts, peer: Option<SocketAddr>) -> Track {
+    /// A request head was parsed at `received`, declaring a body of
+    /// `declared` bytes (hyper's reading of Content-Length; `None` for a
+    /// chunked body or none): list it and count it as queued.
+    pub(crate) fn start(
+        head: &http::request::Parts,
+        peer: Option<SocketAddr>,
+        declared: Option<u64>,
+        received: Instant,
+    ) -> Track {
         match super::worker_slot() {
-            Some(slot) => Track::start_in(slot, head, peer),
+            Some(slot) => Track::start_in(slot, head, peer, declared, received),
             None => Track::off(),
         }
     }
@@ -123,12 +131,12 @@ impl Track {
         slot: &'static Slot,
         head: &http::request::Parts,
         peer: Option<SocketAddr>,
+        declared: Option<u64>,
+        received: Instant,
     ) -> Track {
-        let declared = head
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok());
-        let started_ns = now_ns();
+        // A body-less request (Content-Length 0 or none) declares nothing.
+        let declared = declared.filter(|&n| n > 0);
+        let started_ns = ns_at(received);
         let id = Identity {
             method: head.method.as_str().as_bytes(),
             path: head.uri.path().as_bytes(),
@@ -237,7 +245,11 @@ fn inflight_index(state: u32) -> Option<usize> {
 }
 
 fn claim(slot: &'static Slot, id: &Identity<'_>) -> Option<&'static Entry> {
-    let start = slot.hint.fetch_add(1, Ordering::Relaxed) as usize;
+    // A hint, not a count: two threads racing here at worst start at the
+    // same row, and the row's own compare-exchange decides.
+    let start = slot.hint.load(Ordering::Relaxed);
+    slot.hint.store(start.wrapping_add(1), Ordering::Relaxed);
+    let start = start as usize;
     for i in 0..ENTRIES {
         let e = &slot.entries[(start + i) % ENTRIES];
         if e.state.load(Ordering::Relaxed) == State::Free as u32 && e.claim(id) {
@@ -377,7 +389,7 @@ mod tests {
             let t0 = Instant::now();
             for _ in 0..n {
                 let queued = Instant::now();
-                let t = Track::start_in(slot, &head, Some(peer));
+                let t = Track::start_in(slot, &head, Some(peer), Some(0), queued);
                 t.began(queued);
                 t.sent(13);
                 finished(&Ended {
@@ -391,7 +403,7 @@ mod tests {
             }
             best = best.min(t0.elapsed().as_nanos() as f64 / f64::from(n));
         }
-        // The loop's own two Instant::now() are the record's, not metrics'.
+        // The loop's Instant::now() is the record's, not metrics'.
         println!("metrics per hello request: {best:.0} ns (best of 5 x {n})");
         Ok(())
     }

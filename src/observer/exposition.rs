@@ -55,8 +55,8 @@ fn histogram(
     words: &[u64],
 ) -> Result<(), Error> {
     let buckets: Vec<(f64, u64)> = BUCKETS.iter().copied().zip(words.iter().copied()).collect();
-    let sum = words[at::HIST_WORDS - 2] as f64 / 1e6;
-    let count = words[at::HIST_WORDS - 1];
+    let sum = words[at::HIST_WORDS - 1] as f64 / 1e6;
+    let count = words[..at::HIST_WORDS - 1].iter().sum();
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
     m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
 }

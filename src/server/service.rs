@@ -27,7 +27,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 use tokio::sync::oneshot;
 
 #[derive(Clone)]
@@ -55,11 +54,17 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
         self.clock.busy();
         self.conn.note_request();
         let (mut head, body) = req.into_parts();
+        let declared = body.size_hint().exact();
         let refused = super::head::check_head(&head, &self.limits.head)
-            .and_then(|()| check_length(body.size_hint().exact(), &self.limits))
+            .and_then(|()| check_length(declared, &self.limits))
             .and_then(|()| super::proxy::mark_scheme(&mut head, &self.conn, &self.proxies))
             .err();
-        let record = Arc::new(Record::new(head, self.conn.clone(), self.end.clone()));
+        let record = Arc::new(Record::new(
+            head,
+            self.conn.clone(),
+            self.end.clone(),
+            declared,
+        ));
         let (reply, rx) = ReplySender::new(record.clone());
         if let Some(e) = refused {
             reply.send(Reply::refusal(e));
@@ -68,7 +73,8 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
                 record: record.clone(),
                 body,
                 reply,
-                queued: Instant::now(),
+                // The head was parsed a moment ago: one clock read less.
+                queued: record.received,
             });
         }
         ReplyFuture {
