@@ -23,12 +23,13 @@ from typing import Any
 import gevent
 import gevent.event
 import gevent.monkey
-from gevent.hub import Waiter
-from greenlet import greenlet
+from gevent.hub import get_hub
+from greenlet import getcurrent, greenlet
 
 from siesta._siesta import ClientDisconnected, log
 
-_parked: dict[int, Waiter] = {}
+# Parked greenlets by wake token.
+_parked: dict[int, greenlet] = {}
 
 
 def patch() -> None:
@@ -40,23 +41,34 @@ def patch() -> None:
 
 
 def _park(token: int, timeout: float | None) -> None:
-    """Switches to the hub until ``token`` is woken or ``timeout`` passes."""
-    waiter = Waiter()
-    _parked[token] = waiter
+    """Switches to the hub until ``token`` is woken or ``timeout`` passes.
+
+    A park happens once per response queue's worth of a fast download, so it
+    is kept to a bare switch and, with a timeout, one libev timer: only the
+    hub resumes a parked greenlet (``_wake``, from its own callback), so the
+    greenlet is always parked by the time it is resumed, which is what
+    gevent's ``Waiter`` would otherwise check. An exception thrown into the
+    greenlet meanwhile (the app's own ``gevent.Timeout``, a kill) leaves
+    through the ``finally``, and a wake that comes after finds nothing."""
+    current = getcurrent()
+    _parked[token] = current
+    hub = get_hub()
+    timer = None
+    if timeout is not None:
+        timer = hub.loop.timer(timeout)
+        timer.start(current.switch)
     try:
-        if timeout is None:
-            waiter.get()
-        else:
-            with gevent.Timeout(timeout, False):
-                waiter.get()
+        hub.switch()
     finally:
         _parked.pop(token, None)
+        if timer is not None:
+            timer.close()
 
 
 def _wake(token: int) -> None:
-    waiter = _parked.pop(token, None)
-    if waiter is not None:
-        waiter.switch(None)
+    parked = _parked.pop(token, None)
+    if parked is not None:
+        parked.switch()
 
 
 class Input:
