@@ -116,7 +116,7 @@ def compare(a, b, rounds, duration, paths=(None, None), restart=False, out=print
     return rows
 
 
-def compare_together(a, b, pairs, rounds, duration, out=print):
+def compare_together(a, b, pairs, rounds, duration, paths=(None, None), out=print):
     """A and B loaded at the same time, each by its own wrk, for `rounds`
     bursts of `duration` s, on `pairs` fresh pairs of servers (the side
     started first alternating). Both workers share the server CPU second by
@@ -128,11 +128,13 @@ def compare_together(a, b, pairs, rounds, duration, out=print):
     rows = []
     with tempfile.TemporaryDirectory() as logdir:
         for p in range(pairs):
-            sides = [("A", a), ("B", b)] if p % 2 == 0 else [("B", b), ("A", a)]
+            sides = [("A", a, paths[0]), ("B", b, paths[1])]
+            if p % 2:
+                sides.reverse()
             servers = {}
             try:
-                for side, spec in sides:
-                    servers[side] = start(spec, logdir, f"{p}{side}")
+                for side, spec, path in sides:
+                    servers[side] = start(spec, logdir, f"{p}{side}", path)
                     run_wrk(servers[side].port, 1)
                     servers[side].remember_tree()
                 for _ in range(rounds):
@@ -148,7 +150,7 @@ def compare_together(a, b, pairs, rounds, duration, out=print):
                             result["req_per_s"],
                             cpu / max(result["requests"], 1) / 1e3,
                         )
-                    rows.append(("".join(side for side, _ in sides), got["A"], got["B"]))
+                    rows.append(("".join(side for side, _, _ in sides), got["A"], got["B"]))
                     out(row_text(len(rows), rows[-1]))
             finally:
                 for server in servers.values():
@@ -188,6 +190,8 @@ def main(argv=None):
     parser.add_argument("--a-path", help="PYTHONPATH entry for A (another build of siesta)")
     parser.add_argument("--b-path", help="PYTHONPATH entry for B")
     args = parser.parse_args(argv)
+    if args.together and args.restart:
+        parser.error("--together and --restart are two different ways: pick one")
     specs = {spec.name: spec for spec in SPECS}
     a, b = specs[args.a], specs[args.b]
     pin_load()
@@ -195,11 +199,13 @@ def main(argv=None):
     cols = f"{a.name} req/s | {a.name} µs | {b.name} req/s | {b.name} µs"
     print(f"| round | order | {cols} | B ÷ A µs |")
     print("|---|---|---|---|---|---|---|")
+
     def out(line):
         print(line, flush=True)
 
     if args.together:
-        rows = compare_together(a, b, args.together, args.rounds, args.duration, out)
+        paths = (args.a_path, args.b_path)
+        rows = compare_together(a, b, args.together, args.rounds, args.duration, paths, out)
     else:
         rows = compare(
             a, b, args.rounds, args.duration, (args.a_path, args.b_path), args.restart, out

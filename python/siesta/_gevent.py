@@ -44,20 +44,20 @@ def _park(token: int, timeout: float | None) -> None:
     """Switches to the hub until ``token`` is woken or ``timeout`` passes.
 
     A park happens once per response queue's worth of a fast download, so it
-    is kept to a bare switch and, with a timeout, one libev timer: only the
+    is kept to a bare switch and, with a timeout, one loop timer: only the
     hub resumes a parked greenlet (``_wake``, from its own callback), so the
     greenlet is always parked by the time it is resumed, which is what
     gevent's ``Waiter`` would otherwise check. An exception thrown into the
     greenlet meanwhile (the app's own ``gevent.Timeout``, a kill) leaves
     through the ``finally``, and a wake that comes after finds nothing."""
-    current = getcurrent()
-    _parked[token] = current
     hub = get_hub()
     timer = None
-    if timeout is not None:
-        timer = hub.loop.timer(timeout)
-        timer.start(current.switch)
     try:
+        _parked[token] = getcurrent()
+        if timeout is not None:
+            timer = hub.loop.timer(timeout)
+            # Through `_wake`: a greenlet no longer parked on `token` is left alone.
+            timer.start(_wake, token)
         hub.switch()
     finally:
         _parked.pop(token, None)

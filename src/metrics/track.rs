@@ -113,8 +113,8 @@ impl Track {
     }
 
     /// A request head was parsed at `received`, declaring a body of
-    /// `declared` bytes (hyper's reading of Content-Length; `None` for a
-    /// chunked body or none): list it and count it as queued.
+    /// `declared` bytes (hyper's reading: `Some(0)` for no body, `None` for
+    /// a chunked one): list it and count it as queued.
     pub(crate) fn start(
         head: &http::request::Parts,
         peer: Option<SocketAddr>,
