@@ -8,6 +8,7 @@ import socket
 import time
 
 import rawhttp
+from siesta_process import wait_until
 
 APP = "regress_app:app"
 
@@ -79,3 +80,27 @@ def test_a_client_that_stops_reading_is_given_up(start_server, mode):
         assert resp.status == 200 and resp.body == b"pong", resp
     finally:
         stalled.close()
+
+
+def test_a_given_up_response_lets_go_of_its_connection(start_server, mode, tmp_path):
+    """A response given up after --body-timeout kept its connection, and so its
+    request, open until the client read again: hyper held the unsent bytes and
+    never looked at the body's abort. The request never ended (no access log
+    line, a status page row sending forever) for a client that never reads."""
+    log = tmp_path / "access.log"
+    srv = start_server(APP, "--body-timeout", "1", "--access-logfile", str(log), mode=mode)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.settimeout(rawhttp.TIMEOUT)
+    stalled.connect((srv.host, srv.port))
+    try:
+        stalled.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+
+        def ended():
+            return log.exists() and "/big" in log.read_text("utf-8", "replace")
+
+        assert wait_until(ended, timeout=20.0), "the given-up request never ended"
+        assert srv.get("/ping").body == b"pong"
+    finally:
+        stalled.close()
+

@@ -20,6 +20,7 @@ use reply::{Reply, ReplySender};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Waker};
 use std::time::Instant;
 
 /// Facts about the connection a request came in on.
@@ -45,6 +46,10 @@ pub(crate) struct ConnInfo {
     /// A request head has come in on this connection: a graceful stop may
     /// now close it after the request it is on (`server/`'s drain).
     requested: AtomicBool,
+    /// Set by `cut`: the connection is to close now, whatever hyper holds.
+    cut: AtomicBool,
+    /// The connection task's waker, for `cut` (registered by `poll_cut`).
+    cut_waker: parking_lot::Mutex<Option<Waker>>,
 }
 
 impl ConnInfo {
@@ -58,7 +63,37 @@ impl ConnInfo {
             server_port,
             remote: OnceLock::new(),
             requested: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
+            cut_waker: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// Closes the connection at once: `server/`'s `drive` drops it on its
+    /// next poll. For a response given up because its client took nothing
+    /// for `--body-timeout`: hyper only looks at the body again once its
+    /// write buffer drains, which such a client never lets happen, so the
+    /// abort alone would leave the connection (and its request) open.
+    pub(crate) fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        let waker = self.cut_waker.lock().take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether `cut` was called; when not, `cx`'s task is woken if it is.
+    pub(crate) fn poll_cut(&self, cx: &mut Context<'_>) -> bool {
+        if self.cut.load(Ordering::Acquire) {
+            return true;
+        }
+        {
+            let mut slot = self.cut_waker.lock();
+            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *slot = Some(cx.waker().clone());
+            }
+        }
+        // A cut between the first look and the registration found no waker.
+        self.cut.load(Ordering::Acquire)
     }
 
     /// Notes that a request head came in (the service calls this).

@@ -228,6 +228,11 @@ where
     let mut stopping = std::pin::pin!(stop.wait_for(|stopped| *stopped));
     let (mut asked, mut told) = (false, false);
     std::future::poll_fn(|cx| {
+        if info.poll_cut(cx) {
+            // A response was given up on (`ConnInfo::cut`): drop hyper's
+            // connection, and with it the socket and what it still held.
+            return std::task::Poll::Ready(Ok(()));
+        }
         if !asked && stopping.as_mut().poll(cx).is_ready() {
             asked = true;
         }

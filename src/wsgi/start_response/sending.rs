@@ -187,6 +187,11 @@ impl StartResponse {
                     if let Some(p) = &st.pipe {
                         p.0.finish(PipeEnd::Aborted);
                     }
+                    // hyper would hold the connection, and what it buffered,
+                    // until this client reads: close it now.
+                    if let Some(r) = &st.record {
+                        r.conn.cut();
+                    }
                     Waited::Ready(Sent::Stop)
                 }
             });
