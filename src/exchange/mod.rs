@@ -48,8 +48,9 @@ pub(crate) struct ConnInfo {
     requested: AtomicBool,
     /// Set by `cut`: the connection is to close now, whatever hyper holds.
     cut: AtomicBool,
-    /// The connection task's waker, for `cut` (registered by `poll_cut`).
-    cut_waker: parking_lot::Mutex<Option<Waker>>,
+    /// The connection task's waker, for `cut`, taken by the first
+    /// `poll_cut` (one task drives a connection: its waker stays the same).
+    cut_waker: OnceLock<Waker>,
 }
 
 impl ConnInfo {
@@ -64,7 +65,7 @@ impl ConnInfo {
             remote: OnceLock::new(),
             requested: AtomicBool::new(false),
             cut: AtomicBool::new(false),
-            cut_waker: parking_lot::Mutex::new(None),
+            cut_waker: OnceLock::new(),
         }
     }
 
@@ -75,22 +76,19 @@ impl ConnInfo {
     /// abort alone would leave the connection (and its request) open.
     pub(crate) fn cut(&self) {
         self.cut.store(true, Ordering::Release);
-        let waker = self.cut_waker.lock().take();
-        if let Some(w) = waker {
-            w.wake();
+        if let Some(w) = self.cut_waker.get() {
+            w.wake_by_ref();
         }
     }
 
-    /// Whether `cut` was called; when not, `cx`'s task is woken if it is.
+    /// Whether `cut` was called; when not, `cx`'s task (the connection's)
+    /// is woken if it is.
     pub(crate) fn poll_cut(&self, cx: &mut Context<'_>) -> bool {
         if self.cut.load(Ordering::Acquire) {
             return true;
         }
-        {
-            let mut slot = self.cut_waker.lock();
-            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *slot = Some(cx.waker().clone());
-            }
+        if self.cut_waker.get().is_none() {
+            let _ = self.cut_waker.set(cx.waker().clone());
         }
         // A cut between the first look and the registration found no waker.
         self.cut.load(Ordering::Acquire)
