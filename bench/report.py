@@ -122,7 +122,7 @@ COLUMNS = {
             ("on_cpu_us", "on CPU µs/req (median)", None, "{:.2f}"),
             ("cpu_ratio", "on ÷ off CPU/req (median)", None, "{:.3f}"),
             ("cpu_ratio_iqr", "middle half of bursts", None, "{}"),
-            ("req_ratio", "on ÷ off req/s (median)", None, "{:.3f}"),
+            ("req_ratio", "on ÷ off req/s sharing the core (median)", None, "{:.3f}"),
         ],
     ),
 }
