@@ -104,3 +104,33 @@ def test_a_given_up_response_lets_go_of_its_connection(start_server, mode, tmp_p
     finally:
         stalled.close()
 
+
+def test_a_client_that_never_reads_a_finished_response_is_let_go(start_server, mode):
+    """With the whole response handed to the server at once the app is done
+    and nothing waits on the client, so nothing timed it: a client that never
+    read held its connection, and what the server buffered for it, for good.
+    Now a client that takes no byte for --body-timeout loses its connection:
+    reading afterwards, it gets what was already in flight, then the end."""
+    srv = start_server(APP, "--body-timeout", "1", mode=mode)
+    size = 32 << 20
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.settimeout(rawhttp.TIMEOUT)
+    stalled.connect((srv.host, srv.port))
+    try:
+        stalled.sendall(b"GET /whole?mib=32 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(4)  # takes nothing for four times --body-timeout
+        got = 0
+        while True:
+            try:
+                chunk = stalled.recv(1 << 20)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            got += len(chunk)
+        assert got < size, f"the whole {size} bytes came: the connection was kept"
+    finally:
+        stalled.close()
+    assert srv.get("/ping").body == b"pong"
+

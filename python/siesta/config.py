@@ -363,7 +363,8 @@ SETTINGS: tuple[Setting, ...] = (
         ("--body-timeout",),
         60.0,
         "Seconds wsgi.input.read() waits without receiving a body byte before raising "
-        "siesta.ClientTimeout; 0 waits forever.",
+        "siesta.ClientTimeout, and a response waits for the client to take a byte before "
+        "its connection is closed; 0 waits forever.",
         type=_seconds,
         metavar="SECONDS",
         rust=True,

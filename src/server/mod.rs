@@ -198,7 +198,13 @@ impl AcceptCtx {
                 draining,
                 clock: clock.clone(),
             };
-            let io = TokioIo::new(ClockedIo::new(io, clock, end.clone(), remote));
+            let io = TokioIo::new(ClockedIo::new(
+                io,
+                clock,
+                end.clone(),
+                remote,
+                limits.body_timeout,
+            ));
             let conn = builder.serve_connection(io, service);
             // Errors here are the client's (reset, bad request): hyper has
             // already answered what deserved an answer; a refused head still

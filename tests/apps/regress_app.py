@@ -4,7 +4,8 @@
 reading; /local answers the threading.local value a previous request left
 (None when locals are per request) and stores its own; /timeout leaves a
 gevent.Timeout running after it answers; /slow?name= records its start and
-end around a one-second sleep; /big streams 2000 x 64 KiB; /ping answers pong.
+end around a one-second sleep; /big streams 2000 x 64 KiB; /whole?mib=N
+answers N MiB in one body item; /ping answers pong.
 """
 
 import threading
@@ -44,4 +45,6 @@ def app(environ, start_response):
     if path == "/big":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return (b"x" * 65536 for _ in range(2000))
+    if path == "/whole":
+        return _text(start_response, b"x" * (int(query.get("mib", "1")) << 20))
     return _text(start_response, b"pong")
