@@ -134,3 +134,35 @@ def test_a_client_that_never_reads_a_finished_response_is_let_go(start_server, m
         stalled.close()
     assert srv.get("/ping").body == b"pong"
 
+
+def test_a_slow_but_steady_reader_is_not_let_go(start_server, mode):
+    """The write timer counts what the client takes, not which writes go
+    through: the kernel calls a full socket writable again only once a good
+    part of its buffer has drained, which a slow reader takes longer than
+    --body-timeout to do. Reading about 80 KB/s for three times the timeout,
+    then fast, the client gets the whole body."""
+    srv = start_server(APP, "--body-timeout", "1", mode=mode)
+    size = 8 << 20
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    client.settimeout(rawhttp.TIMEOUT)
+    client.connect((srv.host, srv.port))
+    try:
+        client.sendall(b"GET /whole?mib=8 HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        slow_until = time.monotonic() + 3
+        while time.monotonic() < slow_until:
+            got += client.recv(4096)
+            time.sleep(0.05)
+        while b"\r\n\r\n" not in got:
+            got += client.recv(1 << 16)
+        head, _, body = got.partition(b"\r\n\r\n")
+        left = size - len(body)
+        while left > 0:
+            chunk = client.recv(min(left, 1 << 20))
+            assert chunk, f"the connection ended {left} bytes short"
+            left -= len(chunk)
+        assert head.startswith(b"HTTP/1.1 200")
+    finally:
+        client.close()
+

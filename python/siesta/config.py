@@ -364,7 +364,7 @@ SETTINGS: tuple[Setting, ...] = (
         60.0,
         "Seconds wsgi.input.read() waits without receiving a body byte before raising "
         "siesta.ClientTimeout, and a response waits for the client to take a byte before "
-        "its connection is closed; 0 waits forever.",
+        "its connection is reset; 0 waits forever.",
         type=_seconds,
         metavar="SECONDS",
         rust=True,

@@ -75,7 +75,9 @@ impl ConnInfo {
     /// write buffer drains, which such a client never lets happen, so the
     /// abort alone would leave the connection (and its request) open.
     pub(crate) fn cut(&self) {
-        self.cut.store(true, Ordering::Release);
+        // SeqCst here and in `poll_cut`: of a cut and a first registration
+        // racing, one sees the other.
+        self.cut.store(true, Ordering::SeqCst);
         if let Some(w) = self.cut_waker.get() {
             w.wake_by_ref();
         }
@@ -84,14 +86,14 @@ impl ConnInfo {
     /// Whether `cut` was called; when not, `cx`'s task (the connection's)
     /// is woken if it is.
     pub(crate) fn poll_cut(&self, cx: &mut Context<'_>) -> bool {
-        if self.cut.load(Ordering::Acquire) {
+        if self.cut.load(Ordering::SeqCst) {
             return true;
         }
         if self.cut_waker.get().is_none() {
             let _ = self.cut_waker.set(cx.waker().clone());
         }
         // A cut between the first look and the registration found no waker.
-        self.cut.load(Ordering::Acquire)
+        self.cut.load(Ordering::SeqCst)
     }
 
     /// Notes that a request head came in (the service calls this).

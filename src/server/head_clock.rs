@@ -1,4 +1,4 @@
-//! The clock on a connection's request heads: `--keep-alive` and `--header-timeout`.
+//! The clock on a connection's request heads (`--keep-alive`, `--header-timeout`), and its writes' timer.
 //!
 //! hyper's own `header_read_timeout` starts when hyper begins waiting for a
 //! head (at accept, and again when the previous exchange is done) and stops
@@ -21,20 +21,20 @@
 //! Bytes of the next head that arrived while a request was busy (pipelined)
 //! are in hyper's buffer, not seen here: that head is timed from the end of
 //! the response instead. The body of a request is not timed here
-//! (`--body-timeout` belongs to `wsgi.input`). Writes are: a client that
-//! takes no response byte for `--body-timeout` while hyper has bytes for it
-//! gets its connection closed (hyper sees a write error), whether or not
-//! the app is still producing; otherwise a client that stops reading would
-//! hold its connection, and what hyper buffered for it, for as long as it
-//! likes.
+//! (`--body-timeout` belongs to `wsgi.input`). Writes are, by
+//! `write_stall.rs`: a client that takes no response byte for
+//! `--body-timeout` while hyper has bytes for it loses its connection,
+//! whether or not the app is still producing.
 
 use super::end::Recorder;
 use super::framing::{BadChunk, Framing};
+use super::write_stall::WriteStall;
 use crate::error::RequestError;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -53,14 +53,6 @@ fn timeout_answer() -> Vec<u8> {
         status.canonical_reason().unwrap_or("")
     )
     .into_bytes()
-}
-
-/// What hyper's write gets once the client took nothing for `--body-timeout`.
-fn write_stalled() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        "client took no response byte within --body-timeout",
-    )
 }
 
 /// What hyper's read gets once `Framing` found a bad chunk line; the
@@ -181,12 +173,8 @@ pub(crate) struct ClockedIo<I> {
     wrote: bool,
     /// Every byte read goes through it first (`framing.rs`).
     framing: Framing,
-    /// `--body-timeout`, for writes the client does not take.
-    write_timeout: Option<Duration>,
-    /// Armed at the first write that found the socket full, until one goes through.
-    write_timer: Option<Pin<Box<Sleep>>>,
-    /// The last write found the socket full (the timer runs).
-    write_stalled: bool,
+    /// `--body-timeout` for the client's side of writes (`write_stall.rs`).
+    stall: WriteStall,
 }
 
 impl<I> ClockedIo<I> {
@@ -205,38 +193,7 @@ impl<I> ClockedIo<I> {
             timer: None,
             wrote: false,
             framing: Framing::default(),
-            write_timeout,
-            write_timer: None,
-            write_stalled: false,
-        }
-    }
-
-    /// A write's outcome, with `--body-timeout` applied: a write that goes
-    /// through stops the timer; one that finds the socket full starts it (at
-    /// the first) and fails once it has run out.
-    fn timed_write<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        r: Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        if !r.is_pending() {
-            self.write_stalled = false;
-            return r;
-        }
-        let Some(limit) = self.write_timeout else {
-            return r;
-        };
-        if !self.write_stalled {
-            self.write_stalled = true;
-            let deadline = Instant::now() + limit;
-            match &mut self.write_timer {
-                Some(t) => t.as_mut().reset(deadline),
-                None => self.write_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-        }
-        match self.write_timer.as_mut().map(|t| t.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(write_stalled())),
-            _ => Poll::Pending,
+            stall: WriteStall::new(write_timeout),
         }
     }
 }
@@ -315,7 +272,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
     }
 }
 
-impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClockedIo<I> {
+impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> AsyncWrite for ClockedIo<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -324,7 +281,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClockedIo<I> {
         let this = self.get_mut();
         this.wrote = true;
         let r = Pin::new(&mut this.io).poll_write(cx, data);
-        this.timed_write(cx, r)
+        this.stall.check(this.io.as_raw_fd(), cx, r)
     }
 
     fn poll_write_vectored(
@@ -335,7 +292,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClockedIo<I> {
         let this = self.get_mut();
         this.wrote = true;
         let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.timed_write(cx, r)
+        this.stall.check(this.io.as_raw_fd(), cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -5,7 +5,9 @@
 //! accept loop that backs off on `EMFILE`; each connection is served by
 //! hyper's HTTP/1 server with the `Service` from `service.rs`, after
 //! `proxy.rs` (the PROXY preamble, trust in the peer) and under the head
-//! clock of `head_clock.rs`. On shutdown the loops stop accepting and serve
+//! clock of `head_clock.rs` and the write timer of `write_stall.rs`; a
+//! response given up on (`ConnInfo::cut`) drops its connection in `drive`.
+//! On shutdown the loops stop accepting and serve
 //! what is already queued (`drain.rs`); for a moment every response closes
 //! its connection, then open connections finish their current request
 //! (within `--graceful-timeout`; `drive` says which request that is), and
@@ -21,6 +23,7 @@ pub(crate) mod head_clock;
 mod head_props;
 pub(crate) mod proxy;
 pub(crate) mod service;
+mod write_stall;
 
 use crate::exchange::ConnInfo;
 use crate::exec::Executor;

@@ -24,7 +24,9 @@ use tokio::net::{TcpStream, UnixStream};
 
 /// A stream whose next bytes can be looked at without taking them (TCP
 /// and unix sockets), so the preamble's end is found without reading past it.
-pub(crate) trait Peek: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+pub(crate) trait Peek:
+    AsyncRead + AsyncWrite + std::os::fd::AsRawFd + Unpin + Send + 'static
+{
     /// Waits until the socket may have bytes.
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     /// Copies what has arrived into `buf`, leaving it in the socket;

@@ -1,0 +1,168 @@
+//! `--body-timeout` on the way out: a client that takes no response byte for that long loses its connection.
+//!
+//! `ClockedIo` hands every write's outcome to `WriteStall::check`. A write
+//! that finds the socket full arms a timer; one that goes through disarms
+//! it. Linux reports a full socket writable again only once a good part of
+//! its send buffer has drained (about a third for TCP, a quarter for a unix
+//! socket), so a client reading slowly but steadily can go longer than the
+//! timeout without a write going through. So when the timer runs out, the
+//! socket's own queue (`SIOCOUTQ`: bytes sent and not yet acknowledged, or
+//! not yet read on a unix socket) says whether the client took anything
+//! since the timer was armed; if it did, the timer starts over. A client
+//! that took nothing gets a reset (`SO_LINGER` 0) rather than a FIN queued
+//! behind the bytes it will not read, so the kernel frees them at once, and
+//! hyper, whose write fails, drops the connection.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// One connection's write timer.
+pub(crate) struct WriteStall {
+    /// `--body-timeout`; `None` waits forever.
+    limit: Option<Duration>,
+    /// Made at the first stall and reset at the next ones.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The last write found the socket full: the timer runs.
+    armed: bool,
+    /// The socket's queue when the timer was (re)armed.
+    queued: usize,
+}
+
+impl WriteStall {
+    pub(crate) fn new(limit: Option<Duration>) -> Self {
+        WriteStall {
+            limit,
+            timer: None,
+            armed: false,
+            queued: 0,
+        }
+    }
+
+    /// A write's outcome on socket `fd`, with the timeout applied: `Pending`
+    /// stays `Pending` until the client took nothing for the whole limit,
+    /// then the write fails (and the socket is set to reset on close).
+    pub(crate) fn check<T>(
+        &mut self,
+        fd: RawFd,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if !r.is_pending() {
+            self.armed = false;
+            return r;
+        }
+        let Some(limit) = self.limit else {
+            return r;
+        };
+        if !self.armed {
+            self.armed = true;
+            self.queued = queued(fd);
+            self.arm(limit);
+        }
+        loop {
+            let Some(timer) = self.timer.as_mut() else {
+                return Poll::Pending;
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = queued(fd);
+            if now < self.queued {
+                // Slow, but the client took something: start over.
+                self.queued = now;
+                self.arm(limit);
+                continue;
+            }
+            reset_on_close(fd);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client took no response byte within --body-timeout",
+            )));
+        }
+    }
+
+    fn arm(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        match &mut self.timer {
+            Some(t) => t.as_mut().reset(deadline),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+}
+
+/// Bytes in `fd`'s send queue not yet taken by the peer (0 if unknown).
+fn queued(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int we own; a bad fd is an error return.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    if rc < 0 {
+        0
+    } else {
+        usize::try_from(n).unwrap_or(0)
+    }
+}
+
+/// Makes closing `fd` send a reset and drop its queue.
+fn reset_on_close(fd: RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads one `linger` we own for the given length.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::addr_of!(linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// A peer that reads nothing: the write times out; one that took bytes
+    /// since the timer was armed: it starts over.
+    #[tokio::test(start_paused = true)]
+    async fn times_out_only_without_progress() -> io::Result<()> {
+        let (a, b) = std::os::unix::net::UnixStream::pair()?;
+        a.set_nonblocking(true)?;
+        // Fill the queue.
+        let block = [0u8; 4096];
+        while std::io::Write::write(&mut &a, &block).is_ok() {}
+        let mut stall = WriteStall::new(Some(Duration::from_secs(5)));
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let fd = a.as_raw_fd();
+        let pending = || Poll::<io::Result<()>>::Pending;
+        assert!(stall.check(fd, &mut cx, pending()).is_pending());
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(stall.check(fd, &mut cx, pending()).is_pending());
+        // The peer takes some bytes: at the deadline the timer starts over.
+        let mut got = [0u8; 8192];
+        std::io::Read::read(&mut &b, &mut got)?;
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(stall.check(fd, &mut cx, pending()).is_pending());
+        // Nothing more taken: the next deadline fails the write.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(matches!(
+            stall.check(fd, &mut cx, pending()),
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::TimedOut
+        ));
+        // A write that goes through disarms it.
+        assert!(matches!(
+            stall.check(fd, &mut cx, Poll::Ready(Ok(()))),
+            Poll::Ready(Ok(()))
+        ));
+        Ok(())
+    }
+}
