@@ -13,6 +13,15 @@ from siesta_process import wait_until
 APP = "regress_app:app"
 
 
+def _small_window(srv, rcvbuf):
+    """A connection to `srv` whose receive buffer holds about `rcvbuf` bytes."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(rawhttp.TIMEOUT)
+    sock.connect((srv.host, srv.port))
+    return sock
+
+
 def test_readline_zero_neither_waits_nor_sends_100_continue(start_server, mode):
     """readline(0) on an unread body blocked for a body byte and sent 100 Continue."""
     srv = start_server(APP, mode=mode)
@@ -70,10 +79,7 @@ def test_a_client_that_stops_reading_is_given_up(start_server, mode):
     srv = start_server(
         APP, "--threads", "1", "--worker-connections", "1", "--body-timeout", "1", mode=mode
     )
-    stalled = socket.socket()
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.settimeout(rawhttp.TIMEOUT)
-    stalled.connect((srv.host, srv.port))
+    stalled = _small_window(srv, 4096)
     try:
         stalled.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         resp = srv.get("/ping")  # served once the stalled response is given up
@@ -89,10 +95,7 @@ def test_a_given_up_response_lets_go_of_its_connection(start_server, mode, tmp_p
     line, a status page row sending forever) for a client that never reads."""
     log = tmp_path / "access.log"
     srv = start_server(APP, "--body-timeout", "1", "--access-logfile", str(log), mode=mode)
-    stalled = socket.socket()
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.settimeout(rawhttp.TIMEOUT)
-    stalled.connect((srv.host, srv.port))
+    stalled = _small_window(srv, 4096)
     try:
         stalled.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
 
@@ -113,10 +116,7 @@ def test_a_client_that_never_reads_a_finished_response_is_let_go(start_server, m
     reading afterwards, it gets what was already in flight, then the end."""
     srv = start_server(APP, "--body-timeout", "1", mode=mode)
     size = 32 << 20
-    stalled = socket.socket()
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.settimeout(rawhttp.TIMEOUT)
-    stalled.connect((srv.host, srv.port))
+    stalled = _small_window(srv, 4096)
     try:
         stalled.sendall(b"GET /whole?mib=32 HTTP/1.1\r\nHost: x\r\n\r\n")
         time.sleep(4)  # takes nothing for four times --body-timeout
@@ -143,10 +143,7 @@ def test_a_slow_but_steady_reader_is_not_let_go(start_server, mode):
     then fast, the client gets the whole body."""
     srv = start_server(APP, "--body-timeout", "1", mode=mode)
     size = 8 << 20
-    client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    client.settimeout(rawhttp.TIMEOUT)
-    client.connect((srv.host, srv.port))
+    client = _small_window(srv, 16384)
     try:
         client.sendall(b"GET /whole?mib=8 HTTP/1.1\r\nHost: x\r\n\r\n")
         got = b""
