@@ -89,6 +89,12 @@ def interleave(a, b, rounds, warm, measure, paths=(None, None), out=print, digit
     return rows
 
 
+def _sides(a, b, paths, i):
+    """`(side, spec, path)` for A and B, B first on odd `i`."""
+    sides = [("A", a, paths[0]), ("B", b, paths[1])]
+    return sides if i % 2 == 0 else sides[::-1]
+
+
 def compare(a, b, rounds, duration, paths=(None, None), restart=False, out=print):
     """Runs the A/B; returns the rows `(order, (a req/s, a µs), (b req/s, b µs))`."""
     if not restart:
@@ -104,9 +110,7 @@ def compare(a, b, rounds, duration, paths=(None, None), restart=False, out=print
     rows = []
     with tempfile.TemporaryDirectory() as logdir:
         for i in range(rounds):
-            sides = [("A", a, paths[0]), ("B", b, paths[1])]
-            if i % 2:
-                sides.reverse()
+            sides = _sides(a, b, paths, i)
             got = {
                 side: measure_fresh(spec, duration, logdir, f"{i}{side}", path)
                 for side, spec, path in sides
@@ -128,9 +132,7 @@ def compare_together(a, b, pairs, rounds, duration, paths=(None, None), out=prin
     rows = []
     with tempfile.TemporaryDirectory() as logdir:
         for p in range(pairs):
-            sides = [("A", a, paths[0]), ("B", b, paths[1])]
-            if p % 2:
-                sides.reverse()
+            sides = _sides(a, b, paths, p)
             servers = {}
             try:
                 for side, spec, path in sides:
