@@ -18,7 +18,7 @@ use pyo3::types::PyString;
 use record::Record;
 use reply::{Reply, ReplySender};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Waker};
 use std::time::Instant;
@@ -43,9 +43,13 @@ pub(crate) struct ConnInfo {
     /// `REMOTE_ADDR` and `REMOTE_PORT` as Python strings, made on the
     /// connection's first request and reused by the next ones.
     remote: OnceLock<(Py<PyString>, Py<PyString>)>,
-    /// A request head has come in on this connection: a graceful stop may
-    /// now close it after the request it is on (`server/`'s drain).
-    requested: AtomicBool,
+    /// How many request heads came in on this connection; once one has, a
+    /// graceful stop may close it after the request it is on (`server/`'s
+    /// drain).
+    requests: AtomicU64,
+    /// The number of the request whose body hyper may still be reading,
+    /// 0 when none: until it ends, the connection is not at rest.
+    open_body: AtomicU64,
     /// Set by `cut`: the connection is to close now, whatever hyper holds.
     cut: AtomicBool,
     /// The connection task's waker, for `cut`, taken by the first
@@ -63,7 +67,8 @@ impl ConnInfo {
             server_name,
             server_port,
             remote: OnceLock::new(),
-            requested: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            open_body: AtomicU64::new(0),
             cut: AtomicBool::new(false),
             cut_waker: OnceLock::new(),
         }
@@ -96,14 +101,35 @@ impl ConnInfo {
         self.cut.load(Ordering::SeqCst)
     }
 
-    /// Notes that a request head came in (the service calls this).
-    pub(crate) fn note_request(&self) {
-        self.requested.store(true, Ordering::Relaxed);
+    /// Notes that a request head came in (the service calls this, on the
+    /// connection's task). A request whose body has yet to arrive gets the
+    /// token that says when it has.
+    pub(crate) fn note_request(self: &Arc<Self>, body_open: bool) -> Option<BodyEnd> {
+        // Only the connection's task counts, so a load and a store will do.
+        let n = self.requests.load(Ordering::Relaxed) + 1;
+        self.requests.store(n, Ordering::Relaxed);
+        self.open_body
+            .store(if body_open { n } else { 0 }, Ordering::Relaxed);
+        body_open.then(|| BodyEnd {
+            conn: self.clone(),
+            n,
+        })
     }
 
     /// Whether any request head came in on this connection yet.
     pub(crate) fn had_request(&self) -> bool {
-        self.requested.load(Ordering::Relaxed)
+        self.requests() > 0
+    }
+
+    /// How many request heads came in on this connection.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last request's body has been read to its end (or it had
+    /// none): hyper is then done reading it.
+    pub(crate) fn body_done(&self) -> bool {
+        self.open_body.load(Ordering::Acquire) == 0
     }
 
     /// The client as the app and the logs see it: the PROXY preamble's
@@ -131,11 +157,33 @@ impl ConnInfo {
     }
 }
 
+/// Says when a request's body has been read to its end, by the app or by
+/// the drain after it; a body given up on never says so (hyper then closes
+/// the connection anyway).
+#[derive(Debug)]
+pub(crate) struct BodyEnd {
+    conn: Arc<ConnInfo>,
+    n: u64,
+}
+
+impl BodyEnd {
+    pub(crate) fn reached(self) {
+        // Only this request's own mark is cleared: a late end of an earlier
+        // body cannot vouch for a later one.
+        let _ =
+            self.conn
+                .open_body
+                .compare_exchange(self.n, 0, Ordering::Release, Ordering::Relaxed);
+    }
+}
+
 /// One request waiting for the app.
 pub(crate) struct Job {
     /// The head and the request's bookkeeping, shared with the I/O side.
     pub record: Arc<Record>,
     pub body: Incoming,
+    /// Says when `body` has been read to its end.
+    pub body_end: Option<BodyEnd>,
     /// Where the response head goes; the service future waits on the other end.
     pub reply: ReplySender,
     /// When the job was queued, for `--queue-timeout`.

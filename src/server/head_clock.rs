@@ -28,18 +28,22 @@
 
 use super::end::Recorder;
 use super::framing::{BadChunk, Framing};
+use super::proxy::Peek;
 use super::write_stall::WriteStall;
 use crate::error::RequestError;
+use hyper::body::Bytes;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 /// The answer to a first head that came too late, written straight to the
@@ -89,7 +93,23 @@ pub(crate) struct Clock {
     keep_alive: Duration,
     /// `--header-timeout`; `None` waits forever for a head.
     header_timeout: Option<Duration>,
+    /// hyper was given bytes to write that a flush has not yet seen out.
+    unflushed: AtomicBool,
+    /// The connection has been idle between requests long enough to rest.
+    rest_due: AtomicBool,
+    /// Responses done on this connection.
+    served: AtomicU32,
 }
+
+/// How long a connection idles between requests before it comes to rest
+/// (`server/`'s `drive`): long enough that a client busy on its connection
+/// never pays for a new hyper connection per request (a few µs), short
+/// enough that idle keep-alive connections soon hold only ~2 KiB. After its
+/// first response a connection rests at once: that costs a busy client one
+/// new hyper connection, and lets a burst of clients that ask once and then
+/// idle hand their buffers on to the next ones, instead of each holding its
+/// own for a while (which leaves the heap fragmented once they rest).
+const REST_AFTER: Duration = Duration::from_millis(500);
 
 impl Clock {
     /// A clock for a connection accepted now.
@@ -101,11 +121,15 @@ impl Clock {
             }),
             keep_alive,
             header_timeout,
+            unflushed: AtomicBool::new(false),
+            rest_due: AtomicBool::new(false),
+            served: AtomicU32::new(0),
         })
     }
 
     pub(crate) fn busy(&self) {
         *self.phase.lock() = Phase::Busy;
+        self.rest_due.store(false, Ordering::Relaxed);
     }
 
     pub(crate) fn idle(&self) {
@@ -115,6 +139,7 @@ impl Clock {
                 since: Instant::now(),
                 first: false,
             };
+            self.served.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -125,6 +150,21 @@ impl Clock {
                 since: Instant::now(),
                 first,
             };
+        }
+    }
+
+    /// When an idle connection is due to come to rest: between requests,
+    /// before a byte of the next head.
+    fn rest_at(&self) -> Option<Instant> {
+        match *self.phase.lock() {
+            Phase::Waiting {
+                since,
+                first: false,
+            } => Some(match self.served.load(Ordering::Relaxed) {
+                0 | 1 => since,
+                _ => since + REST_AFTER,
+            }),
+            _ => None,
         }
     }
 
@@ -148,6 +188,16 @@ impl Clock {
             }
             Phase::Busy | Phase::Expired => None,
         }
+    }
+
+    /// Between two requests with nothing in between: the last response
+    /// handed over and written out, no byte of a next head read. With the
+    /// body read to its end (`ConnInfo::body_done`), hyper is idle and the
+    /// connection may rest (`server/`'s `drive`).
+    pub(crate) fn at_rest(&self) -> bool {
+        self.rest_due.load(Ordering::Relaxed)
+            && !self.unflushed.load(Ordering::Relaxed)
+            && matches!(*self.phase.lock(), Phase::Waiting { first: false, .. })
     }
 
     fn expire(&self) {
@@ -175,6 +225,9 @@ pub(crate) struct ClockedIo<I> {
     framing: Framing,
     /// `--body-timeout` for the client's side of writes (`write_stall.rs`).
     stall: WriteStall,
+    /// Bytes hyper had read but not used when the connection went to rest
+    /// (part of a pipelined head): its next reads get them first.
+    replay: Bytes,
 }
 
 impl<I> ClockedIo<I> {
@@ -190,10 +243,14 @@ impl<I> ClockedIo<I> {
             clock,
             end,
             peer,
-            timer: None,
+            // Made now, next to the connection's other lasting state, not
+            // after hyper's buffers (which a connection at rest frees): the
+            // pages it would pin there stay resident.
+            timer: Some(Box::pin(tokio::time::sleep_until(Instant::now()))),
             wrote: false,
             framing: Framing::default(),
             stall: WriteStall::new(write_timeout),
+            replay: Bytes::new(),
         }
     }
 }
@@ -201,20 +258,40 @@ impl<I> ClockedIo<I> {
 impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
     /// Whether the deadline has passed (checked before reading, so a client
     /// that trickles bytes cannot keep a head open); arms the timer when not.
+    /// Between requests, the timer first wakes the connection when it is
+    /// due to come to rest (`Clock::at_rest`), then at the deadline.
     fn past_deadline(&mut self, cx: &mut Context<'_>) -> Option<OnExpiry> {
         let (deadline, on_expiry) = self.clock.deadline()?;
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             return Some(on_expiry);
+        }
+        let mut wake = deadline;
+        if let Some(rest_at) = self.clock.rest_at() {
+            if now >= rest_at {
+                self.clock.rest_due.store(true, Ordering::Relaxed);
+            } else {
+                wake = wake.min(rest_at);
+            }
         }
         let timer = self
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake)));
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
         }
         match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Some(on_expiry),
             Poll::Pending => None,
+            Poll::Ready(()) if wake == deadline => Some(on_expiry),
+            Poll::Ready(()) => {
+                // Due to rest: `drive` sees it once this read is pending.
+                self.clock.rest_due.store(true, Ordering::Relaxed);
+                timer.as_mut().reset(deadline);
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Some(on_expiry),
+                    Poll::Pending => None,
+                }
+            }
         }
     }
 
@@ -238,6 +315,41 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
     }
 }
 
+impl<I: Peek> ClockedIo<I> {
+    /// A connection at rest, without hyper: waits for the client's next
+    /// bytes (true), or closes it (false) at the keep-alive deadline or a
+    /// stop. `unread` is what hyper had read and not used.
+    pub(crate) fn rest<'a>(
+        &'a mut self,
+        unread: Bytes,
+        stop: &'a mut watch::Receiver<bool>,
+    ) -> impl Future<Output = bool> + 'a {
+        // An empty `unread` may still hold hyper's whole read buffer: it is
+        // dropped here, not kept across the wait.
+        let replay = !unread.is_empty();
+        if replay {
+            self.replay = unread;
+        }
+        async move { replay || self.wait_at_rest(stop).await }
+    }
+
+    async fn wait_at_rest(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        let mut stopping = std::pin::pin!(stop.wait_for(|stopped| *stopped));
+        std::future::poll_fn(|cx| {
+            if stopping.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            if let Some(on_expiry) = self.past_deadline(cx) {
+                self.expire(cx, on_expiry);
+                return Poll::Ready(false);
+            }
+            // An error or the client's close: hyper, back on, reads it.
+            self.io.poll_read_ready(cx).map(|_| true)
+        })
+        .await
+    }
+}
+
 impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -254,6 +366,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
         }
         if this.framing.broken() {
             return Poll::Ready(Err(bad_chunk()));
+        }
+        if !this.replay.is_empty() {
+            // Already seen by the framing and the clock when first read.
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.io).poll_read(cx, buf);
@@ -280,6 +398,7 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> AsyncWrite for ClockedIo<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.wrote = true;
+        this.clock.unflushed.store(true, Ordering::Relaxed);
         let r = Pin::new(&mut this.io).poll_write(cx, data);
         this.stall.check(this.io.as_raw_fd(), cx, r)
     }
@@ -291,6 +410,7 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> AsyncWrite for ClockedIo<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.wrote = true;
+        this.clock.unflushed.store(true, Ordering::Relaxed);
         let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         this.stall.check(this.io.as_raw_fd(), cx, r)
     }
@@ -300,7 +420,13 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> AsyncWrite for ClockedIo<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        // hyper flushes its socket only once its own buffer is empty.
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_flush(cx);
+        if matches!(r, Poll::Ready(Ok(()))) {
+            this.clock.unflushed.store(false, Ordering::Relaxed);
+        }
+        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -345,6 +471,31 @@ mod tests {
         assert_eq!(clock.deadline(), None);
         clock.idle(); // a late body drop does not revive an expired clock
         assert!(clock.expired());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rest_at_once_after_a_first_response_then_after_a_pause() {
+        let clock = Clock::new(Duration::from_secs(5), None);
+        assert_eq!(clock.rest_at(), None, "no request yet");
+        clock.busy();
+        assert_eq!(clock.rest_at(), None, "busy");
+        clock.idle();
+        assert_eq!(clock.rest_at(), Some(Instant::now()));
+        assert!(!clock.at_rest(), "not yet due");
+        clock.rest_due.store(true, Ordering::Relaxed);
+        assert!(clock.at_rest());
+        clock.unflushed.store(true, Ordering::Relaxed);
+        assert!(!clock.at_rest(), "bytes still to write");
+        clock.unflushed.store(false, Ordering::Relaxed);
+        clock.busy();
+        assert!(!clock.at_rest(), "a new request clears the rest");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        clock.idle();
+        assert_eq!(clock.rest_at(), Some(Instant::now() + REST_AFTER));
+        clock.rest_due.store(true, Ordering::Relaxed);
+        clock.bytes_arrived();
+        assert_eq!(clock.rest_at(), None, "a head is coming");
+        assert!(!clock.at_rest());
     }
 
     #[test]

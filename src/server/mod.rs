@@ -7,6 +7,10 @@
 //! `proxy.rs` (the PROXY preamble, trust in the peer) and under the head
 //! clock of `head_clock.rs` and the write timer of `write_stall.rs`; a
 //! response given up on (`ConnInfo::cut`) drops its connection in `drive`.
+//! Between requests a connection comes to rest: `drive` hands hyper's parts
+//! back, the buffers go, `ClockedIo::rest` waits for the next bytes, and a
+//! new hyper connection serves them (`held.rs` counts the connections not
+//! at rest and trims the heap after a burst).
 //! On shutdown the loops stop accepting and serve
 //! what is already queued (`drain.rs`); for a moment every response closes
 //! its connection, then open connections finish their current request
@@ -21,6 +25,7 @@ pub(crate) mod head;
 pub(crate) mod head_clock;
 #[cfg(test)]
 mod head_props;
+mod held;
 pub(crate) mod proxy;
 pub(crate) mod service;
 mod write_stall;
@@ -37,8 +42,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use proxy::Peek;
 use service::Service;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -92,6 +99,8 @@ pub(crate) async fn run(
     let total = total.min(Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(total));
     let draining = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(held::Held::default());
+    let trimmer = tokio::spawn(held::trim_after_bursts(held.clone()));
     // Turns true once connections should end after their current request.
     let (close_tx, close_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -109,6 +118,7 @@ pub(crate) async fn run(
             stop: close_rx.clone(),
             server_name: name,
             server_port: port,
+            held: held.clone(),
         };
         loops.push(tokio::spawn(accept_loop(l, ctx, stop_rx.clone())));
     }
@@ -137,6 +147,7 @@ pub(crate) async fn run(
     let _ = close_tx.send(true);
     let all = u32::try_from(total).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(wait, slots.acquire_many(all)).await;
+    trimmer.abort();
     exec.close();
 }
 
@@ -162,6 +173,8 @@ struct AcceptCtx {
     stop: watch::Receiver<bool>,
     server_name: String,
     server_port: String,
+    /// Connections not at rest (`held.rs`).
+    held: Arc<held::Held>,
 }
 
 impl AcceptCtx {
@@ -180,6 +193,7 @@ impl AcceptCtx {
             self.draining.clone(),
         );
         let server = (self.server_name.clone(), self.server_port.clone());
+        let held = self.held.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _open = crate::metrics::Connection::open();
@@ -201,46 +215,81 @@ impl AcceptCtx {
                 draining,
                 clock: clock.clone(),
             };
-            let io = TokioIo::new(ClockedIo::new(
-                io,
-                clock,
-                end.clone(),
-                remote,
-                limits.body_timeout,
-            ));
-            let conn = builder.serve_connection(io, service);
-            // Errors here are the client's (reset, bad request): hyper has
-            // already answered what deserved an answer; a refused head still
-            // ends in the one place every request ends.
-            if let Err(e) = drive(conn, stop, &info).await {
-                end.refused_by_hyper(remote, &e);
+            let mut io =
+                ClockedIo::new(io, clock.clone(), end.clone(), remote, limits.body_timeout);
+            let mut service = service;
+            let mut stop = stop;
+            loop {
+                let hold = held.hold();
+                let conn = Box::new(builder.serve_connection(TokioIo::new(io), service));
+                // Errors here are the client's (reset, bad request): hyper has
+                // already answered what deserved an answer; a refused head
+                // still ends in the one place every request ends.
+                let parts = match drive(conn, &mut stop, &info, &clock).await {
+                    Driven::Closed(Ok(())) => return,
+                    Driven::Closed(Err(e)) => return end.refused_by_hyper(remote, &e),
+                    Driven::AtRest(parts) => parts,
+                };
+                drop(hold);
+                // hyper's buffers are gone with it; the next bytes bring a
+                // new one (`drive`).
+                let http1::Parts {
+                    io: rested,
+                    read_buf,
+                    service: s,
+                    ..
+                } = *parts;
+                (io, service) = (rested.into_inner(), s);
+                if !io.rest(read_buf, &mut stop).await {
+                    return;
+                }
             }
         });
     }
 }
 
-/// Serves one connection to its end. Once `stop` turns true, the connection
-/// finishes the request it is on, then closes (hyper's graceful shutdown).
-/// A connection accepted before the stop whose first request head has not
-/// come in yet is not closed at once, as hyper would (the client may have
-/// sent that request already: it would be lost, say during a HUP reload);
-/// it gets that first request, within hyper's head timeout (`--keep-alive`).
-async fn drive<S>(
-    conn: http1::Connection<TokioIo<ClockedIo<S>>, Service>,
-    mut stop: watch::Receiver<bool>,
+/// How `drive` left a connection.
+enum Driven<S: Peek> {
+    /// It ended (hyper's error, if any, is the client's).
+    Closed(hyper::Result<()>),
+    /// It went to rest between two requests: hyper's parts, to wait
+    /// without hyper's buffers for the next request.
+    AtRest(Box<http1::Parts<TokioIo<ClockedIo<S>>, Service>>),
+}
+
+type Conn<S> = http1::Connection<TokioIo<ClockedIo<S>>, Service>;
+
+/// Serves one connection until it ends or comes to rest. Once `stop` turns
+/// true, the connection finishes the request it is on, then closes
+/// (hyper's graceful shutdown). A connection accepted before the stop whose
+/// first request head has not come in yet is not closed at once, as hyper
+/// would (the client may have sent that request already: it would be lost,
+/// say during a HUP reload); it gets that first request, within hyper's
+/// head timeout (`--keep-alive`).
+///
+/// At rest (`Clock::at_rest` and `ConnInfo::body_done`: hyper idle between
+/// two requests, nothing unwritten, no byte of the next head) hyper is
+/// asked to stop, which an idle hyper does at once, and its parts are
+/// handed back: an idle keep-alive connection then holds no hyper buffers
+/// (16 KiB), only the socket and Siesta's own state.
+async fn drive<S: Peek>(
+    mut conn: Box<Conn<S>>,
+    stop: &mut watch::Receiver<bool>,
     info: &ConnInfo,
-) -> hyper::Result<()>
-where
-    S: Peek,
-{
-    let mut conn = std::pin::pin!(conn);
+    clock: &Clock,
+) -> Driven<S> {
     let mut stopping = std::pin::pin!(stop.wait_for(|stopped| *stopped));
     let (mut asked, mut told) = (false, false);
-    std::future::poll_fn(|cx| {
+    // A new hyper connection is idle only once it has served a request:
+    // until then (the rest of a head it was handed, a wake-up without
+    // bytes) it would take the stop as "close after this request".
+    let first = info.requests();
+    let mut resting = false;
+    let rested = std::future::poll_fn(|cx| {
         if info.poll_cut(cx) {
             // A response was given up on (`ConnInfo::cut`): drop hyper's
             // connection, and with it the socket and what it still held.
-            return std::task::Poll::Ready(Ok(()));
+            return Poll::Ready(Ok(false));
         }
         if !asked && stopping.as_mut().poll(cx).is_ready() {
             asked = true;
@@ -248,16 +297,39 @@ where
         loop {
             if asked && !told && info.had_request() {
                 told = true;
-                conn.as_mut().graceful_shutdown();
+                Pin::new(&mut *conn).graceful_shutdown();
             }
-            let polled = conn.as_mut().poll(cx);
+            let polled = Pin::new(&mut *conn).poll(cx);
+            if polled.is_pending()
+                && !told
+                && !resting
+                && info.requests() > first
+                && clock.at_rest()
+                && info.body_done()
+            {
+                resting = true;
+                Pin::new(&mut *conn).graceful_shutdown();
+                match conn.poll_without_shutdown(cx) {
+                    Poll::Ready(r) => return Poll::Ready(r.map(|()| true)),
+                    // Not idle after all: hyper closes after this exchange.
+                    Poll::Pending => crate::log::error::write(
+                        crate::log::error::Level::Debug,
+                        "A connection taken to be at rest was not",
+                    ),
+                }
+            }
             // A first head that came in during this poll: tell hyper now.
             if polled.is_ready() || told || !asked || !info.had_request() {
-                return polled;
+                return polled.map(|r| r.map(|()| false));
             }
         }
     })
-    .await
+    .await;
+    match rested {
+        Ok(true) => Driven::AtRest(Box::new(conn.into_parts())),
+        Ok(false) => Driven::Closed(Ok(())),
+        Err(e) => Driven::Closed(Err(e)),
+    }
 }
 
 /// A listener registered with the runtime.

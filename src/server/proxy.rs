@@ -29,6 +29,8 @@ pub(crate) trait Peek:
 {
     /// Waits until the socket may have bytes.
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// `readable` as a poll, for a connection at rest (`head_clock.rs`).
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>>;
     /// Copies what has arrived into `buf`, leaving it in the socket;
     /// `WouldBlock` when nothing has (and clears the readiness).
     fn try_peek(&self, buf: &mut [u8]) -> io::Result<usize>;
@@ -39,6 +41,10 @@ impl Peek for TcpStream {
         TcpStream::readable(self)
     }
 
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+
     fn try_peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.try_io(Interest::READABLE, || peek_fd(self.as_raw_fd(), buf))
     }
@@ -47,6 +53,10 @@ impl Peek for TcpStream {
 impl Peek for UnixStream {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
         UnixStream::readable(self)
+    }
+
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        UnixStream::poll_read_ready(self, cx)
     }
 
     fn try_peek(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -102,7 +112,13 @@ pub(crate) async fn accept<I: Peek>(
     proxies: &Proxies,
     bound: Duration,
 ) -> Option<ConnInfo> {
-    let header = match preamble(io, peer, proxies, bound).await {
+    // Boxed, and only when on: the wait for a preamble would otherwise
+    // size every connection's task, all its life.
+    let read = match proxies.protocol {
+        None => Ok(None),
+        Some(_) => Box::pin(preamble(io, peer, proxies, bound)).await,
+    };
+    let header = match read {
         Ok(h) => h,
         Err(e) => {
             let who = peer.map_or_else(|| "unix socket".to_string(), |p| p.to_string());

@@ -52,8 +52,8 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
 
     fn call(&self, req: http::Request<Incoming>) -> ReplyFuture {
         self.clock.busy();
-        self.conn.note_request();
         let (mut head, body) = req.into_parts();
+        let body_end = self.conn.note_request(!body.is_end_stream());
         let declared = body.size_hint().exact();
         let refused = super::head::check_head(&head, &self.limits.head)
             .and_then(|()| check_length(declared, &self.limits))
@@ -72,6 +72,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
             self.exec.submit(Job {
                 record: record.clone(),
                 body,
+                body_end,
                 reply,
                 // The head was parsed a moment ago: one clock read less.
                 queued: record.received,

@@ -17,6 +17,7 @@
 
 use crate::error::InputError;
 use crate::exchange::record::Record;
+use crate::exchange::BodyEnd;
 use crate::exec::wait::{Waited, Waiter};
 use crate::metrics::{InputFailure, State};
 use crate::wsgi::body::BodyBuffer;
@@ -83,10 +84,18 @@ pub(crate) struct BodySource {
     /// The request's record, for its metrics (`None` when they are off);
     /// weak, so a kept `wsgi.input` never holds the request open.
     meter: Option<Weak<Record>>,
+    /// Told when the body has been read to its end (the connection may
+    /// then rest, `server/`'s `drive`).
+    end: Option<BodyEnd>,
 }
 
 impl BodySource {
-    pub(crate) fn new(body: Option<Incoming>, expect_continue: bool, limit: Option<u64>) -> Self {
+    pub(crate) fn new(
+        body: Option<Incoming>,
+        end: Option<BodyEnd>,
+        expect_continue: bool,
+        limit: Option<u64>,
+    ) -> Self {
         let eof = body.as_ref().is_none_or(|b| b.is_end_stream());
         BodySource {
             body: if eof { None } else { body },
@@ -99,6 +108,7 @@ impl BodySource {
             received: 0,
             limit,
             meter: None,
+            end,
         }
     }
 
@@ -144,6 +154,9 @@ impl BodySource {
                 Poll::Ready(None) => {
                     self.eof = true;
                     self.body = None;
+                    if let Some(end) = self.end.take() {
+                        end.reached();
+                    }
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
@@ -460,15 +473,17 @@ impl Input {
         })
     }
 
-    /// Hands what the app left unread to the runtime for a bounded discard.
-    pub(crate) fn take_rest(&self) -> Option<Incoming> {
+    /// Hands what the app left unread to the runtime for a bounded discard,
+    /// with the token to tell when it has all been read.
+    pub(crate) fn take_rest(&self) -> Option<(Incoming, Option<BodyEnd>)> {
         let mut src = self.source.lock();
         src.buf = BodyBuffer::default();
         if src.eof {
             return None;
         }
         src.error.get_or_insert(InputError::Abandoned);
-        src.body.take()
+        let end = src.end.take();
+        src.body.take().map(|b| (b, end))
     }
 
     /// Gives the body up without reading it (pending `100-continue`).

@@ -46,6 +46,7 @@ pub(crate) fn begin<'py>(
     let Job {
         record,
         body,
+        body_end,
         reply,
         queued,
     } = job;
@@ -55,7 +56,7 @@ pub(crate) fn begin<'py>(
         .headers
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let source = BodySource::new(Some(body), expect, ctx.limits.limit_request_body);
+    let source = BodySource::new(Some(body), body_end, expect, ctx.limits.limit_request_body);
     let input = Bound::new(
         py,
         Input::new(source, ctx.limits.body_timeout, waiter.clone()).metered(&record),

@@ -296,24 +296,31 @@ impl StartResponse {
     /// Discards what the app left of the request body, within the limits,
     /// on the I/O runtime; past them hyper closes the connection.
     fn drain_input(&self) {
-        let Some(mut body) = self.input.get().take_rest() else {
+        let Some((mut body, end)) = self.input.get().take_rest() else {
             return;
         };
         let (max, time) = (self.ctx.limits.drain_bytes, self.ctx.limits.drain_time);
         self.ctx.runtime.spawn(async move {
             use http_body_util::BodyExt;
             let mut seen = 0u64;
-            let _ = tokio::time::timeout(time, async {
-                while let Some(Ok(frame)) = body.frame().await {
-                    if let Some(d) = frame.data_ref() {
-                        seen += d.len() as u64;
-                        if seen > max {
-                            break;
+            let drained = tokio::time::timeout(time, async {
+                loop {
+                    match body.frame().await {
+                        None => return true,
+                        Some(Err(_)) => return false,
+                        Some(Ok(frame)) => {
+                            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                            if seen > max {
+                                return false;
+                            }
                         }
                     }
                 }
             })
             .await;
+            if let (Ok(true), Some(end)) = (drained, end) {
+                end.reached();
+            }
             drop(body);
         });
     }
