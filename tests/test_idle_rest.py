@@ -16,6 +16,7 @@ import time
 
 import pytest
 import rawhttp
+from siesta_process import wait_until
 
 # Longer than the half second after which a connection rests.
 PAUSE = 0.8
@@ -23,6 +24,9 @@ PAUSE = 0.8
 # What the worker logs (at debug) when it took hyper to be idle and was
 # wrong: the connection then closes after its next request.
 MISTAKEN = "taken to be at rest was not"
+
+# What it logs (at debug) each time a connection comes to rest.
+RESTED = "A keep-alive connection came to rest"
 
 
 def path_of(resp):
@@ -56,6 +60,19 @@ def test_a_resting_connection_serves_its_next_requests(server):
             time.sleep(PAUSE)
         conn.send(rawhttp.build_request("GET", "/env/last"))
         assert path_of(conn.read_response()) == "/env/last"
+
+
+def test_a_connection_rests_once_its_body_ends_after_the_response(server):
+    """The app reads exactly CONTENT_LENGTH, so the body's end is seen only
+    by the drain after the response: that end, not a timer, lets the
+    connection rest (at once, after its first response)."""
+    rests = server.log().count(RESTED)
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("POST", "/read-exact", body=b"exactly this"))
+        assert conn.read_response().body == b"exactly this"
+        assert wait_until(lambda: server.log().count(RESTED) > rests), "never came to rest"
+        conn.send(rawhttp.build_request("GET", "/env/next"))
+        assert path_of(conn.read_response()) == "/env/next"
 
 
 def test_a_pipelined_head_cut_in_two_survives_the_rest(server):
@@ -92,6 +109,19 @@ def test_a_resting_connection_still_closes_at_keep_alive(start_server, mode):
     srv.assert_serving()
 
 
+def test_body_bytes_after_the_response_leave_the_keep_alive_bound(start_server, mode):
+    """A body the app ignored, sent after the response: hyper drains it, and
+    the connection idles under --keep-alive, not under --header-timeout
+    (off here, so it would never close)."""
+    srv = start_server("router_app:app", "--keep-alive", "2", "--header-timeout", "0", mode=mode)
+    with srv.connect() as conn:
+        conn.send(rawhttp.build_request("POST", "/ping", [("Content-Length", "1000")]))
+        assert conn.read_response().body == b"pong"
+        conn.send(b"x" * 1000)
+        assert conn.wait_closed(30), "body bytes made an idle connection immortal"
+    srv.assert_serving()
+
+
 def test_many_resting_connections_then_a_graceful_stop(start_server, mode):
     srv = start_server("router_app:app", "--log-level", "debug", mode=mode)
     conns = [srv.connect() for _ in range(50)]
@@ -108,7 +138,9 @@ def test_many_resting_connections_then_a_graceful_stop(start_server, mode):
         for conn in conns:
             assert conn.wait_closed(30), "a resting connection kept a stopping worker open"
         assert srv.proc.wait(30) == 0
-        assert MISTAKEN not in srv.log()
+        log = srv.log()
+        assert MISTAKEN not in log
+        assert log.count(RESTED) >= 50, "the connections did not come to rest"
     finally:
         for conn in conns:
             conn.close()

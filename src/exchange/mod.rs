@@ -50,11 +50,15 @@ pub(crate) struct ConnInfo {
     /// The number of the request whose body hyper may still be reading,
     /// 0 when none: until it ends, the connection is not at rest.
     open_body: AtomicU64,
+    /// `server/`'s `drive` found the connection at rest but for its body:
+    /// the body's end wakes the connection's task.
+    awaits_body: AtomicBool,
     /// Set by `cut`: the connection is to close now, whatever hyper holds.
     cut: AtomicBool,
-    /// The connection task's waker, for `cut`, taken by the first
-    /// `poll_cut` (one task drives a connection: its waker stays the same).
-    cut_waker: OnceLock<Waker>,
+    /// The connection task's waker, for `cut` and the body's end, taken by
+    /// the first `poll_cut` (one task drives a connection: its waker stays
+    /// the same).
+    waker: OnceLock<Waker>,
 }
 
 impl ConnInfo {
@@ -70,7 +74,8 @@ impl ConnInfo {
             requests: AtomicU64::new(0),
             open_body: AtomicU64::new(0),
             cut: AtomicBool::new(false),
-            cut_waker: OnceLock::new(),
+            awaits_body: AtomicBool::new(false),
+            waker: OnceLock::new(),
         }
     }
 
@@ -83,7 +88,7 @@ impl ConnInfo {
         // SeqCst here and in `poll_cut`: of a cut and a first registration
         // racing, one sees the other.
         self.cut.store(true, Ordering::SeqCst);
-        if let Some(w) = self.cut_waker.get() {
+        if let Some(w) = self.waker.get() {
             w.wake_by_ref();
         }
     }
@@ -94,8 +99,8 @@ impl ConnInfo {
         if self.cut.load(Ordering::SeqCst) {
             return true;
         }
-        if self.cut_waker.get().is_none() {
-            let _ = self.cut_waker.set(cx.waker().clone());
+        if self.waker.get().is_none() {
+            let _ = self.waker.set(cx.waker().clone());
         }
         // A cut between the first look and the registration found no waker.
         self.cut.load(Ordering::SeqCst)
@@ -127,9 +132,16 @@ impl ConnInfo {
     }
 
     /// Whether the last request's body has been read to its end (or it had
-    /// none): hyper is then done reading it.
+    /// none): hyper is then done reading it. When not, the end wakes the
+    /// connection's task (registered by `poll_cut`).
     pub(crate) fn body_done(&self) -> bool {
-        self.open_body.load(Ordering::Acquire) == 0
+        if self.open_body.load(Ordering::SeqCst) == 0 {
+            return true;
+        }
+        // SeqCst here and in `BodyEnd::reached`: of an end and this wish
+        // racing, one sees the other.
+        self.awaits_body.store(true, Ordering::SeqCst);
+        self.open_body.load(Ordering::SeqCst) == 0
     }
 
     /// The client as the app and the logs see it: the PROXY preamble's
@@ -170,10 +182,15 @@ impl BodyEnd {
     pub(crate) fn reached(self) {
         // Only this request's own mark is cleared: a late end of an earlier
         // body cannot vouch for a later one.
-        let _ =
+        let ended =
             self.conn
                 .open_body
-                .compare_exchange(self.n, 0, Ordering::Release, Ordering::Relaxed);
+                .compare_exchange(self.n, 0, Ordering::SeqCst, Ordering::Relaxed);
+        if ended.is_ok() && self.conn.awaits_body.swap(false, Ordering::SeqCst) {
+            if let Some(w) = self.conn.waker.get() {
+                w.wake_by_ref();
+            }
+        }
     }
 }
 

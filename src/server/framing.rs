@@ -122,6 +122,8 @@ pub(crate) struct Framing {
     head: HeadFraming,
     /// The current chunk's size.
     chunk: u64,
+    /// Request lines begun so far.
+    heads: u64,
 }
 
 impl Default for Framing {
@@ -136,6 +138,7 @@ impl Default for Framing {
             value_bad: false,
             head: HeadFraming::default(),
             chunk: 0,
+            heads: 0,
         }
     }
 }
@@ -165,6 +168,13 @@ impl Framing {
     /// A chunk line broke the grammar: the stream ends in an error.
     pub(crate) fn broken(&self) -> bool {
         self.state == State::Broken
+    }
+
+    /// How many request lines have begun: a new one means the next head's
+    /// first byte came (body bytes and empty lines do not count). Past a
+    /// head it cannot follow (`Opaque`) it no longer knows, and says so.
+    pub(crate) fn heads(&self) -> Option<u64> {
+        (self.state != State::Opaque).then_some(self.heads)
     }
 
     /// Follows `bytes`, the next bytes of the stream; `Err` gives the
@@ -226,7 +236,10 @@ impl Framing {
         self.state = match self.state {
             Start => match b {
                 b'\r' | b'\n' => Start,
-                _ => RequestLine,
+                _ => {
+                    self.heads += 1;
+                    RequestLine
+                }
             },
             RequestLine => match b {
                 b'\n' => LineStart,
@@ -449,6 +462,26 @@ mod tests {
     use super::*;
 
     const HEAD: &[u8] = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+    #[test]
+    fn counts_request_lines_not_body_bytes_or_empty_lines() {
+        let mut f = Framing::default();
+        assert_eq!(f.heads(), Some(0));
+        assert!(f.feed(b"\r\n").is_ok());
+        assert_eq!(f.heads(), Some(0), "an empty line is not a head");
+        assert!(f
+            .feed(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab")
+            .is_ok());
+        assert_eq!(f.heads(), Some(1));
+        assert!(f.feed(b"cde").is_ok());
+        assert_eq!(f.heads(), Some(1), "body bytes are not a head");
+        assert!(f.feed(b"G").is_ok());
+        assert_eq!(f.heads(), Some(2));
+        assert!(f
+            .feed(b"ET / HTTP/1.1\r\nContent-Length: x\r\n\r\n")
+            .is_ok());
+        assert_eq!(f.heads(), None, "past a head it cannot follow");
+    }
 
     fn chunked(body: &[u8]) -> Vec<u8> {
         [HEAD, body].concat()

@@ -376,8 +376,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
         let before = buf.filled().len();
         let read = Pin::new(&mut this.io).poll_read(cx, buf);
         if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.clock.bytes_arrived();
-            if let Err(BadChunk(at)) = this.framing.feed(&buf.filled()[before..]) {
+            let heads = this.framing.heads();
+            let fed = this.framing.feed(&buf.filled()[before..]);
+            // Only a next head's bytes start its clock: body bytes hyper
+            // takes after the response (an unread body, drained) leave an
+            // idle connection timed by `--keep-alive`.
+            if heads.is_none() || this.framing.heads() != heads {
+                this.clock.bytes_arrived();
+            }
+            if let Err(BadChunk(at)) = fed {
                 // hyper gets the bytes before the bad one (its head and the
                 // good chunks), then the error on its next read.
                 buf.set_filled(before + at);

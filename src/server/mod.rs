@@ -281,8 +281,8 @@ async fn drive<S: Peek>(
     let mut stopping = std::pin::pin!(stop.wait_for(|stopped| *stopped));
     let (mut asked, mut told) = (false, false);
     // A new hyper connection is idle only once it has served a request:
-    // until then (the rest of a head it was handed, a wake-up without
-    // bytes) it would take the stop as "close after this request".
+    // until then, one holding part of a head (handed back from the last
+    // one) would take the stop as "close after this request".
     let first = info.requests();
     let mut resting = false;
     let rested = std::future::poll_fn(|cx| {
@@ -310,7 +310,13 @@ async fn drive<S: Peek>(
                 resting = true;
                 Pin::new(&mut *conn).graceful_shutdown();
                 match conn.poll_without_shutdown(cx) {
-                    Poll::Ready(r) => return Poll::Ready(r.map(|()| true)),
+                    Poll::Ready(r) => {
+                        crate::log::error::write(
+                            crate::log::error::Level::Debug,
+                            "A keep-alive connection came to rest",
+                        );
+                        return Poll::Ready(r.map(|()| true));
+                    }
                     // Not idle after all: hyper closes after this exchange.
                     Poll::Pending => crate::log::error::write(
                         crate::log::error::Level::Debug,

@@ -95,6 +95,14 @@ def echo(environ, start_response):
     return [data]
 
 
+def read_exact(environ, start_response):
+    """Reads exactly CONTENT_LENGTH bytes and echoes them, as Werkzeug's and
+    Django's limited streams do: the body's end is never asked for."""
+    data = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
 def stream_echo(environ, start_response):
     """Yield every line as soon as it is read: proves full-duplex streaming."""
     stream = environ["wsgi.input"]

@@ -23,6 +23,7 @@ ROUTES = {
     "read": body_app.read_method,
     "sha256": body_app.sha256,
     "echo": body_app.echo,
+    "read-exact": body_app.read_exact,
     "stream-echo": body_app.stream_echo,
     "reject": body_app.reject,
     "effect": body_app.side_effect,
