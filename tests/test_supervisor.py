@@ -47,7 +47,7 @@ class Master(SiestaServer):
     `bind` replaces the harness's 127.0.0.1:0 (None: no -b at all, for
     LISTEN_FDS); `path` is where the app is imported from; `launcher` is an
     argv prefix that ends by exec'ing the siesta command (its pid is then
-    the master's)."""
+    the master's); `cwd` is where it starts."""
 
     def __init__(
         self,
@@ -61,6 +61,7 @@ class Master(SiestaServer):
         env=None,
         pass_fds=(),
         launcher=(),
+        cwd=APPS_DIR,
     ):
         self.app, self.args, self.mode = app, list(args), mode
         self.record_dir = Path(record_dir)
@@ -81,7 +82,7 @@ class Master(SiestaServer):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=full_env,
-            cwd=str(APPS_DIR),
+            cwd=str(cwd),
             pass_fds=pass_fds,
         )
         self.stderr = LogDrain(self.proc.stderr, "siesta-stderr")
@@ -289,6 +290,30 @@ def app(environ, start_response):
 
 
 @pytest.mark.timeout(150)
+def test_hup_with_a_relative_chdir(launch, tmp_path):
+    """A relative --chdir means what it meant at launch, also when a HUP rereads
+    the command line after the master moved there. Regression: the reload
+    failed ("Cannot change to directory 'code'") and kept the old code."""
+    code_dir = tmp_path / "code"
+    code_dir.mkdir()
+    module = code_dir / "hup_app.py"
+    module.write_text(HUP_APP % 0)
+    srv = launch(
+        "--chdir",
+        "code",
+        app="hup_app:app",
+        path=(code_dir, APPS_DIR),
+        cwd=tmp_path,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert srv.get("/").body == b"generation 0"
+    module.write_text(HUP_APP % 1)
+    mark = srv.log_mark()
+    srv.signal(signal.SIGHUP)
+    assert wait_until(lambda: srv.get("/").body == b"generation 1"), "the reload kept the old code"
+    assert "Reload failed" not in srv.log(mark)
+
+
 def test_hup_reloads_changed_code_without_failing_a_request(launch, mode, tmp_path):
     """Issue 13: five HUPs while a client loops requests: every request is answered
     200, and after each reload the workers serve the rewritten module. Regression:

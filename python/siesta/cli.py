@@ -168,6 +168,10 @@ def _daemonize() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Relative paths on the command line and in the config (--chdir, -c,
+    # --pythonpath...) name what they named here, also when a HUP rereads
+    # them after --chdir moved the master.
+    launch_dir = os.getcwd()
     try:
         resolved = resolve(argv)
     except UsageError as exc:
@@ -243,6 +247,12 @@ def main(argv: list[str] | None = None) -> None:
     hooks.call("when_ready", arbiter)
 
     def reread() -> tuple[dict[str, Any], Any]:
+        try:
+            os.chdir(launch_dir)
+        except OSError as exc:
+            raise AppLoadError(
+                f"Cannot change back to the launch directory {launch_dir!r}: {exc.strerror}"
+            ) from None
         again = resolve(argv)
         _user_and_group(again.values)
         prepare(again.values)
