@@ -39,6 +39,7 @@ lint: | $(PY) ## cargo fmt --check, clippy -D warnings, ruff
 	cargo fmt --all -- --check
 	$(CARGO_TEST_ENV) cargo clippy --all-targets --quiet -- -D warnings
 	$(PIP) install --quiet ruff && $(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff format --check python tests bench
 
 fmt: ## Format Rust and Python sources
 	cargo fmt --all

@@ -155,9 +155,7 @@ def test_response_of_an_app_slower_than_its_client_stays_flat(server):
     baseline = tree_rss_kib(server.proc.pid)
     samples = []
     with server.connect(timeout=60) as conn:
-        conn.send(
-            rawhttp.build_request("GET", f"/distinct?count={count}&size={size}&pause=0.001")
-        )
+        conn.send(rawhttp.build_request("GET", f"/distinct?count={count}&size={size}&pause=0.001"))
         _, _, status, _, _ = conn.read_head()
         assert status == 200
         received = 0

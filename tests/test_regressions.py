@@ -162,4 +162,3 @@ def test_a_slow_but_steady_reader_is_not_let_go(start_server, mode):
         assert head.startswith(b"HTTP/1.1 200")
     finally:
         client.close()
-
