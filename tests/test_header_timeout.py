@@ -75,6 +75,32 @@ def test_keep_alive_idle_connection_is_closed_quietly(start_server, mode):
         assert closed_with(conn) == b""
 
 
+def test_a_head_begun_with_the_last_request_is_still_timed(start_server, mode):
+    """The next head's first byte came pipelined with the last request, while
+    it was busy; the rest, trickled, is cut at --header-timeout (2 s), long
+    before --keep-alive (60 s) would end the connection."""
+    srv = start_server("router_app:app", "--header-timeout", "2", "--keep-alive", "60", mode=mode)
+    with srv.connect() as conn:
+        conn.send(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\nG")
+        assert conn.read_response().body == b"pong"
+        rest = b"ET /ping HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200
+        deadline = time.monotonic() + 30
+        closed = False
+        for byte in rest:
+            try:
+                conn.sock.send(bytes([byte]))
+                conn.sock.settimeout(0.5)
+                closed = conn.sock.recv(4096) == b""
+            except TimeoutError:
+                pass
+            except OSError:
+                closed = True
+            if closed or time.monotonic() > deadline:
+                break
+        assert closed, "a trickled head outlived --header-timeout"
+    srv.assert_serving()
+
+
 def test_two_hundred_slowloris_closed_while_a_bystander_is_served(short):
     conns = []
     try:

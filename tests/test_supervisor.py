@@ -278,6 +278,17 @@ def test_term_finishes_slow_uploads_and_refuses_new_connections(launch, mode):
 
 # --- 2. HUP and USR2 under load -----------------------------------------------------
 
+CWD_APP = '''\
+"""Written by test_supervisor.py: answers its working directory."""
+import os
+
+
+def app(environ, start_response):
+    body = os.getcwd().encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+'''
+
 HUP_APP = '''\
 """Written by test_supervisor.py: answers its generation."""
 
@@ -289,7 +300,6 @@ def app(environ, start_response):
 '''
 
 
-@pytest.mark.timeout(150)
 def test_hup_with_a_relative_chdir(launch, tmp_path):
     """A relative --chdir means what it meant at launch, also when a HUP rereads
     the command line after the master moved there. Regression: the reload
@@ -314,6 +324,35 @@ def test_hup_with_a_relative_chdir(launch, tmp_path):
     assert "Reload failed" not in srv.log(mark)
 
 
+def test_a_failed_hup_keeps_the_working_directory(launch, tmp_path):
+    """A HUP whose config no longer reads keeps the running config, and the
+    workers it starts still run in --chdir, not where siesta was launched."""
+    code_dir = tmp_path / "code"
+    code_dir.mkdir()
+    (code_dir / "cwd_app.py").write_text(CWD_APP)
+    conf = tmp_path / "conf.py"
+    conf.write_text("workers = 1\n")
+    srv = launch(
+        "-c",
+        "conf.py",
+        "--chdir",
+        "code",
+        app="cwd_app:app",
+        path=(code_dir, APPS_DIR),
+        cwd=tmp_path,
+    )
+    assert srv.get("/").body == str(code_dir).encode()
+    first = srv.worker_pids()
+    conf.write_text("workers = (\n")
+    mark = srv.log_mark()
+    srv.signal(signal.SIGHUP)
+    assert srv.wait_log("keeping the running config", since=mark), srv.log(mark)
+    assert new_workers(srv, first), "the reload did not replace the workers"
+    assert srv.get("/").body == str(code_dir).encode()
+    assert "Traceback" not in srv.log(mark)
+
+
+@pytest.mark.timeout(150)
 def test_hup_reloads_changed_code_without_failing_a_request(launch, mode, tmp_path):
     """Issue 13: five HUPs while a client loops requests: every request is answered
     200, and after each reload the workers serve the rewritten module. Regression:

@@ -203,6 +203,9 @@ class Master:
         self.upgraded: int | None = None
         # The --metrics-bind socket, handed to a new master on USR2.
         self.metrics_fd: int | None = None
+        # Where siesta was started: a new master (USR2) starts there too, so
+        # relative paths on its command line mean what they meant.
+        self.launch_dir: str | None = None
 
     def spawn(self, age: int, heartbeat_fd: int) -> int:
         """Forks a worker; in the child, runs it and exits (never returns there)."""
@@ -231,7 +234,7 @@ class Master:
         """HUP: the config read again (binds stay), the on_reload hook; the new count."""
         try:
             values, hooks = self.reread()
-        except ConfigError as exc:
+        except (ConfigError, AppLoadError) as exc:
             _siesta.log("error", f"Reload: {exc}; keeping the running config")
         else:
             if values["bind"] != self.values["bind"]:
@@ -301,6 +304,11 @@ class Master:
             if metrics:
                 env["SIESTA_METRICS_FD"] = str(3 + len(fds))
             argv = [sys.executable, "-m", "siesta", *sys.argv[1:]]
+            if self.launch_dir:
+                try:
+                    os.chdir(self.launch_dir)
+                except OSError:
+                    pass  # removed since: the new master starts where this one is
             os.execve(sys.executable, argv, env)
         except BaseException:
             _siesta.log("error", "Cannot start a new master:\n" + traceback.format_exc().rstrip())

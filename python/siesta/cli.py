@@ -247,18 +247,27 @@ def main(argv: list[str] | None = None) -> None:
     hooks.call("when_ready", arbiter)
 
     def reread() -> tuple[dict[str, Any], Any]:
+        here = os.getcwd()
         try:
             os.chdir(launch_dir)
-        except OSError as exc:
-            raise AppLoadError(
-                f"Cannot change back to the launch directory {launch_dir!r}: {exc.strerror}"
-            ) from None
-        again = resolve(argv)
-        _user_and_group(again.values)
-        prepare(again.values)
+        except OSError as exc:  # a release directory removed since: read from here
+            _siesta.log(
+                "warning",
+                f"Reload: cannot go back to the launch directory {launch_dir!r} "
+                f"({exc.strerror}); relative paths are read from {here!r}",
+            )
+        try:
+            again = resolve(argv)
+            _user_and_group(again.values)
+            prepare(again.values)
+        except BaseException:
+            # The running config stays, and so does its working directory.
+            os.chdir(here)
+            raise
         return again.values, again.hooks
 
     master = Master(reread, values, hooks, arbiter, listeners, app, inherited)
+    master.launch_dir = launch_dir
     master.metrics_fd = supervisor.metrics_fd
     code = supervisor.run(master)
     hooks.call("on_exit", master.arbiter)

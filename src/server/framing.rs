@@ -177,6 +177,14 @@ impl Framing {
         (self.state != State::Opaque).then_some(self.heads)
     }
 
+    /// Inside a request head (past its first byte, before its end).
+    pub(crate) fn in_head(&self) -> bool {
+        matches!(
+            self.state,
+            State::RequestLine | State::LineStart | State::HeadCr | State::Name | State::Value
+        )
+    }
+
     /// Follows `bytes`, the next bytes of the stream; `Err` gives the
     /// offset of the first byte that breaks a chunk line (then every later
     /// call fails at 0).
@@ -475,8 +483,10 @@ mod tests {
         assert_eq!(f.heads(), Some(1));
         assert!(f.feed(b"cde").is_ok());
         assert_eq!(f.heads(), Some(1), "body bytes are not a head");
+        assert!(!f.in_head());
         assert!(f.feed(b"G").is_ok());
         assert_eq!(f.heads(), Some(2));
+        assert!(f.in_head());
         assert!(f
             .feed(b"ET / HTTP/1.1\r\nContent-Length: x\r\n\r\n")
             .is_ok());

@@ -143,11 +143,13 @@ impl Clock {
         }
     }
 
+    /// A head's first byte came: later heads are timed from it; the first
+    /// one stays timed from the accept.
     fn bytes_arrived(&self) {
         let mut phase = self.phase.lock();
-        if let Phase::Waiting { first, .. } = *phase {
+        if let Phase::Waiting { since, first } = *phase {
             *phase = Phase::Head {
-                since: Instant::now(),
+                since: if first { since } else { Instant::now() },
                 first,
             };
         }
@@ -191,7 +193,9 @@ impl Clock {
     }
 
     /// Between two requests with nothing in between: the last response
-    /// handed over and written out, no byte of a next head read. With the
+    /// handed over and written out, no byte of a next head read since (part
+    /// of one read while the last request was busy goes to the next hyper
+    /// connection). With the
     /// body read to its end (`ConnInfo::body_done`), hyper is idle and the
     /// connection may rest (`server/`'s `drive`).
     pub(crate) fn at_rest(&self) -> bool {
@@ -380,8 +384,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
             let fed = this.framing.feed(&buf.filled()[before..]);
             // Only a next head's bytes start its clock: body bytes hyper
             // takes after the response (an unread body, drained) leave an
-            // idle connection timed by `--keep-alive`.
-            if heads.is_none() || this.framing.heads() != heads {
+            // idle connection timed by `--keep-alive`. A head begun while
+            // the last request was busy starts it with its next bytes.
+            if heads.is_none() || this.framing.heads() != heads || this.framing.in_head() {
                 this.clock.bytes_arrived();
             }
             if let Err(BadChunk(at)) = fed {
@@ -454,8 +459,8 @@ mod tests {
         assert_eq!(clock.deadline(), Some((start + ht, OnExpiry::Answer408)));
         tokio::time::advance(Duration::from_secs(1)).await;
         clock.bytes_arrived();
-        let head = start + Duration::from_secs(1);
-        assert_eq!(clock.deadline(), Some((head + ht, OnExpiry::Answer408)));
+        // The first head stays timed from the accept.
+        assert_eq!(clock.deadline(), Some((start + ht, OnExpiry::Answer408)));
         clock.busy();
         assert_eq!(clock.deadline(), None);
         tokio::time::advance(Duration::from_secs(100)).await;
