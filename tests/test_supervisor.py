@@ -300,14 +300,20 @@ def app(environ, start_response):
 '''
 
 
+def app_module(tmp_path, name, text):
+    """`tmp_path/code/NAME.py` holding `text`: (the code directory, the module file)."""
+    code_dir = tmp_path / "code"
+    code_dir.mkdir(exist_ok=True)
+    module = code_dir / f"{name}.py"
+    module.write_text(text)
+    return code_dir, module
+
+
 def test_hup_with_a_relative_chdir(launch, tmp_path):
     """A relative --chdir means what it meant at launch, also when a HUP rereads
     the command line after the master moved there. Regression: the reload
     failed ("Cannot change to directory 'code'") and kept the old code."""
-    code_dir = tmp_path / "code"
-    code_dir.mkdir()
-    module = code_dir / "hup_app.py"
-    module.write_text(HUP_APP % 0)
+    code_dir, module = app_module(tmp_path, "hup_app", HUP_APP % 0)
     srv = launch(
         "--chdir",
         "code",
@@ -327,9 +333,7 @@ def test_hup_with_a_relative_chdir(launch, tmp_path):
 def test_a_failed_hup_keeps_the_working_directory(launch, tmp_path):
     """A HUP whose config no longer reads keeps the running config, and the
     workers it starts still run in --chdir, not where siesta was launched."""
-    code_dir = tmp_path / "code"
-    code_dir.mkdir()
-    (code_dir / "cwd_app.py").write_text(CWD_APP)
+    code_dir, _ = app_module(tmp_path, "cwd_app", CWD_APP)
     conf = tmp_path / "conf.py"
     conf.write_text("workers = 1\n")
     srv = launch(
@@ -359,10 +363,7 @@ def test_hup_reloads_changed_code_without_failing_a_request(launch, mode, tmp_pa
     about one request in a few thousand failed with the connection closed unanswered,
     when a retiring worker had accepted it but not yet read its head (hyper's graceful
     shutdown closes such a connection at once)."""
-    code_dir = tmp_path / "code"
-    code_dir.mkdir()
-    module = code_dir / "hup_app.py"
-    module.write_text(HUP_APP % 0)
+    code_dir, module = app_module(tmp_path, "hup_app", HUP_APP % 0)
     srv = launch(
         "-w",
         "2",
