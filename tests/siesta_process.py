@@ -233,6 +233,20 @@ def children(pid):
     return sorted(out)
 
 
+def tree_rss_kib(root):
+    """The resident memory (VmRSS, KiB) of `root` and all its descendants."""
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children(pid))
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total += sum(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        except OSError:
+            pass
+    return total
+
+
 def run_siesta(*args, env=None, timeout=30.0):
     """Run the siesta command to completion (for CLI tests); returns CompletedProcess."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIESTA_")}

@@ -9,14 +9,21 @@ two kernel socket buffers: the client's send buffer (fixed small here) and the
 server's receive buffer (at most `tcp_rmem`'s maximum). So the count must stay
 under their sum plus a bound for Siesta's own buffers, which is far less than
 the body: a server that read the body to the end would send it all.
+
+A pending read also holds no more memory than the bytes it has received:
+each chunk hyper hands over is a slice of a read buffer of at least 8 KiB,
+so a client sending one byte per packet must not make the server keep one
+such buffer per byte.
 """
 
 import json
 import select
 import socket
+import time
 
 import pytest
 import rawhttp
+from siesta_process import tree_rss_kib
 
 MIB = 1024 * 1024
 # hyper's read buffer and the frame in its channel (64 KiB each), what
@@ -76,4 +83,50 @@ def test_parked_read_does_not_read_ahead(server, first):
         resp = conn.read_response()
     assert resp.status == 200
     assert json.loads(resp.body) == {"read": n, "released": True}
+    server.assert_serving()
+
+
+@pytest.mark.timeout(120)
+def test_a_trickled_read_holds_only_what_it_received(server):
+    """Three uploads send one byte per packet into a pending `read(65536)`. Kept as
+    slices, the 12,000 bytes would hold one 8 KiB read buffer each (about 94 MiB,
+    still over the bound if the server saw three bytes per read); copied out,
+    they are 12 KB."""
+    conns, count = 3, 4000
+    assert server.get("/ping").status == 200
+    opened = []
+    try:
+        toks = []
+        for _ in range(conns):
+            conn = server.connect(timeout=30)
+            opened.append(conn)
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tok = rawhttp.new_token()
+            toks.append(tok)
+            conn.send(
+                rawhttp.build_request(
+                    "POST",
+                    f"/read-hold?n=65536&go=go-{tok}&token={tok}",
+                    [("Content-Length", "65536")],
+                )
+            )
+        time.sleep(0.2)
+        baseline = tree_rss_kib(server.proc.pid)
+        for _ in range(count):
+            for conn in opened:
+                conn.send(b"x")
+            time.sleep(0.001)
+        time.sleep(0.5)
+        growth = tree_rss_kib(server.proc.pid) - baseline
+        assert growth < 8 * 1024, f"RSS grew by {growth} KiB for {conns * count} bytes"
+        for conn, tok in zip(opened, toks, strict=True):
+            conn.send(b"y" * (65536 - count))
+            assert server.wait_records(f"held-{tok}") == ["read 65536"]
+            (server.record_dir / f"go-{tok}").write_text("go\n")
+            resp = conn.read_response()
+            assert resp.status == 200
+            assert json.loads(resp.body) == {"read": 65536, "released": True}
+    finally:
+        for conn in opened:
+            conn.close()
     server.assert_serving()

@@ -10,48 +10,14 @@ must leave it within a few MiB.
 """
 
 import json
-import os
 import time
 
 import payloads
 import pytest
 import rawhttp
+from siesta_process import tree_rss_kib
 
 GROWTH_LIMIT_KIB = 64 * 1024
-
-
-def process_tree(root):
-    """root and all its descendants, from the ppid field of /proc/PID/stat."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def tree_rss_kib(root):
-    total = 0
-    for pid in process_tree(root):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
 
 
 def upload(server, total, samples=None, every=32):

@@ -3,29 +3,53 @@
 //! The network side appends the chunks hyper delivers; the reading side asks
 //! how much `read(n)`, `readline(limit)` and friends get now, then drains
 //! exactly that, across chunk boundaries, as slices of the chunks: the
-//! caller copies each byte once, into the `bytes` object the app gets
-//! (`input.rs`), never into an intermediate buffer. Deciding *when* to
-//! fetch more bytes from the socket is left to `input.rs`; this module
-//! only answers "is what is buffered enough?".
+//! caller copies each byte of a large chunk once, into the `bytes` object
+//! the app gets (`input.rs`), never into an intermediate buffer. Deciding
+//! *when* to fetch more bytes from the socket is left to `input.rs`; this
+//! module only answers "is what is buffered enough?".
+//!
+//! Small chunks are the exception: each is a slice of a hyper read buffer
+//! of at least 8 KiB, and keeps all of it alive while it waits here. A
+//! client sending one byte per packet into a `read(65536)` would so make
+//! the worker hold 8 KiB per byte, 512 MiB for that one read. Chunks under
+//! `COPY_BELOW` are therefore copied into one owned tail and let go at
+//! once: what a pending read holds is what it has received, plus at most
+//! one read buffer per large chunk.
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::VecDeque;
+
+/// Chunks shorter than this are copied out of hyper's read buffer: it is
+/// hyper's smallest read buffer, so a chunk kept as is is at least as long
+/// as the buffer it keeps, except while hyper shrinks a buffer it grew for
+/// a fast client (a few reads).
+const COPY_BELOW: usize = 8 * 1024;
 
 /// Bytes received from the client and not yet handed to the app.
 #[derive(Debug, Default)]
 pub(crate) struct BodyBuffer {
     /// Received chunks in order; the front one may be partly consumed.
     chunks: VecDeque<Bytes>,
-    /// Total bytes in `chunks`, so `len()` is O(1).
+    /// Small chunks received after all of `chunks`, copied and joined.
+    tail: BytesMut,
+    /// Total bytes in `chunks` and `tail`, so `len()` is O(1).
     len: usize,
 }
 
 impl BodyBuffer {
     pub(crate) fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.len += chunk.len();
-            self.chunks.push_back(chunk);
+        if chunk.is_empty() {
+            return;
         }
+        self.len += chunk.len();
+        if chunk.len() < COPY_BELOW {
+            self.tail.put_slice(&chunk);
+            return;
+        }
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+        self.chunks.push_back(chunk);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -62,13 +86,21 @@ impl BodyBuffer {
                 left = 0;
             }
         }
+        if left > 0 {
+            out(&self.tail[..left]);
+            self.tail.advance(left);
+        }
+        if self.tail.is_empty() && self.tail.capacity() > COPY_BELOW {
+            // A trickled read's worth: not kept while the app works.
+            self.tail = BytesMut::new();
+        }
     }
 
     /// Length of the first line (including its `\n`) if one is complete
     /// within the first `limit` bytes; `None` if more bytes are needed.
     pub(crate) fn line_len(&self, limit: usize) -> Option<usize> {
         let mut seen = 0;
-        for chunk in &self.chunks {
+        for chunk in self.chunks.iter().map(|c| &c[..]).chain([&self.tail[..]]) {
             let window = &chunk[..chunk.len().min(limit - seen)];
             if let Some(pos) = window.iter().position(|&b| b == b'\n') {
                 return Some(seen + pos + 1);
@@ -165,24 +197,91 @@ mod tests {
         }
     }
 
+    /// A chunk of `units` × `COPY_BELOW` bytes of `c`: kept as is, never copied.
+    fn big(c: u8, units: usize) -> Bytes {
+        Bytes::from(vec![c; units * COPY_BELOW])
+    }
+
     #[test]
-    fn drain_hands_one_piece_per_chunk() {
-        let cases: &[(&[&str], usize, &[&str], usize)] = &[
-            (&["abc", "def", "gh"], 7, &["abc", "def", "g"], 1),
-            (&["abc", "def"], 3, &["abc"], 3),
-            (&["abc", "def"], 2, &["ab"], 4),
-            (&["abc"], 9, &["abc"], 0),
-            (&["abc"], 0, &[], 3),
+    fn drain_hands_one_piece_per_large_chunk() {
+        let u = COPY_BELOW;
+        let cases: &[(&[usize], usize, &[usize], usize)] = &[
+            (&[3, 3, 2], 7 * u, &[3 * u, 3 * u, u], u),
+            (&[3, 3], 3 * u, &[3 * u], 3 * u),
+            (&[3, 3], 2 * u, &[2 * u], 4 * u),
+            (&[3], 9 * u, &[3 * u], 0),
+            (&[3], 0, &[], 3 * u),
         ];
-        for (parts, n, pieces, left) in cases {
-            let mut b = buf(parts);
-            let mut got: Vec<String> = Vec::new();
-            b.drain(*n, |p| got.push(String::from_utf8_lossy(p).into_owned()));
-            assert_eq!(got, *pieces, "{parts:?} drain {n}");
+        for (units, n, pieces, left) in cases {
+            let mut b = BodyBuffer::default();
+            for (i, k) in units.iter().enumerate() {
+                b.push(big(b'a' + i as u8, *k));
+            }
+            let mut got: Vec<usize> = Vec::new();
+            b.drain(*n, |p| got.push(p.len()));
+            assert_eq!(got, *pieces, "{units:?} drain {n}");
             assert_eq!(b.len(), *left);
             let rest = take(&mut b, usize::MAX);
             assert_eq!(rest.len(), *left);
         }
+    }
+
+    #[test]
+    fn small_chunks_are_joined_in_order_and_let_go() {
+        let mut b = BodyBuffer::default();
+        let mut want = Vec::new();
+        let mut kept = Vec::new();
+        for (i, chunk) in [
+            Bytes::from_static(b"ab"),
+            Bytes::copy_from_slice(b"c"),
+            big(b'x', 1),
+            Bytes::copy_from_slice(b"de\n"),
+            Bytes::copy_from_slice(b"f"),
+            big(b'y', 2),
+            Bytes::copy_from_slice(b"g"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            want.extend_from_slice(&chunk);
+            b.push(chunk.clone());
+            kept.push((i, chunk));
+        }
+        assert_eq!(b.len(), want.len());
+        for (i, chunk) in &kept[1..] {
+            let small = chunk.len() < COPY_BELOW;
+            assert_eq!(chunk.is_unique(), small, "chunk {i}: held iff large");
+        }
+        let mut pieces = Vec::new();
+        let mut got = Vec::new();
+        b.drain(usize::MAX, |p| {
+            pieces.push(p.len());
+            got.extend_from_slice(p);
+        });
+        assert_eq!(got, want);
+        // "abc", the large x, "de\nf", the large y, "g".
+        assert_eq!(pieces, [3, COPY_BELOW, 4, 2 * COPY_BELOW, 1]);
+        assert!(b.tail.capacity() <= COPY_BELOW);
+    }
+
+    #[test]
+    fn a_trickled_read_holds_what_it_received() {
+        // One byte per packet, each a slice of its own 8 KiB read buffer.
+        let mut b = BodyBuffer::default();
+        let mut held = Vec::new();
+        for i in 0..20_000u32 {
+            let mut backing = BytesMut::with_capacity(COPY_BELOW);
+            backing.put_u8(i as u8);
+            let chunk = backing.split().freeze();
+            b.push(chunk.clone());
+            held.push(chunk);
+        }
+        assert!(held.iter().all(Bytes::is_unique), "a read buffer is pinned");
+        assert_eq!(b.len(), 20_000);
+        assert!(b.tail.capacity() < 64 * 1024);
+        assert_eq!(b.line_len(usize::MAX), Some(11), "byte 10 is a newline");
+        let got = take(&mut b, 300);
+        assert_eq!(got, (0..300u32).map(|i| i as u8).collect::<Vec<_>>());
     }
 
     #[test]
