@@ -237,26 +237,27 @@ impl BodySource {
     }
 }
 
-/// Gevent mode: the waker a parked read leaves with hyper's body.
+/// The waker a waiting read leaves with hyper's body (both modes).
 ///
-/// Without it, each frame hyper delivers would wake the parked greenlet
-/// through the hub (an eventfd write, a switch) only for a `read(65536)`
-/// that got a few KiB to park again. hyper calls this waker on the I/O
-/// thread when a frame is ready; it takes the frame into the buffer there
-/// and wakes the greenlet's token once, when the read can be answered (or
-/// the body ended or failed). It polls only while the pending read's need
-/// is unmet, so it reads no further ahead than the greenlet would. If the
-/// body is busy (the greenlet itself is polling) or gone, it just wakes
-/// the token and the greenlet polls again.
+/// Without it, each frame hyper delivers would wake the reader (a parked
+/// greenlet through the hub: an eventfd write and a switch; a blocked pool
+/// thread: a futex wake and a switch) only for a `read(65536)` that got a
+/// few KiB to wait again. hyper calls this waker where the I/O is driven
+/// when a frame is ready; it takes the frame into the buffer there and
+/// wakes the reader once, when the read can be answered (or the body ended
+/// or failed). It polls only while the pending read's need
+/// is unmet, so it reads no further ahead than the reader would. If the
+/// body is busy (the reader itself is polling) or gone, it just wakes
+/// the reader, which polls again.
 struct BodyPump {
     /// Weak: hyper's channel holds this waker, and the body holds hyper's
     /// channel, so a strong handle would be a cycle.
     source: Weak<Mutex<BodySource>>,
     /// What the parked read waits for.
     need: Need,
-    /// The parked greenlet's token waker.
+    /// The waiting reader: its greenlet's token, or its thread.
     then: Waker,
-    /// `then` was woken: the greenlet polls again (and leaves a new waker
+    /// `then` was woken: the reader polls again (and leaves a new waker
     /// if it must park again), so this one only stays registered with
     /// hyper. From here on it does nothing: polling on with the old need
     /// would read the body ahead of the app, and waking would wake nobody.
@@ -325,7 +326,7 @@ fn body_error(e: &hyper::Error) -> InputError {
 /// The `wsgi.input` object (thread mode) and the raw reader under gevent's wrapper.
 #[pyclass(frozen, module = "siesta._siesta")]
 pub(crate) struct Input {
-    /// Shared with the `BodyPump` a parked greenlet's read leaves with hyper.
+    /// Shared with the `BodyPump` a waiting read leaves with hyper.
     source: Arc<Mutex<BodySource>>,
     /// `--body-timeout`: idle time allowed between body bytes.
     timeout: Option<Duration>,
@@ -364,13 +365,12 @@ impl Input {
     /// waiting. `fresh` starts a new read (the idle clock restarts). The
     /// bytes stay buffered: the caller takes them with the GIL (`read_now`).
     fn read_wait(&self, need: Need, fresh: bool) -> Result<Waited<()>, InputError> {
-        let mut src = self.source.lock();
         if !self.metered {
-            return self.wait_locked(&mut src, need, fresh);
+            return self.wait_need(need, fresh);
         }
-        src.meter(|t| t.to(State::Reading));
-        let out = self.wait_locked(&mut src, need, fresh);
-        src.meter(|t| {
+        self.source.lock().meter(|t| t.to(State::Reading));
+        let out = self.wait_need(need, fresh);
+        self.source.lock().meter(|t| {
             if matches!(out, Err(InputError::Timeout)) {
                 t.input_failed(InputFailure::Timeout);
             }
@@ -381,38 +381,46 @@ impl Input {
         out
     }
 
-    fn wait_locked(
-        &self,
-        src: &mut BodySource,
-        need: Need,
-        fresh: bool,
-    ) -> Result<Waited<()>, InputError> {
-        if fresh {
-            src.idle_since = Instant::now();
-        }
-        let greenlet = matches!(self.waiter, Waiter::Greenlet(_));
-        loop {
-            let mut progressed = false;
-            let deadline = self.timeout.map(|t| src.idle_since + t);
-            let waited = self.waiter.wait(deadline, |w| {
-                if greenlet {
-                    // hyper keeps this waker: frames that arrive while the
-                    // greenlet is parked are taken on the I/O thread, and
-                    // the greenlet wakes once, when the read can be answered.
-                    let pump = BodyPump::waker(Arc::downgrade(&self.source), need, w.clone());
-                    src.poll_need(&mut Context::from_waker(&pump), need, &mut progressed)
-                } else {
-                    src.poll_need(&mut Context::from_waker(w), need, &mut progressed)
-                }
-            });
-            if progressed {
+    /// `read_wait` without the metrics. Each poll leaves hyper a `BodyPump`
+    /// and the body is locked only while polled, so frames that arrive
+    /// while the read waits are taken by whoever drives the I/O (the I/O
+    /// thread for a parked greenlet, the driving pool thread for a blocked
+    /// one), and the reader wakes once, when its read can be answered,
+    /// instead of once per frame.
+    fn wait_need(&self, need: Need, fresh: bool) -> Result<Waited<()>, InputError> {
+        let mut since = {
+            let mut src = self.source.lock();
+            if fresh {
                 src.idle_since = Instant::now();
             }
+            src.idle_since
+        };
+        loop {
+            let deadline = self.timeout.map(|t| since + t);
+            let waited = self.waiter.wait(deadline, |w| {
+                let mut src = self.source.lock();
+                let pump = BodyPump::waker(Arc::downgrade(&self.source), need, w.clone());
+                let mut progressed = false;
+                let polled = src.poll_need(&mut Context::from_waker(&pump), need, &mut progressed);
+                if progressed {
+                    src.idle_since = Instant::now();
+                }
+                polled
+            });
             return match waited {
                 Waited::Ready(Ok(())) => Ok(Waited::Ready(())),
                 Waited::Ready(Err(e)) => Err(e),
-                Waited::TimedOut if progressed => continue,
-                Waited::TimedOut => Err(InputError::Timeout),
+                Waited::TimedOut => {
+                    // Bytes that came meanwhile (polled here or pumped)
+                    // moved the idle clock: the read waits on from there.
+                    let now_since = self.source.lock().idle_since;
+                    if now_since == since {
+                        Err(InputError::Timeout)
+                    } else {
+                        since = now_since;
+                        continue;
+                    }
+                }
                 Waited::Park(p) => Ok(Waited::Park(p)),
             };
         }
