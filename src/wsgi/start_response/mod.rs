@@ -171,7 +171,7 @@ impl StartResponse {
         let mut headers = staged.headers;
         {
             let input = self.input.get();
-            // A read in progress holds the lock, and a read means the
+            // A read polling the body holds the lock, and a read means the
             // expectation was answered: never wait on it here.
             let (pending, broken) = input.try_source().map_or((false, false), |s| {
                 (s.expectation_pending(), s.malformed() || s.too_large())
