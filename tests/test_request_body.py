@@ -9,6 +9,7 @@ Also: a 100 MiB body's sha256 arrives intact, and a full-duplex line echo.
 
 import io
 import json
+import time
 
 import payloads
 import pytest
@@ -197,3 +198,19 @@ def test_full_duplex_line_echo(server):
         assert conn.read_chunk() == b"line two\n"
         conn.send(b"0\r\n\r\n")
         assert conn.read_chunk() == b""
+
+
+def test_two_threads_reading_at_once_both_get_their_bytes(server):
+    """Issue 16 review: a second read polling the body took the place of a
+    waiting one with hyper, so one of two threads reading at once slept until
+    --body-timeout. The body comes in paced pieces so the two reads overlap."""
+    with server.connect(timeout=30) as conn:
+        conn.send(
+            rawhttp.build_request("POST", "/two-readers?n=1000", [("Content-Length", "2000")])
+        )
+        for _ in range(20):
+            conn.send(b"x" * 100)
+            time.sleep(0.05)
+        resp = conn.read_response()
+    assert resp.status == 200, resp
+    assert json.loads(resp.body) == {"sizes": [1000, 1000], "stuck": 0}

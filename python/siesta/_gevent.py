@@ -24,6 +24,7 @@ import gevent
 import gevent.event
 import gevent.monkey
 from gevent.hub import get_hub
+from gevent.lock import Semaphore
 from greenlet import getcurrent, greenlet
 
 from siesta._siesta import ClientDisconnected, log
@@ -74,17 +75,23 @@ def _wake(token: int) -> None:
 class Input:
     """``wsgi.input`` for greenlets: the Rust reader's calls, parking when it would block."""
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_raw", "_turn")
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
+        self._turn: Semaphore | None = None
 
-    @staticmethod
-    def _wait(fn: Any, size: int | None) -> bytes:
-        data = fn(size, True)
-        while type(data) is tuple:
-            _park(*data)
-            data = fn(size, False)
+    def _wait(self, fn: Any, size: int | None) -> bytes:
+        # One greenlet reads at a time: the body keeps one waker, so a second
+        # read would take a parked one's place there and leave it asleep.
+        turn = self._turn
+        if turn is None:
+            turn = self._turn = Semaphore()
+        with turn:
+            data = fn(size, True)
+            while type(data) is tuple:
+                _park(*data)
+                data = fn(size, False)
         return data
 
     def read(self, size: int | None = -1) -> bytes:

@@ -47,7 +47,10 @@ impl BodyBuffer {
             return;
         }
         if !self.tail.is_empty() {
-            self.chunks.push_back(self.tail.split().freeze());
+            // The whole tail, spare room too: a split would leave the next
+            // small chunks in the old allocation, keeping it alive.
+            self.chunks
+                .push_back(std::mem::take(&mut self.tail).freeze());
         }
         self.chunks.push_back(chunk);
     }

@@ -334,6 +334,49 @@ pub(crate) struct Input {
     waiter: Waiter,
     /// Whether the request's metrics are on (then `BodySource::meter` is set).
     metered: bool,
+    /// One blocking read at a time (thread mode).
+    turn: Turn,
+}
+
+/// One reader at a time (thread mode): hyper's body keeps a single waker,
+/// so a second thread's read polling the body while a first one waits would
+/// take its place there and leave it asleep. A read waiting for its turn
+/// does so with the GIL released. (Gevent mode takes turns in
+/// `python/siesta/_gevent.py`.)
+#[derive(Default)]
+struct Turn {
+    busy: Mutex<bool>,
+    freed: parking_lot::Condvar,
+}
+
+/// A turn taken; ends when dropped.
+struct TurnHeld<'a>(&'a Turn);
+
+impl Turn {
+    fn take(&self, py: Python<'_>) -> TurnHeld<'_> {
+        {
+            let mut busy = self.busy.lock();
+            if !*busy {
+                *busy = true;
+                return TurnHeld(self);
+            }
+        }
+        py.detach(|| {
+            let mut busy = self.busy.lock();
+            while *busy {
+                self.freed.wait(&mut busy);
+            }
+            *busy = true;
+        });
+        TurnHeld(self)
+    }
+}
+
+impl Drop for TurnHeld<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock() = false;
+        self.0.freed.notify_one();
+    }
 }
 
 impl Input {
@@ -343,6 +386,7 @@ impl Input {
             timeout,
             waiter,
             metered: false,
+            turn: Turn::default(),
         }
     }
 
@@ -473,6 +517,7 @@ impl Input {
 
     /// A read that blocks (thread mode).
     fn read_need(&self, py: Python<'_>, need: Need) -> PyResult<Py<PyBytes>> {
+        let _turn = self.turn.take(py);
         let got = self.read_or_park(py, need, true)?;
         got.cast_into::<PyBytes>().map(Bound::unbind).map_err(|_| {
             pyo3::exceptions::PyRuntimeError::new_err(

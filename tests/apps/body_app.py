@@ -5,11 +5,13 @@ got as JSON; `sha256` hashes the body in ?chunk= sized reads; `echo` and
 `stream_echo` send it back (whole, or line by line while it still arrives);
 `reject` refuses bodies over 64 KiB without reading them; `side_effect` and
 `catch_disconnect` leave records the test can see before any response;
-`read_then_hold` reads ?n= bytes, then holds its read until the test says go.
+`read_then_hold` reads ?n= bytes, then holds its read until the test says go;
+`two_readers` reads from two threads at once.
 """
 
 import hashlib
 import json
+import threading
 
 from records import params, record, token, wait_for
 
@@ -172,3 +174,27 @@ def read_then_hold(environ, start_response):
     record("held-" + token(environ), f"read {len(data)}")
     released = wait_for(query["go"], timeout=30.0)
     return _json(start_response, {"read": len(data), "released": released})
+
+
+def two_readers(environ, start_response):
+    """Two threads (greenlets under gevent) each read ?n= bytes of the body at
+    once; answers what each got, and whether either is still stuck."""
+    stream = environ["wsgi.input"]
+    n = int(params(environ).get("n", 1000))
+    got = [None, None]
+
+    def read(i):
+        got[i] = stream.read(n)
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    return _json(
+        start_response,
+        {
+            "sizes": sorted(len(g) for g in got if g is not None),
+            "stuck": sum(t.is_alive() for t in threads),
+        },
+    )

@@ -29,6 +29,7 @@ ROUTES = {
     "effect": body_app.side_effect,
     "disconnect": body_app.catch_disconnect,
     "read-hold": body_app.read_then_hold,
+    "two-readers": body_app.two_readers,
     "framing": response_app.framing,
     "status": response_app.status,
     "header": response_app.header,
