@@ -87,6 +87,10 @@ pub(crate) struct BodySource {
     /// Told when the body has been read to its end (the connection may
     /// then rest, `server/`'s `drive`).
     end: Option<BodyEnd>,
+    /// The pump the waiting read left with hyper. hyper may keep it after
+    /// the read is answered another way (the reader's own poll), so it is
+    /// retired then: left armed, it would read on for a read already done.
+    pump: Option<Arc<BodyPump>>,
 }
 
 impl BodySource {
@@ -109,6 +113,28 @@ impl BodySource {
             limit,
             meter: None,
             end,
+            pump: None,
+        }
+    }
+
+    /// The waker a read waiting for `need` leaves with hyper: a new pump,
+    /// which retires the one before it.
+    fn arm(&mut self, source: Weak<Mutex<BodySource>>, need: Need, then: Waker) -> Waker {
+        self.retire();
+        let pump = Arc::new(BodyPump {
+            source,
+            need,
+            then,
+            done: AtomicBool::new(false),
+        });
+        self.pump = Some(pump.clone());
+        Waker::from(pump)
+    }
+
+    /// The waiting read is over: its pump, if hyper still has it, does nothing.
+    fn retire(&mut self) {
+        if let Some(pump) = self.pump.take() {
+            pump.done.store(true, Ordering::Release);
         }
     }
 
@@ -262,17 +288,6 @@ struct BodyPump {
     /// hyper. From here on it does nothing: polling on with the old need
     /// would read the body ahead of the app, and waking would wake nobody.
     done: AtomicBool,
-}
-
-impl BodyPump {
-    fn waker(source: Weak<Mutex<BodySource>>, need: Need, then: Waker) -> Waker {
-        Waker::from(Arc::new(BodyPump {
-            source,
-            need,
-            then,
-            done: AtomicBool::new(false),
-        }))
-    }
 }
 
 impl std::task::Wake for BodyPump {
@@ -443,7 +458,7 @@ impl Input {
             let deadline = self.timeout.map(|t| since + t);
             let waited = self.waiter.wait(deadline, |w| {
                 let mut src = self.source.lock();
-                let pump = BodyPump::waker(Arc::downgrade(&self.source), need, w.clone());
+                let pump = src.arm(Arc::downgrade(&self.source), need, w.clone());
                 let mut progressed = false;
                 let polled = src.poll_need(&mut Context::from_waker(&pump), need, &mut progressed);
                 if progressed {
@@ -476,11 +491,13 @@ impl Input {
         let mut src = self.source.lock();
         let mut progressed = false;
         let noop = Waker::noop();
-        match src.poll_need(&mut Context::from_waker(noop), need, &mut progressed) {
-            Poll::Ready(Ok(())) => Some(src.take_bytes(py, need)),
-            Poll::Ready(Err(e)) => Some(Err(input_error(e))),
-            Poll::Pending => None,
-        }
+        let answer = match src.poll_need(&mut Context::from_waker(noop), need, &mut progressed) {
+            Poll::Ready(Ok(())) => src.take_bytes(py, need),
+            Poll::Ready(Err(e)) => Err(input_error(e)),
+            Poll::Pending => return None,
+        };
+        src.retire();
+        Some(answer)
     }
 
     /// One read: the bytes, or (gevent mode) a park order `(token,
