@@ -87,6 +87,33 @@ def test_parked_read_does_not_read_ahead(server, first):
 
 
 @pytest.mark.timeout(120)
+def test_a_failed_read_leaves_no_read_ahead(start_server, mode):
+    """Issue 16 review: a read that ended in an error (here --body-timeout) left
+    its pump with hyper, which then read the whole body on for it while the app
+    held. After the failure the server must take no more than its bound."""
+    srv = start_server("router_app:app", "--body-timeout", "1", mode=mode)
+    tok = rawhttp.new_token()
+    go = f"go-{tok}"
+    with srv.connect(timeout=30) as conn:
+        sock = conn.sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+        allowed = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) + rmem_max() + SIESTA_BOUND
+        total = 10 + 3 * allowed
+        head = rawhttp.build_request(
+            "POST", f"/fail-hold?go={go}&token={tok}", [("Content-Length", str(total))]
+        )
+        sock.sendall(head + b"z" * 10)
+        held = srv.wait_records(f"held-{tok}", timeout=20)
+        assert held == ["failed ClientTimeout"], srv.log()
+        sent = send_until_stalled(sock, total - 10, b"z" * (256 * 1024))
+        assert sent < allowed, f"sent {sent} after the failed read, bound {allowed}"
+        (srv.record_dir / go).write_text("go\n")
+        resp = conn.read_response()
+    assert resp.status == 200
+    assert json.loads(resp.body) == {"failed": "ClientTimeout", "released": True}
+
+
+@pytest.mark.timeout(120)
 def test_a_trickled_read_holds_only_what_it_received(server):
     """Issue 16: each chunk of a pending read kept hyper's whole 8 KiB read buffer
     alive. Three uploads send one byte per packet into a pending `read(65536)`:

@@ -200,17 +200,30 @@ def test_full_duplex_line_echo(server):
         assert conn.read_chunk() == b""
 
 
-def test_two_threads_reading_at_once_both_get_their_bytes(server):
-    """Issue 16 review: a second read polling the body took the place of a
-    waiting one with hyper, so one of two threads reading at once slept until
-    --body-timeout. The body comes in paced pieces so the two reads overlap."""
+def two_readers(server, target):
+    """POSTs 2000 bytes in paced pieces (so that two reads overlap) to `target`."""
     with server.connect(timeout=30) as conn:
-        conn.send(
-            rawhttp.build_request("POST", "/two-readers?n=1000", [("Content-Length", "2000")])
-        )
+        conn.send(rawhttp.build_request("POST", target, [("Content-Length", "2000")]))
         for _ in range(20):
             conn.send(b"x" * 100)
             time.sleep(0.05)
-        resp = conn.read_response()
+        return conn.read_response()
+
+
+def test_two_threads_reading_at_once_both_get_their_bytes(server):
+    """Issue 16 review: a second read polling the body took the place of a
+    waiting one with hyper, so one of two threads reading at once slept until
+    --body-timeout."""
+    resp = two_readers(server, "/two-readers?n=1000")
+    assert resp.status == 200, resp
+    assert json.loads(resp.body) == {"sizes": [1000, 1000], "stuck": 0}
+
+
+def test_a_pool_thread_waiting_its_turn_drives_the_io(start_server, mode):
+    """Issue 16 review: with one app thread, the app's own thread waiting for
+    its turn to read did not drive the I/O, so the other thread's read got no
+    bytes until --body-timeout."""
+    srv = start_server("router_app:app", "--threads", "1", "--body-timeout", "10", mode=mode)
+    resp = two_readers(srv, "/two-readers?n=1000&own=1")
     assert resp.status == 200, resp
     assert json.loads(resp.body) == {"sizes": [1000, 1000], "stuck": 0}

@@ -89,9 +89,14 @@ class Input:
             turn = self._turn = Semaphore()
         with turn:
             data = fn(size, True)
-            while type(data) is tuple:
-                _park(*data)
-                data = fn(size, False)
+            try:
+                while type(data) is tuple:
+                    _park(*data)
+                    data = fn(size, False)
+            except BaseException:
+                # Thrown into the parked greenlet (a Timeout, a kill).
+                self._raw._retire()
+                raise
         return data
 
     def read(self, size: int | None = -1) -> bytes:

@@ -301,6 +301,10 @@ impl std::task::Wake for BodyPump {
         }
         if let Some(source) = self.source.upgrade() {
             if let Some(mut src) = source.try_lock() {
+                if self.done.load(Ordering::Acquire) {
+                    // Retired (`arm`, `retire`) while this wake began.
+                    return;
+                }
                 let waker = Waker::from(self.clone());
                 let mut progressed = false;
                 let polled =
@@ -356,12 +360,18 @@ pub(crate) struct Input {
 /// One reader at a time (thread mode): hyper's body keeps a single waker,
 /// so a second thread's read polling the body while a first one waits would
 /// take its place there and leave it asleep. A read waiting for its turn
-/// does so with the GIL released. (Gevent mode takes turns in
-/// `python/siesta/_gevent.py`.)
+/// waits as a read waits for bytes (`Waiter::Thread`): with the GIL
+/// released and, on a pool thread, driving the I/O meanwhile, so the turn's
+/// holder gets its bytes even when this is the only thread that could
+/// drive. (Gevent mode takes turns in `python/siesta/_gevent.py`.)
 #[derive(Default)]
-struct Turn {
-    busy: Mutex<bool>,
-    freed: parking_lot::Condvar,
+struct Turn(Mutex<TurnState>);
+
+#[derive(Default)]
+struct TurnState {
+    busy: bool,
+    /// Reads waiting for the turn, woken when it is given back.
+    waiting: Vec<Waker>,
 }
 
 /// A turn taken; ends when dropped.
@@ -369,28 +379,34 @@ struct TurnHeld<'a>(&'a Turn);
 
 impl Turn {
     fn take(&self, py: Python<'_>) -> TurnHeld<'_> {
-        {
-            let mut busy = self.busy.lock();
-            if !*busy {
-                *busy = true;
-                return TurnHeld(self);
+        let ask = |w: &Waker| {
+            let mut st = self.0.lock();
+            if !st.busy {
+                st.busy = true;
+                return Poll::Ready(());
             }
+            if !st.waiting.iter().any(|x| x.will_wake(w)) {
+                st.waiting.push(w.clone());
+            }
+            Poll::Pending
+        };
+        if ask(Waker::noop()).is_pending() {
+            py.detach(|| Waiter::Thread.wait(None, ask));
         }
-        py.detach(|| {
-            let mut busy = self.busy.lock();
-            while *busy {
-                self.freed.wait(&mut busy);
-            }
-            *busy = true;
-        });
         TurnHeld(self)
     }
 }
 
 impl Drop for TurnHeld<'_> {
     fn drop(&mut self) {
-        *self.0.busy.lock() = false;
-        self.0.freed.notify_one();
+        let waiting = {
+            let mut st = self.0 .0.lock();
+            st.busy = false;
+            std::mem::take(&mut st.waiting)
+        };
+        for w in waiting {
+            w.wake();
+        }
     }
 }
 
@@ -521,14 +537,17 @@ impl Input {
             // Ready: the need is met (or the body ended or failed), and the
             // next `read_now` answers; it waits again only if another
             // thread took the bytes in between.
-            match self.waiter.outside_gil(py, || self.read_wait(need, fresh)) {
-                Ok(Waited::Ready(())) => {}
-                Ok(Waited::TimedOut) => return Err(input_error(InputError::Timeout)),
+            let failed = match self.waiter.outside_gil(py, || self.read_wait(need, fresh)) {
+                Ok(Waited::Ready(())) => continue,
                 Ok(Waited::Park(p)) => {
                     return crate::wsgi::start_response::park_tuple(py, p);
                 }
-                Err(e) => return Err(input_error(e)),
-            }
+                Ok(Waited::TimedOut) => InputError::Timeout,
+                Err(e) => e,
+            };
+            // The read is over: its pump must not read on for it.
+            self.source.lock().retire();
+            return Err(input_error(failed));
         }
     }
 
@@ -672,6 +691,12 @@ impl Input {
         fresh: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.read_or_park(py, size_need(size), fresh)
+    }
+
+    /// gevent mode: a parked read ended by an exception thrown into its
+    /// greenlet (a `gevent.Timeout`, a kill): its pump must not read on.
+    fn _retire(&self) {
+        self.source.lock().retire();
     }
 
     /// gevent mode: `readline(size)` that never blocks (see `_try_read`).

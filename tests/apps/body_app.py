@@ -6,7 +6,8 @@ got as JSON; `sha256` hashes the body in ?chunk= sized reads; `echo` and
 `reject` refuses bodies over 64 KiB without reading them; `side_effect` and
 `catch_disconnect` leave records the test can see before any response;
 `read_then_hold` reads ?n= bytes, then holds its read until the test says go;
-`two_readers` reads from two threads at once.
+`fail_then_hold` holds after a read that failed; `two_readers` reads from two
+threads at once.
 """
 
 import hashlib
@@ -176,19 +177,38 @@ def read_then_hold(environ, start_response):
     return _json(start_response, {"read": len(data), "released": released})
 
 
+def fail_then_hold(environ, start_response):
+    """`read()` the whole body, which fails (the test lets --body-timeout pass),
+    record the failure, then hold without reading until the record ?go=."""
+    query = params(environ)
+    try:
+        environ["wsgi.input"].read()
+        failed = None
+    except OSError as e:
+        failed = type(e).__name__
+    record("held-" + token(environ), f"failed {failed}")
+    released = wait_for(query["go"], timeout=30.0)
+    return _json(start_response, {"failed": failed, "released": released})
+
+
 def two_readers(environ, start_response):
     """Two threads (greenlets under gevent) each read ?n= bytes of the body at
-    once; answers what each got, and whether either is still stuck."""
+    once, or with ?own=1 the app's own thread and one other; answers what each
+    got, and whether either is still stuck."""
+    query = params(environ)
     stream = environ["wsgi.input"]
-    n = int(params(environ).get("n", 1000))
+    n = int(query.get("n", 1000))
     got = [None, None]
 
     def read(i):
         got[i] = stream.read(n)
 
-    threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+    own = query.get("own") == "1"
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(1 if own else 2)]
     for t in threads:
         t.start()
+    if own:
+        read(1)
     for t in threads:
         t.join(20)
     return _json(

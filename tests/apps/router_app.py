@@ -30,6 +30,7 @@ ROUTES = {
     "disconnect": body_app.catch_disconnect,
     "read-hold": body_app.read_then_hold,
     "two-readers": body_app.two_readers,
+    "fail-hold": body_app.fail_then_hold,
     "framing": response_app.framing,
     "status": response_app.status,
     "header": response_app.header,
