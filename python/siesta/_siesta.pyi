@@ -81,6 +81,7 @@ class Input:
     def _try_readline(
         self, size: int | None, fresh: bool = True
     ) -> bytes | tuple[int, float | None]: ...
+    def _retire(self) -> None: ...
 
 class StartResponse:
     def __call__(
