@@ -201,11 +201,11 @@ def test_full_duplex_line_echo(server):
 
 
 def two_readers(server, target):
-    """POSTs 2000 bytes in paced pieces (so that two reads overlap) to `target`."""
+    """POSTs 2000 bytes in paced 100-byte lines (so that two reads overlap) to `target`."""
     with server.connect(timeout=30) as conn:
         conn.send(rawhttp.build_request("POST", target, [("Content-Length", "2000")]))
         for _ in range(20):
-            conn.send(b"x" * 100)
+            conn.send(b"x" * 99 + b"\n")
             time.sleep(0.05)
         return conn.read_response()
 
@@ -224,6 +224,6 @@ def test_a_pool_thread_waiting_its_turn_drives_the_io(start_server, mode):
     its turn to read did not drive the I/O, so the other thread's read got no
     bytes until --body-timeout."""
     srv = start_server("router_app:app", "--threads", "1", "--body-timeout", "10", mode=mode)
-    resp = two_readers(srv, "/two-readers?n=1000&own=1")
+    resp = two_readers(srv, "/two-readers?lines=10&own=1")
     assert resp.status == 200, resp
     assert json.loads(resp.body) == {"sizes": [1000, 1000], "stuck": 0}

@@ -193,15 +193,17 @@ def fail_then_hold(environ, start_response):
 
 def two_readers(environ, start_response):
     """Two threads (greenlets under gevent) each read ?n= bytes of the body at
-    once, or with ?own=1 the app's own thread and one other; answers what each
-    got, and whether either is still stuck."""
+    once, in one `read(n)` or, with ?lines=K, in K `readline()`s; with ?own=1
+    the app's own thread is one of them. Answers what each got, and whether
+    either is still stuck."""
     query = params(environ)
     stream = environ["wsgi.input"]
     n = int(query.get("n", 1000))
+    lines = int(query.get("lines", 0))
     got = [None, None]
 
     def read(i):
-        got[i] = stream.read(n)
+        got[i] = b"".join(stream.readline() for _ in range(lines)) if lines else stream.read(n)
 
     own = query.get("own") == "1"
     threads = [threading.Thread(target=read, args=(i,)) for i in range(1 if own else 2)]
