@@ -11,7 +11,7 @@
 //! Small chunks are the exception: each is a slice of a hyper read buffer
 //! of at least 8 KiB, and keeps all of it alive while it waits here. A
 //! client sending one byte per packet into a `read(65536)` would so make
-//! the worker hold 8 KiB per byte, 512 MiB for that one read. Chunks under
+//! the worker keep an 8 KiB buffer per byte, 512 MiB for that one read. Chunks under
 //! `COPY_BELOW` are therefore copied into one owned tail and let go at
 //! once: what a pending read holds is what it has received, plus at most
 //! one read buffer per large chunk.
