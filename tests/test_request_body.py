@@ -227,3 +227,14 @@ def test_a_pool_thread_waiting_its_turn_drives_the_io(start_server, mode):
     resp = two_readers(srv, "/two-readers?lines=10&own=1")
     assert resp.status == 200, resp
     assert json.loads(resp.body) == {"sizes": [1000, 1000], "stuck": 0}
+
+
+def test_a_thread_outside_the_pool_reading_gets_its_bytes(start_server, mode):
+    """Issue 16 review: with one app thread, once the app's thread had read
+    and then waited in Python (here `join()`) for a thread of its own that
+    reads, nothing drove the I/O: the pool's monitor had gone to sleep while
+    the app's thread waited on the network, and its return did not wake it."""
+    srv = start_server("router_app:app", "--threads", "1", "--body-timeout", "10", mode=mode)
+    resp = two_readers(srv, "/two-readers?n=1000&own=first")
+    assert resp.status == 200, resp
+    assert json.loads(resp.body) == {"sizes": [1000, 1000], "stuck": 0}

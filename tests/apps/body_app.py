@@ -194,8 +194,10 @@ def fail_then_hold(environ, start_response):
 def two_readers(environ, start_response):
     """Two threads (greenlets under gevent) each read ?n= bytes of the body at
     once, in one `read(n)` or, with ?lines=K, in K `readline()`s; with ?own=1
-    the app's own thread is one of them. Answers what each got, and whether
-    either is still stuck."""
+    the app's own thread is one of them, and with ?own=first it reads its share
+    before it starts the other thread (so the app's thread then waits in
+    `join()` while a thread outside the pool reads). Answers what each got,
+    and whether either is still stuck."""
     query = params(environ)
     stream = environ["wsgi.input"]
     n = int(query.get("n", 1000))
@@ -205,11 +207,13 @@ def two_readers(environ, start_response):
     def read(i):
         got[i] = b"".join(stream.readline() for _ in range(lines)) if lines else stream.read(n)
 
-    own = query.get("own") == "1"
+    own = query.get("own")
+    if own == "first":
+        read(1)
     threads = [threading.Thread(target=read, args=(i,)) for i in range(1 if own else 2)]
     for t in threads:
         t.start()
-    if own:
+    if own == "1":
         read(1)
     for t in threads:
         t.join(20)

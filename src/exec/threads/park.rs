@@ -45,9 +45,19 @@ impl Pool {
             return;
         }
         st.waiting = st.waiting.saturating_sub(1);
-        if st.running < self.size.threads {
+        let took = if st.running < self.size.threads {
             st.running += 1;
-        } else if !self.take_slot_late(&mut st) {
+            true
+        } else {
+            self.take_slot_late(&mut st)
+        };
+        // The monitor sleeps while no thread runs app code; one is back now,
+        // and it may block in Python while a thread outside the pool waits
+        // for the network, which only the monitor then drives.
+        if std::mem::take(&mut st.monitor_asleep) {
+            self.monitor_cv.notify_one();
+        }
+        if !took {
             drop(st);
             crate::log::error::write(
                 crate::log::error::Level::Warning,
@@ -119,6 +129,23 @@ mod tests {
         pool.set_blocked(false);
         let st = pool.state.lock();
         assert_eq!((st.running, st.waiting, st.resuming), (2, 0, 0));
+        drop(st);
+        pool.close();
+    }
+
+    #[test]
+    fn back_from_the_network_wakes_a_sleeping_monitor() {
+        let pool = pool(1, 4);
+        {
+            // The one thread parked; the monitor went to sleep (nothing ran).
+            let mut st = pool.state.lock();
+            st.waiting = 1;
+            st.monitor_asleep = true;
+        }
+        pool.set_blocked(false);
+        let st = pool.state.lock();
+        assert_eq!((st.running, st.waiting), (1, 0));
+        assert!(!st.monitor_asleep, "the monitor is woken to drive the I/O");
         drop(st);
         pool.close();
     }
