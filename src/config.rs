@@ -222,6 +222,10 @@ impl Config {
             queue_timeout: optional_seconds("queue_timeout", s.queue_timeout)?,
             limit_request_body: Some(s.limit_request_body).filter(|&n| n > 0),
             max_connections: s.max_connections.max(1),
+            response_buffer_max: match mode {
+                Mode::Gevent => 4 * Limits::FIXED.response_buffer,
+                Mode::Thread => Limits::FIXED.response_buffer,
+            },
             ..Limits::FIXED
         };
         Ok(Config {

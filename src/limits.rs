@@ -49,6 +49,11 @@ pub(crate) struct Limits {
     /// Response bytes queued between the app and the socket before the app's
     /// `write()` or iteration waits for the client (backpressure).
     pub response_buffer: usize,
+    /// What that grows to while a client drains faster than the app's
+    /// wake-ups refill it (`exchange/pipe.rs`). Gevent mode only: there a
+    /// wake-up is a round trip through the hub, in thread mode a futex, and
+    /// more bytes in flight cost thread mode more than its wake-ups save.
+    pub response_buffer_max: usize,
 }
 
 /// The bounds on one request head, checked by `server::head::check_head`
@@ -108,5 +113,6 @@ impl Limits {
         drain_bytes: 64 * 1024,
         drain_time: Duration::from_secs(1),
         response_buffer: 256 * 1024,
+        response_buffer_max: 256 * 1024,
     };
 }

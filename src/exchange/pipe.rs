@@ -10,6 +10,10 @@
 //! room is woken once the queue is down to a quarter of the capacity, not
 //! at the first byte of room: it then queues several chunks per wake-up
 //! (a thread switch, or a hub round trip in gevent mode) instead of one.
+//! When the socket's side ran dry while the producer was waiting (the client
+//! drains faster than the producer's wake-ups refill), the capacity doubles,
+//! up to the pipe's maximum: a fast client costs fewer wake-ups, a slow one
+//! never grows its pipe.
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -40,14 +44,18 @@ pub(crate) enum Push {
 #[derive(Debug)]
 pub(crate) struct Pipe {
     state: Mutex<PipeState>,
-    /// Bytes queued before `try_push` reports `Full`.
-    capacity: usize,
+    /// The most `capacity` grows to.
+    max_capacity: usize,
 }
 
 #[derive(Debug, Default)]
 struct PipeState {
     chunks: VecDeque<Bytes>,
     queued: usize,
+    /// Bytes queued before `try_push` reports `Full`.
+    capacity: usize,
+    /// `try_push` reported `Full` since the capacity last grew.
+    producer_waited: bool,
     end: Option<PipeEnd>,
     /// The response body was dropped (client gone or connection aborted).
     receiver_gone: bool,
@@ -63,10 +71,14 @@ struct PipeState {
 }
 
 impl Pipe {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A pipe of `capacity` bytes that may grow to `max_capacity`.
+    pub(crate) fn new(capacity: usize, max_capacity: usize) -> Self {
         Pipe {
-            state: Mutex::new(PipeState::default()),
-            capacity,
+            state: Mutex::new(PipeState {
+                capacity,
+                ..PipeState::default()
+            }),
+            max_capacity: max_capacity.max(capacity),
         }
     }
 
@@ -75,24 +87,26 @@ impl Pipe {
         self.state.lock().popped
     }
 
-    /// Queued bytes at or below which a producer waiting for room is woken.
-    fn wake_at(&self) -> usize {
-        self.capacity / 4
-    }
-
     pub(crate) fn try_push(&self, chunk: Bytes, waker: &Waker) -> Push {
         let rx = {
             let mut st = self.state.lock();
             if st.receiver_gone || st.end.is_some() {
                 return Push::Closed;
             }
-            if st.queued >= self.capacity {
+            if st.queued >= st.capacity {
                 st.tx_waker = Some(waker.clone());
+                st.producer_waited = true;
                 return Push::Full(chunk);
+            }
+            let rx = st.rx_waker.take();
+            if std::mem::take(&mut st.producer_waited) && rx.is_some() {
+                // Back from waiting for room, the producer finds that the
+                // socket's side ran dry meanwhile.
+                st.capacity = st.capacity.saturating_mul(2).min(self.max_capacity);
             }
             st.queued += chunk.len();
             st.chunks.push_back(chunk);
-            st.rx_waker.take()
+            rx
         };
         if let Some(w) = rx {
             w.wake();
@@ -129,7 +143,7 @@ impl Pipe {
                 Some(chunk) => {
                     st.queued -= chunk.len();
                     st.popped += 1;
-                    let tx = if st.queued <= self.wake_at() {
+                    let tx = if st.queued <= st.capacity / 4 {
                         st.tx_waker.take()
                     } else {
                         None
@@ -192,7 +206,7 @@ mod tests {
 
     #[test]
     fn producer_woken_only_when_the_queue_is_low() {
-        let pipe = Pipe::new(8);
+        let pipe = Pipe::new(8, 8);
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
@@ -220,9 +234,76 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken once");
     }
 
+    /// Pushes 1-byte chunks until the pipe is full; how many it took.
+    fn fill(pipe: &Pipe, waker: &Waker) -> usize {
+        (0..)
+            .take_while(|_| matches!(pipe.try_push(Bytes::from_static(b"a"), waker), Push::Sent))
+            .count()
+    }
+
+    /// Pops until the pipe is empty; with `starve`, once more, so the
+    /// socket's side waits for a chunk.
+    fn drain(pipe: &Pipe, cx: &mut Context<'_>, starve: bool) {
+        while pipe.state.lock().queued > 0 {
+            assert!(matches!(pipe.poll_pop(cx), Poll::Ready(Some(Ok(_)))));
+        }
+        if starve {
+            assert!(pipe.poll_pop(cx).is_pending());
+        }
+    }
+
+    #[test]
+    fn grows_only_when_the_socket_side_ran_dry_while_the_producer_waited() {
+        let pipe = Pipe::new(8, 32);
+        let waker = Waker::from(Arc::new(Count::default()));
+        let mut cx = Context::from_waker(&waker);
+        assert!(
+            pipe.poll_pop(&mut cx).is_pending(),
+            "hyper waits from the start"
+        );
+        assert_eq!(
+            fill(&pipe, &waker),
+            8,
+            "a first push to a waiting socket does not grow it"
+        );
+        // A slow client: the producer is back before the queue is empty.
+        while pipe.state.lock().queued > 2 {
+            assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
+        }
+        assert_eq!(
+            fill(&pipe, &waker),
+            6,
+            "back with the queue not empty: no growth"
+        );
+        // A fast client: the socket ran dry while the producer waited.
+        drain(&pipe, &mut cx, true);
+        assert!(matches!(
+            pipe.try_push(Bytes::from_static(b"a"), &waker),
+            Push::Sent
+        ));
+        assert_eq!(pipe.state.lock().capacity, 16);
+        // Dry again, but the producer had not waited since: no growth.
+        drain(&pipe, &mut cx, true);
+        assert!(matches!(
+            pipe.try_push(Bytes::from_static(b"a"), &waker),
+            Push::Sent
+        ));
+        assert_eq!(pipe.state.lock().capacity, 16);
+        assert_eq!(fill(&pipe, &waker), 15);
+        for want in [32, 32] {
+            drain(&pipe, &mut cx, true);
+            assert_eq!(fill(&pipe, &waker), want, "doubles up to its maximum");
+        }
+        // Thread mode's pipe does not grow.
+        let fixed = Pipe::new(8, 8);
+        assert_eq!(fill(&fixed, &waker), 8);
+        drain(&fixed, &mut cx, true);
+        assert_eq!(fill(&fixed, &waker), 8);
+    }
+
     #[test]
     fn popped_counts_what_the_socket_side_took() {
-        let pipe = Pipe::new(1024);
+        let pipe = Pipe::new(1024, 1024);
         let waker = Waker::from(Arc::new(Count::default()));
         let mut cx = Context::from_waker(&waker);
         assert_eq!(pipe.popped(), 0);
@@ -243,7 +324,7 @@ mod tests {
 
     #[test]
     fn full_then_room_wakes_producer() {
-        let pipe = Pipe::new(4);
+        let pipe = Pipe::new(4, 4);
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
@@ -269,7 +350,7 @@ mod tests {
 
     #[test]
     fn abort_and_receiver_gone() {
-        let pipe = Pipe::new(4);
+        let pipe = Pipe::new(4, 4);
         let waker = Waker::from(Arc::new(Count::default()));
         let mut cx = Context::from_waker(&waker);
         pipe.finish(PipeEnd::Aborted);
@@ -281,7 +362,7 @@ mod tests {
             pipe.poll_pop(&mut cx),
             Poll::Ready(Some(Err(PipeEnd::Aborted)))
         ));
-        let pipe = Pipe::new(4);
+        let pipe = Pipe::new(4, 4);
         pipe.close_receiver();
         assert!(pipe.is_closed());
         assert!(matches!(

@@ -86,7 +86,10 @@ impl StartResponse {
             return Ok(Ok(Sent::Stop));
         }
         if !st.head_sent {
-            let pipe = Arc::new(Pipe::new(self.ctx.limits.response_buffer));
+            let pipe = Arc::new(Pipe::new(
+                self.ctx.limits.response_buffer,
+                self.ctx.limits.response_buffer_max,
+            ));
             let body = ResponseBody::Stream(PipeReceiver(pipe.clone()));
             self.send_head(&mut st, body).map_err(response_error)?;
             st.pipe = Some(PipeSender(pipe));
