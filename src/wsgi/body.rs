@@ -15,8 +15,13 @@
 //! `COPY_BELOW` are therefore copied into one owned tail and let go at
 //! once: what a pending read holds is what it has received, plus at most
 //! one read buffer per large chunk.
+//!
+//! A line that trickles in is searched once: the buffer remembers how many
+//! bytes at its front hold no `\n`, so `readline()` over many small frames
+//! costs linear time, not quadratic.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::cell::Cell;
 use std::collections::VecDeque;
 
 /// Chunks shorter than this are copied out of hyper's read buffer: it is
@@ -34,6 +39,9 @@ pub(crate) struct BodyBuffer {
     tail: BytesMut,
     /// Total bytes in `chunks` and `tail`, so `len()` is O(1).
     len: usize,
+    /// Bytes at the front known to hold no `\n`: a line that trickles in
+    /// is searched from here, not from its start on every chunk.
+    no_newline: Cell<usize>,
 }
 
 impl BodyBuffer {
@@ -75,6 +83,8 @@ impl BodyBuffer {
     pub(crate) fn drain(&mut self, n: usize, mut out: impl FnMut(&[u8])) {
         let mut left = n.min(self.len);
         self.len -= left;
+        self.no_newline
+            .set(self.no_newline.get().saturating_sub(left));
         while left > 0 {
             let Some(front) = self.chunks.front_mut() else {
                 break;
@@ -102,17 +112,25 @@ impl BodyBuffer {
     /// Length of the first line (including its `\n`) if one is complete
     /// within the first `limit` bytes; `None` if more bytes are needed.
     pub(crate) fn line_len(&self, limit: usize) -> Option<usize> {
+        let known = self.no_newline.get();
+        if known >= limit {
+            return Some(limit);
+        }
         let mut seen = 0;
         for chunk in self.chunks.iter().map(|c| &c[..]).chain([&self.tail[..]]) {
-            let window = &chunk[..chunk.len().min(limit - seen)];
-            if let Some(pos) = window.iter().position(|&b| b == b'\n') {
-                return Some(seen + pos + 1);
+            let end = chunk.len().min(limit - seen);
+            // `known < limit`, so `start <= end`.
+            let start = known.saturating_sub(seen).min(end);
+            if let Some(pos) = chunk[start..end].iter().position(|&b| b == b'\n') {
+                self.no_newline.set(seen + start + pos);
+                return Some(seen + start + pos + 1);
             }
-            seen += window.len();
+            seen += end;
             if seen >= limit {
                 return Some(limit);
             }
         }
+        self.no_newline.set(seen);
         None
     }
 
@@ -294,5 +312,82 @@ mod tests {
         assert_eq!(take(&mut b, 1), b"1");
         assert_eq!(take(&mut b, usize::MAX), b"23456");
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_trickled_line_is_searched_once() {
+        let mut b = BodyBuffer::default();
+        for _ in 0..1000 {
+            b.push(Bytes::from_static(b"x"));
+            assert_eq!(b.line_len(usize::MAX), None);
+            assert_eq!(
+                b.no_newline.get(),
+                b.len(),
+                "the next search starts past it"
+            );
+        }
+        b.push(Bytes::from_static(b"\nab"));
+        assert_eq!(b.line_len(usize::MAX), Some(1001));
+        assert_eq!(
+            take_line(&mut b, usize::MAX, false).map(|l| l.len()),
+            Some(1001)
+        );
+        assert_eq!(b.no_newline.get(), 0);
+        assert_eq!(b.line_len(usize::MAX), None);
+        assert_eq!(b.line_len(2), Some(2), "a limit within the known bytes");
+    }
+
+    /// What the buffer does to a body, step by step.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A chunk of `len` bytes (`\n` where `newline_every` divides the offset).
+        Push { len: usize, newline_every: usize },
+        /// `line_len(limit)`, checked against the bytes themselves.
+        Line { limit: usize },
+        /// `drain(n)`.
+        Take { n: usize },
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (prop_oneof![1usize..40, 8000usize..9000], 1usize..50)
+                .prop_map(|(len, newline_every)| Step::Push { len, newline_every }),
+            prop_oneof![1usize..60, Just(usize::MAX)].prop_map(|limit| Step::Line { limit }),
+            (0usize..80).prop_map(|n| Step::Take { n }),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lines_match_the_bytes(steps in proptest::collection::vec(step(), 1..60)) {
+            let mut b = BodyBuffer::default();
+            let mut model: Vec<u8> = Vec::new();
+            for s in steps {
+                match s {
+                    Step::Push { len, newline_every } => {
+                        let chunk: Vec<u8> = (0..len)
+                            .map(|i| if (model.len() + i).is_multiple_of(newline_every) { b'\n' } else { b'x' })
+                            .collect();
+                        model.extend_from_slice(&chunk);
+                        b.push(Bytes::from(chunk));
+                    }
+                    Step::Line { limit } => {
+                        let want = match model.iter().take(limit).position(|&c| c == b'\n') {
+                            Some(pos) => Some(pos + 1),
+                            None if model.len() >= limit => Some(limit),
+                            None => None,
+                        };
+                        proptest::prop_assert_eq!(b.line_len(limit), want);
+                    }
+                    Step::Take { n } => {
+                        let got = take(&mut b, n);
+                        let want: Vec<u8> = model.drain(..n.min(model.len())).collect();
+                        proptest::prop_assert_eq!(got, want);
+                    }
+                }
+                proptest::prop_assert_eq!(b.len(), model.len());
+            }
+        }
     }
 }
