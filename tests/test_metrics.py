@@ -282,3 +282,34 @@ def test_read_woken_from_a_park_is_back_in_the_app(start_server, mode):
         assert conn.read_response("POST").status == 200
     finally:
         conn.close()
+
+
+def test_a_read_ended_by_a_thrown_timeout_is_back_in_the_app(start_server):
+    """Issue #16 review: a parked gevent read ended by an exception thrown into
+    its greenlet (a `gevent.Timeout`) left the request in reading_body while
+    the app ran on."""
+    srv = start_server("router_app:app", *METRICS, mode="gevent")
+    url = metrics_url(srv)
+    tok = "thrown"
+    conn = srv.connect()
+    try:
+        head = (
+            f"POST /thrown-hold?go=go-{tok}&token={tok} HTTP/1.1\r\n"
+            "Host: x\r\nContent-Length: 100000\r\n\r\n"
+        )
+        conn.send(head.encode() + b"a" * 4096)
+        assert srv.wait_records(f"held-{tok}") == ["failed Timeout"], srv.log()
+
+        def in_app():
+            s = scrape(url)
+            state = (
+                value(s, "siesta_requests_in_flight", state="reading_body"),
+                value(s, "siesta_requests_in_flight", state="app"),
+            )
+            return s if state == (0, 1) else None
+
+        assert wait_until(in_app), scrape(url)
+        (srv.record_dir / f"go-{tok}").write_text("go\n")
+        assert conn.read_response("POST").status == 200
+    finally:
+        conn.close()

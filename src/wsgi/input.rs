@@ -694,9 +694,14 @@ impl Input {
     }
 
     /// gevent mode: a parked read ended by an exception thrown into its
-    /// greenlet (a `gevent.Timeout`, a kill): its pump must not read on.
+    /// greenlet (a `gevent.Timeout`, a kill): its pump must not read on,
+    /// and the request is back in the app, not `Reading`.
     fn _retire(&self) {
-        self.source.lock().retire();
+        let mut src = self.source.lock();
+        src.retire();
+        if self.metered {
+            src.meter(|t| t.to(State::App));
+        }
     }
 
     /// gevent mode: `readline(size)` that never blocks (see `_try_read`).

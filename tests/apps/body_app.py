@@ -191,6 +191,23 @@ def fail_then_hold(environ, start_response):
     return _json(start_response, {"failed": failed, "released": released})
 
 
+def thrown_then_hold(environ, start_response):
+    """gevent mode: a `read()` of the whole body ended by a `gevent.Timeout`
+    thrown into the parked greenlet, then hold like `fail_then_hold`."""
+    import gevent
+
+    query = params(environ)
+    try:
+        with gevent.Timeout(0.3):
+            environ["wsgi.input"].read()
+        failed = None
+    except gevent.Timeout:
+        failed = "Timeout"
+    record("held-" + token(environ), f"failed {failed}")
+    released = wait_for(query["go"], timeout=30.0)
+    return _json(start_response, {"failed": failed, "released": released})
+
+
 def two_readers(environ, start_response):
     """Two threads (greenlets under gevent) each read ?n= bytes of the body at
     once, in one `read(n)` or, with ?lines=K, in K `readline()`s; with ?own=1

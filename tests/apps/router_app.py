@@ -31,6 +31,7 @@ ROUTES = {
     "read-hold": body_app.read_then_hold,
     "two-readers": body_app.two_readers,
     "fail-hold": body_app.fail_then_hold,
+    "thrown-hold": body_app.thrown_then_hold,
     "framing": response_app.framing,
     "status": response_app.status,
     "header": response_app.header,
