@@ -229,6 +229,26 @@ def test_a_pool_thread_waiting_its_turn_drives_the_io(start_server, mode):
     assert json.loads(resp.body) == {"sizes": [1000, 1000], "stuck": 0}
 
 
+def test_a_reader_left_waiting_when_the_app_returns_is_woken(start_server, mode):
+    """Issue 16 review: a thread (greenlet) of the app still waiting in
+    `wsgi.input` when the app returned was never woken: the rest of the body
+    went to the discard, and the reader slept on until --body-timeout."""
+    srv = start_server("router_app:app", "--body-timeout", "120", mode=mode)
+    tok = rawhttp.new_token()
+    with srv.connect(timeout=30) as conn:
+        conn.send(
+            rawhttp.build_request(
+                "POST", f"/reader-left?token={tok}", [("Content-Length", "100000")]
+            )
+            + b"x"
+        )
+        resp = conn.read_response()
+        assert resp.status == 200, resp
+        assert json.loads(resp.body) == {"started": True}
+        got = srv.wait_records(f"reader-{tok}", timeout=20)
+    assert got == ["failed ClientDisconnected"], srv.log()
+
+
 def test_a_thread_outside_the_pool_reading_gets_its_bytes(start_server, mode):
     """Issue 16 review: with one app thread, once the app's thread had read
     and then waited in Python (here `join()`) for a thread of its own that

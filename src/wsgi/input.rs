@@ -131,6 +131,14 @@ impl BodySource {
         Waker::from(pump)
     }
 
+    /// The body is given up while a read may wait for it (a thread or
+    /// greenlet of the app's own, reading after the app returned): its pump
+    /// stands down, and the reader, woken, finds the body's error.
+    fn release_reader(&mut self) -> Option<Waker> {
+        let pump = self.pump.take()?;
+        (!pump.done.swap(true, Ordering::AcqRel)).then(|| pump.then.clone())
+    }
+
     /// The waiting read is over: its pump, if hyper still has it, does nothing.
     fn retire(&mut self) {
         if let Some(pump) = self.pump.take() {
@@ -565,21 +573,33 @@ impl Input {
     /// Hands what the app left unread to the runtime for a bounded discard,
     /// with the token to tell when it has all been read.
     pub(crate) fn take_rest(&self) -> Option<(Incoming, Option<BodyEnd>)> {
-        let mut src = self.source.lock();
-        src.buf = BodyBuffer::default();
-        if src.eof {
-            return None;
+        let (rest, reader) = {
+            let mut src = self.source.lock();
+            src.buf = BodyBuffer::default();
+            if src.eof {
+                return None;
+            }
+            src.error.get_or_insert(InputError::Abandoned);
+            let end = src.end.take();
+            (src.body.take().map(|b| (b, end)), src.release_reader())
+        };
+        if let Some(w) = reader {
+            w.wake();
         }
-        src.error.get_or_insert(InputError::Abandoned);
-        let end = src.end.take();
-        src.body.take().map(|b| (b, end))
+        rest
     }
 
     /// Gives the body up without reading it (pending `100-continue`).
     pub(crate) fn abandon(&self) {
-        let mut src = self.source.lock();
-        src.body = None;
-        src.error.get_or_insert(InputError::Abandoned);
+        let reader = {
+            let mut src = self.source.lock();
+            src.body = None;
+            src.error.get_or_insert(InputError::Abandoned);
+            src.release_reader()
+        };
+        if let Some(w) = reader {
+            w.wake();
+        }
     }
 }
 

@@ -208,6 +208,28 @@ def thrown_then_hold(environ, start_response):
     return _json(start_response, {"failed": failed, "released": released})
 
 
+def reader_left_behind(environ, start_response):
+    """Starts a thread (a greenlet under gevent) that reads the whole body,
+    and returns once it has read the first byte, leaving it waiting for the
+    rest; the thread records how its read ended."""
+    stream = environ["wsgi.input"]
+    tok = token(environ)
+    started = threading.Event()
+
+    def read():
+        try:
+            stream.read(1)
+            started.set()
+            outcome = f"read {len(stream.read())}"
+        except Exception as e:  # noqa: BLE001 - the outcome is the record
+            outcome = f"failed {type(e).__name__}"
+        record("reader-" + tok, outcome)
+
+    threading.Thread(target=read, daemon=True).start()
+    started.wait(10)
+    return _json(start_response, {"started": started.is_set()})
+
+
 def two_readers(environ, start_response):
     """Two threads (greenlets under gevent) each read ?n= bytes of the body at
     once, in one `read(n)` or, with ?lines=K, in K `readline()`s; with ?own=1

@@ -32,6 +32,7 @@ ROUTES = {
     "two-readers": body_app.two_readers,
     "fail-hold": body_app.fail_then_hold,
     "thrown-hold": body_app.thrown_then_hold,
+    "reader-left": body_app.reader_left_behind,
     "framing": response_app.framing,
     "status": response_app.status,
     "header": response_app.header,
