@@ -83,20 +83,38 @@ class Input:
 
     def _wait(self, fn: Any, size: int | None) -> bytes:
         # One greenlet reads at a time: the body keeps one waker, so a second
-        # read would take a parked one's place there and leave it asleep.
+        # read would take a parked one's place there and leave it asleep. A
+        # read in progress holds the turn, parks included; with the turn
+        # free, no other greenlet runs until this one switches, so a read
+        # that is answered at once (buffered bytes) needs no turn at all.
         turn = self._turn
-        if turn is None:
-            turn = self._turn = Semaphore()
-        with turn:
+        if turn is None or not turn.locked():
             data = fn(size, True)
-            try:
-                while type(data) is tuple:
-                    _park(*data)
-                    data = fn(size, False)
-            except BaseException:
-                # Thrown into the parked greenlet (a Timeout, a kill).
-                self._raw._retire()
-                raise
+            if type(data) is not tuple:
+                return data
+            if turn is None:
+                turn = self._turn = Semaphore()
+            if turn.acquire(blocking=False):
+                return self._park_holding(fn, size, turn, data)
+            # The pump just armed is this read's (nothing ran since).
+            self._raw._retire()
+        with turn:
+            return self._park_holding(fn, size, None, fn(size, True))
+
+    def _park_holding(self, fn: Any, size: int | None, release: Any, data: Any) -> bytes:
+        """Parks until the read is answered, holding the turn; releases
+        ``release`` (the turn, when the caller took it) at the end."""
+        try:
+            while type(data) is tuple:
+                _park(*data)
+                data = fn(size, False)
+        except BaseException:
+            # Thrown into the parked greenlet (a Timeout, a kill).
+            self._raw._retire()
+            raise
+        finally:
+            if release is not None:
+                release.release()
         return data
 
     def read(self, size: int | None = -1) -> bytes:
