@@ -10,12 +10,13 @@ must leave it within a few MiB.
 """
 
 import json
+import socket
 import time
 
 import payloads
 import pytest
 import rawhttp
-from siesta_process import tree_rss_kib
+from siesta_process import tree_rss_kib, wait_until
 
 GROWTH_LIMIT_KIB = 64 * 1024
 
@@ -134,3 +135,38 @@ def test_response_of_an_app_slower_than_its_client_stays_flat(server):
     growth = max(samples) - baseline
     assert len(samples) >= 10
     assert growth < 16 * 1024, f"RSS grew by {growth} KiB (baseline {baseline} KiB)"
+
+
+def test_downloads_nobody_reads_keep_a_small_response_queue(start_server):
+    """Issue 16 review: gevent mode's response queue grows (256 KiB up to 1 MiB)
+    for a client that drains faster than the hub wakes the app; the kernel's
+    socket buffers made every client look fast at first, so downloads nobody
+    read grew theirs too. Each stalled download holds the queue, the block the
+    app is pushing and the app's own buffer: about 450 KiB of RSS with 256 KiB
+    queued; 590 to 790 KiB on average when the queues grew."""
+    srv = start_server("router_app:app", mode="gevent")
+    n = 20
+    assert srv.get("/distinct?count=64&size=65536").status == 200
+    baseline = tree_rss_kib(srv.proc.pid)
+    conns = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            conns.append(sock)
+            # A small window: the kernel's buffers fill in small steps.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.connect((srv.host, srv.port))
+            sock.sendall(rawhttp.build_request("GET", "/distinct?count=4096&size=65536"))
+
+        def settled(samples=[]):  # noqa: B006 - the samples so far, across calls
+            samples.append(tree_rss_kib(srv.proc.pid))
+            last = samples[-4:]
+            return len(last) == 4 and max(last) - min(last) < 256 and last[-1]
+
+        rss = wait_until(settled, timeout=30, interval=0.25)
+        assert rss, "RSS kept moving"
+    finally:
+        for conn in conns:
+            conn.close()
+    per_download = (rss - baseline) / n
+    assert per_download < 540, f"{per_download:.0f} KiB per stalled download"

@@ -12,8 +12,12 @@
 //! (a thread switch, or a hub round trip in gevent mode) instead of one.
 //! When the socket's side ran dry while the producer was waiting (the client
 //! drains faster than the producer's wake-ups refill), the capacity doubles,
-//! up to the pipe's maximum: a fast client costs fewer wake-ups, a slow one
-//! never grows its pipe.
+//! up to the pipe's maximum: a fast client costs fewer wake-ups. Only once
+//! `GROW_AFTER` bytes have gone out, though: until the kernel's socket
+//! buffers are full (several MiB), any client looks fast, even one that
+//! never reads, and its pipe would grow for nothing. A slow client's pipe
+//! so stays small; a client that was fast for a while and then stops holds
+//! the grown pipe until it goes away.
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -41,11 +45,18 @@ pub(crate) enum Push {
     Closed,
 }
 
+/// Bytes sent before a pipe may grow: past what the kernel's send and
+/// receive buffers take from a client that does not read (the send buffer
+/// autotunes up to `tcp_wmem`'s 4 MiB by default).
+const GROW_AFTER: u64 = 8 * 1024 * 1024;
+
 #[derive(Debug)]
 pub(crate) struct Pipe {
     state: Mutex<PipeState>,
     /// The most `capacity` grows to.
     max_capacity: usize,
+    /// `GROW_AFTER` (smaller in unit tests).
+    grow_after: u64,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +79,8 @@ struct PipeState {
     /// Chunks hyper has taken so far: a producer waiting for room sees the
     /// client progress by it even before the quarter-full wake-up.
     popped: u64,
+    /// Bytes hyper has taken so far.
+    sent: u64,
 }
 
 impl Pipe {
@@ -79,6 +92,7 @@ impl Pipe {
                 ..PipeState::default()
             }),
             max_capacity: max_capacity.max(capacity),
+            grow_after: GROW_AFTER,
         }
     }
 
@@ -99,7 +113,8 @@ impl Pipe {
                 return Push::Full(chunk);
             }
             let rx = st.rx_waker.take();
-            if std::mem::take(&mut st.producer_waited) && rx.is_some() {
+            if std::mem::take(&mut st.producer_waited) && rx.is_some() && st.sent >= self.grow_after
+            {
                 // Back from waiting for room, the producer finds that the
                 // socket's side ran dry meanwhile.
                 st.capacity = st.capacity.saturating_mul(2).min(self.max_capacity);
@@ -143,6 +158,7 @@ impl Pipe {
                 Some(chunk) => {
                     st.queued -= chunk.len();
                     st.popped += 1;
+                    st.sent += chunk.len() as u64;
                     let tx = if st.queued <= st.capacity / 4 {
                         st.tx_waker.take()
                     } else {
@@ -254,7 +270,8 @@ mod tests {
 
     #[test]
     fn grows_only_when_the_socket_side_ran_dry_while_the_producer_waited() {
-        let pipe = Pipe::new(8, 32);
+        let mut pipe = Pipe::new(8, 32);
+        pipe.grow_after = 20;
         let waker = Waker::from(Arc::new(Count::default()));
         let mut cx = Context::from_waker(&waker);
         assert!(
@@ -275,6 +292,15 @@ mod tests {
             6,
             "back with the queue not empty: no growth"
         );
+        // Dry while the producer waited, but only 14 bytes sent: the
+        // kernel's buffers would take that much from any client.
+        drain(&pipe, &mut cx, true);
+        assert!(matches!(
+            pipe.try_push(Bytes::from_static(b"a"), &waker),
+            Push::Sent
+        ));
+        assert_eq!(pipe.state.lock().capacity, 8, "not before grow_after");
+        assert_eq!(fill(&pipe, &waker), 7);
         // A fast client: the socket ran dry while the producer waited.
         drain(&pipe, &mut cx, true);
         assert!(matches!(

@@ -42,6 +42,9 @@ pub(crate) struct BodyBuffer {
     /// Bytes at the front known to hold no `\n`: a line that trickles in
     /// is searched from here, not from its start on every chunk.
     no_newline: Cell<usize>,
+    /// Bytes `line_len` has looked at, all told (tests check it is linear).
+    #[cfg(test)]
+    scanned: Cell<usize>,
 }
 
 impl BodyBuffer {
@@ -121,6 +124,8 @@ impl BodyBuffer {
             let end = chunk.len().min(limit - seen);
             // `known < limit`, so `start <= end`.
             let start = known.saturating_sub(seen).min(end);
+            #[cfg(test)]
+            self.scanned.set(self.scanned.get() + (end - start));
             if let Some(pos) = chunk[start..end].iter().position(|&b| b == b'\n') {
                 self.no_newline.set(seen + start + pos);
                 return Some(seen + start + pos + 1);
@@ -326,6 +331,7 @@ mod tests {
                 "the next search starts past it"
             );
         }
+        assert_eq!(b.scanned.get(), 1000, "each byte looked at once");
         b.push(Bytes::from_static(b"\nab"));
         assert_eq!(b.line_len(usize::MAX), Some(1001));
         assert_eq!(
