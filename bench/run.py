@@ -38,6 +38,9 @@ PY = sys.executable
 CLIENT = os.path.join(BENCH, "client.py")
 RESULTS = os.path.join(BENCH, "results")
 MIB = 1024 * 1024
+# S6/S7: seconds of idle hello load on the same server before the holders
+# connect, the "× idle" baseline.
+IDLE_BASELINE_S = 3
 
 PLANS = {
     "quick": {
@@ -171,7 +174,6 @@ class Bench:
         self.plan, self.run_id = plan, run_id
         self.logs = os.path.join(RESULTS, "logs")
         os.makedirs(self.logs, exist_ok=True)
-        self.idle = {}  # server name -> S1 1-worker req/s, the baseline for S6/S7
         self.starts = 0  # numbers the server logs of this run
         self.started_logs = []  # logs of the servers started for the current record(s)
 
@@ -182,12 +184,6 @@ class Bench:
         )
         self.started_logs.append(path)
         return Running(spec, workers, path, spec.scenario_args.get(scenario, ()))
-
-    def idle_rate(self, spec, server):
-        if spec.name not in self.idle:  # no S1 in this run: measure a short baseline
-            run_wrk(server.port, 1)
-            self.idle[spec.name] = run_wrk(server.port, 3)["req_per_s"]
-        return self.idle[spec.name]
 
     def s1(self, spec, p):
         for workers in p["workers"]:
@@ -204,8 +200,6 @@ class Bench:
                 alive = server.alive()
             finally:
                 server.stop()
-            if workers == 1:
-                self.idle[spec.name] = result["req_per_s"]
             requests = max(result["requests"], 1)
             yield {
                 "workers": workers,
@@ -304,7 +298,11 @@ class Bench:
     def _under_load(self, spec, scenario, mode, count, duration, *options):
         server = self.start(spec, scenario)
         try:
-            idle = self.idle_rate(spec, server)
+            # The baseline is this server's own idle rate just before, not
+            # S1's from minutes earlier: the VM's speed drifts by more than
+            # the differences S6 and S7 look for.
+            run_wrk(server.port, 1)
+            idle = run_wrk(server.port, IDLE_BASELINE_S)["req_per_s"]
             holder = HoldClient(
                 mode,
                 server.port,
