@@ -298,11 +298,11 @@ class Bench:
     def _under_load(self, spec, scenario, mode, count, duration, *options):
         server = self.start(spec, scenario)
         try:
-            # The baseline is this server's own idle rate just before, not
-            # S1's from minutes earlier: the VM's speed drifts by more than
-            # the differences S6 and S7 look for.
-            run_wrk(server.port, 1)
-            idle = run_wrk(server.port, IDLE_BASELINE_S)["req_per_s"]
+            # The baseline is this server's own idle rate just before and
+            # just after, not S1's from minutes earlier: the VM's speed drifts
+            # by more than the differences S6 and S7 look for, and a server's
+            # first seconds of load can be slower than its later ones.
+            idle = self._idle_burst(server)
             holder = HoldClient(
                 mode,
                 server.port,
@@ -326,19 +326,33 @@ class Bench:
                     hello_check(server.port)
                 except ServerFailed:
                     recovered = False
+            idle_after = None
+            if recovered:
+                time.sleep(1)  # the held connections' ends, logged by the app
+                idle_after = self._idle_burst(server)
         finally:
             server.stop()
-        ratio = round(result["req_per_s"] / idle, 3) if idle else None
+        idles = [rate for rate in (idle, idle_after) if rate]
+        baseline = round(sum(idles) / len(idles), 1) if idles else None
+        ratio = round(result["req_per_s"] / baseline, 3) if baseline else None
         return {
             "count": count,
             **result,
-            "idle_req_per_s": idle,
+            "idle_req_per_s": baseline,
+            "idle_before": idle,
+            "idle_after": idle_after,
             "ratio_to_idle": ratio,
             "setup": setup,
             "load": final,
             "server_alive": alive,
             "hello_after": recovered,
         }
+
+    @staticmethod
+    def _idle_burst(server):
+        """Hello req/s on an otherwise idle server: a 1 s warm-up, then the baseline."""
+        run_wrk(server.port, 1)
+        return run_wrk(server.port, IDLE_BASELINE_S)["req_per_s"]
 
     def s6(self, spec, p):
         for count in p["counts"]:
