@@ -246,6 +246,31 @@ def test_statsd_lines_use_gunicorns_names(start_server, mode):
     assert all(d.endswith("|ms") for d in durations), lines
 
 
+def post_first_4k(srv, target):
+    """A connection that sent a POST head declaring 100,000 bytes, and 4 KiB of them."""
+    conn = srv.connect()
+    head = f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+    conn.send(head.encode() + b"a" * 4096)
+    return conn
+
+
+def released_from_the_app(srv, url, conn, tok):
+    """Waits until the one request in flight is in the app state (not
+    reading_body), then lets the app answer (record go-TOK) and checks it did."""
+
+    def in_app():
+        s = scrape(url)
+        state = (
+            value(s, "siesta_requests_in_flight", state="reading_body"),
+            value(s, "siesta_requests_in_flight", state="app"),
+        )
+        return s if state == (0, 1) else None
+
+    assert wait_until(in_app), scrape(url)
+    (srv.record_dir / f"go-{tok}").write_text("go\n")
+    assert conn.read_response("POST").status == 200
+
+
 def test_read_woken_from_a_park_is_back_in_the_app(start_server, mode):
     """Issue #16: a read that parked and was then answered (in gevent mode by
     the body pump, with no second wait) puts the request back in the app
@@ -253,13 +278,8 @@ def test_read_woken_from_a_park_is_back_in_the_app(start_server, mode):
     srv = start_server("router_app:app", *METRICS, mode=mode)
     url = metrics_url(srv)
     tok = "pumped"
-    conn = srv.connect()
+    conn = post_first_4k(srv, f"/read-hold?n=100000&go=go-{tok}&token={tok}")
     try:
-        head = (
-            f"POST /read-hold?n=100000&go=go-{tok}&token={tok} HTTP/1.1\r\n"
-            "Host: x\r\nContent-Length: 100000\r\n\r\n"
-        )
-        conn.send(head.encode() + b"a" * 4096)
 
         def parked():
             s = scrape(url)
@@ -268,18 +288,7 @@ def test_read_woken_from_a_park_is_back_in_the_app(start_server, mode):
         assert wait_until(parked), scrape(url)
         conn.send(b"a" * (100_000 - 4096))
         assert srv.wait_records(f"held-{tok}") == ["read 100000"], srv.log()
-
-        def in_app():
-            s = scrape(url)
-            state = (
-                value(s, "siesta_requests_in_flight", state="reading_body"),
-                value(s, "siesta_requests_in_flight", state="app"),
-            )
-            return s if state == (0, 1) else None
-
-        assert wait_until(in_app), scrape(url)
-        (srv.record_dir / f"go-{tok}").write_text("go\n")
-        assert conn.read_response("POST").status == 200
+        released_from_the_app(srv, url, conn, tok)
     finally:
         conn.close()
 
@@ -291,25 +300,9 @@ def test_a_read_ended_by_a_thrown_timeout_is_back_in_the_app(start_server):
     srv = start_server("router_app:app", *METRICS, mode="gevent")
     url = metrics_url(srv)
     tok = "thrown"
-    conn = srv.connect()
+    conn = post_first_4k(srv, f"/thrown-hold?go=go-{tok}&token={tok}")
     try:
-        head = (
-            f"POST /thrown-hold?go=go-{tok}&token={tok} HTTP/1.1\r\n"
-            "Host: x\r\nContent-Length: 100000\r\n\r\n"
-        )
-        conn.send(head.encode() + b"a" * 4096)
         assert srv.wait_records(f"held-{tok}") == ["failed Timeout"], srv.log()
-
-        def in_app():
-            s = scrape(url)
-            state = (
-                value(s, "siesta_requests_in_flight", state="reading_body"),
-                value(s, "siesta_requests_in_flight", state="app"),
-            )
-            return s if state == (0, 1) else None
-
-        assert wait_until(in_app), scrape(url)
-        (srv.record_dir / f"go-{tok}").write_text("go\n")
-        assert conn.read_response("POST").status == 200
+        released_from_the_app(srv, url, conn, tok)
     finally:
         conn.close()
