@@ -38,8 +38,9 @@ PY = sys.executable
 CLIENT = os.path.join(BENCH, "client.py")
 RESULTS = os.path.join(BENCH, "results")
 MIB = 1024 * 1024
-# S6/S7: seconds of idle hello load on the same server before the holders
-# connect, the "× idle" baseline.
+# S6/S7: seconds of idle hello load on the same server (each after a 1 s
+# warm-up) before the holders connect and after they leave; their mean is
+# the "× idle" baseline.
 IDLE_BASELINE_S = 3
 
 PLANS = {

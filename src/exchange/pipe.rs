@@ -45,9 +45,11 @@ pub(crate) enum Push {
     Closed,
 }
 
-/// Bytes sent before a pipe may grow: past what the kernel's send and
-/// receive buffers take from a client that does not read (the send buffer
-/// autotunes up to `tcp_wmem`'s 4 MiB by default).
+/// Bytes sent before a pipe may grow: past what the kernel's buffers take
+/// at first from a client that does not read (the send buffer autotunes up
+/// to `tcp_wmem`'s 4 MiB by default, and a receive buffer grows only while
+/// its client reads). A client that reads fast for longer than this and
+/// then stops keeps its grown pipe, at most `max_capacity`.
 const GROW_AFTER: u64 = 8 * 1024 * 1024;
 
 #[derive(Debug)]
