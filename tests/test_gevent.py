@@ -11,6 +11,7 @@ are driven by one thread with `selectors`; every socket and wait is bounded.
 
 import hashlib
 import json
+import os
 import resource
 import select
 import selectors
@@ -18,6 +19,8 @@ import socket
 import threading
 import time
 import uuid
+
+import pytest
 
 import rawhttp
 from siesta_process import APPS_DIR, run_siesta
@@ -288,3 +291,39 @@ def test_worker_connections_caps_running_requests(start_server):
     assert got_first["released"] is True and got_second["released"] is True
     assert got_second["max_running"] == 1, got_second
     assert srv.records("held") == ["start first", "end first", "start second", "end second"]
+
+
+SCHED_OTHER, SCHED_BATCH = 0, 3
+
+
+def thread_policies(pid):
+    """{thread id: (name, scheduling policy)} of every thread of `pid`, from /proc."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:  # a thread that just ended
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(tid)] = (name, int(fields[41 - 3]))  # field 41 of proc(5): policy
+    return out
+
+
+@pytest.mark.parametrize("mode", ["gevent", "thread"])
+def test_gevent_hub_and_io_threads_do_not_preempt_each_other(start_server, mode):
+    # Gevent mode's hub and I/O threads run SCHED_BATCH, so waking one does
+    # not switch out the other (src/worker/sched.rs); thread mode and the
+    # master keep the default policy.
+    srv = start_server(GEVENT_APPS, mode=mode)
+    srv.assert_serving()
+    [worker] = srv.worker_pids()
+    threads = thread_policies(worker)
+    io = [policy for name, policy in threads.values() if name.startswith("siesta-io")]
+    if mode == "gevent":
+        assert threads[worker][1] == SCHED_BATCH, threads  # the hub: the main thread
+        assert io and set(io) == {SCHED_BATCH}, threads
+    else:
+        assert {policy for _, policy in threads.values()} == {SCHED_OTHER}, threads
+    assert {policy for _, policy in thread_policies(srv.pid).values()} == {SCHED_OTHER}

@@ -10,11 +10,12 @@
 //! (the request) together and owns the shutdown timing; it holds no
 //! request logic. `signals.rs` maps signals to commands,
 //! `request.rs` is the hub's handle on one request, `malloc.rs` caps
-//! glibc's arenas.
+//! glibc's arenas, `sched.rs` sets gevent mode's scheduling policy.
 
 pub(crate) mod heartbeat;
 mod malloc;
 pub(crate) mod request;
+mod sched;
 pub(crate) mod signals;
 
 use crate::config::{Config, Mode};
@@ -103,11 +104,14 @@ impl Server {
                 .enable_all()
                 .build()
         } else {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(config.runtime_threads.max(1))
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(config.runtime_threads.max(1))
                 .thread_name("siesta-io")
-                .enable_all()
-                .build()
+                .enable_all();
+            if config.mode == Mode::Gevent {
+                b.on_thread_start(sched::batch_this_thread);
+            }
+            b.build()
         }
         .map(Arc::new)
         .map_err(|e| startup(StartupError::Runtime(e)))?;
@@ -341,12 +345,15 @@ impl Server {
         Ok(())
     }
 
-    /// Gevent mode: the descriptor the hub watches for new events.
+    /// Gevent mode: the descriptor the hub watches for new events. The
+    /// hub's thread calls it once, and is put under `SCHED_BATCH` (`sched.rs`).
     fn hub_fd(&self) -> PyResult<i32> {
-        self.hub
+        let hub = self
+            .hub
             .as_ref()
-            .map(|h| h.raw_fd())
-            .ok_or_else(|| PyRuntimeError::new_err("not a gevent-mode server"))
+            .ok_or_else(|| PyRuntimeError::new_err("not a gevent-mode server"))?;
+        sched::batch_this_thread();
+        Ok(hub.raw_fd())
     }
 
     /// Gevent mode: every pending event. Items are `Request` objects, int
