@@ -136,9 +136,9 @@ COLUMNS["S7"] = (
 
 TITLES = {
     "S1": "S1 — hello world, wrk -t1 -c64",
-    "S2": "S2 — 16 concurrent 1 MiB uploads",
-    "S3": "S3 — one streamed upload",
-    "S4": "S4 — streamed download (curl; median of 5 in a row)",
+    "S2": "S2 — 16 concurrent 1 MiB uploads (512 per run; median run, servers taking turns)",
+    "S3": "S3 — one streamed upload (median run, servers taking turns)",
+    "S4": "S4 — streamed download (curl; median run, servers taking turns)",
     "S5": "S5 — early 413 for a declared 100 MiB body",
     "S6": "S6 — hello req/s while slow uploaders trickle bodies",
     "S7": "S7 — hello req/s beside 500 slowloris connections",

@@ -43,6 +43,9 @@ MIB = 1024 * 1024
 # the "× idle" baseline.
 IDLE_BASELINE_S = 3
 
+# Measured round-robin (`Bench.round_robin`): all servers up, one run each per round.
+ROUND_ROBIN = ("S2", "S3", "S4")
+
 PLANS = {
     "quick": {
         "S1": {"duration": 3, "warmup": 1, "workers": [1]},
@@ -54,8 +57,8 @@ PLANS = {
     },
     "full": {
         "S1": {"duration": 10, "warmup": 2, "workers": [1, 2]},
-        "S2": {"count": 512, "concurrency": 16},
-        "S3": {"mib": 1024},
+        "S2": {"count": 512, "concurrency": 16, "repeat": 3},
+        "S3": {"mib": 1024, "repeat": 3},
         "S4": {"mib": 1024, "repeat": 5},
         "S5": {"mib": 100},
         "S6": {"counts": [100, 1000], "duration": 8},
@@ -211,74 +214,104 @@ class Bench:
                 "server_alive": alive,
             }
 
-    def s2(self, spec, p):
-        server = self.start(spec, "S2")
+    def _transfer(self, scenario, server, p):
+        """One S2, S3 or S4 run of the client against a running server."""
+        if scenario == "S2":
+            return run_client(
+                "upload",
+                server.port,
+                "--count",
+                p["count"],
+                "--concurrency",
+                p["concurrency"],
+                "--size",
+                MIB,
+            )
+        mode = "bigupload" if scenario == "S3" else "download"
+        return run_client(mode, server.port, "--mib", p["mib"], "--timeout", 600)
+
+    def round_robin(self, scenario, specs, p):
+        """S2, S3 and S4: every server up at once, one run each per round, for
+        `repeat` rounds (forward, then backward: no server always goes first),
+        so the VM's drift over minutes reaches every server alike. Yields
+        `(spec, records, logs)` per server, records as the other scenarios'."""
+        repeat = p.get("repeat", 1)
+        servers, failed, logs = {}, {}, {}
+        runs = {spec.name: [] for spec in specs}
+        cpu = dict.fromkeys(runs, 0.0)
+        rss = {}
         try:
-            with procs.RssSampler(server.pid) as rss:
-                cpu0 = procs.cpu_seconds(server.pid)
-                result = run_client(
-                    "upload",
-                    server.port,
-                    "--count",
-                    p["count"],
-                    "--concurrency",
-                    p["concurrency"],
-                    "--size",
-                    MIB,
+            for spec in specs:
+                self.started_logs = []
+                try:
+                    servers[spec.name] = self.start(spec, scenario)
+                    servers[spec.name].remember_tree()
+                except (ServerFailed, RuntimeError, OSError, subprocess.TimeoutExpired) as error:
+                    failed[spec.name] = error
+                logs[spec.name] = self.started_logs
+            for turn in range(repeat):
+                for spec in specs if turn % 2 == 0 else specs[::-1]:
+                    server = servers.get(spec.name)
+                    if server is None or spec.name in failed:
+                        continue
+                    try:
+                        cpu0 = procs.cpu_seconds(server.pid)
+                        with procs.RssSampler(server.pid) as sampler:
+                            runs[spec.name].append(self._transfer(scenario, server, p))
+                        cpu[spec.name] += procs.cpu_seconds(server.pid) - cpu0
+                    except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as error:
+                        failed[spec.name] = error
+                        continue
+                    first = rss.setdefault(spec.name, [sampler.baseline, sampler.peak, 0])
+                    first[1] = max(first[1], sampler.peak)
+                    first[2] += sampler.samples
+            alive = {name: server.alive() for name, server in servers.items()}
+        finally:
+            for server in servers.values():
+                server.stop()
+        for spec in specs:
+            error = failed.get(spec.name)
+            if error is not None:
+                kind = type(error).__name__
+                record = {"error": f"failed: {kind}: {str(error)[:400]}"}
+            else:
+                record = self._summary(scenario, p, runs[spec.name], cpu[spec.name])
+                baseline, peak, samples = rss[spec.name]
+                record.update(
+                    baseline_rss_mib=round(baseline / MIB, 1),
+                    peak_rss_mib=round(peak / MIB, 1),
+                    rss_growth_mib=round((peak - baseline) / MIB, 1),
+                    rss_samples=samples,
+                    server_alive=alive[spec.name],
                 )
-                cpu = procs.cpu_seconds(server.pid) - cpu0
-            alive = server.alive()
-        finally:
-            server.stop()
-        yield {
-            **result,
-            "uploads": p["count"],
-            "concurrency": p["concurrency"],
-            "server_cpu_s": round(cpu, 2),
-            "peak_rss_mib": round(rss.peak / MIB, 1),
-            "server_alive": alive,
-        }
+            yield spec, [record], logs[spec.name]
 
-    def _streamed(self, spec, scenario, mode, mib, repeat=1):
-        """One server, `repeat` transfers of `mib` MiB in a row: the median
-        transfer's figures (each rate is kept in `rates`), the peak RSS over all."""
-        server = self.start(spec, scenario)
-        try:
-            server.remember_tree()
-            cpu0 = procs.cpu_seconds(server.pid)
-            with procs.RssSampler(server.pid) as rss:
-                runs = [
-                    run_client(mode, server.port, "--mib", mib, "--timeout", 600)
-                    for _ in range(repeat)
-                ]
-            cpu = procs.cpu_seconds(server.pid) - cpu0
-            alive = server.alive()
-        finally:
-            server.stop()
-        runs.sort(key=lambda r: r.get("mib_per_s") or 0)
-        result = dict(runs[len(runs) // 2])
-        if repeat > 1:
-            result["rates"] = [r.get("mib_per_s") for r in runs]
-            result["ok"] = all(r.get("ok") for r in runs)
-        # Server CPU per GiB moved, over every transfer: steadier than the
-        # rate on a VM whose speed moves from one second to the next.
-        # (Per-process ticks, not schedstat: they keep the CPU of exited threads.)
-        result["cpu_s_per_gib"] = round(cpu / (mib * repeat / 1024), 3)
-        return {
-            **result,
-            "mib": mib,
-            "baseline_rss_mib": round(rss.baseline / MIB, 1),
-            "peak_rss_mib": round(rss.peak / MIB, 1),
-            "rss_growth_mib": round((rss.peak - rss.baseline) / MIB, 1),
-            "rss_samples": rss.samples,
-            "server_alive": alive,
-        }
-
-    def s3(self, spec, p):
-        yield self._streamed(spec, "S3", "bigupload", p["mib"])
-
-    def s4(self, spec, p):
-        yield self._streamed(spec, "S4", "download", p["mib"], p.get("repeat", 1))
+    @staticmethod
+    def _summary(scenario, p, runs, cpu):
+        """The median run's figures (by MiB/s; every rate kept in `rates`) and
+        the server's CPU over all runs."""
+        ordered = sorted(runs, key=lambda r: r.get("mib_per_s") or 0)
+        result = dict(ordered[len(ordered) // 2])
+        result["rates"] = [r.get("mib_per_s") for r in runs]
+        result["runs"] = len(runs)
+        if scenario == "S2":
+            result["ok"] = min(r.get("ok", 0) for r in runs)
+            for key in ("bad", "errors"):
+                result[key] = max(r.get(key, 0) for r in runs)
+            # Per run of `count` uploads, as one run reported it before.
+            result.update(
+                uploads=p["count"],
+                concurrency=p["concurrency"],
+                server_cpu_s=round(cpu / len(runs), 2),
+            )
+            return result
+        result["ok"] = all(r.get("ok") for r in runs)
+        # Server CPU per GiB moved, over every run: steadier than the rate on
+        # a VM whose speed moves from one second to the next. (Per-process
+        # ticks, not schedstat: they keep the CPU of exited threads.)
+        result["cpu_s_per_gib"] = round(cpu / (p["mib"] * len(runs) / 1024), 3)
+        result["mib"] = p["mib"]
+        return result
 
     def s5(self, spec, p):
         server = self.start(spec, "S5")
@@ -585,48 +618,61 @@ def main(argv=None):
 
     for scenario, params in plan.items():
         path = os.path.join(RESULTS, f"{run_id}-{scenario}.jsonl")
-        for spec in specs:
-            if scenario not in spec.scenarios.split():
-                continue
-            base = {"run": run_id, "scenario": scenario, "server": spec.name}
+        taking = [spec for spec in specs if scenario in spec.scenarios.split()]
+        present = []
+        for spec in taking:
             missing = [need for need in spec.needs if not os.path.exists(need)]
             if missing:
-                records = [{**base, "error": f"skipped: {missing[0]} not found"}]
+                record = {"error": f"skipped: {missing[0]} not found"}
+                write_records(path, run_id, scenario, spec, [record], None, [])
             else:
-                records = []
-                bench.started_logs = []
-                began = time.monotonic()
-                try:
-                    for record in getattr(bench, scenario.lower())(spec, params):
-                        records.append({**base, **record})
-                except (
-                    ServerFailed,
-                    RuntimeError,
-                    OSError,
-                    ValueError,
-                    KeyError,
-                    subprocess.TimeoutExpired,
-                ) as error:
-                    records.append(
-                        {**base, "error": f"failed: {type(error).__name__}: {str(error)[:400]}"}
-                    )
-                took = time.monotonic() - began
-                tracebacks = count_tracebacks(bench.started_logs)
-                for record in records:
-                    record["scenario_s"] = round(took, 1)
-                    record["server_tracebacks"] = tracebacks
-                    record["logs"] = [os.path.relpath(p, BENCH) for p in bench.started_logs]
-            with open(path, "a") as handle:
-                for record in records:
-                    handle.write(json.dumps(record) + "\n")
-            for record in records:
-                print(f"  {scenario} {spec.name}: {summary(record)}", flush=True)
+                present.append(spec)
+        if scenario in ROUND_ROBIN:
+            began = time.monotonic()
+            done = list(bench.round_robin(scenario, present, params))
+            took = time.monotonic() - began
+            for spec, records, logs in done:
+                write_records(path, run_id, scenario, spec, records, took, logs)
+            continue
+        for spec in present:
+            records = []
+            bench.started_logs = []
+            began = time.monotonic()
+            try:
+                for record in getattr(bench, scenario.lower())(spec, params):
+                    records.append(record)
+            except (
+                ServerFailed,
+                RuntimeError,
+                OSError,
+                ValueError,
+                KeyError,
+                subprocess.TimeoutExpired,
+            ) as error:
+                records.append({"error": f"failed: {type(error).__name__}: {str(error)[:400]}"})
+            took = time.monotonic() - began
+            write_records(path, run_id, scenario, spec, records, took, bench.started_logs)
 
     header["finished"] = time.time()
     with open(os.path.join(RESULTS, f"{run_id}-meta.json"), "w") as handle:
         json.dump(header, handle, indent=1)
     print(f"run {run_id} done in {header['finished'] - header['started']:.0f} s", flush=True)
     return run_id
+
+
+def write_records(path, run_id, scenario, spec, records, took, logs):
+    """Appends one server's records for a scenario to its JSON lines and prints them."""
+    base = {"run": run_id, "scenario": scenario, "server": spec.name}
+    tracebacks = count_tracebacks(logs)
+    with open(path, "a") as handle:
+        for record in records:
+            record = {**base, **record}
+            if took is not None:
+                record["scenario_s"] = round(took, 1)
+                record["server_tracebacks"] = tracebacks
+                record["logs"] = [os.path.relpath(p, BENCH) for p in logs]
+            handle.write(json.dumps(record) + "\n")
+            print(f"  {scenario} {spec.name}: {summary(record)}", flush=True)
 
 
 def summary(record):
