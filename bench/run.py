@@ -231,44 +231,46 @@ class Bench:
         return run_client(mode, server.port, "--mib", p["mib"], "--timeout", 600)
 
     def round_robin(self, scenario, specs, p):
-        """S2, S3 and S4: every server up at once, one run each per round, for
-        `repeat` rounds (forward, then backward: no server always goes first),
-        so the VM's drift over minutes reaches every server alike. Yields
-        `(spec, records, logs)` per server, records as the other scenarios'."""
+        """S2, S3 and S4: `repeat` rounds, each giving every server one run in
+        turn (forward, then backward: no server always goes first), so the
+        VM's drift over minutes reaches every server alike. Each run is on a
+        fresh server, stopped after it: only the server measured is up (one
+        peer was seen spinning a CPU when idle after a download, which slowed
+        every server beside it). Yields `(spec, records, logs)` per server,
+        records shaped as the other scenarios'."""
         repeat = p.get("repeat", 1)
-        servers, failed, logs = {}, {}, {}
+        failed, logs, rss = {}, {spec.name: [] for spec in specs}, {}
         runs = {spec.name: [] for spec in specs}
         cpu = dict.fromkeys(runs, 0.0)
-        rss = {}
-        try:
-            for spec in specs:
-                self.started_logs = []
+        alive = dict.fromkeys(runs, True)
+        for turn in range(repeat):
+            for spec in specs if turn % 2 == 0 else specs[::-1]:
+                if spec.name in failed:
+                    continue
+                self.started_logs = logs[spec.name]
                 try:
-                    servers[spec.name] = self.start(spec, scenario)
-                    servers[spec.name].remember_tree()
-                except (ServerFailed, RuntimeError, OSError, subprocess.TimeoutExpired) as error:
-                    failed[spec.name] = error
-                logs[spec.name] = self.started_logs
-            for turn in range(repeat):
-                for spec in specs if turn % 2 == 0 else specs[::-1]:
-                    server = servers.get(spec.name)
-                    if server is None or spec.name in failed:
-                        continue
+                    server = self.start(spec, scenario)
                     try:
+                        server.remember_tree()
                         cpu0 = procs.cpu_seconds(server.pid)
                         with procs.RssSampler(server.pid) as sampler:
                             runs[spec.name].append(self._transfer(scenario, server, p))
                         cpu[spec.name] += procs.cpu_seconds(server.pid) - cpu0
-                    except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as error:
-                        failed[spec.name] = error
-                        continue
-                    first = rss.setdefault(spec.name, [sampler.baseline, sampler.peak, 0])
-                    first[1] = max(first[1], sampler.peak)
-                    first[2] += sampler.samples
-            alive = {name: server.alive() for name, server in servers.items()}
-        finally:
-            for server in servers.values():
-                server.stop()
+                        alive[spec.name] = alive[spec.name] and server.alive()
+                    finally:
+                        server.stop()
+                except (
+                    ServerFailed,
+                    RuntimeError,
+                    OSError,
+                    ValueError,
+                    subprocess.TimeoutExpired,
+                ) as error:
+                    failed[spec.name] = error
+                    continue
+                seen = rss.setdefault(spec.name, [sampler.baseline, sampler.peak, 0])
+                seen[1] = max(seen[1], sampler.peak)
+                seen[2] += sampler.samples
         for spec in specs:
             error = failed.get(spec.name)
             if error is not None:
