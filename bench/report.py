@@ -135,7 +135,7 @@ COLUMNS["S7"] = (
 )
 
 TITLES = {
-    "S1": "S1 — hello world, wrk -t1 -c64",
+    "S1": "S1 — hello world, wrk -t1 -c64 (median burst, servers taking turns)",
     "S2": "S2 — 16 concurrent 1 MiB uploads (512 per run; median run, servers taking turns)",
     "S3": "S3 — one streamed upload (median run, servers taking turns)",
     "S4": "S4 — streamed download (curl; median run, servers taking turns)",
@@ -319,6 +319,16 @@ def write_markdown(meta, records, path):
                 )
             )
             lines.append("")
+        failed_runs = [
+            f"{row['server']}: {'; '.join(e.replace('|', '/') for e in row['run_errors'])}"
+            for row in records[scenario]
+            if row.get("run_errors")
+        ]
+        if failed_runs:
+            lines += [
+                "Runs whose client failed (the row is the median run): " + "; ".join(failed_runs),
+                "",
+            ]
     with open(path, "w") as handle:
         handle.write("\n".join(lines))
     return "\n".join(lines)

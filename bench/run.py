@@ -43,8 +43,8 @@ MIB = 1024 * 1024
 # the "× idle" baseline.
 IDLE_BASELINE_S = 3
 
-# Measured round-robin (`Bench.round_robin`): all servers up, one run each per round.
-ROUND_ROBIN = ("S2", "S3", "S4")
+# Measured round-robin (`Bench.round_robin`): one run per server per round, each on a fresh server.
+ROUND_ROBIN = ("S1", "S2", "S3", "S4")
 
 PLANS = {
     "quick": {
@@ -56,7 +56,7 @@ PLANS = {
         "S10": {"pairs": 2, "rounds": 4, "duration": 2},
     },
     "full": {
-        "S1": {"duration": 10, "warmup": 2, "workers": [1, 2]},
+        "S1": {"duration": 5, "warmup": 1, "workers": [1, 2], "repeat": 3},
         "S2": {"count": 512, "concurrency": 16, "repeat": 3},
         "S3": {"mib": 1024, "repeat": 3},
         "S4": {"mib": 1024, "repeat": 5},
@@ -189,33 +189,16 @@ class Bench:
         self.started_logs.append(path)
         return Running(spec, workers, path, spec.scenario_args.get(scenario, ()))
 
-    def s1(self, spec, p):
-        for workers in p["workers"]:
-            if workers > spec.max_workers:
-                continue
-            server = self.start(spec, "S1", workers)
-            try:
-                run_wrk(server.port, p["warmup"])
-                server.remember_tree()
-                processes = len(procs.tree_pids(server.pid))
-                cpu0 = procs.cpu_seconds(server.pid)
-                result = run_wrk(server.port, p["duration"])
-                cpu = procs.cpu_seconds(server.pid) - cpu0
-                alive = server.alive()
-            finally:
-                server.stop()
-            requests = max(result["requests"], 1)
-            yield {
-                "workers": workers,
-                "processes": processes,
-                **result,
-                "server_cpu_s": round(cpu, 2),
-                "cpu_us_per_req": round(cpu / requests * 1e6, 2),
-                "server_alive": alive,
-            }
-
     def _transfer(self, scenario, server, p):
-        """One S2, S3 or S4 run of the client against a running server."""
+        """One run of S1 (a wrk burst after a warm-up), or of the S2, S3 or S4
+        client, against a running server."""
+        if scenario == "S1":
+            run_wrk(server.port, p["warmup"])
+            server.remember_tree()
+            return {
+                "processes": len(procs.tree_pids(server.pid)),
+                **run_wrk(server.port, p["duration"]),
+            }
         if scenario == "S2":
             return run_client(
                 "upload",
@@ -231,71 +214,98 @@ class Bench:
         return run_client(mode, server.port, "--mib", p["mib"], "--timeout", 600)
 
     def round_robin(self, scenario, specs, p):
-        """S2, S3 and S4: `repeat` rounds, each giving every server one run in
-        turn (forward, then backward: no server always goes first), so the
-        VM's drift over minutes reaches every server alike. Each run is on a
-        fresh server, stopped after it: only the server measured is up (one
-        peer was seen spinning a CPU when idle after a download, which slowed
-        every server beside it). Yields `(spec, records, logs)` per server,
-        records shaped as the other scenarios'."""
+        """S1 to S4: `repeat` rounds, each giving every server (and worker
+        count, in S1) one run in turn (forward, then backward: no server
+        always goes first), so the VM's drift over minutes reaches every
+        server alike. Each run is on a fresh server, stopped after it: only
+        the server measured is up (one peer was seen spinning a CPU when idle
+        after a download, which slowed every server beside it). Yields
+        `(spec, records, logs, seconds)` per server, records shaped as the
+        other scenarios', seconds the server's own runs took."""
         repeat = p.get("repeat", 1)
-        failed, logs, rss = {}, {spec.name: [] for spec in specs}, {}
-        runs = {spec.name: [] for spec in specs}
+        units = [
+            (spec, workers)
+            for spec in specs
+            for workers in p.get("workers", [1])
+            if workers <= spec.max_workers
+        ]
+        failed, rss = {}, {}
+        logs = {spec.name: [] for spec in specs}
+        took = dict.fromkeys(logs, 0.0)
+        runs = {(spec.name, workers): [] for spec, workers in units}
         cpu = dict.fromkeys(runs, 0.0)
         alive = dict.fromkeys(runs, True)
         for turn in range(repeat):
-            for spec in specs if turn % 2 == 0 else specs[::-1]:
-                if spec.name in failed:
+            for spec, workers in units if turn % 2 == 0 else units[::-1]:
+                key = (spec.name, workers)
+                if key in failed:
                     continue
                 self.started_logs = logs[spec.name]
+                began = time.monotonic()
                 try:
-                    server = self.start(spec, scenario)
+                    server = self.start(spec, scenario, workers)
                     try:
                         server.remember_tree()
-                        cpu0 = procs.cpu_seconds(server.pid)
                         with procs.RssSampler(server.pid) as sampler:
-                            runs[spec.name].append(self._transfer(scenario, server, p))
-                        cpu[spec.name] += procs.cpu_seconds(server.pid) - cpu0
-                        alive[spec.name] = alive[spec.name] and server.alive()
+                            cpu0 = procs.cpu_seconds(server.pid)
+                            runs[key].append(self._transfer(scenario, server, p))
+                            cpu[key] += procs.cpu_seconds(server.pid) - cpu0
+                        alive[key] = alive[key] and server.alive()
                     finally:
                         server.stop()
-                except (
-                    ServerFailed,
-                    RuntimeError,
-                    OSError,
-                    ValueError,
-                    subprocess.TimeoutExpired,
-                ) as error:
-                    failed[spec.name] = error
+                        took[spec.name] += time.monotonic() - began
+                except Exception as error:  # noqa: BLE001 - one server's failure, not the run's
+                    failed[key] = error
                     continue
-                seen = rss.setdefault(spec.name, [sampler.baseline, sampler.peak, 0])
+                seen = rss.setdefault(key, [sampler.baseline, sampler.peak, 0])
                 seen[1] = max(seen[1], sampler.peak)
                 seen[2] += sampler.samples
         for spec in specs:
-            error = failed.get(spec.name)
-            if error is not None:
-                kind = type(error).__name__
-                record = {"error": f"failed: {kind}: {str(error)[:400]}"}
-            else:
-                record = self._summary(scenario, p, runs[spec.name], cpu[spec.name])
-                baseline, peak, samples = rss[spec.name]
-                record.update(
-                    baseline_rss_mib=round(baseline / MIB, 1),
-                    peak_rss_mib=round(peak / MIB, 1),
-                    rss_growth_mib=round((peak - baseline) / MIB, 1),
-                    rss_samples=samples,
-                    server_alive=alive[spec.name],
-                )
-            yield spec, [record], logs[spec.name]
+            records = []
+            for workers in [w for name, w in runs if name == spec.name]:
+                key = (spec.name, workers)
+                error = failed.get(key)
+                if error is not None:
+                    kind = type(error).__name__
+                    records.append({"error": f"failed: {kind}: {str(error)[:400]}"})
+                    continue
+                record = self._summary(scenario, p, runs[key], cpu[key])
+                if scenario == "S1":
+                    record.update(workers=workers, server_alive=alive[key])
+                else:
+                    baseline, peak, samples = rss[key]
+                    record.update(
+                        baseline_rss_mib=round(baseline / MIB, 1),
+                        peak_rss_mib=round(peak / MIB, 1),
+                        rss_growth_mib=round((peak - baseline) / MIB, 1),
+                        rss_samples=samples,
+                        server_alive=alive[key],
+                    )
+                records.append(record)
+            yield spec, records, logs[spec.name], took[spec.name]
 
     @staticmethod
     def _summary(scenario, p, runs, cpu):
-        """The median run's figures (by MiB/s; every rate kept in `rates`) and
-        the server's CPU over all runs."""
-        ordered = sorted(runs, key=lambda r: r.get("mib_per_s") or 0)
+        """The median run's figures (by MiB/s or req/s; every rate kept in
+        `rates`) and the server's CPU over all runs."""
+        rate = "req_per_s" if scenario == "S1" else "mib_per_s"
+        ordered = sorted(runs, key=lambda r: r.get(rate) or 0)
         result = dict(ordered[len(ordered) // 2])
-        result["rates"] = [r.get("mib_per_s") for r in runs]
+        result["rates"] = [r.get(rate) for r in runs]
         result["runs"] = len(runs)
+        # A client run that failed (its rate then sorts first) stays visible.
+        failures = [r["error"] for r in runs if "error" in r]
+        if failures:
+            result["run_errors"] = failures
+        if scenario == "S1":
+            requests = max(sum(r["requests"] for r in runs), 1)
+            for key in ("errors", "non_2xx"):
+                result[key] = sum(r.get(key, 0) for r in runs)
+            result.update(
+                server_cpu_s=round(cpu, 2),
+                cpu_us_per_req=round(cpu / requests * 1e6, 2),
+            )
+            return result
         if scenario == "S2":
             result["ok"] = min(r.get("ok", 0) for r in runs)
             for key in ("bad", "errors"):
@@ -630,10 +640,7 @@ def main(argv=None):
             else:
                 present.append(spec)
         if scenario in ROUND_ROBIN:
-            began = time.monotonic()
-            done = list(bench.round_robin(scenario, present, params))
-            took = time.monotonic() - began
-            for spec, records, logs in done:
+            for spec, records, logs, took in bench.round_robin(scenario, present, params):
                 write_records(path, run_id, scenario, spec, records, took, logs)
             continue
         for spec in present:

@@ -49,11 +49,12 @@ def mode(request):
 
 @pytest.fixture
 def start_server(tmp_path):
-    """Factory: start_server(app, *args, mode=..., env=None) -> SiestaServer, stopped after."""
+    """Factory: start_server(app, *args, mode=..., env=None, preexec=None) -> SiestaServer,
+    stopped after. `preexec` runs in the server's process before it starts."""
     started = []
 
-    def start(app=DEFAULT_APP, *args, mode=MODES[0], env=None):
-        srv = SiestaServer(app, args, mode, tmp_path / f"records-{len(started)}", env)
+    def start(app=DEFAULT_APP, *args, mode=MODES[0], env=None, preexec=None):
+        srv = SiestaServer(app, args, mode, tmp_path / f"records-{len(started)}", env, preexec)
         started.append(srv)
         return srv
 

@@ -75,7 +75,7 @@ class LogDrain:
 class SiestaServer:
     """A running siesta process plus helpers to talk to it and read what it logged."""
 
-    def __init__(self, app, args, mode, record_dir, env=None):
+    def __init__(self, app, args, mode, record_dir, env=None, preexec=None):
         self.app, self.args, self.mode = app, list(args), mode
         self.record_dir = Path(record_dir)
         self.record_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +105,7 @@ class SiestaServer:
             stderr=subprocess.PIPE,
             env=full_env,
             cwd=str(APPS_DIR),
+            preexec_fn=preexec,
         )
         self.stderr = LogDrain(self.proc.stderr, "siesta-stderr")
         self.stdout = LogDrain(self.proc.stdout, "siesta-stdout")

@@ -293,7 +293,7 @@ def test_worker_connections_caps_running_requests(start_server):
     assert srv.records("held") == ["start first", "end first", "start second", "end second"]
 
 
-SCHED_OTHER, SCHED_BATCH = 0, 3
+SCHED_OTHER, SCHED_BATCH, SCHED_IDLE = 0, 3, 5
 
 
 def thread_policies(pid):
@@ -315,7 +315,10 @@ def thread_policies(pid):
 def test_gevent_hub_and_io_threads_do_not_preempt_each_other(start_server, mode):
     # Gevent mode's hub and I/O threads run SCHED_BATCH, so waking one does
     # not switch out the other (src/worker/sched.rs); thread mode and the
-    # master keep the default policy.
+    # master keep the policy they were started with (this process's).
+    inherited = os.sched_getscheduler(0)
+    if inherited != SCHED_OTHER:
+        pytest.skip(f"pytest runs under scheduling policy {inherited}, not the default")
     srv = start_server(GEVENT_APPS, mode=mode)
     srv.assert_serving()
     [worker] = srv.worker_pids()
@@ -327,3 +330,19 @@ def test_gevent_hub_and_io_threads_do_not_preempt_each_other(start_server, mode)
     else:
         assert {policy for _, policy in threads.values()} == {SCHED_OTHER}, threads
     assert {policy for _, policy in thread_policies(srv.pid).values()} == {SCHED_OTHER}
+
+
+def test_a_policy_the_deployer_chose_is_kept(start_server):
+    # Started under SCHED_IDLE (as `chrt -i 0` or systemd's
+    # CPUSchedulingPolicy=idle would), the hub keeps it: Siesta only turns
+    # the default policy into SCHED_BATCH.
+    srv = start_server(
+        GEVENT_APPS,
+        mode="gevent",
+        preexec=lambda: os.sched_setscheduler(0, SCHED_IDLE, os.sched_param(0)),
+    )
+    srv.assert_serving()
+    [worker] = srv.worker_pids()
+    threads = thread_policies(worker)
+    assert threads[worker][1] == SCHED_IDLE, threads
+    assert SCHED_BATCH not in {policy for _, policy in threads.values()}, threads
