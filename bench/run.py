@@ -193,8 +193,6 @@ class Bench:
         """One run of S1 (a wrk burst after a warm-up), or of the S2, S3 or S4
         client, against a running server."""
         if scenario == "S1":
-            run_wrk(server.port, p["warmup"])
-            server.remember_tree()
             return {
                 "processes": len(procs.tree_pids(server.pid)),
                 **run_wrk(server.port, p["duration"]),
@@ -245,6 +243,8 @@ class Bench:
                 try:
                     server = self.start(spec, scenario, workers)
                     try:
+                        if scenario == "S1":
+                            run_wrk(server.port, p["warmup"])  # not counted
                         server.remember_tree()
                         with procs.RssSampler(server.pid) as sampler:
                             cpu0 = procs.cpu_seconds(server.pid)
@@ -253,10 +253,11 @@ class Bench:
                         alive[key] = alive[key] and server.alive()
                     finally:
                         server.stop()
-                        took[spec.name] += time.monotonic() - began
                 except Exception as error:  # noqa: BLE001 - one server's failure, not the run's
                     failed[key] = error
                     continue
+                finally:
+                    took[spec.name] += time.monotonic() - began
                 seen = rss.setdefault(key, [sampler.baseline, sampler.peak, 0])
                 seen[1] = max(seen[1], sampler.peak)
                 seen[2] += sampler.samples
@@ -267,7 +268,10 @@ class Bench:
                 error = failed.get(key)
                 if error is not None:
                     kind = type(error).__name__
-                    records.append({"error": f"failed: {kind}: {str(error)[:400]}"})
+                    record = {"error": f"failed: {kind}: {str(error)[:400]}"}
+                    if scenario == "S1":
+                        record["workers"] = workers
+                    records.append(record)
                     continue
                 record = self._summary(scenario, p, runs[key], cpu[key])
                 if scenario == "S1":
@@ -299,8 +303,10 @@ class Bench:
             result["run_errors"] = failures
         if scenario == "S1":
             requests = max(sum(r["requests"] for r in runs), 1)
-            for key in ("errors", "non_2xx"):
+            for key in ("errors", "non_2xx", "timeouts"):
                 result[key] = sum(r.get(key, 0) for r in runs)
+            if any(r.get("wrk_hung") for r in runs):
+                result["wrk_hung"] = True
             result.update(
                 server_cpu_s=round(cpu, 2),
                 cpu_us_per_req=round(cpu / requests * 1e6, 2),
