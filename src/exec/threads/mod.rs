@@ -179,9 +179,11 @@ impl Pool {
                     // the runtime a turn first, so replies of finished
                     // requests go out and connections keep moving.
                     st.turns += 1;
+                    st.turning += 1;
                     st.last_turn = Instant::now();
                     drop(st);
                     rt.block_on(tokio::task::yield_now());
+                    self.state.lock().turning -= 1;
                 }
                 return Some(job);
             }

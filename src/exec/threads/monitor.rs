@@ -2,10 +2,10 @@
 //!
 //! One Rust thread per pool (`siesta-monitor`), never holding the GIL but
 //! for a spawn. While threads are busy it looks every `TICK`: no runtime
-//! turn since the last look means every thread may be stuck in the app, so
-//! it wakes an idle thread or drives the runtime itself; jobs past
-//! `--queue-timeout` get 503; while requests are parked it asks Python for
-//! the threads `growth.rs` wants. `making_progress` answers the heartbeat
+//! turn begun since the last look, and none under way, means every thread
+//! may be stuck in the app, so it wakes an idle thread or drives the
+//! runtime itself; jobs past `--queue-timeout` get 503; while requests
+//! are parked it asks Python for the threads `growth.rs` wants. `making_progress` answers the heartbeat
 //! (`worker/heartbeat.rs`). Taking jobs is `mod.rs`'s, slots `park.rs`'s.
 
 use super::state::State;
@@ -85,7 +85,7 @@ impl Pool {
                 st = self.state.lock();
             }
             st = self.grow(st);
-            let stuck = st.turns == last && !st.driver;
+            let stuck = st.io_still(last);
             last = st.turns;
             if !stuck {
                 continue;

@@ -26,6 +26,10 @@ pub(super) struct State {
     /// between queued jobs, or while waiting in `park`): the monitor's sign
     /// that I/O is moving.
     pub turns: u64,
+    /// Threads giving the runtime a turn between queued jobs right now. A
+    /// turn with many connections ready can outlast the monitor's `TICK`:
+    /// that is I/O moving, not a pool stuck in the app.
+    pub turning: usize,
     /// When the runtime last had a turn, to space the turns a thread gives
     /// it between queued jobs (`TURN_EVERY`).
     pub last_turn: Instant,
@@ -71,6 +75,7 @@ impl State {
             running: 0,
             driver: false,
             turns: 0,
+            turning: 0,
             last_turn: Instant::now(),
             monitor_asleep: false,
             expired: Vec::new(),
@@ -113,6 +118,13 @@ impl State {
         let job = self.pop_live(queue_timeout)?;
         self.running += 1;
         Some(job)
+    }
+
+    /// No thread drives I/O now, and none began a turn since the monitor
+    /// saw `turns` at `last`: the threads running may all be stuck in the
+    /// app.
+    pub(super) fn io_still(&self, last: u64) -> bool {
+        self.turns == last && !self.driver && self.turning == 0
     }
 
     /// The calling thread gives its app slot back.
@@ -162,6 +174,22 @@ mod tests {
         st.running = 2;
         assert!(!st.slot_free(2));
         assert!(st.take(None, 2).is_none());
+    }
+
+    #[test]
+    fn a_long_turn_is_io_moving() {
+        let mut st = State::new(1);
+        st.running = 1;
+        let last = st.turns;
+        assert!(st.io_still(last), "no turn, no driver");
+        st.turns += 1;
+        st.turning = 1; // a turn began and outlasts the tick
+        let last = st.turns;
+        assert!(!st.io_still(last), "still turning");
+        st.turning = 0;
+        assert!(st.io_still(last), "the turn ended and no other began");
+        st.driver = true;
+        assert!(!st.io_still(last), "a thread drives");
     }
 
     #[test]
