@@ -28,6 +28,7 @@ COLUMNS = {
             ("processes", "processes", None, "{}"),
             ("req_per_s", "req/s", "high", "{:,.0f}"),
             ("p99_ms", "p99 ms", "low", "{:.2f}"),
+            ("connections_served", "connections answered", None, "{}"),
             ("cpu_us_per_req", "CPU µs/req", "low", "{:.1f}"),
             ("errors", "errors", None, "{}"),
             ("non_2xx", "non-2xx", None, "{}"),
@@ -203,8 +204,16 @@ def fmt(value, pattern):
         return str(value)
 
 
+def partial_latency(row):
+    """An S1 row whose server left some of wrk's connections unanswered
+    through the burst: its p99 is over the others' requests only."""
+    served, opened = row.get("connections_served"), row.get("connections")
+    return isinstance(served, int) and isinstance(opened, int) and served < opened
+
+
 def best_peer(rows, field, better):
-    """(value, server) of the best peer (not Siesta, not the ceiling) for a field."""
+    """(value, server) of the best peer (not Siesta, not the ceiling) for a
+    field; a p99 over part of the connections is no peer's p99."""
     peers = [
         (row[field], row["server"])
         for row in rows
@@ -212,6 +221,7 @@ def best_peer(rows, field, better):
         and row["server"] != CEILING
         and "error" not in row
         and isinstance(row.get(field), (int, float))
+        and not (field == "p99_ms" and partial_latency(row))
     ]
     if not peers:
         return None
@@ -327,6 +337,20 @@ def write_markdown(meta, records, path):
         if failed_runs:
             lines += [
                 "Runs whose client failed (the row is the median run): " + "; ".join(failed_runs),
+                "",
+            ]
+        partial = sorted(
+            {
+                f"{row['server']} ({row['connections_served']} of {row['connections']})"
+                for row in records[scenario]
+                if partial_latency(row)
+            }
+        )
+        if partial:
+            lines += [
+                "Left some of wrk's connections unanswered through a burst (the fewest "
+                "answered in any burst; wrk's latencies cover answered requests only, so "
+                "that p99 is no peer's in the ratios): " + ", ".join(partial),
                 "",
             ]
     with open(path, "w") as handle:
