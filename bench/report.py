@@ -29,6 +29,7 @@ COLUMNS = {
             ("req_per_s", "req/s", "high", "{:,.0f}"),
             ("p99_ms", "p99 ms", "low", "{:.2f}"),
             ("connections_served", "connections answered", None, "{}"),
+            ("steal_ms_server", "steal ms", None, "{}"),
             ("cpu_us_per_req", "CPU µs/req", "low", "{:.1f}"),
             ("errors", "errors", None, "{}"),
             ("non_2xx", "non-2xx", None, "{}"),

@@ -236,13 +236,17 @@ class Bench:
         client, against a running server."""
         if scenario == "S1":
             duration = p["duration"]
+            steal = procs.steal_ms(SERVER_CPUS), procs.steal_ms(LOAD_CPUS)
             wrk = start_wrk(server.port, duration)
             served = connections_served(server.port, duration)
+            result = wrk_result(wrk, duration)
             return {
                 "processes": len(procs.tree_pids(server.pid)),
-                **wrk_result(wrk, duration),
+                **result,
                 "connections": S1_CONNECTIONS,
                 "connections_served": served,
+                "steal_ms_server": procs.steal_ms(SERVER_CPUS) - steal[0],
+                "steal_ms_load": procs.steal_ms(LOAD_CPUS) - steal[1],
             }
         if scenario == "S2":
             return run_client(
@@ -354,6 +358,9 @@ class Bench:
                 result[key] = sum(r.get(key, 0) for r in runs)
             if any(r.get("wrk_hung") for r in runs):
                 result["wrk_hung"] = True
+            # The hypervisor's steal on the server's CPU during each burst,
+            # in the order of `rates`: p99 follows it (README).
+            result["steals_ms_server"] = [r.get("steal_ms_server") for r in runs]
             served = [r.get("connections_served") for r in runs]
             served = [n for n in served if n is not None]
             # The fewest of any burst: a p99 over fewer connections than wrk
