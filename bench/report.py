@@ -28,7 +28,7 @@ COLUMNS = {
             ("processes", "processes", None, "{}"),
             ("req_per_s", "req/s", "high", "{:,.0f}"),
             ("p99_ms", "p99 ms", "low", "{:.2f}"),
-            ("connections_served", "connections answered", None, "{}"),
+            ("connections_left_waiting", "connections left waiting", None, "{}"),
             ("steal_ms_server", "steal ms", None, "{}"),
             ("cpu_us_per_req", "CPU µs/req", "low", "{:.1f}"),
             ("errors", "errors", None, "{}"),
@@ -206,10 +206,10 @@ def fmt(value, pattern):
 
 
 def partial_latency(row):
-    """An S1 row whose server left some of wrk's connections unanswered
-    through the burst: its p99 is over the others' requests only."""
-    served, opened = row.get("connections_served"), row.get("connections")
-    return isinstance(served, int) and isinstance(opened, int) and served < opened
+    """An S1 row whose server left some of wrk's connections waiting through
+    a burst: its p99 is over the others' requests only."""
+    waiting = row.get("connections_left_waiting")
+    return isinstance(waiting, int) and waiting > 0
 
 
 def best_peer(rows, field, better):
@@ -342,16 +342,17 @@ def write_markdown(meta, records, path):
             ]
         partial = sorted(
             {
-                f"{row['server']} ({row['connections_served']} of {row['connections']})"
+                f"{row['server']} ({row['connections_left_waiting']} of "
+                f"{row.get('connections', 64)}, {row.get('workers', 1)} worker(s))"
                 for row in records[scenario]
                 if partial_latency(row)
             }
         )
         if partial:
             lines += [
-                "Left some of wrk's connections unanswered through a burst (the fewest "
-                "answered in any burst; wrk's latencies cover answered requests only, so "
-                "that p99 is no peer's in the ratios): " + ", ".join(partial),
+                "Left some of wrk's connections waiting, unanswered, through a burst (the "
+                "most in any burst; wrk's latencies cover answered requests only, so that "
+                "p99 is no peer's in the ratios): " + ", ".join(partial),
                 "",
             ]
     with open(path, "w") as handle:

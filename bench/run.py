@@ -102,7 +102,7 @@ def start_wrk(port, duration, connections=S1_CONNECTIONS, threads=1):
 def _bytes_sent(port):
     """Bytes each established connection to `port` has sent so far, by the
     client's address, from `ss -ti` (the kernel's per-socket counters);
-    None when ss cannot tell."""
+    None when ss cannot be run."""
     try:
         out = subprocess.run(
             ["ss", "-tinH", "state", "established", f"( sport = :{port} )"],
@@ -119,22 +119,24 @@ def _bytes_sent(port):
             sent[peer] = 0
         elif peer and (m := re.search(r"bytes_sent:(\d+)", line)):
             sent[peer] = int(m.group(1))
-    return sent or None
+    return sent
 
 
-def connections_served(port, duration):
-    """How many of a wrk burst's connections the server answered on while it
-    ran: those whose sent bytes grew between a look 1 s in and one 1 s
-    before the end. wrk's latencies cover only the requests that got an
+def connections_left_waiting(port, duration):
+    """How many of a wrk burst's connections the server left waiting: open
+    both at a look 1 s in and at one 1 s before the end, with no byte sent
+    on them in between. wrk's latencies cover only the requests that got an
     answer, so a server that leaves connections waiting (uWSGI's threads
-    each keep one connection) has a p99 over those it served only."""
+    each keep one keep-alive connection) has a p99 over the ones it served.
+    A server that closes every connection after one response (pyruvate)
+    leaves none waiting: its connections are new at each look."""
     time.sleep(1)
     first = _bytes_sent(port)
     time.sleep(max(duration - 2, 0.5))
     last = _bytes_sent(port)
     if first is None or last is None:
         return None
-    return sum(1 for peer, sent in last.items() if sent > first.get(peer, 0))
+    return sum(1 for peer, sent in last.items() if first.get(peer) == sent)
 
 
 def wrk_result(proc, duration):
@@ -238,13 +240,13 @@ class Bench:
             duration = p["duration"]
             steal = procs.steal_ms(SERVER_CPUS), procs.steal_ms(LOAD_CPUS)
             wrk = start_wrk(server.port, duration)
-            served = connections_served(server.port, duration)
+            waiting = connections_left_waiting(server.port, duration)
             result = wrk_result(wrk, duration)
             return {
                 "processes": len(procs.tree_pids(server.pid)),
                 **result,
                 "connections": S1_CONNECTIONS,
-                "connections_served": served,
+                "connections_left_waiting": waiting,
                 "steal_ms_server": procs.steal_ms(SERVER_CPUS) - steal[0],
                 "steal_ms_load": procs.steal_ms(LOAD_CPUS) - steal[1],
             }
@@ -361,11 +363,11 @@ class Bench:
             # The hypervisor's steal on the server's CPU during each burst,
             # in the order of `rates`: p99 follows it (README).
             result["steals_ms_server"] = [r.get("steal_ms_server") for r in runs]
-            served = [r.get("connections_served") for r in runs]
-            served = [n for n in served if n is not None]
-            # The fewest of any burst: a p99 over fewer connections than wrk
-            # opened leaves the waits of the others out (report.py).
-            result["connections_served"] = min(served) if served else None
+            waiting = [r.get("connections_left_waiting") for r in runs]
+            waiting = [n for n in waiting if n is not None]
+            # The most of any burst: a p99 that leaves the waits of some
+            # connections out is no peer's (report.py).
+            result["connections_left_waiting"] = max(waiting) if waiting else None
             result.update(
                 server_cpu_s=round(cpu, 2),
                 cpu_us_per_req=round(cpu / requests * 1e6, 2),
