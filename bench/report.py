@@ -268,6 +268,8 @@ def scenario_table(scenario, rows):
                 [r for r in rows if r.get(group_key) == row.get(group_key)] if group_key else rows
             )
             for field, head, better, _ in columns:
+                if field == "p99_ms" and partial_latency(row):
+                    continue  # Siesta's own p99 over part of the connections
                 if better:
                     text = ratio_text(row.get(field), best_peer(group, field, better), head)
                     if text:

@@ -100,25 +100,30 @@ def start_wrk(port, duration, connections=S1_CONNECTIONS, threads=1):
 
 
 def _bytes_sent(port):
-    """Bytes each established connection to `port` has sent so far, by the
-    client's address, from `ss -ti` (the kernel's per-socket counters);
-    None when ss cannot be run."""
+    """Bytes each established connection to `port` has sent so far, by
+    socket (the client's address and the socket's inode: a client port
+    reused between two looks is another socket), from `ss -tie` (the
+    kernel's per-socket counters); None when ss cannot tell."""
     try:
-        out = subprocess.run(
-            ["ss", "-tinH", "state", "established", f"( sport = :{port} )"],
+        done = subprocess.run(
+            ["ss", "-tieH", "state", "established", f"( sport = :{port} )"],
             capture_output=True,
             text=True,
             timeout=5,
-        ).stdout
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    sent, peer = {}, None
-    for line in out.splitlines():
-        if line and not line[0].isspace():  # a socket: ... local peer
-            peer = line.split()[-1]
-            sent[peer] = 0
-        elif peer and (m := re.search(r"bytes_sent:(\d+)", line)):
-            sent[peer] = int(m.group(1))
+    if done.returncode != 0:
+        return None
+    sent, sock = {}, None
+    for line in done.stdout.splitlines():
+        if line and not line[0].isspace():  # Recv-Q Send-Q local peer ino:N ...
+            fields = line.split()
+            inode = next((f for f in fields if f.startswith("ino:")), "")
+            sock = (fields[3] if len(fields) > 3 else line, inode)
+            sent[sock] = 0
+        elif sock and (m := re.search(r"bytes_sent:(\d+)", line)):
+            sent[sock] = int(m.group(1))
     return sent
 
 
@@ -136,7 +141,7 @@ def connections_left_waiting(port, duration):
     last = _bytes_sent(port)
     if first is None or last is None:
         return None
-    return sum(1 for peer, sent in last.items() if first.get(peer) == sent)
+    return sum(1 for sock, sent in last.items() if first.get(sock) == sent)
 
 
 def wrk_result(proc, duration):
