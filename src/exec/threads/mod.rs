@@ -182,8 +182,8 @@ impl Pool {
                     st.turning += 1;
                     st.last_turn = Instant::now();
                     drop(st);
+                    let _under_way = TurnUnderWay(self);
                     rt.block_on(tokio::task::yield_now());
-                    self.state.lock().turning -= 1;
                 }
                 return Some(job);
             }
@@ -308,6 +308,18 @@ impl Pool {
     }
 }
 
+/// A turn between jobs counts as under way (`State::turning`) until it
+/// ends, by a panic too: a count left behind would hide a stuck pool from
+/// the monitor for good.
+struct TurnUnderWay<'a>(&'a Pool);
+
+impl Drop for TurnUnderWay<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock();
+        st.turning = st.turning.saturating_sub(1);
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -327,6 +339,19 @@ pub(super) mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         true
+    }
+
+    #[test]
+    fn a_turn_that_panics_is_no_longer_under_way() {
+        let pool = pool(1, 0);
+        pool.state.lock().turning = 1;
+        let turned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _under_way = TurnUnderWay(&pool);
+            panic!("a task's panic escaping the turn");
+        }));
+        assert!(turned.is_err());
+        assert_eq!(pool.state.lock().turning, 0);
+        pool.close();
     }
 
     #[test]
