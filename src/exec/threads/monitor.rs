@@ -5,8 +5,9 @@
 //! turn begun since the last look, and none under way, means every thread
 //! may be stuck in the app, so it wakes an idle thread or drives the
 //! runtime itself; jobs past `--queue-timeout` get 503; while requests
-//! are parked it asks Python for the threads `growth.rs` wants. `making_progress` answers the heartbeat
-//! (`worker/heartbeat.rs`). Taking jobs is `mod.rs`'s, slots `park.rs`'s.
+//! are parked it asks Python for the threads `growth.rs` wants.
+//! `making_progress` answers the heartbeat (`worker/heartbeat.rs`). Taking
+//! jobs is `mod.rs`'s, slots `park.rs`'s.
 
 use super::state::State;
 use super::Pool;
