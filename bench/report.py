@@ -212,6 +212,11 @@ def partial_latency(row):
     return isinstance(waiting, int) and waiting > 0
 
 
+def not_compared(row, field):
+    """A figure no ratio may use: a p99 over part of the connections."""
+    return field == "p99_ms" and partial_latency(row)
+
+
 def best_peer(rows, field, better):
     """(value, server) of the best peer (not Siesta, not the ceiling) for a
     field; a p99 over part of the connections is no peer's p99."""
@@ -222,7 +227,7 @@ def best_peer(rows, field, better):
         and row["server"] != CEILING
         and "error" not in row
         and isinstance(row.get(field), (int, float))
-        and not (field == "p99_ms" and partial_latency(row))
+        and not not_compared(row, field)
     ]
     if not peers:
         return None
@@ -268,9 +273,7 @@ def scenario_table(scenario, rows):
                 [r for r in rows if r.get(group_key) == row.get(group_key)] if group_key else rows
             )
             for field, head, better, _ in columns:
-                if field == "p99_ms" and partial_latency(row):
-                    continue  # Siesta's own p99 over part of the connections
-                if better:
+                if better and not not_compared(row, field):
                     text = ratio_text(row.get(field), best_peer(group, field, better), head)
                     if text:
                         ratios.append(text)
