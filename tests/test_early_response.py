@@ -150,3 +150,21 @@ def test_unread_body_with_more_bytes_following(server, declared):
             assert conn.read_response().body == b"pong"
     server.assert_serving()
     assert "/smuggled" not in server.records("paths")
+
+
+@pytest.mark.parametrize("sent_before", [0, 1 << 20])
+def test_early_response_closes_lingering(server, sent_before):
+    """After an early 413 the client may still be sending its body: the server
+    shuts down its side and reads what follows for a while before it closes, so
+    the client's sends are taken and it reads the response and a clean end. A
+    socket closed at once answers those bytes with a reset, which can beat the
+    response to a proxy in front (nginx then answers 502)."""
+    head = rawhttp.build_request("POST", "/reject", [("Content-Length", str(100 << 20))])
+    with server.connect() as conn:
+        conn.send(head + b"b" * sent_before)
+        resp = conn.read_response()
+        assert resp.status == 413
+        for _ in range(16):
+            conn.send(b"b" * 65536)  # raises ConnectionResetError after a reset
+        assert conn.sock.recv(1) == b"", "the server's side ends with a FIN, not a reset"
+    server.assert_serving()

@@ -354,6 +354,44 @@ impl<I: Peek> ClockedIo<I> {
     }
 }
 
+impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
+    /// Closes the connection hyper is done with. With `linger`, a client
+    /// still sending a body the response did not wait for (an early 413)
+    /// first gets a FIN after the response, and what it sends meanwhile is
+    /// read and discarded, within the bound, until it closes too. Closed at
+    /// once, the socket would answer those bytes with a reset, which can
+    /// reach the client (or a proxy in front) before it has read the
+    /// response, and the response is lost: nginx then answers 502.
+    pub(crate) async fn close(mut self, linger: Option<Linger>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.io.shutdown().await.is_err() {
+            return;
+        }
+        let Some(linger) = linger else {
+            return;
+        };
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut seen = 0u64;
+        let _ = tokio::time::timeout(linger.time, async {
+            while seen < linger.bytes {
+                match self.io.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen += n as u64,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// How long, and for how many bytes, a lingering close waits for the
+/// client's own close (`ClockedIo::close`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Linger {
+    pub(crate) time: Duration,
+    pub(crate) bytes: u64,
+}
+
 impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
     fn poll_read(
         self: Pin<&mut Self>,

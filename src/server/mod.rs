@@ -6,7 +6,8 @@
 //! hyper's HTTP/1 server with the `Service` from `service.rs`, after
 //! `proxy.rs` (the PROXY preamble, trust in the peer) and under the head
 //! clock of `head_clock.rs` and the write timer of `write_stall.rs`; a
-//! response given up on (`ConnInfo::cut`) drops its connection in `drive`.
+//! response given up on (`ConnInfo::cut`) drops its connection in `drive`;
+//! one that leaves a request body unread closes lingering (`LINGER`).
 //! Between requests a connection comes to rest: `drive` hands hyper's parts
 //! back, the buffers go, `ClockedIo::rest` waits for the next bytes, and a
 //! new hyper connection serves them (`held.rs` counts the connections not
@@ -36,7 +37,7 @@ use crate::forwarded::Proxies;
 use crate::limits::Limits;
 use crate::net::bind::Listener;
 use end::Recorder;
-use head_clock::{Clock, ClockedIo};
+use head_clock::{Clock, ClockedIo, Linger};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use proxy::Peek;
@@ -226,8 +227,15 @@ impl AcceptCtx {
                 // already answered what deserved an answer; a refused head
                 // still ends in the one place every request ends.
                 let parts = match drive(conn, &mut stop, &info, &clock).await {
-                    Driven::Closed(Ok(())) => return,
-                    Driven::Closed(Err(e)) => return end.refused_by_hyper(remote, &e),
+                    Driven::Cut => return,
+                    Driven::Closed(r, io) => {
+                        // A body still coming after the response: a lingering close.
+                        let linger = (r.is_ok() && info.body_unread()).then_some(LINGER);
+                        if let Err(e) = r {
+                            end.refused_by_hyper(remote, &e);
+                        }
+                        return (*io).close(linger).await;
+                    }
                     Driven::AtRest(parts) => parts,
                 };
                 drop(hold);
@@ -248,10 +256,22 @@ impl AcceptCtx {
     }
 }
 
+/// A lingering close (`ClockedIo::close`) waits this long at most for the
+/// client to stop sending a body the response did not wait for, and reads
+/// this much of it at most: enough for a proxy in front to read the response
+/// and stop, bounded for a client that keeps sending regardless.
+const LINGER: Linger = Linger {
+    time: Duration::from_secs(2),
+    bytes: 16 * 1024 * 1024,
+};
+
 /// How `drive` left a connection.
 enum Driven<S: Peek> {
-    /// It ended (hyper's error, if any, is the client's).
-    Closed(hyper::Result<()>),
+    /// It ended (hyper's error, if any, is the client's); the socket is
+    /// handed back to be closed.
+    Closed(hyper::Result<()>, Box<ClockedIo<S>>),
+    /// A response was given up on (`ConnInfo::cut`): the socket is gone.
+    Cut,
     /// It went to rest between two requests: hyper's parts, to wait
     /// without hyper's buffers for the next request.
     AtRest(Box<http1::Parts<TokioIo<ClockedIo<S>>, Service>>),
@@ -287,9 +307,7 @@ async fn drive<S: Peek>(
     let mut resting = false;
     let rested = std::future::poll_fn(|cx| {
         if info.poll_cut(cx) {
-            // A response was given up on (`ConnInfo::cut`): drop hyper's
-            // connection, and with it the socket and what it still held.
-            return Poll::Ready(Ok(false));
+            return Poll::Ready(Ok(Ended::Cut));
         }
         if !asked && stopping.as_mut().poll(cx).is_ready() {
             asked = true;
@@ -299,7 +317,8 @@ async fn drive<S: Peek>(
                 told = true;
                 Pin::new(&mut *conn).graceful_shutdown();
             }
-            let polled = Pin::new(&mut *conn).poll(cx);
+            // Without hyper's shutdown: the socket is closed by `serve`.
+            let polled = conn.poll_without_shutdown(cx);
             if polled.is_pending()
                 && !told
                 && !resting
@@ -315,7 +334,7 @@ async fn drive<S: Peek>(
                             crate::log::error::Level::Debug,
                             "A keep-alive connection came to rest",
                         );
-                        return Poll::Ready(r.map(|()| true));
+                        return Poll::Ready(r.map(|()| Ended::AtRest));
                     }
                     // Not idle after all: hyper closes after this exchange.
                     Poll::Pending => crate::log::error::write(
@@ -326,16 +345,24 @@ async fn drive<S: Peek>(
             }
             // A first head that came in during this poll: tell hyper now.
             if polled.is_ready() || told || !asked || !info.had_request() {
-                return polled.map(|r| r.map(|()| false));
+                return polled.map(|r| r.map(|()| Ended::Closed));
             }
         }
     })
     .await;
     match rested {
-        Ok(true) => Driven::AtRest(Box::new(conn.into_parts())),
-        Ok(false) => Driven::Closed(Ok(())),
-        Err(e) => Driven::Closed(Err(e)),
+        Ok(Ended::AtRest) => Driven::AtRest(Box::new(conn.into_parts())),
+        // Dropping hyper's connection drops the socket and what it still held.
+        Ok(Ended::Cut) => Driven::Cut,
+        r => Driven::Closed(r.map(|_| ()), Box::new(conn.into_parts().io.into_inner())),
     }
+}
+
+/// How hyper's part of a connection ended, in `drive`.
+enum Ended {
+    AtRest,
+    Closed,
+    Cut,
 }
 
 /// A listener registered with the runtime.

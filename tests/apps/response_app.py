@@ -43,6 +43,9 @@ def framing(environ, start_response):
     if case == "cl-short":
         start_response("200 OK", TEXT + [("Content-Length", "10")])
         return _gen(b"01234")
+    if case == "cl-short-list":
+        start_response("200 OK", TEXT + [("Content-Length", "10")])
+        return [b"01234"]
     if case == "one-element":
         start_response("200 OK", TEXT)
         return [b"hello world"]

@@ -31,6 +31,9 @@ impl StartResponse {
         let declared = st.staged.as_ref().and_then(|s| s.declared);
         let body = match declared {
             Some(n) if (chunk.len() as u64) > n => chunk.slice(..n as usize),
+            // Shorter than declared: hyper would drop the whole response
+            // unsent. The stream sends what there is, then aborts.
+            Some(n) if (chunk.len() as u64) < n => return Ok(false),
             _ => chunk,
         };
         self.send_head(&mut st, ResponseBody::Full(Some(body)))
@@ -223,7 +226,16 @@ impl StartResponse {
                 Ok(())
             };
             if let Some(p) = &st.pipe {
-                p.0.finish(PipeEnd::Done);
+                // Short of the declared length, the body must not look
+                // complete; and hyper, finding the length short at the end,
+                // would drop what it has not flushed yet. An abort flushes
+                // what was sent, then closes the connection.
+                let short = st.remaining.is_some_and(|left| left > 0);
+                p.0.finish(if short {
+                    PipeEnd::Aborted
+                } else {
+                    PipeEnd::Done
+                });
             }
             (r, record)
         };
