@@ -8,6 +8,7 @@ never be parsed as one (no request smuggling through leftover body bytes).
 """
 
 import json
+import time
 
 import pytest
 import rawhttp
@@ -167,4 +168,47 @@ def test_early_response_closes_lingering(server, sent_before):
         for _ in range(16):
             conn.send(b"b" * 65536)  # raises ConnectionResetError after a reset
         assert conn.sock.recv(1) == b"", "the server's side ends with a FIN, not a reset"
+    server.assert_serving()
+
+
+def test_early_response_is_sent_whole_before_the_close(server):
+    """A large response to a request whose body is given up (the discard of
+    what the app left stops after a second) still goes out whole before the
+    connection closes, however slowly the client reads it."""
+    size = 20 << 20
+    head = rawhttp.build_request(
+        "POST", f"/framing/big-one?size={size}", [("Content-Length", str(100 << 20))]
+    )
+    with server.connect() as conn:
+        conn.send(head)
+        time.sleep(1.5)  # the client takes nothing while the discard gives up
+        resp = conn.read_response()
+        assert resp.status == 200
+        assert len(resp.body) == size and resp.complete
+    server.assert_serving()
+
+
+def test_a_body_read_to_its_length_leaves_nothing_to_linger_for(server):
+    """The app reads exactly CONTENT_LENGTH bytes, never past them: the body is
+    known to be over, so a closing connection is closed at once, not kept to
+    discard a body that is not coming. Bytes the client sends after the close
+    then meet a closed socket (a reset), not a server still reading."""
+    req = rawhttp.build_request(
+        "POST", "/read-exact", [("Content-Length", "5"), ("Connection", "close")], b"hello"
+    )
+    with server.connect() as conn:
+        conn.send(req)
+        resp = conn.read_response()
+        assert (resp.status, resp.body) == (200, b"hello")
+        assert conn.wait_closed()
+        reset = False
+        for _ in range(30):  # 1.5 s, within the 2 s a lingering close would last
+            try:
+                conn.sock.send(b"x")
+                time.sleep(0.05)
+                conn.sock.send(b"x")
+            except (ConnectionResetError, BrokenPipeError):
+                reset = True
+                break
+        assert reset, "the server kept the closed connection to read on"
     server.assert_serving()

@@ -267,8 +267,9 @@ const LINGER: Linger = Linger {
 
 /// How `drive` left a connection.
 enum Driven<S: Peek> {
-    /// It ended (hyper's error, if any, is the client's); the socket is
-    /// handed back to be closed.
+    /// It ended (hyper's error, if any, is the client's); the socket,
+    /// its write side usually shut down by hyper already, is handed back
+    /// to be closed.
     Closed(hyper::Result<()>, Box<ClockedIo<S>>),
     /// A response was given up on (`ConnInfo::cut`): the socket is gone.
     Cut,
@@ -317,8 +318,11 @@ async fn drive<S: Peek>(
                 told = true;
                 Pin::new(&mut *conn).graceful_shutdown();
             }
-            // Without hyper's shutdown: the socket is closed by `serve`.
-            let polled = conn.poll_without_shutdown(cx);
+            // hyper's own poll, not `poll_without_shutdown`: only this one
+            // flushes hyper's write buffer before it reports the end (the
+            // other drops the rest of a large response whose request body
+            // was given up). `serve` then lingers on the read side.
+            let polled = Pin::new(&mut *conn).poll(cx);
             if polled.is_pending()
                 && !told
                 && !resting

@@ -201,6 +201,18 @@ impl BodySource {
                             self.over_limit();
                         } else {
                             self.buf.push(data);
+                            if self.body.as_ref().is_some_and(|b| b.is_end_stream()) {
+                                // The declared length is in: the end is known
+                                // now, not only at a read past it (which an
+                                // app reading exactly CONTENT_LENGTH never
+                                // makes), so the connection is not taken for
+                                // one with a body still coming.
+                                self.eof = true;
+                                self.body = None;
+                                if let Some(end) = self.end.take() {
+                                    end.reached();
+                                }
+                            }
                         }
                     }
                     Err(frame) => {

@@ -46,6 +46,13 @@ def framing(environ, start_response):
     if case == "cl-short-list":
         start_response("200 OK", TEXT + [("Content-Length", "10")])
         return [b"01234"]
+    if case == "cl-short-empty":
+        start_response("200 OK", TEXT + [("Content-Length", "10")])
+        return []
+    if case == "big-one":  # ?size= bytes in one buffer; a request body is never read
+        size = int(params(environ).get("size", 1 << 20))
+        start_response("200 OK", TEXT + [("Content-Length", str(size))])
+        return [b"x" * size]
     if case == "one-element":
         start_response("200 OK", TEXT)
         return [b"hello world"]

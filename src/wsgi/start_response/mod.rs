@@ -57,6 +57,8 @@ struct State {
     pipe: Option<PipeSender>,
     /// Bytes still allowed by the app's `Content-Length`.
     remaining: Option<u64>,
+    /// The head sent is of a response with a body (`bodied`).
+    bodied: bool,
     /// When the current wait for room in the stream began (`--body-timeout`).
     push_since: Instant,
     /// The stream's `Pipe::popped` when that wait began: a client that took
@@ -95,6 +97,7 @@ impl StartResponse {
                 head_sent: false,
                 pipe: None,
                 remaining: None,
+                bodied: false,
                 push_since: Instant::now(),
                 push_popped: 0,
                 gone: false,
@@ -192,6 +195,7 @@ impl StartResponse {
             headers.insert(http::header::SERVER, HeaderValue::from_static("siesta"));
         }
         st.remaining = staged.declared;
+        st.bodied = self.bodied(staged.status);
         st.head_sent = true;
         let reply = Reply {
             status: staged.status,
@@ -206,6 +210,15 @@ impl StartResponse {
             }
         }
         Ok(())
+    }
+
+    /// Whether a response with `status` to this request carries a body:
+    /// not to HEAD, and not 1xx, 204 or 304 (RFC 9110 §6.4.1).
+    fn bodied(&self, status: StatusCode) -> bool {
+        !self.is_head
+            && !status.is_informational()
+            && status != StatusCode::NO_CONTENT
+            && status != StatusCode::NOT_MODIFIED
     }
 
     /// `write()` before `start_response()` is the app's error.

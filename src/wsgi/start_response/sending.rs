@@ -9,7 +9,7 @@
 //! they send a head if none went out, close or abort the stream, drain what
 //! the app left of the request body, and let go of the request's record.
 
-use super::{response_error, Sent, StartResponse};
+use super::{response_error, ResponseError, Sent, StartResponse};
 use crate::error::RequestError;
 use crate::exchange::pipe::{Pipe, PipeEnd, Push};
 use crate::exchange::reply::{FileBody, PipeReceiver, PipeSender, Reply, ResponseBody};
@@ -89,13 +89,7 @@ impl StartResponse {
             return Ok(Ok(Sent::Stop));
         }
         if !st.head_sent {
-            let pipe = Arc::new(Pipe::new(
-                self.ctx.limits.response_buffer,
-                self.ctx.limits.response_buffer_max,
-            ));
-            let body = ResponseBody::Stream(PipeReceiver(pipe.clone()));
-            self.send_head(&mut st, body).map_err(response_error)?;
-            st.pipe = Some(PipeSender(pipe));
+            self.open_stream(&mut st).map_err(response_error)?;
         }
         let Some(pipe) = st.pipe.as_ref().map(|p| p.0.clone()) else {
             // The head went out with a full body already; nothing more fits.
@@ -124,6 +118,17 @@ impl StartResponse {
                 Ok(Ok(Sent::Stop))
             }
         }
+    }
+
+    /// Sends the staged head with a streamed body, whose pipe goes in `st.pipe`.
+    fn open_stream(&self, st: &mut super::State) -> Result<(), ResponseError> {
+        let pipe = Arc::new(Pipe::new(
+            self.ctx.limits.response_buffer,
+            self.ctx.limits.response_buffer_max,
+        ));
+        self.send_head(st, ResponseBody::Stream(PipeReceiver(pipe.clone())))?;
+        st.pipe = Some(PipeSender(pipe));
+        Ok(())
     }
 
     /// Queues a chunk if there is room now; `Err(chunk)` when the caller must
@@ -219,18 +224,26 @@ impl StartResponse {
             };
             // The app is done; what is left is the client taking the response.
             record.track.to(crate::metrics::State::Sending);
-            let r = if !st.head_sent {
+            let r = if st.head_sent {
+                Ok(())
+            } else if st
+                .staged
+                .as_ref()
+                .is_some_and(|s| s.declared.is_some_and(|n| n > 0) && self.bodied(s.status))
+            {
+                // Nothing sent of a declared length: the head, then an abort
+                // (an empty body would go out as a complete `Content-Length: 0`).
+                self.open_stream(&mut st).map_err(response_error)
+            } else {
                 self.send_head(&mut st, ResponseBody::Empty)
                     .map_err(response_error)
-            } else {
-                Ok(())
             };
             if let Some(p) = &st.pipe {
                 // Short of the declared length, the body must not look
                 // complete; and hyper, finding the length short at the end,
                 // would drop what it has not flushed yet. An abort flushes
                 // what was sent, then closes the connection.
-                let short = st.remaining.is_some_and(|left| left > 0);
+                let short = st.bodied && st.remaining.is_some_and(|left| left > 0);
                 p.0.finish(if short {
                     PipeEnd::Aborted
                 } else {
