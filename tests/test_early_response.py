@@ -8,6 +8,8 @@ never be parsed as one (no request smuggling through leftover body bytes).
 """
 
 import json
+import socket
+import threading
 import time
 
 import pytest
@@ -201,14 +203,82 @@ def test_a_body_read_to_its_length_leaves_nothing_to_linger_for(server):
         resp = conn.read_response()
         assert (resp.status, resp.body) == (200, b"hello")
         assert conn.wait_closed()
-        reset = False
-        for _ in range(30):  # 1.5 s, within the 2 s a lingering close would last
+        assert _reset_within(conn, 1.5), "the server kept the closed connection to read on"
+    server.assert_serving()
+
+
+def _reset_within(conn, seconds):
+    """Sends a byte every 50 ms until the closed server's reset comes back: True if
+    it does within `seconds` (less than the 2 s a lingering close would last)."""
+    for _ in range(int(seconds / 0.05)):
+        try:
+            conn.sock.send(b"x")
+            time.sleep(0.05)
+            conn.sock.send(b"x")
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+    return False
+
+
+def test_a_client_still_sending_gets_the_whole_early_response(server):
+    """The client sends its 100 MiB body without pause and reads the 8 MiB
+    response slowly: the discard of its body ends at its byte bound while the
+    kernel still holds response bytes for it, and the socket is not closed (a
+    reset, which would drop them) before the client has taken them all."""
+    size = 8 << 20
+    head = rawhttp.build_request(
+        "POST", f"/framing/big-one?size={size}", [("Content-Length", str(100 << 20))]
+    )
+    with server.connect() as conn:
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        conn.send(head)
+        stop = threading.Event()
+
+        def keep_sending():
+            piece = b"b" * 65536
+            deadline = time.monotonic() + 30
             try:
-                conn.sock.send(b"x")
-                time.sleep(0.05)
-                conn.sock.send(b"x")
-            except (ConnectionResetError, BrokenPipeError):
-                reset = True
-                break
-        assert reset, "the server kept the closed connection to read on"
+                for _ in range(1600):  # at most the declared 100 MiB
+                    if stop.is_set() or time.monotonic() > deadline:
+                        return
+                    conn.sock.sendall(piece)
+            except OSError:
+                return  # the server closed at last, or the test did
+
+        sender = threading.Thread(target=keep_sending, daemon=True)
+        sender.start()
+        try:
+            _, _, status, _, headers = conn.read_head()
+            assert status == 200
+            assert {k.lower(): v for k, v in headers}["content-length"] == str(size)
+            got = 0
+            for _ in range(size // 4096 + 1):  # about 3 MiB/s: slower than the discard
+                piece = conn.read_exact(min(65536, size - got))
+                got += len(piece)
+                if not piece or got == size:
+                    break
+                time.sleep(0.02)
+            assert got == size, f"{got} of {size} response bytes before the close"
+        finally:
+            stop.set()
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)  # wakes a sendall blocked on a full socket
+            except OSError:
+                pass
+            sender.join(10)
+    server.assert_serving()
+
+
+def test_a_small_body_read_by_the_server_leaves_nothing_to_linger_for(server):
+    """The app never reads the 1000-byte body, but the server took it off the
+    socket (the discard after the response): nothing more is coming, so a
+    closing connection is closed at once."""
+    req = rawhttp.build_request(
+        "POST", "/ping", [("Content-Length", "1000"), ("Connection", "close")], b"a" * 1000
+    )
+    with server.connect() as conn:
+        conn.send(req)
+        assert conn.read_response().body == b"pong"
+        assert conn.wait_closed()
+        assert _reset_within(conn, 1.5), "the server kept the closed connection to read on"
     server.assert_serving()

@@ -104,6 +104,14 @@ def test_a_given_up_response_lets_go_of_its_connection(start_server, mode, tmp_p
 
         assert wait_until(ended, timeout=20.0), "the given-up request never ended"
         assert srv.get("/ping").body == b"pong"
+
+        # The client is told, by a reset: a FIN would wait behind the bytes
+        # it does not take, and leave it believing the response still comes.
+        def told():
+            state = stalled.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+            return state != 1  # TCP_ESTABLISHED
+
+        assert wait_until(told, timeout=10.0), "the client was never told"
     finally:
         stalled.close()
 

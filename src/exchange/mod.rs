@@ -144,12 +144,6 @@ impl ConnInfo {
         self.open_body.load(Ordering::SeqCst) == 0
     }
 
-    /// Whether the last request's body is still unread (the client may
-    /// still be sending it). Unlike `body_done`, asks for no wake-up.
-    pub(crate) fn body_unread(&self) -> bool {
-        self.open_body.load(Ordering::SeqCst) != 0
-    }
-
     /// The client as the app and the logs see it: the PROXY preamble's
     /// source, else the peer.
     pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {

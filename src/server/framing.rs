@@ -185,6 +185,12 @@ impl Framing {
         )
     }
 
+    /// Inside a request body: the client still owes some of it (or, past a
+    /// head this cannot follow, it may).
+    pub(crate) fn in_body(&self) -> bool {
+        !matches!(self.state, State::Start | State::Broken) && !self.in_head()
+    }
+
     /// Follows `bytes`, the next bytes of the stream; `Err` gives the
     /// offset of the first byte that breaks a chunk line (then every later
     /// call fails at 0).
@@ -582,6 +588,29 @@ mod tests {
         ]
         .concat();
         assert_eq!(verdict(&bytes), Err(BadChunk(bytes.len() - 2)));
+    }
+
+    #[test]
+    fn knows_when_a_body_is_still_owed() {
+        let mut f = Framing::default();
+        let steps: [(&[u8], bool); 7] = [
+            (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n", false),
+            (b"\r\nhel", true),
+            (b"lo", false),
+            (b"GET / HTTP/1.1\r\n\r\nGET / HT", false),
+            (b"TP/1.1\r\n\r\n", false),
+            (HEAD, true),
+            (b"3\r\nabc\r\n0\r\n\r\n", false),
+        ];
+        for (bytes, owed) in steps {
+            assert!(f.feed(bytes).is_ok());
+            assert_eq!(
+                f.in_body(),
+                owed,
+                "after {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
     }
 
     #[test]

@@ -354,14 +354,31 @@ impl<I: Peek> ClockedIo<I> {
     }
 }
 
-impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
-    /// Closes the connection hyper is done with. With `linger`, a client
-    /// still sending a body the response did not wait for (an early 413)
-    /// first gets a FIN after the response, and what it sends meanwhile is
-    /// read and discarded, within the bound, until it closes too. Closed at
-    /// once, the socket would answer those bytes with a reset, which can
-    /// reach the client (or a proxy in front) before it has read the
-    /// response, and the response is lost: nginx then answers 502.
+impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
+    /// Whether the client still owes part of a request body: the bytes
+    /// read so far end inside one.
+    pub(crate) fn body_coming(&self) -> bool {
+        self.framing.in_body()
+    }
+
+    /// Drops a connection given up on with a reset, not a FIN queued
+    /// behind response bytes its client is not taking: the kernel frees
+    /// them at once and the client is told.
+    pub(crate) fn reset(self) {
+        super::write_stall::reset_on_close(self.io.as_raw_fd());
+    }
+
+    /// Closes the connection hyper is done with (hyper has flushed what it
+    /// had and usually shut the write side down already). With `linger`, a
+    /// client still sending a body the response did not wait for (an early
+    /// 413) has what it sends read and discarded, within the bound, until it
+    /// closes too. Closed at once, with those bytes arriving, the socket
+    /// would answer with a reset, which can reach the client (or a proxy in
+    /// front) before it has read the response: the response is lost, and
+    /// nginx answers 502. Past the bound the socket is closed (with a reset
+    /// if bytes are still arriving) only once the client has taken the
+    /// response, or has taken nothing of it for `linger.time`: a reset drops
+    /// what the kernel still had to send.
     pub(crate) async fn close(mut self, linger: Option<Linger>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         if self.io.shutdown().await.is_err() {
@@ -372,17 +389,35 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
         };
         let mut buf = vec![0u8; 16 * 1024];
         let mut seen = 0u64;
-        let _ = tokio::time::timeout(linger.time, async {
+        let discard = tokio::time::timeout(linger.time, async {
             while seen < linger.bytes {
                 match self.io.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => return true,
                     Ok(n) => seen += n as u64,
                 }
             }
-        })
-        .await;
+            false
+        });
+        if matches!(discard.await, Ok(true)) {
+            return; // the client closed: nothing arrives to reset the socket
+        }
+        let fd = self.io.as_raw_fd();
+        let mut left = super::write_stall::queued(fd);
+        let mut since = tokio::time::Instant::now();
+        while left > 0 && since.elapsed() < linger.time {
+            tokio::time::sleep(LINGER_POLL).await;
+            let now = super::write_stall::queued(fd);
+            if now < left {
+                since = tokio::time::Instant::now();
+            }
+            left = now;
+        }
     }
 }
+
+/// How often a lingering close past its bound looks whether the client has
+/// taken the rest of the response.
+const LINGER_POLL: Duration = Duration::from_millis(50);
 
 /// How long, and for how many bytes, a lingering close waits for the
 /// client's own close (`ClockedIo::close`).

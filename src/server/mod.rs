@@ -227,10 +227,10 @@ impl AcceptCtx {
                 // already answered what deserved an answer; a refused head
                 // still ends in the one place every request ends.
                 let parts = match drive(conn, &mut stop, &info, &clock).await {
-                    Driven::Cut => return,
+                    Driven::Cut(io) => return io.reset(),
                     Driven::Closed(r, io) => {
                         // A body still coming after the response: a lingering close.
-                        let linger = (r.is_ok() && info.body_unread()).then_some(LINGER);
+                        let linger = (r.is_ok() && io.body_coming()).then_some(LINGER);
                         if let Err(e) = r {
                             end.refused_by_hyper(remote, &e);
                         }
@@ -271,8 +271,8 @@ enum Driven<S: Peek> {
     /// its write side usually shut down by hyper already, is handed back
     /// to be closed.
     Closed(hyper::Result<()>, Box<ClockedIo<S>>),
-    /// A response was given up on (`ConnInfo::cut`): the socket is gone.
-    Cut,
+    /// A response was given up on (`ConnInfo::cut`): the socket, to reset.
+    Cut(Box<ClockedIo<S>>),
     /// It went to rest between two requests: hyper's parts, to wait
     /// without hyper's buffers for the next request.
     AtRest(Box<http1::Parts<TokioIo<ClockedIo<S>>, Service>>),
@@ -356,8 +356,8 @@ async fn drive<S: Peek>(
     .await;
     match rested {
         Ok(Ended::AtRest) => Driven::AtRest(Box::new(conn.into_parts())),
-        // Dropping hyper's connection drops the socket and what it still held.
-        Ok(Ended::Cut) => Driven::Cut,
+        // hyper's connection goes, and with it what it still held.
+        Ok(Ended::Cut) => Driven::Cut(Box::new(conn.into_parts().io.into_inner())),
         r => Driven::Closed(r.map(|_| ()), Box::new(conn.into_parts().io.into_inner())),
     }
 }

@@ -96,7 +96,7 @@ impl WriteStall {
 }
 
 /// Bytes in `fd`'s send queue not yet taken by the peer (0 if unknown).
-fn queued(fd: RawFd) -> usize {
+pub(super) fn queued(fd: RawFd) -> usize {
     let mut n: libc::c_int = 0;
     // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int we own; a bad fd is an error return.
     let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
@@ -108,7 +108,7 @@ fn queued(fd: RawFd) -> usize {
 }
 
 /// Makes closing `fd` send a reset and drop its queue.
-fn reset_on_close(fd: RawFd) {
+pub(super) fn reset_on_close(fd: RawFd) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
