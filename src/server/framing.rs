@@ -186,9 +186,9 @@ impl Framing {
     }
 
     /// Inside a request body: the client still owes some of it (or, past a
-    /// head this cannot follow, it may).
+    /// head this cannot follow or a chunk line that broke, it may).
     pub(crate) fn in_body(&self) -> bool {
-        !matches!(self.state, State::Start | State::Broken) && !self.in_head()
+        self.state != State::Start && !self.in_head()
     }
 
     /// Follows `bytes`, the next bytes of the stream; `Err` gives the
@@ -611,6 +611,10 @@ mod tests {
                 String::from_utf8_lossy(bytes)
             );
         }
+        // A chunk line that broke: the client may well still be sending.
+        assert!(f.feed(HEAD).is_ok());
+        assert!(f.feed(b"5 \r\nhello").is_err());
+        assert!(f.in_body());
     }
 
     #[test]

@@ -361,11 +361,19 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
         self.framing.in_body()
     }
 
-    /// Drops a connection given up on with a reset, not a FIN queued
-    /// behind response bytes its client is not taking: the kernel frees
-    /// them at once and the client is told.
-    pub(crate) fn reset(self) {
-        super::write_stall::reset_on_close(self.io.as_raw_fd());
+    /// Closes a connection whose response was given up on: what the kernel
+    /// already holds for the client still goes, while the client takes it
+    /// (a slow reader gets it all, then the end); a client that takes nothing
+    /// of it for `wait` gets a reset instead, not a FIN queued behind bytes
+    /// it is not taking: the kernel frees them at once and the client is
+    /// told.
+    pub(crate) async fn cut(mut self, wait: Duration) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.io.shutdown().await;
+        let fd = self.io.as_raw_fd();
+        if !taken(fd, wait).await {
+            super::write_stall::reset_on_close(fd);
+        }
     }
 
     /// Closes the connection hyper is done with (hyper has flushed what it
@@ -401,22 +409,31 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
         if matches!(discard.await, Ok(true)) {
             return; // the client closed: nothing arrives to reset the socket
         }
-        let fd = self.io.as_raw_fd();
-        let mut left = super::write_stall::queued(fd);
-        let mut since = tokio::time::Instant::now();
-        while left > 0 && since.elapsed() < linger.time {
-            tokio::time::sleep(LINGER_POLL).await;
-            let now = super::write_stall::queued(fd);
-            if now < left {
-                since = tokio::time::Instant::now();
-            }
-            left = now;
-        }
+        taken(self.io.as_raw_fd(), linger.time).await;
     }
 }
 
-/// How often a lingering close past its bound looks whether the client has
-/// taken the rest of the response.
+/// Waits until the client has taken everything in socket `fd`'s send
+/// queue (true), or took nothing of it for `wait` (false).
+async fn taken(fd: std::os::fd::RawFd, wait: Duration) -> bool {
+    let mut left = super::write_stall::queued(fd);
+    let mut since = tokio::time::Instant::now();
+    while left > 0 {
+        if since.elapsed() >= wait {
+            return false;
+        }
+        tokio::time::sleep(LINGER_POLL).await;
+        let now = super::write_stall::queued(fd);
+        if now < left {
+            since = tokio::time::Instant::now();
+        }
+        left = now;
+    }
+    true
+}
+
+/// How often a closing connection looks whether the client has taken the
+/// rest of the response.
 const LINGER_POLL: Duration = Duration::from_millis(50);
 
 /// How long, and for how many bytes, a lingering close waits for the

@@ -227,7 +227,7 @@ impl AcceptCtx {
                 // already answered what deserved an answer; a refused head
                 // still ends in the one place every request ends.
                 let parts = match drive(conn, &mut stop, &info, &clock).await {
-                    Driven::Cut(io) => return io.reset(),
+                    Driven::Cut(io) => return io.cut(LINGER.time).await,
                     Driven::Closed(r, io) => {
                         // A body still coming after the response: a lingering close.
                         let linger = (r.is_ok() && io.body_coming()).then_some(LINGER);
@@ -271,7 +271,8 @@ enum Driven<S: Peek> {
     /// its write side usually shut down by hyper already, is handed back
     /// to be closed.
     Closed(hyper::Result<()>, Box<ClockedIo<S>>),
-    /// A response was given up on (`ConnInfo::cut`): the socket, to reset.
+    /// A response was given up on (`ConnInfo::cut`): the socket, to close
+    /// once the client took what the kernel holds, or reset if it does not.
     Cut(Box<ClockedIo<S>>),
     /// It went to rest between two requests: hyper's parts, to wait
     /// without hyper's buffers for the next request.
