@@ -282,3 +282,19 @@ def test_a_small_body_read_by_the_server_leaves_nothing_to_linger_for(server):
         assert conn.wait_closed()
         assert _reset_within(conn, 1.5), "the server kept the closed connection to read on"
     server.assert_serving()
+
+
+def test_a_broken_chunk_line_is_answered_then_closed_lingering(server):
+    """A chunked body whose chunk line breaks the grammar gets its 400, and the
+    client, which may still be sending, is not answered with a reset."""
+    head = rawhttp.build_request(
+        "POST", "/echo", [("Transfer-Encoding", "chunked"), ("Connection", "close")]
+    )
+    with server.connect() as conn:
+        conn.send(head + b"5 \r\nhello\r\n")
+        resp = conn.read_response()
+        assert resp.status == 400
+        for _ in range(16):
+            conn.send(b"5\r\nhello\r\n" * 1000)  # raises ConnectionResetError after a reset
+        assert conn.sock.recv(1) == b"", "the server's side ends with a FIN, not a reset"
+    server.assert_serving()
