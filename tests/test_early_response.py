@@ -167,10 +167,16 @@ def test_early_response_closes_lingering(server, sent_before):
         conn.send(head + b"b" * sent_before)
         resp = conn.read_response()
         assert resp.status == 413
-        for _ in range(16):
-            conn.send(b"b" * 65536)  # raises ConnectionResetError after a reset
-        assert conn.sock.recv(1) == b"", "the server's side ends with a FIN, not a reset"
+        _keep_sending_then_end(conn, b"b" * 65536)
     server.assert_serving()
+
+
+def _keep_sending_then_end(conn, piece):
+    """The client sends on after the response (a send raises ConnectionResetError
+    once the server answers with a reset), then finds the server's clean end."""
+    for _ in range(16):
+        conn.send(piece)
+    assert conn.sock.recv(1) == b"", "the server's side ends with a FIN, not a reset"
 
 
 def test_early_response_is_sent_whole_before_the_close(server):
@@ -294,7 +300,5 @@ def test_a_broken_chunk_line_is_answered_then_closed_lingering(server):
         conn.send(head + b"5 \r\nhello\r\n")
         resp = conn.read_response()
         assert resp.status == 400
-        for _ in range(16):
-            conn.send(b"5\r\nhello\r\n" * 1000)  # raises ConnectionResetError after a reset
-        assert conn.sock.recv(1) == b"", "the server's side ends with a FIN, not a reset"
+        _keep_sending_then_end(conn, b"5\r\nhello\r\n" * 1000)
     server.assert_serving()
