@@ -361,19 +361,17 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
         self.framing.in_body()
     }
 
-    /// Closes a connection whose response was given up on: what the kernel
-    /// already holds for the client still goes, while the client takes it
-    /// (a slow reader gets it all, then the end); a client that takes nothing
-    /// of it for `wait` gets a reset instead, not a FIN queued behind bytes
-    /// it is not taking: the kernel frees them at once and the client is
-    /// told.
-    pub(crate) async fn cut(mut self, wait: Duration) {
-        use tokio::io::AsyncWriteExt;
-        let _ = self.io.shutdown().await;
+    /// Closes a connection whose response was given up on, always with a
+    /// reset: the response is cut short, and a FIN would pass for its end
+    /// where the body is delimited by the close (HTTP/1.0). What the kernel
+    /// already holds for the client goes first, while the client takes it
+    /// (no FIN is queued, so an empty queue means all of it was
+    /// acknowledged); a client that takes nothing of it for `wait` is reset
+    /// at once, not left waiting behind bytes it is not taking.
+    pub(crate) async fn cut(self, wait: Duration) {
         let fd = self.io.as_raw_fd();
-        if !taken(fd, wait).await {
-            super::write_stall::reset_on_close(fd);
-        }
+        taken(fd, wait).await;
+        super::write_stall::reset_on_close(fd);
     }
 
     /// Closes the connection hyper is done with (hyper has flushed what it

@@ -271,8 +271,8 @@ enum Driven<S: Peek> {
     /// its write side usually shut down by hyper already, is handed back
     /// to be closed.
     Closed(hyper::Result<()>, Box<ClockedIo<S>>),
-    /// A response was given up on (`ConnInfo::cut`): the socket, to close
-    /// once the client took what the kernel holds, or reset if it does not.
+    /// A response was given up on (`ConnInfo::cut`): the socket, to reset
+    /// once the client took what the kernel holds (or took nothing for 2 s).
     Cut(Box<ClockedIo<S>>),
     /// It went to rest between two requests: hyper's parts, to wait
     /// without hyper's buffers for the next request.
