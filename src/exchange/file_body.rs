@@ -9,7 +9,8 @@
 //! read straight into the buffer handed to hyper: one copy, kernel to user.
 //! The length is the one the app declared or the file's size, and never
 //! more than that is read; a file shorter than its declared length fails
-//! the body, once what was read is flushed, which aborts the connection. Choosing this body is
+//! the body, which aborts the connection (after what was read is flushed,
+//! `server/end.rs` `Counted`). Choosing this body is
 //! `wsgi/start_response`'s job; the socket write is hyper's.
 //!
 //! Why not `sendfile`: hyper frames the body (it counts the bytes of a
@@ -47,10 +48,6 @@ pub(crate) struct FileBody {
     block: usize,
     /// A read the page cache could not answer, running on the blocking pool.
     pending: Option<JoinHandle<io::Result<Vec<u8>>>>,
-    /// The file ended short of `remaining` once already: the failure was
-    /// held back one poll so hyper could flush what was read before it
-    /// (hyper drops its write buffer when a body fails, head and all).
-    short_held: bool,
 }
 
 impl FileBody {
@@ -66,7 +63,6 @@ impl FileBody {
             remaining,
             block: block.clamp(BLOCK_MIN, BLOCK_MAX),
             pending: None,
-            short_held: false,
         }
     }
 
@@ -98,11 +94,6 @@ impl FileBody {
                 }
             },
         };
-        let short = self.remaining.is_some() && read.as_ref().is_ok_and(Vec::is_empty);
-        if short && !std::mem::replace(&mut self.short_held, true) {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
         Poll::Ready(self.take(read))
     }
 

@@ -76,8 +76,6 @@ struct PipeState {
     rx_waker: Option<Waker>,
     /// The app's side, waiting for room.
     tx_waker: Option<Waker>,
-    /// An abort was held back once so hyper could flush what was sent before it.
-    abort_held: bool,
     /// Chunks hyper has taken so far: a producer waiting for room sees the
     /// client progress by it even before the quarter-full wake-up.
     popped: u64,
@@ -170,14 +168,6 @@ impl Pipe {
                 }
                 None => match st.end {
                     Some(PipeEnd::Done) => (Poll::Ready(None), None),
-                    Some(PipeEnd::Aborted) if !st.abort_held => {
-                        // hyper drops its write buffer when a body fails:
-                        // yield once so the bytes the app already produced
-                        // are flushed before the connection is aborted.
-                        st.abort_held = true;
-                        cx.waker().wake_by_ref();
-                        (Poll::Pending, None)
-                    }
                     Some(PipeEnd::Aborted) => (Poll::Ready(Some(Err(PipeEnd::Aborted))), None),
                     None => {
                         st.rx_waker = Some(cx.waker().clone());
@@ -382,10 +372,6 @@ mod tests {
         let waker = Waker::from(Arc::new(Count::default()));
         let mut cx = Context::from_waker(&waker);
         pipe.finish(PipeEnd::Aborted);
-        assert!(
-            matches!(pipe.poll_pop(&mut cx), Poll::Pending),
-            "one yield to flush first"
-        );
         assert!(matches!(
             pipe.poll_pop(&mut cx),
             Poll::Ready(Some(Err(PipeEnd::Aborted)))

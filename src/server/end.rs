@@ -174,6 +174,11 @@ pub(crate) struct Counted {
     record: Arc<Record>,
     ended: bool,
     clock: Arc<Clock>,
+    /// The body's failure, held back one poll: hyper drops its write
+    /// buffer when a body fails, so it first gets a turn to flush what the
+    /// body gave before (a stream the app cut short, a file shorter than
+    /// declared: the client gets those bytes, then the abort).
+    failed: Option<std::io::Error>,
 }
 
 impl Counted {
@@ -183,6 +188,7 @@ impl Counted {
             body,
             record,
             clock,
+            failed: None,
         }
     }
 }
@@ -207,7 +213,17 @@ impl Body for Counted {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = polled {
+            this.ended = true;
+            this.record.aborted(None);
+            this.failed = Some(e);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
@@ -215,12 +231,8 @@ impl Body for Counted {
                 }
                 this.ended = this.body.is_end_stream();
             }
-            Poll::Ready(Some(Err(_))) => {
-                this.ended = true;
-                this.record.aborted(None);
-            }
             Poll::Ready(None) => this.ended = true,
-            Poll::Pending => {}
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
         }
         polled
     }
