@@ -170,3 +170,36 @@ def test_a_slow_but_steady_reader_is_not_let_go(start_server, mode):
         assert head.startswith(b"HTTP/1.1 200")
     finally:
         client.close()
+
+
+def test_a_slow_but_steady_reader_of_a_stream_is_not_let_go(start_server, mode):
+    """The app's side of --body-timeout (a stream waiting for room) counted
+    only the chunks taken from its queue, which are taken only when the
+    socket has room again, so a client reading slowly but steadily was
+    given up and got its response cut short (a reset). The socket's side
+    judges such a client by what it takes. Reading about 80 KB/s for three
+    times the timeout, then fast, an HTTP/1.0 client (the close ends the
+    body) gets the whole stream, then a clean end."""
+    srv = start_server(APP, "--body-timeout", "1", mode=mode)
+    size = 2000 * 65536
+    client = _small_window(srv, 16384)
+    try:
+        client.sendall(b"GET /big HTTP/1.0\r\nHost: x\r\n\r\n")
+        got = b""
+        slow_until = time.monotonic() + 3
+        while time.monotonic() < slow_until:
+            got += client.recv(4096)
+            time.sleep(0.05)
+        while b"\r\n\r\n" not in got:
+            got += client.recv(1 << 16)
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 200"), head
+        n = len(body)
+        while True:
+            chunk = client.recv(1 << 20)
+            if not chunk:
+                break
+            n += len(chunk)
+        assert n == size, f"{size - n} bytes short"
+    finally:
+        client.close()

@@ -55,6 +55,8 @@ pub(crate) struct ConnInfo {
     awaits_body: AtomicBool,
     /// Set by `cut`: the connection is to close now, whatever hyper holds.
     cut: AtomicBool,
+    /// The last write to the socket found it full (`server/`'s `ClockedIo`).
+    write_full: AtomicBool,
     /// The connection task's waker, for `cut` and the body's end, taken by
     /// the first `poll_cut` (one task drives a connection: its waker stays
     /// the same).
@@ -74,6 +76,7 @@ impl ConnInfo {
             requests: AtomicU64::new(0),
             open_body: AtomicU64::new(0),
             cut: AtomicBool::new(false),
+            write_full: AtomicBool::new(false),
             awaits_body: AtomicBool::new(false),
             waker: OnceLock::new(),
         }
@@ -91,6 +94,23 @@ impl ConnInfo {
         if let Some(w) = self.waker.get() {
             w.wake_by_ref();
         }
+    }
+
+    /// Notes whether a write to the socket found it full.
+    pub(crate) fn note_write(&self, full: bool) {
+        if self.write_full.load(Ordering::Relaxed) != full {
+            self.write_full.store(full, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the socket is full, its client slower than the response: the
+    /// socket's own `--body-timeout` (`server/`'s `write_stall.rs`) then
+    /// judges the client by the bytes it takes, which a look at what hyper
+    /// took from the response body cannot see (hyper takes more only once
+    /// the socket has room again, and the kernel says so only after a good
+    /// part of its buffer drained).
+    pub(crate) fn write_full(&self) -> bool {
+        self.write_full.load(Ordering::Relaxed)
     }
 
     /// Whether `cut` was called; when not, `cx`'s task (the connection's)

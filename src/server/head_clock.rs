@@ -31,6 +31,7 @@ use super::framing::{BadChunk, Framing};
 use super::proxy::Peek;
 use super::write_stall::WriteStall;
 use crate::error::RequestError;
+use crate::exchange::ConnInfo;
 use hyper::body::Bytes;
 use parking_lot::Mutex;
 use std::future::Future;
@@ -232,6 +233,8 @@ pub(crate) struct ClockedIo<I> {
     /// Bytes hyper had read but not used when the connection went to rest
     /// (part of a pipelined head): its next reads get them first.
     replay: Bytes,
+    /// Told whether the last write found the socket full.
+    conn: Arc<ConnInfo>,
 }
 
 impl<I> ClockedIo<I> {
@@ -241,6 +244,7 @@ impl<I> ClockedIo<I> {
         end: Arc<Recorder>,
         peer: Option<SocketAddr>,
         write_timeout: Option<Duration>,
+        conn: Arc<ConnInfo>,
     ) -> Self {
         ClockedIo {
             io,
@@ -255,6 +259,7 @@ impl<I> ClockedIo<I> {
             framing: Framing::default(),
             stall: WriteStall::new(write_timeout),
             replay: Bytes::new(),
+            conn,
         }
     }
 }
@@ -500,6 +505,7 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> AsyncWrite for ClockedIo<I> {
         this.wrote = true;
         this.clock.unflushed.store(true, Ordering::Relaxed);
         let r = Pin::new(&mut this.io).poll_write(cx, data);
+        this.conn.note_write(r.is_pending());
         this.stall.check(this.io.as_raw_fd(), cx, r)
     }
 
@@ -512,6 +518,7 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> AsyncWrite for ClockedIo<I> {
         this.wrote = true;
         this.clock.unflushed.store(true, Ordering::Relaxed);
         let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.conn.note_write(r.is_pending());
         this.stall.check(this.io.as_raw_fd(), cx, r)
     }
 

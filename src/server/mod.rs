@@ -216,8 +216,14 @@ impl AcceptCtx {
                 draining,
                 clock: clock.clone(),
             };
-            let mut io =
-                ClockedIo::new(io, clock.clone(), end.clone(), remote, limits.body_timeout);
+            let mut io = ClockedIo::new(
+                io,
+                clock.clone(),
+                end.clone(),
+                remote,
+                limits.body_timeout,
+                info.clone(),
+            );
             let mut service = service;
             let mut stop = stop;
             loop {

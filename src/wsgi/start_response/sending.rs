@@ -143,8 +143,10 @@ impl StartResponse {
     /// Queues a chunk, waiting for room while the client is slower than the
     /// app (thread mode: the caller released the GIL; greenlet mode: a park
     /// order comes back, and the call is repeated with `fresh` false). A
-    /// client that takes nothing for `--body-timeout` is given up: the
-    /// response is aborted and `Stop` tells the app to stop.
+    /// client that takes nothing for `--body-timeout` is given up: by the
+    /// socket's timer while the socket is full (hyper fails, the stream's
+    /// receiver goes, `Stop`), else here: the response is aborted, the
+    /// connection cut, and `Stop` tells the app to stop.
     pub(crate) fn push_wait(&self, chunk: Bytes, fresh: bool) -> PyResult<Waited<Sent>> {
         let mut slot = Some(chunk);
         let mut fresh = fresh;
@@ -186,10 +188,14 @@ impl StartResponse {
                 Waited::Park(p) => Waited::Park(p),
                 Waited::TimedOut => {
                     let mut st = self.state.lock();
-                    if Self::popped(&st) != st.push_popped {
+                    let socket_judges = st.record.as_ref().is_some_and(|r| r.conn.write_full());
+                    if Self::popped(&st) != st.push_popped || socket_judges {
                         // The client took something since the wait began
                         // (the producer is only woken at a quarter full):
-                        // slow but moving, so the timeout starts over.
+                        // slow but moving, so the timeout starts over. Or
+                        // the socket is full: its own timeout counts what
+                        // the client takes, and ends the connection (and so
+                        // this stream) when that is nothing.
                         drop(st);
                         fresh = true;
                         continue;
