@@ -57,6 +57,9 @@ pub(crate) struct ConnInfo {
     cut: AtomicBool,
     /// The last write to the socket found it full (`server/`'s `ClockedIo`).
     write_full: AtomicBool,
+    /// Writes to the socket that went through (`ClockedIo`; only the
+    /// connection's task writes it).
+    writes: AtomicU64,
     /// The connection task's waker, for `cut` and the body's end, taken by
     /// the first `poll_cut` (one task drives a connection: its waker stays
     /// the same).
@@ -77,16 +80,18 @@ impl ConnInfo {
             open_body: AtomicU64::new(0),
             cut: AtomicBool::new(false),
             write_full: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
             awaits_body: AtomicBool::new(false),
             waker: OnceLock::new(),
         }
     }
 
     /// Closes the connection at once: `server/`'s `drive` drops it on its
-    /// next poll. For a response given up because its client took nothing
-    /// for `--body-timeout`: hyper only looks at the body again once its
-    /// write buffer drains, which such a client never lets happen, so the
-    /// abort alone would leave the connection (and its request) open.
+    /// next poll. For a streamed response that hyper took nothing of for
+    /// `--body-timeout` although the socket had room (a client that takes
+    /// nothing fills the socket, and the socket's own timer ends it): the
+    /// abort alone reaches hyper only when it polls the body again, which
+    /// a connection that stopped moving may never do.
     pub(crate) fn cut(&self) {
         // SeqCst here and in `poll_cut`: of a cut and a first registration
         // racing, one sees the other.
@@ -96,21 +101,31 @@ impl ConnInfo {
         }
     }
 
-    /// Notes whether a write to the socket found it full.
+    /// Notes a write to the socket: it went through, or found the socket
+    /// full. Called by the connection's task only.
     pub(crate) fn note_write(&self, full: bool) {
         if self.write_full.load(Ordering::Relaxed) != full {
             self.write_full.store(full, Ordering::Relaxed);
         }
+        if !full {
+            let n = self.writes.load(Ordering::Relaxed);
+            self.writes.store(n.wrapping_add(1), Ordering::Relaxed);
+        }
     }
 
-    /// Whether the socket is full, its client slower than the response: the
-    /// socket's own `--body-timeout` (`server/`'s `write_stall.rs`) then
-    /// judges the client by the bytes it takes, which a look at what hyper
-    /// took from the response body cannot see (hyper takes more only once
-    /// the socket has room again, and the kernel says so only after a good
-    /// part of its buffer drained).
-    pub(crate) fn write_full(&self) -> bool {
-        self.write_full.load(Ordering::Relaxed)
+    /// The response's progress on the socket, for the app's side of
+    /// `--body-timeout`: whether hyper's last write found the socket full
+    /// (its client slower than the response), and how many writes went
+    /// through so far. While the socket is full, the socket's own timer
+    /// (`server/`'s `write_stall.rs`) judges the client by the bytes it
+    /// takes, which what hyper took from the response body cannot show:
+    /// hyper takes more only once the socket has room again, and the kernel
+    /// says so only after a good part of its buffer drained.
+    pub(crate) fn write_progress(&self) -> (bool, u64) {
+        (
+            self.write_full.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether `cut` was called; when not, `cx`'s task (the connection's)
@@ -236,5 +251,29 @@ impl Job {
     /// Answers without running the app (shed, shutting down).
     pub(crate) fn refuse(self, e: crate::error::RequestError) {
         self.reply.send(Reply::refusal(e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The app's side of `--body-timeout` sees a write that went through,
+    /// and whether the last one found the socket full.
+    #[test]
+    fn write_progress_counts_writes_and_knows_a_full_socket() {
+        let conn = ConnInfo::new(None, String::new(), String::new());
+        assert_eq!(conn.write_progress(), (false, 0));
+        conn.note_write(false);
+        conn.note_write(false);
+        assert_eq!(conn.write_progress(), (false, 2));
+        conn.note_write(true);
+        assert_eq!(
+            conn.write_progress(),
+            (true, 2),
+            "a full socket is no progress"
+        );
+        conn.note_write(false);
+        assert_eq!(conn.write_progress(), (false, 3));
     }
 }

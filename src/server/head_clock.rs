@@ -506,7 +506,9 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> AsyncWrite for ClockedIo<I> {
         this.wrote = true;
         this.clock.unflushed.store(true, Ordering::Relaxed);
         let r = Pin::new(&mut this.io).poll_write(cx, data);
-        this.conn.note_write(r.is_pending());
+        if !matches!(r, Poll::Ready(Err(_))) {
+            this.conn.note_write(r.is_pending());
+        }
         this.stall.check(this.io.as_raw_fd(), cx, r)
     }
 
@@ -519,7 +521,9 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> AsyncWrite for ClockedIo<I> {
         this.wrote = true;
         this.clock.unflushed.store(true, Ordering::Relaxed);
         let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.conn.note_write(r.is_pending());
+        if !matches!(r, Poll::Ready(Err(_))) {
+            this.conn.note_write(r.is_pending());
+        }
         this.stall.check(this.io.as_raw_fd(), cx, r)
     }
 

@@ -64,6 +64,9 @@ struct State {
     /// The stream's `Pipe::popped` when that wait began: a client that took
     /// a chunk since is slow, not gone, and the wait starts over.
     push_popped: u64,
+    /// The connection's writes that went through when that wait began
+    /// (`ConnInfo::write_progress`).
+    push_writes: u64,
     /// The client went away: nothing more is sent.
     gone: bool,
     /// The request's record, held until the response is finished: the
@@ -100,6 +103,7 @@ impl StartResponse {
                 bodied: false,
                 push_since: Instant::now(),
                 push_popped: 0,
+                push_writes: 0,
                 gone: false,
                 record: Some(record),
             }),

@@ -156,6 +156,7 @@ impl StartResponse {
                 if fresh {
                     st.push_since = Instant::now();
                     st.push_popped = Self::popped(&st);
+                    st.push_writes = Self::write_progress(&st).1;
                 }
                 let record = st.record.clone().filter(|r| r.track.on());
                 (
@@ -188,13 +189,16 @@ impl StartResponse {
                 Waited::Park(p) => Waited::Park(p),
                 Waited::TimedOut => {
                     let mut st = self.state.lock();
-                    let socket_judges = st.record.as_ref().is_some_and(|r| r.conn.write_full());
-                    if Self::popped(&st) != st.push_popped || socket_judges {
+                    let (socket_full, writes) = Self::write_progress(&st);
+                    if Self::popped(&st) != st.push_popped
+                        || writes != st.push_writes
+                        || socket_full
+                    {
                         // The client took something since the wait began
                         // (the producer is only woken at a quarter full):
                         // slow but moving, so the timeout starts over. Or
-                        // the socket is full: its own timeout counts what
-                        // the client takes, and ends the connection (and so
+                        // the socket is full: its own timer counts what the
+                        // client takes, and ends the connection (and so
                         // this stream) when that is nothing.
                         drop(st);
                         fresh = true;
@@ -204,8 +208,8 @@ impl StartResponse {
                     if let Some(p) = &st.pipe {
                         p.0.finish(PipeEnd::Aborted);
                     }
-                    // hyper would hold the connection, and what it buffered,
-                    // until this client reads: close it now.
+                    // hyper took nothing with room in the socket: it may not
+                    // poll the body again to see the abort; close it now.
                     if let Some(r) = &st.record {
                         r.conn.cut();
                     }
@@ -213,6 +217,14 @@ impl StartResponse {
                 }
             });
         }
+    }
+
+    /// The connection's `ConnInfo::write_progress` (nothing written, once
+    /// the record is gone).
+    fn write_progress(st: &super::State) -> (bool, u64) {
+        st.record
+            .as_ref()
+            .map_or((false, 0), |r| r.conn.write_progress())
     }
 
     /// The stream's chunks taken by the socket side so far (0 before it exists).
