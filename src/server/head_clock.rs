@@ -392,13 +392,12 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
     /// what the kernel still had to send.
     pub(crate) async fn close(mut self, linger: Option<Linger>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        // Without a linger the drop closes the socket, FIN and all.
-        let Some(linger) = linger else {
-            return;
-        };
         if self.io.shutdown().await.is_err() {
             return;
         }
+        let Some(linger) = linger else {
+            return;
+        };
         let mut buf = vec![0u8; 16 * 1024];
         let mut seen = 0u64;
         let discard = tokio::time::timeout(linger.time, async {
