@@ -7,6 +7,9 @@ completion, when the app raised, and when the client went away mid-stream.
 The server keeps serving after each.
 """
 
+import os
+import signal
+
 import pytest
 import rawhttp
 from rawhttp import new_token
@@ -66,6 +69,59 @@ def test_exception_after_headers_never_looks_complete(server, case):
         assert resp.status == 200
         assert resp.body in (b"", b"partial", b"0123456789")
     assert server.wait_log(f"boom-{token}", since=mark) is not None
+    server.assert_serving()
+
+
+def _read_to_the_end(conn):
+    """Everything until the end; with whether that end was a reset."""
+    got = b""
+    while True:
+        try:
+            chunk = conn.recv(65536)
+        except ConnectionResetError:
+            return got, True
+        if not chunk:
+            return got, False
+        got += chunk
+
+
+def test_exception_after_headers_resets_a_close_delimited_response(server):
+    """An HTTP/1.0 body of unknown length ends at the close: a FIN after an
+    app error passed the cut response for a complete one (to nginx too,
+    whose upstream default is HTTP/1.0). What was sent arrives, then a reset."""
+    token = new_token()
+    with server.connect() as conn:
+        conn.send(f"GET /raise/after-chunk?token={token} HTTP/1.0\r\n\r\n".encode())
+        got, reset = _read_to_the_end(conn.sock)
+    assert got.startswith(b"HTTP/1.0 200") and got.endswith(b"\r\n\r\npartial"), got
+    assert reset, "the cut response ended like a complete one"
+    server.assert_serving()
+
+
+def test_a_failed_response_ends_while_a_forked_child_holds_the_socket(server):
+    """A child process the app forked keeps a copy of the connection's
+    socket, so closing it sent nothing: the client waited for the child to
+    end. Now the reset goes out at once, while the child still runs."""
+    token, name = new_token(), "fork-" + new_token()
+    with server.connect() as conn:
+        conn.send(
+            f"GET /raise/fork-after-chunk?token={token}&name={name} HTTP/1.0\r\n\r\n".encode()
+        )
+        got, reset = _read_to_the_end(conn.sock)
+    pid = int(server.wait_records(name)[0])
+    try:
+        # Still running (not a zombie): the end did not wait for it.
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            child_ran = f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        child_ran = False
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert got.endswith(b"partial") and reset, (got, reset)
+    assert child_ran, "the connection ended only when the child did"
     server.assert_serving()
 
 

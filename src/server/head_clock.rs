@@ -366,8 +366,8 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
         self.framing.in_body()
     }
 
-    /// Closes a connection whose response was given up on, always with a
-    /// reset: the response is cut short, and a FIN would pass for its end
+    /// Closes a connection whose response was given up on or failed part
+    /// way, always with a reset: the response is cut short, and a FIN would pass for its end
     /// where the body is delimited by the close (HTTP/1.0). What the kernel
     /// already holds for the client goes first, while the client takes it
     /// (no FIN is queued, so an empty queue means all of it was
@@ -376,7 +376,7 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
     pub(crate) async fn cut(self, wait: Duration) {
         let fd = self.io.as_raw_fd();
         taken(fd, wait).await;
-        super::write_stall::reset_on_close(fd);
+        super::write_stall::reset_now(fd);
     }
 
     /// Closes the connection hyper is done with (hyper has flushed what it

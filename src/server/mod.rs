@@ -239,6 +239,16 @@ impl AcceptCtx {
                         let linger = (r.is_ok() && io.body_coming()).then_some(LINGER);
                         if let Err(e) = r {
                             end.refused_by_hyper(remote, &e);
+                            if e.is_user() {
+                                // The response's body failed part way (the
+                                // app raised, or it fell short of its
+                                // length): a reset once the client has what
+                                // was sent, as for a cut, so that a body
+                                // delimited by the close (HTTP/1.0, and
+                                // nginx's default upstream) is not taken
+                                // for complete.
+                                return io.cut(LINGER.time).await;
+                            }
                         }
                         return (*io).close(linger).await;
                     }

@@ -125,6 +125,24 @@ pub(super) fn reset_on_close(fd: RawFd) {
     }
 }
 
+/// Resets `fd`'s connection now, even while another process holds a copy
+/// of the socket (one the app forked): a close then sends nothing, but a
+/// TCP socket "connected" to `AF_UNSPEC` is disconnected at once, with a
+/// reset. A unix socket has no reset; its close is all there is.
+pub(super) fn reset_now(fd: RawFd) {
+    reset_on_close(fd);
+    // SAFETY: an all-zero `sockaddr` is valid; connect reads the given length of it.
+    unsafe {
+        let mut unspec: libc::sockaddr = std::mem::zeroed();
+        unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+        libc::connect(
+            fd,
+            &unspec,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +181,33 @@ mod tests {
             stall.check(fd, &mut cx, Poll::Ready(Ok(()))),
             Poll::Ready(Ok(()))
         ));
+        Ok(())
+    }
+
+    /// A reset reaches the peer at once, with bytes sent before it readable
+    /// first, though a copy of the socket stays open (as in a process the
+    /// app forked), which keeps a plain close from sending anything.
+    #[test]
+    fn reset_now_resets_while_a_copy_stays_open() -> io::Result<()> {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (mut server, _) = listener.accept()?;
+        server.write_all(b"partial")?;
+        let copy = server.try_clone()?;
+        reset_now(server.as_raw_fd());
+        drop(server);
+        client.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = [0u8; 16];
+        let n = client.read(&mut buf)?;
+        assert_eq!(&buf[..n], b"partial");
+        let end = client.read(&mut buf).map_err(|e| e.kind());
+        assert_eq!(
+            end,
+            Err(io::ErrorKind::ConnectionReset),
+            "a reset, not an end"
+        );
+        drop(copy);
         Ok(())
     }
 }

@@ -164,7 +164,22 @@ def fail(environ, start_response):
     if case == "cl-after-chunk":
         start_response("200 OK", TEXT + [("Content-Length", "100")])
         return _raising(b"0123456789", marker)
+    if case == "fork-after-chunk":  # a child process keeps a copy of the socket
+        start_response("200 OK", TEXT)
+        return _forking(b"partial", marker, params(environ)["name"])
     raise ValueError(f"unknown raise case {case!r}")
+
+
+def _forking(first, marker, name):
+    yield first
+    pid = os.fork()
+    if pid == 0:  # the child holds every descriptor until it ends (at most 30 s)
+        from gevent.monkey import get_original
+
+        get_original("time", "sleep")(30)  # not gevent's: no hub runs in the child
+        os._exit(0)
+    record(name, str(pid))
+    raise Boom(marker)
 
 
 def _raising(first, marker, go=None):
