@@ -233,7 +233,7 @@ pub(crate) struct ClockedIo<I> {
     /// Bytes hyper had read but not used when the connection went to rest
     /// (part of a pipelined head): its next reads get them first.
     replay: Bytes,
-    /// Told whether the last write found the socket full.
+    /// Told of every write: whether it went through or found the socket full.
     conn: Arc<ConnInfo>,
 }
 

@@ -194,12 +194,13 @@ impl StartResponse {
                         || writes != st.push_writes
                         || socket_full
                     {
-                        // The client took something since the wait began
-                        // (the producer is only woken at a quarter full):
-                        // slow but moving, so the timeout starts over. Or
-                        // the socket is full: its own timer counts what the
-                        // client takes, and ends the connection (and so
-                        // this stream) when that is nothing.
+                        // The response moved since the wait began: hyper
+                        // took a chunk (the producer is only woken at a
+                        // quarter full) or wrote to the socket, so the
+                        // timeout starts over. Or the socket is full: its
+                        // own timer counts what the client takes, and ends
+                        // the connection (and so this stream) when that is
+                        // nothing.
                         drop(st);
                         fresh = true;
                         continue;
