@@ -9,6 +9,8 @@ The server keeps serving after each.
 
 import os
 import signal
+import socket
+import time
 
 import pytest
 import rawhttp
@@ -123,6 +125,40 @@ def test_a_failed_response_ends_while_a_forked_child_holds_the_socket(server):
     assert got.endswith(b"partial") and reset, (got, reset)
     assert child_ran, "the connection ended only when the child did"
     server.assert_serving()
+
+
+def test_a_failed_response_cut_off_by_a_stop_still_ends_in_a_reset(start_server, mode):
+    """A failed response waits, before its reset, for a slow client to take
+    what the kernel holds; a stop past --graceful-timeout ended that wait
+    with a plain close, and the client took the cut response for complete.
+    Reading slowly, an HTTP/1.0 client still sees the reset."""
+    srv = start_server("router_app:app", "--graceful-timeout", "1", mode=mode)
+    token = new_token()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.settimeout(rawhttp.TIMEOUT)
+    sock.connect((srv.host, srv.port))
+    got, reset, stopping = 0, False, False
+    deadline = time.monotonic() + 60
+    try:
+        sock.sendall(f"GET /raise/big-after-chunks?token={token} HTTP/1.0\r\n\r\n".encode())
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(4096)
+            except ConnectionResetError:
+                reset = True
+                break
+            if not chunk:
+                break
+            got += len(chunk)
+            if not stopping and f"boom-{token}" in srv.log():
+                srv.proc.send_signal(signal.SIGTERM)  # the app failed: stop now
+                stopping = True
+            time.sleep(0.02)  # about 200 KB/s: slow, but taking
+    finally:
+        sock.close()
+    assert stopping, "the app never failed"
+    assert reset, f"a plain end after {got} bytes: the cut passed for complete"
 
 
 @pytest.mark.parametrize("case", ["after-write", "after-chunk", "cl-after-chunk"])

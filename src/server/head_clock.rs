@@ -375,6 +375,9 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
     /// at once, not left waiting behind bytes it is not taking.
     pub(crate) async fn cut(self, wait: Duration) {
         let fd = self.io.as_raw_fd();
+        // Set first: a worker that stops (past `--graceful-timeout`) during
+        // the wait drops this task, and its close must reset too.
+        super::write_stall::reset_on_close(fd);
         taken(fd, wait).await;
         super::write_stall::reset_now(fd);
     }

@@ -164,10 +164,19 @@ def fail(environ, start_response):
     if case == "cl-after-chunk":
         start_response("200 OK", TEXT + [("Content-Length", "100")])
         return _raising(b"0123456789", marker)
+    if case == "big-after-chunks":  # 1 MiB, then the failure
+        start_response("200 OK", TEXT)
+        return _raising_after(16, marker)
     if case == "fork-after-chunk":  # a child process keeps a copy of the socket
         start_response("200 OK", TEXT)
         return _forking(b"partial", marker, params(environ)["name"])
     raise ValueError(f"unknown raise case {case!r}")
+
+
+def _raising_after(chunks, marker):
+    for _ in range(chunks):
+        yield b"x" * 65536
+    raise Boom(marker)
 
 
 def _forking(first, marker, name):
