@@ -4,6 +4,7 @@ Each test starts its own server (the options matter) and asserts ordering and
 completeness, never timings.
 """
 
+import signal
 import socket
 import time
 
@@ -203,3 +204,31 @@ def test_a_slow_but_steady_reader_of_a_stream_is_not_let_go(start_server, mode):
         assert n == size, f"{size - n} bytes short"
     finally:
         client.close()
+
+
+def test_a_response_cut_off_by_a_stop_ends_in_a_reset(start_server, mode):
+    """A response still going out when a stop's --graceful-timeout ran out
+    ended with a plain close: an HTTP/1.0 client, whose body ends at the
+    close, took the cut response for complete. It now ends in a reset."""
+    srv = start_server(APP, "--graceful-timeout", "1", mode=mode)
+    client = _small_window(srv, 16384)
+    got, reset = 0, False
+    deadline = time.monotonic() + 60
+    try:
+        client.sendall(b"GET /big HTTP/1.0\r\nHost: x\r\n\r\n")
+        got += len(client.recv(4096))
+        srv.proc.send_signal(signal.SIGTERM)
+        while time.monotonic() < deadline:
+            try:
+                chunk = client.recv(4096)
+            except ConnectionResetError:
+                reset = True
+                break
+            if not chunk:
+                break
+            got += len(chunk)
+            time.sleep(0.02)  # about 200 KB/s: far slower than the stop
+    finally:
+        client.close()
+    assert got < 2000 * 65536, "the whole body came before the stop's time was up"
+    assert reset, f"a plain end after {got} bytes: the cut passed for complete"

@@ -105,6 +105,7 @@ pub(crate) async fn run(
     // Turns true once connections should end after their current request.
     let (close_tx, close_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (abort_tx, abort_rx) = watch::channel(false);
     let mut loops = Vec::new();
     for l in listeners {
         let (name, port) = l.server_name();
@@ -117,6 +118,7 @@ pub(crate) async fn run(
             end: end.clone(),
             exec: exec.clone(),
             stop: close_rx.clone(),
+            abort: abort_rx.clone(),
             server_name: name,
             server_port: port,
             held: held.clone(),
@@ -147,10 +149,23 @@ pub(crate) async fn run(
     }
     let _ = close_tx.send(true);
     let all = u32::try_from(total).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(wait, slots.acquire_many(all)).await;
+    if tokio::time::timeout(wait, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        // Time is up: what is still open is cut short, with a reset that
+        // says so (a close would pass a response delimited by it for
+        // complete). The connections' tasks get a moment to set it.
+        let _ = abort_tx.send(true);
+        let _ = tokio::time::timeout(ABORT_GRACE, slots.acquire_many(all)).await;
+    }
     trimmer.abort();
     exec.close();
 }
+
+/// How long the connections still open when a stop's time is up get to
+/// set their reset (`drive`, `ClockedIo::cut`) before the worker goes on.
+const ABORT_GRACE: Duration = Duration::from_millis(100);
 
 /// How long a graceful stop answers with `Connection: close` before it
 /// closes idle keep-alive connections.
@@ -172,6 +187,8 @@ struct AcceptCtx {
     exec: Arc<Executor>,
     /// Turns true at shutdown: each connection then ends after its request.
     stop: watch::Receiver<bool>,
+    /// Turns true once a stop's time is up: connections still open are cut.
+    abort: watch::Receiver<bool>,
     server_name: String,
     server_port: String,
     /// Connections not at rest (`held.rs`).
@@ -195,6 +212,7 @@ impl AcceptCtx {
         );
         let server = (self.server_name.clone(), self.server_port.clone());
         let held = self.held.clone();
+        let mut abort = self.abort.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _open = crate::metrics::Connection::open();
@@ -232,7 +250,7 @@ impl AcceptCtx {
                 // Errors here are the client's (reset, bad request): hyper has
                 // already answered what deserved an answer; a refused head
                 // still ends in the one place every request ends.
-                let parts = match drive(conn, &mut stop, &info, &clock).await {
+                let parts = match drive(conn, &mut stop, &mut abort, &info, &clock).await {
                     Driven::Cut(io) => return io.cut(LINGER.time).await,
                     Driven::Closed(r, io) => {
                         // A body still coming after the response: a lingering close.
@@ -299,7 +317,7 @@ type Conn<S> = http1::Connection<TokioIo<ClockedIo<S>>, Service>;
 
 /// Serves one connection until it ends or comes to rest. Once `stop` turns
 /// true, the connection finishes the request it is on, then closes
-/// (hyper's graceful shutdown). A connection accepted before the stop whose
+/// (hyper's graceful shutdown); once `abort` does too, it is cut. A connection accepted before the stop whose
 /// first request head has not come in yet is not closed at once, as hyper
 /// would (the client may have sent that request already: it would be lost,
 /// say during a HUP reload); it gets that first request, within hyper's
@@ -313,10 +331,13 @@ type Conn<S> = http1::Connection<TokioIo<ClockedIo<S>>, Service>;
 async fn drive<S: Peek>(
     mut conn: Box<Conn<S>>,
     stop: &mut watch::Receiver<bool>,
+    abort: &mut watch::Receiver<bool>,
     info: &ConnInfo,
     clock: &Clock,
 ) -> Driven<S> {
     let mut stopping = std::pin::pin!(stop.wait_for(|stopped| *stopped));
+    // Looked at only once stopping: no cost while serving.
+    let mut aborting = std::pin::pin!(abort.wait_for(|aborted| *aborted));
     let (mut asked, mut told) = (false, false);
     // A new hyper connection is idle only once it has served a request:
     // until then, one holding part of a head (handed back from the last
@@ -329,6 +350,10 @@ async fn drive<S: Peek>(
         }
         if !asked && stopping.as_mut().poll(cx).is_ready() {
             asked = true;
+        }
+        if asked && aborting.as_mut().poll(cx).is_ready() {
+            // The stop's time is up with this connection still open.
+            return Poll::Ready(Ok(Ended::Cut));
         }
         loop {
             if asked && !told && info.had_request() {
