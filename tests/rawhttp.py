@@ -7,6 +7,7 @@ so no read can hang a test.  Server process management lives in conftest.py.
 """
 
 import socket
+import time
 from dataclasses import dataclass, field
 import uuid
 
@@ -268,3 +269,36 @@ def request(host, port, method, target, headers=(), body=b"", version="HTTP/1.1"
     with Connection(host, port) as conn:
         conn.send(build_request(method, target, headers, body, version))
         return conn.read_response(method)
+
+
+def small_window(host, port, rcvbuf):
+    """A plain socket to host:port whose receive buffer holds about `rcvbuf`
+    bytes, so the server's writes soon wait for the reader."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(TIMEOUT)
+    sock.connect((host, port))
+    return sock
+
+
+def read_to_end(sock, slow_for=0.0, pace=0.02, each=None, bound=60.0):
+    """Reads `sock` to its end, for `bound` seconds at most: 4 KiB every
+    `pace` seconds (about 200 KB/s) for the first `slow_for` seconds (all
+    the way with `math.inf`), then as fast as it comes; `each()` runs after
+    every slow read. Returns the bytes and whether the end was a reset."""
+    got = bytearray()
+    start = time.monotonic()
+    while time.monotonic() - start < bound:
+        slow = time.monotonic() - start < slow_for
+        try:
+            chunk = sock.recv(4096 if slow else 1 << 20)
+        except ConnectionResetError:
+            return bytes(got), True
+        if not chunk:
+            return bytes(got), False
+        got += chunk
+        if slow:
+            if each is not None:
+                each()
+            time.sleep(pace)
+    raise TimeoutError(f"no end within {bound} s ({len(got)} bytes)")

@@ -7,10 +7,9 @@ completion, when the app raised, and when the client went away mid-stream.
 The server keeps serving after each.
 """
 
+import math
 import os
 import signal
-import socket
-import time
 
 import pytest
 import rawhttp
@@ -74,19 +73,6 @@ def test_exception_after_headers_never_looks_complete(server, case):
     server.assert_serving()
 
 
-def _read_to_the_end(conn):
-    """Everything until the end; with whether that end was a reset."""
-    got = b""
-    while True:
-        try:
-            chunk = conn.recv(65536)
-        except ConnectionResetError:
-            return got, True
-        if not chunk:
-            return got, False
-        got += chunk
-
-
 def test_exception_after_headers_resets_a_close_delimited_response(server):
     """An HTTP/1.0 body of unknown length ends at the close: a FIN after an
     app error passed the cut response for a complete one (to nginx too,
@@ -94,7 +80,7 @@ def test_exception_after_headers_resets_a_close_delimited_response(server):
     token = new_token()
     with server.connect() as conn:
         conn.send(f"GET /raise/after-chunk?token={token} HTTP/1.0\r\n\r\n".encode())
-        got, reset = _read_to_the_end(conn.sock)
+        got, reset = rawhttp.read_to_end(conn.sock)
     assert got.startswith(b"HTTP/1.0 200") and got.endswith(b"\r\n\r\npartial"), got
     assert reset, "the cut response ended like a complete one"
     server.assert_serving()
@@ -109,7 +95,7 @@ def test_a_failed_response_ends_while_a_forked_child_holds_the_socket(server):
         conn.send(
             f"GET /raise/fork-after-chunk?token={token}&name={name} HTTP/1.0\r\n\r\n".encode()
         )
-        got, reset = _read_to_the_end(conn.sock)
+        got, reset = rawhttp.read_to_end(conn.sock)
     pid = int(server.wait_records(name)[0])
     try:
         # Still running (not a zombie): the end did not wait for it.
@@ -134,31 +120,22 @@ def test_a_failed_response_cut_off_by_a_stop_still_ends_in_a_reset(start_server,
     Reading slowly, an HTTP/1.0 client still sees the reset."""
     srv = start_server("router_app:app", "--graceful-timeout", "1", mode=mode)
     token = new_token()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    sock.settimeout(rawhttp.TIMEOUT)
-    sock.connect((srv.host, srv.port))
-    got, reset, stopping = 0, False, False
-    deadline = time.monotonic() + 60
+    stopping = []
+
+    def stop_once_failed():
+        if not stopping and f"boom-{token}" in srv.log():
+            srv.proc.send_signal(signal.SIGTERM)
+            stopping.append(True)
+
+    sock = rawhttp.small_window(srv.host, srv.port, 16384)
     try:
         sock.sendall(f"GET /raise/big-after-chunks?token={token} HTTP/1.0\r\n\r\n".encode())
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(4096)
-            except ConnectionResetError:
-                reset = True
-                break
-            if not chunk:
-                break
-            got += len(chunk)
-            if not stopping and f"boom-{token}" in srv.log():
-                srv.proc.send_signal(signal.SIGTERM)  # the app failed: stop now
-                stopping = True
-            time.sleep(0.02)  # about 200 KB/s: slow, but taking
+        # About 200 KB/s: slow, but taking.
+        got, reset = rawhttp.read_to_end(sock, slow_for=math.inf, each=stop_once_failed)
     finally:
         sock.close()
     assert stopping, "the app never failed"
-    assert reset, f"a plain end after {got} bytes: the cut passed for complete"
+    assert reset, f"a plain end after {len(got)} bytes: the cut passed for complete"
 
 
 @pytest.mark.parametrize("case", ["after-write", "after-chunk", "cl-after-chunk"])

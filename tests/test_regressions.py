@@ -4,6 +4,7 @@ Each test starts its own server (the options matter) and asserts ordering and
 completeness, never timings.
 """
 
+import math
 import signal
 import socket
 import time
@@ -16,11 +17,7 @@ APP = "regress_app:app"
 
 def _small_window(srv, rcvbuf):
     """A connection to `srv` whose receive buffer holds about `rcvbuf` bytes."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(rawhttp.TIMEOUT)
-    sock.connect((srv.host, srv.port))
-    return sock
+    return rawhttp.small_window(srv.host, srv.port, rcvbuf)
 
 
 def test_readline_zero_neither_waits_nor_sends_100_continue(start_server, mode):
@@ -182,28 +179,16 @@ def test_a_slow_but_steady_reader_of_a_stream_is_not_let_go(start_server, mode):
     times the timeout, then fast, an HTTP/1.0 client (the close ends the
     body) gets the whole stream, then a clean end."""
     srv = start_server(APP, "--body-timeout", "1", mode=mode)
-    size = 2000 * 65536
     client = _small_window(srv, 16384)
     try:
         client.sendall(b"GET /big HTTP/1.0\r\nHost: x\r\n\r\n")
-        got = b""
-        slow_until = time.monotonic() + 3
-        while time.monotonic() < slow_until:
-            got += client.recv(4096)
-            time.sleep(0.05)
-        while b"\r\n\r\n" not in got:
-            got += client.recv(1 << 16)
-        head, _, body = got.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.0 200"), head
-        n = len(body)
-        while True:
-            chunk = client.recv(1 << 20)
-            if not chunk:
-                break
-            n += len(chunk)
-        assert n == size, f"{size - n} bytes short"
+        got, reset = rawhttp.read_to_end(client, slow_for=3, pace=0.05)
     finally:
         client.close()
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200"), head
+    assert not reset, f"reset after {len(body)} body bytes"
+    assert len(body) == 2000 * 65536, f"{2000 * 65536 - len(body)} bytes short"
 
 
 def test_a_response_cut_off_by_a_stop_ends_in_a_reset(start_server, mode):
@@ -212,23 +197,13 @@ def test_a_response_cut_off_by_a_stop_ends_in_a_reset(start_server, mode):
     close, took the cut response for complete. It now ends in a reset."""
     srv = start_server(APP, "--graceful-timeout", "1", mode=mode)
     client = _small_window(srv, 16384)
-    got, reset = 0, False
-    deadline = time.monotonic() + 60
     try:
         client.sendall(b"GET /big HTTP/1.0\r\nHost: x\r\n\r\n")
-        got += len(client.recv(4096))
+        client.recv(4096)  # under way
         srv.proc.send_signal(signal.SIGTERM)
-        while time.monotonic() < deadline:
-            try:
-                chunk = client.recv(4096)
-            except ConnectionResetError:
-                reset = True
-                break
-            if not chunk:
-                break
-            got += len(chunk)
-            time.sleep(0.02)  # about 200 KB/s: far slower than the stop
+        # About 200 KB/s: far slower than the stop.
+        got, reset = rawhttp.read_to_end(client, slow_for=math.inf)
     finally:
         client.close()
-    assert got < 2000 * 65536, "the whole body came before the stop's time was up"
-    assert reset, f"a plain end after {got} bytes: the cut passed for complete"
+    assert len(got) < 2000 * 65536, "the whole body came before the stop's time was up"
+    assert reset, f"a plain end after {len(got)} bytes: the cut passed for complete"
