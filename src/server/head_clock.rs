@@ -367,12 +367,12 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
     }
 
     /// Closes a connection whose response was given up on or failed part
-    /// way, always with a reset: the response is cut short, and a FIN would pass for its end
-    /// where the body is delimited by the close (HTTP/1.0). What the kernel
-    /// already holds for the client goes first, while the client takes it
-    /// (no FIN is queued, so an empty queue means all of it was
-    /// acknowledged); a client that takes nothing of it for `wait` is reset
-    /// at once, not left waiting behind bytes it is not taking.
+    /// way, always with a reset: the response is cut short, and a FIN would
+    /// pass for its end where the body is delimited by the close (HTTP/1.0).
+    /// What the kernel already holds for the client goes first, while the
+    /// client takes it (no FIN is queued, so an empty queue means all of it
+    /// was acknowledged); a client that takes nothing of it for `wait` is
+    /// reset at once, not left waiting behind bytes it is not taking.
     pub(crate) async fn cut(self, wait: Duration) {
         let fd = self.io.as_raw_fd();
         // Set first: a worker that stops (past `--graceful-timeout`) during

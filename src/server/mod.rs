@@ -317,11 +317,11 @@ type Conn<S> = http1::Connection<TokioIo<ClockedIo<S>>, Service>;
 
 /// Serves one connection until it ends or comes to rest. Once `stop` turns
 /// true, the connection finishes the request it is on, then closes
-/// (hyper's graceful shutdown); once `abort` does too, it is cut. A connection accepted before the stop whose
-/// first request head has not come in yet is not closed at once, as hyper
-/// would (the client may have sent that request already: it would be lost,
-/// say during a HUP reload); it gets that first request, within hyper's
-/// head timeout (`--keep-alive`).
+/// (hyper's graceful shutdown); once `abort` does too, it is cut. A
+/// connection accepted before the stop whose first request head has not
+/// come in yet is not closed at once, as hyper would (the client may have
+/// sent that request already: it would be lost, say during a HUP reload);
+/// it gets that first request, within hyper's head timeout (`--keep-alive`).
 ///
 /// At rest (`Clock::at_rest` and `ConnInfo::body_done`: hyper idle between
 /// two requests, nothing unwritten, no byte of the next head) hyper is
