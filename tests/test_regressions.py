@@ -5,6 +5,7 @@ completeness, never timings.
 """
 
 import math
+import os
 import signal
 import socket
 import time
@@ -207,3 +208,39 @@ def test_a_response_cut_off_by_a_stop_ends_in_a_reset(start_server, mode):
         client.close()
     assert len(got) < 2000 * 65536, "the whole body came before the stop's time was up"
     assert reset, f"a plain end after {len(got)} bytes: the cut passed for complete"
+
+
+def test_a_stop_resets_a_response_whose_socket_a_forked_child_holds(start_server, mode):
+    """When a stop's time was up, a response still going out waited for its
+    client before its reset, and the worker's exit sent nothing while a
+    process the app forked held a copy of the socket: the client waited for
+    that child. The reset now goes out at once, while the child still runs."""
+    srv = start_server(APP, "--graceful-timeout", "1", mode=mode)
+    name = "fork-" + rawhttp.new_token()
+    client = _small_window(srv, 16384)
+    pid = None
+    try:
+        client.sendall(f"GET /fork-big?name={name} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        client.recv(4096)  # under way
+        pid = int(srv.wait_records(name)[0])
+        srv.proc.send_signal(signal.SIGTERM)
+        got, reset = rawhttp.read_to_end(client, slow_for=math.inf)
+        child_ran = _running(pid)
+    finally:
+        client.close()
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert reset, f"a plain end after {len(got)} bytes"
+    assert child_ran, "the connection ended only when the child did"
+
+
+def _running(pid):
+    """Whether process `pid` runs (exists and is not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -5,9 +5,12 @@ reading; /local answers the threading.local value a previous request left
 (None when locals are per request) and stores its own; /timeout leaves a
 gevent.Timeout running after it answers; /slow?name= records its start and
 end around a one-second sleep; /big streams 2000 x 64 KiB; /whole?mib=N
-answers N MiB in one body item; /ping answers pong.
+answers N MiB in one body item; /fork-big?name= forks a child that holds
+the connection's socket for up to 30 s (its pid in the record `name`), then
+streams like /big; /ping answers pong.
 """
 
+import os
 import threading
 import time
 
@@ -43,6 +46,16 @@ def app(environ, start_response):
         record("slow", f"end {query['name']}")
         return _text(start_response, b"slow")
     if path == "/big":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return (b"x" * 65536 for _ in range(2000))
+    if path == "/fork-big":
+        pid = os.fork()
+        if pid == 0:  # the child holds every descriptor until it ends
+            from gevent.monkey import get_original
+
+            get_original("time", "sleep")(30)  # not gevent's: no hub runs in the child
+            os._exit(0)
+        record(query["name"], str(pid))
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return (b"x" * 65536 for _ in range(2000))
     if path == "/whole":
