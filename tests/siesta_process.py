@@ -234,6 +234,15 @@ def children(pid):
     return sorted(out)
 
 
+def running(pid):
+    """Whether process `pid` runs (exists and is not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def tree_rss_kib(root):
     """The resident memory (VmRSS, KiB) of `root` and all its descendants."""
     total, todo = 0, [root]

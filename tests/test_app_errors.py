@@ -14,6 +14,7 @@ import signal
 import pytest
 import rawhttp
 from rawhttp import new_token
+from siesta_process import running
 
 
 @pytest.mark.parametrize("case", ["before", "first-next"])
@@ -98,11 +99,7 @@ def test_a_failed_response_ends_while_a_forked_child_holds_the_socket(server):
         got, reset = rawhttp.read_to_end(conn.sock)
     pid = int(server.wait_records(name)[0])
     try:
-        # Still running (not a zombie): the end did not wait for it.
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            child_ran = f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        child_ran = False
+        child_ran = running(pid)  # the end did not wait for the child
     finally:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -136,6 +133,40 @@ def test_a_failed_response_cut_off_by_a_stop_still_ends_in_a_reset(start_server,
         sock.close()
     assert stopping, "the app never failed"
     assert reset, f"a plain end after {len(got)} bytes: the cut passed for complete"
+
+
+def test_a_stop_resets_a_failed_response_whose_socket_a_forked_child_holds(start_server, mode):
+    """A failed response waiting for a slow client before its reset was
+    dropped when a stop's time was up, and with a process the app forked
+    holding a copy of the socket, that close sent nothing: the client
+    waited for the child. The wait now ends with the stop's time, in a
+    reset, while the child still runs."""
+    srv = start_server("router_app:app", "--graceful-timeout", "1", mode=mode)
+    token, name = new_token(), "fork-" + new_token()
+    pids = []
+
+    def stop_once_failed():
+        if not pids and f"boom-{token}" in srv.log():
+            pids.extend(srv.records(name))
+            srv.proc.send_signal(signal.SIGTERM)
+
+    sock = rawhttp.small_window(srv.host, srv.port, 16384)
+    try:
+        sock.sendall(
+            f"GET /raise/fork-after-big?token={token}&name={name} HTTP/1.0\r\n\r\n".encode()
+        )
+        got, reset = rawhttp.read_to_end(sock, slow_for=math.inf, each=stop_once_failed)
+        child_ran = bool(pids) and running(int(pids[0]))
+    finally:
+        sock.close()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert pids, "the app never failed"
+    assert reset, f"a plain end after {len(got)} bytes"
+    assert child_ran, "the connection ended only when the child did"
 
 
 @pytest.mark.parametrize("case", ["after-write", "after-chunk", "cl-after-chunk"])

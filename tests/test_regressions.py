@@ -11,7 +11,7 @@ import socket
 import time
 
 import rawhttp
-from siesta_process import wait_until
+from siesta_process import running, wait_until
 
 APP = "regress_app:app"
 
@@ -225,7 +225,7 @@ def test_a_stop_resets_a_response_whose_socket_a_forked_child_holds(start_server
         pid = int(srv.wait_records(name)[0])
         srv.proc.send_signal(signal.SIGTERM)
         got, reset = rawhttp.read_to_end(client, slow_for=math.inf)
-        child_ran = _running(pid)
+        child_ran = running(pid)
     finally:
         client.close()
         if pid is not None:
@@ -235,12 +235,3 @@ def test_a_stop_resets_a_response_whose_socket_a_forked_child_holds(start_server
                 pass
     assert reset, f"a plain end after {len(got)} bytes"
     assert child_ran, "the connection ended only when the child did"
-
-
-def _running(pid):
-    """Whether process `pid` runs (exists and is not a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False

@@ -373,12 +373,18 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
     /// client takes it (no FIN is queued, so an empty queue means all of it
     /// was acknowledged); a client that takes nothing of it for `wait` is
     /// reset at once, not left waiting behind bytes it is not taking.
-    pub(crate) async fn cut(self, wait: Duration) {
+    /// A stop whose time is up (`abort`) ends the wait at once: the worker
+    /// is about to go, and its close would send nothing while a process the
+    /// app forked holds a copy of the socket.
+    pub(crate) async fn cut(self, wait: Duration, abort: &mut watch::Receiver<bool>) {
         let fd = self.io.as_raw_fd();
-        // Set first: a worker that stops (past `--graceful-timeout`) during
-        // the wait drops this task, and its close must reset too.
+        // Set first: should this task be dropped during the wait, its close
+        // resets too.
         super::write_stall::reset_on_close(fd);
-        taken(fd, wait).await;
+        tokio::select! {
+            _ = taken(fd, wait) => {}
+            _ = abort.wait_for(|aborted| *aborted) => {}
+        }
         super::write_stall::reset_now(fd);
     }
 

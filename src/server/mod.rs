@@ -251,7 +251,7 @@ impl AcceptCtx {
                 // already answered what deserved an answer; a refused head
                 // still ends in the one place every request ends.
                 let parts = match drive(conn, &mut stop, &mut abort, &info, &clock).await {
-                    Driven::Cut(io, wait) => return io.cut(wait).await,
+                    Driven::Cut(io) => return io.cut(LINGER.time, &mut abort).await,
                     Driven::Closed(r, io) => {
                         // A body still coming after the response: a lingering close.
                         let linger = (r.is_ok() && io.body_coming()).then_some(LINGER);
@@ -265,7 +265,7 @@ impl AcceptCtx {
                                 // delimited by the close (HTTP/1.0, and
                                 // nginx's default upstream) is not taken
                                 // for complete.
-                                return io.cut(LINGER.time).await;
+                                return io.cut(LINGER.time, &mut abort).await;
                             }
                         }
                         return (*io).close(linger).await;
@@ -305,10 +305,10 @@ enum Driven<S: Peek> {
     /// its write side usually shut down by hyper already, is handed back
     /// to be closed.
     Closed(hyper::Result<()>, Box<ClockedIo<S>>),
-    /// A response was given up on (`ConnInfo::cut`): the socket, to reset
-    /// once the client took what the kernel holds (or took nothing for the
-    /// given time: 2 s, none when the stop's time is up).
-    Cut(Box<ClockedIo<S>>, Duration),
+    /// A response was given up on (`ConnInfo::cut`), or the stop's time is
+    /// up: the socket, to reset once the client took what the kernel holds
+    /// (or took nothing for 2 s; at once when the stop's time is up).
+    Cut(Box<ClockedIo<S>>),
     /// It went to rest between two requests: hyper's parts, to wait
     /// without hyper's buffers for the next request.
     AtRest(Box<http1::Parts<TokioIo<ClockedIo<S>>, Service>>),
@@ -354,7 +354,7 @@ async fn drive<S: Peek>(
         }
         if asked && aborting.as_mut().poll(cx).is_ready() {
             // The stop's time is up with this connection still open.
-            return Poll::Ready(Ok(Ended::Aborted));
+            return Poll::Ready(Ok(Ended::Cut));
         }
         loop {
             if asked && !told && info.had_request() {
@@ -400,13 +400,7 @@ async fn drive<S: Peek>(
     match rested {
         Ok(Ended::AtRest) => Driven::AtRest(Box::new(conn.into_parts())),
         // hyper's connection goes, and with it what it still held.
-        Ok(Ended::Cut) => Driven::Cut(Box::new(conn.into_parts().io.into_inner()), LINGER.time),
-        // Reset now: no wait for the client, which a process the app forked,
-        // holding a copy of the socket, would outlast (the worker's exit
-        // would then send nothing).
-        Ok(Ended::Aborted) => {
-            Driven::Cut(Box::new(conn.into_parts().io.into_inner()), Duration::ZERO)
-        }
+        Ok(Ended::Cut) => Driven::Cut(Box::new(conn.into_parts().io.into_inner())),
         r => Driven::Closed(r.map(|_| ()), Box::new(conn.into_parts().io.into_inner())),
     }
 }
@@ -416,8 +410,6 @@ enum Ended {
     AtRest,
     Closed,
     Cut,
-    /// The stop's time is up.
-    Aborted,
 }
 
 /// A listener registered with the runtime.

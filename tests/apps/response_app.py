@@ -169,7 +169,10 @@ def fail(environ, start_response):
         return _raising_after(16, marker)
     if case == "fork-after-chunk":  # a child process keeps a copy of the socket
         start_response("200 OK", TEXT)
-        return _forking(b"partial", marker, params(environ)["name"])
+        return _forking([b"partial"], marker, params(environ)["name"])
+    if case == "fork-after-big":  # the same after 1 MiB
+        start_response("200 OK", TEXT)
+        return _forking([b"x" * 65536] * 16, marker, params(environ)["name"])
     raise ValueError(f"unknown raise case {case!r}")
 
 
@@ -179,8 +182,8 @@ def _raising_after(chunks, marker):
     raise Boom(marker)
 
 
-def _forking(first, marker, name):
-    yield first
+def _forking(chunks, marker, name):
+    yield from chunks
     pid = os.fork()
     if pid == 0:  # the child holds every descriptor until it ends (at most 30 s)
         from gevent.monkey import get_original
