@@ -17,7 +17,8 @@ import os
 import time
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-CEILING = "hyper-hello"
+# The bare hyper servers (bench/hyper-hello): ceilings, never peers.
+CEILINGS = ("hyper-hello", "hyper-64k")
 
 # Per scenario: (grouping key, [(field, header, better, format)]); better is
 # "high", "low" or None (not compared).
@@ -154,6 +155,10 @@ def is_siesta(name):
     return name.startswith("siesta")
 
 
+def is_ceiling(name):
+    return name in CEILINGS
+
+
 def derive(scenario, record):
     """Fields computed for display from the raw record."""
     if scenario == "S5":
@@ -224,7 +229,7 @@ def best_peer(rows, field, better):
         (row[field], row["server"])
         for row in rows
         if not is_siesta(row["server"])
-        and row["server"] != CEILING
+        and not is_ceiling(row["server"])
         and "error" not in row
         and isinstance(row.get(field), (int, float))
         and not not_compared(row, field)
@@ -243,6 +248,23 @@ def ratio_text(value, best, field_header):
     return f"{field_header} ×{value / best_value:.2f} ({server})"
 
 
+def ceiling_text(value, rows, field, header):
+    """Siesta's figure over each ceiling's in the same group: how close it is
+    to bare hyper (`MiB/s ×0.78 (hyper-hello), ×0.80 (hyper-64k)`)."""
+    parts = []
+    for row in rows:
+        theirs = row.get(field)
+        if (
+            is_ceiling(row["server"])
+            and "error" not in row
+            and isinstance(theirs, (int, float))
+            and theirs
+            and isinstance(value, (int, float))
+        ):
+            parts.append(f"×{value / theirs:.2f} ({row['server']})")
+    return f"{header} " + ", ".join(parts) if parts else None
+
+
 def scenario_table(scenario, rows):
     group_key, columns = COLUMNS[scenario]
     lines = []
@@ -255,6 +277,9 @@ def scenario_table(scenario, rows):
         ]
     )
     header.append("Siesta ÷ best peer")
+    with_ceiling = any(is_ceiling(row["server"]) for row in rows)
+    if with_ceiling:
+        header.append("Siesta ÷ ceiling")
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for row in rows:
@@ -267,7 +292,7 @@ def scenario_table(scenario, rows):
             lines.append("| " + " | ".join(cells) + " |")
             continue
         cells.extend(fmt(row.get(field), pattern) for field, _, _, pattern in columns)
-        ratios = []
+        ratios, ceilings = [], []
         if is_siesta(row["server"]):
             group = (
                 [r for r in rows if r.get(group_key) == row.get(group_key)] if group_key else rows
@@ -277,7 +302,12 @@ def scenario_table(scenario, rows):
                     text = ratio_text(row.get(field), best_peer(group, field, better), head)
                     if text:
                         ratios.append(text)
+                    text = ceiling_text(row.get(field), group, field, head)
+                    if text:
+                        ceilings.append(text)
         cells.append("; ".join(ratios))
+        if with_ceiling:
+            cells.append("; ".join(ceilings))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -310,7 +340,8 @@ def machine_header(meta):
         "- every server binds 127.0.0.1, 1 worker and 8 app threads unless noted; "
         "gevent servers use their default connection limit",
         "- ratios: Siesta ÷ best peer in the same run and group (↑ higher is better, "
-        "↓ lower is better); hyper-hello is the ceiling, never a peer",
+        "↓ lower is better); hyper-hello and hyper-64k are the ceilings (bare hyper, no "
+        "Python), never peers; Siesta ÷ ceiling says how close each figure is to them",
         "",
     ]
     return lines
@@ -370,7 +401,7 @@ def _bars(ax, rows, field, title, log=False):
     names = [r["server"] for r in rows]
     values = [r[field] for r in rows]
     colors = [
-        "tab:red" if is_siesta(n) else "tab:gray" if n == CEILING else "tab:blue" for n in names
+        "tab:red" if is_siesta(n) else "tab:gray" if is_ceiling(n) else "tab:blue" for n in names
     ]
     ax.barh(names, values, color=colors)
     ax.invert_yaxis()

@@ -70,7 +70,7 @@ fi
 
 # 3. The pure-Rust ceiling.
 if ! cargo build --release --quiet --manifest-path hyper-hello/Cargo.toml; then
-    log "hyper-hello did not build: S1 runs without the ceiling"
+    log "hyper-hello did not build: the scenarios run without the ceilings"
 fi
 
 # 4. Siesta itself.

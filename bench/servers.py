@@ -183,8 +183,12 @@ def _launch(server):
     return argv
 
 
-def _hyper(port, workers):
-    return [HYPER, "--bind", f"127.0.0.1:{port}", "--threads", str(workers)]
+def _hyper(max_buf_size=None):
+    def argv(port, workers):
+        bound = ["--max-buf-size", str(max_buf_size)] if max_buf_size else []
+        return [HYPER, "--bind", f"127.0.0.1:{port}", "--threads", str(workers), *bound]
+
+    return argv
 
 
 SPECS = [
@@ -227,11 +231,21 @@ SPECS = [
     ),
     Spec(
         "hyper-hello",
-        _hyper,
+        _hyper(),
         LISTENING,
         2,
-        scenarios="S1",
-        note="pure Rust ceiling; workers = tokio threads",
+        scenarios="S1 S2 S3 S4 S8",
+        note="pure Rust ceiling, hyper's defaults (reads up to about 400 KiB of a body "
+        "ahead); workers = tokio threads",
+        needs=[HYPER],
+    ),
+    Spec(
+        "hyper-64k",
+        _hyper(64 * 1024),
+        LISTENING,
+        1,
+        scenarios="S2 S3 S4",
+        note="pure Rust ceiling with hyper's buffer bound at Siesta's 64 KiB read-ahead",
         needs=[HYPER],
     ),
     Spec(
