@@ -7,6 +7,7 @@
 //! below every other layer so that each side can name them without naming
 //! the other; they hold data and the rules of handing it over, never policy.
 
+pub(crate) mod chunks;
 pub(crate) mod file_body;
 pub(crate) mod pipe;
 pub(crate) mod record;

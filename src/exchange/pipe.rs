@@ -19,9 +19,11 @@
 //! so stays small; a client that was fast for a while and then stops holds
 //! the grown pipe until it goes away.
 
+use super::chunks::Chunks;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 /// How the producer ended the stream.
@@ -52,6 +54,10 @@ pub(crate) enum Push {
 /// then stops keeps its grown pipe, at most `max_capacity`.
 const GROW_AFTER: u64 = 8 * 1024 * 1024;
 
+/// The most chunks one frame takes from the pipe: hyper writes at most 64
+/// slices in one `writev`, and holds at most 16 frames.
+const MAX_BATCH: usize = 32;
+
 #[derive(Debug)]
 pub(crate) struct Pipe {
     state: Mutex<PipeState>,
@@ -65,6 +71,8 @@ pub(crate) struct Pipe {
 struct PipeState {
     chunks: VecDeque<Bytes>,
     queued: usize,
+    /// Bytes hyper took but has not written yet (`written`).
+    in_flight: usize,
     /// Bytes queued before `try_push` reports `Full`.
     capacity: usize,
     /// `try_push` reported `Full` since the capacity last grew.
@@ -107,7 +115,7 @@ impl Pipe {
             if st.receiver_gone || st.end.is_some() {
                 return Push::Closed;
             }
-            if st.queued >= st.capacity {
+            if st.queued + st.in_flight >= st.capacity {
                 st.tx_waker = Some(waker.clone());
                 st.producer_waited = true;
                 return Push::Full(chunk);
@@ -149,37 +157,67 @@ impl Pipe {
         self.state.lock().receiver_gone
     }
 
-    /// The socket side: the next chunk, the end of the body, or `Pending`
-    /// with hyper's waker registered.
-    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, PipeEnd>>> {
-        let (out, tx) = {
+    /// The socket side: the queued chunks, up to `max_bytes` (at least
+    /// one, and at most `MAX_BATCH` of them) in one frame, the end of the
+    /// body, or `Pending` with hyper's waker registered. hyper writes a
+    /// frame's chunks in one `writev` (`chunks.rs`).
+    /// A frame's bytes count against the capacity until hyper has written
+    /// them (`written`): what a response holds stays within the capacity
+    /// plus one chunk, however much hyper takes at once.
+    pub(crate) fn poll_pop(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        max_bytes: usize,
+    ) -> Poll<Option<Result<Chunks, PipeEnd>>> {
+        let out = {
             let mut st = self.state.lock();
-            match st.chunks.pop_front() {
-                Some(chunk) => {
-                    st.queued -= chunk.len();
-                    st.popped += 1;
-                    st.sent += chunk.len() as u64;
-                    let tx = if st.queued <= st.capacity / 4 {
-                        st.tx_waker.take()
-                    } else {
-                        None
-                    };
-                    (Poll::Ready(Some(Ok(chunk))), tx)
-                }
-                None => match st.end {
-                    Some(PipeEnd::Done) => (Poll::Ready(None), None),
-                    Some(PipeEnd::Aborted) => (Poll::Ready(Some(Err(PipeEnd::Aborted))), None),
+            if st.chunks.is_empty() {
+                let out = match st.end {
+                    Some(PipeEnd::Done) => Poll::Ready(None),
+                    Some(PipeEnd::Aborted) => Poll::Ready(Some(Err(PipeEnd::Aborted))),
                     None => {
                         st.rx_waker = Some(cx.waker().clone());
-                        (Poll::Pending, None)
+                        Poll::Pending
                     }
-                },
+                };
+                return out;
+            }
+            let mut batch = Chunks::from_pipe(self.clone());
+            let mut taken = 0;
+            let mut count = 0;
+            while taken < max_bytes.max(1) && count < MAX_BATCH {
+                let Some(chunk) = st.chunks.pop_front() else {
+                    break;
+                };
+                taken += chunk.len();
+                count += 1;
+                batch.push(chunk);
+            }
+            st.queued -= taken;
+            st.in_flight += taken;
+            st.popped += count as u64;
+            st.sent += taken as u64;
+            Poll::Ready(Some(Ok(batch)))
+        };
+        out
+    }
+
+    /// hyper wrote `n` bytes of a frame this pipe gave it (or dropped them):
+    /// a producer waiting for room is woken once what the response holds is
+    /// down to a quarter of the capacity.
+    pub(crate) fn written(&self, n: usize) {
+        let tx = {
+            let mut st = self.state.lock();
+            st.in_flight = st.in_flight.saturating_sub(n);
+            if st.queued + st.in_flight <= st.capacity / 4 {
+                st.tx_waker.take()
+            } else {
+                None
             }
         };
         if let Some(w) = tx {
             w.wake();
         }
-        out
     }
 
     /// Called when the response body is dropped: wakes a waiting producer.
@@ -189,6 +227,7 @@ impl Pipe {
             st.receiver_gone = true;
             st.chunks.clear();
             st.queued = 0;
+            st.in_flight = 0;
             st.tx_waker.take()
         };
         if let Some(w) = tx {
@@ -200,6 +239,7 @@ impl Pipe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::task::Wake;
@@ -214,7 +254,7 @@ mod tests {
 
     #[test]
     fn producer_woken_only_when_the_queue_is_low() {
-        let pipe = Pipe::new(8, 8);
+        let pipe = Arc::new(Pipe::new(8, 8));
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
@@ -229,16 +269,25 @@ mod tests {
             Push::Full(_)
         ));
         for left in [6, 4] {
-            assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
+            assert!(matches!(
+                pipe.poll_pop(&mut cx, 1),
+                Poll::Ready(Some(Ok(_)))
+            ));
             assert_eq!(
                 count.0.load(Ordering::SeqCst),
                 0,
                 "{left} bytes left: not yet"
             );
         }
-        assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert!(matches!(
+            pipe.poll_pop(&mut cx, 1),
+            Poll::Ready(Some(Ok(_)))
+        ));
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "2 bytes left: woken");
-        assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert!(matches!(
+            pipe.poll_pop(&mut cx, 1),
+            Poll::Ready(Some(Ok(_)))
+        ));
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken once");
     }
 
@@ -251,12 +300,12 @@ mod tests {
 
     /// Pops until the pipe is empty; with `starve`, once more, so the
     /// socket's side waits for a chunk.
-    fn drain(pipe: &Pipe, cx: &mut Context<'_>, starve: bool) {
+    fn drain(pipe: &Arc<Pipe>, cx: &mut Context<'_>, starve: bool) {
         while pipe.state.lock().queued > 0 {
-            assert!(matches!(pipe.poll_pop(cx), Poll::Ready(Some(Ok(_)))));
+            assert!(matches!(pipe.poll_pop(cx, 1), Poll::Ready(Some(Ok(_)))));
         }
         if starve {
-            assert!(pipe.poll_pop(cx).is_pending());
+            assert!(pipe.poll_pop(cx, 1).is_pending());
         }
     }
 
@@ -264,10 +313,11 @@ mod tests {
     fn grows_only_when_the_socket_side_ran_dry_while_the_producer_waited() {
         let mut pipe = Pipe::new(8, 32);
         pipe.grow_after = 20;
+        let pipe = Arc::new(pipe);
         let waker = Waker::from(Arc::new(Count::default()));
         let mut cx = Context::from_waker(&waker);
         assert!(
-            pipe.poll_pop(&mut cx).is_pending(),
+            pipe.poll_pop(&mut cx, 1).is_pending(),
             "hyper waits from the start"
         );
         assert_eq!(
@@ -277,7 +327,10 @@ mod tests {
         );
         // A slow client: the producer is back before the queue is empty.
         while pipe.state.lock().queued > 2 {
-            assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
+            assert!(matches!(
+                pipe.poll_pop(&mut cx, 1),
+                Poll::Ready(Some(Ok(_)))
+            ));
         }
         assert_eq!(
             fill(&pipe, &waker),
@@ -313,15 +366,65 @@ mod tests {
             assert_eq!(fill(&pipe, &waker), want, "doubles up to its maximum");
         }
         // Thread mode's pipe does not grow.
-        let fixed = Pipe::new(8, 8);
+        let fixed = Arc::new(Pipe::new(8, 8));
         assert_eq!(fill(&fixed, &waker), 8);
         drain(&fixed, &mut cx, true);
         assert_eq!(fill(&fixed, &waker), 8);
     }
 
+    /// hyper takes everything queued in one frame, and the frame's bytes
+    /// count against the capacity until hyper has written them.
+    #[test]
+    fn a_frame_takes_the_queue_and_counts_until_written() {
+        let pipe = Arc::new(Pipe::new(8, 8));
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        for chunk in [&b"ab"[..], b"cd", b"ef", b"gh"] {
+            assert!(matches!(
+                pipe.try_push(Bytes::from_static(chunk), &waker),
+                Push::Sent
+            ));
+        }
+        let Poll::Ready(Some(Ok(mut frame))) = pipe.poll_pop(&mut cx, usize::MAX) else {
+            panic!("expected a frame");
+        };
+        assert_eq!((frame.count(), frame.remaining()), (4, 8));
+        assert_eq!(pipe.popped(), 4);
+        assert!(
+            matches!(
+                pipe.try_push(Bytes::from_static(b"ij"), &waker),
+                Push::Full(_)
+            ),
+            "taken but not written still counts"
+        );
+        frame.advance(5);
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "3 bytes held: not yet");
+        frame.advance(1);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "2 bytes held: woken");
+        assert!(matches!(
+            pipe.try_push(Bytes::from_static(b"ij"), &waker),
+            Push::Sent
+        ));
+        drop(frame);
+        assert_eq!(
+            pipe.state.lock().in_flight,
+            0,
+            "a frame dropped half written gives its bytes back"
+        );
+        let Poll::Ready(Some(Ok(frame))) = pipe.poll_pop(&mut cx, 1) else {
+            panic!("expected a frame");
+        };
+        assert_eq!(
+            frame.count(),
+            1,
+            "max_bytes bounds a frame, one chunk at least"
+        );
+    }
+
     #[test]
     fn popped_counts_what_the_socket_side_took() {
-        let pipe = Pipe::new(1024, 1024);
+        let pipe = Arc::new(Pipe::new(1024, 1024));
         let waker = Waker::from(Arc::new(Count::default()));
         let mut cx = Context::from_waker(&waker);
         assert_eq!(pipe.popped(), 0);
@@ -331,8 +434,14 @@ mod tests {
                 Push::Sent
             ));
         }
-        assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
-        assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert!(matches!(
+            pipe.poll_pop(&mut cx, 1),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        assert!(matches!(
+            pipe.poll_pop(&mut cx, 1),
+            Poll::Ready(Some(Ok(_)))
+        ));
         assert_eq!(
             pipe.popped(),
             2,
@@ -342,7 +451,7 @@ mod tests {
 
     #[test]
     fn full_then_room_wakes_producer() {
-        let pipe = Pipe::new(4, 4);
+        let pipe = Arc::new(Pipe::new(4, 4));
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
@@ -355,28 +464,31 @@ mod tests {
             other => panic!("expected Full, got {other:?}"),
         };
         assert_eq!(&back[..], b"x");
-        assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert!(matches!(
+            pipe.poll_pop(&mut cx, 1),
+            Poll::Ready(Some(Ok(_)))
+        ));
         assert_eq!(
             count.0.load(Ordering::SeqCst),
             1,
             "producer woken once room is made"
         );
-        assert!(matches!(pipe.poll_pop(&mut cx), Poll::Pending));
+        assert!(matches!(pipe.poll_pop(&mut cx, 1), Poll::Pending));
         pipe.finish(PipeEnd::Done);
-        assert!(matches!(pipe.poll_pop(&mut cx), Poll::Ready(None)));
+        assert!(matches!(pipe.poll_pop(&mut cx, 1), Poll::Ready(None)));
     }
 
     #[test]
     fn abort_and_receiver_gone() {
-        let pipe = Pipe::new(4, 4);
+        let pipe = Arc::new(Pipe::new(4, 4));
         let waker = Waker::from(Arc::new(Count::default()));
         let mut cx = Context::from_waker(&waker);
         pipe.finish(PipeEnd::Aborted);
         assert!(matches!(
-            pipe.poll_pop(&mut cx),
+            pipe.poll_pop(&mut cx, 1),
             Poll::Ready(Some(Err(PipeEnd::Aborted)))
         ));
-        let pipe = Pipe::new(4, 4);
+        let pipe = Arc::new(Pipe::new(4, 4));
         pipe.close_receiver();
         assert!(pipe.is_closed());
         assert!(matches!(

@@ -9,6 +9,7 @@
 //! GIL (`wsgi.file_wrapper`, `file_body.rs`). Validating what the app asked for is
 //! `wsgi/start_response`'s job.
 
+use super::chunks::Chunks;
 pub(crate) use super::file_body::FileBody;
 use super::pipe::{Pipe, PipeEnd};
 use super::record::Record;
@@ -120,17 +121,20 @@ pub(crate) enum ResponseBody {
 }
 
 impl Body for ResponseBody {
-    type Data = Bytes;
+    type Data = Chunks;
     type Error = io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    ) -> Poll<Option<Result<Frame<Chunks>, io::Error>>> {
         match self.get_mut() {
             ResponseBody::Empty => Poll::Ready(None),
-            ResponseBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ResponseBody::Stream(rx) => match rx.0.poll_pop(cx) {
+            ResponseBody::Full(data) => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(Chunks::from(d)))))
+            }
+            // Everything queued, in one frame: hyper writes it in one call.
+            ResponseBody::Stream(rx) => match rx.0.poll_pop(cx, usize::MAX) {
                 Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
                 Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(io::Error::other(
                     "the application failed after the response headers were sent",
@@ -138,7 +142,9 @@ impl Body for ResponseBody {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
-            ResponseBody::File(file) => file.poll_chunk(cx),
+            ResponseBody::File(file) => file
+                .poll_chunk(cx)
+                .map(|f| f.map(|f| f.map(|f| f.map_data(Chunks::from)))),
         }
     }
 

@@ -10,10 +10,11 @@
 
 use super::head_clock::Clock;
 use crate::error::RequestError;
+use crate::exchange::chunks::Chunks;
 use crate::exchange::record::{Finish, Finished, Record, Tally};
 use crate::exchange::reply::ResponseBody;
 use crate::log::access::{AccessLog, Entry};
-use bytes::Bytes;
+use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -205,13 +206,13 @@ impl Drop for Counted {
 }
 
 impl Body for Counted {
-    type Data = Bytes;
+    type Data = Chunks;
     type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    ) -> Poll<Option<Result<Frame<Chunks>, std::io::Error>>> {
         let this = self.get_mut();
         if let Some(e) = this.failed.take() {
             return Poll::Ready(Some(Err(e)));
@@ -227,7 +228,7 @@ impl Body for Counted {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
-                    this.record.sent(d.len() as u64);
+                    this.record.sent(d.remaining() as u64);
                 }
                 this.ended = this.body.is_end_stream();
             }
