@@ -257,6 +257,8 @@ def ceiling_text(value, rows, field, header):
         if (
             is_ceiling(row["server"])
             and "error" not in row
+            and row.get("ok") is not False
+            and not not_compared(row, field)
             and isinstance(theirs, (int, float))
             and theirs
             and isinstance(value, (int, float))

@@ -123,6 +123,8 @@ impl Buf for Chunks {
     }
 
     fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        // hyper's HTTP/1 write path never asks; past the end, what is there.
+        debug_assert!(len <= self.remaining, "copy_to_bytes past the end");
         if len <= self.first.len() {
             // The common case costs no copy: a slice of the first chunk.
             let out = self.first.split_to(len);

@@ -6,18 +6,23 @@
 //! socket's side (hyper polling the response body) pops. Waiting is the
 //! caller's business (`exec::wait::Waiter`: a blocked thread, or a parked
 //! greenlet), which is what lets both execution modes share this code.
-//! Memory is bounded by the capacity plus one chunk. A producer waiting for
-//! room is woken once the queue is down to a quarter of the capacity, not
-//! at the first byte of room: it then queues several chunks per wake-up
-//! (a thread switch, or a hub round trip in gevent mode) instead of one.
+//! hyper takes everything queued as one frame (`chunks.rs`), whose bytes
+//! count until hyper has written them, so memory is bounded by the capacity
+//! plus one chunk. A producer waiting for room is woken once what the
+//! response holds (queued and taken but unwritten) is down to a quarter of
+//! the capacity, not at the first byte of room: it then queues several
+//! chunks per wake-up (a thread switch, or a hub round trip in gevent mode)
+//! instead of one.
 //! When the socket's side ran dry while the producer was waiting (the client
 //! drains faster than the producer's wake-ups refill), the capacity doubles,
 //! up to the pipe's maximum: a fast client costs fewer wake-ups. Only once
 //! `GROW_AFTER` bytes have gone out, though: until the kernel's socket
 //! buffers are full (several MiB), any client looks fast, even one that
-//! never reads, and its pipe would grow for nothing. A slow client's pipe
-//! so stays small; a client that was fast for a while and then stops holds
-//! the grown pipe until it goes away.
+//! never reads, and its pipe would grow for nothing. A client that never
+//! drains the socket keeps a small pipe; one that takes about as much as
+//! the pipe holds each time the socket has room looks fast and grows it;
+//! one that was fast for a while and then stops holds the grown pipe until
+//! it goes away.
 
 use super::chunks::Chunks;
 use bytes::Bytes;
@@ -163,7 +168,8 @@ impl Pipe {
     /// frame's chunks in one `writev` (`chunks.rs`).
     /// A frame's bytes count against the capacity until hyper has written
     /// them (`written`): what a response holds stays within the capacity
-    /// plus one chunk, however much hyper takes at once.
+    /// plus one chunk, however much hyper takes at once. The server asks
+    /// for everything (`usize::MAX`); tests take one chunk at a time.
     pub(crate) fn poll_pop(
         self: &Arc<Self>,
         cx: &mut Context<'_>,

@@ -169,7 +169,12 @@ async fn route(request: Request<Incoming>) -> Result<Reply, std::io::Error> {
             None => Err(std::io::Error::other("request body failed")),
         },
         "/stream" => {
-            let blocks = mib(request.uri().query()) * MIB / BLOCK_SIZE as u64;
+            let Some(bytes) = mib(request.uri().query()).checked_mul(MIB) else {
+                let mut response = plain(Bytes::from_static(b"mib too large\n"));
+                *response.status_mut() = hyper::StatusCode::BAD_REQUEST;
+                return Ok(response);
+            };
+            let blocks = bytes / BLOCK_SIZE as u64;
             let mut response = Response::new(Either::Right(Blocks { left: blocks }));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

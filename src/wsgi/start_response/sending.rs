@@ -195,8 +195,8 @@ impl StartResponse {
                         || socket_full
                     {
                         // The response moved since the wait began: hyper
-                        // took a chunk (the producer is only woken at a
-                        // quarter full) or wrote to the socket, so the
+                        // took chunks (the producer is only woken once a
+                        // quarter is left unwritten) or wrote to the socket, so the
                         // timeout starts over. Or the socket is full: its
                         // own timer counts what the client takes, and ends
                         // the connection (and so this stream) when that is
