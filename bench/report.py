@@ -222,17 +222,27 @@ def not_compared(row, field):
     return field == "p99_ms" and partial_latency(row)
 
 
+def usable(row, field):
+    """Whether a peer's or a ceiling's figure may stand in a ratio: the run
+    did not fail, its answers were right (S2: every upload answered with the
+    right hash; S3, S4: the hash or length checked), and it is no p99 over
+    part of the connections."""
+    ok = row.get("ok")
+    if "error" in row or ok is False or not isinstance(row.get(field), (int, float)):
+        return False
+    if isinstance(ok, int) and not isinstance(ok, bool) and "uploads" in row:
+        if ok != row["uploads"] or row.get("bad") or row.get("errors"):
+            return False
+    return not not_compared(row, field)
+
+
 def best_peer(rows, field, better):
     """(value, server) of the best peer (not Siesta, not the ceiling) for a
-    field; a p99 over part of the connections is no peer's p99."""
+    field, among the usable ones."""
     peers = [
         (row[field], row["server"])
         for row in rows
-        if not is_siesta(row["server"])
-        and not is_ceiling(row["server"])
-        and "error" not in row
-        and isinstance(row.get(field), (int, float))
-        and not not_compared(row, field)
+        if not is_siesta(row["server"]) and not is_ceiling(row["server"]) and usable(row, field)
     ]
     if not peers:
         return None
@@ -256,10 +266,7 @@ def ceiling_text(value, rows, field, header):
         theirs = row.get(field)
         if (
             is_ceiling(row["server"])
-            and "error" not in row
-            and row.get("ok") is not False
-            and not not_compared(row, field)
-            and isinstance(theirs, (int, float))
+            and usable(row, field)
             and theirs
             and isinstance(value, (int, float))
         ):

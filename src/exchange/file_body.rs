@@ -35,15 +35,6 @@ use tokio::task::JoinHandle;
 /// Smallest block read at once, whatever `blksize` the app suggested: a
 /// smaller one costs a system call each way for little data.
 const BLOCK_MIN: usize = 64 * 1024;
-/// Smallest block once `GROW_AFTER` bytes have gone out: the kernel's send
-/// path costs markedly less per byte in one 256 KiB write than in four of
-/// 64 KiB (bench/PROFILE.md, "S4: the writes were too small"). Not from the
-/// start: hyper holds a block and asks for the next one early, so a slow
-/// client would hold four times the memory for no gain.
-const BLOCK_LARGE: usize = 256 * 1024;
-/// Bytes sent before blocks grow to `BLOCK_LARGE`: a large file to a client
-/// that kept up that long.
-const GROW_AFTER: u64 = 8 * 1024 * 1024;
 /// Largest block: the memory one file response holds at a time.
 const BLOCK_MAX: usize = 1024 * 1024;
 
@@ -55,8 +46,6 @@ pub(crate) struct FileBody {
     /// or taken from the file's size); never more than this is sent.
     pub(crate) remaining: Option<u64>,
     block: usize,
-    /// Bytes read and handed to hyper so far.
-    sent: u64,
     /// A read the page cache could not answer, running on the blocking pool.
     pending: Option<JoinHandle<io::Result<Vec<u8>>>>,
 }
@@ -73,7 +62,6 @@ impl FileBody {
             offset,
             remaining,
             block: block.clamp(BLOCK_MIN, BLOCK_MAX),
-            sent: 0,
             pending: None,
         }
     }
@@ -82,15 +70,10 @@ impl FileBody {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let block = if self.sent >= GROW_AFTER {
-            self.block.max(BLOCK_LARGE)
-        } else {
-            self.block
-        };
         let want = match self.remaining {
             Some(0) => return Poll::Ready(None),
-            Some(n) => block.min(usize::try_from(n).unwrap_or(usize::MAX)),
-            None => block,
+            Some(n) => self.block.min(usize::try_from(n).unwrap_or(usize::MAX)),
+            None => self.block,
         };
         let read = match self.pending.as_mut() {
             Some(job) => match Pin::new(job).poll(cx) {
@@ -131,7 +114,6 @@ impl FileBody {
         }
         let n = data.len() as u64;
         self.offset += n;
-        self.sent += n;
         if let Some(r) = self.remaining.as_mut() {
             *r = r.saturating_sub(n);
         }
