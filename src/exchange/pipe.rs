@@ -175,37 +175,34 @@ impl Pipe {
         cx: &mut Context<'_>,
         max_bytes: usize,
     ) -> Poll<Option<Result<Chunks, PipeEnd>>> {
-        let out = {
-            let mut st = self.state.lock();
-            if st.chunks.is_empty() {
-                let out = match st.end {
-                    Some(PipeEnd::Done) => Poll::Ready(None),
-                    Some(PipeEnd::Aborted) => Poll::Ready(Some(Err(PipeEnd::Aborted))),
-                    None => {
-                        st.rx_waker = Some(cx.waker().clone());
-                        Poll::Pending
-                    }
-                };
-                return out;
-            }
-            let mut batch = Chunks::from_pipe(self.clone());
-            let mut taken = 0;
-            let mut count = 0;
-            while taken < max_bytes.max(1) && count < MAX_BATCH {
-                let Some(chunk) = st.chunks.pop_front() else {
-                    break;
-                };
-                taken += chunk.len();
-                count += 1;
-                batch.push(chunk);
-            }
-            st.queued -= taken;
-            st.in_flight += taken;
-            st.popped += count as u64;
-            st.sent += taken as u64;
-            Poll::Ready(Some(Ok(batch)))
-        };
-        out
+        let mut st = self.state.lock();
+        if st.chunks.is_empty() {
+            return match st.end {
+                Some(PipeEnd::Done) => Poll::Ready(None),
+                Some(PipeEnd::Aborted) => Poll::Ready(Some(Err(PipeEnd::Aborted))),
+                None => {
+                    st.rx_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            };
+        }
+        let mut batch = Chunks::from_pipe(self.clone());
+        let (mut taken, mut count) = (0, 0);
+        while taken < max_bytes.max(1) && count < MAX_BATCH {
+            let Some(chunk) = st.chunks.pop_front() else {
+                break;
+            };
+            taken += chunk.len();
+            count += 1;
+            batch.push(chunk);
+        }
+        st.queued -= taken;
+        st.in_flight += taken;
+        st.popped += count as u64;
+        st.sent += taken as u64;
+        // The lock goes before the frame can: its drop takes the lock.
+        drop(st);
+        Poll::Ready(Some(Ok(batch)))
     }
 
     /// hyper wrote `n` bytes of a frame this pipe gave it (or dropped them):

@@ -135,7 +135,7 @@ impl Body for ResponseBody {
             }
             // Everything queued, in one frame: hyper writes it in one call.
             ResponseBody::Stream(rx) => match rx.0.poll_pop(cx, usize::MAX) {
-                Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                Poll::Ready(Some(Ok(chunks))) => Poll::Ready(Some(Ok(Frame::data(chunks)))),
                 Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(io::Error::other(
                     "the application failed after the response headers were sent",
                 )))),

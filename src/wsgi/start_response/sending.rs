@@ -196,11 +196,11 @@ impl StartResponse {
                     {
                         // The response moved since the wait began: hyper
                         // took chunks (the producer is only woken once a
-                        // quarter is left unwritten) or wrote to the socket, so the
-                        // timeout starts over. Or the socket is full: its
-                        // own timer counts what the client takes, and ends
-                        // the connection (and so this stream) when that is
-                        // nothing.
+                        // quarter is left unwritten) or wrote to the
+                        // socket, so the timeout starts over. Or the
+                        // socket is full: its own timer counts what the
+                        // client takes, and ends the connection (and so
+                        // this stream) when that is nothing.
                         drop(st);
                         fresh = true;
                         continue;
