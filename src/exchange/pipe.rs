@@ -255,11 +255,26 @@ mod tests {
         }
     }
 
+    /// A waker that counts its wake-ups.
+    fn counting() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count::default());
+        (count.clone(), Waker::from(count))
+    }
+
+    /// Pushes each chunk; every push must be taken.
+    fn push_all(pipe: &Pipe, chunks: &[&'static [u8]], waker: &Waker) {
+        for chunk in chunks {
+            assert!(matches!(
+                pipe.try_push(Bytes::from_static(chunk), waker),
+                Push::Sent
+            ));
+        }
+    }
+
     #[test]
     fn producer_woken_only_when_the_queue_is_low() {
         let pipe = Arc::new(Pipe::new(8, 8));
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
+        let (count, waker) = counting();
         let mut cx = Context::from_waker(&waker);
         for _ in 0..4 {
             assert!(matches!(
@@ -380,15 +395,9 @@ mod tests {
     #[test]
     fn a_frame_takes_the_queue_and_counts_until_written() {
         let pipe = Arc::new(Pipe::new(8, 8));
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
+        let (count, waker) = counting();
         let mut cx = Context::from_waker(&waker);
-        for chunk in [&b"ab"[..], b"cd", b"ef", b"gh"] {
-            assert!(matches!(
-                pipe.try_push(Bytes::from_static(chunk), &waker),
-                Push::Sent
-            ));
-        }
+        push_all(&pipe, &[b"ab", b"cd", b"ef", b"gh"], &waker);
         let Poll::Ready(Some(Ok(mut frame))) = pipe.poll_pop(&mut cx, usize::MAX) else {
             panic!("expected a frame");
         };
@@ -431,12 +440,7 @@ mod tests {
         let waker = Waker::from(Arc::new(Count::default()));
         let mut cx = Context::from_waker(&waker);
         assert_eq!(pipe.popped(), 0);
-        for chunk in [&b"ab"[..], b"cd", b"ef"] {
-            assert!(matches!(
-                pipe.try_push(Bytes::from_static(chunk), &waker),
-                Push::Sent
-            ));
-        }
+        push_all(&pipe, &[b"ab", b"cd", b"ef"], &waker);
         assert!(matches!(
             pipe.poll_pop(&mut cx, 1),
             Poll::Ready(Some(Ok(_)))
@@ -455,8 +459,7 @@ mod tests {
     #[test]
     fn full_then_room_wakes_producer() {
         let pipe = Arc::new(Pipe::new(4, 4));
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
+        let (count, waker) = counting();
         let mut cx = Context::from_waker(&waker);
         assert!(matches!(
             pipe.try_push(Bytes::from_static(b"abcde"), &waker),
