@@ -174,11 +174,12 @@ impl Track {
             return;
         }
         let g = &slot.gauges.0;
+        // Release: after the counters a caller bumped (see `Snapshot::take`).
         if let Some(i) = inflight_index(old) {
-            g[i].fetch_sub(1, Ordering::Relaxed);
+            g[i].fetch_sub(1, Ordering::Release);
         }
         if let Some(i) = inflight_index(s as u32) {
-            g[i].fetch_add(1, Ordering::Relaxed);
+            g[i].fetch_add(1, Ordering::Release);
         }
         if let Some(e) = self.entry {
             e.state.store(s as u32, Ordering::Relaxed);
@@ -202,7 +203,8 @@ impl Track {
         if let Some(d) = self.declared {
             // Never below zero even if more came than declared.
             let owed = d.saturating_sub(read - n).min(n);
-            slot.gauges.0[gauge::PENDING].fetch_sub(owed as i64, Ordering::Relaxed);
+            // Release: after the counter above (see `Snapshot::take`).
+            slot.gauges.0[gauge::PENDING].fetch_sub(owed as i64, Ordering::Release);
         }
         if let Some(e) = self.entry {
             e.read.store(read, Ordering::Relaxed);
@@ -287,7 +289,6 @@ pub(crate) fn finished(end: &Ended<'_>) {
     let Some(t) = end.track.filter(|t| t.on()) else {
         return;
     };
-    t.to(State::Free);
     if let Some(d) = t.declared {
         let owed = d.saturating_sub(t.read.load(Ordering::Relaxed));
         slot.gauges.0[gauge::PENDING].fetch_sub(owed as i64, Ordering::Relaxed);
@@ -295,6 +296,8 @@ pub(crate) fn finished(end: &Ended<'_>) {
     if t.slow(super::slow_upload_rate()) {
         c[at::SLOW_UPLOADS].fetch_add(1, Ordering::Relaxed);
     }
+    // Last: a scrape that sees the request gone sees all of the above.
+    t.to(State::Free);
     match t.entry {
         Some(e) => e.release(),
         None => {

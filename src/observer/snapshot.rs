@@ -50,7 +50,6 @@ pub(crate) struct Snapshot {
 impl Snapshot {
     pub(crate) fn take(r: &Region, slow_rate: u64) -> Snapshot {
         let h = r.header();
-        let totals = r.totals();
         let mut gauges = [0i64; gauge::WORDS];
         let mut workers = Vec::new();
         let mut requests = Vec::new();
@@ -61,7 +60,7 @@ impl Snapshot {
             }
             let pid = s.pid.load(Ordering::Relaxed);
             for (g, w) in gauges.iter_mut().zip(s.gauges.0.iter()) {
-                *g += w.load(Ordering::Relaxed);
+                *g += w.load(Ordering::Acquire);
             }
             let served: u64 = s.counters.0
                 [at::REQUESTS..at::REQUESTS + METHODS.len() * CLASSES.len()]
@@ -88,6 +87,10 @@ impl Snapshot {
                 }
             }
         }
+        // Counters after gauges: a worker bumps a counter before the gauge
+        // (`track.rs`), so a scrape that shows a body byte gone from
+        // `pending` also shows it in `body_bytes`.
+        let totals = r.totals();
         workers.sort_by_key(|w| w.age);
         requests.sort_by_key(|r| r.entry.started_ns);
         let mut exits = [0u64; EXIT_REASONS.len()];
