@@ -88,6 +88,9 @@ COLUMNS = {
         [
             ("req_per_s", "hello req/s", "high", "{:,.0f}"),
             ("ratio_to_idle", "× idle", "high", "{:.2f}"),
+            ("spread", "× idle, lowest–highest round", None, "{}"),
+            ("cpu_us_per_req", "CPU µs/req", "low", "{:.1f}"),
+            ("cpu_ratio_to_idle", "CPU/req × idle", "low", "{:.2f}"),
             ("p99_ms", "p99 ms", "low", "{:.1f}"),
             ("errors", "wrk errors", None, "{}"),
             ("held", "uploaders connected", None, "{}"),
@@ -143,7 +146,8 @@ TITLES = {
     "S3": "S3 — one streamed upload (median run, servers taking turns)",
     "S4": "S4 — streamed download (curl; median run, servers taking turns)",
     "S5": "S5 — early 413 for a declared 100 MiB body",
-    "S6": "S6 — hello req/s while slow uploaders trickle bodies",
+    "S6": "S6 — hello req/s while slow uploaders trickle bodies "
+    "(median of rounds, each loaded burst between two idle ones)",
     "S7": "S7 — hello req/s beside 500 slowloris connections",
     "S8": "S8 — memory per held connection (5000 attempted)",
     "S9": "S9 — HUP reloads under load (2 workers, wrk -c16): failed requests",
@@ -175,6 +179,10 @@ def derive(scenario, record):
             + load.get("reset", 0)
             + sum(load.get("statuses", {}).values())
         )
+    if scenario in ("S6", "S7") and record.get("ratio_spread"):
+        low, high = record["ratio_spread"]
+        rounds = record.get("rounds", 1)
+        record["spread"] = f"{low:.2f}–{high:.2f} ({rounds} rounds)" if rounds > 1 else "one round"
     if scenario in ("S6", "S7") and record.get("wrk_hung"):
         record["errors"] = f"{record.get('errors', 0)} (wrk overran -d, stopped)"
     if scenario == "S8" and "setup" in record:

@@ -61,7 +61,7 @@ PLANS = {
         "S3": {"mib": 1024, "repeat": 3},
         "S4": {"mib": 1024, "repeat": 5},
         "S5": {"mib": 100},
-        "S6": {"counts": [100, 1000], "duration": 8},
+        "S6": {"counts": [100, 1000], "duration": 4, "rounds": 3},
         "S7": {"count": 500, "duration": 8},
         "S8": {"count": 5000},
         "S9": {"reloads": 10, "every": 1.0},
@@ -181,6 +181,15 @@ def run_client(mode, port, *options, timeout=300):
     if not lines:
         return {"error": f"client printed nothing: {done.stderr.strip()[-300:]}"}
     return json.loads(lines[-1])
+
+
+def _over_idle(loaded, idles, field):
+    """`field` of a loaded burst ÷ its mean over the idle bursts around it."""
+    base = [b[field] for b in idles if b.get(field)]
+    value = loaded.get(field)
+    if not base or value is None:
+        return None
+    return value / (sum(base) / len(base))
 
 
 class HoldClient:
@@ -413,68 +422,95 @@ class Bench:
         finally:
             server.stop()
 
-    def _under_load(self, spec, scenario, mode, count, duration, *options):
+    def _under_load(self, spec, scenario, mode, count, duration, *options, rounds=1):
+        """Hello bursts beside `count` held connections, each between two idle
+        bursts of the same server; `rounds` such pairs, figures their median."""
         server = self.start(spec, scenario)
+        loaded, ratios, cpu_ratios, setups, finals = [], [], [], [], []
+        alive = recovered = True
         try:
             # The baseline is this server's own idle rate just before and
-            # just after, not S1's from minutes earlier: the VM's speed drifts
-            # by more than the differences S6 and S7 look for, and a server's
-            # first seconds of load can be slower than its later ones.
-            idle = self._idle_burst(server)
-            holder = HoldClient(
-                mode,
-                server.port,
-                "--count",
-                count,
-                "--hold",
-                duration + 60,
-                "--connect-concurrency",
-                200,
-                *options,
-            )
-            try:
-                setup = holder.ready()
-                result = run_wrk(server.port, duration)
-            finally:
-                final = holder.finish()
-            alive = server.alive()
-            recovered = alive
-            if alive:
+            # just after each loaded burst, not S1's from minutes earlier:
+            # the VM's speed drifts by more than the differences S6 and S7
+            # look for, and a server's first seconds of load can be slower
+            # than its later ones.
+            run_wrk(server.port, 1)  # warm-up, not counted
+            idles = [self._burst(server, IDLE_BASELINE_S)]
+            for _ in range(rounds):
+                holder = HoldClient(
+                    mode,
+                    server.port,
+                    "--count",
+                    count,
+                    "--hold",
+                    duration + 60,
+                    "--connect-concurrency",
+                    200,
+                    *options,
+                )
                 try:
-                    hello_check(server.port)
-                except ServerFailed:
-                    recovered = False
-            idle_after = None
-            if recovered:
-                time.sleep(1)  # the held connections' ends, logged by the app
-                idle_after = self._idle_burst(server)
+                    setups.append(holder.ready())
+                    loaded.append(self._burst(server, duration))
+                finally:
+                    finals.append(holder.finish())
+                alive = server.alive()
+                recovered = alive
+                if alive:
+                    try:
+                        hello_check(server.port)
+                    except ServerFailed:
+                        recovered = False
+                around = [idles[-1]]
+                if recovered:
+                    time.sleep(1)  # the held connections' ends, logged by the app
+                    idles.append(self._burst(server, IDLE_BASELINE_S))
+                    around.append(idles[-1])
+                ratios.append(_over_idle(loaded[-1], around, "req_per_s"))
+                cpu_ratios.append(_over_idle(loaded[-1], around, "cpu_us_per_req"))
+                if not recovered or not loaded[-1]["requests"]:
+                    break  # a server that stops serving does so every round
         finally:
             server.stop()
-        idles = [rate for rate in (idle, idle_after) if rate]
-        baseline = round(sum(idles) / len(idles), 1) if idles else None
-        ratio = round(result["req_per_s"] / baseline, 3) if baseline else None
+        result = dict(loaded[len(loaded) // 2]) if loaded else {}
+        for field in ("req_per_s", "p99_ms", "cpu_us_per_req"):
+            values = [r[field] for r in loaded if r.get(field) is not None]
+            result[field] = statistics.median(values) if values else None
+        result["errors"] = sum(r.get("errors", 0) for r in loaded)
+        result["wrk_hung"] = any(r.get("wrk_hung") for r in loaded)
+        idle_rates = [r["req_per_s"] for r in idles if r["req_per_s"]]
+        ratios = [r for r in ratios if r is not None]
+        cpu_ratios = [r for r in cpu_ratios if r is not None]
         return {
             "count": count,
             **result,
-            "idle_req_per_s": baseline,
-            "idle_before": idle,
-            "idle_after": idle_after,
-            "ratio_to_idle": ratio,
-            "setup": setup,
-            "load": final,
+            "rounds": len(loaded),
+            "idle_req_per_s": round(statistics.median(idle_rates), 1) if idle_rates else None,
+            "idle_bursts": [r["req_per_s"] for r in idles],
+            "loaded_bursts": [r["req_per_s"] for r in loaded],
+            "ratio_to_idle": round(statistics.median(ratios), 3) if ratios else None,
+            "ratio_spread": [min(ratios), max(ratios)] if ratios else None,
+            "cpu_ratio_to_idle": round(statistics.median(cpu_ratios), 3) if cpu_ratios else None,
+            "setup": setups[-1] if setups else {},
+            "load": finals[-1] if finals else {},
             "server_alive": alive,
             "hello_after": recovered,
         }
 
     @staticmethod
-    def _idle_burst(server):
-        """Hello req/s on an otherwise idle server: a 1 s warm-up, then the baseline."""
-        run_wrk(server.port, 1)
-        return run_wrk(server.port, IDLE_BASELINE_S)["req_per_s"]
+    def _burst(server, duration):
+        """wrk on GET / for `duration` s, with the server's CPU µs per request."""
+        cpu0 = procs.cpu_ns(server.pid)
+        result = run_wrk(server.port, duration)
+        cpu = procs.cpu_ns(server.pid) - cpu0
+        if result["requests"]:
+            result["cpu_us_per_req"] = round(cpu / 1000 / result["requests"], 2)
+        return result
 
     def s6(self, spec, p):
         for count in p["counts"]:
-            yield self._under_load(spec, "S6", "slowup", count, p["duration"])
+            yield self._under_load(
+                spec, "S6", "slowup", count, p["duration"], rounds=p.get("rounds", 1)
+            )
 
     def s7(self, spec, p):
         yield self._under_load(spec, "S7", "slowloris", p["count"], p["duration"])
