@@ -12,6 +12,7 @@ every wait is bounded.
 """
 
 import json
+import os
 import threading
 
 import pytest
@@ -96,6 +97,44 @@ def test_parked_uploads_do_not_hold_up_a_get_and_the_pool_shrinks_back(
     assert wait_until(lambda: pool_threads(srv) == 2, timeout=30.0, interval=0.2), (
         "idle threads above --threads leave"
     )
+    srv.assert_serving()
+
+
+def voluntary_switches(pid):
+    """Voluntary context switches so far, summed over the threads of `pid`
+    but the pool's monitor (it looks every millisecond while a request runs)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as status:
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+        except OSError:
+            continue  # a thread that left meanwhile
+        if fields.get("Name", "").strip() != "siesta-monitor":
+            total += int(fields.get("voluntary_ctxt_switches", "0"))
+    return total
+
+
+def test_parked_uploads_leave_the_driving_to_the_thread_that_takes_requests(start_server):
+    """With uploads parked in read(), the thread that waits for requests
+    drives I/O and runs each one itself, as with none parked: pipelined
+    GETs go through without a thread switch each (a parked thread used to
+    keep the runtime, so every request was handed to another thread)."""
+    srv = start_server(APP, "--threads", "2", mode="thread")
+    (worker,) = srv.worker_pids(1)
+    count = 200
+    with Uploads(srv, 10) as uploads, srv.connect(timeout=WAIT) as conn:
+        assert uploads.wait_parked(), srv.log()
+        assert srv.get("/ping").status == 200
+        before = voluntary_switches(worker)
+        conn.send(b"".join(rawhttp.build_request("GET", "/ping") for _ in range(count)))
+        answers = [conn.read_response() for _ in range(count)]
+        switches = voluntary_switches(worker) - before
+        assert [(r.status, r.body) for r in answers] == [(200, b"pong")] * count
+        assert switches < count // 4, f"{switches} thread switches for {count} pipelined GETs"
+        assert [(r.status, r.body) for r in uploads.finish_all()] == [
+            (200, str(SIZE).encode())
+        ] * 10
     srv.assert_serving()
 
 

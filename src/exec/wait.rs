@@ -2,8 +2,8 @@
 //!
 //! A `Waiter` polls a `poll`-style closure. `Waiter::Thread` blocks the
 //! calling OS thread until the closure is ready or the deadline passes; on
-//! a pool thread that drives the I/O runtime (`threads/`) it drives the
-//! runtime while it waits, so the waiting thread keeps sockets moving. The
+//! a pool thread (`threads/`) the pool decides whether it drives the I/O
+//! runtime while it waits (`Pool::wait_io`), so sockets keep moving. The
 //! caller releases the GIL around it (`outside_gil`). `Waiter::Greenlet`
 //! never blocks: it registers a wake token with the hub and returns `Park`,
 //! and the hub loop in Python switches away until the token comes back (or
@@ -99,7 +99,8 @@ impl Waiter {
 }
 
 /// Polls `f` until it is ready; `None` if `deadline` passes first. On a
-/// pool thread that drives the I/O runtime, the wait drives it too.
+/// pool thread that drives the I/O runtime, the pool decides whether the
+/// wait drives it too (`Pool::wait_io`).
 fn block<T>(deadline: Option<Instant>, mut f: impl FnMut(&Waker) -> Poll<T>) -> Option<T> {
     if let Poll::Ready(v) = WAKER.with(|w| f(w)) {
         return Some(v);
@@ -108,34 +109,52 @@ fn block<T>(deadline: Option<Instant>, mut f: impl FnMut(&Waker) -> Poll<T>) -> 
     if let Some(pool) = &pool {
         pool.set_blocked(true);
     }
-    let out = match pool.as_ref().and_then(|p| p.runtime()) {
-        Some(rt) => rt.block_on(async {
-            let fut = std::future::poll_fn(|cx| f(cx.waker()));
-            match deadline {
-                Some(d) => tokio::time::timeout_at(d.into(), fut).await.ok(),
-                None => Some(fut.await),
-            }
-        }),
-        None => WAKER.with(|waker| loop {
-            if let Poll::Ready(v) = f(waker) {
-                return Some(v);
-            }
-            match deadline {
-                None => thread::park(),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return None;
-                    }
-                    thread::park_timeout(d - now);
-                }
-            }
-        }),
+    let out = match &pool {
+        Some(p) => p.wait_io(deadline, &mut f),
+        None => match park(deadline, &mut f, || false) {
+            Parked::Ready(v) => Some(v),
+            _ => None,
+        },
     };
     if let Some(pool) = &pool {
         pool.set_blocked(false);
     }
     out
+}
+
+/// How `park` ended.
+pub(crate) enum Parked<T> {
+    Ready(T),
+    TimedOut,
+    /// `leave` said so on a wake.
+    Left,
+}
+
+/// Polls `f` with this thread's waker, sleeping between wakes, until it is
+/// ready, `deadline` passes, or `leave` (asked after each wake) says to stop.
+pub(crate) fn park<T>(
+    deadline: Option<Instant>,
+    f: &mut impl FnMut(&Waker) -> Poll<T>,
+    leave: impl Fn() -> bool,
+) -> Parked<T> {
+    WAKER.with(|waker| loop {
+        if let Poll::Ready(v) = f(waker) {
+            return Parked::Ready(v);
+        }
+        match deadline {
+            None => thread::park(),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Parked::TimedOut;
+                }
+                thread::park_timeout(d - now);
+            }
+        }
+        if leave() {
+            return Parked::Left;
+        }
+    })
 }
 
 #[cfg(test)]

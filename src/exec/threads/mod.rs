@@ -7,7 +7,8 @@
 //! comes back, so under load one thread goes request to request with no
 //! hand-off and no wake-up, and idle threads sleep instead of fighting over
 //! the GIL. A thread waiting in `wsgi.input` or on a slow client drives the
-//! runtime while it waits (`wait.rs`). When the running thread is stuck in
+//! runtime while it waits, until a thread comes to wait for jobs and takes
+//! the driving over (`park.rs`). When the running thread is stuck in
 //! the app's own I/O, the `monitor` wakes an idle thread within about a
 //! millisecond to take over driving and queued requests. With
 //! `--runtime-threads N` dedicated I/O threads push requests and the pool
@@ -74,6 +75,9 @@ pub(crate) struct Pool {
     monitor_cv: Condvar,
     /// Wakes the driver's `recv` when a job is queued or a slot freed.
     job_ready: Notify,
+    /// Tells a thread that drives the runtime while it waits on the network
+    /// that a thread in `recv` wants the runtime (`park.rs`).
+    core_wanted: Notify,
     /// The runtime the pool drives; `None` with dedicated I/O threads.
     runtime: Option<Arc<Runtime>>,
     /// `--queue-timeout`: a job that waited this long for a thread is
@@ -100,6 +104,7 @@ impl Pool {
             slot_cv: Condvar::new(),
             monitor_cv: Condvar::new(),
             job_ready: Notify::new(),
+            core_wanted: Notify::new(),
             runtime,
             queue_timeout,
             size,
@@ -119,10 +124,6 @@ impl Pool {
             crate::log::error::error(&format!("Cannot start the pool monitor: {e}"));
         }
         pool
-    }
-
-    pub(crate) fn runtime(&self) -> Option<&Arc<Runtime>> {
-        self.runtime.as_ref()
     }
 
     /// Queues a job; hands it back when the pool is closed.
@@ -150,7 +151,14 @@ impl Pool {
     }
 
     pub(crate) fn close(&self) {
-        self.state.lock().closed = true;
+        let coreless = {
+            let mut st = self.state.lock();
+            st.closed = true;
+            std::mem::take(&mut st.coreless)
+        };
+        for t in coreless {
+            t.unpark();
+        }
         self.job_ready.notify_waiters();
         self.idle_cv.notify_all();
         self.monitor_cv.notify_all();
@@ -199,6 +207,9 @@ impl Pool {
                 st.turns += 1;
                 st.last_turn = Instant::now();
                 drop(st);
+                // A thread waiting on the network may hold the runtime:
+                // it hands it over, and the driver keeps it for the next jobs.
+                self.core_wanted.notify_waiters();
                 let job = rt.block_on(self.recv());
                 st = self.state.lock();
                 st.driver = false;

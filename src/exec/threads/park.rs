@@ -5,12 +5,20 @@
 //! network answered. Parked, the thread holds no app slot, so a queued job
 //! (or a thread the pool adds, `growth.rs`) may run in its place; back, it
 //! waits for a free slot, first in line, so no more than `--threads`
-//! threads run app code at once. The wait itself (driving the runtime) is
-//! `wait.rs`'s; what the freed slot wakes is decided here.
+//! threads run app code at once. What the freed slot wakes is decided
+//! here, and so is who drives the runtime during the wait (`wait_io`): the
+//! waiting thread drives it while no thread waits for jobs in `recv`, and
+//! hands it to such a thread as soon as there is one, then sleeps until
+//! its own request's waker calls. Under load with uploads parked, the
+//! driver then takes each new request itself, with no hand-off to another
+//! thread, as it does with none parked.
 
 use super::state::State;
 use super::Pool;
+use crate::exec::wait::{park, Parked};
 use parking_lot::MutexGuard;
+use std::future::Future;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// A thread back from the network waits for a free app slot, but when no
@@ -65,6 +73,75 @@ impl Pool {
                  thread of the app made progress; it runs beyond --threads (does the \
                  app hold a lock or connection across wsgi.input.read()?)",
             );
+        }
+    }
+
+    /// Waits, GIL released, until `f` is ready (`None`: `deadline` passed
+    /// first). While no thread waits for jobs in `recv`, this thread drives
+    /// the runtime as it waits; when one starts to (`core_wanted`), this
+    /// thread lets the runtime go to it and sleeps until `f`'s waker calls,
+    /// taking the runtime back if that thread left `recv` meanwhile. Without
+    /// a runtime (dedicated I/O threads) it only sleeps.
+    pub(crate) fn wait_io<T>(
+        &self,
+        deadline: Option<Instant>,
+        f: &mut impl FnMut(&Waker) -> Poll<T>,
+    ) -> Option<T> {
+        let Some(rt) = &self.runtime else {
+            return match park(deadline, f, || false) {
+                Parked::Ready(v) => Some(v),
+                _ => None,
+            };
+        };
+        loop {
+            // Enabled before the driver is looked at: a driver that comes
+            // after the look is heard through it.
+            let wanted = self.core_wanted.notified();
+            tokio::pin!(wanted);
+            wanted.as_mut().enable();
+            let me = std::thread::current();
+            let coreless = {
+                let mut st = self.state.lock();
+                let coreless = st.driver && !st.closed;
+                if coreless {
+                    st.coreless.push(me.clone());
+                }
+                coreless
+            };
+            if coreless {
+                let parked = park(deadline, f, || {
+                    let st = self.state.lock();
+                    !st.driver || st.closed
+                });
+                self.state.lock().coreless.retain(|t| t.id() != me.id());
+                match parked {
+                    Parked::Ready(v) => return Some(v),
+                    Parked::TimedOut => return None,
+                    Parked::Left => continue,
+                }
+            }
+            // `Some(Some(v))`: ready; `Some(None)`: timed out; `None`: the
+            // runtime is wanted by a thread in `recv`.
+            let driven = rt.block_on(async {
+                let fut = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(v) = f(cx.waker()) {
+                        return Poll::Ready(Some(Some(v)));
+                    }
+                    if wanted.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending
+                });
+                match deadline {
+                    Some(d) => tokio::time::timeout_at(d.into(), fut)
+                        .await
+                        .unwrap_or(Some(None)),
+                    None => fut.await,
+                }
+            });
+            if let Some(out) = driven {
+                return out;
+            }
         }
     }
 

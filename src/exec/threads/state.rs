@@ -22,6 +22,9 @@ pub(super) struct State {
     pub running: usize,
     /// A thread is in `recv`, driving I/O and about to take the next job.
     pub driver: bool,
+    /// Threads waiting on the network without driving the runtime, because
+    /// a driver in `recv` does (`park.rs`); woken when the pool closes.
+    pub coreless: Vec<std::thread::Thread>,
     /// Bumped whenever a thread drives the runtime (as driver, for a turn
     /// between queued jobs, or while waiting in `park`): the monitor's sign
     /// that I/O is moving.
@@ -74,6 +77,7 @@ impl State {
             idle: 0,
             running: 0,
             driver: false,
+            coreless: Vec::new(),
             turns: 0,
             turning: 0,
             last_turn: Instant::now(),
