@@ -38,9 +38,9 @@ PY = sys.executable
 CLIENT = os.path.join(BENCH, "client.py")
 RESULTS = os.path.join(BENCH, "results")
 MIB = 1024 * 1024
-# S6/S7: seconds of idle hello load on the same server (each after a 1 s
-# warm-up) before the holders connect and after they leave; their mean is
-# the "× idle" baseline.
+# S6/S7: seconds of idle hello load on the same server before the holders
+# connect and after they leave (one 1 s warm-up first); the mean of the two
+# around a loaded burst is its "× idle" baseline.
 IDLE_BASELINE_S = 3
 
 # Measured round-robin (`Bench.round_robin`): one run per server per round, each on a fresh server.
@@ -181,6 +181,11 @@ def run_client(mode, port, *options, timeout=300):
     if not lines:
         return {"error": f"client printed nothing: {done.stderr.strip()[-300:]}"}
     return json.loads(lines[-1])
+
+
+def _rounded(ratio):
+    """A ratio to three places, or None."""
+    return None if ratio is None else round(ratio, 3)
 
 
 def _over_idle(loaded, idles, field):
@@ -424,10 +429,13 @@ class Bench:
 
     def _under_load(self, spec, scenario, mode, count, duration, *options, rounds=1):
         """Hello bursts beside `count` held connections, each between two idle
-        bursts of the same server; `rounds` such pairs, figures their median."""
+        bursts of the same server, `rounds` times; the record is the median
+        round's (by × idle), every figure of it from that one round."""
         server = self.start(spec, scenario)
-        loaded, ratios, cpu_ratios, setups, finals = [], [], [], [], []
+        done = []  # one dict per round: the loaded burst, its ratios, setup and end
+        idles = []
         alive = recovered = True
+        stopped = None
         try:
             # The baseline is this server's own idle rate just before and
             # just after each loaded burst, not S1's from minutes earlier:
@@ -435,24 +443,15 @@ class Bench:
             # look for, and a server's first seconds of load can be slower
             # than its later ones.
             run_wrk(server.port, 1)  # warm-up, not counted
-            idles = [self._burst(server, IDLE_BASELINE_S)]
-            for _ in range(rounds):
-                holder = HoldClient(
-                    mode,
-                    server.port,
-                    "--count",
-                    count,
-                    "--hold",
-                    duration + 60,
-                    "--connect-concurrency",
-                    200,
-                    *options,
-                )
+            idles.append(self._burst(server, IDLE_BASELINE_S))
+            for index in range(rounds):
                 try:
-                    setups.append(holder.ready())
-                    loaded.append(self._burst(server, duration))
-                finally:
-                    finals.append(holder.finish())
+                    round_ = self._round(server, mode, count, duration, options)
+                except Exception as error:  # noqa: BLE001 - later rounds keep the first ones
+                    if not done:
+                        raise
+                    stopped = f"round {index + 1}: {error}"
+                    break
                 alive = server.alive()
                 recovered = alive
                 if alive:
@@ -465,45 +464,67 @@ class Bench:
                     time.sleep(1)  # the held connections' ends, logged by the app
                     idles.append(self._burst(server, IDLE_BASELINE_S))
                     around.append(idles[-1])
-                ratios.append(_over_idle(loaded[-1], around, "req_per_s"))
-                cpu_ratios.append(_over_idle(loaded[-1], around, "cpu_us_per_req"))
-                if not recovered or not loaded[-1]["requests"]:
+                round_["ratio"] = _over_idle(round_["burst"], around, "req_per_s")
+                round_["cpu_ratio"] = _over_idle(round_["burst"], around, "cpu_us_per_req")
+                done.append(round_)
+                if not recovered or not round_["burst"]["requests"]:
                     break  # a server that stops serving does so every round
         finally:
             server.stop()
-        result = dict(loaded[len(loaded) // 2]) if loaded else {}
-        for field in ("req_per_s", "p99_ms", "cpu_us_per_req"):
-            values = [r[field] for r in loaded if r.get(field) is not None]
-            result[field] = statistics.median(values) if values else None
-        result["errors"] = sum(r.get("errors", 0) for r in loaded)
-        result["wrk_hung"] = any(r.get("wrk_hung") for r in loaded)
+        ratios = [r["ratio"] for r in done if r["ratio"] is not None]
+        ranked = sorted(done, key=lambda r: -1 if r["ratio"] is None else r["ratio"])
+        median = ranked[(len(ranked) - 1) // 2] if ranked else None
         idle_rates = [r["req_per_s"] for r in idles if r["req_per_s"]]
-        ratios = [r for r in ratios if r is not None]
-        cpu_ratios = [r for r in cpu_ratios if r is not None]
-        return {
+        record = {
             "count": count,
-            **result,
-            "rounds": len(loaded),
+            **(median["burst"] if median else {}),
+            "rounds": len(done),
             "idle_req_per_s": round(statistics.median(idle_rates), 1) if idle_rates else None,
-            "idle_bursts": [r["req_per_s"] for r in idles],
-            "loaded_bursts": [r["req_per_s"] for r in loaded],
-            "ratio_to_idle": round(statistics.median(ratios), 3) if ratios else None,
+            "idle_bursts": idles,
+            "loaded_bursts": [r["burst"] for r in done],
+            "ratio_to_idle": _rounded(median and median["ratio"]),
             "ratio_spread": [min(ratios), max(ratios)] if ratios else None,
-            "cpu_ratio_to_idle": round(statistics.median(cpu_ratios), 3) if cpu_ratios else None,
-            "setup": setups[-1] if setups else {},
-            "load": finals[-1] if finals else {},
+            "cpu_ratio_to_idle": _rounded(median and median["cpu_ratio"]),
+            "setup": median["setup"] if median else {},
+            "load": median["load"] if median else {},
             "server_alive": alive,
             "hello_after": recovered,
         }
+        if stopped:
+            record["rounds_stopped"] = stopped
+        return record
+
+    @staticmethod
+    def _round(server, mode, count, duration, options):
+        """One loaded burst: `count` held connections, wrk beside them, then they go."""
+        holder = HoldClient(
+            mode,
+            server.port,
+            "--count",
+            count,
+            "--hold",
+            duration + 60,
+            "--connect-concurrency",
+            200,
+            *options,
+        )
+        try:
+            setup = holder.ready()
+            burst = Bench._burst(server, duration)
+        finally:
+            load = holder.finish()
+        return {"setup": setup, "burst": burst, "load": load}
 
     @staticmethod
     def _burst(server, duration):
-        """wrk on GET / for `duration` s, with the server's CPU µs per request."""
-        cpu0 = procs.cpu_ns(server.pid)
+        """wrk on GET / for `duration` s, with the server's CPU µs per request
+        (utime + stime of its processes: threads that ended count too)."""
+        cpu0 = procs.cpu_seconds(server.pid)
         result = run_wrk(server.port, duration)
-        cpu = procs.cpu_ns(server.pid) - cpu0
+        cpu = procs.cpu_seconds(server.pid) - cpu0
+        result["cpu_s"] = round(cpu, 3)
         if result["requests"]:
-            result["cpu_us_per_req"] = round(cpu / 1000 / result["requests"], 2)
+            result["cpu_us_per_req"] = round(cpu * 1e6 / result["requests"], 2)
         return result
 
     def s6(self, spec, p):

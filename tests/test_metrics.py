@@ -55,7 +55,10 @@ def test_scripted_requests_move_the_counters(start_server, mode, workers):
             s = scrape(url)
             reading = value(s, "siesta_requests_in_flight", state="reading_body")
             pending = value(s, "siesta_request_body_pending_bytes")
-            return s if (reading, pending) == (1, 70_000) else None
+            # The five before it are over (a client can have its answer a
+            # moment before the server counts the request as ended).
+            done = value(s, "siesta_request_duration_seconds_count")
+            return s if (reading, pending, done) == (1, 70_000, 5) else None
 
         s = wait_until(parked)
         assert s, scrape(url)

@@ -173,16 +173,19 @@ impl Track {
         if old == s as u32 {
             return;
         }
+        // The row first, then the gauges (Release: after the row and the
+        // counters a caller bumped, see `Snapshot::take`). A row is freed
+        // only by `Entry::release`: freed here, another request could take
+        // it before `finished` releases it, and lose it to that release.
+        if let Some(e) = self.entry.filter(|_| s != State::Free) {
+            e.state.store(s as u32, Ordering::Relaxed);
+        }
         let g = &slot.gauges.0;
-        // Release: after the counters a caller bumped (see `Snapshot::take`).
         if let Some(i) = inflight_index(old) {
             g[i].fetch_sub(1, Ordering::Release);
         }
         if let Some(i) = inflight_index(s as u32) {
             g[i].fetch_add(1, Ordering::Release);
-        }
-        if let Some(e) = self.entry {
-            e.state.store(s as u32, Ordering::Relaxed);
         }
     }
 
@@ -199,16 +202,16 @@ impl Track {
         let now = now_ns();
         let read = self.read.fetch_add(n, Ordering::Relaxed) + n;
         self.last_byte_ns.store(now, Ordering::Relaxed);
+        if let Some(e) = self.entry {
+            e.read.store(read, Ordering::Relaxed);
+            e.last_byte_ns.store(now, Ordering::Relaxed);
+        }
         slot.counters.0[at::BODY_IN].fetch_add(n, Ordering::Relaxed);
         if let Some(d) = self.declared {
             // Never below zero even if more came than declared.
             let owed = d.saturating_sub(read - n).min(n);
-            // Release: after the counter above (see `Snapshot::take`).
+            // Release: after the row and the counter above (see `Snapshot::take`).
             slot.gauges.0[gauge::PENDING].fetch_sub(owed as i64, Ordering::Release);
-        }
-        if let Some(e) = self.entry {
-            e.read.store(read, Ordering::Relaxed);
-            e.last_byte_ns.store(now, Ordering::Relaxed);
         }
     }
 
