@@ -80,8 +80,11 @@ impl Pool {
     /// first). While no thread waits for jobs in `recv`, this thread drives
     /// the runtime as it waits; when one starts to (`core_wanted`), this
     /// thread lets the runtime go to it and sleeps until `f`'s waker calls,
-    /// taking the runtime back if that thread left `recv` meanwhile. Without
-    /// a runtime (dedicated I/O threads) it only sleeps.
+    /// taking the runtime back when it wakes to find that thread gone from
+    /// `recv`. Nothing wakes it for that alone: the driver left with a job,
+    /// so it comes back, or the monitor (awake while a job runs) wakes an
+    /// idle thread or drives a tick itself. Without a runtime (dedicated
+    /// I/O threads) it only sleeps.
     pub(crate) fn wait_io<T>(
         &self,
         deadline: Option<Instant>,
@@ -113,7 +116,11 @@ impl Pool {
                     let st = self.state.lock();
                     !st.driver || st.closed
                 });
-                self.state.lock().coreless.retain(|t| t.id() != me.id());
+                let mut st = self.state.lock();
+                if let Some(i) = st.coreless.iter().rposition(|t| t.id() == me.id()) {
+                    st.coreless.swap_remove(i);
+                }
+                drop(st);
                 match parked {
                     Parked::Ready(v) => return Some(v),
                     Parked::TimedOut => return None,
