@@ -244,14 +244,20 @@ impl AcceptCtx {
             );
             let mut service = service;
             let mut stop = stop;
+            // This task is as large as its largest await, for the whole life
+            // of the connection, at rest too: the driving and the ends (a
+            // cut, a lingering close) are boxed, so that they take their
+            // hundreds of bytes only while they run (the task: 1.1 KiB
+            // instead of 1.8 per connection).
             loop {
                 let hold = held.hold();
                 let conn = Box::new(builder.serve_connection(TokioIo::new(io), service));
                 // Errors here are the client's (reset, bad request): hyper has
                 // already answered what deserved an answer; a refused head
                 // still ends in the one place every request ends.
-                let parts = match drive(conn, &mut stop, &mut abort, &info, &clock).await {
-                    Driven::Cut(io) => return io.cut(LINGER.time, &mut abort).await,
+                let parts = match Box::pin(drive(conn, &mut stop, &mut abort, &info, &clock)).await
+                {
+                    Driven::Cut(io) => return Box::pin(io.cut(LINGER.time, &mut abort)).await,
                     Driven::Closed(r, io) => {
                         // A body still coming after the response: a lingering close.
                         let linger = (r.is_ok() && io.body_coming()).then_some(LINGER);
@@ -265,10 +271,10 @@ impl AcceptCtx {
                                 // delimited by the close (HTTP/1.0, and
                                 // nginx's default upstream) is not taken
                                 // for complete.
-                                return io.cut(LINGER.time, &mut abort).await;
+                                return Box::pin(io.cut(LINGER.time, &mut abort)).await;
                             }
                         }
-                        return (*io).close(linger).await;
+                        return Box::pin((*io).close(linger)).await;
                     }
                     Driven::AtRest(parts) => parts,
                 };
