@@ -1,6 +1,6 @@
 """S8 A/B: memory per held connection for two builds of one server, interleaved.
 
-`python bench/ab_held.py SPEC --a-path DIR [--variant idle|slowup] [--rounds N]`
+`python bench/ab_held.py SPEC --a-path DIR [--variant idle|slowup] [--rounds N] [--count N]`
 starts SPEC with DIR first on PYTHONPATH (A, an older `python/siesta` copied
 to DIR/siesta) and without it (B, the build in .venv), one fresh server per
 measurement, ABBA, and holds S8's 5000 connections on each as run.py does;
@@ -31,9 +31,18 @@ def held_kib(spec, logdir, tag, variant, count, path=None):
         sockets = procs.socket_count(server.pid)
         options = ["--initial", 4096, "--drip", 0] if variant == "slowup" else []
         holder = HoldClient(
-            variant, server.port, "--count", count, "--hold", 120, "--settle", 2,
-            "--connect-concurrency", 1000, *options,
-        )  # fmt: skip
+            variant,
+            server.port,
+            "--count",
+            count,
+            "--hold",
+            120,
+            "--settle",
+            2,
+            "--connect-concurrency",
+            1000,
+            *options,
+        )
         try:
             holder.ready(timeout=120)
             after = procs.rss_bytes(server.pid)
@@ -42,7 +51,9 @@ def held_kib(spec, logdir, tag, variant, count, path=None):
             holder.finish()
     finally:
         server.stop()
-    return (after - before) / held / 1024 if held > 0 else None
+    if held <= 0:
+        raise SystemExit(f"{spec.name} held no connection (see its log in {logdir})")
+    return (after - before) / held / 1024
 
 
 def main():
@@ -55,18 +66,18 @@ def main():
     args = parser.parse_args()
     pin_load()
     spec = next(s for s in SPECS if s.name == args.spec)
-    logdir = tempfile.mkdtemp(prefix="ab-held-")
     rows = []
     print(f"{args.spec}, {args.variant}, {args.count} connections; KiB per held connection")
     print("| round | order | A | B |\n|---|---|---|---|")
-    for i in range(args.rounds):
-        order = "AB" if i % 2 == 0 else "BA"
-        got = {}
-        for side in order:
-            path = args.a_path if side == "A" else None
-            got[side] = held_kib(spec, logdir, f"{i}{side}", args.variant, args.count, path)
-        rows.append(got)
-        print(f"| {i + 1} | {order} | {got['A']:.2f} | {got['B']:.2f} |", flush=True)
+    with tempfile.TemporaryDirectory(prefix="ab-held-") as logdir:
+        for i in range(args.rounds):
+            order = "AB" if i % 2 == 0 else "BA"
+            got = {}
+            for side in order:
+                path = args.a_path if side == "A" else None
+                got[side] = held_kib(spec, logdir, f"{i}{side}", args.variant, args.count, path)
+            rows.append(got)
+            print(f"| {i + 1} | {order} | {got['A']:.2f} | {got['B']:.2f} |", flush=True)
     a = statistics.median(r["A"] for r in rows)
     b = statistics.median(r["B"] for r in rows)
     print(f"\nmedian KiB per connection: A {a:.2f}, B {b:.2f}, B ÷ A {b / a:.3f}")
