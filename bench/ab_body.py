@@ -22,13 +22,12 @@ import shlex
 import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procs  # noqa: E402
 from ab import start as start_plain  # noqa: E402
-from run import MIB, HoldClient, run_client  # noqa: E402
+from run import MIB, held_memory, run_client  # noqa: E402
 from servers import LOAD_CPUS, SERVER_CPUS, SPECS, Running, pin_load  # noqa: E402
 
 GIB = 1024 * MIB
@@ -81,32 +80,8 @@ def parked_run(spec, args, logdir, tag, path, env):
     """One S8 parked-upload measurement on a fresh server: (KiB per upload, held, RSS MiB)."""
     server = start(spec, logdir, tag, path, args.extra, env)
     try:
-        time.sleep(0.5)
-        before = procs.rss_bytes(server.pid)
-        sockets = procs.socket_count(server.pid)
-        holder = HoldClient(
-            "slowup",
-            server.port,
-            "--count",
-            args.count,
-            "--hold",
-            120,
-            "--settle",
-            2,
-            "--connect-concurrency",
-            1000,
-            "--initial",
-            4096,
-            "--drip",
-            0,
-        )
-        try:
-            holder.ready(timeout=120)
-            server.remember_tree()
-            after = procs.rss_bytes(server.pid)
-            held = procs.socket_count(server.pid) - sockets
-        finally:
-            holder.finish()
+        options = ("--initial", 4096, "--drip", 0)
+        before, after, held, _, _ = held_memory(server, "slowup", args.count, *options)
     finally:
         server.stop()
     return (after - before) / 1024 / max(held, 1), held, after / MIB

@@ -12,13 +12,11 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import procs  # noqa: E402
 from ab import start  # noqa: E402
-from run import HoldClient  # noqa: E402
+from run import held_memory  # noqa: E402
 from servers import SPECS, pin_load  # noqa: E402
 
 
@@ -26,29 +24,8 @@ def held_kib(spec, logdir, tag, variant, count, path=None):
     """KiB of the server tree's RSS per connection it holds (S8's figure)."""
     server = start(spec, logdir, tag, path)
     try:
-        time.sleep(0.5)
-        before = procs.rss_bytes(server.pid)
-        sockets = procs.socket_count(server.pid)
-        options = ["--initial", 4096, "--drip", 0] if variant == "slowup" else []
-        holder = HoldClient(
-            variant,
-            server.port,
-            "--count",
-            count,
-            "--hold",
-            120,
-            "--settle",
-            2,
-            "--connect-concurrency",
-            1000,
-            *options,
-        )
-        try:
-            holder.ready(timeout=120)
-            after = procs.rss_bytes(server.pid)
-            held = procs.socket_count(server.pid) - sockets
-        finally:
-            holder.finish()
+        options = ("--initial", 4096, "--drip", 0) if variant == "slowup" else ()
+        before, after, held, _, _ = held_memory(server, variant, count, *options)
     finally:
         server.stop()
     if held <= 0:

@@ -231,6 +231,40 @@ class HoldClient:
         self.proc.wait(timeout=10)
 
 
+def hold(mode, port, count, hold_s, connect_concurrency, *options):
+    """A client.py hold mode of `count` connections to `port`, held up to `hold_s`."""
+    return HoldClient(
+        mode,
+        port,
+        "--count",
+        count,
+        "--hold",
+        hold_s,
+        "--connect-concurrency",
+        connect_concurrency,
+        *options,
+    )
+
+
+def held_memory(server, mode, count, *options):
+    """S8 on a running server: RSS of its tree before and after `count`
+    held connections, the connections it holds (sockets in its tree, not
+    those the client could open: a full accept queue also completes
+    connects), and the hold client's setup and end."""
+    time.sleep(0.5)
+    before = procs.rss_bytes(server.pid)
+    sockets_before = procs.socket_count(server.pid)
+    holder = hold(mode, server.port, count, 120, 1000, "--settle", 2, *options)
+    try:
+        setup = holder.ready(timeout=120)
+        server.remember_tree()
+        after = procs.rss_bytes(server.pid)
+        held = procs.socket_count(server.pid) - sockets_before
+    finally:
+        final = holder.finish()
+    return before, after, held, setup, final
+
+
 # -- scenarios --------------------------------------------------------------------
 
 
@@ -497,17 +531,7 @@ class Bench:
     @staticmethod
     def _round(server, mode, count, duration, options):
         """One loaded burst: `count` held connections, wrk beside them, then they go."""
-        holder = HoldClient(
-            mode,
-            server.port,
-            "--count",
-            count,
-            "--hold",
-            duration + 60,
-            "--connect-concurrency",
-            200,
-            *options,
-        )
+        holder = hold(mode, server.port, count, duration + 60, 200, *options)
         try:
             setup = holder.ready()
             burst = Bench._burst(server, duration)
@@ -539,34 +563,10 @@ class Bench:
     def _held_memory(self, spec, mode, count, *options):
         server = self.start(spec, "S8")
         try:
-            time.sleep(0.5)
-            before = procs.rss_bytes(server.pid)
-            sockets_before = procs.socket_count(server.pid)
-            holder = HoldClient(
-                mode,
-                server.port,
-                "--count",
-                count,
-                "--hold",
-                120,
-                "--settle",
-                2,
-                "--connect-concurrency",
-                1000,
-                *options,
-            )
-            try:
-                setup = holder.ready(timeout=120)
-                server.remember_tree()
-                after = procs.rss_bytes(server.pid)
-                held = procs.socket_count(server.pid) - sockets_before
-            finally:
-                final = holder.finish()
+            before, after, held, setup, final = held_memory(server, mode, count, *options)
             alive = server.alive()
         finally:
             server.stop()
-        # `held` = connections the server had accepted and kept (sockets in its tree),
-        # not those the client could open: a full accept queue also completes connects.
         per = (after - before) / held if held > 0 else None
         return {
             "variant": "idle keep-alive" if mode == "idle" else "parked upload",
