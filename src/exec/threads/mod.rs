@@ -65,6 +65,21 @@ pub(crate) fn current() -> Option<Arc<Pool>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
+/// Runs `f`, which wakes a task of the I/O runtime (the app side handing a
+/// connection its reply), where that wake costs least. On a pool thread
+/// that drives its runtime between jobs and holds the GIL now, nobody may
+/// be driving: a wake from outside the runtime then writes its eventfd for
+/// nobody, a system call per request under load. Run inside the runtime
+/// (`Pool::in_runtime`), the wake only queues the task for whichever thread
+/// drives next. Anywhere else `f` just runs.
+pub(crate) fn wake_from_app<R>(f: impl FnOnce() -> R) -> R {
+    let rt = CURRENT.with(|c| c.borrow().as_ref().and_then(|p| p.runtime.clone()));
+    match rt {
+        Some(rt) => Pool::in_runtime(&rt, f),
+        None => f(),
+    }
+}
+
 pub(crate) struct Pool {
     state: Mutex<State>,
     /// Idle threads sleep here.
@@ -316,6 +331,25 @@ impl Pool {
             return None;
         }
         st.pop_live(self.queue_timeout)
+    }
+}
+
+impl Pool {
+    /// `f` inside the pool's current-thread runtime. When no thread holds
+    /// the runtime, this one takes it for just the one poll of `f` (the
+    /// `block_on` polls its future before any task): a task `f` wakes goes
+    /// on the runtime's own queue, with no eventfd write, and runs when a
+    /// thread next drives (this one, at its turn or in `recv`; or the one
+    /// the monitor wakes when no thread turns). When a thread holds it
+    /// (a driver in `recv`, a thread waiting on the network), `block_on`
+    /// polls `f` once without it, and the wake reaches that driver as it
+    /// would from anywhere else. Never waits. Already inside a runtime,
+    /// where a `block_on` would panic, `f` just runs.
+    fn in_runtime<R>(rt: &Runtime, f: impl FnOnce() -> R) -> R {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return f();
+        }
+        rt.block_on(async move { f() })
     }
 }
 
