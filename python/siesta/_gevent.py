@@ -210,8 +210,9 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
     waiting: collections.deque[tuple[float, Any]] = collections.deque()
     stopped = gevent.event.Event()
     running = 0
-    idle = gevent.event.Event()
-    idle.set()
+    # Made only once the hub stops, to wait for the requests still running:
+    # under load the running count touches 0 at nearly every request.
+    idle: gevent.event.Event | None = None
 
     def run(req: Any) -> None:
         # A bare greenlet whose parent is the hub, started by a direct switch
@@ -229,13 +230,12 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
             running -= 1
             if waiting:
                 hub.loop.run_callback(drain_waiting)
-            elif running == 0:
+            elif running == 0 and idle is not None:
                 idle.set()
 
     def start(req: Any) -> None:
         nonlocal running
         running += 1
-        idle.clear()
         greenlet(run, parent=hub).switch(req)
 
     def drain_waiting() -> None:
@@ -277,8 +277,11 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
     finally:
         watcher.stop()
         janitor.kill(block=False)
-        for _, req in waiting:
-            req.reject()
+        # Popped, not just answered: a request ending below would start them.
+        while waiting:
+            waiting.popleft()[1].reject()
         # The server already spent the graceful time draining connections
         # before it said stop; requests still running get its last moment.
-        idle.wait(timeout=server.stop_grace)
+        if running:
+            idle = gevent.event.Event()
+            idle.wait(timeout=server.stop_grace)
