@@ -61,7 +61,7 @@ PLANS = {
         "S3": {"mib": 1024, "repeat": 3},
         "S4": {"mib": 1024, "repeat": 5},
         "S5": {"mib": 100},
-        "S6": {"counts": [100, 1000], "duration": 4, "rounds": 3},
+        "S6": {"counts": [100, 1000], "duration": 4, "rounds": 5},
         "S7": {"count": 500, "duration": 8},
         "S8": {"count": 5000},
         "S9": {"reloads": 10, "every": 1.0},
