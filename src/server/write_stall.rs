@@ -5,13 +5,17 @@
 //! it. Linux reports a full socket writable again only once a good part of
 //! its send buffer has drained (about a third for TCP, a quarter for a unix
 //! socket), so a client reading slowly but steadily can go longer than the
-//! timeout without a write going through. So when the timer runs out, the
+//! timeout without a write going through. So while the timer runs, the
 //! socket's own queue (`SIOCOUTQ`: bytes sent and not yet acknowledged, or
-//! not yet read on a unix socket) says whether the client took anything
-//! since the timer was armed; if it did, the timer starts over. A client
-//! that took nothing gets a reset (`SO_LINGER` 0) rather than a FIN queued
-//! behind the bytes it will not read, so the kernel frees them at once, and
-//! hyper, whose write fails, drops the connection.
+//! not yet read on a unix socket) is looked at every quarter of the limit,
+//! and the limit counts from the last look that found it shorter: bytes
+//! still in flight when the socket filled are acknowledged in the first
+//! moments, and counting from the arming would then give a client that
+//! took nothing since about twice the limit. A client that took nothing
+//! for the limit (up to a quarter more, the looks' spacing) gets a reset
+//! (`SO_LINGER` 0) rather than a FIN queued behind the bytes it will not
+//! read, so the kernel frees them at once, and hyper, whose write fails,
+//! drops the connection.
 
 use std::future::Future;
 use std::io;
@@ -27,9 +31,10 @@ pub(crate) struct WriteStall {
     limit: Option<Duration>,
     /// Made at the first stall and reset at the next ones.
     timer: Option<Pin<Box<Sleep>>>,
-    /// The last write found the socket full: the timer runs.
-    armed: bool,
-    /// The socket's queue when the timer was (re)armed.
+    /// While the last write found the socket full: when the client was last
+    /// seen taking bytes (or the stall began).
+    since: Option<Instant>,
+    /// The socket's queue at the last look.
     queued: usize,
 }
 
@@ -38,7 +43,7 @@ impl WriteStall {
         WriteStall {
             limit,
             timer: None,
-            armed: false,
+            since: None,
             queued: 0,
         }
     }
@@ -53,31 +58,44 @@ impl WriteStall {
         r: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if !r.is_pending() {
-            self.armed = false;
+            self.since = None;
             return r;
         }
         let Some(limit) = self.limit else {
             return r;
         };
-        if !self.armed {
-            self.armed = true;
-            self.queued = queued(fd);
-            self.arm(limit);
-        }
+        let look = limit / 4;
+        let mut since = match self.since {
+            Some(since) => since,
+            None => {
+                let now = Instant::now();
+                self.queued = queued(fd);
+                self.arm(now + look);
+                now
+            }
+        };
         loop {
+            self.since = Some(since);
             let Some(timer) = self.timer.as_mut() else {
                 return Poll::Pending;
             };
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            let now = queued(fd);
-            if now < self.queued {
-                // Slow, but the client took something: start over.
-                self.queued = now;
-                self.arm(limit);
+            let now = Instant::now();
+            let left = queued(fd);
+            if left < self.queued {
+                // Slow, but the client took something: the limit counts
+                // from here.
+                self.queued = left;
+                since = now;
+            }
+            let deadline = since + limit;
+            if now < deadline {
+                self.arm(deadline.min(now + look));
                 continue;
             }
+            self.since = None;
             reset_on_close(fd);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -86,8 +104,7 @@ impl WriteStall {
         }
     }
 
-    fn arm(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
+    fn arm(&mut self, deadline: Instant) {
         match &mut self.timer {
             Some(t) => t.as_mut().reset(deadline),
             None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
@@ -180,6 +197,37 @@ mod tests {
         assert!(matches!(
             stall.check(fd, &mut cx, Poll::Ready(Ok(()))),
             Poll::Ready(Ok(()))
+        ));
+        Ok(())
+    }
+
+    /// Bytes taken just after the stall began (those in flight when the
+    /// socket filled) do not start the limit over at its end: it counts
+    /// from the look that saw them gone, a quarter of the limit in.
+    #[tokio::test(start_paused = true)]
+    async fn counts_from_the_last_progress_seen() -> io::Result<()> {
+        let (a, b) = std::os::unix::net::UnixStream::pair()?;
+        a.set_nonblocking(true)?;
+        let block = [0u8; 4096];
+        while std::io::Write::write(&mut &a, &block).is_ok() {}
+        let mut stall = WriteStall::new(Some(Duration::from_secs(4)));
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let fd = a.as_raw_fd();
+        let pending = || Poll::<io::Result<()>>::Pending;
+        assert!(stall.check(fd, &mut cx, pending()).is_pending());
+        let mut got = [0u8; 8192];
+        std::io::Read::read(&mut &b, &mut got)?;
+        // Woken at each look (every second): the one at 1 s sees the bytes
+        // gone, and the limit runs from there to 5 s.
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert!(stall.check(fd, &mut cx, pending()).is_pending());
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(matches!(
+            stall.check(fd, &mut cx, pending()),
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::TimedOut
         ));
         Ok(())
     }
