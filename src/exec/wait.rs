@@ -60,6 +60,16 @@ pub(crate) enum Waited<T> {
 }
 
 impl Waiter {
+    /// Runs `f`, which hands the I/O side something and wakes its task (a
+    /// reply for the connection), where that wake costs least: on a pool
+    /// thread, inside the pool's runtime (`threads::wake_from_app`).
+    pub(crate) fn hand_over<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self {
+            Waiter::Thread => super::threads::wake_from_app(f),
+            Waiter::Greenlet(_) => f(),
+        }
+    }
+
     /// Runs `f` with the GIL released if this waiter blocks a thread.
     pub(crate) fn outside_gil<R: Ungil>(&self, py: Python<'_>, f: impl FnOnce() -> R + Ungil) -> R {
         match self {

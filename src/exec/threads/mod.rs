@@ -26,6 +26,9 @@
 //! each runs `Pool::run` with the handler that serves one job, so the pool
 //! never knows what a job is for.
 //!
+//! A reply the app hands over wakes its connection inside the runtime when
+//! no thread drives it (`wake_from_app`), so that wake is no system call.
+//!
 //! This file takes jobs (`run`, `next_job`, the driver's `recv`);
 //! `state.rs` holds the counts behind the one lock, `park.rs` the slot a
 //! thread gives back while it waits on the network, `monitor.rs` the
@@ -66,14 +69,17 @@ pub(crate) fn current() -> Option<Arc<Pool>> {
 }
 
 /// Runs `f`, which wakes a task of the I/O runtime (the app side handing a
-/// connection its reply), where that wake costs least. On a pool thread
-/// that drives its runtime between jobs and holds the GIL now, nobody may
-/// be driving: a wake from outside the runtime then writes its eventfd for
-/// nobody, a system call per request under load. Run inside the runtime
-/// (`Pool::in_runtime`), the wake only queues the task for whichever thread
-/// drives next. Anywhere else `f` just runs.
+/// connection its reply; `Waiter::hand_over`), where that wake costs least.
+/// On a pool thread that drives its runtime between jobs, nobody may be
+/// driving while it runs the app: a wake from outside the runtime then
+/// writes its eventfd for nobody, a system call per request under load.
+/// Run inside the runtime (`Pool::in_runtime`), the wake only queues the
+/// task for whichever thread drives next. Anywhere else `f` just runs.
 pub(crate) fn wake_from_app<R>(f: impl FnOnce() -> R) -> R {
-    let rt = CURRENT.with(|c| c.borrow().as_ref().and_then(|p| p.runtime.clone()));
+    let rt = CURRENT
+        .try_with(|c| c.borrow().as_ref().and_then(|p| p.runtime.clone()))
+        .ok()
+        .flatten();
     match rt {
         Some(rt) => Pool::in_runtime(&rt, f),
         None => f(),
@@ -343,8 +349,11 @@ impl Pool {
     /// the monitor wakes when no thread turns). When a thread holds it
     /// (a driver in `recv`, a thread waiting on the network), `block_on`
     /// polls `f` once without it, and the wake reaches that driver as it
-    /// would from anywhere else. Never waits. Already inside a runtime,
-    /// where a `block_on` would panic, `f` just runs.
+    /// would from anywhere else. Never waits. The caller holds the GIL
+    /// and may hold its request's locks, and a thread that wants the
+    /// runtime meanwhile waits for it: `f` must stay one hand-over (a
+    /// channel send), never a wait or a call into Python. In a runtime
+    /// context already (where a `block_on` would panic), `f` just runs.
     fn in_runtime<R>(rt: &Runtime, f: impl FnOnce() -> R) -> R {
         if tokio::runtime::Handle::try_current().is_ok() {
             return f();
@@ -397,6 +406,68 @@ pub(super) mod tests {
         assert!(turned.is_err());
         assert_eq!(pool.state.lock().turning, 0);
         pool.close();
+    }
+
+    fn runtime() -> Runtime {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => panic!("no runtime: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_hand_over_with_the_runtime_free_queues_the_task_for_the_next_driver() {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        let rt = runtime();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        rt.spawn(async move {
+            let _ = rx.await;
+            d.store(true, SeqCst);
+        });
+        rt.block_on(tokio::task::yield_now()); // the task now waits on `rx`
+        assert!(Pool::in_runtime(&rt, || tx.send(()).is_ok()));
+        assert!(!done.load(SeqCst), "queued, not run by the hand-over");
+        assert_eq!(
+            rt.metrics().global_queue_depth(),
+            0,
+            "on the runtime's own queue: no wake from outside"
+        );
+        rt.block_on(tokio::task::yield_now());
+        assert!(done.load(SeqCst), "the next driver runs it");
+    }
+
+    #[test]
+    fn a_hand_over_with_the_runtime_held_wakes_the_thread_holding_it() {
+        let rt = Arc::new(runtime());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (held, holding) = std::sync::mpsc::channel();
+        let (ended, end) = std::sync::mpsc::channel();
+        let r = rt.clone();
+        std::thread::spawn(move || {
+            let got = r.block_on(async move {
+                let _ = held.send(());
+                rx.await.is_ok()
+            });
+            let _ = ended.send(got);
+        });
+        assert!(holding.recv_timeout(Duration::from_secs(10)).is_ok());
+        assert!(Pool::in_runtime(&rt, || tx.send(()).is_ok()));
+        assert_eq!(
+            end.recv_timeout(Duration::from_secs(10)),
+            Ok(true),
+            "the thread in the runtime was woken"
+        );
+    }
+
+    #[test]
+    fn a_hand_over_inside_the_runtime_just_runs() {
+        let rt = runtime();
+        assert_eq!(rt.block_on(async { Pool::in_runtime(&rt, || 7) }), 7);
     }
 
     #[test]

@@ -209,7 +209,7 @@ impl StartResponse {
             refusal: None,
         };
         if let Some(tx) = st.reply.take() {
-            if !crate::exec::threads::wake_from_app(|| tx.send(reply)) {
+            if !self.waiter.hand_over(|| tx.send(reply)) {
                 st.gone = true;
             }
         }

@@ -330,7 +330,7 @@ impl StartResponse {
                 input.abandon();
             }
             if let Some(tx) = st.reply.take() {
-                tx.send(reply);
+                self.waiter.hand_over(|| tx.send(reply));
             }
         } else {
             record.aborted(Some(RequestError::AppFailed));
