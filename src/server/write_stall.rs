@@ -34,7 +34,7 @@ pub(crate) struct WriteStall {
     /// While the last write found the socket full: when the client was last
     /// seen taking bytes (or the stall began).
     since: Option<Instant>,
-    /// The socket's queue at the last look.
+    /// The shortest the socket's queue was seen in this stall.
     queued: usize,
 }
 
@@ -77,7 +77,10 @@ impl WriteStall {
         loop {
             self.since = Some(since);
             let Some(timer) = self.timer.as_mut() else {
-                return Poll::Pending;
+                // Never so (the timer is armed when `since` is set), but a
+                // `Pending` with no timer would never be woken: arm one.
+                self.arm(Instant::now() + look);
+                continue;
             };
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -182,12 +185,14 @@ mod tests {
         assert!(stall.check(fd, &mut cx, pending()).is_pending());
         tokio::time::advance(Duration::from_secs(4)).await;
         assert!(stall.check(fd, &mut cx, pending()).is_pending());
-        // The peer takes some bytes: at the deadline the timer starts over.
+        // The peer takes some bytes: the look at 6 s sees them gone, and
+        // the limit counts from there.
         let mut got = [0u8; 8192];
         std::io::Read::read(&mut &b, &mut got)?;
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(stall.check(fd, &mut cx, pending()).is_pending());
-        // Nothing more taken: the next deadline fails the write.
+        // Nothing more taken: at 12 s, more than the limit after 6 s, the
+        // write fails.
         tokio::time::advance(Duration::from_secs(6)).await;
         assert!(matches!(
             stall.check(fd, &mut cx, pending()),
