@@ -167,19 +167,24 @@ pub(super) fn reset_now(fd: RawFd) {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// A socket pair whose first end's queue is full (its peer reads
+    /// nothing yet), and a write timer of `limit_s` seconds.
+    fn stalled(limit_s: u64) -> io::Result<(UnixStream, UnixStream, WriteStall)> {
+        let (a, b) = UnixStream::pair()?;
+        a.set_nonblocking(true)?;
+        let block = [0u8; 4096];
+        while std::io::Write::write(&mut &a, &block).is_ok() {}
+        Ok((a, b, WriteStall::new(Some(Duration::from_secs(limit_s)))))
+    }
 
     /// A peer that reads nothing: the write times out; one that took bytes
     /// since the timer was armed: it starts over.
     #[tokio::test(start_paused = true)]
     async fn times_out_only_without_progress() -> io::Result<()> {
-        let (a, b) = std::os::unix::net::UnixStream::pair()?;
-        a.set_nonblocking(true)?;
-        // Fill the queue.
-        let block = [0u8; 4096];
-        while std::io::Write::write(&mut &a, &block).is_ok() {}
-        let mut stall = WriteStall::new(Some(Duration::from_secs(5)));
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
+        let (a, b, mut stall) = stalled(5)?;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         let fd = a.as_raw_fd();
         let pending = || Poll::<io::Result<()>>::Pending;
         assert!(stall.check(fd, &mut cx, pending()).is_pending());
@@ -211,13 +216,8 @@ mod tests {
     /// from the look that saw them gone, a quarter of the limit in.
     #[tokio::test(start_paused = true)]
     async fn counts_from_the_last_progress_seen() -> io::Result<()> {
-        let (a, b) = std::os::unix::net::UnixStream::pair()?;
-        a.set_nonblocking(true)?;
-        let block = [0u8; 4096];
-        while std::io::Write::write(&mut &a, &block).is_ok() {}
-        let mut stall = WriteStall::new(Some(Duration::from_secs(4)));
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
+        let (a, b, mut stall) = stalled(4)?;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         let fd = a.as_raw_fd();
         let pending = || Poll::<io::Result<()>>::Pending;
         assert!(stall.check(fd, &mut cx, pending()).is_pending());
