@@ -9,7 +9,8 @@
 //! `wait.rs` is the one way a request waits for the network, in both modes:
 //! a thread blocks (GIL released by the caller), a greenlet gets a token to
 //! park on; and the way the app side hands the I/O side a reply
-//! (`Waiter::hand_over`: on a pool thread, inside the pool's runtime). `arena.rs` keeps CPython's frame memory between greenlets.
+//! (`Waiter::hand_over`: on a pool thread, inside the pool's runtime).
+//! `arena.rs` keeps CPython's frame memory between greenlets.
 //! What a request *does* is `wsgi/`'s business.
 
 pub(crate) mod arena;
