@@ -75,6 +75,21 @@ def test_a_connection_rests_once_its_body_ends_after_the_response(server):
         assert path_of(conn.read_response()) == "/env/next"
 
 
+def test_a_connection_rests_after_a_streamed_response_larger_than_hyper_buffers(server):
+    """A streamed response with a Content-Length larger than hyper buffers
+    at once (64 KiB) ends after hyper's last read, which found the request
+    still busy: the connection must still come to rest, and idle under
+    --keep-alive (it waited for --header-timeout instead, holding hyper's
+    buffers)."""
+    rests = server.log().count(RESTED)
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("GET", "/distinct?count=4&size=32768"))
+        assert len(conn.read_response().body) == 4 * 32768
+        assert wait_until(lambda: server.log().count(RESTED) > rests), "never came to rest"
+        conn.send(rawhttp.build_request("GET", "/env/next"))
+        assert path_of(conn.read_response()) == "/env/next"
+
+
 def test_a_pipelined_head_cut_in_two_survives_the_rest(server):
     """The first half of the next head came with the first request: hyper
     had read it when the connection went to rest, and gets it back."""

@@ -98,6 +98,10 @@ pub(crate) struct Clock {
     unflushed: AtomicBool,
     /// The connection has been idle between requests long enough to rest.
     rest_due: AtomicBool,
+    /// The response ended (`idle`) and no read has looked at the clock
+    /// since: the keep-alive deadline is not armed yet (`ClockedIo` arms it
+    /// as hyper reads). `server/`'s `drive` polls hyper once more then.
+    unarmed: AtomicBool,
     /// Responses done on this connection.
     served: AtomicU32,
 }
@@ -124,6 +128,7 @@ impl Clock {
             header_timeout,
             unflushed: AtomicBool::new(false),
             rest_due: AtomicBool::new(false),
+            unarmed: AtomicBool::new(false),
             served: AtomicU32::new(0),
         })
     }
@@ -141,7 +146,15 @@ impl Clock {
                 first: false,
             };
             self.served.fetch_add(1, Ordering::Relaxed);
+            self.unarmed.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// The response ended and no read has armed the deadline since (hyper
+    /// read last while the request was busy, and waits on the socket): the
+    /// connection is to be polled once more, so that it is. Cleared.
+    pub(crate) fn take_unarmed(&self) -> bool {
+        self.unarmed.swap(false, Ordering::Relaxed)
     }
 
     /// A head's first byte came: later heads are timed from it; the first
@@ -271,6 +284,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
     /// due to come to rest (`Clock::at_rest`), then at the deadline.
     fn past_deadline(&mut self, cx: &mut Context<'_>) -> Option<OnExpiry> {
         let (deadline, on_expiry) = self.clock.deadline()?;
+        self.clock.unarmed.store(false, Ordering::Relaxed);
         let now = Instant::now();
         if now >= deadline {
             return Some(on_expiry);

@@ -372,6 +372,12 @@ async fn drive<S: Peek>(
             // other drops the rest of a large response whose request body
             // was given up). `serve` then lingers on the read side.
             let polled = Pin::new(&mut *conn).poll(cx);
+            if polled.is_pending() && clock.take_unarmed() {
+                // The response ended after hyper's last read, which found
+                // the request busy: hyper now waits on the socket alone,
+                // and only a read arms the keep-alive deadline.
+                continue;
+            }
             if polled.is_pending()
                 && !told
                 && !resting
