@@ -150,9 +150,10 @@ impl Clock {
         }
     }
 
-    /// The response ended and no read has armed the deadline since (hyper
-    /// read last while the request was busy, and waits on the socket): the
-    /// connection is to be polled once more, so that it is. Cleared.
+    /// Whether the response ended with no read looking at the clock since
+    /// (hyper read last while the request was busy, and waits on the
+    /// socket): then hyper is to be polled once more, and its read arms the
+    /// keep-alive deadline. Clears the mark.
     pub(crate) fn take_unarmed(&self) -> bool {
         self.unarmed.swap(false, Ordering::Relaxed)
     }
@@ -284,7 +285,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
     /// due to come to rest (`Clock::at_rest`), then at the deadline.
     fn past_deadline(&mut self, cx: &mut Context<'_>) -> Option<OnExpiry> {
         let (deadline, on_expiry) = self.clock.deadline()?;
-        self.clock.unarmed.store(false, Ordering::Relaxed);
+        if self.clock.unarmed.load(Ordering::Relaxed) {
+            self.clock.unarmed.store(false, Ordering::Relaxed);
+        }
         let now = Instant::now();
         if now >= deadline {
             return Some(on_expiry);

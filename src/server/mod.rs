@@ -374,9 +374,14 @@ async fn drive<S: Peek>(
             let polled = Pin::new(&mut *conn).poll(cx);
             if polled.is_pending() && clock.take_unarmed() {
                 // The response ended after hyper's last read, which found
-                // the request busy: hyper now waits on the socket alone,
-                // and only a read arms the keep-alive deadline.
-                continue;
+                // the request busy (hyper 1.x: a last chunk that filled its
+                // write buffer is flushed first, which idles the connection
+                // and reads once, blocked, before the body is dropped):
+                // hyper now waits on the socket alone, and only a read arms
+                // the keep-alive deadline. Polled again on the task's next
+                // turn (not at once: hyper may have just yielded its turn),
+                // hyper reads its next head, and the read arms it.
+                cx.waker().wake_by_ref();
             }
             if polled.is_pending()
                 && !told
