@@ -179,8 +179,8 @@ mod tests {
         Ok((a, b, WriteStall::new(Some(Duration::from_secs(limit_s)))))
     }
 
-    /// A peer that reads nothing: the write times out; one that took bytes
-    /// since the timer was armed: it starts over.
+    /// A peer that reads nothing: the write times out; one that took bytes:
+    /// the limit counts from the look that saw them gone.
     #[tokio::test(start_paused = true)]
     async fn times_out_only_without_progress() -> io::Result<()> {
         let (a, b, mut stall) = stalled(5)?;
