@@ -169,45 +169,69 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
-    /// A socket pair whose first end's queue is full (its peer reads
-    /// nothing yet), and a write timer of `limit_s` seconds.
-    fn stalled(limit_s: u64) -> io::Result<(UnixStream, UnixStream, WriteStall)> {
-        let (a, b) = UnixStream::pair()?;
-        a.set_nonblocking(true)?;
-        let block = [0u8; 4096];
-        while std::io::Write::write(&mut &a, &block).is_ok() {}
-        Ok((a, b, WriteStall::new(Some(Duration::from_secs(limit_s)))))
+    /// A socket whose queue is full (its peer reads nothing yet), and its
+    /// write timer, checked as `ClockedIo` does with each write's outcome.
+    struct Stalled {
+        a: UnixStream,
+        b: UnixStream,
+        stall: WriteStall,
+    }
+
+    impl Stalled {
+        fn new(limit_s: u64) -> io::Result<Stalled> {
+            let (a, b) = UnixStream::pair()?;
+            a.set_nonblocking(true)?;
+            let block = [0u8; 4096];
+            while std::io::Write::write(&mut &a, &block).is_ok() {}
+            let stall = WriteStall::new(Some(Duration::from_secs(limit_s)));
+            Ok(Stalled { a, b, stall })
+        }
+
+        /// A write's outcome `r`, through the timer.
+        fn check(&mut self, r: Poll<io::Result<()>>) -> Poll<io::Result<()>> {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            self.stall.check(self.a.as_raw_fd(), &mut cx, r)
+        }
+
+        /// Another write found the socket full: still waiting.
+        fn waits(&mut self) -> bool {
+            self.check(Poll::Pending).is_pending()
+        }
+
+        /// Another write found the socket full: it failed, timed out.
+        fn timed_out(&mut self) -> bool {
+            matches!(
+                self.check(Poll::Pending),
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::TimedOut
+            )
+        }
+
+        /// The peer takes some bytes.
+        fn peer_reads(&self) -> io::Result<()> {
+            let mut got = [0u8; 8192];
+            std::io::Read::read(&mut &self.b, &mut got).map(drop)
+        }
     }
 
     /// A peer that reads nothing: the write times out; one that took bytes:
     /// the limit counts from the look that saw them gone.
     #[tokio::test(start_paused = true)]
     async fn times_out_only_without_progress() -> io::Result<()> {
-        let (a, b, mut stall) = stalled(5)?;
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let fd = a.as_raw_fd();
-        let pending = || Poll::<io::Result<()>>::Pending;
-        assert!(stall.check(fd, &mut cx, pending()).is_pending());
+        let mut s = Stalled::new(5)?;
+        assert!(s.waits());
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert!(stall.check(fd, &mut cx, pending()).is_pending());
+        assert!(s.waits());
         // The peer takes some bytes: the look at 6 s sees them gone, and
         // the limit counts from there.
-        let mut got = [0u8; 8192];
-        std::io::Read::read(&mut &b, &mut got)?;
+        s.peer_reads()?;
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(stall.check(fd, &mut cx, pending()).is_pending());
+        assert!(s.waits());
         // Nothing more taken: at 12 s, more than the limit after 6 s, the
         // write fails.
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert!(matches!(
-            stall.check(fd, &mut cx, pending()),
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::TimedOut
-        ));
+        assert!(s.timed_out());
         // A write that goes through disarms it.
-        assert!(matches!(
-            stall.check(fd, &mut cx, Poll::Ready(Ok(()))),
-            Poll::Ready(Ok(()))
-        ));
+        assert!(matches!(s.check(Poll::Ready(Ok(()))), Poll::Ready(Ok(()))));
         Ok(())
     }
 
@@ -216,24 +240,17 @@ mod tests {
     /// from the look that saw them gone, a quarter of the limit in.
     #[tokio::test(start_paused = true)]
     async fn counts_from_the_last_progress_seen() -> io::Result<()> {
-        let (a, b, mut stall) = stalled(4)?;
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let fd = a.as_raw_fd();
-        let pending = || Poll::<io::Result<()>>::Pending;
-        assert!(stall.check(fd, &mut cx, pending()).is_pending());
-        let mut got = [0u8; 8192];
-        std::io::Read::read(&mut &b, &mut got)?;
+        let mut s = Stalled::new(4)?;
+        assert!(s.waits());
+        s.peer_reads()?;
         // Woken at each look (every second): the one at 1 s sees the bytes
         // gone, and the limit runs from there to 5 s.
         for _ in 0..4 {
             tokio::time::advance(Duration::from_secs(1)).await;
-            assert!(stall.check(fd, &mut cx, pending()).is_pending());
+            assert!(s.waits());
         }
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(matches!(
-            stall.check(fd, &mut cx, pending()),
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::TimedOut
-        ));
+        assert!(s.timed_out());
         Ok(())
     }
 
