@@ -156,8 +156,13 @@ pub(crate) struct Config {
     pub proxies: Proxies,
 }
 
+/// The longest any setting waits: longer ones mean "forever" and are cut to
+/// this, so that `Instant` arithmetic on them cannot overflow.
+const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 fn seconds(key: &str, s: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(s).map_err(|_| {
+    let d = Duration::try_from_secs_f64(s).or_else(|e| if s > 0.0 { Ok(LONGEST) } else { Err(e) });
+    d.map(|d| d.min(LONGEST)).map_err(|_| {
         PyValueError::new_err(format!(
             "setting {key}: {s} is not a valid number of seconds"
         ))

@@ -235,3 +235,23 @@ def test_a_stop_resets_a_response_whose_socket_a_forked_child_holds(start_server
                 pass
     assert reset, f"a plain end after {len(got)} bytes"
     assert child_ran, "the connection ended only when the child did"
+
+
+def test_timeouts_too_long_to_count_mean_forever(start_server, mode):
+    """`--keep-alive 1e19` (or any timeout past what a clock can add) panicked
+    in the worker at the first request or at TERM: the request got no reply,
+    and the stop exited 1. Such values now wait as if forever."""
+    huge = "1e19"
+    srv = start_server(
+        APP,
+        *("--keep-alive", huge, "--header-timeout", huge, "--body-timeout", huge),
+        *("--graceful-timeout", huge, "--queue-timeout", huge, "--timeout", "inf"),
+        mode=mode,
+    )
+    with srv.connect() as conn:
+        for _ in range(2):
+            conn.send(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            resp = conn.read_response()
+            assert resp.status == 200 and resp.body == b"pong", resp
+    assert srv.stop() == 0, srv.log()
+    assert "panicked" not in srv.log(), srv.log()
