@@ -71,6 +71,24 @@ def test_bad_option_value_exits_2():
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--backlog", "99999999999999999999"),
+        ("--max-requests", "99999999999999999999"),
+        ("--limit-request-body", "99999999999999999999"),
+        ("--threads", "10000000"),
+        ("--runtime-threads", "18446744073709551615"),
+    ],
+)
+def test_integer_too_large_exits_2_with_one_error_line(flag, value):
+    """Such values gave a traceback (OverflowError) or made the worker start
+    threads without end; each now names its flag and the largest it takes."""
+    result = run_siesta(flag, value, *APP_ARGS, "router_app:app", "--check-config")
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert_one_error_line(result, f"{value} is more than")
+
+
 def test_address_in_use():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -40,7 +40,13 @@ _FALSE = {"0", "false", "no", "off", "n", ""}
 NOT_YET = "not applied yet"
 
 
-def _int_from(minimum: int) -> Callable[[str], int]:
+# The largest integer a setting takes: what Rust's 64-bit fields hold.
+_MAX_INT = 2**63 - 1
+# The most workers or threads of one kind: more than any system starts.
+_MAX_COUNT = 100_000
+
+
+def _int_from(minimum: int, maximum: int = _MAX_INT) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -48,6 +54,8 @@ def _int_from(minimum: int) -> Callable[[str], int]:
             raise ValueError(f"{text!r} is not an integer") from None
         if value < minimum:
             raise ValueError(f"{text} is less than {minimum}")
+        if value > maximum:
+            raise ValueError(f"{text} is more than {maximum}")
         return value
 
     parse.__name__ = "int"
@@ -56,6 +64,9 @@ def _int_from(minimum: int) -> Callable[[str], int]:
 
 _positive_int = _int_from(1)
 _non_negative_int = _int_from(0)
+_count = _int_from(1, _MAX_COUNT)
+_count_or_zero = _int_from(0, _MAX_COUNT)
+_backlog = _int_from(1, 2**31 - 1)  # listen(2) takes an int
 
 
 def _seconds(text: str) -> float:
@@ -221,7 +232,7 @@ SETTINGS: tuple[Setting, ...] = (
         1,
         "Number of worker processes the master starts and keeps alive (TTIN/TTOU add or "
         "remove one); $WEB_CONCURRENCY, when set, is the default.",
-        type=_positive_int,
+        type=_count,
         metavar="INT",
         rust=True,
         default_env="WEB_CONCURRENCY",
@@ -246,7 +257,7 @@ SETTINGS: tuple[Setting, ...] = (
         "count: the pool grows for it, see --max-threads. 8 by default: measured on 2 "
         "cores, hello-world req/s and CPU per request are the same from 1 to 16 threads "
         "(one thread drives the I/O and runs the app while the others sleep).",
-        type=_positive_int,
+        type=_count,
         metavar="INT",
         rust=True,
     ),
@@ -260,7 +271,7 @@ SETTINGS: tuple[Setting, ...] = (
         "3 s leave, down to --threads. 0 derives it: four times --threads or --threads + "
         "128, whichever is more, at most 1024. --threads or less turns growth off. Past it, "
         "requests wait, then --queue-timeout sheds them.",
-        type=_non_negative_int,
+        type=_count_or_zero,
         metavar="INT",
         rust=True,
     ),
@@ -317,7 +328,7 @@ SETTINGS: tuple[Setting, ...] = (
         ("--backlog",),
         2048,
         "Listen backlog: connections the kernel queues before Siesta accepts them.",
-        type=_positive_int,
+        type=_backlog,
         metavar="INT",
         rust=True,
     ),
@@ -439,7 +450,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Dedicated network I/O (tokio) threads per worker. 0, the default, lets thread "
         "mode's Python threads drive the I/O themselves: no hand-off between threads per "
         "request. gevent mode always uses at least 1.",
-        type=_non_negative_int,
+        type=_count_or_zero,
         metavar="INT",
         rust=True,
     ),

@@ -215,7 +215,7 @@ impl Server {
         let recycle_at = self
             .config
             .max_requests
-            .map(|n| n + jitter(self.config.max_requests_jitter));
+            .map(|n| n.saturating_add(jitter(self.config.max_requests_jitter)));
         crate::metrics::attach(self.config.slow_upload_rate);
         if let Some(host) = &self.config.statsd_host {
             if let Err(e) = crate::metrics::statsd::start_worker(host, &self.config.statsd_prefix) {
