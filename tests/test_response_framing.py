@@ -37,6 +37,30 @@ def test_app_content_length_never_exceeded(server, case):
         assert (follow.status, follow.body) == (200, b"pong")
 
 
+@pytest.mark.parametrize("gen", [False, True], ids=["list", "generator"])
+@pytest.mark.parametrize("query", ["cl=abc", "cl=%2B5", "cl=-5", "cl=5e0", "cl=5,5", "cl=5&cl2=6"])
+def test_content_length_not_a_number_is_an_app_error(server, query, gen):
+    """A Content-Length the client cannot read went out as given (`abc`) with
+    the body behind it on a keep-alive connection; streamed, the client got
+    an empty reply and nothing was logged. start_response now refuses it, so
+    the app's error becomes a 500, and the connection serves on."""
+    mark = server.log_mark()
+    target = f"/framing/cl-given?{query}" + ("&gen=1" if gen else "")
+    resp, follow = pipelined(server, target)
+    assert resp.status == 500, resp
+    assert follow is not None and (follow.status, follow.body) == (200, b"pong"), follow
+    logged = server.wait_log('invalid response header "Content-Length', since=mark)
+    assert logged, server.log(mark)
+
+
+@pytest.mark.parametrize("query", ["cl=5", "cl=%205%09", "cl=5&cl2=5"])
+def test_content_length_with_spaces_or_repeated_goes_out_once(server, query):
+    resp, follow = pipelined(server, f"/framing/cl-given?{query}")
+    assert resp.status == 200 and resp.body == b"01234", resp
+    assert resp.headers_all("Content-Length") == ["5"], resp
+    assert (follow.status, follow.body) == (200, b"pong"), follow
+
+
 @pytest.mark.parametrize(
     ("case", "sent"), [("cl-short", b"01234"), ("cl-short-list", b"01234"), ("cl-short-empty", b"")]
 )

@@ -75,9 +75,28 @@ pub(crate) fn parse_header(
     Ok((hname, hvalue))
 }
 
-/// The app's declared `Content-Length`, if it is a valid number.
-pub(crate) fn content_length(value: &HeaderValue) -> Option<u64> {
-    value.to_str().ok()?.trim().parse().ok()
+/// The app's declared `Content-Length`: digits only (RFC 9110 §8.6), with
+/// spaces or tabs around them; `None` for anything else (`+3`, `1e3`, `3,3`).
+fn content_length(value: &HeaderValue) -> Option<u64> {
+    let digits = value.as_bytes().trim_ascii();
+    crate::server::head::parse_content_length(digits)
+}
+
+/// The one length the app's `Content-Length` headers declare, if any. Any
+/// that is not a number, or numbers that differ, are an error: the client
+/// could not tell where the response ends.
+pub(crate) fn declared_length(headers: &http::HeaderMap) -> Result<Option<u64>, ResponseError> {
+    let mut declared = None;
+    for value in headers.get_all(http::header::CONTENT_LENGTH) {
+        match content_length(value) {
+            Some(n) if declared.is_none_or(|d| d == n) => declared = Some(n),
+            _ => {
+                let shown = String::from_utf8_lossy(value.as_bytes());
+                return Err(ResponseError::BadHeader(format!("Content-Length: {shown}")));
+            }
+        }
+    }
+    Ok(declared)
 }
 
 #[cfg(test)]
@@ -105,6 +124,32 @@ mod tests {
             let got = parse_status(line).ok();
             let got = got.as_ref().map(|(s, r)| (s.as_u16(), r.as_deref()));
             assert_eq!(got, *want, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn declared_lengths() {
+        let cases: &[(&[&str], Option<Option<u64>>)] = &[
+            (&[], Some(None)),
+            (&["3"], Some(Some(3))),
+            (&[" 3\t"], Some(Some(3))),
+            (&["3", "3"], Some(Some(3))),
+            (&["0"], Some(Some(0))),
+            (&["abc"], None),
+            (&["+3"], None),
+            (&["-3"], None),
+            (&["1e3"], None),
+            (&["3,3"], None),
+            (&[""], None),
+            (&["3", "4"], None),
+            (&["99999999999999999999"], None),
+        ];
+        for (values, want) in cases {
+            let mut map = http::HeaderMap::new();
+            for v in *values {
+                map.append(http::header::CONTENT_LENGTH, HeaderValue::from_static(v));
+            }
+            assert_eq!(declared_length(&map).ok(), *want, "{values:?}");
         }
     }
 

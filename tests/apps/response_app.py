@@ -65,6 +65,11 @@ def framing(environ, start_response):
     if case == "empty":
         start_response("200 OK", TEXT)
         return []
+    if case == "cl-given":  # ?cl= one Content-Length value, &cl2= a second; ?gen streams
+        query = params(environ)
+        given = [("Content-Length", query[k]) for k in ("cl", "cl2") if k in query]
+        start_response("200 OK", TEXT + given)
+        return _gen(b"012", b"34") if "gen" in query else [b"01234"]
     if case in ("204", "304"):
         start_response("204 No Content" if case == "204" else "304 Not Modified", TEXT)
         return [b"this body must not be sent"]

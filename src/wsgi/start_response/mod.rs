@@ -16,7 +16,7 @@ use crate::exchange::record::Record;
 use crate::exchange::reply::{PipeSender, Reply, ReplySender, ResponseBody};
 use crate::exec::wait::{Park, Waited, Waiter};
 use crate::wsgi::input::Input;
-use crate::wsgi::status::{content_length, parse_header, parse_status};
+use crate::wsgi::status::{declared_length, parse_header, parse_status};
 use crate::wsgi::Context;
 
 mod chunk;
@@ -160,9 +160,11 @@ impl StartResponse {
             let (n, v) = parse_header(name.to_str()?, value.to_str()?).map_err(response_error)?;
             map.append(n, v);
         }
-        let declared = map
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(content_length);
+        let declared = declared_length(&map).map_err(response_error)?;
+        if let Some(n) = declared {
+            // One header, in its plain form (`" 3"` and a repeated `3` are one `3`).
+            map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         self.state.lock().staged = Some(Staged {
             status: code,
             reason,
