@@ -6,7 +6,10 @@
 //! grammar allows whitespace only before a `;`) and any byte but CR and LF
 //! in a chunk extension (a NUL, a control character). Both are harmless to
 //! hyper but are the kind of leniency that lets a front proxy and Siesta
-//! disagree about where a body ends, so Siesta refuses them.
+//! disagree about where a body ends, so Siesta refuses them. So is a bare
+//! LF in the trailer section: hyper reads trailers up to CRLF CRLF, but
+//! httparse then ends them at the bare LF's empty line and the bytes in
+//! between (a pipelined request) vanish unanswered.
 //!
 //! `Framing` reads every byte hyper reads, before hyper does (`head_clock`
 //! `ClockedIo` feeds it): it finds the end of each head as httparse does
@@ -218,15 +221,16 @@ impl Framing {
                 State::RequestLine | State::Value | State::Trailer
                     if self.state != State::Value || self.field != Field::ContentLength =>
                 {
-                    let stop = if self.state == State::Trailer {
-                        b'\r'
-                    } else {
-                        b'\n'
-                    };
-                    match bytes[i..].iter().position(|&b| b == stop) {
+                    // A trailer line ends at its CR; an LF before it is refused.
+                    let trailer = self.state == State::Trailer;
+                    let stop = |b: &u8| *b == b'\n' || trailer && *b == b'\r';
+                    match bytes[i..].iter().position(stop) {
                         Some(at) => {
                             i += at;
                             self.step(bytes[i]);
+                            if self.state == State::Broken {
+                                return Err(BadChunk(i));
+                            }
                             i += 1;
                         }
                         None => i = bytes.len(),
@@ -384,12 +388,17 @@ impl Framing {
                 b'\n' => SizeStart,
                 _ => Broken,
             },
+            // hyper ends trailers only at CRLF CRLF, while httparse ends
+            // them at a bare LF's empty line and drops what follows: a bare
+            // LF here would let a request after it vanish into the trailers.
             TrailerStart => match b {
                 b'\r' => EndLf,
+                b'\n' => Broken,
                 _ => Trailer,
             },
             Trailer => match b {
                 b'\r' => TrailerLf,
+                b'\n' => Broken,
                 _ => Trailer,
             },
             TrailerLf => match b {
@@ -560,6 +569,11 @@ mod tests {
             (b"5\r\nhellox\r\n0\r\n\r\n", b"x\r\n0"),
             (b"x\r\n", b"x\r\n"),
             (b"ffffffffffffffff0\r\n", b"0\r\n"),
+            // A bare LF in the trailers: httparse would end them there and
+            // hyper would drop what follows, the next request included.
+            (b"5\r\nhello\r\n0\r\n\nGET / HTTP/1.1\r\n\r\n", b"\nGET"),
+            (b"5\r\nhello\r\n0\r\nx: 1\n\nGET /", b"\n\nGET"),
+            (b"5\r\nhello\r\n0\r\nx: 1\r\n\nGET /", b"\nGET"),
         ] {
             let bytes = chunked(body);
             let expect = BadChunk(HEAD.len() + at(body, bad));
