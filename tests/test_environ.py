@@ -76,6 +76,19 @@ def test_path_info_is_percent_decoded_as_latin1(server):
     assert env["SCRIPT_NAME"] == ""
 
 
+def test_raw_bytes_past_ascii_in_the_target_are_latin1(server):
+    """Raw UTF-8 bytes in the query (hyper takes them) reached QUERY_STRING
+    and RAW_URI decoded as UTF-8: `'x=\u20ac'` could not be encoded to
+    latin-1, which frameworks do (a 500 any client could cause). Every byte
+    is now one code point, as in PATH_INFO."""
+    raw = b"/env/caf\xc3\xa9?x=\xe2\x82\xac&y=\xc3\xa9"
+    env = env_of(server, raw.decode("latin-1"))["environ"]
+    assert env["PATH_INFO"].encode("latin-1") == b"/env/caf\xc3\xa9"
+    assert env["QUERY_STRING"].encode("latin-1") == b"x=\xe2\x82\xac&y=\xc3\xa9"
+    assert env["RAW_URI"].encode("latin-1") == raw
+    assert env["REQUEST_URI"] == env["RAW_URI"]
+
+
 def test_query_string_present_and_empty_without_query(server):
     env = env_of(server, "/env")["environ"]
     assert env.get("QUERY_STRING") == ""

@@ -203,11 +203,13 @@ pub(crate) fn build<'py>(
         env.set_item(intern!(py, "SCRIPT_NAME"), latin1(script).as_ref())?;
     }
     env.set_item(intern!(py, "PATH_INFO"), latin1(path).as_ref())?;
+    // Raw bytes past ASCII in the target (hyper takes them when they are
+    // UTF-8) are latin-1 here too, as PEP 3333 wants of every native string.
     match head.uri.query() {
-        Some(q) => env.set_item(intern!(py, "QUERY_STRING"), q)?,
+        Some(q) => env.set_item(intern!(py, "QUERY_STRING"), latin1(q.as_bytes()).as_ref())?,
         None => env.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?,
     }
-    let raw = PyString::new(py, &raw_uri(head));
+    let raw = PyString::new(py, &latin1(raw_uri(head).as_bytes()));
     env.set_item(intern!(py, "RAW_URI"), &raw)?;
     env.set_item(intern!(py, "REQUEST_URI"), raw)?;
     env.set_item(
