@@ -70,6 +70,10 @@ pub(crate) enum RequestError {
     /// A field that must appear once appears twice (`Content-Type`).
     #[error("repeated header field that must be single")]
     DuplicateField,
+    /// `CONNECT`: a tunnel, which a WSGI app cannot give, and whose 2xx
+    /// hyper would take as the start of one (RFC 9110 §9.3.6).
+    #[error("CONNECT asks for a tunnel, which WSGI apps cannot give")]
+    Connect,
     /// The body's chunked framing is broken.
     #[error("malformed request body")]
     MalformedBody,
@@ -107,6 +111,7 @@ impl RequestError {
             RequestError::BodyTooLarge => S::PAYLOAD_TOO_LARGE,
             RequestError::HeaderTimeout => S::REQUEST_TIMEOUT,
             RequestError::Overloaded | RequestError::ShuttingDown => S::SERVICE_UNAVAILABLE,
+            RequestError::Connect => S::NOT_IMPLEMENTED,
             RequestError::AppFailed | RequestError::NoResponse => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -127,6 +132,7 @@ impl RequestError {
             RequestError::LengthAndChunked => "length_and_chunked",
             RequestError::ConflictingScheme => "conflicting_scheme",
             RequestError::DuplicateField => "duplicate_field",
+            RequestError::Connect => "connect",
             RequestError::MalformedBody => "malformed_body",
             RequestError::Overloaded => "queue_timeout",
             RequestError::ShuttingDown => "shutting_down",

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Every refusal, in the order of their counters (`siesta_refusals_total{reason}`).
-pub(crate) const REFUSALS: [RequestError; 18] = [
+pub(crate) const REFUSALS: [RequestError; 19] = [
     RequestError::MalformedHead,
     RequestError::RequestLineTooLong,
     RequestError::TooManyFields,
@@ -37,6 +37,7 @@ pub(crate) const REFUSALS: [RequestError; 18] = [
     RequestError::AppFailed,
     RequestError::NoResponse,
     RequestError::ConflictingScheme,
+    RequestError::Connect,
 ];
 
 /// A refusal's counter; an unlisted one (added without updating the table) is the last.
@@ -357,7 +358,8 @@ mod tests {
                 | RequestError::ShuttingDown
                 | RequestError::AppFailed
                 | RequestError::NoResponse
-                | RequestError::ConflictingScheme => REFUSALS.contains(&e),
+                | RequestError::ConflictingScheme
+                | RequestError::Connect => REFUSALS.contains(&e),
             }
         }
         assert!(REFUSALS.iter().all(|e| listed(*e)));

@@ -35,6 +35,9 @@ pub(crate) fn check_head(
         }
     }
     check_field_limits(&head.headers, limits)?;
+    if head.method == http::Method::CONNECT {
+        return Err(RequestError::Connect);
+    }
     check_host(head.version, &head.headers)?;
     check_framing(head.version, &head.headers)?;
     if head.headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
