@@ -48,6 +48,10 @@ pub(crate) enum RequestError {
     /// `--limit-request-body`.
     #[error("request body larger than --limit-request-body")]
     BodyTooLarge,
+    /// `--body-timeout`: a read of the body waited that long for a byte,
+    /// and the app let `ClientTimeout` end the request.
+    #[error("no request body byte within --body-timeout")]
+    BodyTimeout,
     /// `--header-timeout`: the head did not arrive in time.
     #[error("request head not received within --header-timeout")]
     HeaderTimeout,
@@ -109,7 +113,7 @@ impl RequestError {
             | RequestError::FieldTooLarge
             | RequestError::HeadTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
             RequestError::BodyTooLarge => S::PAYLOAD_TOO_LARGE,
-            RequestError::HeaderTimeout => S::REQUEST_TIMEOUT,
+            RequestError::HeaderTimeout | RequestError::BodyTimeout => S::REQUEST_TIMEOUT,
             RequestError::Overloaded | RequestError::ShuttingDown => S::SERVICE_UNAVAILABLE,
             RequestError::Connect => S::NOT_IMPLEMENTED,
             RequestError::AppFailed | RequestError::NoResponse => S::INTERNAL_SERVER_ERROR,
@@ -126,6 +130,7 @@ impl RequestError {
             RequestError::HeadTooLarge => "head_too_large",
             RequestError::BodyTooLarge => "limit_request_body",
             RequestError::HeaderTimeout => "header_timeout",
+            RequestError::BodyTimeout => "body_timeout",
             RequestError::BadHost => "bad_host",
             RequestError::BadTransferEncoding => "bad_transfer_encoding",
             RequestError::BadContentLength => "bad_content_length",

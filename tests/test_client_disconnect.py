@@ -77,3 +77,22 @@ def test_stalled_client_raises_client_timeout(start_server, mode):
         records = srv.wait_records(f"disconnect-{token}", timeout=15)
     assert records == ["ClientTimeout oserror=True timeouterror=True read=1000"], records
     srv.assert_serving()
+
+
+def test_a_client_timeout_the_app_lets_through_is_answered_408(start_server, mode):
+    """A body stalled past --body-timeout, with the app letting
+    siesta.ClientTimeout propagate, was answered 500 and logged as the app's
+    error with a traceback. It is the client's doing: 408, the connection
+    closed, and one line naming the refusal."""
+    srv = start_server("router_app:app", "--body-timeout", "1", mode=mode)
+    mark = srv.log_mark()
+    with srv.connect() as conn:
+        conn.send(rawhttp.build_request("POST", "/sha256", [("Content-Length", "100000")]))
+        conn.send(b"d" * 1000)
+        resp = conn.read_response()
+        assert resp.status == 408, resp
+        assert resp.has_token("Connection", "close"), resp
+        assert conn.read_to_eof() == b""
+    assert srv.wait_log(r"408 POST /sha256 from .*\[body_timeout\]", since=mark), srv.log(mark)
+    assert "Traceback" not in srv.log(mark), srv.log(mark)
+    srv.assert_serving()

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Every refusal, in the order of their counters (`siesta_refusals_total{reason}`).
-pub(crate) const REFUSALS: [RequestError; 19] = [
+pub(crate) const REFUSALS: [RequestError; 20] = [
     RequestError::MalformedHead,
     RequestError::RequestLineTooLong,
     RequestError::TooManyFields,
@@ -38,6 +38,7 @@ pub(crate) const REFUSALS: [RequestError; 19] = [
     RequestError::NoResponse,
     RequestError::ConflictingScheme,
     RequestError::Connect,
+    RequestError::BodyTimeout,
 ];
 
 /// A refusal's counter; an unlisted one (added without updating the table) is the last.
@@ -359,7 +360,8 @@ mod tests {
                 | RequestError::AppFailed
                 | RequestError::NoResponse
                 | RequestError::ConflictingScheme
-                | RequestError::Connect => REFUSALS.contains(&e),
+                | RequestError::Connect
+                | RequestError::BodyTimeout => REFUSALS.contains(&e),
             }
         }
         assert!(REFUSALS.iter().all(|e| listed(*e)));

@@ -77,6 +77,8 @@ pub(crate) struct BodySource {
     /// Since when the current read has waited without a body byte
     /// (`--body-timeout` counts from here).
     idle_since: Instant,
+    /// A read gave up after `--body-timeout` (the answer is then 408).
+    timed_out: bool,
     /// Body bytes received from hyper so far.
     received: u64,
     /// `--limit-request-body`: more than this and reads fail with `TooLarge`.
@@ -106,6 +108,7 @@ impl BodySource {
             buf: BodyBuffer::default(),
             eof,
             error: None,
+            timed_out: false,
             polled: false,
             expect_continue,
             idle_since: Instant::now(),
@@ -274,6 +277,11 @@ impl BodySource {
     /// The body passed `--limit-request-body` (the answer is then 413).
     pub(crate) fn too_large(&self) -> bool {
         self.error == Some(InputError::TooLarge)
+    }
+
+    /// A read waited `--body-timeout` for the client (the answer is then 408).
+    pub(crate) fn timed_out(&self) -> bool {
+        self.timed_out
     }
 
     /// The response is going out while the client still waits for
@@ -508,8 +516,10 @@ impl Input {
                 Waited::TimedOut => {
                     // Bytes that came meanwhile (polled here or pumped)
                     // moved the idle clock: the read waits on from there.
-                    let now_since = self.source.lock().idle_since;
+                    let mut src = self.source.lock();
+                    let now_since = src.idle_since;
                     if now_since == since {
+                        src.timed_out = true;
                         Err(InputError::Timeout)
                     } else {
                         since = now_since;

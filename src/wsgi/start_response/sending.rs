@@ -297,23 +297,32 @@ impl StartResponse {
         record: &Arc<crate::exchange::record::Record>,
     ) {
         let input = self.input.get();
-        // An app that failed because the body was malformed or too large
-        // gets the client's fault answered as such, and the connection closed.
+        // An app that failed because the body was malformed, too large or
+        // too slow gets the client's fault answered as such, and the
+        // connection closed.
         let client_fault = input.try_source().and_then(|s| {
             if s.malformed() {
                 Some(RequestError::MalformedBody)
             } else if s.too_large() {
                 Some(RequestError::BodyTooLarge)
+            } else if s.timed_out() {
+                Some(RequestError::BodyTimeout)
             } else {
                 None
             }
         });
-        // `RequestTooLarge` let through before the head is the client's doing,
-        // not a bug in the app: the refusal's log line (server/end.rs) says
-        // it, without a traceback.
-        let refused_quietly = client_fault == Some(RequestError::BodyTooLarge)
-            && err.is_instance_of::<crate::wsgi::input::RequestTooLarge>(py)
-            && !self.state.lock().head_sent;
+        // `RequestTooLarge` or `ClientTimeout` let through before the head
+        // is the client's doing, not a bug in the app: the refusal's log
+        // line (server/end.rs) says it, without a traceback.
+        let refused_quietly = match client_fault {
+            Some(RequestError::BodyTooLarge) => {
+                err.is_instance_of::<crate::wsgi::input::RequestTooLarge>(py)
+            }
+            Some(RequestError::BodyTimeout) => {
+                err.is_instance_of::<crate::wsgi::input::ClientTimeout>(py)
+            }
+            _ => false,
+        } && !self.state.lock().head_sent;
         if !refused_quietly {
             crate::log::error::app_exception(py, err, &record.head);
         }
