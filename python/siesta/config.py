@@ -178,15 +178,27 @@ class Setting:
         return "SIESTA_" + self.name.upper()
 
     def convert(self, value: Any, source: str) -> Any:
-        """Parses a value from a config file or the environment."""
+        """Parses a value from a config file or the environment.
+
+        None (``os.environ.get(...)`` of an unset variable, say) is a value
+        only where the default is None; elsewhere it is refused, as
+        gunicorn's validators refuse it for numbers, rather than reaching
+        Rust as a hole in a typed field."""
         try:
+            if value is None:
+                if self.default is None:
+                    return None
+                raise ValueError("None is not allowed (leave it unset for the default)")
             if self.flag:
                 return value if isinstance(value, bool) else _boolean(str(value))
             if self.append:
-                items = value.split(",") if isinstance(value, str) else list(value)
+                if isinstance(value, str):
+                    items = value.split(",")
+                elif isinstance(value, (list, tuple)):
+                    items = list(value)
+                else:
+                    raise ValueError(f"{value!r} is not a list or a comma-separated string")
                 return [self.type(str(v).strip()) for v in items if str(v).strip()]
-            if value is None:
-                return None
             return self.type(value if isinstance(value, dict) else str(value))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{self.name} from {source}: {exc}") from None

@@ -1,0 +1,75 @@
+"""Bad setting values from an outside probe: one error line, gunicorn's exit code.
+
+Each value here once got past the settings table and failed later: None in a
+config file reached Rust as a hole in a typed field (a traceback at start, a
+dead master on HUP, 500s in gevent mode), -e and --chdir mistakes exited 4 as
+if the app could not be imported, and --check-config said "Configuration OK"
+to values a start refuses. Every test runs the real `siesta` command.
+"""
+
+import pytest
+from siesta.config import SETTINGS
+from siesta_process import APPS_DIR, run_siesta
+
+APP = "router_app:app"
+APP_ARGS = ["--pythonpath", str(APPS_DIR)]
+
+# Every setting a config file may set whose default is not None: None is not a value.
+NOT_NONE = [s.name for s in SETTINGS if s.file and s.default is not None]
+# Those whose default is None: None is their unset value.
+MAY_BE_NONE = [s.name for s in SETTINGS if s.file and s.default is None]
+
+
+def error_lines(result):
+    return [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+
+
+def assert_one_error(result, code, *words):
+    """Exit `code`, no traceback, and one `Error:` line holding every word."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def config(tmp_path, text, name="conf.py"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("name", NOT_NONE)
+def test_none_in_a_config_file_is_refused(tmp_path, name):
+    """Probe item 1: `timeout = None` (or any setting whose default is not None)
+    passed --check-config and then the start died with a traceback from
+    configure_log (TypeError: failed to extract field Settings.timeout)."""
+    conf = config(tmp_path, f"{name} = None\n")
+    result = run_siesta("-c", conf, *APP_ARGS, "--check-config", APP)
+    assert_one_error(result, 1, f"{name} from {conf}: None is not allowed")
+
+
+@pytest.mark.parametrize("name", ["timeout", "keepalive", "max_requests", "backlog"])
+def test_none_stops_a_start_with_one_line(tmp_path, name):
+    """Probe item 1, at a real start, with gunicorn's names too (keepalive)."""
+    conf = config(tmp_path, f"import os\n{name} = os.environ.get('SIESTA_PROBE_UNSET')\n")
+    result = run_siesta("-c", conf, "-b", "127.0.0.1:0", *APP_ARGS, APP)
+    assert_one_error(result, 1, f" from {conf}: None is not allowed")
+    assert "Listening at" not in result.stderr
+
+
+def test_gevent_worker_connections_none_is_refused(tmp_path):
+    """Probe item 3: gevent mode with `worker_connections = None` answered every
+    request 500 (None compared with an int in _gevent.py) and hung on TERM."""
+    conf = config(tmp_path, 'worker_class = "gevent"\nworker_connections = None\n')
+    result = run_siesta("-c", conf, "-b", "127.0.0.1:0", *APP_ARGS, APP)
+    assert_one_error(result, 1, f"worker_connections from {conf}: None is not allowed")
+
+
+def test_settings_whose_default_is_none_take_none(tmp_path):
+    """None stays a value where it is the default (paths, optional names)."""
+    conf = config(tmp_path, "".join(f"{name} = None\n" for name in MAY_BE_NONE))
+    result = run_siesta("-c", conf, *APP_ARGS, "--check-config", APP)
+    assert result.returncode == 0, result.stderr
