@@ -73,3 +73,16 @@ def test_settings_whose_default_is_none_take_none(tmp_path):
     conf = config(tmp_path, "".join(f"{name} = None\n" for name in MAY_BE_NONE))
     result = run_siesta("-c", conf, *APP_ARGS, "--check-config", APP)
     assert result.returncode == 0, result.stderr
+
+
+def test_address_list_settings_take_a_list(tmp_path):
+    """A list in forwarded_allow_ips (as gunicorn takes it) gave the garbled
+    `"['10.0.0.1'" is not an IP address`."""
+    conf = config(tmp_path, 'forwarded_allow_ips = ["10.0.0.1", "10.0.0.2"]\n')
+    result = run_siesta("-c", conf, *APP_ARGS, "--print-config", APP)
+    assert result.returncode == 0, result.stderr
+    assert "forwarded_allow_ips      = '10.0.0.1,10.0.0.2'" in result.stdout, result.stdout
+    conf = config(tmp_path, 'proxy_allow_ips = ["10.0.0.1", "nope"]\n', "bad.py")
+    result = run_siesta("-c", conf, *APP_ARGS, "--print-config", APP)
+    line = assert_one_error(result, 1, f"proxy_allow_from from {conf}", "nope")
+    assert "[" not in line, line

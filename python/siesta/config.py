@@ -126,10 +126,12 @@ def _proxy_protocol(text: str) -> str:
     raise ValueError(f"{text!r} is not a PROXY protocol mode ({', '.join(PROXY_PROTOCOL_MODES)})")
 
 
-def _addresses(text: str) -> str:
-    """An address list as the server parses it: IPs, CIDR networks, '*'."""
+def _addresses(value: str | list[str] | tuple[str, ...]) -> str:
+    """An address list as the server parses it: IPs, CIDR networks, '*'; comma-separated,
+    or a list of them (from a config file, as gunicorn takes it)."""
     from siesta._siesta import check_addresses
 
+    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
     check_addresses(text)
     return text
 
@@ -140,12 +142,16 @@ def _header_values(value: str | dict[str, str]) -> dict[str, str]:
         items = [(str(k), str(v)) for k, v in value.items()]
     else:
         items = []
-        for part in filter(str.strip, value.split(",")):
+        for part in filter(str.strip, str(value).split(",")):
             name, sep, val = part.partition("=")
             if not sep or not name.strip():
                 raise ValueError(f"{part.strip()!r} is not NAME=VALUE")
             items.append((name, val))
     return {k.strip().upper(): v.strip() for k, v in items}
+
+
+# Types handed a config file's value as it is (a list, a dict), not its str().
+_TAKES_OBJECTS = (_addresses, _header_values)
 
 
 @dataclass(frozen=True)
@@ -199,7 +205,9 @@ class Setting:
                 else:
                     raise ValueError(f"{value!r} is not a list or a comma-separated string")
                 return [self.type(str(v).strip()) for v in items if str(v).strip()]
-            return self.type(value if isinstance(value, dict) else str(value))
+            if self.type in _TAKES_OBJECTS:
+                return self.type(value)
+            return self.type(str(value))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{self.name} from {source}: {exc}") from None
 
