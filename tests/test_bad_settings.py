@@ -7,6 +7,8 @@ if the app could not be imported, and --check-config said "Configuration OK"
 to values a start refuses. Every test runs the real `siesta` command.
 """
 
+import re
+
 import pytest
 from siesta.config import SETTINGS
 from siesta_process import APPS_DIR, run_siesta
@@ -73,6 +75,44 @@ def test_settings_whose_default_is_none_take_none(tmp_path):
     conf = config(tmp_path, "".join(f"{name} = None\n" for name in MAY_BE_NONE))
     result = run_siesta("-c", conf, *APP_ARGS, "--check-config", APP)
     assert result.returncode == 0, result.stderr
+
+
+def test_bad_env_on_the_command_line_is_a_usage_error():
+    """Probe item 4: `-e A` exited 4 (app load error); it is a bad flag value, exit 2
+    as `--threads many` is."""
+    result = run_siesta("-e", "A", "-b", "127.0.0.1:0", *APP_ARGS, APP)
+    assert_one_error(result, 2, "-e", "'A' is not KEY=VALUE")
+
+
+@pytest.mark.parametrize("text", ['raw_env = ["A"]\n', 'raw_env = ["=1"]\n'])
+def test_bad_raw_env_in_a_config_file_names_the_file(tmp_path, text):
+    """Probe item 4: a bad raw_env in a config file exited 4, blaming `-e`."""
+    conf = config(tmp_path, text)
+    result = run_siesta("-c", conf, "-b", "127.0.0.1:0", *APP_ARGS, APP)
+    line = assert_one_error(result, 1, f"raw_env from {conf}", "is not KEY=VALUE")
+    assert "-e" not in line
+
+
+def test_raw_env_as_a_dict_sets_the_variables(tmp_path):
+    """Probe item 4: `raw_env = {"A": "1"}` was refused as `Invalid -e value 'A'`."""
+    conf = config(tmp_path, 'raw_env = {"A": "1", "B": "x=y"}\n')
+    result = run_siesta("-c", conf, *APP_ARGS, "--print-config", APP)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"(?m)^raw_env\s*= \['A=1', 'B=x=y'\]$", result.stdout), result.stdout
+
+
+@pytest.mark.parametrize("where", ["cli", "file"])
+def test_missing_chdir_is_a_config_error(tmp_path, where):
+    """Probe item 4: `--chdir /missing/dir` exited 4 (app load error); now exit 1,
+    naming where the setting came from."""
+    missing = str(tmp_path / "missing" / "dir")
+    if where == "cli":
+        args, source = ["--chdir", missing], "the command line"
+    else:
+        source = config(tmp_path, f"chdir = {missing!r}\n")
+        args = ["-c", source]
+    result = run_siesta(*args, "-b", "127.0.0.1:0", *APP_ARGS, APP)
+    assert_one_error(result, 1, f"chdir from {source}", missing)
 
 
 def test_address_list_settings_take_a_list(tmp_path):

@@ -1,10 +1,11 @@
 """Loading the WSGI app from ``module:callable`` or ``module:factory(args)``.
 
-Applies ``--chdir``, ``--pythonpath`` and ``-e`` first, imports the module,
-finds the callable and, for the factory form, calls it with literal
-arguments. Every failure becomes an :class:`AppLoadError` with one line
-that says what went wrong, which the CLI prints before exiting with
-gunicorn's code 4. Running the app is the server's job.
+Applies ``--chdir``, ``--pythonpath`` and ``-e`` first (a --chdir that
+cannot be entered is a config error: exit 1), imports the module, finds
+the callable and, for the factory form, calls it with literal arguments.
+Every failure to load becomes an :class:`AppLoadError` with one line that
+says what went wrong, which the CLI prints before exiting with gunicorn's
+code 4. Running the app is the server's job.
 """
 
 from __future__ import annotations
@@ -16,19 +17,24 @@ import sys
 import traceback
 from typing import Any
 
+from siesta.config import ConfigError
+
 
 class AppLoadError(Exception):
     """The app could not be loaded; the message is the one line to print."""
 
 
-def prepare(values: dict[str, Any]) -> None:
-    """Working directory, import path and environment, in gunicorn's order."""
+def prepare(values: dict[str, Any], sources: dict[str, str] | None = None) -> None:
+    """Working directory, import path and environment, in gunicorn's order. A
+    --chdir that cannot be entered is a bad setting (:class:`ConfigError`,
+    naming where it came from in ``sources``), not an app that fails to load."""
     if values.get("chdir"):
         try:
             os.chdir(values["chdir"])
         except OSError as exc:
-            raise AppLoadError(
-                f"Cannot change to directory {values['chdir']!r}: {exc.strerror}"
+            source = (sources or {}).get("chdir", "the settings")
+            raise ConfigError(
+                f"chdir from {source}: cannot change to {values['chdir']!r} ({exc.strerror})"
             ) from None
     cwd = os.getcwd()
     if cwd not in sys.path:
@@ -36,10 +42,8 @@ def prepare(values: dict[str, Any]) -> None:
     for path in reversed((values.get("pythonpath") or "").split(",")):
         if path.strip():
             sys.path.insert(0, os.path.abspath(path.strip()))
-    for item in values.get("raw_env") or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise AppLoadError(f"Invalid -e value {item!r}: expected KEY=VALUE")
+    for item in values.get("raw_env") or []:  # each KEY=VALUE, checked by the table
+        key, _, value = item.partition("=")
         os.environ[key] = value
 
 

@@ -9,7 +9,8 @@ loads the app unless ``--preload`` did, and serves in thread mode,
 server hooks (``hooks.py``) on the way. A deployer's mistake prints one
 line and exits: 2 for a malformed command line, 4 when the app cannot be
 loaded, 3 when a worker cannot boot, 1 for anything else (a bad config
-file, value or bind); never a traceback from Siesta.
+file, value or bind, a --chdir that cannot be entered); never a traceback
+from Siesta.
 """
 
 from __future__ import annotations
@@ -191,7 +192,10 @@ def main(argv: list[str] | None = None) -> None:
         if values["worker_class"] == "gevent":
             _load_gevent()
         try:
-            prepare(values)
+            prepare(values, resolved.sources)
+        except ConfigError as exc:
+            _fail(str(exc), 1)
+        try:
             load(values["app"])
         except AppLoadError as exc:
             _fail(str(exc), EXIT_APP_LOAD)
@@ -202,12 +206,12 @@ def main(argv: list[str] | None = None) -> None:
     _user_and_group(values)
     _check_worker_tmp_dir(values["worker_tmp_dir"])
     inherited = _systemd_binds(values)
+    try:
+        prepare(values, resolved.sources)  # before -D: its error still reaches the terminal
+    except ConfigError as exc:
+        _fail(str(exc), 1)
     if values["daemon"]:
         _daemonize()
-    try:
-        prepare(values)
-    except AppLoadError as exc:
-        _fail(str(exc), EXIT_APP_LOAD)
     if values["umask"]:
         os.umask(values["umask"])
     arbiter = HookServer(values, GUNICORN_NAMES)
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             again = resolve(argv)
             _user_and_group(again.values)
-            prepare(again.values)
+            prepare(again.values, again.sources)
         except BaseException:
             # The running config stays, and so does its working directory.
             os.chdir(here)

@@ -150,6 +150,14 @@ def _header_values(value: str | dict[str, str]) -> dict[str, str]:
     return {k.strip().upper(): v.strip() for k, v in items}
 
 
+def _env_item(text: str) -> str:
+    """One ``-e``/``raw_env`` item: ``KEY=VALUE`` with a non-empty KEY."""
+    key, sep, _ = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{text!r} is not KEY=VALUE")
+    return text
+
+
 # Types handed a config file's value as it is (a list, a dict), not its str().
 _TAKES_OBJECTS = (_addresses, _header_values)
 
@@ -200,6 +208,8 @@ class Setting:
             if self.append:
                 if isinstance(value, str):
                     items = value.split(",")
+                elif isinstance(value, dict) and self.type is _env_item:
+                    items = [f"{k}={v}" for k, v in value.items()]
                 elif isinstance(value, (list, tuple)):
                     items = list(value)
                 else:
@@ -549,7 +559,9 @@ SETTINGS: tuple[Setting, ...] = (
         "raw_env",
         ("-e", "--env"),
         [],
-        "Set an environment variable for the app: KEY=VALUE. Repeat for more.",
+        "Set an environment variable for the app: KEY=VALUE. Repeat for more (in a "
+        "config file, a list of KEY=VALUE strings, or a dict).",
+        type=_env_item,
         append=True,
         metavar="KEY=VALUE",
     ),
