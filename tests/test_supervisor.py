@@ -356,6 +356,36 @@ def test_a_failed_hup_keeps_the_working_directory(launch, tmp_path):
     assert "Traceback" not in srv.log(mark)
 
 
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("timeout = None", "timeout from conf.py: None is not allowed"),
+        ('errorlog = "/nonexistent_zq/error.log"', "Cannot open error log"),
+        ('accesslog = "/nonexistent_zq/access.log"', "Cannot open access log"),
+        ('user = "nosuchuser_zq"', "no such user"),
+    ],
+)
+def test_a_hup_with_a_bad_value_keeps_serving(launch, tmp_path, line, message):
+    """Probe item 2: a HUP whose config had `timeout = None` logged "Reload failed"
+    with a traceback, then the worker crashed and the master shut down; one whose
+    errorlog or accesslog could not be opened kept the new value and shut down
+    too. Now each logs one line and keeps the running config, serving."""
+    conf = tmp_path / "conf.py"
+    conf.write_text("workers = 1\n")
+    srv = launch("-c", "conf.py", cwd=tmp_path)
+    first = srv.worker_pids()
+    conf.write_text(f"workers = 1\n{line}\n")
+    mark = srv.log_mark()
+    srv.signal(signal.SIGHUP)
+    found = srv.wait_log(f"Reload: .*{re.escape(message)}.*; keeping the running config", mark)
+    assert found, srv.log(mark)
+    assert new_workers(srv, first), srv.log(mark)
+    for _ in range(3):
+        assert srv.get("/pid").status == 200, srv.log(mark)
+    assert srv.alive(), srv.log(mark)
+    assert "Traceback" not in srv.log(mark) and "Reload failed" not in srv.log(mark)
+
+
 @pytest.mark.timeout(150)
 def test_hup_reloads_changed_code_without_failing_a_request(launch, mode, tmp_path):
     """Issue 13: five HUPs while a client loops requests: every request is answered

@@ -231,7 +231,9 @@ class Master:
         return 0  # not reached
 
     def reload(self) -> int:
-        """HUP: the config read again (binds stay), the on_reload hook; the new count."""
+        """HUP: the config read again (binds stay), the on_reload hook; the new count.
+        ``reread`` checks the new config as a start would and, last, switches the error
+        log to it; when it refuses, one line is logged and the running config stays."""
         try:
             values, hooks = self.reread()
         except (ConfigError, AppLoadError) as exc:
@@ -242,10 +244,6 @@ class Master:
             values["bind"] = self.values["bind"]
             self.values, self.hooks = values, hooks
             self.arbiter.cfg.update(values)
-            try:
-                _siesta.configure_log(for_rust(values))
-            except (ValueError, OSError) as exc:
-                _siesta.log("error", f"Reload: {exc}")
         self.hooks.call("on_reload", self.arbiter)
         return self.values["workers"]
 

@@ -15,6 +15,7 @@ from Siesta.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Any
@@ -57,6 +58,31 @@ def _check_binds(binds: list[str]) -> None:
             _siesta.check_bind(spec, True)
         except ValueError as exc:
             _fail(str(exc), 1)
+
+
+def _log_file_problem(path: str | None) -> str | None:
+    """Why a log file could not be opened for appending (as Rust words an OS error), or
+    None when it could; checked without creating it, so a worker running as -u still
+    creates it as its own user."""
+    if not path or path == "-":
+        return None
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        code = errno.EISDIR
+    elif os.path.exists(path):
+        code = 0 if os.access(path, os.W_OK) else errno.EACCES
+    elif not os.path.isdir(parent):
+        code = errno.ENOENT
+    else:
+        code = 0 if os.access(parent, os.W_OK | os.X_OK) else errno.EACCES
+    return f"{os.strerror(code)} (os error {code})" if code else None
+
+
+def _access_log_problem(values: dict[str, Any]) -> str | None:
+    """The line a worker would fail to boot with on this --access-logfile, if any."""
+    path = values["access_logfile"]
+    problem = _log_file_problem(path)
+    return f"Cannot open access log {path}: {problem}" if problem else None
 
 
 def _write_pid(path: str | None) -> None:
@@ -118,7 +144,8 @@ def _systemd_binds(values: dict[str, Any]) -> bool:
 
 
 def _user_and_group(values: dict[str, Any]) -> None:
-    """-u/-g by name or number, checked in the master; workers switch after the fork."""
+    """-u/-g by name or number, checked in the master (ConfigError when there is no
+    such user or group); workers switch after the fork."""
     import grp
     import pwd
 
@@ -128,7 +155,7 @@ def _user_and_group(values: dict[str, Any]) -> None:
         try:
             entry = pwd.getpwuid(int(user)) if str(user).isdigit() else pwd.getpwnam(str(user))
         except (KeyError, ValueError):
-            _fail(f"-u {user}: no such user", 1)
+            raise ConfigError(f"-u {user}: no such user") from None
         values["_uid"], values["_gid"], values["_user_name"] = (
             entry.pw_uid,
             entry.pw_gid,
@@ -138,12 +165,13 @@ def _user_and_group(values: dict[str, Any]) -> None:
         try:
             gid = grp.getgrgid(int(group)) if str(group).isdigit() else grp.getgrnam(str(group))
         except (KeyError, ValueError):
-            _fail(f"-g {group}: no such group", 1)
+            raise ConfigError(f"-g {group}: no such group") from None
         values["_gid"] = gid.gr_gid
 
 
 def _check_worker_tmp_dir(path: str | None) -> None:
-    """--worker-tmp-dir must take the heartbeat files, or no worker could start."""
+    """--worker-tmp-dir must take the heartbeat files, or no worker could start
+    (ConfigError)."""
     if not path:
         return
     import tempfile
@@ -152,7 +180,16 @@ def _check_worker_tmp_dir(path: str | None) -> None:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
-        _fail(f"--worker-tmp-dir {path}: cannot create a file there ({exc.strerror})", 1)
+        raise ConfigError(
+            f"--worker-tmp-dir {path}: cannot create a file there ({exc.strerror})"
+        ) from None
+
+
+def _check_before_serving(values: dict[str, Any]) -> None:
+    """What the start refuses before a worker runs, checked without binding or
+    switching user (a start and a HUP): raises ConfigError."""
+    _user_and_group(values)
+    _check_worker_tmp_dir(values["worker_tmp_dir"])
 
 
 def _daemonize() -> None:
@@ -203,8 +240,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if values["worker_class"] == "gevent":
         _load_gevent()  # a missing gevent is reported now, not by every worker
-    _user_and_group(values)
-    _check_worker_tmp_dir(values["worker_tmp_dir"])
+    try:
+        _check_before_serving(values)
+    except ConfigError as exc:
+        _fail(str(exc), 1)
     inherited = _systemd_binds(values)
     try:
         prepare(values, resolved.sources)  # before -D: its error still reaches the terminal
@@ -262,8 +301,16 @@ def main(argv: list[str] | None = None) -> None:
             )
         try:
             again = resolve(argv)
-            _user_and_group(again.values)
+            _check_before_serving(again.values)
             prepare(again.values, again.sources)
+            problem = _access_log_problem(again.values)
+            if problem:
+                raise ConfigError(problem)
+            # Last, as it opens the new error log: nothing can fail after it.
+            _siesta.configure_log(for_rust(again.values))
+        except (ValueError, TypeError, OSError) as exc:  # from Rust: the values it refused
+            os.chdir(here)
+            raise ConfigError(str(exc)) from None
         except BaseException:
             # The running config stays, and so does its working directory.
             os.chdir(here)
