@@ -115,6 +115,37 @@ def test_missing_chdir_is_a_config_error(tmp_path, where):
     assert_one_error(result, 1, f"chdir from {source}", missing)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--metrics-bind", "127.0.0.1:abc"],
+        ["--user", "nosuchuser_zq"],
+        ["--group", "nosuchgroup_zq"],
+        ["--error-logfile", "/nonexistent_zq/error.log"],
+        ["--chdir", "/nonexistent_zq"],
+        ["-e", "A"],
+    ],
+)
+def test_check_config_refuses_what_a_start_refuses(args):
+    """Probe item 5: --check-config said "Configuration OK" (exit 0) to
+    --metrics-bind 127.0.0.1:abc and --user nosuchuser, which a start refuses;
+    now both give the same error line and exit code."""
+    start = run_siesta(*args, "-b", "127.0.0.1:0", *APP_ARGS, APP)
+    check = run_siesta(*args, "-b", "127.0.0.1:0", *APP_ARGS, "--check-config", APP)
+    assert start.returncode in (1, 2), start.stderr
+    assert "Listening at" not in start.stderr
+    assert check.returncode == start.returncode, (check.stderr, start.stderr)
+    assert error_lines(check) == error_lines(start), (check.stderr, start.stderr)
+    assert len(error_lines(check)) == 1 and "Traceback" not in check.stderr, check.stderr
+
+
+def test_check_config_refuses_an_access_log_no_worker_can_open():
+    """Probe item 5: a start exits 3 (no worker can open the access log); so does
+    --check-config now, instead of "Configuration OK"."""
+    args = ["--access-logfile", "/nonexistent_zq/access.log", *APP_ARGS, "--check-config", APP]
+    assert_one_error(run_siesta(*args), 3, "Cannot open access log /nonexistent_zq/access.log")
+
+
 def test_address_list_settings_take_a_list(tmp_path):
     """A list in forwarded_allow_ips (as gunicorn takes it) gave the garbled
     `"['10.0.0.1'" is not an IP address`."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from siesta import _siesta
 from siesta._app import AppLoadError, load, prepare
-from siesta._master import Master, set_title
+from siesta._master import WORKER_BOOT_ERROR, Master, set_title
 from siesta._sources import USAGE, UsageError, resolve
 from siesta.config import GUNICORN_NAMES, ConfigError, for_rust, render
 from siesta.hooks import Server as HookServer
@@ -51,9 +51,10 @@ def _load_gevent() -> Any:
     return _gevent
 
 
-def _check_binds(binds: list[str]) -> None:
-    """--check-config: every bind parses and its host resolves."""
-    for spec in binds:
+def _check_binds(values: dict[str, Any]) -> None:
+    """--check-config: every bind and --metrics-bind parses and its host resolves
+    (nothing is bound)."""
+    for spec in [*values["bind"], *filter(None, [values["metrics_bind"]])]:
         try:
             _siesta.check_bind(spec, True)
         except ValueError as exc:
@@ -187,7 +188,7 @@ def _check_worker_tmp_dir(path: str | None) -> None:
 
 def _check_before_serving(values: dict[str, Any]) -> None:
     """What the start refuses before a worker runs, checked without binding or
-    switching user (a start and a HUP): raises ConfigError."""
+    switching user (a start, --check-config and a HUP): raises ConfigError."""
     _user_and_group(values)
     _check_worker_tmp_dir(values["worker_tmp_dir"])
 
@@ -203,6 +204,27 @@ def _daemonize() -> None:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
+
+
+def _check(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """--check-config: what a start would refuse (with its message and exit code),
+    without binding a socket, opening a log or switching user, then the app import."""
+    _check_binds(values)
+    try:
+        prepare(values, sources)
+    except ConfigError as exc:
+        _fail(str(exc), 1)
+    problem = _log_file_problem(values["error_logfile"])  # relative ones from --chdir
+    if problem:
+        _fail(f"Cannot open error log: {problem}", 1)
+    problem = _access_log_problem(values)
+    if problem:
+        _fail(problem, WORKER_BOOT_ERROR)
+    try:
+        load(values["app"])
+    except AppLoadError as exc:
+        _fail(str(exc), EXIT_APP_LOAD)
+    print(f"Configuration OK: {values['app']}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -224,26 +246,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not values.get("app"):
         _fail(f"no app given: {USAGE}", 2)
-    if values.get("check_config"):
-        _check_binds(values["bind"])
-        if values["worker_class"] == "gevent":
-            _load_gevent()
-        try:
-            prepare(values, resolved.sources)
-        except ConfigError as exc:
-            _fail(str(exc), 1)
-        try:
-            load(values["app"])
-        except AppLoadError as exc:
-            _fail(str(exc), EXIT_APP_LOAD)
-        print(f"Configuration OK: {values['app']}")
-        return
     if values["worker_class"] == "gevent":
         _load_gevent()  # a missing gevent is reported now, not by every worker
     try:
         _check_before_serving(values)
     except ConfigError as exc:
         _fail(str(exc), 1)
+    if values.get("check_config"):
+        _check(values, resolved.sources)
+        return
     inherited = _systemd_binds(values)
     try:
         prepare(values, resolved.sources)  # before -D: its error still reaches the terminal
