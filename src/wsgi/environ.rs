@@ -226,10 +226,14 @@ pub(crate) fn build<'py>(
     } else {
         env.del_item(intern!(py, "REMOTE_PORT"))?;
     }
-    let host = head
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok());
+    // An absolute-form target names the host, and `Host` is then ignored
+    // (RFC 9112 §3.2.2): `HTTP_HOST` is the target's authority.
+    let target_host = target_host(&head.uri);
+    let host = target_host.or_else(|| {
+        head.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
     // A trusted proxy said HTTPS (`server/proxy.rs`): the scheme, and the
     // port a `Host` without one implies.
     let https = head.extensions.get::<Scheme>() == Some(&Scheme::Https);
@@ -266,8 +270,18 @@ pub(crate) fn build<'py>(
         let bytes = joined.as_deref().unwrap_or(first.as_bytes());
         env.set_item(key, latin1(bytes).as_ref())?;
     }
+    if let Some(h) = target_host {
+        env.set_item(intern!(py, "HTTP_HOST"), h)?;
+    }
     env.set_item(intern!(py, "wsgi.input"), input)?;
     Ok(env)
+}
+
+/// The host and port of an absolute-form target, without any userinfo.
+fn target_host(uri: &http::Uri) -> Option<&str> {
+    let authority = uri.authority()?.as_str();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(host).filter(|h| !h.is_empty())
 }
 
 /// Common methods as interned strings; others made per request.
@@ -288,6 +302,21 @@ fn method_str<'py>(py: Python<'py>, m: &str) -> Bound<'py, PyAny> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absolute_targets_name_the_host() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("http://a.example/x", Some("a.example")),
+            ("http://a.example:8080/x?q", Some("a.example:8080")),
+            ("http://u:p@a.example/x", Some("a.example")),
+            ("/x", None),
+            ("*", None),
+        ];
+        for (target, want) in cases {
+            let uri: http::Uri = target.parse().unwrap_or_default();
+            assert_eq!(target_host(&uri), *want, "{target}");
+        }
+    }
 
     #[test]
     fn paths_decode_as_latin1() {
