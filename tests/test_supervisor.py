@@ -601,6 +601,24 @@ def listening_socket():
     return sock
 
 
+def test_a_pid_file_of_a_running_master_is_not_taken_over(launch, tmp_path):
+    """Probe (pid file): a second server with the same -p started, overwrote the file
+    and deleted it at exit, leaving the first running with none. Now it refuses with
+    gunicorn's line and exit 1, and a stale file (a dead pid) is simply replaced."""
+    pidfile = tmp_path / "shared.pid"
+    first = launch("-p", str(pidfile))
+    assert wait_until(lambda: pidfile.exists() and pidfile.read_text()), "no pid file"
+    second = run_siesta("-b", "127.0.0.1:0", "-p", str(pidfile), APP)
+    assert second.returncode == 1, second.stderr
+    assert f"Already running on PID {first.pid}" in second.stderr, second.stderr
+    assert int(pidfile.read_text()) == first.pid, "the running master's file is kept"
+    assert first.alive()
+    first.stop()
+    pidfile.write_text("999999999\n")  # no such process: a stale file
+    again = launch("-p", str(pidfile))
+    assert wait_until(lambda: pidfile.read_text().strip() == str(again.pid)), pidfile.read_text()
+
+
 def test_fd_bind_serves_a_socket_made_by_the_caller(launch, tmp_path):
     """Issue 13: -b fd://N serves a socket the caller opened and passed, and -p writes the
     master's pid and removes it at exit. Mode-independent: the master takes the socket

@@ -282,12 +282,26 @@ class Master:
             return
         fds = self.listeners.fds()
         metrics = [self.metrics_fd] if self.metrics_fd is not None else []
-        pid = os.fork()
+        # The pid file moves to .oldbin before the fork, as in gunicorn: the new
+        # master refuses a pid file that names a live process, this one included.
+        pidfile = self.values.get("pid")
+        renamed = False
+        if pidfile and os.path.exists(pidfile):
+            try:
+                os.replace(pidfile, pidfile + ".oldbin")
+                renamed = True
+            except OSError as exc:
+                _siesta.log("error", f"USR2 ignored: cannot rename the pid file {pidfile}: {exc}")
+                return
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            if renamed:
+                os.replace(pidfile + ".oldbin", pidfile)
+            _siesta.log("error", f"USR2 ignored: cannot fork a new master: {exc}")
+            return
         if pid:
             self.upgraded = pid
-            pidfile = self.values.get("pid")
-            if pidfile and os.path.exists(pidfile):
-                os.replace(pidfile, pidfile + ".oldbin")
             _siesta.log("info", f"Started a new master (pid: {pid}) on the same sockets")
             return
         try:

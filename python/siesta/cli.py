@@ -86,10 +86,40 @@ def _access_log_problem(values: dict[str, Any]) -> str | None:
     return f"Cannot open access log {path}: {problem}" if problem else None
 
 
+def _pid_holder(path: str | None) -> int | None:
+    """The live process, other than this one, that the pid file names; None when there
+    is no file, or it names this process, a dead one, or no number (a stale file)."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            pid = int(f.read().strip() or "0")
+    except (OSError, ValueError):
+        return None
+    if pid <= 0 or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except OSError:
+        pass  # EPERM: alive, someone else's
+    return pid
+
+
+def _check_pid(path: str | None) -> None:
+    """-p naming a running process: refuse to start, as gunicorn does, rather than take
+    over (and at exit delete) the pid file of a server that keeps running."""
+    holder = _pid_holder(path)
+    if holder is not None:
+        _fail(f"Already running on PID {holder} (or pid file {path!r} is stale)", 1)
+
+
 def _write_pid(path: str | None) -> None:
     """Writes the pid file atomically (a new file renamed over it), as gunicorn does: a
     reader never sees it empty, even while a USR2 master replaces it."""
     if path:
+        _check_pid(path)
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
             with open(tmp, "w", encoding="ascii") as f:
@@ -260,6 +290,9 @@ def main(argv: list[str] | None = None) -> None:
         prepare(values, resolved.sources)  # before -D: its error still reaches the terminal
     except ConfigError as exc:
         _fail(str(exc), 1)
+    # Before binding (a second server reports this, not the port) and before
+    # -D (the message still reaches the terminal).
+    _check_pid(values["pid"])
     if values["daemon"]:
         _daemonize()
     if values["umask"]:
