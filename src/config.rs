@@ -90,6 +90,8 @@ settings! {
     log_level: String,
     /// `--error-logfile`.
     error_logfile: Option<String>,
+    /// `--capture-output`: fds 1 and 2 follow the error log file when it is reopened.
+    capture_output: bool,
     /// `--access-logfile`.
     access_logfile: Option<String>,
     /// `--access-logformat`.
@@ -134,6 +136,8 @@ pub(crate) struct Config {
     pub access_logfile: Option<String>,
     pub access_logformat: String,
     pub error_logfile: Option<String>,
+    /// `--capture-output`: USR1 points fds 1 and 2 at the reopened error log.
+    pub capture_output: bool,
     pub log_level: Level,
     /// `-t/--timeout`: a worker silent this long is killed and replaced.
     pub timeout: Option<Duration>,
@@ -246,6 +250,7 @@ impl Config {
             access_logfile: s.access_logfile,
             access_logformat: s.access_logformat,
             error_logfile: s.error_logfile,
+            capture_output: s.capture_output,
             log_level,
             timeout: optional_seconds("timeout", s.timeout)?,
             max_requests: Some(s.max_requests).filter(|&n| n > 0),

@@ -84,8 +84,12 @@ fn check_addresses(text: &str) -> PyResult<()> {
 #[pyfunction]
 fn configure_log(settings: &Bound<'_, pyo3::types::PyDict>) -> PyResult<()> {
     let config = config::Config::from_dict(settings)?;
-    log::error::configure(config.log_level, config.error_logfile.as_deref())
-        .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("Cannot open error log: {e}")))
+    log::error::configure(
+        config.log_level,
+        config.error_logfile.as_deref(),
+        config.capture_output,
+    )
+    .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("Cannot open error log: {e}")))
 }
 
 #[pymodule]

@@ -737,6 +737,44 @@ def test_daemon_detaches_serves_and_obeys_winch(tmp_path):
     assert "Shutting down: Master" in errlog.read_text()
 
 
+def test_capture_output_follows_the_error_log_on_usr1(mode, tmp_path):
+    """Probe (capture output): after `mv cap.log cap.log.1` and USR1, Siesta's lines went
+    to the new cap.log but the app's print()/sys.stderr kept going to cap.log.1; now
+    fds 1 and 2 of master and workers follow the reopened file, as in gunicorn."""
+    pidfile, cap = tmp_path / "pid", tmp_path / "cap.log"
+    result = run_siesta(
+        *("-D", "-b", "127.0.0.1:0", "-p", str(pidfile), "-k", mode, "--capture-output"),
+        *("--error-logfile", str(cap), "--chdir", str(APPS_DIR), "--pythonpath", str(APPS_DIR)),
+        APP,
+    )
+    assert result.returncode == 0, result.stderr
+    assert wait_until(lambda: pidfile.exists() and pidfile.read_text()), "no pid file"
+    pid = int(pidfile.read_text())
+    try:
+        ready = wait_until(
+            lambda: re.search(r"Listening at: http://([\d.]+):(\d+)", cap.read_text())
+        )
+        assert ready, cap.read_text()
+        host, port = ready.group(1), int(ready.group(2))
+        assert rawhttp.request(host, port, "GET", "/print?text=before").status == 200
+        assert wait_until(lambda: "before err" in cap.read_text()), cap.read_text()
+        worker = int(rawhttp.request(host, port, "GET", "/pid").body)
+        cap.rename(tmp_path / "cap.log.1")
+        os.kill(pid, signal.SIGUSR1)
+        # The worker logs the signal before it reopens: print until a line lands.
+        handled = rf"\[{worker}\] \[INFO\] Handling signal: usr1"
+        assert wait_until(lambda: re.search(handled, (tmp_path / "cap.log.1").read_text()))
+
+        def printed_to_new_file():
+            assert rawhttp.request(host, port, "GET", "/print?text=after").status == 200
+            return cap.exists() and "after err" in cap.read_text()
+
+        assert wait_until(printed_to_new_file, interval=0.2), cap.read_text()
+        assert "after out" in cap.read_text(), cap.read_text()
+    finally:
+        assert stop_pid(pid), "the daemon did not stop on TERM"
+
+
 # --- 5. Exit codes ----------------------------------------------------------------------
 
 

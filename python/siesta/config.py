@@ -677,8 +677,10 @@ SETTINGS: tuple[Setting, ...] = (
         "capture_output",
         ("--capture-output",),
         False,
-        "Send the app's stdout and stderr to --error-logfile (when it is a file).",
+        "Send the app's stdout and stderr to --error-logfile (when it is a file); USR1 "
+        "points them at the reopened file, in the master and every worker.",
         flag=True,
+        rust=True,
     ),
     Setting(
         "metrics_bind",

@@ -3,7 +3,9 @@
 //! One process-wide sink (stderr or `--error-logfile`) behind a mutex,
 //! configured once at startup and reopened on request. App tracebacks are
 //! formatted by Python's `traceback` module and written here line by line.
-//! Access lines live in `access.rs`.
+//! With `--capture-output` a reopen also points fds 1 and 2 (the app's
+//! prints; the Python side pointed them at the file at startup) at the new
+//! file, as gunicorn does. Access lines live in `access.rs`.
 
 use super::Civil;
 use parking_lot::Mutex;
@@ -56,6 +58,8 @@ enum Sink {
 struct ErrorLog {
     level: Level,
     sink: Sink,
+    /// `--capture-output`: fds 1 and 2 are the log file too, and follow it on reopen.
+    capture: bool,
 }
 
 fn log() -> &'static Mutex<ErrorLog> {
@@ -64,6 +68,7 @@ fn log() -> &'static Mutex<ErrorLog> {
         Mutex::new(ErrorLog {
             level: Level::Info,
             sink: Sink::Stderr,
+            capture: false,
         })
     })
 }
@@ -72,8 +77,9 @@ fn open(path: &str) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// Sets the level and destination (`-` or empty for stderr).
-pub(crate) fn configure(level: Level, path: Option<&str>) -> io::Result<()> {
+/// Sets the level and destination (`-` or empty for stderr); `capture`
+/// is `--capture-output`.
+pub(crate) fn configure(level: Level, path: Option<&str>, capture: bool) -> io::Result<()> {
     let sink = match path {
         None | Some("-") | Some("") => Sink::Stderr,
         Some(p) => Sink::File(open(p)?, p.to_string()),
@@ -81,15 +87,34 @@ pub(crate) fn configure(level: Level, path: Option<&str>) -> io::Result<()> {
     let mut l = log().lock();
     l.level = level;
     l.sink = sink;
+    l.capture = capture;
     Ok(())
 }
 
-/// Reopens a log file (after rotation); stderr needs nothing.
+/// Reopens a log file (after rotation); stderr needs nothing. With
+/// `--capture-output`, fds 1 and 2 then point at the new file as well.
 pub(crate) fn reopen() -> io::Result<()> {
     let mut l = log().lock();
     if let Sink::File(_, path) = &l.sink {
         let path = path.clone();
-        l.sink = Sink::File(open(&path)?, path);
+        let file = open(&path)?;
+        if l.capture {
+            capture_into(&file)?;
+        }
+        l.sink = Sink::File(file, path);
+    }
+    Ok(())
+}
+
+/// Points stdout and stderr (fds 1 and 2) at `file`.
+fn capture_into(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    for target in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        // SAFETY: dup2 on a file descriptor this `File` owns; fds 1 and 2
+        // stay open throughout (dup2 replaces them atomically).
+        if unsafe { libc::dup2(file.as_raw_fd(), target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     Ok(())
 }

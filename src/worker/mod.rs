@@ -86,8 +86,12 @@ impl Server {
     ) -> PyResult<Self> {
         let config = Config::from_dict(settings)?;
         malloc::cap_arenas();
-        crate::log::error::configure(config.log_level, config.error_logfile.as_deref())
-            .map_err(|e| PyOSError::new_err(format!("Cannot open error log: {e}")))?;
+        crate::log::error::configure(
+            config.log_level,
+            config.error_logfile.as_deref(),
+            config.capture_output,
+        )
+        .map_err(|e| PyOSError::new_err(format!("Cannot open error log: {e}")))?;
         let (sockets, urls, announce) = match listeners {
             Some(l) => (l.clone_all()?, l.urls().to_vec(), false),
             None => {

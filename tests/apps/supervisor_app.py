@@ -5,10 +5,12 @@ record, then hashes the body (body_app.sha256, for slow uploads);
 `/grow?mib=N` keeps N more MiB alive in a module-level list (the worker's RSS
 grows, for --max-worker-rss); `/spin?seconds=N` holds its thread (or the
 gevent hub) in a pure-Python busy loop for up to N seconds (for --timeout:
-the worker stops beating); anything else answers `pong`.
+the worker stops beating); `/print?text=T` prints `T out` with print() and
+writes `T err` to sys.stderr (for --capture-output); anything else answers `pong`.
 """
 
 import os
+import sys
 import time
 
 import body_app
@@ -43,6 +45,12 @@ def app(environ, start_response):
         mib = int(params(environ).get("mib", "60"))
         _kept.append(b"\x01" * (mib * 1024 * 1024))  # written, so resident
         return _text(start_response, b"grew %d" % mib)
+    if path == "/print":
+        text = params(environ).get("text", "")
+        print(f"{text} out", flush=True)
+        sys.stderr.write(f"{text} err\n")
+        sys.stderr.flush()
+        return _text(start_response, b"printed")
     if path == "/spin":
         spin_until_killed(float(params(environ).get("seconds", "30")))
         return _text(start_response, b"spun")
