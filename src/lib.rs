@@ -80,7 +80,8 @@ fn check_addresses(text: &str) -> PyResult<()> {
 }
 
 /// Sets the error log's level and file from the settings (the master does
-/// this first; workers inherit it).
+/// this first, and again on HUP; workers inherit it), then warns about the
+/// `--access-logformat` atoms Siesta does not know.
 #[pyfunction]
 fn configure_log(settings: &Bound<'_, pyo3::types::PyDict>) -> PyResult<()> {
     let config = config::Config::from_dict(settings)?;
@@ -89,7 +90,11 @@ fn configure_log(settings: &Bound<'_, pyo3::types::PyDict>) -> PyResult<()> {
         config.error_logfile.as_deref(),
         config.capture_output,
     )
-    .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("Cannot open error log: {e}")))
+    .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("Cannot open error log: {e}")))?;
+    if config.access_logfile.is_some() {
+        log::access::warn_unknown(&config.access_logformat);
+    }
+    Ok(())
 }
 
 #[pymodule]

@@ -98,3 +98,20 @@ def test_shedding_then_recovery(start_server, mode, tmp_path):
     assert held["resp"].status == 200 and held["resp"].body == b"released"
     recovered = srv.get("/ping?recovered")
     assert recovered.status == 200, "shedding ends once a slot is free"
+
+
+def test_response_header_environ_and_percent_atoms(start_server, mode):
+    """Probe (access log): %({x}o)s and %({PATH_INFO}e)s printed `-`, %% printed `%%`,
+    and an unknown atom went by without a word. Now the response header and the environ
+    variable are logged, %% is %, and the unknown atom is warned about once."""
+    fmt = "%({CONTENT-type}o)s|%({PATH_INFO}e)s|%({query_string}e)s|%(U)s|100%%|%(zz)s|%(zz)s"
+    srv = start_server(
+        "router_app:app", "--access-logfile", "-", "--access-logformat", fmt, mode=mode
+    )
+    mark = out_mark(srv)
+    assert srv.get("/ping?x=1").status == 200
+    line = srv.stdout.wait_for(r"\|/ping\|", 10.0, since=mark)
+    assert line is not None, srv.stdout.text(mark)
+    assert line.string == "text/plain|/ping|x=1|/ping|100%|-|-", line.string
+    warnings = [ln for ln in srv.log().splitlines() if "unknown atom" in ln]
+    assert len(warnings) == 1 and "%(zz)s" in warnings[0], srv.log()

@@ -668,8 +668,12 @@ SETTINGS: tuple[Setting, ...] = (
         "access_logformat",
         ("--access-logformat",),
         ACCESS_LOG_FORMAT,
-        "Access log line, with gunicorn's atoms: h l u t r m U q H s B b f a T M D L p "
-        "and %%({header}i)s.",
+        "Access log line, with gunicorn's atoms: h l u t r m U q H s B b f a T M D L p, "
+        "%%({header}i)s (request header), %%({header}o)s (response header) and "
+        "%%({VARIABLE}e)s (environ variable: REQUEST_METHOD, SCRIPT_NAME, PATH_INFO, "
+        "QUERY_STRING, RAW_URI, REQUEST_URI, SERVER_PROTOCOL, REMOTE_ADDR, REMOTE_PORT, "
+        "CONTENT_TYPE, CONTENT_LENGTH, HTTP_*); %%%% is %%. An unknown atom is logged as - "
+        "and warned about at startup.",
         metavar="FORMAT",
         rust=True,
     ),

@@ -15,9 +15,10 @@ use super::ConnInfo;
 use crate::error::RequestError;
 use crate::metrics::Track;
 use http::request::Parts;
+use http::HeaderMap;
 use parking_lot::Mutex;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// What a request ended with.
@@ -43,11 +44,19 @@ pub(crate) struct Finished<'a> {
     pub elapsed: Duration,
     /// The request's metrics (`None` for a head hyper refused).
     pub track: Option<&'a Track>,
+    /// The response headers, kept only when `Finish::keeps_response_headers`.
+    pub response_headers: Option<&'a HeaderMap>,
 }
 
 /// Where finished requests go: the one end of every request.
 pub(crate) trait Finish: Send + Sync {
     fn finish(&self, done: &Finished<'_>);
+
+    /// Whether `finish` wants the response headers (an access log format
+    /// with `{name}o`): only then does each record keep a copy.
+    fn keeps_response_headers(&self) -> bool {
+        false
+    }
 }
 
 pub(crate) struct Record {
@@ -60,6 +69,9 @@ pub(crate) struct Record {
     end: Arc<dyn Finish>,
     /// Where this request shows in the metrics (inert when they are off).
     pub track: Track,
+    /// The response headers, for an access log that names one (empty, no
+    /// allocation, otherwise).
+    response_headers: OnceLock<HeaderMap>,
 }
 
 impl Record {
@@ -81,6 +93,7 @@ impl Record {
             received_at: SystemTime::now(),
             tally: Mutex::new(Tally::default()),
             end,
+            response_headers: OnceLock::new(),
         }
     }
 
@@ -94,6 +107,13 @@ impl Record {
         t.status = status;
         if refusal.is_some() {
             t.refusal = refusal;
+        }
+    }
+
+    /// The app's response headers, kept when the end handler asks for them.
+    pub(crate) fn response_headers(&self, headers: &HeaderMap) {
+        if self.end.keeps_response_headers() {
+            let _ = self.response_headers.set(headers.clone());
         }
     }
 
@@ -127,6 +147,7 @@ impl Drop for Record {
             received_at: self.received_at,
             elapsed: self.received.elapsed(),
             track: Some(&self.track),
+            response_headers: self.response_headers.get(),
         });
     }
 }

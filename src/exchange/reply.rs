@@ -104,6 +104,7 @@ impl ReplySender {
     /// Hands the head over; false when the client is gone.
     pub(crate) fn send(self, reply: Reply) -> bool {
         self.record.answered(reply.status.as_u16(), reply.refusal);
+        self.record.response_headers(&reply.headers);
         self.tx.send(reply).is_ok()
     }
 

@@ -3,10 +3,17 @@
 //! The format string is parsed once into pieces (`Format::parse`, pure and
 //! unit-tested); each finished request renders its line into a reused
 //! buffer and writes it in one call. Supported atoms: `h l u t r m U q H s
-//! B b f a T M D L p` and `{header}i`; unknown atoms render as `-`.
+//! B b f a T M D L p`, `{header}i`, `{header}o` (response headers, kept
+//! for the line only when the format names one) and `{VARIABLE}e` for the
+//! environ variables derivable from the request head (`EnvVar`; the WSGI
+//! environ itself is gone by the time the line is written); `%%` is `%`.
+//! Unknown atoms render as `-`; `Format::unknown` names them for the
+//! startup warning.
 
 use super::Civil;
+use crate::wsgi::environ::{decode_path, latin1, split_root};
 use http::request::Parts;
+use http::HeaderMap;
 use parking_lot::Mutex;
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
@@ -40,8 +47,54 @@ enum Atom {
     Micros,
     DecimalSeconds,
     Pid,
+    /// `{name}i`, lowercased.
     Header(String),
-    Unknown,
+    /// `{name}o`, lowercased: a response header.
+    ResponseHeader(String),
+    /// `{NAME}e`: an environ variable.
+    Env(EnvVar),
+    /// The atom as written, for the startup warning.
+    Unknown(String),
+}
+
+/// The environ variables `{NAME}e` can name (case-insensitive, as in
+/// gunicorn): those the request head and the peer determine. The others
+/// (`SERVER_NAME`, `wsgi.url_scheme`, what middleware added) are unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EnvVar {
+    RequestMethod,
+    ScriptName,
+    PathInfo,
+    QueryString,
+    RawUri,
+    ServerProtocol,
+    RemoteAddr,
+    RemotePort,
+    /// `CONTENT_TYPE`, `CONTENT_LENGTH` and `HTTP_*`: the request header,
+    /// by its lowercase name.
+    Header(String),
+}
+
+impl EnvVar {
+    fn parse(name: &str) -> Option<EnvVar> {
+        let upper = name.to_ascii_uppercase();
+        Some(match upper.as_str() {
+            "REQUEST_METHOD" => EnvVar::RequestMethod,
+            "SCRIPT_NAME" => EnvVar::ScriptName,
+            "PATH_INFO" => EnvVar::PathInfo,
+            "QUERY_STRING" => EnvVar::QueryString,
+            "RAW_URI" | "REQUEST_URI" => EnvVar::RawUri,
+            "SERVER_PROTOCOL" => EnvVar::ServerProtocol,
+            "REMOTE_ADDR" => EnvVar::RemoteAddr,
+            "REMOTE_PORT" => EnvVar::RemotePort,
+            "CONTENT_TYPE" => EnvVar::Header("content-type".into()),
+            "CONTENT_LENGTH" => EnvVar::Header("content-length".into()),
+            _ => {
+                let rest = upper.strip_prefix("HTTP_").filter(|r| !r.is_empty())?;
+                EnvVar::Header(rest.to_ascii_lowercase().replace('_', "-"))
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,28 +105,67 @@ enum Piece {
 
 /// A parsed `--access-logformat`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Format(Vec<Piece>);
+pub(crate) struct Format {
+    pieces: Vec<Piece>,
+    /// `--root-path`, no trailing slash: `SCRIPT_NAME` and `PATH_INFO` split on it.
+    root: String,
+    /// Some `{name}o` atom: the response headers are kept for the line.
+    response_headers: bool,
+}
 
 impl Format {
-    pub(crate) fn parse(fmt: &str) -> Format {
+    /// Python's `%` formatting, as gunicorn applies it: `%(name)s` is an
+    /// atom, `%%` a `%`; any other `%` stays as written.
+    pub(crate) fn parse(fmt: &str, root_path: &str) -> Format {
         let mut pieces = Vec::new();
         let mut lit = String::new();
         let mut rest = fmt;
-        while let Some(start) = rest.find("%(") {
-            let after = &rest[start + 2..];
-            let Some(end) = after.find(")s") else { break };
+        while let Some(start) = rest.find('%') {
             lit.push_str(&rest[..start]);
+            let after = &rest[start + 1..];
+            if let Some(more) = after.strip_prefix('%') {
+                lit.push('%');
+                rest = more;
+                continue;
+            }
+            let Some((name, more)) = after.strip_prefix('(').and_then(|a| a.split_once(")s"))
+            else {
+                lit.push('%');
+                rest = after;
+                continue;
+            };
             if !lit.is_empty() {
                 pieces.push(Piece::Lit(std::mem::take(&mut lit)));
             }
-            pieces.push(Piece::Atom(atom(&after[..end])));
-            rest = &after[end + 2..];
+            pieces.push(Piece::Atom(atom(name)));
+            rest = more;
         }
         lit.push_str(rest);
         if !lit.is_empty() {
             pieces.push(Piece::Lit(lit));
         }
-        Format(pieces)
+        let response_headers = pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Atom(Atom::ResponseHeader(_))));
+        Format {
+            pieces,
+            root: root_path.trim_end_matches('/').to_string(),
+            response_headers,
+        }
+    }
+
+    /// The atoms Siesta does not know, as written (`%(zz)s`), each once.
+    pub(crate) fn unknown(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for piece in &self.pieces {
+            if let Piece::Atom(Atom::Unknown(n)) = piece {
+                let written = format!("%({n})s");
+                if !names.contains(&written) {
+                    names.push(written);
+                }
+            }
+        }
+        names
     }
 }
 
@@ -98,10 +190,15 @@ fn atom(name: &str) -> Atom {
         "D" => Atom::Micros,
         "L" => Atom::DecimalSeconds,
         "p" => Atom::Pid,
-        n if n.starts_with('{') && n.ends_with("}i") => {
+        n if n.len() > 3 && n.starts_with('{') && n.ends_with("}i") => {
             Atom::Header(n[1..n.len() - 2].to_ascii_lowercase())
         }
-        _ => Atom::Unknown,
+        n if n.len() > 3 && n.starts_with('{') && n.ends_with("}o") => {
+            Atom::ResponseHeader(n[1..n.len() - 2].to_ascii_lowercase())
+        }
+        n if n.starts_with('{') && n.ends_with("}e") => EnvVar::parse(&n[1..n.len() - 2])
+            .map_or_else(|| Atom::Unknown(n.to_string()), Atom::Env),
+        n => Atom::Unknown(n.to_string()),
     }
 }
 
@@ -114,6 +211,8 @@ pub(crate) struct Entry<'a> {
     pub sent: u64,
     pub received_at: SystemTime,
     pub elapsed: Duration,
+    /// The response's headers, when the format names one (`{name}o`).
+    pub response: Option<&'a HeaderMap>,
 }
 
 fn protocol(head: &Parts) -> &'static str {
@@ -125,7 +224,11 @@ fn protocol(head: &Parts) -> &'static str {
 }
 
 fn header<'a>(head: &'a Parts, name: &str) -> &'a str {
-    head.headers
+    find(&head.headers, name)
+}
+
+fn find<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
@@ -184,8 +287,44 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 impl Format {
+    /// Whether a request's response headers are needed for its line.
+    pub(crate) fn wants_response_headers(&self) -> bool {
+        self.response_headers
+    }
+
+    /// An environ variable, as the app saw it in its environ.
+    fn env(&self, var: &EnvVar, e: &Entry<'_>, h: &Parts, out: &mut String) -> std::fmt::Result {
+        match var {
+            EnvVar::RequestMethod => write!(out, "{}", h.method),
+            EnvVar::ScriptName | EnvVar::PathInfo => {
+                let decoded = decode_path(h.uri.path());
+                let (script, path) = split_root(&self.root, &decoded);
+                match var {
+                    EnvVar::PathInfo => write!(out, "{}", latin1(path)),
+                    _ if script.is_empty() => write!(out, "{}", self.root),
+                    _ => write!(out, "{}", latin1(script)),
+                }
+            }
+            EnvVar::QueryString => write!(out, "{}", h.uri.query().unwrap_or("")),
+            EnvVar::RawUri => write!(out, "{}", crate::wsgi::environ::raw_uri(h)),
+            EnvVar::ServerProtocol => match h.version {
+                http::Version::HTTP_10 => write!(out, "HTTP/1.0"),
+                _ => write!(out, "HTTP/1.1"),
+            },
+            EnvVar::RemoteAddr => match e.peer {
+                Some(p) => write!(out, "{}", p.ip()),
+                None => Ok(()),
+            },
+            EnvVar::RemotePort => match e.peer {
+                Some(p) => write!(out, "{}", p.port()),
+                None => write!(out, "-"),
+            },
+            EnvVar::Header(name) => write!(out, "{}", header(h, name)),
+        }
+    }
+
     pub(crate) fn render(&self, e: &Entry<'_>, out: &mut String) {
-        for piece in &self.0 {
+        for piece in &self.pieces {
             let a = match piece {
                 Piece::Lit(s) => {
                     out.push_str(s);
@@ -198,7 +337,11 @@ impl Format {
                     Some(p) => write!(out, "{}", p.ip()),
                     None => write!(out, "-"),
                 },
-                (Atom::Dash | Atom::Unknown, _) => write!(out, "-"),
+                (Atom::Dash | Atom::Unknown(_), _) => write!(out, "-"),
+                (Atom::ResponseHeader(name), _) => match e.response {
+                    Some(r) => write!(out, "{}", find(r, name)),
+                    None => write!(out, "-"),
+                },
                 (Atom::Time, _) => {
                     write!(out, "[{}]", Civil::from_system(e.received_at).clf_stamp())
                 }
@@ -225,9 +368,21 @@ impl Format {
                 (Atom::Referer, Some(h)) => write!(out, "{}", header(h, "referer")),
                 (Atom::UserAgent, Some(h)) => write!(out, "{}", header(h, "user-agent")),
                 (Atom::Header(name), Some(h)) => write!(out, "{}", header(h, name)),
+                (Atom::Env(var), Some(h)) => self.env(var, e, h, out),
             };
         }
         out.push('\n');
+    }
+}
+
+/// One warning line per atom of `format` that Siesta does not know (it
+/// renders as `-`): the master calls this once, at startup and on HUP.
+pub(crate) fn warn_unknown(format: &str) {
+    for name in Format::parse(format, "").unknown() {
+        super::error::write(
+            super::error::Level::Warning,
+            &format!("--access-logformat: unknown atom {name}, logged as -"),
+        );
     }
 }
 
@@ -248,12 +403,17 @@ fn open_sink(path: &str) -> io::Result<Box<dyn Write + Send>> {
 
 impl AccessLog {
     /// `-` is stdout; anything else a file opened for appending.
-    pub(crate) fn open(path: &str, format: &str) -> io::Result<AccessLog> {
+    pub(crate) fn open(path: &str, format: &str, root_path: &str) -> io::Result<AccessLog> {
         Ok(AccessLog {
-            format: Format::parse(format),
+            format: Format::parse(format, root_path),
             path: path.to_string(),
             sink: Mutex::new(open_sink(path)?),
         })
+    }
+
+    /// Whether each request must keep its response headers for its line.
+    pub(crate) fn wants_response_headers(&self) -> bool {
+        self.format.wants_response_headers()
     }
 
     /// Opens the file again (USR1, after log rotation).
@@ -312,6 +472,7 @@ mod tests {
             sent: 13,
             received_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_561_911),
             elapsed: Duration::from_micros(1500),
+            response: None,
         };
         let cases: &[(&str, &str)] = &[
             (DEFAULT_FORMAT, "127.0.0.1 - user [24/Nov/2026:23:11:51 +0000] \"GET /a/b?x=1 HTTP/1.1\" 200 13 \"-\" \"curl/8\"\n"),
@@ -322,7 +483,7 @@ mod tests {
         ];
         for (fmt, want) in cases {
             let mut out = String::new();
-            Format::parse(fmt).render(&e, &mut out);
+            Format::parse(fmt, "").render(&e, &mut out);
             assert_eq!(out, *want, "{fmt}");
         }
     }
@@ -337,9 +498,10 @@ mod tests {
             sent: 0,
             received_at: SystemTime::UNIX_EPOCH,
             elapsed: Duration::ZERO,
+            response: None,
         };
         let mut out = String::new();
-        Format::parse("%(h)s %(b)s %(B)s").render(&e, &mut out);
+        Format::parse("%(h)s %(b)s %(B)s", "").render(&e, &mut out);
         assert_eq!(out, "- - 0\n");
     }
 
@@ -352,9 +514,77 @@ mod tests {
             sent: 12,
             received_at: SystemTime::UNIX_EPOCH,
             elapsed: Duration::ZERO,
+            response: None,
         };
         let mut out = String::new();
-        Format::parse(r#"%(h)s "%(r)s" %(s)s %(b)s %(a)s"#).render(&e, &mut out);
+        Format::parse(r#"%(h)s "%(r)s" %(s)s %(b)s %(a)s"#, "").render(&e, &mut out);
         assert_eq!(out, "10.0.0.1 \"-\" 400 12 -\n");
+    }
+
+    #[test]
+    fn response_headers_environ_and_percent() {
+        let h = head(
+            "GET /app/a%20b?x=1",
+            &[("content-type", "text/csv"), ("x-forwarded-for", "1.2.3.4")],
+        );
+        let mut out_headers = HeaderMap::new();
+        out_headers.insert("x-out", http::HeaderValue::from_static("yes"));
+        let e = Entry {
+            head: Some(&h),
+            peer: "127.0.0.1:5555".parse().ok(),
+            status: 200,
+            sent: 0,
+            received_at: SystemTime::UNIX_EPOCH,
+            elapsed: Duration::ZERO,
+            response: Some(&out_headers),
+        };
+        let cases: &[(&str, &str)] = &[
+            ("%({X-Out}o)s %({x-none}o)s", "yes -"),
+            ("%({PATH_INFO}e)s|%({script_name}e)s", "/a b|/app"),
+            ("%({REQUEST_METHOD}e)s %({QUERY_STRING}e)s", "GET x=1"),
+            (
+                "%({SERVER_PROTOCOL}e)s %({RAW_URI}e)s",
+                "HTTP/1.1 /app/a%20b?x=1",
+            ),
+            ("%({REMOTE_ADDR}e)s:%({REMOTE_PORT}e)s", "127.0.0.1:5555"),
+            (
+                "%({CONTENT_TYPE}e)s %({HTTP_X_FORWARDED_FOR}e)s",
+                "text/csv 1.2.3.4",
+            ),
+            ("%({CONTENT_LENGTH}e)s %({SERVER_NAME}e)s", "- -"),
+            ("100%% %%(h)s 5% %(", "100% %(h)s 5% %("),
+        ];
+        for (fmt, want) in cases {
+            let mut out = String::new();
+            Format::parse(fmt, "/app/").render(&e, &mut out);
+            assert_eq!(out, format!("{want}\n"), "{fmt}");
+        }
+        let mut out = String::new();
+        Format::parse("%({x-out}o)s", "").render(
+            &Entry {
+                response: None,
+                ..e
+            },
+            &mut out,
+        );
+        assert_eq!(out, "-\n", "no response headers kept");
+    }
+
+    #[test]
+    fn unknown_atoms_are_named_once() {
+        let cases: &[(&str, &[&str], bool)] = &[
+            (DEFAULT_FORMAT, &[], false),
+            (
+                "%(zz)s %(zz)s %({SERVER_NAME}e)s",
+                &["%(zz)s", "%({SERVER_NAME}e)s"],
+                false,
+            ),
+            ("%({x}o)s %({PATH_INFO}e)s %({a}i)s %%(zz)s", &[], true),
+        ];
+        for (fmt, want, response) in cases {
+            let f = Format::parse(fmt, "");
+            assert_eq!(f.unknown(), want.to_vec(), "{fmt}");
+            assert_eq!(f.wants_response_headers(), *response, "{fmt}");
+        }
     }
 }

@@ -87,8 +87,15 @@ impl Finish for Recorder {
                 sent: done.tally.sent,
                 received_at: done.received_at,
                 elapsed: done.elapsed,
+                response: done.response_headers,
             });
         }
+    }
+
+    fn keeps_response_headers(&self) -> bool {
+        self.access_log
+            .as_ref()
+            .is_some_and(AccessLog::wants_response_headers)
     }
 }
 
@@ -140,6 +147,7 @@ impl Recorder {
             received_at: SystemTime::now(),
             elapsed: Duration::ZERO,
             track: None,
+            response_headers: None,
         });
     }
 }

@@ -196,7 +196,7 @@ impl Server {
             .ok_or_else(|| PyRuntimeError::new_err("server already stopped"))?;
         let access_log = match &self.config.access_logfile {
             Some(p) => Some(
-                AccessLog::open(p, &self.config.access_logformat)
+                AccessLog::open(p, &self.config.access_logformat, &self.config.root_path)
                     .map_err(|e| PyOSError::new_err(format!("Cannot open access log {p}: {e}")))?,
             ),
             None => None,
