@@ -2,11 +2,14 @@
 
 The app module lives in a temporary directory; the test rewrites it and the
 next worker serves the new body. Both modes. Also: --preload with --reload
-is refused politely (a warning, every worker imports the app itself).
+is refused politely (a warning, every worker imports the app itself), and an
+edit that breaks the app keeps the master watching until it is fixed.
 """
 
 import os
 import time
+
+from siesta_process import run_siesta
 
 APP = '''"""A module the test rewrites."""
 
@@ -17,8 +20,8 @@ def app(environ, start_response):
 '''
 
 
-def write_app(path, version):
-    path.write_text(APP.replace("VERSION", version))
+def write_app(path, version, broken=False):
+    path.write_text(APP.replace("VERSION", version) + ("def broken(:\n" if broken else ""))
     # A later mtime than any stat the worker took, whatever the clock's grain.
     stamp = time.time() + (2 if version != "v1" else 0)
     os.utime(path, (stamp, stamp))
@@ -65,3 +68,32 @@ def test_reload_ignores_preload(start_server, tmp_path):
     )
     assert wait_body(srv, b"v1") == b"v1"
     assert srv.wait_log("--reload ignores --preload")
+
+
+def test_reload_survives_an_edit_that_breaks_the_app(start_server, mode, tmp_path):
+    """Probe (--reload): saving the app with a syntax error stopped the master (`App
+    failed to load.`), so fixing the file did nothing. Now the error is logged, the
+    master keeps running (the worker answers 500 and watches), and the fix loads. A
+    load that fails at the first start still exits 4, as without --reload."""
+    module = tmp_path / "devapp.py"
+    write_app(module, "v0", broken=True)
+    first = run_siesta(
+        *("-b", "127.0.0.1:0", "--reload", "-k", mode, "--chdir", str(tmp_path)),
+        *("--pythonpath", str(tmp_path), "devapp:app"),
+    )
+    assert first.returncode == 4, first.stderr
+    assert "Reason: App failed to load." in first.stderr
+    write_app(module, "v1")
+    srv = start_server(
+        "devapp:app", "--reload", "--chdir", str(tmp_path), "--pythonpath", str(tmp_path), mode=mode
+    )
+    assert wait_body(srv, b"v1") == b"v1"
+    mark = srv.log_mark()
+    write_app(module, "v2", broken=True)
+    assert srv.wait_log(r"SyntaxError", since=mark, timeout=20.0), srv.log(mark)
+    assert srv.wait_log(r"Reload: the app failed to load", since=mark, timeout=20.0)
+    assert srv.alive(), srv.log(mark)
+    assert srv.get("/").status == 500
+    write_app(module, "v3")
+    assert wait_body(srv, b"v3") == b"v3", srv.log(mark)
+    assert srv.alive() and "Shutting down" not in srv.log(mark), srv.log(mark)

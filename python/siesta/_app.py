@@ -21,7 +21,28 @@ from siesta.config import ConfigError
 
 
 class AppLoadError(Exception):
-    """The app could not be loaded; the message is the one line to print."""
+    """The app could not be loaded; the message is the one line to print. ``files``
+    are the source files the failure went through (for --reload to watch: a module
+    that failed to import is not in ``sys.modules``)."""
+
+    def __init__(self, message: str, files: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.files = files or []
+
+
+def _source_files(exc: BaseException) -> list[str]:
+    """The files of the exception's traceback, and a SyntaxError's own file."""
+    files = []
+    filename = getattr(exc, "filename", None) if isinstance(exc, SyntaxError) else None
+    if filename:
+        files.append(filename)
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name != __file__ and not name.startswith("<") and name not in files:
+            files.append(name)
+        tb = tb.tb_next
+    return files
 
 
 def prepare(values: dict[str, Any], sources: dict[str, str] | None = None) -> None:
@@ -87,12 +108,14 @@ def load(spec: str) -> Any:
         if exc.name and module_name.startswith(exc.name):
             raise AppLoadError(f"Failed to import app module {module_name!r}: {exc}") from None
         raise AppLoadError(
-            f"Failed to import app module {module_name!r}: {exc}\n{_app_traceback(exc)}"
+            f"Failed to import app module {module_name!r}: {exc}\n{_app_traceback(exc)}",
+            _source_files(exc),
         ) from None
     except Exception as exc:
         raise AppLoadError(
             f"Failed to import app module {module_name!r}: {type(exc).__name__}: {exc}\n"
-            f"{_app_traceback(exc)}"
+            f"{_app_traceback(exc)}",
+            _source_files(exc),
         ) from None
     try:
         obj = getattr(module, attr)
@@ -103,7 +126,8 @@ def load(spec: str) -> Any:
             obj = obj(*args, **kwargs)
         except Exception as exc:
             raise AppLoadError(
-                f"App factory {spec!r} failed: {type(exc).__name__}: {exc}\n{_app_traceback(exc)}"
+                f"App factory {spec!r} failed: {type(exc).__name__}: {exc}\n{_app_traceback(exc)}",
+                _source_files(exc),
             ) from None
     if not callable(obj):
         raise AppLoadError(f"App {spec!r} is not callable (got {type(obj).__name__})")

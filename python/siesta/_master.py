@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import faulthandler
 import fcntl
+import mmap
 import os
 import sys
 import threading
@@ -39,6 +40,21 @@ _fault_file: Any = None
 # Set in a worker once it serves: a crash before that is a boot error (exit 3), as in
 # gunicorn, so the master stops instead of restarting a worker that can never start.
 _booted = False
+
+# One byte shared by the master and every worker it forks: 1 once a worker has loaded
+# the app. With --reload, a load that fails after that (an edit broke the code) leaves
+# the worker serving 500s and watching; one that fails first is exit 4, as without.
+_loaded_once = mmap.mmap(-1, 1)
+
+
+def _failed_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """--reload after a failed load: every request gets a 500 until the code is fixed."""
+    body = b"Internal Server Error: the app failed to load (--reload); see the error log\n"
+    start_response(
+        "500 Internal Server Error",
+        [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
 
 
 def set_title(role: str, values: dict[str, Any]) -> None:
@@ -87,10 +103,10 @@ def _module_files() -> list[str]:
     ]
 
 
-def _mtimes() -> dict[str, float]:
-    """The modification time of every imported module's file."""
+def _mtimes(extra: list[str]) -> dict[str, float]:
+    """The modification time of every imported module's file, and of `extra`."""
     seen: dict[str, float] = {}
-    for path in _module_files():
+    for path in [*_module_files(), *extra]:
         try:
             seen[path] = os.stat(path).st_mtime
         except OSError:
@@ -98,13 +114,16 @@ def _mtimes() -> dict[str, float]:
     return seen
 
 
-def _watch_code(server: Any, seen: dict[str, float], interval: float = 1.0) -> None:
-    """--reload: stop this worker (gracefully) once a file of an imported module changes
-    from `seen` (taken before the worker served anything, so a change made right after
-    its first answer is never taken for the baseline); the master then starts a fresh
-    worker, which imports the new code. Modules imported later are timed when first seen."""
+def _watch_code(
+    server: Any, seen: dict[str, float], extra: list[str], interval: float = 1.0
+) -> None:
+    """--reload: stop this worker (gracefully) once a file of an imported module (or
+    of `extra`: the files of a failed load) changes from `seen` (taken before the worker
+    served anything, so a change made right after its first answer is never taken for
+    the baseline); the master then starts a fresh worker, which imports the new code.
+    Modules imported later are timed when first seen."""
     while True:
-        for path in _module_files():
+        for path in [*_module_files(), *extra]:
             try:
                 mtime = os.stat(path).st_mtime
             except OSError:
@@ -141,12 +160,18 @@ def run_worker(
         _siesta.log("error", f"Cannot switch to user/group: {exc}")
         return WORKER_BOOT_ERROR
     _enable_faulthandler(values)
+    failed_files: list[str] = []
     if app is None:
         try:
             app = load(values["app"])
         except AppLoadError as exc:
             _siesta.log("error", str(exc))
-            return APP_LOAD_ERROR
+            if not (values["reload"] and _loaded_once[0]):
+                return APP_LOAD_ERROR
+            _siesta.log("error", "Reload: the app failed to load; serving 500 until it is fixed")
+            app, failed_files = _failed_app, exc.files
+    if app is not _failed_app:
+        _loaded_once[0] = 1
     try:
         server = _siesta.Server(for_rust(values), listeners, heartbeat_fd)
         # The server holds its own copies now; the ones inherited from the
@@ -171,7 +196,10 @@ def run_worker(
     _booted = True
     if values["reload"]:
         threading.Thread(
-            target=_watch_code, args=(server, _mtimes()), name="siesta-reload", daemon=True
+            target=_watch_code,
+            args=(server, _mtimes(failed_files), failed_files),
+            name="siesta-reload",
+            daemon=True,
         ).start()
     if gevent is not None:
         gevent.serve(server, app, values["worker_connections"], values["queue_timeout"])

@@ -579,7 +579,10 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Restart workers when the app's code changes (development only): each worker "
         "checks the files of its imported modules every second and, when one changed, "
-        "stops gracefully so the master starts a fresh one. Ignores --preload.",
+        "stops gracefully so the master starts a fresh one. If the changed code then fails "
+        "to load, the error is logged and the worker answers every request with 500 while "
+        "it watches (the failing files too); the next change loads the app again. A load "
+        "that fails at the first start still exits 4. Ignores --preload.",
         flag=True,
     ),
     Setting(
