@@ -47,7 +47,8 @@ class Master(SiestaServer):
     `bind` replaces the harness's 127.0.0.1:0 (None: no -b at all, for
     LISTEN_FDS); `path` is where the app is imported from; `launcher` is an
     argv prefix that ends by exec'ing the siesta command (its pid is then
-    the master's); `cwd` is where it starts."""
+    the master's); `cwd` is where it starts; `log_file` is where the ready line
+    is looked for when it is not stderr (--error-logfile)."""
 
     def __init__(
         self,
@@ -62,6 +63,7 @@ class Master(SiestaServer):
         pass_fds=(),
         launcher=(),
         cwd=APPS_DIR,
+        log_file=None,
     ):
         self.app, self.args, self.mode = app, list(args), mode
         self.record_dir = Path(record_dir)
@@ -87,7 +89,13 @@ class Master(SiestaServer):
         )
         self.stderr = LogDrain(self.proc.stderr, "siesta-stderr")
         self.stdout = LogDrain(self.proc.stdout, "siesta-stdout")
-        match = self.stderr.wait_for(READY.pattern, READY_TIMEOUT)
+        if log_file is None:
+            match = self.stderr.wait_for(READY.pattern, READY_TIMEOUT)
+        else:
+            match = wait_until(
+                lambda: log_file.exists() and READY.search(log_file.read_text()),
+                timeout=READY_TIMEOUT,
+            )
         if match is None:
             self.stop()
             pytest.fail(f"no ready line; cmd: {self.cmd}\nstderr:\n{self.stderr.text()}")
@@ -703,6 +711,47 @@ def test_user_and_group_switch_the_workers_only(launch, mode):
     assert status_ids(srv.pid) == (0, 0)
     srv.assert_serving()
     assert "Worker crashed" not in srv.log()
+
+
+def test_log_files_in_a_root_directory_are_given_to_the_workers_user(launch, mode):
+    """Probe (-u/-g and log files): as root, with --access-logfile in a directory only
+    root may write, the workers (nobody) could not create it and failed to boot (exit
+    3). Now the master creates both log files and gives them to nobody:nogroup, as
+    gunicorn does; requests are logged, and again after a rotation and USR1."""
+    import grp
+    import pwd
+    import shutil
+    import tempfile
+
+    assert os.getuid() == 0, "this test runs as root (as the test machine does)"
+    uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    logs = Path(tempfile.mkdtemp(prefix="siesta-logs-"))  # under /tmp: nobody may enter
+    try:
+        logs.chmod(0o755)
+        access, errors = logs / "acc.log", logs / "err.log"
+        srv = launch(
+            *("-u", "nobody", "-g", "nogroup", "--preload", "--access-logfile", str(access)),
+            *("--error-logfile", str(errors)),
+            mode=mode,
+            log_file=errors,
+        )
+        for path in (access, errors):
+            assert (path.stat().st_uid, path.stat().st_gid) == (uid, gid), path
+        assert srv.get("/ping?first").status == 200
+        assert wait_until(lambda: "/ping?first" in access.read_text()), errors.read_text()
+        access.rename(logs / "acc.log.1")
+        errors.rename(logs / "err.log.1")
+        srv.signal(signal.SIGUSR1)
+
+        def logged_after_rotation():
+            assert srv.get("/ping?second").status == 200
+            return access.exists() and "/ping?second" in access.read_text()
+
+        assert wait_until(logged_after_rotation, interval=0.2), (logs / "err.log.1").read_text()
+        assert (access.stat().st_uid, errors.stat().st_uid) == (uid, uid)
+        assert "Cannot reopen" not in errors.read_text() + (logs / "err.log.1").read_text()
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
 
 
 def test_daemon_detaches_serves_and_obeys_winch(tmp_path):

@@ -5,7 +5,8 @@ the worker table, heartbeats, ``--timeout``, ``--max-worker-rss``, counts.
 It calls :class:`Master` for what needs Python: ``spawn`` forks a worker
 (the child runs :func:`run_worker` and never returns), ``reload`` re-reads
 the config on HUP, ``upgrade`` starts a new master on USR2,
-``stopping`` lets go of the sockets on a stop, and the hooks
+``stopping`` lets go of the sockets on a stop, ``reopened`` hands log files
+made anew on USR1 to the workers' user, and the hooks
 (``pre_fork``, ``post_fork``, ``child_exit``, ``nworkers_changed``,
 ``on_reload``, ``pre_exec``). Serving requests is ``_run.py`` (threads) or
 ``_gevent.py`` (greenlets).
@@ -82,6 +83,30 @@ def _drop_privileges(values: dict[str, Any], heartbeat_fd: int) -> None:
             os.setgroups([gid])
     os.setgid(gid)
     os.setuid(uid)
+
+
+def own_log_files(values: dict[str, Any]) -> None:
+    """-u/-g: the master creates --access-logfile and --error-logfile (as root, say) and
+    gives them to the workers' user and group, as gunicorn does, so that a worker can
+    open and, after USR1, reopen them where it could not create them itself. Called
+    before the first fork, on HUP and on USR1 (after the master's own reopen)."""
+    uid, gid = values.get("_uid"), values.get("_gid")
+    if uid is None and gid is None:
+        return
+    for key in ("access_logfile", "error_logfile"):
+        path = values.get(key)
+        if not path or path == "-":
+            continue
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError:
+            continue  # the worker reports it when it cannot open it either
+        try:
+            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+        except OSError:
+            pass  # not root: the file stays as writable as it was
+        finally:
+            os.close(fd)
 
 
 def _enable_faulthandler(values: dict[str, Any]) -> None:
@@ -272,6 +297,7 @@ class Master:
             values["bind"] = self.values["bind"]
             self.values, self.hooks = values, hooks
             self.arbiter.cfg.update(values)
+            own_log_files(values)
         self.hooks.call("on_reload", self.arbiter)
         return self.values["workers"]
 
@@ -280,6 +306,11 @@ class Master:
         first, as gunicorn's does, removing the unix socket files it made unless a
         new master (USR2) or systemd owns them. Called again at exit: a no-op then."""
         self.listeners.close(not self.inherited and self.upgraded is None)
+
+    def reopened(self) -> None:
+        """USR1, after the master reopened its error log and before the workers reopen
+        theirs: files made anew by the rotation go to the workers' user (-u/-g)."""
+        own_log_files(self.values)
 
     def reaped(self, pid: int, code: int) -> None:
         """A child that was not a worker exited: the new master of a USR2, if it died

@@ -92,7 +92,8 @@ impl Supervisor {
     /// Runs the master until it stops; returns the exit code. `callbacks`
     /// has `spawn(age, heartbeat_fd) -> pid`, `reload() -> workers`,
     /// `child_exit(pid, code)`, `nworkers_changed(new, old)`, `upgrade()`,
-    /// `stopping()` (close the listening sockets) and `reaped(pid, code)`
+    /// `stopping()` (close the listening sockets), `reopened()` (USR1: log
+    /// files to the workers' user) and `reaped(pid, code)`
     /// (a child that was not a worker exited: a USR2 master).
     fn run(&self, py: Python<'_>, callbacks: &Bound<'_, PyAny>) -> PyResult<i32> {
         let pipe = &self.pipe;
@@ -207,6 +208,9 @@ impl Master<'_, '_> {
             Command::ReopenLogs => {
                 if let Err(e) = crate::log::error::reopen() {
                     crate::log::error::error(&format!("Cannot reopen the error log: {e}"));
+                }
+                if let Err(e) = self.cb.call_method0("reopened") {
+                    crate::log::error::exception(py, "Cannot hand over the log files", &e);
                 }
                 self.table.signal_all(libc::SIGUSR1);
             }
