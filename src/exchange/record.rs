@@ -70,8 +70,8 @@ pub(crate) struct Record {
     /// Where this request shows in the metrics (inert when they are off).
     pub track: Track,
     /// The response headers, for an access log that names one (empty, no
-    /// allocation, otherwise).
-    response_headers: OnceLock<HeaderMap>,
+    /// allocation, otherwise; boxed, so a record that keeps none stays small).
+    response_headers: OnceLock<Box<HeaderMap>>,
 }
 
 impl Record {
@@ -113,7 +113,7 @@ impl Record {
     /// The app's response headers, kept when the end handler asks for them.
     pub(crate) fn response_headers(&self, headers: &HeaderMap) {
         if self.end.keeps_response_headers() {
-            let _ = self.response_headers.set(headers.clone());
+            let _ = self.response_headers.set(Box::new(headers.clone()));
         }
     }
 
@@ -147,7 +147,7 @@ impl Drop for Record {
             received_at: self.received_at,
             elapsed: self.received.elapsed(),
             track: Some(&self.track),
-            response_headers: self.response_headers.get(),
+            response_headers: self.response_headers.get().map(|h| &**h),
         });
     }
 }
