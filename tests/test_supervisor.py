@@ -33,6 +33,7 @@ from siesta_process import (
     SiestaServer,
     children,
     run_siesta,
+    running,
 )
 
 APP = "supervisor_app:app"
@@ -784,6 +785,72 @@ def test_daemon_detaches_serves_and_obeys_winch(tmp_path):
         assert stop_pid(pid), "the daemon did not stop on TERM"
     assert wait_until(lambda: not pidfile.exists())
     assert "Shutting down: Master" in errlog.read_text()
+
+
+def test_log_files_that_are_devices_are_not_given_away(launch, tmp_path):
+    """Review: with -u, the master gave whatever the log paths named to the workers'
+    user: `--access-logfile /dev/null` as root handed /dev/null to nobody. Only
+    regular files change owner now; a device stays root's and still takes the log."""
+    import shutil
+    import tempfile
+
+    assert os.getuid() == 0, "this test runs as root (as the test machine does)"
+    logs = Path(tempfile.mkdtemp(prefix="siesta-logs-"))  # under /tmp: nobody may enter
+    try:
+        logs.chmod(0o755)
+        null, errors = logs / "null", logs / "err.log"
+        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null of our own
+        null.chmod(0o666)  # past the umask, as /dev/null is
+        srv = launch(
+            *("-u", "nobody", "-g", "nogroup", "--preload", "--access-logfile", str(null)),
+            *("--error-logfile", str(errors)),
+            log_file=errors,
+        )
+        assert srv.get("/ping").status == 200
+        assert (null.stat().st_uid, null.stat().st_gid) == (0, 0), "the device was given away"
+        assert errors.stat().st_uid != 0, "the error log is still given to the workers' user"
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+def test_usr2_upgrades_a_daemon(tmp_path):
+    """Review: with -D -p, the master a USR2 started found the old master still alive
+    when it wrote its pid file and stopped at once: no upgrade, and nothing said
+    where anyone could see it. Now it writes the pid file and serves, the old
+    master's file is `.oldbin`, and the old master's QUIT leaves the new one serving."""
+    pidfile, errlog = tmp_path / "pid", tmp_path / "error.log"
+    result = run_siesta(
+        *("-D", "-b", "127.0.0.1:0", "-p", str(pidfile), "--error-logfile", str(errlog)),
+        *("--chdir", str(APPS_DIR), "--pythonpath", str(APPS_DIR), APP),
+    )
+    assert result.returncode == 0, result.stderr
+    assert wait_until(lambda: pidfile.exists() and pidfile.read_text()), "no pid file"
+    old = int(pidfile.read_text())
+    new = None
+    try:
+        ready = wait_until(
+            lambda: re.search(r"Listening at: http://([\d.]+):(\d+)", errlog.read_text())
+        )
+        assert ready, errlog.read_text()
+        host, port = ready.group(1), int(ready.group(2))
+        os.kill(old, signal.SIGUSR2)
+
+        def new_master():
+            text = pidfile.read_text() if pidfile.exists() else ""
+            return text.strip() and int(text) != old and running(int(text)) and int(text)
+
+        new = wait_until(new_master)
+        assert new, errlog.read_text()
+        assert int((tmp_path / "pid.oldbin").read_text()) == old
+        assert wait_until(lambda: len(children(new)) == 1), errlog.read_text()
+        os.kill(old, signal.SIGQUIT)
+        assert wait_until(lambda: not running(old)), errlog.read_text()
+        assert rawhttp.request(host, port, "GET", "/ping").body == b"pong"
+        assert running(new) and int(pidfile.read_text()) == new, errlog.read_text()
+    finally:
+        for pid in (old, new):
+            if pid and running(pid):
+                assert stop_pid(pid), f"{pid} did not stop on TERM"
 
 
 def test_capture_output_follows_the_error_log_on_usr1(mode, tmp_path):

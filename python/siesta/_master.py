@@ -18,6 +18,7 @@ import faulthandler
 import fcntl
 import mmap
 import os
+import stat
 import sys
 import threading
 import time
@@ -98,11 +99,14 @@ def own_log_files(values: dict[str, Any]) -> None:
         if not path or path == "-":
             continue
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            # Non-blocking: a FIFO with no reader must not hold the master here.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
         except OSError:
             continue  # the worker reports it when it cannot open it either
         try:
-            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+            # Only a log file is given away: never a device (/dev/null, a tty) or a FIFO.
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
         except OSError:
             pass  # not root: the file stays as writable as it was
         finally:
@@ -319,6 +323,11 @@ class Master:
         if pid != self.upgraded:
             return
         self.upgraded = None
+        if code == 0 and self.values.get("daemon"):
+            # -D: the new master's first process exits once its daemon runs on;
+            # that daemon writes its own pid file, and this one stays .oldbin.
+            _siesta.log("info", f"The new master (pid: {pid}) detached (-D)")
+            return
         _siesta.log("error", f"The new master (pid: {pid}) exited with code {code}")
         pidfile = self.values.get("pid")
         if pidfile and os.path.exists(pidfile + ".oldbin") and not os.path.exists(pidfile):

@@ -117,9 +117,11 @@ def _check_pid(path: str | None) -> None:
 
 def _write_pid(path: str | None) -> None:
     """Writes the pid file atomically (a new file renamed over it), as gunicorn does: a
-    reader never sees it empty, even while a USR2 master replaces it."""
+    reader never sees it empty, even while a USR2 master replaces it. Whether another
+    server holds it was checked at the start (`_check_pid`): checked again here, a
+    daemonized USR2 master would find the old master, which restores its pid file when
+    the new master's first process exits (``-D`` forks), and stop."""
     if path:
-        _check_pid(path)
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
             with open(tmp, "w", encoding="ascii") as f:
