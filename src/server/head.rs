@@ -39,6 +39,16 @@ pub(crate) fn check_head(
         return Err(RequestError::Connect);
     }
     check_host(head.version, &head.headers)?;
+    // An absolute-form target's authority stands for `Host` (RFC 9112
+    // §3.2.2; `HTTP_HOST` in the environ), so it is held to the same rule.
+    if head.uri.scheme().is_some()
+        && !head
+            .uri
+            .authority()
+            .is_some_and(|a| valid_host(a.as_str().as_bytes()))
+    {
+        return Err(RequestError::BadHost);
+    }
     check_framing(head.version, &head.headers)?;
     if head.headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
         return Err(RequestError::DuplicateField);
@@ -250,6 +260,8 @@ mod tests {
             ("GET / HTTP/1.1", &[("host", "[::1")], Some(E::BadHost)),
             ("GET / HTTP/1.1", &[("host", "[a b]")], Some(E::BadHost)),
             ("GET http://a/ HTTP/1.1", &[h], None),
+            ("GET http://u:p@a/ HTTP/1.1", &[h], Some(E::BadHost)),
+            ("GET http://a:99999999/ HTTP/1.1", &[h], Some(E::BadHost)),
             (at_limit.as_str(), &[h], None),
             (over_limit.as_str(), &[h], Some(E::RequestLineTooLong)),
             ("GET / HTTP/1.1", &[h, ("x-a", &over[1..])], None),

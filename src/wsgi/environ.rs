@@ -277,11 +277,11 @@ pub(crate) fn build<'py>(
     Ok(env)
 }
 
-/// The host and port of an absolute-form target, without any userinfo.
+/// The host and port of an absolute-form target (`check_head` refused any
+/// that is not a valid `Host`); `None` for every other form.
 fn target_host(uri: &http::Uri) -> Option<&str> {
-    let authority = uri.authority()?.as_str();
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    Some(host).filter(|h| !h.is_empty())
+    uri.scheme()?;
+    Some(uri.authority()?.as_str()).filter(|h| !h.is_empty())
 }
 
 /// Common methods as interned strings; others made per request.
@@ -308,8 +308,8 @@ mod tests {
         let cases: &[(&str, Option<&str>)] = &[
             ("http://a.example/x", Some("a.example")),
             ("http://a.example:8080/x?q", Some("a.example:8080")),
-            ("http://u:p@a.example/x", Some("a.example")),
             ("/x", None),
+            ("a.example:80", None),
             ("*", None),
         ];
         for (target, want) in cases {
