@@ -97,3 +97,35 @@ def test_reload_survives_an_edit_that_breaks_the_app(start_server, mode, tmp_pat
     write_app(module, "v3")
     assert wait_body(srv, b"v3") == b"v3", srv.log(mark)
     assert srv.alive() and "Shutting down" not in srv.log(mark), srv.log(mark)
+
+
+def test_reload_finds_an_app_module_that_comes_back(start_server, mode, tmp_path):
+    """Review: a reload that could not find the app module itself (moved away, say by
+    a branch switch) watched nothing, so putting it back left every request a 500.
+    Where the module would be is watched now. And `import devap` in `devapp` was
+    taken for the app module missing (a prefix of its name), with the same result."""
+    module, helper = tmp_path / "devapp.py", tmp_path / "devhelper.py"
+    helper.write_text('"""Imported by the app."""\n')
+    write_app(module, "v1")
+    module.write_text("import devhelper  # noqa: F401\n" + module.read_text())
+    srv = start_server(
+        "devapp:app", "--reload", "--chdir", str(tmp_path), "--pythonpath", str(tmp_path), mode=mode
+    )
+    assert wait_body(srv, b"v1") == b"v1"
+    mark = srv.log_mark()
+    module.rename(tmp_path / "devapp.away")
+    stamp = time.time() + 2
+    os.utime(helper, (stamp, stamp))  # the change that restarts the worker
+    assert srv.wait_log(r"No module named 'devapp'", since=mark, timeout=20.0), srv.log(mark)
+    assert srv.get("/").status == 500
+    write_app(module, "v2")
+    assert wait_body(srv, b"v2") == b"v2", srv.log(mark)
+    mark = srv.log_mark()
+    write_app(module, "v3")
+    module.write_text("import devap  # noqa: F401\n" + module.read_text())
+    os.utime(module, (stamp + 2, stamp + 2))
+    assert srv.wait_log(r"No module named 'devap'", since=mark, timeout=20.0), srv.log(mark)
+    assert srv.get("/").status == 500  # that worker serves, its watch started
+    write_app(module, "v4")
+    os.utime(module, (stamp + 4, stamp + 4))
+    assert wait_body(srv, b"v4") == b"v4", srv.log(mark)

@@ -30,6 +30,19 @@ class AppLoadError(Exception):
         self.files = files or []
 
 
+def _module_paths(module_name: str) -> list[str]:
+    """Where on ``sys.path`` the files of ``module_name`` and its packages would be: a
+    --reload that could not find the module watches for one of them to appear."""
+    parts = module_name.split(".")
+    paths = []
+    for entry in sys.path:
+        base = os.path.abspath(entry or os.curdir)
+        for i in range(1, len(parts) + 1):
+            stem = os.path.join(base, *parts[:i])
+            paths += [stem + ".py", os.path.join(stem, "__init__.py")]
+    return paths
+
+
 def _source_files(exc: BaseException) -> list[str]:
     """The files of the exception's traceback, and a SyntaxError's own file."""
     files = []
@@ -105,8 +118,11 @@ def load(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise AppLoadError(f"Failed to import app module {module_name!r}: {exc}") from None
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise AppLoadError(
+                f"Failed to import app module {module_name!r}: {exc}",
+                _module_paths(module_name),
+            ) from None
         raise AppLoadError(
             f"Failed to import app module {module_name!r}: {exc}\n{_app_traceback(exc)}",
             _source_files(exc),

@@ -132,19 +132,22 @@ def _module_files() -> list[str]:
     ]
 
 
-def _mtimes(extra: list[str]) -> dict[str, float]:
-    """The modification time of every imported module's file, and of `extra`."""
-    seen: dict[str, float] = {}
+def _mtimes(extra: list[str]) -> dict[str, float | None]:
+    """The modification time of every imported module's file, and of `extra`; None for
+    a file of `extra` that does not exist yet (a module a failed load did not find), so
+    that its appearance counts as a change."""
+    seen: dict[str, float | None] = {}
     for path in [*_module_files(), *extra]:
         try:
             seen[path] = os.stat(path).st_mtime
         except OSError:
-            continue
+            if path in extra:
+                seen[path] = None
     return seen
 
 
 def _watch_code(
-    server: Any, seen: dict[str, float], extra: list[str], interval: float = 1.0
+    server: Any, seen: dict[str, float | None], extra: list[str], interval: float = 1.0
 ) -> None:
     """--reload: stop this worker (gracefully) once a file of an imported module (or
     of `extra`: the files of a failed load) changes from `seen` (taken before the worker
