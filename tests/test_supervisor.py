@@ -395,6 +395,24 @@ def test_a_hup_with_a_bad_value_keeps_serving(launch, tmp_path, line, message):
     assert "Traceback" not in srv.log(mark) and "Reload failed" not in srv.log(mark)
 
 
+def test_a_refused_hup_leaves_no_part_of_its_config_behind(launch, tmp_path):
+    """Review: a HUP refused for its access log had already set its `raw_env` (and
+    `--pythonpath`): the next workers saw the refused config's environment."""
+    conf = tmp_path / "conf.py"
+    conf.write_text("workers = 1\n")
+    srv = launch("-c", "conf.py", cwd=tmp_path)
+    first = srv.worker_pids()
+    conf.write_text(
+        'workers = 1\nraw_env = ["SIESTA_LEAK_ZQ=leaked"]\n'
+        'accesslog = "/nonexistent_zq/access.log"\n'
+    )
+    mark = srv.log_mark()
+    srv.signal(signal.SIGHUP)
+    assert srv.wait_log("keeping the running config", mark), srv.log(mark)
+    assert new_workers(srv, first), srv.log(mark)
+    assert srv.get("/getenv?name=SIESTA_LEAK_ZQ").body == b"-", srv.log(mark)
+
+
 @pytest.mark.timeout(150)
 def test_hup_reloads_changed_code_without_failing_a_request(launch, mode, tmp_path):
     """Issue 13: five HUPs while a client loops requests: every request is answered

@@ -346,6 +346,16 @@ def main(argv: list[str] | None = None) -> None:
                 f"Reload: cannot go back to the launch directory {launch_dir!r} "
                 f"({exc.strerror}); relative paths are read from {here!r}",
             )
+        # What prepare() changes (-e, --pythonpath, --chdir), put back if the new
+        # config is refused after it: the running config stays, all of it.
+        env, path = dict(os.environ), list(sys.path)
+
+        def keep_running_config() -> None:
+            os.chdir(here)
+            os.environ.clear()
+            os.environ.update(env)
+            sys.path[:] = path
+
         try:
             again = resolve(argv)
             _check_before_serving(again.values)
@@ -356,11 +366,10 @@ def main(argv: list[str] | None = None) -> None:
             # Last, as it opens the new error log: nothing can fail after it.
             _siesta.configure_log(for_rust(again.values))
         except (ValueError, TypeError, OSError) as exc:  # from Rust: the values it refused
-            os.chdir(here)
+            keep_running_config()
             raise ConfigError(str(exc)) from None
         except BaseException:
-            # The running config stays, and so does its working directory.
-            os.chdir(here)
+            keep_running_config()
             raise
         return again.values, again.hooks
 

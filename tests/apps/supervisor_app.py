@@ -51,6 +51,8 @@ def app(environ, start_response):
         sys.stderr.write(f"{text} err\n")
         sys.stderr.flush()
         return _text(start_response, b"printed")
+    if path == "/getenv":  # ?name= an environment variable of the worker
+        return _text(start_response, os.environ.get(params(environ)["name"], "-").encode())
     if path == "/spin":
         spin_until_killed(float(params(environ).get("seconds", "30")))
         return _text(start_response, b"spun")
