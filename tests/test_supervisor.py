@@ -395,6 +395,23 @@ def test_a_hup_with_a_bad_value_keeps_serving(launch, tmp_path, line, message):
     assert "Traceback" not in srv.log(mark) and "Reload failed" not in srv.log(mark)
 
 
+def test_capture_output_follows_a_new_error_log_on_hup(launch, tmp_path):
+    """Review: a HUP that moved `errorlog`, with capture_output on, left the app's
+    prints in the old file (gunicorn points them at the new one)."""
+    conf = tmp_path / "conf.py"
+    old_log, new_log = tmp_path / "e1.log", tmp_path / "e2.log"
+    conf.write_text(f"capture_output = True\nerrorlog = {str(old_log)!r}\n")
+    srv = launch("-c", "conf.py", cwd=tmp_path, log_file=old_log)
+    first = srv.worker_pids()
+    conf.write_text(f"capture_output = True\nerrorlog = {str(new_log)!r}\n")
+    srv.signal(signal.SIGHUP)
+    assert new_workers(srv, first), old_log.read_text()
+    assert srv.get("/print?text=moved").status == 200
+    assert wait_until(lambda: new_log.exists() and "moved err" in new_log.read_text())
+    assert "moved out" in new_log.read_text()
+    assert "moved" not in old_log.read_text()
+
+
 def test_a_refused_hup_leaves_no_part_of_its_config_behind(launch, tmp_path):
     """Review: a HUP refused for its access log had already set its `raw_env` (and
     `--pythonpath`): the next workers saw the refused config's environment."""

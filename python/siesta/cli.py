@@ -145,12 +145,17 @@ def _remove_pid(path: str | None) -> None:
 
 def _capture_output(error_logfile: str | None) -> None:
     """--capture-output: the app's prints go to the error log file, as in gunicorn."""
-    if not error_logfile or error_logfile == "-":
-        return
     try:
-        fd = os.open(error_logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        _point_output_at(error_logfile)
     except OSError as exc:
         _fail(f"Cannot open {error_logfile!r} for --capture-output: {exc.strerror}", 1)
+
+
+def _point_output_at(error_logfile: str | None) -> None:
+    """Points fds 1 and 2 at the error log file (none, or ``-``: left as they are)."""
+    if not error_logfile or error_logfile == "-":
+        return
+    fd = os.open(error_logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(fd, 1)
@@ -371,6 +376,12 @@ def main(argv: list[str] | None = None) -> None:
         except BaseException:
             keep_running_config()
             raise
+        if again.values["capture_output"]:
+            # The next workers inherit fds 1 and 2: the app's prints follow the new file.
+            try:
+                _point_output_at(again.values["error_logfile"])
+            except OSError as exc:
+                _siesta.log("warning", f"Reload: --capture-output stays on the old file: {exc}")
         return again.values, again.hooks
 
     master = Master(reread, values, hooks, arbiter, listeners, app, inherited)
