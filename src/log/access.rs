@@ -313,13 +313,17 @@ impl Format {
             },
             EnvVar::RemoteAddr => match e.peer {
                 Some(p) => write!(out, "{}", p.ip()),
-                None => Ok(()),
+                None => write!(out, "-"),
             },
             EnvVar::RemotePort => match e.peer {
                 Some(p) => write!(out, "{}", p.port()),
                 None => write!(out, "-"),
             },
-            EnvVar::Header(name) => write!(out, "{}", header(h, name)),
+            // As in the environ: an absolute-form target's authority is `HTTP_HOST`.
+            EnvVar::Header(name) => match crate::wsgi::environ::target_host(&h.uri) {
+                Some(host) if name == "host" => write!(out, "{host}"),
+                _ => write!(out, "{}", header(h, name)),
+            },
         }
     }
 
@@ -568,6 +572,18 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, "-\n", "no response headers kept");
+        // An absolute-form target names the host, as in the environ; no peer is `-`.
+        let abs = head("GET http://t.example:81/x", &[("host", "h.example")]);
+        let mut out = String::new();
+        Format::parse("%({HTTP_HOST}e)s %({REMOTE_ADDR}e)s %({host}i)s", "").render(
+            &Entry {
+                head: Some(&abs),
+                peer: None,
+                ..e
+            },
+            &mut out,
+        );
+        assert_eq!(out, "t.example:81 - h.example\n");
     }
 
     #[test]

@@ -279,7 +279,7 @@ pub(crate) fn build<'py>(
 
 /// The host and port of an absolute-form target (`check_head` refused any
 /// that is not a valid `Host`); `None` for every other form.
-fn target_host(uri: &http::Uri) -> Option<&str> {
+pub(crate) fn target_host(uri: &http::Uri) -> Option<&str> {
     uri.scheme()?;
     Some(uri.authority()?.as_str()).filter(|h| !h.is_empty())
 }
