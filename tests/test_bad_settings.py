@@ -10,16 +10,20 @@ to values a start refuses. Every test runs the real `siesta` command.
 import re
 
 import pytest
-from siesta.config import SETTINGS
+from siesta.config import SETTINGS, _addresses
 from siesta_process import APPS_DIR, run_siesta
 
 APP = "router_app:app"
 APP_ARGS = ["--pythonpath", str(APPS_DIR)]
 
-# Every setting a config file may set whose default is not None: None is not a value.
-NOT_NONE = [s.name for s in SETTINGS if s.file and s.default is not None]
-# Those whose default is None: None is their unset value.
+# None is gunicorn's false, empty list or empty address list for these (as its
+# validators take it), and the unset value where the default is None.
+NONE_IS_EMPTY = [
+    s.name for s in SETTINGS if s.file and (s.flag or s.append or s.type is _addresses)
+]
 MAY_BE_NONE = [s.name for s in SETTINGS if s.file and s.default is None]
+# Every other setting a config file may set: None is not a value.
+NOT_NONE = [s.name for s in SETTINGS if s.file and s.name not in NONE_IS_EMPTY + MAY_BE_NONE]
 
 
 def error_lines(result):
@@ -75,6 +79,17 @@ def test_settings_whose_default_is_none_take_none(tmp_path):
     conf = config(tmp_path, "".join(f"{name} = None\n" for name in MAY_BE_NONE))
     result = run_siesta("-c", conf, *APP_ARGS, "--check-config", APP)
     assert result.returncode == 0, result.stderr
+
+
+def test_none_is_false_or_empty_where_gunicorn_takes_it_so(tmp_path):
+    """Review: `raw_env = None`, `forwarded_allow_ips = None` and None for a flag
+    work in gunicorn (false, empty); they were refused."""
+    assert {"raw_env", "forwarded_allow_ips", "preload_app"} <= set(NONE_IS_EMPTY)
+    conf = config(tmp_path, "".join(f"{name} = None\n" for name in NONE_IS_EMPTY))
+    result = run_siesta("-c", conf, *APP_ARGS, "--print-config", APP)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"(?m)^\s*preload_app\s*=\s*False\s*$", result.stdout), result.stdout
+    assert re.search(r"(?m)^\s*raw_env\s*=\s*\[\]\s*$", result.stdout), result.stdout
 
 
 def test_bad_env_on_the_command_line_is_a_usage_error():

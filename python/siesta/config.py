@@ -195,13 +195,20 @@ class Setting:
         """Parses a value from a config file or the environment.
 
         None (``os.environ.get(...)`` of an unset variable, say) is a value
-        only where the default is None; elsewhere it is refused, as
-        gunicorn's validators refuse it for numbers, rather than reaching
-        Rust as a hole in a typed field."""
+        where the default is None, and, as gunicorn's validators take it,
+        false for a flag, an empty list for a list and an empty address list
+        (trust nobody). Elsewhere (numbers, names) it is refused, as gunicorn
+        refuses it, rather than reaching Rust as a hole in a typed field."""
         try:
             if value is None:
                 if self.default is None:
                     return None
+                if self.flag:
+                    return False
+                if self.append:
+                    return []
+                if self.type is _addresses:
+                    return self.type("")
                 raise ValueError("None is not allowed (leave it unset for the default)")
             if self.flag:
                 return value if isinstance(value, bool) else _boolean(str(value))
