@@ -19,7 +19,9 @@ APP_ARGS = ["--pythonpath", str(APPS_DIR)]
 # None is gunicorn's false, empty list or empty address list for these (as its
 # validators take it), and the unset value where the default is None.
 NONE_IS_EMPTY = [
-    s.name for s in SETTINGS if s.file and (s.flag or s.append or s.type is _addresses)
+    s.name
+    for s in SETTINGS
+    if s.file and s.name != "bind" and (s.flag or s.append or s.type is _addresses)
 ]
 MAY_BE_NONE = [s.name for s in SETTINGS if s.file and s.default is None]
 # Every other setting a config file may set: None is not a value.

@@ -888,6 +888,67 @@ def test_usr2_upgrades_a_daemon(tmp_path):
                 assert stop_pid(pid), f"{pid} did not stop on TERM"
 
 
+def test_a_daemon_whose_usr2_master_fails_keeps_its_pid_file(tmp_path):
+    """Review: under -D, the master a USR2 started detached again, so the old master
+    saw only its first process exit (0) and could not tell when the new one failed:
+    the pid file stayed `.oldbin` for good. A USR2 master now stays the old master's
+    child, which sees it fail (here: the app no longer imports) and restores it."""
+    code_dir, module = app_module(tmp_path, "dmn_app", "from supervisor_app import app\n")
+    pidfile, errlog = tmp_path / "pid", tmp_path / "error.log"
+    result = run_siesta(
+        *("-D", "-b", "127.0.0.1:0", "-p", str(pidfile), "--error-logfile", str(errlog)),
+        *("--chdir", str(code_dir), "--pythonpath", f"{code_dir},{APPS_DIR}", "dmn_app:app"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert wait_until(lambda: pidfile.exists() and pidfile.read_text()), "no pid file"
+    old = int(pidfile.read_text())
+    try:
+        assert wait_until(lambda: "Listening at" in errlog.read_text()), errlog.read_text()
+        module.write_text("x = (\n")  # the new master cannot import the app
+        os.kill(old, signal.SIGUSR2)
+        assert wait_until(lambda: "The new master" in errlog.read_text()), errlog.read_text()
+        assert "exited with code 4" in errlog.read_text(), errlog.read_text()
+        assert wait_until(lambda: pidfile.exists() and int(pidfile.read_text()) == old)
+        assert not (tmp_path / "pid.oldbin").exists()
+        assert running(old)
+    finally:
+        assert stop_pid(old), "the daemon did not stop on TERM"
+
+
+def test_a_fifo_access_log_is_left_to_the_workers(launch, tmp_path):
+    """Review: with -u, the master opened and closed a FIFO access log to give it
+    away, which ended its reader; the worker then blocked opening it, and every
+    request waited. Only regular files are opened and given away now."""
+    import shutil
+    import tempfile
+
+    assert os.getuid() == 0, "this test runs as root (as the test machine does)"
+    logs = Path(tempfile.mkdtemp(prefix="siesta-logs-"))  # under /tmp: nobody may enter
+    got = []
+    try:
+        logs.chmod(0o755)
+        fifo, errors = logs / "fifo", logs / "err.log"
+        os.mkfifo(fifo, 0o666)
+        fifo.chmod(0o666)
+
+        def read_fifo():
+            with open(fifo, "rb") as f:  # returns once a writer opens it
+                got.extend(f)
+
+        reader = threading.Thread(target=read_fifo, daemon=True)
+        reader.start()
+        srv = launch(
+            *("-u", "nobody", "-g", "nogroup", "--preload", "--access-logfile", str(fifo)),
+            *("--error-logfile", str(errors)),
+            log_file=errors,
+        )
+        assert srv.get("/ping?fifo").status == 200
+        assert wait_until(lambda: any(b"/ping?fifo" in line for line in got)), got
+        assert stat.S_ISFIFO(fifo.stat().st_mode) and fifo.stat().st_uid == 0
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+
+
 def test_capture_output_follows_the_error_log_on_usr1(mode, tmp_path):
     """Probe (capture output): after `mv cap.log cap.log.1` and USR1, Siesta's lines went
     to the new cap.log but the app's print()/sys.stderr kept going to cap.log.1; now

@@ -86,6 +86,10 @@ def _drop_privileges(values: dict[str, Any], heartbeat_fd: int) -> None:
     os.setuid(uid)
 
 
+# Set by a master for the new master a USR2 starts (`upgrade`), which does not detach.
+UPGRADE_ENV = "SIESTA_UPGRADE"
+
+
 def own_log_files(values: dict[str, Any]) -> None:
     """-u/-g: the master creates --access-logfile and --error-logfile (as root, say) and
     gives them to the workers' user and group, as gunicorn does, so that a worker can
@@ -99,12 +103,20 @@ def own_log_files(values: dict[str, Any]) -> None:
         if not path or path == "-":
             continue
         try:
-            # Non-blocking: a FIFO with no reader must not hold the master here.
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+            # Only a log file is given away, and only one is opened here: never a
+            # device (/dev/null, a tty) nor a FIFO (an open and close would end its
+            # reader, and one with no reader would hold the master).
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                continue
+        except FileNotFoundError:
+            pass  # created below
+        except OSError:
+            continue
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         except OSError:
             continue  # the worker reports it when it cannot open it either
         try:
-            # Only a log file is given away: never a device (/dev/null, a tty) or a FIFO.
             if stat.S_ISREG(os.fstat(fd).st_mode):
                 os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
         except OSError:
@@ -326,11 +338,6 @@ class Master:
         if pid != self.upgraded:
             return
         self.upgraded = None
-        if code == 0 and self.values.get("daemon"):
-            # -D: the new master's first process exits once its daemon runs on;
-            # that daemon writes its own pid file, and this one stays .oldbin.
-            _siesta.log("info", f"The new master (pid: {pid}) detached (-D)")
-            return
         _siesta.log("error", f"The new master (pid: {pid}) exited with code {code}")
         pidfile = self.values.get("pid")
         if pidfile and os.path.exists(pidfile + ".oldbin") and not os.path.exists(pidfile):
@@ -384,6 +391,9 @@ class Master:
             for i, fd in enumerate(high):
                 os.dup2(fd, 3 + i, inheritable=True)
             env = dict(os.environ, LISTEN_FDS=str(len(fds)), LISTEN_PID=str(os.getpid()))
+            # A new master stays this master's child, -D or not (it is detached
+            # already): this one then sees it exit, and restores its pid file.
+            env[UPGRADE_ENV] = "1"
             if metrics:
                 env["SIESTA_METRICS_FD"] = str(3 + len(fds))
             argv = [sys.executable, "-m", "siesta", *sys.argv[1:]]

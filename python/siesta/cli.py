@@ -22,7 +22,7 @@ from typing import Any
 
 from siesta import _siesta
 from siesta._app import AppLoadError, load, prepare
-from siesta._master import WORKER_BOOT_ERROR, Master, own_log_files, set_title
+from siesta._master import UPGRADE_ENV, WORKER_BOOT_ERROR, Master, own_log_files, set_title
 from siesta._sources import USAGE, UsageError, resolve
 from siesta.config import GUNICORN_NAMES, ConfigError, for_rust, render
 from siesta.hooks import Server as HookServer
@@ -118,9 +118,7 @@ def _check_pid(path: str | None) -> None:
 def _write_pid(path: str | None) -> None:
     """Writes the pid file atomically (a new file renamed over it), as gunicorn does: a
     reader never sees it empty, even while a USR2 master replaces it. Whether another
-    server holds it was checked at the start (`_check_pid`): checked again here, a
-    daemonized USR2 master would find the old master, which restores its pid file when
-    the new master's first process exits (``-D`` forks), and stop."""
+    server holds it was checked at the start (`_check_pid`), before -D detaches."""
     if path:
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
@@ -300,7 +298,9 @@ def main(argv: list[str] | None = None) -> None:
     # Before binding (a second server reports this, not the port) and before
     # -D (the message still reaches the terminal).
     _check_pid(values["pid"])
-    if values["daemon"]:
+    # A master started by USR2 is detached already, and stays its old master's child.
+    upgrade = os.environ.pop(UPGRADE_ENV, None) == "1"
+    if values["daemon"] and not upgrade:
         _daemonize()
     if values["umask"]:
         os.umask(values["umask"])

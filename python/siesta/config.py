@@ -205,7 +205,7 @@ class Setting:
                     return None
                 if self.flag:
                     return False
-                if self.append:
+                if self.append and self.name != "bind":  # no address is not a server
                     return []
                 if self.type is _addresses:
                     return self.type("")

@@ -584,6 +584,17 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, "t.example:81 - h.example\n");
+        // A refused target's userinfo never reaches the log.
+        let userinfo = head("GET http://u:secret@t.example/x", &[("host", "h.example")]);
+        let mut out = String::new();
+        Format::parse("%({HTTP_HOST}e)s", "").render(
+            &Entry {
+                head: Some(&userinfo),
+                ..e
+            },
+            &mut out,
+        );
+        assert_eq!(out, "h.example\n");
     }
 
     #[test]

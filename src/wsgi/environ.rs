@@ -277,11 +277,13 @@ pub(crate) fn build<'py>(
     Ok(env)
 }
 
-/// The host and port of an absolute-form target (`check_head` refused any
-/// that is not a valid `Host`); `None` for every other form.
+/// The host and port of an absolute-form target that is a valid `Host`
+/// (`check_head` refuses the others; the access log may still see them, and
+/// falls back to the `Host` field); `None` for every other form.
 pub(crate) fn target_host(uri: &http::Uri) -> Option<&str> {
     uri.scheme()?;
-    Some(uri.authority()?.as_str()).filter(|h| !h.is_empty())
+    Some(uri.authority()?.as_str())
+        .filter(|h| !h.is_empty() && crate::server::head::valid_host(h.as_bytes()))
 }
 
 /// Common methods as interned strings; others made per request.
