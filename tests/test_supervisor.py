@@ -790,24 +790,36 @@ def test_log_files_in_a_root_directory_are_given_to_the_workers_user(launch, mod
         shutil.rmtree(logs, ignore_errors=True)
 
 
+def start_daemon(tmp_path, *args, app=APP, path=(APPS_DIR,)):
+    """`siesta -D -p PID --error-logfile LOG ARGS APP` from `path[0]`, which returns at
+    once: (the detached master's pid, once the pid file names it; the pid file; the
+    error log)."""
+    pidfile, errlog = tmp_path / "pid", tmp_path / "error.log"
+    result = run_siesta(
+        *("-D", "-b", "127.0.0.1:0", "-p", str(pidfile), "--error-logfile", str(errlog)),
+        *("--chdir", str(path[0]), "--pythonpath", ",".join(map(str, path)), *args, app),
+    )
+    assert result.returncode == 0, result.stderr
+    assert wait_until(lambda: pidfile.exists() and pidfile.read_text()), "no pid file"
+    return int(pidfile.read_text()), pidfile, errlog
+
+
+def daemon_address(errlog):
+    """(host, port) from the daemon's ready line in its error log."""
+    ready = wait_until(
+        lambda: re.search(r"Listening at: http://([\d.]+):(\d+)", errlog.read_text())
+    )
+    assert ready, errlog.read_text()
+    return ready.group(1), int(ready.group(2))
+
+
 def test_daemon_detaches_serves_and_obeys_winch(tmp_path):
     """Issue 13: -D returns at once while the detached master (its pid in -p) serves;
     WINCH then stops its workers, HUP brings them back, and TERM to the pid stops it
     and removes the pid file. Mode-independent: detaching is the master's alone."""
-    pidfile, errlog = tmp_path / "pid", tmp_path / "error.log"
-    result = run_siesta(
-        *("-D", "-b", "127.0.0.1:0", "-p", str(pidfile), "--error-logfile", str(errlog)),
-        *("--chdir", str(APPS_DIR), "--pythonpath", str(APPS_DIR), "-w", "2", APP),
-    )
-    assert result.returncode == 0, result.stderr
-    assert wait_until(lambda: pidfile.exists() and pidfile.read_text()), "no pid file"
-    pid = int(pidfile.read_text())
+    pid, pidfile, errlog = start_daemon(tmp_path, "-w", "2")
     try:
-        ready = wait_until(
-            lambda: re.search(r"Listening at: http://([\d.]+):(\d+)", errlog.read_text())
-        )
-        assert ready, errlog.read_text()
-        host, port = ready.group(1), int(ready.group(2))
+        host, port = daemon_address(errlog)
         assert wait_until(lambda: len(children(pid)) == 2)
         assert rawhttp.request(host, port, "GET", "/ping").body == b"pong"
         os.kill(pid, signal.SIGWINCH)
@@ -853,21 +865,10 @@ def test_usr2_upgrades_a_daemon(tmp_path):
     when it wrote its pid file and stopped at once: no upgrade, and nothing said
     where anyone could see it. Now it writes the pid file and serves, the old
     master's file is `.oldbin`, and the old master's QUIT leaves the new one serving."""
-    pidfile, errlog = tmp_path / "pid", tmp_path / "error.log"
-    result = run_siesta(
-        *("-D", "-b", "127.0.0.1:0", "-p", str(pidfile), "--error-logfile", str(errlog)),
-        *("--chdir", str(APPS_DIR), "--pythonpath", str(APPS_DIR), APP),
-    )
-    assert result.returncode == 0, result.stderr
-    assert wait_until(lambda: pidfile.exists() and pidfile.read_text()), "no pid file"
-    old = int(pidfile.read_text())
+    old, pidfile, errlog = start_daemon(tmp_path)
     new = None
     try:
-        ready = wait_until(
-            lambda: re.search(r"Listening at: http://([\d.]+):(\d+)", errlog.read_text())
-        )
-        assert ready, errlog.read_text()
-        host, port = ready.group(1), int(ready.group(2))
+        host, port = daemon_address(errlog)
         os.kill(old, signal.SIGUSR2)
 
         def new_master():
@@ -894,16 +895,9 @@ def test_a_daemon_whose_usr2_master_fails_keeps_its_pid_file(tmp_path):
     the pid file stayed `.oldbin` for good. A USR2 master now stays the old master's
     child, which sees it fail (here: the app no longer imports) and restores it."""
     code_dir, module = app_module(tmp_path, "dmn_app", "from supervisor_app import app\n")
-    pidfile, errlog = tmp_path / "pid", tmp_path / "error.log"
-    result = run_siesta(
-        *("-D", "-b", "127.0.0.1:0", "-p", str(pidfile), "--error-logfile", str(errlog)),
-        *("--chdir", str(code_dir), "--pythonpath", f"{code_dir},{APPS_DIR}", "dmn_app:app"),
-    )
-    assert result.returncode == 0, result.stderr
-    assert wait_until(lambda: pidfile.exists() and pidfile.read_text()), "no pid file"
-    old = int(pidfile.read_text())
+    old, pidfile, errlog = start_daemon(tmp_path, app="dmn_app:app", path=(code_dir, APPS_DIR))
     try:
-        assert wait_until(lambda: "Listening at" in errlog.read_text()), errlog.read_text()
+        daemon_address(errlog)
         module.write_text("x = (\n")  # the new master cannot import the app
         os.kill(old, signal.SIGUSR2)
         assert wait_until(lambda: "The new master" in errlog.read_text()), errlog.read_text()
