@@ -271,3 +271,20 @@ def run_siesta(*args, env=None, timeout=30.0):
         cwd=str(APPS_DIR),
         timeout=timeout,
     )
+
+
+def stderr_lines(result, prefix=""):
+    """The non-blank lines of a finished command's stderr that start with `prefix`."""
+    return [line for line in result.stderr.splitlines() if line.strip() and line.startswith(prefix)]
+
+
+def assert_one_error(result, code, *words, prefix=""):
+    """Exit `code`, no traceback, and one stderr line (of those starting with
+    `prefix`) holding every word; returns that line."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = stderr_lines(result, prefix)
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]

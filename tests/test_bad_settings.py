@@ -11,7 +11,8 @@ import re
 
 import pytest
 from siesta.config import SETTINGS, _addresses
-from siesta_process import APPS_DIR, run_siesta
+import siesta_process
+from siesta_process import APPS_DIR, run_siesta, stderr_lines
 
 APP = "router_app:app"
 APP_ARGS = ["--pythonpath", str(APPS_DIR)]
@@ -29,18 +30,12 @@ NOT_NONE = [s.name for s in SETTINGS if s.file and s.name not in NONE_IS_EMPTY +
 
 
 def error_lines(result):
-    return [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    return stderr_lines(result, "Error:")
 
 
 def assert_one_error(result, code, *words):
     """Exit `code`, no traceback, and one `Error:` line holding every word."""
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = error_lines(result)
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
+    return siesta_process.assert_one_error(result, code, *words, prefix="Error:")
 
 
 def config(tmp_path, text, name="conf.py"):

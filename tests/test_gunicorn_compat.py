@@ -17,7 +17,15 @@ import time
 
 import pytest
 import rawhttp
-from siesta_process import APPS_DIR, SIESTA, STOP_TIMEOUT, LogDrain, run_siesta
+from siesta_process import (
+    APPS_DIR,
+    SIESTA,
+    STOP_TIMEOUT,
+    LogDrain,
+    assert_one_error,
+    run_siesta,
+    stderr_lines,
+)
 
 APP = "router_app:app"
 APP_ARGS = ["--chdir", str(APPS_DIR), "--pythonpath", str(APPS_DIR)]
@@ -34,16 +42,11 @@ def printed(result):
 
 
 def error_lines(result):
-    return [line for line in result.stderr.splitlines() if line.strip()]
+    return stderr_lines(result)
 
 
 def assert_one_line_error(result, code, *words):
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = error_lines(result)
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
+    assert_one_error(result, code, *words)
 
 
 # --- the command line ------------------------------------------------------------------
