@@ -169,3 +169,12 @@ def test_address_list_settings_take_a_list(tmp_path):
     result = run_siesta("-c", conf, *APP_ARGS, "--print-config", APP)
     line = assert_one_error(result, 1, f"proxy_allow_from from {conf}", "nope")
     assert "[" not in line, line
+
+
+def test_an_empty_bind_list_is_refused(tmp_path):
+    """Review: `bind = []` (or `bind = None` before it was refused) started a server
+    that listened on nothing; a start and --check-config now refuse it."""
+    conf = config(tmp_path, "bind = []\n")
+    for extra in (["--check-config"], []):
+        result = run_siesta("-c", conf, *APP_ARGS, *extra, APP)
+        assert_one_error(result, 1, "bind: no address to listen on")

@@ -224,6 +224,8 @@ def _check_worker_tmp_dir(path: str | None) -> None:
 def _check_before_serving(values: dict[str, Any]) -> None:
     """What the start refuses before a worker runs, checked without binding or
     switching user (a start, --check-config and a HUP): raises ConfigError."""
+    if not values["bind"] and os.environ.get("LISTEN_PID") != str(os.getpid()):
+        raise ConfigError("bind: no address to listen on")  # `bind = []` in a config file
     _user_and_group(values)
     _check_worker_tmp_dir(values["worker_tmp_dir"])
 

@@ -38,6 +38,10 @@ pub(crate) fn check_head(
     if head.method == http::Method::CONNECT {
         return Err(RequestError::Connect);
     }
+    // A bare authority as the target is CONNECT's form alone (RFC 9112 §3.2.3).
+    if head.uri.scheme().is_none() && head.uri.authority().is_some() {
+        return Err(RequestError::MalformedHead);
+    }
     check_host(head.version, &head.headers)?;
     // An absolute-form target's authority stands for `Host` (RFC 9112
     // §3.2.2; `HTTP_HOST` in the environ), so it is held to the same rule.
@@ -129,6 +133,8 @@ pub(crate) fn valid_host(host: &[u8]) -> bool {
             None => return false,
         },
         _ => match host.iter().position(|&b| b == b':') {
+            // A port with no name (RFC 9110 §4.2.1: no empty host in a URI).
+            Some(0) => return false,
             Some(colon) => (&host[..colon], &host[colon..]),
             None => (host, &host[..0]),
         },
@@ -156,7 +162,14 @@ pub(crate) fn valid_host(host: &[u8]) -> bool {
     });
     let port_ok = match port.split_first() {
         None => true,
-        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some((b':', digits)) => {
+            digits.len() <= 5
+                && digits.iter().all(u8::is_ascii_digit)
+                && digits
+                    .iter()
+                    .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))
+                    <= 65535
+        }
         Some(_) => false,
     };
     name_ok && port_ok
@@ -257,6 +270,13 @@ mod tests {
             ("GET / HTTP/1.1", &[("host", "a/b")], Some(E::BadHost)),
             ("GET / HTTP/1.1", &[("host", "a:80:80")], Some(E::BadHost)),
             ("GET / HTTP/1.1", &[("host", "a:8x")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", "a:65535")], None),
+            ("GET / HTTP/1.1", &[("host", "a:")], None),
+            ("GET / HTTP/1.1", &[("host", "a:65536")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", ":80")], Some(E::BadHost)),
+            ("GET a.example:80 HTTP/1.1", &[h], Some(E::MalformedHead)),
+            ("GET //a/x HTTP/1.1", &[h], None),
+            ("OPTIONS * HTTP/1.1", &[h], None),
             ("GET / HTTP/1.1", &[("host", "[::1")], Some(E::BadHost)),
             ("GET / HTTP/1.1", &[("host", "[a b]")], Some(E::BadHost)),
             ("GET http://a/ HTTP/1.1", &[h], None),
