@@ -224,8 +224,6 @@ def _check_worker_tmp_dir(path: str | None) -> None:
 def _check_before_serving(values: dict[str, Any]) -> None:
     """What the start refuses before a worker runs, checked without binding or
     switching user (a start, --check-config and a HUP): raises ConfigError."""
-    if not values["bind"] and os.environ.get("LISTEN_PID") != str(os.getpid()):
-        raise ConfigError("bind: no address to listen on")  # `bind = []` in a config file
     _user_and_group(values)
     _check_worker_tmp_dir(values["worker_tmp_dir"])
 
@@ -289,6 +287,9 @@ def main(argv: list[str] | None = None) -> None:
         _check_before_serving(values)
     except ConfigError as exc:
         _fail(str(exc), 1)
+    activated = os.environ.get("LISTEN_PID") == str(os.getpid())
+    if not values["bind"] and not (activated and os.environ.get("LISTEN_FDS", "0") != "0"):
+        _fail("bind: no address to listen on", 1)  # `bind = []` in a config file
     if values.get("check_config"):
         _check(values, resolved.sources)
         return
