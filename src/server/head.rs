@@ -45,12 +45,7 @@ pub(crate) fn check_head(
     check_host(head.version, &head.headers)?;
     // An absolute-form target's authority stands for `Host` (RFC 9112
     // §3.2.2; `HTTP_HOST` in the environ), so it is held to the same rule.
-    if head.uri.scheme().is_some()
-        && !head
-            .uri
-            .authority()
-            .is_some_and(|a| valid_host(a.as_str().as_bytes()))
-    {
+    if head.uri.scheme().is_some() && crate::wsgi::environ::target_host(&head.uri).is_none() {
         return Err(RequestError::BadHost);
     }
     check_framing(head.version, &head.headers)?;
