@@ -162,8 +162,14 @@ impl StartResponse {
         }
         let declared = declared_length(&map).map_err(response_error)?;
         if let Some(n) = declared {
-            // One header, in its plain form (`" 3"` and a repeated `3` are one `3`).
-            map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+            // One header, in its plain form (`" 3"` and a repeated `3` are one
+            // `3`); the usual single plain one is left as it is (no allocation).
+            let mut given = map.get_all(http::header::CONTENT_LENGTH).iter();
+            let plain = matches!((given.next(), given.next()),
+                (Some(v), None) if v.as_bytes().iter().all(u8::is_ascii_digit));
+            if !plain {
+                map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
         }
         self.state.lock().staged = Some(Staged {
             status: code,
