@@ -33,7 +33,8 @@ pub(crate) enum RequestError {
     /// hyper could not parse the head (bad request line, bad field syntax).
     #[error("malformed request head")]
     MalformedHead,
-    /// `--limit-request-line`.
+    /// `--limit-request-line`, or a request line longer than the read
+    /// buffer (`server/head_clock.rs` answers those before hyper parses).
     #[error("request line longer than --limit-request-line")]
     RequestLineTooLong,
     /// `--limit-request-fields`.

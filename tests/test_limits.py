@@ -4,7 +4,9 @@ Each limit is set small and tested just under, at and just over its value, in
 both modes: under and at get the app's answer, over gets 414 or 431 and a
 closed connection, and the app never sees it.  0 means "no limit beyond the
 head buffer" for the sizes, as in gunicorn, and gunicorn's spelling
---limit-request-field_size is accepted too.
+--limit-request-field_size is accepted too.  A request line longer than the
+64 KiB head buffer is a 414 too, whatever the limit, sent or not in one piece,
+and behind a response in turn; its log line shows the target shortened.
 """
 
 import pytest
@@ -109,3 +111,48 @@ def test_defaults_are_gunicorns(server):
     ok, _ = exchange(server, b"GET /ping HTTP/1.1\r\nHost: x\r\n" + field + b"\r\n\r\n")
     big, _ = exchange(server, b"GET /ping HTTP/1.1\r\nHost: x\r\n" + field + b"v\r\n\r\n")
     assert (at.status, over.status, ok.status, big.status) == (200, 414, 200, 431)
+
+
+BEYOND_BUFFER = (65531, 70000, 300000)
+
+
+@pytest.mark.parametrize("length", BEYOND_BUFFER)
+@pytest.mark.parametrize("limit", ["4094", "0"])
+def test_request_line_beyond_the_head_buffer(start_server, mode, limit, length):
+    srv = start_server("router_app:app", "--limit-request-line", limit, mode=mode)
+    mark = srv.log_mark()
+    token = rawhttp.new_token()
+    raw = line_of(length, token) + b"\r\nHost: x\r\n\r\n"
+    with srv.connect() as conn:
+        # In pieces: the server has seen the line long before its end.
+        for at in range(0, len(raw), 16384):
+            try:
+                conn.send(raw[at : at + 16384])
+            except OSError:
+                break
+        resp = conn.read_response()
+        closed = conn.wait_closed(timeout=5)
+    assert (resp.status, closed) == (414, True), resp
+    assert f"/env/limit-{token}" not in srv.records("paths")
+    assert srv.wait_log(r"414 request from .*\[limit_request_line\]", since=mark)
+    assert "head_too_large" not in srv.log(since=mark)
+    srv.assert_serving()
+
+
+def test_request_line_beyond_the_head_buffer_behind_responses(server):
+    """Pipelined after two requests it is answered in turn, after their responses."""
+    ping = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+    with server.connect() as conn:
+        conn.send(ping + ping + line_of(70000, "p") + b"\r\nHost: x\r\n\r\n")
+        statuses = [conn.read_response().status for _ in range(3)]
+        closed = conn.wait_closed(timeout=5)
+    assert (statuses, closed) == ([200, 200, 414], True)
+
+
+def test_a_refused_target_is_logged_shortened(server):
+    mark = server.log_mark()
+    resp, _ = exchange(server, line_of(20000, "s") + b"\r\nHost: x\r\n\r\n")
+    assert resp.status == 414
+    found = server.wait_log(r"414 GET /env/limit-s\?a+\.\.\. \(\d+ bytes\)", since=mark)
+    assert found, server.log(since=mark)[-2000:]
+    assert len(found.string) < 600, found.string

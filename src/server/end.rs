@@ -99,6 +99,20 @@ impl Finish for Recorder {
     }
 }
 
+/// The longest target a refusal's log line shows: a refused target can be
+/// tens of kilobytes, and each would otherwise be logged whole.
+const LOGGED_TARGET: usize = 256;
+
+/// `target`, cut to `LOGGED_TARGET` bytes with its full length noted.
+fn shortened(target: &str) -> std::borrow::Cow<'_, str> {
+    match target.get(..LOGGED_TARGET) {
+        Some(start) if target.len() > LOGGED_TARGET => {
+            format!("{start}... ({} bytes)", target.len()).into()
+        }
+        _ => target.into(),
+    }
+}
+
 /// Refusals are the client's doing (or load): an info line with the peer.
 /// App failures are logged with their traceback where they happen.
 fn log_refusal(done: &Finished<'_>, e: RequestError) {
@@ -115,7 +129,7 @@ fn log_refusal(done: &Finished<'_>, e: RequestError) {
     let peer = done.peer.map_or_else(|| "-".to_string(), |p| p.to_string());
     let what = done.head.map_or_else(
         || "request".to_string(),
-        |h| format!("{} {}", h.method, h.uri),
+        |h| format!("{} {}", h.method, shortened(&h.uri.to_string())),
     );
     let status = e.status().as_u16();
     let reason = e.reason();
@@ -126,11 +140,14 @@ fn log_refusal(done: &Finished<'_>, e: RequestError) {
 }
 
 impl Recorder {
-    /// A head hyper refused while parsing (it already sent the status).
-    pub(crate) fn refused_by_hyper(&self, peer: Option<SocketAddr>, err: &hyper::Error) {
-        if let Some(refusal) = hyper_refusal(err) {
+    /// A head hyper refused while parsing (it already sent the status):
+    /// whether `err` was one.
+    pub(crate) fn refused_by_hyper(&self, peer: Option<SocketAddr>, err: &hyper::Error) -> bool {
+        let refusal = hyper_refusal(err);
+        if let Some(refusal) = refusal {
             self.refused_early(peer, refusal);
         }
+        refusal.is_some()
     }
 
     /// A refusal answered before there was a head to make a `Record` of.
@@ -252,5 +269,21 @@ impl Body for Counted {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_target_is_logged_shortened_with_its_length() {
+        assert_eq!(shortened("/a?b"), "/a?b");
+        let at = "/".repeat(LOGGED_TARGET);
+        assert_eq!(shortened(&at), at);
+        let long = format!("/{}", "x".repeat(5000));
+        let logged = shortened(&long);
+        assert!(logged.starts_with(&long[..LOGGED_TARGET]));
+        assert!(logged.ends_with("... (5001 bytes)"), "{logged}");
     }
 }

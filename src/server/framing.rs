@@ -127,6 +127,14 @@ pub(crate) struct Framing {
     chunk: u64,
     /// Request lines begun so far.
     heads: u64,
+    /// Bytes of the request line being read so far (with the empty lines
+    /// before it, which hyper buffers too).
+    line: usize,
+    /// A request line of this many bytes cannot be parsed by hyper.
+    line_max: usize,
+    /// The number of the first head (counted like `heads`) whose request
+    /// line reached `line_max`, until taken.
+    overlong: Option<u64>,
 }
 
 impl Default for Framing {
@@ -142,6 +150,9 @@ impl Default for Framing {
             head: HeadFraming::default(),
             chunk: 0,
             heads: 0,
+            line: 0,
+            line_max: usize::MAX,
+            overlong: None,
         }
     }
 }
@@ -168,6 +179,32 @@ fn hex(b: u8) -> Option<u64> {
 }
 
 impl Framing {
+    /// A follower that marks request lines of `line_max` bytes or more
+    /// (`take_overlong`).
+    pub(crate) fn with_line_max(line_max: usize) -> Self {
+        Framing {
+            line_max,
+            ..Framing::default()
+        }
+    }
+
+    /// The number of the head (1 for a connection's first) whose request
+    /// line reached `line_max` in the bytes fed so far, if one did since
+    /// the last call. Its head may have been fed whole, or only in part.
+    pub(crate) fn take_overlong(&mut self) -> Option<u64> {
+        self.overlong.take()
+    }
+
+    /// Counts `n` more bytes of a request line (or of the empty lines
+    /// before one, which belong to the next head).
+    fn line_bytes(&mut self, n: usize) {
+        self.line = self.line.saturating_add(n);
+        if self.line >= self.line_max && self.overlong.is_none() {
+            let head = self.heads + u64::from(self.state == State::Start);
+            self.overlong = Some(head);
+        }
+    }
+
     /// A chunk line broke the grammar: the stream ends in an error.
     pub(crate) fn broken(&self) -> bool {
         self.state == State::Broken
@@ -224,8 +261,12 @@ impl Framing {
                     // A trailer line ends at its CR; an LF before it is refused.
                     let trailer = self.state == State::Trailer;
                     let stop = |b: &u8| *b == b'\n' || trailer && *b == b'\r';
+                    let line = self.state == State::RequestLine;
                     match bytes[i..].iter().position(stop) {
                         Some(at) => {
+                            if line {
+                                self.line_bytes(at + 1);
+                            }
                             i += at;
                             self.step(bytes[i]);
                             if self.state == State::Broken {
@@ -233,7 +274,12 @@ impl Framing {
                             }
                             i += 1;
                         }
-                        None => i = bytes.len(),
+                        None => {
+                            if line {
+                                self.line_bytes(bytes.len() - i);
+                            }
+                            i = bytes.len();
+                        }
                     }
                 }
                 _ => {
@@ -252,13 +298,16 @@ impl Framing {
     fn step(&mut self, b: u8) {
         use State::*;
         self.state = match self.state {
-            Start => match b {
-                b'\r' | b'\n' => Start,
-                _ => {
-                    self.heads += 1;
-                    RequestLine
+            Start => {
+                self.line_bytes(1);
+                match b {
+                    b'\r' | b'\n' => Start,
+                    _ => {
+                        self.heads += 1;
+                        RequestLine
+                    }
                 }
-            },
+            }
             RequestLine => match b {
                 b'\n' => LineStart,
                 _ => RequestLine,
@@ -466,6 +515,7 @@ impl Framing {
 
     /// The empty line ending a head: what its body is.
     fn head_end(&mut self) -> State {
+        self.line = 0;
         let head = std::mem::take(&mut self.head);
         if head.chunked {
             State::SizeStart
@@ -506,6 +556,46 @@ mod tests {
             .feed(b"ET / HTTP/1.1\r\nContent-Length: x\r\n\r\n")
             .is_ok());
         assert_eq!(f.heads(), None, "past a head it cannot follow");
+    }
+
+    #[test]
+    fn marks_the_head_whose_request_line_reaches_the_bound() {
+        let line = |n: usize| [b"GET /".as_slice(), &vec![b'a'; n - 5]].concat();
+        // Fed whole or in parts, ended or not: the same mark.
+        for (bytes, mark) in [
+            (line(99), None),
+            (line(100), Some(1)),
+            (
+                [&line(100)[..], b" HTTP/1.1\r\nHost: x\r\n\r\n"].concat(),
+                Some(1),
+            ),
+            ([b"\r\n\r\n".as_slice(), &line(96)].concat(), Some(1)),
+            (
+                [
+                    b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".as_slice(),
+                    &line(100),
+                ]
+                .concat(),
+                Some(2),
+            ),
+            (
+                [
+                    b"GET / HTTP/1.1\r\nContent-Length: 99\r\n\r\n".as_slice(),
+                    &[b'a'; 99],
+                ]
+                .concat(),
+                None,
+            ),
+        ] {
+            for k in 0..=bytes.len() {
+                let mut f = Framing::with_line_max(100);
+                assert!(f.feed(&bytes[..k]).is_ok());
+                let first = f.take_overlong();
+                assert!(f.feed(&bytes[k..]).is_ok());
+                assert_eq!(first.or(f.take_overlong()), mark, "split at {k}");
+                assert_eq!(f.take_overlong(), None, "taken once");
+            }
+        }
     }
 
     fn chunked(body: &[u8]) -> Vec<u8> {

@@ -47,11 +47,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-/// The answer to a first head that came too late, written straight to the
-/// socket (hyper has no request to answer); its status comes from the one
-/// table, `RequestError::status`.
-fn timeout_answer() -> Vec<u8> {
-    let status = RequestError::HeaderTimeout.status();
+/// The answer to a head refused before hyper parsed it (a first head that
+/// came too late, a request line longer than hyper's read buffer), written
+/// straight to the socket; its status comes from the one table,
+/// `RequestError::status`.
+fn early_answer(refusal: RequestError) -> Vec<u8> {
+    let status = refusal.status();
     format!(
         "HTTP/1.1 {} {}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
         status.as_str(),
@@ -223,6 +224,18 @@ impl Clock {
         *self.phase.lock() = Phase::Expired;
     }
 
+    /// Whether an answer written straight to the socket now would be the
+    /// answer to the connection's `head`th head: every earlier one has had
+    /// its response, written out, and no request is busy.
+    fn answerable(&self, head: u64) -> bool {
+        !self.unflushed.load(Ordering::Relaxed)
+            && u64::from(self.served.load(Ordering::Relaxed)) + 1 == head
+            && matches!(
+                *self.phase.lock(),
+                Phase::Waiting { .. } | Phase::Head { .. }
+            )
+    }
+
     fn expired(&self) -> bool {
         *self.phase.lock() == Phase::Expired
     }
@@ -240,6 +253,8 @@ pub(crate) struct ClockedIo<I> {
     timer: Option<Pin<Box<Sleep>>>,
     /// Nothing was ever written: a 408 cannot be mistaken for anything.
     wrote: bool,
+    /// A head was answered here, not by hyper (`answer_early`).
+    answered: bool,
     /// Every byte read goes through it first (`framing.rs`).
     framing: Framing,
     /// `--body-timeout` for the client's side of writes (`write_stall.rs`).
@@ -259,6 +274,7 @@ impl<I> ClockedIo<I> {
         peer: Option<SocketAddr>,
         write_timeout: Option<Duration>,
         conn: Arc<ConnInfo>,
+        read_buffer: usize,
     ) -> Self {
         ClockedIo {
             io,
@@ -270,7 +286,11 @@ impl<I> ClockedIo<I> {
             // pages it would pin there stay resident.
             timer: Some(Box::pin(tokio::time::sleep_until(Instant::now()))),
             wrote: false,
-            framing: Framing::default(),
+            answered: false,
+            // A request line this long leaves no room in hyper's read
+            // buffer for its CRLF and the empty line that ends a head:
+            // hyper would run out of room and answer 431; it gets 414 here.
+            framing: Framing::with_line_max(read_buffer.saturating_sub(3)),
             stall: WriteStall::new(write_timeout),
             replay: Bytes::new(),
             conn,
@@ -325,19 +345,27 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
         self.clock.expire();
         self.timer = None;
         if on_expiry == OnExpiry::Answer408 && !self.wrote {
-            // A fresh socket's send buffer takes these few bytes at once;
-            // if it does not, the client gets the close alone.
-            let _ = Pin::new(&mut self.io).poll_write(cx, &timeout_answer());
-            self.wrote = true;
-            // A request that never had a head: recorded like every refusal.
-            self.end
-                .refused_early(self.peer, RequestError::HeaderTimeout);
+            self.answer_early(cx, RequestError::HeaderTimeout);
         } else {
             crate::log::error::write(
                 crate::log::error::Level::Debug,
                 "Closed an idle or stalled keep-alive connection",
             );
         }
+    }
+
+    /// Answers a head hyper never parsed with `refusal`'s status, and
+    /// records it like every refusal (a request that never had a head);
+    /// reads end from then on. A socket with no response in its send queue
+    /// takes these few bytes at once; if it does not, the client gets the
+    /// close alone.
+    fn answer_early(&mut self, cx: &mut Context<'_>, refusal: RequestError) {
+        self.clock.expire();
+        self.timer = None;
+        let _ = Pin::new(&mut self.io).poll_write(cx, &early_answer(refusal));
+        self.wrote = true;
+        self.answered = true;
+        self.end.refused_early(self.peer, refusal);
     }
 }
 
@@ -381,6 +409,12 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
     /// read so far end inside one.
     pub(crate) fn body_coming(&self) -> bool {
         self.framing.in_body()
+    }
+
+    /// Whether a head was answered here, before hyper parsed it: the client
+    /// may still be sending the rest of it.
+    pub(crate) fn answered_early(&self) -> bool {
+        self.answered
     }
 
     /// Closes a connection whose response was given up on or failed part
@@ -507,6 +541,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
             // the last request was busy starts it with its next bytes.
             if heads.is_none() || this.framing.heads() != heads || this.framing.in_head() {
                 this.clock.bytes_arrived();
+            }
+            if let Some(head) = this.framing.take_overlong() {
+                if this.clock.answerable(head) {
+                    // hyper gets none of these bytes: it sees the stream end.
+                    buf.set_filled(before);
+                    this.answer_early(cx, RequestError::RequestLineTooLong);
+                    return Poll::Ready(Ok(()));
+                }
+                // Behind a response still under way: hyper answers it, in
+                // turn, with its 431.
             }
             if let Err(BadChunk(at)) = fed {
                 // hyper gets the bytes before the bad one (its head and the
@@ -637,7 +681,10 @@ mod tests {
 
     #[test]
     fn answer_is_a_408() {
-        assert!(timeout_answer().starts_with(b"HTTP/1.1 408 Request Timeout\r\n"));
+        let answer = early_answer(RequestError::HeaderTimeout);
+        assert!(answer.starts_with(b"HTTP/1.1 408 Request Timeout\r\n"));
+        let answer = early_answer(RequestError::RequestLineTooLong);
+        assert!(answer.starts_with(b"HTTP/1.1 414 URI Too Long\r\n"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -241,6 +241,7 @@ impl AcceptCtx {
                 remote,
                 limits.body_timeout,
                 info.clone(),
+                limits.read_buffer,
             );
             let mut service = service;
             let mut stop = stop;
@@ -259,10 +260,11 @@ impl AcceptCtx {
                 {
                     Driven::Cut(io) => return Box::pin(io.cut(LINGER.time, &mut abort)).await,
                     Driven::Closed(r, io) => {
-                        // A body still coming after the response: a lingering close.
-                        let linger = (r.is_ok() && io.body_coming()).then_some(LINGER);
+                        // A body still coming after the response, or the
+                        // rest of a refused head: a lingering close.
+                        let mut owed = (r.is_ok() && io.body_coming()) || io.answered_early();
                         if let Err(e) = r {
-                            end.refused_by_hyper(remote, &e);
+                            owed |= end.refused_by_hyper(remote, &e);
                             if e.is_user() {
                                 // The response's body failed part way (the
                                 // app raised, or it fell short of its
@@ -274,7 +276,7 @@ impl AcceptCtx {
                                 return Box::pin(io.cut(LINGER.time, &mut abort)).await;
                             }
                         }
-                        return Box::pin((*io).close(linger)).await;
+                        return Box::pin((*io).close(owed.then_some(LINGER))).await;
                     }
                     Driven::AtRest(parts) => parts,
                 };
