@@ -373,6 +373,11 @@ def test_unsupported_gunicorn_setting_warned(tmp_path):
         ("threads = 2\nx = 1 / 0\n", ["ZeroDivisionError", "line 2"]),
         ("threads = 'many'\n", ["threads", "many"]),
         ("worker_class = 'eventlet'\n", ["eventlet", "gevent"]),
+        # A hook that cannot take its arguments is refused at start, not at every call.
+        ("def post_fork(server):\n    pass\n", ["post_fork", "2 arguments", "server, worker"]),
+        ("def on_starting():\n    pass\n", ["on_starting", "1 argument", "(server)"]),
+        ("def post_request(worker):\n    pass\n", ["post_request", "4 arguments"]),
+        ("nworkers_changed = lambda server, new: 0\n", ["nworkers_changed", "3 arguments"]),
     ],
 )
 def test_bad_config_file_is_one_line_exit_1(tmp_path, text, words):
@@ -380,6 +385,46 @@ def test_bad_config_file_is_one_line_exit_1(tmp_path, text, words):
     conf.write_text(text)
     result = run_siesta("-c", str(conf), *APP_ARGS, APP)
     assert_one_line_error(result, 1, *words)
+
+
+def test_hooks_with_defaults_or_star_args_are_taken(tmp_path):
+    conf = tmp_path / "g.py"
+    conf.write_text(
+        "def on_starting(server, extra=None):\n    pass\n"
+        "def post_fork(*args):\n    pass\n"
+        "def pre_request(worker, req, **kw):\n    pass\n"
+        "import logging\non_exit = logging.getLogger('x').info\n"
+    )
+    result = run_siesta("-c", str(conf), "--check-config", *APP_ARGS, APP)
+    assert result.returncode == 0, result.stderr
+    assert error_lines(result) == []
+
+
+@pytest.mark.parametrize("params", ["worker, req", "worker, req, environ"])
+def test_post_request_may_take_fewer_arguments(start_server, tmp_path, params):
+    """As in gunicorn, post_request(worker, req) and (worker, req, environ) are called too."""
+    seen = tmp_path / "seen.txt"
+    conf = tmp_path / "g.py"
+    conf.write_text(
+        f"def post_request({params}):\n"
+        "    count = len(locals())\n"
+        f"    with open({str(seen)!r}, 'a') as f:\n"
+        "        f.write(req.path + ' ' + str(count) + '\\n')\n"
+    )
+    srv = start_server(APP, "-c", str(conf))
+    assert srv.get("/ping").status == 200
+    assert wait_for_line(seen, r"/ping \d"), srv.log()
+    assert seen.read_text() == f"/ping {len(params.split(','))}\n"
+    assert "Exception in post_request" not in srv.log()
+
+
+def test_worker_abort_is_warned_never_called(tmp_path):
+    conf = tmp_path / "g.py"
+    conf.write_text("def worker_abort(worker):\n    pass\n")
+    result = run_siesta("-c", str(conf), "--check-config", *APP_ARGS, APP)
+    assert result.returncode == 0, result.stderr
+    [line] = error_lines(result)
+    assert "worker_abort" in line and "never called" in line and "--timeout" in line
 
 
 def test_missing_config_file(tmp_path):

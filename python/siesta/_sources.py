@@ -209,6 +209,11 @@ def load_file(location: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]
             continue
         if key in HOOK_NAMES:
             hooks[key] = value
+            if key == "worker_abort":
+                warnings.append(
+                    f"hook 'worker_abort' in {shown} is never called: a worker past --timeout "
+                    "has every thread's stack written to the error log instead"
+                )
             continue
         # Siesta's name, else gunicorn's mapped (None: unsupported), else "": not a setting.
         target = key if key in BY_NAME else GUNICORN_NAMES.get(key, "")

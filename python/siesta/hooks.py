@@ -3,7 +3,8 @@
 A ``gunicorn.conf.py`` may define ``on_starting(server)``,
 ``post_worker_init(worker)`` and the rest of :data:`HOOK_NAMES`; the config
 loader collects them into one :class:`Hooks`, which checks that each is
-callable (a one-line ``ConfigError`` if not). :meth:`Hooks.call` runs one:
+callable with the arguments it will be given (a one-line ``ConfigError`` if
+not, at start as in gunicorn, not at the first call). :meth:`Hooks.call` runs one:
 an exception from a hook is logged (one error line and its traceback) and
 never stops the server. ``Server`` and ``Worker`` carry the gunicorn
 attributes hooks commonly read (``cfg``, ``log``, ``pid``, ``address``,
@@ -13,6 +14,7 @@ knows how.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 import traceback
@@ -22,24 +24,55 @@ from typing import Any
 from siesta import _siesta
 from siesta.config import ConfigError
 
-# gunicorn's hook names, in the order a server's life meets them.
-HOOK_NAMES = (
-    "on_starting",
-    "on_reload",
-    "when_ready",
-    "pre_fork",
-    "post_fork",
-    "post_worker_init",
-    "worker_int",
-    "worker_abort",
-    "pre_exec",
-    "pre_request",
-    "post_request",
-    "child_exit",
-    "worker_exit",
-    "nworkers_changed",
-    "on_exit",
-)
+# gunicorn's hooks, in the order a server's life meets them, and the
+# arguments each is called with.
+HOOK_ARGS = {
+    "on_starting": ("server",),
+    "on_reload": ("server",),
+    "when_ready": ("server",),
+    "pre_fork": ("server", "worker"),
+    "post_fork": ("server", "worker"),
+    "post_worker_init": ("worker",),
+    "worker_int": ("worker",),
+    "worker_abort": ("worker",),
+    "pre_exec": ("server",),
+    "pre_request": ("worker", "req"),
+    "post_request": ("worker", "req", "environ", "resp"),
+    "child_exit": ("server", "worker"),
+    "worker_exit": ("server", "worker"),
+    "nworkers_changed": ("server", "new_value", "old_value"),
+    "on_exit": ("server",),
+}
+HOOK_NAMES = tuple(HOOK_ARGS)
+
+
+def _takes(fn: Callable[..., Any], count: int) -> bool:
+    """Whether ``fn`` can be called with ``count`` positional arguments."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read (some builtins): trust it
+        return True
+    try:
+        signature.bind(*range(count))
+    except TypeError:
+        return False
+    return True
+
+
+def _fitted(name: str, fn: Callable[..., Any], source: str) -> Callable[..., Any]:
+    """``fn``, checked against the arguments hook ``name`` is called with. As in
+    gunicorn, ``post_request`` may also take only ``(worker, req)`` or
+    ``(worker, req, environ)``."""
+    args = HOOK_ARGS[name]
+    if _takes(fn, len(args)):
+        return fn
+    if name == "post_request":
+        if _takes(fn, 3):
+            return lambda worker, req, environ, _resp: fn(worker, req, environ)
+        if _takes(fn, 2):
+            return lambda worker, req, _environ, _resp: fn(worker, req)
+    count = f"{len(args)} argument{'s' if len(args) > 1 else ''}"
+    raise ConfigError(f"hook {name!r} in {source} must take {count} ({', '.join(args)})")
 
 
 class Hooks:
@@ -54,7 +87,7 @@ class Hooks:
                 raise ConfigError(
                     f"hook {name!r} in {source} must be a function, not {type(fn).__name__}"
                 )
-            self._hooks[name] = fn
+            self._hooks[name] = _fitted(name, fn, source)
 
     def names(self) -> list[str]:
         """The hooks defined, in :data:`HOOK_NAMES` order."""
