@@ -342,16 +342,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
     }
 
     fn expire(&mut self, cx: &mut Context<'_>, on_expiry: OnExpiry) {
-        self.clock.expire();
-        self.timer = None;
         if on_expiry == OnExpiry::Answer408 && !self.wrote {
             self.answer_early(cx, RequestError::HeaderTimeout);
-        } else {
-            crate::log::error::write(
-                crate::log::error::Level::Debug,
-                "Closed an idle or stalled keep-alive connection",
-            );
+            return;
         }
+        self.clock.expire();
+        self.timer = None;
+        crate::log::error::write(
+            crate::log::error::Level::Debug,
+            "Closed an idle or stalled keep-alive connection",
+        );
     }
 
     /// Answers a head hyper never parsed with `refusal`'s status, and
