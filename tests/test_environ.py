@@ -7,6 +7,7 @@ from --root-path, and a wsgiref.validate-wrapped app for GET and POST.
 """
 
 import json
+import urllib.parse
 
 import rawhttp
 
@@ -87,6 +88,39 @@ def test_raw_bytes_past_ascii_in_the_target_are_latin1(server):
     assert env["QUERY_STRING"].encode("latin-1") == b"x=\xe2\x82\xac&y=\xc3\xa9"
     assert env["RAW_URI"].encode("latin-1") == raw
     assert env["REQUEST_URI"] == env["RAW_URI"]
+
+
+def test_raw_bytes_that_are_not_utf8_are_served_as_gunicorn_serves_them(server):
+    """hyper refuses a target whose raw bytes are not UTF-8 (it was a 400);
+    gunicorn serves it. Siesta hands hyper the target with those bytes
+    escaped: PATH_INFO comes out as gunicorn's, and the query decodes to the
+    same bytes."""
+    raw = b"/env/caf\xe9?q=\xe9&r=\xc3\xa9"
+    env = env_of(server, raw.decode("latin-1"))["environ"]
+    assert env["PATH_INFO"].encode("latin-1") == b"/env/caf\xe9"
+    assert env["QUERY_STRING"] == "q=%E9&r=%C3%A9"
+    assert env["RAW_URI"] == "/env/caf%E9?q=%E9&r=%C3%A9"
+    query = urllib.parse.parse_qs(env["QUERY_STRING"], encoding="latin-1")
+    assert query == {"q": ["\xe9"], "r": ["\xc3\xa9"]}
+
+
+def test_raw_targets_escaped_in_a_pipelined_batch_and_bodies_left_alone(server):
+    """Escaping makes a read longer than hyper asked for: the rest is read
+    next, in order. Body bytes that look like such a request line are data.
+    The batch (about 6 KB) comes in one read of hyper's first 8 KiB, escaped
+    it is about 15 KB: a request line split over two reads is still refused."""
+    body = b"x\xe9 GET /\xe9 HTTP/1.1\r\n"
+    post = rawhttp.build_request("POST", "/env?read=1", body=body)
+    batch = b"".join(
+        rawhttp.build_request("GET", f"/env/{n}/" + "\xe9" * 400 + "?q=\xff") for n in range(12)
+    )
+    assert len(post + batch) < 8192
+    with server.connect() as conn:
+        conn.send(post + batch)
+        first = json.loads(conn.read_response().body)
+        paths = [json.loads(conn.read_response().body)["environ"]["PATH_INFO"] for _ in range(12)]
+    assert first["body"].encode("latin-1") == body
+    assert paths == [f"/env/{n}/" + "\xe9" * 400 for n in range(12)]
 
 
 def test_query_string_present_and_empty_without_query(server):

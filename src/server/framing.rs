@@ -135,6 +135,12 @@ pub(crate) struct Framing {
     /// The number of the first head (counted like `heads`) whose request
     /// line reached `line_max`, until taken.
     overlong: Option<u64>,
+    /// Where the request line being read began in the bytes of this `feed`
+    /// (`None`: in an earlier one).
+    line_from: Option<usize>,
+    /// The request lines begun and ended within the bytes of the last
+    /// `feed` that hold a byte above ASCII (without their LF).
+    high_lines: Vec<std::ops::Range<usize>>,
 }
 
 impl Default for Framing {
@@ -153,6 +159,8 @@ impl Default for Framing {
             line: 0,
             line_max: usize::MAX,
             overlong: None,
+            line_from: None,
+            high_lines: Vec::new(),
         }
     }
 }
@@ -193,6 +201,13 @@ impl Framing {
     /// the last call. Its head may have been fed whole, or only in part.
     pub(crate) fn take_overlong(&mut self) -> Option<u64> {
         self.overlong.take()
+    }
+
+    /// The request lines begun and ended within the bytes of the last
+    /// `feed` that hold a byte above ASCII, as ranges of those bytes
+    /// (without the LF). A line split over two reads is not among them.
+    pub(crate) fn high_lines(&self) -> &[std::ops::Range<usize>] {
+        &self.high_lines
     }
 
     /// Counts `n` more bytes of a request line (or of the empty lines
@@ -236,6 +251,8 @@ impl Framing {
     /// call fails at 0).
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(), BadChunk> {
         let mut i = 0;
+        self.line_from = None;
+        self.high_lines.clear();
         while i < bytes.len() {
             match self.state {
                 State::Opaque => return Ok(()),
@@ -266,6 +283,11 @@ impl Framing {
                         Some(at) => {
                             if line {
                                 self.line_bytes(at + 1);
+                                if let Some(from) = self.line_from.take() {
+                                    if bytes[from..i + at].iter().any(|b| !b.is_ascii()) {
+                                        self.high_lines.push(from..i + at);
+                                    }
+                                }
                             }
                             i += at;
                             self.step(bytes[i]);
@@ -283,9 +305,12 @@ impl Framing {
                     }
                 }
                 _ => {
+                    let before = self.state;
                     self.step(bytes[i]);
-                    if self.state == State::Broken {
-                        return Err(BadChunk(i));
+                    match self.state {
+                        State::Broken => return Err(BadChunk(i)),
+                        State::RequestLine if before == State::Start => self.line_from = Some(i),
+                        _ => {}
                     }
                     i += 1;
                 }
@@ -596,6 +621,30 @@ mod tests {
                 assert_eq!(f.take_overlong(), None, "taken once");
             }
         }
+    }
+
+    #[test]
+    fn finds_whole_request_lines_above_ascii_in_each_feed() {
+        let mut f = Framing::default();
+        let bytes = b"GET /\xe9 HTTP/1.1\r\nX: \xe9\r\nContent-Length: 4\r\n\r\n\xe9\xe9\r\n\r\nGET /a HTTP/1.1\r\n\r\nGET /\xff";
+        assert!(f.feed(bytes).is_ok());
+        let spans = |f: &Framing| {
+            f.high_lines()
+                .iter()
+                .map(|r| (r.start, r.end))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(spans(&f), [(0, 16)], "not a field, a body, or a split line");
+        assert!(f
+            .feed(b" HTTP/1.1\r\n\r\n\r\nPUT /\xc3\xa9 HTTP/1.1\n\n")
+            .is_ok());
+        assert_eq!(
+            spans(&f),
+            [(15, 31)],
+            "the split line is not; a later one is"
+        );
+        assert!(f.feed(b"GET / HTTP/1.1\r\n").is_ok());
+        assert!(f.high_lines().is_empty());
     }
 
     fn chunked(body: &[u8]) -> Vec<u8> {

@@ -381,8 +381,11 @@ impl<I: Peek> ClockedIo<I> {
         // An empty `unread` may still hold hyper's whole read buffer: it is
         // dropped here, not kept across the wait.
         let replay = !unread.is_empty();
-        if replay {
+        if replay && self.replay.is_empty() {
             self.replay = unread;
+        } else if replay {
+            // hyper's unread bytes came before those it was yet to read.
+            self.replay = [&unread[..], &self.replay[..]].concat().into();
         }
         async move { replay || self.wait_at_rest(stop).await }
     }
@@ -507,6 +510,34 @@ pub(crate) struct Linger {
     pub(crate) bytes: u64,
 }
 
+impl<I> ClockedIo<I> {
+    /// The bytes just read (`buf` past `before`), with the targets of the
+    /// request lines `Framing` found holding raw bytes above ASCII escaped
+    /// where they are not UTF-8 (`raw_target.rs`); what no longer fits in
+    /// `buf` is read next, from `replay`.
+    fn escape_raw_targets(&mut self, buf: &mut ReadBuf<'_>, before: usize) {
+        let read = buf.filled()[before..].to_vec();
+        let mut out = Vec::with_capacity(read.len() + 64);
+        let mut at = 0;
+        for line in self.framing.high_lines() {
+            if let Some(escaped) = super::raw_target::encoded(&read[line.clone()]) {
+                out.extend_from_slice(&read[at..line.start]);
+                out.extend_from_slice(&escaped);
+                at = line.end;
+            }
+        }
+        if at == 0 {
+            return; // every such target was UTF-8
+        }
+        out.extend_from_slice(&read[at..]);
+        buf.set_filled(before);
+        let fits = out.len().min(buf.remaining());
+        buf.put_slice(&out[..fits]);
+        // Reads come from the socket only once `replay` is empty.
+        self.replay = Bytes::from(out).slice(fits..);
+    }
+}
+
 impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -551,6 +582,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
                 }
                 // Behind a response still under way: hyper answers it, in
                 // turn, with its 431.
+            }
+            if fed.is_ok() && !this.framing.high_lines().is_empty() {
+                this.escape_raw_targets(buf, before);
             }
             if let Err(BadChunk(at)) = fed {
                 // hyper gets the bytes before the bad one (its head and the

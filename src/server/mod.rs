@@ -28,6 +28,7 @@ pub(crate) mod head_clock;
 mod head_props;
 mod held;
 pub(crate) mod proxy;
+mod raw_target;
 pub(crate) mod service;
 mod write_stall;
 
