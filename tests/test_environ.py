@@ -7,8 +7,10 @@ from --root-path, and a wsgiref.validate-wrapped app for GET and POST.
 """
 
 import json
+import time
 import urllib.parse
 
+import pytest
 import rawhttp
 
 
@@ -106,21 +108,32 @@ def test_raw_bytes_that_are_not_utf8_are_served_as_gunicorn_serves_them(server):
 
 def test_raw_targets_escaped_in_a_pipelined_batch_and_bodies_left_alone(server):
     """Escaping makes a read longer than hyper asked for: the rest is read
-    next, in order. Body bytes that look like such a request line are data.
-    The batch (about 6 KB) comes in one read of hyper's first 8 KiB, escaped
-    it is about 15 KB: a request line split over two reads is still refused."""
+    next, in order. A request line split over two reads is held back until
+    it is whole. Body bytes that look like such a request line are data."""
     body = b"x\xe9 GET /\xe9 HTTP/1.1\r\n"
     post = rawhttp.build_request("POST", "/env?read=1", body=body)
     batch = b"".join(
-        rawhttp.build_request("GET", f"/env/{n}/" + "\xe9" * 400 + "?q=\xff") for n in range(12)
+        rawhttp.build_request("GET", f"/env/{n}/" + "\xe9" * 400 + "?q=\xff") for n in range(60)
     )
-    assert len(post + batch) < 8192
     with server.connect() as conn:
         conn.send(post + batch)
         first = json.loads(conn.read_response().body)
-        paths = [json.loads(conn.read_response().body)["environ"]["PATH_INFO"] for _ in range(12)]
+        paths = [json.loads(conn.read_response().body)["environ"]["PATH_INFO"] for _ in range(60)]
     assert first["body"].encode("latin-1") == body
-    assert paths == [f"/env/{n}/" + "\xe9" * 400 for n in range(12)]
+    assert paths == [f"/env/{n}/" + "\xe9" * 400 for n in range(60)]
+
+
+@pytest.mark.parametrize("piece", [1, 7])
+def test_raw_target_sent_in_pieces(server, piece):
+    raw = rawhttp.build_request("GET", "/env/caf\xe9?q=\xe9")
+    with server.connect() as conn:
+        for at in range(0, len(raw), piece):
+            conn.send(raw[at : at + piece])
+            time.sleep(0.001)
+        resp = conn.read_response()
+    assert resp.status == 200, resp
+    env = json.loads(resp.body)["environ"]
+    assert (env["PATH_INFO"], env["QUERY_STRING"]) == ("/env/caf\xe9", "q=%E9")
 
 
 def test_query_string_present_and_empty_without_query(server):

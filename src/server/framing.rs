@@ -141,6 +141,9 @@ pub(crate) struct Framing {
     /// The request lines begun and ended within the bytes of the last
     /// `feed` that hold a byte above ASCII (without their LF).
     high_lines: Vec<std::ops::Range<usize>>,
+    /// Where, in the bytes of the last `feed`, the LF is that ended a
+    /// request line begun in an earlier one.
+    continued_end: Option<usize>,
 }
 
 impl Default for Framing {
@@ -161,6 +164,7 @@ impl Default for Framing {
             overlong: None,
             line_from: None,
             high_lines: Vec::new(),
+            continued_end: None,
         }
     }
 }
@@ -210,6 +214,18 @@ impl Framing {
         &self.high_lines
     }
 
+    /// Where the LF is, in the bytes of the last `feed`, that ended a
+    /// request line begun in an earlier one.
+    pub(crate) fn continued_end(&self) -> Option<usize> {
+        self.continued_end
+    }
+
+    /// The bytes of the last `feed` end inside a request line: `Some` with
+    /// where it began in them, `Some(None)` when it began in an earlier one.
+    pub(crate) fn open_line(&self) -> Option<Option<usize>> {
+        (self.state == State::RequestLine).then_some(self.line_from)
+    }
+
     /// Counts `n` more bytes of a request line (or of the empty lines
     /// before one, which belong to the next head).
     fn line_bytes(&mut self, n: usize) {
@@ -253,6 +269,7 @@ impl Framing {
         let mut i = 0;
         self.line_from = None;
         self.high_lines.clear();
+        self.continued_end = None;
         while i < bytes.len() {
             match self.state {
                 State::Opaque => return Ok(()),
@@ -283,10 +300,13 @@ impl Framing {
                         Some(at) => {
                             if line {
                                 self.line_bytes(at + 1);
-                                if let Some(from) = self.line_from.take() {
-                                    if bytes[from..i + at].iter().any(|b| !b.is_ascii()) {
-                                        self.high_lines.push(from..i + at);
+                                match self.line_from.take() {
+                                    Some(from) => {
+                                        if bytes[from..i + at].iter().any(|b| !b.is_ascii()) {
+                                            self.high_lines.push(from..i + at);
+                                        }
                                     }
+                                    None => self.continued_end = Some(i + at),
                                 }
                             }
                             i += at;
@@ -635,6 +655,8 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(spans(&f), [(0, 16)], "not a field, a body, or a split line");
+        assert_eq!(f.open_line(), Some(Some(bytes.len() - 6)));
+        assert_eq!(f.continued_end(), None);
         assert!(f
             .feed(b" HTTP/1.1\r\n\r\n\r\nPUT /\xc3\xa9 HTTP/1.1\n\n")
             .is_ok());
@@ -643,8 +665,13 @@ mod tests {
             [(15, 31)],
             "the split line is not; a later one is"
         );
-        assert!(f.feed(b"GET / HTTP/1.1\r\n").is_ok());
+        assert_eq!((f.continued_end(), f.open_line()), (Some(10), None));
+        assert!(f.feed(b"GET /x").is_ok());
+        assert!(f.feed(b"yz").is_ok());
+        assert_eq!(f.open_line(), Some(None), "open, begun in an earlier feed");
+        assert!(f.feed(b" HTTP/1.1\r\n").is_ok());
         assert!(f.high_lines().is_empty());
+        assert_eq!((f.continued_end(), f.open_line()), (Some(10), None));
     }
 
     fn chunked(body: &[u8]) -> Vec<u8> {

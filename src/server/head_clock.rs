@@ -260,8 +260,12 @@ pub(crate) struct ClockedIo<I> {
     /// `--body-timeout` for the client's side of writes (`write_stall.rs`).
     stall: WriteStall,
     /// Bytes hyper had read but not used when the connection went to rest
-    /// (part of a pipelined head): its next reads get them first.
+    /// (part of a pipelined head), or that did not fit its buffer once
+    /// escaped (`pass_lines`): its next reads get them first.
     replay: Bytes,
+    /// The start of a request line read but not yet handed to hyper, until
+    /// its LF comes (`pass_lines`).
+    held: Vec<u8>,
     /// Told of every write: whether it went through or found the socket full.
     conn: Arc<ConnInfo>,
 }
@@ -293,6 +297,7 @@ impl<I> ClockedIo<I> {
             framing: Framing::with_line_max(read_buffer.saturating_sub(3)),
             stall: WriteStall::new(write_timeout),
             replay: Bytes::new(),
+            held: Vec::new(),
             conn,
         }
     }
@@ -511,30 +516,67 @@ pub(crate) struct Linger {
 }
 
 impl<I> ClockedIo<I> {
-    /// The bytes just read (`buf` past `before`), with the targets of the
-    /// request lines `Framing` found holding raw bytes above ASCII escaped
-    /// where they are not UTF-8 (`raw_target.rs`); what no longer fits in
-    /// `buf` is read next, from `replay`.
-    fn escape_raw_targets(&mut self, buf: &mut ReadBuf<'_>, before: usize) {
-        let read = buf.filled()[before..].to_vec();
-        let mut out = Vec::with_capacity(read.len() + 64);
+    /// Whether the bytes just read need `pass_lines`: a request line in
+    /// them is still open, or ended after being held, or holds raw bytes.
+    fn lines_to_pass(&self) -> bool {
+        !self.held.is_empty()
+            || self.framing.open_line().is_some()
+            || !self.framing.high_lines().is_empty()
+    }
+
+    /// Hands hyper the bytes just read (`buf` past `before`, after those
+    /// `held` back), each request line whole: an open one is held back
+    /// until its LF comes (unless hyper already has its start), so that a
+    /// target with raw bytes that are not UTF-8 can be escaped
+    /// (`raw_target.rs`). What no longer fits in `buf` is read next, from
+    /// `replay`. Returns false when all of it was held.
+    fn pass_lines(&mut self, buf: &mut ReadBuf<'_>, before: usize) -> bool {
+        let mut region = std::mem::take(&mut self.held);
+        let offset = region.len();
+        region.extend_from_slice(&buf.filled()[before..]);
+        buf.set_filled(before);
+        let mut lines = Vec::new();
+        if let (Some(end), true) = (self.framing.continued_end(), offset > 0) {
+            lines.push(0..offset + end); // the held line, ended now
+        }
+        lines.extend(
+            self.framing
+                .high_lines()
+                .iter()
+                .map(|r| r.start + offset..r.end + offset),
+        );
+        let cut = match self.framing.open_line() {
+            Some(Some(from)) => offset + from,
+            Some(None) if offset > 0 => 0,
+            // Begun in bytes hyper has (from `replay`): it gets the rest too.
+            Some(None) | None => region.len(),
+        };
+        let mut out = Vec::with_capacity(cut + 64);
         let mut at = 0;
-        for line in self.framing.high_lines() {
-            if let Some(escaped) = super::raw_target::encoded(&read[line.clone()]) {
-                out.extend_from_slice(&read[at..line.start]);
+        for line in lines {
+            if let Some(escaped) = super::raw_target::encoded(&region[line.clone()]) {
+                out.extend_from_slice(&region[at..line.start]);
                 out.extend_from_slice(&escaped);
                 at = line.end;
             }
         }
-        if at == 0 {
-            return; // every such target was UTF-8
+        out.extend_from_slice(&region[at..cut]);
+        if cut < region.len() {
+            self.held = region[cut..].to_vec();
         }
-        out.extend_from_slice(&read[at..]);
-        buf.set_filled(before);
-        let fits = out.len().min(buf.remaining());
-        buf.put_slice(&out[..fits]);
-        // Reads come from the socket only once `replay` is empty.
-        self.replay = Bytes::from(out).slice(fits..);
+        self.give(buf, out)
+    }
+
+    /// Puts `bytes` in `buf`, and what does not fit in `replay` (empty
+    /// until then: reads come from the socket only once it is); whether any
+    /// bytes were given.
+    fn give(&mut self, buf: &mut ReadBuf<'_>, bytes: Vec<u8>) -> bool {
+        let fits = bytes.len().min(buf.remaining());
+        buf.put_slice(&bytes[..fits]);
+        if fits < bytes.len() {
+            self.replay = Bytes::from(bytes).slice(fits..);
+        }
+        fits > 0
     }
 }
 
@@ -562,8 +604,17 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
-        let read = Pin::new(&mut this.io).poll_read(cx, buf);
-        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        loop {
+            let read = Pin::new(&mut this.io).poll_read(cx, buf);
+            if !matches!(read, Poll::Ready(Ok(()))) {
+                return read;
+            }
+            if buf.filled().len() == before {
+                // The client's close: hyper gets the held start of a line first.
+                let held = std::mem::take(&mut this.held);
+                this.give(buf, held);
+                return read;
+            }
             let heads = this.framing.heads();
             let fed = this.framing.feed(&buf.filled()[before..]);
             // Only a next head's bytes start its clock: body bytes hyper
@@ -583,8 +634,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
                 // Behind a response still under way: hyper answers it, in
                 // turn, with its 431.
             }
-            if fed.is_ok() && !this.framing.high_lines().is_empty() {
-                this.escape_raw_targets(buf, before);
+            if fed.is_ok() && this.lines_to_pass() && !this.pass_lines(buf, before) {
+                // All of it held: read on, until the socket has no more
+                // (its pending read wakes this task) or the line ends. The
+                // line's bound (`take_overlong`) bounds the loop.
+                continue;
             }
             if let Err(BadChunk(at)) = fed {
                 // hyper gets the bytes before the bad one (its head and the
@@ -594,8 +648,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
                     return Poll::Ready(Err(bad_chunk()));
                 }
             }
+            return read;
         }
-        read
     }
 }
 
