@@ -1,9 +1,10 @@
 """--header-timeout, --keep-alive and half-closed clients, in both modes.
 
 A connection whose first head is not complete within --header-timeout (from
-the accept) gets 408 and is closed, whether it sent nothing or trickles a byte
-at a time (slowloris); a keep-alive connection idle past --keep-alive is closed
-quietly; other clients are served meanwhile.  A client that sends its request
+the accept) gets 408 and is closed when it began one, even a byte at a time
+(slowloris), and is closed quietly when it sent nothing; a keep-alive
+connection idle past --keep-alive is closed quietly; other clients are served
+meanwhile.  A client that sends its request
 and then shuts down its writing side still gets the whole response.  No test
 asserts a duration: only that the close happens within a generous bound.
 """
@@ -37,10 +38,23 @@ def short(start_server, mode):
     return start_server("router_app:app", "--header-timeout", "1", "--keep-alive", "30", mode=mode)
 
 
-def test_silent_connection_gets_408_and_close(short):
+def test_silent_connection_is_closed_quietly(short):
+    """Nothing sent: no 408 (a client that opened the connection ahead of
+    need and sends its request just then would take it for the answer), and
+    nothing logged, as nginx and Apache do."""
+    mark = short.log_mark()
     with short.connect() as idle:
         short.assert_serving()  # a bystander is served while it waits
         data = closed_with(idle)
+    assert data == b"", data
+    short.assert_serving()
+    assert "408" not in short.log(since=mark)
+
+
+def test_head_begun_gets_408_and_close(short):
+    with short.connect() as slow:
+        slow.send(b"GET /ping HTTP/1.1\r\n")
+        data = closed_with(slow)
     assert data.startswith(b"HTTP/1.1 408 "), data
     short.assert_serving()
 

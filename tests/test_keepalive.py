@@ -8,6 +8,8 @@ keep-alive` was sent (and then says so in the response).
 import json
 import threading
 
+import pytest
+
 import rawhttp
 
 
@@ -87,6 +89,10 @@ def test_http10_keep_alive_with_streamed_body_closes(server):
         assert resp.body == b"alpha beta gamma"
         assert resp.header("Transfer-Encoding") is None
         assert conn.eof
+        # The head says so: a client that asked to keep the connection is not
+        # told it may (hyper's answer was `keep-alive`, then a close).
+        assert resp.has_token("Connection", "close"), resp.headers
+        assert not resp.has_token("Connection", "keep-alive"), resp.headers
 
 
 def test_unread_small_body_then_next_request(server):
@@ -114,8 +120,42 @@ def test_unread_large_body_closes_connection(server):
 
         sender = threading.Thread(target=push, daemon=True)
         sender.start()
-        assert conn.read_response().body == b"pong"
+        resp = conn.read_response()
+        assert resp.body == b"pong"
+        # Told in the head, not found out by the client's next request.
+        assert resp.has_token("Connection", "close"), resp.headers
         assert conn.wait_closed(), "the server must not drain an unbounded leftover body"
         sender.join(10)
     assert not sender.is_alive()
     server.assert_serving()
+
+
+@pytest.mark.parametrize("route", ["/ping", "/raise", "/framing/generator"])
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_a_body_left_past_the_discard_says_close(server, route, framing):
+    """The app answers (or fails, or streams) without reading a body larger
+    than what is discarded after the response, or a chunked one of unknown
+    size: the head says `Connection: close`, so that a client (a requests
+    Session) does not send its next request on a connection about to close."""
+    body = b"u" * 200_000
+    if framing == "length":
+        head = rawhttp.build_request("POST", route, [("Content-Length", str(len(body)))])
+        data = head + body
+    else:
+        head = rawhttp.build_request("POST", route, [("Transfer-Encoding", "chunked")])
+        data = head + rawhttp.chunk(body) + b"0\r\n\r\n"
+    with server.connect() as conn:
+        conn.send(data)
+        resp = conn.read_response()
+        assert resp.has_token("Connection", "close"), (resp.status, resp.headers)
+        assert conn.wait_closed()
+    server.assert_serving()
+
+
+def test_a_body_within_the_discard_keeps_the_connection(server):
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("POST", "/ping", body=b"x" * 60_000))
+        resp = conn.read_response()
+        assert not resp.has_token("Connection", "close"), resp.headers
+        conn.send(rawhttp.build_request("GET", "/ping"))
+        assert conn.read_response().body == b"pong"

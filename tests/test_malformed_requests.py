@@ -145,3 +145,16 @@ def test_app_answering_a_malformed_body_itself_says_connection_close(server):
     assert resp.has_token("Connection", "close"), resp.headers
     assert closed
     assert "/env/after-bad-chunk" not in server.records("paths")
+
+
+def test_an_http2_preface_gets_400_and_is_logged(server):
+    """A client speaking HTTP/2 with prior knowledge (curl --http2-prior-knowledge):
+    hyper recognises the preface and closed without a word or a log line."""
+    mark = server.log_mark()
+    with server.connect() as conn:
+        conn.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        resp = conn.read_response()
+        assert resp.status == 400, resp
+        assert conn.wait_closed()
+    assert server.wait_log(r"400 request from .*\[malformed_head\]", since=mark)
+    server.assert_serving()

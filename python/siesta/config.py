@@ -391,7 +391,8 @@ SETTINGS: tuple[Setting, ...] = (
         ("--header-timeout",),
         30.0,
         "Seconds a client has to send a complete request head, counted from its first "
-        "byte (from the connection's accept for its first request); then 408 and close. "
+        "byte (from the connection's accept for its first request); then 408 and close "
+        "(a connection that sent nothing is closed quietly). "
         "Stops slowloris clients; 0 waits forever.",
         type=_seconds,
         metavar="SECONDS",

@@ -12,7 +12,11 @@
 //! with it. A 408 is recorded in `end.rs` like every refusal. Timeline:
 //!
 //! - first request: its head must be complete within `--header-timeout`
-//!   from the accept; if not, `408 Request Timeout`, then close.
+//!   from the accept; if not, `408 Request Timeout`, then close. A
+//!   connection that sent nothing at all is closed without a word (and
+//!   without a log record), as nginx and Apache do: a client that opened it
+//!   ahead of need (a pool, a browser's preconnect) and sends its request
+//!   just as it closes would take a 408 for the answer to that request.
 //! - between requests: `--keep-alive` of silence, then a quiet close.
 //! - a later head: `--header-timeout` from its first byte, then close
 //!   (no 408: the connection has already carried responses, and an answer
@@ -201,7 +205,12 @@ impl Clock {
                 since,
                 first: false,
             } => Some((since + self.keep_alive, OnExpiry::Close)),
-            Phase::Waiting { since, first } | Phase::Head { since, first } => {
+            // Not a byte yet: closed quietly, as a preconnected client that
+            // sends its request just then would take a 408 for its answer.
+            Phase::Waiting { since, first: true } => {
+                self.header_timeout.map(|t| (since + t, OnExpiry::Close))
+            }
+            Phase::Head { since, first } => {
                 self.header_timeout.map(|t| (since + t, on_expiry(first)))
             }
             Phase::Busy | Phase::Expired => None,
@@ -423,6 +432,17 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
     /// may still be sending the rest of it.
     pub(crate) fn answered_early(&self) -> bool {
         self.answered
+    }
+
+    /// Answers a head hyper closed on without a word (an HTTP/2 preface,
+    /// which hyper recognises and leaves unanswered) with `refusal`'s
+    /// status, and records it like every refusal.
+    pub(crate) async fn refuse(&mut self, refusal: RequestError) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.io.write_all(&early_answer(refusal)).await;
+        self.wrote = true;
+        self.answered = true;
+        self.end.refused_early(self.peer, refusal);
     }
 
     /// Closes a connection whose response was given up on or failed part
@@ -713,7 +733,8 @@ mod tests {
         let ht = Duration::from_secs(30);
         let clock = Clock::new(ka, Some(ht));
         let start = Instant::now();
-        assert_eq!(clock.deadline(), Some((start + ht, OnExpiry::Answer408)));
+        // Nothing sent yet: a quiet close; a head begun: a 408.
+        assert_eq!(clock.deadline(), Some((start + ht, OnExpiry::Close)));
         tokio::time::advance(Duration::from_secs(1)).await;
         clock.bytes_arrived();
         // The first head stays timed from the accept.

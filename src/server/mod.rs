@@ -32,6 +32,7 @@ mod raw_target;
 pub(crate) mod service;
 mod write_stall;
 
+use crate::error::RequestError;
 use crate::exchange::ConnInfo;
 use crate::exec::Executor;
 use crate::forwarded::Proxies;
@@ -260,10 +261,19 @@ impl AcceptCtx {
                 let parts = match Box::pin(drive(conn, &mut stop, &mut abort, &info, &clock)).await
                 {
                     Driven::Cut(io) => return Box::pin(io.cut(LINGER.time, &mut abort)).await,
-                    Driven::Closed(r, io) => {
+                    Driven::Closed(r, mut io) => {
                         // A body still coming after the response, or the
                         // rest of a refused head: a lingering close.
                         let mut owed = (r.is_ok() && io.body_coming()) || io.answered_early();
+                        if let Err(e) = &r {
+                            if e.is_parse_version_h2() {
+                                // A client speaking HTTP/2 with prior
+                                // knowledge: told and logged, as any head
+                                // this server cannot read.
+                                io.refuse(RequestError::MalformedHead).await;
+                                owed = true;
+                            }
+                        }
                         if let Err(e) = r {
                             owed |= end.refused_by_hyper(remote, &e);
                             if e.is_user() {

@@ -14,7 +14,7 @@ use super::end::Counted;
 use super::head_clock::Clock;
 use crate::error::RequestError;
 use crate::exchange::record::{Finish, Record};
-use crate::exchange::reply::{Reply, ReplySender};
+use crate::exchange::reply::{Reply, ReplySender, ResponseBody};
 use crate::exchange::{ConnInfo, Job};
 use crate::exec::Executor;
 use crate::forwarded::Proxies;
@@ -98,6 +98,16 @@ pub(crate) fn check_length(declared: Option<u64>, limits: &Limits) -> Result<(),
     }
 }
 
+/// Whether `reply` can only end by closing the connection: a streamed body
+/// with no `Content-Length` to an HTTP/1.0 request (which has no chunked
+/// coding). hyper would say `Connection: keep-alive` to a client that asked
+/// for it, then close to end the body; the head says `close` instead.
+fn close_delimited(record: &Record, reply: &Reply) -> bool {
+    record.head.version == http::Version::HTTP_10
+        && matches!(reply.body, ResponseBody::Stream(_))
+        && !reply.headers.contains_key(http::header::CONTENT_LENGTH)
+}
+
 /// Waits for the reply without boxing a future per request.
 pub(crate) struct ReplyFuture {
     rx: oneshot::Receiver<Reply>,
@@ -121,16 +131,26 @@ impl Future for ReplyFuture {
             }
         };
         let mut reply = reply;
-        if this.draining.load(Ordering::Relaxed) {
+        if this.draining.load(Ordering::Relaxed) || close_delimited(&this.record, &reply) {
             reply.headers.insert(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
             );
         }
+        let closes = reply
+            .headers
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let (record, clock) = (this.record.clone(), this.clock.clone());
-        Poll::Ready(Ok(
-            reply.into_response(|body| Counted::new(body, record, clock))
-        ))
+        let mut res = reply.into_response(|body| Counted::new(body, record, clock));
+        if closes && this.record.head.version == http::Version::HTTP_10 {
+            // hyper answers an HTTP/1.0 client that asked for keep-alive
+            // with `keep-alive` appended to any `Connection` of a response
+            // marked HTTP/1.1 ("close, keep-alive"); one marked HTTP/1.0
+            // that does not say keep-alive, it closes after, as it says.
+            *res.version_mut() = http::Version::HTTP_10;
+        }
+        Poll::Ready(Ok(res))
     }
 }
 

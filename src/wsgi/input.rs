@@ -289,6 +289,16 @@ impl BodySource {
     pub(crate) fn expectation_pending(&self) -> bool {
         self.expect_continue && !self.polled && !self.eof
     }
+
+    /// How many body bytes hyper has yet to hand over: 0 once the body
+    /// ended, failed or was given up; `None` when that is not known (a
+    /// chunked body not read to its end).
+    pub(crate) fn owed(&self) -> Option<u64> {
+        match &self.body {
+            Some(body) if !self.eof => body.size_hint().exact(),
+            _ => Some(0),
+        }
+    }
 }
 
 /// The waker a waiting read leaves with hyper's body (both modes).

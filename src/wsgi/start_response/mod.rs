@@ -180,28 +180,37 @@ impl StartResponse {
         Ok(())
     }
 
+    /// Whether the response going out now must close its connection
+    /// because of the request body: the client still waits for `100
+    /// Continue` (RFC 9110 §10.1.1: it holds its body back; the body is
+    /// given up), the body broke its framing or its limit, or the app leaves
+    /// more of it than the discard after the response takes (`drain_input`),
+    /// or an unknown amount (chunked). The client is told so in the head,
+    /// rather than finding the connection closed under its next request.
+    pub(super) fn body_closes(&self, input: &Input) -> bool {
+        // A read polling the body holds the lock, and a read means the
+        // expectation was answered: never wait on it here.
+        let Some(src) = input.try_source() else {
+            return false;
+        };
+        let pending = src.expectation_pending();
+        let closes = pending
+            || src.malformed()
+            || src.too_large()
+            || src.owed().is_none_or(|n| n > self.ctx.limits.drain_bytes);
+        drop(src);
+        if pending {
+            input.abandon();
+        }
+        closes
+    }
+
     /// Sends the staged head with `body`. Must be called with the state lock held.
     fn send_head(&self, st: &mut State, body: ResponseBody) -> Result<(), ResponseError> {
         let staged = st.staged.take().ok_or(ResponseError::NotStarted)?;
         let mut headers = staged.headers;
-        {
-            let input = self.input.get();
-            // A read polling the body holds the lock, and a read means the
-            // expectation was answered: never wait on it here.
-            let (pending, broken) = input.try_source().map_or((false, false), |s| {
-                (s.expectation_pending(), s.malformed() || s.too_large())
-            });
-            if pending {
-                // RFC 9110 §10.1.1: the client holds its body back; close
-                // after this response instead of waiting for it.
-                headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                input.abandon();
-            } else if broken {
-                // The app answers a body that broke its framing or its limit
-                // itself: the connection cannot carry another request, and
-                // the client is told so.
-                headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            }
+        if self.body_closes(self.input.get()) {
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         if !headers.contains_key(http::header::SERVER) {
             headers.insert(http::header::SERVER, HeaderValue::from_static("siesta"));

@@ -332,11 +332,10 @@ impl StartResponse {
             st.head_sent = true;
             let refusal = client_fault.unwrap_or(RequestError::AppFailed);
             let mut reply = Reply::refusal(refusal);
-            if input.try_source().is_some_and(|s| s.expectation_pending()) {
+            if self.body_closes(input) {
                 reply
                     .headers
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                input.abandon();
             }
             if let Some(tx) = st.reply.take() {
                 self.waiter.hand_over(|| tx.send(reply));
