@@ -92,11 +92,11 @@ def test_raw_bytes_past_ascii_in_the_target_are_latin1(server):
     assert env["REQUEST_URI"] == env["RAW_URI"]
 
 
-def test_raw_bytes_that_are_not_utf8_are_served_as_gunicorn_serves_them(server):
-    """hyper refuses a target whose raw bytes are not UTF-8 (it was a 400);
-    gunicorn serves it. Siesta hands hyper the target with those bytes
-    escaped: PATH_INFO comes out as gunicorn's, and the query decodes to the
-    same bytes."""
+def test_raw_bytes_that_are_not_utf8_are_served(server):
+    """hyper refuses a target whose raw bytes are not UTF-8 (it was a 400).
+    Siesta hands hyper the target with those bytes escaped: PATH_INFO has
+    each raw byte as one latin-1 code point (PEP 3333), and the query
+    decodes to the same bytes."""
     raw = b"/env/caf\xe9?q=\xe9&r=\xc3\xa9"
     env = env_of(server, raw.decode("latin-1"))["environ"]
     assert env["PATH_INFO"].encode("latin-1") == b"/env/caf\xe9"
@@ -121,6 +121,32 @@ def test_raw_targets_escaped_in_a_pipelined_batch_and_bodies_left_alone(server):
         paths = [json.loads(conn.read_response().body)["environ"]["PATH_INFO"] for _ in range(60)]
     assert first["body"].encode("latin-1") == body
     assert paths == [f"/env/{n}/" + "\xe9" * 400 for n in range(60)]
+
+
+@pytest.mark.parametrize("raw,status", [(2000, 200), (4094 - 20, 200), (4094, 414)])
+def test_limit_request_line_counts_raw_bytes_as_sent(server, raw, status):
+    """Escaped, each raw byte takes three: the limit (4094 by default) still
+    counts the line as the client sent it."""
+    line = b"GET /env/" + b"\xe9" * raw + b" HTTP/1.1"
+    with server.connect() as conn:
+        conn.send(line + b"\r\nHost: x\r\n\r\n")
+        resp = conn.read_response()
+    assert resp.status == status, (len(line), resp)
+
+
+def test_a_held_line_start_survives_a_bad_chunk_in_the_same_read(server):
+    """The start of a request line held back for its LF is handed over even
+    when the read that ends it also holds a chunk line that is refused."""
+    with server.connect() as conn:
+        conn.send(b"DELE")
+        time.sleep(0.3)
+        conn.send(
+            b"TE /env HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5 \r\nhello\r\n0\r\n\r\n"
+        )
+        resp = conn.read_response()
+    assert resp.status == 200, resp
+    assert json.loads(resp.body)["environ"]["REQUEST_METHOD"] == "DELETE"
 
 
 @pytest.mark.parametrize("piece", [1, 7])

@@ -376,7 +376,8 @@ def test_unsupported_gunicorn_setting_warned(tmp_path):
         # A hook that cannot take its arguments is refused at start, not at every call.
         ("def post_fork(server):\n    pass\n", ["post_fork", "2 arguments", "server, worker"]),
         ("def on_starting():\n    pass\n", ["on_starting", "1 argument", "(server)"]),
-        ("def post_request(worker):\n    pass\n", ["post_request", "4 arguments"]),
+        ("def post_request(worker):\n    pass\n", ["post_request", "2, 3 or 4 arguments"]),
+        ("def post_request(a, b, c, d, e):\n    pass\n", ["post_request", "2, 3 or 4"]),
         ("nworkers_changed = lambda server, new: 0\n", ["nworkers_changed", "3 arguments"]),
     ],
 )

@@ -59,18 +59,20 @@ def _takes(fn: Callable[..., Any], count: int) -> bool:
     return True
 
 
-def _fitted(name: str, fn: Callable[..., Any], source: str) -> Callable[..., Any]:
-    """``fn``, checked against the arguments hook ``name`` is called with. As in
-    gunicorn, ``post_request`` may also take only ``(worker, req)`` or
-    ``(worker, req, environ)``."""
+def _arity(name: str, fn: Callable[..., Any], source: str) -> int:
+    """How many of its arguments hook ``name`` is called with: all of them, once
+    ``fn`` is checked to take them. As in gunicorn, ``post_request`` may also
+    take only ``(worker, req)`` or ``(worker, req, environ)``."""
     args = HOOK_ARGS[name]
     if _takes(fn, len(args)):
-        return fn
+        return len(args)
     if name == "post_request":
-        if _takes(fn, 3):
-            return lambda worker, req, environ, _resp: fn(worker, req, environ)
-        if _takes(fn, 2):
-            return lambda worker, req, _environ, _resp: fn(worker, req)
+        for count in (3, 2):
+            if _takes(fn, count):
+                return count
+        raise ConfigError(
+            f"hook {name!r} in {source} must take 2, 3 or 4 arguments ({', '.join(args)})"
+        )
     count = f"{len(args)} argument{'s' if len(args) > 1 else ''}"
     raise ConfigError(f"hook {name!r} in {source} must take {count} ({', '.join(args)})")
 
@@ -79,7 +81,8 @@ class Hooks:
     """The hooks a config file defined, by name; calling one that is absent does nothing."""
 
     def __init__(self, hooks: dict[str, Any] | None = None, source: str = "config file") -> None:
-        self._hooks: dict[str, Callable[..., Any]] = {}
+        # Each hook, and how many of its arguments it is called with.
+        self._hooks: dict[str, tuple[Callable[..., Any], int]] = {}
         for name, fn in (hooks or {}).items():
             if name not in HOOK_NAMES:
                 raise ConfigError(f"{name!r} in {source} is not a server hook")
@@ -87,7 +90,7 @@ class Hooks:
                 raise ConfigError(
                     f"hook {name!r} in {source} must be a function, not {type(fn).__name__}"
                 )
-            self._hooks[name] = _fitted(name, fn, source)
+            self._hooks[name] = (fn, _arity(name, fn, source))
 
     def names(self) -> list[str]:
         """The hooks defined, in :data:`HOOK_NAMES` order."""
@@ -98,11 +101,12 @@ class Hooks:
 
     def call(self, name: str, *args: Any) -> Any:
         """Runs hook ``name``; an exception is logged, never raised."""
-        fn = self._hooks.get(name)
-        if fn is None:
+        hook = self._hooks.get(name)
+        if hook is None:
             return None
+        fn, count = hook
         try:
-            return fn(*args)
+            return fn(*args[:count])
         except Exception as exc:
             # The traceback starts in the hook: this frame is Siesta's, not the deployer's.
             tb = exc.__traceback__.tb_next if exc.__traceback__ else None

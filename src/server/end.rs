@@ -103,14 +103,17 @@ impl Finish for Recorder {
 /// tens of kilobytes, and each would otherwise be logged whole.
 const LOGGED_TARGET: usize = 256;
 
-/// `target`, cut to `LOGGED_TARGET` bytes with its full length noted.
+/// `target`, cut to `LOGGED_TARGET` bytes at most (at a character's start)
+/// with its full length noted.
 fn shortened(target: &str) -> std::borrow::Cow<'_, str> {
-    match target.get(..LOGGED_TARGET) {
-        Some(start) if target.len() > LOGGED_TARGET => {
-            format!("{start}... ({} bytes)", target.len()).into()
-        }
-        _ => target.into(),
+    if target.len() <= LOGGED_TARGET {
+        return target.into();
     }
+    let mut end = LOGGED_TARGET;
+    while !target.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &target[..end], target.len()).into()
 }
 
 /// Refusals are the client's doing (or load): an info line with the peer.
@@ -285,5 +288,11 @@ mod tests {
         let logged = shortened(&long);
         assert!(logged.starts_with(&long[..LOGGED_TARGET]));
         assert!(logged.ends_with("... (5001 bytes)"), "{logged}");
+        // A character across the cut is left out whole.
+        let wide = format!("/{}", "é".repeat(3000));
+        let logged = shortened(&wide);
+        assert!(logged.starts_with(&wide[..LOGGED_TARGET - 1]));
+        assert!(logged.ends_with("... (6001 bytes)"), "{logged}");
+        assert!(logged.len() < LOGGED_TARGET + 20);
     }
 }

@@ -139,11 +139,12 @@ pub(crate) struct Framing {
     /// (`None`: in an earlier one).
     line_from: Option<usize>,
     /// The request lines begun and ended within the bytes of the last
-    /// `feed` that hold a byte above ASCII (without their LF).
-    high_lines: Vec<std::ops::Range<usize>>,
+    /// `feed` that hold a byte above ASCII (without their LF), with their
+    /// head's number.
+    high_lines: Vec<(std::ops::Range<usize>, u64)>,
     /// Where, in the bytes of the last `feed`, the LF is that ended a
-    /// request line begun in an earlier one.
-    continued_end: Option<usize>,
+    /// request line begun in an earlier one, and its head's number.
+    continued_end: Option<(usize, u64)>,
 }
 
 impl Default for Framing {
@@ -203,21 +204,29 @@ impl Framing {
     /// The number of the head (1 for a connection's first) whose request
     /// line reached `line_max` in the bytes fed so far, if one did since
     /// the last call. Its head may have been fed whole, or only in part.
+    /// A line still being read past the bound is marked again by each
+    /// later feed of its bytes.
     pub(crate) fn take_overlong(&mut self) -> Option<u64> {
         self.overlong.take()
     }
 
     /// The request lines begun and ended within the bytes of the last
     /// `feed` that hold a byte above ASCII, as ranges of those bytes
-    /// (without the LF). A line split over two reads is not among them.
-    pub(crate) fn high_lines(&self) -> &[std::ops::Range<usize>] {
+    /// (without the LF), with their head's number (counted like `heads`).
+    /// A line split over two feeds is not among them.
+    pub(crate) fn high_lines(&self) -> &[(std::ops::Range<usize>, u64)] {
         &self.high_lines
     }
 
     /// Where the LF is, in the bytes of the last `feed`, that ended a
-    /// request line begun in an earlier one.
-    pub(crate) fn continued_end(&self) -> Option<usize> {
+    /// request line begun in an earlier one, and its head's number.
+    pub(crate) fn continued_end(&self) -> Option<(usize, u64)> {
         self.continued_end
+    }
+
+    /// The request line being read has reached `line_max` bytes.
+    pub(crate) fn line_past_max(&self) -> bool {
+        self.line >= self.line_max
     }
 
     /// The bytes of the last `feed` end inside a request line: `Some` with
@@ -303,10 +312,10 @@ impl Framing {
                                 match self.line_from.take() {
                                     Some(from) => {
                                         if bytes[from..i + at].iter().any(|b| !b.is_ascii()) {
-                                            self.high_lines.push(from..i + at);
+                                            self.high_lines.push((from..i + at, self.heads));
                                         }
                                     }
-                                    None => self.continued_end = Some(i + at),
+                                    None => self.continued_end = Some((i + at, self.heads)),
                                 }
                             }
                             i += at;
@@ -651,10 +660,14 @@ mod tests {
         let spans = |f: &Framing| {
             f.high_lines()
                 .iter()
-                .map(|r| (r.start, r.end))
+                .map(|(r, head)| (r.start, r.end, *head))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(spans(&f), [(0, 16)], "not a field, a body, or a split line");
+        assert_eq!(
+            spans(&f),
+            [(0, 16, 1)],
+            "not a field, a body, or a split line"
+        );
         assert_eq!(f.open_line(), Some(Some(bytes.len() - 6)));
         assert_eq!(f.continued_end(), None);
         assert!(f
@@ -662,16 +675,16 @@ mod tests {
             .is_ok());
         assert_eq!(
             spans(&f),
-            [(15, 31)],
+            [(15, 31, 4)],
             "the split line is not; a later one is"
         );
-        assert_eq!((f.continued_end(), f.open_line()), (Some(10), None));
+        assert_eq!((f.continued_end(), f.open_line()), (Some((10, 3)), None));
         assert!(f.feed(b"GET /x").is_ok());
         assert!(f.feed(b"yz").is_ok());
         assert_eq!(f.open_line(), Some(None), "open, begun in an earlier feed");
         assert!(f.feed(b" HTTP/1.1\r\n").is_ok());
         assert!(f.high_lines().is_empty());
-        assert_eq!((f.continued_end(), f.open_line()), (Some(10), None));
+        assert_eq!((f.continued_end(), f.open_line()), (Some((10, 5)), None));
     }
 
     fn chunked(body: &[u8]) -> Vec<u8> {

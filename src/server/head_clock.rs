@@ -43,7 +43,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -109,6 +109,9 @@ pub(crate) struct Clock {
     unarmed: AtomicBool,
     /// Responses done on this connection.
     served: AtomicU32,
+    /// The last head whose target `ClockedIo` escaped (`raw_target.rs`),
+    /// by number, and the bytes that added: `head << 24 | added`.
+    escaped: AtomicU64,
 }
 
 /// How long a connection idles between requests before it comes to rest
@@ -120,6 +123,13 @@ pub(crate) struct Clock {
 /// idle hand their buffers on to the next ones, instead of each holding its
 /// own for a while (which leaves the heap fragmented once they rest).
 const REST_AFTER: Duration = Duration::from_millis(500);
+
+/// How long `ClockedIo::refuse` waits for the client to take its answer.
+const REFUSE_WAIT: Duration = Duration::from_secs(2);
+
+/// `Clock::escaped`'s bytes added (a request line within the head buffer
+/// gains at most twice its length).
+const ESCAPED_MASK: u64 = (1 << 24) - 1;
 
 impl Clock {
     /// A clock for a connection accepted now.
@@ -135,6 +145,7 @@ impl Clock {
             rest_due: AtomicBool::new(false),
             unarmed: AtomicBool::new(false),
             served: AtomicU32::new(0),
+            escaped: AtomicU64::new(0),
         })
     }
 
@@ -231,6 +242,24 @@ impl Clock {
 
     fn expire(&self) {
         *self.phase.lock() = Phase::Expired;
+    }
+
+    /// Head number `head`'s target was escaped, which made its request
+    /// line `added` bytes longer than the client sent it.
+    fn note_escaped(&self, head: u64, added: usize) {
+        let added = u64::try_from(added).unwrap_or(u64::MAX).min(ESCAPED_MASK);
+        self.escaped.store(head << 24 | added, Ordering::Relaxed);
+    }
+
+    /// How many bytes escaping added to head number `head`'s request line
+    /// (`--limit-request-line` counts the line as the client sent it).
+    pub(crate) fn escaped(&self, head: u64) -> usize {
+        let packed = self.escaped.load(Ordering::Relaxed);
+        if packed >> 24 == head & (u64::MAX >> 24) && packed != 0 {
+            usize::try_from(packed & ESCAPED_MASK).unwrap_or(0)
+        } else {
+            0
+        }
     }
 
     /// Whether an answer written straight to the socket now would be the
@@ -439,7 +468,10 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
     /// status, and records it like every refusal.
     pub(crate) async fn refuse(&mut self, refusal: RequestError) {
         use tokio::io::AsyncWriteExt;
-        let _ = self.io.write_all(&early_answer(refusal)).await;
+        // Bounded: a client that takes nothing (earlier responses still
+        // fill the socket) gets the close alone.
+        let answer = early_answer(refusal);
+        let _ = tokio::time::timeout(REFUSE_WAIT, self.io.write_all(&answer)).await;
         self.wrote = true;
         self.answered = true;
         self.end.refused_early(self.peer, refusal);
@@ -556,26 +588,30 @@ impl<I> ClockedIo<I> {
         region.extend_from_slice(&buf.filled()[before..]);
         buf.set_filled(before);
         let mut lines = Vec::new();
-        if let (Some(end), true) = (self.framing.continued_end(), offset > 0) {
-            lines.push(0..offset + end); // the held line, ended now
+        if let (Some((end, head)), true) = (self.framing.continued_end(), offset > 0) {
+            lines.push((0..offset + end, head)); // the held line, ended now
         }
         lines.extend(
             self.framing
                 .high_lines()
                 .iter()
-                .map(|r| r.start + offset..r.end + offset),
+                .map(|(r, head)| (r.start + offset..r.end + offset, *head)),
         );
         let cut = match self.framing.open_line() {
+            // Past the head buffer and not answered (`take_overlong`): hyper
+            // gets it, and bounds it.
+            Some(_) if self.framing.line_past_max() => region.len(),
             Some(Some(from)) => offset + from,
             Some(None) if offset > 0 => 0,
-            // Begun in bytes hyper has (from `replay`): it gets the rest too.
+            // Begun in bytes hyper already has: it gets the rest too.
             Some(None) | None => region.len(),
         };
         let mut out = Vec::with_capacity(cut + 64);
         let mut at = 0;
-        for line in lines {
+        for (line, head) in lines {
             if let Some(escaped) = super::raw_target::encoded(&region[line.clone()]) {
                 out.extend_from_slice(&region[at..line.start]);
+                self.clock.note_escaped(head, escaped.len() - line.len());
                 out.extend_from_slice(&escaped);
                 at = line.end;
             }
@@ -651,22 +687,25 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
                     this.answer_early(cx, RequestError::RequestLineTooLong);
                     return Poll::Ready(Ok(()));
                 }
-                // Behind a response still under way: hyper answers it, in
-                // turn, with its 431.
+                // Behind a response still under way: its bytes go on to
+                // hyper, which answers 431 in turn, unless a later read
+                // finds it answerable first (the mark comes again).
             }
-            if fed.is_ok() && this.lines_to_pass() && !this.pass_lines(buf, before) {
+            let bad = fed.err().map(|BadChunk(at)| at);
+            if let Some(at) = bad {
+                // hyper gets the bytes before the bad one (its head and the
+                // good chunks; a held line's start first), then the error
+                // on its next read.
+                buf.set_filled(before + at);
+            }
+            if this.lines_to_pass() && !this.pass_lines(buf, before) && bad.is_none() {
                 // All of it held: read on, until the socket has no more
                 // (its pending read wakes this task) or the line ends. The
                 // line's bound (`take_overlong`) bounds the loop.
                 continue;
             }
-            if let Err(BadChunk(at)) = fed {
-                // hyper gets the bytes before the bad one (its head and the
-                // good chunks), then the error on its next read.
-                buf.set_filled(before + at);
-                if at == 0 {
-                    return Poll::Ready(Err(bad_chunk()));
-                }
+            if bad.is_some() && buf.filled().len() == before {
+                return Poll::Ready(Err(bad_chunk()));
             }
             return read;
         }

@@ -1,15 +1,17 @@
 //! Request targets with raw bytes that are not UTF-8, made acceptable to hyper.
 //!
 //! A client may send raw bytes above ASCII in a request target (`GET
-//! /caf\xe9`): RFC 9112 does not allow them, but gunicorn takes them (each
-//! byte one latin-1 code point of `PATH_INFO`), and so do old clients and
-//! crawlers. hyper's URI type takes raw bytes only when they form UTF-8,
-//! and answers 400 otherwise. For such a target `ClockedIo` hands hyper the
-//! request line with every byte above ASCII in its target percent-encoded
-//! (`/caf%E9`) instead: `PATH_INFO` is percent-decoded, so it comes out as
-//! gunicorn's; `QUERY_STRING` and `RAW_URI` show the escapes, which an app's
-//! query parser decodes to the same bytes. A target that is UTF-8 (or that
-//! hyper refuses for another reason) is left as sent.
+//! /caf\xe9`): RFC 9112 does not allow them, but old clients and crawlers
+//! send them, and uWSGI and gunicorn up to 23 served them. hyper's URI type
+//! takes raw bytes only when they form UTF-8, and answers 400 otherwise.
+//! For such a target `ClockedIo` hands hyper the request line with every
+//! byte above ASCII in its target percent-encoded (`/caf%E9`) instead:
+//! `PATH_INFO` is percent-decoded, so each raw byte comes out as one
+//! latin-1 code point, as PEP 3333 has it; `QUERY_STRING` and `RAW_URI` show
+//! the escapes, which an app's query parser decodes to the same bytes.
+//! `--limit-request-line` still counts the line as sent (`Clock::escaped`).
+//! A target that is UTF-8 (or that hyper refuses for another reason) is
+//! left as sent.
 
 use std::fmt::Write;
 

@@ -55,7 +55,13 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
         let (mut head, body) = req.into_parts();
         let body_end = self.conn.note_request(!body.is_end_stream());
         let declared = body.size_hint().exact();
-        let refused = super::head::check_head(&head, &self.limits.head)
+        // `--limit-request-line` counts a target as the client sent it,
+        // before `ClockedIo` escaped its raw bytes.
+        let mut limits = self.limits.head;
+        if let Some(max) = limits.request_line.as_mut() {
+            *max += self.clock.escaped(self.conn.requests());
+        }
+        let refused = super::head::check_head(&head, &limits)
             .and_then(|()| check_length(declared, &self.limits))
             .and_then(|()| super::proxy::mark_scheme(&mut head, &self.conn, &self.proxies))
             .err();
