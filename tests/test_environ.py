@@ -134,6 +134,36 @@ def test_limit_request_line_counts_raw_bytes_as_sent(server, raw, status):
     assert resp.status == status, (len(line), resp)
 
 
+def test_escaped_lines_pipelined_are_each_counted_as_sent(server):
+    """Several escaped lines read together: each is held to the limit as sent."""
+    lines = [
+        b"GET /env/A" + b"\xe9" * 1500,
+        b"GET /env/B" + b"\xe9" * 10,
+        b"GET /env/C" + b"\xe9" * 3000,
+    ]
+    with server.connect() as conn:
+        conn.send(b"".join(line + b" HTTP/1.1\r\nHost: x\r\n\r\n" for line in lines))
+        statuses = [conn.read_response().status for _ in lines]
+    assert statuses == [200, 200, 200]
+
+
+def test_good_requests_before_a_bad_chunk_line_are_all_answered(server):
+    """Escaped lines that outgrow hyper's buffer wait in `replay`: a chunk line
+    refused later in the same read must not discard them."""
+    raw = b"".join(
+        rawhttp.build_request("GET", f"/env/R{i}/" + "\xe9" * 1300) for i in range(3)
+    ) + b"".join(rawhttp.build_request("GET", f"/env/p{i}") for i in range(5))
+    bad = (
+        b"POST /env/bad?read=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n5 \r\nhello\r\n0\r\n\r\n"
+    )
+    with server.connect() as conn:
+        conn.send(raw + bad)
+        statuses = [conn.read_response().status for _ in range(9)]
+        assert conn.wait_closed()
+    assert statuses == [200] * 8 + [400]
+
+
 def test_a_held_line_start_survives_a_bad_chunk_in_the_same_read(server):
     """The start of a request line held back for its LF is handed over even
     when the read that ends it also holds a chunk line that is refused."""

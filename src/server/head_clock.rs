@@ -38,12 +38,13 @@ use crate::error::RequestError;
 use crate::exchange::ConnInfo;
 use hyper::body::Bytes;
 use parking_lot::Mutex;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -91,6 +92,9 @@ enum OnExpiry {
     Answer408,
 }
 
+/// Heads whose targets were escaped, by number, with the bytes that added.
+type EscapedHeads = VecDeque<(u64, usize)>;
+
 /// One connection's head clock, shared by its `ClockedIo`, its service and its response bodies.
 #[derive(Debug)]
 pub(crate) struct Clock {
@@ -109,9 +113,10 @@ pub(crate) struct Clock {
     unarmed: AtomicBool,
     /// Responses done on this connection.
     served: AtomicU32,
-    /// The last head whose target `ClockedIo` escaped (`raw_target.rs`),
-    /// by number, and the bytes that added: `head << 24 | added`.
-    escaped: AtomicU64,
+    /// The heads whose targets `ClockedIo` escaped (`raw_target.rs`) and
+    /// the service has not yet taken, by number, with the bytes that added
+    /// (boxed: most connections never have one).
+    escaped: Mutex<Option<Box<EscapedHeads>>>,
 }
 
 /// How long a connection idles between requests before it comes to rest
@@ -127,10 +132,6 @@ const REST_AFTER: Duration = Duration::from_millis(500);
 /// How long `ClockedIo::refuse` waits for the client to take its answer.
 const REFUSE_WAIT: Duration = Duration::from_secs(2);
 
-/// `Clock::escaped`'s bytes added (a request line within the head buffer
-/// gains at most twice its length).
-const ESCAPED_MASK: u64 = (1 << 24) - 1;
-
 impl Clock {
     /// A clock for a connection accepted now.
     pub(crate) fn new(keep_alive: Duration, header_timeout: Option<Duration>) -> Arc<Self> {
@@ -145,7 +146,7 @@ impl Clock {
             rest_due: AtomicBool::new(false),
             unarmed: AtomicBool::new(false),
             served: AtomicU32::new(0),
-            escaped: AtomicU64::new(0),
+            escaped: Mutex::new(None),
         })
     }
 
@@ -247,19 +248,35 @@ impl Clock {
     /// Head number `head`'s target was escaped, which made its request
     /// line `added` bytes longer than the client sent it.
     fn note_escaped(&self, head: u64, added: usize) {
-        let added = u64::try_from(added).unwrap_or(u64::MAX).min(ESCAPED_MASK);
-        self.escaped.store(head << 24 | added, Ordering::Relaxed);
+        self.escaped
+            .lock()
+            .get_or_insert_with(Default::default)
+            .push_back((head, added));
     }
 
     /// How many bytes escaping added to head number `head`'s request line
     /// (`--limit-request-line` counts the line as the client sent it).
+    /// Heads are taken in order: notes of earlier ones (refused before the
+    /// service saw them) go with it.
     pub(crate) fn escaped(&self, head: u64) -> usize {
-        let packed = self.escaped.load(Ordering::Relaxed);
-        if packed >> 24 == head & (u64::MAX >> 24) && packed != 0 {
-            usize::try_from(packed & ESCAPED_MASK).unwrap_or(0)
-        } else {
-            0
+        let mut notes = self.escaped.lock();
+        let Some(queue) = notes.as_mut() else {
+            return 0;
+        };
+        while queue.front().is_some_and(|&(h, _)| h < head) {
+            queue.pop_front();
         }
+        let added = match queue.front() {
+            Some(&(h, added)) if h == head => {
+                queue.pop_front();
+                added
+            }
+            _ => 0,
+        };
+        if queue.is_empty() {
+            *notes = None;
+        }
+        added
     }
 
     /// Whether an answer written straight to the socket now would be the
@@ -650,14 +667,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
             this.expire(cx, on_expiry);
             return Poll::Ready(Ok(()));
         }
-        if this.framing.broken() {
-            return Poll::Ready(Err(bad_chunk()));
-        }
         if !this.replay.is_empty() {
-            // Already seen by the framing and the clock when first read.
+            // Already seen by the framing and the clock when first read
+            // (before any chunk line that broke: those bytes come first).
             let n = this.replay.len().min(buf.remaining());
             buf.put_slice(&this.replay.split_to(n));
             return Poll::Ready(Ok(()));
+        }
+        if this.framing.broken() {
+            return Poll::Ready(Err(bad_chunk()));
         }
         let before = buf.filled().len();
         loop {
@@ -825,6 +843,23 @@ mod tests {
         clock.bytes_arrived();
         assert_eq!(clock.rest_at(), None, "a head is coming");
         assert!(!clock.at_rest());
+    }
+
+    #[tokio::test]
+    async fn escaped_notes_are_taken_per_head_in_order() {
+        let clock = Clock::new(Duration::from_secs(5), None);
+        assert_eq!(clock.escaped(1), 0);
+        clock.note_escaped(1, 10);
+        clock.note_escaped(2, 20);
+        clock.note_escaped(4, 40);
+        assert_eq!(clock.escaped(1), 10);
+        assert_eq!(clock.escaped(2), 20);
+        assert_eq!(clock.escaped(3), 0);
+        assert_eq!(clock.escaped(5), 0, "head 4 never reached the service");
+        assert!(
+            clock.escaped.lock().is_none(),
+            "nothing kept once all are taken"
+        );
     }
 
     #[test]
