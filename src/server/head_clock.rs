@@ -684,8 +684,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
                 return read;
             }
             if buf.filled().len() == before {
-                // The client's close: hyper gets the held start of a line first.
+                // The client's close: hyper gets the held start of a line
+                // first (escaped like a whole one, when it can be).
                 let held = std::mem::take(&mut this.held);
+                let held = super::raw_target::encoded(&held).unwrap_or(held);
                 this.give(buf, held);
                 return read;
             }
