@@ -117,6 +117,9 @@ pub(crate) struct Clock {
     /// the service has not yet taken, by number, with the bytes that added
     /// (boxed: most connections never have one).
     escaped: Mutex<Option<Box<EscapedHeads>>>,
+    /// Whether `escaped` may hold a note: the service looks no further
+    /// when it does not (no lock per request).
+    any_escaped: AtomicBool,
 }
 
 /// How long a connection idles between requests before it comes to rest
@@ -147,6 +150,7 @@ impl Clock {
             unarmed: AtomicBool::new(false),
             served: AtomicU32::new(0),
             escaped: Mutex::new(None),
+            any_escaped: AtomicBool::new(false),
         })
     }
 
@@ -252,6 +256,7 @@ impl Clock {
             .lock()
             .get_or_insert_with(Default::default)
             .push_back((head, added));
+        self.any_escaped.store(true, Ordering::Relaxed);
     }
 
     /// How many bytes escaping added to head number `head`'s request line
@@ -259,6 +264,9 @@ impl Clock {
     /// Heads are taken in order: notes of earlier ones (refused before the
     /// service saw them) go with it.
     pub(crate) fn escaped(&self, head: u64) -> usize {
+        if !self.any_escaped.load(Ordering::Relaxed) {
+            return 0;
+        }
         let mut notes = self.escaped.lock();
         let Some(queue) = notes.as_mut() else {
             return 0;
@@ -275,6 +283,7 @@ impl Clock {
         };
         if queue.is_empty() {
             *notes = None;
+            self.any_escaped.store(false, Ordering::Relaxed);
         }
         added
     }
@@ -423,6 +432,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
         self.clock.expire();
         self.timer = None;
         let _ = Pin::new(&mut self.io).poll_write(cx, &early_answer(refusal));
+        self.answered(refusal);
+    }
+
+    /// A head was answered here (`answer_early`, `refuse`): recorded like
+    /// every refusal (a request that never had a head).
+    fn answered(&mut self, refusal: RequestError) {
         self.wrote = true;
         self.answered = true;
         self.end.refused_early(self.peer, refusal);
@@ -489,9 +504,7 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
         // fill the socket) gets the close alone.
         let answer = early_answer(refusal);
         let _ = tokio::time::timeout(REFUSE_WAIT, self.io.write_all(&answer)).await;
-        self.wrote = true;
-        self.answered = true;
-        self.end.refused_early(self.peer, refusal);
+        self.answered(refusal);
     }
 
     /// Closes a connection whose response was given up on or failed part
@@ -634,8 +647,11 @@ impl<I> ClockedIo<I> {
             }
         }
         out.extend_from_slice(&region[at..cut]);
-        if cut < region.len() {
-            self.held = region[cut..].to_vec();
+        // The rest stays held, moved rather than copied (a line trickled
+        // byte by byte is not copied again at each read).
+        region.drain(..cut);
+        if !region.is_empty() {
+            self.held = region; // else freed: an idle connection holds none
         }
         self.give(buf, out)
     }
