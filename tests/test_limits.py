@@ -156,3 +156,19 @@ def test_a_refused_target_is_logged_shortened(server):
     found = server.wait_log(r"414 GET /env/limit-s\?a+\.\.\. \(\d+ bytes\)", since=mark)
     assert found, server.log(since=mark)[-2000:]
     assert len(found.string) < 600, found.string
+
+
+@pytest.mark.parametrize("limit", ["4094", "0"])
+def test_a_raw_target_that_outgrows_the_head_buffer_escaped_gets_414(start_server, mode, limit):
+    """Raw bytes that are not UTF-8 take three bytes each once escaped for
+    hyper: 22,000 of them no longer fit its 64 KiB buffer, and the line is
+    answered 414 as one that long as sent would be (hyper's answer was 431);
+    behind a response, in turn."""
+    srv = start_server("router_app:app", "--limit-request-line", limit, mode=mode)
+    raw = b"GET /env/" + b"\xe9" * 22000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    with srv.connect() as conn:
+        conn.send(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n" + raw)
+        statuses = [conn.read_response().status for _ in range(2)]
+        closed = conn.wait_closed(timeout=5)
+    assert (statuses, closed) == ([200, 414], True)
+    assert "head_too_large" not in srv.log()

@@ -224,6 +224,11 @@ impl Framing {
         self.continued_end
     }
 
+    /// The length from which a request line is marked (`take_overlong`).
+    pub(crate) fn line_max(&self) -> usize {
+        self.line_max
+    }
+
     /// The request line being read has reached `line_max` bytes.
     pub(crate) fn line_past_max(&self) -> bool {
         self.line >= self.line_max

@@ -611,8 +611,10 @@ impl<I> ClockedIo<I> {
     /// until its LF comes (unless hyper already has its start), so that a
     /// target with raw bytes that are not UTF-8 can be escaped
     /// (`raw_target.rs`). What no longer fits in `buf` is read next, from
-    /// `replay`. Returns false when all of it was held.
-    fn pass_lines(&mut self, buf: &mut ReadBuf<'_>, before: usize) -> bool {
+    /// `replay`. Returns whether any bytes were given (none when all of them
+    /// were held), and the first head whose line, escaped, no longer fits
+    /// hyper's buffer (hyper would answer it 431).
+    fn pass_lines(&mut self, buf: &mut ReadBuf<'_>, before: usize) -> (bool, Option<u64>) {
         let mut region = std::mem::take(&mut self.held);
         let offset = region.len();
         region.extend_from_slice(&buf.filled()[before..]);
@@ -638,8 +640,12 @@ impl<I> ClockedIo<I> {
         };
         let mut out = Vec::with_capacity(cut + 64);
         let mut at = 0;
+        let mut overgrown = None;
         for (line, head) in lines {
             if let Some(escaped) = super::raw_target::encoded(&region[line.clone()]) {
+                if escaped.len() >= self.framing.line_max() {
+                    overgrown = overgrown.or(Some(head));
+                }
                 out.extend_from_slice(&region[at..line.start]);
                 self.clock.note_escaped(head, escaped.len() - line.len());
                 out.extend_from_slice(&escaped);
@@ -653,7 +659,7 @@ impl<I> ClockedIo<I> {
         if !region.is_empty() {
             self.held = region; // else freed: an idle connection holds none
         }
-        self.give(buf, out)
+        (self.give(buf, out), overgrown)
     }
 
     /// Puts `bytes` in `buf`, and what does not fit in `replay` (empty
@@ -734,11 +740,23 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
                 // on its next read.
                 buf.set_filled(before + at);
             }
-            if this.lines_to_pass() && !this.pass_lines(buf, before) && bad.is_none() {
-                // All of it held: read on, until the socket has no more
-                // (its pending read wakes this task) or the line ends. The
-                // line's bound (`take_overlong`) bounds the loop.
-                continue;
+            if this.lines_to_pass() {
+                let (given, overgrown) = this.pass_lines(buf, before);
+                if overgrown.is_some_and(|head| this.clock.answerable(head)) {
+                    // Escaped, its line passes hyper's buffer: 414, as for
+                    // a line that long as sent.
+                    buf.set_filled(before);
+                    this.replay = Bytes::new();
+                    this.held = Vec::new();
+                    this.answer_early(cx, RequestError::RequestLineTooLong);
+                    return Poll::Ready(Ok(()));
+                }
+                if !given && bad.is_none() {
+                    // All of it held: read on, until the socket has no more
+                    // (its pending read wakes this task) or the line ends.
+                    // The line's bound (`take_overlong`) bounds the loop.
+                    continue;
+                }
             }
             if bad.is_some() && buf.filled().len() == before {
                 return Poll::Ready(Err(bad_chunk()));
