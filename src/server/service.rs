@@ -104,13 +104,12 @@ pub(crate) fn check_length(declared: Option<u64>, limits: &Limits) -> Result<(),
     }
 }
 
-/// Whether `reply` can only end by closing the connection: a streamed body
-/// with no `Content-Length` to an HTTP/1.0 request (which has no chunked
-/// coding). hyper would say `Connection: keep-alive` to a client that asked
-/// for it, then close to end the body; the head says `close` instead.
-fn close_delimited(record: &Record, reply: &Reply) -> bool {
-    record.head.version == http::Version::HTTP_10
-        && matches!(reply.body, ResponseBody::Stream(_))
+/// Whether `reply` to an HTTP/1.0 request (which has no chunked coding) can
+/// only end by closing the connection: a streamed body with no
+/// `Content-Length`. hyper would say `Connection: keep-alive` to a client
+/// that asked for it, then close to end the body; the head says `close`.
+fn close_delimited(reply: &Reply) -> bool {
+    matches!(reply.body, ResponseBody::Stream(_))
         && !reply.headers.contains_key(http::header::CONTENT_LENGTH)
 }
 
@@ -137,19 +136,22 @@ impl Future for ReplyFuture {
             }
         };
         let mut reply = reply;
-        if this.draining.load(Ordering::Relaxed) || close_delimited(&this.record, &reply) {
+        // HTTP/1.1 responses pay for none of the HTTP/1.0 checks.
+        let http10 = this.record.head.version == http::Version::HTTP_10;
+        if this.draining.load(Ordering::Relaxed) || (http10 && close_delimited(&reply)) {
             reply.headers.insert(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
             );
         }
-        let closes = reply
-            .headers
-            .get(http::header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let closes = http10
+            && reply
+                .headers
+                .get(http::header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let (record, clock) = (this.record.clone(), this.clock.clone());
         let mut res = reply.into_response(|body| Counted::new(body, record, clock));
-        if closes && this.record.head.version == http::Version::HTTP_10 {
+        if closes {
             // hyper answers an HTTP/1.0 client that asked for keep-alive
             // with `keep-alive` appended to any `Connection` of a response
             // marked HTTP/1.1 ("close, keep-alive"); one marked HTTP/1.0
