@@ -110,12 +110,22 @@ struct HeadFraming {
 /// The longest field name compared (`transfer-encoding`).
 const NAME_MAX: usize = 17;
 
+/// No offset in a feed (offsets are kept in 32 bits: a feed is one read,
+/// at most the head buffer).
+const NOWHERE: u32 = u32::MAX;
+
+/// An offset in a feed, in 32 bits (`NOWHERE` past them: never so).
+fn offset(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(NOWHERE)
+}
+
 /// One connection's framing follower.
 #[derive(Debug, Clone)]
 pub(crate) struct Framing {
     state: State,
     name: [u8; NAME_MAX],
-    name_len: usize,
+    /// The name's length so far (saturating: past `NAME_MAX` it is no name compared).
+    name_len: u8,
     field: Field,
     /// The digits of the current `Content-Length` value.
     value: Option<u64>,
@@ -128,23 +138,25 @@ pub(crate) struct Framing {
     /// Request lines begun so far.
     heads: u64,
     /// Bytes of the request line being read so far (with the empty lines
-    /// before it, which hyper buffers too).
-    line: usize,
+    /// before it, which hyper buffers too), saturating.
+    line: u32,
     /// A request line of this many bytes cannot be parsed by hyper.
     line_max: usize,
-    /// The number of the first head (counted like `heads`) whose request
-    /// line reached `line_max`, until taken.
-    overlong: Option<u64>,
+    /// The number of the first head (counted like `heads`, so never 0)
+    /// whose request line reached `line_max`, until taken; 0 when none.
+    overlong: u64,
     /// Where the request line being read began in the bytes of this `feed`
     /// (`None`: in an earlier one).
-    line_from: Option<usize>,
+    line_from: Option<u32>,
     /// The request lines begun and ended within the bytes of the last
     /// `feed` that hold a byte above ASCII (without their LF), with their
     /// head's number.
     high_lines: Vec<(std::ops::Range<usize>, u64)>,
     /// Where, in the bytes of the last `feed`, the LF is that ended a
-    /// request line begun in an earlier one, and its head's number.
-    continued_end: Option<(usize, u64)>,
+    /// request line begun in an earlier one (`NOWHERE`: none did), and
+    /// its head's number.
+    continued_at: u32,
+    continued_head: u64,
 }
 
 impl Default for Framing {
@@ -162,10 +174,11 @@ impl Default for Framing {
             heads: 0,
             line: 0,
             line_max: usize::MAX,
-            overlong: None,
+            overlong: 0,
             line_from: None,
             high_lines: Vec::new(),
-            continued_end: None,
+            continued_at: NOWHERE,
+            continued_head: 0,
         }
     }
 }
@@ -207,7 +220,7 @@ impl Framing {
     /// A line still being read past the bound is marked again by each
     /// later feed of its bytes.
     pub(crate) fn take_overlong(&mut self) -> Option<u64> {
-        self.overlong.take()
+        (self.overlong != 0).then(|| std::mem::take(&mut self.overlong))
     }
 
     /// The request lines begun and ended within the bytes of the last
@@ -221,7 +234,7 @@ impl Framing {
     /// Where the LF is, in the bytes of the last `feed`, that ended a
     /// request line begun in an earlier one, and its head's number.
     pub(crate) fn continued_end(&self) -> Option<(usize, u64)> {
-        self.continued_end
+        (self.continued_at != NOWHERE).then_some((self.continued_at as usize, self.continued_head))
     }
 
     /// The length from which a request line is marked (`take_overlong`).
@@ -231,22 +244,23 @@ impl Framing {
 
     /// The request line being read has reached `line_max` bytes.
     pub(crate) fn line_past_max(&self) -> bool {
-        self.line >= self.line_max
+        self.line as usize >= self.line_max
     }
 
     /// The bytes of the last `feed` end inside a request line: `Some` with
     /// where it began in them, `Some(None)` when it began in an earlier one.
     pub(crate) fn open_line(&self) -> Option<Option<usize>> {
-        (self.state == State::RequestLine).then_some(self.line_from)
+        (self.state == State::RequestLine).then_some(self.line_from.map(|at| at as usize))
     }
 
     /// Counts `n` more bytes of a request line (or of the empty lines
     /// before one, which belong to the next head).
     fn line_bytes(&mut self, n: usize) {
-        self.line = self.line.saturating_add(n);
-        if self.line >= self.line_max && self.overlong.is_none() {
-            let head = self.heads + u64::from(self.state == State::Start);
-            self.overlong = Some(head);
+        self.line = self
+            .line
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+        if self.line as usize >= self.line_max && self.overlong == 0 {
+            self.overlong = self.heads + u64::from(self.state == State::Start);
         }
     }
 
@@ -283,7 +297,7 @@ impl Framing {
         let mut i = 0;
         self.line_from = None;
         self.high_lines.clear();
-        self.continued_end = None;
+        self.continued_at = NOWHERE;
         while i < bytes.len() {
             match self.state {
                 State::Opaque => return Ok(()),
@@ -314,13 +328,16 @@ impl Framing {
                         Some(at) => {
                             if line {
                                 self.line_bytes(at + 1);
-                                match self.line_from.take() {
+                                match self.line_from.take().map(|from| from as usize) {
                                     Some(from) => {
                                         if bytes[from..i + at].iter().any(|b| !b.is_ascii()) {
                                             self.high_lines.push((from..i + at, self.heads));
                                         }
                                     }
-                                    None => self.continued_end = Some((i + at, self.heads)),
+                                    None => {
+                                        self.continued_at = offset(i + at);
+                                        self.continued_head = self.heads;
+                                    }
                                 }
                             }
                             i += at;
@@ -343,7 +360,9 @@ impl Framing {
                     self.step(bytes[i]);
                     match self.state {
                         State::Broken => return Err(BadChunk(i)),
-                        State::RequestLine if before == State::Start => self.line_from = Some(i),
+                        State::RequestLine if before == State::Start => {
+                            self.line_from = Some(offset(i));
+                        }
                         _ => {}
                     }
                     i += 1;
@@ -521,15 +540,17 @@ impl Framing {
     }
 
     fn push_name(&mut self, b: u8) {
-        if self.name_len < NAME_MAX {
-            self.name[self.name_len] = b.to_ascii_lowercase();
+        let len = usize::from(self.name_len);
+        if len < NAME_MAX {
+            self.name[len] = b.to_ascii_lowercase();
         }
-        self.name_len += 1;
+        self.name_len = self.name_len.saturating_add(1);
     }
 
     fn field_named(&self) -> Field {
-        match &self.name[..self.name_len.min(NAME_MAX)] {
-            _ if self.name_len > NAME_MAX => Field::Other,
+        let len = usize::from(self.name_len);
+        match &self.name[..len.min(NAME_MAX)] {
+            _ if len > NAME_MAX => Field::Other,
             b"content-length" => Field::ContentLength,
             b"transfer-encoding" => Field::TransferEncoding,
             _ => Field::Other,

@@ -240,7 +240,6 @@ impl AcceptCtx {
                 io,
                 clock.clone(),
                 end.clone(),
-                remote,
                 limits.body_timeout,
                 info.clone(),
                 limits.read_buffer,

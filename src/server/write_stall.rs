@@ -29,8 +29,14 @@ use tokio::time::{Instant, Sleep};
 pub(crate) struct WriteStall {
     /// `--body-timeout`; `None` waits forever.
     limit: Option<Duration>,
-    /// Made at the first stall and reset at the next ones.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// Made at the first stall and kept for the next ones (boxed: most
+    /// connections never stall, and an idle one holds only the pointer).
+    stalled: Option<Box<Stalled>>,
+}
+
+/// The state of a connection's stalls.
+struct Stalled {
+    timer: Pin<Box<Sleep>>,
     /// While the last write found the socket full: when the client was last
     /// seen taking bytes (or the stall began).
     since: Option<Instant>,
@@ -42,9 +48,7 @@ impl WriteStall {
     pub(crate) fn new(limit: Option<Duration>) -> Self {
         WriteStall {
             limit,
-            timer: None,
-            since: None,
-            queued: 0,
+            stalled: None,
         }
     }
 
@@ -58,59 +62,55 @@ impl WriteStall {
         r: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if !r.is_pending() {
-            self.since = None;
+            if let Some(s) = self.stalled.as_mut() {
+                s.since = None;
+            }
             return r;
         }
         let Some(limit) = self.limit else {
             return r;
         };
         let look = limit / 4;
-        let mut since = match self.since {
+        let s = self.stalled.get_or_insert_with(|| {
+            Box::new(Stalled {
+                timer: Box::pin(tokio::time::sleep_until(Instant::now() + look)),
+                since: None,
+                queued: 0,
+            })
+        });
+        let mut since = match s.since {
             Some(since) => since,
             None => {
                 let now = Instant::now();
-                self.queued = queued(fd);
-                self.arm(now + look);
+                s.queued = queued(fd);
+                s.timer.as_mut().reset(now + look);
                 now
             }
         };
         loop {
-            self.since = Some(since);
-            let Some(timer) = self.timer.as_mut() else {
-                // Never so (the timer is armed when `since` is set), but a
-                // `Pending` with no timer would never be woken: arm one.
-                self.arm(Instant::now() + look);
-                continue;
-            };
-            if timer.as_mut().poll(cx).is_pending() {
+            s.since = Some(since);
+            if s.timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             let now = Instant::now();
             let left = queued(fd);
-            if left < self.queued {
+            if left < s.queued {
                 // Slow, but the client took something: the limit counts
                 // from here.
-                self.queued = left;
+                s.queued = left;
                 since = now;
             }
             let deadline = since + limit;
             if now < deadline {
-                self.arm(deadline.min(now + look));
+                s.timer.as_mut().reset(deadline.min(now + look));
                 continue;
             }
-            self.since = None;
+            s.since = None;
             reset_on_close(fd);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "client took no response byte within --body-timeout",
             )));
-        }
-    }
-
-    fn arm(&mut self, deadline: Instant) {
-        match &mut self.timer {
-            Some(t) => t.as_mut().reset(deadline),
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
         }
     }
 }
