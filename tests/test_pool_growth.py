@@ -252,6 +252,48 @@ def test_timeout_kills_a_worker_whose_slots_are_stuck_beside_parked_uploads(star
     spinning.join(WAIT)
 
 
+def test_timeout_kills_a_worker_whose_slots_are_stuck_beside_a_trickling_upload(start_server):
+    """Operator probe (session 17): an upload reading piece by piece comes back
+    from read() at each piece and, finding the only slot held, goes ahead beyond
+    --threads after a while; its next read gave a slot back, and the heartbeat
+    took that for the app moving: the worker was never replaced while the
+    client kept trickling. Only a slot within --threads given back counts."""
+    srv = start_server(APP, "--threads", "1", "--timeout", "2", mode="thread")
+    piece, pieces = 100, 400
+    tok = new_token()
+    stop = threading.Event()
+    with srv.connect(timeout=WAIT) as conn:
+        conn.send(
+            rawhttp.build_request(
+                "POST", f"/pieces?token={tok}&n={piece}", [("Content-Length", str(piece * pieces))]
+            )
+        )
+        assert srv.wait_records("arrived", 1, timeout=WAIT) == [tok], srv.log()
+
+        def trickle():
+            for _ in range(pieces):  # bounded: 400 pieces, 0.1 s apart at most
+                if stop.wait(0.1):
+                    return
+                try:
+                    conn.send(b"x" * piece)
+                except OSError:
+                    return  # the worker was replaced
+
+        trickling = threading.Thread(target=trickle, daemon=True)
+        trickling.start()
+        spinning = threading.Thread(
+            target=lambda: _quietly(srv.get, "/spin?seconds=30"), daemon=True
+        )
+        spinning.start()
+        try:
+            assert srv.wait_log(r"WORKER TIMEOUT \(pid:\d+\)", timeout=WAIT), srv.log()
+        finally:
+            stop.set()
+            trickling.join(WAIT)
+    assert wait_until(lambda: _quietly(srv.get, "/ping/again"), timeout=WAIT), srv.log()
+    spinning.join(WAIT)
+
+
 def test_term_stops_a_grown_pool(start_server):
     srv = start_server(APP, "--threads", "1", mode="thread")
     with Uploads(srv, 4) as uploads:

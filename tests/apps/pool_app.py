@@ -8,7 +8,9 @@ once (outside `read()`). `/locked?token=T` records T under `locking`, takes a
 module-wide lock (bounded wait), records T under `locked`, reads its whole
 body while holding the lock, and answers the body's size. `/threads`
 answers how many threads named `siesta-N` `threading` knows;
-`/spin?seconds=S` holds its thread in the app (bounded); anything else
+`/spin?seconds=S` holds its thread in the app (bounded); `/pieces?token=T&n=N`
+records T under `arrived` and reads its body N bytes at a time (so it comes
+back from `read()` at every piece), answering its size; anything else
 answers `pong`. Paths are recorded by `dispatch`.
 """
 
@@ -50,6 +52,15 @@ def upload(environ, start_response):
     body = environ["wsgi.input"].read()
     _work()
     return _answer(start_response, str(len(body)).encode())
+
+
+def pieces(environ, start_response):
+    record("arrived", token(environ))
+    n = int(params(environ).get("n", "100"))
+    size = 0
+    while block := environ["wsgi.input"].read(n):
+        size += len(block)
+    return _answer(start_response, str(size).encode())
 
 
 def locked(environ, start_response):
@@ -95,6 +106,7 @@ def ping(environ, start_response):
 
 ROUTES = {
     "upload": upload,
+    "pieces": pieces,
     "work": work,
     "locked": locked,
     "max": most,

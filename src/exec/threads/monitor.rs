@@ -36,13 +36,14 @@ impl Pool {
     }
 
     /// Whether the pool is making progress (for the heartbeat): an app slot
-    /// is free, or a job finished or a wait began since `mark` (which is
-    /// updated). Stuck means every slot is held by a thread inside app code
-    /// and none came back; threads parked on the network, idle or driving
-    /// beside them serve nothing new.
+    /// is free, or a job finished or a slot was given back to wait on the
+    /// network since `mark` (which is updated). Stuck means every slot is
+    /// held by a thread inside app code and none came back; threads parked
+    /// on the network, idle or driving beside them, or running beyond
+    /// `--threads`, serve nothing new.
     pub(crate) fn making_progress(&self, mark: &mut u64) -> bool {
         let st = self.state.lock();
-        let now = st.turns + st.completed;
+        let now = st.slot_waits + st.completed;
         let moved = now != *mark;
         *mark = now;
         moved || st.running < self.size.threads

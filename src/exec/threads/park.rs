@@ -37,6 +37,9 @@ impl Pool {
         if blocked {
             st.turns += 1;
             st.last_turn = Instant::now();
+            if st.running <= self.size.threads {
+                st.slot_waits += 1;
+            }
             st.waiting += 1;
             st.release();
             if st.resuming > 0 {
@@ -70,8 +73,9 @@ impl Pool {
             crate::log::error::write(
                 crate::log::error::Level::Warning,
                 "A request back from the network waited for an app slot while no \
-                 thread of the app made progress; it runs beyond --threads (does the \
-                 app hold a lock or connection across wsgi.input.read()?)",
+                 thread of the app made progress; it runs beyond --threads (the app's \
+                 threads are stuck, or wait for something this request holds: a lock \
+                 or connection taken before wsgi.input.read())",
             );
         }
     }

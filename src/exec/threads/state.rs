@@ -42,6 +42,11 @@ pub(super) struct State {
     pub expired: Vec<Job>,
     /// Jobs served to the end, for the heartbeat.
     pub completed: u64,
+    /// Bumped when a thread gives one of the `--threads` app slots back to
+    /// wait on the network: the app moved (the heartbeat's other sign). A
+    /// thread running beyond `--threads` (back late, `park.rs`) does not
+    /// count: its request moves, but every slot may be held by a stuck app.
+    pub slot_waits: u64,
     /// Threads waiting on the network for their request (in `wait.rs`):
     /// not stuck in the app, whatever the others do, and holding no slot.
     pub waiting: usize,
@@ -79,6 +84,7 @@ impl State {
             driver: false,
             coreless: Vec::new(),
             turns: 0,
+            slot_waits: 0,
             turning: 0,
             last_turn: Instant::now(),
             monitor_asleep: false,
