@@ -465,6 +465,41 @@ def test_hup_reloads_changed_code_without_failing_a_request(launch, mode, tmp_pa
     assert srv.alive(), srv.log()
 
 
+def test_a_hup_whose_app_fails_to_load_keeps_the_running_workers(launch, mode, tmp_path):
+    """Operator probe (session 17): a HUP after a deploy broke the app's import
+    stopped the whole server (exit 4, as gunicorn does): an outage for a
+    `systemctl reload`. The reload is given up instead, as a HUP with a bad config
+    is: the running workers serve on, alone, with their code, and a HUP once the
+    code is fixed reloads it."""
+    loaded = tmp_path / "loaded"
+    marked = f"import os\nopen({str(loaded)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+    code_dir, module = app_module(tmp_path, "hupfail_app", marked + HUP_APP % 0)
+    srv = launch(
+        "-w",
+        "2",
+        app="hupfail_app:app",
+        path=(code_dir, APPS_DIR),
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+        mode=mode,
+    )
+    assert srv.get("/").body == b"generation 0"
+    first = set(srv.worker_pids())
+    # Both workers have the app before it breaks (else the first start fails).
+    assert wait_until(lambda: loaded.exists() and len(loaded.read_text().split()) == 2)
+    module.write_text("x = (\n")  # the new workers cannot import the app
+    srv.signal(signal.SIGHUP)
+    assert srv.wait_log(r"Reload failed: a new worker could not load the app"), srv.log()
+    assert wait_until(lambda: set(children(srv.pid)) == first), "the first workers serve on, alone"
+    assert [srv.get(f"/{i}").body for i in range(20)] == [b"generation 0"] * 20
+    assert srv.alive(), srv.log()
+    assert "App failed to load" not in srv.log()
+    module.write_text(HUP_APP % 1)
+    srv.signal(signal.SIGHUP)
+    assert wait_until(lambda: srv.get("/").body == b"generation 1"), srv.log()
+    assert new_workers(srv, first), "the first workers were not replaced"
+    assert srv.alive(), srv.log()
+
+
 @pytest.mark.timeout(150)
 def test_usr2_then_term_hands_the_port_to_a_new_master(launch, mode, tmp_path):
     """Issue 13: USR2 starts a new master on the same socket; TERM to the old one then
@@ -548,6 +583,40 @@ def test_max_requests_recycles_the_worker(launch, mode):
     assert len(set(pids)) == 2, sorted(set(pids))
     assert pids[:50] == [pids[0]] * 50
     assert srv.wait_log("Autorestarting worker after current request.")
+
+
+def test_max_requests_starts_the_replacement_while_the_worker_drains(launch, mode):
+    """Operator probe (session 17): a worker past --max-requests was replaced only
+    once it had exited, so with -w 1 new connections waited in the backlog for its
+    drain and a fresh worker's boot (gevent p99 696 ms under churn). The worker
+    now tells the master it leaves (a byte in its heartbeat file), and the
+    replacement serves while an upload still holds the old worker."""
+    srv = launch("-w", "1", "--max-requests", "2", mode=mode)
+    old = srv.worker_pid()  # request 1
+    go = threading.Event()
+    upload = Uploader(srv, 256 * 1024, go=go)
+    upload.start()
+    try:
+        assert srv.wait_records("uploads", 1) == ["started"], srv.log()
+        assert srv.worker_pid() == old  # request 2: the worker is due, and drains
+        assert srv.wait_log("Autorestarting worker after current request."), srv.log()
+        # The old worker still holds the upload; a new one answers beside it.
+        assert wait_until(lambda: _pid_other_than(srv, old)), srv.log()
+        assert old in children(srv.pid), "the old worker left before its upload ended"
+    finally:
+        go.set()
+        upload.join(60)
+    upload.check()
+    assert wait_until(lambda: old not in children(srv.pid)), "the old worker never left"
+    assert srv.alive(), srv.log()
+
+
+def _pid_other_than(srv, old):
+    """A worker other than `old` answered /pid (None when the request failed)."""
+    try:
+        return srv.worker_pid() != old
+    except (OSError, rawhttp.IncompleteHead):
+        return None
 
 
 def test_max_worker_rss_recycles_a_growing_worker(launch, mode):

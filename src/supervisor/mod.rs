@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use signals::{Command, SignalPipe};
 use std::time::{Duration, Instant};
-use workers::{Exit, Retire, Table};
+use workers::{Exit, Retire, Table, Worker};
 
 /// gunicorn's exit codes for a worker that could not boot or load the app.
 const WORKER_BOOT_ERROR: i32 = 3;
@@ -105,6 +105,8 @@ impl Supervisor {
             generation: 1,
             stopping: false,
             reload_started: None,
+            target_before_reload: self.config.workers,
+            abandoned: None,
             halt: None,
             observer: self.observer.as_ref(),
             counted_workers: 0,
@@ -165,6 +167,11 @@ struct Master<'a, 'py> {
     stopping: bool,
     /// A reload is under way: the old workers go once the new ones are up.
     reload_started: Option<Instant>,
+    /// `target` before the reload under way (restored if it is given up).
+    target_before_reload: usize,
+    /// The generation of a reload given up because its workers could not
+    /// boot or load the app: their exits are expected, not a reason to halt.
+    abandoned: Option<u64>,
     /// A worker could not boot: exit with this code once all are gone.
     halt: Option<(i32, &'static str)>,
     /// The metrics process (`--metrics-bind`).
@@ -183,6 +190,9 @@ impl Master<'_, '_> {
             Command::GracefulStop => self.stop_all(py, libc::SIGTERM, self.graceful()),
             Command::FastStop => self.stop_all(py, libc::SIGQUIT, FAST_GRACE),
             Command::Reload if !self.stopping => {
+                if self.reload_started.is_none() {
+                    self.target_before_reload = self.target;
+                }
                 match self
                     .cb
                     .call_method0("reload")
@@ -327,31 +337,16 @@ impl Master<'_, '_> {
                 continue;
             };
             crate::metrics::master::exited(pid, worker.retiring.map(observer::retire_reason), code);
-            match exit {
-                Exit::Code(0) => {}
-                Exit::Code(WORKER_BOOT_ERROR) => {
+            let failed_to_start = matches!(exit, Exit::Code(APP_LOAD_ERROR | WORKER_BOOT_ERROR));
+            if failed_to_start && Some(worker.generation) == self.abandoned {
+                // A worker of a reload given up: its failure is known.
+            } else if failed_to_start && self.reload_fails(&worker) {
+                if matches!(exit, Exit::Code(WORKER_BOOT_ERROR)) {
                     crate::log::error::error(&format!("Worker (pid:{pid}) failed to boot"));
-                    self.halt
-                        .get_or_insert((WORKER_BOOT_ERROR, "Worker failed to boot."));
                 }
-                Exit::Code(APP_LOAD_ERROR) => {
-                    self.halt
-                        .get_or_insert((APP_LOAD_ERROR, "App failed to load."));
-                }
-                Exit::Code(c) => {
-                    crate::log::error::error(&format!("Worker (pid:{pid}) exited with code {c}"))
-                }
-                Exit::Signal(libc::SIGKILL) if worker.killed => crate::log::error::error(&format!(
-                    "Worker (pid:{pid}) did not stop in time and was killed: \
-                         the requests it was serving were cut"
-                )),
-                Exit::Signal(libc::SIGKILL) => crate::log::error::error(&format!(
-                    "Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?"
-                )),
-                Exit::Signal(s) => crate::log::error::error(&format!(
-                    "Worker (pid:{pid}) was sent {}!",
-                    workers::signal_name(s)
-                )),
+                self.abandon_reload(matches!(exit, Exit::Code(APP_LOAD_ERROR)));
+            } else {
+                self.note_exit(pid, &worker, exit);
             }
             if let Err(e) = self.cb.call_method1("child_exit", (pid, code)) {
                 crate::log::error::exception(py, "child_exit hook failed", &e);
@@ -362,9 +357,100 @@ impl Master<'_, '_> {
         }
     }
 
+    /// A worker of the reload under way could not boot or load the app
+    /// while the workers it replaces still serve: the reload is given up
+    /// rather than the server (gunicorn halts), as a config a start would
+    /// refuse keeps the running one.
+    fn reload_fails(&self, worker: &Worker) -> bool {
+        self.reload_started.is_some()
+            && !self.stopping
+            && worker.generation == self.generation
+            && self
+                .table
+                .workers
+                .values()
+                .any(|w| w.generation < self.generation && w.kill_at.is_none())
+    }
+
+    /// Gives up the reload under way: its workers go, the ones it was to
+    /// replace serve on, with the worker count they had. Workers started
+    /// later (to replace one that exits) get a generation of their own, so
+    /// that their failure stops the server as at a start.
+    fn abandon_reload(&mut self, app: bool) {
+        let failed = self.generation;
+        crate::log::error::error(&format!(
+            "Reload failed: a new worker could not {}; the running workers keep \
+             serving (send HUP again once it is fixed)",
+            if app { "load the app" } else { "boot" }
+        ));
+        let mut new = Vec::new();
+        for (pid, w) in &mut self.table.workers {
+            if w.generation == failed {
+                new.push(*pid);
+            } else if w.kill_at.is_none() && w.retiring == Some(Retire::Reload) {
+                w.retiring = None;
+            }
+        }
+        for pid in new {
+            self.table
+                .retire(pid, Retire::Reload, libc::SIGTERM, self.graceful());
+        }
+        self.abandoned = Some(failed);
+        self.generation += 1;
+        self.reload_started = None;
+        self.target = self.target_before_reload;
+    }
+
+    /// Logs how a worker ended, and halts when it could not boot or load the app.
+    fn note_exit(&mut self, pid: i32, worker: &Worker, exit: Exit) {
+        match exit {
+            Exit::Code(0) => {}
+            Exit::Code(WORKER_BOOT_ERROR) => {
+                crate::log::error::error(&format!("Worker (pid:{pid}) failed to boot"));
+                self.halt
+                    .get_or_insert((WORKER_BOOT_ERROR, "Worker failed to boot."));
+            }
+            Exit::Code(APP_LOAD_ERROR) => {
+                self.halt
+                    .get_or_insert((APP_LOAD_ERROR, "App failed to load."));
+            }
+            Exit::Code(c) => {
+                crate::log::error::error(&format!("Worker (pid:{pid}) exited with code {c}"))
+            }
+            Exit::Signal(libc::SIGKILL) if worker.killed => crate::log::error::error(&format!(
+                "Worker (pid:{pid}) did not stop in time and was killed: \
+                 the requests it was serving were cut"
+            )),
+            Exit::Signal(libc::SIGKILL) => crate::log::error::error(&format!(
+                "Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?"
+            )),
+            // The master's own stop reached a worker still booting (before
+            // its handlers): what it asked for, not a mystery.
+            Exit::Signal(s @ (libc::SIGTERM | libc::SIGINT | libc::SIGQUIT))
+                if worker.retiring.is_some() =>
+            {
+                crate::log::error::info(&format!(
+                    "Worker (pid:{pid}) stopped by {} while booting",
+                    workers::signal_name(s)
+                ))
+            }
+            Exit::Signal(s) => crate::log::error::error(&format!(
+                "Worker (pid:{pid}) was sent {}!",
+                workers::signal_name(s)
+            )),
+        }
+    }
+
     /// One tick's checks: heartbeats, memory, the reload, the count.
     fn check(&mut self, py: Python<'_>) {
-        for pid in self.table.check_beats(self.cfg.timeout) {
+        let (silent, leaving) = self.table.check_beats(self.cfg.timeout);
+        for pid in leaving {
+            // It drains on its own; its replacement starts now (`maintain`).
+            // Signal 0 sends nothing: only the deadline for a drain that
+            // outlasts the graceful timeout is set.
+            self.table.retire(pid, Retire::Recycle, 0, self.graceful());
+        }
+        for pid in silent {
             crate::log::error::write(
                 crate::log::error::Level::Critical,
                 &format!("WORKER TIMEOUT (pid:{pid})"),

@@ -182,6 +182,7 @@ pub(crate) fn retire_reason(r: super::workers::Retire) -> &'static str {
         Retire::Reload => "reload",
         Retire::Rss => "max_worker_rss",
         Retire::Timeout => "timeout",
+        Retire::Recycle => "max_requests",
     }
 }
 

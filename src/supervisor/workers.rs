@@ -24,6 +24,8 @@ pub(crate) enum Retire {
     Rss,
     /// Silent for `--timeout`.
     Timeout,
+    /// Leaving on its own (`--max-requests`), as its heartbeat file says.
+    Recycle,
 }
 
 pub(crate) struct Worker {
@@ -134,16 +136,25 @@ impl Table {
         }
     }
 
-    /// Updates `booted` from the heartbeats; returns pids silent past `timeout`.
-    pub(crate) fn check_beats(&mut self, timeout: Option<Duration>) -> Vec<i32> {
+    /// Updates `booted` from the heartbeats; returns the pids silent past
+    /// `timeout`, and those that said they are leaving on their own
+    /// (`heartbeat::leaving` in the worker: a byte in the file).
+    pub(crate) fn check_beats(&mut self, timeout: Option<Duration>) -> (Vec<i32>, Vec<i32>) {
         let now = SystemTime::now();
-        let mut silent = Vec::new();
+        let (mut silent, mut leaving) = (Vec::new(), Vec::new());
         for (pid, w) in &mut self.workers {
-            let Ok(beat) = modified(&w.heartbeat) else {
+            let Ok(meta) = w.heartbeat.metadata() else {
+                continue;
+            };
+            let Ok(beat) = meta.modified() else {
                 continue;
             };
             if !w.booted && beat > w.born_beat {
                 w.booted = true;
+            }
+            if meta.len() > 0 && w.retiring.is_none() {
+                leaving.push(*pid);
+                continue;
             }
             let Some(t) = timeout else { continue };
             let late = now.duration_since(beat).unwrap_or(Duration::ZERO) > t;
@@ -151,7 +162,7 @@ impl Table {
                 silent.push(*pid);
             }
         }
-        silent
+        (silent, leaving)
     }
 
     /// SIGKILLs workers past their `kill_at`.
@@ -252,17 +263,26 @@ mod tests {
         f.set_modified(old)?;
         let age = t.next_age();
         t.add(42, age, 1, f);
-        assert!(t.check_beats(Some(Duration::from_secs(1))).is_empty());
+        let beats = |t: &mut Table| t.check_beats(Some(Duration::from_secs(1)));
+        assert_eq!(beats(&mut t), (vec![], vec![]));
         assert!(!t.workers[&42].booted, "no beat yet");
         t.workers[&42]
             .heartbeat
             .set_modified(old + Duration::from_secs(1))?;
-        assert_eq!(t.check_beats(Some(Duration::from_secs(1))), vec![42]);
+        assert_eq!(beats(&mut t), (vec![42], vec![]));
         assert!(t.workers[&42].booted);
         t.workers[&42].heartbeat.set_modified(SystemTime::now())?;
-        assert!(t.check_beats(Some(Duration::from_secs(1))).is_empty());
+        assert_eq!(beats(&mut t), (vec![], vec![]));
         assert_eq!(t.active(), 1);
         assert_eq!(t.oldest_active(), Some(42));
+        // The worker says it leaves (`heartbeat::leaving`): once, until retired.
+        crate::worker::heartbeat::leaving(heartbeat_fd(&t.workers[&42].heartbeat));
+        assert_eq!(beats(&mut t), (vec![], vec![42]));
+        if let Some(w) = t.workers.get_mut(&42) {
+            w.retiring = Some(Retire::Recycle);
+        }
+        assert_eq!(beats(&mut t), (vec![], vec![]));
+        assert_eq!(t.active(), 0);
         Ok(())
     }
 }

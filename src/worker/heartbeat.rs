@@ -36,6 +36,20 @@ pub(crate) fn start(fd: RawFd, interval: Duration, exec: Arc<Executor>) -> io::R
     Ok(())
 }
 
+/// Tells the master that this worker is leaving on its own
+/// (`--max-requests`): one byte in the heartbeat file, written through the
+/// descriptor the worker was handed (whatever user it runs as). The master
+/// then starts the replacement at once, while this worker drains, instead
+/// of once it has exited: with `-w 1` new connections would otherwise wait
+/// in the backlog for a fresh worker to boot.
+pub(crate) fn leaving(fd: RawFd) {
+    // SAFETY: pwrite of one byte from a static buffer to a descriptor we
+    // were handed; a failure only means the replacement starts later.
+    unsafe {
+        libc::pwrite(fd, b"x".as_ptr().cast(), 1, 0);
+    }
+}
+
 /// Sets the file's times to now.
 fn touch(fd: RawFd) {
     // SAFETY: futimens on a descriptor we were handed; a null `times`

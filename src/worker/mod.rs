@@ -246,10 +246,14 @@ impl Server {
         })
         .map_err(|e| PyOSError::new_err(format!("Cannot install signal handlers: {e}")))?;
         let (stop, events, log) = (stop_tx.clone(), events_tx.clone(), recorder.clone());
+        let beat = self.heartbeat;
         rt.spawn(async move {
             log.recycle_due().await;
             crate::log::error::info("Autorestarting worker after current request.");
             crate::metrics::worker_leaving("max_requests");
+            if let Some(fd) = beat {
+                heartbeat::leaving(fd);
+            }
             act(Command::GracefulStop, &stop, &events, &log);
         });
         *self.stopper.lock() = Some(stop_tx);
