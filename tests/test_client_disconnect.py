@@ -96,3 +96,17 @@ def test_a_client_timeout_the_app_lets_through_is_answered_408(start_server, mod
     assert srv.wait_log(r"408 POST /sha256 from .*\[body_timeout\]", since=mark), srv.log(mark)
     assert "Traceback" not in srv.log(mark), srv.log(mark)
     srv.assert_serving()
+
+
+def test_an_app_that_lets_client_disconnected_through_logs_one_line(server):
+    """Operator probe (session 17): an app that does not catch siesta.ClientDisconnected
+    (here body_app.sha256, reading to the end) logged an ERROR traceback whenever a
+    client went away mid-upload, or a stop cut its connection: noise for the client's
+    doing. One info line now names the request, and no traceback."""
+    before = len(server.log())
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("POST", "/sha256?gone=1", [("Content-Length", "100000")]))
+        conn.send(b"d" * 5000)
+    assert server.wait_log(r"Client went away while the app read the body of /sha256\?gone=1")
+    server.assert_serving()
+    assert "Traceback" not in server.log()[before:], server.log()[before:]

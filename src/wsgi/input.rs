@@ -274,6 +274,12 @@ impl BodySource {
         self.error == Some(InputError::Malformed)
     }
 
+    /// The client went away (or its connection was cut) before the body
+    /// was complete.
+    pub(crate) fn disconnected(&self) -> bool {
+        self.error == Some(InputError::Disconnected)
+    }
+
     /// The body passed `--limit-request-body` (the answer is then 413).
     pub(crate) fn too_large(&self) -> bool {
         self.error == Some(InputError::TooLarge)

@@ -323,7 +323,19 @@ impl StartResponse {
             }
             _ => false,
         } && !self.state.lock().head_sent;
-        if !refused_quietly {
+        // `ClientDisconnected` let through: the client went away (or a
+        // stop cut its connection) while the app read the body. Nobody is
+        // left to answer, and it is no bug in the app: one line, as
+        // gunicorn has none for a client gone.
+        let client_gone = err.is_instance_of::<crate::wsgi::input::ClientDisconnected>(py)
+            && input.try_source().is_some_and(|s| s.disconnected());
+        if client_gone {
+            crate::log::error::info(&format!(
+                "Client went away while the app read the body of {} (siesta.ClientDisconnected, \
+                 not caught by the app)",
+                record.head.uri
+            ));
+        } else if !refused_quietly {
             crate::log::error::app_exception(py, err, &record.head);
         }
         let mut st = self.state.lock();
