@@ -500,6 +500,58 @@ def test_a_hup_whose_app_fails_to_load_keeps_the_running_workers(launch, mode, t
     assert srv.alive(), srv.log()
 
 
+@pytest.mark.parametrize("second", ["fixed", "broken"])
+def test_a_hup_before_a_failing_reload_fails_keeps_serving(launch, mode, tmp_path, second):
+    """Review (session 17): a second HUP while the first reload's workers were still
+    importing a broken app made their failure, once it came, stop the server (they
+    were no longer the newest generation). The superseded reload is given up; the
+    second goes on, and its workers take over (fixed) or are given up in turn, the
+    first workers serving on (broken)."""
+    importing, go = tmp_path / "importing", tmp_path / "go"
+    broken = (
+        "import os, time\n"
+        f"open({str(importing)!r}, 'a').write('x\\n')\n"
+        "for _ in range(600):\n"
+        f"    if os.path.exists({str(go)!r}):\n"
+        "        break\n"
+        "    time.sleep(0.05)\n"
+        "raise ImportError('broken deploy')\n"
+    )
+    loaded = tmp_path / "loaded"
+    marked = f"import os\nopen({str(loaded)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+    code_dir, module = app_module(tmp_path, "hup2_app", marked + HUP_APP % 0)
+    srv = launch(
+        "-w",
+        "2",
+        app="hup2_app:app",
+        path=(code_dir, APPS_DIR),
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+        mode=mode,
+    )
+    first = set(srv.worker_pids())
+    # Both workers have the app before it breaks (else the first start fails).
+    assert wait_until(lambda: loaded.exists() and len(loaded.read_text().split()) == 2)
+    module.write_text(broken)
+    srv.signal(signal.SIGHUP)
+    # The first reload's workers are importing (and wait for `go` to fail).
+    assert wait_until(lambda: importing.exists() and len(importing.read_text().split()) == 2)
+    module.write_text(HUP_APP % 2 if second == "fixed" else broken)
+    srv.signal(signal.SIGHUP)
+    if second == "broken":
+        assert wait_until(lambda: len(importing.read_text().split()) == 4)
+    go.write_text("go")
+    assert srv.wait_log(r"Reload failed: a new worker could not load the app"), srv.log()
+    if second == "fixed":
+        assert wait_until(lambda: srv.get("/").body == b"generation 2"), srv.log()
+        assert new_workers(srv, first), "the first workers were not replaced"
+    else:
+        # Given up once or twice: the first reload's workers may go before they fail.
+        assert wait_until(lambda: set(children(srv.pid)) == first), "the first workers serve on"
+        assert [srv.get(f"/{i}").body for i in range(10)] == [b"generation 0"] * 10
+    assert srv.alive(), srv.log()
+    assert "App failed to load" not in srv.log()
+
+
 @pytest.mark.timeout(150)
 def test_usr2_then_term_hands_the_port_to_a_new_master(launch, mode, tmp_path):
     """Issue 13: USR2 starts a new master on the same socket; TERM to the old one then

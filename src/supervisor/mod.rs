@@ -106,7 +106,7 @@ impl Supervisor {
             stopping: false,
             reload_started: None,
             target_before_reload: self.config.workers,
-            abandoned: None,
+            abandoned: Vec::new(),
             halt: None,
             observer: self.observer.as_ref(),
             counted_workers: 0,
@@ -169,9 +169,9 @@ struct Master<'a, 'py> {
     reload_started: Option<Instant>,
     /// `target` before the reload under way (restored if it is given up).
     target_before_reload: usize,
-    /// The generation of a reload given up because its workers could not
+    /// The generations of reloads given up because their workers could not
     /// boot or load the app: their exits are expected, not a reason to halt.
-    abandoned: Option<u64>,
+    abandoned: Vec<u64>,
     /// A worker could not boot: exit with this code once all are gone.
     halt: Option<(i32, &'static str)>,
     /// The metrics process (`--metrics-bind`).
@@ -242,6 +242,10 @@ impl Master<'_, '_> {
     fn resize(&mut self, py: Python<'_>, n: usize) {
         let old = self.target;
         self.target = n;
+        if self.reload_started.is_some() {
+            // Kept if the reload is given up (`abandon_generation`).
+            self.target_before_reload = (self.target_before_reload + n).saturating_sub(old).max(1);
+        }
         if let Err(e) = self.cb.call_method1("nworkers_changed", (n, old)) {
             crate::log::error::exception(py, "nworkers_changed hook failed", &e);
         }
@@ -338,13 +342,16 @@ impl Master<'_, '_> {
             };
             crate::metrics::master::exited(pid, worker.retiring.map(observer::retire_reason), code);
             let failed_to_start = matches!(exit, Exit::Code(APP_LOAD_ERROR | WORKER_BOOT_ERROR));
-            if failed_to_start && Some(worker.generation) == self.abandoned {
+            if failed_to_start && self.abandoned.contains(&worker.generation) {
                 // A worker of a reload given up: its failure is known.
             } else if failed_to_start && self.reload_fails(&worker) {
                 if matches!(exit, Exit::Code(WORKER_BOOT_ERROR)) {
                     crate::log::error::error(&format!("Worker (pid:{pid}) failed to boot"));
                 }
-                self.abandon_reload(matches!(exit, Exit::Code(APP_LOAD_ERROR)));
+                self.abandon_generation(
+                    worker.generation,
+                    matches!(exit, Exit::Code(APP_LOAD_ERROR)),
+                );
             } else {
                 self.note_exit(pid, &worker, exit);
             }
@@ -357,45 +364,76 @@ impl Master<'_, '_> {
         }
     }
 
-    /// A worker of the reload under way could not boot or load the app
-    /// while the workers it replaces still serve: the reload is given up
+    /// A worker started by a reload could not boot or load the app while
+    /// workers of an older generation still serve: that reload is given up
     /// rather than the server (gunicorn halts), as a config a start would
-    /// refuse keeps the running one.
+    /// refuse keeps the running one. The worker may be of the latest
+    /// reload, or of one a later HUP superseded before it failed.
     fn reload_fails(&self, worker: &Worker) -> bool {
+        // With no reload under way, a worker that cannot start (one
+        // replacing another after a given-up reload) stops the server as
+        // at a start: no respawn loop of a broken app.
         self.reload_started.is_some()
             && !self.stopping
-            && worker.generation == self.generation
             && self
                 .table
                 .workers
                 .values()
-                .any(|w| w.generation < self.generation && w.kill_at.is_none())
+                .any(|w| w.generation < worker.generation && w.kill_at.is_none())
     }
 
-    /// Gives up the reload under way: its workers go, the ones it was to
-    /// replace serve on, with the worker count they had. Workers started
-    /// later (to replace one that exits) get a generation of their own, so
-    /// that their failure stops the server as at a start.
-    fn abandon_reload(&mut self, app: bool) {
-        let failed = self.generation;
+    /// Gives up the reload that started generation `failed`: its workers
+    /// go. If it was the latest reload, the booted workers it was to
+    /// replace serve on (the count above `target` then retires the oldest
+    /// of them), with the worker count they had, and those of an earlier
+    /// reload still starting go too; if a later reload is under way, it
+    /// goes on, and replaces them once its workers are up. Workers started after a given-up reload
+    /// get a generation of their own, so that their failure stops the
+    /// server as at a start.
+    fn abandon_generation(&mut self, failed: u64, app: bool) {
         crate::log::error::error(&format!(
             "Reload failed: a new worker could not {}; the running workers keep \
-             serving (send HUP again once it is fixed)",
+             serving, but a worker started from now on (to replace one) gets the \
+             same code and config: fix it and send HUP again",
             if app { "load the app" } else { "boot" }
         ));
-        let mut new = Vec::new();
-        for (pid, w) in &mut self.table.workers {
-            if w.generation == failed {
-                new.push(*pid);
-            } else if w.kill_at.is_none() && w.retiring == Some(Retire::Reload) {
-                w.retiring = None;
-            }
-        }
-        for pid in new {
+        self.abandoned.push(failed);
+        let doomed: Vec<i32> = self
+            .table
+            .workers
+            .iter()
+            .filter(|(_, w)| w.generation == failed)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in doomed {
             self.table
                 .retire(pid, Retire::Reload, libc::SIGTERM, self.graceful());
         }
-        self.abandoned = Some(failed);
+        if failed != self.generation {
+            return; // a later reload is under way
+        }
+        // The workers that serve, serve on; those of a superseded reload
+        // still starting go the same way as this one's.
+        let mut starting = Vec::new();
+        for (pid, w) in &mut self.table.workers {
+            if w.kill_at.is_none()
+                && w.retiring == Some(Retire::Reload)
+                && !self.abandoned.contains(&w.generation)
+            {
+                if w.booted {
+                    w.retiring = None;
+                } else {
+                    starting.push((*pid, w.generation));
+                }
+            }
+        }
+        for (pid, generation) in starting {
+            if !self.abandoned.contains(&generation) {
+                self.abandoned.push(generation);
+            }
+            self.table
+                .retire(pid, Retire::Reload, libc::SIGTERM, self.graceful());
+        }
         self.generation += 1;
         self.reload_started = None;
         self.target = self.target_before_reload;
@@ -427,7 +465,7 @@ impl Master<'_, '_> {
             // The master's own stop reached a worker still booting (before
             // its handlers): what it asked for, not a mystery.
             Exit::Signal(s @ (libc::SIGTERM | libc::SIGINT | libc::SIGQUIT))
-                if worker.retiring.is_some() =>
+                if worker.retiring.is_some() && !worker.booted =>
             {
                 crate::log::error::info(&format!(
                     "Worker (pid:{pid}) stopped by {} while booting",
