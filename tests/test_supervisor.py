@@ -465,27 +465,34 @@ def test_hup_reloads_changed_code_without_failing_a_request(launch, mode, tmp_pa
     assert srv.alive(), srv.log()
 
 
+def launch_two_loaded(launch, mode, tmp_path, name):
+    """Two workers serving HUP_APP generation 0 from `tmp_path/code/NAME.py`, both
+    past importing it (so that a later edit breaks a reload, not the first start):
+    (the server, the module file, the workers' pids)."""
+    loaded = tmp_path / "loaded"
+    marked = f"import os\nopen({str(loaded)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+    code_dir, module = app_module(tmp_path, name, marked + HUP_APP % 0)
+    srv = launch(
+        "-w",
+        "2",
+        app=f"{name}:app",
+        path=(code_dir, APPS_DIR),
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+        mode=mode,
+    )
+    first = set(srv.worker_pids())
+    assert wait_until(lambda: loaded.exists() and len(loaded.read_text().split()) == 2)
+    return srv, module, first
+
+
 def test_a_hup_whose_app_fails_to_load_keeps_the_running_workers(launch, mode, tmp_path):
     """Operator probe (session 17): a HUP after a deploy broke the app's import
     stopped the whole server (exit 4, as gunicorn does): an outage for a
     `systemctl reload`. The reload is given up instead, as a HUP with a bad config
     is: the running workers serve on, alone, with their code, and a HUP once the
     code is fixed reloads it."""
-    loaded = tmp_path / "loaded"
-    marked = f"import os\nopen({str(loaded)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
-    code_dir, module = app_module(tmp_path, "hupfail_app", marked + HUP_APP % 0)
-    srv = launch(
-        "-w",
-        "2",
-        app="hupfail_app:app",
-        path=(code_dir, APPS_DIR),
-        env={"PYTHONDONTWRITEBYTECODE": "1"},
-        mode=mode,
-    )
+    srv, module, first = launch_two_loaded(launch, mode, tmp_path, "hupfail_app")
     assert srv.get("/").body == b"generation 0"
-    first = set(srv.worker_pids())
-    # Both workers have the app before it breaks (else the first start fails).
-    assert wait_until(lambda: loaded.exists() and len(loaded.read_text().split()) == 2)
     module.write_text("x = (\n")  # the new workers cannot import the app
     srv.signal(signal.SIGHUP)
     assert srv.wait_log(r"Reload failed: a new worker could not load the app"), srv.log()
@@ -517,20 +524,7 @@ def test_a_hup_before_a_failing_reload_fails_keeps_serving(launch, mode, tmp_pat
         "    time.sleep(0.05)\n"
         "raise ImportError('broken deploy')\n"
     )
-    loaded = tmp_path / "loaded"
-    marked = f"import os\nopen({str(loaded)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
-    code_dir, module = app_module(tmp_path, "hup2_app", marked + HUP_APP % 0)
-    srv = launch(
-        "-w",
-        "2",
-        app="hup2_app:app",
-        path=(code_dir, APPS_DIR),
-        env={"PYTHONDONTWRITEBYTECODE": "1"},
-        mode=mode,
-    )
-    first = set(srv.worker_pids())
-    # Both workers have the app before it breaks (else the first start fails).
-    assert wait_until(lambda: loaded.exists() and len(loaded.read_text().split()) == 2)
+    srv, module, first = launch_two_loaded(launch, mode, tmp_path, "hup2_app")
     module.write_text(broken)
     srv.signal(signal.SIGHUP)
     # The first reload's workers are importing (and wait for `go` to fail).
