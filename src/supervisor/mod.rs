@@ -387,9 +387,9 @@ impl Master<'_, '_> {
     /// replace serve on (the count above `target` then retires the oldest
     /// of them), with the worker count they had, and those of an earlier
     /// reload still starting go too; if a later reload is under way, it
-    /// goes on, and replaces them once its workers are up. Workers started after a given-up reload
-    /// get a generation of their own, so that their failure stops the
-    /// server as at a start.
+    /// goes on, and replaces them once its workers are up. Workers started
+    /// after a given-up reload get a generation of their own, so that
+    /// their failure stops the server as at a start.
     fn abandon_generation(&mut self, failed: u64, app: bool) {
         crate::log::error::error(&format!(
             "Reload failed: a new worker could not {}; the running workers keep \

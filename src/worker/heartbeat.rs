@@ -4,11 +4,13 @@
 //! once at start (the master's sign that the worker booted) and then every
 //! interval while the worker makes progress: in thread mode, while one of
 //! the `--threads` app slots is free (its thread idle, driving I/O or
-//! waiting on the network), or a request completed or began waiting since
-//! the last look; in gevent mode, while the hub loop keeps calling
-//! `hub_beat`. A worker whose app holds every slot (or the hub) stops
-//! beating, and the master dumps and replaces it; threads the pool added
-//! for parked requests do not keep it alive.
+//! waiting on the network), or a request completed or gave its slot back
+//! to wait on the network since the last look; in gevent mode, while the
+//! hub loop keeps calling `hub_beat`. A worker whose app holds every slot
+//! (or the hub) stops beating, and the master dumps and replaces it;
+//! threads the pool added for parked requests, or running beyond
+//! `--threads`, do not keep it alive. A worker leaving on its own
+//! (`--max-requests`) also writes one byte into the file (`leaving`).
 
 use crate::exec::Executor;
 use std::io;
