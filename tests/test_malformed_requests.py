@@ -158,3 +158,21 @@ def test_an_http2_preface_gets_400_and_is_logged(server):
         assert conn.wait_closed()
     assert server.wait_log(r"400 request from .*\[malformed_head\]", since=mark)
     server.assert_serving()
+
+
+def test_a_tls_hello_on_the_plain_port_gets_400_at_once(start_server):
+    """Soak probe (session 17): a request line is held until its LF (raw targets are
+    escaped whole), so bytes with no LF that no method can start, like a TLS
+    ClientHello sent to a plain HTTP port, waited for --header-timeout and got 408.
+    They go to hyper at once now, which answers 400 (here long before the timeout's
+    408 could come)."""
+    srv = start_server("router_app:app", "--header-timeout", "120")
+    mark = srv.log_mark()
+    hello = b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(range(11, 43))  # no LF
+    with srv.connect(timeout=60) as conn:
+        conn.send(hello)
+        resp = conn.read_response()
+        assert resp.status == 400, resp
+        assert conn.wait_closed()
+    assert srv.wait_log(r"400 request from .*\[malformed_head\]", since=mark)
+    srv.assert_serving()

@@ -187,7 +187,7 @@ impl Default for Framing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BadChunk(pub(crate) usize);
 
-fn is_tchar(b: u8) -> bool {
+pub(super) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

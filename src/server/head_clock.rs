@@ -639,6 +639,16 @@ impl<I> ClockedIo<I> {
             // Past the head buffer and not answered (`take_overlong`): hyper
             // gets it, and bounds it.
             Some(_) if self.framing.line_past_max() => region.len(),
+            // A line no method can start (a TLS ClientHello sent to a plain
+            // HTTP port, say): hyper refuses it at once, with no LF to wait
+            // for (which might only come at --header-timeout).
+            Some(Some(from))
+                if !region
+                    .get(offset + from)
+                    .is_some_and(|b| super::framing::is_tchar(*b)) =>
+            {
+                region.len()
+            }
             Some(Some(from)) => offset + from,
             Some(None) if offset > 0 => 0,
             // Begun in bytes hyper already has: it gets the rest too.
