@@ -886,8 +886,18 @@ def test_log_files_in_a_root_directory_are_given_to_the_workers_user(launch, mod
             mode=mode,
             log_file=errors,
         )
+
+        def owner(path):
+            try:
+                st = path.stat()  # one stat: the master may be giving it away meanwhile
+            except FileNotFoundError:
+                return None
+            return st.st_uid, st.st_gid
+
+        # "Listening at" (where launch returns) comes before the master gives the
+        # files away: CI once saw uid 0 and gid 65534 from two stat calls across it.
         for path in (access, errors):
-            assert (path.stat().st_uid, path.stat().st_gid) == (uid, gid), path
+            assert wait_until(lambda p=path: owner(p) == (uid, gid)), (path, owner(path))
         assert srv.get("/ping?first").status == 200
         assert wait_until(lambda: "/ping?first" in access.read_text()), errors.read_text()
         access.rename(logs / "acc.log.1")
