@@ -1283,8 +1283,9 @@ def test_worker_int_hook_runs_on_a_fast_stop(launch, mode, tmp_path):
 
 
 def test_process_titles_and_reuse_port(launch, tmp_path):
-    """Issue 13: -n names the processes in ps (setproctitle); --reuse-port lets a second
-    server bind the same port. Mode-independent: both happen in the master."""
+    """Issue 13: -n names the processes in ps and top, with no package to install;
+    --reuse-port lets a second server bind the same port. Mode-independent: both
+    happen in the master."""
     first = launch("-w", "1", "-n", "shop", "--reuse-port")
     workers = first.worker_pids()
     assert len(workers) == 1
@@ -1295,6 +1296,9 @@ def test_process_titles_and_reuse_port(launch, tmp_path):
 
     assert title(first.pid).startswith("siesta: master [shop]"), title(first.pid)
     assert wait_until(lambda: title(workers[0]).startswith("siesta: worker [shop]"))
+    # top's column: the main thread's name, the title's first 15 bytes.
+    with open(f"/proc/{first.pid}/comm") as f:
+        assert f.read() == "siesta: master \n"
     second = launch("-w", "1", "--reuse-port", bind=f"127.0.0.1:{first.port}")
     assert second.port == first.port
     assert second.get("/ping").status == 200

@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import time
 import types
-from typing import Any
 
 import gevent
 import gevent.event
@@ -28,6 +27,10 @@ from gevent.lock import Semaphore
 from greenlet import getcurrent, greenlet
 
 from siesta._siesta import ClientDisconnected, log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # Parked greenlets by wake token.
 _parked: dict[int, greenlet] = {}

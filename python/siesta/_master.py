@@ -22,8 +22,6 @@ import stat
 import sys
 import threading
 import time
-import traceback
-from typing import Any
 
 from siesta import _siesta
 from siesta._app import AppLoadError, load
@@ -31,6 +29,10 @@ from siesta._request_hooks import wrap as request_hooks
 from siesta._run import serve_threads  # imported by the master: a worker may run as -u later
 from siesta.config import ConfigError, for_rust
 from siesta.hooks import Worker as HookWorker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # gunicorn's exit codes for a worker, read by the master.
 WORKER_BOOT_ERROR = 3
@@ -60,12 +62,8 @@ def _failed_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 def set_title(role: str, values: dict[str, Any]) -> None:
-    """``siesta: master [name]`` in ps and top, when setproctitle is installed."""
-    try:
-        from setproctitle import setproctitle
-    except ImportError:
-        return
-    setproctitle(f"siesta: {role} [{values.get('name') or values.get('app')}]")
+    """``siesta: master [name]`` in ps and top (cut to the length of the command line)."""
+    _siesta.set_title(f"siesta: {role} [{values.get('name') or values.get('app')}]")
 
 
 def _drop_privileges(values: dict[str, Any], heartbeat_fd: int) -> None:
@@ -195,8 +193,11 @@ def run_worker(
     hooks.call("post_fork", arbiter, worker)
     gevent = None
     if values["worker_class"] == "gevent":
-        from siesta import _gevent as gevent  # the master imported it already
-
+        try:
+            from siesta import _gevent as gevent  # the master only checked it imports
+        except ImportError as exc:
+            _siesta.log("error", f"-k gevent needs gevent, which cannot be imported: {exc}")
+            return WORKER_BOOT_ERROR
         gevent.patch()  # before -u: patching imports modules the new user may not read
     try:
         _drop_privileges(values, heartbeat_fd)
@@ -294,6 +295,8 @@ class Master:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:  # the worker's last word, never the master's stack
+            import traceback
+
             _siesta.log("error", "Worker crashed:\n" + traceback.format_exc().rstrip())
             code = 1 if _booted else WORKER_BOOT_ERROR
         finally:
@@ -404,6 +407,8 @@ class Master:
                     pass  # removed since: the new master starts where this one is
             os.execve(sys.executable, argv, env)
         except BaseException:
+            import traceback
+
             _siesta.log("error", "Cannot start a new master:\n" + traceback.format_exc().rstrip())
         finally:
             os._exit(1)

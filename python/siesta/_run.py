@@ -15,7 +15,10 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def serve_threads(server: Any, app: Any, threads: int) -> None:

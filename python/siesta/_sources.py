@@ -12,21 +12,21 @@ setting means is ``config.py``'s table; what is done with them, ``cli.py``'s.
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
 import os
 import runpy
 import shlex
 import sys
-import traceback
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from siesta._siesta import __version__, check_bind
 from siesta.config import BY_NAME, GUNICORN_NAMES, SETTINGS, ConfigError, Setting
 from siesta.hooks import HOOK_NAMES, Hooks
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_CONFIG_FILE = "gunicorn.conf.py"
 USAGE = "siesta [OPTIONS] APP"
@@ -42,14 +42,20 @@ class UsageError(ConfigError):
     """The command line (or a *_CMD_ARGS variable) is malformed: exit 2, as argparse does."""
 
 
-@dataclass
 class Resolved:
     """The settings in force, the hooks, where each value came from, and what to warn about."""
 
-    values: dict[str, Any]
-    hooks: Hooks
-    sources: dict[str, str] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        values: dict[str, Any],
+        hooks: Hooks,
+        sources: dict[str, str] | None = None,
+        warnings: list[str] | None = None,
+    ) -> None:
+        self.values = values
+        self.hooks = hooks
+        self.sources = sources if sources is not None else {}
+        self.warnings = warnings if warnings is not None else []
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,6 +63,24 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:  # type: ignore[override]
         raise UsageError(message)
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, sized as it sizes itself but without importing
+    ``shutil`` (which brings bz2, lzma and zlib: 0.8 MiB of the master and of every
+    worker it forks, for the width of a --help that is rarely asked for)."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ["COLUMNS"])
+        except (KeyError, ValueError):
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+            except (AttributeError, ValueError, OSError):
+                columns = 0
+        super().__init__(prog, width=(columns or 80) - 2)
 
 
 def _cli_type(s: Setting) -> Any:
@@ -83,6 +107,7 @@ def parser() -> argparse.ArgumentParser:
         "SIESTA_CMD_ARGS or GUNICORN_CMD_ARGS (options as on the command line), or in a "
         "config file (a gunicorn.conf.py works as is). " + PRECEDENCE,
         argument_default=argparse.SUPPRESS,
+        formatter_class=_Formatter,
     )
     p.add_argument(
         "app",
@@ -145,6 +170,8 @@ def _cmd_args(environ: Mapping[str, str], name: str) -> dict[str, Any]:
 
 def _imported_names(source: str) -> set[str]:
     """Names a config file binds with ``import``: its tools, not its settings."""
+    import ast  # with a config file only: 0.6 MiB of the master and every worker
+
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -161,6 +188,8 @@ def _failure_line(exc: BaseException, path: str) -> str:
     """``Type: message (line N)`` for an exception raised while running a config file."""
     if isinstance(exc, SyntaxError):
         return f"SyntaxError: {exc.msg} (line {exc.lineno})"
+    import traceback
+
     frames = [
         f for f in traceback.extract_tb(exc.__traceback__) if os.path.abspath(f.filename) == path
     ]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import Any
 
 from siesta import _siesta
 from siesta._app import AppLoadError, load, prepare
@@ -26,6 +25,10 @@ from siesta._master import UPGRADE_ENV, WORKER_BOOT_ERROR, Master, own_log_files
 from siesta._sources import USAGE, UsageError, resolve
 from siesta.config import GUNICORN_NAMES, ConfigError, for_rust, render
 from siesta.hooks import Server as HookServer
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_APP_LOAD = 4
 
@@ -43,12 +46,28 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _load_gevent() -> Any:
-    try:
-        from siesta import _gevent
-    except ImportError as exc:
-        _fail(f"-k gevent needs gevent: pip install 'siesta[gevent]' ({exc})", 1)
-    return _gevent
+def _check_gevent() -> None:
+    """A gevent that cannot be imported is reported now, in one line, not by every
+    worker. A child forked for it imports it: in the master itself it would stay for
+    the master's life (3.6 MiB), and each worker imports it anyway."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: import, report, leave without the master's teardown
+        os.close(read_end)
+        code = 0
+        try:
+            from siesta import _gevent  # noqa: F401
+        except BaseException as exc:  # whatever a broken install raises
+            os.write(write_end, str(exc).encode(errors="replace")[:2048])
+            code = 1
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        reason = reader.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        reason = reason or "its import failed"
+        _fail(f"-k gevent needs gevent: pip install 'siesta[gevent]' ({reason})", 1)
 
 
 def _check_binds(values: dict[str, Any]) -> None:
@@ -282,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     if not values.get("app"):
         _fail(f"no app given: {USAGE}", 2)
     if values["worker_class"] == "gevent":
-        _load_gevent()  # a missing gevent is reported now, not by every worker
+        _check_gevent()
     try:
         _check_before_serving(values)
     except ConfigError as exc:

@@ -12,9 +12,14 @@ names mapped to Siesta's. Reading the sources in precedence order is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
 from collections.abc import Callable, Mapping
+
+# The master and every worker import this module: ``typing`` (0.5 MiB of a
+# process) and ``dataclasses`` (which brings ``inspect`` and ``ast``, 1 MiB
+# more) are kept out of it, and out of every module they import.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
@@ -162,30 +167,68 @@ def _env_item(text: str) -> str:
 _TAKES_OBJECTS = (_addresses, _header_values)
 
 
-@dataclass(frozen=True)
 class Setting:
-    """One option: how it is spelled, parsed, defaulted and explained."""
+    """One option: how it is spelled, parsed, defaulted and explained.
 
-    name: str
-    flags: tuple[str, ...]
-    default: Any
-    help: str
-    type: Callable[[str], Any] = str
-    append: bool = False
-    flag: bool = False
-    metavar: str | None = None
-    env: bool = True
-    file: bool = True
-    # Sent to the Rust core (``for_rust``); the Rust ``Config`` reads exactly
-    # these fields (src/config.rs).
-    rust: bool = False
-    # An environment variable (gunicorn's, e.g. WEB_CONCURRENCY) that, when
-    # set, replaces the default.
-    default_env: str | None = None
-    # Why a value other than the default is not applied yet; the CLI warns
-    # when one is set. Empty once Siesta does what the option says.
-    pending: str = ""
-    cli_extra: dict[str, Any] = field(default_factory=dict)
+    ``rust``: sent to the Rust core (``for_rust``); the Rust ``Config`` reads
+    exactly these fields (src/config.rs). ``default_env``: an environment
+    variable (gunicorn's, e.g. WEB_CONCURRENCY) that, when set, replaces the
+    default. ``pending``: why a value other than the default is not applied
+    yet; the CLI warns when one is set. Empty once Siesta does what the
+    option says. ``cli_extra``: more keywords for argparse's ``add_argument``.
+    """
+
+    __slots__ = (
+        "name",
+        "flags",
+        "default",
+        "help",
+        "type",
+        "append",
+        "flag",
+        "metavar",
+        "env",
+        "file",
+        "rust",
+        "default_env",
+        "pending",
+        "cli_extra",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        flags: tuple[str, ...],
+        default: Any,
+        help: str,
+        type: Callable[[str], Any] = str,
+        append: bool = False,
+        flag: bool = False,
+        metavar: str | None = None,
+        env: bool = True,
+        file: bool = True,
+        rust: bool = False,
+        default_env: str | None = None,
+        pending: str = "",
+        cli_extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.flags = flags
+        self.default = default
+        self.help = help
+        self.type = type
+        self.append = append
+        self.flag = flag
+        self.metavar = metavar
+        self.env = env
+        self.file = file
+        self.rust = rust
+        self.default_env = default_env
+        self.pending = pending
+        self.cli_extra = cli_extra or {}
+
+    def __repr__(self) -> str:
+        return f"Setting({self.name!r})"
 
     @property
     def env_name(self) -> str:
@@ -636,8 +679,8 @@ SETTINGS: tuple[Setting, ...] = (
         "name",
         ("-n", "--name"),
         None,
-        "Process name shown by ps and top (needs the setproctitle package): "
-        "'siesta: master [NAME]', 'siesta: worker [NAME]'; the app's name when unset.",
+        "Process name shown by ps and top: 'siesta: master [NAME]', "
+        "'siesta: worker [NAME]'; the app's name when unset.",
         metavar="STRING",
     ),
     Setting(

@@ -14,15 +14,16 @@ knows how.
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
-import traceback
 from collections.abc import Callable
-from typing import Any
 
 from siesta import _siesta
 from siesta.config import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # gunicorn's hooks, in the order a server's life meets them, and the
 # arguments each is called with.
@@ -48,6 +49,8 @@ HOOK_NAMES = tuple(HOOK_ARGS)
 
 def _takes(fn: Callable[..., Any], count: int) -> bool:
     """Whether ``fn`` can be called with ``count`` positional arguments."""
+    import inspect  # only with a config file's hooks: it is 0.5 MiB of every process
+
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # no signature to read (some builtins): trust it
@@ -109,6 +112,8 @@ class Hooks:
             return fn(*args[:count])
         except Exception as exc:
             # The traceback starts in the hook: this frame is Siesta's, not the deployer's.
+            import traceback
+
             tb = exc.__traceback__.tb_next if exc.__traceback__ else None
             tb = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
             _siesta.log("error", f"Exception in {name} hook: {type(exc).__name__}: {exc}\n{tb}")
@@ -161,6 +166,8 @@ class Log:
 
     def exception(self, msg: Any, *args: Any, **_: Any) -> None:
         """The message, then the traceback of the exception being handled."""
+        import traceback
+
         self._write("error", f"{msg}\n{traceback.format_exc().rstrip()}", args)
 
 

@@ -12,6 +12,7 @@
 
 pub(crate) mod observer;
 pub(crate) mod signals;
+pub(crate) mod title;
 pub(crate) mod workers;
 
 use crate::config::Config;
