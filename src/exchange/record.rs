@@ -19,7 +19,7 @@ use http::HeaderMap;
 use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// What a request ended with.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,8 @@ pub(crate) struct Finished<'a> {
     pub head: Option<&'a Parts>,
     pub peer: Option<SocketAddr>,
     pub tally: Tally,
-    pub received_at: SystemTime,
+    /// Since the head was parsed (the wall-clock time of that is now less
+    /// this: no clock is read for it unless a log asks).
     pub elapsed: Duration,
     /// The request's metrics (`None` for a head hyper refused).
     pub track: Option<&'a Track>,
@@ -64,7 +65,6 @@ pub(crate) struct Record {
     pub conn: Arc<ConnInfo>,
     /// When the head was parsed, for `%(D)s` and `%(t)s`.
     pub received: Instant,
-    pub received_at: SystemTime,
     tally: Mutex<Tally>,
     end: Arc<dyn Finish>,
     /// Where this request shows in the metrics (inert when they are off).
@@ -90,7 +90,6 @@ impl Record {
             head,
             conn,
             received,
-            received_at: SystemTime::now(),
             tally: Mutex::new(Tally::default()),
             end,
             response_headers: OnceLock::new(),
@@ -144,7 +143,6 @@ impl Drop for Record {
             head: Some(&self.head),
             peer: self.conn.remote_addr(),
             tally,
-            received_at: self.received_at,
             elapsed: self.received.elapsed(),
             track: Some(&self.track),
             response_headers: self.response_headers.get().map(|h| &**h),

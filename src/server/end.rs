@@ -85,7 +85,9 @@ impl Finish for Recorder {
                 peer: done.peer,
                 status: done.tally.status,
                 sent: done.tally.sent,
-                received_at: done.received_at,
+                received_at: SystemTime::now()
+                    .checked_sub(done.elapsed)
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
                 elapsed: done.elapsed,
                 response: done.response_headers,
             });
@@ -164,7 +166,6 @@ impl Recorder {
                 refusal: Some(refusal),
                 aborted: false,
             },
-            received_at: SystemTime::now(),
             elapsed: Duration::ZERO,
             track: None,
             response_headers: None,

@@ -179,12 +179,17 @@ impl Clock {
     }
 
     /// A head's first byte came: later heads are timed from it; the first
-    /// one stays timed from the accept.
-    fn bytes_arrived(&self) {
+    /// one stays timed from the accept. `now`: the time the read that
+    /// brought it looked at (`past_deadline`), if it did.
+    fn bytes_arrived(&self, now: Option<Instant>) {
         let mut phase = self.phase.lock();
         if let Phase::Waiting { since, first } = *phase {
             *phase = Phase::Head {
-                since: if first { since } else { Instant::now() },
+                since: if first {
+                    since
+                } else {
+                    now.unwrap_or_else(Instant::now)
+                },
                 first,
             };
         }
@@ -374,13 +379,20 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
     /// Whether the deadline has passed (checked before reading, so a client
     /// that trickles bytes cannot keep a head open); arms the timer when not.
     /// Between requests, the timer first wakes the connection when it is
-    /// due to come to rest (`Clock::at_rest`), then at the deadline.
-    fn past_deadline(&mut self, cx: &mut Context<'_>) -> Option<OnExpiry> {
+    /// due to come to rest (`Clock::at_rest`), then at the deadline. The
+    /// time it read, if it did, goes to `read_at` (for `bytes_arrived`: one
+    /// clock read per read of a head, not two).
+    fn past_deadline(
+        &mut self,
+        cx: &mut Context<'_>,
+        read_at: &mut Option<Instant>,
+    ) -> Option<OnExpiry> {
         let (deadline, on_expiry) = self.clock.deadline()?;
         if self.clock.unarmed.load(Ordering::Relaxed) {
             self.clock.unarmed.store(false, Ordering::Relaxed);
         }
         let now = Instant::now();
+        *read_at = Some(now);
         if now >= deadline {
             return Some(on_expiry);
         }
@@ -477,7 +489,7 @@ impl<I: Peek> ClockedIo<I> {
             if stopping.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(false);
             }
-            if let Some(on_expiry) = self.past_deadline(cx) {
+            if let Some(on_expiry) = self.past_deadline(cx, &mut None) {
                 self.expire(cx, on_expiry);
                 return Poll::Ready(false);
             }
@@ -712,7 +724,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
         if this.clock.expired() {
             return Poll::Ready(Ok(()));
         }
-        if let Some(on_expiry) = this.past_deadline(cx) {
+        let mut read_at = None;
+        if let Some(on_expiry) = this.past_deadline(cx, &mut read_at) {
             this.expire(cx, on_expiry);
             return Poll::Ready(Ok(()));
         }
@@ -750,7 +763,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
             // idle connection timed by `--keep-alive`. A head begun while
             // the last request was busy starts it with its next bytes.
             if heads.is_none() || this.framing.heads() != heads || this.framing.in_head() {
-                this.clock.bytes_arrived();
+                this.clock.bytes_arrived(read_at);
             }
             if let Some(head) = this.framing.take_overlong() {
                 if this.clock.answerable(head) {
@@ -858,7 +871,7 @@ mod tests {
         // Nothing sent yet: a quiet close; a head begun: a 408.
         assert_eq!(clock.deadline(), Some((start + ht, OnExpiry::Close)));
         tokio::time::advance(Duration::from_secs(1)).await;
-        clock.bytes_arrived();
+        clock.bytes_arrived(None);
         // The first head stays timed from the accept.
         assert_eq!(clock.deadline(), Some((start + ht, OnExpiry::Answer408)));
         clock.busy();
@@ -868,12 +881,12 @@ mod tests {
         let idle = Instant::now();
         assert_eq!(clock.deadline(), Some((idle + ka, OnExpiry::Close)));
         tokio::time::advance(Duration::from_secs(2)).await;
-        clock.bytes_arrived();
+        clock.bytes_arrived(None);
         assert_eq!(
             clock.deadline(),
             Some((Instant::now() + ht, OnExpiry::Close))
         );
-        clock.bytes_arrived(); // later bytes of the same head do not move it
+        clock.bytes_arrived(None); // later bytes of the same head do not move it
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(
             clock.deadline(),
@@ -905,7 +918,7 @@ mod tests {
         clock.idle();
         assert_eq!(clock.rest_at(), Some(Instant::now() + REST_AFTER));
         clock.rest_due.store(true, Ordering::Relaxed);
-        clock.bytes_arrived();
+        clock.bytes_arrived(None);
         assert_eq!(clock.rest_at(), None, "a head is coming");
         assert!(!clock.at_rest());
     }
@@ -942,7 +955,7 @@ mod tests {
         clock.busy();
         clock.idle();
         assert!(clock.deadline().is_some());
-        clock.bytes_arrived();
+        clock.bytes_arrived(None);
         assert_eq!(clock.deadline(), None);
     }
 }

@@ -96,11 +96,14 @@ pub(crate) struct BodySource {
 }
 
 impl BodySource {
+    /// `received`: when the head was parsed, the idle clock's start until
+    /// the first read restarts it (every read does: no clock is read here).
     pub(crate) fn new(
         body: Option<Incoming>,
         end: Option<BodyEnd>,
         expect_continue: bool,
         limit: Option<u64>,
+        received: Instant,
     ) -> Self {
         let eof = body.as_ref().is_none_or(|b| b.is_end_stream());
         BodySource {
@@ -111,7 +114,7 @@ impl BodySource {
             timed_out: false,
             polled: false,
             expect_continue,
-            idle_since: Instant::now(),
+            idle_since: received,
             received: 0,
             limit,
             meter: None,

@@ -56,7 +56,13 @@ pub(crate) fn begin<'py>(
         .headers
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let source = BodySource::new(Some(body), body_end, expect, ctx.limits.limit_request_body);
+    let source = BodySource::new(
+        Some(body),
+        body_end,
+        expect,
+        ctx.limits.limit_request_body,
+        record.received,
+    );
     let input = Bound::new(
         py,
         Input::new(source, ctx.limits.body_timeout, waiter.clone()).metered(&record),

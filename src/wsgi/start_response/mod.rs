@@ -93,6 +93,8 @@ impl StartResponse {
         waiter: Waiter,
     ) -> Self {
         let is_head = record.is_head();
+        // Every wait for room restarts this (no clock is read here).
+        let push_since = record.received;
         StartResponse {
             state: Mutex::new(State {
                 reply: Some(reply),
@@ -101,7 +103,7 @@ impl StartResponse {
                 pipe: None,
                 remaining: None,
                 bodied: false,
-                push_since: Instant::now(),
+                push_since,
                 push_popped: 0,
                 push_writes: 0,
                 gone: false,
