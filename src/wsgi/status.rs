@@ -62,16 +62,26 @@ pub(crate) fn parse_header(
     if HOP_BY_HOP.contains(&hname.as_str()) {
         return Err(ResponseError::HopByHop(name.to_string()));
     }
-    let mut raw = Vec::with_capacity(value.len());
-    for c in value.chars() {
-        let b = u32::from(c);
-        if b > 0xff || c == '\r' || c == '\n' || c == '\0' {
-            return Err(ResponseError::BadHeader(format!("{name}: {value}")));
+    let bad = || ResponseError::BadHeader(format!("{name}: {value}"));
+    // Latin-1 code points are the bytes (PEP 3333); an ASCII value, the
+    // usual one, is its own bytes already.
+    let hvalue = if value.is_ascii() {
+        if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            return Err(bad());
         }
-        raw.push(b as u8);
+        HeaderValue::from_bytes(value.as_bytes())
+    } else {
+        let mut raw = Vec::with_capacity(value.len());
+        for c in value.chars() {
+            let b = u32::from(c);
+            if b > 0xff {
+                return Err(bad());
+            }
+            raw.push(b as u8);
+        }
+        HeaderValue::from_bytes(&raw)
     }
-    let hvalue = HeaderValue::from_bytes(&raw)
-        .map_err(|_| ResponseError::BadHeader(format!("{name}: {value}")))?;
+    .map_err(|_| bad())?;
     Ok((hname, hvalue))
 }
 

@@ -141,10 +141,8 @@ impl StartResponse {
         }
         let status = status
             .cast::<PyString>()
-            .map_err(|_| response_error(ResponseError::BadStatus(repr(status))))?
-            .to_str()?
-            .to_owned();
-        let (code, reason) = parse_status(&status).map_err(response_error)?;
+            .map_err(|_| response_error(ResponseError::BadStatus(repr(status))))?;
+        let (code, reason) = parse_status(status.to_str()?).map_err(response_error)?;
         let list = headers
             .cast::<PyList>()
             .map_err(|_| response_error(ResponseError::BadHeader(repr(headers))))?;
