@@ -96,7 +96,6 @@ pub(crate) fn raw_uri(head: &Parts) -> std::borrow::Cow<'_, str> {
 pub(crate) struct EnvConstants {
     pub default_port: String,
     pub root_path: String,
-    pub root_path_py: Py<PyString>,
     /// `HTTP_*` keys for header names seen before (bounded, see `header_key`).
     header_keys: Mutex<HashMap<HeaderName, Py<PyString>>>,
     /// Every environ starts as a copy of this: the constant entries set, the
@@ -121,6 +120,11 @@ impl EnvConstants {
         for key in PER_REQUEST {
             template.set_item(PyString::intern(py, key), py.None())?;
         }
+        // The usual values, which `build` then leaves as they are.
+        let root_path_py = PyString::new(py, root);
+        template.set_item(intern!(py, "SCRIPT_NAME"), &root_path_py)?;
+        template.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?;
+        template.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.1"))?;
         template.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
         template.set_item(
             intern!(py, "wsgi.url_scheme"),
@@ -146,7 +150,6 @@ impl EnvConstants {
             template: template.unbind(),
             default_port: if url_scheme == "https" { "443" } else { "80" }.into(),
             root_path: root.to_string(),
-            root_path_py: PyString::new(py, root).unbind(),
             header_keys: Mutex::new(HashMap::new()),
         })
     }
@@ -197,28 +200,23 @@ pub(crate) fn build<'py>(
     )?;
     let decoded = decode_path(head.uri.path());
     let (script, path) = split_root(&k.root_path, &decoded);
-    if script.is_empty() {
-        env.set_item(intern!(py, "SCRIPT_NAME"), k.root_path_py.bind(py))?;
-    } else {
+    // The template holds the root path as SCRIPT_NAME, an empty
+    // QUERY_STRING and HTTP/1.1: only other values are set.
+    if !script.is_empty() {
         env.set_item(intern!(py, "SCRIPT_NAME"), latin1(script).as_ref())?;
     }
     env.set_item(intern!(py, "PATH_INFO"), latin1(path).as_ref())?;
     // Raw bytes past ASCII in the target (hyper takes them when they are
     // UTF-8) are latin-1 here too, as PEP 3333 wants of every native string.
-    match head.uri.query() {
-        Some(q) => env.set_item(intern!(py, "QUERY_STRING"), latin1(q.as_bytes()).as_ref())?,
-        None => env.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?,
+    if let Some(q) = head.uri.query() {
+        env.set_item(intern!(py, "QUERY_STRING"), latin1(q.as_bytes()).as_ref())?;
     }
     let raw = PyString::new(py, &latin1(raw_uri(head).as_bytes()));
     env.set_item(intern!(py, "RAW_URI"), &raw)?;
     env.set_item(intern!(py, "REQUEST_URI"), raw)?;
-    env.set_item(
-        intern!(py, "SERVER_PROTOCOL"),
-        match head.version {
-            Version::HTTP_10 => intern!(py, "HTTP/1.0"),
-            _ => intern!(py, "HTTP/1.1"),
-        },
-    )?;
+    if head.version == Version::HTTP_10 {
+        env.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.0"))?;
+    }
     let (addr, port) = conn.remote(py);
     env.set_item(intern!(py, "REMOTE_ADDR"), addr)?;
     if conn.remote_addr().is_some() {

@@ -199,7 +199,8 @@ impl Pool {
         // Woken from idle: if it then works, the pool needed it.
         let mut woke = false;
         loop {
-            if let Some(job) = st.take(self.queue_timeout, self.size.threads) {
+            let mut now = None;
+            if let Some(job) = st.take(self.queue_timeout, self.size.threads, &mut now) {
                 if woke {
                     st.idle_needed();
                 }
@@ -209,7 +210,7 @@ impl Pool {
                     // requests go out and connections keep moving.
                     st.turns += 1;
                     st.turning += 1;
-                    st.last_turn = Instant::now();
+                    st.last_turn = now.unwrap_or_else(Instant::now);
                     drop(st);
                     let _under_way = TurnUnderWay(self);
                     rt.block_on(tokio::task::yield_now());
@@ -291,7 +292,7 @@ impl Pool {
             notified.as_mut().enable();
             {
                 let mut st = self.state.lock();
-                if let Some(job) = st.take(self.queue_timeout, self.size.threads) {
+                if let Some(job) = st.take(self.queue_timeout, self.size.threads, &mut None) {
                     return Some(job);
                 }
                 if st.closed {
@@ -332,11 +333,17 @@ impl Pool {
     fn after_job(&self) -> Option<Job> {
         let mut st = self.state.lock();
         st.completed += 1;
-        let due = self.runtime.is_some() && !st.driver && st.last_turn.elapsed() > TURN_EVERY;
+        let mut now = None;
+        let due = self.runtime.is_some()
+            && !st.driver
+            && now
+                .insert(Instant::now())
+                .saturating_duration_since(st.last_turn)
+                > TURN_EVERY;
         if due || st.resuming > 0 {
             return None;
         }
-        st.pop_live(self.queue_timeout)
+        st.pop_live(self.queue_timeout, &mut now)
     }
 }
 

@@ -104,11 +104,24 @@ impl State {
     }
 
     /// The oldest job still worth running; older ones move to `expired`.
-    pub(super) fn pop_live(&mut self, queue_timeout: Option<Duration>) -> Option<Job> {
+    /// `now`: the time, if the caller read it already (one clock read per
+    /// job, not two); filled when this reads it.
+    pub(super) fn pop_live(
+        &mut self,
+        queue_timeout: Option<Duration>,
+        now: &mut Option<Instant>,
+    ) -> Option<Job> {
         loop {
             let job = self.jobs.pop_front()?;
             match queue_timeout {
-                Some(t) if job.queued.elapsed() > t => self.expired.push(job),
+                Some(t)
+                    if now
+                        .get_or_insert_with(Instant::now)
+                        .saturating_duration_since(job.queued)
+                        > t =>
+                {
+                    self.expired.push(job)
+                }
                 _ => return Some(job),
             }
         }
@@ -121,11 +134,16 @@ impl State {
     }
 
     /// The oldest live job with an app slot, when one is free.
-    pub(super) fn take(&mut self, queue_timeout: Option<Duration>, slots: usize) -> Option<Job> {
+    pub(super) fn take(
+        &mut self,
+        queue_timeout: Option<Duration>,
+        slots: usize,
+        now: &mut Option<Instant>,
+    ) -> Option<Job> {
         if !self.slot_free(slots) {
             return None;
         }
-        let job = self.pop_live(queue_timeout)?;
+        let job = self.pop_live(queue_timeout, now)?;
         self.running += 1;
         Some(job)
     }
@@ -183,7 +201,7 @@ mod tests {
         st.resuming = 0;
         st.running = 2;
         assert!(!st.slot_free(2));
-        assert!(st.take(None, 2).is_none());
+        assert!(st.take(None, 2, &mut None).is_none());
     }
 
     #[test]
