@@ -197,8 +197,14 @@ impl Clock {
 
     /// When an idle connection is due to come to rest: between requests,
     /// before a byte of the next head.
+    #[cfg(test)]
     fn rest_at(&self) -> Option<Instant> {
-        match *self.phase.lock() {
+        self.rest_at_in(*self.phase.lock())
+    }
+
+    /// `rest_at` for a phase read already (`past_deadline` reads it once).
+    fn rest_at_in(&self, phase: Phase) -> Option<Instant> {
+        match phase {
             Phase::Waiting {
                 since,
                 first: false,
@@ -212,7 +218,13 @@ impl Clock {
 
     /// The deadline in force and what its expiry does; `None` when nothing
     /// is timed (busy, expired, or no `--header-timeout`).
+    #[cfg(test)]
     fn deadline(&self) -> Option<(Instant, OnExpiry)> {
+        self.deadline_in(*self.phase.lock())
+    }
+
+    /// `deadline` for a phase read already.
+    fn deadline_in(&self, phase: Phase) -> Option<(Instant, OnExpiry)> {
         let on_expiry = |first: bool| {
             if first {
                 OnExpiry::Answer408
@@ -220,7 +232,7 @@ impl Clock {
                 OnExpiry::Close
             }
         };
-        match *self.phase.lock() {
+        match phase {
             Phase::Waiting {
                 since,
                 first: false,
@@ -304,8 +316,14 @@ impl Clock {
             )
     }
 
+    #[cfg(test)]
     fn expired(&self) -> bool {
-        *self.phase.lock() == Phase::Expired
+        self.phase() == Phase::Expired
+    }
+
+    /// The phase now (one lock for what a read checks).
+    fn phase(&self) -> Phase {
+        *self.phase.lock()
     }
 }
 
@@ -385,9 +403,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
     fn past_deadline(
         &mut self,
         cx: &mut Context<'_>,
+        phase: Phase,
         read_at: &mut Option<Instant>,
     ) -> Option<OnExpiry> {
-        let (deadline, on_expiry) = self.clock.deadline()?;
+        let (deadline, on_expiry) = self.clock.deadline_in(phase)?;
         if self.clock.unarmed.load(Ordering::Relaxed) {
             self.clock.unarmed.store(false, Ordering::Relaxed);
         }
@@ -397,7 +416,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
             return Some(on_expiry);
         }
         let mut wake = deadline;
-        if let Some(rest_at) = self.clock.rest_at() {
+        if let Some(rest_at) = self.clock.rest_at_in(phase) {
             if now >= rest_at {
                 self.clock.rest_due.store(true, Ordering::Relaxed);
             } else {
@@ -489,7 +508,8 @@ impl<I: Peek> ClockedIo<I> {
             if stopping.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(false);
             }
-            if let Some(on_expiry) = self.past_deadline(cx, &mut None) {
+            let phase = self.clock.phase();
+            if let Some(on_expiry) = self.past_deadline(cx, phase, &mut None) {
                 self.expire(cx, on_expiry);
                 return Poll::Ready(false);
             }
@@ -721,11 +741,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.clock.expired() {
+        let phase = this.clock.phase();
+        if phase == Phase::Expired {
             return Poll::Ready(Ok(()));
         }
         let mut read_at = None;
-        if let Some(on_expiry) = this.past_deadline(cx, &mut read_at) {
+        if let Some(on_expiry) = this.past_deadline(cx, phase, &mut read_at) {
             this.expire(cx, on_expiry);
             return Poll::Ready(Ok(()));
         }
