@@ -1022,7 +1022,11 @@ def test_a_daemon_whose_usr2_master_fails_keeps_its_pid_file(tmp_path):
     code_dir, module = app_module(tmp_path, "dmn_app", "from supervisor_app import app\n")
     old, pidfile, errlog = start_daemon(tmp_path, app="dmn_app:app", path=(code_dir, APPS_DIR))
     try:
-        daemon_address(errlog)
+        host, port = daemon_address(errlog)
+        # The worker has loaded the app before it changes ("Listening at" comes
+        # before the fork, and a worker that imports the broken module stops the
+        # old master as at any start).
+        assert rawhttp.request(host, port, "GET", "/ping").body == b"pong"
         module.write_text("x = (\n")  # the new master cannot import the app
         os.kill(old, signal.SIGUSR2)
         assert wait_until(lambda: "The new master" in errlog.read_text()), errlog.read_text()
