@@ -1300,9 +1300,12 @@ def test_process_titles_and_reuse_port(launch, tmp_path):
 
     assert title(first.pid).startswith("siesta: master [shop]"), title(first.pid)
     assert wait_until(lambda: title(workers[0]).startswith("siesta: worker [shop]"))
-    # top's column: the main thread's name, the title's first 15 bytes.
+    # ps shows the title alone (no run of padding after it) ...
+    with open(f"/proc/{first.pid}/cmdline", "rb") as f:
+        assert f.read().rstrip(b"\0") == b"siesta: master [shop]"
+    # ... and the name `pgrep -x` and `killall` match is left as it was.
     with open(f"/proc/{first.pid}/comm") as f:
-        assert f.read() == "siesta: master \n"
+        assert not f.read().startswith("siesta:")
     second = launch("-w", "1", "--reuse-port", bind=f"127.0.0.1:{first.port}")
     assert second.port == first.port
     assert second.get("/ping").status == 200

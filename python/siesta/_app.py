@@ -88,7 +88,7 @@ def _parse_target(spec: str) -> tuple[str, str, tuple, dict, bool]:
     target = target or "application"
     if not module:
         raise AppLoadError(f"Invalid app {spec!r}: expected module:callable")
-    if target.isidentifier() and not keyword.iskeyword(target):
+    if target.isascii() and target.isidentifier() and not keyword.iskeyword(target):
         return module, target, (), {}, False
     import ast  # for a factory call only: it is 0.6 MiB of the master and every worker
 

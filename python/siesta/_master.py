@@ -195,7 +195,7 @@ def run_worker(
     if values["worker_class"] == "gevent":
         try:
             from siesta import _gevent as gevent  # the master only checked it imports
-        except ImportError as exc:
+        except Exception as exc:  # whatever a broken install raises (a HUP's worker too)
             _siesta.log("error", f"-k gevent needs gevent, which cannot be imported: {exc}")
             return WORKER_BOOT_ERROR
         gevent.patch()  # before -u: patching imports modules the new user may not read

@@ -268,6 +268,8 @@ def _check(values: dict[str, Any], sources: dict[str, str]) -> None:
         prepare(values, sources)
     except ConfigError as exc:
         _fail(str(exc), 1)
+    if values["worker_class"] == "gevent":
+        _check_gevent()
     problem = _log_file_problem(values["error_logfile"])  # relative ones from --chdir
     if problem:
         _fail(f"Cannot open error log: {problem}", 1)
@@ -300,8 +302,6 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not values.get("app"):
         _fail(f"no app given: {USAGE}", 2)
-    if values["worker_class"] == "gevent":
-        _check_gevent()
     try:
         _check_before_serving(values)
     except ConfigError as exc:
@@ -317,6 +317,8 @@ def main(argv: list[str] | None = None) -> None:
         prepare(values, resolved.sources)  # before -D: its error still reaches the terminal
     except ConfigError as exc:
         _fail(str(exc), 1)
+    if values["worker_class"] == "gevent":
+        _check_gevent()  # on the import path the workers will have
     # Before binding (a second server reports this, not the port) and before
     # -D (the message still reaches the terminal).
     _check_pid(values["pid"])

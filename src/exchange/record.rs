@@ -41,7 +41,7 @@ pub(crate) struct Finished<'a> {
     pub peer: Option<SocketAddr>,
     pub tally: Tally,
     /// Since the head was parsed (the wall-clock time of that is now less
-    /// this: no clock is read for it unless a log asks).
+    /// this: no wall clock is read for it unless an access log is on).
     pub elapsed: Duration,
     /// The request's metrics (`None` for a head hyper refused).
     pub track: Option<&'a Track>,

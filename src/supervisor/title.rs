@@ -1,12 +1,15 @@
-//! The process title `ps` and `top` show: `siesta: master [NAME]` and
+//! The process title `ps` shows: `siesta: master [NAME]` and
 //! `siesta: worker [NAME]` (`-n`), for the master and every worker it forks.
 //!
 //! Linux shows a process's command line from the memory its argument
 //! strings were placed in at `exec`, so the title is written over them, in
-//! place, and cut to fit; the thread name (`top`'s default column, 15
-//! bytes) is set too. Nothing to install, and no Python module to import:
-//! a title costs the master and each worker no memory. Elsewhere (not
-//! Linux) it does nothing.
+//! place, and cut to fit. The rest of that memory is filled with spaces
+//! and the title ends with a NUL: the kernel then shows the title alone
+//! (a last byte that is not NUL is its sign of a rewritten command line),
+//! not the title and a run of NULs. The process name (`/proc/PID/comm`,
+//! what `pgrep -x` and `killall` match) is left as it was. Nothing to
+//! install, and no Python module to import: a title costs the master and
+//! each worker no memory. Elsewhere (not Linux) it does nothing.
 
 /// Where this process's argument strings lie, from `/proc/self/stat`'s
 /// fields 48 and 49 (`arg_start`, `arg_end`): `(start, length)`.
@@ -22,15 +25,37 @@ fn argument_area(stat: &str) -> Option<(usize, usize)> {
     (start > 0 && end > start).then(|| (start, end - start))
 }
 
-/// The bytes to write over an area of `len` bytes: the title, cut to leave
-/// its last byte NUL (so the kernel reads the area alone, not what follows
-/// it), then NULs.
+/// The bytes to write over an area of `len` bytes: the title, cut at a
+/// character's start to leave room for the NUL that ends it, then spaces.
+/// (An area of one byte or none takes no title.)
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn filled(title: &str, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let keep = title.len().min(len.saturating_sub(1));
+    let mut keep = title.len().min(len.saturating_sub(1));
+    while !title.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let mut out = vec![b' '; len];
     out[..keep].copy_from_slice(&title.as_bytes()[..keep]);
+    if let Some(end) = out.get_mut(keep) {
+        *end = 0;
+    }
     out
+}
+
+/// Whether `memory` (the argument area) is what the kernel shows as the
+/// command line: the untouched strings (the whole area, its last byte
+/// NUL), or a title written here (the kernel shows the area's start up to
+/// the first NUL, with or without that NUL, and the last byte is a space).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn shown_from(memory: &[u8], cmdline: &[u8]) -> bool {
+    match memory.last() {
+        Some(0) => memory == cmdline,
+        Some(_) => {
+            memory.starts_with(cmdline)
+                && (cmdline.last() == Some(&0) || memory.get(cmdline.len()) == Some(&0))
+        }
+        None => false,
+    }
 }
 
 /// Sets the title; false when it could not (not Linux, `/proc` unreadable,
@@ -50,7 +75,7 @@ pub(crate) fn set_title(title: &str) -> bool {
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::{argument_area, filled};
+    use super::{argument_area, filled, shown_from};
 
     pub(super) fn set(title: &str) -> bool {
         let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
@@ -60,32 +85,25 @@ mod linux {
             return false;
         };
         // The kernel reads /proc/self/cmdline from that very memory: when
-        // the two agree, byte for byte, the area is the argument strings
-        // (and nothing else) and can be written over.
+        // the two agree, the area is the argument strings (as `exec` left
+        // them or as a title before this one left them) and can be written
+        // over.
         let Ok(cmdline) = std::fs::read("/proc/self/cmdline") else {
             return false;
         };
-        if cmdline.len() != len {
-            return false;
-        }
-        // SAFETY: the kernel just read these `len` bytes at `start` for
-        // /proc/self/cmdline: they are mapped and readable in this process.
+        // SAFETY: the kernel gives these `len` bytes at `start` as this
+        // process's argument area, on the main thread's stack: mapped and
+        // readable here. `now` is dropped before the write below.
         let now = unsafe { std::slice::from_raw_parts(start as *const u8, len) };
-        if now != cmdline.as_slice() {
+        if !shown_from(now, &cmdline) {
             return false;
         }
         let bytes = filled(title, len);
         // SAFETY: the same area, the argument strings `exec` placed on the
         // main thread's stack (writable memory). Python copied them at
         // start and nothing reads them since; no Rust reference to them is
-        // alive (`now` is not used past the comparison).
+        // alive.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), start as *mut u8, len) };
-        let mut name = [0u8; 16];
-        let keep = title.len().min(15);
-        name[..keep].copy_from_slice(&title.as_bytes()[..keep]);
-        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16
-        // bytes; `name` is 16 bytes with its last one NUL.
-        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
         true
     }
 }
@@ -115,22 +133,44 @@ mod tests {
     }
 
     #[test]
-    fn the_title_is_cut_to_leave_a_nul_last() {
-        assert_eq!(filled("abc", 6), b"abc\0\0\0");
+    fn the_title_is_cut_at_a_character_and_ends_with_a_nul() {
+        assert_eq!(filled("abc", 6), b"abc\0  ");
         assert_eq!(filled("abcdef", 4), b"abc\0");
+        assert_eq!(filled("abc", 4), b"abc\0");
+        // "é" is two bytes: it is not cut in half.
+        assert_eq!(filled("aé", 3), b"a\0 ");
+        assert_eq!(filled("abc", 1), b"\0");
         assert_eq!(filled("abc", 0), b"");
+    }
+
+    #[test]
+    fn only_the_shown_command_line_is_written_over() {
+        assert!(shown_from(b"python\0app\0", b"python\0app\0"));
+        assert!(!shown_from(b"python\0app\0", b"python\0"));
+        // A title written before: the kernel shows it up to its NUL.
+        assert!(shown_from(b"siesta\0   ", b"siesta\0"));
+        assert!(shown_from(b"siesta\0   ", b"siesta"));
+        assert!(!shown_from(b"siesta\0   ", b"siest"));
+        assert!(!shown_from(b"siestax   ", b"siesta"));
+        assert!(!shown_from(b"", b""));
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn this_process_shows_the_title() {
-        // The test binary's own argument strings: long enough for the title.
-        assert!(set_title("siesta: test"));
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let (_, len) = argument_area(&stat).unwrap_or((0, 0));
+        assert!(len > 1, "{stat}");
+        let want = "siesta: test [a title longer than some command lines are]";
+        assert!(set_title(want));
+        // Shown alone (cut to fit this test binary's own arguments), as ps reads it.
+        let shown = |cmdline: Vec<u8>| cmdline.strip_suffix(b"\0").unwrap_or(&cmdline).to_vec();
         let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
-        assert!(cmdline.starts_with(b"siesta: test\0"), "{cmdline:?}");
-        // The name is the calling thread's (the main one, in the master
-        // and in a worker).
-        let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap_or_default();
-        assert_eq!(comm.trim_end(), "siesta: test");
+        let keep = want.len().min(len - 1);
+        assert_eq!(shown(cmdline), want.as_bytes()[..keep].to_vec());
+        // And again, over a title.
+        assert!(set_title("siesta: again"));
+        let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+        assert_eq!(shown(cmdline), b"siesta: again"[..13.min(len - 1)].to_vec());
     }
 }

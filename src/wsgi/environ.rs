@@ -120,9 +120,10 @@ impl EnvConstants {
         for key in PER_REQUEST {
             template.set_item(PyString::intern(py, key), py.None())?;
         }
-        // The usual values, which `build` then leaves as they are.
-        let root_path_py = PyString::new(py, root);
-        template.set_item(intern!(py, "SCRIPT_NAME"), &root_path_py)?;
+        // The usual values, which `build` then leaves as they are. The
+        // mount point is SCRIPT_NAME whether the path is under it or not,
+        // as the bytes a request's path matches it by, read as latin-1.
+        template.set_item(intern!(py, "SCRIPT_NAME"), latin1(root.as_bytes()).as_ref())?;
         template.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?;
         template.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.1"))?;
         template.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
@@ -199,12 +200,10 @@ pub(crate) fn build<'py>(
         method_str(py, head.method.as_str()),
     )?;
     let decoded = decode_path(head.uri.path());
-    let (script, path) = split_root(&k.root_path, &decoded);
-    // The template holds the root path as SCRIPT_NAME, an empty
-    // QUERY_STRING and HTTP/1.1: only other values are set.
-    if !script.is_empty() {
-        env.set_item(intern!(py, "SCRIPT_NAME"), latin1(script).as_ref())?;
-    }
+    // The template holds the root path as SCRIPT_NAME (what `split_root`
+    // takes off is those bytes), an empty QUERY_STRING and HTTP/1.1: only
+    // other values are set.
+    let (_, path) = split_root(&k.root_path, &decoded);
     env.set_item(intern!(py, "PATH_INFO"), latin1(path).as_ref())?;
     // Raw bytes past ASCII in the target (hyper takes them when they are
     // UTF-8) are latin-1 here too, as PEP 3333 wants of every native string.
