@@ -12,7 +12,9 @@ names mapped to Siesta's. Reading the sources in precedence order is
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 # The master and every worker import this module: ``typing`` (0.5 MiB of a
 # process) and ``dataclasses`` (which brings ``inspect`` and ``ast``, 1 MiB
@@ -167,7 +169,16 @@ def _env_item(text: str) -> str:
 _TAKES_OBJECTS = (_addresses, _header_values)
 
 
-class Setting:
+_FIELDS = (
+    "name flags default help type append flag metavar env file rust default_env pending cli_extra"
+)
+# Defaults from `type` on: str, not a list, not a flag, no metavar, read from the
+# environment and from a config file, not sent to Rust, no default_env, applied,
+# no more argparse keywords.
+_DEFAULTS = (str, False, False, None, True, True, False, None, "", MappingProxyType({}))
+
+
+class Setting(namedtuple("Setting", _FIELDS, defaults=_DEFAULTS)):
     """One option: how it is spelled, parsed, defaulted and explained.
 
     ``rust``: sent to the Rust core (``for_rust``); the Rust ``Config`` reads
@@ -176,56 +187,10 @@ class Setting:
     default. ``pending``: why a value other than the default is not applied
     yet; the CLI warns when one is set. Empty once Siesta does what the
     option says. ``cli_extra``: more keywords for argparse's ``add_argument``.
+    A named tuple: immutable, without importing ``dataclasses``.
     """
 
-    __slots__ = (
-        "name",
-        "flags",
-        "default",
-        "help",
-        "type",
-        "append",
-        "flag",
-        "metavar",
-        "env",
-        "file",
-        "rust",
-        "default_env",
-        "pending",
-        "cli_extra",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        flags: tuple[str, ...],
-        default: Any,
-        help: str,
-        type: Callable[[str], Any] = str,
-        append: bool = False,
-        flag: bool = False,
-        metavar: str | None = None,
-        env: bool = True,
-        file: bool = True,
-        rust: bool = False,
-        default_env: str | None = None,
-        pending: str = "",
-        cli_extra: dict[str, Any] | None = None,
-    ) -> None:
-        self.name = name
-        self.flags = flags
-        self.default = default
-        self.help = help
-        self.type = type
-        self.append = append
-        self.flag = flag
-        self.metavar = metavar
-        self.env = env
-        self.file = file
-        self.rust = rust
-        self.default_env = default_env
-        self.pending = pending
-        self.cli_extra = cli_extra or {}
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return f"Setting({self.name!r})"
