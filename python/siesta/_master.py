@@ -320,6 +320,7 @@ class Master:
             self.values, self.hooks = values, hooks
             self.arbiter.cfg.update(values)
             own_log_files(values)
+            set_title("master", values)  # a new proc_name shows at once
         self.hooks.call("on_reload", self.arbiter)
         return self.values["workers"]
 

@@ -58,16 +58,20 @@ def _check_gevent() -> None:
         try:
             from siesta import _gevent  # noqa: F401
         except BaseException as exc:  # whatever a broken install raises
-            os.write(write_end, str(exc).encode(errors="replace")[:2048])
+            missing = isinstance(exc, ModuleNotFoundError) and exc.name in ("gevent", "greenlet")
+            os.write(write_end, (b"M" if missing else b"B") + str(exc).encode(errors="replace"))
             code = 1
         os._exit(code)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as reader:
-        reason = reader.read().decode(errors="replace")
+        said = reader.read(4096).decode(errors="replace")
     _, status = os.waitpid(pid, 0)
-    if status != 0:
-        reason = reason or "its import failed"
+    if status == 0:
+        return
+    reason = " ".join(said[1:].split()) or "its import failed"  # one line
+    if said.startswith("M"):
         _fail(f"-k gevent needs gevent: pip install 'siesta[gevent]' ({reason})", 1)
+    _fail(f"-k gevent: gevent cannot be imported: {reason}", 1)
 
 
 def _check_binds(values: dict[str, Any]) -> None:

@@ -296,14 +296,13 @@ impl Format {
     fn env(&self, var: &EnvVar, e: &Entry<'_>, h: &Parts, out: &mut String) -> std::fmt::Result {
         match var {
             EnvVar::RequestMethod => write!(out, "{}", h.method),
-            EnvVar::ScriptName | EnvVar::PathInfo => {
+            // The mount point, read as latin-1, whether the path is under it
+            // or not (`wsgi/environ.rs`'s template).
+            EnvVar::ScriptName => write!(out, "{}", latin1(self.root.as_bytes())),
+            EnvVar::PathInfo => {
                 let decoded = decode_path(h.uri.path());
-                let (script, path) = split_root(&self.root, &decoded);
-                match var {
-                    EnvVar::PathInfo => write!(out, "{}", latin1(path)),
-                    _ if script.is_empty() => write!(out, "{}", self.root),
-                    _ => write!(out, "{}", latin1(script)),
-                }
+                let (_, path) = split_root(&self.root, &decoded);
+                write!(out, "{}", latin1(path))
             }
             EnvVar::QueryString => write!(out, "{}", h.uri.query().unwrap_or("")),
             EnvVar::RawUri => write!(out, "{}", crate::wsgi::environ::raw_uri(h)),

@@ -25,12 +25,17 @@ fn argument_area(stat: &str) -> Option<(usize, usize)> {
     (start > 0 && end > start).then(|| (start, end - start))
 }
 
+/// The longest title written: the kernel reads a rewritten command line
+/// one page at most, and its NUL must be within it for the next title
+/// (a worker's, after the fork) to find it.
+const LONGEST: usize = 4095;
+
 /// The bytes to write over an area of `len` bytes: the title, cut at a
-/// character's start to leave room for the NUL that ends it, then spaces.
-/// (An area of one byte or none takes no title.)
+/// character's start to leave room for the NUL that ends it (and to
+/// `LONGEST`), then spaces. (An area of one byte or none takes no title.)
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn filled(title: &str, len: usize) -> Vec<u8> {
-    let mut keep = title.len().min(len.saturating_sub(1));
+    let mut keep = title.len().min(len.saturating_sub(1)).min(LONGEST);
     while !title.is_char_boundary(keep) {
         keep -= 1;
     }
@@ -141,6 +146,10 @@ mod tests {
         assert_eq!(filled("aé", 3), b"a\0 ");
         assert_eq!(filled("abc", 1), b"\0");
         assert_eq!(filled("abc", 0), b"");
+        // Its NUL stays within the page the kernel reads.
+        let long = "x".repeat(5000);
+        assert_eq!(filled(&long, 6000)[LONGEST], 0);
+        assert_eq!(filled(&long, 6000).len(), 6000);
     }
 
     #[test]
