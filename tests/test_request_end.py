@@ -8,6 +8,7 @@ and each refusal also gets an error-log line naming the peer. Load shedding
 recovers by itself once the app slots free up.
 """
 
+import json
 import threading
 
 from rawhttp import new_token
@@ -115,3 +116,31 @@ def test_response_header_environ_and_percent_atoms(start_server, mode):
     assert line.string == "text/plain|/ping|x=1|/ping|100%|-|-", line.string
     warnings = [ln for ln in srv.log().splitlines() if "unknown atom" in ln]
     assert len(warnings) == 1 and "%(zz)s" in warnings[0], srv.log()
+
+
+def test_a_non_ascii_root_path_is_one_script_name_in_the_environ_and_the_log(start_server, mode):
+    """Review (session 18): with --root-path /café, SCRIPT_NAME was '/cafÃ©' (the
+    bytes a path matches it by, read as latin-1, as PEP 3333 has native strings) for
+    a path under it and '/café' for the others, in the environ and in the access log's
+    %({SCRIPT_NAME}e)s. It is the same latin-1 string for every path, in both."""
+    fmt = "%(U)s|%({SCRIPT_NAME}e)s|%({PATH_INFO}e)s"
+    srv = start_server(
+        "router_app:app",
+        "--root-path",
+        "/café",
+        "--access-logfile",
+        "-",
+        "--access-logformat",
+        fmt,
+        mode=mode,
+    )
+    want = "/café".encode().decode("latin-1")
+    for target, path in (("/caf%C3%A9/env", "/env"), ("/env", "/env")):
+        mark = out_mark(srv)
+        resp = srv.get(target)
+        assert resp.status == 200, resp
+        env = json.loads(resp.body)["environ"]
+        assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == (want, path)
+        line = srv.stdout.wait_for(r"\|/env$", 10.0, since=mark)
+        assert line is not None, srv.stdout.text(mark)
+        assert line.string == f"{target}|{want}|{path}", line.string
