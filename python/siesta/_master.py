@@ -196,7 +196,7 @@ def run_worker(
         try:
             from siesta import _gevent as gevent  # the master only checked it imports
         except Exception as exc:  # whatever a broken install raises (a HUP's worker too)
-            _siesta.log("error", f"-k gevent needs gevent, which cannot be imported: {exc}")
+            _siesta.log("error", f"-k gevent: gevent cannot be imported: {exc}")
             return WORKER_BOOT_ERROR
         gevent.patch()  # before -u: patching imports modules the new user may not read
     try:

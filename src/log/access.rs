@@ -11,7 +11,7 @@
 //! startup warning.
 
 use super::Civil;
-use crate::wsgi::environ::{decode_path, latin1, split_root};
+use crate::wsgi::environ::{decode_path, latin1, path_info};
 use http::request::Parts;
 use http::HeaderMap;
 use parking_lot::Mutex;
@@ -301,8 +301,7 @@ impl Format {
             EnvVar::ScriptName => write!(out, "{}", latin1(self.root.as_bytes())),
             EnvVar::PathInfo => {
                 let decoded = decode_path(h.uri.path());
-                let (_, path) = split_root(&self.root, &decoded);
-                write!(out, "{}", latin1(path))
+                write!(out, "{}", latin1(path_info(&self.root, &decoded)))
             }
             EnvVar::QueryString => write!(out, "{}", h.uri.query().unwrap_or("")),
             EnvVar::RawUri => write!(out, "{}", crate::wsgi::environ::raw_uri(h)),
