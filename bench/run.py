@@ -51,7 +51,7 @@ PLANS = {
         "S1": {"duration": 3, "warmup": 1, "workers": [1]},
         "S3": {"mib": 256},
         "S5": {"mib": 100},
-        "S6": {"counts": [100], "duration": 4},
+        "S6": {"counts": [100], "duration": 4, "rounds": 2},
         "S9": {"reloads": 3, "every": 1.0},
         "S10": {"pairs": 2, "rounds": 4, "duration": 2},
     },
@@ -61,7 +61,7 @@ PLANS = {
         "S3": {"mib": 1024, "repeat": 3},
         "S4": {"mib": 1024, "repeat": 5},
         "S5": {"mib": 100},
-        "S6": {"counts": [100, 1000], "duration": 4, "rounds": 5},
+        "S6": {"counts": [100, 1000], "duration": 4, "rounds": 6},
         "S7": {"count": 500, "duration": 8},
         "S8": {"count": 5000},
         "S9": {"reloads": 10, "every": 1.0},
@@ -551,11 +551,102 @@ class Bench:
             result["cpu_us_per_req"] = round(cpu * 1e6 / result["requests"], 2)
         return result
 
+    def _twins(self, spec, scenario, mode, count, duration, rounds):
+        """Two servers of one spec sharing the server CPU, each loaded by its
+        own wrk at the same time, `count` held connections on one of them
+        (the first in even rounds, the second in odd ones). The VM's speed
+        moves by 10-30% from one burst to the next, and two servers loaded
+        at once see the same moves, so the loaded twin's rate ÷ the idle
+        twin's in the same seconds keeps only what the held connections
+        cost (`compare_together` in ab.py, S10, does the same for two
+        builds). The record is the median round's (by × idle)."""
+        twins = []
+        done = []
+        alive = recovered = True
+        stopped = None
+        try:
+            for _ in range(2):
+                twins.append(self.start(spec, scenario))
+            for server in twins:
+                run_wrk(server.port, 1)  # warm-up, not counted
+            for index in range(rounds):
+                loaded, idle = twins[index % 2], twins[1 - index % 2]
+                try:
+                    holder = hold(mode, loaded.port, count, duration + 60, 200)
+                    try:
+                        setup = holder.ready()
+                        bursts = self._bursts_at_once((loaded, idle), duration)
+                    finally:
+                        load = holder.finish()
+                except Exception as error:  # noqa: BLE001 - later rounds keep the first ones
+                    if not done:
+                        raise
+                    stopped = f"round {index + 1}: {error}"
+                    break
+                alive = loaded.alive() and idle.alive()
+                recovered = alive
+                if alive:
+                    try:
+                        hello_check(loaded.port)
+                    except ServerFailed:
+                        recovered = False
+                burst, base = bursts
+                done.append(
+                    {
+                        "burst": burst,
+                        "idle": base,
+                        "ratio": _over_idle(burst, [base], "req_per_s"),
+                        "cpu_ratio": _over_idle(burst, [base], "cpu_us_per_req"),
+                        "setup": setup,
+                        "load": load,
+                    }
+                )
+                if not recovered or not burst["requests"]:
+                    break  # a server that stops serving does so every round
+        finally:
+            for server in twins:
+                server.stop()
+        ratios = [r["ratio"] for r in done if r["ratio"] is not None]
+        ranked = sorted(done, key=lambda r: -1 if r["ratio"] is None else r["ratio"])
+        median = ranked[(len(ranked) - 1) // 2] if ranked else None
+        record = {
+            "count": count,
+            **(median["burst"] if median else {}),
+            "rounds": len(done),
+            "method": "twins",
+            "idle_req_per_s": median and median["idle"]["req_per_s"],
+            "idle_bursts": [r["idle"] for r in done],
+            "loaded_bursts": [r["burst"] for r in done],
+            "ratio_to_idle": _rounded(median and median["ratio"]),
+            "ratio_spread": [min(ratios), max(ratios)] if ratios else None,
+            "cpu_ratio_to_idle": _rounded(median and median["cpu_ratio"]),
+            "setup": median["setup"] if median else {},
+            "load": median["load"] if median else {},
+            "server_alive": alive,
+            "hello_after": recovered,
+        }
+        if stopped:
+            record["rounds_stopped"] = stopped
+        return record
+
+    @staticmethod
+    def _bursts_at_once(servers, duration):
+        """`_burst` on each server at the same time, each by its own wrk."""
+        cpu0 = [procs.cpu_seconds(server.pid) for server in servers]
+        running = [start_wrk(server.port, duration) for server in servers]
+        results = []
+        for server, proc, before in zip(servers, running, cpu0, strict=True):
+            result = wrk_result(proc, duration)
+            cpu = procs.cpu_seconds(server.pid) - before
+            result["cpu_s"] = round(cpu, 3)
+            if result["requests"]:
+                result["cpu_us_per_req"] = round(cpu * 1e6 / result["requests"], 2)
+            results.append(result)
+        return results
+
     def s6(self, spec, p):
         for count in p["counts"]:
-            yield self._under_load(
-                spec, "S6", "slowup", count, p["duration"], rounds=p.get("rounds", 1)
-            )
+            yield self._twins(spec, "S6", "slowup", count, p["duration"], p["rounds"])
 
     def s7(self, spec, p):
         yield self._under_load(spec, "S7", "slowloris", p["count"], p["duration"])
