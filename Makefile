@@ -22,6 +22,9 @@ $(STAMP): requirements-test.txt | $(PY)
 dev: | $(PY) ## Build Siesta (release) into .venv
 	$(PIP) install --quiet 'maturin==1.16.0'
 	$(VENV)/bin/maturin develop --release --extras gevent
+	@# Byte-compiled as a wheel install would be (even under PYTHONDONTWRITEBYTECODE):
+	@# a master compiling its modules at every start keeps the compiler's memory.
+	$(PY) -m compileall -q python/siesta
 	$(PY) -c 'import siesta._siesta'
 
 run: dev ## Serve the demo app on http://127.0.0.1:8000, its status page on :9000 (Ctrl-C stops)
