@@ -197,6 +197,34 @@ def _over_idle(loaded, idles, field):
     return value / (sum(base) / len(base))
 
 
+def _median_round(count, done, alive, recovered, stopped, **extra):
+    """The record of S6/S7 rounds (`done`: one dict per round, with its
+    loaded `burst`, `ratio`, `cpu_ratio`, `setup` and `load`): the median
+    round's (by × idle), every figure of it from that one round, with the
+    spread of the rounds; `extra` fields go in as given. Returns the record
+    and the median round (None with no rounds)."""
+    ratios = [r["ratio"] for r in done if r["ratio"] is not None]
+    ranked = sorted(done, key=lambda r: -1 if r["ratio"] is None else r["ratio"])
+    median = ranked[(len(ranked) - 1) // 2] if ranked else None
+    record = {
+        "count": count,
+        **(median["burst"] if median else {}),
+        "rounds": len(done),
+        **extra,
+        "loaded_bursts": [r["burst"] for r in done],
+        "ratio_to_idle": _rounded(median and median["ratio"]),
+        "ratio_spread": [min(ratios), max(ratios)] if ratios else None,
+        "cpu_ratio_to_idle": _rounded(median and median["cpu_ratio"]),
+        "setup": median["setup"] if median else {},
+        "load": median["load"] if median else {},
+        "server_alive": alive,
+        "hello_after": recovered,
+    }
+    if stopped:
+        record["rounds_stopped"] = stopped
+    return record, median
+
+
 class HoldClient:
     """A client.py hold mode in the background: wait for READY, later stop it."""
 
@@ -505,27 +533,10 @@ class Bench:
                     break  # a server that stops serving does so every round
         finally:
             server.stop()
-        ratios = [r["ratio"] for r in done if r["ratio"] is not None]
-        ranked = sorted(done, key=lambda r: -1 if r["ratio"] is None else r["ratio"])
-        median = ranked[(len(ranked) - 1) // 2] if ranked else None
         idle_rates = [r["req_per_s"] for r in idles if r["req_per_s"]]
-        record = {
-            "count": count,
-            **(median["burst"] if median else {}),
-            "rounds": len(done),
-            "idle_req_per_s": round(statistics.median(idle_rates), 1) if idle_rates else None,
-            "idle_bursts": idles,
-            "loaded_bursts": [r["burst"] for r in done],
-            "ratio_to_idle": _rounded(median and median["ratio"]),
-            "ratio_spread": [min(ratios), max(ratios)] if ratios else None,
-            "cpu_ratio_to_idle": _rounded(median and median["cpu_ratio"]),
-            "setup": median["setup"] if median else {},
-            "load": median["load"] if median else {},
-            "server_alive": alive,
-            "hello_after": recovered,
-        }
-        if stopped:
-            record["rounds_stopped"] = stopped
+        record, _ = _median_round(count, done, alive, recovered, stopped)
+        record["idle_req_per_s"] = round(statistics.median(idle_rates), 1) if idle_rates else None
+        record["idle_bursts"] = idles
         return record
 
     @staticmethod
@@ -606,27 +617,9 @@ class Bench:
         finally:
             for server in twins:
                 server.stop()
-        ratios = [r["ratio"] for r in done if r["ratio"] is not None]
-        ranked = sorted(done, key=lambda r: -1 if r["ratio"] is None else r["ratio"])
-        median = ranked[(len(ranked) - 1) // 2] if ranked else None
-        record = {
-            "count": count,
-            **(median["burst"] if median else {}),
-            "rounds": len(done),
-            "method": "twins",
-            "idle_req_per_s": median and median["idle"]["req_per_s"],
-            "idle_bursts": [r["idle"] for r in done],
-            "loaded_bursts": [r["burst"] for r in done],
-            "ratio_to_idle": _rounded(median and median["ratio"]),
-            "ratio_spread": [min(ratios), max(ratios)] if ratios else None,
-            "cpu_ratio_to_idle": _rounded(median and median["cpu_ratio"]),
-            "setup": median["setup"] if median else {},
-            "load": median["load"] if median else {},
-            "server_alive": alive,
-            "hello_after": recovered,
-        }
-        if stopped:
-            record["rounds_stopped"] = stopped
+        record, median = _median_round(count, done, alive, recovered, stopped, method="twins")
+        record["idle_req_per_s"] = median and median["idle"]["req_per_s"]
+        record["idle_bursts"] = [r["idle"] for r in done]
         return record
 
     @staticmethod
