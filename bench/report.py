@@ -198,6 +198,11 @@ def derive(scenario, record):
         record["spread"] = f"{low:.2f}–{high:.2f} ({rounds} rounds)" if rounds > 1 else "one round"
     if scenario in ("S6", "S7") and record.get("wrk_hung"):
         record["errors"] = f"{record.get('errors', 0)} (wrk overran -d, stopped)"
+    if scenario == "S6" and (record.get("idle_errors") or record.get("idle_wrk_hung")):
+        hung = ", its wrk overran -d" if record.get("idle_wrk_hung") else ""
+        record["errors"] = (
+            f"{record.get('errors', 0)} (idle twin: {record.get('idle_errors', 0)}{hung})"
+        )
     if scenario == "S8" and "setup" in record:
         record["client_failed"] = record["setup"].get("connect_errors")
     return record
@@ -381,7 +386,9 @@ def write_markdown(meta, records, path):
     lines = machine_header(meta)
     for scenario in sorted(records):
         shape = scenario
-        if scenario == "S6" and not any(r.get("method") == "twins" for r in records[scenario]):
+        if scenario == "S6" and any(
+            "error" not in r and r.get("method") != "twins" for r in records[scenario]
+        ):
             shape = "S6-in-turn"
         lines += [f"## {TITLES.get(shape, shape)}", ""]
         lines += scenario_table(shape, records[scenario])

@@ -38,9 +38,10 @@ PY = sys.executable
 CLIENT = os.path.join(BENCH, "client.py")
 RESULTS = os.path.join(BENCH, "results")
 MIB = 1024 * 1024
-# S6/S7: seconds of idle hello load on the same server before the holders
+# S7: seconds of idle hello load on the same server before the holders
 # connect and after they leave (one 1 s warm-up first); the mean of the two
-# around a loaded burst is its "× idle" baseline.
+# around a loaded burst is its "× idle" baseline. (S6 loads twin servers at
+# once instead, `Bench._twins`.)
 IDLE_BASELINE_S = 3
 
 # Measured round-robin (`Bench.round_robin`): one run per server per round, each on a fresh server.
@@ -199,22 +200,27 @@ def _over_idle(loaded, idles, field):
 
 def _median_round(count, done, alive, recovered, stopped, **extra):
     """The record of S6/S7 rounds (`done`: one dict per round, with its
-    loaded `burst`, `ratio`, `cpu_ratio`, `setup` and `load`): the median
-    round's (by × idle), every figure of it from that one round, with the
-    spread of the rounds; `extra` fields go in as given. Returns the record
-    and the median round (None with no rounds)."""
-    ratios = [r["ratio"] for r in done if r["ratio"] is not None]
-    ranked = sorted(done, key=lambda r: -1 if r["ratio"] is None else r["ratio"])
+    loaded `burst`, `ratio`, `cpu_ratio`, `setup` and `load`): × idle and
+    CPU/req × idle are the medians of the rounds' ratios (the mean of the
+    two middle ones for an even count), the other figures those of the
+    middle round by × idle (the lower of the two middle ones), with the
+    spread of the rounds; a round with no ratio (a baseline that served
+    nothing) counts in none of them. `extra` fields go in as given.
+    Returns the record and the middle round (None with no ratio)."""
+    measured = [r for r in done if r["ratio"] is not None]
+    ratios = sorted(r["ratio"] for r in measured)
+    ranked = sorted(measured, key=lambda r: r["ratio"])
     median = ranked[(len(ranked) - 1) // 2] if ranked else None
+    cpu_ratios = [r["cpu_ratio"] for r in measured if r["cpu_ratio"] is not None]
     record = {
         "count": count,
         **(median["burst"] if median else {}),
         "rounds": len(done),
         **extra,
         "loaded_bursts": [r["burst"] for r in done],
-        "ratio_to_idle": _rounded(median and median["ratio"]),
-        "ratio_spread": [min(ratios), max(ratios)] if ratios else None,
-        "cpu_ratio_to_idle": _rounded(median and median["cpu_ratio"]),
+        "ratio_to_idle": _rounded(statistics.median(ratios) if ratios else None),
+        "ratio_spread": [ratios[0], ratios[-1]] if ratios else None,
+        "cpu_ratio_to_idle": _rounded(statistics.median(cpu_ratios) if cpu_ratios else None),
         "setup": median["setup"] if median else {},
         "load": median["load"] if median else {},
         "server_alive": alive,
@@ -491,8 +497,8 @@ class Bench:
 
     def _under_load(self, spec, scenario, mode, count, duration, *options, rounds=1):
         """Hello bursts beside `count` held connections, each between two idle
-        bursts of the same server, `rounds` times; the record is the median
-        round's (by × idle), every figure of it from that one round."""
+        bursts of the same server, `rounds` times; the record:
+        `_median_round`."""
         server = self.start(spec, scenario)
         done = []  # one dict per round: the loaded burst, its ratios, setup and end
         idles = []
@@ -565,12 +571,12 @@ class Bench:
     def _twins(self, spec, scenario, mode, count, duration, rounds):
         """Two servers of one spec sharing the server CPU, each loaded by its
         own wrk at the same time, `count` held connections on one of them
-        (the first in even rounds, the second in odd ones). The VM's speed
+        (the first in rounds 1, 3, 5..., the second in 2, 4, 6...). The VM's speed
         moves by 10-30% from one burst to the next, and two servers loaded
         at once see the same moves, so the loaded twin's rate ÷ the idle
         twin's in the same seconds keeps only what the held connections
         cost (`compare_together` in ab.py, S10, does the same for two
-        builds). The record is the median round's (by × idle)."""
+        builds). The record: `_median_round`."""
         twins = []
         done = []
         alive = recovered = True
@@ -620,22 +626,33 @@ class Bench:
         record, median = _median_round(count, done, alive, recovered, stopped, method="twins")
         record["idle_req_per_s"] = median and median["idle"]["req_per_s"]
         record["idle_bursts"] = [r["idle"] for r in done]
+        # The baseline's own trouble, which the loaded side's columns do not show.
+        record["idle_errors"] = sum(r["idle"].get("errors", 0) for r in done)
+        record["idle_wrk_hung"] = any(r["idle"].get("wrk_hung") for r in done)
         return record
 
     @staticmethod
     def _bursts_at_once(servers, duration):
         """`_burst` on each server at the same time, each by its own wrk."""
         cpu0 = [procs.cpu_seconds(server.pid) for server in servers]
-        running = [start_wrk(server.port, duration) for server in servers]
-        results = []
-        for server, proc, before in zip(servers, running, cpu0, strict=True):
-            result = wrk_result(proc, duration)
-            cpu = procs.cpu_seconds(server.pid) - before
-            result["cpu_s"] = round(cpu, 3)
-            if result["requests"]:
-                result["cpu_us_per_req"] = round(cpu * 1e6 / result["requests"], 2)
-            results.append(result)
-        return results
+        running = []
+        try:
+            for server in servers:
+                running.append(start_wrk(server.port, duration))
+            results = []
+            for server, proc, before in zip(servers, running, cpu0, strict=True):
+                result = wrk_result(proc, duration)
+                cpu = procs.cpu_seconds(server.pid) - before
+                result["cpu_s"] = round(cpu, 3)
+                if result["requests"]:
+                    result["cpu_us_per_req"] = round(cpu * 1e6 / result["requests"], 2)
+                results.append(result)
+            return results
+        finally:
+            for proc in running:  # a wrk left behind by a failure above
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
     def s6(self, spec, p):
         for count in p["counts"]:

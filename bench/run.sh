@@ -76,6 +76,10 @@ fi
 # 4. Siesta itself.
 if [ ! -x "$REPO/.venv/bin/siesta" ]; then
     log "no $REPO/.venv/bin/siesta (run 'make dev'): Siesta rows will say skipped"
+else
+    # Byte-compiled, as `make dev` and a wheel install leave it: a .py edited
+    # since would otherwise be compiled by every master at its start.
+    "$REPO/.venv/bin/python" -m compileall -q "$REPO/python/siesta" || true
 fi
 
 # Thousands of sockets in S6-S8: lift the descriptor limit for servers and clients.
