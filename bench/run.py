@@ -560,13 +560,7 @@ class Bench:
     def _burst(server, duration):
         """wrk on GET / for `duration` s, with the server's CPU µs per request
         (utime + stime of its processes: threads that ended count too)."""
-        cpu0 = procs.cpu_seconds(server.pid)
-        result = run_wrk(server.port, duration)
-        cpu = procs.cpu_seconds(server.pid) - cpu0
-        result["cpu_s"] = round(cpu, 3)
-        if result["requests"]:
-            result["cpu_us_per_req"] = round(cpu * 1e6 / result["requests"], 2)
-        return result
+        return Bench._bursts_at_once((server,), duration)[0]
 
     def _twins(self, spec, scenario, mode, count, duration, rounds):
         """Two servers of one spec sharing the server CPU, each loaded by its
@@ -633,7 +627,8 @@ class Bench:
 
     @staticmethod
     def _bursts_at_once(servers, duration):
-        """`_burst` on each server at the same time, each by its own wrk."""
+        """`_burst` on each server at the same time, each by its own wrk:
+        a burst result per server, in order."""
         cpu0 = [procs.cpu_seconds(server.pid) for server in servers]
         running = []
         try:
