@@ -55,6 +55,24 @@ def test_required_keys_and_types(server):
     assert dump["file_wrapper_callable"] is True
 
 
+def test_the_environ_holds_the_request_keys_and_no_others(server):
+    """Exactly PEP 3333's keys, Siesta's RAW_URI/REQUEST_URI and one per header:
+    every environ starts as a copy of one made per worker and grown to have room
+    for the headers, and nothing of that shows through, with many headers or few."""
+    base = {
+        "REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "RAW_URI",
+        "REQUEST_URI", "SERVER_PROTOCOL", "REMOTE_ADDR", "REMOTE_PORT", "SERVER_NAME",
+        "SERVER_PORT", "SERVER_SOFTWARE", "HTTP_HOST", "wsgi.version", "wsgi.url_scheme",
+        "wsgi.input", "wsgi.errors", "wsgi.multithread", "wsgi.multiprocess",
+        "wsgi.run_once", "wsgi.input_terminated", "wsgi.file_wrapper",
+    }  # fmt: skip
+    assert set(env_of(server)["environ"]) == base
+    many = [(f"X-Field-{i}", str(i)) for i in range(40)]
+    env = env_of(server, headers=many)["environ"]
+    assert set(env) == base | {f"HTTP_X_FIELD_{i}" for i in range(40)}
+    assert all(env[f"HTTP_X_FIELD_{i}"] == str(i) for i in range(40))
+
+
 def test_multithread_flag_matches_mode(server):
     env = env_of(server)["environ"]
     assert env["wsgi.multithread"] is (server.mode == "thread")

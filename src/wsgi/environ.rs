@@ -18,9 +18,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 use std::collections::HashMap;
 
-/// Percent-decodes a request path into raw bytes (later read as latin-1).
-pub(crate) fn decode_path(path: &str) -> Vec<u8> {
-    percent_encoding::percent_decode_str(path).collect()
+/// Percent-decodes a request path into raw bytes (later read as latin-1);
+/// a path with nothing escaped is borrowed as it is.
+pub(crate) fn decode_path(path: &str) -> std::borrow::Cow<'_, [u8]> {
+    percent_encoding::percent_decode_str(path).into()
 }
 
 /// Bytes as a latin-1 string: every byte is the code point of the same value.
@@ -150,7 +151,7 @@ impl EnvConstants {
             PyString::new(py, concat!("siesta/", env!("CARGO_PKG_VERSION"))),
         )?;
         Ok(EnvConstants {
-            template: template.unbind(),
+            template: with_room(py, template)?.unbind(),
             default_port: if url_scheme == "https" { "443" } else { "80" }.into(),
             root_path: root.to_string(),
             header_keys: Mutex::new(HashMap::new()),
@@ -170,6 +171,40 @@ impl EnvConstants {
         }
         Some(key)
     }
+}
+
+/// `template`, grown so that a copy of it has room for a request's
+/// `HTTP_*` keys. CPython copies a dict by cloning its table, size and all,
+/// and the 21 entries of the template fill a 32-slot table exactly, so
+/// every environ grew (a new table, every key hashed in again) at its first
+/// header. One padding key grows the table, then goes. CPython clones a
+/// table that holds deleted entries only while at most a third of its
+/// entries are; when a copy does not keep the room (another CPython), the
+/// template is built again entry by entry, as compact as before.
+fn with_room<'py>(py: Python<'py>, template: Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+    let getsizeof = py.import("sys")?.getattr("getsizeof")?;
+    let size = |d: &Bound<'py, PyDict>| -> PyResult<usize> { getsizeof.call1((d,))?.extract() };
+    let built = size(&template)?;
+    let mut pads = Vec::new();
+    for i in 0..template.len() / 2 {
+        let pad = PyString::new(py, &format!("\0pad{i}"));
+        template.set_item(&pad, py.None())?;
+        pads.push(pad);
+        if size(&template)? > built {
+            break;
+        }
+    }
+    for pad in &pads {
+        template.del_item(pad)?;
+    }
+    if size(&template.copy()?)? > built {
+        return Ok(template);
+    }
+    let plain = PyDict::new(py);
+    for (key, value) in template.iter() {
+        plain.set_item(key, value)?;
+    }
+    Ok(plain)
 }
 
 /// Keys every request sets; the template holds them so a copy has room.
