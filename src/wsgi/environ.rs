@@ -173,38 +173,29 @@ impl EnvConstants {
     }
 }
 
-/// `template`, grown so that a copy of it has room for a request's
-/// `HTTP_*` keys. CPython copies a dict by cloning its table, size and all,
-/// and the 21 entries of the template fill a 32-slot table exactly, so
-/// every environ grew (a new table, every key hashed in again) at its first
-/// header. One padding key grows the table, then goes. CPython clones a
-/// table that holds deleted entries only while at most a third of its
-/// entries are; when a copy does not keep the room (another CPython), the
-/// template is built again entry by entry, as compact as before.
+/// `template` in a table with room for a request's `HTTP_*` keys. CPython
+/// copies a dict by cloning its table, size and all, and the 21 entries of
+/// the template fill a 32-slot table exactly, so every environ grew (a new
+/// table, every key hashed in again) at its first header. `update` into a
+/// dict that already has an entry sizes the table for both at once: the
+/// same entries, in the same order, in a 64-slot table with no deleted
+/// slot (a deleted one would be cloned into every environ, and an app's
+/// `dict(environ)` copies quickly only a table without one). When a copy
+/// does not come out larger (another CPython), the template stays as built.
 fn with_room<'py>(py: Python<'py>, template: Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
     let getsizeof = py.import("sys")?.getattr("getsizeof")?;
     let size = |d: &Bound<'py, PyDict>| -> PyResult<usize> { getsizeof.call1((d,))?.extract() };
-    let built = size(&template)?;
-    let mut pads = Vec::new();
-    for i in 0..template.len() / 2 {
-        let pad = PyString::new(py, &format!("\0pad{i}"));
-        template.set_item(&pad, py.None())?;
-        pads.push(pad);
-        if size(&template)? > built {
-            break;
-        }
-    }
-    for pad in &pads {
-        template.del_item(pad)?;
-    }
-    if size(&template.copy()?)? > built {
+    let Some((key, value)) = template.iter().next() else {
         return Ok(template);
+    };
+    let grown = PyDict::new(py);
+    grown.set_item(key, value)?;
+    grown.update(template.as_mapping())?;
+    if size(&grown.copy()?)? > size(&template)? {
+        Ok(grown)
+    } else {
+        Ok(template)
     }
-    let plain = PyDict::new(py);
-    for (key, value) in template.iter() {
-        plain.set_item(key, value)?;
-    }
-    Ok(plain)
 }
 
 /// Keys every request sets; the template holds them so a copy has room.
@@ -338,6 +329,40 @@ fn method_str<'py>(py: Python<'py>, m: &str) -> Bound<'py, PyAny> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_template_has_room_for_headers_and_no_deleted_slot() {
+        Python::initialize();
+        Python::attach(|py| -> PyResult<()> {
+            let getsizeof = py.import("sys")?.getattr("getsizeof")?;
+            let size =
+                |d: &Bound<'_, PyDict>| -> PyResult<usize> { getsizeof.call1((d,))?.extract() };
+            let built = PyDict::new(py);
+            for i in 0..21 {
+                built.set_item(format!("K{i}"), i)?;
+            }
+            let keys = |d: &Bound<'_, PyDict>| -> Vec<String> {
+                d.keys().iter().map(|k| k.to_string()).collect()
+            };
+            let template = with_room(py, built.copy()?)?;
+            assert_eq!(keys(&template), keys(&built), "same keys, same order");
+            assert!(template.eq(&built)?, "same values");
+            let env = template.copy()?;
+            let room = size(&env)?;
+            assert!(room > size(&built)?, "grown");
+            for i in 0..20 {
+                env.set_item(format!("HTTP_{i}"), i)?;
+            }
+            assert_eq!(size(&env)?, room, "20 header keys fit without a resize");
+            // No deleted slot: `dict(copy)` clones the table as it is.
+            let plain = template.copy()?;
+            let rebuilt = PyDict::new(py);
+            rebuilt.update(plain.as_mapping())?;
+            assert_eq!(size(&rebuilt)?, size(&plain)?);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
 
     #[test]
     fn absolute_targets_name_the_host() {
