@@ -52,13 +52,34 @@ def test_request_line(limited, length, status):
         assert closed
 
 
+def head_of(count):
+    """A GET /ping head with `count` field lines."""
+    fields = b"Host: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(count - 1))
+    return b"GET /ping HTTP/1.1\r\n" + fields + b"\r\n"
+
+
 @pytest.mark.parametrize("count,status", [(7, 200), (8, 200), (9, 431)])
 def test_field_count(limited, count, status):
-    fields = b"Host: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(count - 1))
-    resp, closed = exchange(limited, b"GET /ping HTTP/1.1\r\n" + fields + b"\r\n")
+    mark = limited.log_mark()
+    resp, closed = exchange(limited, head_of(count))
     assert resp.status == status, resp
     if status != 200:
         assert closed
+        # Logged and counted by the limit it broke, not as a head too large.
+        assert limited.wait_log(r"431 request from .*\[limit_request_fields\]", since=mark)
+        assert "head_too_large" not in limited.log(since=mark)
+
+
+def test_field_count_behind_a_response(limited):
+    """Pipelined behind a request that passes, the crowded head is the
+    second of its connection: answered 431 in turn, logged by its limit."""
+    mark = limited.log_mark()
+    with limited.connect() as conn:
+        conn.send(head_of(8) + head_of(9))
+        statuses = [conn.read_response().status for _ in range(2)]
+        closed = conn.wait_closed(timeout=5)
+    assert (statuses, closed) == ([200, 431], True)
+    assert limited.wait_log(r"431 request from .*\[limit_request_fields\]", since=mark)
 
 
 @pytest.mark.parametrize(
@@ -97,10 +118,12 @@ def test_zero_means_no_limit_but_the_head_buffer(start_server, mode):
     raw = b"GET /ping?" + b"q" * 20000 + b" HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 20000
     resp, _ = exchange(srv, raw + b"\r\n" + many + b"\r\n")
     assert resp.status == 200, resp
+    mark = srv.log_mark()
     resp, closed = exchange(
         srv, b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 70000 + b"\r\n\r\n"
     )
     assert (resp.status, closed) == (431, True)
+    assert srv.wait_log(r"431 request from .*\[head_too_large\]", since=mark)
 
 
 def test_defaults_are_gunicorns(server):

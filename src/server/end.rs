@@ -147,8 +147,13 @@ fn log_refusal(done: &Finished<'_>, e: RequestError) {
 impl Recorder {
     /// A head hyper refused while parsing (it already sent the status):
     /// whether `err` was one.
-    pub(crate) fn refused_by_hyper(&self, peer: Option<SocketAddr>, err: &hyper::Error) -> bool {
-        let refusal = hyper_refusal(err);
+    pub(crate) fn refused_by_hyper(
+        &self,
+        peer: Option<SocketAddr>,
+        err: &hyper::Error,
+        crowded: bool,
+    ) -> bool {
+        let refusal = hyper_refusal(err, crowded);
         if let Some(refusal) = refusal {
             self.refused_early(peer, refusal);
         }
@@ -175,8 +180,10 @@ impl Recorder {
 
 /// Which refusal hyper answered for a parse error, if it answered one
 /// (hyper's `on_error`: 431 for a head too large, 414 for a URI too long,
-/// 400 for the other parse errors).
-fn hyper_refusal(err: &hyper::Error) -> Option<RequestError> {
+/// 400 for the other parse errors). `crowded`: the head had more field
+/// lines than hyper takes (`--limit-request-fields`), which hyper refuses
+/// as too large.
+fn hyper_refusal(err: &hyper::Error, crowded: bool) -> Option<RequestError> {
     if !err.is_parse() {
         return None;
     }
@@ -186,7 +193,11 @@ fn hyper_refusal(err: &hyper::Error) -> Option<RequestError> {
         if err.to_string().contains("URI too long") {
             return Some(RequestError::RequestLineTooLong);
         }
-        return Some(RequestError::HeadTooLarge);
+        return Some(if crowded {
+            RequestError::TooManyFields
+        } else {
+            RequestError::HeadTooLarge
+        });
     }
     if err.is_parse_version_h2() {
         return None;

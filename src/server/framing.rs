@@ -101,7 +101,10 @@ enum Field {
 #[derive(Debug, Clone, Copy, Default)]
 struct HeadFraming {
     chunked: bool,
-    length: Option<u64>,
+    /// A `Content-Length` gave `length` (two fields, not an `Option`: this
+    /// lives as long as its connection, and the tag would take 8 bytes).
+    has_length: bool,
+    length: u64,
     /// A `Content-Length` that is not plain digits, or two that differ:
     /// hyper refuses the head.
     bad_length: bool,
@@ -127,8 +130,9 @@ pub(crate) struct Framing {
     /// The name's length so far (saturating: past `NAME_MAX` it is no name compared).
     name_len: u8,
     field: Field,
-    /// The digits of the current `Content-Length` value.
-    value: Option<u64>,
+    /// The digits of the current `Content-Length` value, if `digits`.
+    value: u64,
+    digits: bool,
     /// Whitespace came after those digits.
     value_ended: bool,
     value_bad: bool,
@@ -141,10 +145,13 @@ pub(crate) struct Framing {
     /// before it, which hyper buffers too), saturating.
     line: u32,
     /// A request line of this many bytes cannot be parsed by hyper.
-    line_max: usize,
+    line_max: u32,
     /// The number of the first head (counted like `heads`, so never 0)
     /// whose request line reached `line_max`, until taken; 0 when none.
     overlong: u64,
+    /// Field lines begun in the head being read (or the last one read),
+    /// saturating.
+    fields: u32,
     /// Where the request line being read began in the bytes of this `feed`
     /// (`None`: in an earlier one).
     line_from: Option<u32>,
@@ -166,15 +173,17 @@ impl Default for Framing {
             name: [0; NAME_MAX],
             name_len: 0,
             field: Field::Other,
-            value: None,
+            value: 0,
+            digits: false,
             value_ended: false,
             value_bad: false,
             head: HeadFraming::default(),
             chunk: 0,
             heads: 0,
             line: 0,
-            line_max: usize::MAX,
+            line_max: u32::MAX,
             overlong: 0,
+            fields: 0,
             line_from: None,
             high_lines: Vec::new(),
             continued_at: NOWHERE,
@@ -209,9 +218,18 @@ impl Framing {
     /// (`take_overlong`).
     pub(crate) fn with_line_max(line_max: usize) -> Self {
         Framing {
-            line_max,
+            line_max: u32::try_from(line_max).unwrap_or(u32::MAX),
             ..Framing::default()
         }
+    }
+
+    /// Whether head number `head` (counted like `heads`) had more than
+    /// `max` field lines, as far as the bytes fed so far show: hyper
+    /// refuses such a head as too large, without saying why. Only the
+    /// latest head's count is kept (4 bytes per connection): once a later
+    /// head began, this says no.
+    pub(crate) fn crowded(&self, head: u64, max: usize) -> bool {
+        self.heads == head && self.fields as usize > max
     }
 
     /// The number of the head (1 for a connection's first) whose request
@@ -239,12 +257,12 @@ impl Framing {
 
     /// The length from which a request line is marked (`take_overlong`).
     pub(crate) fn line_max(&self) -> usize {
-        self.line_max
+        self.line_max as usize
     }
 
     /// The request line being read has reached `line_max` bytes.
     pub(crate) fn line_past_max(&self) -> bool {
-        self.line as usize >= self.line_max
+        self.line >= self.line_max
     }
 
     /// The bytes of the last `feed` end inside a request line: `Some` with
@@ -259,7 +277,7 @@ impl Framing {
         self.line = self
             .line
             .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
-        if self.line as usize >= self.line_max && self.overlong == 0 {
+        if self.line >= self.line_max && self.overlong == 0 {
             self.overlong = self.heads + u64::from(self.state == State::Start);
         }
     }
@@ -382,6 +400,7 @@ impl Framing {
                     b'\r' | b'\n' => Start,
                     _ => {
                         self.heads += 1;
+                        self.fields = 0;
                         RequestLine
                     }
                 }
@@ -394,6 +413,7 @@ impl Framing {
                 b'\r' => HeadCr,
                 b'\n' => self.head_end(),
                 _ => {
+                    self.fields = self.fields.saturating_add(1);
                     self.name_len = 0;
                     self.push_name(b);
                     Name
@@ -406,7 +426,8 @@ impl Framing {
             Name => match b {
                 b':' => {
                     self.field = self.field_named();
-                    self.value = None;
+                    self.value = 0;
+                    self.digits = false;
                     self.value_ended = false;
                     self.value_bad = false;
                     Value
@@ -565,16 +586,18 @@ impl Framing {
                 let digit = u64::from(b - b'0');
                 match self
                     .value
-                    .unwrap_or(0)
                     .checked_mul(10)
                     .and_then(|v| v.checked_add(digit))
                 {
                     // A digit after trailing whitespace ("1 2") is not a number.
-                    Some(v) if !self.value_ended => self.value = Some(v),
+                    Some(v) if !self.value_ended => {
+                        self.value = v;
+                        self.digits = true;
+                    }
                     _ => self.value_bad = true,
                 }
             }
-            b' ' | b'\t' | b'\r' => self.value_ended = self.value.is_some(),
+            b' ' | b'\t' | b'\r' => self.value_ended = self.digits,
             _ => self.value_bad = true,
         }
     }
@@ -582,8 +605,15 @@ impl Framing {
     fn field_end(&mut self) {
         match self.field {
             Field::TransferEncoding => self.head.chunked = true,
-            Field::ContentLength => match (self.value, self.value_bad, self.head.length) {
-                (Some(v), false, None) => self.head.length = Some(v),
+            Field::ContentLength => match (
+                self.digits.then_some(self.value),
+                self.value_bad,
+                self.head.has_length.then_some(self.head.length),
+            ) {
+                (Some(v), false, None) => {
+                    self.head.length = v;
+                    self.head.has_length = true;
+                }
                 (Some(v), false, Some(prev)) if v == prev => {}
                 _ => self.head.bad_length = true,
             },
@@ -602,7 +632,7 @@ impl Framing {
         } else if head.bad_length {
             State::Opaque
         } else {
-            match head.length {
+            match head.has_length.then_some(head.length) {
                 Some(n) if n > 0 => State::Length(n),
                 _ => State::Start,
             }
@@ -636,6 +666,37 @@ mod tests {
             .feed(b"ET / HTTP/1.1\r\nContent-Length: x\r\n\r\n")
             .is_ok());
         assert_eq!(f.heads(), None, "past a head it cannot follow");
+    }
+
+    #[test]
+    fn knows_whether_the_latest_head_had_more_field_lines_than_a_bound() {
+        let head = |fields: usize| {
+            let lines: Vec<u8> = (0..fields)
+                .flat_map(|i| format!("X-{i}: 1\r\n").into_bytes())
+                .collect();
+            [b"GET / HTTP/1.1\r\n".as_slice(), &lines, b"\r\n"].concat()
+        };
+        let body = b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\nA: 1\r\nB: 1\r\n";
+        // (bytes, head asked about, crowded past 3 fields)
+        for (bytes, at, crowded) in [
+            (head(3), 1, false),
+            (head(4), 1, true),
+            // Counted per head, not per connection; a body's lines are none.
+            ([head(3), head(3)].concat(), 2, false),
+            ([head(3), head(5)].concat(), 2, true),
+            ([body.as_slice(), &head(2)].concat(), 2, false),
+            // An earlier head's count is gone once a later head began.
+            ([head(5), head(1)].concat(), 1, false),
+            // Known as soon as the line past the bound begins.
+            (head(4)[..head(3).len() - 1].to_vec(), 1, true),
+        ] {
+            for k in 0..=bytes.len() {
+                let mut f = Framing::default();
+                assert!(f.feed(&bytes[..k]).is_ok());
+                assert!(f.feed(&bytes[k..]).is_ok());
+                assert_eq!(f.crowded(at, 3), crowded, "split at {k}");
+            }
+        }
     }
 
     #[test]

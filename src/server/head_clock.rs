@@ -36,6 +36,7 @@ use super::proxy::Peek;
 use super::write_stall::WriteStall;
 use crate::error::RequestError;
 use crate::exchange::ConnInfo;
+use crate::limits::Limits;
 use hyper::body::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -368,10 +369,10 @@ impl<I> ClockedIo<I> {
         io: I,
         clock: Arc<Clock>,
         end: Arc<Recorder>,
-        write_timeout: Option<Duration>,
         conn: Arc<ConnInfo>,
-        read_buffer: usize,
+        limits: &Limits,
     ) -> Self {
+        let read_buffer = limits.read_buffer;
         ClockedIo {
             io,
             clock,
@@ -386,7 +387,7 @@ impl<I> ClockedIo<I> {
             // buffer for its CRLF and the empty line that ends a head:
             // hyper would run out of room and answer 431; it gets 414 here.
             framing: Framing::with_line_max(read_buffer.saturating_sub(3)),
-            stall: WriteStall::new(write_timeout),
+            stall: WriteStall::new(limits.body_timeout),
             spill: None,
             conn,
         }
@@ -525,6 +526,13 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
     /// read so far end inside one.
     pub(crate) fn body_coming(&self) -> bool {
         self.framing.in_body()
+    }
+
+    /// Whether the head hyper is reading now (the one after those answered)
+    /// has more than `max` field lines, which hyper refuses as too large.
+    pub(crate) fn crowded(&self, max: usize) -> bool {
+        let head = u64::from(self.clock.served.load(Ordering::Relaxed)) + 1;
+        self.framing.crowded(head, max)
     }
 
     /// Whether a head was answered here, before hyper parsed it: the client

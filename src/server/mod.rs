@@ -81,7 +81,7 @@ fn builder(limits: &Limits) -> http1::Builder {
 /// hyper's field count: the option, but never more fields than the read
 /// buffer can hold (4 bytes each, `a:` CRLF), since hyper allocates room
 /// for that many on every parse.
-fn max_headers(limits: &crate::limits::Limits) -> usize {
+fn max_headers(limits: &Limits) -> usize {
     limits.head.fields.min(limits.read_buffer / 4)
 }
 
@@ -236,14 +236,7 @@ impl AcceptCtx {
                 draining,
                 clock: clock.clone(),
             };
-            let mut io = ClockedIo::new(
-                io,
-                clock.clone(),
-                end.clone(),
-                limits.body_timeout,
-                info.clone(),
-                limits.read_buffer,
-            );
+            let mut io = ClockedIo::new(io, clock.clone(), end.clone(), info.clone(), &limits);
             let mut service = service;
             let mut stop = stop;
             // This task is as large as its largest await, for the whole life
@@ -274,7 +267,8 @@ impl AcceptCtx {
                             }
                         }
                         if let Err(e) = r {
-                            owed |= end.refused_by_hyper(remote, &e);
+                            owed |=
+                                end.refused_by_hyper(remote, &e, io.crowded(max_headers(&limits)));
                             if e.is_user() {
                                 // The response's body failed part way (the
                                 // app raised, or it fell short of its
