@@ -411,38 +411,42 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
         if self.clock.unarmed.load(Ordering::Relaxed) {
             self.clock.unarmed.store(false, Ordering::Relaxed);
         }
-        let now = Instant::now();
+        let mut now = Instant::now();
         *read_at = Some(now);
-        if now >= deadline {
-            return Some(on_expiry);
-        }
-        let mut wake = deadline;
-        if let Some(rest_at) = self.clock.rest_at_in(phase) {
-            if now >= rest_at {
-                self.clock.rest_due.store(true, Ordering::Relaxed);
-            } else {
-                wake = wake.min(rest_at);
+        for _look in 0..2 {
+            if now >= deadline {
+                return Some(on_expiry);
             }
-        }
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake)));
-        if timer.deadline() != wake {
-            timer.as_mut().reset(wake);
-        }
-        match timer.as_mut().poll(cx) {
-            Poll::Pending => None,
-            Poll::Ready(()) if wake == deadline => Some(on_expiry),
-            Poll::Ready(()) => {
-                // Due to rest: `drive` sees it once this read is pending.
-                self.clock.rest_due.store(true, Ordering::Relaxed);
-                timer.as_mut().reset(deadline);
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Some(on_expiry),
-                    Poll::Pending => None,
+            let mut wake = deadline;
+            if let Some(rest_at) = self.clock.rest_at_in(phase) {
+                if now >= rest_at {
+                    self.clock.rest_due.store(true, Ordering::Relaxed);
+                } else {
+                    wake = wake.min(rest_at);
                 }
             }
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake)));
+            // Moved only when it would wake the read too late, or is due:
+            // one set early wakes the read once more, to look again. Each
+            // request moves the wake later than the last (its response ends
+            // later), and a reset takes the timer wheel's lock twice; so a
+            // busy connection's timer moves about once per `REST_AFTER`,
+            // not once per request.
+            if timer.deadline() > wake || timer.deadline() <= now {
+                timer.as_mut().reset(wake);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            // Fired since the clock was read (a rest time or the deadline
+            // passed in between): look again.
+            now = Instant::now();
         }
+        // Fired twice in a row: the next poll looks again.
+        cx.waker().wake_by_ref();
+        None
     }
 
     fn expire(&mut self, cx: &mut Context<'_>, on_expiry: OnExpiry) {
