@@ -158,7 +158,12 @@ pub(crate) fn scheme_of(
     headers: &HeaderMap,
     rules: &SchemeHeaders,
 ) -> Result<Option<Scheme>, RequestError> {
-    if rules.0.is_empty() {
+    // One pass over the names, instead of a hashed lookup for each rule
+    // and `Forwarded`: most requests carry none of them.
+    let named = |name: &HeaderName| {
+        name == http::header::FORWARDED || rules.0.iter().any(|(rule, _)| rule == name)
+    };
+    if rules.0.is_empty() || !headers.keys().any(named) {
         return Ok(None);
     }
     let mut voted = None;

@@ -334,6 +334,18 @@ impl Framing {
                         _ => State::Data(left),
                     };
                 }
+                // A field name up to its colon (or a line's end) at once: only
+                // its first `NAME_MAX` bytes are ever compared.
+                State::Name => {
+                    let stop = bytes[i..].iter().position(|&b| b == b':' || b == b'\n');
+                    let run = stop.unwrap_or(bytes.len() - i);
+                    self.push_names(&bytes[i..i + run]);
+                    i += run;
+                    if stop.is_some() {
+                        self.step(bytes[i]);
+                        i += 1;
+                    }
+                }
                 // Only a `Content-Length` value is read byte by byte.
                 State::RequestLine | State::Value | State::Trailer
                     if self.state != State::Value || self.field != Field::ContentLength =>
@@ -558,6 +570,19 @@ impl Framing {
                 _ => Broken,
             },
         };
+    }
+
+    /// `push_name` for each of `run`.
+    fn push_names(&mut self, run: &[u8]) {
+        let len = usize::from(self.name_len);
+        if len < NAME_MAX {
+            let take = run.len().min(NAME_MAX - len);
+            for (to, b) in self.name[len..len + take].iter_mut().zip(run) {
+                *to = b.to_ascii_lowercase();
+            }
+        }
+        let run = u8::try_from(run.len()).unwrap_or(u8::MAX);
+        self.name_len = self.name_len.saturating_add(run);
     }
 
     fn push_name(&mut self, b: u8) {

@@ -48,8 +48,17 @@ pub(crate) fn check_head(
     if head.uri.scheme().is_some() && crate::wsgi::environ::target_host(&head.uri).is_none() {
         return Err(RequestError::BadHost);
     }
-    check_framing(head.version, &head.headers)?;
-    if head.headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
+    // One pass over the names, instead of a hashed lookup for each field
+    // below: most heads have none of them.
+    let (mut framed, mut typed) = (false, false);
+    for name in head.headers.keys() {
+        framed |= name == TRANSFER_ENCODING || name == CONTENT_LENGTH;
+        typed |= name == CONTENT_TYPE;
+    }
+    if framed {
+        check_framing(head.version, &head.headers)?;
+    }
+    if typed && head.headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
         return Err(RequestError::DuplicateField);
     }
     Ok(())

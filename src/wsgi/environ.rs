@@ -275,31 +275,45 @@ pub(crate) fn build<'py>(
     env.set_item(intern!(py, "SERVER_NAME"), name)?;
     env.set_item(intern!(py, "SERVER_PORT"), port)?;
 
-    for name in head.headers.keys() {
-        let Some(key) = k.header_key(py, name) else {
-            continue;
-        };
-        let mut values = head.headers.get_all(name).iter();
-        let Some(first) = values.next() else { continue };
-        let sep: &[u8] = if name == http::header::COOKIE {
-            b"; "
-        } else {
-            b","
-        };
-        let mut joined: Option<Vec<u8>> = None;
-        for v in values {
-            let j = joined.get_or_insert_with(|| first.as_bytes().to_vec());
-            j.extend_from_slice(sep);
-            j.extend_from_slice(v.as_bytes());
+    // With no name repeated (most heads), each pair is a whole field: no
+    // lookup per name.
+    if head.headers.len() == head.headers.keys_len() {
+        for (name, value) in &head.headers {
+            if let Some(key) = k.header_key(py, name) {
+                env.set_item(key, latin1(value.as_bytes()).as_ref())?;
+            }
         }
-        let bytes = joined.as_deref().unwrap_or(first.as_bytes());
-        env.set_item(key, latin1(bytes).as_ref())?;
+    } else {
+        for name in head.headers.keys() {
+            if let Some(key) = k.header_key(py, name) {
+                let joined = joined(name, head.headers.get_all(name));
+                env.set_item(key, latin1(&joined).as_ref())?;
+            }
+        }
     }
     if let Some(h) = target_host {
         env.set_item(intern!(py, "HTTP_HOST"), h)?;
     }
     env.set_item(intern!(py, "wsgi.input"), input)?;
     Ok(env)
+}
+
+/// A field's values joined into one: `,` between them (RFC 9110 §5.3),
+/// `; ` between `Cookie` values (RFC 6265 §5.4).
+fn joined(name: &http::HeaderName, values: http::header::GetAll<'_, http::HeaderValue>) -> Vec<u8> {
+    let sep: &[u8] = if name == http::header::COOKIE {
+        b"; "
+    } else {
+        b","
+    };
+    let mut out = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(sep);
+        }
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
 }
 
 /// The host and port of an absolute-form target that is a valid `Host`

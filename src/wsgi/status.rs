@@ -64,11 +64,9 @@ pub(crate) fn parse_header(
     }
     let bad = || ResponseError::BadHeader(format!("{name}: {value}"));
     // Latin-1 code points are the bytes (PEP 3333); an ASCII value, the
-    // usual one, is its own bytes already.
+    // usual one, is its own bytes already. `from_bytes` refuses CR, LF, NUL
+    // and the other controls but tab.
     let hvalue = if value.is_ascii() {
-        if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
-            return Err(bad());
-        }
         HeaderValue::from_bytes(value.as_bytes())
     } else {
         let mut raw = Vec::with_capacity(value.len());
@@ -92,21 +90,46 @@ fn content_length(value: &HeaderValue) -> Option<u64> {
     crate::server::head::parse_content_length(digits)
 }
 
-/// The one length the app's `Content-Length` headers declare, if any. Any
-/// that is not a number, or numbers that differ, are an error: the client
-/// could not tell where the response ends.
-pub(crate) fn declared_length(headers: &http::HeaderMap) -> Result<Option<u64>, ResponseError> {
-    let mut declared = None;
-    for value in headers.get_all(http::header::CONTENT_LENGTH) {
+/// The one length the app's `Content-Length` headers declare, if any,
+/// taken a header at a time as `start_response` parses them (no lookup in
+/// the map afterwards). Any that is not a number, or numbers that differ,
+/// are an error: the client could not tell where the response ends.
+#[derive(Debug, Default)]
+pub(crate) struct DeclaredLength {
+    length: Option<u64>,
+    headers: usize,
+    /// Every header so far was plain digits.
+    plain: bool,
+}
+
+impl DeclaredLength {
+    /// One more `Content-Length` header.
+    pub(crate) fn add(&mut self, value: &HeaderValue) -> Result<(), ResponseError> {
         match content_length(value) {
-            Some(n) if declared.is_none_or(|d| d == n) => declared = Some(n),
+            Some(n) if self.length.is_none_or(|d| d == n) => {
+                self.plain = (self.headers == 0 || self.plain)
+                    && value.as_bytes().iter().all(u8::is_ascii_digit);
+                self.length = Some(n);
+                self.headers += 1;
+                Ok(())
+            }
             _ => {
                 let shown = String::from_utf8_lossy(value.as_bytes());
-                return Err(ResponseError::BadHeader(format!("Content-Length: {shown}")));
+                Err(ResponseError::BadHeader(format!("Content-Length: {shown}")))
             }
         }
     }
-    Ok(declared)
+
+    /// The length declared, if any header declared one.
+    pub(crate) fn length(&self) -> Option<u64> {
+        self.length
+    }
+
+    /// The length was declared once, in its plain form (`" 3"` and a
+    /// repeated `3` are not): the header can go out as the app gave it.
+    pub(crate) fn plain(&self) -> bool {
+        self.headers == 1 && self.plain
+    }
 }
 
 #[cfg(test)]
@@ -155,11 +178,16 @@ mod tests {
             (&["99999999999999999999"], None),
         ];
         for (values, want) in cases {
-            let mut map = http::HeaderMap::new();
-            for v in *values {
-                map.append(http::header::CONTENT_LENGTH, HeaderValue::from_static(v));
+            let mut declared = DeclaredLength::default();
+            let got = values
+                .iter()
+                .try_for_each(|v| declared.add(&HeaderValue::from_static(v)))
+                .map(|()| declared.length());
+            assert_eq!(got.ok(), *want, "{values:?}");
+            let plain = matches!(values, [v] if v.bytes().all(|b| b.is_ascii_digit()));
+            if want.is_some() {
+                assert_eq!(declared.plain(), plain, "{values:?}");
             }
-            assert_eq!(declared_length(&map).ok(), *want, "{values:?}");
         }
     }
 
@@ -169,6 +197,12 @@ mod tests {
             ("Content-Type", "text/plain", true),
             ("X-Latin", "caf\u{e9}", true),
             ("X-Bad", "a\r\nb", false),
+            ("X-Bad", "a\nb", false),
+            ("X-Bad", "a\rb", false),
+            ("X-Bad", "a\0b", false),
+            ("X-Bad", "a\u{7f}b", false),
+            ("X-Tab", "a\tb", true),
+            ("X-Bad", "caf\u{e9}\n", false),
             ("X-Wide", "\u{263a}", false),
             ("Bad Name", "x", false),
             ("Connection", "close", false),

@@ -16,7 +16,7 @@ use crate::exchange::record::Record;
 use crate::exchange::reply::{PipeSender, Reply, ReplySender, ResponseBody};
 use crate::exec::wait::{Park, Waited, Waiter};
 use crate::wsgi::input::Input;
-use crate::wsgi::status::{declared_length, parse_header, parse_status};
+use crate::wsgi::status::{parse_header, parse_status, DeclaredLength};
 use crate::wsgi::Context;
 
 mod chunk;
@@ -147,6 +147,7 @@ impl StartResponse {
             .cast::<PyList>()
             .map_err(|_| response_error(ResponseError::BadHeader(repr(headers))))?;
         let mut map = HeaderMap::with_capacity(list.len() + 2);
+        let mut declared = DeclaredLength::default();
         for item in list.iter() {
             let pair = item
                 .cast::<PyTuple>()
@@ -158,19 +159,19 @@ impl StartResponse {
                 return Err(response_error(ResponseError::BadHeader(repr(&item))));
             };
             let (n, v) = parse_header(name.to_str()?, value.to_str()?).map_err(response_error)?;
+            if n == http::header::CONTENT_LENGTH {
+                declared.add(&v).map_err(response_error)?;
+            }
             map.append(n, v);
         }
-        let declared = declared_length(&map).map_err(response_error)?;
-        if let Some(n) = declared {
+        if let Some(n) = declared.length() {
             // One header, in its plain form (`" 3"` and a repeated `3` are one
             // `3`); the usual single plain one is left as it is (no allocation).
-            let mut given = map.get_all(http::header::CONTENT_LENGTH).iter();
-            let plain = matches!((given.next(), given.next()),
-                (Some(v), None) if v.as_bytes().iter().all(u8::is_ascii_digit));
-            if !plain {
+            if !declared.plain() {
                 map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
             }
         }
+        let declared = declared.length();
         self.state.lock().staged = Some(Staged {
             status: code,
             reason,
