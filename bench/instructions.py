@@ -14,8 +14,11 @@ measures time. Needs `valgrind` (`apt-get install valgrind`) and the
 repo's `.venv` with Siesta built. Example:
 `python bench/instructions.py siesta-thread siesta-thread-metrics --rounds 2`.
 `--keep DIR` keeps the callgrind dumps there, to compare function by
-function with `callgrind_annotate`. A spec of one process (`hyper-hello`)
-is counted as its own worker.
+function with `callgrind_annotate`. For a peer (no line names its worker)
+the whole process tree is counted: exact for one-process servers (the bare
+hyper ceiling, bjoern), a master's share included for the others. A peer
+must print a `Listening at:` line (`bench/launch.py` does for those it
+starts).
 """
 
 import argparse
@@ -32,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procs  # noqa: E402
 from run import run_wrk  # noqa: E402
+from servers import LISTENING as LISTENING_LINE  # noqa: E402
 from servers import SPECS  # noqa: E402
 
 LISTENING = re.compile(rb"Listening at: http://127\.0\.0\.1:(\d+)")
@@ -51,7 +55,8 @@ def wait_for(path, pattern, timeout):
 
 
 def count(spec, duration, connections, workdir, tag):
-    """User-space instructions per hello request of one fresh worker of `spec`."""
+    """User-space instructions per hello request of one fresh worker of `spec`
+    (of its whole process tree, for a peer)."""
     argv = spec.argv(0, 1)
     log = os.path.join(workdir, f"{tag}.log")
     out = os.path.join(workdir, f"{tag}.%p")
@@ -73,17 +78,26 @@ def count(spec, duration, connections, workdir, tag):
         server = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT)
     try:
         port = wait_for(log, LISTENING, 120)
-        # A server of one process (the bare hyper ceiling) is its own worker.
-        worker = wait_for(log, WORKER, 120) if "siesta" in program else server.pid
+        # Siesta's worker alone; a peer's whole tree (one process for the
+        # bare hyper ceiling and bjoern; a master's share included for the
+        # others, which have no line naming their worker).
+        if "siesta" in program:
+            pids = [wait_for(log, WORKER, 120)]
+        else:
+            pids = procs.tree_pids(server.pid)
         run_wrk(port, 5, connections=connections)
-        subprocess.run(["callgrind_control", "-z", str(worker)], capture_output=True, check=True)
+        for pid in pids:
+            subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
         result = run_wrk(port, duration, connections=connections)
-        subprocess.run(["callgrind_control", "-d", str(worker)], capture_output=True, check=True)
-        dumps = [f for f in os.listdir(workdir) if f.startswith(f"{tag}.{worker}.")]
-        if not dumps:
-            raise RuntimeError(f"callgrind wrote no dump for worker {worker}")
-        with open(os.path.join(workdir, sorted(dumps)[-1])) as handle:
-            total = next(int(line.split()[1]) for line in handle if line.startswith("summary:"))
+        total = 0
+        for pid in pids:
+            subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
+            dumps = [f for f in os.listdir(workdir) if f.startswith(f"{tag}.{pid}.")]
+            if not dumps:
+                raise RuntimeError(f"callgrind wrote no dump for process {pid}")
+            with open(os.path.join(workdir, sorted(dumps)[-1])) as handle:
+                summary = next(line for line in handle if line.startswith("summary:"))
+            total += int(summary.split()[1])
     finally:
         for pid in reversed(procs.tree_pids(server.pid)):
             try:
@@ -105,6 +119,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     specs = {spec.name: spec for spec in SPECS}
     a, b = specs[args.a], specs[args.b]
+    for spec in (a, b):
+        if spec.ready is not LISTENING_LINE:
+            parser.error(f"{spec.name} prints no 'Listening at:' line to find its port by")
     print(f"| round | {a.name} instructions/request | {b.name} instructions/request | B ÷ A |")
     print("|---|---|---|---|")
     ratios = []
