@@ -7,6 +7,7 @@ from --root-path, and a wsgiref.validate-wrapped app for GET and POST.
 """
 
 import json
+import socket
 import time
 import urllib.parse
 
@@ -332,3 +333,34 @@ def test_validator_post(server):
     assert resp.body == b"validated:payload"
     server.assert_serving()
     assert "without being closed" not in server.log(mark)
+
+
+def _unix_env(path, raw):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(rawhttp.TIMEOUT)
+        s.connect(str(path))
+        s.sendall(raw)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"200", head
+    return json.loads(body)["environ"]
+
+
+def test_a_unix_socket_names_the_server_by_host(start_server, tmp_path):
+    """A unix socket has no name a URL could use: SERVER_NAME and
+    SERVER_PORT come from Host (its port, else the scheme's), or from the
+    listener when there is none."""
+    path = tmp_path / "s.sock"
+    start_server("router_app:app", "--bind", f"unix:{path}")
+    close = b"Connection: close\r\n\r\n"
+    env = _unix_env(path, b"GET /env HTTP/1.1\r\nHost: example.com:8080\r\n" + close)
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com", "8080")
+    env = _unix_env(path, b"GET /env HTTP/1.1\r\nHost: example.com\r\n" + close)
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com", "80")
+    env = _unix_env(path, b"GET http://other.org:81/env HTTP/1.1\r\nHost: example.com\r\n" + close)
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("other.org", "81")
+    env = _unix_env(path, b"GET /env HTTP/1.0\r\n\r\n")
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("localhost", "80")
+    assert "HTTP_HOST" not in env

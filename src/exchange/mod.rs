@@ -39,8 +39,7 @@ pub(crate) struct ConnInfo {
     pub tls: bool,
     /// The listener's host and port: `SERVER_NAME` and `SERVER_PORT`
     /// (on a unix socket, only when the request has no `Host`).
-    pub server_name: String,
-    pub server_port: String,
+    pub server: Arc<ServerName>,
     /// `REMOTE_ADDR` and `REMOTE_PORT` as Python strings, made on the
     /// connection's first request and reused by the next ones.
     remote: OnceLock<(Py<PyString>, Py<PyString>)>,
@@ -68,14 +67,13 @@ pub(crate) struct ConnInfo {
 }
 
 impl ConnInfo {
-    pub(crate) fn new(peer: Option<SocketAddr>, server_name: String, server_port: String) -> Self {
+    pub(crate) fn new(peer: Option<SocketAddr>, server: Arc<ServerName>) -> Self {
         ConnInfo {
             peer,
             client: None,
             trusted: false,
             tls: false,
-            server_name,
-            server_port,
+            server,
             remote: OnceLock::new(),
             requests: AtomicU64::new(0),
             open_body: AtomicU64::new(0),
@@ -205,6 +203,39 @@ impl ConnInfo {
     }
 }
 
+/// A listener's host and port (`SERVER_NAME`, `SERVER_PORT`), shared by
+/// its connections: made into Python strings once, not per request.
+#[derive(Debug)]
+pub(crate) struct ServerName {
+    name: String,
+    port: String,
+    py: OnceLock<(Py<PyString>, Py<PyString>)>,
+}
+
+impl ServerName {
+    pub(crate) fn new(name: String, port: String) -> Arc<Self> {
+        Arc::new(ServerName {
+            name,
+            port,
+            py: OnceLock::new(),
+        })
+    }
+
+    /// The name and port as Python strings.
+    pub(crate) fn py<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> (&Bound<'py, PyString>, &Bound<'py, PyString>) {
+        let (name, port) = self.py.get_or_init(|| {
+            (
+                PyString::new(py, &self.name).unbind(),
+                PyString::new(py, &self.port).unbind(),
+            )
+        });
+        (name.bind(py), port.bind(py))
+    }
+}
+
 /// Says when a request's body has been read to its end, by the app or by
 /// the drain after it; a body given up on never says so (hyper then closes
 /// the connection anyway).
@@ -263,7 +294,7 @@ mod tests {
     /// and whether the last one found the socket full.
     #[test]
     fn write_progress_counts_writes_and_knows_a_full_socket() {
-        let conn = ConnInfo::new(None, String::new(), String::new());
+        let conn = ConnInfo::new(None, ServerName::new(String::new(), String::new()));
         assert_eq!(conn.write_progress(), (false, 0));
         conn.note_write(false);
         conn.note_write(false);

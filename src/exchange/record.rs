@@ -166,7 +166,10 @@ mod tests {
     fn ends_once_when_the_last_holder_lets_go() {
         let seen = Arc::new(Seen::default());
         let (head, ()) = http::Request::new(()).into_parts();
-        let conn = Arc::new(ConnInfo::new(None, "h".into(), "1".into()));
+        let conn = Arc::new(ConnInfo::new(
+            None,
+            crate::exchange::ServerName::new("h".into(), "1".into()),
+        ));
         let rec = Arc::new(Record::new(head, conn, seen.clone(), None));
         let other = rec.clone();
         rec.answered(200, None);

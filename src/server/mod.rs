@@ -33,7 +33,7 @@ pub(crate) mod service;
 mod write_stall;
 
 use crate::error::RequestError;
-use crate::exchange::ConnInfo;
+use crate::exchange::{ConnInfo, ServerName};
 use crate::exec::Executor;
 use crate::forwarded::Proxies;
 use crate::limits::Limits;
@@ -111,6 +111,7 @@ pub(crate) async fn run(
     let mut loops = Vec::new();
     for l in listeners {
         let (name, port) = l.server_name();
+        let server = ServerName::new(name, port);
         let ctx = AcceptCtx {
             slots: slots.clone(),
             draining: draining.clone(),
@@ -121,8 +122,7 @@ pub(crate) async fn run(
             exec: exec.clone(),
             stop: close_rx.clone(),
             abort: abort_rx.clone(),
-            server_name: name,
-            server_port: port,
+            server,
             held: held.clone(),
         };
         loops.push(tokio::spawn(accept_loop(l, ctx, stop_rx.clone())));
@@ -191,8 +191,8 @@ struct AcceptCtx {
     stop: watch::Receiver<bool>,
     /// Turns true once a stop's time is up: connections still open are cut.
     abort: watch::Receiver<bool>,
-    server_name: String,
-    server_port: String,
+    /// The listener's `SERVER_NAME` and `SERVER_PORT`.
+    server: Arc<ServerName>,
     /// Connections not at rest (`held.rs`).
     held: Arc<held::Held>,
 }
@@ -212,7 +212,7 @@ impl AcceptCtx {
             self.stop.clone(),
             self.draining.clone(),
         );
-        let server = (self.server_name.clone(), self.server_port.clone());
+        let server = self.server.clone();
         let held = self.held.clone();
         let mut abort = self.abort.clone();
         tokio::spawn(async move {

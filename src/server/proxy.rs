@@ -11,13 +11,14 @@
 //! lists, which header wins) are `forwarded/`'s.
 
 use crate::error::RequestError;
-use crate::exchange::ConnInfo;
+use crate::exchange::{ConnInfo, ServerName};
 use crate::forwarded::proxy_protocol::{self, Header, Invalid, Progress, Version};
 use crate::forwarded::{scheme_of, Proxies, Scheme};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Interest};
 use tokio::net::{TcpStream, UnixStream};
@@ -108,7 +109,7 @@ impl From<io::Error> for Refused {
 pub(crate) async fn accept<I: Peek>(
     io: &mut I,
     peer: Option<SocketAddr>,
-    server: (String, String),
+    server: Arc<ServerName>,
     proxies: &Proxies,
     bound: Duration,
 ) -> Option<ConnInfo> {
@@ -128,7 +129,7 @@ pub(crate) async fn accept<I: Peek>(
             return None;
         }
     };
-    let mut conn = ConnInfo::new(peer, server.0, server.1);
+    let mut conn = ConnInfo::new(peer, server);
     // As in gunicorn, a unix socket peer has no address to check: trusted.
     conn.trusted = peer.is_none_or(|p| proxies.forwarded_allow.contains(p.ip()));
     if let Some(h) = header {
@@ -263,7 +264,7 @@ mod tests {
             panic!("accept")
         };
         let p = proxies(protocol);
-        let names = ("h".to_string(), "1".to_string());
+        let names = ServerName::new("h".into(), "1".into());
         let conn = accept(&mut s, Some(peer), names, &p, Duration::from_secs(2)).await;
         let mut rest = Vec::new();
         if conn.is_some() {
@@ -362,7 +363,7 @@ mod tests {
             (false, true, Some("http"), Ok(true)),
         ];
         for &(trusted, tls, header, want) in cases {
-            let mut conn = ConnInfo::new(None, "h".into(), "1".into());
+            let mut conn = ConnInfo::new(None, ServerName::new("h".into(), "1".into()));
             conn.trusted = trusted;
             conn.tls = tls;
             let mut b = http::Request::builder().uri("/");

@@ -17,6 +17,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Percent-decodes a request path into raw bytes (later read as latin-1);
 /// a path with nothing escaped is borrowed as it is.
@@ -29,6 +30,21 @@ pub(crate) fn latin1(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     match std::str::from_utf8(bytes) {
         Ok(s) if s.is_ascii() => std::borrow::Cow::Borrowed(s),
         _ => std::borrow::Cow::Owned(bytes.iter().map(|&b| b as char).collect()),
+    }
+}
+
+/// Bytes as a latin-1 Python `str`, made by CPython's own latin-1 decoder
+/// in one pass: none of the UTF-8 check and decoding a Rust `&str` costs on
+/// its way in (`latin1` then `PyString::new`).
+pub(crate) fn py_latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    let len = pyo3::ffi::Py_ssize_t::try_from(bytes.len())
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("value too long"))?;
+    // SAFETY: the pointer and length describe `bytes`, alive for the call;
+    // the decoder copies them and returns a new reference to a `str`, or
+    // NULL with an exception set (which `from_owned_ptr_or_err` takes).
+    unsafe {
+        let s = pyo3::ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), len, std::ptr::null());
+        Ok(Bound::from_owned_ptr_or_err(py, s)?.cast_into_unchecked())
     }
 }
 
@@ -100,7 +116,7 @@ pub(crate) struct EnvConstants {
     pub default_port: String,
     pub root_path: String,
     /// `HTTP_*` keys for header names seen before (bounded, see `header_key`).
-    header_keys: Mutex<HashMap<HeaderName, Py<PyString>>>,
+    header_keys: Mutex<HashMap<HeaderName, Py<PyString>, BuildHasherDefault<Fnv>>>,
     /// Every environ starts as a copy of this: the constant entries set, the
     /// per-request keys present (as `None`) so filling them never grows the
     /// dict.
@@ -154,7 +170,7 @@ impl EnvConstants {
             template: with_room(py, template)?.unbind(),
             default_port: if url_scheme == "https" { "443" } else { "80" }.into(),
             root_path: root.to_string(),
-            header_keys: Mutex::new(HashMap::new()),
+            header_keys: Mutex::new(HashMap::default()),
         })
     }
 
@@ -170,6 +186,30 @@ impl EnvConstants {
             keys.insert(name.clone(), key.clone().unbind());
         }
         Some(key)
+    }
+}
+
+/// FNV-1a, for `header_keys`: a header name hashes in a few instructions
+/// (a standard one is a small number), where the default `SipHash` took
+/// about 200 per lookup. Its lack of flooding resistance is harmless here:
+/// the cache stops growing at 256 names.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
     }
 }
 
@@ -232,13 +272,13 @@ pub(crate) fn build<'py>(
     // takes off is those bytes), an empty QUERY_STRING and HTTP/1.1: only
     // other values are set.
     let path = path_info(&k.root_path, &decoded);
-    env.set_item(intern!(py, "PATH_INFO"), latin1(path).as_ref())?;
+    env.set_item(intern!(py, "PATH_INFO"), py_latin1(py, path)?)?;
     // Raw bytes past ASCII in the target (hyper takes them when they are
     // UTF-8) are latin-1 here too, as PEP 3333 wants of every native string.
     if let Some(q) = head.uri.query() {
-        env.set_item(intern!(py, "QUERY_STRING"), latin1(q.as_bytes()).as_ref())?;
+        env.set_item(intern!(py, "QUERY_STRING"), py_latin1(py, q.as_bytes())?)?;
     }
-    let raw = PyString::new(py, &latin1(raw_uri(head).as_bytes()));
+    let raw = py_latin1(py, raw_uri(head).as_bytes())?;
     env.set_item(intern!(py, "RAW_URI"), &raw)?;
     env.set_item(intern!(py, "REQUEST_URI"), raw)?;
     if head.version == Version::HTTP_10 {
@@ -254,11 +294,6 @@ pub(crate) fn build<'py>(
     // An absolute-form target names the host, and `Host` is then ignored
     // (RFC 9112 §3.2.2): `HTTP_HOST` is the target's authority.
     let target_host = target_host(&head.uri);
-    let host = target_host.or_else(|| {
-        head.headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
     // A trusted proxy said HTTPS (`server/proxy.rs`): the scheme, and the
     // port a `Host` without one implies.
     let https = head.extensions.get::<Scheme>() == Some(&Scheme::Https);
@@ -267,27 +302,41 @@ pub(crate) fn build<'py>(
     }
     let default_port = if https { "443" } else { &k.default_port };
     // The listening socket names the server, as in gunicorn and waitress;
-    // only a unix socket, which has no name a URL could use, takes `Host`.
-    let (name, port) = match host {
-        Some(h) if conn.peer.is_none() && !h.is_empty() => split_host(h, default_port),
-        _ => (conn.server_name.as_str(), conn.server_port.as_str()),
+    // only a unix socket, which has no name a URL could use, takes `Host`
+    // (looked up only then).
+    let host = || {
+        target_host.or_else(|| {
+            head.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
     };
-    env.set_item(intern!(py, "SERVER_NAME"), name)?;
-    env.set_item(intern!(py, "SERVER_PORT"), port)?;
+    match conn.peer.is_none().then(host).flatten() {
+        Some(h) if !h.is_empty() => {
+            let (name, port) = split_host(h, default_port);
+            env.set_item(intern!(py, "SERVER_NAME"), name)?;
+            env.set_item(intern!(py, "SERVER_PORT"), port)?;
+        }
+        _ => {
+            let (name, port) = conn.server.py(py);
+            env.set_item(intern!(py, "SERVER_NAME"), name)?;
+            env.set_item(intern!(py, "SERVER_PORT"), port)?;
+        }
+    }
 
     // With no name repeated (most heads), each pair is a whole field: no
     // lookup per name.
     if head.headers.len() == head.headers.keys_len() {
         for (name, value) in &head.headers {
             if let Some(key) = k.header_key(py, name) {
-                env.set_item(key, latin1(value.as_bytes()).as_ref())?;
+                env.set_item(key, py_latin1(py, value.as_bytes())?)?;
             }
         }
     } else {
         for name in head.headers.keys() {
             if let Some(key) = k.header_key(py, name) {
                 let joined = joined(name, head.headers.get_all(name));
-                env.set_item(key, latin1(&joined).as_ref())?;
+                env.set_item(key, py_latin1(py, &joined)?)?;
             }
         }
     }
@@ -343,6 +392,28 @@ fn method_str<'py>(py: Python<'py>, m: &str) -> Bound<'py, PyAny> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn py_latin1_makes_the_str_latin1_does() {
+        Python::initialize();
+        Python::attach(|py| -> PyResult<()> {
+            let every: Vec<u8> = (0..=255).collect();
+            for bytes in [
+                &b""[..],
+                b"/",
+                b"/a b?c=d",
+                b"caf\xe9",
+                b"\x00\x7f\x80\xff",
+                &every,
+            ] {
+                let made = py_latin1(py, bytes)?;
+                assert_eq!(made.to_str()?, latin1(bytes), "{bytes:?}");
+                assert_eq!(made.len()?, bytes.len(), "one code point per byte");
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
 
     #[test]
     fn the_template_has_room_for_headers_and_no_deleted_slot() {
