@@ -80,12 +80,12 @@ def count(spec, duration, connections, workdir, tag):
         port = wait_for(log, LISTENING, 120)
         # Siesta's worker alone; a peer's whole tree (one process for the
         # bare hyper ceiling and bjoern; a master's share included for the
-        # others, which have no line naming their worker).
-        if "siesta" in program:
-            pids = [wait_for(log, WORKER, 120)]
-        else:
-            pids = procs.tree_pids(server.pid)
+        # others, which have no line naming their worker), taken once the
+        # warm-up has been served, so a master that forks after its
+        # `Listening at:` line has its workers by then.
+        worker = wait_for(log, WORKER, 120) if "siesta" in program else None
         run_wrk(port, 5, connections=connections)
+        pids = [worker] if worker else procs.tree_pids(server.pid)
         for pid in pids:
             subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
         result = run_wrk(port, duration, connections=connections)

@@ -9,6 +9,7 @@ head buffer" for the sizes, as in gunicorn, and gunicorn's spelling
 and behind a response in turn; its log line shows the target shortened.
 """
 
+import observe
 import pytest
 import rawhttp
 
@@ -70,16 +71,53 @@ def test_field_count(limited, count, status):
         assert "head_too_large" not in limited.log(since=mark)
 
 
-def test_field_count_behind_a_response(limited):
-    """Pipelined behind a request that passes, the crowded head is the
-    second of its connection: answered 431 in turn, logged by its limit."""
+@pytest.mark.parametrize("after", [b"", b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"])
+def test_field_count_behind_a_response(limited, after):
+    """Pipelined behind a request that passes (and before another, sent in
+    the same write), the crowded head is the second of its connection:
+    answered 431 in turn, logged by its limit; the one after is not served."""
     mark = limited.log_mark()
     with limited.connect() as conn:
-        conn.send(head_of(8) + head_of(9))
+        conn.send(head_of(8) + head_of(9) + after)
         statuses = [conn.read_response().status for _ in range(2)]
         closed = conn.wait_closed(timeout=5)
     assert (statuses, closed) == ([200, 431], True)
     assert limited.wait_log(r"431 request from .*\[limit_request_fields\]", since=mark)
+    assert "head_too_large" not in limited.log(since=mark)
+
+
+def test_field_count_refusals_are_counted_by_their_limit(start_server, mode):
+    srv = start_server("router_app:app", *LIMITS, "--metrics-bind", "127.0.0.1:0", mode=mode)
+    url = observe.metrics_url(srv)
+    resp, closed = exchange(srv, head_of(9))
+    assert (resp.status, closed) == (431, True)
+
+    def counted():
+        samples = observe.scrape(url)
+        refused = observe.value(
+            samples, "siesta_refusals_total", reason="limit_request_fields", status="431"
+        )
+        return refused == 1 and samples
+
+    samples = observe.wait_until(counted)
+    assert samples, observe.scrape(url)
+    too_large = observe.value(
+        samples, "siesta_refusals_total", reason="head_too_large", status="431"
+    )
+    assert not too_large
+
+
+def test_fields_over_the_head_buffer_but_under_the_limit_are_a_head_too_large(start_server, mode):
+    """hyper counts at most as many fields as CRLF lines fill its 64 KiB
+    buffer (16384); bare LF lines fit more. A head past that count but
+    under --limit-request-fields is too large, not over the limit."""
+    srv = start_server("router_app:app", "--limit-request-fields", "20000", mode=mode)
+    mark = srv.log_mark()
+    raw = b"GET /ping HTTP/1.1\nHost: x\n" + b"a:\n" * 16400 + b"\n"
+    resp, closed = exchange(srv, raw)
+    assert (resp.status, closed) == (431, True)
+    assert srv.wait_log(r"431 request from .*\[head_too_large\]", since=mark)
+    assert "limit_request_fields" not in srv.log(since=mark)
 
 
 @pytest.mark.parametrize(

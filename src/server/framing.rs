@@ -149,9 +149,14 @@ pub(crate) struct Framing {
     /// The number of the first head (counted like `heads`, so never 0)
     /// whose request line reached `line_max`, until taken; 0 when none.
     overlong: u64,
-    /// Field lines begun in the head being read (or the last one read),
-    /// saturating.
+    /// Field lines begun in the head being read, saturating.
     fields: u32,
+    /// More field lines than this in a head is more than
+    /// `--limit-request-fields` allows.
+    fields_max: u32,
+    /// The number of the first head (counted like `heads`) with more than
+    /// `fields_max` field lines; 0 when none.
+    crowded: u64,
     /// Where the request line being read began in the bytes of this `feed`
     /// (`None`: in an earlier one).
     line_from: Option<u32>,
@@ -184,6 +189,8 @@ impl Default for Framing {
             line_max: u32::MAX,
             overlong: 0,
             fields: 0,
+            fields_max: u32::MAX,
+            crowded: 0,
             line_from: None,
             high_lines: Vec::new(),
             continued_at: NOWHERE,
@@ -215,21 +222,21 @@ fn hex(b: u8) -> Option<u64> {
 
 impl Framing {
     /// A follower that marks request lines of `line_max` bytes or more
-    /// (`take_overlong`).
-    pub(crate) fn with_line_max(line_max: usize) -> Self {
+    /// (`take_overlong`) and heads of more than `fields_max` field lines
+    /// (`crowded`).
+    pub(crate) fn with_limits(line_max: usize, fields_max: usize) -> Self {
         Framing {
             line_max: u32::try_from(line_max).unwrap_or(u32::MAX),
+            fields_max: u32::try_from(fields_max).unwrap_or(u32::MAX),
             ..Framing::default()
         }
     }
 
-    /// Whether head number `head` (counted like `heads`) had more than
-    /// `max` field lines, as far as the bytes fed so far show: hyper
-    /// refuses such a head as too large, without saying why. Only the
-    /// latest head's count is kept (4 bytes per connection): once a later
-    /// head began, this says no.
-    pub(crate) fn crowded(&self, head: u64, max: usize) -> bool {
-        self.heads == head && self.fields as usize > max
+    /// The number of the first head that had more than `fields_max` field
+    /// lines in the bytes fed so far, if one did (hyper refuses it as too
+    /// large, without saying why).
+    pub(crate) fn crowded(&self) -> Option<u64> {
+        (self.crowded != 0).then_some(self.crowded)
     }
 
     /// The number of the head (1 for a connection's first) whose request
@@ -426,6 +433,9 @@ impl Framing {
                 b'\n' => self.head_end(),
                 _ => {
                     self.fields = self.fields.saturating_add(1);
+                    if self.fields > self.fields_max && self.crowded == 0 {
+                        self.crowded = self.heads;
+                    }
                     self.name_len = 0;
                     self.push_name(b);
                     Name
@@ -694,7 +704,7 @@ mod tests {
     }
 
     #[test]
-    fn knows_whether_the_latest_head_had_more_field_lines_than_a_bound() {
+    fn marks_the_first_head_with_more_field_lines_than_the_bound() {
         let head = |fields: usize| {
             let lines: Vec<u8> = (0..fields)
                 .flat_map(|i| format!("X-{i}: 1\r\n").into_bytes())
@@ -702,24 +712,23 @@ mod tests {
             [b"GET / HTTP/1.1\r\n".as_slice(), &lines, b"\r\n"].concat()
         };
         let body = b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\nA: 1\r\nB: 1\r\n";
-        // (bytes, head asked about, crowded past 3 fields)
-        for (bytes, at, crowded) in [
-            (head(3), 1, false),
-            (head(4), 1, true),
+        for (bytes, mark) in [
+            (head(3), None),
+            (head(4), Some(1)),
             // Counted per head, not per connection; a body's lines are none.
-            ([head(3), head(3)].concat(), 2, false),
-            ([head(3), head(5)].concat(), 2, true),
-            ([body.as_slice(), &head(2)].concat(), 2, false),
-            // An earlier head's count is gone once a later head began.
-            ([head(5), head(1)].concat(), 1, false),
+            ([head(3), head(3)].concat(), None),
+            ([head(3), head(5), head(9)].concat(), Some(2)),
+            ([body.as_slice(), &head(2)].concat(), None),
+            // Still known once a later head began.
+            ([head(5), head(1)].concat(), Some(1)),
             // Known as soon as the line past the bound begins.
-            (head(4)[..head(3).len() - 1].to_vec(), 1, true),
+            (head(4)[..head(3).len() - 1].to_vec(), Some(1)),
         ] {
             for k in 0..=bytes.len() {
-                let mut f = Framing::default();
+                let mut f = Framing::with_limits(usize::MAX, 3);
                 assert!(f.feed(&bytes[..k]).is_ok());
                 assert!(f.feed(&bytes[k..]).is_ok());
-                assert_eq!(f.crowded(at, 3), crowded, "split at {k}");
+                assert_eq!(f.crowded(), mark, "split at {k}");
             }
         }
     }
@@ -754,7 +763,7 @@ mod tests {
             ),
         ] {
             for k in 0..=bytes.len() {
-                let mut f = Framing::with_line_max(100);
+                let mut f = Framing::with_limits(100, usize::MAX);
                 assert!(f.feed(&bytes[..k]).is_ok());
                 let first = f.take_overlong();
                 assert!(f.feed(&bytes[k..]).is_ok());

@@ -78,9 +78,10 @@ fn builder(limits: &Limits) -> http1::Builder {
     b
 }
 
-/// hyper's field count: the option, but never more fields than the read
-/// buffer can hold (4 bytes each, `a:` CRLF), since hyper allocates room
-/// for that many on every parse.
+/// hyper's field count: the option, but never more fields than a read
+/// buffer of CRLF lines can hold (4 bytes each, `a:` CRLF), since hyper
+/// allocates room for that many on every parse. (Bare LF lines, 3 bytes
+/// each, can hold more: past this count they are a head too large.)
 fn max_headers(limits: &Limits) -> usize {
     limits.head.fields.min(limits.read_buffer / 4)
 }
@@ -267,8 +268,7 @@ impl AcceptCtx {
                             }
                         }
                         if let Err(e) = r {
-                            owed |=
-                                end.refused_by_hyper(remote, &e, io.crowded(max_headers(&limits)));
+                            owed |= end.refused_by_hyper(remote, &e, io.crowded());
                             if e.is_user() {
                                 // The response's body failed part way (the
                                 // app raised, or it fell short of its
