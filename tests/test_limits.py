@@ -71,22 +71,26 @@ def test_field_count(limited, count, status):
         assert "head_too_large" not in limited.log(since=mark)
 
 
-@pytest.mark.parametrize("after", [b"", b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"])
+@pytest.mark.parametrize("after", [False, True])
 def test_field_count_behind_a_response(limited, after):
     """Pipelined behind a request that passes (and before another, sent in
     the same write), the crowded head is the second of its connection:
     answered 431 in turn, logged by its limit; the one after is not served."""
     mark = limited.log_mark()
+    token = rawhttp.new_token()
+    then = line_of(40, token) + b"\r\nHost: x\r\n\r\n" if after else b""
     with limited.connect() as conn:
-        conn.send(head_of(8) + head_of(9) + after)
+        conn.send(head_of(8) + head_of(9) + then)
         statuses = [conn.read_response().status for _ in range(2)]
         closed = conn.wait_closed(timeout=5)
     assert (statuses, closed) == ([200, 431], True)
     assert limited.wait_log(r"431 request from .*\[limit_request_fields\]", since=mark)
     assert "head_too_large" not in limited.log(since=mark)
+    assert f"/env/limit-{token}" not in limited.records("paths")
 
 
 def test_field_count_refusals_are_counted_by_their_limit(start_server, mode):
+    """The metrics name the refusal by the limit it broke too."""
     srv = start_server("router_app:app", *LIMITS, "--metrics-bind", "127.0.0.1:0", mode=mode)
     url = observe.metrics_url(srv)
     resp, closed = exchange(srv, head_of(9))

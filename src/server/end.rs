@@ -181,8 +181,8 @@ impl Recorder {
 /// Which refusal hyper answered for a parse error, if it answered one
 /// (hyper's `on_error`: 431 for a head too large, 414 for a URI too long,
 /// 400 for the other parse errors). `crowded`: the head had more field
-/// lines than hyper takes (`--limit-request-fields`), which hyper refuses
-/// as too large.
+/// lines than `--limit-request-fields` allows, which hyper refuses as too
+/// large.
 fn hyper_refusal(err: &hyper::Error, crowded: bool) -> Option<RequestError> {
     if !err.is_parse() {
         return None;

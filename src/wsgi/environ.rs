@@ -17,7 +17,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 
 /// Percent-decodes a request path into raw bytes (later read as latin-1);
 /// a path with nothing escaped is borrowed as it is.
@@ -116,7 +116,7 @@ pub(crate) struct EnvConstants {
     pub default_port: String,
     pub root_path: String,
     /// `HTTP_*` keys for header names seen before (bounded, see `header_key`).
-    header_keys: Mutex<HashMap<HeaderName, Py<PyString>, BuildHasherDefault<Fnv>>>,
+    header_keys: Mutex<HashMap<HeaderName, Py<PyString>, FnvState>>,
     /// Every environ starts as a copy of this: the constant entries set, the
     /// per-request keys present (as `None`) so filling them never grows the
     /// dict.
@@ -170,7 +170,7 @@ impl EnvConstants {
             template: with_room(py, template)?.unbind(),
             default_port: if url_scheme == "https" { "443" } else { "80" }.into(),
             root_path: root.to_string(),
-            header_keys: Mutex::new(HashMap::default()),
+            header_keys: Mutex::new(HashMap::with_hasher(FnvState::new())),
         })
     }
 
@@ -191,13 +191,33 @@ impl EnvConstants {
 
 /// FNV-1a, for `header_keys`: a header name hashes in a few instructions
 /// (a standard one is a small number), where the default `SipHash` took
-/// about 200 per lookup. Its lack of flooding resistance is harmless here:
-/// the cache stops growing at 256 names.
+/// about 200 per lookup. Its state starts from a per-process random seed:
+/// with FNV's fixed basis, names that collide can be found offline in
+/// seconds, and 256 of them in the cache (its bound) made each lookup of
+/// such a name about 70 times slower (review).
 struct Fnv(u64);
 
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
+#[derive(Clone)]
+struct FnvState {
+    seed: u64,
+}
+
+impl FnvState {
+    fn new() -> Self {
+        use std::hash::BuildHasher;
+        // std's `RandomState` is seeded from the OS once per process.
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
+        FnvState {
+            seed: 0xcbf2_9ce4_8422_2325 ^ seed,
+        }
+    }
+}
+
+impl std::hash::BuildHasher for FnvState {
+    type Hasher = Fnv;
+
+    fn build_hasher(&self) -> Fnv {
+        Fnv(self.seed)
     }
 }
 
