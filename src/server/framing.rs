@@ -344,7 +344,7 @@ impl Framing {
                 // A field name up to its colon (or a line's end) at once: only
                 // its first `NAME_MAX` bytes are ever compared.
                 State::Name => {
-                    let stop = bytes[i..].iter().position(|&b| b == b':' || b == b'\n');
+                    let stop = memchr::memchr2(b':', b'\n', &bytes[i..]);
                     let run = stop.unwrap_or(bytes.len() - i);
                     self.push_names(&bytes[i..i + run]);
                     i += run;
@@ -358,16 +358,19 @@ impl Framing {
                     if self.state != State::Value || self.field != Field::ContentLength =>
                 {
                     // A trailer line ends at its CR; an LF before it is refused.
-                    let trailer = self.state == State::Trailer;
-                    let stop = |b: &u8| *b == b'\n' || trailer && *b == b'\r';
+                    let stop = if self.state == State::Trailer {
+                        memchr::memchr2(b'\n', b'\r', &bytes[i..])
+                    } else {
+                        memchr::memchr(b'\n', &bytes[i..])
+                    };
                     let line = self.state == State::RequestLine;
-                    match bytes[i..].iter().position(stop) {
+                    match stop {
                         Some(at) => {
                             if line {
                                 self.line_bytes(at + 1);
                                 match self.line_from.take().map(|from| from as usize) {
                                     Some(from) => {
-                                        if bytes[from..i + at].iter().any(|b| !b.is_ascii()) {
+                                        if !bytes[from..i + at].is_ascii() {
                                             self.high_lines.push((from..i + at, self.heads));
                                         }
                                     }
