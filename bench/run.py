@@ -57,7 +57,7 @@ PLANS = {
         "S10": {"pairs": 2, "rounds": 4, "duration": 2},
     },
     "full": {
-        "S1": {"duration": 5, "warmup": 1, "workers": [1, 2], "repeat": 3},
+        "S1": {"duration": 5, "warmup": 1, "workers": [1, 2], "repeat": 5},
         "S2": {"count": 512, "concurrency": 16, "repeat": 3},
         "S3": {"mib": 1024, "repeat": 3},
         "S4": {"mib": 1024, "repeat": 5},
@@ -353,9 +353,13 @@ class Bench:
 
     def round_robin(self, scenario, specs, p):
         """S1 to S4: `repeat` rounds, each giving every server (and worker
-        count, in S1) one run in turn (forward, then backward: no server
-        always goes first), so the VM's drift over minutes reaches every
-        server alike. Each run is on a fresh server, stopped after it: only
+        count, in S1) one run in turn, so the VM's drift over minutes
+        reaches every server alike. Each round starts a `repeat`th of the
+        order further on (no server always goes first), so a server's runs
+        are at least most of a round apart: a slow minute reaches one of
+        them, not two (going forward, then backward, put the servers at
+        either end of the order twice in a row, where one slow minute could
+        make their median). Each run is on a fresh server, stopped after it: only
         the server measured is up (one peer was seen spinning a CPU when idle
         after a download, which slowed every server beside it). Yields
         `(spec, records, logs, seconds)` per server, records shaped as the
@@ -374,7 +378,8 @@ class Bench:
         cpu = dict.fromkeys(runs, 0.0)
         alive = dict.fromkeys(runs, True)
         for turn in range(repeat):
-            for spec, workers in units if turn % 2 == 0 else units[::-1]:
+            shift = turn * len(units) // repeat
+            for spec, workers in units[shift:] + units[:shift]:
                 key = (spec.name, workers)
                 if key in failed:
                     continue
