@@ -56,8 +56,9 @@ pub(crate) enum RequestError {
     /// `--header-timeout`: the head did not arrive in time.
     #[error("request head not received within --header-timeout")]
     HeaderTimeout,
-    /// Missing or repeated `Host` on HTTP/1.1 (RFC 9112 §3.2).
-    #[error("missing or repeated Host header")]
+    /// Missing or repeated `Host` on HTTP/1.1, or one that is not a host
+    /// with an optional port (RFC 9112 §3.2).
+    #[error("missing, repeated or malformed Host header")]
     BadHost,
     /// A Transfer-Encoding other than one final `chunked` (or any on HTTP/1.0).
     #[error("unsupported Transfer-Encoding")]
