@@ -355,8 +355,9 @@ class Bench:
         """S1 to S4: `repeat` rounds, each giving every server (and worker
         count, in S1) one run in turn, so the VM's drift over minutes
         reaches every server alike. Each round starts a `repeat`th of the
-        order further on (no server always goes first), so a server's runs
-        are at least most of a round apart: a slow minute reaches one of
+        order further on, so no server always goes first and a server's
+        runs are at least most of a round apart (with fewer servers than
+        rounds, every round starts at the same place, a round apart): a slow minute reaches one of
         them, not two (going forward, then backward, put the servers at
         either end of the order twice in a row, where one slow minute could
         make their median). Each run is on a fresh server, stopped after it: only
@@ -378,7 +379,9 @@ class Bench:
         cpu = dict.fromkeys(runs, 0.0)
         alive = dict.fromkeys(runs, True)
         for turn in range(repeat):
-            shift = turn * len(units) // repeat
+            # With fewer units than rounds, one order throughout keeps
+            # them a round apart (shifts would repeat and bring one back).
+            shift = turn * len(units) // repeat if len(units) >= repeat else 0
             for spec, workers in units[shift:] + units[:shift]:
                 key = (spec.name, workers)
                 if key in failed:
