@@ -357,12 +357,13 @@ class Bench:
         reaches every server alike. Each round starts a `repeat`th of the
         order further on, so no server always goes first and a server's
         runs are at least most of a round apart (with fewer servers than
-        rounds, every round starts at the same place, a round apart): a slow minute reaches one of
-        them, not two (going forward, then backward, put the servers at
-        either end of the order twice in a row, where one slow minute could
-        make their median). Each run is on a fresh server, stopped after it: only
-        the server measured is up (one peer was seen spinning a CPU when idle
-        after a download, which slowed every server beside it). Yields
+        rounds, every round starts at the same place, a round apart): a
+        slow minute reaches one of them, not two (going forward, then
+        backward, put the servers at either end of the order twice in a
+        row, where one slow minute could make their median). Each run is on
+        a fresh server, stopped after it: only the server measured is up
+        (one peer was seen spinning a CPU when idle after a download, which
+        slowed every server beside it). Yields
         `(spec, records, logs, seconds)` per server, records shaped as the
         other scenarios', seconds the server's own runs took."""
         repeat = p.get("repeat", 1)
