@@ -53,6 +53,10 @@ pub(crate) enum RequestError {
     /// and the app let `ClientTimeout` end the request.
     #[error("no request body byte within --body-timeout")]
     BodyTimeout,
+    /// A `Content-Length` of 2^64 - 2 or more: no body that long can be
+    /// framed (hyper 1.x keeps the top two values for its own use).
+    #[error("Content-Length beyond 2^64 - 3 bytes")]
+    LengthTooLarge,
     /// `--header-timeout`: the head did not arrive in time.
     #[error("request head not received within --header-timeout")]
     HeaderTimeout,
@@ -114,7 +118,7 @@ impl RequestError {
             RequestError::TooManyFields
             | RequestError::FieldTooLarge
             | RequestError::HeadTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            RequestError::BodyTooLarge => S::PAYLOAD_TOO_LARGE,
+            RequestError::BodyTooLarge | RequestError::LengthTooLarge => S::PAYLOAD_TOO_LARGE,
             RequestError::HeaderTimeout | RequestError::BodyTimeout => S::REQUEST_TIMEOUT,
             RequestError::Overloaded | RequestError::ShuttingDown => S::SERVICE_UNAVAILABLE,
             RequestError::Connect => S::NOT_IMPLEMENTED,
@@ -131,6 +135,7 @@ impl RequestError {
             RequestError::FieldTooLarge => "limit_request_field_size",
             RequestError::HeadTooLarge => "head_too_large",
             RequestError::BodyTooLarge => "limit_request_body",
+            RequestError::LengthTooLarge => "content_length_too_large",
             RequestError::HeaderTimeout => "header_timeout",
             RequestError::BodyTimeout => "body_timeout",
             RequestError::BadHost => "bad_host",

@@ -180,3 +180,25 @@ def test_limit_zero_is_unlimited(start_server, mode):
     assert (resp.status, json.loads(resp.body)) == (200, {"size": size})
     resp = answer(srv, chunked_request(f"/read/{new_token()}?chunk=65536", size, 16))
     assert (resp.status, json.loads(resp.body)) == (200, {"size": size})
+
+
+@pytest.mark.parametrize("length,status", [(2**64 - 3, 200), (2**64 - 2, 413), (2**64 - 1, 413)])
+def test_a_length_no_body_can_have_is_413_with_no_limit(start_server, mode, length, status):
+    """No limit set, a Content-Length of 2^64 - 2 or more (more than any body can
+    be framed by) still gets 413 and a close before the app, not the 431 of a
+    head too large; the largest one under it reaches the app, which answers
+    without reading."""
+    srv = start_server(APP, "--limit-request-body", "0", mode=mode)
+    err = srv.log_mark()
+    path = "/ping" if status == 200 else f"/read/{new_token()}"
+    head = rawhttp.build_request("POST", path, [("Content-Length", str(length))])
+    resp, closed = exchange(srv, head)
+    assert (resp.status, closed) == (status, True), resp
+    if status == 413:
+        assert resp.has_token("Connection", "close")
+        assert srv.wait_log(r"413 request from .*\[content_length_too_large\]", since=err)
+        assert path not in srv.records("paths"), "the app was called"
+    else:
+        assert resp.body == b"pong"
+    assert "head_too_large" not in srv.log(since=err)
+    srv.assert_serving()

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Every refusal, in the order of their counters (`siesta_refusals_total{reason}`).
-pub(crate) const REFUSALS: [RequestError; 20] = [
+pub(crate) const REFUSALS: [RequestError; 21] = [
     RequestError::MalformedHead,
     RequestError::RequestLineTooLong,
     RequestError::TooManyFields,
@@ -39,6 +39,7 @@ pub(crate) const REFUSALS: [RequestError; 20] = [
     RequestError::ConflictingScheme,
     RequestError::Connect,
     RequestError::BodyTimeout,
+    RequestError::LengthTooLarge,
 ];
 
 /// A refusal's counter; an unlisted one (added without updating the table) is the last.
@@ -361,7 +362,8 @@ mod tests {
                 | RequestError::NoResponse
                 | RequestError::ConflictingScheme
                 | RequestError::Connect
-                | RequestError::BodyTimeout => REFUSALS.contains(&e),
+                | RequestError::BodyTimeout
+                | RequestError::LengthTooLarge => REFUSALS.contains(&e),
             }
         }
         assert!(REFUSALS.iter().all(|e| listed(*e)));

@@ -108,7 +108,15 @@ struct HeadFraming {
     /// A `Content-Length` that is not plain digits, or two that differ:
     /// hyper refuses the head.
     bad_length: bool,
+    /// The first `Content-Length`, before any `Transfer-Encoding`, is
+    /// beyond `MAX_LENGTH`: hyper refuses the head as too large.
+    huge: bool,
 }
+
+/// The largest `Content-Length` hyper 1.x frames a body by (its
+/// `DecodedLength` keeps the two values above for chunked and
+/// close-delimited bodies).
+const MAX_LENGTH: u64 = u64::MAX - 2;
 
 /// The longest field name compared (`transfer-encoding`).
 const NAME_MAX: usize = 17;
@@ -157,6 +165,9 @@ pub(crate) struct Framing {
     /// The number of the first head (counted like `heads`) with more than
     /// `fields_max` field lines; 0 when none.
     crowded: u64,
+    /// The last head's `Content-Length` is beyond `MAX_LENGTH`, until
+    /// taken. That head is `heads`: the stream is `Opaque` past it.
+    huge: bool,
     /// Where the request line being read began in the bytes of this `feed`
     /// (`None`: in an earlier one).
     line_from: Option<u32>,
@@ -191,6 +202,7 @@ impl Default for Framing {
             fields: 0,
             fields_max: u32::MAX,
             crowded: 0,
+            huge: false,
             line_from: None,
             high_lines: Vec::new(),
             continued_at: NOWHERE,
@@ -237,6 +249,14 @@ impl Framing {
     /// large, without saying why).
     pub(crate) fn crowded(&self) -> Option<u64> {
         (self.crowded != 0).then_some(self.crowded)
+    }
+
+    /// The number of the head, if one ended in the bytes fed since the
+    /// last call, whose `Content-Length` is more than hyper frames a body
+    /// by (it would refuse the head as too large, with a 431). Nothing is
+    /// followed past it.
+    pub(crate) fn take_huge(&mut self) -> Option<u64> {
+        std::mem::take(&mut self.huge).then_some(self.heads)
     }
 
     /// The number of the head (1 for a connection's first) whose request
@@ -651,6 +671,10 @@ impl Framing {
                 (Some(v), false, None) => {
                     self.head.length = v;
                     self.head.has_length = true;
+                    // hyper reads the fields in order and refuses this one
+                    // at once, unless a Transfer-Encoding came first (it
+                    // then skips every Content-Length).
+                    self.head.huge = v > MAX_LENGTH && !self.head.chunked;
                 }
                 (Some(v), false, Some(prev)) if v == prev => {}
                 _ => self.head.bad_length = true,
@@ -665,7 +689,10 @@ impl Framing {
     fn head_end(&mut self) -> State {
         self.line = 0;
         let head = std::mem::take(&mut self.head);
-        if head.chunked {
+        if head.huge {
+            self.huge = true;
+            State::Opaque
+        } else if head.chunked {
             State::SizeStart
         } else if head.bad_length {
             State::Opaque
@@ -683,6 +710,52 @@ mod tests {
     use super::*;
 
     const HEAD: &[u8] = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+    #[test]
+    fn marks_a_length_hyper_cannot_frame() {
+        let post = |fields: &str| format!("POST / HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
+        let cases = [
+            // The largest length hyper takes: a body follows.
+            ("Content-Length: 18446744073709551613\r\n", None),
+            ("Content-Length: 18446744073709551614\r\n", Some(1)),
+            ("Content-Length: 18446744073709551615\r\n", Some(1)),
+            // Past u64: not a number (hyper: invalid, 400).
+            ("Content-Length: 18446744073709551616\r\n", None),
+            // hyper skips a Content-Length after a Transfer-Encoding...
+            (
+                "Transfer-Encoding: chunked\r\nContent-Length: 18446744073709551614\r\n",
+                None,
+            ),
+            // ...but refuses one before it at once.
+            (
+                "Content-Length: 18446744073709551614\r\nTransfer-Encoding: chunked\r\n",
+                Some(1),
+            ),
+            // A second, differing one is refused as invalid (400).
+            (
+                "Content-Length: 5\r\nContent-Length: 18446744073709551614\r\n",
+                None,
+            ),
+        ];
+        for (fields, huge) in cases {
+            let mut f = Framing::default();
+            assert!(f.feed(post(fields).as_bytes()).is_ok(), "{fields:?}");
+            assert_eq!(f.take_huge(), huge, "{fields:?}");
+            assert_eq!(f.take_huge(), None, "taken: {fields:?}");
+            if huge.is_some() {
+                assert_eq!(f.heads(), None, "hyper refuses it and closes: {fields:?}");
+            }
+        }
+        // Behind another head, in pieces: its own number, once it ends.
+        let mut f = Framing::default();
+        assert!(f
+            .feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nContent-Le")
+            .is_ok());
+        assert!(f.feed(b"ngth: 18446744073709551615\r\n").is_ok());
+        assert_eq!(f.take_huge(), None, "the head has not ended");
+        assert!(f.feed(b"\r\n").is_ok());
+        assert_eq!(f.take_huge(), Some(2));
+    }
 
     #[test]
     fn counts_request_lines_not_body_bytes_or_empty_lines() {

@@ -807,6 +807,17 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
                 // hyper, which answers 431 in turn, unless a later read
                 // finds it answerable first (the mark comes again).
             }
+            if let Some(head) = this.framing.take_huge() {
+                if this.clock.answerable(head) {
+                    // A body longer than hyper can frame: 413, where hyper
+                    // would call the head too large (431). Behind a
+                    // response still under way, hyper's 431 it is.
+                    buf.set_filled(before);
+                    this.spill = None;
+                    this.answer_early(cx, RequestError::LengthTooLarge);
+                    return Poll::Ready(Ok(()));
+                }
+            }
             let bad = fed.err().map(|BadChunk(at)| at);
             if let Some(at) = bad {
                 // hyper gets the bytes before the bad one (its head and the
