@@ -11,6 +11,7 @@ Limit 0 (the default) is unlimited.  The server keeps serving after each case.
 """
 
 import json
+import time
 
 import pytest
 import rawhttp
@@ -202,3 +203,23 @@ def test_a_length_no_body_can_have_is_413_with_no_limit(start_server, mode, leng
         assert resp.body == b"pong"
     assert "head_too_large" not in srv.log(since=err)
     srv.assert_serving()
+
+
+def test_a_length_no_body_can_have_in_pieces_or_behind_a_response(server):
+    """Split over reads it is still 413; pipelined behind a request whose response
+    is under way, hyper refuses it in turn (431); either way nothing after it runs."""
+    huge = rawhttp.build_request("POST", "/ping", [("Content-Length", str(2**64 - 1))])
+    after = f"/ping/after-{new_token()}"
+    with server.connect() as conn:
+        conn.send(huge[:40])
+        time.sleep(0.2)
+        conn.send(huge[40:] + rawhttp.build_request("GET", after))
+        resp = conn.read_response()
+        assert (resp.status, conn.wait_closed()) == (413, True), resp
+    ping = rawhttp.build_request("GET", "/ping")
+    with server.connect() as conn:
+        conn.send(ping + huge + rawhttp.build_request("GET", after))
+        statuses = [conn.read_response().status for _ in range(2)]
+        assert (statuses, conn.wait_closed()) == ([200, 431], True)
+    assert after not in server.records("paths")
+    server.assert_serving()

@@ -673,8 +673,9 @@ impl Framing {
                     self.head.has_length = true;
                     // hyper reads the fields in order and refuses this one
                     // at once, unless a Transfer-Encoding came first (it
-                    // then skips every Content-Length).
-                    self.head.huge = v > MAX_LENGTH && !self.head.chunked;
+                    // then skips every Content-Length) or a malformed
+                    // Content-Length did (refused as that, 400).
+                    self.head.huge = v > MAX_LENGTH && !self.head.chunked && !self.head.bad_length;
                 }
                 (Some(v), false, Some(prev)) if v == prev => {}
                 _ => self.head.bad_length = true,
@@ -731,10 +732,24 @@ mod tests {
                 "Content-Length: 18446744073709551614\r\nTransfer-Encoding: chunked\r\n",
                 Some(1),
             ),
-            // A second, differing one is refused as invalid (400).
+            // A second, differing one is refused as invalid (400)...
             (
                 "Content-Length: 5\r\nContent-Length: 18446744073709551614\r\n",
                 None,
+            ),
+            // ...and so is a malformed one before it...
+            (
+                "Content-Length: x\r\nContent-Length: 18446744073709551614\r\n",
+                None,
+            ),
+            (
+                "Content-Length:\r\nContent-Length: 18446744073709551614\r\n",
+                None,
+            ),
+            // ...but one after it comes too late.
+            (
+                "Content-Length: 18446744073709551614\r\nContent-Length: x\r\n",
+                Some(1),
             ),
         ];
         for (fields, huge) in cases {
