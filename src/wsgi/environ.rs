@@ -333,14 +333,25 @@ pub(crate) fn build<'py>(
     };
     match conn.peer.is_none().then(host).flatten() {
         Some(h) if !h.is_empty() => {
-            let (name, port) = split_host(h, default_port);
+            // An absolute-form target's own scheme implies its port.
+            let implied = match (target_host, head.uri.scheme_str()) {
+                (Some(_), Some("https")) => "443",
+                (Some(_), Some("http")) => "80",
+                _ => default_port,
+            };
+            let (name, port) = split_host(h, implied);
             env.set_item(intern!(py, "SERVER_NAME"), name)?;
             env.set_item(intern!(py, "SERVER_PORT"), port)?;
         }
         _ => {
             let (name, port) = conn.server.py(py);
             env.set_item(intern!(py, "SERVER_NAME"), name)?;
-            env.set_item(intern!(py, "SERVER_PORT"), port)?;
+            if https && conn.peer.is_none() {
+                // A unix socket's listener has no port: the scheme's.
+                env.set_item(intern!(py, "SERVER_PORT"), intern!(py, "443"))?;
+            } else {
+                env.set_item(intern!(py, "SERVER_PORT"), port)?;
+            }
         }
     }
 
