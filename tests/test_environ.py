@@ -365,8 +365,9 @@ def test_a_unix_socket_names_the_server_by_host(start_server, tmp_path):
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("localhost", "80")
     assert "HTTP_HOST" not in env
     # Behind a proxy that said HTTPS (a unix socket's peer is trusted), the
-    # port a name without one implies is 443; an absolute-form target's
-    # own scheme implies its port.
+    # port a name without one implies is 443, as wsgi.url_scheme says, an
+    # absolute-form target's too (its own scheme is only what the client
+    # typed); an empty port is the scheme's.
     https = b"X-Forwarded-Proto: https\r\n"
     env = _unix_env(path, b"GET /env HTTP/1.1\r\nHost: example.com\r\n" + https + close)
     assert (env["wsgi.url_scheme"], env["SERVER_NAME"], env["SERVER_PORT"]) == (
@@ -376,7 +377,7 @@ def test_a_unix_socket_names_the_server_by_host(start_server, tmp_path):
     )
     env = _unix_env(path, b"GET /env HTTP/1.0\r\n" + https + b"\r\n")
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("localhost", "443")
-    env = _unix_env(path, b"GET https://other.org/env HTTP/1.1\r\nHost: example.com\r\n" + close)
-    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("other.org", "443")
     env = _unix_env(path, b"GET http://other.org/env HTTP/1.1\r\nHost: x\r\n" + https + close)
-    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("other.org", "80")
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("other.org", "443")
+    env = _unix_env(path, b"GET /env HTTP/1.1\r\nHost: example.com:\r\n" + https + close)
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com", "443")

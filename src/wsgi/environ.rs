@@ -87,13 +87,18 @@ pub(crate) fn header_env_name(name: &str) -> Option<String> {
 pub(crate) fn split_host<'a>(host: &'a str, default_port: &'a str) -> (&'a str, &'a str) {
     if let Some(rest) = host.strip_prefix('[') {
         if let Some(end) = rest.find(']') {
-            let port = rest[end + 1..].strip_prefix(':').unwrap_or(default_port);
+            let port = match rest[end + 1..].strip_prefix(':') {
+                Some(port) if !port.is_empty() => port,
+                _ => default_port,
+            };
             return (&host[..end + 2], port);
         }
         return (host, default_port);
     }
     match host.rsplit_once(':') {
         Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, p),
+        // An empty port is the scheme's (RFC 3986 §3.2.3).
+        Some((h, "")) => (h, default_port),
         _ => (host, default_port),
     }
 }
@@ -333,13 +338,7 @@ pub(crate) fn build<'py>(
     };
     match conn.peer.is_none().then(host).flatten() {
         Some(h) if !h.is_empty() => {
-            // An absolute-form target's own scheme implies its port.
-            let implied = match (target_host, head.uri.scheme_str()) {
-                (Some(_), Some("https")) => "443",
-                (Some(_), Some("http")) => "80",
-                _ => default_port,
-            };
-            let (name, port) = split_host(h, implied);
+            let (name, port) = split_host(h, default_port);
             env.set_item(intern!(py, "SERVER_NAME"), name)?;
             env.set_item(intern!(py, "SERVER_PORT"), port)?;
         }
@@ -550,6 +549,8 @@ mod tests {
             ("[::1]:9000", "[::1]", "9000"),
             ("[::1]", "[::1]", "80"),
             ("bad:port:x", "bad:port:x", "80"),
+            ("example.com:", "example.com", "80"),
+            ("[::1]:", "[::1]", "80"),
         ];
         for (host, name, port) in cases {
             assert_eq!(split_host(host, "80"), (*name, *port), "{host}");
