@@ -102,7 +102,8 @@ def test_parked_uploads_do_not_hold_up_a_get_and_the_pool_shrinks_back(
 
 def voluntary_switches(pid):
     """Voluntary context switches so far, summed over the threads of `pid`
-    but the pool's monitor (it looks every millisecond while a request runs)."""
+    but the pool's monitor (it looks every millisecond while a request runs)
+    and the idle trim (it looks every 10 s)."""
     total = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -110,7 +111,7 @@ def voluntary_switches(pid):
                 fields = dict(line.split(":", 1) for line in status if ":" in line)
         except OSError:
             continue  # a thread that left meanwhile
-        if fields.get("Name", "").strip() != "siesta-monitor":
+        if fields.get("Name", "").strip() not in ("siesta-monitor", "siesta-trim"):
             total += int(fields.get("voluntary_ctxt_switches", "0"))
     return total
 

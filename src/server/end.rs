@@ -49,6 +49,11 @@ impl Recorder {
         self.access_log.as_ref()
     }
 
+    /// Requests finished with a head so far.
+    pub(crate) fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
     /// Resolves once this worker has served `--max-requests` (never if unset).
     pub(crate) async fn recycle_due(&self) {
         if self.recycle_at.is_some() {

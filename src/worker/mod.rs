@@ -9,8 +9,9 @@
 //! the crate: it wires `server/` (I/O), `exec/` (executors) and `wsgi/`
 //! (the request) together and owns the shutdown timing; it holds no
 //! request logic. `signals.rs` maps signals to commands,
-//! `request.rs` is the hub's handle on one request, `malloc.rs` caps
-//! glibc's arenas, `sched.rs` sets gevent mode's scheduling policy.
+//! `request.rs` is the hub's handle on one request, `malloc.rs` tunes
+//! glibc's malloc (arenas, thresholds, the idle trim), `sched.rs` sets
+//! gevent mode's scheduling policy.
 
 pub(crate) mod heartbeat;
 mod malloc;
@@ -51,6 +52,8 @@ pub(crate) struct Server {
     announce: bool,
     /// The master's heartbeat file for this worker (`--timeout`).
     heartbeat: Option<i32>,
+    /// Hand free memory back once requests stop (`malloc.rs`).
+    idle_trim: bool,
     exec: Arc<Executor>,
     /// The hub queue in gevent mode (also inside `exec`).
     hub: Option<Arc<Hub>>,
@@ -85,7 +88,7 @@ impl Server {
         heartbeat: Option<i32>,
     ) -> PyResult<Self> {
         let config = Config::from_dict(settings)?;
-        malloc::cap_arenas();
+        let idle_trim = malloc::tune();
         crate::log::error::configure(
             config.log_level,
             config.error_logfile.as_deref(),
@@ -142,6 +145,7 @@ impl Server {
             urls,
             announce,
             heartbeat,
+            idle_trim,
             exec: Arc::new(exec),
             hub,
             ctx: OnceLock::new(),
@@ -267,6 +271,12 @@ impl Server {
         if let Some(fd) = self.heartbeat {
             heartbeat::start(fd, self.config.beat_interval(), self.exec.clone())
                 .map_err(|e| PyOSError::new_err(format!("Cannot start the heartbeat: {e}")))?;
+        }
+        if self.idle_trim {
+            let log = recorder.clone();
+            if let Err(e) = malloc::trim_when_idle(move || log.served()) {
+                crate::log::error::error(&format!("Cannot start the idle trim: {e}"));
+            }
         }
         let limits = self.config.limits.clone();
         let proxies = self.config.proxies.clone();
