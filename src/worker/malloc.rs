@@ -12,12 +12,14 @@
 //!
 //! **The idle trim.** glibc gives memory back to the system only from the
 //! top of a heap, so after a burst of uploads the free blocks below a live
-//! one stay resident for good: a thread-mode worker that idled at 17.4 MiB
-//! stayed at 24.1 after S2's uploads. `trim_when_idle` calls `malloc_trim`
-//! (which also returns the free pages inside a heap) once no request has
-//! finished for `IDLE_LOOK`; the worker then went back to 18.4 MiB
+//! one stay resident for good: a thread-mode worker at 24.2 MiB right after
+//! S2's uploads (17.4 idle) was still at 24.1 25 s later.
+//! `trim_when_idle` calls `malloc_trim` (which also returns the free pages
+//! inside a heap) 10-20 s after the last request finished (a look every
+//! `IDLE_LOOK` that sees none finish, after one that saw some): the same
+//! burst left the worker at 18.4 MiB 25 s later
 //! (bench/results/2026-11-30-ab-malloc.md). Keeping more free memory at
-//! the heaps' tops while requests flow (`M_TRIM_THRESHOLD` 4 MiB) took the
+//! the heaps' tops while requests flow (a 4 MiB trim threshold) took the
 //! page faults of S2's uploads from about 10,000 to 600 per 2 GiB, for no
 //! CPU that an A/B could see (a fault costs about a microsecond), so
 //! glibc's thresholds are left as they are.
@@ -26,13 +28,17 @@
 //! `glibc.malloc.arena_max` in `GLIBC_TUNABLES` leaves the arenas alone,
 //! and a trim threshold set there (`MALLOC_TRIM_THRESHOLD_`,
 //! `glibc.malloc.trim_threshold`) says how much free memory to keep, so
-//! there is no idle trim. Other C libraries have neither; there this does
+//! there is no idle trim. These are read from the environment the process
+//! was started with (`/proc/self/environ`), the one glibc read: a variable
+//! set later (`-e`, `raw_env`) reaches the app but not glibc, so it changes
+//! nothing here either. Other C libraries have neither; there this does
 //! nothing.
 
 use std::ffi::OsStr;
 use std::time::Duration;
 
 /// Arenas a worker keeps when the environment does not say.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 const ARENAS: i32 = 2;
 /// How long no request must finish before the idle trim.
 const IDLE_LOOK: Duration = Duration::from_secs(10);
@@ -40,12 +46,14 @@ const IDLE_LOOK: Duration = Duration::from_secs(10);
 /// What to do: the arena cap to set (`None` where the environment already
 /// says), and whether to trim when idle.
 #[derive(Debug, PartialEq, Eq)]
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 struct Tuning {
     arenas: Option<i32>,
     idle_trim: bool,
 }
 
 /// The settings to make, given a lookup of environment variables.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 fn tuning<'a>(var: impl Fn(&str) -> Option<&'a OsStr>) -> Tuning {
     let tunables = var("GLIBC_TUNABLES").map(OsStr::to_string_lossy);
     let unset = |name: &str, tunable: &str| {
@@ -63,15 +71,14 @@ fn tuning<'a>(var: impl Fn(&str) -> Option<&'a OsStr>) -> Tuning {
 pub(crate) fn tune() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let names = [
-            "MALLOC_ARENA_MAX",
-            "MALLOC_TRIM_THRESHOLD_",
-            "GLIBC_TUNABLES",
-        ];
-        let values = names.map(std::env::var_os);
+        use std::os::unix::ffi::OsStrExt;
+        let started = started_with();
         let t = tuning(|name| {
-            let i = names.iter().position(|n| *n == name)?;
-            values[i].as_deref()
+            let value = started.iter().find_map(|pair| {
+                let rest = pair.strip_prefix(name.as_bytes())?;
+                rest.strip_prefix(b"=")
+            })?;
+            Some(OsStr::from_bytes(value))
         });
         if let Some(n) = t.arenas {
             // SAFETY: mallopt takes two integers and touches only glibc's
@@ -86,11 +93,30 @@ pub(crate) fn tune() -> bool {
     false
 }
 
+/// The environment the process was started with, as `NAME=value` entries:
+/// what glibc read. Where `/proc` cannot be read, the current one.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn started_with() -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    match std::fs::read("/proc/self/environ") {
+        Ok(all) => all
+            .split(|b| *b == 0)
+            .filter(|pair| !pair.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect(),
+        Err(_) => std::env::vars_os()
+            .map(|(name, value)| [name.as_bytes(), b"=", value.as_bytes()].concat())
+            .collect(),
+    }
+}
+
 /// Starts a thread that hands free memory back to the system once the
 /// worker goes quiet: it looks every `IDLE_LOOK` at `finished` (a count of
-/// finished requests) and trims once after any look that saw it move, when
-/// the next one does not. A long request still running gets the trim too,
-/// at most once a look: it costs it a few page faults.
+/// finished requests) and trims after a look that saw it move when the
+/// next one does not, so once per quiet spell, 10-20 s after the last
+/// request. Under light traffic (a request every 10-20 s) that is after
+/// most requests, each trim costing the next one a few page faults; a
+/// long request still running when the others stop sees one trim.
 pub(crate) fn trim_when_idle(finished: impl Fn() -> u64 + Send + 'static) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("siesta-trim".into())

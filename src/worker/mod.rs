@@ -10,7 +10,7 @@
 //! (the request) together and owns the shutdown timing; it holds no
 //! request logic. `signals.rs` maps signals to commands,
 //! `request.rs` is the hub's handle on one request, `malloc.rs` tunes
-//! glibc's malloc (arenas, thresholds, the idle trim), `sched.rs` sets
+//! glibc's malloc (the arena cap, the idle trim), `sched.rs` sets
 //! gevent mode's scheduling policy.
 
 pub(crate) mod heartbeat;
