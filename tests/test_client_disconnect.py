@@ -79,6 +79,25 @@ def test_stalled_client_raises_client_timeout(start_server, mode):
     srv.assert_serving()
 
 
+def test_an_app_that_catches_client_timeout_answers_with_connection_close(start_server, mode):
+    """The app catches siesta.ClientTimeout and answers itself: the client is
+    stalled mid-body, so the connection cannot carry another request, and the
+    head says so (it was closed after the response without a word)."""
+    srv = start_server("router_app:app", "--body-timeout", "1", mode=mode)
+    token = new_token()
+    with srv.connect() as conn:
+        conn.send(
+            rawhttp.build_request("POST", f"/disconnect?token={token}", [("Content-Length", "40")])
+        )
+        conn.send(b"abc")
+        resp = conn.read_response()
+        assert resp.status == 200, resp
+        assert resp.has_token("Connection", "close"), resp.headers
+        assert conn.wait_closed()
+    assert srv.wait_records(f"disconnect-{token}")[0].startswith("ClientTimeout"), srv.log()
+    srv.assert_serving()
+
+
 def test_a_client_timeout_the_app_lets_through_is_answered_408(start_server, mode):
     """A body stalled past --body-timeout, with the app letting
     siesta.ClientTimeout propagate, was answered 500 and logged as the app's

@@ -7,7 +7,7 @@ concurrent writes; --worker-connections caps running requests; a stop refuses
 the requests still waiting for a slot, and a request that ends after it does not
 start them; and a missing gevent is one plain error line.
 wsgi.multithread/multiprocess in gevent mode are checked by
-test_environ.test_multithread_flag_matches_mode.  The uploaders are driven by
+test_environ.test_multithread_flag_is_true_in_both_modes.  The uploaders are driven by
 one thread with `selectors`; every socket and wait is bounded.
 """
 

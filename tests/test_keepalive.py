@@ -152,6 +152,56 @@ def test_a_body_left_past_the_discard_says_close(server, route, framing):
     server.assert_serving()
 
 
+CHUNKED_LEFT = {
+    "unread": ("/ping", rawhttp.chunk(b"abc") + b"0\r\n\r\n"),
+    "empty": ("/ping", b"0\r\n\r\n"),
+    # The app reads its 3 data bytes, never the last chunk line.
+    "data-read": ("/read-some?n=3", rawhttp.chunk(b"abc") + b"0\r\n\r\n"),
+    "trailers": ("/ping", rawhttp.chunk(b"abc") + b"0\r\nX-Sum: 1\r\n\r\n"),
+}
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "after"])
+@pytest.mark.parametrize("case", sorted(CHUNKED_LEFT))
+def test_a_chunked_body_sent_whole_keeps_the_connection(server, case, pipelined):
+    """A chunked body the app left (unread, or but for its last chunk line)
+    whose end came with it: the discard takes it and the connection carries
+    the next request, told nothing of a close."""
+    route, chunks = CHUNKED_LEFT[case]
+    first = rawhttp.build_request("POST", route, [("Transfer-Encoding", "chunked")]) + chunks
+    after = rawhttp.build_request("GET", f"/env/after-{case}")
+    with server.connect() as conn:
+        conn.send(first + after if pipelined else first)
+        resp = conn.read_response()
+        assert resp.status == 200, resp
+        assert not resp.has_token("Connection", "close"), resp.headers
+        if not pipelined:
+            conn.send(after)
+        assert path_of(conn.read_response()) == f"/env/after-{case}"
+    server.assert_serving()
+
+
+def test_a_chunked_body_still_coming_says_close(server):
+    """The app answers while the client has sent only the head and a first
+    chunk: how much more comes is unknown, so the head says `Connection:
+    close`, and the bytes the client sends after it are never a request."""
+    with server.connect() as conn:
+        conn.send(
+            rawhttp.build_request("POST", "/ping", [("Transfer-Encoding", "chunked")])
+            + rawhttp.chunk(b"abc")
+        )
+        resp = conn.read_response()
+        assert resp.body == b"pong"
+        assert resp.has_token("Connection", "close"), resp.headers
+        try:
+            conn.send(b"0\r\n\r\n" + rawhttp.build_request("GET", "/env/chunked-smuggled"))
+        except OSError:
+            pass  # closed already
+        assert conn.wait_closed()
+    assert "/env/chunked-smuggled" not in server.records("paths")
+    server.assert_serving()
+
+
 def test_a_body_within_the_discard_keeps_the_connection(server):
     with server.connect() as conn:
         conn.send(rawhttp.build_request("POST", "/ping", body=b"x" * 60_000))

@@ -147,6 +147,28 @@ def test_app_answering_a_malformed_body_itself_says_connection_close(server):
     assert "/env/after-bad-chunk" not in server.records("paths")
 
 
+def test_a_malformed_body_the_app_lets_through_is_one_line_not_a_traceback(server):
+    """The app reads a chunked body whose chunk line breaks the grammar and
+    lets the failed read's siesta.ClientDisconnected through: the client's
+    doing, not the app's, so 400 and the refusal's one log line, as for a
+    body too large or too slow (it logged an ERROR traceback)."""
+    mark = server.log_mark()
+    with server.connect() as conn:
+        conn.send(
+            rawhttp.build_request("POST", "/sha256/quiet", [("Transfer-Encoding", "chunked")])
+            + b"3 \r\nabc\r\n0\r\n\r\n"
+        )
+        resp = conn.read_response()
+        assert resp.status == 400, resp
+        assert resp.has_token("Connection", "close"), resp.headers
+        assert conn.wait_closed()
+    assert server.wait_log(r"400 POST /sha256/quiet from .*\[malformed_body\]", since=mark), (
+        server.log(mark)
+    )
+    assert "Traceback" not in server.log(mark), server.log(mark)
+    server.assert_serving()
+
+
 def test_an_http2_preface_gets_400_and_is_logged(server):
     """A client speaking HTTP/2 with prior knowledge (curl --http2-prior-knowledge):
     hyper recognises the preface and closed without a word or a log line."""
@@ -176,3 +198,21 @@ def test_a_tls_hello_on_the_plain_port_gets_400_at_once(start_server):
         assert conn.wait_closed()
     assert srv.wait_log(r"400 request from .*\[malformed_head\]", since=mark)
     srv.assert_serving()
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+def test_asterisk_target_is_for_options_alone(server, method):
+    """RFC 9112 §3.2.4: `*` is OPTIONS' target only; with any other method it
+    is a malformed head (400, closed), and the app is not called."""
+    before = server.records("paths").count("*")
+    with server.connect() as conn:
+        conn.send(f"{method} * HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+        resp = conn.read_response()
+        closed = conn.wait_closed()
+    assert resp.status == 400, resp
+    assert closed
+    with server.connect() as conn:
+        conn.send(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.read_response()
+    assert resp.status < 500, resp
+    assert server.records("paths").count("*") == before + 1, "OPTIONS * reaches the app once"

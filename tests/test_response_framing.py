@@ -145,6 +145,17 @@ def test_no_body_statuses(server, code):
     assert follow is not None and (follow.status, follow.body) == (200, b"pong")
 
 
+@pytest.mark.parametrize("code", ["204", "304"])
+def test_no_body_statuses_with_a_length(server, code):
+    """RFC 9110 §8.6: a 204 never carries Content-Length, whatever the app
+    said; a 304's stays (the length a 200 would have had). Neither has a body."""
+    resp, follow = pipelined(server, f"/framing/{code}-cl")
+    assert resp.status == int(code)
+    assert resp.header("Content-Length") == (None if code == "204" else "26")
+    assert b"must not be sent" not in resp.raw
+    assert follow is not None and (follow.status, follow.body) == (200, b"pong")
+
+
 def test_write_callable(server):
     resp, follow = pipelined(server, "/write?n=3&tail=end")
     assert resp.status == 200 and resp.complete

@@ -389,7 +389,8 @@ SETTINGS: tuple[Setting, ...] = (
         "keep_alive",
         ("--keep-alive",),
         5.0,
-        "Seconds a keep-alive connection may idle before its next request head is complete.",
+        "Seconds a keep-alive connection may idle between a response and the first byte "
+        "of its next request head (which then has --header-timeout).",
         type=_seconds,
         metavar="SECONDS",
         rust=True,
@@ -399,8 +400,9 @@ SETTINGS: tuple[Setting, ...] = (
         ("--header-timeout",),
         30.0,
         "Seconds a client has to send a complete request head, counted from its first "
-        "byte (from the connection's accept for its first request); then 408 and close "
-        "(a connection that sent nothing is closed quietly). "
+        "byte (from the connection's accept for its first request); then the connection "
+        "closes, after a 408 if nothing was sent on it before (a connection that sent "
+        "nothing is closed quietly). "
         "Stops slowloris clients; 0 waits forever.",
         type=_seconds,
         metavar="SECONDS",

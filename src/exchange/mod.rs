@@ -50,6 +50,11 @@ pub(crate) struct ConnInfo {
     /// The number of the request whose body hyper may still be reading,
     /// 0 when none: until it ends, the connection is not at rest.
     open_body: AtomicU64,
+    /// How many requests, head and body, the connection has read from its
+    /// socket in whole (`server/`'s `ClockedIo`, by its `Framing`): the
+    /// rest of a body among them is in memory, and discarding it cannot
+    /// wait on the client.
+    read_through: AtomicU64,
     /// `server/`'s `drive` found the connection at rest but for its body:
     /// the body's end wakes the connection's task.
     awaits_body: AtomicBool,
@@ -77,6 +82,7 @@ impl ConnInfo {
             remote: OnceLock::new(),
             requests: AtomicU64::new(0),
             open_body: AtomicU64::new(0),
+            read_through: AtomicU64::new(0),
             cut: AtomicBool::new(false),
             write_full: AtomicBool::new(false),
             writes: AtomicU64::new(0),
@@ -153,6 +159,14 @@ impl ConnInfo {
             conn: self.clone(),
             n,
         })
+    }
+
+    /// Notes that the first `n` requests were read from the socket in whole
+    /// (called by the connection's task only).
+    pub(crate) fn note_read_through(&self, n: u64) {
+        if self.read_through.load(Ordering::Relaxed) < n {
+            self.read_through.store(n, Ordering::Release);
+        }
     }
 
     /// Whether any request head came in on this connection yet.
@@ -246,6 +260,12 @@ pub(crate) struct BodyEnd {
 }
 
 impl BodyEnd {
+    /// Whether the connection has read this body's end from its socket:
+    /// what hyper has yet to hand over of it is in memory.
+    pub(crate) fn read_in(&self) -> bool {
+        self.conn.read_through.load(Ordering::Acquire) >= self.n
+    }
+
     pub(crate) fn reached(self) {
         // Only this request's own mark is cleared: a late end of an earlier
         // body cannot vouch for a later one.

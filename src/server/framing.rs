@@ -321,6 +321,16 @@ impl Framing {
         (self.state != State::Opaque).then_some(self.heads)
     }
 
+    /// How many requests, head and body, the bytes so far hold in whole;
+    /// `None` past a head it cannot follow or a chunk line that broke.
+    pub(crate) fn read_through(&self) -> Option<u64> {
+        match self.state {
+            State::Opaque | State::Broken => None,
+            State::Start => Some(self.heads),
+            _ => Some(self.heads.saturating_sub(1)),
+        }
+    }
+
     /// Inside a request head (past its first byte, before its end).
     pub(crate) fn in_head(&self) -> bool {
         matches!(
@@ -993,6 +1003,33 @@ mod tests {
         ]
         .concat();
         assert_eq!(verdict(&bytes), Err(BadChunk(bytes.len() - 2)));
+    }
+
+    #[test]
+    fn counts_the_requests_read_in_whole() {
+        let mut f = Framing::default();
+        let steps: [(&[u8], Option<u64>); 8] = [
+            (b"", Some(0)),
+            (HEAD, Some(0)),
+            (b"3\r\nabc\r\n", Some(0)),
+            (b"0\r\n\r\n", Some(1)),
+            (b"GET / HT", Some(1)),
+            (
+                b"TP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 2\r\n\r\na",
+                Some(2),
+            ),
+            (b"bGET", Some(3)),
+            (b" / HTTP/1.1\r\n\r\n", Some(4)),
+        ];
+        for (bytes, whole) in steps {
+            assert!(f.feed(bytes).is_ok());
+            let shown = String::from_utf8_lossy(bytes);
+            assert_eq!(f.read_through(), whole, "after {shown:?}");
+        }
+        // A chunk line that broke: nothing more is vouched for.
+        assert!(f.feed(HEAD).is_ok());
+        assert!(f.feed(b"5 \r\n").is_err());
+        assert_eq!(f.read_through(), None);
     }
 
     #[test]

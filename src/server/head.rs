@@ -42,6 +42,10 @@ pub(crate) fn check_head(
     if head.uri.scheme().is_none() && head.uri.authority().is_some() {
         return Err(RequestError::MalformedHead);
     }
+    // The asterisk form is OPTIONS' alone (RFC 9112 §3.2.4).
+    if head.uri.path() == "*" && head.method != http::Method::OPTIONS {
+        return Err(RequestError::MalformedHead);
+    }
     check_host(head.version, &head.headers)?;
     // An absolute-form target's authority stands for `Host` (RFC 9112
     // §3.2.2; `HTTP_HOST` in the environ), so it is held to the same rule.
@@ -293,6 +297,8 @@ mod tests {
             ("GET a.example:80 HTTP/1.1", &[h], Some(E::MalformedHead)),
             ("GET //a/x HTTP/1.1", &[h], None),
             ("OPTIONS * HTTP/1.1", &[h], None),
+            ("GET * HTTP/1.1", &[h], Some(E::MalformedHead)),
+            ("POST * HTTP/1.1", &[h], Some(E::MalformedHead)),
             ("GET / HTTP/1.1", &[("host", "[::1")], Some(E::BadHost)),
             ("GET / HTTP/1.1", &[("host", "[a b]")], Some(E::BadHost)),
             ("GET http://a/ HTTP/1.1", &[h], None),

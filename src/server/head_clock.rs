@@ -789,6 +789,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
             }
             let heads = this.framing.heads();
             let fed = this.framing.feed(&buf.filled()[before..]);
+            if let Some(n) = this.framing.read_through() {
+                this.conn.note_read_through(n);
+            }
             // Only a next head's bytes start its clock: body bytes hyper
             // takes after the response (an unread body, drained) leave an
             // idle connection timed by `--keep-alive`. A head begun while

@@ -208,7 +208,6 @@ impl Server {
         let env = EnvConstants::new(
             py,
             "http",
-            self.config.mode == Mode::Thread,
             self.config.workers > 1,
             Py::new(py, ErrorStream::default())?.into_any(),
             PyType::new::<FileWrapper>(py).into_any().unbind(),

@@ -129,11 +129,9 @@ pub(crate) struct EnvConstants {
 }
 
 impl EnvConstants {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         py: Python<'_>,
         url_scheme: &str,
-        multithread: bool,
         multiprocess: bool,
         errors: Py<PyAny>,
         file_wrapper: Py<PyAny>,
@@ -156,10 +154,10 @@ impl EnvConstants {
             PyString::intern(py, url_scheme),
         )?;
         template.set_item(intern!(py, "wsgi.errors"), errors.bind(py))?;
-        template.set_item(
-            intern!(py, "wsgi.multithread"),
-            PyBool::new(py, multithread),
-        )?;
+        // Both modes may call the app again before a call returns: a pool
+        // thread each, or greenlets, which a monkey-patched app sees as
+        // threads (`threading.local` is per greenlet).
+        template.set_item(intern!(py, "wsgi.multithread"), PyBool::new(py, true))?;
         template.set_item(
             intern!(py, "wsgi.multiprocess"),
             PyBool::new(py, multiprocess),

@@ -299,6 +299,13 @@ impl BodySource {
         self.expect_continue && !self.polled && !self.eof
     }
 
+    /// Whether the rest of the body is in memory: it ended, or the
+    /// connection has read its end from the socket (a chunked body sent
+    /// whole, and what followed it), so discarding it takes no wait.
+    pub(crate) fn end_read_in(&self) -> bool {
+        self.eof || self.end.as_ref().is_some_and(BodyEnd::read_in)
+    }
+
     /// How many body bytes hyper has yet to hand over: 0 once the body
     /// ended, failed or was given up; `None` when that is not known (a
     /// chunked body not read to its end).

@@ -98,6 +98,12 @@ def echo(environ, start_response):
     return [data]
 
 
+def read_some(environ, start_response):
+    """Reads `n` bytes (query `n`, default 3) and answers without reading on."""
+    data = environ["wsgi.input"].read(int(params(environ).get("n", 3)))
+    return _json(start_response, {"read": len(data)})
+
+
 def read_exact(environ, start_response):
     """Reads exactly CONTENT_LENGTH bytes and echoes them, as Werkzeug's and
     Django's limited streams do: the body's end is never asked for."""

@@ -70,8 +70,10 @@ def framing(environ, start_response):
         given = [("Content-Length", query[k]) for k in ("cl", "cl2") if k in query]
         start_response("200 OK", TEXT + given)
         return _gen(b"012", b"34") if "gen" in query else [b"01234"]
-    if case in ("204", "304"):
-        start_response("204 No Content" if case == "204" else "304 Not Modified", TEXT)
+    if case in ("204", "304", "204-cl", "304-cl"):
+        status = "204 No Content" if case.startswith("204") else "304 Not Modified"
+        length = [("Content-Length", "26")] if case.endswith("-cl") else []
+        start_response(status, TEXT + length)
         return [b"this body must not be sent"]
     raise ValueError(f"unknown framing case {case!r}")
 

@@ -24,6 +24,7 @@ ROUTES = {
     "sha256": body_app.sha256,
     "echo": body_app.echo,
     "read-exact": body_app.read_exact,
+    "read-some": body_app.read_some,
     "stream-echo": body_app.stream_echo,
     "reject": body_app.reject,
     "effect": body_app.side_effect,

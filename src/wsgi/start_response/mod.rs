@@ -184,10 +184,12 @@ impl StartResponse {
     /// Whether the response going out now must close its connection
     /// because of the request body: the client still waits for `100
     /// Continue` (RFC 9110 §10.1.1: it holds its body back; the body is
-    /// given up), the body broke its framing or its limit, or the app leaves
-    /// more of it than the discard after the response takes (`drain_input`),
-    /// or an unknown amount (chunked). The client is told so in the head,
-    /// rather than finding the connection closed under its next request.
+    /// given up), the body broke its framing or its limit, a read of it
+    /// waited `--body-timeout` for the client (the app caught that), or the
+    /// app leaves more of it than the discard after the response takes
+    /// (`drain_input`), or an unknown amount (chunked, unless its end was
+    /// read already). The client is told so in the head, rather than
+    /// finding the connection closed under its next request.
     pub(super) fn body_closes(&self, input: &Input) -> bool {
         // A read polling the body holds the lock, and a read means the
         // expectation was answered: never wait on it here.
@@ -195,10 +197,16 @@ impl StartResponse {
             return false;
         };
         let pending = src.expectation_pending();
+        let max = self.ctx.limits.drain_bytes;
         let closes = pending
             || src.malformed()
             || src.too_large()
-            || src.owed().is_none_or(|n| n > self.ctx.limits.drain_bytes);
+            || src.timed_out()
+            || match src.owed() {
+                Some(n) => n > max,
+                // Chunked: kept when its end was read with it already.
+                None => !src.end_read_in(),
+            };
         drop(src);
         if pending {
             input.abandon();
@@ -210,6 +218,11 @@ impl StartResponse {
     fn send_head(&self, st: &mut State, body: ResponseBody) -> Result<(), ResponseError> {
         let staged = st.staged.take().ok_or(ResponseError::NotStarted)?;
         let mut headers = staged.headers;
+        // RFC 9110 §8.6: no Content-Length in a 204, whatever the app said
+        // (a 304's may stay: it is the length a 200 would have had).
+        if staged.status == StatusCode::NO_CONTENT {
+            headers.remove(http::header::CONTENT_LENGTH);
+        }
         if self.body_closes(self.input.get()) {
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }

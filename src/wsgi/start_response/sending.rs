@@ -13,6 +13,7 @@ use super::{response_error, ResponseError, Sent, StartResponse};
 use crate::error::RequestError;
 use crate::exchange::pipe::{Pipe, PipeEnd, Push};
 use crate::exchange::reply::{FileBody, PipeReceiver, PipeSender, Reply, ResponseBody};
+use crate::exchange::BodyEnd;
 use crate::exec::wait::Waited;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -311,15 +312,21 @@ impl StartResponse {
                 None
             }
         });
-        // `RequestTooLarge` or `ClientTimeout` let through before the head
-        // is the client's doing, not a bug in the app: the refusal's log
-        // line (server/end.rs) says it, without a traceback.
+        // `RequestTooLarge`, `ClientTimeout` or a malformed body's error let
+        // through before the head is the client's doing, not a bug in the
+        // app: the refusal's log line (server/end.rs) says it, without a
+        // traceback.
         let refused_quietly = match client_fault {
             Some(RequestError::BodyTooLarge) => {
                 err.is_instance_of::<crate::wsgi::input::RequestTooLarge>(py)
             }
             Some(RequestError::BodyTimeout) => {
                 err.is_instance_of::<crate::wsgi::input::ClientTimeout>(py)
+            }
+            // A read of a body that broke its framing raises
+            // `ClientDisconnected`: the answer is 400, logged as such.
+            Some(RequestError::MalformedBody) => {
+                err.is_instance_of::<crate::wsgi::input::ClientDisconnected>(py)
             }
             _ => false,
         } && !self.state.lock().head_sent;
@@ -366,7 +373,12 @@ impl StartResponse {
         let Some((mut body, end)) = self.input.get().take_rest() else {
             return;
         };
-        let (max, time) = (self.ctx.limits.drain_bytes, self.ctx.limits.drain_time);
+        let (mut max, time) = (self.ctx.limits.drain_bytes, self.ctx.limits.drain_time);
+        if end.as_ref().is_some_and(BodyEnd::read_in) {
+            // Read from the socket already (within hyper's bounded buffer):
+            // `body_closes` kept the connection for it.
+            max = u64::MAX;
+        }
         self.ctx.runtime.spawn(async move {
             use http_body_util::BodyExt;
             let mut seen = 0u64;
