@@ -124,6 +124,7 @@ fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<wsgi::errors::ErrorStream>()?;
     m.add_function(wrap_pyfunction!(log_line, m)?)?;
     m.add_function(wrap_pyfunction!(configure_log, m)?)?;
+    m.add_function(wrap_pyfunction!(log::access::preopen_access_log, m)?)?;
     m.add_function(wrap_pyfunction!(check_bind, m)?)?;
     m.add_function(wrap_pyfunction!(check_addresses, m)?)?;
     Ok(())

@@ -257,8 +257,9 @@ def tree_rss_kib(root):
     return total
 
 
-def run_siesta(*args, env=None, timeout=30.0):
-    """Run the siesta command to completion (for CLI tests); returns CompletedProcess."""
+def run_siesta(*args, env=None, timeout=30.0, cwd=None):
+    """Run the siesta command to completion (for CLI tests), in `cwd` (the apps'
+    directory by default); returns CompletedProcess."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIESTA_")}
     full_env.update(env or {})
     return subprocess.run(
@@ -268,7 +269,7 @@ def run_siesta(*args, env=None, timeout=30.0):
         check=False,
         text=True,
         env=full_env,
-        cwd=str(APPS_DIR),
+        cwd=str(cwd or APPS_DIR),
         timeout=timeout,
     )
 

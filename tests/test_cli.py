@@ -187,3 +187,24 @@ def test_mistyped_proxy_protocol_mode_is_named():
     result = run_siesta("--proxy-protocol", "v3", *APP_ARGS, "router_app:app")
     assert result.returncode == 2, result.stderr
     assert "'v3' is not a PROXY protocol mode" in result.stderr, result.stderr
+
+
+def test_a_port_in_use_is_said_in_the_error_log_file_too(tmp_path):
+    """QA probe (session 23): a start that failed after the error log was opened
+    (the port in use, a pid file it cannot write) said why on stderr only, which a
+    daemon (-D) has pointed at /dev/null: its --error-logfile showed a start and
+    nothing more. The file has the error line now, and stderr still has it."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    log = tmp_path / "error.log"
+    try:
+        result = run_siesta(
+            "--bind", f"127.0.0.1:{port}", "--error-logfile", str(log), *APP_ARGS, "router_app:app"
+        )
+    finally:
+        holder.close()
+    assert result.returncode == 1, result.stderr
+    assert_one_error_line(result, f"127.0.0.1:{port}")
+    assert re.search(rf"\[ERROR\] .*127\.0\.0\.1:{port}", log.read_text()), log.read_text()

@@ -433,6 +433,20 @@ def test_missing_config_file(tmp_path):
     assert_one_line_error(result, 1, "nope.py", "not found")
 
 
+def test_config_dev_null_skips_the_default_file(tmp_path):
+    """QA probe (session 23): `-c /dev/null` (how a deployer skips the directory's
+    ./gunicorn.conf.py) was refused as 'not found': it is no regular file. It reads
+    as an empty config now; a directory is still refused."""
+    (tmp_path / "gunicorn.conf.py").write_text("workers = 3\n")
+    result = run_siesta("--print-config", APP, cwd=tmp_path)
+    assert re.search(r"^workers\s+= 3$", result.stdout, re.M), result.stdout + result.stderr
+    result = run_siesta("-c", "/dev/null", "--print-config", APP, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^workers\s+= 1$", result.stdout, re.M), result.stdout + result.stderr
+    result = run_siesta("-c", str(tmp_path), *APP_ARGS, APP)
+    assert_one_line_error(result, 1, str(tmp_path), "not found")
+
+
 def test_only_wsgi_app_names_the_app(tmp_path):
     """An object called `app` in a config file is not an app spec: warned, not used."""
     conf = tmp_path / "g.py"

@@ -621,6 +621,26 @@ def test_ttin_and_ttou_change_the_worker_count(launch, mode):
     assert "Worker exiting" not in srv.log(mark)
 
 
+def test_hup_then_ttin_sent_together_are_handled_in_that_order(launch):
+    """QA probe (session 23): HUP and TTIN pending together had their handlers run
+    last first (the kernel stacks them), so TTIN came before HUP, whose reload then
+    set the count back from the config: 2 workers, not 3. Mode-independent: the
+    master's signals."""
+    srv = launch("-w", "2")
+    assert len(srv.worker_pids()) == 2
+    mark = srv.log_mark()
+    for _ in range(3):
+        os.kill(srv.pid, signal.SIGHUP)
+        os.kill(srv.pid, signal.SIGTTIN)
+        assert srv.wait_log("Handling signal: ttin", since=mark), srv.log(mark)
+        handled = re.findall(r"Handling signal: (hup|ttin)", srv.log(mark))
+        assert handled == ["hup", "ttin"], handled
+        mark = srv.log_mark()
+    # Each reload sets the count back to -w, and the TTIN after it adds one.
+    assert wait_until(lambda: len(children(srv.pid)) == 3), (children(srv.pid), srv.log())
+    assert srv.get("/ping").status == 200
+
+
 def test_max_requests_recycles_the_worker(launch, mode):
     """Issue 13: --max-requests 50: after 60 requests a second worker pid has answered,
     'Autorestarting worker' is logged, and no request failed on the way."""
@@ -701,6 +721,32 @@ def test_timeout_kills_a_stuck_worker_and_logs_its_stack(launch, mode):
     client.start()
     assert srv.wait_log(rf"WORKER TIMEOUT \(pid:{old}\)", timeout=WAIT), srv.log()
     assert srv.wait_log(r"in spin_until_killed", timeout=WAIT), srv.log()
+    assert new_workers(srv, [old]), srv.log()
+    assert srv.get("/ping").status == 200
+    client.join(WAIT)
+    assert "resp" not in answer or answer["resp"].status != 200, answer
+
+
+@pytest.mark.timeout(120)
+def test_timeout_kills_a_worker_whose_app_keeps_the_gil(launch):
+    """QA probe (session 23): with 8 threads, one request in C code that keeps the
+    GIL (a backtracking regular expression, here libc's sleep through ctypes.PyDLL)
+    stopped every other request of the worker, and its free slots kept the
+    heartbeat going, so --timeout never came. The beat now waits for the GIL too:
+    'WORKER TIMEOUT', and a new worker serves."""
+    srv = launch("-w", "1", "--timeout", "2", "--threads", "8", mode="thread")
+    old = srv.worker_pid()
+    answer = {}
+
+    def hold():
+        try:
+            answer["resp"] = srv.get("/hold-gil?seconds=60")
+        except Exception as exc:
+            answer["error"] = exc
+
+    client = threading.Thread(target=hold, daemon=True)
+    client.start()
+    assert srv.wait_log(rf"WORKER TIMEOUT \(pid:{old}\)", timeout=WAIT), srv.log()
     assert new_workers(srv, [old]), srv.log()
     assert srv.get("/ping").status == 200
     client.join(WAIT)
@@ -911,6 +957,41 @@ def test_log_files_in_a_root_directory_are_given_to_the_workers_user(launch, mod
         assert wait_until(logged_after_rotation, interval=0.2), (logs / "err.log.1").read_text()
         assert (access.stat().st_uid, errors.stat().st_uid) == (uid, uid)
         assert "Cannot reopen" not in errors.read_text() + (logs / "err.log.1").read_text()
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+def test_log_files_in_a_directory_only_root_may_enter_stay_the_workers(launch, mode):
+    """QA probe (session 23): as root with -u nobody, log files in a 0700 directory
+    (which nobody cannot enter) made every worker fail to boot (exit 3): each opened
+    them again by path after switching user. gunicorn's workers inherit the master's
+    files; Siesta's now keep the error log the master opened and open the access log
+    before the switch: both are written."""
+    import grp
+    import pwd
+    import shutil
+    import tempfile
+
+    assert os.getuid() == 0, "this test runs as root (as the test machine does)"
+    try:
+        pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
+    except KeyError:
+        pytest.skip("this system has no nobody user or nogroup group")
+    logs = Path(tempfile.mkdtemp(prefix="siesta-logs-"))
+    try:
+        logs.chmod(0o700)
+        access, errors = logs / "acc.log", logs / "err.log"
+        srv = launch(
+            *("-u", "nobody", "-g", "nogroup", "--preload", "--access-logfile", str(access)),
+            *("--error-logfile", str(errors)),
+            mode=mode,
+            log_file=errors,
+        )
+        assert srv.get("/ping?in-0700").status == 200
+        assert wait_until(lambda: "/ping?in-0700" in access.read_text()), errors.read_text()
+        worker = srv.worker_pids()[0]
+        assert f"[{worker}] [INFO] Booting worker" in errors.read_text(), errors.read_text()
+        assert "failed to boot" not in errors.read_text(), errors.read_text()
     finally:
         shutil.rmtree(logs, ignore_errors=True)
 
@@ -1153,6 +1234,34 @@ def test_worker_that_dies_before_serving_exits_3(tmp_path):
     assert "Reason: Worker failed to boot." in result.stderr
 
 
+EXITING_APPS = {
+    "sys-exit-message": (
+        'import sys\nsys.exit("DATABASE_URL is not set")\n',
+        "DATABASE_URL is not set",
+    ),
+    "sys-exit-0": ("import sys\nsys.exit(0)\n", "SystemExit(0) before serving"),
+    "os-exit": ("import os\nos._exit(7)\n", "exited with code 7 before serving"),
+    "segfault": ("import ctypes\nctypes.string_at(0)\n", "killed by SIGSEGV before serving"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXITING_APPS))
+def test_a_worker_that_exits_while_loading_the_app_stops_the_server(mode, tmp_path, case):
+    """QA probe (session 23): an app that exits at import (`sys.exit("why")`,
+    `os._exit`, a crash) made the master start workers in a tight loop, hundreds a
+    second, forever, and `sys.exit`'s message was never shown. Before it served, a
+    worker's end is a boot error: one start, exit 3, and the reason in the log."""
+    source, said = EXITING_APPS[case]
+    (tmp_path / "exiting_app.py").write_text(f'"""Exits at import."""\n{source}')
+    result = run_siesta(
+        "-b", "127.0.0.1:0", "-k", mode, "-w", "2", "--chdir", str(tmp_path), "exiting_app:app"
+    )
+    assert result.returncode == 3, result.stderr
+    assert said in result.stderr, result.stderr
+    assert "Reason: Worker failed to boot." in result.stderr
+    assert result.stderr.count("Booting worker") <= 2, result.stderr
+
+
 def test_unusable_worker_tmp_dir_exits_1_before_serving(tmp_path):
     """Issue 13: --worker-tmp-dir that cannot hold the heartbeat files is one error line
     and exit 1. Regression: the master listened, started no worker, and logged an error
@@ -1284,6 +1393,20 @@ def test_worker_int_hook_runs_on_a_fast_stop(launch, mode, tmp_path):
     assert srv.exit_code() == 0, srv.log()
     seen = notes.read_text().split() if notes.exists() else []
     assert sorted(int(p) for p in seen[1::2]) == sorted(workers), (seen, workers, srv.log())
+
+
+def test_the_metrics_process_has_a_title_of_its_own(launch):
+    """QA probe (session 23): the --metrics-bind process kept the title the fork gave
+    it, `siesta: master [NAME]`, so `pkill -HUP -f 'siesta: master'` signalled it too."""
+    srv = launch("-w", "1", "-n", "shop", "--metrics-bind", "127.0.0.1:0")
+    assert srv.wait_log(r"Metrics at: \S+ \(pid: \d+\)"), srv.log()
+    pid = int(re.search(r"Metrics at: \S+ \(pid: (\d+)\)", srv.log()).group(1))
+
+    def title():
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().rstrip(b"\0").decode()
+
+    assert wait_until(lambda: title() == "siesta: metrics [shop]"), title()
 
 
 def test_process_titles_and_reuse_port(launch, tmp_path):

@@ -74,6 +74,8 @@ def _drop_privileges(values: dict[str, Any], heartbeat_fd: int) -> None:
     uid = os.getuid() if uid is None else uid
     gid = os.getgid() if gid is None else gid
     os.fchown(heartbeat_fd, uid, gid)  # the worker must still touch it
+    if values.get("access_logfile"):  # open while it may: its directory may be root's alone
+        _siesta.preopen_access_log(values["access_logfile"])
     if os.getuid() == 0:
         user = values.get("_user_name")
         if user:
@@ -255,6 +257,21 @@ def run_worker(
     return 0
 
 
+def _exit_code(exc: SystemExit) -> int:
+    """A worker's SystemExit as Python would end with it: its code, its message (a
+    ``sys.exit("why")``) logged. Before the worker served it is a boot error whatever
+    the code (an app that exits at import would exit again on every respawn)."""
+    if exc.code is None or isinstance(exc.code, int):
+        code = exc.code or 0
+    else:
+        _siesta.log("error", str(exc.code))
+        code = 1
+    if not _booted:
+        _siesta.log("error", f"Worker failed to boot: SystemExit({exc.code!r}) before serving")
+        return WORKER_BOOT_ERROR
+    return code
+
+
 class Master:
     """What the Rust master loop calls back for."""
 
@@ -293,11 +310,15 @@ class Master:
                 self.values, self.hooks, self.arbiter, self.listeners, heartbeat_fd, self.app
             )
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:  # the worker's last word, never the master's stack
-            import traceback
+            code = _exit_code(exc)
+        except BaseException as exc:  # the worker's last word, never the master's stack
+            try:
+                import traceback
 
-            _siesta.log("error", "Worker crashed:\n" + traceback.format_exc().rstrip())
+                said = traceback.format_exc().rstrip()
+            except BaseException:  # the standard library unreadable (-u): the error alone
+                said = f"{type(exc).__name__}: {exc}"
+            _siesta.log("error", "Worker crashed:\n" + said)
             code = 1 if _booted else WORKER_BOOT_ERROR
         finally:
             sys.stdout.flush()

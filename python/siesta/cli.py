@@ -33,7 +33,15 @@ if TYPE_CHECKING:
 EXIT_APP_LOAD = 4
 
 
+# Set once the master's error log is a file (--error-logfile, after it was opened):
+# a start that fails after that says why there too, where a daemon's (-D) stderr
+# goes nowhere.
+_error_log_is_file = False
+
+
 def _fail(message: str, code: int = 1) -> None:
+    if _error_log_is_file:
+        _siesta.log("error", message)
     sys.stderr.write(f"Error: {message}\n")
     sys.stderr.flush()
     sys.exit(code)
@@ -336,6 +344,8 @@ def main(argv: list[str] | None = None) -> None:
     hooks.call("on_starting", arbiter)
     try:
         _siesta.configure_log(for_rust(values))
+        global _error_log_is_file
+        _error_log_is_file = values["error_logfile"] not in (None, "-")
         _siesta.log("info", f"Starting siesta {_siesta.__version__}")
         # The master's signal handlers are installed here, before the ready
         # line and the pid file; it binds --metrics-bind too, so its address
@@ -421,5 +431,5 @@ def main(argv: list[str] | None = None) -> None:
     _remove_pid(values["pid"])
     if values["pid"]:
         _remove_pid(values["pid"] + ".oldbin")  # renamed there by a USR2
-    _siesta.log("info", "Shutting down: Master")
+    _siesta.log("error" if code else "info", "Shutting down: Master")
     _exit_now(code)

@@ -395,21 +395,47 @@ pub(crate) struct AccessLog {
     sink: Mutex<Box<dyn Write + Send>>,
 }
 
+fn open_file(path: &str) -> io::Result<std::fs::File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
 fn open_sink(path: &str) -> io::Result<Box<dyn Write + Send>> {
     Ok(if path == "-" {
         Box::new(io::stdout())
     } else {
-        Box::new(OpenOptions::new().create(true).append(true).open(path)?)
+        Box::new(open_file(path)?)
     })
+}
+
+/// The access log a worker opened before it switched user (`-u`/`-g`),
+/// by its path: the first `AccessLog::open` of that path takes it.
+static PREOPENED: Mutex<Option<(String, std::fs::File)>> = Mutex::new(None);
+
+/// Opens `path` now, while the worker may (before `-u`/`-g` take effect):
+/// a directory only root may enter stays writable through it, as the files
+/// a gunicorn worker inherits do. A failure is left for `AccessLog::open`
+/// to report.
+#[pyo3::pyfunction]
+pub(crate) fn preopen_access_log(path: &str) {
+    if path != "-" {
+        if let Ok(f) = open_file(path) {
+            *PREOPENED.lock() = Some((path.to_string(), f));
+        }
+    }
 }
 
 impl AccessLog {
     /// `-` is stdout; anything else a file opened for appending.
     pub(crate) fn open(path: &str, format: &str, root_path: &str) -> io::Result<AccessLog> {
+        let preopened = PREOPENED.lock().take().filter(|(p, _)| p == path);
+        let sink: Box<dyn Write + Send> = match preopened {
+            Some((_, f)) => Box::new(f),
+            None => open_sink(path)?,
+        };
         Ok(AccessLog {
             format: Format::parse(format, root_path),
             path: path.to_string(),
-            sink: Mutex::new(open_sink(path)?),
+            sink: Mutex::new(sink),
         })
     }
 

@@ -82,7 +82,13 @@ fn open(path: &str) -> io::Result<File> {
 pub(crate) fn configure(level: Level, path: Option<&str>, capture: bool) -> io::Result<()> {
     let sink = match path {
         None | Some("-") | Some("") => Sink::Stderr,
-        Some(p) => Sink::File(open(p)?, p.to_string()),
+        // The file the master opened, inherited across the fork, is the
+        // worker's too: under -u/-g it may not be able to open it again
+        // (a directory only root may enter), as gunicorn's workers need not.
+        Some(p) => match &log().lock().sink {
+            Sink::File(f, q) if q == p => Sink::File(f.try_clone()?, q.clone()),
+            _ => Sink::File(open(p)?, p.to_string()),
+        },
     };
     let mut l = log().lock();
     l.level = level;

@@ -134,7 +134,9 @@ impl Supervisor {
                     o.stop();
                 }
                 if let Some((code, reason)) = m.halt {
-                    crate::log::error::info(&format!("Reason: {reason}"));
+                    // An error, as the exit code says (a log at `warning`
+                    // or `error` still tells why the server stopped).
+                    crate::log::error::error(&format!("Reason: {reason}"));
                     return Ok(code);
                 }
                 return Ok(0);
@@ -342,17 +344,37 @@ impl Master<'_, '_> {
                 continue;
             };
             crate::metrics::master::exited(pid, worker.retiring.map(observer::retire_reason), code);
-            let failed_to_start = matches!(exit, Exit::Code(APP_LOAD_ERROR | WORKER_BOOT_ERROR));
+            // A worker that ended before it booted, of its own doing (not a
+            // stop or timeout of the master's): a crash, a signal, an exit
+            // code of the app's (Python turns a `SystemExit` then into 3).
+            // It could not start, as exit 3 says, and would not on a respawn.
+            let crashed_booting = worker.retiring.is_none()
+                && !matches!(exit, Exit::Code(0 | APP_LOAD_ERROR | WORKER_BOOT_ERROR))
+                && !worker.booted_by_now();
+            let failed_to_start =
+                crashed_booting || matches!(exit, Exit::Code(APP_LOAD_ERROR | WORKER_BOOT_ERROR));
             if failed_to_start && self.abandoned.contains(&worker.generation) {
                 // A worker of a reload given up: its failure is known.
             } else if failed_to_start && self.reload_fails(&worker) {
-                if matches!(exit, Exit::Code(WORKER_BOOT_ERROR)) {
+                if crashed_booting {
+                    crate::log::error::error(&format!(
+                        "Worker (pid:{pid}) failed to boot: {}",
+                        ended(exit)
+                    ));
+                } else if matches!(exit, Exit::Code(WORKER_BOOT_ERROR)) {
                     crate::log::error::error(&format!("Worker (pid:{pid}) failed to boot"));
                 }
                 self.abandon_generation(
                     worker.generation,
                     matches!(exit, Exit::Code(APP_LOAD_ERROR)),
                 );
+            } else if crashed_booting {
+                crate::log::error::error(&format!(
+                    "Worker (pid:{pid}) failed to boot: {}",
+                    ended(exit)
+                ));
+                self.halt
+                    .get_or_insert((WORKER_BOOT_ERROR, "Worker failed to boot."));
             } else {
                 self.note_exit(pid, &worker, exit);
             }
@@ -539,5 +561,16 @@ impl Master<'_, '_> {
         }
         self.table.kill_overdue();
         self.maintain(py);
+    }
+}
+
+/// How a worker that never booted ended, for its log line.
+fn ended(exit: Exit) -> String {
+    match exit {
+        Exit::Code(c) => format!("it exited with code {c} before serving"),
+        Exit::Signal(s) => format!(
+            "it was killed by {} before serving",
+            workers::signal_name(s)
+        ),
     }
 }

@@ -165,6 +165,7 @@ fn child(
     if unsafe { libc::getppid() } == 1 {
         return 0;
     }
+    retitle();
     match crate::observer::serve(listener, region, settings) {
         Ok(()) => 0,
         Err(e) => {
@@ -216,5 +217,17 @@ impl super::Master<'_, '_> {
             self.counted_workers = n;
             crate::metrics::statsd::workers(n);
         }
+    }
+}
+
+/// `siesta: metrics [NAME]` in ps, where the fork left the master's title:
+/// a deployer's `pkill -HUP -f 'siesta: master'` is meant for the master.
+fn retitle() {
+    let Ok(shown) = std::fs::read("/proc/self/cmdline") else {
+        return;
+    };
+    let shown = String::from_utf8_lossy(&shown);
+    if let Some(rest) = shown.trim_end_matches('\0').strip_prefix("siesta: master") {
+        super::title::set_title(&format!("siesta: metrics{rest}"));
     }
 }

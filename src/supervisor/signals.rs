@@ -164,11 +164,17 @@ impl Drop for SignalPipe {
 fn set_handler(signo: i32, handler: usize) -> io::Result<()> {
     // SAFETY: a zeroed sigaction is valid; the handler is an extern "C" fn
     // (or SIG_DFL/SIG_IGN); SA_RESTART keeps the master's syscalls going.
+    // The master's other signals wait while a handler runs: the kernel
+    // would otherwise start the handlers of signals pending together last
+    // first (HUP then TTIN became TTIN, then HUP, which reset the count).
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = handler;
         sa.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut sa.sa_mask);
+        for (other, _) in SIGNALS {
+            libc::sigaddset(&mut sa.sa_mask, other);
+        }
         if libc::sigaction(signo, &sa, std::ptr::null_mut()) < 0 {
             return Err(io::Error::last_os_error());
         }

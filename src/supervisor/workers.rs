@@ -45,6 +45,19 @@ pub(crate) struct Worker {
     pub killed: bool,
 }
 
+impl Worker {
+    /// Whether it booted, looking at its heartbeat now (for a worker just
+    /// reaped, which may have booted since the last tick's look).
+    pub(crate) fn booted_by_now(&self) -> bool {
+        self.booted
+            || self
+                .heartbeat
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|beat| beat > self.born_beat)
+    }
+}
+
 /// How a worker process ended, from `waitpid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Exit {

@@ -9,7 +9,11 @@
 //! hub loop keeps calling `hub_beat`. A worker whose app holds every slot
 //! (or the hub) stops beating, and the master dumps and replaces it;
 //! threads the pool added for parked requests, or running beyond
-//! `--threads`, do not keep it alive. A worker leaving on its own
+//! `--threads`, do not keep it alive. In thread mode the beat also waits
+//! for the GIL: an app thread that keeps it in C code (a regular
+//! expression backtracking, an extension that never lets it go) stops
+//! every other app thread, free slots or not, and so stops the beat too,
+//! as it stops a gunicorn worker's Python heartbeat. A worker leaving on its own
 //! (`--max-requests`) also writes one byte into the file (`leaving`).
 
 use crate::exec::Executor;
@@ -27,7 +31,10 @@ pub(crate) fn start(fd: RawFd, interval: Duration, exec: Arc<Executor>) -> io::R
             loop {
                 std::thread::sleep(interval);
                 let alive = match &*exec {
-                    Executor::Threads(pool) => pool.making_progress(&mut mark),
+                    // The pool's lock is let go before the GIL is waited for.
+                    Executor::Threads(pool) => {
+                        pool.making_progress(&mut mark) && pyo3::Python::attach(|_| true)
+                    }
                     Executor::Gevent(hub) => hub.beating(&mut mark),
                 };
                 if alive {

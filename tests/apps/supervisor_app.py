@@ -5,10 +5,12 @@ record, then hashes the body (body_app.sha256, for slow uploads);
 `/grow?mib=N` keeps N more MiB alive in a module-level list (the worker's RSS
 grows, for --max-worker-rss); `/spin?seconds=N` holds its thread (or the
 gevent hub) in a pure-Python busy loop for up to N seconds (for --timeout:
-the worker stops beating); `/print?text=T` prints `T out` with print() and
+the worker stops beating); `/hold-gil?seconds=N` sleeps N seconds in C with
+the GIL kept; `/print?text=T` prints `T out` with print() and
 writes `T err` to sys.stderr (for --capture-output); anything else answers `pong`.
 """
 
+import ctypes
 import os
 import sys
 import time
@@ -56,4 +58,7 @@ def app(environ, start_response):
     if path == "/spin":
         spin_until_killed(float(params(environ).get("seconds", "30")))
         return _text(start_response, b"spun")
+    if path == "/hold-gil":  # ?seconds=N in C code that keeps the GIL (PyDLL does)
+        ctypes.PyDLL(None).sleep(int(params(environ).get("seconds", "30")))
+        return _text(start_response, b"held")
     return _text(start_response, b"pong")
