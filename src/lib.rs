@@ -90,7 +90,12 @@ fn configure_log(settings: &Bound<'_, pyo3::types::PyDict>) -> PyResult<()> {
         config.error_logfile.as_deref(),
         config.capture_output,
     )
-    .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("Cannot open error log: {e}")))?;
+    .map_err(|e| {
+        pyo3::exceptions::PyOSError::new_err(format!(
+            "Cannot open error log {}: {e}",
+            config.error_logfile.as_deref().unwrap_or("-")
+        ))
+    })?;
     if config.access_logfile.is_some() {
         log::access::warn_unknown(&config.access_logformat);
     }

@@ -195,7 +195,7 @@ def _note(*words):
 
 
 def on_starting(server):
-    _note("on_starting", server.pid, server.cfg.loglevel, server.cfg.timeout)
+    _note("on_starting", server.pid, server.cfg.loglevel, server.cfg.timeout, server.cfg.proc_name)
 
 
 def when_ready(server):
@@ -284,7 +284,7 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     stderr = LogDrain(proc.stderr, "stderr")
     LogDrain(proc.stdout, "stdout")
     try:
-        ready = wait_for_line(files["hooks"], r"when_ready 127\.0\.0\.1:(\d+)")
+        ready = wait_for_line(files["hooks"], r"when_ready \('127\.0\.0\.1', (\d+)\)")
         assert ready, f"no when_ready hook; stderr:\n{stderr.text()}"
         assert files["pid"].read_text().strip() == str(proc.pid)
         resp = rawhttp.request("127.0.0.1", int(ready.group(1)), "GET", "/ping")
@@ -307,7 +307,8 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
         "on_exit",
     ], hooks
     # The master runs on_starting, when_ready and on_exit; a forked worker the rest.
-    assert hooks[0] == f"on_starting {proc.pid} debug 45.0"
+    # proc_name unset is the app's name, as gunicorn's default.
+    assert hooks[0] == f"on_starting {proc.pid} debug 45.0 router_app:app"
     worker_pid = int(hooks[3].split()[1])
     assert worker_pid != proc.pid
     assert hooks[3] == f"post_worker_init {worker_pid} True"

@@ -47,6 +47,15 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def _address(url: str) -> Any:
+    """A listener as gunicorn's ``server.address`` has it: ``(host, port)`` for TCP
+    (the port bound, not the 0 asked for), the path for a unix socket."""
+    if url.startswith("unix:"):
+        return url[len("unix:") :]
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    return (host.strip("[]"), int(port))
+
+
 def _exit_now(code: int) -> None:
     """Leaves without interpreter teardown: daemon threads may sit inside the app."""
     sys.stdout.flush()
@@ -284,7 +293,7 @@ def _check(values: dict[str, Any], sources: dict[str, str]) -> None:
         _check_gevent()
     problem = _log_file_problem(values["error_logfile"])  # relative ones from --chdir
     if problem:
-        _fail(f"Cannot open error log: {problem}", 1)
+        _fail(f"Cannot open error log {values['error_logfile']}: {problem}", 1)
     problem = _access_log_problem(values)
     if problem:
         _fail(problem, WORKER_BOOT_ERROR)
@@ -359,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, OSError) as exc:
         _fail(str(exc), 1)
     _siesta.log("info", f"Using worker: {values['worker_class']}")
-    arbiter.address = [url.removeprefix("http://") for url in listeners.urls]
+    arbiter.address = [_address(url) for url in listeners.urls]
     _write_pid(values["pid"])
     if values["capture_output"]:
         _capture_output(values["error_logfile"])

@@ -134,9 +134,12 @@ class Config:
     def __getattr__(self, name: str) -> Any:
         target = self._aliases.get(name) or name
         try:
-            return self._values[target]
+            value = self._values[target]
         except KeyError:
             raise AttributeError(f"no setting {name!r}") from None
+        if name == "proc_name" and value is None:
+            return self._values.get("app")  # gunicorn's default: the app's name
+        return value
 
 
 class Log:
@@ -179,8 +182,9 @@ class Server:
         self.log = Log()
         self.pid = os.getpid()
         self.app = values.get("app")
-        # The bind specs until the sockets are open, then the real addresses.
-        self.address: list[str] = list(values.get("bind") or [])
+        # The bind specs until the sockets are open, then the addresses bound, as
+        # gunicorn has them: (host, port) for TCP, the path for a unix socket.
+        self.address: list[Any] = list(values.get("bind") or [])
         self.num_workers = values.get("workers", 1)
 
 

@@ -344,13 +344,20 @@ impl Master<'_, '_> {
                 continue;
             };
             crate::metrics::master::exited(pid, worker.retiring.map(observer::retire_reason), code);
-            // A worker that ended before it booted, of its own doing (not a
-            // stop or timeout of the master's): a crash, a signal, an exit
-            // code of the app's (Python turns a `SystemExit` then into 3).
-            // It could not start, as exit 3 says, and would not on a respawn.
-            let crashed_booting = worker.retiring.is_none()
-                && !matches!(exit, Exit::Code(0 | APP_LOAD_ERROR | WORKER_BOOT_ERROR))
-                && !worker.booted_by_now();
+            // A worker that ended before it booted, of its own doing: an
+            // exit code of the app's (Python turns a `SystemExit` then into
+            // 3) or a crash (a fault signal), not a stop or timeout of the
+            // master's, nor a SIGKILL or TERM from outside (the OOM killer,
+            // an operator). It could not start, as exit 3 says, and would
+            // not on a respawn.
+            let own_end = match exit {
+                Exit::Code(c) => !matches!(c, 0 | APP_LOAD_ERROR | WORKER_BOOT_ERROR),
+                Exit::Signal(s) => matches!(
+                    s,
+                    libc::SIGSEGV | libc::SIGBUS | libc::SIGABRT | libc::SIGFPE | libc::SIGILL
+                ),
+            };
+            let crashed_booting = own_end && worker.retiring.is_none() && !worker.booted_by_now();
             let failed_to_start =
                 crashed_booting || matches!(exit, Exit::Code(APP_LOAD_ERROR | WORKER_BOOT_ERROR));
             if failed_to_start && self.abandoned.contains(&worker.generation) {

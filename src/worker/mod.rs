@@ -94,7 +94,12 @@ impl Server {
             config.error_logfile.as_deref(),
             config.capture_output,
         )
-        .map_err(|e| PyOSError::new_err(format!("Cannot open error log: {e}")))?;
+        .map_err(|e| {
+            PyOSError::new_err(format!(
+                "Cannot open error log {}: {e}",
+                config.error_logfile.as_deref().unwrap_or("-")
+            ))
+        })?;
         let (sockets, urls, announce) = match listeners {
             Some(l) => (l.clone_all()?, l.urls().to_vec(), false),
             None => {
