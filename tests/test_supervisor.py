@@ -576,6 +576,12 @@ def test_usr2_then_term_hands_the_port_to_a_new_master(launch, mode, tmp_path):
         # Only the new master's workers answer now, on the same port.
         now = {int(rawhttp.request(srv.host, srv.port, "GET", "/pid").body) for _ in range(20)}
         assert now <= set(children(new)), (now, children(new))
+        # QA probe (session 23): a HUP to the promoted master warned that -b had
+        # changed (its sockets are fd:// binds); the config's own binds count.
+        mark = srv.log_mark()
+        os.kill(new, signal.SIGHUP)
+        assert srv.wait_log(r"Booting worker with pid", since=mark, timeout=WAIT), srv.log(mark)
+        assert "-b changes need a restart" not in srv.log(mark), srv.log(mark)
     finally:
         loop.finish()
         if new is not None:
@@ -619,6 +625,41 @@ def test_ttin_and_ttou_change_the_worker_count(launch, mode):
     assert srv.get("/ping").status == 200
     assert children(srv.pid) == last, "TTOU at one worker must keep it"
     assert "Worker exiting" not in srv.log(mark)
+
+
+def test_nworkers_changed_is_called_as_gunicorn_calls_it(launch, tmp_path):
+    """QA probe (session 23): the hook was called 1->1 on a TTOU that changed nothing,
+    and not at start or on HUP. As gunicorn: (1, None) at start, on every TTIN and
+    TTOU that changes the count, and (n, n) on HUP, which sets it again."""
+    notes = tmp_path / "counts"
+    conf = tmp_path / "count.conf.py"
+    conf.write_text(
+        '"""Notes nworkers_changed."""\n\n\n'
+        "def nworkers_changed(server, new, old):\n"
+        f"    with open({str(notes)!r}, 'a') as f:\n"
+        "        f.write(f'{new} {old}\\n')\n"
+    )
+    srv = launch("-w", "1", "-c", str(conf))
+    steps = [
+        (None, ["1 None"]),
+        (signal.SIGTTIN, ["1 None", "2 1"]),
+        (signal.SIGTTOU, ["1 None", "2 1", "1 2"]),
+        (signal.SIGHUP, ["1 None", "2 1", "1 2", "1 1"]),
+    ]
+    for sig, want in steps:
+        if sig is not None:
+            srv.signal(sig)
+        assert wait_until(
+            lambda w=want: notes.exists() and notes.read_text().split("\n")[:-1] == w
+        ), (
+            notes.read_text() if notes.exists() else None,
+            want,
+        )
+    mark = srv.log_mark()
+    srv.signal(signal.SIGTTOU)  # at one worker: no change, no call
+    assert srv.wait_log("Handling signal: ttou", since=mark)
+    assert srv.get("/ping").status == 200
+    assert notes.read_text().split("\n")[:-1] == steps[-1][1]
 
 
 def test_hup_then_ttin_sent_together_are_handled_in_that_order(launch):

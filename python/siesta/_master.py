@@ -335,8 +335,12 @@ class Master:
         except (ConfigError, AppLoadError) as exc:
             _siesta.log("error", f"Reload: {exc}; keeping the running config")
         else:
-            if values["bind"] != self.values["bind"]:
+            # Sockets handed over (USR2, systemd) are fd:// binds: the config's own
+            # binds are what a change is seen against.
+            configured = self.values.get("_configured_bind", self.values["bind"])
+            if values["bind"] != configured:
                 _siesta.log("warning", "Reload: -b changes need a restart; keeping the sockets")
+            values["_configured_bind"] = configured
             values["bind"] = self.values["bind"]
             self.values, self.hooks = values, hooks
             self.arbiter.cfg.update(values)
@@ -374,7 +378,7 @@ class Master:
     def child_exit(self, pid: int, code: int) -> None:
         self.hooks.call("child_exit", self.arbiter, HookWorker(self.arbiter, None, pid=pid))
 
-    def nworkers_changed(self, new: int, old: int) -> None:
+    def nworkers_changed(self, new: int, old: int | None) -> None:
         self.arbiter.num_workers = new
         self.hooks.call("nworkers_changed", self.arbiter, new, old)
 

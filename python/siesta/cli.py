@@ -210,6 +210,7 @@ def _systemd_binds(values: dict[str, Any]) -> bool:
         n = int(count)
     except ValueError:
         _fail(f"LISTEN_FDS={count!r} is not a number", 1)
+    values["_configured_bind"] = values["bind"]  # what a HUP's config is compared with
     values["bind"] = [f"fd://{3 + i}" for i in range(n)]
     metrics = os.environ.pop("SIESTA_METRICS_FD", None)
     if metrics and metrics.isdigit() and values.get("metrics_bind"):

@@ -114,6 +114,7 @@ impl Supervisor {
         };
         let tick = self.config.beat_interval();
         m.start_metrics();
+        m.tell_count(py, None);
         m.maintain(py);
         loop {
             let signos = py.detach(|| pipe.wait(tick));
@@ -201,7 +202,12 @@ impl Master<'_, '_> {
                     .call_method0("reload")
                     .and_then(|n| n.extract::<usize>())
                 {
-                    Ok(n) => self.target = n.max(1),
+                    Ok(n) => {
+                        // As gunicorn: the count is set again, told even when the same.
+                        let old = self.target;
+                        self.target = n.max(1);
+                        self.tell_count(py, Some(old));
+                    }
                     Err(e) => crate::log::error::exception(py, "Reload failed", &e),
                 }
                 self.generation += 1;
@@ -215,9 +221,8 @@ impl Master<'_, '_> {
                 self.maintain(py);
             }
             Command::Incr if !self.stopping => self.resize(py, self.target + 1),
-            Command::Decr if !self.stopping => {
-                self.resize(py, self.target.saturating_sub(1).max(1))
-            }
+            // Never below one; at one, nothing changes and no hook is called.
+            Command::Decr if !self.stopping && self.target > 1 => self.resize(py, self.target - 1),
             Command::ReopenLogs => {
                 if let Err(e) = crate::log::error::reopen() {
                     crate::log::error::error(&format!("Cannot reopen the error log: {e}"));
@@ -249,10 +254,16 @@ impl Master<'_, '_> {
             // Kept if the reload is given up (`abandon_generation`).
             self.target_before_reload = (self.target_before_reload + n).saturating_sub(old).max(1);
         }
-        if let Err(e) = self.cb.call_method1("nworkers_changed", (n, old)) {
+        self.tell_count(py, Some(old));
+        self.maintain(py);
+    }
+
+    /// The `nworkers_changed` hook, with the count now and before (`None`
+    /// at start, as gunicorn's first call).
+    fn tell_count(&self, py: Python<'_>, old: Option<usize>) {
+        if let Err(e) = self.cb.call_method1("nworkers_changed", (self.target, old)) {
             crate::log::error::exception(py, "nworkers_changed hook failed", &e);
         }
-        self.maintain(py);
     }
 
     fn stop_all(&mut self, py: Python<'_>, signo: i32, grace: Duration) {
