@@ -89,6 +89,7 @@ fn configure_log(settings: &Bound<'_, pyo3::types::PyDict>) -> PyResult<()> {
         config.log_level,
         config.error_logfile.as_deref(),
         config.capture_output,
+        false,
     )
     .map_err(|e| {
         pyo3::exceptions::PyOSError::new_err(format!(

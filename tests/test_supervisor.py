@@ -1280,8 +1280,9 @@ EXITING_APPS = {
         'import sys\nsys.exit("DATABASE_URL is not set")\n',
         "DATABASE_URL is not set",
     ),
-    "sys-exit-0": ("import sys\nsys.exit(0)\n", "SystemExit(0) before serving"),
+    "sys-exit-0": ("import sys\nsys.exit(0)\n", "before it served: SystemExit(0)"),
     "os-exit": ("import os\nos._exit(7)\n", "exited with code 7 before serving"),
+    "os-exit-0": ("import os\nos._exit(0)\n", "exited with code 0 before serving"),
     "segfault": ("import ctypes\nctypes.string_at(0)\n", "killed by SIGSEGV before serving"),
 }
 
@@ -1301,6 +1302,61 @@ def test_a_worker_that_exits_while_loading_the_app_stops_the_server(mode, tmp_pa
     assert said in result.stderr, result.stderr
     assert "Reason: Worker failed to boot." in result.stderr
     assert result.stderr.count("Booting worker") <= 2, result.stderr
+
+
+SLOW_TO_STOP = """\
+\"\"\"Imports slowly, and turns SIGTERM into sys.exit(0) as some apps do.\"\"\"
+import signal
+import sys
+import time
+
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+time.sleep(3)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+"""
+
+
+def test_a_stop_while_a_worker_boots_is_no_boot_failure(tmp_path):
+    """Review (session 23): a TERM to the master while its worker imported an app
+    that turns SIGTERM into sys.exit(0) ended in exit 3 and 'Worker failed to boot':
+    the worker ended as asked. Exit 0, one info line. Mode-independent."""
+    (tmp_path / "slow_app.py").write_text(SLOW_TO_STOP)
+    proc = subprocess.Popen(
+        [str(SIESTA), "-b", "127.0.0.1:0", "--chdir", str(tmp_path), "slow_app:app"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)  # the worker is importing
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopped while booting" in err, err
+    assert "failed to boot" not in err, err
+
+
+def test_a_hup_after_a_rotation_writes_to_the_new_error_log(launch, tmp_path):
+    """Review (session 23): the master's HUP must open --error-logfile by its path
+    again (a worker keeps the file it inherits; the master does not), so that after
+    a rotation and a HUP the new file gets the lines. Mode-independent."""
+    errors = tmp_path / "err.log"
+    srv = launch("-w", "1", "--error-logfile", str(errors), log_file=errors)
+    assert srv.get("/ping").status == 200
+    errors.rename(tmp_path / "err.log.1")
+    srv.signal(signal.SIGHUP)
+    assert wait_until(lambda: errors.exists() and "Booting worker" in errors.read_text()), (
+        tmp_path / "err.log.1"
+    ).read_text()
 
 
 def test_unusable_worker_tmp_dir_exits_1_before_serving(tmp_path):

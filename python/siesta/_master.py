@@ -266,8 +266,8 @@ def _exit_code(exc: SystemExit) -> int:
     else:
         _siesta.log("error", str(exc.code))
         code = 1
-    if not _booted:
-        _siesta.log("error", f"Worker failed to boot: SystemExit({exc.code!r}) before serving")
+    if not _booted:  # the master tells a boot failure from a stop it asked for
+        _siesta.log("info", f"Worker exiting before it served: SystemExit({exc.code!r})")
         return WORKER_BOOT_ERROR
     return code
 

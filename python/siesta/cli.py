@@ -47,6 +47,17 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def _log_file_apart(path: str | None) -> bool:
+    """Whether the error log is a file other than stderr (``/dev/stderr`` is not)."""
+    if path in (None, "", "-"):
+        return False
+    try:
+        mine, err = os.stat(path), os.fstat(2)
+    except OSError:
+        return True
+    return (mine.st_dev, mine.st_ino) != (err.st_dev, err.st_ino)
+
+
 def _address(url: str) -> Any:
     """A listener as gunicorn's ``server.address`` has it: ``(host, port)`` for TCP
     (the port bound, not the 0 asked for), the path for a unix socket."""
@@ -355,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _siesta.configure_log(for_rust(values))
         global _error_log_is_file
-        _error_log_is_file = values["error_logfile"] not in (None, "-")
+        _error_log_is_file = _log_file_apart(values["error_logfile"])
         _siesta.log("info", f"Starting siesta {_siesta.__version__}")
         # The master's signal handlers are installed here, before the ready
         # line and the pid file; it binds --metrics-bind too, so its address

@@ -78,15 +78,22 @@ fn open(path: &str) -> io::Result<File> {
 }
 
 /// Sets the level and destination (`-` or empty for stderr); `capture`
-/// is `--capture-output`.
-pub(crate) fn configure(level: Level, path: Option<&str>, capture: bool) -> io::Result<()> {
+/// is `--capture-output`. `inherited`: a worker's call, which keeps the
+/// file of the same path the master opened (inherited across the fork):
+/// under -u/-g it may not be able to open it again (a directory only root
+/// may enter), as gunicorn's workers need not. The master's calls (start,
+/// HUP) open the path anew, so a HUP after a rotation writes to the new
+/// file.
+pub(crate) fn configure(
+    level: Level,
+    path: Option<&str>,
+    capture: bool,
+    inherited: bool,
+) -> io::Result<()> {
     let sink = match path {
         None | Some("-") | Some("") => Sink::Stderr,
-        // The file the master opened, inherited across the fork, is the
-        // worker's too: under -u/-g it may not be able to open it again
-        // (a directory only root may enter), as gunicorn's workers need not.
         Some(p) => match &log().lock().sink {
-            Sink::File(f, q) if q == p => Sink::File(f.try_clone()?, q.clone()),
+            Sink::File(f, q) if inherited && q == p => Sink::File(f.try_clone()?, q.clone()),
             _ => Sink::File(open(p)?, p.to_string()),
         },
     };

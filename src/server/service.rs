@@ -106,10 +106,13 @@ pub(crate) fn check_length(declared: Option<u64>, limits: &Limits) -> Result<(),
 
 /// Whether `reply` to an HTTP/1.0 request (which has no chunked coding) can
 /// only end by closing the connection: a streamed body with no
-/// `Content-Length`. hyper would say `Connection: keep-alive` to a client
+/// `Content-Length` (none at all to HEAD, or in a 204 or 304). hyper would say `Connection: keep-alive` to a client
 /// that asked for it, then close to end the body; the head says `close`.
-fn close_delimited(reply: &Reply) -> bool {
+fn close_delimited(reply: &Reply, head: bool) -> bool {
     matches!(reply.body, ResponseBody::Stream(_))
+        && !head
+        && reply.status != http::StatusCode::NO_CONTENT
+        && reply.status != http::StatusCode::NOT_MODIFIED
         && !reply.headers.contains_key(http::header::CONTENT_LENGTH)
 }
 
@@ -138,7 +141,9 @@ impl Future for ReplyFuture {
         let mut reply = reply;
         // HTTP/1.1 responses pay for none of the HTTP/1.0 checks.
         let http10 = this.record.head.version == http::Version::HTTP_10;
-        if this.draining.load(Ordering::Relaxed) || (http10 && close_delimited(&reply)) {
+        if this.draining.load(Ordering::Relaxed)
+            || (http10 && close_delimited(&reply, this.record.is_head()))
+        {
             reply.headers.insert(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),

@@ -356,23 +356,36 @@ impl Master<'_, '_> {
             };
             crate::metrics::master::exited(pid, worker.retiring.map(observer::retire_reason), code);
             // A worker that ended before it booted, of its own doing: an
-            // exit code of the app's (Python turns a `SystemExit` then into
-            // 3) or a crash (a fault signal), not a stop or timeout of the
-            // master's, nor a SIGKILL or TERM from outside (the OOM killer,
-            // an operator). It could not start, as exit 3 says, and would
-            // not on a respawn.
+            // exit code of the app's or the process's (Python turns a
+            // `SystemExit` then into 3; `os._exit(0)` at import is 0), or a
+            // crash (a fault signal); not a SIGKILL or TERM from outside
+            // (the OOM killer, an operator). It could not start, as exit 3
+            // says, and would not on a respawn. One the master was ending
+            // (a stop, a reload, a timeout) ended as asked, whatever the way.
+            let booted = worker.booted_by_now();
+            let asked_booting = worker.retiring.is_some() && !booted;
             let own_end = match exit {
-                Exit::Code(c) => !matches!(c, 0 | APP_LOAD_ERROR | WORKER_BOOT_ERROR),
+                Exit::Code(c) => !matches!(c, APP_LOAD_ERROR | WORKER_BOOT_ERROR),
                 Exit::Signal(s) => matches!(
                     s,
                     libc::SIGSEGV | libc::SIGBUS | libc::SIGABRT | libc::SIGFPE | libc::SIGILL
                 ),
             };
-            let crashed_booting = own_end && worker.retiring.is_none() && !worker.booted_by_now();
+            let crashed_booting = own_end && !booted && !asked_booting;
             let failed_to_start =
                 crashed_booting || matches!(exit, Exit::Code(APP_LOAD_ERROR | WORKER_BOOT_ERROR));
             if failed_to_start && self.abandoned.contains(&worker.generation) {
                 // A worker of a reload given up: its failure is known.
+            } else if asked_booting {
+                crate::log::error::info(&match exit {
+                    Exit::Code(c) => {
+                        format!("Worker (pid:{pid}) stopped while booting (exit code {c})")
+                    }
+                    Exit::Signal(s) => format!(
+                        "Worker (pid:{pid}) stopped by {} while booting",
+                        workers::signal_name(s)
+                    ),
+                });
             } else if failed_to_start && self.reload_fails(&worker) {
                 if crashed_booting {
                     crate::log::error::error(&format!(

@@ -167,6 +167,7 @@ fn set_handler(signo: i32, handler: usize) -> io::Result<()> {
     // The master's other signals wait while a handler runs: the kernel
     // would otherwise start the handlers of signals pending together last
     // first (HUP then TTIN became TTIN, then HUP, which reset the count).
+    // Signals pending together are then handled in signal-number order.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = handler;

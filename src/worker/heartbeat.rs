@@ -32,9 +32,7 @@ pub(crate) fn start(fd: RawFd, interval: Duration, exec: Arc<Executor>) -> io::R
                 std::thread::sleep(interval);
                 let alive = match &*exec {
                     // The pool's lock is let go before the GIL is waited for.
-                    Executor::Threads(pool) => {
-                        pool.making_progress(&mut mark) && pyo3::Python::attach(|_| true)
-                    }
+                    Executor::Threads(pool) => pool.making_progress(&mut mark) && gil_free(),
                     Executor::Gevent(hub) => hub.beating(&mut mark),
                 };
                 if alive {
@@ -57,6 +55,19 @@ pub(crate) fn leaving(fd: RawFd) {
     unsafe {
         libc::pwrite(fd, b"x".as_ptr().cast(), 1, 0);
     }
+}
+
+/// Waits for the GIL and lets it go at once: true when Python code can run.
+/// Raw calls, not PyO3's `attach`, which would also run the references
+/// PyO3 deferred dropping (an app object's `__del__`) on this thread.
+fn gil_free() -> bool {
+    // SAFETY: the interpreter runs for the worker's life (it leaves with
+    // `_exit`); Ensure and Release pair on this thread, nothing between.
+    unsafe {
+        let state = pyo3::ffi::PyGILState_Ensure();
+        pyo3::ffi::PyGILState_Release(state);
+    }
+    true
 }
 
 /// Sets the file's times to now.

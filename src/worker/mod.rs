@@ -93,6 +93,7 @@ impl Server {
             config.log_level,
             config.error_logfile.as_deref(),
             config.capture_output,
+            true,
         )
         .map_err(|e| {
             PyOSError::new_err(format!(
