@@ -223,15 +223,20 @@ fn protocol(head: &Parts) -> &'static str {
     }
 }
 
-fn header<'a>(head: &'a Parts, name: &str) -> &'a str {
+fn header<'a>(head: &'a Parts, name: &str) -> std::borrow::Cow<'a, str> {
     find(&head.headers, name)
 }
 
-fn find<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
+/// A header's value as gunicorn logs it: the last of a repeated one, its
+/// bytes read as latin-1 (obs-text too, which `to_str` refuses).
+fn find<'a>(headers: &'a HeaderMap, name: &str) -> std::borrow::Cow<'a, str> {
+    match headers.get_all(name).iter().next_back() {
+        None => "-".into(),
+        Some(v) => match v.to_str() {
+            Ok(text) => text.into(),
+            Err(_) => v.as_bytes().iter().map(|&b| char::from(b)).collect(),
+        },
+    }
 }
 
 /// The user name of a `Basic` authorization, for `%(u)s`.
@@ -334,6 +339,7 @@ impl Format {
                 }
                 Piece::Atom(a) => a,
             };
+            let start = out.len();
             let _ = match (a, e.head) {
                 (Atom::RemoteAddr, _) => match e.peer {
                     Some(p) => write!(out, "{}", p.ip()),
@@ -354,7 +360,11 @@ impl Format {
                 (Atom::Seconds, _) => write!(out, "{}", e.elapsed.as_secs()),
                 (Atom::Millis, _) => write!(out, "{}", e.elapsed.as_millis()),
                 (Atom::Micros, _) => write!(out, "{}", e.elapsed.as_micros()),
-                (Atom::DecimalSeconds, _) => write!(out, "{:.6}", e.elapsed.as_secs_f64()),
+                // From the same microseconds as `%(D)s`, so the two agree.
+                (Atom::DecimalSeconds, _) => {
+                    let us = e.elapsed.as_micros();
+                    write!(out, "{}.{:06}", us / 1_000_000, us % 1_000_000)
+                }
                 (Atom::Pid, _) => write!(out, "<{}>", std::process::id()),
                 // The rest describe the request head; hyper may have refused it unparsed.
                 (_, None) => write!(out, "-"),
@@ -372,6 +382,13 @@ impl Format {
                 (Atom::Header(name), Some(h)) => write!(out, "{}", header(h, name)),
                 (Atom::Env(var), Some(h)) => self.env(var, e, h, out),
             };
+            // As gunicorn: a `"` the client put in a value is `\"`, so it
+            // cannot close a quoted field and forge the ones after it.
+            if out[start..].contains('"') {
+                let escaped = out[start..].replace('"', "\\\"");
+                out.truncate(start);
+                out.push_str(&escaped);
+            }
         }
         out.push('\n');
     }
@@ -514,6 +531,35 @@ mod tests {
             Format::parse(fmt, "").render(&e, &mut out);
             assert_eq!(out, *want, "{fmt}");
         }
+    }
+
+    #[test]
+    fn client_values_cannot_forge_fields() {
+        let mut h = head("GET /", &[("referer", "x\" 200 1 \"y"), ("x-rep", "a")]);
+        h.headers
+            .append("x-rep", http::HeaderValue::from_static("b"));
+        h.headers.insert(
+            "user-agent",
+            http::HeaderValue::from_bytes(b"lat\xe9")
+                .unwrap_or(http::HeaderValue::from_static("?")),
+        );
+        let e = Entry {
+            head: Some(&h),
+            peer: None,
+            status: 200,
+            sent: 1,
+            received_at: SystemTime::UNIX_EPOCH,
+            elapsed: Duration::from_micros(81_999_999),
+            response: None,
+        };
+        let mut out = String::new();
+        Format::parse(r#""%(f)s" "%(a)s" %({x-rep}i)s %(D)s %(L)s"#, "").render(&e, &mut out);
+        // A quote is escaped as gunicorn does; obs-text reads as latin-1; the
+        // last of a repeated field; %(L)s from the same microseconds as %(D)s.
+        assert_eq!(
+            out,
+            "\"x\\\" 200 1 \\\"y\" \"lat\u{e9}\" b 81999999 81.999999\n"
+        );
     }
 
     #[test]
