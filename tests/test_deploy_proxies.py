@@ -141,11 +141,16 @@ def test_nginx_unix_socket_upstream(start_server, tmp_path, stop_after):
 
 
 def check_proxy_protocol(siesta, proxy):
-    """REMOTE_ADDR is the client the proxy saw; a direct connection is refused."""
-    resp = http_via(proxy.port, "GET", "/env", source="127.0.0.3")
+    """REMOTE_ADDR is the client the proxy saw, and its own X-Forwarded-Proto
+    does not make the scheme https (Siesta runs with --forwarded-allow-ips '',
+    as docs/deploy.md says); a direct connection is refused."""
+    resp = http_via(
+        proxy.port, "GET", "/env", source="127.0.0.3", headers=[("X-Forwarded-Proto", "https")]
+    )
     assert resp.status == 200, (resp, proxy.log())
     env = json.loads(resp.body)["environ"]
     assert env["REMOTE_ADDR"] == "127.0.0.3"
+    assert env["wsgi.url_scheme"] == "http", env
     with siesta.connect() as direct:
         direct.send(rawhttp.build_request("GET", "/env"))
         assert direct.read_to_eof() == b"", "a direct client without a preamble was answered"
@@ -157,7 +162,7 @@ def check_proxy_protocol(siesta, proxy):
 
 
 def test_haproxy_send_proxy_v2(start_server, tmp_path, stop_after, mode):
-    siesta = start_server(APP, "--proxy-protocol", "v2", mode=mode)
+    siesta = start_server(APP, "--proxy-protocol", "v2", "--forwarded-allow-ips", "", mode=mode)
     config = deploy_doc.haproxy(deploy_doc.config("haproxy"), f"{siesta.host}:{siesta.port}")
     proxy = front_proxies.haproxy(tmp_path / "haproxy", config)
     stop_after(proxy)
@@ -165,7 +170,7 @@ def test_haproxy_send_proxy_v2(start_server, tmp_path, stop_after, mode):
 
 
 def test_nginx_stream_proxy_protocol_v1(start_server, tmp_path, stop_after, mode):
-    siesta = start_server(APP, "--proxy-protocol", "v1", mode=mode)
+    siesta = start_server(APP, "--proxy-protocol", "v1", "--forwarded-allow-ips", "", mode=mode)
     stream = deploy_doc.nginx_stream(
         deploy_doc.config("nginx-stream"), f"{siesta.host}:{siesta.port}"
     )

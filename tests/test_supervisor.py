@@ -839,6 +839,22 @@ def test_unix_socket_with_umask_is_served_and_removed(launch, mode, tmp_path):
     assert not path.exists()
 
 
+def test_a_unix_socket_is_open_to_a_proxy_of_another_user(launch, tmp_path):
+    """QA probe (session 23): under the usual umask 022 the socket file was 0755,
+    so nginx's workers (another user) got EACCES and answered 502 to everything,
+    where gunicorn's socket is 0777 (it binds under -m, default 0). Now 0777 less
+    -m. Mode-independent: the master binds."""
+    path = tmp_path / "siesta.sock"
+    old = os.umask(0o022)
+    try:
+        srv = launch("-w", "1", bind=f"unix:{path}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o777
+    assert srv.url_seen == f"unix:{path}"
+    assert unix_get(path).status == 200
+
+
 def listening_socket():
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -372,7 +372,14 @@ def main(argv: list[str] | None = None) -> None:
         # line and the pid file; it binds --metrics-bind too, so its address
         # in use is reported now.
         supervisor = _siesta.Supervisor(for_rust(values))
-        listeners = _siesta.Listeners(for_rust(values))
+        # A unix socket's file is 0777 less -m, as gunicorn's (it binds under
+        # -m, default 0): a proxy running as another user (nginx's workers)
+        # must be able to connect, whatever umask Siesta was started with.
+        before = os.umask(values["umask"])
+        try:
+            listeners = _siesta.Listeners(for_rust(values))
+        finally:
+            os.umask(before)
         if supervisor.metrics_url:  # workers inherit it: an app may link to its status page
             os.environ["SIESTA_METRICS_URL"] = supervisor.metrics_url
     except _siesta.BindError as exc:
