@@ -103,6 +103,13 @@ fn configure_log(settings: &Bound<'_, pyo3::types::PyDict>) -> PyResult<()> {
     Ok(())
 }
 
+/// The descriptor the error log goes through, for `faulthandler` (it
+/// follows a USR1's reopening).
+#[pyfunction]
+fn error_log_fd() -> i32 {
+    log::error::fd()
+}
+
 #[pymodule]
 fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -130,6 +137,7 @@ fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<wsgi::errors::ErrorStream>()?;
     m.add_function(wrap_pyfunction!(log_line, m)?)?;
     m.add_function(wrap_pyfunction!(configure_log, m)?)?;
+    m.add_function(wrap_pyfunction!(error_log_fd, m)?)?;
     m.add_function(wrap_pyfunction!(log::access::preopen_access_log, m)?)?;
     m.add_function(wrap_pyfunction!(check_bind, m)?)?;
     m.add_function(wrap_pyfunction!(check_addresses, m)?)?;

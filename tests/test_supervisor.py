@@ -769,6 +769,41 @@ def test_timeout_kills_a_stuck_worker_and_logs_its_stack(launch, mode):
 
 
 @pytest.mark.timeout(120)
+def test_a_timeout_after_a_rotation_writes_its_stacks_to_the_new_log(launch, tmp_path):
+    """QA probe (session 23): after a rotation and USR1, a WORKER TIMEOUT's stack dump
+    went to the rotated file (faulthandler kept its own descriptor of the old one).
+    It writes through the error log's descriptor now, which the reopening moves."""
+    errors = tmp_path / "err.log"
+    srv = launch(
+        "-w",
+        "1",
+        "--timeout",
+        "2",
+        "--threads",
+        "1",
+        "--error-logfile",
+        str(errors),
+        log_file=errors,
+    )
+    old = srv.worker_pid()
+    errors.rename(tmp_path / "err.log.1")
+    srv.signal(signal.SIGUSR1)
+    assert wait_until(errors.exists), "USR1 made no new error log"
+    threading.Thread(target=lambda: _quietly(srv.get, "/spin?seconds=30"), daemon=True).start()
+    assert wait_until(lambda: "in spin_until_killed" in errors.read_text(), timeout=WAIT), (
+        errors.read_text()
+    )
+    assert new_workers(srv, [old]), srv.log()
+
+
+def _quietly(f, *args):
+    try:
+        f(*args)
+    except Exception:  # the worker is killed under it: any ending will do
+        pass
+
+
+@pytest.mark.timeout(120)
 def test_timeout_kills_a_worker_whose_app_keeps_the_gil(launch):
     """QA probe (session 23): with 8 threads, one request in C code that keeps the
     GIL (a backtracking regular expression, here libc's sleep through ctypes.PyDLL)

@@ -38,9 +38,6 @@ if TYPE_CHECKING:
 WORKER_BOOT_ERROR = 3
 APP_LOAD_ERROR = 4
 
-# faulthandler writes to a file object that must stay open for the worker's life.
-_fault_file: Any = None
-
 # Set in a worker once it serves: a crash before that is a boot error (exit 3), as in
 # gunicorn, so the master stops instead of restarting a worker that can never start.
 _booted = False
@@ -125,17 +122,11 @@ def own_log_files(values: dict[str, Any]) -> None:
             os.close(fd)
 
 
-def _enable_faulthandler(values: dict[str, Any]) -> None:
-    """SIGABRT (the master's --timeout) dumps every thread's Python stack to the error log."""
-    global _fault_file
-    path = values.get("error_logfile")
-    _fault_file = sys.stderr
-    if path and path != "-":
-        try:
-            _fault_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open on purpose)
-        except OSError:
-            _fault_file = sys.stderr
-    faulthandler.enable(file=_fault_file, all_threads=True)
+def _enable_faulthandler() -> None:
+    """SIGABRT (the master's --timeout) dumps every thread's Python stack to the error log,
+    through the error log's own descriptor: it follows a USR1's reopening, and needs no
+    opening by path (under -u, the directory may be root's alone)."""
+    faulthandler.enable(file=_siesta.error_log_fd(), all_threads=True)
 
 
 def _module_files() -> list[str]:
@@ -206,7 +197,6 @@ def run_worker(
     except OSError as exc:
         _siesta.log("error", f"Cannot switch to user/group: {exc}")
         return WORKER_BOOT_ERROR
-    _enable_faulthandler(values)
     failed_files: list[str] = []
     if app is None:
         try:
@@ -228,6 +218,7 @@ def run_worker(
     except (ValueError, OSError) as exc:
         _siesta.log("error", f"Worker failed to boot: {exc}")
         return WORKER_BOOT_ERROR
+    _enable_faulthandler()  # the error log as the worker keeps it (Server set it)
     worker.wsgi = app
     hooks.call("post_worker_init", worker)
     app = request_hooks(app, hooks, worker)

@@ -90,33 +90,48 @@ pub(crate) fn configure(
     capture: bool,
     inherited: bool,
 ) -> io::Result<()> {
-    let sink = match path {
-        None | Some("-") | Some("") => Sink::Stderr,
-        Some(p) => match &log().lock().sink {
-            Sink::File(f, q) if inherited && q == p => Sink::File(f.try_clone()?, q.clone()),
-            _ => Sink::File(open(p)?, p.to_string()),
-        },
-    };
     let mut l = log().lock();
+    let kept = inherited && matches!((&l.sink, path), (Sink::File(_, q), Some(p)) if q == p);
+    if !kept {
+        l.sink = match path {
+            None | Some("-") | Some("") => Sink::Stderr,
+            Some(p) => Sink::File(open(p)?, p.to_string()),
+        };
+    }
     l.level = level;
-    l.sink = sink;
     l.capture = capture;
     Ok(())
 }
 
-/// Reopens a log file (after rotation); stderr needs nothing. With
+/// Reopens a log file (after rotation); stderr needs nothing. The new file
+/// takes the old one's descriptor number (`dup2`), so what writes to that
+/// number (the worker's `faulthandler`, `error_log_fd`) follows it. With
 /// `--capture-output`, fds 1 and 2 then point at the new file as well.
 pub(crate) fn reopen() -> io::Result<()> {
-    let mut l = log().lock();
-    if let Sink::File(_, path) = &l.sink {
-        let path = path.clone();
-        let file = open(&path)?;
-        if l.capture {
-            capture_into(&file)?;
+    use std::os::fd::AsRawFd;
+    let l = log().lock();
+    if let Sink::File(old, path) = &l.sink {
+        let file = open(path)?;
+        // SAFETY: dup2 between two descriptors these `File`s own; `old`'s
+        // number stays open throughout (dup2 replaces it atomically).
+        if unsafe { libc::dup2(file.as_raw_fd(), old.as_raw_fd()) } < 0 {
+            return Err(io::Error::last_os_error());
         }
-        l.sink = Sink::File(file, path);
+        if l.capture {
+            capture_into(old)?;
+        }
     }
     Ok(())
+}
+
+/// The descriptor the error log is written through (2 for stderr): the
+/// same number for the life of the process, across `reopen`.
+pub(crate) fn fd() -> i32 {
+    use std::os::fd::AsRawFd;
+    match &log().lock().sink {
+        Sink::File(f, _) => f.as_raw_fd(),
+        Sink::Stderr => libc::STDERR_FILENO,
+    }
 }
 
 /// Points stdout and stderr (fds 1 and 2) at `file`.

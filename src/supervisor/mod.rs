@@ -361,9 +361,12 @@ impl Master<'_, '_> {
             // crash (a fault signal); not a SIGKILL or TERM from outside
             // (the OOM killer, an operator). It could not start, as exit 3
             // says, and would not on a respawn. One the master was ending
-            // (a stop, a reload, a timeout) ended as asked, whatever the way.
+            // ended as asked, whatever the way.
             let booted = worker.booted_by_now();
-            let asked_booting = worker.retiring.is_some() && !booted;
+            // Signalled by the master (a stop, a retired reload, a timeout):
+            // a reload only marks the workers it will retire, until its own
+            // are up, and those may fail on their own meanwhile.
+            let asked_booting = (worker.kill_at.is_some() || worker.killed) && !booted;
             let own_end = match exit {
                 Exit::Code(c) => !matches!(c, APP_LOAD_ERROR | WORKER_BOOT_ERROR),
                 Exit::Signal(s) => matches!(
