@@ -7,6 +7,7 @@ keep-alive` was sent (and then says so in the response).
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -209,3 +210,34 @@ def test_a_body_within_the_discard_keeps_the_connection(server):
         assert not resp.has_token("Connection", "close"), resp.headers
         conn.send(rawhttp.build_request("GET", "/ping"))
         assert conn.read_response().body == b"pong"
+
+
+def test_requests_of_clients_that_left_while_queued_are_not_run(start_server, mode):
+    """QA probe (session 23): a client that sent its request and left while every
+    app slot was busy still had the app run for it, and such requests held the
+    queue in front of live clients (hyper reads nothing while a request is under
+    way, so it never saw them go). A job that waited now gets a look at its
+    socket first: the app never runs for those, and the live request after them
+    is served as soon as the slot frees."""
+    slots = ("--threads", "1", "--max-threads", "1") if mode == "thread" else ()
+    if mode == "gevent":
+        slots = ("--worker-connections", "1")
+    srv = start_server("router_app:app", *slots, mode=mode)
+    go = "go-" + rawhttp.new_token()
+    with srv.connect() as hold:
+        hold.send(rawhttp.build_request("GET", f"/gated?go={go}"))
+        assert hold.read_head()[2] == 200  # the one slot is taken
+        left = [rawhttp.new_token() for _ in range(5)]
+        for token in left:
+            with srv.connect() as conn:  # sends and closes at once
+                conn.send(rawhttp.build_request("POST", f"/effect?token={token}", body=b"x"))
+        with srv.connect() as live:
+            live.send(rawhttp.build_request("GET", "/ping"))
+            time.sleep(0.05)  # queued a while: a look at the socket is due
+            (srv.record_dir / go).write_text("go\n")
+            assert hold.read_chunk() == b"first;"
+            assert live.read_response().body == b"pong"
+    assert all(srv.records(f"effect-{t}") == [] for t in left), [
+        srv.records(f"effect-{t}") for t in left
+    ]
+    srv.assert_serving()

@@ -247,7 +247,7 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
             since, req = waiting.popleft()
             if now - since > expired_after:
                 req.reject()
-            else:
+            elif not req.gone():  # a client that left while it waited gets no run
                 start(req)
 
     def on_ready() -> None:

@@ -65,6 +65,10 @@ pub(crate) struct ConnInfo {
     /// Writes to the socket that went through (`ClockedIo`; only the
     /// connection's task writes it).
     writes: AtomicU64,
+    /// The socket's descriptor (-1 when unknown), for `peer_closed`. The
+    /// connection's task owns the socket; while a request's reply is still
+    /// awaited, that task, and so the socket, is alive.
+    pub fd: i32,
     /// The connection task's waker, for `cut` and the body's end, taken by
     /// the first `poll_cut` (one task drives a connection: its waker stays
     /// the same).
@@ -87,6 +91,7 @@ impl ConnInfo {
             write_full: AtomicBool::new(false),
             writes: AtomicU64::new(0),
             awaits_body: AtomicBool::new(false),
+            fd: -1,
             waker: OnceLock::new(),
         }
     }
@@ -166,6 +171,36 @@ impl ConnInfo {
     pub(crate) fn note_read_through(&self, n: u64) {
         if self.read_through.load(Ordering::Relaxed) < n {
             self.read_through.store(n, Ordering::Release);
+        }
+    }
+
+    /// Whether the client closed its side or reset the connection: the
+    /// socket, peeked without taking a byte, is at its end or in error.
+    /// hyper reads nothing while a request is under way, so it would not
+    /// know until it writes the response. (A client that half-closes and
+    /// still waits for its answer looks gone too, as to nginx.)
+    pub(crate) fn peer_closed(&self) -> bool {
+        if self.fd < 0 {
+            return false;
+        }
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a live local; `fd` is the socket the
+        // connection's task owns and keeps open while the reply is awaited.
+        let n = unsafe {
+            libc::recv(
+                self.fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            0 => true,
+            n if n > 0 => false,
+            _ => !matches!(
+                std::io::Error::last_os_error().kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ),
         }
     }
 
@@ -294,10 +329,25 @@ pub(crate) struct Job {
     pub queued: Instant,
 }
 
+/// A job that waited this long for a thread (or a greenlet slot) gets a
+/// look at its socket before the app runs for it.
+const QUEUED_LONG: std::time::Duration = std::time::Duration::from_millis(5);
+
 impl Job {
-    /// The connection is gone (hyper dropped the reply's receiver).
+    /// The client left while the job waited, so the app is not run for it:
+    /// hyper dropped the reply's receiver, or, after a wait, the socket
+    /// says the peer closed or reset (`ConnInfo::peer_closed`); that
+    /// connection is then cut. Clients that gave up in a burst would
+    /// otherwise hold the queue in front of live ones, and be shed.
     pub(crate) fn client_gone(&self) -> bool {
-        self.reply.is_closed()
+        if self.reply.is_closed() {
+            return true;
+        }
+        if self.queued.elapsed() < QUEUED_LONG || !self.record.conn.peer_closed() {
+            return false;
+        }
+        self.record.conn.cut();
+        true
     }
 
     /// Answers without running the app (shed, shutting down).

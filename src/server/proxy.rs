@@ -130,6 +130,7 @@ pub(crate) async fn accept<I: Peek>(
         }
     };
     let mut conn = ConnInfo::new(peer, server);
+    conn.fd = io.as_raw_fd();
     // As in gunicorn, a unix socket peer has no address to check: trusted.
     conn.trusted = peer.is_none_or(|p| proxies.forwarded_allow.contains(p.ip()));
     if let Some(h) = header {

@@ -53,6 +53,17 @@ impl Request {
         Ok((env, sr))
     }
 
+    /// Whether the client left while the request waited for a slot (then
+    /// it is dropped, its connection cut: `Job::client_gone`).
+    fn gone(&self) -> bool {
+        let mut job = self.job.lock();
+        if job.as_ref().is_some_and(Job::client_gone) {
+            job.take();
+            return true;
+        }
+        false
+    }
+
     /// Answers 503 without running the app (no slot within the queue timeout).
     fn reject(&self) {
         if let Some(job) = self.job.lock().take() {
