@@ -84,6 +84,29 @@ def test_slow_reader_of_256mib_response_keeps_memory_flat(server):
     )
 
 
+def test_a_slow_reader_of_a_long_list_response_keeps_memory_flat(server):
+    """QA probe (session 23): a list of two million 100-byte items (one object
+    repeated: 16 MB of list in the app) was joined into one 200 MB buffer in
+    the server, held until the slow client took it. A long list now goes out
+    item by item, with backpressure."""
+    n = 2_000_000
+    assert server.get("/framing/list-repeated?n=1000").status == 200
+    baseline = tree_rss_kib(server.proc.pid)
+    samples = []
+    with server.connect(timeout=60) as conn:
+        conn.send(rawhttp.build_request("GET", f"/framing/list-repeated?n={n}"))
+        head = conn.read_head()
+        assert head[2] == 200
+        for _ in range(10):  # not reading for a second
+            time.sleep(0.1)
+            samples.append(tree_rss_kib(server.proc.pid))
+        assert len(conn.read_exact(100 * n)) == 100 * n
+    growth = max(samples) - baseline
+    assert growth < GROWTH_LIMIT_KIB, (
+        f"RSS grew by {growth} KiB (baseline {baseline} KiB, samples {samples})"
+    )
+
+
 @pytest.mark.slow
 def test_1gib_response_of_fresh_bytes_stays_within_a_few_mib(server):
     """Issue 16: large body items are handed to the socket without a copy, and the

@@ -105,6 +105,25 @@ pub(crate) fn push(py: Python<'_>, sr: &StartResponse, chunk: Bytes) -> PyResult
     })
 }
 
+/// The most a list response's items are joined into (one copy) instead of
+/// being sent one by one.
+const LIST_JOINED_MAX: usize = 256 * 1024;
+
+/// The bytes in a list's `bytes` items (other items count nothing: the
+/// join refuses them anyway).
+fn list_bytes(list: &Bound<'_, PyList>) -> usize {
+    let mut total = 0usize;
+    for item in list.iter() {
+        if let Ok(b) = item.cast::<PyBytes>() {
+            total += b.as_bytes().len();
+            if total > LIST_JOINED_MAX {
+                break;
+            }
+        }
+    }
+    total
+}
+
 /// Sends a list of bytes as one buffer, or a `wsgi.file_wrapper` from its
 /// descriptor. Returns false when the iterable needs the general path.
 pub(crate) fn send_fast(
@@ -116,6 +135,12 @@ pub(crate) fn send_fast(
         let body = match list.len() {
             0 => Bytes::new(),
             1 => chunk_bytes(&list.get_item(0)?)?,
+            // Many items are copied into one buffer only while that stays
+            // small: a list of a million small items (one object repeated)
+            // took its whole size in the server's memory until a slow
+            // client was done. Past it they go out one by one, with the
+            // client's backpressure, as any iterable.
+            _ if list_bytes(list) > LIST_JOINED_MAX => return Ok(false),
             _ => {
                 let mut buf = BytesMut::new();
                 for item in list.iter() {

@@ -59,6 +59,10 @@ def framing(environ, start_response):
     if case == "generator":
         start_response("200 OK", TEXT)
         return _gen(b"alpha ", b"beta ", b"gamma")
+    if case == "list-repeated":  # ?n= items of one 100-byte object: tiny in the app
+        n = int(params(environ).get("n", 1000))
+        start_response("200 OK", TEXT + [("Content-Length", str(100 * n))])
+        return [b"q" * 100] * n
     if case == "list-many":
         start_response("200 OK", TEXT)
         return [b"alpha ", b"beta ", b"gamma"]
