@@ -11,6 +11,7 @@ counters kept; StatsD lines carry gunicorn's names. Every wait is bounded.
 import socket
 
 import pytest
+import rawhttp
 from observe import (
     all_ready,
     families,
@@ -309,3 +310,27 @@ def test_a_read_ended_by_a_thrown_timeout_is_back_in_the_app(start_server):
         released_from_the_app(srv, url, conn, tok)
     finally:
         conn.close()
+
+
+def test_an_app_failing_after_its_head_is_no_refusal(start_server, mode):
+    """QA probe (session 23): an app that raised after its 200 head went out was
+    counted in siesta_refusals_total{reason="app_error",status="500"}, beside the
+    200 in siesta_requests_total: it was aborted, not refused. One that fails
+    before its head still is a refusal (the server answers the 500)."""
+    srv = start_server("router_app:app", *METRICS, mode=mode)
+    url = metrics_url(srv)
+    assert wait_until(lambda: all_ready(url, 1)), status(url)
+    with srv.connect() as conn:
+        conn.send(rawhttp.build_request("GET", "/raise/after-chunk?token=m1"))
+        assert conn.read_head()[2] == 200
+        conn.wait_closed()
+    assert srv.get("/raise/before?token=m2").status == 500
+
+    def counted():
+        s = scrape(url)
+        return s if value(s, "siesta_request_duration_seconds_count") == 2 else None
+
+    s = wait_until(counted)
+    assert s, scrape(url)
+    assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 1
+    assert value(s, "siesta_refusals_total", reason="app_error", status="500") == 1

@@ -360,7 +360,8 @@ impl StartResponse {
                 self.waiter.hand_over(|| tx.send(reply));
             }
         } else {
-            record.aborted(Some(RequestError::AppFailed));
+            // An abort, not a refusal: the status went out as the app gave it.
+            record.aborted(None);
             if let Some(p) = &st.pipe {
                 p.0.finish(PipeEnd::Aborted);
             }
