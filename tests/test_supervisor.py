@@ -750,18 +750,30 @@ def test_timeout_kills_a_stuck_worker_and_logs_its_stack(launch, mode):
     threads = ("--threads", "1") if mode == "thread" else ()
     srv = launch("-w", "1", "--timeout", "2", *threads, mode=mode)
     old = srv.worker_pid()
+    client, answer = request_in_background(srv, "/spin?seconds=30")
+    assert srv.wait_log(rf"WORKER TIMEOUT \(pid:{old}\)", timeout=WAIT), srv.log()
+    assert srv.wait_log(r"in spin_until_killed", timeout=WAIT), srv.log()
+    assert_replaced_unanswered(srv, old, client, answer)
+
+
+def request_in_background(srv, target):
+    """GETs `target` on a thread of its own (its worker may be killed under it):
+    the thread, and the dict that gets its response or error."""
     answer = {}
 
-    def spin():
+    def get():
         try:
-            answer["resp"] = srv.get("/spin?seconds=30")
+            answer["resp"] = srv.get(target)
         except Exception as exc:
             answer["error"] = exc
 
-    client = threading.Thread(target=spin, daemon=True)
+    client = threading.Thread(target=get, daemon=True)
     client.start()
-    assert srv.wait_log(rf"WORKER TIMEOUT \(pid:{old}\)", timeout=WAIT), srv.log()
-    assert srv.wait_log(r"in spin_until_killed", timeout=WAIT), srv.log()
+    return client, answer
+
+
+def assert_replaced_unanswered(srv, old, client, answer):
+    """A new worker serves in place of `old`, whose request got no 200."""
     assert new_workers(srv, [old]), srv.log()
     assert srv.get("/ping").status == 200
     client.join(WAIT)
@@ -789,18 +801,11 @@ def test_a_timeout_after_a_rotation_writes_its_stacks_to_the_new_log(launch, tmp
     errors.rename(tmp_path / "err.log.1")
     srv.signal(signal.SIGUSR1)
     assert wait_until(errors.exists), "USR1 made no new error log"
-    threading.Thread(target=lambda: _quietly(srv.get, "/spin?seconds=30"), daemon=True).start()
+    client, answer = request_in_background(srv, "/spin?seconds=30")
     assert wait_until(lambda: "in spin_until_killed" in errors.read_text(), timeout=WAIT), (
         errors.read_text()
     )
-    assert new_workers(srv, [old]), srv.log()
-
-
-def _quietly(f, *args):
-    try:
-        f(*args)
-    except Exception:  # the worker is killed under it: any ending will do
-        pass
+    assert_replaced_unanswered(srv, old, client, answer)
 
 
 @pytest.mark.timeout(120)
@@ -812,21 +817,9 @@ def test_timeout_kills_a_worker_whose_app_keeps_the_gil(launch):
     'WORKER TIMEOUT', and a new worker serves."""
     srv = launch("-w", "1", "--timeout", "2", "--threads", "8", mode="thread")
     old = srv.worker_pid()
-    answer = {}
-
-    def hold():
-        try:
-            answer["resp"] = srv.get("/hold-gil?seconds=60")
-        except Exception as exc:
-            answer["error"] = exc
-
-    client = threading.Thread(target=hold, daemon=True)
-    client.start()
+    client, answer = request_in_background(srv, "/hold-gil?seconds=60")
     assert srv.wait_log(rf"WORKER TIMEOUT \(pid:{old}\)", timeout=WAIT), srv.log()
-    assert new_workers(srv, [old]), srv.log()
-    assert srv.get("/ping").status == 200
-    client.join(WAIT)
-    assert "resp" not in answer or answer["resp"].status != 200, answer
+    assert_replaced_unanswered(srv, old, client, answer)
 
 
 @pytest.mark.timeout(120)
@@ -1002,6 +995,20 @@ def test_user_and_group_switch_the_workers_only(launch, mode):
     assert "Worker crashed" not in srv.log()
 
 
+def launch_as_nobody_logging_in(launch, mode, logs, dir_mode):
+    """A server whose workers run as nobody:nogroup (--preload), with both its logs in
+    `logs`, given mode `dir_mode`: (server, access log, error log)."""
+    logs.chmod(dir_mode)
+    access, errors = logs / "acc.log", logs / "err.log"
+    srv = launch(
+        *("-u", "nobody", "-g", "nogroup", "--preload", "--access-logfile", str(access)),
+        *("--error-logfile", str(errors)),
+        mode=mode,
+        log_file=errors,
+    )
+    return srv, access, errors
+
+
 def test_log_files_in_a_root_directory_are_given_to_the_workers_user(launch, mode):
     """Probe (-u/-g and log files): as root, with --access-logfile in a directory only
     root may write, the workers (nobody) could not create it and failed to boot (exit
@@ -1016,14 +1023,7 @@ def test_log_files_in_a_root_directory_are_given_to_the_workers_user(launch, mod
     uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
     logs = Path(tempfile.mkdtemp(prefix="siesta-logs-"))  # under /tmp: nobody may enter
     try:
-        logs.chmod(0o755)
-        access, errors = logs / "acc.log", logs / "err.log"
-        srv = launch(
-            *("-u", "nobody", "-g", "nogroup", "--preload", "--access-logfile", str(access)),
-            *("--error-logfile", str(errors)),
-            mode=mode,
-            log_file=errors,
-        )
+        srv, access, errors = launch_as_nobody_logging_in(launch, mode, logs, 0o755)
 
         def owner(path):
             try:
@@ -1071,14 +1071,7 @@ def test_log_files_in_a_directory_only_root_may_enter_stay_the_workers(launch, m
         pytest.skip("this system has no nobody user or nogroup group")
     logs = Path(tempfile.mkdtemp(prefix="siesta-logs-"))
     try:
-        logs.chmod(0o700)
-        access, errors = logs / "acc.log", logs / "err.log"
-        srv = launch(
-            *("-u", "nobody", "-g", "nogroup", "--preload", "--access-logfile", str(access)),
-            *("--error-logfile", str(errors)),
-            mode=mode,
-            log_file=errors,
-        )
+        srv, access, errors = launch_as_nobody_logging_in(launch, mode, logs, 0o700)
         assert srv.get("/ping?in-0700").status == 200
         assert wait_until(lambda: "/ping?in-0700" in access.read_text()), errors.read_text()
         worker = srv.worker_pids()[0]
