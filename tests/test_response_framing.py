@@ -156,6 +156,24 @@ def test_no_body_statuses_with_a_length(server, code):
     assert follow is not None and (follow.status, follow.body) == (200, b"pong")
 
 
+@pytest.mark.parametrize("n", [2, 2621, 2622, 30000])
+def test_a_list_gets_its_content_length_long_or_short(server, n):
+    """Review (session 23): a list over 256 KiB goes out item by item, and lost the
+    Content-Length a list sent whole gets; it says its length on either side of the
+    bound, on HTTP/1.0 and to HEAD too."""
+    resp = server.get(f"/framing/list-repeated?n={n}&nolen=1")
+    assert resp.header("Content-Length") == str(100 * n), resp.headers
+    assert resp.body == b"q" * (100 * n)
+    resp, follow = pipelined(server, f"/framing/list-repeated?n={n}&nolen=1", method="HEAD")
+    assert resp.header("Content-Length") == str(100 * n) and resp.body == b""
+    assert follow is not None and follow.body == b"pong"
+    with server.connect() as conn:
+        conn.send(f"GET /framing/list-repeated?n={n}&nolen=1 HTTP/1.0\r\n\r\n".encode())
+        resp = conn.read_response()
+        assert resp.header("Content-Length") == str(100 * n)
+        assert len(resp.body) == 100 * n
+
+
 def test_write_callable(server):
     resp, follow = pipelined(server, "/write?n=3&tail=end")
     assert resp.status == 200 and resp.complete

@@ -627,6 +627,19 @@ def test_ttin_and_ttou_change_the_worker_count(launch, mode):
     assert "Worker exiting" not in srv.log(mark)
 
 
+@pytest.mark.timeout(150)
+def test_a_stop_right_after_a_reload_stops_every_new_worker(launch):
+    """CI (session 23): a TERM that came between a worker's fork and its own
+    signal setup ran the master's handler in the child, which drops it, so that
+    worker served on and the stop waited the whole --graceful-timeout. The master
+    blocks its signals across a fork now. Mode-independent: the master's."""
+    for _ in range(4):
+        srv = launch("-w", "4", "--graceful-timeout", "60")
+        srv.signal(signal.SIGHUP)
+        srv.signal(signal.SIGTERM)
+        assert srv.exit_code(timeout=20) == 0, srv.log()
+
+
 def test_nworkers_changed_is_called_as_gunicorn_calls_it(launch, tmp_path):
     """QA probe (session 23): the hook was called 1->1 on a TTOU that changed nothing,
     and not at start or on HUP. As gunicorn: (1, None) at start, on every TTIN and

@@ -197,6 +197,7 @@ def run_worker(
     except OSError as exc:
         _siesta.log("error", f"Cannot switch to user/group: {exc}")
         return WORKER_BOOT_ERROR
+    _enable_faulthandler()  # the error log inherited from the master, kept by Server
     failed_files: list[str] = []
     if app is None:
         try:
@@ -218,7 +219,6 @@ def run_worker(
     except (ValueError, OSError) as exc:
         _siesta.log("error", f"Worker failed to boot: {exc}")
         return WORKER_BOOT_ERROR
-    _enable_faulthandler()  # the error log as the worker keeps it (Server set it)
     worker.wsgi = app
     hooks.call("post_worker_init", worker)
     app = request_hooks(app, hooks, worker)
@@ -292,8 +292,14 @@ class Master:
         """Forks a worker; in the child, runs it and exits (never returns there)."""
         stub = HookWorker(self.arbiter, None, age=age)
         self.hooks.call("pre_fork", self.arbiter, stub)
-        pid = os.fork()
+        _siesta.fork_signals(True)  # a stop's TERM waits for the child's own dispositions
+        try:
+            pid = os.fork()
+        except BaseException:
+            _siesta.fork_signals(False)
+            raise
         if pid:
+            _siesta.fork_signals(False)  # the child lets them in itself (worker_after_fork)
             return pid
         code = 1
         try:

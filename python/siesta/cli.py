@@ -371,12 +371,13 @@ def main(argv: list[str] | None = None) -> None:
         # The master's signal handlers are installed here, before the ready
         # line and the pid file; it binds --metrics-bind too, so its address
         # in use is reported now.
-        supervisor = _siesta.Supervisor(for_rust(values))
         # A unix socket's file is 0777 less -m, as gunicorn's (it binds under
         # -m, default 0): a proxy running as another user (nginx's workers)
         # must be able to connect, whatever umask Siesta was started with.
+        # The same for a unix --metrics-bind, which the Supervisor binds.
         before = os.umask(values["umask"])
         try:
+            supervisor = _siesta.Supervisor(for_rust(values))
             listeners = _siesta.Listeners(for_rust(values))
         finally:
             os.umask(before)

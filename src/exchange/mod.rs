@@ -174,11 +174,12 @@ impl ConnInfo {
         }
     }
 
-    /// Whether the client closed its side or reset the connection: the
-    /// socket, peeked without taking a byte, is at its end or in error.
-    /// hyper reads nothing while a request is under way, so it would not
-    /// know until it writes the response. (A client that half-closes and
-    /// still waits for its answer looks gone too, as to nginx.)
+    /// Whether the client reset the connection: the socket, peeked without
+    /// taking a byte, is in error. hyper reads nothing while a request is
+    /// under way, so it would not know until it writes the response. Its
+    /// end (a FIN) does not count: a client that shut its writing side
+    /// after the request is still answered (DESIGN.md), and a FIN cannot
+    /// tell it from one that closed the socket.
     pub(crate) fn peer_closed(&self) -> bool {
         if self.fd < 0 {
             return false;
@@ -195,8 +196,7 @@ impl ConnInfo {
             )
         };
         match n {
-            0 => true,
-            n if n > 0 => false,
+            n if n >= 0 => false,
             _ => !matches!(
                 std::io::Error::last_os_error().kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
@@ -336,7 +336,7 @@ const QUEUED_LONG: std::time::Duration = std::time::Duration::from_millis(5);
 impl Job {
     /// The client left while the job waited, so the app is not run for it:
     /// hyper dropped the reply's receiver, or, after a wait, the socket
-    /// says the peer closed or reset (`ConnInfo::peer_closed`); that
+    /// says the peer reset the connection (`ConnInfo::peer_closed`); that
     /// connection is then cut. Clients that gave up in a burst would
     /// otherwise hold the queue in front of live ones, and be shed.
     pub(crate) fn client_gone(&self) -> bool {

@@ -383,11 +383,20 @@ impl Format {
                 (Atom::Env(var), Some(h)) => self.env(var, e, h, out),
             };
             // As gunicorn: a `"` the client put in a value is `\"`, so it
-            // cannot close a quoted field and forge the ones after it.
-            if out[start..].contains('"') {
-                let escaped = out[start..].replace('"', "\\\"");
-                out.truncate(start);
-                out.push_str(&escaped);
+            // cannot close a quoted field and forge the ones after it; a
+            // control character (a decoded `%0A` in a path, a C1 one read
+            // as latin-1) is `\xHH`, so it cannot end the line either.
+            if out[start..].contains(|c: char| c == '"' || c.is_control()) {
+                let value = out.split_off(start);
+                for c in value.chars() {
+                    match c {
+                        '"' => out.push_str("\\\""),
+                        c if c.is_control() => {
+                            let _ = write!(out, "\\x{:02x}", u32::from(c));
+                        }
+                        c => out.push(c),
+                    }
+                }
             }
         }
         out.push('\n');
@@ -535,7 +544,14 @@ mod tests {
 
     #[test]
     fn client_values_cannot_forge_fields() {
-        let mut h = head("GET /", &[("referer", "x\" 200 1 \"y"), ("x-rep", "a")]);
+        let mut h = head(
+            "GET /a%0Ab",
+            &[("referer", "x\" 200 1 \"y"), ("x-rep", "a")],
+        );
+        h.headers.insert(
+            "x-c1",
+            http::HeaderValue::from_bytes(b"n\x85l").unwrap_or(http::HeaderValue::from_static("?")),
+        );
         h.headers
             .append("x-rep", http::HeaderValue::from_static("b"));
         h.headers.insert(
@@ -553,12 +569,14 @@ mod tests {
             response: None,
         };
         let mut out = String::new();
-        Format::parse(r#""%(f)s" "%(a)s" %({x-rep}i)s %(D)s %(L)s"#, "").render(&e, &mut out);
+        let fmt = r#""%(f)s" "%(a)s" %({x-rep}i)s %(D)s %(L)s %({PATH_INFO}e)s %({x-c1}i)s"#;
+        Format::parse(fmt, "").render(&e, &mut out);
         // A quote is escaped as gunicorn does; obs-text reads as latin-1; the
-        // last of a repeated field; %(L)s from the same microseconds as %(D)s.
+        // last of a repeated field; %(L)s from the same microseconds as %(D)s;
+        // a decoded newline and a C1 control are escaped, so one line stays one.
         assert_eq!(
             out,
-            "\"x\\\" 200 1 \\\"y\" \"lat\u{e9}\" b 81999999 81.999999\n"
+            "\"x\\\" 200 1 \\\"y\" \"lat\u{e9}\" b 81999999 81.999999 /a\\x0ab n\\x85l\n"
         );
     }
 

@@ -117,6 +117,10 @@ pub(crate) fn reopen() -> io::Result<()> {
         if unsafe { libc::dup2(file.as_raw_fd(), old.as_raw_fd()) } < 0 {
             return Err(io::Error::last_os_error());
         }
+        // dup2 clears close-on-exec on the number it fills: set it again,
+        // or the log would leak into what the app execs.
+        // SAFETY: fcntl on a descriptor `old` owns, with an integer flag.
+        unsafe { libc::fcntl(old.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
         if l.capture {
             capture_into(old)?;
         }

@@ -153,10 +153,20 @@ impl Supervisor {
 #[pyo3(signature = (die_with_master=true))]
 pub(crate) fn worker_after_fork(die_with_master: bool) -> PyResult<()> {
     signals::reset_in_child().map_err(|e| PyOSError::new_err(e.to_string()))?;
+    // What the master blocked across the fork (`fork_signals`) comes now.
+    signals::block(false);
     if die_with_master {
         signals::die_with_master().map_err(|e| PyOSError::new_err(e.to_string()))?;
     }
     Ok(())
+}
+
+/// `fork_signals(True)` before `os.fork()`, `fork_signals(False)` after it
+/// in the master: the master's signals wait across the fork (`signals::block`);
+/// the child lets them in with `worker_after_fork`.
+#[pyfunction]
+pub(crate) fn fork_signals(block: bool) {
+    signals::block(block);
 }
 
 struct Master<'a, 'py> {

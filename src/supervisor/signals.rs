@@ -223,6 +223,29 @@ pub(crate) fn reset_in_child() -> io::Result<()> {
     Ok(())
 }
 
+/// Blocks (`true`) or unblocks the master's signals in the calling thread.
+/// The master blocks them across a fork: a signal that came between the
+/// fork and the child's `reset_in_child` ran the master's handler in the
+/// child, which drops it (not the master's pid), so a TERM of a stop was
+/// lost and the new worker served on until the graceful timeout killed it.
+/// Blocked, it waits, and the child meets it with its own dispositions.
+pub(crate) fn block(on: bool) {
+    // SAFETY: a zeroed sigset filled by sigemptyset/sigaddset; no old set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for (signo, _) in SIGNALS {
+            libc::sigaddset(&mut set, signo);
+        }
+        let how = if on {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
 /// A worker ends with its master: the kernel sends it TERM (a graceful
 /// stop) when the master dies, even by SIGKILL, so orphans never keep
 /// serving on the sockets. Not for a new master started by USR2, which

@@ -109,19 +109,14 @@ pub(crate) fn push(py: Python<'_>, sr: &StartResponse, chunk: Bytes) -> PyResult
 /// being sent one by one.
 const LIST_JOINED_MAX: usize = 256 * 1024;
 
-/// The bytes in a list's `bytes` items (other items count nothing: the
-/// join refuses them anyway).
-fn list_bytes(list: &Bound<'_, PyList>) -> usize {
+/// The bytes in a list's items; `None` when one is not `bytes` (the join
+/// then refuses it, before anything is sent).
+fn list_bytes(list: &Bound<'_, PyList>) -> Option<usize> {
     let mut total = 0usize;
     for item in list.iter() {
-        if let Ok(b) = item.cast::<PyBytes>() {
-            total += b.as_bytes().len();
-            if total > LIST_JOINED_MAX {
-                break;
-            }
-        }
+        total += item.cast::<PyBytes>().ok()?.as_bytes().len();
     }
-    total
+    Some(total)
 }
 
 /// Sends a list of bytes as one buffer, or a `wsgi.file_wrapper` from its
@@ -140,23 +135,13 @@ pub(crate) fn send_fast(
             // took its whole size in the server's memory until a slow
             // client was done. Past it they go out one by one, with the
             // client's backpressure, as any iterable.
-            _ if list_bytes(list) > LIST_JOINED_MAX => return Ok(false),
-            _ => {
-                let mut buf = BytesMut::new();
-                for item in list.iter() {
-                    match item.cast::<PyBytes>() {
-                        Ok(b) => buf.extend_from_slice(b.as_bytes()),
-                        Err(_) => {
-                            return Err(chunk_bytes(&item).err().unwrap_or_else(|| {
-                                pyo3::exceptions::PyTypeError::new_err(
-                                    "response body items must be bytes",
-                                )
-                            }))
-                        }
-                    }
+            _ => match list_bytes(list) {
+                Some(total) if total > LIST_JOINED_MAX => {
+                    sr.declare_length(total as u64);
+                    return Ok(false);
                 }
-                buf.freeze()
-            }
+                _ => join(list)?,
+            },
         };
         return sr.send_full(body);
     }
@@ -166,4 +151,21 @@ pub(crate) fn send_fast(
         }
     }
     Ok(false)
+}
+
+/// A list's items in one buffer (one copy); a `TypeError` for an item that
+/// is not `bytes`.
+fn join(list: &Bound<'_, PyList>) -> PyResult<Bytes> {
+    let mut buf = BytesMut::new();
+    for item in list.iter() {
+        match item.cast::<PyBytes>() {
+            Ok(b) => buf.extend_from_slice(b.as_bytes()),
+            Err(_) => {
+                return Err(chunk_bytes(&item).err().unwrap_or_else(|| {
+                    pyo3::exceptions::PyTypeError::new_err("response body items must be bytes")
+                }))
+            }
+        }
+    }
+    Ok(buf.freeze())
 }

@@ -43,6 +43,22 @@ impl StartResponse {
         Ok(true)
     }
 
+    /// A body of `n` bytes is coming item by item (a long list): the head
+    /// says `Content-Length: n` when the app declared none, as for a list
+    /// sent whole.
+    pub(crate) fn declare_length(&self, n: u64) {
+        let mut st = self.state.lock();
+        if st.head_sent {
+            return;
+        }
+        if let Some(staged) = st.staged.as_mut().filter(|s| s.declared.is_none()) {
+            staged
+                .headers
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+            staged.declared = Some(n);
+        }
+    }
+
     /// Sends a file from its descriptor; false when the head is already out.
     pub(crate) fn send_file(&self, file: std::fs::File, block: usize) -> PyResult<bool> {
         let mut st = self.state.lock();
