@@ -174,6 +174,14 @@ def test_a_list_gets_its_content_length_long_or_short(server, n):
         assert len(resp.body) == 100 * n
 
 
+def test_a_list_subclass_is_sent_as_it_iterates(server):
+    """Review (session 23): a list subclass whose __iter__ differs from its items
+    must be sent as iteration gives it, not from its stored items."""
+    resp = server.get("/framing/list-subclass")
+    assert resp.status == 200 and resp.complete
+    assert resp.body == b"Z" * 400_000
+
+
 def test_write_callable(server):
     resp, follow = pipelined(server, "/write?n=3&tail=end")
     assert resp.status == 200 and resp.complete

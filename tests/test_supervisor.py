@@ -640,6 +640,45 @@ def test_a_stop_right_after_a_reload_stops_every_new_worker(launch):
         assert srv.exit_code(timeout=20) == 0, srv.log()
 
 
+AT_FORK_APP = """\
+\"\"\"Starts a thread in an after-fork hook, as tracing exporters do.\"\"\"
+import os
+import threading
+
+seen = {}
+
+
+def _restart():
+    def note():
+        with open("/proc/thread-self/status") as f:
+            seen["mask"] = next(line for line in f if line.startswith("SigBlk:")).split()[1]
+
+    t = threading.Thread(target=note)
+    t.start()
+    t.join()
+
+
+os.register_at_fork(after_in_child=_restart)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [seen.get("mask", "none").encode()]
+"""
+
+
+def test_an_apps_after_fork_thread_has_no_signal_blocked(launch, tmp_path):
+    """Review (session 23): the master blocks its signals across a worker's fork;
+    an app's own after-fork hook (--preload) ran before the worker let them in,
+    and a thread it started kept them blocked for life (a TERM to its subprocess
+    was ignored). Siesta's own hook comes first now. Mode-independent."""
+    (tmp_path / "atfork_app.py").write_text(AT_FORK_APP)
+    srv = launch("-w", "1", "--preload", app="atfork_app:app", path=(tmp_path,))
+    resp = srv.get("/")
+    assert resp.status == 200
+    assert int(resp.body, 16) == 0, resp.body
+
+
 def test_nworkers_changed_is_called_as_gunicorn_calls_it(launch, tmp_path):
     """QA probe (session 23): the hook was called 1->1 on a TTOU that changed nothing,
     and not at start or on HUP. As gunicorn: (1, None) at start, on every TTIN and

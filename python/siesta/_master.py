@@ -38,6 +38,22 @@ if TYPE_CHECKING:
 WORKER_BOOT_ERROR = 3
 APP_LOAD_ERROR = 4
 
+# Set by `Master.spawn` across its fork: the child's first at-fork hook (registered
+# here, before any app's with --preload) then resets its signal handling at once, so
+# the app's own after-fork hooks, and the threads they start, never run with the
+# master's signals blocked (`fork_signals`).
+_forking_worker = False
+
+
+def _in_new_worker() -> None:
+    global _forking_worker
+    if _forking_worker:
+        _forking_worker = False
+        _siesta.worker_after_fork()
+
+
+os.register_at_fork(after_in_child=_in_new_worker)
+
 # Set in a worker once it serves: a crash before that is a boot error (exit 3), as in
 # gunicorn, so the master stops instead of restarting a worker that can never start.
 _booted = False
@@ -292,14 +308,18 @@ class Master:
         """Forks a worker; in the child, runs it and exits (never returns there)."""
         stub = HookWorker(self.arbiter, None, age=age)
         self.hooks.call("pre_fork", self.arbiter, stub)
+        global _forking_worker
+        _forking_worker = True
         _siesta.fork_signals(True)  # a stop's TERM waits for the child's own dispositions
         try:
             pid = os.fork()
         except BaseException:
+            _forking_worker = False
             _siesta.fork_signals(False)
             raise
         if pid:
-            _siesta.fork_signals(False)  # the child lets them in itself (worker_after_fork)
+            _forking_worker = False
+            _siesta.fork_signals(False)  # the child lets them in itself (_in_new_worker)
             return pid
         code = 1
         try:

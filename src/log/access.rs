@@ -384,14 +384,14 @@ impl Format {
             };
             // As gunicorn: a `"` the client put in a value is `\"`, so it
             // cannot close a quoted field and forge the ones after it; a
-            // control character (a decoded `%0A` in a path, a C1 one read
-            // as latin-1) is `\xHH`, so it cannot end the line either.
-            if out[start..].contains(|c: char| c == '"' || c.is_control()) {
+            // control character (a decoded `%0A` in a path, NEL read as
+            // latin-1) is `\xHH`, so it cannot end the line either.
+            if out[start..].contains(|c: char| c == '"' || breaks_line(c)) {
                 let value = out.split_off(start);
                 for c in value.chars() {
                     match c {
                         '"' => out.push_str("\\\""),
-                        c if c.is_control() => {
+                        c if breaks_line(c) => {
                             let _ = write!(out, "\\x{:02x}", u32::from(c));
                         }
                         c => out.push(c),
@@ -401,6 +401,15 @@ impl Format {
         }
         out.push('\n');
     }
+}
+
+/// A character a log reader may take for a line's end, or that no line
+/// should hold raw: C0 controls but tab, DEL, and NEL (U+0085, which
+/// Python's `splitlines` breaks at). Other C1 code points stay: they are
+/// the continuation bytes of UTF-8 read as latin-1, and re-encoding the
+/// line gives the text back, as from gunicorn's log.
+fn breaks_line(c: char) -> bool {
+    (c < ' ' && c != '\t') || c == '\u{7f}' || c == '\u{85}'
 }
 
 /// One warning line per atom of `format` that Siesta does not know (it
@@ -550,7 +559,8 @@ mod tests {
         );
         h.headers.insert(
             "x-c1",
-            http::HeaderValue::from_bytes(b"n\x85l").unwrap_or(http::HeaderValue::from_static("?")),
+            http::HeaderValue::from_bytes(b"n\x85l\xe2\x82\xac\tt")
+                .unwrap_or(http::HeaderValue::from_static("?")),
         );
         h.headers
             .append("x-rep", http::HeaderValue::from_static("b"));
@@ -573,10 +583,11 @@ mod tests {
         Format::parse(fmt, "").render(&e, &mut out);
         // A quote is escaped as gunicorn does; obs-text reads as latin-1; the
         // last of a repeated field; %(L)s from the same microseconds as %(D)s;
-        // a decoded newline and a C1 control are escaped, so one line stays one.
+        // a decoded newline and NEL are escaped, so one line stays one; a
+        // tab and UTF-8 read as latin-1 (the euro sign) stay as they are.
         assert_eq!(
             out,
-            "\"x\\\" 200 1 \\\"y\" \"lat\u{e9}\" b 81999999 81.999999 /a\\x0ab n\\x85l\n"
+            "\"x\\\" 200 1 \\\"y\" \"lat\u{e9}\" b 81999999 81.999999 /a\\x0ab n\\x85l\u{e2}\u{82}\u{ac}\tt\n"
         );
     }
 

@@ -126,7 +126,8 @@ pub(crate) fn send_fast(
     sr: &StartResponse,
     iterable: &Bound<'_, PyAny>,
 ) -> PyResult<bool> {
-    if let Ok(list) = iterable.cast::<PyList>() {
+    // A list exactly: a subclass may iterate otherwise than its items.
+    if let Ok(list) = iterable.cast_exact::<PyList>() {
         let body = match list.len() {
             0 => Bytes::new(),
             1 => chunk_bytes(&list.get_item(0)?)?,

@@ -29,6 +29,13 @@ def _gen(*chunks):
     yield from chunks
 
 
+class _IteratesOtherwise(list):
+    """A list whose iteration is not its items (a body is what iteration gives)."""
+
+    def __iter__(self):
+        yield b"Z" * 400_000
+
+
 def framing(environ, start_response):
     case = _case(environ)
     if case == "cl-exceeded-gen":
@@ -64,6 +71,9 @@ def framing(environ, start_response):
         length = [] if "nolen" in params(environ) else [("Content-Length", str(100 * n))]
         start_response("200 OK", TEXT + length)
         return [b"q" * 100] * n
+    if case == "list-subclass":  # its items say 300000 bytes, its iteration 400000
+        start_response("200 OK", TEXT)
+        return _IteratesOtherwise([b"a" * 1000] * 300)
     if case == "list-many":
         start_response("200 OK", TEXT)
         return [b"alpha ", b"beta ", b"gamma"]
