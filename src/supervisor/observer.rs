@@ -67,9 +67,15 @@ impl Observer {
             }
         };
         *self.started.lock() = Some(Instant::now());
+        // The master's signals wait across the fork, as for a worker
+        // (`signals::block`): the child lets them in with its own handling.
+        super::signals::block(true);
         // SAFETY: the master has one thread and no runtime, so the child
         // is a consistent copy; it runs only Rust and leaves with `_exit`.
         let pid = unsafe { libc::fork() };
+        if pid != 0 {
+            super::signals::block(false);
+        }
         if pid < 0 {
             crate::log::error::error(&format!(
                 "Cannot start the metrics process: {}",
@@ -154,6 +160,7 @@ fn child(
     if super::signals::reset_in_child().is_err() {
         return 1;
     }
+    super::signals::block(false);
     // SAFETY: prctl with integer arguments; a SIGTERM when the parent dies,
     // and a name for ps/top (15 bytes and a NUL).
     unsafe {
