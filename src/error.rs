@@ -93,6 +93,14 @@ pub(crate) enum RequestError {
     /// The worker is stopping and takes no new requests.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The client went away (or half-closed) before the request body was
+    /// complete, and the app let `ClientDisconnected` end the request.
+    #[error("client disconnected before the request body was complete")]
+    ClientGone,
+    /// A stop's `--graceful-timeout` ran out while the app read the body:
+    /// the connection was cut, and the app let `ClientDisconnected` through.
+    #[error("connection cut when the stop's --graceful-timeout ran out")]
+    StopCut,
     /// The app raised before sending a response head.
     #[error("the application failed")]
     AppFailed,
@@ -113,14 +121,17 @@ impl RequestError {
             | RequestError::LengthAndChunked
             | RequestError::ConflictingScheme
             | RequestError::DuplicateField
-            | RequestError::MalformedBody => S::BAD_REQUEST,
+            | RequestError::MalformedBody
+            | RequestError::ClientGone => S::BAD_REQUEST,
             RequestError::RequestLineTooLong => S::URI_TOO_LONG,
             RequestError::TooManyFields
             | RequestError::FieldTooLarge
             | RequestError::HeadTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
             RequestError::BodyTooLarge | RequestError::LengthTooLarge => S::PAYLOAD_TOO_LARGE,
             RequestError::HeaderTimeout | RequestError::BodyTimeout => S::REQUEST_TIMEOUT,
-            RequestError::Overloaded | RequestError::ShuttingDown => S::SERVICE_UNAVAILABLE,
+            RequestError::Overloaded | RequestError::ShuttingDown | RequestError::StopCut => {
+                S::SERVICE_UNAVAILABLE
+            }
             RequestError::Connect => S::NOT_IMPLEMENTED,
             RequestError::AppFailed | RequestError::NoResponse => S::INTERNAL_SERVER_ERROR,
         }
@@ -148,6 +159,8 @@ impl RequestError {
             RequestError::MalformedBody => "malformed_body",
             RequestError::Overloaded => "queue_timeout",
             RequestError::ShuttingDown => "shutting_down",
+            RequestError::ClientGone => "client_disconnected",
+            RequestError::StopCut => "graceful_timeout",
             RequestError::AppFailed => "app_error",
             RequestError::NoResponse => "no_response",
         }

@@ -7,6 +7,8 @@ siesta.ClientDisconnected (an OSError) after all bytes that did arrive.  With
 keeps serving in both cases.
 """
 
+import re
+import signal
 import socket
 import struct
 
@@ -120,12 +122,65 @@ def test_a_client_timeout_the_app_lets_through_is_answered_408(start_server, mod
 def test_an_app_that_lets_client_disconnected_through_logs_one_line(server):
     """Operator probe (session 17): an app that does not catch siesta.ClientDisconnected
     (here body_app.sha256, reading to the end) logged an ERROR traceback whenever a
-    client went away mid-upload, or a stop cut its connection: noise for the client's
-    doing. One info line now names the request, and no traceback."""
-    before = len(server.log())
+    client went away mid-upload: noise for the client's doing. One line now names
+    the request, and no traceback; since session 24 it is the refusal's line (the
+    request was counted and access-logged as the app's 500 before)."""
+    before = server.log_mark()
     with server.connect() as conn:
         conn.send(rawhttp.build_request("POST", "/sha256?gone=1", [("Content-Length", "100000")]))
         conn.send(b"d" * 5000)
-    assert server.wait_log(r"Client went away while the app read the body of /sha256\?gone=1")
+    assert server.wait_log(
+        r"400 POST /sha256\?gone=1 from .*: client disconnected before the request body "
+        r"was complete \[client_disconnected\]",
+        since=before,
+    ), server.log(before)
     server.assert_serving()
-    assert "Traceback" not in server.log()[before:], server.log()[before:]
+    assert "Traceback" not in server.log(before), server.log(before)
+
+
+def test_a_body_cut_short_by_a_half_close_is_answered_400(start_server, mode):
+    """Session 24: a client that sent part of a declared body, then half-closed
+    (shutdown(SHUT_WR)) and waited, got a 500 when the app let
+    siesta.ClientDisconnected through, and the access log and metrics counted it
+    as the app's error. The body ended short: 400, the connection closed, logged
+    as the client's doing."""
+    srv = start_server("router_app:app", mode=mode)
+    mark = srv.log_mark()
+    with srv.connect() as conn:
+        conn.send(rawhttp.build_request("POST", "/sha256?half=1", [("Content-Length", "100000")]))
+        conn.send(b"d" * 5000)
+        conn.sock.shutdown(socket.SHUT_WR)
+        resp = conn.read_response("POST")
+        assert resp.status == 400, resp
+        assert resp.has_token("Connection", "close"), resp
+        assert conn.read_to_eof() == b""
+    assert srv.wait_log(r"\[client_disconnected\]", since=mark), srv.log(mark)
+    assert "Traceback" not in srv.log(mark), srv.log(mark)
+    srv.assert_serving()
+
+
+def test_a_body_read_cut_by_the_stop_is_logged_as_the_stops_doing(start_server, mode):
+    """Session 24: when a stop's --graceful-timeout ran out with an app reading
+    a trickling upload, the cut read was logged as "Client went away" and
+    counted as the app's 500. The stop did it: a warning that says so, a 503
+    in the access log, and no traceback."""
+    srv = start_server(
+        "router_app:app", "--graceful-timeout", "1", "--access-logfile", "-", mode=mode
+    )
+    srv.assert_serving()  # booted: a TERM now stops a serving worker
+    mark = srv.log_mark()
+    with srv.connect() as conn:
+        conn.send(rawhttp.build_request("POST", "/sha256?cut=1", [("Content-Length", "100000")]))
+        conn.send(b"d" * 1000)
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(20) == 0
+    srv.stop()
+    log = srv.log(mark)
+    access = srv.stdout.text()
+    assert re.search(
+        r"\[WARNING\] 503 POST /sha256\?cut=1 from .*: connection cut when the stop's "
+        r"--graceful-timeout ran out \[graceful_timeout\]",
+        log,
+    ), log
+    assert re.search(r'"POST /sha256\?cut=1 HTTP/1.1" 503 ', access), access
+    assert "Client went away" not in log and "Traceback" not in log, log

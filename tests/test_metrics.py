@@ -334,3 +334,25 @@ def test_an_app_failing_after_its_head_is_no_refusal(start_server, mode):
     assert s, scrape(url)
     assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 1
     assert value(s, "siesta_refusals_total", reason="app_error", status="500") == 1
+
+
+def test_a_client_gone_mid_upload_is_no_app_error(start_server, mode):
+    """Session 24: a client that went away mid-upload, with the app letting
+    siesta.ClientDisconnected through, was counted in
+    siesta_refusals_total{reason="app_error",status="500"}: an alert on the
+    5xx rate fired for every abandoned upload. It is the client's doing."""
+    srv = start_server("router_app:app", *METRICS, mode=mode)
+    url = metrics_url(srv)
+    assert wait_until(lambda: all_ready(url, 1)), status(url)
+    with srv.connect() as conn:
+        conn.send(rawhttp.build_request("POST", "/sha256?gone=m", [("Content-Length", "100000")]))
+        conn.send(b"d" * 5000)
+
+    def counted():
+        s = scrape(url)
+        return s if value(s, "siesta_request_duration_seconds_count") == 1 else None
+
+    s = wait_until(counted)
+    assert s, scrape(url)
+    assert value(s, "siesta_refusals_total", reason="client_disconnected", status="400") == 1
+    assert value(s, "siesta_refusals_total", reason="app_error", status="500") == 0

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Every refusal, in the order of their counters (`siesta_refusals_total{reason}`).
-pub(crate) const REFUSALS: [RequestError; 21] = [
+pub(crate) const REFUSALS: [RequestError; 23] = [
     RequestError::MalformedHead,
     RequestError::RequestLineTooLong,
     RequestError::TooManyFields,
@@ -40,6 +40,8 @@ pub(crate) const REFUSALS: [RequestError; 21] = [
     RequestError::Connect,
     RequestError::BodyTimeout,
     RequestError::LengthTooLarge,
+    RequestError::ClientGone,
+    RequestError::StopCut,
 ];
 
 /// A refusal's counter; an unlisted one (added without updating the table) is the last.
@@ -363,7 +365,9 @@ mod tests {
                 | RequestError::ConflictingScheme
                 | RequestError::Connect
                 | RequestError::BodyTimeout
-                | RequestError::LengthTooLarge => REFUSALS.contains(&e),
+                | RequestError::LengthTooLarge
+                | RequestError::ClientGone
+                | RequestError::StopCut => REFUSALS.contains(&e),
             }
         }
         assert!(REFUSALS.iter().all(|e| listed(*e)));

@@ -186,7 +186,7 @@ impl Collector for Scrape {
         let mut f = enc.encode_descriptor(
             "siesta_refusals",
             "Requests the server answered itself, by reason (a limit's option name, \
-             queue_timeout for 503 shedding, header_timeout, app_error, ...).",
+             queue_timeout for 503 shedding, header_timeout, client_disconnected, app_error, ...).",
             None,
             MetricType::Counter,
         )?;

@@ -131,6 +131,7 @@ fn log_refusal(done: &Finished<'_>, e: RequestError) {
     }
     let level = match e {
         RequestError::NoResponse => crate::log::error::Level::Error,
+        RequestError::StopCut => crate::log::error::Level::Warning,
         _ => crate::log::error::Level::Info,
     };
     if !crate::log::error::enabled(level) {

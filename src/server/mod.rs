@@ -159,11 +159,21 @@ pub(crate) async fn run(
         // Time is up: what is still open is cut short, with a reset that
         // says so (a close would pass a response delimited by it for
         // complete). The connections' tasks get a moment to set it.
+        STOP_CUT.store(true, Ordering::Relaxed);
         let _ = abort_tx.send(true);
         let _ = tokio::time::timeout(ABORT_GRACE, slots.acquire_many(all)).await;
     }
     trimmer.abort();
     exec.close();
+}
+
+/// Set once a stop's time ran out and the connections still open were cut:
+/// a body read that failed after it was cut by the stop, not by its client.
+static STOP_CUT: AtomicBool = AtomicBool::new(false);
+
+/// Whether this worker's stop has cut the connections still open.
+pub(crate) fn stop_cut() -> bool {
+    STOP_CUT.load(Ordering::Relaxed)
 }
 
 /// How long the connections still open when a stop's time is up get to

@@ -324,6 +324,14 @@ impl StartResponse {
                 Some(RequestError::BodyTooLarge)
             } else if s.timed_out() {
                 Some(RequestError::BodyTimeout)
+            } else if s.disconnected() {
+                // The client went away (or half-closed) mid-body, or the
+                // stop's time ran out and cut its connection.
+                Some(if crate::server::stop_cut() {
+                    RequestError::StopCut
+                } else {
+                    RequestError::ClientGone
+                })
             } else {
                 None
             }
@@ -339,25 +347,35 @@ impl StartResponse {
             Some(RequestError::BodyTimeout) => {
                 err.is_instance_of::<crate::wsgi::input::ClientTimeout>(py)
             }
-            // A read of a body that broke its framing raises
-            // `ClientDisconnected`: the answer is 400, logged as such.
-            Some(RequestError::MalformedBody) => {
-                err.is_instance_of::<crate::wsgi::input::ClientDisconnected>(py)
-            }
+            // A read of a body that broke its framing, or whose client
+            // went away, raises `ClientDisconnected`: no bug in the app, and
+            // the refusal's one line says what happened (gunicorn logs
+            // nothing for a client gone).
+            Some(
+                RequestError::MalformedBody | RequestError::ClientGone | RequestError::StopCut,
+            ) => err.is_instance_of::<crate::wsgi::input::ClientDisconnected>(py),
             _ => false,
-        } && !self.state.lock().head_sent;
-        // `ClientDisconnected` let through: the client went away (or a
-        // stop cut its connection) while the app read the body. Nobody is
-        // left to answer, and it is no bug in the app: one line, as
-        // gunicorn has none for a client gone.
-        let client_gone = err.is_instance_of::<crate::wsgi::input::ClientDisconnected>(py)
-            && input.try_source().is_some_and(|s| s.disconnected());
-        if client_gone {
-            crate::log::error::info(&format!(
-                "Client went away while the app read the body of {} (siesta.ClientDisconnected, \
-                 not caught by the app)",
-                record.head.uri
-            ));
+        };
+        let head_sent = self.state.lock().head_sent;
+        if refused_quietly && head_sent {
+            // The response had begun (an app that answers as it reads): an
+            // abort, with no refusal to log it.
+            match client_fault {
+                Some(RequestError::ClientGone) => crate::log::error::info(&format!(
+                    "Client went away while the app read the body of {} \
+                     (siesta.ClientDisconnected, not caught by the app)",
+                    record.head.uri
+                )),
+                Some(RequestError::StopCut) => crate::log::error::write(
+                    crate::log::error::Level::Warning,
+                    &format!(
+                        "The stop's --graceful-timeout cut the connection while the app read \
+                     the body of {}",
+                        record.head.uri
+                    ),
+                ),
+                _ => crate::log::error::app_exception(py, err, &record.head),
+            }
         } else if !refused_quietly {
             crate::log::error::app_exception(py, err, &record.head);
         }
