@@ -143,4 +143,27 @@ def test_a_non_ascii_root_path_is_one_script_name_in_the_environ_and_the_log(sta
         assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == (want, path)
         line = srv.stdout.wait_for(r"\|/env$", 10.0, since=mark)
         assert line is not None, srv.stdout.text(mark)
-        assert line.string == f"{target}|{want}|{path}", line.string
+        # %(U)s is PATH_INFO, as gunicorn logs it (session 24; it was the raw path).
+        assert line.string == f"{path}|{want}|{path}", line.string
+
+
+def test_path_and_bytes_atoms_are_logged_as_gunicorn_logs_them(start_server, mode):
+    """Session 24: %(U)s was the raw target's path, where gunicorn logs PATH_INFO
+    (decoded, read as latin-1), and %(b)s was `-` for a response with no body,
+    where gunicorn logs `0` (its docs say `-`; log parsers see what it writes)."""
+    fmt = "%(m)s|%(U)s|%(b)s|%(B)s|%(s)s"
+    srv = start_server(
+        "router_app:app", "--access-logfile", "-", "--access-logformat", fmt, mode=mode
+    )
+    mark = out_mark(srv)
+    assert srv.request("HEAD", "/ping").status == 200
+    line = srv.stdout.wait_for(r"^HEAD\|", 10.0, since=mark)
+    assert line is not None, srv.stdout.text(mark)
+    assert line.string == "HEAD|/ping|0|0|200", line.string
+    mark = out_mark(srv)
+    resp = srv.get("/p%C3%A9%20x")
+    line = srv.stdout.wait_for(r"^GET\|", 10.0, since=mark)
+    assert line is not None, srv.stdout.text(mark)
+    sent = len(resp.body)
+    decoded = "/pé x".encode().decode("latin-1")
+    assert line.string == f"GET|{decoded}|{sent}|{sent}|{resp.status}", line.string

@@ -38,8 +38,7 @@ enum Atom {
     Query,
     Protocol,
     Status,
-    BytesZero,
-    BytesDash,
+    Bytes,
     Referer,
     UserAgent,
     Seconds,
@@ -181,8 +180,8 @@ fn atom(name: &str) -> Atom {
         "q" => Atom::Query,
         "H" => Atom::Protocol,
         "s" => Atom::Status,
-        "B" => Atom::BytesZero,
-        "b" => Atom::BytesDash,
+        "B" => Atom::Bytes,
+        "b" => Atom::Bytes,
         "f" => Atom::Referer,
         "a" => Atom::UserAgent,
         "T" => Atom::Seconds,
@@ -354,9 +353,10 @@ impl Format {
                     write!(out, "[{}]", Civil::from_system(e.received_at).clf_stamp())
                 }
                 (Atom::Status, _) => write!(out, "{}", e.status),
-                (Atom::BytesZero, _) => write!(out, "{}", e.sent),
-                (Atom::BytesDash, _) if e.sent == 0 => write!(out, "-"),
-                (Atom::BytesDash, _) => write!(out, "{}", e.sent),
+                // gunicorn documents `%(b)s` as `-` for no body, but logs
+                // `0` (`str(resp.sent)` is never empty); logs are parsed as
+                // gunicorn writes them.
+                (Atom::Bytes, _) => write!(out, "{}", e.sent),
                 (Atom::Seconds, _) => write!(out, "{}", e.elapsed.as_secs()),
                 (Atom::Millis, _) => write!(out, "{}", e.elapsed.as_millis()),
                 (Atom::Micros, _) => write!(out, "{}", e.elapsed.as_micros()),
@@ -374,7 +374,8 @@ impl Format {
                     write!(out, "{} {} {}", h.method, target, protocol(h))
                 }
                 (Atom::Method, Some(h)) => write!(out, "{}", h.method),
-                (Atom::Path, Some(h)) => write!(out, "{}", h.uri.path()),
+                // `PATH_INFO`, as gunicorn logs it: decoded, under the mount point.
+                (Atom::Path, Some(h)) => self.env(&EnvVar::PathInfo, e, h, out),
                 (Atom::Query, Some(h)) => write!(out, "{}", h.uri.query().unwrap_or("")),
                 (Atom::Protocol, Some(h)) => write!(out, "{}", protocol(h)),
                 (Atom::Referer, Some(h)) => write!(out, "{}", header(h, "referer")),
@@ -592,7 +593,8 @@ mod tests {
     }
 
     #[test]
-    fn dash_for_empty_body() {
+    /// `%(b)s` is `0` for no body, as gunicorn logs it (its docs say `-`).
+    fn zero_for_empty_body() {
         let h = head("HEAD /", &[]);
         let e = Entry {
             head: Some(&h),
@@ -605,7 +607,7 @@ mod tests {
         };
         let mut out = String::new();
         Format::parse("%(h)s %(b)s %(B)s", "").render(&e, &mut out);
-        assert_eq!(out, "- - 0\n");
+        assert_eq!(out, "- 0 0\n");
     }
 
     #[test]
