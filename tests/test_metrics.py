@@ -229,15 +229,20 @@ def test_statsd_lines_use_gunicorns_names(start_server, mode):
         )
         for _ in range(2):
             assert srv.get("/ping").status == 200
+        # An app exception is gunicorn's `log.exception` (session 24: it was
+        # counted as gunicorn.log.error).
+        assert srv.get("/raise/before?token=s1").status == 500
         lines = []
 
         def complete():
             durations = [x for x in lines if x.startswith("myapp.gunicorn.request.duration:")]
             return (
-                counts(lines, "myapp.gunicorn.requests") == 2
+                counts(lines, "myapp.gunicorn.requests") == 3
                 and counts(lines, "myapp.gunicorn.request.status.200") == 2
+                and counts(lines, "myapp.gunicorn.request.status.500") == 1
+                and counts(lines, "myapp.gunicorn.log.exception") == 1
                 and "myapp.gunicorn.workers:1|g" in lines
-                and len(durations) == 2
+                and len(durations) == 3
             )
 
         try:
@@ -248,6 +253,7 @@ def test_statsd_lines_use_gunicorns_names(start_server, mode):
     assert complete(), lines
     durations = [x for x in lines if x.startswith("myapp.gunicorn.request.duration:")]
     assert all(d.endswith("|ms") for d in durations), lines
+    assert counts(lines, "myapp.gunicorn.log.error") == 0, lines
 
 
 def post_first_4k(srv, target):

@@ -151,11 +151,12 @@ fn capture_into(file: &File) -> io::Result<()> {
     Ok(())
 }
 
-/// Called for every line written (StatsD counts them); set once.
-static ON_WRITE: OnceLock<fn(Level)> = OnceLock::new();
+/// Called for every line written (StatsD counts them), with whether it
+/// logs an exception; set once.
+static ON_WRITE: OnceLock<fn(Level, bool)> = OnceLock::new();
 
 /// Registers the one function told about every line written.
-pub(crate) fn on_write(f: fn(Level)) {
+pub(crate) fn on_write(f: fn(Level, bool)) {
     let _ = ON_WRITE.set(f);
 }
 
@@ -164,6 +165,12 @@ pub(crate) fn enabled(level: Level) -> bool {
 }
 
 pub(crate) fn write(level: Level, msg: &str) {
+    emit(level, msg, false);
+}
+
+/// Writes one line; `exception`: it carries a traceback (StatsD counts it
+/// as `gunicorn.log.exception`, as gunicorn's `log.exception` is counted).
+fn emit(level: Level, msg: &str, exception: bool) {
     let mut l = log().lock();
     if level < l.level {
         return;
@@ -180,7 +187,7 @@ pub(crate) fn write(level: Level, msg: &str) {
     };
     drop(l);
     if let Some(f) = ON_WRITE.get() {
-        f(level);
+        f(level, exception);
     }
 }
 
@@ -211,7 +218,7 @@ pub(crate) fn exception(py: Python<'_>, context: &str, err: &PyErr) {
         return;
     }
     let tb = format_exception(py, err).unwrap_or_else(|_| format!("{err}\n"));
-    write(Level::Error, &format!("{context}\n{}", tb.trim_end()));
+    emit(Level::Error, &format!("{context}\n{}", tb.trim_end()), true);
 }
 
 /// An exception raised by the app while handling a request.

@@ -199,10 +199,12 @@ pub(crate) fn workers(n: usize) {
     }
 }
 
-/// The error log wrote a line at `level` (gunicorn counts warning and above).
-fn log_level(level: crate::log::error::Level) {
+/// The error log wrote a line at `level` (gunicorn counts warning and
+/// above, and a logged exception as `exception` alone).
+fn log_level(level: crate::log::error::Level, exception: bool) {
     use crate::log::error::Level;
     let name = match level {
+        _ if exception => "exception",
         Level::Warning => "warning",
         Level::Error => "error",
         Level::Critical => "critical",
