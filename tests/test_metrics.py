@@ -362,3 +362,32 @@ def test_a_client_gone_mid_upload_is_no_app_error(start_server, mode):
     assert s, scrape(url)
     assert value(s, "siesta_refusals_total", reason="client_disconnected", status="400") == 1
     assert value(s, "siesta_refusals_total", reason="app_error", status="500") == 0
+
+
+def test_response_bytes_are_counted_as_they_go(start_server, mode):
+    """Session 24: siesta_response_body_bytes_total moved only when a response
+    ended, so a long download showed nothing until its end, then a jump. The
+    bytes count once handed to the connection, and once only."""
+    srv = start_server("router_app:app", *METRICS, mode=mode)
+    url = metrics_url(srv)
+    assert wait_until(lambda: all_ready(url, 1)), status(url)
+    go = "go-" + rawhttp.new_token()
+    with srv.connect() as conn:
+        conn.send(rawhttp.build_request("GET", f"/gated?go={go}"))
+        assert conn.read_head()[2] == 200
+        assert conn.read_chunk() == b"first;"
+        # The app now waits for `go`, its response under way.
+        assert wait_until(
+            lambda: value(scrape(url), "siesta_response_body_bytes_total") == len(b"first;")
+        ), scrape(url)
+        (srv.record_dir / go).write_text("go\n")
+        assert conn.read_chunk() == b"second:go"
+        assert conn.read_chunk() == b""
+
+    def ended():
+        s = scrape(url)
+        return s if value(s, "siesta_request_duration_seconds_count") == 1 else None
+
+    s = wait_until(ended)
+    assert s, scrape(url)
+    assert value(s, "siesta_response_body_bytes_total") == len(b"first;second:go")

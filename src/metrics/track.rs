@@ -220,8 +220,12 @@ impl Track {
         }
     }
 
-    /// `n` response body bytes were handed to hyper (for the status page).
+    /// `n` response body bytes were handed to hyper: counted at once, so a
+    /// long download moves the counter as it goes, and on the status page.
     pub(crate) fn sent(&self, n: u64) {
+        if let Some(slot) = self.slot {
+            slot.counters.0[at::BODY_OUT].fetch_add(n, Ordering::Relaxed);
+        }
         if let Some(e) = self.entry {
             e.sent.fetch_add(n, Ordering::Relaxed);
         }
@@ -283,14 +287,18 @@ pub(crate) struct Ended<'a> {
 /// The end of a request (from `server/end.rs`): count it, drop it from
 /// the gauges, free its row.
 pub(crate) fn finished(end: &Ended<'_>) {
-    let Some(slot) = end.track.and_then(|t| t.slot).or_else(super::worker_slot) else {
+    let tracked = end.track.and_then(|t| t.slot);
+    let Some(slot) = tracked.or_else(super::worker_slot) else {
         return;
     };
     let c = &slot.counters.0;
     let m = end.method.map_or(7, method_index);
     c[at::REQUESTS + m * CLASSES.len() + class_index(end.status)].fetch_add(1, Ordering::Relaxed);
     observe(c, at::DURATION, end.elapsed);
-    c[at::BODY_OUT].fetch_add(end.sent, Ordering::Relaxed);
+    if tracked.is_none() {
+        // Not counted as they went (`Track::sent`).
+        c[at::BODY_OUT].fetch_add(end.sent, Ordering::Relaxed);
+    }
     if let Some(e) = end.refusal {
         c[at::REFUSALS + refusal_index(e)].fetch_add(1, Ordering::Relaxed);
     }
@@ -421,6 +429,35 @@ mod tests {
         }
         // The loop's Instant::now() is the record's, not metrics'.
         println!("metrics per hello request: {best:.0} ns (best of 5 x {n})");
+        Ok(())
+    }
+
+    /// A response's bytes move the counter as they go, and its end does not
+    /// count them again.
+    #[test]
+    fn response_bytes_count_as_they_go_and_once() -> std::io::Result<()> {
+        let region = super::super::region::Region::map(1)?;
+        let slot = region
+            .slot(0)
+            .ok_or_else(|| std::io::Error::other("no slot"))?;
+        let (head, _) = http::Request::get("/big")
+            .body(())
+            .map_err(std::io::Error::other)?
+            .into_parts();
+        let out = || slot.counters.0[at::BODY_OUT].load(Ordering::Relaxed);
+        let t = Track::start_in(slot, &head, None, Some(0), Instant::now());
+        t.sent(1000);
+        t.sent(24);
+        assert_eq!(out(), 1024);
+        finished(&Ended {
+            track: Some(&t),
+            method: Some(&http::Method::GET),
+            status: 200,
+            sent: 1024,
+            refusal: None,
+            elapsed: Duration::ZERO,
+        });
+        assert_eq!(out(), 1024);
         Ok(())
     }
 
