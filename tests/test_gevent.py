@@ -230,6 +230,31 @@ def test_request_blocked_on_upstream_socket_does_not_block_others(start_server):
     assert ping_ok(srv)
 
 
+def test_input_and_write_used_from_a_thread_pool_thread(start_server):
+    """QA probe (session 24): wsgi.input.read() or write() called from one of
+    gevent's thread-pool threads, when it had to wait, tried to switch to a
+    greenlet of another thread: the hub's dispatch raised, and the worker
+    answered nothing, for good (its heartbeat beat on). Such a call now waits
+    on its own thread."""
+    srv = start_server(GEVENT_APPS, mode="gevent")
+    tok = uuid.uuid4().hex[:12]
+    size = 64 * 65536  # more than the response queue holds: write() must wait
+    with srv.connect(timeout=WAIT) as conn:
+        conn.send(
+            rawhttp.build_request(
+                "POST", f"/pool?token={tok}&size={size}", [("Content-Length", "5")]
+            )
+        )
+        assert srv.wait_records(f"pool-{tok}") == ["called"]
+        assert ping_ok(srv), "the hub stopped while a pool thread waited for the body"
+        conn.send(b"hello")
+        resp = conn.read_response()
+    assert resp.status == 200, resp
+    assert resp.body == b"<hello>" + b"p" * size
+    assert [ping_ok(srv) for _ in range(3)] == [True] * 3
+    assert "Error in the hub" not in srv.log(), srv.log()
+
+
 def test_threading_local_is_per_request(start_server):
     srv = start_server(GEVENT_APPS, mode="gevent")
     group, n = uuid.uuid4().hex[:12], 50

@@ -32,8 +32,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-# Parked greenlets by wake token.
-_parked: dict[int, greenlet] = {}
+# Parked greenlets (or threads, `_ThreadParked`) by wake token.
+_parked: dict[int, Any] = {}
+
+# The real thread functions (monkey-patching makes `_thread`'s greenlet-based).
+_get_ident = gevent.monkey.get_original("_thread", "get_ident")
+_allocate_lock = gevent.monkey.get_original("_thread", "allocate_lock")
+# The hub's OS thread, once `serve` runs on it.
+_hub_ident: int | None = None
 
 
 def patch() -> None:
@@ -53,7 +59,13 @@ def _park(token: int, timeout: float | None) -> None:
     greenlet is always parked by the time it is resumed, which is what
     gevent's ``Waiter`` would otherwise check. An exception thrown into the
     greenlet meanwhile (the app's own ``gevent.Timeout``, a kill) leaves
-    through the ``finally``, and a wake that comes after finds nothing."""
+    through the ``finally``, and a wake that comes after finds nothing.
+
+    Called on another OS thread (an app's ``threadpool`` or real thread),
+    where switching to this hub is impossible, the thread blocks instead."""
+    if _get_ident() != _hub_ident:
+        _park_thread(token, timeout)
+        return
     hub = get_hub()
     timer = None
     try:
@@ -67,6 +79,32 @@ def _park(token: int, timeout: float | None) -> None:
         _parked.pop(token, None)
         if timer is not None:
             timer.close()
+
+
+class _ThreadParked:
+    """A park on an OS thread other than the hub's: the thread waits on a
+    real lock, held from the start, which the hub's wake releases."""
+
+    __slots__ = ("lock",)
+
+    def __init__(self) -> None:
+        self.lock = _allocate_lock()
+        self.lock.acquire()
+
+    def switch(self) -> None:
+        # Called at most once: whoever pops the token from `_parked` calls it.
+        self.lock.release()
+
+
+def _park_thread(token: int, timeout: float | None) -> None:
+    """Blocks this (non-hub) thread until ``token`` is woken or ``timeout``
+    passes; the caller then asks Rust again, as after a park."""
+    parked = _ThreadParked()
+    _parked[token] = parked
+    try:
+        parked.lock.acquire(True, -1 if timeout is None else max(timeout, 0.0))
+    finally:
+        _parked.pop(token, None)
 
 
 def _wake(token: int) -> None:
@@ -208,6 +246,8 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
     A request that waits ``queue_timeout`` seconds (``--queue-timeout``; 0:
     forever) for one of the ``worker_connections`` slots is answered 503.
     """
+    global _hub_ident
+    _hub_ident = _get_ident()
     expired_after = queue_timeout or float("inf")
     hub = gevent.get_hub()
     waiting: collections.deque[tuple[float, Any]] = collections.deque()
@@ -252,14 +292,17 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
 
     def on_ready() -> None:
         for item in server.hub_take():
-            if item is None:
-                stopped.set()
-            elif type(item) is int:
-                _wake(item)
-            elif running < worker_connections and not waiting:
-                start(item)
-            else:
-                waiting.append((time.monotonic(), item))
+            try:
+                if item is None:
+                    stopped.set()
+                elif type(item) is int:
+                    _wake(item)
+                elif running < worker_connections and not waiting:
+                    start(item)
+                else:
+                    waiting.append((time.monotonic(), item))
+            except Exception as exc:  # one item's failure must not drop the batch
+                log("error", f"Error in the hub's dispatch: {exc!r}")
 
     def expire() -> None:
         # Also the hub's heartbeat: a hub held by a greenlet that never

@@ -6,7 +6,8 @@ answers its reply; /local?value=&group=&n= stores the value in a module-level
 threading.local, waits (time.sleep, patched) until n requests of the group have
 stored theirs, then answers what it reads back; /held?token=&go= records its
 start, waits for the test's `go` record, records its end and answers the most
-requests it ever saw running at once.  All waits are bounded.
+requests it ever saw running at once; /pool?token=&size= reads the body and
+writes its response from gevent's thread pool.  All waits are bounded.
 """
 
 import collections
@@ -96,7 +97,25 @@ def held(environ, start_response):
     return _json(start_response, {"token": name, "released": released, "max_running": _max_running})
 
 
-ROUTES = {"ping": ping, "upstream": upstream, "local": local, "held": held}
+def pool(environ, start_response):
+    """Reads the body and writes ?size= bytes of response from gevent's thread
+    pool (OS threads, not the hub's): records pool-<token> once it is called, so
+    the test sends the body after, and the read must wait for it."""
+    import gevent
+
+    query = params(environ)
+    record(f"pool-{query['token']}", "called")
+    tp = gevent.get_hub().threadpool
+    body = tp.spawn(environ["wsgi.input"].read).get(timeout=WAIT)
+    write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    size = int(query.get("size", 0))
+    tp.spawn(write, b"<" + body + b">").get(timeout=WAIT)
+    block = b"p" * 65536
+    tp.spawn(lambda: [write(block) for _ in range(size // len(block))]).get(timeout=WAIT)
+    return []
+
+
+ROUTES = {"ping": ping, "upstream": upstream, "local": local, "held": held, "pool": pool}
 
 
 def app(environ, start_response):
