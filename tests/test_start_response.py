@@ -89,6 +89,17 @@ def test_valid_unusual_status_passes_through(server):
     assert resp.body == b"status body"
 
 
+def test_a_reason_phrase_is_sent_as_latin_1(server):
+    """QA probe (session 24): a reason phrase with a latin-1 character
+    ('299 Café') went out UTF-8 encoded, while the same response's headers were
+    latin-1 (PEP 3333's native strings; gunicorn sends latin-1 too)."""
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("GET", "/status?value=299%20Caf%C3%A9"))
+        raw, _, status, reason, _ = conn.read_head()
+    assert status == 299 and reason == "Café", raw
+    assert raw.startswith(b"HTTP/1.1 299 Caf\xe9\r\n"), raw
+
+
 @pytest.mark.parametrize(
     "case", ["int-value", "bytes-name", "bytes-value", "newline", "non-latin1"]
 )

@@ -10,7 +10,7 @@ use crate::error::ResponseError;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 /// A checked status: the code and the reason when it is not the standard one.
-pub(crate) fn parse_status(line: &str) -> Result<(StatusCode, Option<String>), ResponseError> {
+pub(crate) fn parse_status(line: &str) -> Result<(StatusCode, Option<Vec<u8>>), ResponseError> {
     let bad = || ResponseError::BadStatus(line.to_string());
     let bytes = line.as_bytes();
     if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
@@ -34,7 +34,9 @@ pub(crate) fn parse_status(line: &str) -> Result<(StatusCode, Option<String>), R
     let custom = match status.canonical_reason() {
         Some(std) if std == reason => None,
         _ if reason.is_empty() => None,
-        _ => Some(reason.to_string()),
+        // A native string: each character one latin-1 byte (PEP 3333), as
+        // the headers are sent.
+        _ => Some(reason.chars().map(|c| c as u8).collect()),
     };
     Ok((status, custom))
 }
@@ -138,13 +140,16 @@ mod tests {
 
     #[test]
     fn statuses() {
-        type Case<'a> = (&'a str, Option<(u16, Option<&'a str>)>);
+        type Case<'a> = (&'a str, Option<(u16, Option<&'a [u8]>)>);
         let cases: &[Case<'_>] = &[
             ("200 OK", Some((200, None))),
             ("404 Not Found", Some((404, None))),
-            ("200 Fine", Some((200, Some("Fine")))),
+            ("200 Fine", Some((200, Some(b"Fine")))),
+            // Latin-1, as PEP 3333's native strings are sent.
+            ("200 caf\u{e9}", Some((200, Some(b"caf\xe9")))),
+            ("200 \u{20ac}", None),
             ("204", Some((204, None))),
-            ("599 Custom", Some((599, Some("Custom")))),
+            ("599 Custom", Some((599, Some(b"Custom")))),
             ("999 Nope", None),
             ("100 Continue", None),
             ("20 OK", None),

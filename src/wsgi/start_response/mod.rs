@@ -42,7 +42,7 @@ pub(crate) enum Sent {
 
 struct Staged {
     status: StatusCode,
-    reason: Option<String>,
+    reason: Option<Vec<u8>>,
     headers: HeaderMap,
     declared: Option<u64>,
 }
