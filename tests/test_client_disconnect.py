@@ -184,3 +184,23 @@ def test_a_body_read_cut_by_the_stop_is_logged_as_the_stops_doing(start_server, 
     ), log
     assert re.search(r'"POST /sha256\?cut=1 HTTP/1.1" 503 ', access), access
     assert "Client went away" not in log and "Traceback" not in log, log
+
+
+def test_a_client_gone_during_write_is_one_line(server):
+    """QA probe (session 24): an app writing its response with write() whose
+    client left got siesta.ClientDisconnected from write(), as it should; let
+    through, it was logged at ERROR with a traceback, for every aborted
+    download. One info line now, as for a read (a generator's client that
+    leaves is not logged at all)."""
+    mark = server.log_mark()
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("GET", "/write?n=4000&block=65536&token=wgone"))
+        assert conn.read_head()[2] == 200
+        conn.read_exact(1 << 20)
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert server.wait_log(
+        r"\[INFO\] Client went away while the app wrote the response to /write\?n=4000",
+        since=mark,
+    ), server.log(mark)
+    server.assert_serving()
+    assert "Traceback" not in server.log(mark), server.log(mark)

@@ -230,8 +230,9 @@ def write_callable(environ, start_response):
     if "length" in query:
         headers.append(("Content-Length", query["length"]))
     write = start_response("200 OK", headers)
+    block = b"w" * int(query.get("block", 0))
     for i in range(int(query.get("n", 3))):
-        write(b"part%d " % i)
+        write(block or b"part%d " % i)
     return [query.get("tail", "").encode()]
 
 

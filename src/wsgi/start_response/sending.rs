@@ -376,6 +376,16 @@ impl StartResponse {
                 ),
                 _ => crate::log::error::app_exception(py, err, &record.head),
             }
+        } else if err.is_instance_of::<crate::wsgi::input::ClientDisconnected>(py)
+            && self.state.lock().gone
+        {
+            // `write()` raised it: the client left during the response, as a
+            // generator's client may, for which nothing is logged either.
+            crate::log::error::info(&format!(
+                "Client went away while the app wrote the response to {} \
+                 (siesta.ClientDisconnected, not caught by the app)",
+                record.head.uri
+            ));
         } else if !refused_quietly {
             crate::log::error::app_exception(py, err, &record.head);
         }
