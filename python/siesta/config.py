@@ -735,7 +735,8 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "StatsD server to send gunicorn's metrics to (gunicorn.requests, "
         "gunicorn.request.duration, gunicorn.request.status.CODE, gunicorn.workers, "
-        "gunicorn.log.LEVEL): HOST:PORT, HOST (port 8125) or unix://PATH.",
+        "gunicorn.log.LEVEL, with an app's exception as gunicorn.log.exception): "
+        "HOST:PORT, HOST (port 8125) or unix://PATH.",
         metavar="ADDRESS",
         rust=True,
     ),
