@@ -1047,6 +1047,59 @@ def test_user_and_group_switch_the_workers_only(launch, mode):
     assert "Worker crashed" not in srv.log()
 
 
+def status_groups(pid):
+    """The supplementary groups of a process, from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return {int(g) for g in fields["Groups"].split()}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="-u/-g can only switch users when run as root")
+def test_a_unix_socket_belongs_to_the_workers_user_and_group(launch, tmp_path):
+    """QA probe (session 24): with -u/-g the unix socket stayed root's, so under
+    -m 007 a proxy in the workers' group (nginx in www-data) got EACCES, where
+    gunicorn gives the socket to -u/-g. Mode-independent: the master binds."""
+    import grp
+    import pwd
+
+    uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    path = tmp_path / "owned.sock"
+    tmp_path.chmod(0o755)
+    srv = launch(
+        *("-w", "1", "-u", "nobody", "-g", "nogroup", "-m", "007", "--preload"),
+        bind=f"unix:{path}",
+    )
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (uid, gid, 0o770)
+    assert unix_get(path).status == 200, srv.log()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="-u/-g can only switch users when run as root")
+def test_workers_get_the_users_supplementary_groups_with_initgroups_only(launch, tmp_path):
+    """QA probe (session 24): a worker that switched to -u always got the user's
+    supplementary groups (os.initgroups), say www-data's ssl-cert and its read
+    access to private keys; gunicorn adds them with --initgroups only, which
+    Siesta refused. Now none but -g's unless --initgroups. The test gives nobody
+    a group of its own for the while (groupadd, then groupdel)."""
+    import grp
+    import pwd
+
+    uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    name = "siesta-t-" + rawhttp.new_token()[:8]
+    subprocess.run(["groupadd", name], check=True)
+    try:
+        subprocess.run(["gpasswd", "-a", "nobody", name], check=True, capture_output=True)
+        extra = grp.getgrnam(name).gr_gid
+        for args, want in (((), {gid}), (("--initgroups",), {gid, extra})):
+            srv = launch("-w", "1", "-u", "nobody", "-g", "nogroup", "--preload", *args)
+            (worker,) = srv.worker_pids()
+            assert wait_until(lambda w=worker: status_ids(w) == (uid, gid)), srv.log()
+            assert status_groups(worker) == want, (args, status_groups(worker))
+            srv.stop()
+    finally:
+        subprocess.run(["groupdel", name], check=False)
+
+
 def launch_as_nobody_logging_in(launch, mode, logs, dir_mode):
     """A server whose workers run as nobody:nogroup (--preload), with both its logs in
     `logs`, given mode `dir_mode`: (server, access log, error log)."""

@@ -90,8 +90,11 @@ def _drop_privileges(values: dict[str, Any], heartbeat_fd: int) -> None:
     if values.get("access_logfile"):  # open while it may: its directory may be root's alone
         _siesta.preopen_access_log(values["access_logfile"])
     if os.getuid() == 0:
+        # No supplementary group but -g's unless --initgroups asks for the
+        # user's (gunicorn adds them with --initgroups only): a worker never
+        # keeps the master's, root's say.
         user = values.get("_user_name")
-        if user:
+        if user and values.get("initgroups"):
             os.initgroups(user, gid)
         else:
             os.setgroups([gid])
@@ -101,6 +104,22 @@ def _drop_privileges(values: dict[str, Any], heartbeat_fd: int) -> None:
 
 # Set by a master for the new master a USR2 starts (`upgrade`), which does not detach.
 UPGRADE_ENV = "SIESTA_UPGRADE"
+
+
+def own_unix_sockets(values: dict[str, Any]) -> None:
+    """-u/-g: the unix sockets Siesta created belong to the workers' user and group,
+    as gunicorn's do, so that a proxy in that group can connect under ``-m 007``.
+    Inherited sockets (``fd://``, USR2, systemd) are left as they are."""
+    uid, gid = values.get("_uid"), values.get("_gid")
+    if uid is None and gid is None:
+        return
+    binds = [*(values.get("bind") or ()), values.get("metrics_bind") or ""]
+    for bind in binds:
+        if bind.startswith("unix:"):
+            try:
+                os.chown(bind[5:], -1 if uid is None else uid, -1 if gid is None else gid)
+            except OSError as exc:
+                _siesta.log("warning", f"Cannot give {bind} to -u/-g: {exc.strerror}")
 
 
 def own_log_files(values: dict[str, Any]) -> None:

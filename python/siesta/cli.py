@@ -21,7 +21,14 @@ import sys
 
 from siesta import _siesta
 from siesta._app import AppLoadError, load, prepare
-from siesta._master import UPGRADE_ENV, WORKER_BOOT_ERROR, Master, own_log_files, set_title
+from siesta._master import (
+    UPGRADE_ENV,
+    WORKER_BOOT_ERROR,
+    Master,
+    own_log_files,
+    own_unix_sockets,
+    set_title,
+)
 from siesta._sources import USAGE, UsageError, resolve
 from siesta.config import GUNICORN_NAMES, ConfigError, for_rust, render
 from siesta.hooks import Server as HookServer
@@ -392,6 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     _write_pid(values["pid"])
     if values["capture_output"]:
         _capture_output(values["error_logfile"])
+    own_unix_sockets(values)  # -u/-g: a proxy in the workers' group can connect
     own_log_files(values)  # -u/-g: the workers can open (and reopen) the log files
     if values["error_logfile"] not in (None, "-"):
         for warning in resolved.warnings:  # stderr had them; the log file gets them too

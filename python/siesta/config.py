@@ -634,6 +634,14 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="GROUP",
     ),
     Setting(
+        "initgroups",
+        ("--initgroups",),
+        False,
+        "With -u, give workers the user's supplementary groups (from /etc/group); "
+        "otherwise a worker that switches user has none but -g's.",
+        flag=True,
+    ),
+    Setting(
         "umask",
         ("-m", "--umask"),
         0,
@@ -792,7 +800,7 @@ GUNICORN_NAMES: dict[str, str | None] = {
     # HTTP/2, ASGI, uWSGI protocol, gunicorn's dirty arbiters and control socket.
     **dict.fromkeys(
         (
-            "reload_engine reload_extra_files spew sendfile initgroups tmp_upload_dir "
+            "reload_engine reload_extra_files spew sendfile tmp_upload_dir "
             "disable_redirect_access_to_syslog logger_class logconfig logconfig_dict "
             "logconfig_json syslog_addr syslog syslog_prefix syslog_facility "
             "enable_stdio_inheritance dogstatsd_tags enable_backlog_metric default_proc_name "
