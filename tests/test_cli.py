@@ -208,3 +208,25 @@ def test_a_port_in_use_is_said_in_the_error_log_file_too(tmp_path):
     assert result.returncode == 1, result.stderr
     assert_one_error_line(result, f"127.0.0.1:{port}")
     assert re.search(rf"\[ERROR\] .*127\.0\.0\.1:{port}", log.read_text()), log.read_text()
+
+
+def test_a_config_file_imports_from_the_working_directory(tmp_path):
+    """QA probe (session 24): a gunicorn.conf.py doing `from confpkg.prod import
+    workers`, with confpkg beside it, failed with ModuleNotFoundError, and so
+    did `-c python:confpkg.prod`; gunicorn puts --chdir (the working directory
+    by default) first on sys.path before it reads the config."""
+    pkg = tmp_path / "confpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text('"""Settings package."""\n')
+    (pkg / "prod.py").write_text('"""Production settings."""\nworkers = 3\n')
+    (tmp_path / "gunicorn.conf.py").write_text(
+        '"""Config."""\nfrom confpkg.prod import workers  # noqa: F401\n'
+    )
+    for args, cwd in (
+        ((), tmp_path),
+        (("-c", "python:confpkg.prod"), tmp_path),
+        (("--chdir", str(tmp_path), "-c", "python:confpkg.prod"), APPS_DIR),
+    ):
+        result = run_siesta(*args, "--print-config", "router_app:app", cwd=cwd)
+        assert result.returncode == 0, (args, result.stderr)
+        assert re.search(r"^workers +?= 3$", result.stdout, re.M), (args, result.stdout)

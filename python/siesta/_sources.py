@@ -229,6 +229,19 @@ def _run_config(location: str) -> tuple[dict[str, Any], set[str], str]:
     return namespace, _imported_names(source), path
 
 
+def _config_import_path(layers: list[dict[str, Any]]) -> None:
+    """A config file imports the deployer's modules as the app does (gunicorn puts
+    --chdir, the working directory by default, first on sys.path before it reads
+    the file): that directory, and --pythonpath's from the same layers, go first."""
+    chdir = next((layer["chdir"] for layer in layers if layer.get("chdir")), None)
+    pythonpath = next((layer["pythonpath"] for layer in layers if layer.get("pythonpath")), "")
+    paths = [os.path.abspath(chdir or os.getcwd())]
+    paths += [os.path.abspath(p.strip()) for p in pythonpath.split(",") if p.strip()]
+    for path in reversed(paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
 def load_file(location: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """A config file's settings (by Siesta's names), its hooks, and its warnings."""
     namespace, imported, shown = _run_config(location)
@@ -299,6 +312,7 @@ def resolve(argv: list[str] | None, environ: Mapping[str, str] | None = None) ->
 
     location = _config_location([cli, siesta_args, gunicorn_args], environ)
     if location:
+        _config_import_path([cli, siesta_args, gunicorn_args])
         settings, hooks, warnings = load_file(location)
         apply(settings, location)
         result.hooks = Hooks(hooks, location)
