@@ -250,3 +250,18 @@ def test_requests_of_clients_that_left_while_queued_are_not_run(start_server, mo
         srv.records(f"effect-{t}") for t in left
     ]
     srv.assert_serving()
+
+
+def test_keep_alive_zero_says_close(start_server, mode):
+    """QA probe (session 24): with --keep-alive 0 every response closed its
+    connection without saying so, and a client reusing it (http.client, a
+    proxy's pool) failed every other request with a dropped connection;
+    gunicorn says Connection: close."""
+    srv = start_server("router_app:app", "--keep-alive", "0", mode=mode)
+    for _ in range(2):
+        with srv.connect() as conn:
+            conn.send(rawhttp.build_request("GET", "/ping"))
+            resp = conn.read_response()
+            assert (resp.status, resp.body) == (200, b"pong"), resp
+            assert resp.has_token("Connection", "close"), resp.headers
+            assert conn.read_to_eof() == b""

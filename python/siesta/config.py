@@ -390,7 +390,8 @@ SETTINGS: tuple[Setting, ...] = (
         ("--keep-alive",),
         5.0,
         "Seconds a keep-alive connection may idle between a response and the first byte "
-        "of its next request head (which then has --header-timeout).",
+        "of its next request head (which then has --header-timeout); 0: none, every "
+        "response says Connection: close.",
         type=_seconds,
         metavar="SECONDS",
         rust=True,

@@ -64,7 +64,9 @@ pub(crate) enum Stop {
 fn builder(limits: &Limits) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
-        .keep_alive(true)
+        // `--keep-alive 0`: every response says `Connection: close` and closes,
+        // as gunicorn's (an idle timeout of 0 would close without saying so).
+        .keep_alive(!limits.keep_alive.is_zero())
         // A client that shuts its writing side after the request still gets
         // its response (then the connection closes).
         .half_close(true)
