@@ -62,6 +62,13 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of printing a usage block and exiting."""
 
     def error(self, message: str) -> Any:  # type: ignore[override]
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            # argparse lists the words after an unknown option too (its value,
+            # the app): name the options alone when there are some.
+            words = message[len(prefix) :].split()
+            flags = [w for w in words if w.startswith("-")]
+            message = prefix + " ".join(flags or words)
         raise UsageError(message)
 
 
@@ -83,14 +90,41 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, width=(columns or 80) - 2)
 
 
+# The types of the numeric settings, by name (`config._int_from` makes "int"s).
+_NUMERIC_TYPES = {"int", "_seconds", "_umask"}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        try:
+            int(text, 0)  # an octal umask, 0o022
+        except ValueError:
+            return False
+    return True
+
+
+class _BadValue(ConfigError):
+    """An option's value that its type refuses: a bad setting (exit 1, as the
+    same value in a config file), not a malformed command line (exit 2)."""
+
+
 def _cli_type(s: Setting) -> Any:
-    """The setting's type, with its ValueError message shown by argparse as is."""
+    """The setting's type; a value it refuses leaves argparse as ``_BadValue``."""
+    flag = next((f for f in s.flags if f.startswith("--")), s.flags[0])
+
+    numeric = getattr(s.type, "__name__", "") in _NUMERIC_TYPES
 
     def parse(text: str) -> Any:
         try:
             return s.type(text)
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+            if numeric and not _is_number(text):
+                # Not a number at all: a malformed command line, as argparse's
+                # own `type=int` makes it in gunicorn (exit 2).
+                raise argparse.ArgumentTypeError(str(exc)) from None
+            raise _BadValue(f"argument {flag}: {exc}") from None
 
     parse.__name__ = getattr(s.type, "__name__", "value")
     return parse
@@ -153,6 +187,9 @@ def _parse(args: list[str], source: str) -> dict[str, Any]:
     try:
         parsed = parser().parse_args(_flags_alone(args))
         return {k: v for k, v in vars(parsed).items() if v is not None}
+    except _BadValue as exc:
+        where = "" if source == "the command line" else f"{source}: "
+        raise ConfigError(f"{where}{exc}") from None
     except UsageError as exc:
         where = "" if source == "the command line" else f"{source}: "
         raise UsageError(f"{where}{exc}") from None
