@@ -58,6 +58,22 @@ def test_app_failing_its_own_import_exits_4():
     assert "Reason: App failed to load." in result.stderr
 
 
+def test_check_config_of_an_app_that_cannot_load_exits_1():
+    """QA probe (session 24): --check-config exited 4 for an app that cannot be
+    imported (a start's code), where gunicorn's --check-config exits 1."""
+    result = run_siesta(*APP_ARGS, "--check-config", "no_such_module_zq:app")
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert_one_error_line(result, "no_such_module_zq")
+
+
+def test_no_app_exits_1():
+    """gunicorn's "No application module specified." exits 1 (Siesta's 2 before
+    session 24)."""
+    result = run_siesta("-b", "127.0.0.1:0")
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert_one_error_line(result, "no app given")
+
+
 def test_bad_flag_exits_2():
     result = run_siesta("--no-such-flag", "router_app:app")
     assert result.returncode == 2

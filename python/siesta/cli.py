@@ -23,7 +23,6 @@ from siesta import _siesta
 from siesta._app import AppLoadError, load, prepare
 from siesta._master import (
     UPGRADE_ENV,
-    WORKER_BOOT_ERROR,
     Master,
     own_log_files,
     own_unix_sockets,
@@ -315,11 +314,11 @@ def _check(values: dict[str, Any], sources: dict[str, str]) -> None:
         _fail(f"Cannot open error log {values['error_logfile']}: {problem}", 1)
     problem = _access_log_problem(values)
     if problem:
-        _fail(problem, WORKER_BOOT_ERROR)
+        _fail(problem, 1)
     try:
         load(values["app"])
     except AppLoadError as exc:
-        _fail(str(exc), EXIT_APP_LOAD)
+        _fail(str(exc), 1)  # gunicorn's --check-config exits 1 too
     print(f"Configuration OK: {values['app']}")
 
 
@@ -341,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         print(render(values, hooks.names()))
         return
     if not values.get("app"):
-        _fail(f"no app given: {USAGE}", 2)
+        _fail(f"no app given: {USAGE}", 1)  # gunicorn's "No application module specified."
     try:
         _check_before_serving(values)
     except ConfigError as exc:
@@ -357,6 +356,10 @@ def main(argv: list[str] | None = None) -> None:
         prepare(values, resolved.sources)  # before -D: its error still reaches the terminal
     except ConfigError as exc:
         _fail(str(exc), 1)
+    # Before binding, as gunicorn opens it in its master: no worker could boot.
+    problem = _access_log_problem(values)
+    if problem:
+        _fail(problem, 1)
     if values["worker_class"] == "gevent":
         _check_gevent()  # on the import path the workers will have
     # Before binding (a second server reports this, not the port) and before
