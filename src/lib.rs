@@ -79,6 +79,14 @@ fn check_addresses(text: &str) -> PyResult<()> {
         .map_err(pyo3::exceptions::PyValueError::new_err)
 }
 
+/// Checks a `--statsd-host` the way the server will parse it.
+#[pyfunction]
+fn check_statsd_host(text: &str) -> PyResult<()> {
+    metrics::statsd::parse_target(text)
+        .map(|_| ())
+        .map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
 /// Sets the error log's level and file from the settings (the master does
 /// this first, and again on HUP; workers inherit it), then warns about the
 /// `--access-logformat` atoms Siesta does not know.
@@ -142,5 +150,6 @@ fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(log::access::preopen_access_log, m)?)?;
     m.add_function(wrap_pyfunction!(check_bind, m)?)?;
     m.add_function(wrap_pyfunction!(check_addresses, m)?)?;
+    m.add_function(wrap_pyfunction!(check_statsd_host, m)?)?;
     Ok(())
 }

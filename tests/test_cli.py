@@ -268,3 +268,13 @@ def test_a_config_file_imports_from_the_working_directory(tmp_path):
         result = run_siesta(*args, "--print-config", "router_app:app", cwd=cwd)
         assert result.returncode == 0, (args, result.stderr)
         assert re.search(r"^workers +?= 3$", result.stdout, re.M), (args, result.stdout)
+
+
+@pytest.mark.parametrize("value", ["bad:host:x", "host:99999", "a:b:1"])
+def test_a_malformed_statsd_host_is_refused_at_start(value):
+    """QA probe (session 24): --statsd-host bad:host:x passed --check-config and a
+    start, and was only logged at run time ("StatsD is off"); gunicorn refuses it
+    at start with exit 1."""
+    result = run_siesta("--statsd-host", value, *APP_ARGS, "router_app:app", "--check-config")
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert_one_error_line(result, "is not HOST:PORT, HOST or unix://PATH")

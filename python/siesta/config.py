@@ -143,6 +143,14 @@ def _addresses(value: str | list[str] | tuple[str, ...]) -> str:
     return text
 
 
+def _statsd_host(text: str) -> str:
+    """HOST:PORT, HOST or unix://PATH, as the server parses it."""
+    from siesta._siesta import check_statsd_host
+
+    check_statsd_host(str(text))
+    return str(text)
+
+
 def _header_values(value: str | dict[str, str]) -> dict[str, str]:
     """A dict of header name to value (from a config file), or ``NAME=VALUE,NAME=VALUE``."""
     if isinstance(value, dict):
@@ -746,6 +754,7 @@ SETTINGS: tuple[Setting, ...] = (
         "gunicorn.request.duration, gunicorn.request.status.CODE, gunicorn.workers, "
         "gunicorn.log.LEVEL, with an app's exception as gunicorn.log.exception): "
         "HOST:PORT, HOST (port 8125) or unix://PATH.",
+        type=_statsd_host,
         metavar="ADDRESS",
         rust=True,
     ),

@@ -48,17 +48,38 @@ pub(crate) fn parse_target(s: &str) -> Result<Target, String> {
     if s.is_empty() {
         return Err("--statsd-host is empty".into());
     }
-    let has_port = match s.rsplit_once(':') {
-        Some((host, port)) => {
-            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(':')
-        }
-        None => false,
+    let bad = || format!("{s:?} is not HOST:PORT, HOST or unix://PATH");
+    let v6 = |h: &str| h.parse::<std::net::Ipv6Addr>().is_ok();
+    if v6(s) {
+        return Ok(Target::Udp(format!("[{s}]:8125")));
+    }
+    if s.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .is_some_and(v6)
+    {
+        return Ok(Target::Udp(format!("{s}:8125")));
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (s, None),
     };
-    Ok(Target::Udp(if has_port {
-        s.to_string()
-    } else {
-        format!("{s}:8125")
-    }))
+    // A host is a name, an IPv4 address or a bracketed IPv6 one: another
+    // colon in it means a mistyped address, not a host.
+    let bracketed = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .is_some_and(v6);
+    if host.is_empty()
+        || (host.contains(':') && !bracketed)
+        || host.contains(['[', ']']) && !bracketed
+    {
+        return Err(bad());
+    }
+    match port {
+        None => Ok(Target::Udp(format!("{s}:8125"))),
+        Some(p) if p.parse::<u16>().is_ok_and(|n| n > 0) => Ok(Target::Udp(s.to_string())),
+        Some(_) => Err(bad()),
+    }
 }
 
 /// gunicorn's prefix rule: a non-empty prefix ends in exactly one dot.
@@ -283,8 +304,21 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(parse_target(input), want, "{input}");
         }
+        assert_eq!(parse_target("::1"), Ok(Target::Udp("[::1]:8125".into())));
+        assert_eq!(parse_target("[::1]"), Ok(Target::Udp("[::1]:8125".into())));
         assert!(parse_target("unix://").is_err());
         assert!(parse_target("").is_err());
+        for bad in [
+            "bad:host:x",
+            "bad:host:1",
+            "host:",
+            "host:99999",
+            "host:0",
+            ":8125",
+            "[x]:1",
+        ] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
