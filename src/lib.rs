@@ -151,5 +151,6 @@ fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_bind, m)?)?;
     m.add_function(wrap_pyfunction!(check_addresses, m)?)?;
     m.add_function(wrap_pyfunction!(check_statsd_host, m)?)?;
+    m.add_function(wrap_pyfunction!(worker::forked::leave_if_forked, m)?)?;
     Ok(())
 }

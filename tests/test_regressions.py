@@ -255,3 +255,56 @@ def test_timeouts_too_long_to_count_mean_forever(start_server, mode):
             assert resp.status == 200 and resp.body == b"pong", resp
     assert srv.stop() == 0, srv.log()
     assert "panicked" not in srv.log(), srv.log()
+
+
+def test_a_child_the_app_forks_never_serves(start_server, mode):
+    """QA probe (session 24): a child the app forked that returned into the
+    server (here by SystemExit; a plain return is the same) ran the worker's
+    code with half a worker: in thread mode it served requests on the shared
+    socket, ignored TERM and outlived the server, and its parent died of a
+    fault in the I/O runtime; in gevent mode its hub took the parent's
+    wake-ups and the parent answered nothing, for good. Now the child leaves
+    with one line, at once, and the worker serves on."""
+    srv = start_server(APP, mode=mode)
+    name = "forked-" + rawhttp.new_token()
+    first = srv.get(f"/fork-return?name={name}&code=7")
+    assert first.status == 200, first
+    worker = int(first.body)
+    (child,) = srv.wait_records(name)
+    assert srv.wait_log(
+        rf"A process the app forked \(pid {child}\) returned into the server: it exits \(7\)"
+    ), srv.log()
+    assert wait_until(lambda: not running(int(child))), f"child {child} still runs"
+    for i in range(20):
+        resp = srv.get(f"/ping?n={i}")
+        assert (resp.status, resp.body) == (200, b"pong"), resp
+    assert int(srv.get(f"/fork-return?name={name}-again").body) == worker, "the worker changed"
+    assert "Error handling request" not in srv.log(), srv.log()
+
+
+def test_a_child_the_app_forks_does_not_hold_the_port(start_server, mode):
+    """QA probe (session 24): a child the app forked kept the worker's listening
+    socket: after the server stopped, connections to its port hung, and a new
+    server could not bind it while the child lived."""
+    srv = start_server(APP, mode=mode)
+    name = "linger-" + rawhttp.new_token()
+    assert srv.get(f"/fork-linger?name={name}").status == 200
+    (child,) = srv.wait_records(name)
+    try:
+        assert running(int(child))
+        srv.proc.send_signal(signal.SIGTERM)  # not stop(): the child holds its log pipes
+        assert srv.proc.wait(20) == 0
+        with socket.socket() as probe:
+            probe.settimeout(5)
+            try:
+                probe.connect((srv.host, srv.port))
+                refused = False
+            except ConnectionRefusedError:
+                refused = True
+        assert refused, "the app's child still listens on the server's port"
+        assert running(int(child)), "the child was to live on"
+    finally:
+        try:
+            os.kill(int(child), signal.SIGKILL)
+        except ProcessLookupError:
+            pass

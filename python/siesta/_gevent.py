@@ -26,7 +26,7 @@ from gevent.hub import get_hub
 from gevent.lock import Semaphore
 from greenlet import getcurrent, greenlet
 
-from siesta._siesta import ClientDisconnected, log
+from siesta._siesta import ClientDisconnected, leave_if_forked, log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -211,8 +211,10 @@ def _handle(req: Any, app: Any) -> None:
     try:
         result = app(environ, start_response)
     except BaseException as exc:  # the app's failure, answered with a 500
+        leave_if_forked(exc)  # a child the app forked, come back: it exits here
         sr._fail(_app_frames(exc))
         return
+    leave_if_forked()
     try:
         if not sr._send_fast(result):
             for chunk in result:
@@ -220,6 +222,7 @@ def _handle(req: Any, app: Any) -> None:
                     break
         sr._finish()
     except BaseException as exc:  # after headers: the connection is aborted
+        leave_if_forked(exc)
         sr._fail(_app_frames(exc))
     finally:
         sr._close(result)

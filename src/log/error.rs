@@ -175,12 +175,7 @@ fn emit(level: Level, msg: &str, exception: bool) {
     if level < l.level {
         return;
     }
-    let stamp = Civil::from_system(SystemTime::now()).error_stamp();
-    let line = format!(
-        "[{stamp}] [{}] [{}] {msg}\n",
-        std::process::id(),
-        level.name()
-    );
+    let line = format_line(level, msg);
     let _ = match &mut l.sink {
         Sink::Stderr => io::stderr().write_all(line.as_bytes()),
         Sink::File(f, _) => f.write_all(line.as_bytes()),
@@ -189,6 +184,38 @@ fn emit(level: Level, msg: &str, exception: bool) {
     if let Some(f) = ON_WRITE.get() {
         f(level, exception);
     }
+}
+
+/// Writes one line if the log is free within 100 ms, else drops it: for a
+/// forked child, in which the lock may be held by a thread that is gone.
+pub(crate) fn write_if_free(level: Level, msg: &str) {
+    let Some(mut l) = log().try_lock_for(std::time::Duration::from_millis(100)) else {
+        return;
+    };
+    if level < l.level {
+        return;
+    }
+    let line = format_line(level, msg);
+    match &mut l.sink {
+        // Not through `io::stderr()`, whose own lock may be held too.
+        // SAFETY: writes a live buffer's bytes to fd 2.
+        Sink::Stderr => unsafe {
+            libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), line.len());
+        },
+        Sink::File(f, _) => {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}
+
+/// One error-log line, as gunicorn formats it.
+fn format_line(level: Level, msg: &str) -> String {
+    let stamp = Civil::from_system(SystemTime::now()).error_stamp();
+    format!(
+        "[{stamp}] [{}] [{}] {msg}\n",
+        std::process::id(),
+        level.name()
+    )
 }
 
 pub(crate) fn flush() {

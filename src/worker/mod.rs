@@ -13,6 +13,7 @@
 //! glibc's malloc (the arena cap, the idle trim), `sched.rs` sets
 //! gevent mode's scheduling policy.
 
+pub(crate) mod forked;
 pub(crate) mod heartbeat;
 mod malloc;
 pub(crate) mod request;
@@ -178,6 +179,9 @@ impl Server {
     /// gevent mode: the hub loop is alive (called from a hub timer); a hub
     /// that stops calling this stops the heartbeat.
     fn hub_beat(&self) {
+        if forked::is_child() {
+            return; // an app's forked child's hub: not this worker's sign of life
+        }
         if let Some(hub) = &self.hub {
             hub.beat();
         }
@@ -199,6 +203,9 @@ impl Server {
             .lock()
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("server already started"))?;
+        // A process the app forks from now on never serves (`forked.rs`).
+        let fds: Vec<_> = listeners.iter().map(Listener::raw_fd).collect();
+        forked::watch(&fds, self.hub.as_ref().map(|h| h.raw_fd()));
         let rt = self
             .runtime
             .lock()
@@ -388,6 +395,9 @@ impl Server {
             ));
         };
         let out = PyList::empty(py);
+        if forked::is_child() {
+            return Ok(out); // the parent's queue, copied: never served here
+        }
         for ev in hub.take() {
             match ev {
                 Event::Request(job) if job.client_gone() => {}

@@ -12,6 +12,7 @@ use super::start_response::{chunk_bytes, Sent, StartResponse};
 use super::Context;
 use crate::exchange::Job;
 use crate::exec::wait::{Waited, Waiter};
+use crate::worker::forked;
 use crate::wsgi::file_wrapper::FileWrapper;
 use bytes::{Bytes, BytesMut};
 use pyo3::prelude::*;
@@ -40,11 +41,19 @@ pub(crate) fn serve(py: Python<'_>, ctx: &Arc<Context>, app: &Bound<'_, PyAny>, 
 fn run(py: Python<'_>, ctx: &Arc<Context>, app: &Bound<'_, PyAny>, job: Job) -> PyResult<()> {
     let (sr, env) = super::begin(py, ctx, job, Waiter::Thread)?;
     let resp = sr.get();
-    let iterable = match app.call1((env, &sr)) {
+    let called = app.call1((env, &sr));
+    if forked::is_child() {
+        // The app forked, and its child came back here: it must not serve.
+        forked::leave(forked::exit_code(py, called.as_ref().err()));
+    }
+    let iterable = match called {
         Ok(it) => it,
         Err(e) => return resp.fail(py, &e),
     };
     let sent = send_body(py, resp, &iterable);
+    if forked::is_child() {
+        forked::leave(forked::exit_code(py, sent.as_ref().err()));
+    }
     match sent {
         Ok(()) => resp.finish(py)?,
         Err(e) => resp.fail(py, &e)?,
@@ -73,6 +82,9 @@ fn send_body(py: Python<'_>, sr: &StartResponse, iterable: &Bound<'_, PyAny>) ->
         return Ok(());
     }
     for item in iterable.try_iter()? {
+        if forked::is_child() {
+            forked::leave(forked::exit_code(py, item.as_ref().err()));
+        }
         let chunk = chunk_bytes(&item?)?;
         if chunk.is_empty() {
             continue;

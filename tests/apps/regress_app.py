@@ -7,7 +7,9 @@ gevent.Timeout running after it answers; /slow?name= records its start and
 end around a one-second sleep; /big streams 2000 x 64 KiB; /whole?mib=N
 answers N MiB in one body item; /fork-big?name= forks a child that holds
 the connection's socket for up to 30 s (its pid in the record `name`), then
-streams like /big; /ping answers pong.
+streams like /big; /fork-return?name=&code= forks a child that records its pid
+and raises SystemExit(code) back into the server, /fork-linger?name= one that
+lives 30 s; /ping answers pong.
 """
 
 import os
@@ -58,6 +60,19 @@ def app(environ, start_response):
         record(query["name"], str(pid))
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return (b"x" * 65536 for _ in range(2000))
+    if path in ("/fork-return", "/fork-linger"):
+        pid = os.fork()
+        if pid == 0:
+            record(query["name"], str(os.getpid()))
+            if path == "/fork-linger":  # lives on, as a background child may
+                from gevent.monkey import get_original
+
+                get_original("time", "sleep")(30)
+                os._exit(0)
+            # Returns through the app into the server, as a child that
+            # ends with sys.exit() does.
+            raise SystemExit(int(query.get("code", "0")))
+        return _text(start_response, str(os.getpid()).encode())
     if path == "/whole":
         return _text(start_response, b"x" * (int(query.get("mib", "1")) << 20))
     return _text(start_response, b"pong")
