@@ -308,3 +308,17 @@ def test_a_child_the_app_forks_does_not_hold_the_port(start_server, mode):
             os.kill(int(child), signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_a_worker_whose_listening_socket_broke_is_replaced(start_server, mode):
+    """QA probe (session 24): an app that closed its worker's listening socket
+    left the worker retrying accept() on it for good ("Accept failed: ...;
+    retrying"), answering nothing, while its heartbeat kept it alive. Such an
+    error now ends the worker, and its replacement serves on the master's
+    socket."""
+    srv = start_server(APP, mode=mode)
+    old = int(srv.get("/close-listening").body)
+    # A next connection finds the socket broken; the replacement answers.
+    assert wait_until(lambda: int(srv.get("/pid").body) != old, timeout=10), srv.log()
+    assert srv.wait_log(r"Listening socket failed: .*the worker exits to be replaced"), srv.log()
+    assert "Accept failed" not in srv.log(), srv.log()

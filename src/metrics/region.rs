@@ -142,7 +142,7 @@ impl Phase {
 }
 
 /// Why a worker process ended (`siesta_worker_exits_total{reason}`).
-pub(crate) const EXIT_REASONS: [&str; 7] = [
+pub(crate) const EXIT_REASONS: [&str; 8] = [
     "crash",
     "max_requests",
     "max_worker_rss",
@@ -150,6 +150,7 @@ pub(crate) const EXIT_REASONS: [&str; 7] = [
     "reload",
     "stop",
     "boot_error",
+    "listener_failed",
 ];
 
 /// The master's state for `/readyz`.

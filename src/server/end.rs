@@ -30,9 +30,12 @@ pub(crate) struct Recorder {
     access_log: Option<AccessLog>,
     /// Requests finished (with a head), for `--max-requests`.
     served: AtomicU64,
-    /// `--max-requests` plus this worker's jitter: `recycle` fires here.
+    /// `--max-requests` plus this worker's jitter: `leave` fires here.
     recycle_at: Option<u64>,
-    recycle: Notify,
+    /// Fired when the worker should end and be replaced (`leave_due`).
+    leave: Notify,
+    /// Why it fired: a listening socket broke (else `--max-requests`).
+    listener_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Recorder {
@@ -41,7 +44,8 @@ impl Recorder {
             access_log,
             served: AtomicU64::new(0),
             recycle_at,
-            recycle: Notify::new(),
+            leave: Notify::new(),
+            listener_failed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -54,13 +58,23 @@ impl Recorder {
         self.served.load(Ordering::Relaxed)
     }
 
-    /// Resolves once this worker has served `--max-requests` (never if unset).
-    pub(crate) async fn recycle_due(&self) {
-        if self.recycle_at.is_some() {
-            self.recycle.notified().await;
+    /// Resolves once this worker should end and be replaced, with the
+    /// reason (an `EXIT_REASONS` name): it has served `--max-requests`, or a
+    /// listening socket failed for good (`listener_failed`).
+    pub(crate) async fn leave_due(&self) -> &'static str {
+        self.leave.notified().await;
+        if self.listener_failed.load(Ordering::Relaxed) {
+            "listener_failed"
         } else {
-            std::future::pending::<()>().await;
+            "max_requests"
         }
+    }
+
+    /// A listening socket cannot accept any more (closed under the worker,
+    /// say): the worker ends, and its replacement gets the master's.
+    pub(crate) fn listener_failed(&self) {
+        self.listener_failed.store(true, Ordering::Relaxed);
+        self.leave.notify_one();
     }
 }
 
@@ -81,7 +95,7 @@ impl Finish for Recorder {
         if done.head.is_some() {
             let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
             if Some(n) == self.recycle_at {
-                self.recycle.notify_one();
+                self.leave.notify_one();
             }
         }
         if let Some(log) = &self.access_log {

@@ -499,11 +499,31 @@ async fn accept_loop(listener: Listener, ctx: AcceptCtx, mut stop: watch::Receiv
             _ = stop.changed() => return listening.drain(&ctx),
             r = accepted => match r {
                 Some(Ok(())) => backoff.reset(),
+                Some(Err(e)) if broken(&e) => {
+                    // No retry can help: the worker ends (gracefully, its
+                    // requests finished) and its replacement gets the
+                    // master's socket.
+                    crate::log::error::error(&format!(
+                        "Listening socket failed: {e}; the worker exits to be replaced"
+                    ));
+                    ctx.end.listener_failed();
+                    return;
+                }
                 Some(Err(e)) => backoff.wait(&e).await,
                 None => return,
             },
         }
     }
+}
+
+/// Whether an accept error means the listening socket itself is gone
+/// (closed or replaced under the worker, say by the app): retrying spins on
+/// it for good. `EMFILE`, `ENOBUFS` and the like pass.
+fn broken(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EOPNOTSUPP | libc::EFAULT)
+    )
 }
 
 /// Accept errors such as `EMFILE` are retried after a growing pause

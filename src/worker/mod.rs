@@ -264,9 +264,11 @@ impl Server {
         let (stop, events, log) = (stop_tx.clone(), events_tx.clone(), recorder.clone());
         let beat = self.heartbeat;
         rt.spawn(async move {
-            log.recycle_due().await;
-            crate::log::error::info("Autorestarting worker after current request.");
-            crate::metrics::worker_leaving("max_requests");
+            let reason = log.leave_due().await;
+            if reason == "max_requests" {
+                crate::log::error::info("Autorestarting worker after current request.");
+            }
+            crate::metrics::worker_leaving(reason);
             if let Some(fd) = beat {
                 heartbeat::leaving(fd);
             }

@@ -9,7 +9,8 @@ answers N MiB in one body item; /fork-big?name= forks a child that holds
 the connection's socket for up to 30 s (its pid in the record `name`), then
 streams like /big; /fork-return?name=&code= forks a child that records its pid
 and raises SystemExit(code) back into the server, /fork-linger?name= one that
-lives 30 s; /ping answers pong.
+lives 30 s; /close-listening closes the worker's listening sockets; /pid and it
+answer the worker's pid; /ping answers pong.
 """
 
 import os
@@ -60,6 +61,23 @@ def app(environ, start_response):
         record(query["name"], str(pid))
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return (b"x" * 65536 for _ in range(2000))
+    if path == "/close-listening":  # closes this worker's listening sockets
+        import socket
+
+        for fd in map(int, os.listdir("/proc/self/fd")):
+            try:
+                sock = socket.socket(fileno=os.dup(fd))
+            except OSError:
+                continue
+            try:
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    os.close(fd)
+            except OSError:
+                pass
+            finally:
+                sock.close()
+    if path in ("/pid", "/close-listening"):
+        return _text(start_response, str(os.getpid()).encode())
     if path in ("/fork-return", "/fork-linger"):
         pid = os.fork()
         if pid == 0:
