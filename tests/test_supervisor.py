@@ -1393,17 +1393,19 @@ def test_app_that_cannot_be_imported_exits_4(mode):
     assert "Worker crashed" not in result.stderr
 
 
-def test_worker_that_cannot_boot_exits_3(mode, tmp_path):
-    """Issue 13: a worker that cannot open its access log cannot boot: the master stops
-    with exit 3 and 'Reason: Worker failed to boot.'. Regression: the worker crashed
-    with a traceback and the master restarted it forever."""
+def test_an_access_log_no_worker_can_open_is_refused_before_binding(mode, tmp_path):
+    """Issue 13: a worker that cannot open its access log cannot boot: the master
+    stopped with exit 3 and 'Reason: Worker failed to boot.' (regression: the worker
+    crashed with a traceback and the master restarted it forever). Since session 24
+    the master refuses it before binding, with exit 1, as gunicorn's master (which
+    opens the log itself) does."""
     log = tmp_path / "missing-dir" / "access.log"
     result = run_siesta(
         "-b", "127.0.0.1:0", "-k", mode, "-w", "2", "--access-logfile", str(log), APP
     )
-    assert result.returncode == 3, result.stderr
-    assert "Worker failed to boot: Cannot open access log" in result.stderr
-    assert "Reason: Worker failed to boot." in result.stderr
+    assert result.returncode == 1, result.stderr
+    assert "Cannot open access log" in result.stderr, result.stderr
+    assert "Listening at" not in result.stderr and "Booting worker" not in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -1678,3 +1680,26 @@ def test_process_titles_and_reuse_port(launch, tmp_path):
     second = launch("-w", "1", "--reuse-port", bind=f"127.0.0.1:{first.port}")
     assert second.port == first.port
     assert second.get("/ping").status == 200
+
+
+def test_a_reload_keeps_the_old_workers_while_no_new_one_can_start(launch, tmp_path):
+    """QA probe (session 24): a HUP whose new workers could not be started (fork
+    failing, or here no heartbeat file: --worker-tmp-dir gone) still stopped the
+    old ones at once, and nothing served until a new one came up. The old
+    workers now serve on until the new ones do. Mode-independent: the master's."""
+    beat_dir = tmp_path / "beats"
+    beat_dir.mkdir()
+    srv = launch("-w", "1", "--worker-tmp-dir", str(beat_dir))
+    (old,) = srv.worker_pids()
+    assert int(srv.get("/pid").body) == old
+    beat_dir.rmdir()  # the worker's heartbeat file is unlinked: the directory is empty
+    mark = srv.log_mark()
+    srv.signal(signal.SIGHUP)
+    assert srv.wait_log(r"Cannot make a worker heartbeat file", since=mark), srv.log(mark)
+    assert srv.wait_log(r"Cannot make a worker heartbeat file", since=srv.log_mark()), srv.log()
+    for _ in range(5):
+        assert int(srv.get("/pid").body) == old, srv.log(mark)
+    assert running(old) and "Worker exiting" not in srv.log(mark), srv.log(mark)
+    beat_dir.mkdir()
+    assert wait_until(lambda: int(srv.get("/pid").body) != old), srv.log(mark)
+    assert wait_until(lambda: not running(old)), "the old worker was kept after the new one"

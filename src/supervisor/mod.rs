@@ -582,13 +582,17 @@ impl Master<'_, '_> {
         }
         if let Some(started) = self.reload_started {
             let current = self.generation;
-            let new_up = self
+            let booted = self
                 .table
                 .workers
                 .values()
-                .filter(|w| w.generation == current)
-                .all(|w| w.booted);
-            if new_up || started.elapsed() > RELOAD_WAIT {
+                .filter(|w| w.generation == current && w.booted)
+                .count();
+            // The old workers go once the new ones serve in full number; past
+            // RELOAD_WAIT once any does. While none could start (fork
+            // failing, no heartbeat file), the old ones serve on.
+            let new_up = booted >= self.target;
+            if new_up || (booted > 0 && started.elapsed() > RELOAD_WAIT) {
                 let old: Vec<i32> = self
                     .table
                     .workers
