@@ -322,3 +322,25 @@ def test_a_worker_whose_listening_socket_broke_is_replaced(start_server, mode):
     assert wait_until(lambda: int(srv.get("/pid").body) != old, timeout=10), srv.log()
     assert srv.wait_log(r"Listening socket failed: .*the worker exits to be replaced"), srv.log()
     assert "Accept failed" not in srv.log(), srv.log()
+
+
+def test_a_fast_stop_cuts_a_graceful_one_short(start_server, mode):
+    """QA probe (session 24): INT (or QUIT) after a TERM reached the workers
+    ("Handling signal: quit"), but they went on draining until the master
+    killed them with SIGKILL, and a close-delimited response cut that way
+    ended in a clean close, as if complete. The fast stop now cuts the drain
+    short: the worker exits by itself and the cut response ends in a reset."""
+    srv = start_server(APP, "--graceful-timeout", "60", mode=mode)
+    client = _small_window(srv, 16384)
+    try:
+        client.sendall(b"GET /big HTTP/1.0\r\nHost: x\r\n\r\n")
+        client.recv(4096)  # under way, and far from done at this pace
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.wait_log(r"Handling signal: term"), srv.log()
+        srv.proc.send_signal(signal.SIGINT)
+        got, reset = rawhttp.read_to_end(client, slow_for=math.inf)
+    finally:
+        client.close()
+    assert srv.proc.wait(20) == 0, srv.log()
+    assert reset, f"a plain end after {len(got)} bytes: the cut passed for complete"
+    assert "SIGKILL" not in srv.log() and "was killed" not in srv.log(), srv.log()

@@ -95,7 +95,7 @@ pub(crate) async fn run(
     proxies: Proxies,
     exec: Arc<Executor>,
     end: Arc<Recorder>,
-    shutdown: impl Future<Output = Stop>,
+    mut stops: tokio::sync::mpsc::UnboundedReceiver<Stop>,
 ) {
     let limits = Arc::new(limits);
     let proxies = Arc::new(proxies);
@@ -130,7 +130,17 @@ pub(crate) async fn run(
         };
         loops.push(tokio::spawn(accept_loop(l, ctx, stop_rx.clone())));
     }
-    let how = shutdown.await;
+    let how = stops.recv().await.unwrap_or(Stop::Fast);
+    // A fast stop (INT or QUIT) during a graceful one cuts it short.
+    let mut fast = std::pin::pin!(async move {
+        loop {
+            match stops.recv().await {
+                Some(Stop::Fast) => return,
+                Some(Stop::Graceful) => {}
+                None => std::future::pending::<()>().await,
+            }
+        }
+    });
     let _ = stop_tx.send(true);
     for l in loops {
         let _ = l.await;
@@ -139,6 +149,8 @@ pub(crate) async fn run(
         Stop::Graceful => limits.graceful_timeout,
         Stop::Fast => Duration::ZERO,
     };
+    // Set when a fast stop came during the drain (`fast` is then done).
+    let mut cut = false;
     if how == Stop::Graceful {
         // Keep-alive connections are not cut while a request may be on its
         // way: for a moment every response says `Connection: close`, so
@@ -147,17 +159,24 @@ pub(crate) async fn run(
         draining.store(true, Ordering::Relaxed);
         let window = DRAIN_WINDOW.min(wait);
         let began = std::time::Instant::now();
-        while began.elapsed() < window && slots.available_permits() < total {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let drained = async {
+            while began.elapsed() < window && slots.available_permits() < total {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            () = drained => wait = wait.saturating_sub(began.elapsed()),
+            () = &mut fast => cut = true,
         }
-        wait = wait.saturating_sub(began.elapsed());
     }
     let _ = close_tx.send(true);
     let all = u32::try_from(total).unwrap_or(u32::MAX);
-    if tokio::time::timeout(wait, slots.acquire_many(all))
-        .await
-        .is_err()
-    {
+    let closed = !cut
+        && tokio::select! {
+            r = tokio::time::timeout(wait, slots.acquire_many(all)) => r.is_ok(),
+            () = &mut fast => false,
+        };
+    if !closed {
         // Time is up: what is still open is cut short, with a reset that
         // says so (a close would pass a response delimited by it for
         // complete). The connections' tasks get a moment to set it.

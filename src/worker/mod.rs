@@ -244,7 +244,7 @@ impl Server {
         }
         let recorder = Arc::new(Recorder::new(access_log, recycle_at));
         let _ = self.recorder.set(recorder.clone());
-        let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::channel();
         *self.events.lock() = Some(events_rx);
         let (stop, events, log) = (stop_tx.clone(), events_tx.clone(), recorder.clone());
@@ -295,8 +295,7 @@ impl Server {
         let limits = self.config.limits.clone();
         let proxies = self.config.proxies.clone();
         rt.spawn(async move {
-            let shutdown = async move { stop_rx.recv().await.unwrap_or(Stop::Fast) };
-            server::run(listeners, limits, proxies, exec, recorder, shutdown).await;
+            server::run(listeners, limits, proxies, exec, recorder, stop_rx).await;
             let _ = events_tx.send(Lifecycle::Done);
         });
         crate::metrics::worker_ready();
