@@ -344,3 +344,25 @@ def test_a_fast_stop_cuts_a_graceful_one_short(start_server, mode):
     assert srv.proc.wait(20) == 0, srv.log()
     assert reset, f"a plain end after {len(got)} bytes: the cut passed for complete"
     assert "SIGKILL" not in srv.log() and "was killed" not in srv.log(), srv.log()
+
+
+def _address_space_4_gib():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+def test_a_worker_that_cannot_start_every_thread_serves_with_those_it_has(start_server):
+    """QA probe (session 24): a thread-mode worker that could not start all its
+    --threads (a pids or memory limit) crashed with a traceback, and the master
+    started another, which crashed the same way, hundreds of times a second.
+    It now serves with the threads it got, and says so in one line."""
+    srv = start_server(
+        "big_stack_app:app", "--threads", "8", mode="thread", preexec=_address_space_4_gib
+    )
+    assert srv.wait_log(r"\[WARNING\] Serving with \d of --threads 8 threads"), srv.log()
+    for _ in range(5):
+        resp = srv.get("/")
+        assert (resp.status, resp.body) == (200, b"pong"), resp
+    assert "Traceback" not in srv.log() and "Booting worker" in srv.log(), srv.log()
+    assert srv.log().count("Booting worker") == 1, srv.log()

@@ -16,6 +16,8 @@ import itertools
 import threading
 import time
 
+from siesta._siesta import log
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -38,8 +40,14 @@ def serve_threads(server: Any, app: Any, threads: int) -> None:
             pool.append(thread)
 
     server.grow_with(spawn)
-    for _ in range(threads):
-        spawn()
+    for n in range(threads):
+        try:
+            spawn()
+        except RuntimeError as exc:  # "can't start new thread": a pids or memory limit
+            if n == 0:
+                raise  # none at all: the worker cannot boot
+            log("warning", f"Serving with {n} of --threads {threads} threads: {exc}")
+            break
     # wait() returns once the server drained, or once the stop's time ran
     # out (--graceful-timeout for TERM): what a thread still holds then is
     # abandoned, so the joins only give finishing threads the server's last

@@ -339,7 +339,12 @@ impl Master<'_, '_> {
             }
             Err(e) => {
                 crate::metrics::master::spawned(slot, None, age);
-                crate::log::error::exception(py, "Cannot start a worker", &e);
+                if e.is_instance_of::<PyOSError>(py) {
+                    // fork() failing (a pids or memory limit): one line.
+                    crate::log::error::error(&format!("Cannot start a worker: {e}"));
+                } else {
+                    crate::log::error::exception(py, "Cannot start a worker", &e);
+                }
                 false
             }
         }

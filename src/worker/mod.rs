@@ -367,6 +367,11 @@ impl Server {
         pool.set_spawner(Box::new(move || {
             Python::attach(|py| match spawn.call0(py) {
                 Ok(_) => true,
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyRuntimeError>(py) => {
+                    // "can't start new thread": a limit (pids, memory), one line.
+                    crate::log::error::error(&format!("Cannot start one more thread: {e}"));
+                    false
+                }
                 Err(e) => {
                     crate::log::error::exception(py, "Cannot start one more thread", &e);
                     false
