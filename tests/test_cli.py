@@ -6,9 +6,12 @@ come from the CLI, a SIESTA_* environment variable or a -c config file, in that
 order of precedence (seen through --print-config).
 """
 
+import contextlib
+import os
 import re
 import signal
 import socket
+import subprocess
 
 import pytest
 from siesta_process import APPS_DIR, run_siesta
@@ -278,3 +281,23 @@ def test_a_malformed_statsd_host_is_refused_at_start(value):
     result = run_siesta("--statsd-host", value, *APP_ARGS, "router_app:app", "--check-config")
     assert result.returncode == 1, (result.returncode, result.stderr)
     assert_one_error_line(result, "is not HOST:PORT, HOST or unix://PATH")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a full filesystem needs root")
+def test_a_pid_file_on_a_full_disk_leaves_no_temporary_file(tmp_path):
+    """QA probe (session 24): a pid file that could not be written (a full disk)
+    was one clear line and exit 1, but left its temporary file behind."""
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(full)], check=True)
+    try:
+        with contextlib.suppress(OSError):
+            (full / "fill").write_bytes(b"x" * (64 << 10))
+        result = run_siesta(
+            "-b", "127.0.0.1:0", "-p", str(full / "s.pid"), *APP_ARGS, "router_app:app"
+        )
+        assert result.returncode == 1, result.stderr
+        assert_one_error_line(result, "Cannot write pid file")
+        assert sorted(p.name for p in full.iterdir()) == ["fill"]
+    finally:
+        subprocess.run(["umount", str(full)], check=False)

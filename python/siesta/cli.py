@@ -15,6 +15,7 @@ from Siesta.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -183,6 +184,8 @@ def _write_pid(path: str | None) -> None:
                 f.write(f"{os.getpid()}\n")
             os.replace(tmp, path)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # a full disk leaves a partial one
             _fail(f"Cannot write pid file {path!r}: {exc.strerror}", 1)
 
 
