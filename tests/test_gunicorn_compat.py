@@ -456,3 +456,25 @@ def test_only_wsgi_app_names_the_app(tmp_path):
     result = run_siesta("-c", str(conf), "--print-config")
     assert printed(result)["app"] == "'router_app:app'"
     assert error_lines(result) == [f"Warning: unknown setting 'app' in {conf}, ignored"]
+
+
+GUARD_HOOKS = """\
+def pre_request(worker, req):
+    if req.path == "/ping" and "deny" in req.query:
+        raise PermissionError("denied by pre_request")
+"""
+
+
+def test_a_pre_request_that_raises_fails_the_request(start_server, tmp_path, mode):
+    """QA probe (session 24): a pre_request hook that raised was logged and the
+    app was called anyway (200), where gunicorn fails the request (500): a hook
+    meant to guard the app guarded nothing."""
+    conf = tmp_path / "guard.conf.py"
+    conf.write_text(GUARD_HOOKS)
+    srv = start_server(APP, "-c", str(conf), mode=mode)
+    assert srv.get("/ping?ok").status == 200
+    denied = srv.get("/ping?deny")
+    assert denied.status == 500, denied
+    assert denied.body != b"pong"
+    assert srv.wait_log(r"PermissionError: denied by pre_request"), srv.log()
+    srv.assert_serving()

@@ -6,8 +6,10 @@ request object carrying gunicorn's usual attributes (``method``, ``path``,
 ``query``, ``uri``, ``version``, ``headers``, ``remote_addr``), and
 ``post_request(worker, req, environ, resp)`` once the response is done
 (after the iterable's ``close()``), with ``resp.status``,
-``resp.status_code`` and ``resp.headers``. A hook that raises is logged and
-the request goes on (``hooks.Hooks.call``).
+``resp.status_code`` and ``resp.headers``. A ``pre_request`` that raises
+fails the request (a 500, its traceback logged), as in gunicorn, so a hook
+can guard the app; a ``post_request`` that raises is logged and the
+request goes on (``hooks.Hooks.call``).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def wrap(app: Any, hooks: Any, worker: Any) -> Any:
     def with_hooks(environ: dict[str, Any], start_response: Any) -> Any:
         req = Request(environ)
         resp = Response()
-        hooks.call("pre_request", worker, req)
+        hooks.run("pre_request", worker, req)  # raising fails the request, as in gunicorn
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             resp.status, resp.headers = status, headers

@@ -102,6 +102,15 @@ class Hooks:
     def __contains__(self, name: str) -> bool:
         return name in self._hooks
 
+    def run(self, name: str, *args: Any) -> Any:
+        """Runs hook ``name`` and lets its exception through (``pre_request``: as in
+        gunicorn, a hook that raises fails the request, a 500)."""
+        hook = self._hooks.get(name)
+        if hook is None:
+            return None
+        fn, count = hook
+        return fn(*args[:count])
+
     def call(self, name: str, *args: Any) -> Any:
         """Runs hook ``name``; an exception is logged, never raised."""
         hook = self._hooks.get(name)
