@@ -32,6 +32,13 @@ def check_bind(spec: str, resolve: bool = False) -> None:
 def check_addresses(text: str) -> None:
     """Raises ValueError when text is not a list of IPs, CIDR networks or '*'."""
 
+def check_statsd_host(text: str) -> None:
+    """Raises ValueError when text is not HOST:PORT, HOST or unix://PATH."""
+
+def leave_if_forked(exc: BaseException | None = None) -> None:
+    """In a child the app forked from a worker: logs one line and exits at once
+    (with ``exc``'s SystemExit code, 1 for another exception, else 0)."""
+
 class Listeners:
     def __init__(self, settings: dict[str, Any]) -> None: ...
     @property
