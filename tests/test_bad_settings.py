@@ -24,7 +24,8 @@ NONE_IS_EMPTY = [
     for s in SETTINGS
     if s.file and s.name != "bind" and (s.flag or s.append or s.type is _addresses)
 ]
-MAY_BE_NONE = [s.name for s in SETTINGS if s.file and s.default is None]
+# `errorlog = None` is stderr, as gunicorn starts with it (session 24).
+MAY_BE_NONE = [s.name for s in SETTINGS if s.file and s.default is None] + ["error_logfile"]
 # Every other setting a config file may set: None is not a value.
 NOT_NONE = [s.name for s in SETTINGS if s.file and s.name not in NONE_IS_EMPTY + MAY_BE_NONE]
 
@@ -183,3 +184,13 @@ def test_an_empty_bind_list_is_refused(tmp_path):
     for extra in (["--check-config"], []):
         result = run_siesta("-c", conf, *APP_ARGS, *extra, APP)
         assert_one_error(result, 1, "bind: no address to listen on")
+
+
+def test_errorlog_none_is_stderr(tmp_path):
+    """QA probe (session 24): `errorlog = os.environ.get("ERROR_LOG")` with the
+    variable unset was refused (None is not allowed); gunicorn starts. It is
+    stderr."""
+    conf = config(tmp_path, "import os\nerrorlog = os.environ.get('SIESTA_PROBE_UNSET')\n")
+    result = run_siesta("-c", conf, *APP_ARGS, "--print-config", APP)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^error_logfile +?= '-'$", result.stdout, re.M), result.stdout

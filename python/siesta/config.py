@@ -225,6 +225,10 @@ class Setting(namedtuple("Setting", _FIELDS, defaults=_DEFAULTS)):
                     return []
                 if self.type is _addresses:
                     return self.type("")
+                if self.name == "error_logfile":
+                    # `errorlog = os.environ.get("ERROR_LOG")`, unset: gunicorn
+                    # starts, and its warnings reach stderr.
+                    return "-"
                 raise ValueError("None is not allowed (leave it unset for the default)")
             if self.flag:
                 return value if isinstance(value, bool) else _boolean(str(value))
