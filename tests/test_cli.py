@@ -301,3 +301,11 @@ def test_a_pid_file_on_a_full_disk_leaves_no_temporary_file(tmp_path):
         assert sorted(p.name for p in full.iterdir()) == ["fill"]
     finally:
         subprocess.run(["umount", str(full)], check=False)
+
+
+def test_binds_as_gunicorn_reads_them():
+    """QA probe (session 24): `-b tcp://HOST:PORT` and a bind with spaces around
+    it (from a config file's string) were refused; gunicorn takes both."""
+    for bind in ("tcp://127.0.0.1:0", " 127.0.0.1:0 "):
+        result = run_siesta("-b", bind, *APP_ARGS, "router_app:app", "--check-config")
+        assert result.returncode == 0, (bind, result.stderr)

@@ -23,8 +23,12 @@ pub(crate) enum BindSpec {
 const DEFAULT_PORT: u16 = 8000;
 
 impl BindSpec {
-    pub(crate) fn parse(s: &str) -> Result<BindSpec, StartupError> {
-        let bad = || StartupError::BadBind(s.to_string());
+    pub(crate) fn parse(given: &str) -> Result<BindSpec, StartupError> {
+        let bad = || StartupError::BadBind(given.to_string());
+        // As gunicorn reads a bind: spaces around it and a `tcp://` prefix
+        // do not count.
+        let s = given.trim();
+        let s = s.strip_prefix("tcp://").unwrap_or(s);
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err(bad());
@@ -239,6 +243,13 @@ mod tests {
                 Some(BindSpec::Unix("/tmp/s.sock".into())),
             ),
             ("fd://3", Some(BindSpec::Fd(3))),
+            // gunicorn's: a `tcp://` prefix, spaces around.
+            (
+                "tcp://127.0.0.1:0",
+                Some(BindSpec::Tcp("127.0.0.1".into(), 0)),
+            ),
+            (" 127.0.0.1:0 ", Some(BindSpec::Tcp("127.0.0.1".into(), 0))),
+            ("tcp://", None),
             ("unix:", None),
             ("fd://x", None),
             ("host:port", None),
