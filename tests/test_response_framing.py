@@ -218,6 +218,16 @@ def test_file_wrapper(server, kind, size):
     assert follow is not None and follow.body == b"pong"
 
 
+def test_file_wrapper_of_a_file_whose_size_reads_0(server):
+    """QA probe (session 24): a file_wrapper over /proc/self/status (a regular
+    file whose size reads 0, made as it is read) sent an empty 200; PEP 3333
+    has file_wrapper give what iterating read() gives."""
+    resp, follow = pipelined(server, "/file?kind=proc")
+    assert resp.status == 200 and resp.complete
+    assert b"\nPid:" in resp.body and resp.body.startswith(b"Name:"), resp.body[:200]
+    assert follow is not None and follow.body == b"pong"
+
+
 def test_file_wrapper_honours_content_length(server):
     resp, follow = pipelined(server, "/file?size=50000&length=1000")
     assert resp.header("Content-Length") == "1000"

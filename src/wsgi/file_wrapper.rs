@@ -47,7 +47,10 @@ impl FileWrapper {
         };
         let file = std::fs::File::from(owned);
         match file.metadata() {
-            Ok(m) if m.is_file() => {}
+            // A size of 0 may be a file whose size the kernel does not know
+            // (/proc, /sys: their content is made as it is read): iterated,
+            // as PEP 3333 has file_wrapper, read() gives it all.
+            Ok(m) if m.is_file() && m.len() > 0 => {}
             _ => return Ok(None),
         }
         if let Some(pos) = pos {

@@ -242,7 +242,8 @@ def _file_bytes(size):
 
 def file_wrapper(environ, start_response):
     """Serve ?size= bytes through wsgi.file_wrapper, from a real file (from ?offset=),
-    a BytesIO or a pipe (?kind=), with the Content-Length ?length= if given."""
+    a BytesIO, a pipe or /proc/self/status (?kind=), with the Content-Length ?length=
+    if given."""
     query = params(environ)
     size = int(query.get("size", 100000))
     data = _file_bytes(size)
@@ -251,6 +252,8 @@ def file_wrapper(environ, start_response):
         headers.append(("Content-Length", query["length"]))
     if query.get("kind") == "bytesio":
         filelike = io.BytesIO(data)
+    elif query.get("kind") == "proc":  # a regular file whose size reads 0
+        filelike = open("/proc/self/status", "rb")  # noqa: SIM115 - the server closes it
     elif query.get("kind") == "pipe":  # not a regular file: read through the iterable
         read_end, write_end = os.pipe()
         # Small enough for the pipe's buffer. Closed through the file object:
