@@ -16,6 +16,23 @@ import rawhttp
 from rawhttp import new_token
 
 
+def partial_upload(conn, target, sent=5000):
+    """Sends a POST head declaring 100,000 bytes, and `sent` of them."""
+    conn.send(rawhttp.build_request("POST", target, [("Content-Length", "100000")]))
+    conn.send(b"d" * sent)
+
+
+def assert_refused(srv, conn, mark, status, line):
+    """The answer on `conn` is `status` with the connection closed, and the log
+    since `mark` has `line` and no traceback."""
+    resp = conn.read_response("POST")
+    assert resp.status == status, resp
+    assert resp.has_token("Connection", "close"), resp
+    assert conn.read_to_eof() == b""
+    assert srv.wait_log(line, since=mark), srv.log(mark)
+    assert "Traceback" not in srv.log(mark), srv.log(mark)
+
+
 def test_client_disconnect_mid_body_raises_client_disconnected(server):
     token = new_token()
     with server.connect() as conn:
@@ -108,14 +125,8 @@ def test_a_client_timeout_the_app_lets_through_is_answered_408(start_server, mod
     srv = start_server("router_app:app", "--body-timeout", "1", mode=mode)
     mark = srv.log_mark()
     with srv.connect() as conn:
-        conn.send(rawhttp.build_request("POST", "/sha256", [("Content-Length", "100000")]))
-        conn.send(b"d" * 1000)
-        resp = conn.read_response()
-        assert resp.status == 408, resp
-        assert resp.has_token("Connection", "close"), resp
-        assert conn.read_to_eof() == b""
-    assert srv.wait_log(r"408 POST /sha256 from .*\[body_timeout\]", since=mark), srv.log(mark)
-    assert "Traceback" not in srv.log(mark), srv.log(mark)
+        partial_upload(conn, "/sha256", 1000)
+        assert_refused(srv, conn, mark, 408, r"408 POST /sha256 from .*\[body_timeout\]")
     srv.assert_serving()
 
 
@@ -127,8 +138,7 @@ def test_an_app_that_lets_client_disconnected_through_logs_one_line(server):
     request was counted and access-logged as the app's 500 before)."""
     before = server.log_mark()
     with server.connect() as conn:
-        conn.send(rawhttp.build_request("POST", "/sha256?gone=1", [("Content-Length", "100000")]))
-        conn.send(b"d" * 5000)
+        partial_upload(conn, "/sha256?gone=1")
     assert server.wait_log(
         r"400 POST /sha256\?gone=1 from .*: client disconnected before the request body "
         r"was complete \[client_disconnected\]",
@@ -147,15 +157,9 @@ def test_a_body_cut_short_by_a_half_close_is_answered_400(start_server, mode):
     srv = start_server("router_app:app", mode=mode)
     mark = srv.log_mark()
     with srv.connect() as conn:
-        conn.send(rawhttp.build_request("POST", "/sha256?half=1", [("Content-Length", "100000")]))
-        conn.send(b"d" * 5000)
+        partial_upload(conn, "/sha256?half=1")
         conn.sock.shutdown(socket.SHUT_WR)
-        resp = conn.read_response("POST")
-        assert resp.status == 400, resp
-        assert resp.has_token("Connection", "close"), resp
-        assert conn.read_to_eof() == b""
-    assert srv.wait_log(r"\[client_disconnected\]", since=mark), srv.log(mark)
-    assert "Traceback" not in srv.log(mark), srv.log(mark)
+        assert_refused(srv, conn, mark, 400, r"\[client_disconnected\]")
     srv.assert_serving()
 
 
@@ -170,8 +174,7 @@ def test_a_body_read_cut_by_the_stop_is_logged_as_the_stops_doing(start_server, 
     srv.assert_serving()  # booted: a TERM now stops a serving worker
     mark = srv.log_mark()
     with srv.connect() as conn:
-        conn.send(rawhttp.build_request("POST", "/sha256?cut=1", [("Content-Length", "100000")]))
-        conn.send(b"d" * 1000)
+        partial_upload(conn, "/sha256?cut=1", 1000)
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(20) == 0
     srv.stop()

@@ -27,6 +27,16 @@ from siesta_process import run_siesta
 METRICS = ("--metrics-bind", "127.0.0.1:0")
 
 
+def once_counted(url, requests):
+    """The scrape once `requests` requests have ended (bounded wait), or None."""
+
+    def counted():
+        s = scrape(url)
+        return s if value(s, "siesta_request_duration_seconds_count") == requests else None
+
+    return wait_until(counted)
+
+
 def parked_upload(srv, declared, first):
     """Opens a POST that declares `declared` body bytes and sends `first` of them."""
     conn = srv.connect()
@@ -332,11 +342,7 @@ def test_an_app_failing_after_its_head_is_no_refusal(start_server, mode):
         conn.wait_closed()
     assert srv.get("/raise/before?token=m2").status == 500
 
-    def counted():
-        s = scrape(url)
-        return s if value(s, "siesta_request_duration_seconds_count") == 2 else None
-
-    s = wait_until(counted)
+    s = once_counted(url, 2)
     assert s, scrape(url)
     assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 1
     assert value(s, "siesta_refusals_total", reason="app_error", status="500") == 1
@@ -354,11 +360,7 @@ def test_a_client_gone_mid_upload_is_no_app_error(start_server, mode):
         conn.send(rawhttp.build_request("POST", "/sha256?gone=m", [("Content-Length", "100000")]))
         conn.send(b"d" * 5000)
 
-    def counted():
-        s = scrape(url)
-        return s if value(s, "siesta_request_duration_seconds_count") == 1 else None
-
-    s = wait_until(counted)
+    s = once_counted(url, 1)
     assert s, scrape(url)
     assert value(s, "siesta_refusals_total", reason="client_disconnected", status="400") == 1
     assert value(s, "siesta_refusals_total", reason="app_error", status="500") == 0
@@ -384,10 +386,6 @@ def test_response_bytes_are_counted_as_they_go(start_server, mode):
         assert conn.read_chunk() == b"second:go"
         assert conn.read_chunk() == b""
 
-    def ended():
-        s = scrape(url)
-        return s if value(s, "siesta_request_duration_seconds_count") == 1 else None
-
-    s = wait_until(ended)
+    s = once_counted(url, 1)
     assert s, scrape(url)
     assert value(s, "siesta_response_body_bytes_total") == len(b"first;second:go")
