@@ -48,9 +48,14 @@ pub(crate) mod wsgi;
 
 use pyo3::prelude::*;
 
-/// Writes one line to the error log (for the Python layer).
+/// Writes one line to the error log (for the Python layer); `"exception"`
+/// is an error line with its traceback, counted as StatsD's
+/// `gunicorn.log.exception`.
 #[pyfunction(name = "log")]
 fn log_line(level: &str, message: &str) {
+    if level == "exception" {
+        return log::error::write_exception(message);
+    }
     let level = log::error::Level::parse(level).unwrap_or(log::error::Level::Info);
     log::error::write(level, message);
 }

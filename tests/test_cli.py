@@ -85,9 +85,10 @@ def test_bad_flag_exits_2():
 
 
 def test_bad_option_value_exits_2():
-    result = run_siesta("--threads", "many", "router_app:app")
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
+    for value in ("many", "1.5", "0x10"):  # not an int for argparse's `type=int` either
+        result = run_siesta("--threads", value, "router_app:app")
+        assert result.returncode == 2, (value, result.stderr)
+        assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -263,10 +264,15 @@ def test_a_config_file_imports_from_the_working_directory(tmp_path):
     (tmp_path / "gunicorn.conf.py").write_text(
         '"""Config."""\nfrom confpkg.prod import workers  # noqa: F401\n'
     )
+    pp = tmp_path / "pp"
+    pp.mkdir()
+    (pp / "ppmod.py").write_text('"""On --pythonpath."""\nworkers = 3\n')
     for args, cwd in (
         ((), tmp_path),
         (("-c", "python:confpkg.prod"), tmp_path),
         (("--chdir", str(tmp_path), "-c", "python:confpkg.prod"), APPS_DIR),
+        # A relative --pythonpath is under --chdir, as for the app (review).
+        (("--chdir", str(tmp_path), "--pythonpath", "pp", "-c", "python:ppmod"), APPS_DIR),
     ):
         result = run_siesta(*args, "--print-config", "router_app:app", cwd=cwd)
         assert result.returncode == 0, (args, result.stderr)

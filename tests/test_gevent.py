@@ -29,7 +29,7 @@ import pytest
 
 import rawhttp
 from observe import metrics_url, status, wait_until
-from siesta_process import APPS_DIR, run_siesta
+from siesta_process import APPS_DIR, run_siesta, running
 
 UPLOADERS = 1000
 PIECE = 1024
@@ -431,3 +431,48 @@ def test_a_policy_the_deployer_chose_is_kept(start_server):
     threads = thread_policies(worker)
     assert threads[worker][1] == SCHED_IDLE, threads
     assert SCHED_BATCH not in {policy for _, policy in threads.values()}, threads
+
+
+def test_a_forked_child_is_not_ended_by_a_copy_of_another_request(start_server):
+    """Review (session 24): gevent's fork copies every greenlet into the child;
+    the first copy of another request to finish there made the whole child
+    leave, in the middle of its own work. Only the forking greenlet's return
+    does now."""
+    srv = start_server(GEVENT_APPS, mode="gevent")
+    name = "gfork-" + uuid.uuid4().hex[:12]
+    with srv.connect(timeout=WAIT) as sleeper:
+        sleeper.send(rawhttp.build_request("GET", "/gsleep?s=0.5"))
+        resp = srv.get(f"/gfork?name={name}&s=1.5")
+        assert resp.status == 200, resp
+        assert sleeper.read_response().body == b"slept"
+    (child,) = srv.wait_records(name, timeout=WAIT)
+    assert int(child) == int(resp.body), "the child did not finish its work"
+    assert ping_ok(srv)
+
+
+def test_a_forked_child_whose_forking_greenlet_ended_leaves(start_server):
+    """Review (session 24): a child forked from a greenlet the app spawned (not a
+    request's) idled on as a copy of the worker when that greenlet ended, and
+    outlived the server. It leaves."""
+    srv = start_server(GEVENT_APPS, mode="gevent")
+    name = "gspawn-" + uuid.uuid4().hex[:12]
+    assert srv.get(f"/gspawn-fork?name={name}").status == 200
+    (child,) = srv.wait_records(name, timeout=WAIT)
+    assert wait_until(lambda: not running(int(child)), timeout=WAIT), f"child {child} lives on"
+    assert ping_ok(srv)
+
+
+def test_a_thread_woken_before_it_parked_does_not_wait():
+    """Review (session 24): a gevent thread-pool thread's park registered its
+    wake token after Rust armed it; a wake that came in between found nothing
+    and was lost, and the read waited out --body-timeout. An early wake is
+    kept for the park that follows it."""
+    import threading
+
+    _gevent = pytest.importorskip("siesta._gevent")
+    token = 987654321
+    _gevent._wake(token)  # the hub's wake, before the thread parks
+    parked = threading.Thread(target=_gevent._park_thread, args=(token, None), daemon=True)
+    parked.start()
+    parked.join(WAIT)
+    assert not parked.is_alive(), "the early wake was lost"

@@ -389,3 +389,27 @@ def test_response_bytes_are_counted_as_they_go(start_server, mode):
     s = once_counted(url, 1)
     assert s, scrape(url)
     assert value(s, "siesta_response_body_bytes_total") == len(b"first;second:go")
+
+
+def test_statsd_counts_a_hooks_exception_as_an_exception(start_server, tmp_path):
+    """Review (session 24): a hook that raised (logged with its traceback) was
+    counted as gunicorn.log.error; gunicorn counts it as gunicorn.log.exception."""
+    conf = tmp_path / "hooks.conf.py"
+    conf.write_text(
+        "def post_request(worker, req, environ, resp):\n"
+        "    raise RuntimeError('post_request failed')\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.settimeout(5.0)
+        port = sink.getsockname()[1]
+        srv = start_server("router_app:app", "-c", str(conf), "--statsd-host", f"127.0.0.1:{port}")
+        assert srv.get("/ping").status == 200
+        lines = []
+        try:
+            while counts(lines, "gunicorn.log.exception") < 1:
+                lines += sink.recv(65536).decode().splitlines()
+        except TimeoutError:
+            pass
+    assert counts(lines, "gunicorn.log.exception") == 1, lines
+    assert counts(lines, "gunicorn.log.error") == 0, lines

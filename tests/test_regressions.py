@@ -366,3 +366,13 @@ def test_a_worker_that_cannot_start_every_thread_serves_with_those_it_has(start_
         assert (resp.status, resp.body) == (200, b"pong"), resp
     assert "Traceback" not in srv.log() and "Booting worker" in srv.log(), srv.log()
     assert srv.log().count("Booting worker") == 1, srv.log()
+
+
+def test_a_fork_after_a_listeners_number_was_reused_keeps_that_file(start_server, mode):
+    """Review (session 24): the at-fork handler put /dev/null in the place of
+    every listening socket's number it had recorded, also once that socket was
+    closed (a stop's drain, the app) and the number reused: a socketpair the
+    app then made was /dev/null in its forked child."""
+    srv = start_server(APP, mode=mode)
+    resp = srv.get("/close-then-fork")
+    assert (resp.status, resp.body) == (200, b"hello from child"), resp

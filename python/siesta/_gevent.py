@@ -16,6 +16,7 @@ and uses the same Rust calls for everything but switching.
 from __future__ import annotations
 
 import collections
+import os
 import time
 import types
 
@@ -40,6 +41,21 @@ _get_ident = gevent.monkey.get_original("_thread", "get_ident")
 _allocate_lock = gevent.monkey.get_original("_thread", "allocate_lock")
 # The hub's OS thread, once `serve` runs on it.
 _hub_ident: int | None = None
+# In a child the app forked (gevent's fork copies every greenlet): the
+# greenlet that forked. Only it leaves for the server's code; the copies of
+# the other requests are left to end on their own (no wake-up reaches them).
+_forker: greenlet | None = None
+
+
+def _forked() -> None:
+    global _forker
+    _forker = getcurrent()
+
+
+def _leave_if_forked(exc: BaseException | None = None) -> None:
+    """In a forked child, the forking greenlet back in the server's code exits."""
+    if _forker is not None and getcurrent() is _forker:
+        leave_if_forked(exc)
 
 
 def patch() -> None:
@@ -96,12 +112,20 @@ class _ThreadParked:
         self.lock.release()
 
 
+# Wake tokens that found nothing parked, the latest few: a thread's park
+# registers its token after Rust armed it, so the hub may wake it first.
+_early: collections.OrderedDict[int, bool] = collections.OrderedDict()
+_EARLY_KEPT = 256
+
+
 def _park_thread(token: int, timeout: float | None) -> None:
     """Blocks this (non-hub) thread until ``token`` is woken or ``timeout``
     passes; the caller then asks Rust again, as after a park."""
     parked = _ThreadParked()
     _parked[token] = parked
     try:
+        if _early.pop(token, False):
+            return  # woken before it was parked
         parked.lock.acquire(True, -1 if timeout is None else max(timeout, 0.0))
     finally:
         _parked.pop(token, None)
@@ -109,8 +133,18 @@ def _park_thread(token: int, timeout: float | None) -> None:
 
 def _wake(token: int) -> None:
     parked = _parked.pop(token, None)
-    if parked is not None:
-        parked.switch()
+    if parked is None:
+        # Too early for a thread's park, or too late for a greenlet's (a
+        # timeout took it): kept a while, then looked at once more, so a
+        # thread that registers in between is not missed.
+        _early[token] = True
+        while len(_early) > _EARLY_KEPT:
+            _early.popitem(last=False)
+        parked = _parked.pop(token, None)
+        if parked is None:
+            return
+        _early.pop(token, None)
+    parked.switch()
 
 
 class Input:
@@ -189,6 +223,8 @@ def _push(sr: Any, data: Any) -> bool:
     False means stop: the client is gone, took nothing for ``--body-timeout``
     (the response is then aborted), or the declared length is reached.
     """
+    if _forker is not None:
+        _leave_if_forked()
     sent = sr._try_push(data, True)
     while type(sent) is tuple:
         _park(*sent)
@@ -211,10 +247,10 @@ def _handle(req: Any, app: Any) -> None:
     try:
         result = app(environ, start_response)
     except BaseException as exc:  # the app's failure, answered with a 500
-        leave_if_forked(exc)  # a child the app forked, come back: it exits here
+        _leave_if_forked(exc)  # a child the app forked, come back: it exits here
         sr._fail(_app_frames(exc))
         return
-    leave_if_forked()
+    _leave_if_forked()
     try:
         if not sr._send_fast(result):
             for chunk in result:
@@ -222,7 +258,7 @@ def _handle(req: Any, app: Any) -> None:
                     break
         sr._finish()
     except BaseException as exc:  # after headers: the connection is aborted
-        leave_if_forked(exc)
+        _leave_if_forked(exc)
         sr._fail(_app_frames(exc))
     finally:
         sr._close(result)
@@ -251,6 +287,7 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
     """
     global _hub_ident
     _hub_ident = _get_ident()
+    os.register_at_fork(after_in_child=_forked)
     expired_after = queue_timeout or float("inf")
     hub = gevent.get_hub()
     waiting: collections.deque[tuple[float, Any]] = collections.deque()
@@ -312,6 +349,10 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
         # yields stops beating, and the master's --timeout replaces the worker.
         period = min(server.beat_interval, expired_after / 4)
         while not stopped.is_set():
+            if _forker is not None and _forker.dead:
+                # A forked child whose forking greenlet ended (one the app
+                # spawned) would idle on as a copy of the worker, for good.
+                leave_if_forked()
             server.hub_beat()
             gevent.sleep(period)
             now = time.monotonic()

@@ -114,7 +114,7 @@ def own_unix_sockets(values: dict[str, Any]) -> None:
     if uid is None and gid is None:
         return
     binds = [*(values.get("bind") or ()), values.get("metrics_bind") or ""]
-    for bind in binds:
+    for bind in (b.strip() for b in binds):  # as the server reads them
         if bind.startswith("unix:"):
             try:
                 os.chown(bind[5:], -1 if uid is None else uid, -1 if gid is None else gid)

@@ -94,14 +94,18 @@ class _Formatter(argparse.HelpFormatter):
 _NUMERIC_TYPES = {"int", "_seconds", "_umask"}
 
 
-def _is_number(text: str) -> bool:
+def _is_number(text: str, kind: str) -> bool:
+    """Whether `text` is a number of the setting's kind at all (argparse's own
+    `type=int` in gunicorn refuses `1.5`)."""
     try:
-        float(text)
-    except ValueError:
-        try:
+        if kind == "int":
+            int(text)
+        elif kind == "_umask":
             int(text, 0)  # an octal umask, 0o022
-        except ValueError:
-            return False
+        else:
+            float(text)
+    except ValueError:
+        return False
     return True
 
 
@@ -114,13 +118,14 @@ def _cli_type(s: Setting) -> Any:
     """The setting's type; a value it refuses leaves argparse as ``_BadValue``."""
     flag = next((f for f in s.flags if f.startswith("--")), s.flags[0])
 
-    numeric = getattr(s.type, "__name__", "") in _NUMERIC_TYPES
+    kind = getattr(s.type, "__name__", "")
+    numeric = kind in _NUMERIC_TYPES
 
     def parse(text: str) -> Any:
         try:
             return s.type(text)
         except ValueError as exc:
-            if numeric and not _is_number(text):
+            if numeric and not _is_number(text, kind):
                 # Not a number at all: a malformed command line, as argparse's
                 # own `type=int` makes it in gunicorn (exit 2).
                 raise argparse.ArgumentTypeError(str(exc)) from None
@@ -272,8 +277,11 @@ def _config_import_path(layers: list[dict[str, Any]]) -> None:
     the file): that directory, and --pythonpath's from the same layers, go first."""
     chdir = next((layer["chdir"] for layer in layers if layer.get("chdir")), None)
     pythonpath = next((layer["pythonpath"] for layer in layers if layer.get("pythonpath")), "")
-    paths = [os.path.abspath(chdir or os.getcwd())]
-    paths += [os.path.abspath(p.strip()) for p in pythonpath.split(",") if p.strip()]
+    base = os.path.abspath(chdir or os.getcwd())
+    paths = [base]
+    # Relative to --chdir, as prepare() reads them for the app.
+    paths += [os.path.join(base, p.strip()) for p in pythonpath.split(",") if p.strip()]
+    paths = [os.path.normpath(p) for p in paths]
     for path in reversed(paths):
         if path not in sys.path:
             sys.path.insert(0, path)

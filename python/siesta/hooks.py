@@ -125,7 +125,7 @@ class Hooks:
 
             tb = exc.__traceback__.tb_next if exc.__traceback__ else None
             tb = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
-            _siesta.log("error", f"Exception in {name} hook: {type(exc).__name__}: {exc}\n{tb}")
+            _siesta.log("exception", f"Exception in {name} hook: {type(exc).__name__}: {exc}\n{tb}")
             return None
 
 

@@ -168,6 +168,11 @@ pub(crate) fn write(level: Level, msg: &str) {
     emit(level, msg, false);
 }
 
+/// An error line that carries a traceback (formatted by the caller).
+pub(crate) fn write_exception(msg: &str) {
+    emit(Level::Error, msg, true);
+}
+
 /// Writes one line; `exception`: it carries a traceback (StatsD counts it
 /// as `gunicorn.log.exception`, as gunicorn's `log.exception` is counted).
 fn emit(level: Level, msg: &str, exception: bool) {

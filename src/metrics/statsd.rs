@@ -51,7 +51,11 @@ pub(crate) fn parse_target(s: &str) -> Result<Target, String> {
     let bad = || format!("{s:?} is not HOST:PORT, HOST or unix://PATH");
     let v6 = |h: &str| h.parse::<std::net::Ipv6Addr>().is_ok();
     if v6(s) {
-        return Ok(Target::Udp(format!("[{s}]:8125")));
+        // `::1:8125` reads as one address as well as an address and a
+        // port: an IPv6 address goes in brackets.
+        return Err(format!(
+            "{s:?} is not HOST:PORT, HOST or unix://PATH (write [{s}])"
+        ));
     }
     if s.strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
@@ -304,7 +308,8 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(parse_target(input), want, "{input}");
         }
-        assert_eq!(parse_target("::1"), Ok(Target::Udp("[::1]:8125".into())));
+        assert!(parse_target("::1").is_err());
+        assert!(parse_target("::1:8125").is_err());
         assert_eq!(parse_target("[::1]"), Ok(Target::Udp("[::1]:8125".into())));
         assert!(parse_target("unix://").is_err());
         assert!(parse_target("").is_err());

@@ -113,6 +113,11 @@ impl BindSpec {
                 let local = sock
                     .local_addr()
                     .map_err(|e| bind_error(format!("fd://{fd}"), e))?;
+                // As gunicorn does: a socket handed over bound but not yet
+                // listening would fail every accept. On one that listens,
+                // this only sets the backlog again.
+                sock.listen(backlog)
+                    .map_err(|e| bind_error(format!("fd://{fd}"), e))?;
                 match local.as_socket() {
                     Some(_) => Ok(Listener::Tcp(sock.into())),
                     None => Ok(Listener::Unix(sock.into(), None)),

@@ -17,13 +17,17 @@
 
 use pyo3::prelude::*;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Once;
 
 static CHILD: AtomicBool = AtomicBool::new(false);
 
-/// The listening sockets' descriptors (-1: free), read in the child.
+/// The listening sockets' descriptors (-1: free), read in the child, with
+/// the device and inode each named when recorded: a number closed since
+/// (a stop's drain, the app) and reused for another file is left alone.
 static LISTENING: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+static DEV: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+static INO: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
 /// Gevent mode: the hub's eventfd.
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 /// /dev/null, opened by `watch`, put in the listening sockets' place.
@@ -34,9 +38,9 @@ static NULL: AtomicI32 = AtomicI32::new(-1);
 extern "C" fn in_child() {
     CHILD.store(true, Ordering::Relaxed);
     let null = NULL.load(Ordering::Relaxed);
-    for slot in &LISTENING {
+    for (i, slot) in LISTENING.iter().enumerate() {
         let fd = slot.load(Ordering::Relaxed);
-        if fd >= 0 && null >= 0 {
+        if fd >= 0 && null >= 0 && same_file(fd, i) {
             // SAFETY: both are descriptors this process holds; dup3 replaces
             // `fd` atomically, keeping close-on-exec.
             unsafe { libc::dup3(null, fd, libc::O_CLOEXEC) };
@@ -56,6 +60,17 @@ extern "C" fn in_child() {
     }
 }
 
+/// Whether `fd` is still the file recorded in slot `i` (fstat is
+/// async-signal-safe).
+fn same_file(fd: RawFd, i: usize) -> bool {
+    // SAFETY: fstat writes into a zeroed stat we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return false;
+    }
+    st.st_dev == DEV[i].load(Ordering::Relaxed) && st.st_ino == INO[i].load(Ordering::Relaxed)
+}
+
 /// Called by a worker as it starts serving, with its listening sockets and
 /// (gevent mode) the hub's eventfd.
 pub(crate) fn watch(listening: &[RawFd], wake: Option<RawFd>) {
@@ -69,8 +84,14 @@ pub(crate) fn watch(listening: &[RawFd], wake: Option<RawFd>) {
             unsafe { libc::close(old) };
         }
     }
-    for (slot, fd) in LISTENING.iter().zip(listening) {
-        slot.store(*fd, Ordering::Relaxed);
+    for (i, fd) in listening.iter().take(LISTENING.len()).enumerate() {
+        // SAFETY: fstat writes into a zeroed stat we own.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(*fd, &mut st) } == 0 {
+            DEV[i].store(st.st_dev, Ordering::Relaxed);
+            INO[i].store(st.st_ino, Ordering::Relaxed);
+            LISTENING[i].store(*fd, Ordering::Relaxed);
+        }
     }
     WAKE.store(wake.unwrap_or(-1), Ordering::Relaxed);
     REGISTER.call_once(|| {

@@ -7,7 +7,8 @@ threading.local, waits (time.sleep, patched) until n requests of the group have
 stored theirs, then answers what it reads back; /held?token=&go= records its
 start, waits for the test's `go` record, records its end and answers the most
 requests it ever saw running at once; /pool?token=&size= reads the body and
-writes its response from gevent's thread pool.  All waits are bounded.
+writes its response from gevent's thread pool; /gfork, /gsleep and /gspawn-fork
+fork (or sleep) for the forked-child tests.  All waits are bounded.
 """
 
 import collections
@@ -115,7 +116,59 @@ def pool(environ, start_response):
     return []
 
 
-ROUTES = {"ping": ping, "upstream": upstream, "local": local, "held": held, "pool": pool}
+def gfork(environ, start_response):
+    """Forks (gevent's fork); the child sleeps ?s= seconds with gevent, records
+    its pid under ?name=, and ends with os._exit: a child doing its own work."""
+    import gevent
+    import os
+
+    query = params(environ)
+    pid = os.fork()
+    if pid == 0:
+        gevent.sleep(float(query.get("s", "1")))
+        record(query["name"], str(os.getpid()))
+        os._exit(0)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(pid).encode()]
+
+
+def gsleep(environ, start_response):
+    """Answers after ?s= seconds of gevent.sleep."""
+    import gevent
+
+    gevent.sleep(float(params(environ).get("s", "0.5")))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"slept"]
+
+
+def gspawn_fork(environ, start_response):
+    """A greenlet the app spawns forks; its child records its pid under ?name=
+    and returns, ending that greenlet (not a request's) in the child."""
+    import gevent
+    import os
+
+    name = params(environ)["name"]
+
+    def bg():
+        gevent.sleep(0.2)  # after the request ended: no copy of it in the child
+        if os.fork() == 0:
+            record(name, str(os.getpid()))
+
+    gevent.spawn(bg)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"spawned"]
+
+
+ROUTES = {
+    "ping": ping,
+    "upstream": upstream,
+    "local": local,
+    "held": held,
+    "pool": pool,
+    "gfork": gfork,
+    "gsleep": gsleep,
+    "gspawn-fork": gspawn_fork,
+}
 
 
 def app(environ, start_response):

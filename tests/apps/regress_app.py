@@ -10,7 +10,8 @@ the connection's socket for up to 30 s (its pid in the record `name`), then
 streams like /big; /fork-return?name=&code= forks a child that records its pid
 and raises SystemExit(code) back into the server, /fork-linger?name= one that
 lives 30 s; /close-listening closes the worker's listening sockets; /pid and it
-answer the worker's pid; /ping answers pong.
+answer the worker's pid; /close-then-fork closes them too, then answers what a
+forked child sent through a socketpair; /ping answers pong.
 """
 
 import os
@@ -61,7 +62,7 @@ def app(environ, start_response):
         record(query["name"], str(pid))
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return (b"x" * 65536 for _ in range(2000))
-    if path == "/close-listening":  # closes this worker's listening sockets
+    if path in ("/close-listening", "/close-then-fork"):  # closes the listening sockets
         import socket
 
         for fd in map(int, os.listdir("/proc/self/fd")):
@@ -76,6 +77,18 @@ def app(environ, start_response):
                 pass
             finally:
                 sock.close()
+    if path == "/close-then-fork":  # the listeners' numbers reused, then a fork
+        import socket
+
+        ours, theirs = socket.socketpair()
+        child = os.fork()
+        if child == 0:
+            theirs.sendall(b"hello from child")
+            os._exit(0)
+        theirs.close()
+        got = ours.recv(100)
+        os.waitpid(child, 0)
+        return _text(start_response, got or b"(nothing)")
     if path in ("/pid", "/close-listening"):
         return _text(start_response, str(os.getpid()).encode())
     if path in ("/fork-return", "/fork-linger"):

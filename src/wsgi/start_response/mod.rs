@@ -363,9 +363,6 @@ impl StartResponse {
         data: &Bound<'py, PyAny>,
         fresh: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if crate::worker::forked::is_child() {
-            crate::worker::forked::leave(0); // an app's forked child, back in the hub's loop
-        }
         let chunk = chunk_bytes(data)?;
         self.check_started()?;
         Ok(match self.push_wait(chunk, fresh)? {
