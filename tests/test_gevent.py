@@ -476,3 +476,23 @@ def test_a_thread_woken_before_it_parked_does_not_wait():
     parked.start()
     parked.join(WAIT)
     assert not parked.is_alive(), "the early wake was lost"
+
+
+def test_a_forked_child_starts_none_of_its_parents_queued_requests(start_server):
+    """Review 2 (session 24): in a forked child, a copy of another request that
+    ended started the requests queued (past --worker-connections) at the fork:
+    the app ran them twice, once in the child. The child starts nothing."""
+    srv = start_server(GEVENT_APPS, "--worker-connections", "2", mode="gevent")
+    name, queued = "gforkq-" + uuid.uuid4().hex[:12], "queued-" + uuid.uuid4().hex[:12]
+    close = [("Connection", "close")]
+    with srv.connect(timeout=WAIT) as slow, srv.connect(timeout=WAIT) as forking:
+        slow.send(rawhttp.build_request("GET", "/gsleep?s=1.5", close))
+        forking.send(rawhttp.build_request("GET", f"/gfork?name={name}&s=3&delay=0.5", close))
+        with srv.connect(timeout=WAIT) as waiting:
+            waiting.send(rawhttp.build_request("GET", f"/gsleep?s=0&name={queued}", close))
+            assert waiting.read_response().body == b"slept"
+        assert slow.read_response().body == b"slept"
+        assert forking.read_response().status == 200
+    (child,) = srv.wait_records(name, timeout=WAIT)  # the child did its work, and left
+    assert wait_until(lambda: not running(int(child)), timeout=WAIT)
+    assert len(srv.records(queued)) == 1, srv.records(queued)

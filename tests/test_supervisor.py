@@ -1061,8 +1061,8 @@ def status_groups(pid):
 def test_an_fd_bind_handed_over_not_listening_is_served(launch):
     """Review (session 24): a socket passed as -b fd://N bound but not yet
     listening failed every accept; gunicorn calls listen() on it, and so does
-    Siesta now (a worker whose accepts fail so from the start is not replaced
-    over and over either: only a socket that accepted and then broke is)."""
+    Siesta now (each worker's first accept failed, and the master replaced
+    worker after worker)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     try:

@@ -43,7 +43,8 @@ _allocate_lock = gevent.monkey.get_original("_thread", "allocate_lock")
 _hub_ident: int | None = None
 # In a child the app forked (gevent's fork copies every greenlet): the
 # greenlet that forked. Only it leaves for the server's code; the copies of
-# the other requests are left to end on their own (no wake-up reaches them).
+# the other requests stop where they would enter it (`_stay_out`), and the
+# child starts and refuses nothing (its queue is its parent's).
 _forker: greenlet | None = None
 
 
@@ -52,10 +53,24 @@ def _forked() -> None:
     _forker = getcurrent()
 
 
+os.register_at_fork(after_in_child=_forked)
+
+
 def _leave_if_forked(exc: BaseException | None = None) -> None:
-    """In a forked child, the forking greenlet back in the server's code exits."""
-    if _forker is not None and getcurrent() is _forker:
+    """In a forked child, the forking greenlet back in the server's code exits
+    (so does any greenlet when the fork ran no Python hook: a C-level fork)."""
+    if _forker is None or getcurrent() is _forker:
         leave_if_forked(exc)
+    else:
+        _stay_out()
+
+
+def _stay_out() -> None:
+    """In a forked child, a copy of another request's greenlet: it never enters
+    the server's code (it would answer, or start, its parent's requests); it
+    waits for good while the forking greenlet ends the process."""
+    while _forker is not None and getcurrent() is not _forker:
+        get_hub().switch()
 
 
 def patch() -> None:
@@ -91,6 +106,8 @@ def _park(token: int, timeout: float | None) -> None:
             # Through `_wake`: a greenlet no longer parked on `token` is left alone.
             timer.start(_wake, token)
         hub.switch()
+        if _forker is not None:
+            _stay_out()  # a forked child's copy of a request, resumed by its timer
     finally:
         _parked.pop(token, None)
         if timer is not None:
@@ -224,7 +241,7 @@ def _push(sr: Any, data: Any) -> bool:
     (the response is then aborted), or the declared length is reached.
     """
     if _forker is not None:
-        _leave_if_forked()
+        _leave_if_forked()  # a forked child's: the forker leaves, a copy stays out
     sent = sr._try_push(data, True)
     while type(sent) is tuple:
         _park(*sent)
@@ -287,7 +304,6 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
     """
     global _hub_ident
     _hub_ident = _get_ident()
-    os.register_at_fork(after_in_child=_forked)
     expired_after = queue_timeout or float("inf")
     hub = gevent.get_hub()
     waiting: collections.deque[tuple[float, Any]] = collections.deque()
@@ -311,7 +327,9 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
             log("error", f"Error handling request: {exc!r}")
         finally:
             running -= 1
-            if waiting:
+            if _forker is not None:
+                pass  # a forked child starts nothing: the queue is its parent's
+            elif waiting:
                 hub.loop.run_callback(drain_waiting)
             elif running == 0 and idle is not None:
                 idle.set()
@@ -349,10 +367,13 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
         # yields stops beating, and the master's --timeout replaces the worker.
         period = min(server.beat_interval, expired_after / 4)
         while not stopped.is_set():
-            if _forker is not None and _forker.dead:
-                # A forked child whose forking greenlet ended (one the app
-                # spawned) would idle on as a copy of the worker, for good.
-                leave_if_forked()
+            if _forker is not None:
+                if _forker.dead:
+                    # A forked child whose forking greenlet ended (one the
+                    # app spawned) would idle on as a copy of the worker.
+                    leave_if_forked()
+                gevent.sleep(period)
+                continue  # and refuses nothing of its parent's queue
             server.hub_beat()
             gevent.sleep(period)
             now = time.monotonic()

@@ -101,7 +101,10 @@ def _is_number(text: str, kind: str) -> bool:
         if kind == "int":
             int(text)
         elif kind == "_umask":
-            int(text, 0)  # an octal umask, 0o022
+            try:
+                int(text, 0)  # 0o022, 18
+            except ValueError:
+                int(text, 8)  # 022, as _umask itself reads it
         else:
             float(text)
     except ValueError:

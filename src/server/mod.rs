@@ -509,9 +509,6 @@ async fn accept_loop(listener: Listener, ctx: AcceptCtx, mut stop: watch::Receiv
         Err(e) => return crate::log::error::error(&format!("Cannot listen: {e}")),
     };
     let mut backoff = Backoff::default();
-    // A socket that never accepted is a setup problem, not one that broke:
-    // it is retried (and logged) rather than replacing worker after worker.
-    let mut accepted_any = false;
     loop {
         let accepted = async {
             let slot = ctx.slots.clone().acquire_owned().await.ok()?;
@@ -520,11 +517,8 @@ async fn accept_loop(listener: Listener, ctx: AcceptCtx, mut stop: watch::Receiv
         tokio::select! {
             _ = stop.changed() => return listening.drain(&ctx),
             r = accepted => match r {
-                Some(Ok(())) => {
-                    accepted_any = true;
-                    backoff.reset();
-                }
-                Some(Err(e)) if accepted_any && broken(&e) => {
+                Some(Ok(())) => backoff.reset(),
+                Some(Err(e)) if broken(&e) => {
                     // No retry can help: the worker ends (gracefully, its
                     // requests finished) and its replacement gets the
                     // master's socket.

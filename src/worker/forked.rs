@@ -68,7 +68,14 @@ fn same_file(fd: RawFd, i: usize) -> bool {
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return false;
     }
-    st.st_dev == DEV[i].load(Ordering::Relaxed) && st.st_ino == INO[i].load(Ordering::Relaxed)
+    let (dev, ino) = ids(&st);
+    dev == DEV[i].load(Ordering::Relaxed) && ino == INO[i].load(Ordering::Relaxed)
+}
+
+/// A stat's device and inode as u64 (`ino_t` is 32 bits on some 32-bit targets).
+#[allow(clippy::useless_conversion)]
+fn ids(st: &libc::stat) -> (u64, u64) {
+    (u64::from(st.st_dev), u64::from(st.st_ino))
 }
 
 /// Called by a worker as it starts serving, with its listening sockets and
@@ -88,8 +95,9 @@ pub(crate) fn watch(listening: &[RawFd], wake: Option<RawFd>) {
         // SAFETY: fstat writes into a zeroed stat we own.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         if unsafe { libc::fstat(*fd, &mut st) } == 0 {
-            DEV[i].store(st.st_dev, Ordering::Relaxed);
-            INO[i].store(st.st_ino, Ordering::Relaxed);
+            let (dev, ino) = ids(&st);
+            DEV[i].store(dev, Ordering::Relaxed);
+            INO[i].store(ino, Ordering::Relaxed);
             LISTENING[i].store(*fd, Ordering::Relaxed);
         }
     }

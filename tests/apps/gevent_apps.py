@@ -123,6 +123,7 @@ def gfork(environ, start_response):
     import os
 
     query = params(environ)
+    gevent.sleep(float(query.get("delay", "0")))
     pid = os.fork()
     if pid == 0:
         gevent.sleep(float(query.get("s", "1")))
@@ -133,10 +134,14 @@ def gfork(environ, start_response):
 
 
 def gsleep(environ, start_response):
-    """Answers after ?s= seconds of gevent.sleep."""
+    """Answers after ?s= seconds of gevent.sleep; records its pid under ?name=."""
     import gevent
+    import os
 
-    gevent.sleep(float(params(environ).get("s", "0.5")))
+    query = params(environ)
+    if "name" in query:
+        record(query["name"], str(os.getpid()))
+    gevent.sleep(float(query.get("s", "0.5")))
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"slept"]
 
