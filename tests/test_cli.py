@@ -100,6 +100,7 @@ def test_bad_option_value_exits_2():
         ("--forwarded-allow-ips", "bogus"),
         ("--proxy-protocol", "bogus"),
         ("--worker-class", "eventlet"),
+        ("--umask", "01000"),
     ],
 )
 def test_a_value_out_of_range_exits_1(flag, value):
