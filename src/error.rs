@@ -97,9 +97,10 @@ pub(crate) enum RequestError {
     /// complete, and the app let `ClientDisconnected` end the request.
     #[error("client disconnected before the request body was complete")]
     ClientGone,
-    /// A stop's `--graceful-timeout` ran out while the app read the body:
-    /// the connection was cut, and the app let `ClientDisconnected` through.
-    #[error("connection cut when the stop's --graceful-timeout ran out")]
+    /// A stop cut the connection while the app read the body (its
+    /// `--graceful-timeout` ran out, or INT/QUIT), and the app let
+    /// `ClientDisconnected` through.
+    #[error("connection cut by the stop (--graceful-timeout ran out, or INT/QUIT)")]
     StopCut,
     /// The app raised before sending a response head.
     #[error("the application failed")]
@@ -160,7 +161,7 @@ impl RequestError {
             RequestError::Overloaded => "queue_timeout",
             RequestError::ShuttingDown => "shutting_down",
             RequestError::ClientGone => "client_disconnected",
-            RequestError::StopCut => "graceful_timeout",
+            RequestError::StopCut => "cut_by_stop",
             RequestError::AppFailed => "app_error",
             RequestError::NoResponse => "no_response",
         }

@@ -181,8 +181,8 @@ def test_a_body_read_cut_by_the_stop_is_logged_as_the_stops_doing(start_server, 
     log = srv.log(mark)
     access = srv.stdout.text()
     assert re.search(
-        r"\[WARNING\] 503 POST /sha256\?cut=1 from .*: connection cut when the stop's "
-        r"--graceful-timeout ran out \[graceful_timeout\]",
+        r"\[WARNING\] 503 POST /sha256\?cut=1 from .*: connection cut by the stop "
+        r"\(--graceful-timeout ran out, or INT/QUIT\) \[cut_by_stop\]",
         log,
     ), log
     assert re.search(r'"POST /sha256\?cut=1 HTTP/1.1" 503 ', access), access

@@ -369,7 +369,7 @@ impl StartResponse {
                 Some(RequestError::StopCut) => crate::log::error::write(
                     crate::log::error::Level::Warning,
                     &format!(
-                        "The stop's --graceful-timeout cut the connection while the app read \
+                        "The stop cut the connection while the app read \
                      the body of {}",
                         record.head.uri
                     ),
