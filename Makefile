@@ -28,7 +28,7 @@ dev: | $(PY) ## Build Siesta (release) into .venv
 	$(PY) -c 'import siesta._siesta'
 
 run: dev ## Serve the demo app on http://127.0.0.1:8000, its status page on :9000 (Ctrl-C stops)
-	$(VENV)/bin/siesta --access-logfile - --metrics-bind 127.0.0.1:9000 siesta.demo:app
+	$(VENV)/bin/siesta -b 127.0.0.1:8000 --access-logfile - --metrics-bind 127.0.0.1:9000 siesta.demo:app
 
 test: $(STAMP) dev test-rust test-py ## Build, then run cargo test and pytest
 

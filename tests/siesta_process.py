@@ -93,7 +93,7 @@ class SiestaServer:
         if mode == "thread" and not any(a.startswith("--threads") for a in self.args):
             cmd += ["--threads", "4"]
         self.cmd = cmd + self.args + [app]
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIESTA_")}
+        full_env = clean_env()
         full_env.update({RECORD_ENV: str(self.record_dir), "PYTHONUNBUFFERED": "1"})
         full_env.update(env or {})
         if not SIESTA.exists():
@@ -257,10 +257,31 @@ def tree_rss_kib(root):
     return total
 
 
+# What changes a default, from the shell the tests were started in.
+SETTING_VARIABLES = (
+    "PORT",
+    "WEB_CONCURRENCY",
+    "GUNICORN_CMD_ARGS",
+    "FORWARDED_ALLOW_IPS",
+    "SCRIPT_NAME",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+)
+
+
+def clean_env():
+    """This process's environment without the variables that would set Siesta's options."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SIESTA_") and k not in SETTING_VARIABLES
+    }
+
+
 def run_siesta(*args, env=None, timeout=30.0, cwd=None):
     """Run the siesta command to completion (for CLI tests), in `cwd` (the apps'
     directory by default); returns CompletedProcess."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIESTA_")}
+    full_env = clean_env()
     full_env.update(env or {})
     return subprocess.run(
         [str(SIESTA), *args],

@@ -8,7 +8,6 @@ WEB_CONCURRENCY take their place in the precedence order; and every mistake
 line on stderr with gunicorn's exit code.
 """
 
-import os
 import re
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from siesta_process import (
     STOP_TIMEOUT,
     LogDrain,
     assert_one_error,
+    clean_env,
     run_siesta,
     stderr_lines,
 )
@@ -132,6 +132,23 @@ def test_web_concurrency_sets_workers():
 def test_web_concurrency_sets_the_worker_count():
     values = printed(run_siesta("--print-config", APP, env={"WEB_CONCURRENCY": "3"}))
     assert values["workers"] == "3"
+
+
+def test_port_sets_the_default_bind_as_gunicorn_does():
+    # A platform (Heroku, Cloud Run) says where to listen with $PORT: with no
+    # bind given, gunicorn listens on 0.0.0.0:$PORT. (Printed, not bound: the
+    # tests listen on 127.0.0.1 only.)
+    assert printed(run_siesta("--print-config", APP, env={"PORT": "5123"}))["bind"] == (
+        "['0.0.0.0:5123']"
+    )
+    given = run_siesta("-b", "127.0.0.1:0", "--print-config", APP, env={"PORT": "5123"})
+    assert printed(given)["bind"] == "['127.0.0.1:0']"
+    assert printed(run_siesta("--print-config", APP))["bind"] == "['127.0.0.1:8000']"
+
+
+def test_a_port_that_is_no_port_is_one_line():
+    result = run_siesta("--check-config", APP, env={"PORT": "http"})
+    assert_one_error(result, 1, "PORT")
 
 
 def test_forwarded_allow_ips_default_from_environment():
@@ -273,7 +290,7 @@ def test_gunicorn_conf_print_config(hooked):
 def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     """Logs go where the file says, the hooks run in order, a failing hook stops nothing."""
     conf, files = hooked
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIESTA_")}
+    env = clean_env()
     proc = subprocess.Popen(
         [str(SIESTA), "-c", str(conf), "-k", mode, *APP_ARGS, APP],
         stdin=subprocess.DEVNULL,

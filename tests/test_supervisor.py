@@ -32,6 +32,7 @@ from siesta_process import (
     LogDrain,
     SiestaServer,
     children,
+    clean_env,
     run_siesta,
     running,
 )
@@ -76,7 +77,7 @@ class Master(SiestaServer):
         if mode == "thread" and not any(a.startswith("--threads") for a in self.args):
             cmd += ["--threads", "4"]
         self.cmd = cmd + self.args + [app]
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIESTA_")}
+        full_env = clean_env()
         full_env.update({RECORD_ENV: str(self.record_dir), "PYTHONUNBUFFERED": "1"})
         full_env.update(env or {})
         self.proc = subprocess.Popen(
@@ -952,7 +953,9 @@ def test_a_pid_file_of_a_running_master_is_not_taken_over(launch, tmp_path):
     gunicorn's line and exit 1, and a stale file (a dead pid) is simply replaced."""
     pidfile = tmp_path / "shared.pid"
     first = launch("-p", str(pidfile))
-    assert wait_until(lambda: pidfile.exists() and pidfile.read_text()), "no pid file"
+    # Written before the ready line, as gunicorn's: a script that waited for
+    # `Listening at:` finds it (and, with -u/-g, the unix socket the workers').
+    assert int(pidfile.read_text()) == first.pid
     second = run_siesta("-b", "127.0.0.1:0", "-p", str(pidfile), APP)
     assert second.returncode == 1, second.stderr
     assert f"Already running on PID {first.pid}" in second.stderr, second.stderr

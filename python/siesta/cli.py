@@ -407,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
         _capture_output(values["error_logfile"])
     own_unix_sockets(values)  # -u/-g: a proxy in the workers' group can connect
     own_log_files(values)  # -u/-g: the workers can open (and reopen) the log files
+    listeners.announce()  # the socket is the workers' and the pid file written
     if values["error_logfile"] not in (None, "-"):
         for warning in resolved.warnings:  # stderr had them; the log file gets them too
             _siesta.log("warning", warning)

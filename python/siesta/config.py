@@ -179,11 +179,12 @@ _TAKES_OBJECTS = (_addresses, _header_values)
 
 _FIELDS = (
     "name flags default help type append flag metavar env file rust default_env pending cli_extra"
+    " env_form"
 )
 # Defaults from `type` on: str, not a list, not a flag, no metavar, read from the
 # environment and from a config file, not sent to Rust, no default_env, applied,
 # no more argparse keywords.
-_DEFAULTS = (str, False, False, None, True, True, False, None, "", MappingProxyType({}))
+_DEFAULTS = (str, False, False, None, True, True, False, None, "", MappingProxyType({}), "{}")
 
 
 class Setting(namedtuple("Setting", _FIELDS, defaults=_DEFAULTS)):
@@ -192,7 +193,8 @@ class Setting(namedtuple("Setting", _FIELDS, defaults=_DEFAULTS)):
     ``rust``: sent to the Rust core (``for_rust``); the Rust ``Config`` reads
     exactly these fields (src/config.rs). ``default_env``: an environment
     variable (gunicorn's, e.g. WEB_CONCURRENCY) that, when set, replaces the
-    default. ``pending``: why a value other than the default is not applied
+    default, written into ``env_form`` (``PORT`` is the bind ``0.0.0.0:$PORT``,
+    as gunicorn reads it). ``pending``: why a value other than the default is not applied
     yet; the CLI warns when one is set. Empty once Siesta does what the
     option says. ``cli_extra``: more keywords for argparse's ``add_argument``.
     A named tuple: immutable, without importing ``dataclasses``.
@@ -252,7 +254,11 @@ class Setting(namedtuple("Setting", _FIELDS, defaults=_DEFAULTS)):
         """The default, or the value of ``default_env`` when that is set (even
         empty, as gunicorn reads it: ``FORWARDED_ALLOW_IPS=`` trusts nobody)."""
         if self.default_env and self.default_env in environ:
-            return self.convert(environ[self.default_env], self.default_env)
+            raw = environ[self.default_env]
+            if self.env_form != "{}" and not (raw.isdigit() and int(raw) <= 65535):
+                # The one form (0.0.0.0:{}) takes a port number.
+                raise ConfigError(f"{self.name} from ${self.default_env}: {raw!r} is not a port")
+            return self.convert(self.env_form.format(raw), f"${self.default_env}")
         return self.default
 
     @property
@@ -278,10 +284,13 @@ SETTINGS: tuple[Setting, ...] = (
         ("-b", "--bind"),
         ["127.0.0.1:8000"],
         "Address to listen on: HOST:PORT, [V6]:PORT, unix:PATH or fd://N. Repeat for more; "
-        "port 0 picks a free port.",
+        "port 0 picks a free port. With $PORT set (a platform's port), the default is "
+        "0.0.0.0:$PORT, as in gunicorn.",
         append=True,
         metavar="ADDRESS",
         rust=True,
+        default_env="PORT",
+        env_form="0.0.0.0:{}",
     ),
     Setting(
         "workers",
@@ -856,7 +865,7 @@ def _shown_default(s: Setting) -> str:
     else:
         default = f"`{s.default}`"
     if s.default_env:
-        default = f"`${s.default_env}` or {default}"
+        default = f"`{s.env_form.format('$' + s.default_env)}` or {default}"
     return default
 
 

@@ -64,16 +64,21 @@ impl Listeners {
 
 #[pymethods]
 impl Listeners {
-    /// Opens every `bind` of the settings; logs `Listening at: URL (PID)`.
+    /// Opens every `bind` of the settings.
     #[new]
     fn new(settings: &Bound<'_, PyDict>) -> PyResult<Self> {
         let config = Config::from_dict(settings)?;
-        let l = Listeners::open(&config)?;
+        Listeners::open(&config)
+    }
+
+    /// Logs `Listening at: URL (PID)` for each socket: once it is ready for
+    /// a client (a unix socket given to `-u/-g`) and the pid file names this
+    /// master, so a script that waits for the line finds both, as gunicorn's.
+    fn announce(&self) {
         let pid = std::process::id();
-        for url in &l.urls {
+        for url in &self.urls {
             crate::log::error::info(&format!("Listening at: {url} ({pid})"));
         }
-        Ok(l)
     }
 
     /// The listening URLs, real ports included.
