@@ -137,6 +137,10 @@ fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<wsgi::input::RequestTooLarge>(),
     )?;
     m.add("BindError", py.get_type::<net::listeners::BindError>())?;
+    m.add(
+        "AddrInUseError",
+        py.get_type::<net::listeners::AddrInUseError>(),
+    )?;
     m.add("SETTINGS_FIELDS", config::SETTINGS_FIELDS.to_vec())?;
     m.add_class::<worker::Server>()?;
     m.add_class::<net::listeners::Listeners>()?;

@@ -14,7 +14,15 @@ import socket
 import subprocess
 
 import pytest
-from siesta_process import APPS_DIR, run_siesta
+from siesta_process import (
+    APPS_DIR,
+    SIESTA,
+    STOP_TIMEOUT,
+    LogDrain,
+    clean_env,
+    run_siesta,
+    stderr_lines,
+)
 
 APP_ARGS = ["--chdir", str(APPS_DIR), "--pythonpath", str(APPS_DIR)]
 
@@ -133,14 +141,53 @@ def test_integer_too_large_exits_1_with_one_error_line(flag, value):
 
 
 def test_address_in_use():
+    """As gunicorn, an address in use is tried 5 times, 1 s apart (a warning
+    each time), then the start fails with one error line, exit 1."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
         result = run_siesta("--bind", f"127.0.0.1:{port}", *APP_ARGS, "router_app:app", timeout=60)
-    assert result.returncode != 0
-    assert f"127.0.0.1:{port}" in result.stderr
+    assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
+    retries = [line for line in result.stderr.splitlines() if "retrying in 1 second" in line]
+    assert len(retries) == 4, result.stderr
+    assert all(f"Connection in use: 127.0.0.1:{port}" in line for line in retries), retries
+    assert stderr_lines(result, "Error:") == [f"Error: Connection in use: 127.0.0.1:{port}"]
+
+
+def test_an_address_freed_while_retrying_is_served():
+    """A server still letting go of the port (a restart's old process) costs
+    the new one a retry, not the start."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(SIESTA), "--bind", f"127.0.0.1:{port}", *APP_ARGS, "router_app:app"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+        cwd=str(APPS_DIR),
+    )
+    drain = LogDrain(proc.stderr, "siesta-stderr")
+    try:
+        assert drain.wait_for("retrying in 1 second", 20), drain.text()
+        taken.close()
+        ready = drain.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+) \((\d+)\)", 20)
+        assert ready and int(ready.group(1)) == port, drain.text()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert conn.recv(64).startswith(b"HTTP/1.1 200"), drain.text()
+    finally:
+        taken.close()
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def test_check_config_good_app():

@@ -17,6 +17,9 @@ class RequestTooLarge(OSError):
 class BindError(OSError):
     """A listening socket could not be opened."""
 
+class AddrInUseError(BindError):
+    """The address is in use (by another server, or one still stopping)."""
+
 SETTINGS_FIELDS: list[str]
 
 def log(level: str, message: str) -> None: ...

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import sys
+import time
 
 from siesta import _siesta
 from siesta._app import AppLoadError, load, prepare
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 EXIT_APP_LOAD = 4
+# Tries of a listening address in use before the start fails (gunicorn's).
+BIND_ATTEMPTS = 5
 
 
 # Set once the master's error log is a file (--error-logfile, after it was opened):
@@ -302,6 +305,23 @@ def _daemonize() -> None:
     os.close(devnull)
 
 
+def _open_listeners(values: dict[str, Any]) -> Any:
+    """The listening sockets. An address in use is tried again, as gunicorn
+    does (5 times, 1 s apart): the server before may still be letting go of it."""
+    attempt = 1
+    while True:
+        try:
+            return _siesta.Listeners(for_rust(values))
+        except _siesta.AddrInUseError as exc:
+            if attempt == BIND_ATTEMPTS:
+                raise
+            # A stop signal meanwhile waits in the master's pipe (the
+            # Supervisor's handlers) and is taken once the sockets are open.
+            _siesta.log("warning", f"{exc}; retrying in 1 second")
+            time.sleep(1)
+            attempt += 1
+
+
 def _check(values: dict[str, Any], sources: dict[str, str]) -> None:
     """--check-config: what a start would refuse (with its message and exit code),
     without binding a socket, opening a log or switching user, then the app import."""
@@ -391,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
         before = os.umask(values["umask"])
         try:
             supervisor = _siesta.Supervisor(for_rust(values))
-            listeners = _siesta.Listeners(for_rust(values))
+            listeners = _open_listeners(values)
         finally:
             os.umask(before)
         if supervisor.metrics_url:  # workers inherit it: an app may link to its status page

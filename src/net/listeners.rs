@@ -22,8 +22,18 @@ pyo3::create_exception!(
     "A listening socket could not be opened (address in use, bad address)."
 );
 
+pyo3::create_exception!(
+    _siesta,
+    AddrInUseError,
+    BindError,
+    "The address is in use (by another server, or one still stopping)."
+);
+
 pub(crate) fn startup_error(e: StartupError) -> PyErr {
-    BindError::new_err(e.to_string())
+    match e {
+        StartupError::AddrInUse(_) => AddrInUseError::new_err(e.to_string()),
+        e => BindError::new_err(e.to_string()),
+    }
 }
 
 #[pyclass(frozen, module = "siesta._siesta")]
