@@ -117,6 +117,18 @@ def test_large_reads_span_many_chunks(server, framing, n):
 
 
 @pytest.mark.parametrize("framing", FRAMINGS)
+def test_sizes_past_a_machine_word_read_it_all(server, framing):
+    """QA probe (session 23): read(2**70) raised OverflowError; a file object
+    takes any int, and one that large (or that negative) asks for all there is."""
+    huge = 2**70
+    assert read_via(server, "read-n", BODY, framing, f"&n={huge}") == [BODY]
+    assert read_via(server, "read-n", BODY, framing, f"&n={-huge}") == [BODY]
+    lines = read_via(server, "readline-limit", BODY, framing, f"&limit={huge}")
+    assert lines == reference("readline", BODY)
+    assert read_via(server, "readlines-hint", BODY, framing, f"&hint={huge}") == [BODY]
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
 def test_readlines_hint_returns_whole_lines(server, framing):
     batches = read_via(server, "readlines-hint", BODY, framing, "&hint=20")
     assert b"".join(batches) == BODY

@@ -24,7 +24,7 @@ use crate::wsgi::body::BodyBuffer;
 use http_body::Body;
 use hyper::body::Incoming;
 use parking_lot::Mutex;
-use pyo3::exceptions::PyStopIteration;
+use pyo3::exceptions::{PyOverflowError, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use std::pin::Pin;
@@ -684,6 +684,20 @@ fn new_bytes<'py>(
     }
 }
 
+/// A size argument as a file's `read` takes it: None, or any int. One past
+/// `isize` either way asks for as much as there is, as a negative one does
+/// (the body is bounded; a huge `read(2**70)` raised OverflowError).
+fn size_arg(size: Option<&Bound<'_, PyAny>>) -> PyResult<Option<isize>> {
+    let Some(size) = size.filter(|s| !s.is_none()) else {
+        return Ok(None);
+    };
+    match size.extract::<isize>() {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.is_instance_of::<PyOverflowError>(size.py()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn size_need(size: Option<isize>) -> Need {
     match size {
         Some(n) if n >= 0 => Need::Bytes(n as usize),
@@ -709,17 +723,22 @@ pub(crate) fn input_error(e: InputError) -> PyErr {
 #[pymethods]
 impl Input {
     #[pyo3(signature = (size=None))]
-    fn read(&self, py: Python<'_>, size: Option<isize>) -> PyResult<Py<PyBytes>> {
-        self.read_need(py, size_need(size))
+    fn read(&self, py: Python<'_>, size: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyBytes>> {
+        self.read_need(py, size_need(size_arg(size)?))
     }
 
     #[pyo3(signature = (size=None))]
-    fn readline(&self, py: Python<'_>, size: Option<isize>) -> PyResult<Py<PyBytes>> {
-        self.read_need(py, line_need(size))
+    fn readline(&self, py: Python<'_>, size: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyBytes>> {
+        self.read_need(py, line_need(size_arg(size)?))
     }
 
     #[pyo3(signature = (hint=None))]
-    fn readlines<'py>(&self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+    fn readlines<'py>(
+        &self,
+        py: Python<'py>,
+        hint: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let hint = size_arg(hint)?;
         let lines = PyList::empty(py);
         let mut total = 0usize;
         loop {
@@ -755,10 +774,10 @@ impl Input {
     fn _try_read<'py>(
         &self,
         py: Python<'py>,
-        size: Option<isize>,
+        size: Option<&Bound<'py, PyAny>>,
         fresh: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.read_or_park(py, size_need(size), fresh)
+        self.read_or_park(py, size_need(size_arg(size)?), fresh)
     }
 
     /// gevent mode: a parked read ended by an exception thrown into its
@@ -777,9 +796,9 @@ impl Input {
     fn _try_readline<'py>(
         &self,
         py: Python<'py>,
-        size: Option<isize>,
+        size: Option<&Bound<'py, PyAny>>,
         fresh: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.read_or_park(py, line_need(size), fresh)
+        self.read_or_park(py, line_need(size_arg(size)?), fresh)
     }
 }
