@@ -167,3 +167,20 @@ def test_path_and_bytes_atoms_are_logged_as_gunicorn_logs_them(start_server, mod
     sent = len(resp.body)
     decoded = "/pé x".encode().decode("latin-1")
     assert line.string == f"GET|{decoded}|{sent}|{sent}|{resp.status}", line.string
+
+
+def test_conversion_specs_pad_and_cut_atoms_as_gunicorn_does(start_server, mode):
+    """QA probe (session 24): a width (`%(h)-15s`) made the rest of the line one
+    unknown atom, logged as `-`; gunicorn formats the line with Python's `%`, so
+    widths, precisions and `d` apply."""
+    fmt = "[%(m)-6s]|%(U).3s|%(s)5s|%(B)06d|%(h)s"
+    srv = start_server(
+        "router_app:app", "--access-logfile", "-", "--access-logformat", fmt, mode=mode
+    )
+    mark = out_mark(srv)
+    resp = srv.get("/ping")
+    assert resp.status == 200
+    line = srv.stdout.wait_for(r"^\[GET", 10.0, since=mark)
+    assert line is not None, srv.stdout.text(mark)
+    assert line.string == f"[GET   ]|/pi|  200|{len(resp.body):06d}|127.0.0.1", line.string
+    assert "unknown atom" not in srv.log(), srv.log()

@@ -723,8 +723,9 @@ SETTINGS: tuple[Setting, ...] = (
         "%%({header}i)s (request header), %%({header}o)s (response header) and "
         "%%({VARIABLE}e)s (environ variable: REQUEST_METHOD, SCRIPT_NAME, PATH_INFO, "
         "QUERY_STRING, RAW_URI, REQUEST_URI, SERVER_PROTOCOL, REMOTE_ADDR, REMOTE_PORT, "
-        "CONTENT_TYPE, CONTENT_LENGTH, HTTP_*); %%%% is %%. An unknown atom is logged as - "
-        "and warned about at startup.",
+        "CONTENT_TYPE, CONTENT_LENGTH, HTTP_*); %%%% is %%. Python's conversion specs "
+        "apply: %%(h)-15s, %%(a).40s, %%(D)08d. An unknown atom is logged as - and warned "
+        "about at startup.",
         metavar="FORMAT",
         rust=True,
     ),

@@ -6,7 +6,8 @@
 //! B b f a T M D L p`, `{header}i`, `{header}o` (response headers, kept
 //! for the line only when the format names one) and `{VARIABLE}e` for the
 //! environ variables derivable from the request head (`EnvVar`; the WSGI
-//! environ itself is gone by the time the line is written); `%%` is `%`.
+//! environ itself is gone by the time the line is written); `%%` is `%`,
+//! and Python's conversion specs (`%(h)-15s`, `%(D)08d`) apply (`Spec`).
 //! Unknown atoms render as `-`; `Format::unknown` names them for the
 //! startup warning.
 
@@ -99,7 +100,100 @@ impl EnvVar {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Lit(String),
-    Atom(Atom),
+    /// An atom, and its conversion spec when it has more than the bare `s`.
+    Atom(Atom, Option<Spec>),
+}
+
+/// Python's `%` conversion spec between `%(name)` and its type (`-15`,
+/// `.20`, `08`), as gunicorn's `%` formatting applies it to a value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Spec {
+    /// `-`: pad on the right.
+    left: bool,
+    /// `0`, on a number (`d`): pad with zeros after the sign.
+    zero: bool,
+    /// `+` or ` `, on a number: the sign a positive one gets.
+    sign: Option<char>,
+    width: usize,
+    /// On a string (`s`): at most this many characters.
+    precision: Option<usize>,
+    /// The type is `d`, `i` or `u`.
+    number: bool,
+}
+
+impl Spec {
+    /// `rest` after `%(name)`: the spec, and what follows its type; None
+    /// when it is no conversion Siesta renders (the `%` then stays as written).
+    fn parse(rest: &str) -> Option<(Option<Spec>, &str)> {
+        if let Some(more) = rest.strip_prefix('s') {
+            return Some((None, more)); // the common case: nothing to apply
+        }
+        let mut spec = Spec::default();
+        let mut chars = rest.char_indices().peekable();
+        while let Some(&(_, c)) = chars.peek() {
+            match c {
+                '-' => spec.left = true,
+                '0' => spec.zero = true,
+                '+' => spec.sign = Some('+'),
+                ' ' => spec.sign = spec.sign.or(Some(' ')),
+                '#' => {}
+                _ => break,
+            }
+            chars.next();
+        }
+        let digits = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
+            let mut n: Option<usize> = None;
+            while let Some(&(_, c)) = chars.peek() {
+                let Some(d) = c.to_digit(10) else { break };
+                // Bounded: a width past a line's worth is a typo, not a layout.
+                n = Some((n.unwrap_or(0) * 10 + d as usize).min(4096));
+                chars.next();
+            }
+            n
+        };
+        spec.width = digits(&mut chars).unwrap_or(0);
+        if chars.peek().is_some_and(|&(_, c)| c == '.') {
+            chars.next();
+            spec.precision = Some(digits(&mut chars).unwrap_or(0));
+        }
+        let (at, kind) = chars.next()?;
+        spec.number = match kind {
+            's' => false,
+            'd' | 'i' | 'u' => true,
+            _ => return None,
+        };
+        Some((Some(spec), &rest[at + kind.len_utf8()..]))
+    }
+
+    /// Applies the spec to the value written at `out[start..]`.
+    fn apply(&self, out: &mut String, start: usize) {
+        let value = out.split_off(start);
+        let numeric = self.number && value.parse::<i64>().is_ok();
+        let (sign, digits) = match (numeric, value.strip_prefix('-')) {
+            (true, Some(abs)) => ("-".to_string(), abs),
+            (true, None) => (self.sign.map(String::from).unwrap_or_default(), &value[..]),
+            (false, _) => (String::new(), &value[..]),
+        };
+        let body: String = match (numeric, self.precision) {
+            (false, Some(p)) => digits.chars().take(p).collect(),
+            _ => digits.to_string(),
+        };
+        let len = sign.chars().count() + body.chars().count();
+        let pad = self.width.saturating_sub(len);
+        if self.left {
+            out.push_str(&sign);
+            out.push_str(&body);
+            out.extend(std::iter::repeat_n(' ', pad));
+        } else if self.zero && numeric {
+            out.push_str(&sign);
+            out.extend(std::iter::repeat_n('0', pad));
+            out.push_str(&body);
+        } else {
+            out.extend(std::iter::repeat_n(' ', pad));
+            out.push_str(&sign);
+            out.push_str(&body);
+        }
+    }
 }
 
 /// A parsed `--access-logformat`.
@@ -114,7 +208,8 @@ pub(crate) struct Format {
 
 impl Format {
     /// Python's `%` formatting, as gunicorn applies it: `%(name)s` is an
-    /// atom, `%%` a `%`; any other `%` stays as written.
+    /// atom (with a spec too: `%(h)-15s`, `%(D)06d`), `%%` a `%`; any other
+    /// `%` stays as written.
     pub(crate) fn parse(fmt: &str, root_path: &str) -> Format {
         let mut pieces = Vec::new();
         let mut lit = String::new();
@@ -127,7 +222,10 @@ impl Format {
                 rest = more;
                 continue;
             }
-            let Some((name, more)) = after.strip_prefix('(').and_then(|a| a.split_once(")s"))
+            let Some((name, spec, more)) = after
+                .strip_prefix('(')
+                .and_then(|a| a.split_once(')'))
+                .and_then(|(name, a)| Spec::parse(a).map(|(spec, more)| (name, spec, more)))
             else {
                 lit.push('%');
                 rest = after;
@@ -136,7 +234,7 @@ impl Format {
             if !lit.is_empty() {
                 pieces.push(Piece::Lit(std::mem::take(&mut lit)));
             }
-            pieces.push(Piece::Atom(atom(name)));
+            pieces.push(Piece::Atom(atom(name), spec));
             rest = more;
         }
         lit.push_str(rest);
@@ -145,7 +243,7 @@ impl Format {
         }
         let response_headers = pieces
             .iter()
-            .any(|p| matches!(p, Piece::Atom(Atom::ResponseHeader(_))));
+            .any(|p| matches!(p, Piece::Atom(Atom::ResponseHeader(_), _)));
         Format {
             pieces,
             root: root_path.trim_end_matches('/').to_string(),
@@ -157,7 +255,7 @@ impl Format {
     pub(crate) fn unknown(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for piece in &self.pieces {
-            if let Piece::Atom(Atom::Unknown(n)) = piece {
+            if let Piece::Atom(Atom::Unknown(n), _) = piece {
                 let written = format!("%({n})s");
                 if !names.contains(&written) {
                     names.push(written);
@@ -331,12 +429,12 @@ impl Format {
 
     pub(crate) fn render(&self, e: &Entry<'_>, out: &mut String) {
         for piece in &self.pieces {
-            let a = match piece {
+            let (a, spec) = match piece {
                 Piece::Lit(s) => {
                     out.push_str(s);
                     continue;
                 }
-                Piece::Atom(a) => a,
+                Piece::Atom(a, spec) => (a, spec),
             };
             let start = out.len();
             let _ = match (a, e.head) {
@@ -398,6 +496,9 @@ impl Format {
                         c => out.push(c),
                     }
                 }
+            }
+            if let Some(spec) = spec {
+                spec.apply(out, start);
             }
         }
         out.push('\n');
@@ -544,6 +645,12 @@ mod tests {
             ("%(D)s %(M)s %(T)s %(L)s", "1500 1 0 0.001500\n"),
             ("%({X-Id}i)s %(zz)s 100%", "42 - 100%\n"),
             ("%(B)s/%(b)s", "13/13\n"),
+            // Python's conversion specs, as gunicorn's `%` applies them.
+            ("[%(h)-12s] [%(m)5s]", "[127.0.0.1   ] [  GET]\n"),
+            ("%(a).4s|%(D)08d|%(s)+d|%(B)-5d|", "curl|00001500|+200|13   |\n"),
+            ("%(D)d %(T)i %(M)u %(zz)5s", "1500 0 1     -\n"),
+            // Not a conversion Siesta renders: left as written.
+            ("%(h)x %(h) %(h)", "%(h)x %(h) %(h)\n"),
         ];
         for (fmt, want) in cases {
             let mut out = String::new();
