@@ -1724,3 +1724,73 @@ def test_a_reload_keeps_the_old_workers_while_no_new_one_can_start(launch, tmp_p
     beat_dir.mkdir()
     assert wait_until(lambda: int(srv.get("/pid").body) != old), srv.log(mark)
     assert wait_until(lambda: not running(old)), "the old worker was kept after the new one"
+
+
+FLAKY_BOOT = '''\
+"""Crashes at import (a fault, as a flaky C extension's) while a counter file says so."""
+import ctypes
+import os
+
+_COUNTER = os.environ["CRASHES_FILE"]
+if os.path.exists(_COUNTER):
+    _left = int(open(_COUNTER).read() or 0)
+    if _left > 0:
+        with open(_COUNTER, "w") as f:
+            f.write(str(_left - 1))
+        ctypes.string_at(0)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+'''
+
+
+def launch_flaky(launch, tmp_path, mode):
+    counter = tmp_path / "crashes"
+    code_dir, _ = app_module(tmp_path, "flaky_boot", FLAKY_BOOT)
+    srv = launch(
+        "-w",
+        "2",
+        mode=mode,
+        app="flaky_boot:app",
+        path=(code_dir,),
+        env={"CRASHES_FILE": str(counter)},
+    )
+    # Both serve (each has booted), as a long-running server's workers do.
+    served = set()
+    assert wait_until(lambda: served.add(int(srv.get("/").body)) or len(served) == 2), served
+    return srv, counter
+
+
+def test_a_replacement_that_crashes_booting_once_is_started_again(launch, tmp_path, mode):
+    """QA note (session 23): a replacement worker that crashed booting (a fault
+    signal) halted a server whose other workers served on; a crash may be a one-off.
+    While others serve, up to 3 crashes in a row are replaced, with a line each."""
+    srv, counter = launch_flaky(launch, tmp_path, mode)
+    victim = srv.worker_pids()[0]
+    counter.write_text("2")
+    os.kill(victim, signal.SIGKILL)
+    assert wait_until(lambda: counter.read_text() == "0" and len(children(srv.pid)) >= 2), srv.log()
+    # The third replacement boots and serves beside the worker that was left.
+    served = set()
+    assert wait_until(lambda: served.add(int(srv.get("/").body)) or len(served - {victim}) == 2)
+    assert victim not in served
+    for n in (1, 2):
+        assert f"starting another (crash {n} of 3)" in srv.log(), srv.log()
+    assert "Reason: Worker failed to boot." not in srv.log()
+    assert srv.alive()
+
+
+def test_a_replacement_that_crashes_booting_every_time_halts(launch, tmp_path, mode):
+    """... and a crash every time still stops the server (exit 3), as at a start:
+    no respawn loop of a broken build."""
+    srv, counter = launch_flaky(launch, tmp_path, mode)
+    victim = srv.worker_pids()[0]
+    counter.write_text("100")
+    os.kill(victim, signal.SIGKILL)
+    srv.proc.wait(timeout=60)
+    assert srv.proc.returncode == 3, srv.log()
+    assert "starting another (crash 3 of 3)" in srv.log(), srv.log()
+    assert "Reason: Worker failed to boot." in srv.log(), srv.log()
+    assert int(counter.read_text()) == 100 - 4, srv.log()

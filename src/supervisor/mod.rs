@@ -37,6 +37,10 @@ const GRACEFUL_EXTRA: Duration = Duration::from_secs(3);
 const FAST_GRACE: Duration = Duration::from_secs(2);
 /// After a timeout's SIGABRT (which dumps the stacks), how long before SIGKILL.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
+/// Replacements that may crash booting, in a row, while others serve (see
+/// `Master::crash_is_retried`).
+const BOOT_CRASH_RETRIES: u32 = 3;
+
 /// A reload retires the old workers once the new ones are up, or after this.
 const RELOAD_WAIT: Duration = Duration::from_secs(30);
 
@@ -109,6 +113,8 @@ impl Supervisor {
             target_before_reload: self.config.workers,
             abandoned: Vec::new(),
             halt: None,
+            boot_crashes: 0,
+            boots_seen: 0,
             observer: self.observer.as_ref(),
             counted_workers: 0,
         };
@@ -188,6 +194,10 @@ struct Master<'a, 'py> {
     abandoned: Vec<u64>,
     /// A worker could not boot: exit with this code once all are gone.
     halt: Option<(i32, &'static str)>,
+    /// Replacements that crashed booting while others served, since
+    /// `boots_seen` (a worker's boot starts the count again).
+    boot_crashes: u32,
+    boots_seen: u64,
     /// The metrics process (`--metrics-bind`).
     observer: Option<&'a observer::Observer>,
     /// The worker count last sent to StatsD.
@@ -417,6 +427,13 @@ impl Master<'_, '_> {
                     worker.generation,
                     matches!(exit, Exit::Code(APP_LOAD_ERROR)),
                 );
+            } else if crashed_booting && self.crash_is_retried(exit) {
+                crate::log::error::error(&format!(
+                    "Worker (pid:{pid}) failed to boot: {}; the others serve, starting \
+                     another (crash {} of {BOOT_CRASH_RETRIES})",
+                    ended(exit),
+                    self.boot_crashes
+                ));
             } else if crashed_booting {
                 crate::log::error::error(&format!(
                     "Worker (pid:{pid}) failed to boot: {}",
@@ -434,6 +451,31 @@ impl Master<'_, '_> {
         if self.halt.is_some() && !self.stopping {
             self.stop_all(py, libc::SIGTERM, self.graceful());
         }
+    }
+
+    /// Whether a worker that crashed booting (a fault signal, not an exit
+    /// code: those are the app's own verdict) is replaced rather than the
+    /// server halted: when booted workers still serve, a crash may be a
+    /// one-off (a flaky C extension, a fault the code before did not hit),
+    /// so a replacement of a long-running server is tried again, up to
+    /// `BOOT_CRASH_RETRIES` crashes in a row without a boot between them. A
+    /// crash every time then halts it, as at a start.
+    fn crash_is_retried(&mut self, exit: Exit) -> bool {
+        let _ = self.table.check_beats(None); // the others' boots, as of now
+        if self.table.boots != self.boots_seen {
+            self.boots_seen = self.table.boots;
+            self.boot_crashes = 0;
+        }
+        let serving = self
+            .table
+            .workers
+            .values()
+            .any(|w| w.booted && w.retiring.is_none() && w.kill_at.is_none());
+        if !matches!(exit, Exit::Signal(_)) || !serving || self.boot_crashes >= BOOT_CRASH_RETRIES {
+            return false;
+        }
+        self.boot_crashes += 1;
+        true
     }
 
     /// A worker started by a reload could not boot or load the app while

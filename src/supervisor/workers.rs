@@ -69,6 +69,8 @@ pub(crate) enum Exit {
 pub(crate) struct Table {
     pub workers: BTreeMap<i32, Worker>,
     next_age: u64,
+    /// How many workers have booted so far (the heartbeat went on).
+    pub boots: u64,
 }
 
 impl Table {
@@ -164,6 +166,7 @@ impl Table {
             };
             if !w.booted && beat > w.born_beat {
                 w.booted = true;
+                self.boots += 1;
             }
             if meta.len() > 0 && w.retiring.is_none() {
                 leaving.push(*pid);
