@@ -313,3 +313,31 @@ def _quietly(call, *args):
     except (OSError, rawhttp.IncompleteHead):
         return None
     return resp if resp.status == 200 else None
+
+
+def test_timeout_spares_streams_that_hold_every_slot(start_server):
+    """QA probe (session 25): two responses streaming a chunk every 0.5 s for
+    7 s on --threads 2 held both app slots, and --timeout 2 killed the worker
+    and cut both (server-sent events, a download the app generates): each
+    chunk the app hands over is a return to Siesta, so the app is not stuck."""
+    srv = start_server("router_app:app", "--threads", "2", "--timeout", "2", mode="thread")
+    before = srv.worker_pids()
+    answers = {}
+
+    def stream(i):
+        try:
+            answers[i] = srv.get(f"/stream?count=14&size=10&delay=0.5&n={i}")
+        except Exception as exc:
+            answers[i] = exc
+
+    clients = [threading.Thread(target=stream, args=(i,), daemon=True) for i in range(2)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(WAIT + 10)
+    for i in range(2):
+        resp = answers.get(i)
+        assert not isinstance(resp, Exception) and resp is not None, (resp, srv.log())
+        assert resp.status == 200 and len(resp.body) == 140, (resp, srv.log())
+    assert "WORKER TIMEOUT" not in srv.log(), srv.log()
+    assert srv.worker_pids() == before

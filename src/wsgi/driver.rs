@@ -99,6 +99,7 @@ fn send_body(py: Python<'_>, sr: &StartResponse, iterable: &Bound<'_, PyAny>) ->
 /// Queues one chunk: at once when it fits (the GIL kept), else with the GIL
 /// released while the client makes room.
 pub(crate) fn push(py: Python<'_>, sr: &StartResponse, chunk: Bytes) -> PyResult<Sent> {
+    crate::exec::threads::app_called(); // a stream that goes on is no stuck app
     Ok(match sr.push_now(chunk)? {
         Ok(sent) => {
             // The chunks hyper already wrote were dropped on the I/O side

@@ -609,6 +609,7 @@ impl Input {
 
     /// A read that blocks (thread mode).
     fn read_need(&self, py: Python<'_>, need: Need) -> PyResult<Py<PyBytes>> {
+        crate::exec::threads::app_called(); // an upload read on is no stuck app
         let _turn = self.turn.take(py);
         let got = self.read_or_park(py, need, true)?;
         got.cast_into::<PyBytes>().map(Bound::unbind).map_err(|_| {

@@ -40,7 +40,7 @@ mod park;
 mod state;
 
 pub(crate) use growth::PoolSize;
-pub(crate) use monitor::Spawner;
+pub(crate) use monitor::{app_called, Spawner};
 
 use crate::exchange::Job;
 use growth::SHRINK_AFTER;
@@ -331,6 +331,7 @@ impl Pool {
     /// runtime is due a turn (`next_job` gives it one) or a thread back
     /// from the network waits for this slot.
     fn after_job(&self) -> Option<Job> {
+        monitor::set_slotless(false); // the next job takes a slot
         let mut st = self.state.lock();
         st.completed += 1;
         let mut now = None;

@@ -13,6 +13,8 @@ use super::state::State;
 use super::Pool;
 use crate::error::RequestError;
 use parking_lot::MutexGuard;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long the pool may go without taking a job or driving I/O before an
@@ -22,6 +24,30 @@ pub(super) const TICK: Duration = Duration::from_millis(1);
 /// After Python failed to start a thread, the pool tries again only after
 /// this long.
 const SPAWN_RETRY: Duration = Duration::from_secs(1);
+
+/// The app's calls into Siesta from inside a request (a response chunk
+/// queued, a body read): an app making them is not stuck, though every
+/// slot is held (a stream of server-sent events, a download it generates).
+static APP_CALLS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This pool thread went ahead beyond `--threads`, holding no app slot
+    /// (`Pool::set_blocked`): its calls do not say the slots' holders move.
+    static SLOTLESS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Counts one call of the app's into Siesta (see `APP_CALLS`), made by a
+/// thread that holds an app slot (or is no pool thread).
+pub(crate) fn app_called() {
+    if !SLOTLESS.with(Cell::get) {
+        APP_CALLS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether the calling pool thread runs without an app slot.
+pub(super) fn set_slotless(slotless: bool) {
+    SLOTLESS.with(|s| s.set(slotless));
+}
 
 /// Starts one more pool thread (Python's `threading.Thread` running
 /// `Pool::run`); false when it could not. Called by the monitor, which holds
@@ -36,14 +62,15 @@ impl Pool {
     }
 
     /// Whether the pool is making progress (for the heartbeat): an app slot
-    /// is free, or a job finished or a slot was given back to wait on the
-    /// network since `mark` (which is updated). Stuck means every slot is
-    /// held by a thread inside app code and none came back; threads parked
+    /// is free, or a job finished, a slot was given back to wait on the
+    /// network or the app called into Siesta (`app_called`) since `mark`
+    /// (which is updated). Stuck means every slot is held by a thread
+    /// inside app code and none came back; threads parked
     /// on the network, idle or driving beside them, or running beyond
     /// `--threads`, serve nothing new.
     pub(crate) fn making_progress(&self, mark: &mut u64) -> bool {
         let st = self.state.lock();
-        let now = st.slot_waits + st.completed;
+        let now = st.slot_waits + st.completed + APP_CALLS.load(Ordering::Relaxed);
         let moved = now != *mark;
         *mark = now;
         moved || st.running < self.size.threads

@@ -33,6 +33,7 @@ impl Pool {
     /// its app slot is free for others) or back (`false`: it takes a slot
     /// again, waiting for one if the pool grew meanwhile).
     pub(crate) fn set_blocked(&self, blocked: bool) {
+        super::monitor::set_slotless(false);
         let mut st = self.state.lock();
         if blocked {
             st.turns += 1;
@@ -70,6 +71,7 @@ impl Pool {
         }
         if !took {
             drop(st);
+            super::monitor::set_slotless(true);
             crate::log::error::write(
                 crate::log::error::Level::Warning,
                 "A request back from the network waited for an app slot while no \
