@@ -239,9 +239,16 @@ pub(crate) fn error(msg: &str) {
     write(Level::Error, msg);
 }
 
-/// A line the app wrote to `wsgi.errors`.
-pub(crate) fn app_text(msg: &str) {
-    write(Level::Error, msg);
+/// Text the app wrote to `wsgi.errors` (whole lines, or what `flush()`
+/// let go of), written as it is, as gunicorn writes it: the app's own
+/// logging formats it already (Flask's `app.logger` has its level and
+/// time), so no prefix or level is added and no level filters it out.
+pub(crate) fn app_text(text: &str) {
+    let mut l = log().lock();
+    let _ = match &mut l.sink {
+        Sink::Stderr => io::stderr().write_all(text.as_bytes()),
+        Sink::File(f, _) => f.write_all(text.as_bytes()),
+    };
 }
 
 /// `context` plus the exception's formatted traceback.

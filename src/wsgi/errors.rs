@@ -1,9 +1,11 @@
 //! `wsgi.errors`: a text stream whose writes go to Siesta's error log.
 //!
-//! Apps and frameworks write diagnostics here (PEP 3333); each completed
-//! line becomes one error-log line at ERROR level, so it lands in
-//! `--error-logfile` beside Siesta's own messages. Partial lines are kept
-//! until a newline or `flush()`.
+//! Apps and frameworks write diagnostics here (PEP 3333); the text lands in
+//! `--error-logfile` beside Siesta's own messages, as written (gunicorn's
+//! `wsgi.errors` adds nothing either: Flask's `app.logger` formats its own
+//! lines). Completed lines go out in one write each, so two requests'
+//! lines do not interleave; a partial line is kept until its newline or
+//! `flush()`.
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -20,9 +22,9 @@ impl ErrorStream {
     fn write(&self, s: &str) -> usize {
         let mut p = self.pending.lock();
         p.push_str(s);
-        while let Some(pos) = p.find('\n') {
-            let line: String = p.drain(..=pos).collect();
-            crate::log::error::app_text(line.trim_end_matches('\n'));
+        if let Some(pos) = p.rfind('\n') {
+            let lines: String = p.drain(..=pos).collect();
+            crate::log::error::app_text(&lines);
         }
         s.chars().count()
     }
@@ -37,6 +39,8 @@ impl ErrorStream {
     fn flush(&self) {
         let mut p = self.pending.lock();
         if !p.is_empty() {
+            // Ended, so that the next line of the log starts a line of its own.
+            p.push('\n');
             crate::log::error::app_text(&p);
             p.clear();
         }
