@@ -190,5 +190,17 @@ def test_demo_forms_work_without_javascript(start_server, browser, tmp_path):
     driver.find_element(By.ID, "upgo").click()
     sha = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#result .sha"))[0]
     assert sha.text == hashlib.sha256(data).hexdigest()
+    # The limit the user picks (QA probe, session 25: without JavaScript it
+    # went in the body, and the default limit was applied).
+    driver.get(srv.url("/"))
+    limit = driver.find_element(By.ID, "limit-bytes")
+    limit.clear()
+    limit.send_keys("1000")
+    driver.find_element(By.CSS_SELECTOR, "#limset button").click()
+    _wait(driver, lambda d: "limit=1000" in d.current_url)
+    driver.find_element(By.ID, "limfile").send_keys(str(f))
+    driver.find_element(By.ID, "limgo").click()
+    refused = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".refused"))[0]
+    assert "over your limit of 1,000" in refused.text, refused.text
     driver.get(srv.url("/echo"))
     assert "comes straight back" in driver.find_element(By.TAG_NAME, "body").text

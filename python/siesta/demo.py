@@ -72,9 +72,13 @@ stays flat.{status_hint}</p>
 <p>The app compares Content-Length with your limit and answers 413 from the headers
 alone: it never reads <code>wsgi.input</code>, and Siesta reads no more of the body than
 the client pushed before the answer.</p>
-<form method="post" action="/limited" enctype="multipart/form-data" id="limform">
+<form method="get" action="/#limit" id="limset">
 <label>Limit in bytes <input type="number" name="limit" id="limit-bytes" min="0"
- value="{default_limit}"></label>
+ value="{limit}"></label>
+<noscript><button type="submit">Set the limit</button></noscript>
+</form>
+<form method="post" action="/limited?limit={limit}" enctype="multipart/form-data"
+ id="limform">
 <label>File <input type="file" name="file" id="limfile" required></label>
 <button type="submit" id="limgo">Send</button>
 <div id="limout" class="dim"></div>
@@ -302,12 +306,18 @@ def _upload(environ, start_response):
     )
 
 
-def _limited(environ, start_response):
+def _limit(environ) -> int:
+    """The limit in the query string (``?limit=N``): the limited form's action
+    carries it, so that it is known from the head, before any body byte."""
     query = parse_qs(environ.get("QUERY_STRING", ""))
     try:
-        limit = max(0, int(query.get("limit", [str(DEFAULT_LIMIT)])[0]))
+        return max(0, int(query.get("limit", [str(DEFAULT_LIMIT)])[0]))
     except ValueError:
-        limit = DEFAULT_LIMIT
+        return DEFAULT_LIMIT
+
+
+def _limited(environ, start_response):
+    limit = _limit(environ)
     declared = environ.get("CONTENT_LENGTH")
     if declared and int(declared) > limit:
         # The whole point: answer from the headers, never touch wsgi.input.
@@ -372,7 +382,7 @@ def _index(environ, start_response):
         status_link=link,
         status_hint=hint,
         status_frame=frame,
-        default_limit=DEFAULT_LIMIT,
+        limit=_limit(environ),
         host=html.escape(environ.get("HTTP_HOST", "127.0.0.1:8000")),
     )
     data = page.encode()
