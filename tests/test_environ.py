@@ -309,6 +309,30 @@ def test_script_name_from_environment_variable(start_server, mode):
     assert env["PATH_INFO"] == "/env"
 
 
+def test_script_name_from_a_trusted_proxy_mounts_the_request(start_server, mode):
+    """QA probe (session 25): nginx's `proxy_set_header SCRIPT_NAME /mnt;` mounts
+    an app under a prefix in gunicorn (its default forwarder headers), and Siesta
+    ignored it: the app saw PATH_INFO /mnt/env and answered 404. From a trusted
+    peer (127.0.0.1 by default) it is the request's SCRIPT_NAME now, in the
+    environ and the access log; from any other peer it is dropped, as every
+    header with an underscore is."""
+    srv = start_server(
+        "router_app:app",
+        "--access-logfile",
+        "-",
+        "--access-logformat",
+        "%(U)s|%({SCRIPT_NAME}e)s",
+        mode=mode,
+    )
+    env = env_of(srv, "/mnt/env", headers=[("SCRIPT_NAME", "/mnt/")])["environ"]
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/mnt", "/env")
+    assert "HTTP_SCRIPT_NAME" not in env
+    assert srv.stdout.wait_for(r"^/env\|/mnt$", 10.0) is not None, srv.stdout.text()
+    untrusted = start_server("router_app:app", "--forwarded-allow-ips", "10.9.9.9", mode=mode)
+    env = env_of(untrusted, "/env", headers=[("SCRIPT_NAME", "/mnt")])["environ"]
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/env")
+
+
 def test_wsgi_errors_goes_to_error_log(server):
     """As written, as gunicorn writes it (QA probe, session 25: every line got
     Siesta's prefix at ERROR, so Flask's `app.logger.warning`, which formats

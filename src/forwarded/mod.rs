@@ -123,6 +123,30 @@ pub(crate) enum Scheme {
     Https,
 }
 
+/// A trusted proxy's `SCRIPT_NAME` header: where it mounts the app for this
+/// request (gunicorn honours it by default: its `forwarder_headers`), kept
+/// in the head's extensions for the environ and the access log. The bytes
+/// as sent, without a trailing `/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MountPoint(pub Vec<u8>);
+
+impl MountPoint {
+    /// From the request's headers: the last `SCRIPT_NAME`, when it is empty
+    /// (mounted at the root) or a path (starts with `/`); `None` otherwise.
+    pub(crate) fn of(headers: &HeaderMap) -> Option<MountPoint> {
+        let value = headers.get_all("script_name").iter().next_back()?;
+        let bytes = value.as_bytes().trim_ascii();
+        if !(bytes.is_empty() || bytes.starts_with(b"/")) {
+            return None;
+        }
+        let mut end = bytes.len();
+        while end > 0 && bytes[end - 1] == b'/' {
+            end -= 1;
+        }
+        Some(MountPoint(bytes[..end].to_vec()))
+    }
+}
+
 /// `--secure-scheme-headers`: each header and the value that means HTTPS.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SchemeHeaders(Vec<(HeaderName, String)>);
@@ -407,5 +431,27 @@ mod tests {
         map.insert("forwarded", http::HeaderValue::from_static("proto=https"));
         assert_eq!(scheme_of(&map, &rules), Ok(None));
         assert!(SchemeHeaders::new([("bad name", "x")]).is_err());
+    }
+
+    #[test]
+    fn a_mount_point_is_a_path_or_nothing() {
+        let cases: &[(&[&str], Option<&[u8]>)] = &[
+            (&[], None),
+            (&["/mnt"], Some(b"/mnt")),
+            (&["/mnt/"], Some(b"/mnt")),
+            (&[" /a/b// "], Some(b"/a/b")),
+            (&[""], Some(b"")),
+            (&["/"], Some(b"")),
+            (&["mnt"], None),
+            (&["/first", "/last"], Some(b"/last")),
+        ];
+        for (values, want) in cases {
+            let mut map = HeaderMap::new();
+            for v in *values {
+                map.append("script_name", http::HeaderValue::from_static(v));
+            }
+            let got = MountPoint::of(&map);
+            assert_eq!(got.as_ref().map(|m| &m.0[..]), *want, "{values:?}");
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! startup warning.
 
 use super::Civil;
+use crate::forwarded::MountPoint;
 use crate::wsgi::environ::{decode_path, latin1, path_info};
 use http::request::Parts;
 use http::HeaderMap;
@@ -394,16 +395,24 @@ impl Format {
         self.response_headers
     }
 
+    /// The request's mount point: a trusted proxy's `SCRIPT_NAME`, else `--root-path`.
+    fn mount<'h>(&'h self, h: &'h Parts) -> &'h [u8] {
+        match h.extensions.get::<MountPoint>() {
+            Some(MountPoint(mount)) => mount,
+            None => self.root.as_bytes(),
+        }
+    }
+
     /// An environ variable, as the app saw it in its environ.
     fn env(&self, var: &EnvVar, e: &Entry<'_>, h: &Parts, out: &mut String) -> std::fmt::Result {
         match var {
             EnvVar::RequestMethod => write!(out, "{}", h.method),
             // The mount point, read as latin-1, whether the path is under it
             // or not (`wsgi/environ.rs`'s template).
-            EnvVar::ScriptName => write!(out, "{}", latin1(self.root.as_bytes())),
+            EnvVar::ScriptName => write!(out, "{}", latin1(self.mount(h))),
             EnvVar::PathInfo => {
                 let decoded = decode_path(h.uri.path());
-                write!(out, "{}", latin1(path_info(&self.root, &decoded)))
+                write!(out, "{}", latin1(path_info(self.mount(h), &decoded)))
             }
             EnvVar::QueryString => write!(out, "{}", h.uri.query().unwrap_or("")),
             EnvVar::RawUri => write!(out, "{}", crate::wsgi::environ::raw_uri(h)),

@@ -13,7 +13,7 @@
 use crate::error::RequestError;
 use crate::exchange::{ConnInfo, ServerName};
 use crate::forwarded::proxy_protocol::{self, Header, Invalid, Progress, Version};
-use crate::forwarded::{scheme_of, Proxies, Scheme};
+use crate::forwarded::{scheme_of, MountPoint, Proxies, Scheme};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -197,7 +197,8 @@ async fn read_exactly<I: Peek>(io: &mut I, accept: Version) -> Result<Header, Re
 /// The request's `wsgi.url_scheme` when a proxy decides it: HTTPS from a
 /// PROXY v2 SSL TLV, else from a trusted peer's scheme headers (refused
 /// when they disagree). Only HTTPS is marked, in the head's extensions,
-/// for `wsgi/environ.rs`; an untrusted connection costs two branches.
+/// for `wsgi/environ.rs`; an untrusted connection costs two branches. A
+/// trusted peer's `SCRIPT_NAME` header is marked too (`MountPoint`).
 pub(crate) fn mark_scheme(
     head: &mut http::request::Parts,
     conn: &ConnInfo,
@@ -212,6 +213,11 @@ pub(crate) fn mark_scheme(
     };
     if scheme == Some(Scheme::Https) {
         head.extensions.insert(Scheme::Https);
+    }
+    if conn.trusted {
+        if let Some(mount) = MountPoint::of(&head.headers) {
+            head.extensions.insert(mount);
+        }
     }
     Ok(())
 }

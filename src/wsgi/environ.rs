@@ -9,7 +9,7 @@
 //! response.
 
 use crate::exchange::ConnInfo;
-use crate::forwarded::Scheme;
+use crate::forwarded::{MountPoint, Scheme};
 use http::request::Parts;
 use http::{HeaderName, Version};
 use parking_lot::Mutex;
@@ -52,8 +52,7 @@ pub(crate) fn py_latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'p
 /// (no trailing slash; empty when not mounted): the path past the mount
 /// point when it is under it, else all of it. (`SCRIPT_NAME` is the mount
 /// point either way.)
-pub(crate) fn path_info<'a>(root: &str, path: &'a [u8]) -> &'a [u8] {
-    let r = root.as_bytes();
+pub(crate) fn path_info<'a>(r: &[u8], path: &'a [u8]) -> &'a [u8] {
     if !r.is_empty() && path.starts_with(r) && (path.len() == r.len() || path[r.len()] == b'/') {
         &path[r.len()..]
     } else {
@@ -294,7 +293,15 @@ pub(crate) fn build<'py>(
     // The template holds the root path as SCRIPT_NAME (what `path_info`
     // takes off is those bytes), an empty QUERY_STRING and HTTP/1.1: only
     // other values are set.
-    let path = path_info(&k.root_path, &decoded);
+    // A trusted proxy's `SCRIPT_NAME` header (`forwarded::MountPoint`)
+    // mounts this request elsewhere than `--root-path`.
+    let path = match head.extensions.get::<MountPoint>() {
+        Some(MountPoint(mount)) => {
+            env.set_item(intern!(py, "SCRIPT_NAME"), py_latin1(py, mount)?)?;
+            path_info(mount, &decoded)
+        }
+        None => path_info(k.root_path.as_bytes(), &decoded),
+    };
     env.set_item(intern!(py, "PATH_INFO"), py_latin1(py, path)?)?;
     // Raw bytes past ASCII in the target (hyper takes them when they are
     // UTF-8) are latin-1 here too, as PEP 3333 wants of every native string.
@@ -518,7 +525,7 @@ mod tests {
         ];
         for (root, path, info) in cases {
             assert_eq!(
-                path_info(root, path.as_bytes()),
+                path_info(root.as_bytes(), path.as_bytes()),
                 info.as_bytes(),
                 "{root} {path}"
             );
