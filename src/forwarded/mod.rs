@@ -134,7 +134,8 @@ impl MountPoint {
     /// From the request's headers: the last `SCRIPT_NAME`, when it is empty
     /// (mounted at the root) or a path (starts with `/`); `None` otherwise.
     pub(crate) fn of(headers: &HeaderMap) -> Option<MountPoint> {
-        let value = headers.get_all("script_name").iter().next_back()?;
+        const NAME: HeaderName = HeaderName::from_static("script_name");
+        let value = headers.get_all(NAME).iter().next_back()?;
         let bytes = value.as_bytes().trim_ascii();
         if !(bytes.is_empty() || bytes.starts_with(b"/")) {
             return None;
