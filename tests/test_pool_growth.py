@@ -315,7 +315,8 @@ def _quietly(call, *args):
     return resp if resp.status == 200 else None
 
 
-def test_timeout_spares_streams_that_hold_every_slot(start_server):
+@pytest.mark.parametrize("how", ["iterable", "write"])
+def test_timeout_spares_streams_that_hold_every_slot(start_server, how):
     """QA probe (session 25): two responses streaming a chunk every 0.5 s for
     7 s on --threads 2 held both app slots, and --timeout 2 killed the worker
     and cut both (server-sent events, a download the app generates): each
@@ -326,7 +327,10 @@ def test_timeout_spares_streams_that_hold_every_slot(start_server):
 
     def stream(i):
         try:
-            answers[i] = srv.get(f"/stream?count=14&size=10&delay=0.5&n={i}")
+            if how == "write":  # the write() callable (review, session 25)
+                answers[i] = srv.get(f"/write?n=14&block=10&delay=0.5&i={i}")
+            else:
+                answers[i] = srv.get(f"/stream?count=14&size=10&delay=0.5&n={i}")
         except Exception as exc:
             answers[i] = exc
 

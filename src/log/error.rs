@@ -262,7 +262,11 @@ pub(crate) fn exception(py: Python<'_>, context: &str, err: &PyErr) {
 
 /// An exception raised by the app while handling a request.
 pub(crate) fn app_exception(py: Python<'_>, err: &PyErr, head: &http::request::Parts) {
-    exception(py, &format!("Error handling request {} {}", head.method, head.uri), err);
+    exception(
+        py,
+        &format!("Error handling request {} {}", head.method, head.uri),
+        err,
+    );
 }
 
 fn format_exception(py: Python<'_>, err: &PyErr) -> PyResult<String> {

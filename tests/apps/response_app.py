@@ -231,8 +231,11 @@ def write_callable(environ, start_response):
         headers.append(("Content-Length", query["length"]))
     write = start_response("200 OK", headers)
     block = b"w" * int(query.get("block", 0))
+    delay = float(query.get("delay", 0))
     for i in range(int(query.get("n", 3))):
         write(block or b"part%d " % i)
+        if delay:
+            time.sleep(delay)
     return [query.get("tail", "").encode()]
 
 

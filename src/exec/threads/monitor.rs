@@ -39,9 +39,16 @@ thread_local! {
 /// Counts one call of the app's into Siesta (see `APP_CALLS`), made by a
 /// thread that holds an app slot (or is no pool thread).
 pub(crate) fn app_called() {
-    if !SLOTLESS.with(Cell::get) {
-        APP_CALLS.fetch_add(1, Ordering::Relaxed);
+    if SLOTLESS.with(Cell::get) {
+        // Rare: this thread went ahead beyond `--threads`. Once the others
+        // are back within it, it holds a slot like any of them.
+        let Some(pool) = super::current() else { return };
+        if pool.state.lock().running > pool.size.threads {
+            return;
+        }
+        set_slotless(false);
     }
+    APP_CALLS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Whether the calling pool thread runs without an app slot.

@@ -333,6 +333,7 @@ impl StartResponse {
     /// The `write()` callable returned by `start_response` (thread mode;
     /// gevent mode's `write()` parks in Python around `_try_push`).
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        crate::exec::threads::app_called(); // a stream that goes on is no stuck app
         let chunk = chunk_bytes(data)?;
         self.check_started()?;
         let sent = match self.push_now(chunk)? {
