@@ -146,9 +146,25 @@ def test_port_sets_the_default_bind_as_gunicorn_does():
     assert printed(run_siesta("--print-config", APP))["bind"] == "['127.0.0.1:8000']"
 
 
-def test_a_port_that_is_no_port_is_one_line():
-    result = run_siesta("--check-config", APP, env={"PORT": "http"})
+@pytest.mark.parametrize("port", ["http", "²", "65536", ""])
+def test_a_port_that_is_no_port_is_one_line(port):
+    result = run_siesta("--check-config", APP, env={"PORT": port})
     assert_one_error(result, 1, "PORT")
+
+
+def test_a_port_that_is_no_port_is_left_alone_when_a_bind_is_given(tmp_path):
+    """Review (session 25): PORT may be another tool's variable; gunicorn reads it
+    only for its default bind."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("bind = ['127.0.0.1:0']\n")
+    for args, env in (
+        (["-b", "127.0.0.1:0"], {}),
+        ([], {"SIESTA_BIND": "127.0.0.1:0"}),
+        ([], {"GUNICORN_CMD_ARGS": "-b 127.0.0.1:0"}),
+        (["-c", str(conf)], {}),
+    ):
+        result = run_siesta(*args, "--print-config", APP, env={"PORT": "http", **env})
+        assert printed(result)["bind"] == "['127.0.0.1:0']", (args, env)
 
 
 def test_forwarded_allow_ips_default_from_environment():

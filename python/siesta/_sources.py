@@ -378,6 +378,10 @@ def resolve(argv: list[str] | None, environ: Mapping[str, str] | None = None) ->
     apply(siesta_args, "SIESTA_CMD_ARGS")
     apply(cli, "the command line")
 
+    port = environ.get("PORT", "")
+    if sources["bind"] == "$PORT" and not (port.isascii() and port.isdigit() and int(port) < 65536):
+        # Checked only when the bind comes from it: PORT may be another tool's.
+        raise ConfigError(f"bind from $PORT: {port!r} is not a port")
     for spec in values["bind"]:
         try:
             check_bind(spec)

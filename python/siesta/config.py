@@ -254,11 +254,8 @@ class Setting(namedtuple("Setting", _FIELDS, defaults=_DEFAULTS)):
         """The default, or the value of ``default_env`` when that is set (even
         empty, as gunicorn reads it: ``FORWARDED_ALLOW_IPS=`` trusts nobody)."""
         if self.default_env and self.default_env in environ:
-            raw = environ[self.default_env]
-            if self.env_form != "{}" and not (raw.isdigit() and int(raw) <= 65535):
-                # The one form (0.0.0.0:{}) takes a port number.
-                raise ConfigError(f"{self.name} from ${self.default_env}: {raw!r} is not a port")
-            return self.convert(self.env_form.format(raw), f"${self.default_env}")
+            value = self.env_form.format(environ[self.default_env])
+            return self.convert(value, f"${self.default_env}")
         return self.default
 
     @property
