@@ -363,3 +363,54 @@ def test_binds_as_gunicorn_reads_them():
     for bind in ("tcp://127.0.0.1:0", " 127.0.0.1:0 "):
         result = run_siesta("-b", bind, *APP_ARGS, "router_app:app", "--check-config")
         assert result.returncode == 0, (bind, result.stderr)
+
+
+def test_fd_binds_stay_open_while_an_address_in_use_is_tried_again():
+    """Review (session 25): with -b fd://N and an address in use, the failed try
+    closed the socket the caller handed over, and the next one failed on it."""
+    handed = socket.socket()
+    handed.bind(("127.0.0.1", 0))
+    handed.listen()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(SIESTA), "-b", f"fd://{handed.fileno()}", "-b", f"127.0.0.1:{port}"]
+        + [*APP_ARGS, "router_app:app"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+        cwd=str(APPS_DIR),
+        pass_fds=(handed.fileno(),),
+    )
+    drain = LogDrain(proc.stderr, "siesta-stderr")
+    try:
+        assert drain.wait_for("retrying in 1 second", 20), drain.text()
+        taken.close()
+        assert drain.wait_for(rf"Listening at: http://127\.0\.0\.1:{port} ", 20), drain.text()
+        with socket.create_connection(handed.getsockname(), timeout=10) as conn:
+            conn.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert conn.recv(64).startswith(b"HTTP/1.1 200"), drain.text()
+    finally:
+        taken.close()
+        handed.close()
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_file_at_a_unix_bind_path_is_refused_at_once(tmp_path):
+    """Review (session 25): a regular file where the socket should go made bind
+    say 'in use', tried 5 times; it is no address to wait for."""
+    path = tmp_path / "notasocket"
+    path.write_text("keep me\n")
+    result = run_siesta("-b", f"unix:{path}", *APP_ARGS, "router_app:app")
+    assert result.returncode == 1, result.stderr
+    assert "retrying" not in result.stderr, result.stderr
+    assert_one_error_line(result, "is not a socket")
+    assert path.read_text() == "keep me\n"

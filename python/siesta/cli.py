@@ -36,6 +36,7 @@ from siesta.hooks import Server as HookServer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 EXIT_APP_LOAD = 4
@@ -305,21 +306,25 @@ def _daemonize() -> None:
     os.close(devnull)
 
 
-def _open_listeners(values: dict[str, Any]) -> Any:
-    """The listening sockets. An address in use is tried again, as gunicorn
-    does (5 times, 1 s apart): the server before may still be letting go of it."""
+def _in_use_tried(make: Callable[[], Any], what: str = "") -> Any:
+    """``make()``, which binds: an address in use is tried again, as gunicorn
+    does (5 times, 1 s apart), since the server before may still be letting
+    go of it. ``what`` names the address's option in the lines."""
     attempt = 1
     while True:
         try:
-            return _siesta.Listeners(for_rust(values))
+            return make()
         except _siesta.AddrInUseError as exc:
             if attempt == BIND_ATTEMPTS:
-                raise
-            # A stop signal meanwhile waits in the master's pipe (the
-            # Supervisor's handlers) and is taken once the sockets are open.
-            _siesta.log("warning", f"{exc}; retrying in 1 second")
+                raise _siesta.AddrInUseError(f"{what}{exc}") from None
+            _siesta.log("warning", f"{what}{exc}; retrying in 1 second")
+        try:
+            # Once the Supervisor is made, a stop signal waits in its pipe
+            # and is taken when the sockets are open; before, INT lands here.
             time.sleep(1)
-            attempt += 1
+        except KeyboardInterrupt:
+            _fail("interrupted while waiting for an address in use", 1)
+        attempt += 1
 
 
 def _check(values: dict[str, Any], sources: dict[str, str]) -> None:
@@ -410,8 +415,10 @@ def main(argv: list[str] | None = None) -> None:
         # The same for a unix --metrics-bind, which the Supervisor binds.
         before = os.umask(values["umask"])
         try:
-            supervisor = _siesta.Supervisor(for_rust(values))
-            listeners = _open_listeners(values)
+            supervisor = _in_use_tried(
+                lambda: _siesta.Supervisor(for_rust(values)), "--metrics-bind: "
+            )
+            listeners = _in_use_tried(lambda: _siesta.Listeners(for_rust(values)))
         finally:
             os.umask(before)
         if supervisor.metrics_url:  # workers inherit it: an app may link to its status page

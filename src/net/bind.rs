@@ -153,9 +153,11 @@ fn open_unix(path: &PathBuf, backlog: i32) -> std::io::Result<Listener> {
     // A stale socket file from a previous run would make bind fail.
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
-        if meta.file_type().is_socket() {
-            let _ = std::fs::remove_file(path);
+        if !meta.file_type().is_socket() {
+            // Not an address in use to wait for: a file to keep, named by mistake.
+            return Err(std::io::Error::other("the path exists and is not a socket"));
         }
+        let _ = std::fs::remove_file(path);
     }
     let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     sock.bind(&SockAddr::unix(path)?)?;
@@ -179,6 +181,16 @@ impl Listener {
             Listener::Tcp(l) => l.as_raw_fd(),
             Listener::Unix(l, _) => l.as_raw_fd(),
         }
+    }
+
+    /// Gives the descriptor up without closing it (a socket the caller
+    /// handed over, `fd://N`, when the start fails and may be tried again).
+    pub(crate) fn leave_open(self) {
+        use std::os::fd::IntoRawFd;
+        let _ = match self {
+            Listener::Tcp(l) => l.into_raw_fd(),
+            Listener::Unix(l, _) => l.into_raw_fd(),
+        };
     }
 
     /// Removes the socket file Siesta created for a unix listener.

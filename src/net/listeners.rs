@@ -7,7 +7,7 @@
 //! socket files it created, unless a new master (USR2) inherited them.
 //! Accepting connections is `server/`'s job.
 
-use super::bind::Listener;
+use super::bind::{BindSpec, Listener};
 use crate::config::Config;
 use crate::error::StartupError;
 use parking_lot::Mutex;
@@ -44,12 +44,22 @@ pub(crate) struct Listeners {
 
 impl Listeners {
     pub(crate) fn open(config: &Config) -> PyResult<Listeners> {
-        let sockets = config
-            .binds
-            .iter()
-            .map(|b| b.open(config.backlog, config.reuse_port))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(startup_error)?;
+        let mut sockets = Vec::with_capacity(config.binds.len());
+        for bind in &config.binds {
+            match bind.open(config.backlog, config.reuse_port) {
+                Ok(socket) => sockets.push(socket),
+                Err(e) => {
+                    // An `fd://` socket is the caller's, and a start tried
+                    // again (an address in use) opens it again: not closed.
+                    for (spec, socket) in config.binds.iter().zip(sockets) {
+                        if matches!(spec, BindSpec::Fd(_)) {
+                            socket.leave_open();
+                        }
+                    }
+                    return Err(startup_error(e));
+                }
+            }
+        }
         let urls = sockets.iter().map(Listener::url).collect();
         Ok(Listeners {
             sockets: Mutex::new(sockets),
