@@ -108,6 +108,8 @@ settings! {
     forwarded_allow_ips: String,
     /// `--secure-scheme-headers`: header name to the value meaning HTTPS.
     secure_scheme_headers: std::collections::BTreeMap<String, String>,
+    /// `--forwarder-headers`: upper-case names, comma-separated.
+    forwarder_headers: String,
     /// `--proxy-protocol`, already canonical: `off`, `v1`, `v2` or `auto`.
     proxy_protocol: String,
     /// `--proxy-allow-from`: addresses, networks or `*`.
@@ -266,6 +268,7 @@ impl Config {
             proxies: proxies(
                 &s.forwarded_allow_ips,
                 &s.secure_scheme_headers,
+                &s.forwarder_headers,
                 &s.proxy_protocol,
                 &s.proxy_allow_from,
             )?,
@@ -276,6 +279,7 @@ impl Config {
 fn proxies(
     forwarded_allow_ips: &str,
     secure_scheme_headers: &std::collections::BTreeMap<String, String>,
+    forwarder_headers: &str,
     proxy_protocol: &str,
     proxy_allow_from: &str,
 ) -> PyResult<Proxies> {
@@ -291,6 +295,9 @@ fn proxies(
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         )
         .map_err(invalid("secure_scheme_headers"))?,
+        mount_header: forwarder_headers
+            .split(',')
+            .any(|n| matches!(n.trim(), "SCRIPT_NAME" | "*")),
         protocol: match proxy_protocol {
             "off" => None,
             "v1" => Some(ProxyVersion::V1),

@@ -328,8 +328,19 @@ def test_script_name_from_a_trusted_proxy_mounts_the_request(start_server, mode)
     assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/mnt", "/env")
     assert "HTTP_SCRIPT_NAME" not in env
     assert srv.stdout.wait_for(r"^/env\|/mnt$", 10.0) is not None, srv.stdout.text()
+    # Decoded, as the path it is compared with (review, session 25).
+    env = env_of(srv, "/a%20b/env", headers=[("SCRIPT_NAME", "/a%20b")])["environ"]
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/a b", "/env")
+    # No mount an app could not put in a URL as it is (`//host` is another host).
+    for odd in ("//evil.example", "/mnt?x=1", "/a/../mnt", "mnt"):
+        env = env_of(srv, "/env", headers=[("SCRIPT_NAME", odd)])["environ"]
+        assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/env"), odd
     untrusted = start_server("router_app:app", "--forwarded-allow-ips", "10.9.9.9", mode=mode)
     env = env_of(untrusted, "/env", headers=[("SCRIPT_NAME", "/mnt")])["environ"]
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/env")
+    # gunicorn's --forwarder-headers: without SCRIPT_NAME, a trusted peer's is dropped too.
+    unlisted = start_server("router_app:app", "--forwarder-headers", "", mode=mode)
+    env = env_of(unlisted, "/env", headers=[("SCRIPT_NAME", "/mnt")])["environ"]
     assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/env")
 
 

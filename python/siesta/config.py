@@ -133,6 +133,16 @@ def _proxy_protocol(text: str) -> str:
     raise ValueError(f"{text!r} is not a PROXY protocol mode ({', '.join(PROXY_PROTOCOL_MODES)})")
 
 
+def _header_names(value: str | list[str] | tuple[str, ...]) -> str:
+    """A comma-separated list of header names, upper-cased, as gunicorn keeps them."""
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    names = [n.strip().upper() for n in items if n.strip()]
+    for name in names:
+        if name != "*" and not all(c.isalnum() or c in "-_" for c in name):
+            raise ValueError(f"{name!r} is not a header name")
+    return ",".join(names)
+
+
 def _addresses(value: str | list[str] | tuple[str, ...]) -> str:
     """An address list as the server parses it: IPs, CIDR networks, '*'; comma-separated,
     or a list of them (from a config file, as gunicorn takes it)."""
@@ -174,7 +184,7 @@ def _env_item(text: str) -> str:
 
 
 # Types handed a config file's value as it is (a list, a dict), not its str().
-_TAKES_OBJECTS = (_addresses, _header_values)
+_TAKES_OBJECTS = (_addresses, _header_values, _header_names)
 
 
 _FIELDS = (
@@ -555,6 +565,18 @@ SETTINGS: tuple[Setting, ...] = (
         rust=True,
     ),
     Setting(
+        "forwarder_headers",
+        ("--forwarder-headers",),
+        "SCRIPT_NAME,PATH_INFO",
+        "Headers a trusted proxy (--forwarded-allow-ips) may set for the environ, gunicorn's "
+        "setting: with SCRIPT_NAME in the list, its SCRIPT_NAME header mounts the request "
+        "under that prefix (PATH_INFO is the path past it). Empty trusts none; other names "
+        "change nothing (their headers are dropped, as every header with an underscore is).",
+        type=_header_names,
+        metavar="NAME,...",
+        rust=True,
+    ),
+    Setting(
         "proxy_protocol",
         ("--proxy-protocol",),
         "off",
@@ -830,7 +852,7 @@ GUNICORN_NAMES: dict[str, str | None] = {
             "ssl_context http_protocols http2_cleartext http2_max_concurrent_streams "
             "http2_initial_window_size http2_max_frame_size http2_max_header_list_size "
             "permit_obsolete_folding strip_header_spaces permit_unconventional_http_method "
-            "permit_unconventional_http_version casefold_http_method forwarder_headers "
+            "permit_unconventional_http_version casefold_http_method "
             "header_map asgi_loop asgi_lifespan asgi_disconnect_grace_period http_parser "
             "dirty_apps dirty_workers dirty_timeout dirty_threads dirty_graceful_timeout "
             "on_dirty_starting dirty_post_fork dirty_worker_init dirty_worker_exit "

@@ -22,6 +22,9 @@ pub(crate) struct Proxies {
     pub forwarded_allow: AllowList,
     /// `--secure-scheme-headers`.
     pub scheme_headers: SchemeHeaders,
+    /// `--forwarder-headers` names `SCRIPT_NAME`: a trusted peer's header
+    /// of that name mounts the request (`MountPoint`).
+    pub mount_header: bool,
     /// `--proxy-protocol`: `None` when off; otherwise every connection
     /// must open with a preamble of an accepted version.
     pub protocol: Option<proxy_protocol::Version>,
@@ -136,15 +139,23 @@ impl MountPoint {
     pub(crate) fn of(headers: &HeaderMap) -> Option<MountPoint> {
         const NAME: HeaderName = HeaderName::from_static("script_name");
         let value = headers.get_all(NAME).iter().next_back()?;
-        let bytes = value.as_bytes().trim_ascii();
-        if !(bytes.is_empty() || bytes.starts_with(b"/")) {
-            return None;
+        // Decoded as the path it is compared with (`wsgi/environ.rs`).
+        let mut bytes: Vec<u8> =
+            percent_encoding::percent_decode(value.as_bytes().trim_ascii()).collect();
+        while bytes.last() == Some(&b'/') {
+            bytes.pop();
         }
-        let mut end = bytes.len();
-        while end > 0 && bytes[end - 1] == b'/' {
-            end -= 1;
-        }
-        Some(MountPoint(bytes[..end].to_vec()))
+        // A path, and one an app may put in a URL as it is: no query or
+        // fragment, no `//` (a URL's `//evil.example` names another host:
+        // an open redirect) and no `.` or `..` segment.
+        let plain = bytes.is_empty()
+            || (bytes.starts_with(b"/")
+                && !bytes.starts_with(b"//")
+                && !bytes.iter().any(|&b| b == b'?' || b == b'#' || b < b' ')
+                && !bytes[1..]
+                    .split(|&b| b == b'/')
+                    .any(|seg| seg == b"." || seg == b".."));
+        plain.then_some(MountPoint(bytes))
     }
 }
 
@@ -445,6 +456,16 @@ mod tests {
             (&["/"], Some(b"")),
             (&["mnt"], None),
             (&["/first", "/last"], Some(b"/last")),
+            (&["/a%20b"], Some(b"/a b")),
+            (&["/caf%C3%A9"], Some("/café".as_bytes())),
+            (&["//evil.example"], None),
+            (&["/%2fevil.example"], None),
+            (&["/mnt?x=1"], None),
+            (&["/mnt#x"], None),
+            (&["/a/../b"], None),
+            (&["/a/%2e%2e"], None),
+            (&["/./a"], None),
+            (&["/a.b/..c"], Some(b"/a.b/..c")),
         ];
         for (values, want) in cases {
             let mut map = HeaderMap::new();

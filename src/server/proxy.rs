@@ -214,7 +214,7 @@ pub(crate) fn mark_scheme(
     if scheme == Some(Scheme::Https) {
         head.extensions.insert(Scheme::Https);
     }
-    if conn.trusted {
+    if conn.trusted && proxies.mount_header {
         if let Some(mount) = MountPoint::of(&head.headers) {
             head.extensions.insert(mount);
         }
@@ -238,6 +238,7 @@ mod tests {
         Proxies {
             forwarded_allow: local.clone(),
             scheme_headers: headers,
+            mount_header: true,
             protocol,
             proxy_allow: local,
         }
