@@ -1766,7 +1766,7 @@ def launch_flaky(launch, tmp_path, mode):
 def test_a_replacement_that_crashes_booting_once_is_started_again(launch, tmp_path, mode):
     """QA note (session 23): a replacement worker that crashed booting (a fault
     signal) halted a server whose other workers served on; a crash may be a one-off.
-    While others serve, up to 3 crashes in a row are replaced, with a line each."""
+    While others serve, such a crash is retried 3 times in a row at most, a line each."""
     srv, counter = launch_flaky(launch, tmp_path, mode)
     victim = srv.worker_pids()[0]
     counter.write_text("2")
@@ -1777,7 +1777,7 @@ def test_a_replacement_that_crashes_booting_once_is_started_again(launch, tmp_pa
     assert wait_until(lambda: served.add(int(srv.get("/").body)) or len(served - {victim}) == 2)
     assert victim not in served
     for n in (1, 2):
-        assert f"starting another (crash {n} of 3)" in srv.log(), srv.log()
+        assert f"starting another (retry {n} of 3)" in srv.log(), srv.log()
     assert "Reason: Worker failed to boot." not in srv.log()
     assert srv.alive()
 
@@ -1791,6 +1791,6 @@ def test_a_replacement_that_crashes_booting_every_time_halts(launch, tmp_path, m
     os.kill(victim, signal.SIGKILL)
     srv.proc.wait(timeout=60)
     assert srv.proc.returncode == 3, srv.log()
-    assert "starting another (crash 3 of 3)" in srv.log(), srv.log()
+    assert "starting another (retry 3 of 3)" in srv.log(), srv.log()
     assert "Reason: Worker failed to boot." in srv.log(), srv.log()
     assert int(counter.read_text()) == 100 - 4, srv.log()

@@ -177,6 +177,8 @@ impl Spec {
         };
         let body: String = match (numeric, self.precision) {
             (false, Some(p)) => digits.chars().take(p).collect(),
+            // On a number, Python's precision is the fewest digits.
+            (true, Some(p)) if p > digits.len() => "0".repeat(p - digits.len()) + digits,
             _ => digits.to_string(),
         };
         let len = sign.chars().count() + body.chars().count();
@@ -205,6 +207,9 @@ pub(crate) struct Format {
     root: String,
     /// Some `{name}o` atom: the response headers are kept for the line.
     response_headers: bool,
+    /// `%(name)` with no conversion Siesta renders after it, kept as
+    /// written (for the startup warning).
+    unrendered: Vec<String>,
 }
 
 impl Format {
@@ -213,6 +218,7 @@ impl Format {
     /// `%` stays as written.
     pub(crate) fn parse(fmt: &str, root_path: &str) -> Format {
         let mut pieces = Vec::new();
+        let mut unrendered = Vec::new();
         let mut lit = String::new();
         let mut rest = fmt;
         while let Some(start) = rest.find('%') {
@@ -223,11 +229,15 @@ impl Format {
                 rest = more;
                 continue;
             }
-            let Some((name, spec, more)) = after
-                .strip_prefix('(')
-                .and_then(|a| a.split_once(')'))
-                .and_then(|(name, a)| Spec::parse(a).map(|(spec, more)| (name, spec, more)))
+            let named = after.strip_prefix('(').and_then(|a| a.split_once(')'));
+            let Some((name, spec, more)) =
+                named.and_then(|(name, a)| Spec::parse(a).map(|(spec, more)| (name, spec, more)))
             else {
+                if let Some((name, a)) = named {
+                    // `%(h)x`, `%(h)` at the end: a typo, most likely.
+                    let next: String = a.chars().take(1).collect();
+                    unrendered.push(format!("%({name}){next}"));
+                }
                 lit.push('%');
                 rest = after;
                 continue;
@@ -249,6 +259,7 @@ impl Format {
             pieces,
             root: root_path.trim_end_matches('/').to_string(),
             response_headers,
+            unrendered,
         }
     }
 
@@ -526,10 +537,20 @@ fn breaks_line(c: char) -> bool {
 /// One warning line per atom of `format` that Siesta does not know (it
 /// renders as `-`): the master calls this once, at startup and on HUP.
 pub(crate) fn warn_unknown(format: &str) {
-    for name in Format::parse(format, "").unknown() {
+    let parsed = Format::parse(format, "");
+    for name in parsed.unknown() {
         super::error::write(
             super::error::Level::Warning,
             &format!("--access-logformat: unknown atom {name}, logged as -"),
+        );
+    }
+    for written in &parsed.unrendered {
+        super::error::write(
+            super::error::Level::Warning,
+            &format!(
+                "--access-logformat: {written} has no conversion Siesta renders (s, d, i or u, \
+                 after flags, a width and a precision), logged as written"
+            ),
         );
     }
 }
@@ -658,6 +679,7 @@ mod tests {
             ("[%(h)-12s] [%(m)5s]", "[127.0.0.1   ] [  GET]\n"),
             ("%(a).4s|%(D)08d|%(s)+d|%(B)-5d|", "curl|00001500|+200|13   |\n"),
             ("%(D)d %(T)i %(M)u %(zz)5s", "1500 0 1     -\n"),
+            ("%(D).6d|%(D)8.6d|%(B)-4.3d|", "001500|  001500|013 |\n"),
             // Not a conversion Siesta renders: left as written.
             ("%(h)x %(h) %(h)", "%(h)x %(h) %(h)\n"),
         ];
@@ -830,5 +852,7 @@ mod tests {
             assert_eq!(f.unknown(), want.to_vec(), "{fmt}");
             assert_eq!(f.wants_response_headers(), *response, "{fmt}");
         }
+        let f = Format::parse("%(h)S %(a)s %(m)", "");
+        assert_eq!(f.unrendered, vec!["%(h)S".to_string(), "%(m)".to_string()]);
     }
 }

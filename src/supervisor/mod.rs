@@ -37,8 +37,8 @@ const GRACEFUL_EXTRA: Duration = Duration::from_secs(3);
 const FAST_GRACE: Duration = Duration::from_secs(2);
 /// After a timeout's SIGABRT (which dumps the stacks), how long before SIGKILL.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
-/// Replacements that may crash booting, in a row, while others serve (see
-/// `Master::crash_is_retried`).
+/// How many times a replacement that crashed booting is started again, in a
+/// row, while others serve (see `Master::crash_is_retried`).
 const BOOT_CRASH_RETRIES: u32 = 3;
 
 /// A reload retires the old workers once the new ones are up, or after this.
@@ -430,7 +430,7 @@ impl Master<'_, '_> {
             } else if crashed_booting && self.crash_is_retried(exit) {
                 crate::log::error::error(&format!(
                     "Worker (pid:{pid}) failed to boot: {}; the others serve, starting \
-                     another (crash {} of {BOOT_CRASH_RETRIES})",
+                     another (retry {} of {BOOT_CRASH_RETRIES})",
                     ended(exit),
                     self.boot_crashes
                 ));

@@ -3,9 +3,10 @@
 //! Apps and frameworks write diagnostics here (PEP 3333); the text lands in
 //! `--error-logfile` beside Siesta's own messages, as written (gunicorn's
 //! `wsgi.errors` adds nothing either: Flask's `app.logger` formats its own
-//! lines). Completed lines go out in one write each, so two requests'
-//! lines do not interleave; a partial line is kept until its newline or
-//! `flush()`.
+//! lines). Completed lines go out in one write each, so a line is never
+//! cut by another; a partial line waits for its newline or `flush()` in
+//! the worker's one stream, where another request's text may join it
+//! (gunicorn writes each call straight through, so its lines mix too).
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
