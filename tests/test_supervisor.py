@@ -8,6 +8,7 @@ No test asserts a timing; every wait is bounded, and every process started
 here is stopped by its pid.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -1794,3 +1795,39 @@ def test_a_replacement_that_crashes_booting_every_time_halts(launch, tmp_path, m
     assert "starting another (retry 3 of 3)" in srv.log(), srv.log()
     assert "Reason: Worker failed to boot." in srv.log(), srv.log()
     assert int(counter.read_text()) == 100 - 4, srv.log()
+
+
+def open_files(pid):
+    """What `pid`'s descriptors point at (gone ones skipped)."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return out
+
+
+def test_usr1_reopens_the_metrics_process_error_log_too(launch, tmp_path):
+    """QA probe (session 25): the --metrics-bind process kept the error log it was
+    forked with across USR1, so logrotate's deleted file stayed allocated on disk
+    (20 MB in the probe) until a restart. It reopens it by its path now, as the
+    master and the workers do. Mode-independent: the master forks it."""
+    errors = tmp_path / "err.log"
+    srv = launch(
+        "-w", "1", "--metrics-bind", "127.0.0.1:0", "--error-logfile", str(errors), log_file=errors
+    )
+
+    def metrics_pid():
+        for pid in children(srv.pid):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "siesta-metrics":
+                    return pid
+        return None
+
+    assert wait_until(lambda: metrics_pid() is not None), srv.log()
+    pid = metrics_pid()
+    rotated = tmp_path / "err.log.1"
+    errors.rename(rotated)
+    srv.signal(signal.SIGUSR1)
+    assert wait_until(lambda: str(errors) in open_files(pid)), open_files(pid)
+    assert str(rotated) not in open_files(pid)
+    assert metrics_pid() == pid, "USR1 must not end the metrics process"

@@ -88,12 +88,26 @@ pub(crate) fn route(
     }
 }
 
-/// The metrics process's whole life (in the forked child): serve until killed.
-pub(crate) fn serve(listener: Listener, region: Region, settings: Settings) -> std::io::Result<()> {
+/// The metrics process's whole life (in the forked child): serve until
+/// killed. `reopen` is called at each SIGUSR1 (the master's log rotation:
+/// the error log this process inherited is opened again by its path).
+pub(crate) fn serve(
+    listener: Listener,
+    region: Region,
+    settings: Settings,
+    reopen: fn(),
+) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                reopen();
+            }
+        });
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())

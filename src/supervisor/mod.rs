@@ -251,6 +251,9 @@ impl Master<'_, '_> {
                     crate::log::error::exception(py, "Cannot hand over the log files", &e);
                 }
                 self.table.signal_all(libc::SIGUSR1);
+                if let Some(o) = self.observer {
+                    o.signal(libc::SIGUSR1); // its error log too
+                }
             }
             Command::Upgrade if !self.stopping => {
                 if let Err(e) = self.cb.call_method0("upgrade") {

@@ -50,6 +50,14 @@ impl Observer {
         self.listener.raw_fd()
     }
 
+    /// Sends the metrics process `signo`, if it runs.
+    pub(crate) fn signal(&self, signo: i32) {
+        let pid = self.pid();
+        if pid > 0 {
+            super::workers::send(pid, signo);
+        }
+    }
+
     pub(crate) fn pid(&self) -> i32 {
         self.pid.load(Ordering::Relaxed)
     }
@@ -160,6 +168,10 @@ fn child(
     if super::signals::reset_in_child().is_err() {
         return 1;
     }
+    // USR1 (reopen the log) is ignored until `serve` takes it: its default
+    // would end the process.
+    // SAFETY: signal(2) with SIG_IGN, before the signals are let in.
+    unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
     super::signals::block(false);
     // SAFETY: prctl with integer arguments; a SIGTERM when the parent dies,
     // and a name for ps/top (15 bytes and a NUL).
@@ -173,7 +185,14 @@ fn child(
         return 0;
     }
     retitle();
-    match crate::observer::serve(listener, region, settings) {
+    let reopen = || {
+        if let Err(e) = crate::log::error::reopen() {
+            crate::log::error::error(&format!(
+                "Metrics process: cannot reopen the error log: {e}"
+            ));
+        }
+    };
+    match crate::observer::serve(listener, region, settings, reopen) {
         Ok(()) => 0,
         Err(e) => {
             crate::log::error::error(&format!("Metrics process: {e}"));
