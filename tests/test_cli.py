@@ -163,31 +163,43 @@ def test_an_address_freed_while_retrying_is_served():
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     port = taken.getsockname()[1]
+    with retrying("--bind", f"127.0.0.1:{port}") as drain:
+        taken.close()
+        ready = drain.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+) \((\d+)\)", 20)
+        assert ready and int(ready.group(1)) == port, drain.text()
+        assert_pong(("127.0.0.1", port), drain)
+
+
+@contextlib.contextmanager
+def retrying(*binds, pass_fds=()):
+    """A siesta started with `binds`, once it says it retries an address in
+    use: its stderr's drain; stopped by its pid at the end."""
     proc = subprocess.Popen(
-        [str(SIESTA), "--bind", f"127.0.0.1:{port}", *APP_ARGS, "router_app:app"],
+        [str(SIESTA), *binds, *APP_ARGS, "router_app:app"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=clean_env(),
         cwd=str(APPS_DIR),
+        pass_fds=pass_fds,
     )
     drain = LogDrain(proc.stderr, "siesta-stderr")
     try:
         assert drain.wait_for("retrying in 1 second", 20), drain.text()
-        taken.close()
-        ready = drain.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+) \((\d+)\)", 20)
-        assert ready and int(ready.group(1)) == port, drain.text()
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            conn.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            assert conn.recv(64).startswith(b"HTTP/1.1 200"), drain.text()
+        yield drain
     finally:
-        taken.close()
         proc.terminate()
         try:
             proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def assert_pong(address, drain):
+    with socket.create_connection(address, timeout=10) as conn:
+        conn.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert conn.recv(64).startswith(b"HTTP/1.1 200"), drain.text()
 
 
 def test_check_config_good_app():
@@ -375,33 +387,15 @@ def test_fd_binds_stay_open_while_an_address_in_use_is_tried_again():
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    proc = subprocess.Popen(
-        [str(SIESTA), "-b", f"fd://{handed.fileno()}", "-b", f"127.0.0.1:{port}"]
-        + [*APP_ARGS, "router_app:app"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=clean_env(),
-        cwd=str(APPS_DIR),
-        pass_fds=(handed.fileno(),),
-    )
-    drain = LogDrain(proc.stderr, "siesta-stderr")
+    binds = ("-b", f"fd://{handed.fileno()}", "-b", f"127.0.0.1:{port}")
     try:
-        assert drain.wait_for("retrying in 1 second", 20), drain.text()
-        taken.close()
-        assert drain.wait_for(rf"Listening at: http://127\.0\.0\.1:{port} ", 20), drain.text()
-        with socket.create_connection(handed.getsockname(), timeout=10) as conn:
-            conn.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            assert conn.recv(64).startswith(b"HTTP/1.1 200"), drain.text()
+        with retrying(*binds, pass_fds=(handed.fileno(),)) as drain:
+            taken.close()
+            assert drain.wait_for(rf"Listening at: http://127\.0\.0\.1:{port} ", 20), drain.text()
+            assert_pong(handed.getsockname(), drain)
     finally:
         taken.close()
         handed.close()
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_a_file_at_a_unix_bind_path_is_refused_at_once(tmp_path):
