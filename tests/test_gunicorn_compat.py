@@ -511,3 +511,19 @@ def test_a_pre_request_that_raises_fails_the_request(start_server, tmp_path, mod
     assert denied.body != b"pong"
     assert srv.wait_log(r"PermissionError: denied by pre_request"), srv.log()
     srv.assert_serving()
+
+
+def test_forwarder_headers_from_gunicorn_conf_and_what_is_not_passed(tmp_path):
+    """Review (session 25): gunicorn's --forwarder-headers is read from a config
+    file as a list or a string; a listed header Siesta does not pass on
+    (REMOTE_USER: gunicorn makes it HTTP_REMOTE_USER) is said, not dropped silently."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("forwarder_headers = ['script_name', 'REMOTE_USER']\n")
+    result = run_siesta("-c", str(conf), "--print-config", APP)
+    assert printed(result)["forwarder_headers"] == "'SCRIPT_NAME,REMOTE_USER'"
+    warned = [line for line in result.stderr.splitlines() if "--forwarder-headers" in line]
+    assert len(warned) == 1 and "REMOTE_USER" in warned[0], result.stderr
+    assert "unknown setting" not in result.stderr, result.stderr
+    quiet = run_siesta("--print-config", APP, env={"GUNICORN_CMD_ARGS": "--forwarder-headers *"})
+    assert printed(quiet)["forwarder_headers"] == "'*'"
+    assert "--forwarder-headers" not in quiet.stderr, quiet.stderr

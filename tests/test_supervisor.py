@@ -1806,6 +1806,15 @@ def open_files(pid):
     return out
 
 
+def metrics_pid(srv):
+    """The pid of `srv`'s --metrics-bind process, if it runs."""
+    for pid in children(srv.pid):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/comm") as f:
+            if f.read().strip() == "siesta-metrics":
+                return pid
+    return None
+
+
 def test_usr1_reopens_the_metrics_process_error_log_too(launch, tmp_path):
     """QA probe (session 25): the --metrics-bind process kept the error log it was
     forked with across USR1, so logrotate's deleted file stayed allocated on disk
@@ -1815,19 +1824,29 @@ def test_usr1_reopens_the_metrics_process_error_log_too(launch, tmp_path):
     srv = launch(
         "-w", "1", "--metrics-bind", "127.0.0.1:0", "--error-logfile", str(errors), log_file=errors
     )
-
-    def metrics_pid():
-        for pid in children(srv.pid):
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() == "siesta-metrics":
-                    return pid
-        return None
-
-    assert wait_until(lambda: metrics_pid() is not None), srv.log()
-    pid = metrics_pid()
+    assert wait_until(lambda: metrics_pid(srv) is not None), srv.log()
+    pid = metrics_pid(srv)
     rotated = tmp_path / "err.log.1"
     errors.rename(rotated)
     srv.signal(signal.SIGUSR1)
     assert wait_until(lambda: str(errors) in open_files(pid)), open_files(pid)
     assert str(rotated) not in open_files(pid)
-    assert metrics_pid() == pid, "USR1 must not end the metrics process"
+    assert metrics_pid(srv) == pid, "USR1 must not end the metrics process"
+
+
+def test_a_hup_that_moves_the_error_log_moves_the_metrics_process_too(launch, tmp_path):
+    """Review (session 25): after a HUP that changed errorlog, the metrics process
+    kept the old file, and USR1 then made it anew. It is started again with the
+    new one."""
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    conf = tmp_path / "conf.py"
+    conf.write_text(f"errorlog = {str(first)!r}\n")
+    srv = launch("-w", "1", "-c", str(conf), "--metrics-bind", "127.0.0.1:0", log_file=first)
+    assert wait_until(lambda: metrics_pid(srv) is not None), srv.log()
+    old = metrics_pid(srv)
+    assert str(first) in open_files(old)
+    conf.write_text(f"errorlog = {str(second)!r}\n")
+    srv.signal(signal.SIGHUP)
+    assert wait_until(lambda: (metrics_pid(srv) or old) != old), first.read_text()
+    assert wait_until(lambda: str(second) in open_files(metrics_pid(srv) or old))
+    assert str(first) not in open_files(metrics_pid(srv))

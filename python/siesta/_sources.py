@@ -388,6 +388,14 @@ def resolve(argv: list[str] | None, environ: Mapping[str, str] | None = None) ->
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     result.warnings += pending_warnings(result)
+    for name in values["forwarder_headers"].split(","):
+        if "_" in name and name not in ("SCRIPT_NAME", "PATH_INFO"):
+            # gunicorn passes such a header on as HTTP_<NAME>; Siesta drops
+            # every header with an underscore (X_Forwarded could pose as X-Forwarded).
+            result.warnings.append(
+                f"--forwarder-headers: {name} is not passed to the app (only SCRIPT_NAME "
+                "is read; a header with an underscore is dropped)"
+            )
     return result
 
 

@@ -135,10 +135,12 @@ def _proxy_protocol(text: str) -> str:
 
 def _header_names(value: str | list[str] | tuple[str, ...]) -> str:
     """A comma-separated list of header names, upper-cased, as gunicorn keeps them."""
+    if not isinstance(value, (str, list, tuple)):
+        raise ValueError(f"{value!r} is not a list of header names")
     items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
     names = [n.strip().upper() for n in items if n.strip()]
     for name in names:
-        if name != "*" and not all(c.isalnum() or c in "-_" for c in name):
+        if name != "*" and not all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
             raise ValueError(f"{name!r} is not a header name")
     return ",".join(names)
 

@@ -147,11 +147,14 @@ impl MountPoint {
         }
         // A path, and one an app may put in a URL as it is: no query or
         // fragment, no `//` (a URL's `//evil.example` names another host:
-        // an open redirect) and no `.` or `..` segment.
+        // an open redirect), no `\` (browsers read it as `/`), no control
+        // byte and no `.` or `..` segment.
         let plain = bytes.is_empty()
             || (bytes.starts_with(b"/")
                 && !bytes.starts_with(b"//")
-                && !bytes.iter().any(|&b| b == b'?' || b == b'#' || b < b' ')
+                && !bytes
+                    .iter()
+                    .any(|&b| matches!(b, b'?' | b'#' | b'\\' | 0x7f) || b < b' ')
                 && !bytes[1..]
                     .split(|&b| b == b'/')
                     .any(|seg| seg == b"." || seg == b".."));
@@ -466,6 +469,9 @@ mod tests {
             (&["/a/%2e%2e"], None),
             (&["/./a"], None),
             (&["/a.b/..c"], Some(b"/a.b/..c")),
+            (&["/%5Cevil.example"], None),
+            (&["/\\evil.example"], None),
+            (&["/%7f"], None),
         ];
         for (values, want) in cases {
             let mut map = HeaderMap::new();

@@ -234,9 +234,14 @@ impl Format {
                 named.and_then(|(name, a)| Spec::parse(a).map(|(spec, more)| (name, spec, more)))
             else {
                 if let Some((name, a)) = named {
-                    // `%(h)x`, `%(h)` at the end: a typo, most likely.
-                    let next: String = a.chars().take(1).collect();
-                    unrendered.push(format!("%({name}){next}"));
+                    // `%(h)x`, `%(h)-5z`, `%(h)` at the end: a typo, most
+                    // likely. Quoted up to the character that is no spec.
+                    let spec = a
+                        .find(|c: char| !(c.is_ascii_digit() || "-+ #.".contains(c)))
+                        .map_or(a.len(), |i| {
+                            i + a[i..].chars().next().map_or(0, char::len_utf8)
+                        });
+                    unrendered.push(format!("%({name}){}", a[..spec].trim_end()));
                 }
                 lit.push('%');
                 rest = after;
@@ -852,7 +857,7 @@ mod tests {
             assert_eq!(f.unknown(), want.to_vec(), "{fmt}");
             assert_eq!(f.wants_response_headers(), *response, "{fmt}");
         }
-        let f = Format::parse("%(h)S %(a)s %(m)", "");
-        assert_eq!(f.unrendered, vec!["%(h)S".to_string(), "%(m)".to_string()]);
+        let f = Format::parse("%(h)S %(a)s %(m) %(zz)s %(u)-5z %(m)", "");
+        assert_eq!(f.unrendered, ["%(h)S", "%(m) %", "%(u)-5z", "%(m)"]);
     }
 }

@@ -128,6 +128,16 @@ pub(crate) fn reopen() -> io::Result<()> {
     Ok(())
 }
 
+/// The file the error log goes to (`None`: stderr), and whether fds 1 and
+/// 2 follow it (`--capture-output`): what a forked process keeps of it.
+pub(crate) fn destination() -> (Option<String>, bool) {
+    let l = log().lock();
+    match &l.sink {
+        Sink::File(_, path) => (Some(path.clone()), l.capture),
+        Sink::Stderr => (None, l.capture),
+    }
+}
+
 /// The descriptor the error log is written through (2 for stderr): the
 /// same number for the life of the process, across `reopen`.
 pub(crate) fn fd() -> i32 {

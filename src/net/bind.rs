@@ -8,7 +8,7 @@
 use crate::error::StartupError;
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,14 +110,22 @@ impl BindSpec {
             BindSpec::Fd(fd) => {
                 // SAFETY: the deployer handed us this descriptor to own.
                 let sock = unsafe { Socket::from_raw_fd(*fd) };
-                let local = sock
-                    .local_addr()
-                    .map_err(|e| bind_error(format!("fd://{fd}"), e))?;
                 // As gunicorn does: a socket handed over bound but not yet
                 // listening would fail every accept. On one that listens,
                 // this only sets the backlog again.
-                sock.listen(backlog)
-                    .map_err(|e| bind_error(format!("fd://{fd}"), e))?;
+                let local = match sock.local_addr().and_then(|a| {
+                    sock.listen(backlog)?;
+                    Ok(a)
+                }) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Still the caller's: a start tried again (an
+                        // address in use) takes it again, not a number
+                        // some other socket got meanwhile.
+                        let _ = sock.into_raw_fd();
+                        return Err(bind_error(format!("fd://{fd}"), e));
+                    }
+                };
                 match local.as_socket() {
                     Some(_) => Ok(Listener::Tcp(sock.into())),
                     None => Ok(Listener::Unix(sock.into(), None)),

@@ -217,6 +217,7 @@ impl Master<'_, '_> {
                 if self.reload_started.is_none() {
                     self.target_before_reload = self.target;
                 }
+                let log_before = crate::log::error::destination();
                 match self
                     .cb
                     .call_method0("reload")
@@ -229,6 +230,15 @@ impl Master<'_, '_> {
                         self.tell_count(py, Some(old));
                     }
                     Err(e) => crate::log::error::exception(py, "Reload failed", &e),
+                }
+                if let Some(o) = self
+                    .observer
+                    .filter(|_| log_before != crate::log::error::destination())
+                {
+                    // It keeps the error log it was forked with, and reopens
+                    // that path on USR1: a new one needs a new process.
+                    o.stop();
+                    o.start();
                 }
                 self.generation += 1;
                 let old: Vec<i32> = self.table.workers.keys().copied().collect();

@@ -168,10 +168,7 @@ fn child(
     if super::signals::reset_in_child().is_err() {
         return 1;
     }
-    // USR1 (reopen the log) is ignored until `serve` takes it: its default
-    // would end the process.
-    // SAFETY: signal(2) with SIG_IGN, before the signals are let in.
-    unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
+    // USR1 (reopen the log), ignored by `reset_in_child`, is taken by `serve`.
     super::signals::block(false);
     // SAFETY: prctl with integer arguments; a SIGTERM when the parent dies,
     // and a name for ps/top (15 bytes and a NUL).
