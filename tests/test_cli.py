@@ -408,3 +408,25 @@ def test_a_file_at_a_unix_bind_path_is_refused_at_once(tmp_path):
     assert "retrying" not in result.stderr, result.stderr
     assert_one_error_line(result, "is not a socket")
     assert path.read_text() == "keep me\n"
+
+
+def test_an_fd_bind_whose_listen_finds_its_port_taken_is_tried_again():
+    """Review 2 (session 25): a socket handed over bound but not listening, whose
+    port another socket listens on, failed its listen() as an address in use,
+    and that try closed it: the next failed on a bad descriptor (or took over
+    a socket another bind had opened under the same number)."""
+    handed, holder = socket.socket(), socket.socket()
+    for sock in (handed, holder):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    handed.bind(("127.0.0.1", 0))
+    holder.bind(handed.getsockname())
+    holder.listen()
+    try:
+        with retrying("-b", f"fd://{handed.fileno()}", pass_fds=(handed.fileno(),)) as drain:
+            holder.close()
+            assert drain.wait_for("Listening at: ", 20), drain.text()
+            assert "Bad file descriptor" not in drain.text(), drain.text()
+            assert_pong(handed.getsockname(), drain)
+    finally:
+        holder.close()
+        handed.close()
