@@ -413,3 +413,13 @@ def test_statsd_counts_a_hooks_exception_as_an_exception(start_server, tmp_path)
             pass
     assert counts(lines, "gunicorn.log.exception") == 1, lines
     assert counts(lines, "gunicorn.log.error") == 0, lines
+
+
+def test_a_metrics_bind_that_is_a_bind_too_is_refused_at_once():
+    """Review 2 (session 25): `-b X --metrics-bind X` waited 4 s for the address
+    and then said it was in use; it is a mistake to name at once. A bad
+    --metrics-bind of another kind is named too."""
+    done = run_siesta("-b", "127.0.0.1:8123", "--metrics-bind", "127.0.0.1:8123", "router_app:app")
+    assert done.returncode == 1, done.stderr
+    assert "retrying" not in done.stderr, done.stderr
+    assert "Error: --metrics-bind 127.0.0.1:8123 is a -b address too" in done.stderr, done.stderr

@@ -291,6 +291,10 @@ def _check_before_serving(values: dict[str, Any]) -> None:
     switching user (a start, --check-config and a HUP): raises ConfigError."""
     _user_and_group(values)
     _check_worker_tmp_dir(values["worker_tmp_dir"])
+    metrics = (values.get("metrics_bind") or "").strip()
+    if metrics and not metrics.endswith(":0") and metrics in (b.strip() for b in values["bind"]):
+        # Else the second bind would wait for the first, then fail as "in use".
+        raise ConfigError(f"--metrics-bind {metrics} is a -b address too")
 
 
 def _daemonize() -> None:
@@ -318,6 +322,8 @@ def _in_use_tried(make: Callable[[], Any], what: str = "") -> Any:
             if attempt == BIND_ATTEMPTS:
                 raise _siesta.AddrInUseError(f"{what}{exc}") from None
             _siesta.log("warning", f"{what}{exc}; retrying in 1 second")
+        except _siesta.BindError as exc:
+            raise _siesta.BindError(f"{what}{exc}") from None
         try:
             # Once the Supervisor is made, a stop signal waits in its pipe
             # and is taken when the sockets are open; before, INT lands here.
