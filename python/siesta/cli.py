@@ -116,11 +116,13 @@ def _check_gevent() -> None:
 def _check_binds(values: dict[str, Any]) -> None:
     """--check-config: every bind and --metrics-bind parses and its host resolves
     (nothing is bound)."""
-    for spec in [*values["bind"], *filter(None, [values["metrics_bind"]])]:
+    named = [("", spec) for spec in values["bind"]]
+    named += [("--metrics-bind: ", spec) for spec in filter(None, [values["metrics_bind"]])]
+    for what, spec in named:
         try:
             _siesta.check_bind(spec, True)
         except ValueError as exc:
-            _fail(str(exc), 1)
+            _fail(f"{what}{exc}", 1)  # as a start words it
 
 
 def _log_file_problem(path: str | None) -> str | None:
