@@ -2,7 +2,7 @@
 
 The app's Content-Length is honoured and never exceeded; a one-element list gets
 a Content-Length; other iterables are chunked on HTTP/1.1 and close-delimited on
-HTTP/1.0; HEAD, 204 and 304 carry no body (checked by pipelining a request right
+HTTP/1.0; HEAD, 204, 205 and 304 carry no body (checked by pipelining a request right
 behind them); write(), wsgi.file_wrapper and yielded chunks stream at once.
 """
 
@@ -136,7 +136,7 @@ def test_head_has_no_body(server, target):
     assert follow is not None and (follow.status, follow.body) == (200, b"pong")
 
 
-@pytest.mark.parametrize("code", ["204", "304"])
+@pytest.mark.parametrize("code", ["204", "205", "304"])
 def test_no_body_statuses(server, code):
     resp, follow = pipelined(server, f"/framing/{code}")
     assert resp.status == int(code)
@@ -145,14 +145,24 @@ def test_no_body_statuses(server, code):
     assert follow is not None and (follow.status, follow.body) == (200, b"pong")
 
 
-@pytest.mark.parametrize("code", ["204", "304"])
+@pytest.mark.parametrize("code", ["204", "205", "304"])
 def test_no_body_statuses_with_a_length(server, code):
     """RFC 9110 §8.6: a 204 never carries Content-Length, whatever the app
-    said; a 304's stays (the length a 200 would have had). Neither has a body."""
+    said; a 304's stays (the length a 200 would have had); a 205 says
+    `Content-Length: 0` (§15.3.6). None has a body."""
     resp, follow = pipelined(server, f"/framing/{code}-cl")
     assert resp.status == int(code)
-    assert resp.header("Content-Length") == (None if code == "204" else "26")
+    assert resp.header("Content-Length") == {"204": None, "205": "0", "304": "26"}[code]
     assert b"must not be sent" not in resp.raw
+    assert follow is not None and (follow.status, follow.body) == (200, b"pong")
+
+
+def test_a_streamed_205_sends_nothing_and_the_connection_serves_on(server):
+    resp, follow = pipelined(server, "/framing/205-gen")
+    assert resp.status == 205
+    assert resp.header("Content-Length") == "0"
+    assert resp.header("Transfer-Encoding") is None
+    assert b"must not be sent" not in resp.raw and b"this" not in resp.raw
     assert follow is not None and (follow.status, follow.body) == (200, b"pong")
 
 

@@ -258,7 +258,7 @@ impl Drop for Counted {
     fn drop(&mut self) {
         self.clock.idle();
         let status = self.record.tally().status;
-        let bodiless = self.record.is_head() || status < 200 || status == 204 || status == 304;
+        let bodiless = self.record.is_head() || status < 200 || matches!(status, 204 | 205 | 304);
         if !self.ended && !bodiless {
             self.record.aborted(None);
         }

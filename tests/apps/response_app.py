@@ -85,11 +85,17 @@ def framing(environ, start_response):
         given = [("Content-Length", query[k]) for k in ("cl", "cl2") if k in query]
         start_response("200 OK", TEXT + given)
         return _gen(b"012", b"34") if "gen" in query else [b"01234"]
-    if case in ("204", "304", "204-cl", "304-cl"):
-        status = "204 No Content" if case.startswith("204") else "304 Not Modified"
+    if case in ("204", "205", "304", "204-cl", "205-cl", "304-cl"):
+        status = {"204": "204 No Content", "205": "205 Reset Content", "304": "304 Not Modified"}[
+            case[:3]
+        ]
         length = [("Content-Length", "26")] if case.endswith("-cl") else []
         start_response(status, TEXT + length)
         return [b"this body must not be sent"]
+    if case == "205-gen":
+        write = start_response("205 Reset Content", TEXT)
+        write(b"this body must not be sent")
+        return _gen(b"nor ", b"this")
     raise ValueError(f"unknown framing case {case!r}")
 
 

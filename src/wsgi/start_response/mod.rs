@@ -223,13 +223,27 @@ impl StartResponse {
         if staged.status == StatusCode::NO_CONTENT {
             headers.remove(http::header::CONTENT_LENGTH);
         }
+        // RFC 9110 §15.3.6: a 205 has no content, and says so with
+        // `Content-Length: 0` (hyper does not know it is bodiless).
+        let reset = staged.status == StatusCode::RESET_CONTENT;
+        let body = if reset {
+            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            match body {
+                // A stream's receiver stays: hyper drops it unpolled, and the
+                // app's next chunk finds the pipe closed.
+                ResponseBody::Stream(_) => body,
+                _ => ResponseBody::Empty,
+            }
+        } else {
+            body
+        };
         if self.body_closes(self.input.get()) {
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         if !headers.contains_key(http::header::SERVER) {
             headers.insert(http::header::SERVER, HeaderValue::from_static("siesta"));
         }
-        st.remaining = staged.declared;
+        st.remaining = if reset { Some(0) } else { staged.declared };
         st.bodied = self.bodied(staged.status);
         st.head_sent = true;
         let reply = Reply {
@@ -248,11 +262,12 @@ impl StartResponse {
     }
 
     /// Whether a response with `status` to this request carries a body:
-    /// not to HEAD, and not 1xx, 204 or 304 (RFC 9110 §6.4.1).
+    /// not to HEAD, and not 1xx, 204, 205 or 304 (RFC 9110 §6.4.1, §15.3.6).
     fn bodied(&self, status: StatusCode) -> bool {
         !self.is_head
             && !status.is_informational()
             && status != StatusCode::NO_CONTENT
+            && status != StatusCode::RESET_CONTENT
             && status != StatusCode::NOT_MODIFIED
     }
 
