@@ -7,6 +7,7 @@ order of precedence (seen through --print-config).
 """
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import socket
 import subprocess
 
 import pytest
+import rawhttp
 from siesta_process import (
     APPS_DIR,
     SIESTA,
@@ -194,6 +196,80 @@ def retrying(*binds, pass_fds=()):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def serving(*binds):
+    """A siesta started with `binds`, once its worker serves: its stderr's
+    drain; stopped by its pid at the end."""
+    proc = subprocess.Popen(
+        [str(SIESTA), *binds, *APP_ARGS, "router_app:app"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+        cwd=str(APPS_DIR),
+    )
+    drain = LogDrain(proc.stderr, "siesta-stderr")
+    try:
+        assert drain.wait_for("Booting worker", 20), drain.text()
+        yield drain
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def remote_addr(address):
+    """REMOTE_ADDR as the app sees it for a client of `address`."""
+    resp = rawhttp.request(*address, "GET", "/env")
+    assert resp.status == 200, resp
+    return json.loads(resp.body)["environ"]["REMOTE_ADDR"]
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_an_ipv6_wildcard_bind_serves_ipv4_clients_too_as_gunicorns_does():
+    """QA probe (session 26): `-b [::]:PORT` was IPv6 only, so `127.0.0.1:PORT`
+    was refused where gunicorn serves it (the system's dual-stack default).
+    An IPv4 client is named as IPv4, not `::ffff:127.0.0.1`."""
+    with serving("-b", "[::]:0") as drain:
+        port = int(drain.wait_for(r"Listening at: http://\[::\]:(\d+) ", 5).group(1))
+        assert remote_addr(("127.0.0.1", port)) == "127.0.0.1"
+        assert remote_addr(("::1", port)) == "::1"
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_an_ipv4_and_an_ipv6_bind_of_one_port_both_serve():
+    """With an IPv4 bind of the same port beside it, the IPv6 one is IPv6 only,
+    so both can be bound."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with serving("-b", f"127.0.0.1:{port}", "-b", f"[::]:{port}") as drain:
+        assert drain.wait_for(rf"Listening at: http://\[::\]:{port} ", 5), drain.text()
+        assert remote_addr(("127.0.0.1", port)) == "127.0.0.1"
+        assert remote_addr(("::1", port)) == "::1"
+
+
+def test_an_ipv4_mapped_bind_is_served():
+    """`-b [::ffff:127.0.0.1]:PORT` failed with EINVAL (the socket was IPv6 only)."""
+    with serving("-b", "[::ffff:127.0.0.1]:0") as drain:
+        port = int(
+            drain.wait_for(r"Listening at: http://\[::ffff:127\.0\.0\.1\]:(\d+) ", 5).group(1)
+        )
+        assert remote_addr(("127.0.0.1", port)) == "127.0.0.1"
 
 
 def assert_pong(address, drain):

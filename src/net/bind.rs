@@ -95,14 +95,24 @@ impl BindSpec {
         }
     }
 
-    pub(crate) fn open(&self, backlog: i32, reuse_port: bool) -> Result<Listener, StartupError> {
+    /// Opens the socket. An IPv6 one takes IPv4 clients too where the
+    /// system's default allows it (`[::]:8000` serves `127.0.0.1:8000`, as
+    /// gunicorn's), unless `v4_ports` (the ports of the IPv4 binds beside
+    /// it) holds its port: then it is IPv6 only, so both can be bound.
+    pub(crate) fn open(
+        &self,
+        backlog: i32,
+        reuse_port: bool,
+        v4_ports: &[u16],
+    ) -> Result<Listener, StartupError> {
         match self {
             BindSpec::Tcp(..) => {
                 let shown = self.shown();
                 let addr = self
                     .resolve()?
                     .ok_or_else(|| StartupError::BadBind(shown.clone()))?;
-                open_tcp(addr, backlog, reuse_port).map_err(|e| bind_error(shown, e))
+                let only_v6 = addr.port() != 0 && v4_ports.contains(&addr.port());
+                open_tcp(addr, backlog, reuse_port, only_v6).map_err(|e| bind_error(shown, e))
             }
             BindSpec::Unix(path) => {
                 open_unix(path, backlog).map_err(|e| bind_error(self.shown(), e))
@@ -143,14 +153,24 @@ fn bind_error(addr: String, e: std::io::Error) -> StartupError {
     }
 }
 
-fn open_tcp(addr: SocketAddr, backlog: i32, reuse_port: bool) -> std::io::Result<Listener> {
+fn open_tcp(
+    addr: SocketAddr,
+    backlog: i32,
+    reuse_port: bool,
+    only_v6: bool,
+) -> std::io::Result<Listener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     sock.set_reuse_address(true)?;
     if reuse_port {
         sock.set_reuse_port(true)?;
     }
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
+    if let std::net::IpAddr::V6(ip) = addr.ip() {
+        if only_v6 {
+            sock.set_only_v6(true)?;
+        } else if ip.to_ipv4_mapped().is_some() {
+            // `[::ffff:127.0.0.1]` can only be bound by a dual-stack socket.
+            sock.set_only_v6(false)?;
+        }
     }
     sock.bind(&addr.into())?;
     sock.listen(backlog)?;
@@ -305,7 +325,7 @@ mod tests {
     #[test]
     fn port_zero_and_in_use() -> Result<(), StartupError> {
         let spec = BindSpec::parse("127.0.0.1:0")?;
-        let l = spec.open(16, false)?;
+        let l = spec.open(16, false, &[])?;
         let url = l.url();
         assert!(
             url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"),
@@ -313,7 +333,7 @@ mod tests {
         );
         let port = url.rsplit(':').next().unwrap_or("0");
         // Bound without SO_REUSEPORT, a second listener on the port must fail.
-        let again = BindSpec::parse(&format!("127.0.0.1:{port}"))?.open(16, false);
+        let again = BindSpec::parse(&format!("127.0.0.1:{port}"))?.open(16, false, &[]);
         assert!(
             matches!(again, Err(StartupError::AddrInUse(_))),
             "{again:?}"

@@ -492,6 +492,10 @@ impl Listening {
             Listening::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 let _ = s.set_nodelay(true);
+                // An IPv4 client of a dual-stack socket is named as IPv4
+                // (`127.0.0.1`, not `::ffff:127.0.0.1`), in the environ, the
+                // log and `--forwarded-allow-ips`.
+                let peer = std::net::SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 ctx.serve(s, Some(peer), slot);
             }
             Listening::Unix(l) => {

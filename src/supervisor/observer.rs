@@ -35,7 +35,7 @@ impl Observer {
         spec: &str,
         settings: crate::observer::Settings,
     ) -> Result<Observer, crate::error::StartupError> {
-        let listener = BindSpec::parse(spec)?.open(64, false)?;
+        let listener = BindSpec::parse(spec)?.open(64, false, &[])?;
         let url = listener.url();
         Ok(Observer {
             listener,
