@@ -359,6 +359,67 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     assert "unknown setting 'foo'" in stderr.text()
 
 
+@pytest.mark.parametrize(
+    ("hook", "args", "code", "says"),
+    [
+        ("on_starting", "server", 1, "the on_starting hook failed"),
+        ("when_ready", "server", 1, "the when_ready hook failed"),
+        ("post_fork", "server, worker", 3, "Worker failed to boot"),
+        ("post_worker_init", "worker", 3, "Worker failed to boot"),
+    ],
+)
+def test_a_hook_of_the_start_that_raises_stops_it(tmp_path, mode, hook, args, code, says):
+    """QA probe (session 26): a start hook that raised was logged and the server
+    served on (say, Django's `post_fork: django.setup()` failing, and half set-up
+    workers answering). As in gunicorn, the start fails: exit 1 for the master's
+    hooks, 3 (a worker that cannot boot) for the worker's."""
+    conf = tmp_path / "gunicorn.conf.py"
+    pid = tmp_path / "s.pid"
+    conf.write_text(f"def {hook}({args}):\n    raise RuntimeError('set-up failed')\n")
+    result = run_siesta(
+        "-c", str(conf), "-b", "127.0.0.1:0", "-k", mode, "-p", str(pid), *APP_ARGS, APP
+    )
+    assert result.returncode == code, result.stderr
+    assert f"Exception in {hook} hook: RuntimeError: set-up failed" in result.stderr
+    assert says in result.stderr, result.stderr
+    assert "Traceback" in result.stderr  # the hook's own, for the deployer
+    assert "Booting worker" in result.stderr or hook in ("on_starting", "when_ready")
+    assert not pid.exists()
+
+
+def test_a_reload_whose_post_fork_raises_is_given_up(tmp_path):
+    """A HUP that brings a post_fork that raises keeps the running workers, as a
+    reload whose app cannot load does."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("")
+    proc = subprocess.Popen(
+        [str(SIESTA), "-c", str(conf), "-b", "127.0.0.1:0", *APP_ARGS, APP],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+        cwd=str(APPS_DIR),
+    )
+    stderr = LogDrain(proc.stderr, "stderr")
+    try:
+        ready = stderr.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+) ", 20)
+        assert ready, stderr.text()
+        port = int(ready.group(1))
+        # Served once: booted (a worker still booting is replaced at once).
+        assert rawhttp.request("127.0.0.1", port, "GET", "/ping").status == 200
+        conf.write_text("def post_fork(server, worker):\n    raise RuntimeError('bad reload')\n")
+        proc.send_signal(signal.SIGHUP)
+        assert stderr.wait_for("Exception in post_fork hook: RuntimeError: bad reload", 20)
+        assert stderr.wait_for("failed to boot", 20), stderr.text()
+        resp = rawhttp.request("127.0.0.1", port, "GET", "/ping")
+        assert resp.status == 200 and resp.body == b"pong"
+        assert proc.poll() is None, stderr.text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(STOP_TIMEOUT)
+    assert code == 0, stderr.text()
+
+
 def test_config_file_names_mapped(tmp_path):
     conf = tmp_path / "gunicorn.conf.py"
     conf.write_text(
@@ -392,12 +453,81 @@ def test_config_file_names_mapped(tmp_path):
 
 def test_unsupported_gunicorn_setting_warned(tmp_path):
     conf = tmp_path / "g.py"
-    conf.write_text("certfile = 'server.pem'\nthreads = 2\n")
+    conf.write_text("syslog = True\nthreads = 2\n")
     result = run_siesta("-c", str(conf), "--print-config", APP)
     assert printed(result)["threads"] == "2"
     assert error_lines(result) == [
-        f"Warning: gunicorn setting 'certfile' in {conf} is not supported, ignored"
+        f"Warning: gunicorn setting 'syslog' in {conf} is not supported, ignored"
     ]
+
+
+def test_unsupported_gunicorn_settings_that_ask_nothing_are_not_warned(tmp_path):
+    """QA probe (session 26): `spew = False` or `tmp_upload_dir = None` (gunicorn's
+    defaults, written out) were warned as unsupported."""
+    conf = tmp_path / "g.py"
+    conf.write_text("spew = False\ntmp_upload_dir = None\nsendfile = True\nthreads = 2\n")
+    result = run_siesta("-c", str(conf), "--print-config", APP)
+    assert printed(result)["threads"] == "2"
+    assert error_lines(result) == [], result.stderr
+
+
+@pytest.mark.parametrize("name", ["certfile", "keyfile"])
+def test_tls_in_a_config_file_is_refused_not_served_plain(tmp_path, name):
+    """QA probe (session 26): `certfile`/`keyfile` in a config file were warned
+    and ignored, and the server listened on plain HTTP where the deployer asked
+    for HTTPS (and --check-config said OK). Refused, as the flags are."""
+    conf = tmp_path / "g.py"
+    conf.write_text(f"{name} = '/etc/ssl/server.pem'\nssl_version = 'TLS'\n")
+    for extra in ((), ("--check-config",)):
+        result = run_siesta("-c", str(conf), "-b", "127.0.0.1:0", *extra, *APP_ARGS, APP)
+        assert_one_line_error(result, 1, name, "TLS is not supported")
+        assert "Listening at" not in result.stderr
+
+
+def test_a_config_file_that_imports_gunicorn_says_what_to_do(tmp_path):
+    """QA probe (session 26): a config file doing `import gunicorn` (for its
+    SERVER_SOFTWARE, a type hint, a logger class) failed with a bare
+    ModuleNotFoundError."""
+    conf = tmp_path / "g.py"
+    conf.write_text("from gunicorn.arbiter import Arbiter\nworkers = 2\n")
+    result = run_siesta("-c", str(conf), *APP_ARGS, "--check-config", APP)
+    assert_one_line_error(result, 1, "No module named 'gunicorn'", "drop the import")
+
+
+def test_helper_variables_of_a_config_file_are_warned_in_one_line(tmp_path):
+    """QA probe (session 26): a config file's helper variables (`cores`, `host`,
+    `use_bind`, as the common Docker image config has them) got a warning each."""
+    conf = tmp_path / "g.py"
+    conf.write_text("host = '0.0.0.0'\nport = 80\nuse_bind = f'{host}:{port}'\nworkers = 2\n")
+    result = run_siesta("-c", str(conf), "--print-config", APP)
+    assert printed(result)["workers"] == "2"
+    assert error_lines(result) == [
+        f"Warning: unknown settings 'host', 'port', 'use_bind' in {conf}, ignored"
+    ]
+
+
+def test_an_empty_raw_env_item_is_refused(tmp_path):
+    """QA probe (session 26): `raw_env = ["A=1", ""]` dropped the empty item
+    unsaid; gunicorn refuses it, as Siesta refuses `-e ''`."""
+    conf = tmp_path / "g.py"
+    conf.write_text("raw_env = ['A=1', '']\n")
+    result = run_siesta("-c", str(conf), *APP_ARGS, "--check-config", APP)
+    assert_one_line_error(result, 1, "raw_env", "not KEY=VALUE")
+
+
+def test_print_config_and_check_config_in_a_config_file(tmp_path):
+    """QA probe (session 26): `print_config = True` or `check_config = True` in a
+    config file were warned and ignored, and the server started serving; gunicorn
+    prints or checks, then exits."""
+    conf = tmp_path / "g.py"
+    conf.write_text("print_config = True\nthreads = 3\n")
+    result = run_siesta("-c", str(conf), "-b", "127.0.0.1:0", *APP_ARGS, APP, timeout=20)
+    assert printed(result)["threads"] == "3"
+    assert "Listening at" not in result.stderr
+    conf.write_text("check_config = True\n")
+    result = run_siesta("-c", str(conf), "-b", "127.0.0.1:0", *APP_ARGS, APP, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert "Configuration OK" in result.stdout and "Listening at" not in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -218,7 +218,8 @@ def run_worker(
     set_title("worker", values)
     worker = HookWorker(arbiter, app)
     _siesta.log("info", f"Booting worker with pid: {worker.pid}")
-    hooks.call("post_fork", arbiter, worker)
+    if not hooks.boot("post_fork", arbiter, worker):
+        return WORKER_BOOT_ERROR
     gevent = None
     if values["worker_class"] == "gevent":
         try:
@@ -255,7 +256,8 @@ def run_worker(
         _siesta.log("error", f"Worker failed to boot: {exc}")
         return WORKER_BOOT_ERROR
     worker.wsgi = app
-    hooks.call("post_worker_init", worker)
+    if not hooks.boot("post_worker_init", worker):
+        return WORKER_BOOT_ERROR
     app = request_hooks(app, hooks, worker)
     try:
         # Opens the access log, starts the I/O and the heartbeat: a failure

@@ -242,6 +242,15 @@ def _failure_line(exc: BaseException, path: str) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+def _gunicorn_hint(exc: BaseException) -> str:
+    """What to do about a config file that imports gunicorn (for a type hint, a
+    logger class, its ``SERVER_SOFTWARE``) where gunicorn is not installed."""
+    name = getattr(exc, "name", None) or ""
+    if isinstance(exc, ImportError) and name.split(".")[0] == "gunicorn":
+        return "; Siesta does not need gunicorn: drop the import, or install gunicorn beside it"
+    return ""
+
+
 def _run_config(location: str) -> tuple[dict[str, Any], set[str], str]:
     """The namespace of a config file (``PATH``, ``file:PATH``) or ``python:MODULE``."""
     if location.startswith("python:"):
@@ -250,7 +259,7 @@ def _run_config(location: str) -> tuple[dict[str, Any], set[str], str]:
             module = importlib.import_module(name)
         except Exception as exc:
             raise ConfigError(
-                f"config module {name!r} failed: {type(exc).__name__}: {exc}"
+                f"config module {name!r} failed: {type(exc).__name__}: {exc}" + _gunicorn_hint(exc)
             ) from None
         path = getattr(module, "__file__", None) or name
         source = ""
@@ -270,6 +279,7 @@ def _run_config(location: str) -> tuple[dict[str, Any], set[str], str]:
     except Exception as exc:  # the deployer's file: report it in one line
         raise ConfigError(
             f"config file {path!r} failed: {_failure_line(exc, os.path.abspath(path))}"
+            + _gunicorn_hint(exc)
         ) from None
     return namespace, _imported_names(source), path
 
@@ -296,6 +306,7 @@ def load_file(location: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]
     settings: dict[str, Any] = {}
     hooks: dict[str, Any] = {}
     warnings: list[str] = []
+    unknown: list[str] = []
     for key, value in namespace.items():
         if key.startswith("_"):
             continue
@@ -310,6 +321,17 @@ def load_file(location: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]
         # Siesta's name, else gunicorn's mapped (None: unsupported), else "": not a setting.
         target = key if key in BY_NAME else GUNICORN_NAMES.get(key, "")
         if target is None:
+            if key in ("certfile", "keyfile") and value:
+                # Serving plain HTTP where the deployer asked for TLS would
+                # break every client while a plain health check passes.
+                raise ConfigError(
+                    f"{key} in {shown}: TLS is not supported; terminate it in the proxy "
+                    "or load balancer"
+                )
+            if _unset(value) or (key == "sendfile" and value is True):
+                # `spew = False`, `tmp_upload_dir = None`: nothing asked (and
+                # Siesta always sends files from Rust).
+                continue
             warnings.append(f"gunicorn setting {key!r} in {shown} is not supported, ignored")
         elif target == "app":
             settings["app"] = value if value is None else str(value)
@@ -322,8 +344,20 @@ def load_file(location: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]
         elif key in imported or isinstance(value, types.ModuleType) or callable(value):
             continue
         else:
-            warnings.append(f"unknown setting {key!r} in {shown}, ignored")
+            unknown.append(repr(key))
+    if unknown:
+        # One line for them all: a config file's helper variables (`cores`,
+        # `host`, `use_bind`...) are many, and gunicorn says nothing of them.
+        names = ", ".join(unknown)
+        warnings.append(
+            f"unknown setting{'s' if len(unknown) > 1 else ''} {names} in {shown}, ignored"
+        )
     return settings, hooks, warnings
+
+
+def _unset(value: Any) -> bool:
+    """A config value that asks for nothing: None, False, 0 or empty."""
+    return isinstance(value, (type(None), bool, int, float, str, list, tuple, dict)) and not value
 
 
 def _config_location(layers: list[dict[str, Any]], environ: Mapping[str, str]) -> str | None:

@@ -408,7 +408,8 @@ def main(argv: list[str] | None = None) -> None:
     if values["umask"]:
         os.umask(values["umask"])
     arbiter = HookServer(values, GUNICORN_NAMES)
-    hooks.call("on_starting", arbiter)
+    if not hooks.boot("on_starting", arbiter):
+        _fail("the on_starting hook failed (above): not starting", 1)
     try:
         _siesta.configure_log(for_rust(values))
         global _error_log_is_file
@@ -456,7 +457,9 @@ def main(argv: list[str] | None = None) -> None:
         except AppLoadError as exc:
             _remove_pid(values["pid"])
             _fail(str(exc), EXIT_APP_LOAD)
-    hooks.call("when_ready", arbiter)
+    if not hooks.boot("when_ready", arbiter):
+        _remove_pid(values["pid"])
+        _fail("the when_ready hook failed (above): not starting", 1)
 
     def reread() -> tuple[dict[str, Any], Any]:
         here = os.getcwd()

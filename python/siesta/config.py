@@ -253,6 +253,10 @@ class Setting(namedtuple("Setting", _FIELDS, defaults=_DEFAULTS)):
                     items = [f"{k}={v}" for k, v in value.items()]
                 elif isinstance(value, (list, tuple)):
                     items = list(value)
+                    if self.type is _env_item:
+                        # `raw_env = ["A=1", ""]`: an item that is not KEY=VALUE,
+                        # refused as gunicorn refuses it, not dropped unsaid.
+                        return [self.type(str(v).strip()) for v in items]
                 else:
                     raise ValueError(f"{value!r} is not a list or a comma-separated string")
                 return [self.type(str(v).strip()) for v in items if str(v).strip()]
@@ -808,7 +812,6 @@ SETTINGS: tuple[Setting, ...] = (
         "Check the settings and that the app loads, then exit.",
         flag=True,
         env=False,
-        file=False,
     ),
     Setting(
         "print_config",
@@ -817,7 +820,6 @@ SETTINGS: tuple[Setting, ...] = (
         "Print the settings in force, then exit.",
         flag=True,
         env=False,
-        file=False,
     ),
 )
 

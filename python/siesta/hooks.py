@@ -6,7 +6,9 @@ loader collects them into one :class:`Hooks`, which checks that each is
 callable with the arguments it will be given (a one-line ``ConfigError`` if
 not, at start as in gunicorn, not at the first call). :meth:`Hooks.call` runs one:
 an exception from a hook is logged (one error line and its traceback) and
-never stops the server. ``Server`` and ``Worker`` carry the gunicorn
+never stops the server; :meth:`Hooks.boot` runs one of a start
+(``on_starting``, ``when_ready``, ``post_fork``, ``post_worker_init``), whose
+exception fails that start, as in gunicorn. ``Server`` and ``Worker`` carry the gunicorn
 attributes hooks commonly read (``cfg``, ``log``, ``pid``, ``address``,
 ``app``). When each hook runs is ``cli.py``'s business; this module only
 knows how.
@@ -113,12 +115,22 @@ class Hooks:
 
     def call(self, name: str, *args: Any) -> Any:
         """Runs hook ``name``; an exception is logged, never raised."""
+        return self._logged(name, args)[1]
+
+    def boot(self, name: str, *args: Any) -> bool:
+        """Runs hook ``name`` of a start; False when it raised (logged, with its
+        traceback): the server (``on_starting``, ``when_ready``) or the worker
+        (``post_fork``, ``post_worker_init``) does not start, as in gunicorn, rather
+        than serve with what the hook should have set up."""
+        return self._logged(name, args)[0]
+
+    def _logged(self, name: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
         hook = self._hooks.get(name)
         if hook is None:
-            return None
+            return True, None
         fn, count = hook
         try:
-            return fn(*args[:count])
+            return True, fn(*args[:count])
         except Exception as exc:
             # The traceback starts in the hook: this frame is Siesta's, not the deployer's.
             import traceback
@@ -126,7 +138,7 @@ class Hooks:
             tb = exc.__traceback__.tb_next if exc.__traceback__ else None
             tb = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
             _siesta.log("exception", f"Exception in {name} hook: {type(exc).__name__}: {exc}\n{tb}")
-            return None
+            return False, None
 
 
 class Config:

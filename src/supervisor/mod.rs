@@ -547,7 +547,9 @@ impl Master<'_, '_> {
                 && w.retiring == Some(Retire::Reload)
                 && !self.abandoned.contains(&w.generation)
             {
-                if w.booted {
+                // Its heartbeat, not the last tick's look: one that served
+                // since that tick is no worker still starting.
+                if w.booted_by_now() {
                     w.retiring = None;
                 } else {
                     starting.push((*pid, w.generation));
