@@ -86,7 +86,10 @@ def test_unknown_worker_class_lists_the_choices():
 
 def test_unknown_flag_is_one_line():
     result = run_siesta("--certfile", "x.pem", *APP_ARGS, APP)
-    assert_one_line_error(result, 2, "--certfile", "usage")
+    assert_one_line_error(result, 2, "--certfile", "usage", "gunicorn options Siesta does not")
+    result = run_siesta("--no-such-flag", *APP_ARGS, APP)
+    assert_one_line_error(result, 2, "--no-such-flag", "usage")
+    assert "gunicorn options" not in result.stderr
 
 
 @pytest.mark.parametrize("bind", ["127.0.0.1:99999", "nonsense"])

@@ -466,6 +466,7 @@ def test_hup_reloads_changed_code_without_failing_a_request(launch, mode, tmp_pa
         loop.finish()
     assert loop.failures == [], f"{len(loop.failures)} failed of {loop.ok}: {loop.failures[:5]}"
     assert srv.log().count("Handling signal: hup") == 5
+    assert srv.log().count("Hang up: Master") == 5  # gunicorn's line, as a script may wait for it
     assert new_workers(srv, first), "the first workers were not all replaced"
     assert srv.alive(), srv.log()
 

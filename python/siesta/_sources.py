@@ -58,6 +58,30 @@ class Resolved:
         self.warnings = warnings if warnings is not None else []
 
 
+# gunicorn's options Siesta does not have (README, "Coming from gunicorn"):
+# refused as any unknown option is, with a word on why.
+_GUNICORN_ONLY = frozenset(
+    (
+        "--keyfile --certfile --ca-certs --cert-reqs --ssl-version --ciphers "
+        "--suppress-ragged-eofs --do-handshake-on-connect --dogstatsd-tags "
+        "--enable-backlog-metric --logger-class --log-config --log-config-json "
+        "--log-config-dict --log-syslog --log-syslog-to --log-syslog-prefix "
+        "--log-syslog-facility --disable-redirect-access-to-syslog -R "
+        "--enable-stdio-inheritance --http-protocols --protocol --uwsgi-allow-from "
+        "--permit-obsolete-folding --strip-header-spaces --permit-unconventional-http-method "
+        "--permit-unconventional-http-version --casefold-http-method --header-map "
+        "--http-parser --no-sendfile --paste --paster --paste-global --spew "
+        "--reload-engine --reload-extra-file --control-socket --control-socket-mode "
+        "--no-control-socket"
+    ).split()
+)
+
+
+def _gunicorn_only(flag: str) -> bool:
+    name = flag.split("=", 1)[0]
+    return name in _GUNICORN_ONLY or name.startswith(("--http2-", "--asgi-", "--dirty-"))
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of printing a usage block and exiting."""
 
@@ -69,6 +93,10 @@ class _Parser(argparse.ArgumentParser):
             words = message[len(prefix) :].split()
             flags = [w for w in words if w.startswith("-")]
             message = prefix + " ".join(flags or words)
+            if flags and all(_gunicorn_only(f) for f in flags):
+                message += (
+                    " (gunicorn options Siesta does not support: README, Coming from gunicorn)"
+                )
         raise UsageError(message)
 
 

@@ -214,6 +214,8 @@ impl Master<'_, '_> {
             Command::GracefulStop => self.stop_all(py, libc::SIGTERM, self.graceful()),
             Command::FastStop => self.stop_all(py, libc::SIGQUIT, FAST_GRACE),
             Command::Reload if !self.stopping => {
+                // gunicorn's line, which a deploy script may wait for.
+                crate::log::error::info("Hang up: Master");
                 if self.reload_started.is_none() {
                     self.target_before_reload = self.target;
                 }
