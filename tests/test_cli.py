@@ -272,6 +272,15 @@ def test_an_ipv4_mapped_bind_is_served():
         assert remote_addr(("127.0.0.1", port)) == "127.0.0.1"
 
 
+def test_a_root_path_is_a_path_from_the_root():
+    """QA probe (session 26): `--root-path app` (or SCRIPT_NAME=app) made a
+    SCRIPT_NAME without its leading slash, which PEP 3333 does not allow."""
+    for args, env in (((("--root-path", "app")), None), ((), {"SCRIPT_NAME": "app"})):
+        result = run_siesta("--print-config", *args, *APP_ARGS, "router_app:app", env=env)
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"(?m)^root_path\s+= '/app'$", result.stdout), result.stdout
+
+
 def assert_pong(address, drain):
     with socket.create_connection(address, timeout=10) as conn:
         conn.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

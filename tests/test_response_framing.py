@@ -157,6 +157,24 @@ def test_no_body_statuses_with_a_length(server, code):
     assert follow is not None and (follow.status, follow.body) == (200, b"pong")
 
 
+@pytest.mark.parametrize("code", ["204", "304"])
+def test_writes_to_a_bodiless_response_are_dropped_whatever_the_client_does(server, code):
+    """QA probe (session 26): write() on a 204 or 304 raised ClientDisconnected
+    once the client, having its complete response, closed (most of the time in
+    gevent mode, rarely in thread mode); HEAD's writes were dropped quietly."""
+    mark = server.log_mark()
+    for _ in range(20):
+        with server.connect() as conn:
+            conn.send(rawhttp.build_request("POST", f"/framing/{code}-writes", body=b"abc"))
+            resp = conn.read_response()
+            assert resp.status == int(code) and b"must not be sent" not in resp.raw
+    resp, follow = pipelined(server, f"/framing/{code}-writes")
+    assert resp.status == int(code) and b"must not be sent" not in resp.raw
+    assert follow is not None and (follow.status, follow.body) == (200, b"pong")
+    server.assert_serving()
+    assert "ClientDisconnected" not in server.log(mark), server.log(mark)
+
+
 def test_a_streamed_205_sends_nothing_and_the_connection_serves_on(server):
     resp, follow = pipelined(server, "/framing/205-gen")
     assert resp.status == 205

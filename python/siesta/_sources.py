@@ -431,7 +431,10 @@ def resolve(argv: list[str] | None, environ: Mapping[str, str] | None = None) ->
     apply(gunicorn_args, "GUNICORN_CMD_ARGS")
     if environ.get("SCRIPT_NAME"):
         # gunicorn's habit: a SCRIPT_NAME in the environment is the mount point.
-        apply({"root_path": environ["SCRIPT_NAME"]}, "$SCRIPT_NAME")
+        apply(
+            {"root_path": BY_NAME["root_path"].convert(environ["SCRIPT_NAME"], "$SCRIPT_NAME")},
+            "$SCRIPT_NAME",
+        )
     for s in SETTINGS:
         if s.env and s.env_name in environ:
             apply({s.name: s.convert(environ[s.env_name], s.env_name)}, f"${s.env_name}")

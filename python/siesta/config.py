@@ -177,6 +177,13 @@ def _header_values(value: str | dict[str, str]) -> dict[str, str]:
     return {k.strip().upper(): v.strip() for k, v in items}
 
 
+def _mount_point(text: str) -> str:
+    """``--root-path``/``SCRIPT_NAME``: a path from the root (PEP 3333: SCRIPT_NAME is
+    empty or starts with ``/``), so ``app`` is ``/app``."""
+    text = text.strip()
+    return f"/{text}" if text and not text.startswith("/") else text
+
+
 def _env_item(text: str) -> str:
     """One ``-e``/``raw_env`` item: ``KEY=VALUE`` with a non-empty KEY."""
     key, sep, _ = text.partition("=")
@@ -543,6 +550,7 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Mount point of the app: stripped from PATH_INFO and set as SCRIPT_NAME "
         "(a SCRIPT_NAME environment variable sets it too).",
+        type=_mount_point,
         metavar="PREFIX",
         rust=True,
     ),

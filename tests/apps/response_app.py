@@ -92,6 +92,12 @@ def framing(environ, start_response):
         length = [("Content-Length", "26")] if case.endswith("-cl") else []
         start_response(status, TEXT + length)
         return [b"this body must not be sent"]
+    if case in ("204-writes", "304-writes"):
+        environ["wsgi.input"].read()
+        write = start_response("204 No Content" if case[0] == "2" else "304 Not Modified", [])
+        for _ in range(1000):
+            write(b"this body must not be sent")
+        return []
     if case == "205-gen":
         write = start_response("205 Reset Content", TEXT)
         write(b"this body must not be sent")

@@ -112,7 +112,9 @@ impl StartResponse {
             // The head went out with a full body already; nothing more fits.
             return Ok(Ok(Sent::Stop));
         };
-        if self.is_head {
+        if !st.bodied {
+            // HEAD, 1xx, 204, 205, 304: the body is dropped, as HEAD's always
+            // was (hyper may have let the stream go already: not a client gone).
             return Ok(Ok(Sent::Ok));
         }
         let before = st.remaining;
