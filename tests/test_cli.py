@@ -173,9 +173,9 @@ def test_an_address_freed_while_retrying_is_served():
 
 
 @contextlib.contextmanager
-def retrying(*binds, pass_fds=()):
-    """A siesta started with `binds`, once it says it retries an address in
-    use: its stderr's drain; stopped by its pid at the end."""
+def started(*binds, pass_fds=(), ready="Booting worker"):
+    """A siesta started with `binds`, once its stderr says `ready`: the
+    stderr's drain; stopped by its pid at the end."""
     proc = subprocess.Popen(
         [str(SIESTA), *binds, *APP_ARGS, "router_app:app"],
         stdin=subprocess.DEVNULL,
@@ -187,7 +187,7 @@ def retrying(*binds, pass_fds=()):
     )
     drain = LogDrain(proc.stderr, "siesta-stderr")
     try:
-        assert drain.wait_for("retrying in 1 second", 20), drain.text()
+        assert drain.wait_for(ready, 20), drain.text()
         yield drain
     finally:
         proc.terminate()
@@ -198,29 +198,9 @@ def retrying(*binds, pass_fds=()):
             proc.wait()
 
 
-@contextlib.contextmanager
-def serving(*binds):
-    """A siesta started with `binds`, once its worker serves: its stderr's
-    drain; stopped by its pid at the end."""
-    proc = subprocess.Popen(
-        [str(SIESTA), *binds, *APP_ARGS, "router_app:app"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=clean_env(),
-        cwd=str(APPS_DIR),
-    )
-    drain = LogDrain(proc.stderr, "siesta-stderr")
-    try:
-        assert drain.wait_for("Booting worker", 20), drain.text()
-        yield drain
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def retrying(*binds, pass_fds=()):
+    """A siesta started with `binds`, once it says it retries an address in use."""
+    return started(*binds, pass_fds=pass_fds, ready="retrying in 1 second")
 
 
 def remote_addr(address):
@@ -244,7 +224,7 @@ def test_an_ipv6_wildcard_bind_serves_ipv4_clients_too_as_gunicorns_does():
     """QA probe (session 26): `-b [::]:PORT` was IPv6 only, so `127.0.0.1:PORT`
     was refused where gunicorn serves it (the system's dual-stack default).
     An IPv4 client is named as IPv4, not `::ffff:127.0.0.1`."""
-    with serving("-b", "[::]:0") as drain:
+    with started("-b", "[::]:0") as drain:
         port = int(drain.wait_for(r"Listening at: http://\[::\]:(\d+) ", 5).group(1))
         assert remote_addr(("127.0.0.1", port)) == "127.0.0.1"
         assert remote_addr(("::1", port)) == "::1"
@@ -257,7 +237,7 @@ def test_an_ipv4_and_an_ipv6_bind_of_one_port_both_serve():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with serving("-b", f"127.0.0.1:{port}", "-b", f"[::]:{port}") as drain:
+    with started("-b", f"127.0.0.1:{port}", "-b", f"[::]:{port}") as drain:
         assert drain.wait_for(rf"Listening at: http://\[::\]:{port} ", 5), drain.text()
         assert remote_addr(("127.0.0.1", port)) == "127.0.0.1"
         assert remote_addr(("::1", port)) == "::1"
@@ -265,7 +245,7 @@ def test_an_ipv4_and_an_ipv6_bind_of_one_port_both_serve():
 
 def test_an_ipv4_mapped_bind_is_served():
     """`-b [::ffff:127.0.0.1]:PORT` failed with EINVAL (the socket was IPv6 only)."""
-    with serving("-b", "[::ffff:127.0.0.1]:0") as drain:
+    with started("-b", "[::ffff:127.0.0.1]:0") as drain:
         port = int(
             drain.wait_for(r"Listening at: http://\[::ffff:127\.0\.0\.1\]:(\d+) ", 5).group(1)
         )

@@ -390,37 +390,21 @@ def test_a_hook_of_the_start_that_raises_stops_it(tmp_path, mode, hook, args, co
     assert not pid.exists()
 
 
-def test_a_reload_whose_post_fork_raises_is_given_up(tmp_path):
+def test_a_reload_whose_post_fork_raises_is_given_up(start_server, tmp_path):
     """A HUP that brings a post_fork that raises keeps the running workers, as a
     reload whose app cannot load does."""
     conf = tmp_path / "gunicorn.conf.py"
     conf.write_text("")
-    proc = subprocess.Popen(
-        [str(SIESTA), "-c", str(conf), "-b", "127.0.0.1:0", *APP_ARGS, APP],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=clean_env(),
-        cwd=str(APPS_DIR),
-    )
-    stderr = LogDrain(proc.stderr, "stderr")
-    try:
-        ready = stderr.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+) ", 20)
-        assert ready, stderr.text()
-        port = int(ready.group(1))
-        # Served once: booted (a worker still booting is replaced at once).
-        assert rawhttp.request("127.0.0.1", port, "GET", "/ping").status == 200
-        conf.write_text("def post_fork(server, worker):\n    raise RuntimeError('bad reload')\n")
-        proc.send_signal(signal.SIGHUP)
-        assert stderr.wait_for("Exception in post_fork hook: RuntimeError: bad reload", 20)
-        assert stderr.wait_for("failed to boot", 20), stderr.text()
-        resp = rawhttp.request("127.0.0.1", port, "GET", "/ping")
-        assert resp.status == 200 and resp.body == b"pong"
-        assert proc.poll() is None, stderr.text()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(STOP_TIMEOUT)
-    assert code == 0, stderr.text()
+    srv = start_server(APP, "-c", str(conf), mode="thread")
+    # Served once: booted (a worker still booting is replaced at once).
+    srv.assert_serving()
+    conf.write_text("def post_fork(server, worker):\n    raise RuntimeError('bad reload')\n")
+    srv.proc.send_signal(signal.SIGHUP)
+    assert srv.wait_log("Exception in post_fork hook: RuntimeError: bad reload", timeout=20)
+    assert srv.wait_log("Reload failed: a new worker could not boot", timeout=20), srv.log()
+    resp = srv.get("/ping")
+    assert (resp.status, resp.body) == (200, b"pong")
+    assert srv.alive(), srv.log()
 
 
 def test_config_file_names_mapped(tmp_path):
@@ -454,24 +438,27 @@ def test_config_file_names_mapped(tmp_path):
     assert values["app"] == "'router_app:app'"
 
 
-def test_unsupported_gunicorn_setting_warned(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "warned"),
+    [
+        ("syslog = True\n", ["gunicorn setting 'syslog' in {conf} is not supported, ignored"]),
+        # QA probe (session 26): gunicorn's defaults written out were warned.
+        ("spew = False\ntmp_upload_dir = None\nsendfile = True\n", []),
+        # QA probe (session 26): a config file's helper variables (as the common
+        # Docker image config has them) got a warning each.
+        (
+            "host = '0.0.0.0'\nport = 80\nuse_bind = f'{host}:{port}'\n",
+            ["unknown settings 'host', 'port', 'use_bind' in {conf}, ignored"],
+        ),
+    ],
+    ids=["unsupported", "defaults", "helpers"],
+)
+def test_what_a_config_file_is_warned_about(tmp_path, text, warned):
     conf = tmp_path / "g.py"
-    conf.write_text("syslog = True\nthreads = 2\n")
+    conf.write_text(text + "threads = 2\n")
     result = run_siesta("-c", str(conf), "--print-config", APP)
     assert printed(result)["threads"] == "2"
-    assert error_lines(result) == [
-        f"Warning: gunicorn setting 'syslog' in {conf} is not supported, ignored"
-    ]
-
-
-def test_unsupported_gunicorn_settings_that_ask_nothing_are_not_warned(tmp_path):
-    """QA probe (session 26): `spew = False` or `tmp_upload_dir = None` (gunicorn's
-    defaults, written out) were warned as unsupported."""
-    conf = tmp_path / "g.py"
-    conf.write_text("spew = False\ntmp_upload_dir = None\nsendfile = True\nthreads = 2\n")
-    result = run_siesta("-c", str(conf), "--print-config", APP)
-    assert printed(result)["threads"] == "2"
-    assert error_lines(result) == [], result.stderr
+    assert error_lines(result) == [f"Warning: {w.format(conf=conf)}" for w in warned]
 
 
 @pytest.mark.parametrize("name", ["certfile", "keyfile"])
@@ -495,18 +482,6 @@ def test_a_config_file_that_imports_gunicorn_says_what_to_do(tmp_path):
     conf.write_text("from gunicorn.arbiter import Arbiter\nworkers = 2\n")
     result = run_siesta("-c", str(conf), *APP_ARGS, "--check-config", APP)
     assert_one_line_error(result, 1, "No module named 'gunicorn'", "drop the import")
-
-
-def test_helper_variables_of_a_config_file_are_warned_in_one_line(tmp_path):
-    """QA probe (session 26): a config file's helper variables (`cores`, `host`,
-    `use_bind`, as the common Docker image config has them) got a warning each."""
-    conf = tmp_path / "g.py"
-    conf.write_text("host = '0.0.0.0'\nport = 80\nuse_bind = f'{host}:{port}'\nworkers = 2\n")
-    result = run_siesta("-c", str(conf), "--print-config", APP)
-    assert printed(result)["workers"] == "2"
-    assert error_lines(result) == [
-        f"Warning: unknown settings 'host', 'port', 'use_bind' in {conf}, ignored"
-    ]
 
 
 def test_an_empty_raw_env_item_is_refused(tmp_path):
