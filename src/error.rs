@@ -84,6 +84,10 @@ pub(crate) enum RequestError {
     /// hyper would take as the start of one (RFC 9110 §9.3.6).
     #[error("CONNECT asks for a tunnel, which WSGI apps cannot give")]
     Connect,
+    /// An `Expect` other than `100-continue`, the one expectation Siesta
+    /// meets (RFC 9110 §10.1.1: 417, as gunicorn answers).
+    #[error("an expectation other than 100-continue")]
+    ExpectationFailed,
     /// The body's chunked framing is broken.
     #[error("malformed request body")]
     MalformedBody,
@@ -134,6 +138,7 @@ impl RequestError {
                 S::SERVICE_UNAVAILABLE
             }
             RequestError::Connect => S::NOT_IMPLEMENTED,
+            RequestError::ExpectationFailed => S::EXPECTATION_FAILED,
             RequestError::AppFailed | RequestError::NoResponse => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -157,6 +162,7 @@ impl RequestError {
             RequestError::ConflictingScheme => "conflicting_scheme",
             RequestError::DuplicateField => "duplicate_field",
             RequestError::Connect => "connect",
+            RequestError::ExpectationFailed => "expectation_failed",
             RequestError::MalformedBody => "malformed_body",
             RequestError::Overloaded => "queue_timeout",
             RequestError::ShuttingDown => "shutting_down",

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Every refusal, in the order of their counters (`siesta_refusals_total{reason}`).
-pub(crate) const REFUSALS: [RequestError; 23] = [
+pub(crate) const REFUSALS: [RequestError; 24] = [
     RequestError::MalformedHead,
     RequestError::RequestLineTooLong,
     RequestError::TooManyFields,
@@ -42,6 +42,7 @@ pub(crate) const REFUSALS: [RequestError; 23] = [
     RequestError::LengthTooLarge,
     RequestError::ClientGone,
     RequestError::StopCut,
+    RequestError::ExpectationFailed,
 ];
 
 /// A refusal's counter; an unlisted one (added without updating the table) is the last.
@@ -375,7 +376,8 @@ mod tests {
                 | RequestError::BodyTimeout
                 | RequestError::LengthTooLarge
                 | RequestError::ClientGone
-                | RequestError::StopCut => REFUSALS.contains(&e),
+                | RequestError::StopCut
+                | RequestError::ExpectationFailed => REFUSALS.contains(&e),
             }
         }
         assert!(REFUSALS.iter().all(|e| listed(*e)));

@@ -20,7 +20,7 @@
 
 use crate::error::RequestError;
 use crate::limits::HeadLimits;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Uri, Version};
 
 /// Refuses a head that breaks a limit or could be read two ways; the error
@@ -54,10 +54,20 @@ pub(crate) fn check_head(
     }
     // One pass over the names, instead of a hashed lookup for each field
     // below: most heads have none of them.
-    let (mut framed, mut typed) = (false, false);
+    let (mut framed, mut typed, mut expects) = (false, false, false);
     for name in head.headers.keys() {
         framed |= name == TRANSFER_ENCODING || name == CONTENT_LENGTH;
         typed |= name == CONTENT_TYPE;
+        expects |= name == EXPECT;
+    }
+    if expects
+        && head
+            .headers
+            .get_all(EXPECT)
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        return Err(RequestError::ExpectationFailed);
     }
     if framed {
         check_framing(head.version, &head.headers)?;
@@ -285,6 +295,19 @@ mod tests {
             ("GET / HTTP/1.1", &[("host", "a.example:8080")], None),
             ("GET / HTTP/1.1", &[("host", "[::1]:80")], None),
             ("GET / HTTP/1.1", &[("host", "127.0.0.1")], None),
+            ("GET / HTTP/1.1", &[h, ("expect", "100-continue")], None),
+            ("GET / HTTP/1.1", &[h, ("expect", "100-Continue")], None),
+            ("GET / HTTP/1.0", &[("expect", "100-continue")], None),
+            (
+                "GET / HTTP/1.1",
+                &[h, ("expect", "foo")],
+                Some(E::ExpectationFailed),
+            ),
+            (
+                "GET / HTTP/1.1",
+                &[h, ("expect", "100-continue"), ("expect", "x")],
+                Some(E::ExpectationFailed),
+            ),
             ("GET / HTTP/1.1", &[("host", "a b")], Some(E::BadHost)),
             ("GET / HTTP/1.1", &[("host", "user@a")], Some(E::BadHost)),
             ("GET / HTTP/1.1", &[("host", "a/b")], Some(E::BadHost)),
