@@ -181,6 +181,16 @@ fn optional_seconds(key: &str, s: f64) -> PyResult<Option<Duration>> {
 }
 
 impl Config {
+    /// The ports of the IPv4 binds and `--metrics-bind`: an IPv6 socket of
+    /// the same port beside one of them is IPv6 only, so both can be bound.
+    pub(crate) fn v4_ports(&self) -> Vec<u16> {
+        let metrics = self
+            .metrics_bind
+            .as_deref()
+            .and_then(|m| crate::net::bind::BindSpec::parse(m).ok());
+        crate::net::bind::v4_ports(self.binds.iter().chain(metrics.as_ref()))
+    }
+
     /// How often a worker beats and the master checks (`--timeout` / 4,
     /// from 50 ms to 1 s).
     pub(crate) fn beat_interval(&self) -> Duration {

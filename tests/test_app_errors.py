@@ -248,6 +248,24 @@ def test_close_called_once_on_head_request(server):
     assert_closed_once(server, token)
 
 
+@pytest.mark.parametrize("method", ["HEAD", "GET"])
+def test_a_bodiless_stream_stops_once_its_client_has_gone(server, method):
+    """Review (session 26): the iterable of a response with no body (HEAD, a 204)
+    ran to its end after the client left, as its chunks are dropped unsent: a
+    HEAD of an endless stream would run on for good. It is stopped once the
+    connection is closed, and close() called."""
+    token = new_token()
+    case = "stream" if method == "HEAD" else "204-stream"
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request(method, f"/close/{case}?token={token}"))
+        _, _, status, _, _ = conn.read_head()
+        assert status in (200, 204)
+    # Either stream takes about 20 s to run out.
+    closed = server.wait_records(f"close-{token}", timeout=10)
+    assert closed == ["close"], server.log()
+    server.assert_serving()
+
+
 def test_close_called_once_when_client_disconnects_mid_stream(server):
     token = new_token()
     with server.connect() as conn:

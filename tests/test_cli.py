@@ -243,6 +243,21 @@ def test_an_ipv4_and_an_ipv6_bind_of_one_port_both_serve():
         assert remote_addr(("::1", port)) == "::1"
 
 
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_an_ipv6_bind_beside_an_ipv4_metrics_bind_of_its_port():
+    """Review (session 26): `-b [::]:P --metrics-bind 0.0.0.0:P` (which started
+    before IPv6 binds took IPv4 clients) failed: the metrics bind's port was not
+    among those that make an IPv6 bind IPv6 only."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with started("-b", f"[::]:{port}", "--metrics-bind", f"127.0.0.1:{port}") as drain:
+        assert remote_addr(("::1", port)) == "::1"
+        metrics = rawhttp.request("127.0.0.1", port, "GET", "/metrics")
+        assert metrics.status == 200 and b"siesta_" in metrics.body, drain.text()
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
 def test_an_ipv4_mapped_bind_is_served():
     """`-b [::ffff:127.0.0.1]:PORT` failed with EINVAL (the socket was IPv6 only)."""
     with started("-b", "[::ffff:127.0.0.1]:0") as drain:

@@ -251,6 +251,22 @@ class Looper(threading.Thread):
 # --- 1. TERM drains in-flight uploads --------------------------------------------
 
 
+@pytest.mark.parametrize("case", ["slow-close", "204-stream"])
+def test_term_lets_an_app_still_running_after_its_response_end(launch, mode, case):
+    """Review (session 26): a graceful stop waited for the connections, not for
+    the app: once a response was out (then a close() that takes its time, or a
+    204's iterable, whose chunks are dropped), the drain closed the connection
+    and the worker exited a second later, cutting the app short: close() (and
+    post_request) never ran."""
+    srv = launch("--graceful-timeout", "20", app="router_app:app", mode=mode)
+    token = f"term{case.replace('-', '')}"
+    resp = srv.get(f"/close/{case}?token={token}")
+    assert resp.status == (204 if case == "204-stream" else 200), resp
+    srv.signal(signal.SIGTERM)
+    assert srv.exit_code() == 0, srv.log()
+    assert srv.records(f"close-{token}")[-1:] == ["close"], srv.log()
+
+
 @pytest.mark.timeout(120)
 def test_term_finishes_slow_uploads_and_refuses_new_connections(launch, mode):
     """Issue 13: TERM while 20 clients are mid-upload lets all 20 finish with the right
@@ -1221,6 +1237,24 @@ def start_daemon(tmp_path, *args, app=APP, path=(APPS_DIR,)):
     assert result.returncode == 0, result.stderr
     assert wait_until(lambda: pidfile.exists() and pidfile.read_text()), "no pid file"
     return int(pidfile.read_text()), pidfile, errlog
+
+
+def test_a_daemon_whose_on_starting_raises_says_so_in_its_error_log(tmp_path):
+    """Review (session 26): with -D, an on_starting hook that raised stopped the
+    start without a word: it ran before the error log was open, with stderr
+    gone to /dev/null."""
+    conf = tmp_path / "conf.py"
+    conf.write_text("def on_starting(server):\n    raise RuntimeError('no database')\n")
+    errlog = tmp_path / "error.log"
+    result = run_siesta(
+        *("-D", "-c", str(conf), "-b", "127.0.0.1:0", "--error-logfile", str(errlog)),
+        *("--chdir", str(APPS_DIR), APP),
+    )
+    assert result.returncode == 0, result.stderr
+    assert wait_until(lambda: errlog.exists() and "not starting" in errlog.read_text())
+    text = errlog.read_text()
+    assert "Exception in on_starting hook: RuntimeError: no database" in text, text
+    assert "Listening at" not in text, text
 
 
 def daemon_address(errlog):

@@ -391,8 +391,9 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
         # Popped, not just answered: a request ending below would start them.
         while waiting:
             waiting.popleft()[1].reject()
-        # The server already spent the graceful time draining connections
-        # before it said stop; requests still running get its last moment.
+        # The server drained its connections before it said stop; requests
+        # still running (their responses sent, say a slow close()) get what
+        # is left of the stop's time, one second at least.
         if running:
             idle = gevent.event.Event()
-            idle.wait(timeout=server.stop_grace)
+            idle.wait(timeout=server.grace_left)

@@ -48,12 +48,14 @@ def serve_threads(server: Any, app: Any, threads: int) -> None:
                 raise  # none at all: the worker cannot boot
             log("warning", f"Serving with {n} of --threads {threads} threads: {exc}")
             break
-    # wait() returns once the server drained, or once the stop's time ran
-    # out (--graceful-timeout for TERM): what a thread still holds then is
-    # abandoned, so the joins only give finishing threads the server's last
-    # moment. The pool starts no thread once stopped.
+    # wait() returns once the server drained (its connections closed), or
+    # once the stop's time ran out (--graceful-timeout for TERM). An app may
+    # still run with its response sent (a HEAD's or a 204's iterable, a slow
+    # close()): the joins give it what is left of the stop's time, one
+    # second at least; what a thread still holds then is abandoned. The pool
+    # starts no thread once stopped.
     server.wait()
-    deadline = time.monotonic() + server.stop_grace
+    deadline = time.monotonic() + server.grace_left
     with lock:
         started = list(pool)
     for t in started:

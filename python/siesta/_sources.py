@@ -65,14 +65,14 @@ _GUNICORN_ONLY = frozenset(
         "--keyfile --certfile --ca-certs --cert-reqs --ssl-version --ciphers "
         "--suppress-ragged-eofs --do-handshake-on-connect --dogstatsd-tags "
         "--enable-backlog-metric --logger-class --log-config --log-config-json "
-        "--log-config-dict --log-syslog --log-syslog-to --log-syslog-prefix "
+        "--log-syslog --log-syslog-to --log-syslog-prefix "
         "--log-syslog-facility --disable-redirect-access-to-syslog -R "
         "--enable-stdio-inheritance --http-protocols --protocol --uwsgi-allow-from "
         "--permit-obsolete-folding --strip-header-spaces --permit-unconventional-http-method "
         "--permit-unconventional-http-version --casefold-http-method --header-map "
         "--http-parser --no-sendfile --paste --paster --paste-global --spew "
         "--reload-engine --reload-extra-file --control-socket --control-socket-mode "
-        "--no-control-socket"
+        "--no-control-socket --websocket-max-message-size"
     ).split()
 )
 

@@ -408,13 +408,18 @@ def main(argv: list[str] | None = None) -> None:
     if values["umask"]:
         os.umask(values["umask"])
     arbiter = HookServer(values, GUNICORN_NAMES)
+    # The error log first, as gunicorn sets up its logger: on_starting's
+    # lines and its failure go there (with -D, stderr is gone already).
+    try:
+        _siesta.configure_log(for_rust(values))
+    except (ValueError, OSError) as exc:
+        _fail(str(exc), 1)
+    global _error_log_is_file
+    _error_log_is_file = _log_file_apart(values["error_logfile"])
+    _siesta.log("info", f"Starting siesta {_siesta.__version__}")
     if not hooks.boot("on_starting", arbiter):
         _fail("the on_starting hook failed (above): not starting", 1)
     try:
-        _siesta.configure_log(for_rust(values))
-        global _error_log_is_file
-        _error_log_is_file = _log_file_apart(values["error_logfile"])
-        _siesta.log("info", f"Starting siesta {_siesta.__version__}")
         # The master's signal handlers are installed here, before the ready
         # line and the pid file; it binds --metrics-bind too, so its address
         # in use is reported now.

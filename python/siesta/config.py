@@ -868,7 +868,7 @@ GUNICORN_NAMES: dict[str, str | None] = {
             "header_map asgi_loop asgi_lifespan asgi_disconnect_grace_period http_parser "
             "dirty_apps dirty_workers dirty_timeout dirty_threads dirty_graceful_timeout "
             "on_dirty_starting dirty_post_fork dirty_worker_init dirty_worker_exit "
-            "control_socket control_socket_mode control_socket_disable"
+            "control_socket control_socket_mode control_socket_disable websocket_max_message_size"
         ).split()
     ),
 }

@@ -62,6 +62,8 @@ pub(crate) struct ConnInfo {
     cut: AtomicBool,
     /// The last write to the socket found it full (`server/`'s `ClockedIo`).
     write_full: AtomicBool,
+    /// The connection's task has ended: the socket is closed (`Ended`).
+    ended: AtomicBool,
     /// Writes to the socket that went through (`ClockedIo`; only the
     /// connection's task writes it).
     writes: AtomicU64,
@@ -89,11 +91,17 @@ impl ConnInfo {
             read_through: AtomicU64::new(0),
             cut: AtomicBool::new(false),
             write_full: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
             writes: AtomicU64::new(0),
             awaits_body: AtomicBool::new(false),
             fd: -1,
             waker: OnceLock::new(),
         }
+    }
+
+    /// Whether the connection's task has ended (its socket closed).
+    pub(crate) fn ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
     }
 
     /// Closes the connection at once: `server/`'s `drive` drops it on its
@@ -353,6 +361,16 @@ impl Job {
     /// Answers without running the app (shed, shutting down).
     pub(crate) fn refuse(self, e: crate::error::RequestError) {
         self.reply.send(Reply::refusal(e));
+    }
+}
+
+/// Held by a connection's task: marks its `ConnInfo` ended when the task
+/// ends, however it ends.
+pub(crate) struct Ended(pub(crate) Arc<ConnInfo>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.ended.store(true, Ordering::Relaxed);
     }
 }
 

@@ -145,6 +145,17 @@ impl BindSpec {
     }
 }
 
+/// The ports of the IPv4 addresses among `specs` (their hosts looked up):
+/// an IPv6 socket of one of them is opened IPv6 only (`BindSpec::open`).
+pub(crate) fn v4_ports<'a>(specs: impl IntoIterator<Item = &'a BindSpec>) -> Vec<u16> {
+    specs
+        .into_iter()
+        .filter_map(|b| b.resolve().ok().flatten())
+        .filter(|a| a.is_ipv4())
+        .map(|a| a.port())
+        .collect()
+}
+
 fn bind_error(addr: String, e: std::io::Error) -> StartupError {
     if e.kind() == std::io::ErrorKind::AddrInUse {
         StartupError::AddrInUse(addr)
@@ -165,11 +176,11 @@ fn open_tcp(
         sock.set_reuse_port(true)?;
     }
     if let std::net::IpAddr::V6(ip) = addr.ip() {
-        if only_v6 {
-            sock.set_only_v6(true)?;
-        } else if ip.to_ipv4_mapped().is_some() {
+        if ip.to_ipv4_mapped().is_some() {
             // `[::ffff:127.0.0.1]` can only be bound by a dual-stack socket.
             sock.set_only_v6(false)?;
+        } else if only_v6 {
+            sock.set_only_v6(true)?;
         }
     }
     sock.bind(&addr.into())?;

@@ -46,13 +46,7 @@ impl Listeners {
     pub(crate) fn open(config: &Config) -> PyResult<Listeners> {
         let mut sockets = Vec::with_capacity(config.binds.len());
         // `-b 0.0.0.0:8000 -b [::]:8000` binds both, the second IPv6 only.
-        let v4_ports: Vec<u16> = config
-            .binds
-            .iter()
-            .filter_map(|b| b.resolve().ok().flatten())
-            .filter(|a| a.is_ipv4())
-            .map(|a| a.port())
-            .collect();
+        let v4_ports = config.v4_ports();
         for bind in &config.binds {
             match bind.open(config.backlog, config.reuse_port, &v4_ports) {
                 Ok(socket) => sockets.push(socket),

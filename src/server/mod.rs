@@ -258,6 +258,7 @@ impl AcceptCtx {
             };
             let remote = conn.remote_addr();
             let info = Arc::new(conn);
+            let _ended = crate::exchange::Ended(info.clone());
             let clock = Clock::new(limits.keep_alive, limits.header_timeout);
             let service = Service {
                 exec,

@@ -134,7 +134,11 @@ pub(crate) async fn accept<I: Peek>(
     // As in gunicorn, a unix socket peer has no address to check: trusted.
     conn.trusted = peer.is_none_or(|p| proxies.forwarded_allow.contains(p.ip()));
     if let Some(h) = header {
-        conn.client = h.source;
+        // An IPv4 client named in IPv6 form (`TCP6 ::ffff:192.0.2.9`) is
+        // named as IPv4, as a dual-stack socket's peer is.
+        conn.client = h
+            .source
+            .map(|a| std::net::SocketAddr::new(a.ip().to_canonical(), a.port()));
         conn.tls = h.tls;
     }
     Some(conn)

@@ -68,6 +68,7 @@ impl Supervisor {
                     crate::observer::Settings {
                         slow_upload_rate: config.slow_upload_rate,
                     },
+                    &config.v4_ports(),
                 )
                 .map_err(crate::net::listeners::startup_error)?,
             ),

@@ -34,8 +34,9 @@ impl Observer {
     pub(crate) fn bind(
         spec: &str,
         settings: crate::observer::Settings,
+        v4_ports: &[u16],
     ) -> Result<Observer, crate::error::StartupError> {
-        let listener = BindSpec::parse(spec)?.open(64, false, &[])?;
+        let listener = BindSpec::parse(spec)?.open(64, false, v4_ports)?;
         let url = listener.url();
         Ok(Observer {
             listener,

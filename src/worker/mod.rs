@@ -163,11 +163,20 @@ impl Server {
         })
     }
 
-    /// Seconds a stopping worker gives requests still running after the
-    /// drain (or after a fast stop) before it exits anyway.
+    /// Seconds left for the app calls still running once the connections
+    /// are closed: the drain closes a connection when its response is sent,
+    /// and an app may still be running then (a HEAD's or a 204's iterable,
+    /// dropped as it goes; a `close()` that takes its time). They get what
+    /// is left of the stop's time (`--graceful-timeout`), `STOP_GRACE` at
+    /// least, before the worker exits anyway.
     #[getter]
-    fn stop_grace(&self) -> f64 {
-        STOP_GRACE.as_secs_f64()
+    fn grace_left(&self) -> f64 {
+        STOP_DEADLINE
+            .lock()
+            .map_or(STOP_GRACE, |d| {
+                d.saturating_duration_since(Instant::now()).max(STOP_GRACE)
+            })
+            .as_secs_f64()
     }
 
     /// Seconds between heartbeats (gevent's hub loop beats this often).
@@ -247,6 +256,7 @@ impl Server {
         let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::channel();
         *self.events.lock() = Some(events_rx);
+        let graceful = self.config.limits.graceful_timeout;
         let (stop, events, log) = (stop_tx.clone(), events_tx.clone(), recorder.clone());
         let on_int = on_int.map(|f| f.clone().unbind());
         signals::listen(move |cmd| {
@@ -258,7 +268,7 @@ impl Server {
                     }
                 });
             }
-            act(cmd, &stop, &events, &log)
+            act(cmd, &stop, &events, &log, graceful)
         })
         .map_err(|e| PyOSError::new_err(format!("Cannot install signal handlers: {e}")))?;
         let (stop, events, log) = (stop_tx.clone(), events_tx.clone(), recorder.clone());
@@ -272,7 +282,7 @@ impl Server {
             if let Some(fd) = beat {
                 heartbeat::leaving(fd);
             }
-            act(Command::GracefulStop, &stop, &events, &log);
+            act(Command::GracefulStop, &stop, &events, &log, graceful);
         });
         *self.stopper.lock() = Some(stop_tx);
         let exec = self.exec.clone();
@@ -420,6 +430,10 @@ impl Server {
 /// fast stop: what they still hold then is abandoned.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
+/// When this worker's stop must be over (`act`): `--graceful-timeout` and
+/// `STOP_GRACE` from a graceful stop, `STOP_GRACE` from a fast one.
+static STOP_DEADLINE: Mutex<Option<Instant>> = Mutex::new(None);
+
 /// This worker's share of `--max-requests-jitter`: 0 to `max`, from the
 /// clock and the pid (no random crate for one number per process).
 fn jitter(max: u64) -> u64 {
@@ -439,6 +453,7 @@ fn act(
     stop: &tokio::sync::mpsc::UnboundedSender<Stop>,
     events: &mpsc::Sender<Lifecycle>,
     recorder: &Recorder,
+    graceful: Duration,
 ) {
     let how = match cmd {
         Command::GracefulStop => Stop::Graceful,
@@ -456,6 +471,15 @@ fn act(
         }
     };
     crate::metrics::worker_draining();
+    let by = Instant::now()
+        + match how {
+            Stop::Graceful => graceful + STOP_GRACE,
+            Stop::Fast => STOP_GRACE,
+        };
+    // The earliest stop counts: an INT during a graceful stop cuts it short.
+    let mut deadline = STOP_DEADLINE.lock();
+    *deadline = Some(deadline.map_or(by, |d| d.min(by)));
+    drop(deadline);
     let _ = events.send(Lifecycle::Stopping(how));
     let _ = stop.send(how);
 }

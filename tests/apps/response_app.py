@@ -345,8 +345,9 @@ def gated(environ, start_response):
 class ClosingIterable:
     """An iterable that records every close() call under close-<token>."""
 
-    def __init__(self, name, chunks, fail_at=None, delay=0.0):
+    def __init__(self, name, chunks, fail_at=None, delay=0.0, close_delay=0.0):
         self.name, self.chunks, self.fail_at, self.delay = name, chunks, fail_at, delay
+        self.close_delay = close_delay
 
     def __iter__(self):
         for i, data in enumerate(self.chunks):
@@ -357,13 +358,16 @@ class ClosingIterable:
             yield data
 
     def close(self):
+        if self.close_delay:
+            record(self.name, "closing")
+            time.sleep(self.close_delay)
         record(self.name, "close")
 
 
 def close(environ, start_response):
     case = _case(environ)
     name = "close-" + token(environ)
-    start_response("200 OK", TEXT)
+    start_response("204 No Content" if case == "204-stream" else "200 OK", TEXT)
     if case == "normal":
         return ClosingIterable(name, [b"a", b"b", b"c"])
     if case == "error":
@@ -372,4 +376,8 @@ def close(environ, start_response):
         return ClosingIterable(name, [b"a"], fail_at=0)
     if case == "stream":  # at most ~20 s of 16 KiB chunks, for client-disconnect tests
         return ClosingIterable(name, [b"x" * 16384] * 4000, delay=0.005)
+    if case == "slow-close":  # a close() that takes 2 s, after the response went out
+        return ClosingIterable(name, [b"a"], close_delay=2.0)
+    if case == "204-stream":  # ~20 s of chunks the server drops (a 204 has no body)
+        return ClosingIterable(name, [b"x" * 100] * 4000, delay=0.005)
     raise ValueError(f"unknown close case {case!r}")

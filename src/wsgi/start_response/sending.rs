@@ -114,8 +114,12 @@ impl StartResponse {
         };
         if !st.bodied {
             // HEAD, 1xx, 204, 205, 304: the body is dropped, as HEAD's always
-            // was (hyper may have let the stream go already: not a client gone).
-            return Ok(Ok(Sent::Ok));
+            // was (hyper may have let the stream go already: not a client
+            // gone). Once the connection is closed, an iterable is stopped
+            // (a HEAD of an endless stream would run on), and write() goes on
+            // dropping.
+            let ended = st.record.as_ref().is_some_and(|r| r.conn.ended());
+            return Ok(Ok(if ended { Sent::Stop } else { Sent::Ok }));
         }
         let before = st.remaining;
         let Some(clipped) = Self::clip(&mut st, chunk) else {
