@@ -8,11 +8,14 @@ held; a worker recycled by --max-requests is counted by reason with its
 counters kept; StatsD lines carry gunicorn's names. Every wait is bounded.
 """
 
+import os
 import socket
+from pathlib import Path
 
 import pytest
 import rawhttp
 from observe import (
+    METRICS_AT,
     all_ready,
     families,
     get,
@@ -200,6 +203,64 @@ def test_readyz_says_draining_after_term(start_server):
         srv.proc.terminate()
         got = wait_until(lambda: (r := get(url + "/readyz"))[0] == 503 and r)
         assert got and "draining" in got[1], got
+    finally:
+        (srv.record_dir / "release").write_text("go\n")
+        conn.close()
+
+
+def listening_inode(port):
+    """The inode of the IPv4 socket listening on `port` (from /proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # TCP_LISTEN
+            return fields[9]
+    return None
+
+
+def socket_inodes(pid):
+    """The inodes of the sockets process `pid` holds."""
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(target[len("socket:[") : -1])
+    return found
+
+
+def test_a_draining_server_with_metrics_refuses_new_connections(start_server):
+    """QA probe (session 26): the metrics process, forked from the master, kept
+    the app's listening socket: once TERM closed the master's and the workers'
+    copies, new connections waited in its backlog instead of being refused,
+    which a load balancer takes for a slow server rather than a gone one. The
+    workers no longer hold the metrics listener either."""
+    srv = start_server("hold_app:app", *METRICS, "--graceful-timeout", "20")
+    url = metrics_url(srv)
+    assert wait_until(lambda: get(url + "/readyz")[0] == 200)
+    listener = listening_inode(int(url.rsplit(":", 1)[1]))
+    assert listener
+    metrics_pid = int(srv.wait_log(METRICS_AT.pattern).group(2))
+    workers = [p for p in srv.worker_pids(count=2) if p != metrics_pid]
+    assert len(workers) == 1, workers
+    assert listener not in socket_inodes(workers[0]), "the worker holds the metrics listener"
+    conn = srv.connect()
+    try:
+        conn.send(b"GET /hold?go=release&token=t HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert srv.wait_records("held-t")
+        srv.proc.terminate()
+
+        def refused():
+            try:
+                socket.create_connection((srv.host, srv.port), timeout=2.0).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        # Well within the held request's 20 s: the server is still draining it.
+        assert wait_until(refused, timeout=8), "a new connection was still accepted after TERM"
+        assert srv.alive(), srv.log()
     finally:
         (srv.record_dir / "release").write_text("go\n")
         conn.close()

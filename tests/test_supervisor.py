@@ -616,6 +616,42 @@ def test_usr2_then_term_hands_the_port_to_a_new_master(launch, mode, tmp_path):
 # --- 3. Workers replaced: crash, count, recycling, memory, timeout --------------------
 
 
+def test_a_worker_that_aborts_is_said_to_have_crashed(launch):
+    """QA probe (session 26): a worker that aborted itself (Rust's or CPython's
+    out-of-memory abort) was logged as `was sent SIGABRT!`, as if someone had."""
+    srv = launch("-w", "2")
+    before = srv.worker_pids()
+    with contextlib.suppress(OSError, rawhttp.IncompleteHead):
+        srv.get("/abort")
+    assert srv.wait_log(r"Worker \(pid:\d+\) crashed with SIGABRT"), srv.log()
+    assert "was sent SIGABRT" not in srv.log()
+    assert wait_until(lambda: len(children(srv.pid)) == 2 and children(srv.pid) != before)
+    assert srv.get("/ping").status == 200
+
+
+def test_each_worker_holds_its_own_heartbeat_file_only(launch):
+    """QA probe (session 26): a worker was forked holding the heartbeat files of
+    every worker started before it (one more descriptor in each: with a low
+    descriptor limit, TTIN then failed a worker's boot and halted the server)."""
+    srv = launch("-w", "3")
+    assert len(srv.worker_pids()) == 3
+    os.kill(srv.pid, signal.SIGTTIN)
+    workers = srv.worker_pids(count=4)
+    assert len(workers) == 4, srv.log()
+    for pid in [srv.pid, *workers]:
+        beats = [
+            fd for fd in Path(f"/proc/{pid}/fd").iterdir() if "siesta-heartbeat" in readlink(fd)
+        ]
+        assert len(beats) == (4 if pid == srv.pid else 1), (pid, beats)
+
+
+def readlink(path):
+    try:
+        return os.readlink(path)
+    except OSError:  # closed meanwhile
+        return ""
+
+
 def test_a_killed_worker_is_replaced(launch, mode):
     """Issue 13: SIGKILL to a worker: the master logs it, starts another, service goes on."""
     srv = launch("-w", "2", mode=mode)

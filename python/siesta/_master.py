@@ -214,7 +214,7 @@ def run_worker(
     app: Any,
 ) -> int:
     """One worker's life, in the forked child; returns its exit code."""
-    _siesta.worker_after_fork()
+    _siesta.worker_after_fork(keep_beat=heartbeat_fd)
     set_title("worker", values)
     worker = HookWorker(arbiter, app)
     _siesta.log("info", f"Booting worker with pid: {worker.pid}")

@@ -155,10 +155,14 @@ impl Supervisor {
 
 /// The one thing a freshly forked child must do first: drop the master's
 /// signal handlers and pipe; a worker (`die_with_master`) also ends when
-/// the master does, a new master started by USR2 does not.
+/// the master does, a new master started by USR2 does not. `keep_beat`:
+/// a worker's own heartbeat descriptor; the master's others are closed.
 #[pyfunction]
-#[pyo3(signature = (die_with_master=true))]
-pub(crate) fn worker_after_fork(die_with_master: bool) -> PyResult<()> {
+#[pyo3(signature = (die_with_master=true, keep_beat=None))]
+pub(crate) fn worker_after_fork(die_with_master: bool, keep_beat: Option<i32>) -> PyResult<()> {
+    if let Some(fd) = keep_beat {
+        workers::close_master_only(fd);
+    }
     signals::reset_in_child().map_err(|e| PyOSError::new_err(e.to_string()))?;
     // What the master blocked across the fork (`fork_signals`) comes now.
     signals::block(false);
@@ -604,6 +608,15 @@ impl Master<'_, '_> {
                     workers::signal_name(s)
                 ))
             }
+            // A fault signal the master did not send (its --timeout sends
+            // SIGABRT): the worker's own crash, not a signal from outside.
+            Exit::Signal(
+                s @ (libc::SIGSEGV | libc::SIGBUS | libc::SIGABRT | libc::SIGFPE | libc::SIGILL),
+            ) if worker.retiring != Some(Retire::Timeout) => crate::log::error::error(&format!(
+                "Worker (pid:{pid}) crashed with {} (a fault in native code, or an \
+                     allocation that failed)",
+                workers::signal_name(s)
+            )),
             Exit::Signal(s) => crate::log::error::error(&format!(
                 "Worker (pid:{pid}) was sent {}!",
                 workers::signal_name(s)

@@ -22,6 +22,8 @@ const RESTART_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) struct Observer {
     listener: Listener,
+    /// Keeps the listener out of the workers (`workers::close_master_only`).
+    _master_only: super::workers::MasterOnly,
     pub(crate) url: String,
     settings: crate::observer::Settings,
     pid: AtomicI32,
@@ -39,6 +41,7 @@ impl Observer {
         let listener = BindSpec::parse(spec)?.open(64, false, v4_ports)?;
         let url = listener.url();
         Ok(Observer {
+            _master_only: super::workers::MasterOnly::new(listener.raw_fd()),
             listener,
             url,
             settings,
@@ -182,6 +185,8 @@ fn child(
     if unsafe { libc::getppid() } == 1 {
         return 0;
     }
+    super::workers::close_master_only(listener.raw_fd());
+    close_app_listeners(listener.raw_fd());
     retitle();
     let reopen = || {
         if let Err(e) = crate::log::error::reopen() {
@@ -195,6 +200,38 @@ fn child(
         Err(e) => {
             crate::log::error::error(&format!("Metrics process: {e}"));
             1
+        }
+    }
+}
+
+/// Closes the listening sockets the fork brought along but `keep` (the
+/// master's `-b` sockets): held here, they would keep taking connections
+/// into their backlog while a stopping server drains, where the kernel
+/// should refuse them (the master and its workers have closed theirs).
+fn close_app_listeners(keep: i32) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds.into_iter().filter(|fd| *fd > 2 && *fd != keep) {
+        let mut listening: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into a live local of the size given; an fd that
+        // is no socket (or the directory's, closed by now) fails, untouched.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ACCEPTCONN,
+                (&mut listening as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 && listening == 1 {
+            // SAFETY: a listening socket this process inherited and never uses.
+            unsafe { libc::close(fd) };
         }
     }
 }

@@ -34,6 +34,8 @@ pub(crate) struct Worker {
     /// The reload generation it was started in.
     pub generation: u64,
     pub heartbeat: File,
+    /// Keeps the heartbeat's descriptor out of the workers forked later.
+    _master_only: MasterOnly,
     /// The heartbeat's time when the worker was spawned: a later one means booted.
     born_beat: SystemTime,
     pub booted: bool,
@@ -71,6 +73,44 @@ pub(crate) struct Table {
     next_age: u64,
     /// How many workers have booted so far (the heartbeat went on).
     pub boots: u64,
+}
+
+/// Descriptors the master holds for itself: the workers' heartbeat files
+/// and the metrics listener. A worker is forked with them all, and closes
+/// them (`close_master_only`): they would pile up, one more in each worker
+/// than in the one before, and keep the metrics port open in the workers.
+static MASTER_ONLY: parking_lot::Mutex<Vec<RawFd>> = parking_lot::Mutex::new(Vec::new());
+
+/// A descriptor listed in `MASTER_ONLY` while its holder lives (dropped with
+/// the `File` or socket it names, before the number can be reused).
+pub(crate) struct MasterOnly(RawFd);
+
+impl MasterOnly {
+    pub(crate) fn new(fd: RawFd) -> MasterOnly {
+        MASTER_ONLY.lock().push(fd);
+        MasterOnly(fd)
+    }
+}
+
+impl Drop for MasterOnly {
+    fn drop(&mut self) {
+        let mut fds = MASTER_ONLY.lock();
+        if let Some(i) = fds.iter().position(|fd| *fd == self.0) {
+            fds.swap_remove(i);
+        }
+    }
+}
+
+/// In a freshly forked worker: closes the master's own descriptors, but
+/// `keep` (its own heartbeat, made for it before the fork and not listed
+/// yet). The master's structures that hold them in this copy are never
+/// dropped: a worker leaves with `os._exit`.
+pub(crate) fn close_master_only(keep: RawFd) {
+    let fds = std::mem::take(&mut *MASTER_ONLY.lock());
+    for fd in fds.into_iter().filter(|fd| *fd != keep) {
+        // SAFETY: a descriptor this process inherited and will not use.
+        unsafe { libc::close(fd) };
+    }
 }
 
 impl Table {
@@ -114,6 +154,7 @@ impl Table {
             Worker {
                 age,
                 generation,
+                _master_only: MasterOnly::new(heartbeat.as_raw_fd()),
                 heartbeat,
                 born_beat,
                 booted: false,

@@ -7,7 +7,8 @@ grows, for --max-worker-rss); `/spin?seconds=N` holds its thread (or the
 gevent hub) in a pure-Python busy loop for up to N seconds (for --timeout:
 the worker stops beating); `/hold-gil?seconds=N` sleeps N seconds in C with
 the GIL kept; `/print?text=T` prints `T out` with print() and
-writes `T err` to sys.stderr (for --capture-output); anything else answers `pong`.
+writes `T err` to sys.stderr (for --capture-output); `/abort` aborts the worker
+(as a failed allocation in native code does); anything else answers `pong`.
 """
 
 import ctypes
@@ -61,4 +62,6 @@ def app(environ, start_response):
     if path == "/hold-gil":  # ?seconds=N in C code that keeps the GIL (PyDLL does)
         ctypes.PyDLL(None).sleep(int(params(environ).get("seconds", "30")))
         return _text(start_response, b"held")
+    if path == "/abort":
+        os.abort()
     return _text(start_response, b"pong")
