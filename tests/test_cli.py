@@ -276,6 +276,17 @@ def test_a_root_path_is_a_path_from_the_root():
         assert re.search(r"(?m)^root_path\s+= '/app'$", result.stdout), result.stdout
 
 
+def test_an_fd_bind_that_is_not_open_is_refused_beside_a_metrics_bind():
+    """Review 2 (session 26): `-b fd://3` with fd 3 closed and --metrics-bind on:
+    the metrics socket took number 3 and was served as the app's bind."""
+    result = run_siesta(
+        "-b", "fd://3", "--metrics-bind", "127.0.0.1:0", *APP_ARGS, "router_app:app"
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Error: Cannot bind fd://3: Bad file descriptor" in result.stderr, result.stderr
+    assert "Listening at" not in result.stderr
+
+
 def assert_pong(address, drain):
     with socket.create_connection(address, timeout=10) as conn:
         conn.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

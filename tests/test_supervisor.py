@@ -251,6 +251,21 @@ class Looper(threading.Thread):
 # --- 1. TERM drains in-flight uploads --------------------------------------------
 
 
+def test_an_int_during_the_wait_for_a_slow_close_stops_the_worker_itself(launch, mode):
+    """Review 2 (session 26): waiting for an app still running after its
+    response, a worker read the stop's time once; an INT or QUIT after the TERM
+    did not shorten it, so the master's SIGKILL ended the worker (worker_exit
+    never ran) where it used to leave within its second."""
+    srv = launch("--graceful-timeout", "30", app="router_app:app", mode=mode)
+    resp = srv.get("/close/slower-close?token=termint")
+    assert resp.status == 200, resp
+    srv.signal(signal.SIGTERM)
+    time.sleep(0.3)  # the TERM's drain is done; the app is in its close()
+    srv.signal(signal.SIGINT)
+    assert srv.exit_code() == 0, srv.log()
+    assert "SIGKILL" not in srv.log() and "did not stop in time" not in srv.log(), srv.log()
+
+
 @pytest.mark.parametrize("case", ["slow-close", "204-stream"])
 def test_term_lets_an_app_still_running_after_its_response_end(launch, mode, case):
     """Review (session 26): a graceful stop waited for the connections, not for
@@ -588,6 +603,10 @@ def test_usr2_then_term_hands_the_port_to_a_new_master(launch, mode, tmp_path):
         new = int(started.group(1))
         assert srv.wait_log(rf"Listening at: http://\S+ \({new}\)", since=mark, timeout=WAIT)
         assert wait_until(lambda: len(children(new)) == 2), srv.log(mark)
+        # Review 2 (session 26): the copies made out of the way before the
+        # exec (fds 100 and up) stayed open in the new master and its workers.
+        for pid in [new, *children(new)]:
+            assert sockets_from(pid, 100) == [], (pid, sockets_from(pid, 100))
         assert int(pidfile.read_text()) == new
         assert int(Path(f"{pidfile}.oldbin").read_text()) == srv.pid
         old_workers = [p for p in children(srv.pid) if p != new]  # the new master is one too
@@ -643,6 +662,15 @@ def test_each_worker_holds_its_own_heartbeat_file_only(launch):
             fd for fd in Path(f"/proc/{pid}/fd").iterdir() if "siesta-heartbeat" in readlink(fd)
         ]
         assert len(beats) == (4 if pid == srv.pid else 1), (pid, beats)
+
+
+def sockets_from(pid, lowest):
+    """The descriptors of `pid` numbered `lowest` or more that are sockets."""
+    return sorted(
+        int(fd.name)
+        for fd in Path(f"/proc/{pid}/fd").iterdir()
+        if int(fd.name) >= lowest and readlink(fd).startswith("socket:")
+    )
 
 
 def readlink(path):

@@ -396,4 +396,8 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
         # is left of the stop's time, one second at least.
         if running:
             idle = gevent.event.Event()
-            idle.wait(timeout=server.grace_left)
+            deadline = time.monotonic() + server.grace_left
+            while not idle.is_set() and (left := deadline - time.monotonic()) > 0:
+                idle.wait(timeout=min(left, 0.1))
+                # An INT or QUIT meanwhile shortens it (to that fast stop's second).
+                deadline = min(deadline, time.monotonic() + server.grace_left)

@@ -454,7 +454,9 @@ class Master:
             self.hooks.call("pre_exec", self.arbiter)
             # LISTEN_FDS (systemd's convention): the sockets as fds 3, 4, ...
             # and the --metrics-bind socket after them, named by SIESTA_METRICS_FD.
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds + metrics]
+            # Copies out of the way first (close-on-exec: the new master gets
+            # only the numbered ones, not a stray copy of each).
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in fds + metrics]
             for i, fd in enumerate(high):
                 os.dup2(fd, 3 + i, inheritable=True)
             env = dict(os.environ, LISTEN_FDS=str(len(fds)), LISTEN_PID=str(os.getpid()))

@@ -59,4 +59,8 @@ def serve_threads(server: Any, app: Any, threads: int) -> None:
     with lock:
         started = list(pool)
     for t in started:
-        t.join(max(0.0, deadline - time.monotonic()))
+        while t.is_alive() and (left := deadline - time.monotonic()) > 0:
+            t.join(min(left, 0.1))
+            # An INT or QUIT during the wait shortens it (grace_left is then
+            # that fast stop's second).
+            deadline = min(deadline, time.monotonic() + server.grace_left)

@@ -151,7 +151,7 @@ pub(crate) fn v4_ports<'a>(specs: impl IntoIterator<Item = &'a BindSpec>) -> Vec
     specs
         .into_iter()
         .filter_map(|b| b.resolve().ok().flatten())
-        .filter(|a| a.is_ipv4())
+        .filter(|a| a.ip().to_canonical().is_ipv4())
         .map(|a| a.port())
         .collect()
 }

@@ -21,9 +21,10 @@ const STOP_WAIT: Duration = Duration::from_secs(2);
 const RESTART_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) struct Observer {
-    listener: Listener,
-    /// Keeps the listener out of the workers (`workers::close_master_only`).
+    /// Keeps the listener out of the workers (`workers::close_master_only`;
+    /// first: dropped, so unlisted, before the socket is closed).
     _master_only: super::workers::MasterOnly,
+    listener: Listener,
     pub(crate) url: String,
     settings: crate::observer::Settings,
     pid: AtomicI32,

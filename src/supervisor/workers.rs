@@ -33,9 +33,10 @@ pub(crate) struct Worker {
     pub age: u64,
     /// The reload generation it was started in.
     pub generation: u64,
-    pub heartbeat: File,
-    /// Keeps the heartbeat's descriptor out of the workers forked later.
+    /// Keeps the heartbeat's descriptor out of the workers forked later
+    /// (first: dropped, so unlisted, before the file is closed).
     _master_only: MasterOnly,
+    pub heartbeat: File,
     /// The heartbeat's time when the worker was spawned: a later one means booted.
     born_beat: SystemTime,
     pub booted: bool,

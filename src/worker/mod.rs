@@ -347,7 +347,9 @@ impl Server {
     #[pyo3(signature = (graceful=true))]
     fn stop(&self, graceful: bool) {
         if let Some(tx) = self.stopper.lock().as_ref() {
-            let _ = tx.send(if graceful { Stop::Graceful } else { Stop::Fast });
+            let how = if graceful { Stop::Graceful } else { Stop::Fast };
+            stop_by(how, self.config.limits.graceful_timeout);
+            let _ = tx.send(how);
         }
     }
 
@@ -430,9 +432,21 @@ impl Server {
 /// fast stop: what they still hold then is abandoned.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// When this worker's stop must be over (`act`): `--graceful-timeout` and
-/// `STOP_GRACE` from a graceful stop, `STOP_GRACE` from a fast one.
+/// When this worker's stop must be over (`stop_by`): `--graceful-timeout`
+/// and `STOP_GRACE` from a graceful stop, `STOP_GRACE` from a fast one.
 static STOP_DEADLINE: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Sets `STOP_DEADLINE` for a stop asked for now; the earliest stop counts
+/// (an INT during a graceful stop cuts it short).
+fn stop_by(how: Stop, graceful: Duration) {
+    let by = Instant::now()
+        + match how {
+            Stop::Graceful => graceful + STOP_GRACE,
+            Stop::Fast => STOP_GRACE,
+        };
+    let mut deadline = STOP_DEADLINE.lock();
+    *deadline = Some(deadline.map_or(by, |d| d.min(by)));
+}
 
 /// This worker's share of `--max-requests-jitter`: 0 to `max`, from the
 /// clock and the pid (no random crate for one number per process).
@@ -471,15 +485,7 @@ fn act(
         }
     };
     crate::metrics::worker_draining();
-    let by = Instant::now()
-        + match how {
-            Stop::Graceful => graceful + STOP_GRACE,
-            Stop::Fast => STOP_GRACE,
-        };
-    // The earliest stop counts: an INT during a graceful stop cuts it short.
-    let mut deadline = STOP_DEADLINE.lock();
-    *deadline = Some(deadline.map_or(by, |d| d.min(by)));
-    drop(deadline);
+    stop_by(how, graceful);
     let _ = events.send(Lifecycle::Stopping(how));
     let _ = stop.send(how);
 }

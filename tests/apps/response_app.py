@@ -378,6 +378,8 @@ def close(environ, start_response):
         return ClosingIterable(name, [b"x" * 16384] * 4000, delay=0.005)
     if case == "slow-close":  # a close() that takes 2 s, after the response went out
         return ClosingIterable(name, [b"a"], close_delay=2.0)
+    if case == "slower-close":  # 6 s: past the master's 2 s for a fast stop
+        return ClosingIterable(name, [b"a"], close_delay=6.0)
     if case == "204-stream":  # ~20 s of chunks the server drops (a 204 has no body)
         return ClosingIterable(name, [b"x" * 100] * 4000, delay=0.005)
     raise ValueError(f"unknown close case {case!r}")
