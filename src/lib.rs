@@ -61,16 +61,28 @@ fn log_line(level: &str, message: &str) {
 }
 
 /// Checks a bind spec the way the server will parse it (`--check-config`
-/// and the settings table use it); with `resolve`, a host name must also resolve.
+/// and the settings table use it); with `resolve`, a host name must also
+/// resolve; with `opened`, an `fd://N` must name an open descriptor (checked
+/// before `--metrics-bind` is bound, which would take a free number).
 #[pyfunction]
-#[pyo3(signature = (spec, resolve = false))]
-fn check_bind(spec: &str, resolve: bool) -> PyResult<()> {
+#[pyo3(signature = (spec, resolve = false, opened = false))]
+fn check_bind(spec: &str, resolve: bool, opened: bool) -> PyResult<()> {
     let parsed = net::bind::BindSpec::parse(spec)
         .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
     if resolve {
         parsed
             .resolve()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    }
+    if let (true, net::bind::BindSpec::Fd(fd)) = (opened, &parsed) {
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        if unsafe { libc::fcntl(*fd, libc::F_GETFD) } < 0 {
+            let e = error::StartupError::Bind {
+                addr: format!("fd://{fd}"),
+                source: std::io::Error::last_os_error(),
+            };
+            return Err(pyo3::exceptions::PyValueError::new_err(e.to_string()));
+        }
     }
     Ok(())
 }

@@ -1069,6 +1069,33 @@ def test_fd_bind_serves_a_socket_made_by_the_caller(launch, tmp_path):
     assert not pidfile.exists()
 
 
+def test_a_master_started_by_usr2_holds_no_stray_copy_of_an_fd_bind(launch, tmp_path):
+    """Review 3 (session 26): a -b fd://N socket, handed over inheritable, went
+    through USR2's exec beside its numbered copy: the new master and its
+    workers held it twice, and while the new master drained, new connections
+    queued on the stray copy instead of being refused."""
+    sock = listening_socket()
+    high = os.dup2(sock.fileno(), 40)  # a number the new master's fds do not reach
+    try:
+        srv = launch(bind=f"fd://{high}", pass_fds=(high,))
+    finally:
+        os.close(high)
+        sock.close()
+    new = None
+    try:
+        mark = srv.log_mark()
+        srv.signal(signal.SIGUSR2)
+        started = srv.wait_log(r"Started a new master \(pid: (\d+)\)", since=mark, timeout=WAIT)
+        assert started, srv.log(mark)
+        new = int(started.group(1))
+        assert wait_until(lambda: len(children(new)) == 1), srv.log(mark)
+        for pid in [new, *children(new)]:
+            assert sockets_from(pid, 40) == [], (pid, sockets_from(pid, 40))
+    finally:
+        if new is not None:
+            assert stop_pid(new), "the new master did not stop on TERM"
+
+
 # A systemd-style launcher: the socket as fd 3, LISTEN_FDS=1 and LISTEN_PID naming the
 # process that is exec'd (the launcher's own pid, kept across exec). Python rather than
 # `sh -c 'exec ... 3<&N'`, since dash only redirects descriptors 0 to 9.

@@ -459,6 +459,13 @@ class Master:
             high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in fds + metrics]
             for i, fd in enumerate(high):
                 os.dup2(fd, 3 + i, inheritable=True)
+            # An original the exec would keep beside its numbered copy (an
+            # `fd://N` socket the deployer handed over inheritable) does not
+            # go: a stray copy would hold the port open while the new master
+            # drains.
+            for fd in fds + metrics:
+                if not 3 <= fd < 3 + len(high):
+                    os.set_inheritable(fd, False)
             env = dict(os.environ, LISTEN_FDS=str(len(fds)), LISTEN_PID=str(os.getpid()))
             # A new master stays this master's child, -D or not (it is detached
             # already): this one then sees it exit, and restores its pid file.

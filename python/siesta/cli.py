@@ -116,26 +116,13 @@ def _check_gevent() -> None:
 def _check_binds(values: dict[str, Any]) -> None:
     """--check-config: every bind and --metrics-bind parses and its host resolves
     (nothing is bound)."""
-    named = [("", spec) for spec in values["bind"]]
-    named += [("--metrics-bind: ", spec) for spec in filter(None, [values["metrics_bind"]])]
-    for what, spec in named:
+    named = [("", spec, True) for spec in values["bind"]]
+    named += [("--metrics-bind: ", spec, False) for spec in filter(None, [values["metrics_bind"]])]
+    for what, spec, opened in named:
         try:
-            _siesta.check_bind(spec, True)
+            _siesta.check_bind(spec, True, opened)
         except ValueError as exc:
             _fail(f"{what}{exc}", 1)  # as a start words it
-
-
-def _check_fd_binds(binds: list[str]) -> None:
-    """An `fd://N` bind names a descriptor that is open: one that is not would be
-    the number --metrics-bind's socket takes, served as the app's."""
-    for spec in binds:
-        number = spec.strip().removeprefix("fd://")
-        if number == spec.strip() or not number.isdigit():
-            continue  # not an fd:// bind (or not one that parses: said later)
-        try:
-            os.fstat(int(number))
-        except OSError as exc:
-            _fail(f"Cannot bind fd://{number}: {exc.strerror} (os error {exc.errno})", 1)
 
 
 def _log_file_problem(path: str | None) -> str | None:
@@ -432,7 +419,11 @@ def main(argv: list[str] | None = None) -> None:
     _siesta.log("info", f"Starting siesta {_siesta.__version__}")
     if not hooks.boot("on_starting", arbiter):
         _fail("the on_starting hook failed (above): not starting", 1)
-    _check_fd_binds(values["bind"])  # before --metrics-bind takes a free number
+    for spec in values["bind"]:  # an fd:// that is not open, before --metrics-bind
+        try:  # takes its number
+            _siesta.check_bind(spec, opened=True)
+        except ValueError as exc:
+            _fail(str(exc), 1)
     try:
         # The master's signal handlers are installed here, before the ready
         # line and the pid file; it binds --metrics-bind too, so its address

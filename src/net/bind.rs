@@ -36,7 +36,13 @@ impl BindSpec {
             return Ok(BindSpec::Unix(PathBuf::from(path)));
         }
         if let Some(n) = s.strip_prefix("fd://") {
-            return n.parse().map(BindSpec::Fd).map_err(|_| bad());
+            // A descriptor number: not negative (`fd://-1` is no socket).
+            return n
+                .parse::<u32>()
+                .ok()
+                .and_then(|n| RawFd::try_from(n).ok())
+                .map(BindSpec::Fd)
+                .ok_or_else(bad);
         }
         if let Some(rest) = s.strip_prefix('[') {
             let (host, after) = rest.split_once(']').ok_or_else(bad)?;
@@ -308,6 +314,8 @@ mod tests {
             ("tcp://", None),
             ("unix:", None),
             ("fd://x", None),
+            ("fd://-1", None),
+            ("fd://+3", Some(BindSpec::Fd(3))),
             ("host:port", None),
             ("[::1:80", None),
             ("[nothost]:80", None),
