@@ -10,6 +10,7 @@ completion for CLI tests.  Fixtures that use these live in conftest.py.
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -195,6 +196,15 @@ class SiestaServer:
         self.stderr.thread.join(STOP_TIMEOUT)
         self.stdout.thread.join(STOP_TIMEOUT)
         return self.proc.returncode
+
+
+def refused(srv):
+    """Whether a new connection to `srv`'s port is refused (not queued)."""
+    try:
+        socket.create_connection((srv.host, srv.port), timeout=2.0).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 def wait_until(check, timeout=20.0, interval=0.05):

@@ -25,7 +25,7 @@ from observe import (
     value,
     wait_until,
 )
-from siesta_process import run_siesta
+from siesta_process import refused, run_siesta
 
 METRICS = ("--metrics-bind", "127.0.0.1:0")
 
@@ -250,16 +250,9 @@ def test_a_draining_server_with_metrics_refuses_new_connections(start_server):
         conn.send(b"GET /hold?go=release&token=t HTTP/1.1\r\nHost: x\r\n\r\n")
         assert srv.wait_records("held-t")
         srv.proc.terminate()
-
-        def refused():
-            try:
-                socket.create_connection((srv.host, srv.port), timeout=2.0).close()
-            except ConnectionRefusedError:
-                return True
-            return False
-
         # Well within the held request's 20 s: the server is still draining it.
-        assert wait_until(refused, timeout=8), "a new connection was still accepted after TERM"
+        drained = wait_until(lambda: refused(srv), timeout=8)
+        assert drained, "a new connection was still accepted after TERM"
         assert srv.alive(), srv.log()
     finally:
         (srv.record_dir / "release").write_text("go\n")

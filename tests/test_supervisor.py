@@ -34,6 +34,7 @@ from siesta_process import (
     SiestaServer,
     children,
     clean_env,
+    refused,
     run_siesta,
     running,
 )
@@ -162,6 +163,15 @@ def stop_pid(pid):
         if wait_until(lambda: gone(pid), timeout=15.0):
             return sig == signal.SIGTERM
     return gone(pid)
+
+
+def usr2(srv):
+    """Sends USR2 to `srv`'s master: the new master's pid, once it said it started."""
+    mark = srv.log_mark()
+    srv.signal(signal.SIGUSR2)
+    started = srv.wait_log(r"Started a new master \(pid: (\d+)\)", since=mark, timeout=WAIT)
+    assert started, srv.log(mark)
+    return int(started.group(1))
 
 
 def new_workers(srv, old, count=None):
@@ -298,16 +308,8 @@ def test_term_finishes_slow_uploads_and_refuses_new_connections(launch, mode):
     started = srv.wait_records("uploads", count=20, timeout=WAIT)
     assert len(started) == 20, f"{len(started)} uploads reached the app:\n{srv.log()}"
     srv.signal(signal.SIGTERM)
-
-    def refused():
-        try:
-            socket.create_connection((srv.host, srv.port), timeout=2.0).close()
-        except ConnectionRefusedError:
-            return True
-        return False
-
     try:
-        assert wait_until(refused), "a new connection was still accepted after TERM"
+        assert wait_until(lambda: refused(srv)), "a new connection was still accepted after TERM"
         # The uploads are still waiting for `go`: the master is draining, not gone.
         assert srv.alive(), srv.log()
     finally:
@@ -597,10 +599,7 @@ def test_usr2_then_term_hands_the_port_to_a_new_master(launch, mode, tmp_path):
     new = None
     try:
         mark = srv.log_mark()
-        srv.signal(signal.SIGUSR2)
-        started = srv.wait_log(r"Started a new master \(pid: (\d+)\)", since=mark, timeout=WAIT)
-        assert started, srv.log(mark)
-        new = int(started.group(1))
+        new = usr2(srv)
         assert srv.wait_log(rf"Listening at: http://\S+ \({new}\)", since=mark, timeout=WAIT)
         assert wait_until(lambda: len(children(new)) == 2), srv.log(mark)
         # Review 2 (session 26): the copies made out of the way before the
@@ -1083,12 +1082,8 @@ def test_a_master_started_by_usr2_holds_no_stray_copy_of_an_fd_bind(launch, tmp_
         sock.close()
     new = None
     try:
-        mark = srv.log_mark()
-        srv.signal(signal.SIGUSR2)
-        started = srv.wait_log(r"Started a new master \(pid: (\d+)\)", since=mark, timeout=WAIT)
-        assert started, srv.log(mark)
-        new = int(started.group(1))
-        assert wait_until(lambda: len(children(new)) == 1), srv.log(mark)
+        new = usr2(srv)
+        assert wait_until(lambda: len(children(new)) == 1), srv.log()
         for pid in [new, *children(new)]:
             assert sockets_from(pid, 40) == [], (pid, sockets_from(pid, 40))
     finally:
