@@ -419,8 +419,9 @@ def main(argv: list[str] | None = None) -> None:
     _siesta.log("info", f"Starting siesta {_siesta.__version__}")
     if not hooks.boot("on_starting", arbiter):
         _fail("the on_starting hook failed (above): not starting", 1)
-    for spec in values["bind"]:  # an fd:// that is not open, before --metrics-bind
-        try:  # takes its number
+    # An fd:// bind that is not open is refused before --metrics-bind takes its number.
+    for spec in values["bind"]:
+        try:
             _siesta.check_bind(spec, opened=True)
         except ValueError as exc:
             _fail(str(exc), 1)
