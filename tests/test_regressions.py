@@ -103,6 +103,14 @@ def test_a_given_up_response_lets_go_of_its_connection(start_server, mode, tmp_p
 
         assert wait_until(ended, timeout=20.0), "the given-up request never ended"
         assert srv.get("/ping").body == b"pong"
+        # The error log says why the response was cut, once (the access
+        # log has only the app's 200 and the bytes handed over).
+        cut = (
+            r"Response to GET /big for 127\.0\.0\.1:\d+ cut after \d+ body bytes: "
+            r"the client took no byte of it within --body-timeout"
+        )
+        assert srv.wait_log(cut), srv.log()
+        assert srv.log().count("within --body-timeout") == 1, srv.log()
 
         # The client is told, by a reset: a FIN would wait behind the bytes
         # it does not take, and leave it believing the response still comes.
@@ -140,6 +148,14 @@ def test_a_client_that_never_reads_a_finished_response_is_let_go(start_server, m
     finally:
         stalled.close()
     assert srv.get("/ping").body == b"pong"
+    # Handed over whole, the response waited in the connection's buffers:
+    # its cut is told by the connection, once.
+    cut = (
+        r"A response for 127\.0\.0\.1:\d+ cut: "
+        r"the client took no byte of it within --body-timeout"
+    )
+    assert srv.wait_log(cut), srv.log()
+    assert srv.log().count("within --body-timeout") == 1, srv.log()
 
 
 def test_a_slow_but_steady_reader_is_not_let_go(start_server, mode):

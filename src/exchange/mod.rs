@@ -64,6 +64,9 @@ pub(crate) struct ConnInfo {
     write_full: AtomicBool,
     /// The connection's task has ended: the socket is closed (`Ended`).
     ended: AtomicBool,
+    /// The client took no response byte for `--body-timeout`, and the
+    /// connection was given up (`given_up`).
+    given_up: AtomicBool,
     /// Writes to the socket that went through (`ClockedIo`; only the
     /// connection's task writes it).
     writes: AtomicU64,
@@ -92,6 +95,7 @@ impl ConnInfo {
             cut: AtomicBool::new(false),
             write_full: AtomicBool::new(false),
             ended: AtomicBool::new(false),
+            given_up: AtomicBool::new(false),
             writes: AtomicU64::new(0),
             awaits_body: AtomicBool::new(false),
             fd: -1,
@@ -102,6 +106,21 @@ impl ConnInfo {
     /// Whether the connection's task has ended (its socket closed).
     pub(crate) fn ended(&self) -> bool {
         self.ended.load(Ordering::Relaxed)
+    }
+
+    /// The client took no response byte for `--body-timeout`: the socket's
+    /// timer (`server/`'s `ClockedIo`) or the app's side of a stream
+    /// (`wsgi/start_response`) gave the connection up. The response's end
+    /// says so in the error log (`server/end.rs`).
+    pub(crate) fn give_up(&self) {
+        self.given_up.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether `give_up` was called since the last time this was asked:
+    /// the cut is logged once, by the response it cut or else by the
+    /// connection's end.
+    pub(crate) fn take_given_up(&self) -> bool {
+        self.given_up.load(Ordering::Relaxed) && self.given_up.swap(false, Ordering::Relaxed)
     }
 
     /// Closes the connection at once: `server/`'s `drive` drops it on its

@@ -13,6 +13,7 @@ use crate::error::RequestError;
 use crate::exchange::chunks::Chunks;
 use crate::exchange::record::{Finish, Finished, Record, Tally};
 use crate::exchange::reply::ResponseBody;
+use crate::exchange::ConnInfo;
 use crate::log::access::{AccessLog, Entry};
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
@@ -252,6 +253,19 @@ impl Counted {
             failed: None,
         }
     }
+
+    /// Logs the cut if the connection was given up for `--body-timeout`
+    /// (and it was not logged yet).
+    fn tell_given_up(&self) {
+        if self.record.conn.take_given_up() {
+            let what = format!(
+                "Response to {} {}",
+                self.record.head.method,
+                shortened(&self.record.head.uri.to_string())
+            );
+            given_up(&what, &self.record.conn, Some(self.record.tally().sent));
+        }
+    }
 }
 
 impl Drop for Counted {
@@ -261,8 +275,28 @@ impl Drop for Counted {
         let bodiless = self.record.is_head() || status < 200 || matches!(status, 204 | 205 | 304);
         if !self.ended && !bodiless {
             self.record.aborted(None);
+            self.tell_given_up();
         }
     }
+}
+
+/// A response cut because its client took none of it for `--body-timeout`:
+/// one info line, beside the access log's (which has the status the app
+/// gave and the bytes handed over). `sent`: the bytes of the body handed
+/// to the connection, when the response was still going (else a response
+/// already handed over whole waited in the connection's buffers).
+pub(crate) fn given_up(what: &str, conn: &ConnInfo, sent: Option<u64>) {
+    if !crate::log::error::enabled(crate::log::error::Level::Info) {
+        return;
+    }
+    let peer = conn
+        .remote_addr()
+        .map_or_else(|| "-".to_string(), |p| p.to_string());
+    let after = sent.map_or_else(String::new, |n| format!(" after {n} body bytes"));
+    crate::log::error::info(&format!(
+        "{what} for {peer} cut{after}: the client took no byte of it \
+         within --body-timeout"
+    ));
 }
 
 impl Body for Counted {
@@ -281,6 +315,7 @@ impl Body for Counted {
         if let Poll::Ready(Some(Err(e))) = polled {
             this.ended = true;
             this.record.aborted(None);
+            this.tell_given_up();
             this.failed = Some(e);
             cx.waker().wake_by_ref();
             return Poll::Pending;

@@ -522,6 +522,18 @@ impl<I: Peek> ClockedIo<I> {
 }
 
 impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> ClockedIo<I> {
+    /// A write's outcome `r` through the write stall's timer; a write it
+    /// fails (the client took nothing for `--body-timeout`) gives the
+    /// connection up.
+    fn checked<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        let pending = r.is_pending();
+        let r = self.stall.check(self.io.as_raw_fd(), cx, r);
+        if pending && matches!(r, Poll::Ready(Err(_))) {
+            self.conn.give_up();
+        }
+        r
+    }
+
     /// Whether the client still owes part of a request body: the bytes
     /// read so far end inside one.
     pub(crate) fn body_coming(&self) -> bool {
@@ -866,7 +878,7 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> AsyncWrite for ClockedIo<I> {
         if !matches!(r, Poll::Ready(Err(_))) {
             this.conn.note_write(r.is_pending());
         }
-        this.stall.check(this.io.as_raw_fd(), cx, r)
+        this.checked(cx, r)
     }
 
     fn poll_write_vectored(
@@ -881,7 +893,7 @@ impl<I: AsyncRead + AsyncWrite + AsRawFd + Unpin> AsyncWrite for ClockedIo<I> {
         if !matches!(r, Poll::Ready(Err(_))) {
             this.conn.note_write(r.is_pending());
         }
-        this.stall.check(this.io.as_raw_fd(), cx, r)
+        this.checked(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -283,8 +283,13 @@ impl AcceptCtx {
                 // Errors here are the client's (reset, bad request): hyper has
                 // already answered what deserved an answer; a refused head
                 // still ends in the one place every request ends.
-                let parts = match Box::pin(drive(conn, &mut stop, &mut abort, &info, &clock)).await
-                {
+                let driven = Box::pin(drive(conn, &mut stop, &mut abort, &info, &clock)).await;
+                if info.take_given_up() {
+                    // A response handed over whole, left in the connection's
+                    // buffers (one still going was logged as it was cut).
+                    end::given_up("A response", &info, None);
+                }
+                let parts = match driven {
                     Driven::Cut(io) => return Box::pin(io.cut(LINGER.time, &mut abort)).await,
                     Driven::Closed(r, mut io) => {
                         // A body still coming after the response, or the

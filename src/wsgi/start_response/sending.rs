@@ -229,6 +229,9 @@ impl StartResponse {
                         continue;
                     }
                     st.gone = true;
+                    if let Some(r) = &st.record {
+                        r.conn.give_up();
+                    }
                     if let Some(p) = &st.pipe {
                         p.0.finish(PipeEnd::Aborted);
                     }
