@@ -9,6 +9,8 @@ head buffer" for the sizes, as in gunicorn, and gunicorn's spelling
 and behind a response in turn; its log line shows the target shortened.
 """
 
+import re
+
 import observe
 import pytest
 import rawhttp
@@ -237,3 +239,44 @@ def test_a_raw_target_that_outgrows_the_head_buffer_escaped_gets_414(start_serve
         closed = conn.wait_closed(timeout=5)
     assert (statuses, closed) == ([200, 414], True)
     assert "head_too_large" not in srv.log()
+
+
+def test_a_refused_request_is_a_warning_with_its_target_cut_in_both_logs(
+    start_server, mode, tmp_path
+):
+    """A request that breaks a head limit or the protocol is logged at
+    WARNING, as gunicorn's `Invalid request from ip=...` lines, so
+    `--log-level warning` still shows it (it was INFO); a client that went
+    away stays at INFO. Its access-log line
+    carried the whole over-limit target (60 KB a line, from any client);
+    each atom of a refused request is now cut, as in the error log."""
+    log = tmp_path / "access.log"
+    srv = start_server(
+        "router_app:app",
+        *("--access-logfile", str(log)),
+        mode=mode,
+    )
+    with srv.connect() as conn:
+        conn.send(line_of(60000, rawhttp.new_token()) + b"\r\nHost: x\r\n\r\n")
+        assert conn.read_response().status == 414
+    with srv.connect() as conn:
+        conn.send(b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().status == 400
+    assert srv.wait_log(r"\[WARNING\] 414 .* from .*\[limit_request_line\]"), srv.log()
+    assert srv.wait_log(r"\[WARNING\] 400 request from .*\[malformed_head\]")
+    # A client that went away is no warning.
+    with srv.connect() as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+
+    def lines():
+        return log.read_text("utf-8", "replace").splitlines() if log.exists() else []
+
+    def logged(needle):
+        return observe.wait_until(lambda: any(needle in line for line in lines()), timeout=10)
+
+    assert logged('"POST /echo HTTP/1.1" 400 ')
+    assert srv.wait_log(r"\[INFO\] 400 POST /echo from .*\[client_disconnected\]"), srv.log()
+    assert logged('" 414 ')
+    long_line = next(line for line in lines() if '" 414 ' in line)
+    assert len(long_line) < 1000, len(long_line)
+    assert re.search(r"\.\.\. \(\d{5} bytes\)\" 414 ", long_line), long_line

@@ -103,14 +103,6 @@ def test_a_given_up_response_lets_go_of_its_connection(start_server, mode, tmp_p
 
         assert wait_until(ended, timeout=20.0), "the given-up request never ended"
         assert srv.get("/ping").body == b"pong"
-        # The error log says why the response was cut, once (the access
-        # log has only the app's 200 and the bytes handed over).
-        cut = (
-            r"Response to GET /big for 127\.0\.0\.1:\d+ cut after \d+ body bytes: "
-            r"the client took no byte of it within --body-timeout"
-        )
-        assert srv.wait_log(cut), srv.log()
-        assert srv.log().count("within --body-timeout") == 1, srv.log()
 
         # The client is told, by a reset: a FIN would wait behind the bytes
         # it does not take, and leave it believing the response still comes.
@@ -121,6 +113,35 @@ def test_a_given_up_response_lets_go_of_its_connection(start_server, mode, tmp_p
         assert wait_until(told, timeout=10.0), "the client was never told"
     finally:
         stalled.close()
+    # The error log says why the response was cut, once (the access log has
+    # only the app's 200 and the bytes handed over).
+    cut = (
+        r"Response to GET /big for 127\.0\.0\.1:\d+ cut after \d+ body bytes: "
+        r"the client took no byte of it within --body-timeout"
+    )
+    assert srv.wait_log(cut), srv.log()
+    assert srv.get("/ping").body == b"pong"
+    assert srv.log().count("within --body-timeout") == 1, srv.log()
+
+
+def test_a_given_up_write_is_told_once(start_server, mode, tmp_path):
+    """An app writing with `write()` to a client given up for --body-timeout
+    got, beside the cut's own line, `Client went away while the app wrote
+    ...`, which blamed the client for the server's cut."""
+    log = tmp_path / "access.log"
+    srv = start_server(APP, "--body-timeout", "1", "--access-logfile", str(log), mode=mode)
+    stalled = _small_window(srv, 4096)
+    try:
+        stalled.sendall(b"GET /big-write HTTP/1.1\r\nHost: x\r\n\r\n")
+        cut = r"Response to GET /big-write for .* within --body-timeout"
+        assert srv.wait_log(cut, timeout=20.0), srv.log()
+    finally:
+        stalled.close()
+    # The request has ended (the app is done writing) once it is logged.
+    assert wait_until(lambda: log.exists() and "/big-write" in log.read_text("utf-8", "replace"))
+    assert srv.get("/ping").body == b"pong"
+    assert srv.log().count("within --body-timeout") == 1, srv.log()
+    assert "Client went away" not in srv.log(), srv.log()
 
 
 def test_a_client_that_never_reads_a_finished_response_is_let_go(start_server, mode):
@@ -185,6 +206,8 @@ def test_a_slow_but_steady_reader_is_not_let_go(start_server, mode):
         assert head.startswith(b"HTTP/1.1 200")
     finally:
         client.close()
+    assert srv.get("/ping").body == b"pong"
+    assert "within --body-timeout" not in srv.log(), srv.log()
 
 
 def test_a_slow_but_steady_reader_of_a_stream_is_not_let_go(start_server, mode):
@@ -206,6 +229,7 @@ def test_a_slow_but_steady_reader_of_a_stream_is_not_let_go(start_server, mode):
     assert head.startswith(b"HTTP/1.0 200"), head
     assert not reset, f"reset after {len(body)} body bytes"
     assert len(body) == 2000 * 65536, f"{2000 * 65536 - len(body)} bytes short"
+    assert "within --body-timeout" not in srv.log(), srv.log()
 
 
 def test_a_response_cut_off_by_a_stop_ends_in_a_reset(start_server, mode):

@@ -19,7 +19,7 @@ use pyo3::types::PyString;
 use record::Record;
 use reply::{Reply, ReplySender};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Waker};
 use std::time::Instant;
@@ -65,8 +65,9 @@ pub(crate) struct ConnInfo {
     /// The connection's task has ended: the socket is closed (`Ended`).
     ended: AtomicBool,
     /// The client took no response byte for `--body-timeout`, and the
-    /// connection was given up (`given_up`).
-    given_up: AtomicBool,
+    /// connection was given up (`GIVEN_UP`), and the cut was logged
+    /// (`TOLD`).
+    given_up: AtomicU8,
     /// Writes to the socket that went through (`ClockedIo`; only the
     /// connection's task writes it).
     writes: AtomicU64,
@@ -79,6 +80,10 @@ pub(crate) struct ConnInfo {
     /// the same).
     waker: OnceLock<Waker>,
 }
+
+/// `ConnInfo::given_up`'s bits.
+const GIVEN_UP: u8 = 1;
+const TOLD: u8 = 2;
 
 impl ConnInfo {
     pub(crate) fn new(peer: Option<SocketAddr>, server: Arc<ServerName>) -> Self {
@@ -95,7 +100,7 @@ impl ConnInfo {
             cut: AtomicBool::new(false),
             write_full: AtomicBool::new(false),
             ended: AtomicBool::new(false),
-            given_up: AtomicBool::new(false),
+            given_up: AtomicU8::new(0),
             writes: AtomicU64::new(0),
             awaits_body: AtomicBool::new(false),
             fd: -1,
@@ -113,14 +118,19 @@ impl ConnInfo {
     /// (`wsgi/start_response`) gave the connection up. The response's end
     /// says so in the error log (`server/end.rs`).
     pub(crate) fn give_up(&self) {
-        self.given_up.store(true, Ordering::Relaxed);
+        self.given_up.fetch_or(GIVEN_UP, Ordering::Relaxed);
     }
 
-    /// Whether `give_up` was called since the last time this was asked:
+    /// Whether the connection was given up (`give_up`).
+    pub(crate) fn given_up(&self) -> bool {
+        self.given_up.load(Ordering::Relaxed) & GIVEN_UP != 0
+    }
+
+    /// Whether the connection was given up and this is the first to ask:
     /// the cut is logged once, by the response it cut or else by the
     /// connection's end.
-    pub(crate) fn take_given_up(&self) -> bool {
-        self.given_up.load(Ordering::Relaxed) && self.given_up.swap(false, Ordering::Relaxed)
+    pub(crate) fn tell_given_up(&self) -> bool {
+        self.given_up() && self.given_up.fetch_or(TOLD, Ordering::Relaxed) & TOLD == 0
     }
 
     /// Closes the connection at once: `server/`'s `drive` drops it on its

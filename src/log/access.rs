@@ -327,6 +327,11 @@ pub(crate) struct Entry<'a> {
     pub elapsed: Duration,
     /// The response's headers, when the format names one (`{name}o`).
     pub response: Option<&'a HeaderMap>,
+    /// The server refused the request: its target or a field may be tens
+    /// of kilobytes (a 414, a 431), so each atom is cut to
+    /// `log::LOGGED_TARGET` bytes, with its length noted, as in the
+    /// refusal's error-log line.
+    pub refused: bool,
 }
 
 fn protocol(head: &Parts) -> &'static str {
@@ -522,6 +527,10 @@ impl Format {
                     }
                 }
             }
+            if e.refused && out.len() - start > super::LOGGED_TARGET {
+                let value = out.split_off(start);
+                out.push_str(&super::shortened(&value));
+            }
             if let Some(spec) = spec {
                 spec.apply(out, start);
             }
@@ -673,6 +682,7 @@ mod tests {
             received_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_561_911),
             elapsed: Duration::from_micros(1500),
             response: None,
+            refused: false,
         };
         let cases: &[(&str, &str)] = &[
             (DEFAULT_FORMAT, "127.0.0.1 - user [24/Nov/2026:23:11:51 +0000] \"GET /a/b?x=1 HTTP/1.1\" 200 13 \"-\" \"curl/8\"\n"),
@@ -721,6 +731,7 @@ mod tests {
             received_at: SystemTime::UNIX_EPOCH,
             elapsed: Duration::from_micros(81_999_999),
             response: None,
+            refused: false,
         };
         let mut out = String::new();
         let fmt = r#""%(f)s" "%(a)s" %({x-rep}i)s %(D)s %(L)s %({PATH_INFO}e)s %({x-c1}i)s"#;
@@ -747,6 +758,7 @@ mod tests {
             received_at: SystemTime::UNIX_EPOCH,
             elapsed: Duration::ZERO,
             response: None,
+            refused: false,
         };
         let mut out = String::new();
         Format::parse("%(h)s %(b)s %(B)s", "").render(&e, &mut out);
@@ -763,6 +775,7 @@ mod tests {
             received_at: SystemTime::UNIX_EPOCH,
             elapsed: Duration::ZERO,
             response: None,
+            refused: false,
         };
         let mut out = String::new();
         Format::parse(r#"%(h)s "%(r)s" %(s)s %(b)s %(a)s"#, "").render(&e, &mut out);
@@ -785,6 +798,7 @@ mod tests {
             received_at: SystemTime::UNIX_EPOCH,
             elapsed: Duration::ZERO,
             response: Some(&out_headers),
+            refused: false,
         };
         let cases: &[(&str, &str)] = &[
             ("%({X-Out}o)s %({x-none}o)s", "yes -"),
@@ -839,6 +853,32 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, "h.example\n");
+        // A refused request's atoms are cut: a 414's target or a 431's
+        // field could otherwise put tens of kilobytes in each line.
+        let long = format!("GET /{}", "a".repeat(60_000));
+        let huge = head(
+            &long,
+            &[("host", "h.example"), ("user-agent", &"u".repeat(9000))],
+        );
+        let refused = Entry {
+            head: Some(&huge),
+            refused: true,
+            ..e
+        };
+        let mut out = String::new();
+        Format::parse(DEFAULT_FORMAT, "").render(&refused, &mut out);
+        assert!(out.len() < 800, "{} bytes", out.len());
+        assert!(out.contains("... (60014 bytes)\" "), "{out}");
+        assert!(out.contains("... (9000 bytes)\"\n"), "{out}");
+        let mut out = String::new();
+        Format::parse(DEFAULT_FORMAT, "").render(
+            &Entry {
+                refused: false,
+                ..refused
+            },
+            &mut out,
+        );
+        assert!(out.len() > 69_000, "a request served is logged whole");
     }
 
     #[test]

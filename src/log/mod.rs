@@ -11,6 +11,24 @@ pub(crate) mod error;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The longest target or field a refusal's log lines show: a refused head
+/// can hold tens of kilobytes of one, and each would otherwise be logged
+/// whole.
+pub(crate) const LOGGED_TARGET: usize = 256;
+
+/// `target`, cut to `LOGGED_TARGET` bytes at most (at a character's start)
+/// with its full length noted.
+pub(crate) fn shortened(target: &str) -> std::borrow::Cow<'_, str> {
+    if target.len() <= LOGGED_TARGET {
+        return target.into();
+    }
+    let mut end = LOGGED_TARGET;
+    while !target.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &target[..end], target.len()).into()
+}
+
 /// A UTC calendar time, enough for both log formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Civil {
@@ -92,5 +110,22 @@ mod tests {
             Civil::from_unix(1_795_561_911).clf_stamp(),
             "24/Nov/2026:23:11:51 +0000"
         );
+    }
+
+    #[test]
+    fn a_long_target_is_logged_shortened_with_its_length() {
+        assert_eq!(shortened("/a?b"), "/a?b");
+        let at = "/".repeat(LOGGED_TARGET);
+        assert_eq!(shortened(&at), at);
+        let long = format!("/{}", "x".repeat(5000));
+        let logged = shortened(&long);
+        assert!(logged.starts_with(&long[..LOGGED_TARGET]));
+        assert!(logged.ends_with("... (5001 bytes)"), "{logged}");
+        // A character across the cut is left out whole.
+        let wide = format!("/{}", "é".repeat(3000));
+        let logged = shortened(&wide);
+        assert!(logged.starts_with(&wide[..LOGGED_TARGET - 1]));
+        assert!(logged.ends_with("... (6001 bytes)"), "{logged}");
+        assert!(logged.len() < LOGGED_TARGET + 20);
     }
 }

@@ -110,6 +110,7 @@ impl Finish for Recorder {
                     .unwrap_or(SystemTime::UNIX_EPOCH),
                 elapsed: done.elapsed,
                 response: done.response_headers,
+                refused: done.tally.refusal.is_some(),
             });
         }
     }
@@ -121,33 +122,41 @@ impl Finish for Recorder {
     }
 }
 
-/// The longest target a refusal's log line shows: a refused target can be
-/// tens of kilobytes, and each would otherwise be logged whole.
-const LOGGED_TARGET: usize = 256;
-
-/// `target`, cut to `LOGGED_TARGET` bytes at most (at a character's start)
-/// with its full length noted.
-fn shortened(target: &str) -> std::borrow::Cow<'_, str> {
-    if target.len() <= LOGGED_TARGET {
-        return target.into();
-    }
-    let mut end = LOGGED_TARGET;
-    while !target.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... ({} bytes)", &target[..end], target.len()).into()
-}
-
-/// Refusals are the client's doing (or load): an info line with the peer.
-/// App failures are logged with their traceback where they happen.
+/// Refusals are the client's doing (or load): a line with the peer. A
+/// request that breaks the protocol or a head limit is a warning, as
+/// gunicorn's `Invalid request from ip=...` lines; a client that was slow,
+/// went away or came at a busy or stopping server is an info line. App
+/// failures are logged with their traceback where they happen.
 fn log_refusal(done: &Finished<'_>, e: RequestError) {
+    use crate::log::error::Level;
     if matches!(e, RequestError::AppFailed) {
         return;
     }
     let level = match e {
-        RequestError::NoResponse => crate::log::error::Level::Error,
-        RequestError::StopCut => crate::log::error::Level::Warning,
-        _ => crate::log::error::Level::Info,
+        RequestError::NoResponse => Level::Error,
+        RequestError::StopCut
+        | RequestError::MalformedHead
+        | RequestError::RequestLineTooLong
+        | RequestError::TooManyFields
+        | RequestError::FieldTooLarge
+        | RequestError::HeadTooLarge
+        | RequestError::LengthTooLarge
+        | RequestError::BadHost
+        | RequestError::BadTransferEncoding
+        | RequestError::BadContentLength
+        | RequestError::LengthAndChunked
+        | RequestError::ConflictingScheme
+        | RequestError::DuplicateField
+        | RequestError::Connect
+        | RequestError::ExpectationFailed
+        | RequestError::MalformedBody => Level::Warning,
+        RequestError::BodyTooLarge
+        | RequestError::BodyTimeout
+        | RequestError::HeaderTimeout
+        | RequestError::Overloaded
+        | RequestError::ShuttingDown
+        | RequestError::ClientGone
+        | RequestError::AppFailed => Level::Info,
     };
     if !crate::log::error::enabled(level) {
         return;
@@ -155,7 +164,7 @@ fn log_refusal(done: &Finished<'_>, e: RequestError) {
     let peer = done.peer.map_or_else(|| "-".to_string(), |p| p.to_string());
     let what = done.head.map_or_else(
         || "request".to_string(),
-        |h| format!("{} {}", h.method, shortened(&h.uri.to_string())),
+        |h| format!("{} {}", h.method, crate::log::shortened(&h.uri.to_string())),
     );
     let status = e.status().as_u16();
     let reason = e.reason();
@@ -257,11 +266,11 @@ impl Counted {
     /// Logs the cut if the connection was given up for `--body-timeout`
     /// (and it was not logged yet).
     fn tell_given_up(&self) {
-        if self.record.conn.take_given_up() {
+        if self.record.conn.tell_given_up() {
             let what = format!(
                 "Response to {} {}",
                 self.record.head.method,
-                shortened(&self.record.head.uri.to_string())
+                crate::log::shortened(&self.record.head.uri.to_string())
             );
             given_up(&what, &self.record.conn, Some(self.record.tally().sent));
         }
@@ -339,27 +348,5 @@ impl Body for Counted {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_long_target_is_logged_shortened_with_its_length() {
-        assert_eq!(shortened("/a?b"), "/a?b");
-        let at = "/".repeat(LOGGED_TARGET);
-        assert_eq!(shortened(&at), at);
-        let long = format!("/{}", "x".repeat(5000));
-        let logged = shortened(&long);
-        assert!(logged.starts_with(&long[..LOGGED_TARGET]));
-        assert!(logged.ends_with("... (5001 bytes)"), "{logged}");
-        // A character across the cut is left out whole.
-        let wide = format!("/{}", "é".repeat(3000));
-        let logged = shortened(&wide);
-        assert!(logged.starts_with(&wide[..LOGGED_TARGET - 1]));
-        assert!(logged.ends_with("... (6001 bytes)"), "{logged}");
-        assert!(logged.len() < LOGGED_TARGET + 20);
     }
 }

@@ -284,7 +284,7 @@ impl AcceptCtx {
                 // already answered what deserved an answer; a refused head
                 // still ends in the one place every request ends.
                 let driven = Box::pin(drive(conn, &mut stop, &mut abort, &info, &clock)).await;
-                if info.take_given_up() {
+                if info.tell_given_up() {
                     // A response handed over whole, left in the connection's
                     // buffers (one still going was logged as it was cut).
                     end::given_up("A response", &info, None);

@@ -4,7 +4,8 @@
 reading; /local answers the threading.local value a previous request left
 (None when locals are per request) and stores its own; /timeout leaves a
 gevent.Timeout running after it answers; /slow?name= records its start and
-end around a one-second sleep; /big streams 2000 x 64 KiB; /whole?mib=N
+end around a one-second sleep; /big streams 2000 x 64 KiB (/big-write with
+the `write()` callable, letting what it raises through); /whole?mib=N
 answers N MiB in one body item; /fork-big?name= forks a child that holds
 the connection's socket for up to 30 s (its pid in the record `name`), then
 streams like /big; /fork-return?name=&code= forks a child that records its pid
@@ -52,6 +53,11 @@ def app(environ, start_response):
     if path == "/big":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return (b"x" * 65536 for _ in range(2000))
+    if path == "/big-write":
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        for _ in range(2000):
+            write(b"x" * 65536)
+        return []
     if path == "/fork-big":
         pid = os.fork()
         if pid == 0:  # the child holds every descriptor until it ends

@@ -390,11 +390,15 @@ impl StartResponse {
         {
             // `write()` raised it: the client left during the response, as a
             // generator's client may, for which nothing is logged either.
-            crate::log::error::info(&format!(
-                "Client went away while the app wrote the response to {} \
+            // Or the server gave the client up (`--body-timeout`), which
+            // the cut's own line tells.
+            if !record.conn.given_up() {
+                crate::log::error::info(&format!(
+                    "Client went away while the app wrote the response to {} \
                  (siesta.ClientDisconnected, not caught by the app)",
-                record.head.uri
-            ));
+                    record.head.uri
+                ));
+            }
         } else if !refused_quietly {
             crate::log::error::app_exception(py, err, &record.head);
         }
