@@ -8,8 +8,10 @@ and each refusal also gets an error-log line naming the peer. Load shedding
 recovers by itself once the app slots free up.
 """
 
+import datetime
 import json
 import threading
+import time
 
 from rawhttp import new_token
 
@@ -184,3 +186,23 @@ def test_conversion_specs_pad_and_cut_atoms_as_gunicorn_does(start_server, mode)
     assert line is not None, srv.stdout.text(mark)
     assert line.string == f"[GET   ]|/pi|  200|{len(resp.body):06d}|127.0.0.1", line.string
     assert "unknown atom" not in srv.log(), srv.log()
+
+
+def test_the_time_atom_is_when_the_line_is_written(start_server, mode):
+    """`%(t)s` was the time the request came in, where gunicorn stamps the
+    time its line is written: a long request's line came out stamped before
+    the lines of requests that ended earlier, which log stores that want
+    lines in time order (Loki) reject. A request taking over a second is
+    now stamped at least a second after the second it was sent in."""
+    fmt = "%(t)s|%(U)s"
+    srv = start_server(
+        "router_app:app", "--access-logfile", "-", "--access-logformat", fmt, mode=mode
+    )
+    mark = out_mark(srv)
+    sent = int(time.time())
+    assert srv.get("/write?n=2&delay=0.6").status == 200
+    line = srv.stdout.wait_for(r"\|/write$", 10.0, since=mark)
+    assert line is not None, srv.stdout.text(mark)
+    stamp = line.string.split("|")[0]
+    logged = datetime.datetime.strptime(stamp, "[%d/%b/%Y:%H:%M:%S %z]").timestamp()
+    assert logged >= sent + 1, (stamp, sent)

@@ -323,7 +323,9 @@ pub(crate) struct Entry<'a> {
     pub peer: Option<SocketAddr>,
     pub status: u16,
     pub sent: u64,
-    pub received_at: SystemTime,
+    /// When the line is written (the request's end): `%(t)s`, as
+    /// gunicorn stamps it, so lines come in the order of their stamps.
+    pub at: SystemTime,
     pub elapsed: Duration,
     /// The response's headers, when the format names one (`{name}o`).
     pub response: Option<&'a HeaderMap>,
@@ -478,7 +480,7 @@ impl Format {
                     None => write!(out, "-"),
                 },
                 (Atom::Time, _) => {
-                    write!(out, "[{}]", Civil::from_system(e.received_at).clf_stamp())
+                    write!(out, "[{}]", Civil::from_system(e.at).clf_stamp())
                 }
                 (Atom::Status, _) => write!(out, "{}", e.status),
                 // gunicorn documents `%(b)s` as `-` for no body, but logs
@@ -679,7 +681,7 @@ mod tests {
             peer: "127.0.0.1:5555".parse().ok(),
             status: 200,
             sent: 13,
-            received_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_561_911),
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_561_911),
             elapsed: Duration::from_micros(1500),
             response: None,
             refused: false,
@@ -728,7 +730,7 @@ mod tests {
             peer: None,
             status: 200,
             sent: 1,
-            received_at: SystemTime::UNIX_EPOCH,
+            at: SystemTime::UNIX_EPOCH,
             elapsed: Duration::from_micros(81_999_999),
             response: None,
             refused: false,
@@ -755,7 +757,7 @@ mod tests {
             peer: None,
             status: 204,
             sent: 0,
-            received_at: SystemTime::UNIX_EPOCH,
+            at: SystemTime::UNIX_EPOCH,
             elapsed: Duration::ZERO,
             response: None,
             refused: false,
@@ -772,7 +774,7 @@ mod tests {
             peer: "10.0.0.1:1".parse().ok(),
             status: 400,
             sent: 12,
-            received_at: SystemTime::UNIX_EPOCH,
+            at: SystemTime::UNIX_EPOCH,
             elapsed: Duration::ZERO,
             response: None,
             refused: false,
@@ -795,7 +797,7 @@ mod tests {
             peer: "127.0.0.1:5555".parse().ok(),
             status: 200,
             sent: 0,
-            received_at: SystemTime::UNIX_EPOCH,
+            at: SystemTime::UNIX_EPOCH,
             elapsed: Duration::ZERO,
             response: Some(&out_headers),
             refused: false,

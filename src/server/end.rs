@@ -105,9 +105,7 @@ impl Finish for Recorder {
                 peer: done.peer,
                 status: done.tally.status,
                 sent: done.tally.sent,
-                received_at: SystemTime::now()
-                    .checked_sub(done.elapsed)
-                    .unwrap_or(SystemTime::UNIX_EPOCH),
+                at: SystemTime::now(),
                 elapsed: done.elapsed,
                 response: done.response_headers,
                 refused: done.tally.refusal.is_some(),
