@@ -173,6 +173,31 @@ impl RequestError {
         }
     }
 
+    /// Whether this refuses the request for its head, before the app was
+    /// called: its target or a field may be far over the limits, and the
+    /// logs cut them (`log::shortened`). A request refused later passed
+    /// every head limit and is logged whole.
+    pub(crate) fn for_head(self) -> bool {
+        matches!(
+            self,
+            RequestError::MalformedHead
+                | RequestError::RequestLineTooLong
+                | RequestError::TooManyFields
+                | RequestError::FieldTooLarge
+                | RequestError::HeadTooLarge
+                | RequestError::LengthTooLarge
+                | RequestError::HeaderTimeout
+                | RequestError::BadHost
+                | RequestError::BadTransferEncoding
+                | RequestError::BadContentLength
+                | RequestError::LengthAndChunked
+                | RequestError::ConflictingScheme
+                | RequestError::DuplicateField
+                | RequestError::Connect
+                | RequestError::ExpectationFailed
+        )
+    }
+
     /// Whether the connection must close after this answer: a client whose
     /// framing is in doubt cannot be trusted with another request.
     pub(crate) fn closes(self) -> bool {

@@ -220,7 +220,7 @@ def test_a_refused_target_is_logged_shortened(server):
     mark = server.log_mark()
     resp, _ = exchange(server, line_of(20000, "s") + b"\r\nHost: x\r\n\r\n")
     assert resp.status == 414
-    found = server.wait_log(r"414 GET /env/limit-s\?a+\.\.\. \(\d+ bytes\)", since=mark)
+    found = server.wait_log(r"414 GET /env/limit-s\?a+\.\.\.\[\d+B\] from ", since=mark)
     assert found, server.log(since=mark)[-2000:]
     assert len(found.string) < 600, found.string
 
@@ -279,4 +279,9 @@ def test_a_refused_request_is_a_warning_with_its_target_cut_in_both_logs(
     assert logged('" 414 ')
     long_line = next(line for line in lines() if '" 414 ' in line)
     assert len(long_line) < 1000, len(long_line)
-    assert re.search(r"\.\.\. \(\d{5} bytes\)\" 414 ", long_line), long_line
+    # Method, target and protocol stay three fields, for log parsers.
+    assert re.search(r'"GET /env/limit-\S+\.\.\.\[\d{5}B\] HTTP/1\.1" 414 ', long_line), long_line
+    # A request the app failed passed every head limit: logged whole.
+    query = "q" * 3000
+    assert srv.get(f"/raise/before?token=t&{query}").status == 500
+    assert logged(f'&{query} HTTP/1.1" 500 ')

@@ -63,7 +63,7 @@ pub(crate) trait Finish: Send + Sync {
 pub(crate) struct Record {
     pub head: Parts,
     pub conn: Arc<ConnInfo>,
-    /// When the head was parsed, for `%(D)s` and `%(t)s`.
+    /// When the head was parsed, for `%(D)s`.
     pub received: Instant,
     tally: Mutex<Tally>,
     end: Arc<dyn Finish>,

@@ -329,10 +329,11 @@ pub(crate) struct Entry<'a> {
     pub elapsed: Duration,
     /// The response's headers, when the format names one (`{name}o`).
     pub response: Option<&'a HeaderMap>,
-    /// The server refused the request: its target or a field may be tens
-    /// of kilobytes (a 414, a 431), so each atom is cut to
-    /// `log::LOGGED_TARGET` bytes, with its length noted, as in the
-    /// refusal's error-log line.
+    /// The server refused the request's head (`RequestError::for_head`):
+    /// its target or a field may be tens of kilobytes (a 414, a 431), so
+    /// each atom is cut to `log::LOGGED_TARGET` bytes, with its length
+    /// noted (`%(r)s`'s method and target apart), as in the refusal's
+    /// error-log line.
     pub refused: bool,
 }
 
@@ -501,7 +502,15 @@ impl Format {
                 (Atom::User, Some(h)) => write!(out, "{}", basic_user(h).as_deref().unwrap_or("-")),
                 (Atom::RequestLine, Some(h)) => {
                     let target = h.uri.path_and_query().map_or("/", |p| p.as_str());
-                    write!(out, "{} {} {}", h.method, target, protocol(h))
+                    if e.refused {
+                        // Method and target cut apart: the line keeps its
+                        // three space-separated fields for log parsers.
+                        let method = super::shortened(h.method.as_str());
+                        let target = super::shortened(target);
+                        write!(out, "{method} {target} {}", protocol(h))
+                    } else {
+                        write!(out, "{} {} {}", h.method, target, protocol(h))
+                    }
                 }
                 (Atom::Method, Some(h)) => write!(out, "{}", h.method),
                 // `PATH_INFO`, as gunicorn logs it: decoded, under the mount point.
@@ -513,6 +522,14 @@ impl Format {
                 (Atom::Header(name), Some(h)) => write!(out, "{}", header(h, name)),
                 (Atom::Env(var), Some(h)) => self.env(var, e, h, out),
             };
+            // Cut before it is escaped, so that no escape is cut in two.
+            if e.refused
+                && !matches!(a, Atom::RequestLine)
+                && out.len() - start > super::LOGGED_TARGET
+            {
+                let value = out.split_off(start);
+                out.push_str(&super::shortened(&value));
+            }
             // As gunicorn: a `"` the client put in a value is `\"`, so it
             // cannot close a quoted field and forge the ones after it; a
             // control character (a decoded `%0A` in a path, NEL read as
@@ -528,10 +545,6 @@ impl Format {
                         c => out.push(c),
                     }
                 }
-            }
-            if e.refused && out.len() - start > super::LOGGED_TARGET {
-                let value = out.split_off(start);
-                out.push_str(&super::shortened(&value));
             }
             if let Some(spec) = spec {
                 spec.apply(out, start);
@@ -870,8 +883,21 @@ mod tests {
         let mut out = String::new();
         Format::parse(DEFAULT_FORMAT, "").render(&refused, &mut out);
         assert!(out.len() < 800, "{} bytes", out.len());
-        assert!(out.contains("... (60014 bytes)\" "), "{out}");
-        assert!(out.contains("... (9000 bytes)\"\n"), "{out}");
+        assert!(out.contains("...[60001B] HTTP/1.1\" "), "{out}");
+        assert!(out.contains("...[9000B]\"\n"), "{out}");
+        // Cut before escaping: no escape is cut in two, and the length is
+        // the value's own.
+        let quotes = "\"".repeat(300);
+        let quoted = head("GET /q", &[("host", "h.example"), ("user-agent", &quotes)]);
+        let mut out = String::new();
+        Format::parse("%(a)s", "").render(
+            &Entry {
+                head: Some(&quoted),
+                ..refused
+            },
+            &mut out,
+        );
+        assert_eq!(out, format!("{}...[300B]\n", "\\\"".repeat(256)));
         let mut out = String::new();
         Format::parse(DEFAULT_FORMAT, "").render(
             &Entry {

@@ -17,7 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub(crate) const LOGGED_TARGET: usize = 256;
 
 /// `target`, cut to `LOGGED_TARGET` bytes at most (at a character's start)
-/// with its full length noted.
+/// with its full length noted: `/aaa...[60001B]`, with no space, so that
+/// an access line's `%(r)s` still splits in three at its spaces.
 pub(crate) fn shortened(target: &str) -> std::borrow::Cow<'_, str> {
     if target.len() <= LOGGED_TARGET {
         return target.into();
@@ -26,7 +27,7 @@ pub(crate) fn shortened(target: &str) -> std::borrow::Cow<'_, str> {
     while !target.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}... ({} bytes)", &target[..end], target.len()).into()
+    format!("{}...[{}B]", &target[..end], target.len()).into()
 }
 
 /// A UTC calendar time, enough for both log formats.
@@ -120,12 +121,12 @@ mod tests {
         let long = format!("/{}", "x".repeat(5000));
         let logged = shortened(&long);
         assert!(logged.starts_with(&long[..LOGGED_TARGET]));
-        assert!(logged.ends_with("... (5001 bytes)"), "{logged}");
+        assert!(logged.ends_with("...[5001B]"), "{logged}");
         // A character across the cut is left out whole.
         let wide = format!("/{}", "é".repeat(3000));
         let logged = shortened(&wide);
         assert!(logged.starts_with(&wide[..LOGGED_TARGET - 1]));
-        assert!(logged.ends_with("... (6001 bytes)"), "{logged}");
+        assert!(logged.ends_with("...[6001B]"), "{logged}");
         assert!(logged.len() < LOGGED_TARGET + 20);
     }
 }

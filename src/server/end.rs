@@ -108,7 +108,7 @@ impl Finish for Recorder {
                 at: SystemTime::now(),
                 elapsed: done.elapsed,
                 response: done.response_headers,
-                refused: done.tally.refusal.is_some(),
+                refused: done.tally.refusal.is_some_and(RequestError::for_head),
             });
         }
     }
@@ -162,7 +162,10 @@ fn log_refusal(done: &Finished<'_>, e: RequestError) {
     let peer = done.peer.map_or_else(|| "-".to_string(), |p| p.to_string());
     let what = done.head.map_or_else(
         || "request".to_string(),
-        |h| format!("{} {}", h.method, crate::log::shortened(&h.uri.to_string())),
+        |h| {
+            let method = crate::log::shortened(h.method.as_str());
+            format!("{method} {}", crate::log::shortened(&h.uri.to_string()))
+        },
     );
     let status = e.status().as_u16();
     let reason = e.reason();
@@ -267,7 +270,7 @@ impl Counted {
         if self.record.conn.tell_given_up() {
             let what = format!(
                 "Response to {} {}",
-                self.record.head.method,
+                crate::log::shortened(self.record.head.method.as_str()),
                 crate::log::shortened(&self.record.head.uri.to_string())
             );
             given_up(&what, &self.record.conn, Some(self.record.tally().sent));

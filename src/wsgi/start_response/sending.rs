@@ -395,7 +395,7 @@ impl StartResponse {
             if !record.conn.given_up() {
                 crate::log::error::info(&format!(
                     "Client went away while the app wrote the response to {} \
-                 (siesta.ClientDisconnected, not caught by the app)",
+                     (siesta.ClientDisconnected, not caught by the app)",
                     record.head.uri
                 ));
             }
