@@ -175,8 +175,10 @@ impl RequestError {
 
     /// Whether this refuses the request for its head, before the app was
     /// called: its target or a field may be far over the limits, and the
-    /// logs cut them (`log::shortened`). A request refused later passed
-    /// every head limit and is logged whole.
+    /// logs cut them (`log::shortened`); the error log has it as a
+    /// warning, as gunicorn's `Invalid request` lines. A request refused
+    /// later passed every head limit and is logged whole (a head that
+    /// timed out was never parsed: nothing of it is logged).
     pub(crate) fn for_head(self) -> bool {
         matches!(
             self,
@@ -186,7 +188,6 @@ impl RequestError {
                 | RequestError::FieldTooLarge
                 | RequestError::HeadTooLarge
                 | RequestError::LengthTooLarge
-                | RequestError::HeaderTimeout
                 | RequestError::BadHost
                 | RequestError::BadTransferEncoding
                 | RequestError::BadContentLength

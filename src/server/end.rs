@@ -132,29 +132,9 @@ fn log_refusal(done: &Finished<'_>, e: RequestError) {
     }
     let level = match e {
         RequestError::NoResponse => Level::Error,
-        RequestError::StopCut
-        | RequestError::MalformedHead
-        | RequestError::RequestLineTooLong
-        | RequestError::TooManyFields
-        | RequestError::FieldTooLarge
-        | RequestError::HeadTooLarge
-        | RequestError::LengthTooLarge
-        | RequestError::BadHost
-        | RequestError::BadTransferEncoding
-        | RequestError::BadContentLength
-        | RequestError::LengthAndChunked
-        | RequestError::ConflictingScheme
-        | RequestError::DuplicateField
-        | RequestError::Connect
-        | RequestError::ExpectationFailed
-        | RequestError::MalformedBody => Level::Warning,
-        RequestError::BodyTooLarge
-        | RequestError::BodyTimeout
-        | RequestError::HeaderTimeout
-        | RequestError::Overloaded
-        | RequestError::ShuttingDown
-        | RequestError::ClientGone
-        | RequestError::AppFailed => Level::Info,
+        RequestError::StopCut | RequestError::MalformedBody => Level::Warning,
+        _ if e.for_head() => Level::Warning,
+        _ => Level::Info,
     };
     if !crate::log::error::enabled(level) {
         return;
