@@ -239,8 +239,12 @@ def when_ready(server):
     _note("when_ready", *server.address)
 
 
+def pre_fork(server, worker):
+    _note("pre_fork", worker.pid, worker.ppid)
+
+
 def post_fork(server, worker):
-    _note("post_fork")
+    _note("post_fork", worker.pid, worker.ppid)
 
 
 def post_worker_init(worker):
@@ -259,6 +263,10 @@ def post_request(worker, req, environ, resp):
 def worker_exit(server, worker):
     _note("worker_exit", worker.pid)
     raise RuntimeError("worker_exit hook failed on purpose")
+
+
+def child_exit(server, worker):
+    _note("child_exit", worker.pid, worker.ppid)
 
 
 def on_exit(server):
@@ -336,23 +344,32 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     assert order == [
         "on_starting",
         "when_ready",
+        "pre_fork",
         "post_fork",
         "post_worker_init",
         "pre_request",
         "post_request",
         "worker_exit",
+        "child_exit",
         "on_exit",
     ], hooks
-    # The master runs on_starting, when_ready and on_exit; a forked worker the rest.
+    # The master runs on_starting, when_ready, pre_fork, child_exit and
+    # on_exit; a forked worker the rest.
     # proc_name unset is the app's name, as gunicorn's default.
     assert hooks[0] == f"on_starting {proc.pid} debug 45.0 router_app:app"
-    worker_pid = int(hooks[3].split()[1])
+    worker_pid = int(hooks[4].split()[1])
     assert worker_pid != proc.pid
-    assert hooks[3] == f"post_worker_init {worker_pid} True"
-    assert hooks[4] == "pre_request GET /ping"
-    assert hooks[5] == "post_request /ping 200"
-    assert hooks[6] == f"worker_exit {worker_pid}"
-    assert hooks[7] == f"on_exit {proc.pid}"
+    # As gunicorn's: before the fork the worker has no pid yet, and its
+    # ppid is the master, in every hook (it was the master's own parent in
+    # the master's hooks, and pre_fork's pid the master's).
+    assert hooks[2] == f"pre_fork [booting] {proc.pid}"
+    assert hooks[3] == f"post_fork {worker_pid} {proc.pid}"
+    assert hooks[4] == f"post_worker_init {worker_pid} True"
+    assert hooks[5] == "pre_request GET /ping"
+    assert hooks[6] == "post_request /ping 200"
+    assert hooks[7] == f"worker_exit {worker_pid}"
+    assert hooks[8] == f"child_exit {worker_pid} {proc.pid}"
+    assert hooks[9] == f"on_exit {proc.pid}"
     error_log = files["error"].read_text()
     assert "Listening at: http://127.0.0.1:" in error_log
     assert "hello from post_worker_init" in error_log

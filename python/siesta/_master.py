@@ -327,7 +327,7 @@ class Master:
 
     def spawn(self, age: int, heartbeat_fd: int) -> int:
         """Forks a worker; in the child, runs it and exits (never returns there)."""
-        stub = HookWorker(self.arbiter, None, age=age)
+        stub = HookWorker(self.arbiter, None, age=age, pid="[booting]", ppid=os.getpid())
         self.hooks.call("pre_fork", self.arbiter, stub)
         global _forking_worker
         _forking_worker = True
@@ -414,7 +414,8 @@ class Master:
                 _siesta.log("error", f"Cannot restore the pid file {pidfile}: {exc}")
 
     def child_exit(self, pid: int, code: int) -> None:
-        self.hooks.call("child_exit", self.arbiter, HookWorker(self.arbiter, None, pid=pid))
+        gone = HookWorker(self.arbiter, None, pid=pid, ppid=os.getpid())
+        self.hooks.call("child_exit", self.arbiter, gone)
 
     def nworkers_changed(self, new: int, old: int | None) -> None:
         self.arbiter.num_workers = new

@@ -212,12 +212,21 @@ class Server:
 class Worker:
     """What worker hooks receive (gunicorn's worker): its pid, settings, log and app."""
 
-    def __init__(self, server: Server, wsgi: Any, age: int = 0, pid: int | None = None) -> None:
+    def __init__(
+        self,
+        server: Server,
+        wsgi: Any,
+        age: int = 0,
+        pid: int | str | None = None,
+        ppid: int | None = None,
+    ) -> None:
         self.cfg = server.cfg
         self.log = server.log
-        # In pre_fork the worker is not forked yet: its pid is the master's.
+        # Made in the worker, its own pid and its master's; made by the master
+        # (pre_fork, before there is a pid: "[booting]", as gunicorn's; child_exit),
+        # the master passes both.
         self.pid = os.getpid() if pid is None else pid
-        self.ppid = os.getppid()
+        self.ppid = os.getppid() if ppid is None else ppid
         self.age = age
         self.booted = True
         self.alive = True
