@@ -372,6 +372,8 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     assert hooks[9] == f"on_exit {proc.pid}"
     error_log = files["error"].read_text()
     assert "Listening at: http://127.0.0.1:" in error_log
+    # gunicorn's order of the start lines, for scripts and eyes used to it.
+    assert error_log.index("Listening at: ") < error_log.index("Using worker: "), error_log
     assert "hello from post_worker_init" in error_log
     assert "Exception in worker_exit hook: RuntimeError: worker_exit hook failed" in error_log
     assert "[WARNING] unknown setting 'foo'" in error_log

@@ -447,7 +447,6 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc), 1)
     except (ValueError, OSError) as exc:
         _fail(str(exc), 1)
-    _siesta.log("info", f"Using worker: {values['worker_class']}")
     arbiter.address = [_address(url) for url in listeners.urls]
     _write_pid(values["pid"])
     if values["capture_output"]:
@@ -455,6 +454,7 @@ def main(argv: list[str] | None = None) -> None:
     own_unix_sockets(values)  # -u/-g: a proxy in the workers' group can connect
     own_log_files(values)  # -u/-g: the workers can open (and reopen) the log files
     listeners.announce()  # the socket is the workers' and the pid file written
+    _siesta.log("info", f"Using worker: {values['worker_class']}")  # after, as gunicorn
     if values["error_logfile"] not in (None, "-"):
         for warning in resolved.warnings:  # stderr had them; the log file gets them too
             _siesta.log("warning", warning)
