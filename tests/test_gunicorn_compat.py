@@ -240,15 +240,16 @@ def when_ready(server):
 
 
 def pre_fork(server, worker):
-    _note("pre_fork", worker.pid, worker.ppid)
+    _note("pre_fork", worker.pid, worker.ppid, worker.age, worker.booted)
+    worker.tag = "set-in-pre-fork"
 
 
 def post_fork(server, worker):
-    _note("post_fork", worker.pid, worker.ppid)
+    _note("post_fork", worker.pid, worker.ppid, worker.age, worker.tag, worker.booted)
 
 
 def post_worker_init(worker):
-    _note("post_worker_init", worker.pid, worker.wsgi is not None)
+    _note("post_worker_init", worker.pid, worker.wsgi is not None, worker.booted)
     worker.log.info("hello from post_worker_init")
 
 
@@ -261,12 +262,12 @@ def post_request(worker, req, environ, resp):
 
 
 def worker_exit(server, worker):
-    _note("worker_exit", worker.pid)
+    _note("worker_exit", worker.pid, worker.age, worker.booted)
     raise RuntimeError("worker_exit hook failed on purpose")
 
 
 def child_exit(server, worker):
-    _note("child_exit", worker.pid, worker.ppid)
+    _note("child_exit", worker.pid, worker.ppid, worker.age, worker.tag)
 
 
 def on_exit(server):
@@ -359,16 +360,19 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     assert hooks[0] == f"on_starting {proc.pid} debug 45.0 router_app:app"
     worker_pid = int(hooks[4].split()[1])
     assert worker_pid != proc.pid
-    # As gunicorn's: before the fork the worker has no pid yet, and its
-    # ppid is the master, in every hook (it was the master's own parent in
-    # the master's hooks, and pre_fork's pid the master's).
-    assert hooks[2] == f"pre_fork [booting] {proc.pid}"
-    assert hooks[3] == f"post_fork {worker_pid} {proc.pid}"
-    assert hooks[4] == f"post_worker_init {worker_pid} True"
+    # As gunicorn's: one worker object for all its hooks, in both processes
+    # (what pre_fork sets, post_fork and child_exit find; its age everywhere);
+    # before the fork it has no pid yet; its ppid is the master in every
+    # hook; `booted` once post_worker_init has run. (pre_fork's pid was the
+    # master's, the master's hooks had its parent as ppid, and each hook
+    # had a new object of age 0 but pre_fork's.)
+    assert hooks[2] == f"pre_fork [booting] {proc.pid} 1 False"
+    assert hooks[3] == f"post_fork {worker_pid} {proc.pid} 1 set-in-pre-fork False"
+    assert hooks[4] == f"post_worker_init {worker_pid} True False"
     assert hooks[5] == "pre_request GET /ping"
     assert hooks[6] == "post_request /ping 200"
-    assert hooks[7] == f"worker_exit {worker_pid}"
-    assert hooks[8] == f"child_exit {worker_pid} {proc.pid}"
+    assert hooks[7] == f"worker_exit {worker_pid} 1 True"
+    assert hooks[8] == f"child_exit {worker_pid} {proc.pid} 1 set-in-pre-fork"
     assert hooks[9] == f"on_exit {proc.pid}"
     error_log = files["error"].read_text()
     assert "Listening at: http://127.0.0.1:" in error_log

@@ -212,11 +212,14 @@ def run_worker(
     listeners: Any,
     heartbeat_fd: int,
     app: Any,
+    worker: Any,
 ) -> int:
-    """One worker's life, in the forked child; returns its exit code."""
+    """One worker's life, in the forked child; returns its exit code. `worker` is
+    the object `pre_fork` had, now with this process's pid, as gunicorn passes one
+    worker object to all its hooks (what `pre_fork` set on it, `post_fork` finds)."""
     _siesta.worker_after_fork(keep_beat=heartbeat_fd)
     set_title("worker", values)
-    worker = HookWorker(arbiter, app)
+    worker.pid, worker.ppid, worker.wsgi = os.getpid(), os.getppid(), app
     _siesta.log("info", f"Booting worker with pid: {worker.pid}")
     if not hooks.boot("post_fork", arbiter, worker):
         return WORKER_BOOT_ERROR
@@ -258,6 +261,7 @@ def run_worker(
     worker.wsgi = app
     if not hooks.boot("post_worker_init", worker):
         return WORKER_BOOT_ERROR
+    worker.booted = True
     app = request_hooks(app, hooks, worker)
     try:
         # Opens the access log, starts the I/O and the heartbeat: a failure
@@ -319,6 +323,8 @@ class Master:
         self.inherited = inherited
         # The pid of a new master started by USR2, if any.
         self.upgraded: int | None = None
+        # The hook objects of the running workers, by pid (child_exit gets its own).
+        self.workers: dict[int, Any] = {}
         # The --metrics-bind socket, handed to a new master on USR2.
         self.metrics_fd: int | None = None
         # Where siesta was started: a new master (USR2) starts there too, so
@@ -327,8 +333,9 @@ class Master:
 
     def spawn(self, age: int, heartbeat_fd: int) -> int:
         """Forks a worker; in the child, runs it and exits (never returns there)."""
-        stub = HookWorker(self.arbiter, None, age=age, pid="[booting]", ppid=os.getpid())
-        self.hooks.call("pre_fork", self.arbiter, stub)
+        # One object for the worker's hooks, in both processes, as gunicorn's.
+        worker = HookWorker(self.arbiter, None, age=age, pid="[booting]", ppid=os.getpid())
+        self.hooks.call("pre_fork", self.arbiter, worker)
         global _forking_worker
         _forking_worker = True
         _siesta.fork_signals(True)  # a stop's TERM waits for the child's own dispositions
@@ -341,11 +348,19 @@ class Master:
         if pid:
             _forking_worker = False
             _siesta.fork_signals(False)  # the child lets them in itself (_in_new_worker)
+            worker.pid = pid
+            self.workers[pid] = worker  # for child_exit
             return pid
         code = 1
         try:
             code = run_worker(
-                self.values, self.hooks, self.arbiter, self.listeners, heartbeat_fd, self.app
+                self.values,
+                self.hooks,
+                self.arbiter,
+                self.listeners,
+                heartbeat_fd,
+                self.app,
+                worker,
             )
         except SystemExit as exc:
             code = _exit_code(exc)
@@ -414,7 +429,10 @@ class Master:
                 _siesta.log("error", f"Cannot restore the pid file {pidfile}: {exc}")
 
     def child_exit(self, pid: int, code: int) -> None:
-        gone = HookWorker(self.arbiter, None, pid=pid, ppid=os.getpid())
+        gone = self.workers.pop(pid, None)
+        if gone is None:  # not forked by this master (one an old master left, USR2)
+            gone = HookWorker(self.arbiter, None, pid=pid, ppid=os.getpid())
+        gone.alive = False
         self.hooks.call("child_exit", self.arbiter, gone)
 
     def nworkers_changed(self, new: int, old: int | None) -> None:

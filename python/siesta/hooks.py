@@ -228,7 +228,8 @@ class Worker:
         self.pid = os.getpid() if pid is None else pid
         self.ppid = os.getppid() if ppid is None else ppid
         self.age = age
-        self.booted = True
+        # As gunicorn's: True once post_worker_init has run, in the worker.
+        self.booted = False
         self.alive = True
         self.app = server.app
         self.wsgi = wsgi
