@@ -440,6 +440,23 @@ def test_a_malformed_statsd_host_is_refused_at_start(value):
     assert_one_error_line(result, "is not HOST:PORT, HOST or unix://PATH")
 
 
+def test_a_pid_file_that_cannot_be_written_stops_the_start_before_its_lines(tmp_path):
+    """As gunicorn's: a pid file that cannot be written stops the start before
+    `Listening at:` and `Using worker:` (the second came before the error)."""
+    result = run_siesta(
+        "-b",
+        "127.0.0.1:0",
+        "-p",
+        str(tmp_path / "no-such-dir" / "s.pid"),
+        *APP_ARGS,
+        "router_app:app",
+    )
+    assert result.returncode == 1, result.stderr
+    assert_one_error_line(result, "Cannot write pid file")
+    assert "Listening at" not in result.stderr, result.stderr
+    assert "Using worker" not in result.stderr, result.stderr
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a full filesystem needs root")
 def test_a_pid_file_on_a_full_disk_leaves_no_temporary_file(tmp_path):
     """QA probe (session 24): a pid file that could not be written (a full disk)

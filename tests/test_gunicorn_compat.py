@@ -241,6 +241,7 @@ def when_ready(server):
 
 def pre_fork(server, worker):
     _note("pre_fork", worker.pid, worker.ppid, worker.age, worker.booted)
+    server.log.info("forking worker %d", worker.pid)  # not a number yet: logged anyway
     worker.tag = "set-in-pre-fork"
 
 
@@ -379,6 +380,7 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     # gunicorn's order of the start lines, for scripts and eyes used to it.
     assert error_log.index("Listening at: ") < error_log.index("Using worker: "), error_log
     assert "hello from post_worker_init" in error_log
+    assert "forking worker %d ('[booting]',) (the arguments do not fit" in error_log, error_log
     assert "Exception in worker_exit hook: RuntimeError: worker_exit hook failed" in error_log
     assert "[WARNING] unknown setting 'foo'" in error_log
     assert not files["pid"].exists(), "the pid file is removed at exit"

@@ -450,7 +450,11 @@ def main(argv: list[str] | None = None) -> None:
     arbiter.address = [_address(url) for url in listeners.urls]
     _write_pid(values["pid"])
     if values["capture_output"]:
-        _capture_output(values["error_logfile"])
+        try:
+            _capture_output(values["error_logfile"])
+        except SystemExit:  # it could not: no pid file left behind
+            _remove_pid(values["pid"])
+            raise
     own_unix_sockets(values)  # -u/-g: a proxy in the workers' group can connect
     own_log_files(values)  # -u/-g: the workers can open (and reopen) the log files
     listeners.announce()  # the socket is the workers' and the pid file written

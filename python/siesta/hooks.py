@@ -168,7 +168,12 @@ class Log:
 
     @staticmethod
     def _write(level: str, msg: Any, args: tuple[Any, ...]) -> None:
-        text = str(msg) % args if args else str(msg)
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError) as exc:
+            # As `logging` does, a message that does not take its arguments is
+            # logged anyway, and the hook that wrote it carries on.
+            text = f"{msg!s} {args!r} (the arguments do not fit the message: {exc})"
         _siesta.log(level, text)
 
     def debug(self, msg: Any, *args: Any, **_: Any) -> None:
