@@ -385,6 +385,12 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     assert "[WARNING] unknown setting 'foo'" in error_log
     assert not files["pid"].exists(), "the pid file is removed at exit"
     assert "unknown setting 'foo'" in stderr.text()
+    # --log-level debug (the file's): the configuration as applied, in
+    # gunicorn's form; the config's own pre_request replaces the default one,
+    # which logs each request, as in gunicorn.
+    assert "[DEBUG] Current configuration:\n  app: router_app:app\n" in error_log, error_log
+    assert "\n  timeout: 45.0\n" in error_log and "\n  max_requests: 500\n" in error_log
+    assert "[DEBUG] GET /ping" not in error_log, error_log
 
 
 @pytest.mark.parametrize(
@@ -644,6 +650,49 @@ def test_a_pre_request_that_raises_fails_the_request(start_server, tmp_path, mod
     assert denied.body != b"pong"
     assert srv.wait_log(r"PermissionError: denied by pre_request"), srv.log()
     srv.assert_serving()
+
+
+RAW_PATH_HOOKS = """\
+def pre_request(worker, req):
+    worker.log.info("saw %s %s %s %r", req.path, req.uri, req.query, req.version)
+"""
+
+
+def test_pre_request_sees_the_target_as_sent(start_server, tmp_path, mode):
+    """As gunicorn's `req.path`: the path as sent (not PATH_INFO, which is
+    percent-decoded and has SCRIPT_NAME taken off), so a hook's path checks
+    mean what they meant there."""
+    conf = tmp_path / "raw.conf.py"
+    conf.write_text(RAW_PATH_HOOKS)
+    srv = start_server(APP, "-c", str(conf), mode=mode)
+    assert srv.get("/p%69ng?a=1").status == 200
+    assert srv.wait_log(r"saw /p%69ng /p%69ng\?a=1 a=1 \(1, 1\)"), srv.log()
+    with srv.connect() as conn:
+        conn.send(b"GET http://example.com/p%69ng?b=2 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        assert conn.read_response().status == 200
+    assert srv.wait_log(r"saw /p%69ng http://example.com/p%69ng\?b=2 b=2"), srv.log()
+
+
+def test_debug_level_logs_each_request_as_gunicorn(start_server, mode):
+    """gunicorn's default pre_request logs `METHOD /path` at debug: with
+    --log-level debug and no pre_request of the config's, each request has its
+    line (the path as sent, no query; a long one cut); the master logs its
+    configuration and its worker count. At info, none of these."""
+    srv = start_server(APP, "--log-level", "debug", mode=mode)
+    assert srv.get("/ping?secret=1").status == 200
+    assert srv.get("/p%0Ang").status == 404
+    assert srv.get("/" + "z" * 400).status == 404
+    assert srv.wait_log(r"\[DEBUG\] GET /ping$"), srv.log()
+    assert srv.wait_log(r"\[DEBUG\] GET /p%0Ang$"), srv.log()
+    assert srv.wait_log(r"\[DEBUG\] GET /z{255}\.\.\.\[401B\]$"), srv.log()
+    log = srv.log()
+    assert "secret" not in log
+    assert "[DEBUG] Current configuration:\n" in log and "\n  log_level: debug\n" in log
+    assert srv.wait_log(r"\[DEBUG\] 1 workers$"), srv.log()
+    quiet = start_server(APP, mode=mode)
+    assert quiet.get("/ping").status == 200
+    assert quiet.wait_log(r"Booting worker"), quiet.log()
+    assert "GET /ping" not in quiet.log() and "Current configuration" not in quiet.log()
 
 
 def test_forwarder_headers_from_gunicorn_conf_and_what_is_not_passed(tmp_path):

@@ -262,7 +262,7 @@ def run_worker(
     if not hooks.boot("post_worker_init", worker):
         return WORKER_BOOT_ERROR
     worker.booted = True
-    app = request_hooks(app, hooks, worker)
+    app = request_hooks(app, hooks, worker, values["log_level"] == "debug")
     try:
         # Opens the access log, starts the I/O and the heartbeat: a failure
         # here (say, an access log this worker cannot open) is a boot error

@@ -10,11 +10,17 @@ request object carrying gunicorn's usual attributes (``method``, ``path``,
 fails the request (a 500, its traceback logged), as in gunicorn, so a hook
 can guard the app; a ``post_request`` that raises is logged and the
 request goes on (``hooks.Hooks.call``).
+
+With ``--log-level debug`` and no ``pre_request`` of the config's, each
+request is logged as gunicorn's default ``pre_request`` logs it (``GET
+/path``, at debug); at any other level nothing wraps the app for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+
+from siesta import _siesta
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,9 +32,11 @@ class Request:
 
     def __init__(self, environ: dict[str, Any]) -> None:
         self.method = environ.get("REQUEST_METHOD", "")
-        self.path = environ.get("PATH_INFO", "")
+        # As gunicorn's: the target as sent, not PATH_INFO (percent-decoded,
+        # SCRIPT_NAME taken off), so a hook's checks mean what they meant there.
+        self.uri = environ.get("RAW_URI") or environ.get("PATH_INFO", "")
+        self.path = raw_path(self.uri)
         self.query = environ.get("QUERY_STRING", "")
-        self.uri = environ.get("RAW_URI", self.path)
         self.version = tuple(
             int(n) for n in environ.get("SERVER_PROTOCOL", "HTTP/1.1")[5:].split(".")
         )
@@ -38,6 +46,33 @@ class Request:
             if key.startswith("HTTP_")
         ]
         self.remote_addr = environ.get("REMOTE_ADDR", "")
+
+
+def raw_path(uri: str) -> str:
+    """The path of a request target as sent: no query or fragment, and for an
+    absolute-form target (``http://host/p``) no scheme or authority."""
+    end = len(uri)
+    for mark in ("?", "#"):
+        at = uri.find(mark)
+        if 0 <= at < end:
+            end = at
+    path = uri[:end]
+    if not path.startswith("/") and "://" in path:  # absolute-form
+        rest = path.split("://", 1)[1]
+        slash = rest.find("/")
+        path = rest[slash:] if slash >= 0 else ""
+    return path
+
+
+_LOGGED_TARGET = 256  # as Siesta's own error lines cut a request's target
+
+
+def log_request(environ: dict[str, Any]) -> None:
+    """gunicorn's default ``pre_request``: ``METHOD /path`` at debug."""
+    path = raw_path(environ.get("RAW_URI") or environ.get("PATH_INFO", ""))
+    if len(path) > _LOGGED_TARGET:
+        path = f"{path[:_LOGGED_TARGET]}...[{len(path)}B]"
+    _siesta.log("debug", f"{environ.get('REQUEST_METHOD', '')} {path}")
 
 
 class Response:
@@ -70,15 +105,27 @@ class _Closing:
             self._done()
 
 
-def wrap(app: Any, hooks: Any, worker: Any) -> Any:
-    """The app with the request hooks around it, or the app itself when none is set."""
-    if "pre_request" not in hooks and "post_request" not in hooks:
-        return app
+def wrap(app: Any, hooks: Any, worker: Any, debug: bool = False) -> Any:
+    """The app with the request hooks around it (``debug``: with gunicorn's default
+    ``pre_request`` where the config has none), or the app itself when none is set."""
+    pre = "pre_request" in hooks
+    if not pre and "post_request" not in hooks:
+        if not debug:
+            return app
+
+        def logged(environ: dict[str, Any], start_response: Any) -> Any:
+            log_request(environ)
+            return app(environ, start_response)
+
+        return logged
 
     def with_hooks(environ: dict[str, Any], start_response: Any) -> Any:
         req = Request(environ)
         resp = Response()
-        hooks.run("pre_request", worker, req)  # raising fails the request, as in gunicorn
+        if pre:
+            hooks.run("pre_request", worker, req)  # raising fails the request, as in gunicorn
+        elif debug:
+            log_request(environ)
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             resp.status, resp.headers = status, headers

@@ -31,7 +31,7 @@ from siesta._master import (
     set_title,
 )
 from siesta._sources import USAGE, UsageError, resolve
-from siesta.config import GUNICORN_NAMES, ConfigError, for_rust, render
+from siesta.config import GUNICORN_NAMES, ConfigError, current, for_rust, render
 from siesta.hooks import Server as HookServer
 
 TYPE_CHECKING = False
@@ -416,6 +416,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc), 1)
     global _error_log_is_file
     _error_log_is_file = _log_file_apart(values["error_logfile"])
+    if values["log_level"] == "debug":
+        _siesta.log("debug", current(values, hooks.names()))
     _siesta.log("info", f"Starting siesta {_siesta.__version__}")
     if not hooks.boot("on_starting", arbiter):
         _fail("the on_starting hook failed (above): not starting", 1)
@@ -505,6 +507,8 @@ def main(argv: list[str] | None = None) -> None:
                 raise ConfigError(problem)
             # Last, as it opens the new error log: nothing can fail after it.
             _siesta.configure_log(for_rust(again.values))
+            if again.values["log_level"] == "debug":
+                _siesta.log("debug", current(again.values, again.hooks.names()))
         except (ValueError, TypeError, OSError) as exc:  # from Rust: the values it refused
             keep_running_config()
             raise ConfigError(str(exc)) from None

@@ -887,6 +887,14 @@ def render(values: dict[str, Any], hooks: list[str] | tuple[str, ...] = ()) -> s
     return "\n".join(lines)
 
 
+def current(values: dict[str, Any], hooks: list[str] | tuple[str, ...] = ()) -> str:
+    """``--log-level debug``'s start line (gunicorn's "Current configuration")."""
+    lines = [f"  app: {values.get('app')}"]
+    lines += [f"  {s.name}: {values[s.name]}" for s in SETTINGS]
+    lines.append(f"  hooks: {', '.join(hooks)}")
+    return "Current configuration:\n" + "\n".join(lines)
+
+
 def _shown_default(s: Setting) -> str:
     if s.default is None or s.default is False or s.default in ([], "", {}):
         default = ""

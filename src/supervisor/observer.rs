@@ -268,7 +268,7 @@ impl super::Master<'_, '_> {
     }
 
     /// Every tick: the master's phase for `/readyz`, the metrics process
-    /// kept up, the worker count for StatsD.
+    /// kept up, the worker count for StatsD (and a debug line).
     pub(super) fn publish(&mut self) {
         crate::metrics::master::phase(self.stopping, self.reload_started.is_some(), self.target);
         if let Some(o) = self.observer {
@@ -278,6 +278,8 @@ impl super::Master<'_, '_> {
         if n != self.counted_workers {
             self.counted_workers = n;
             crate::metrics::statsd::workers(n);
+            // gunicorn's debug line when its count changes.
+            crate::log::error::write(crate::log::error::Level::Debug, &format!("{n} workers"));
         }
     }
 }
