@@ -1493,6 +1493,7 @@ def test_capture_output_follows_the_error_log_on_usr1(mode, tmp_path):
     pidfile, cap = tmp_path / "pid", tmp_path / "cap.log"
     result = run_siesta(
         *("-D", "-b", "127.0.0.1:0", "-p", str(pidfile), "-k", mode, "--capture-output"),
+        *("--log-level", "debug"),  # the worker's signal line (below)
         *("--error-logfile", str(cap), "--chdir", str(APPS_DIR), "--pythonpath", str(APPS_DIR)),
         APP,
     )
@@ -1511,7 +1512,7 @@ def test_capture_output_follows_the_error_log_on_usr1(mode, tmp_path):
         cap.rename(tmp_path / "cap.log.1")
         os.kill(pid, signal.SIGUSR1)
         # The worker logs the signal before it reopens: print until a line lands.
-        handled = rf"\[{worker}\] \[INFO\] Handling signal: usr1"
+        handled = rf"\[{worker}\] \[DEBUG\] Handling signal: usr1"
         assert wait_until(lambda: re.search(handled, (tmp_path / "cap.log.1").read_text()))
 
         def printed_to_new_file():
@@ -1672,7 +1673,11 @@ def test_one_worker_survives_every_signal(launch, mode, tmp_path):
     WINCH (ignored when not daemonized): none stops the server."""
     access = tmp_path / "access.log"
     pidfile = tmp_path / "pid"
-    srv = launch("-w", "1", "--access-logfile", str(access), "-p", str(pidfile), mode=mode)
+    # At debug, the worker's own signal lines show when it took USR1.
+    srv = launch(
+        *("-w", "1", "--access-logfile", str(access), "-p", str(pidfile), "--log-level", "debug"),
+        mode=mode,
+    )
 
     def serving():
         assert srv.alive(), srv.log()
@@ -1701,7 +1706,7 @@ def test_one_worker_survives_every_signal(launch, mode, tmp_path):
     mark = srv.log_mark()
     srv.signal(signal.SIGUSR1)
     worker = srv.worker_pids()[0]
-    assert srv.wait_log(rf"\[{worker}\] \[INFO\] Handling signal: usr1", since=mark), srv.log()
+    assert srv.wait_log(rf"\[{worker}\] \[DEBUG\] Handling signal: usr1", since=mark), srv.log()
     assert srv.get("/ping?after-rotation").status == 200
     assert wait_until(lambda: access.exists() and "after-rotation" in access.read_text())
     assert "after-rotation" not in (tmp_path / "access.log.1").read_text()

@@ -57,7 +57,12 @@ pub(crate) fn listen(mut act: impl FnMut(Command) + Send + 'static) -> std::io::
             rt.block_on(async move {
                 loop {
                     let (signo, name) = next_signal(&mut streams).await;
-                    crate::log::error::info(&format!("Handling signal: {name}"));
+                    // At debug: the master logs the signals it hands on, and
+                    // gunicorn's workers log none (eight workers, eight lines).
+                    crate::log::error::write(
+                        crate::log::error::Level::Debug,
+                        &format!("Handling signal: {name}"),
+                    );
                     if let Some(cmd) = command_for(signo) {
                         act(cmd);
                     }
