@@ -481,8 +481,26 @@ def test_config_file_names_mapped(tmp_path):
             "host = '0.0.0.0'\nport = 80\nuse_bind = f'{host}:{port}'\n",
             ["unknown settings 'host', 'port', 'use_bind' in {conf}, ignored"],
         ),
+        # QA probe (session 28): more of gunicorn's defaults, written out as a
+        # generated config has them, and a file's constants, were warned.
+        (
+            "import ssl\nHERE = '/srv'\nreload_engine = 'auto'\nheader_map = 'drop'\n"
+            "http_protocols = ['h1']\ncontrol_socket_disable = True\n"
+            "ssl_version = ssl.PROTOCOL_TLS\nsuppress_ragged_eofs = True\n"
+            "logger_class = 'gunicorn.glogging.Logger'\nsyslog_addr = 'udp://localhost:514'\n"
+            "syslog_facility = 'user'\n",
+            [],
+        ),
+        # ... but not a value other than gunicorn's default.
+        (
+            "reload_engine = 'inotify'\nsuppress_ragged_eofs = 1\n",
+            [
+                "gunicorn setting 'reload_engine' in {conf} is not supported, ignored",
+                "gunicorn setting 'suppress_ragged_eofs' in {conf} is not supported, ignored",
+            ],
+        ),
     ],
-    ids=["unsupported", "defaults", "helpers"],
+    ids=["unsupported", "defaults", "helpers", "more-defaults", "not-defaults"],
 )
 def test_what_a_config_file_is_warned_about(tmp_path, text, warned):
     conf = tmp_path / "g.py"

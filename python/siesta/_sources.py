@@ -356,9 +356,9 @@ def load_file(location: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]
                     f"{key} in {shown}: TLS is not supported; terminate it in the proxy "
                     "or load balancer"
                 )
-            if _unset(value) or (key == "sendfile" and value is True):
-                # `spew = False`, `tmp_upload_dir = None`: nothing asked (and
-                # Siesta always sends files from Rust).
+            if _unset(value) or _at_gunicorn_default(key, value):
+                # `spew = False`, `tmp_upload_dir = None`, `reload_engine =
+                # "auto"`: nothing asked beyond what Siesta does anyway.
                 continue
             warnings.append(f"gunicorn setting {key!r} in {shown} is not supported, ignored")
         elif target == "app":
@@ -371,6 +371,8 @@ def load_file(location: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]
             warnings.append(f"setting {key!r} in {shown} is not supported by this build, ignored")
         elif key in imported or isinstance(value, types.ModuleType) or callable(value):
             continue
+        elif key.isupper():  # a constant of the file's own (`HERE`, `BASE_DIR`)
+            continue
         else:
             unknown.append(repr(key))
     if unknown:
@@ -381,6 +383,55 @@ def load_file(location: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]
             f"unknown setting{'s' if len(unknown) > 1 else ''} {names} in {shown}, ignored"
         )
     return settings, hooks, warnings
+
+
+# gunicorn's defaults for the settings Siesta does not support, as a config
+# file spells them: a file that writes one out (often from a generated
+# template) asks for nothing. `sendfile = True` and `control_socket_disable =
+# True` ask for what Siesta does anyway.
+_GUNICORN_DEFAULTS: dict[str, Any] = {
+    "asgi_disconnect_grace_period": 3,
+    "asgi_lifespan": "auto",
+    "asgi_loop": "auto",
+    "control_socket_disable": True,
+    "control_socket_mode": 0o600,
+    "default_proc_name": "gunicorn",
+    "dirty_graceful_timeout": 30,
+    "dirty_threads": 1,
+    "dirty_timeout": 300,
+    "header_map": "drop",
+    "http2_cleartext": "off",
+    "http2_initial_window_size": 65535,
+    "http2_max_concurrent_streams": 100,
+    "http2_max_frame_size": 16384,
+    "http2_max_header_list_size": 65536,
+    "http_parser": "auto",
+    "http_protocols": "h1",
+    "logger_class": "gunicorn.glogging.Logger",
+    "protocol": "http",
+    "reload_engine": "auto",
+    "sendfile": True,
+    "ssl_version": 2,  # ssl.PROTOCOL_TLS
+    "suppress_ragged_eofs": True,
+    "syslog_addr": "udp://localhost:514",
+    "syslog_facility": "user",
+    "uwsgi_allow_ips": "127.0.0.1,::1",
+    "websocket_max_message_size": 16777216,
+}
+
+
+def _at_gunicorn_default(key: str, value: Any) -> bool:
+    if key not in _GUNICORN_DEFAULTS:
+        return False
+    default = _GUNICORN_DEFAULTS[key]
+    if isinstance(value, (list, tuple)) and isinstance(default, str):
+        value = ",".join(str(v) for v in value)  # `http_protocols = ["h1"]`
+    if isinstance(default, bool) or isinstance(value, bool):
+        return value is default  # 1 is not True here
+    try:
+        return bool(value == default)
+    except Exception:  # an object whose == raises: not a default
+        return False
 
 
 def _unset(value: Any) -> bool:
