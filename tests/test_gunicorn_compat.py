@@ -670,6 +670,33 @@ def test_a_pre_request_that_raises_fails_the_request(start_server, tmp_path, mod
     srv.assert_serving()
 
 
+@pytest.mark.parametrize("preload", [False, True], ids=["imported-in-worker", "preload"])
+def test_an_app_logging_through_gunicorn_error_is_logged(start_server, mode, preload):
+    """QA probe (session 28): an app that hands its logger the handlers of
+    `logging.getLogger("gunicorn.error")` (Flask's deployment docs, many Django
+    setups) lost its lines: that logger had no handler. It has gunicorn's set-up
+    now: the --log-level's level, one handler writing to the error log."""
+    args = ["--preload"] if preload else []
+    srv = start_server("gunicorn_logger_app:app", *args, mode=mode)
+    resp = srv.get("/")
+    assert (resp.status, resp.body) == (200, b"logged\n"), resp
+    assert srv.wait_log(r"\[INFO\] app info: 1 handler\(s\), level 20$"), srv.log()
+    assert srv.wait_log(r"\[WARNING\] app warning$"), srv.log()
+    assert srv.wait_log(r"\[ERROR\] app exception$"), srv.log()
+    assert srv.wait_log(r"KeyError: 'missing'"), srv.log()
+    assert srv.wait_log(r"\[INFO\] straight to gunicorn.error$"), srv.log()
+    assert "app debug" not in srv.log()
+    worker = srv.worker_pids()[0]
+    assert re.search(rf"\[{worker}\] \[WARNING\] app warning", srv.log()), srv.log()
+
+
+def test_gunicorn_error_follows_the_log_level(start_server):
+    srv = start_server("gunicorn_logger_app:app", "--log-level", "debug")
+    assert srv.get("/").status == 200
+    assert srv.wait_log(r"\[INFO\] app info: 1 handler\(s\), level 10$"), srv.log()
+    assert srv.wait_log(r"\[DEBUG\] app debug$"), srv.log()
+
+
 RAW_PATH_HOOKS = """\
 def pre_request(worker, req):
     worker.log.info("saw %s %s %s %r", req.path, req.uri, req.query, req.version)

@@ -25,6 +25,7 @@ import time
 
 from siesta import _siesta
 from siesta._app import AppLoadError, load
+from siesta._pylog import bridge
 from siesta._request_hooks import wrap as request_hooks
 from siesta._run import serve_threads  # imported by the master: a worker may run as -u later
 from siesta.config import ConfigError, for_rust
@@ -237,6 +238,7 @@ def run_worker(
         _siesta.log("error", f"Cannot switch to user/group: {exc}")
         return WORKER_BOOT_ERROR
     _enable_faulthandler()  # the error log inherited from the master, kept by Server
+    bridge(values["log_level"])  # before the app is imported: gunicorn.error as gunicorn's
     failed_files: list[str] = []
     if app is None:
         try:

@@ -32,6 +32,7 @@ from siesta._master import (
 )
 from siesta._sources import USAGE, UsageError, resolve
 from siesta.config import GUNICORN_NAMES, ConfigError, current, for_rust, render
+from siesta._pylog import bridge
 from siesta.hooks import Server as HookServer
 
 TYPE_CHECKING = False
@@ -419,6 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     if values["log_level"] == "debug":
         _siesta.log("debug", current(values, hooks.names()))
     _siesta.log("info", f"Starting siesta {_siesta.__version__}")
+    bridge(values["log_level"])  # an app's or hook's logging.getLogger("gunicorn.error")
     if not hooks.boot("on_starting", arbiter):
         _fail("the on_starting hook failed (above): not starting", 1)
     # An fd:// bind that is not open is refused before --metrics-bind takes its number.
@@ -509,6 +511,7 @@ def main(argv: list[str] | None = None) -> None:
             _siesta.configure_log(for_rust(again.values))
             if again.values["log_level"] == "debug":
                 _siesta.log("debug", current(again.values, again.hooks.names()))
+            bridge(again.values["log_level"])
         except (ValueError, TypeError, OSError) as exc:  # from Rust: the values it refused
             keep_running_config()
             raise ConfigError(str(exc)) from None

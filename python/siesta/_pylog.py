@@ -1,0 +1,116 @@
+"""gunicorn's ``gunicorn.error`` logger, for apps that log through it.
+
+Many apps written for gunicorn hand their own logger gunicorn's handlers::
+
+    gunicorn_logger = logging.getLogger("gunicorn.error")
+    app.logger.handlers = gunicorn_logger.handlers
+    app.logger.setLevel(gunicorn_logger.level)
+
+Under Siesta that logger is set up as gunicorn sets it up: its level is
+``--log-level``'s, it does not propagate, and its one handler writes to
+Siesta's error log, in its line format and through its reopening on USR1.
+
+The master and its workers import ``logging`` only when the app or the
+config file does (it costs a megabyte of memory), so the logger is set up
+either at once, when ``logging`` is imported already, or when it is first
+imported: an entry on ``sys.meta_path`` that configures the module right
+after it has run, then takes itself off.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from siesta import _siesta
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_NAME = "gunicorn.error"
+_state: dict[str, Any] = {"level": "info", "handler": None}
+
+
+def bridge(level: str) -> None:
+    """Sets up ``gunicorn.error`` at ``level`` now, or when ``logging`` is imported."""
+    _state["level"] = level
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        _configure(logging)
+    elif not any(isinstance(f, _Finder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Finder())
+
+
+def _siesta_level(levelno: int) -> str:
+    if levelno >= 50:
+        return "critical"
+    if levelno >= 40:
+        return "error"
+    if levelno >= 30:
+        return "warning"
+    return "info" if levelno >= 20 else "debug"
+
+
+def _configure(logging: ModuleType) -> None:
+    handler_class = _state["handler"]
+    if handler_class is None:
+
+        class SiestaErrorLog(logging.Handler):  # type: ignore[name-defined,misc]
+            """Writes a record to Siesta's error log, which stamps it as gunicorn's
+            handler would (``[time] [pid] [LEVEL] message``)."""
+
+            def emit(self, record: Any) -> None:
+                try:
+                    _siesta.log(_siesta_level(record.levelno), self.format(record))
+                except Exception:
+                    self.handleError(record)
+
+        handler_class = _state["handler"] = SiestaErrorLog
+    log = logging.getLogger(_NAME)
+    log.setLevel(_LEVELS.get(_state["level"], 20))
+    log.propagate = False
+    if not any(isinstance(h, handler_class) for h in log.handlers):
+        log.addHandler(handler_class())
+
+
+class _Loader:
+    """The ``logging`` module's own loader, then :func:`_configure`."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        module.__loader__ = self._loader
+        try:
+            _configure(module)
+        except Exception as exc:  # never the app's import failing for it
+            _siesta.log("warning", f"Cannot set up the gunicorn.error logger: {exc!r}")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+class _Finder:
+    """On ``sys.meta_path`` until ``logging`` is imported."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "logging":
+            return None
+        try:
+            sys.meta_path.remove(self)
+        except ValueError:
+            pass
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _Loader(spec.loader)
+                return spec
+        return None
