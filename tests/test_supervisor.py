@@ -375,6 +375,27 @@ def test_hup_with_a_relative_chdir(launch, tmp_path):
     assert "Reload failed" not in srv.log(mark)
 
 
+def test_a_hup_moves_the_pid_file_and_unsets_what_raw_env_dropped(launch, tmp_path):
+    """QA probe (session 28), as gunicorn's reload: a HUP whose config names another
+    pid file moved it (the old one stayed, and a stop then removed neither), and a
+    variable taken out of raw_env stayed set in the new workers."""
+    conf, first_pid, second_pid = tmp_path / "conf.py", tmp_path / "p1.pid", tmp_path / "p2.pid"
+    conf.write_text(f"raw_env = ['SIESTA_T_A=one', 'SIESTA_T_B=two']\npidfile = {str(first_pid)!r}\n")
+    srv = launch("-c", str(conf), cwd=tmp_path)
+    assert first_pid.read_text().strip() == str(srv.pid)
+    assert srv.get("/getenv?name=SIESTA_T_A").body == b"one"
+    first = srv.worker_pids()
+    conf.write_text(f"raw_env = ['SIESTA_T_B=three']\npidfile = {str(second_pid)!r}\n")
+    srv.signal(signal.SIGHUP)
+    assert new_workers(srv, first), srv.log()
+    assert srv.get("/getenv?name=SIESTA_T_A").body == b"-", "a dropped raw_env variable stayed"
+    assert srv.get("/getenv?name=SIESTA_T_B").body == b"three"
+    assert second_pid.read_text().strip() == str(srv.pid)
+    assert not first_pid.exists(), "the old pid file stayed"
+    srv.stop()
+    assert not second_pid.exists(), "the pid file the HUP named was left at the stop"
+
+
 def test_a_failed_hup_keeps_the_working_directory(launch, tmp_path):
     """A HUP whose config no longer reads keeps the running config, and the
     workers it starts still run in --chdir, not where siesta was launched."""

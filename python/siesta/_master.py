@@ -306,6 +306,56 @@ def _exit_code(exc: SystemExit) -> int:
     return code
 
 
+def pid_holder(path: str | None) -> int | None:
+    """The live process, other than this one, that the pid file names; None when there
+    is no file, or it names this process, a dead one, or no number (a stale file)."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            pid = int(f.read().strip() or "0")
+    except (OSError, ValueError):
+        return None
+    if pid <= 0 or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except OSError:
+        pass  # EPERM: alive, someone else's
+    return pid
+
+
+def write_pid_file(path: str | None) -> None:
+    """Writes the pid file atomically (a new file renamed over it), as gunicorn does: a
+    reader never sees it empty, even while a USR2 master replaces it. Raises OSError."""
+    if path:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(tmp, path)
+        except OSError:
+            try:
+                os.unlink(tmp)  # a full disk leaves a partial one
+            except OSError:
+                pass
+            raise
+
+
+def remove_pid_file(path: str | None) -> None:
+    """Removes the pid file if it is still ours."""
+    if not path:
+        return
+    try:
+        with open(path, encoding="ascii") as f:
+            if f.read().strip() == str(os.getpid()):
+                os.unlink(path)
+    except OSError:
+        pass
+
+
 class Master:
     """What the Rust master loop calls back for."""
 
@@ -397,12 +447,32 @@ class Master:
                 _siesta.log("warning", "Reload: -b changes need a restart; keeping the sockets")
             values["_configured_bind"] = configured
             values["bind"] = self.values["bind"]
+            values["pid"] = self._moved_pid_file(self.values["pid"], values["pid"])
             self.values, self.hooks = values, hooks
             self.arbiter.cfg.update(values)
             own_log_files(values)
             set_title("master", values)  # a new proc_name shows at once
         self.hooks.call("on_reload", self.arbiter)
         return self.values["workers"]
+
+    def _moved_pid_file(self, old: str | None, new: str | None) -> str | None:
+        """A HUP that names another pid file moves it there, as gunicorn's does; the
+        pid file kept (its path returned) when the new one cannot be written."""
+        if new == old:
+            return new
+        holder = pid_holder(new)
+        if holder is not None:
+            _siesta.log("error", f"Reload: pid file {new!r} names PID {holder}; keeping {old!r}")
+            return old
+        try:
+            write_pid_file(new)
+        except OSError as exc:
+            _siesta.log(
+                "error", f"Reload: cannot write pid file {new!r} ({exc.strerror}); keeping {old!r}"
+            )
+            return old
+        remove_pid_file(old)
+        return new
 
     def stopping(self) -> None:
         """TERM/INT/QUIT (or a failed boot): the master closes its listening sockets

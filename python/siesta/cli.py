@@ -15,7 +15,6 @@ from Siesta.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import sys
@@ -28,7 +27,10 @@ from siesta._master import (
     Master,
     own_log_files,
     own_unix_sockets,
+    pid_holder,
+    remove_pid_file,
     set_title,
+    write_pid_file,
 )
 from siesta._sources import USAGE, UsageError, resolve
 from siesta.config import GUNICORN_NAMES, ConfigError, current, for_rust, render
@@ -151,61 +153,21 @@ def _access_log_problem(values: dict[str, Any]) -> str | None:
     return f"Cannot open access log {path}: {problem}" if problem else None
 
 
-def _pid_holder(path: str | None) -> int | None:
-    """The live process, other than this one, that the pid file names; None when there
-    is no file, or it names this process, a dead one, or no number (a stale file)."""
-    if not path:
-        return None
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            pid = int(f.read().strip() or "0")
-    except (OSError, ValueError):
-        return None
-    if pid <= 0 or pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except OSError:
-        pass  # EPERM: alive, someone else's
-    return pid
-
-
 def _check_pid(path: str | None) -> None:
     """-p naming a running process: refuse to start, as gunicorn does, rather than take
     over (and at exit delete) the pid file of a server that keeps running."""
-    holder = _pid_holder(path)
+    holder = pid_holder(path)
     if holder is not None:
         _fail(f"Already running on PID {holder} (or pid file {path!r} is stale)", 1)
 
 
 def _write_pid(path: str | None) -> None:
-    """Writes the pid file atomically (a new file renamed over it), as gunicorn does: a
-    reader never sees it empty, even while a USR2 master replaces it. Whether another
-    server holds it was checked at the start (`_check_pid`), before -D detaches."""
-    if path:
-        tmp = f"{path}.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "w", encoding="ascii") as f:
-                f.write(f"{os.getpid()}\n")
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)  # a full disk leaves a partial one
-            _fail(f"Cannot write pid file {path!r}: {exc.strerror}", 1)
-
-
-def _remove_pid(path: str | None) -> None:
-    """Removes the pid file if it is still ours."""
-    if not path:
-        return
+    """Writes the pid file (`write_pid_file`); whether another server holds it was
+    checked at the start (`_check_pid`), before -D detaches."""
     try:
-        with open(path, encoding="ascii") as f:
-            if f.read().strip() == str(os.getpid()):
-                os.unlink(path)
-    except OSError:
-        pass
+        write_pid_file(path)
+    except OSError as exc:
+        _fail(f"Cannot write pid file {path!r}: {exc.strerror}", 1)
 
 
 def _capture_output(error_logfile: str | None) -> None:
@@ -364,6 +326,9 @@ def main(argv: list[str] | None = None) -> None:
     # --pythonpath...) name what they named here, also when a HUP rereads
     # them after --chdir moved the master.
     launch_dir = os.getcwd()
+    # The environment before -e: a HUP puts back what -e had set, then sets the new
+    # config's, as gunicorn's does (a variable taken out of raw_env is gone).
+    launch_env = dict(os.environ)
     try:
         resolved = resolve(argv)
     except UsageError as exc:
@@ -457,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             _capture_output(values["error_logfile"])
         except SystemExit:  # it could not: no pid file left behind
-            _remove_pid(values["pid"])
+            remove_pid_file(values["pid"])
             raise
     own_unix_sockets(values)  # -u/-g: a proxy in the workers' group can connect
     own_log_files(values)  # -u/-g: the workers can open (and reopen) the log files
@@ -474,11 +439,13 @@ def main(argv: list[str] | None = None) -> None:
         try:
             app = load(values["app"])
         except AppLoadError as exc:
-            _remove_pid(values["pid"])
+            remove_pid_file(values["pid"])
             _fail(str(exc), EXIT_APP_LOAD)
     if not hooks.boot("when_ready", arbiter):
-        _remove_pid(values["pid"])
+        remove_pid_file(values["pid"])
         _fail("the when_ready hook failed (above): not starting", 1)
+
+    running_env = [list(values.get("raw_env") or [])]
 
     def reread() -> tuple[dict[str, Any], Any]:
         here = os.getcwd()
@@ -501,6 +468,12 @@ def main(argv: list[str] | None = None) -> None:
             sys.path[:] = path
 
         try:
+            for item in running_env[0]:
+                key = item.partition("=")[0]
+                if key in launch_env:
+                    os.environ[key] = launch_env[key]
+                else:
+                    os.environ.pop(key, None)
             again = resolve(argv)
             _check_before_serving(again.values)
             prepare(again.values, again.sources)
@@ -524,16 +497,18 @@ def main(argv: list[str] | None = None) -> None:
                 _point_output_at(again.values["error_logfile"])
             except OSError as exc:
                 _siesta.log("warning", f"Reload: --capture-output stays on the old file: {exc}")
+        running_env[0] = list(again.values.get("raw_env") or [])
         return again.values, again.hooks
 
     master = Master(reread, values, hooks, arbiter, listeners, app, inherited)
     master.launch_dir = launch_dir
     master.metrics_fd = supervisor.metrics_fd
     code = supervisor.run(master)
-    hooks.call("on_exit", master.arbiter)
+    master.hooks.call("on_exit", master.arbiter)  # the hooks and pid file of the last HUP
     master.stopping()
-    _remove_pid(values["pid"])
-    if values["pid"]:
-        _remove_pid(values["pid"] + ".oldbin")  # renamed there by a USR2
+    pidfile = master.values["pid"]
+    remove_pid_file(pidfile)
+    if pidfile:
+        remove_pid_file(pidfile + ".oldbin")  # renamed there by a USR2
     _siesta.log("error" if code else "info", "Shutting down: Master")
     _exit_now(code)
