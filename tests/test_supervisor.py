@@ -380,7 +380,8 @@ def test_a_hup_moves_the_pid_file_and_unsets_what_raw_env_dropped(launch, tmp_pa
     pid file moved it (the old one stayed, and a stop then removed neither), and a
     variable taken out of raw_env stayed set in the new workers."""
     conf, first_pid, second_pid = tmp_path / "conf.py", tmp_path / "p1.pid", tmp_path / "p2.pid"
-    conf.write_text(f"raw_env = ['SIESTA_T_A=one', 'SIESTA_T_B=two']\npidfile = {str(first_pid)!r}\n")
+    env = "raw_env = ['SIESTA_T_A=one', 'SIESTA_T_B=two']\n"
+    conf.write_text(f"{env}pidfile = {str(first_pid)!r}\n")
     srv = launch("-c", str(conf), cwd=tmp_path)
     assert first_pid.read_text().strip() == str(srv.pid)
     assert srv.get("/getenv?name=SIESTA_T_A").body == b"one"
