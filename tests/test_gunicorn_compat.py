@@ -255,11 +255,11 @@ def post_worker_init(worker):
 
 
 def pre_request(worker, req):
-    _note("pre_request", req.method, req.path)
+    _note("pre_request", req.method, req.path, req.remote_addr[0], type(req.remote_addr[1]).__name__)
 
 
 def post_request(worker, req, environ, resp):
-    _note("post_request", req.path, resp.status_code)
+    _note("post_request", req.path, resp.status_code, resp.response_length)
 
 
 def worker_exit(server, worker):
@@ -268,7 +268,7 @@ def worker_exit(server, worker):
 
 
 def child_exit(server, worker):
-    _note("child_exit", worker.pid, worker.ppid, worker.age, worker.tag)
+    _note("child_exit", worker.pid, worker.ppid, worker.age, worker.tag, worker.pid in server.WORKERS)
 
 
 def on_exit(server):
@@ -370,10 +370,12 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     assert hooks[2] == f"pre_fork [booting] {proc.pid} 1 False"
     assert hooks[3] == f"post_fork {worker_pid} {proc.pid} 1 set-in-pre-fork False"
     assert hooks[4] == f"post_worker_init {worker_pid} True False"
-    assert hooks[5] == "pre_request GET /ping"
-    assert hooks[6] == "post_request /ping 200"
+    # As gunicorn's: the peer as (host, port); the body's length sent.
+    assert hooks[5] == "pre_request GET /ping 127.0.0.1 int"
+    assert hooks[6] == "post_request /ping 200 4"
     assert hooks[7] == f"worker_exit {worker_pid} 1 True"
-    assert hooks[8] == f"child_exit {worker_pid} {proc.pid} 1 set-in-pre-fork"
+    # gunicorn's server.WORKERS: the worker is taken out of it before child_exit.
+    assert hooks[8] == f"child_exit {worker_pid} {proc.pid} 1 set-in-pre-fork False"
     assert hooks[9] == f"on_exit {proc.pid}"
     error_log = files["error"].read_text()
     assert "Listening at: http://127.0.0.1:" in error_log

@@ -377,6 +377,7 @@ class Master:
         self.upgraded: int | None = None
         # The hook objects of the running workers, by pid (child_exit gets its own).
         self.workers: dict[int, Any] = {}
+        arbiter.WORKERS = self.workers  # gunicorn's name, for hooks that go through them
         # The --metrics-bind socket, handed to a new master on USR2.
         self.metrics_fd: int | None = None
         # Where siesta was started: a new master (USR2) starts there too, so

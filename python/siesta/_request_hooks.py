@@ -45,7 +45,9 @@ class Request:
             for key, value in environ.items()
             if key.startswith("HTTP_")
         ]
-        self.remote_addr = environ.get("REMOTE_ADDR", "")
+        # As gunicorn's: the peer as the socket has it, (host, port) over TCP.
+        host, port = environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT")
+        self.remote_addr: Any = (host, int(port)) if port and port.isdigit() else host
 
 
 def raw_path(uri: str) -> str:
@@ -81,6 +83,8 @@ class Response:
     def __init__(self) -> None:
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
+        # The body's bytes the app gave (its iterable and write()), as gunicorn counts them.
+        self.response_length = 0
 
     @property
     def status_code(self) -> int | None:
@@ -90,11 +94,15 @@ class Response:
 class _Closing:
     """The app's iterable, with post_request after its close()."""
 
-    def __init__(self, result: Iterable[bytes], done: Callable[[], None]) -> None:
-        self._result, self._done = result, done
+    def __init__(self, result: Iterable[bytes], done: Callable[[], None], resp: Response) -> None:
+        self._result, self._done, self._resp = result, done, resp
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._result)
+        resp = self._resp
+        for chunk in self._result:
+            if isinstance(chunk, bytes):  # anything else is refused where it is sent
+                resp.response_length += len(chunk)
+            yield chunk
 
     def close(self) -> None:
         try:
@@ -129,9 +137,18 @@ def wrap(app: Any, hooks: Any, worker: Any, debug: bool = False) -> Any:
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             resp.status, resp.headers = status, headers
-            return start_response(status, headers, exc_info)
+            write = start_response(status, headers, exc_info)
+
+            def counted(data: bytes) -> Any:
+                outcome = write(data)
+                if isinstance(data, bytes):
+                    resp.response_length += len(data)
+                return outcome
+
+            return counted
 
         result = app(environ, start)
-        return _Closing(result, lambda: hooks.call("post_request", worker, req, environ, resp))
+        done = lambda: hooks.call("post_request", worker, req, environ, resp)  # noqa: E731
+        return _Closing(result, done, resp)
 
     return with_hooks

@@ -212,6 +212,8 @@ class Server:
         # gunicorn has them: (host, port) for TCP, the path for a unix socket.
         self.address: list[Any] = list(values.get("bind") or [])
         self.num_workers = values.get("workers", 1)
+        # gunicorn's: the running workers' objects by pid (filled by the master).
+        self.WORKERS: dict[int, Any] = {}
 
 
 class Worker:
