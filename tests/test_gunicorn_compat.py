@@ -255,7 +255,8 @@ def post_worker_init(worker):
 
 
 def pre_request(worker, req):
-    _note("pre_request", req.method, req.path, req.remote_addr[0], type(req.remote_addr[1]).__name__)
+    host, port = req.remote_addr
+    _note("pre_request", req.method, req.path, host, type(port).__name__)
 
 
 def post_request(worker, req, environ, resp):
@@ -268,7 +269,8 @@ def worker_exit(server, worker):
 
 
 def child_exit(server, worker):
-    _note("child_exit", worker.pid, worker.ppid, worker.age, worker.tag, worker.pid in server.WORKERS)
+    listed = worker.pid in server.WORKERS
+    _note("child_exit", worker.pid, worker.ppid, worker.age, worker.tag, listed)
 
 
 def on_exit(server):
