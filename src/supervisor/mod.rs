@@ -626,7 +626,12 @@ impl Master<'_, '_> {
 
     /// One tick's checks: heartbeats, memory, the reload, the count.
     fn check(&mut self, py: Python<'_>) {
-        let (silent, leaving) = self.table.check_beats(self.cfg.timeout);
+        // A worker beats once per interval while it makes progress, so its
+        // last beat can be up to one interval older than the moment it got
+        // stuck: allowing that interval, no worker is killed before it has
+        // been stuck for the whole --timeout (at most two intervals after).
+        let allowed = self.cfg.timeout.map(|t| t + self.cfg.beat_interval());
+        let (silent, leaving) = self.table.check_beats(allowed);
         for pid in leaving {
             // It drains on its own; its replacement starts now (`maintain`).
             // Signal 0 sends nothing: only the deadline for a drain that
