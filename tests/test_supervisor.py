@@ -1466,6 +1466,7 @@ def test_a_daemon_whose_usr2_master_fails_keeps_its_pid_file(tmp_path):
         module.write_text("x = (\n")  # the new master cannot import the app
         os.kill(old, signal.SIGUSR2)
         assert wait_until(lambda: "The new master" in errlog.read_text()), errlog.read_text()
+        assert "[ERROR] The new master" in errlog.read_text(), errlog.read_text()
         assert "exited with code 4" in errlog.read_text(), errlog.read_text()
         assert wait_until(lambda: pidfile.exists() and int(pidfile.read_text()) == old)
         assert not (tmp_path / "pid.oldbin").exists()
@@ -1750,7 +1751,8 @@ def test_one_worker_survives_every_signal(launch, mode, tmp_path):
         assert stop_pid(new), "the new master did not stop on TERM"
     serving()
     # The old master serves on: its pid file is back, and a later USR2 may try again.
-    assert srv.wait_log(rf"The new master \(pid: {new}\) exited with code 0", since=mark)
+    # Stopped on purpose: an info line, not an error (QA probe, session 28).
+    assert srv.wait_log(rf"\[INFO\] The new master \(pid: {new}\) exited with code 0", since=mark)
     assert int(pidfile.read_text()) == srv.pid
     assert not Path(f"{pidfile}.oldbin").exists()
 

@@ -493,7 +493,9 @@ class Master:
         if pid != self.upgraded:
             return
         self.upgraded = None
-        _siesta.log("error", f"The new master (pid: {pid}) exited with code {code}")
+        # Stopped on purpose (a rollback's TERM) is no error; a failed start is.
+        said = "info" if code == 0 else "error"
+        _siesta.log(said, f"The new master (pid: {pid}) exited with code {code}")
         pidfile = self.values.get("pid")
         if pidfile and os.path.exists(pidfile + ".oldbin") and not os.path.exists(pidfile):
             try:
