@@ -219,6 +219,13 @@ pub(crate) enum InputError {
     TooLarge,
     #[error("request body abandoned: a response was sent before the body was read")]
     Abandoned,
+    /// `Expect: 100-continue`: the response began before the app's first
+    /// read, so no `100 Continue` can go out and the client keeps the body.
+    #[error(
+        "request body not sent: the response began before the app's first read, \
+         while the client waited for 100 Continue to send it (Expect: 100-continue)"
+    )]
+    HeldBack,
 }
 
 /// The app broke the WSGI contract in `start_response` or its iterable.

@@ -88,6 +88,33 @@ def test_expect_continue_sent_on_first_read(server, framing):
     assert resp.interim == [], "only one 100 Continue"
 
 
+def test_expect_continue_held_back_when_the_response_begins_first(server):
+    """QA probe (session 28): a response that began before the app's first read,
+    while the client held its body back for 100 Continue, gives the body up
+    (RFC 9110 §10.1.1) and closes the connection; the app's later read raised
+    `ClientDisconnected` saying a response was sent, as if the client had left.
+    It now says what happened, and that the app should read first."""
+    token = new_token()
+    head = rawhttp.build_request(
+        "POST",
+        f"/effect?token={token}&write=1",
+        [("Content-Length", "1000"), ("Expect", "100-continue")],
+    )
+    mark = server.log_mark()
+    with server.connect() as conn:
+        conn.send(head)
+        raw, _, status, _, headers = conn.read_head()
+        assert status == 200 and not raw.startswith(b"HTTP/1.1 100"), raw
+        assert conn.read_chunk() == b"started\n"
+        assert conn.wait_closed(), "the connection stays open for a body held back"
+    assert any(k.lower() == "connection" and v.lower() == "close" for k, v in headers), headers
+    said = server.wait_log(
+        r"request body not sent: the response began before the app's first read", since=mark
+    )
+    assert said, server.log(mark)
+    server.assert_serving()
+
+
 def test_expect_continue_keep_alive_after_read(server):
     """Once the body was read, the connection can carry the next request."""
     head = rawhttp.build_request(

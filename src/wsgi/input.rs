@@ -643,7 +643,7 @@ impl Input {
         let reader = {
             let mut src = self.source.lock();
             src.body = None;
-            src.error.get_or_insert(InputError::Abandoned);
+            src.error.get_or_insert(InputError::HeldBack);
             src.release_reader()
         };
         if let Some(w) = reader {
