@@ -279,14 +279,18 @@ pub(crate) fn given_up(what: &str, conn: &ConnInfo, sent: Option<u64>) {
     if !crate::log::error::enabled(crate::log::error::Level::Info) {
         return;
     }
-    let peer = conn
-        .remote_addr()
-        .map_or_else(|| "-".to_string(), |p| p.to_string());
     let after = sent.map_or_else(String::new, |n| format!(" after {n} body bytes"));
     crate::log::error::info(&format!(
-        "{what} for {peer} cut{after}: the client took no byte of it \
-         within --body-timeout"
+        "{what} for {} cut{after}: the client took no byte of it \
+         within --body-timeout",
+        peer(conn)
     ));
+}
+
+/// The connection's peer as the cut lines name it (`-` when unknown).
+fn peer(conn: &ConnInfo) -> String {
+    conn.remote_addr()
+        .map_or_else(|| "-".to_string(), |p| p.to_string())
 }
 
 impl Body for Counted {
@@ -306,6 +310,18 @@ impl Body for Counted {
             this.ended = true;
             this.record.aborted(None);
             this.tell_given_up();
+            if matches!(this.body, ResponseBody::File(_)) {
+                // A file that shrank under its declared length, or could not
+                // be read: the client gets a cut response, so say why (an
+                // app's own failures are logged with their tracebacks).
+                crate::log::error::info(&format!(
+                    "Response to {} {} for {} cut after {} body bytes: {e}",
+                    crate::log::shortened(this.record.head.method.as_str()),
+                    crate::log::shortened(&this.record.head.uri.to_string()),
+                    peer(&this.record.conn),
+                    this.record.tally().sent
+                ));
+            }
             this.failed = Some(e);
             cx.waker().wake_by_ref();
             return Poll::Pending;
