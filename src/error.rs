@@ -235,6 +235,8 @@ pub(crate) enum ResponseError {
     BadStatus(String),
     #[error("invalid response header {0:?}")]
     BadHeader(String),
+    #[error("response headers must be a list of (name, value) tuples, not {0}")]
+    HeadersNotList(String),
     #[error("hop-by-hop header {0:?} is not allowed in a WSGI response")]
     HopByHop(String),
     #[error("start_response() called a second time without exc_info")]

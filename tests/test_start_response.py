@@ -111,6 +111,19 @@ def test_invalid_header_gives_500(server, case):
     server.assert_serving()
 
 
+def test_headers_not_in_a_list_say_so(server):
+    """QA probe (session 28): headers given as a tuple were refused as `invalid
+    response header "(('Content-Type', ...),)"`, which named no fault."""
+    mark = server.log_mark()
+    assert server.get("/header/tuple").status == 500
+    said = server.wait_log(
+        r"TypeError: response headers must be a list of \(name, value\) tuples, not tuple",
+        since=mark,
+    )
+    assert said, server.log(mark)
+    server.assert_serving()
+
+
 def test_many_bad_responses_do_not_crash_worker(server):
     pids = server.worker_pids()
     for i in range(20):

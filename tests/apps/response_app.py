@@ -122,7 +122,10 @@ BAD_HEADERS = {
 
 
 def header(environ, start_response):
-    start_response("200 OK", TEXT + [BAD_HEADERS[_case(environ)]])
+    if _case(environ) == "tuple":  # PEP 3333: a list, not any sequence
+        start_response("200 OK", tuple(TEXT))
+    else:
+        start_response("200 OK", TEXT + [BAD_HEADERS[_case(environ)]])
     return [b"bad header body"]
 
 

@@ -24,12 +24,9 @@ pub(crate) const SHARE_FROM: usize = 4 * 1024;
 pub(crate) fn chunk_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     match item.cast::<PyBytes>() {
         Ok(b) => Ok(share_or_copy(b)),
-        Err(_) => Err(response_error(ResponseError::NotBytes(
-            item.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
-        ))),
+        Err(_) => Err(response_error(ResponseError::NotBytes(super::type_name(
+            item,
+        )))),
     }
 }
 

@@ -145,7 +145,7 @@ impl StartResponse {
         let (code, reason) = parse_status(status.to_str()?).map_err(response_error)?;
         let list = headers
             .cast::<PyList>()
-            .map_err(|_| response_error(ResponseError::BadHeader(repr(headers))))?;
+            .map_err(|_| response_error(ResponseError::HeadersNotList(type_name(headers))))?;
         let mut map = HeaderMap::with_capacity(list.len() + 2);
         let mut declared = DeclaredLength::default();
         for item in list.iter() {
@@ -302,6 +302,14 @@ pub(crate) fn park_tuple<'py>(py: Python<'py>, p: Park) -> PyResult<Bound<'py, P
         .into_any())
 }
 
+/// The name of an object's type, for an error that says what was given.
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
 fn repr(obj: &Bound<'_, PyAny>) -> String {
     obj.repr()
         .map(|r| r.to_string())
@@ -310,7 +318,9 @@ fn repr(obj: &Bound<'_, PyAny>) -> String {
 
 pub(crate) fn response_error(e: ResponseError) -> PyErr {
     match e {
-        ResponseError::NotBytes(_) => pyo3::exceptions::PyTypeError::new_err(e.to_string()),
+        ResponseError::NotBytes(_) | ResponseError::HeadersNotList(_) => {
+            pyo3::exceptions::PyTypeError::new_err(e.to_string())
+        }
         ResponseError::AlreadyStarted | ResponseError::NotStarted => {
             pyo3::exceptions::PyAssertionError::new_err(e.to_string())
         }
