@@ -206,6 +206,30 @@ def test_request_line_beyond_the_head_buffer(start_server, mode, limit, length):
     srv.assert_serving()
 
 
+@pytest.mark.parametrize("limit", ["4094", "0"])
+def test_thousands_of_empty_lines_are_a_400_not_a_414(start_server, mode, limit):
+    """QA probe (session 28): 40,000 empty lines before a request line were
+    answered 414 URI Too Long, counted as a long target. A few empty lines are
+    skipped (RFC 9112 §2.2); so many are a malformed head."""
+    srv = start_server("router_app:app", "--limit-request-line", limit, mode=mode)
+    mark = srv.log_mark()
+    with srv.connect() as conn:
+        conn.send(b"\r\n" * 3 + b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().body == b"pong"
+    raw = b"\r\n" * 40000 + b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+    with srv.connect() as conn:
+        for at in range(0, len(raw), 16384):
+            try:
+                conn.send(raw[at : at + 16384])
+            except OSError:
+                break
+        resp = conn.read_response()
+        closed = conn.wait_closed(timeout=5)
+    assert (resp.status, closed) == (400, True), resp
+    assert srv.wait_log(r"400 request from .*\[malformed_head\]", since=mark), srv.log(mark)
+    srv.assert_serving()
+
+
 def test_request_line_beyond_the_head_buffer_behind_responses(server):
     """Pipelined after two requests it is answered in turn, after their responses."""
     ping = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"

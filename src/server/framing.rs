@@ -157,6 +157,9 @@ pub(crate) struct Framing {
     /// The number of the first head (counted like `heads`, so never 0)
     /// whose request line reached `line_max`, until taken; 0 when none.
     overlong: u64,
+    /// The marked line was empty lines alone so far (no request line
+    /// begun): a malformed head (400), not a long target (414).
+    overlong_blank: bool,
     /// Field lines begun in the head being read, saturating.
     fields: u32,
     /// More field lines than this in a head is more than
@@ -199,6 +202,7 @@ impl Default for Framing {
             line: 0,
             line_max: u32::MAX,
             overlong: 0,
+            overlong_blank: false,
             fields: 0,
             fields_max: u32::MAX,
             crowded: 0,
@@ -268,6 +272,13 @@ impl Framing {
         (self.overlong != 0).then(|| std::mem::take(&mut self.overlong))
     }
 
+    /// Whether the line `take_overlong` gave was empty lines alone when it
+    /// reached the bound (RFC 9112 §2.2 lets a server skip a few; thousands
+    /// of them are no request line, so no 414 either).
+    pub(crate) fn overlong_was_blank(&self) -> bool {
+        self.overlong_blank
+    }
+
     /// The request lines begun and ended within the bytes of the last
     /// `feed` that hold a byte above ASCII, as ranges of those bytes
     /// (without the LF), with their head's number (counted like `heads`).
@@ -306,6 +317,7 @@ impl Framing {
             .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         if self.line >= self.line_max && self.overlong == 0 {
             self.overlong = self.heads + u64::from(self.state == State::Start);
+            self.overlong_blank = self.state == State::Start;
         }
     }
 
@@ -872,6 +884,20 @@ mod tests {
                 assert_eq!(f.take_overlong(), None, "taken once");
             }
         }
+    }
+
+    #[test]
+    fn a_bound_reached_by_empty_lines_alone_is_told_apart() {
+        let blank = b"\r\n".repeat(60);
+        let mut f = Framing::with_limits(100, usize::MAX);
+        assert!(f.feed(&blank).is_ok());
+        assert_eq!(f.take_overlong(), Some(1));
+        assert!(f.overlong_was_blank());
+        let long = [b"\r\n".as_slice(), b"GET /", &[b'a'; 120], b" HTTP/1.1\r\n"].concat();
+        let mut f = Framing::with_limits(100, usize::MAX);
+        assert!(f.feed(&long).is_ok());
+        assert_eq!(f.take_overlong(), Some(1));
+        assert!(!f.overlong_was_blank());
     }
 
     #[test]

@@ -815,7 +815,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
                 if this.clock.answerable(head) {
                     // hyper gets none of these bytes: it sees the stream end.
                     buf.set_filled(before);
-                    this.answer_early(cx, RequestError::RequestLineTooLong);
+                    let refusal = if this.framing.overlong_was_blank() {
+                        RequestError::MalformedHead
+                    } else {
+                        RequestError::RequestLineTooLong
+                    };
+                    this.answer_early(cx, refusal);
                     return Poll::Ready(Ok(()));
                 }
                 // Behind a response still under way: its bytes go on to
