@@ -252,6 +252,8 @@ def post_fork(server, worker):
 def post_worker_init(worker):
     _note("post_worker_init", worker.pid, worker.wsgi is not None, worker.booted)
     worker.log.info("hello from post_worker_init")
+    worker.log.log("warning", "log(lvl) from post_worker_init %d", 7)
+    worker.log.error_log.info("error_log from post_worker_init")
 
 
 def pre_request(worker, req):
@@ -384,6 +386,9 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     # gunicorn's order of the start lines, for scripts and eyes used to it.
     assert error_log.index("Listening at: ") < error_log.index("Using worker: "), error_log
     assert "hello from post_worker_init" in error_log
+    # gunicorn's Logger.log(lvl, ...) and its error_log (the gunicorn.error logger).
+    assert "[WARNING] log(lvl) from post_worker_init 7" in error_log, error_log
+    assert "[INFO] error_log from post_worker_init" in error_log, error_log
     assert "forking worker %d ('[booting]',) (the arguments do not fit" in error_log, error_log
     assert "Exception in worker_exit hook: RuntimeError: worker_exit hook failed" in error_log
     assert "[WARNING] unknown setting 'foo'" in error_log

@@ -163,6 +163,9 @@ class Config:
         return value
 
 
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
 class Log:
     """``server.log``: gunicorn logger's methods, written to Siesta's error log."""
 
@@ -198,6 +201,22 @@ class Log:
         import traceback
 
         self._write("error", f"{msg}\n{traceback.format_exc().rstrip()}", args)
+
+    def log(self, lvl: Any, msg: Any, *args: Any, **_: Any) -> None:
+        """gunicorn's ``log(lvl, msg)``: ``lvl`` a name (``"warning"``) or a number."""
+        if isinstance(lvl, str):
+            name = lvl.lower() if lvl.lower() in _LEVELS else "info"
+        else:
+            name = next((n for n, at in reversed(_LEVELS.items()) if lvl >= at), "debug")
+        self._write(name, msg, args)
+
+    @property
+    def error_log(self) -> Any:
+        """gunicorn's ``error_log``: the ``gunicorn.error`` logger (imports ``logging``,
+        which sets it up: ``siesta._pylog``)."""
+        import logging
+
+        return logging.getLogger("gunicorn.error")
 
 
 class Server:
