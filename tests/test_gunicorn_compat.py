@@ -262,7 +262,7 @@ def pre_request(worker, req):
 
 
 def post_request(worker, req, environ, resp):
-    _note("post_request", req.path, resp.status_code, resp.response_length)
+    _note("post_request", req.path, resp.status_code, resp.response_length, resp.sent)
 
 
 def worker_exit(server, worker):
@@ -374,9 +374,9 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     assert hooks[2] == f"pre_fork [booting] {proc.pid} 1 False"
     assert hooks[3] == f"post_fork {worker_pid} {proc.pid} 1 set-in-pre-fork False"
     assert hooks[4] == f"post_worker_init {worker_pid} True False"
-    # As gunicorn's: the peer as (host, port); the body's length sent.
+    # As gunicorn's: the peer as (host, port); the declared length, the bytes sent.
     assert hooks[5] == "pre_request GET /ping 127.0.0.1 int"
-    assert hooks[6] == "post_request /ping 200 4"
+    assert hooks[6] == "post_request /ping 200 4 4"
     assert hooks[7] == f"worker_exit {worker_pid} 1 True"
     # gunicorn's server.WORKERS: the worker is taken out of it before child_exit.
     assert hooks[8] == f"child_exit {worker_pid} {proc.pid} 1 set-in-pre-fork False"
@@ -500,6 +500,8 @@ def test_config_file_names_mapped(tmp_path):
             "syslog_facility = 'user'\n",
             [],
         ),
+        # A setting's name in capitals is a mistake, not a constant.
+        ("WORKERS = 4\n", ["unknown setting 'WORKERS' in {conf}, ignored"]),
         # ... but not a value other than gunicorn's default.
         (
             "reload_engine = 'inotify'\nsuppress_ragged_eofs = 1\n",
@@ -509,7 +511,7 @@ def test_config_file_names_mapped(tmp_path):
             ],
         ),
     ],
-    ids=["unsupported", "defaults", "helpers", "more-defaults", "not-defaults"],
+    ids=["unsupported", "defaults", "helpers", "more-defaults", "capitals", "not-defaults"],
 )
 def test_what_a_config_file_is_warned_about(tmp_path, text, warned):
     conf = tmp_path / "g.py"

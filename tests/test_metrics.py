@@ -192,6 +192,30 @@ def test_recycled_worker_is_counted_by_reason(start_server):
     assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 2
 
 
+def test_reloads_are_counted_by_outcome(start_server, tmp_path):
+    """A HUP whose new workers serve is `done`; one whose config is refused is
+    `config_refused` (the running config kept, its workers still renewed), so
+    a deploy that did not take can be alerted on."""
+    import signal
+
+    conf = tmp_path / "conf.py"
+    conf.write_text("workers = 1\n")
+    srv = start_server("router_app:app", *METRICS, "-c", str(conf))
+    url = metrics_url(srv)
+    srv.proc.send_signal(signal.SIGHUP)
+
+    def outcome(name, count):
+        return lambda: value(scrape(url), "siesta_reloads_total", outcome=name) == count
+
+    assert wait_until(outcome("done", 1)), scrape(url)
+    conf.write_text("workers = (\n")
+    srv.proc.send_signal(signal.SIGHUP)
+    assert wait_until(outcome("config_refused", 1)), scrape(url)
+    assert wait_until(outcome("done", 2)), scrape(url)
+    assert value(scrape(url), "siesta_reloads_total", outcome="given_up") == 0
+    assert srv.get("/ping").status == 200
+
+
 def test_readyz_says_draining_after_term(start_server):
     srv = start_server("hold_app:app", *METRICS, "--graceful-timeout", "20")
     url = metrics_url(srv)

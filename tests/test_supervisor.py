@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import rawhttp
+from observe import metrics_url, scrape, value
 from siesta_process import (
     wait_until,
     APPS_DIR,
@@ -397,6 +398,48 @@ def test_a_hup_moves_the_pid_file_and_unsets_what_raw_env_dropped(launch, tmp_pa
     assert not second_pid.exists(), "the pid file the HUP named was left at the stop"
 
 
+def test_a_hup_naming_the_same_pid_file_otherwise_keeps_it(launch, tmp_path):
+    """Review (session 28): a HUP whose config spelled the same pid file another
+    way (through a symlink, as /var/run and /run) wrote it, then removed it as
+    the old one."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "var-run").symlink_to(tmp_path / "run")
+    conf, pidfile = tmp_path / "conf.py", tmp_path / "run" / "x.pid"
+    conf.write_text(f"pidfile = {str(pidfile)!r}\n")
+    srv = launch("-c", str(conf), cwd=tmp_path)
+    assert pidfile.read_text().strip() == str(srv.pid)
+    first = srv.worker_pids()
+    conf.write_text(f"pidfile = {str(tmp_path / 'var-run' / 'x.pid')!r}\n")
+    srv.signal(signal.SIGHUP)
+    assert new_workers(srv, first), srv.log()
+    assert pidfile.exists() and pidfile.read_text().strip() == str(srv.pid)
+
+
+def test_a_usr2_master_starts_from_the_launch_environment(launch, tmp_path):
+    """Review (session 28): the new master of a USR2 was exec'd with the old one's
+    environment, raw_env's variables in it, so a HUP to it could not unset one
+    the config no longer set (gunicorn execs with the environment it started with)."""
+    conf, pidfile = tmp_path / "conf.py", tmp_path / "pid"
+    conf.write_text(f"raw_env = ['SIESTA_T_C=one']\npidfile = {str(pidfile)!r}\n")
+    srv = launch("-c", str(conf), cwd=tmp_path)
+    assert srv.get("/getenv?name=SIESTA_T_C").body == b"one"
+    new = usr2(srv)
+    try:
+        assert wait_until(lambda: len(children(new)) == 1), srv.log()
+        srv.signal(signal.SIGTERM)
+        assert srv.exit_code() == 0, srv.log()
+        served = rawhttp.request(srv.host, srv.port, "GET", "/getenv?name=SIESTA_T_C")
+        assert served.body == b"one", "the new master applies the config's raw_env"
+        first = children(new)
+        conf.write_text(f"pidfile = {str(pidfile)!r}\n")
+        os.kill(new, signal.SIGHUP)
+        assert wait_until(lambda: (c := children(new)) and not set(c) & set(first)), srv.log()
+        served = rawhttp.request(srv.host, srv.port, "GET", "/getenv?name=SIESTA_T_C")
+        assert served.body == b"-", "a variable raw_env no longer sets stayed set"
+    finally:
+        assert stop_pid(new), "the new master did not stop on TERM"
+
+
 def test_a_failed_hup_keeps_the_working_directory(launch, tmp_path):
     """A HUP whose config no longer reads keeps the running config, and the
     workers it starts still run in --chdir, not where siesta was launched."""
@@ -526,7 +569,7 @@ def test_hup_reloads_changed_code_without_failing_a_request(launch, mode, tmp_pa
     assert srv.alive(), srv.log()
 
 
-def launch_two_loaded(launch, mode, tmp_path, name):
+def launch_two_loaded(launch, mode, tmp_path, name, *args):
     """Two workers serving HUP_APP generation 0 from `tmp_path/code/NAME.py`, both
     past importing it (so that a later edit breaks a reload, not the first start):
     (the server, the module file, the workers' pids)."""
@@ -536,6 +579,7 @@ def launch_two_loaded(launch, mode, tmp_path, name):
     srv = launch(
         "-w",
         "2",
+        *args,
         app=f"{name}:app",
         path=(code_dir, APPS_DIR),
         env={"PYTHONDONTWRITEBYTECODE": "1"},
@@ -566,6 +610,27 @@ def test_a_hup_whose_app_fails_to_load_keeps_the_running_workers(launch, mode, t
     assert wait_until(lambda: srv.get("/").body == b"generation 1"), srv.log()
     assert new_workers(srv, first), "the first workers were not replaced"
     assert srv.alive(), srv.log()
+
+
+def test_a_given_up_reload_is_counted(launch, tmp_path):
+    """`siesta_reloads_total{outcome="given_up"}`: a deploy that did not take can
+    be alerted on, where the log has one line. Mode-independent."""
+    metrics = ("--metrics-bind", "127.0.0.1:0")
+    srv, module, _ = launch_two_loaded(launch, "thread", tmp_path, "hupcount_app", *metrics)
+    url = metrics_url(srv)
+
+    def reloads(outcome, count):
+        return lambda: value(scrape(url), "siesta_reloads_total", outcome=outcome) == count
+
+    module.write_text("x = (\n")
+    srv.signal(signal.SIGHUP)
+    assert wait_until(reloads("given_up", 1)), scrape(url)
+    assert value(scrape(url), "siesta_reloads_total", outcome="done") == 0
+    assert srv.get("/").body == b"generation 0"
+    module.write_text(HUP_APP % 1)
+    srv.signal(signal.SIGHUP)
+    assert wait_until(reloads("done", 1)), scrape(url)
+    assert srv.get("/").body == b"generation 1"
 
 
 @pytest.mark.parametrize("second", ["fixed", "broken"])

@@ -383,6 +383,8 @@ class Master:
         # Where siesta was started: a new master (USR2) starts there too, so
         # relative paths on its command line mean what they meant.
         self.launch_dir: str | None = None
+        # The environment before -e/raw_env (the new master of a USR2 starts with it).
+        self.launch_env: dict[str, str] | None = None
 
     def spawn(self, age: int, heartbeat_fd: int) -> int:
         """Forks a worker; in the child, runs it and exits (never returns there)."""
@@ -432,14 +434,17 @@ class Master:
             os._exit(code)
         return 0  # not reached
 
-    def reload(self) -> int:
-        """HUP: the config read again (binds stay), the on_reload hook; the new count.
-        ``reread`` checks the new config as a start would and, last, switches the error
-        log to it; when it refuses, one line is logged and the running config stays."""
+    def reload(self) -> tuple[int, bool]:
+        """HUP: the config read again (binds stay), the on_reload hook; the new count,
+        and whether the new config was refused. ``reread`` checks the new config as a
+        start would and, last, switches the error log to it; when it refuses, one line
+        is logged and the running config stays."""
+        refused = False
         try:
             values, hooks = self.reread()
         except (ConfigError, AppLoadError) as exc:
             _siesta.log("error", f"Reload: {exc}; keeping the running config")
+            refused = True
         else:
             # Sockets handed over (USR2, systemd) are fd:// binds: the config's own
             # binds are what a change is seen against.
@@ -454,7 +459,7 @@ class Master:
             own_log_files(values)
             set_title("master", values)  # a new proc_name shows at once
         self.hooks.call("on_reload", self.arbiter)
-        return self.values["workers"]
+        return self.values["workers"], refused
 
     def _moved_pid_file(self, old: str | None, new: str | None) -> str | None:
         """A HUP that names another pid file moves it there, as gunicorn's does; the
@@ -472,7 +477,12 @@ class Master:
                 "error", f"Reload: cannot write pid file {new!r} ({exc.strerror}); keeping {old!r}"
             )
             return old
-        remove_pid_file(old)
+        try:
+            same = bool(old and new) and os.path.samefile(old, new)  # another spelling
+        except OSError:
+            same = False
+        if not same:
+            remove_pid_file(old)
         return new
 
     def stopping(self) -> None:
@@ -560,7 +570,13 @@ class Master:
             for fd in fds + metrics:
                 if not 3 <= fd < 3 + len(high):
                     os.set_inheritable(fd, False)
-            env = dict(os.environ, LISTEN_FDS=str(len(fds)), LISTEN_PID=str(os.getpid()))
+            # The environment siesta was launched with, as gunicorn execs with its
+            # env_orig: what -e/raw_env set is the new master's config to set
+            # (or, if a HUP took it out, not), not an inheritance.
+            env = dict(os.environ if self.launch_env is None else self.launch_env)
+            for key in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "SIESTA_METRICS_FD"):
+                env.pop(key, None)
+            env.update(LISTEN_FDS=str(len(fds)), LISTEN_PID=str(os.getpid()))
             # A new master stays this master's child, -D or not (it is detached
             # already): this one then sees it exit, and restores its pid file.
             env[UPGRADE_ENV] = "1"

@@ -75,6 +75,10 @@ def _configure(logging: ModuleType) -> None:
         log.addHandler(handler_class())
 
 
+def _unlist() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Finder)]
+
+
 class _Loader:
     """The ``logging`` module's own loader, then :func:`_configure`."""
 
@@ -86,7 +90,12 @@ class _Loader:
 
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
+        # The module as a plain import leaves it (Python 3.12 warns when
+        # `__loader__` and `__spec__.loader` differ).
         module.__loader__ = self._loader
+        if getattr(module, "__spec__", None) is not None:
+            module.__spec__.loader = self._loader
+        _unlist()
         try:
             _configure(module)
         except Exception as exc:  # never the app's import failing for it
@@ -100,13 +109,13 @@ class _Finder:
     """On ``sys.meta_path`` until ``logging`` is imported."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        # Listed until `logging` is loaded (a `find_spec("logging")` alone,
+        # `importlib.util.find_spec`, loads nothing).
         if name != "logging":
             return None
-        try:
-            sys.meta_path.remove(self)
-        except ValueError:
-            pass
         for finder in sys.meta_path:
+            if isinstance(finder, _Finder):
+                continue
             find = getattr(finder, "find_spec", None)
             spec = find(name, path, target) if find is not None else None
             if spec is not None:

@@ -83,8 +83,10 @@ class Response:
     def __init__(self) -> None:
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
-        # The body's bytes the app gave (its iterable and write()), as gunicorn counts them.
-        self.response_length = 0
+        # As gunicorn's: the declared Content-Length (None when none), and
+        # the body's bytes the app gave (its iterable and write()).
+        self.response_length: int | None = None
+        self.sent = 0
 
     @property
     def status_code(self) -> int | None:
@@ -101,7 +103,7 @@ class _Closing:
         resp = self._resp
         for chunk in self._result:
             if isinstance(chunk, bytes):  # anything else is refused where it is sent
-                resp.response_length += len(chunk)
+                resp.sent += len(chunk)
             yield chunk
 
     def close(self) -> None:
@@ -137,12 +139,15 @@ def wrap(app: Any, hooks: Any, worker: Any, debug: bool = False) -> Any:
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             resp.status, resp.headers = status, headers
-            write = start_response(status, headers, exc_info)
+            write = start_response(status, headers, exc_info)  # checks them first
+            for name, value in headers:
+                if name.lower() == "content-length":
+                    resp.response_length = int(value)
 
             def counted(data: bytes) -> Any:
                 outcome = write(data)
                 if isinstance(data, bytes):
-                    resp.response_length += len(data)
+                    resp.sent += len(data)
                 return outcome
 
             return counted

@@ -502,6 +502,7 @@ def main(argv: list[str] | None = None) -> None:
 
     master = Master(reread, values, hooks, arbiter, listeners, app, inherited)
     master.launch_dir = launch_dir
+    master.launch_env = launch_env
     master.metrics_fd = supervisor.metrics_fd
     code = supervisor.run(master)
     master.hooks.call("on_exit", master.arbiter)  # the hooks and pid file of the last HUP

@@ -111,6 +111,17 @@ pub(crate) fn exited(pid: i32, retired: Option<&'static str>, code: i32) {
     r.fold(s);
 }
 
+/// A HUP ended: `outcome` is one of `RELOAD_OUTCOMES`.
+pub(crate) fn reloaded(outcome: &str) {
+    let Some(r) = super::region() else { return };
+    if let Some(i) = super::region::RELOAD_OUTCOMES
+        .iter()
+        .position(|x| *x == outcome)
+    {
+        r.header().reloads[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The master's phase, every tick: stopping, reloading, or running.
 pub(crate) fn phase(stopping: bool, reloading: bool, target: usize) {
     let Some(r) = super::region() else { return };

@@ -153,6 +153,12 @@ pub(crate) const EXIT_REASONS: [&str; 8] = [
     "listener_failed",
 ];
 
+/// How a HUP ended (`siesta_reloads_total{outcome}`): its new workers up
+/// and the old ones retired, its config refused (workers reloaded with the
+/// running one), or given up (new workers could not load the app or boot;
+/// the old ones serve on with their code).
+pub(crate) const RELOAD_OUTCOMES: [&str; 3] = ["done", "config_refused", "given_up"];
+
 /// The master's state for `/readyz`.
 pub(crate) mod master_phase {
     pub const RUNNING: u32 = 0;
@@ -388,6 +394,7 @@ pub(crate) struct Header {
     pub(crate) started_ns: AtomicU64,
     pub(crate) worker_starts: AtomicU64,
     pub(crate) exits: [AtomicU64; EXIT_REASONS.len()],
+    pub(crate) reloads: [AtomicU64; RELOAD_OUTCOMES.len()],
     /// Workers the master wants (`-w`, TTIN/TTOU).
     pub(crate) target: AtomicU64,
     /// The metrics process's own pid.

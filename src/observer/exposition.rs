@@ -8,7 +8,7 @@
 
 use super::snapshot::Snapshot;
 use crate::metrics::region::{
-    at, gauge, State, BUCKETS, CLASSES, EXIT_REASONS, INPUT_FAILURES, METHODS,
+    at, gauge, State, BUCKETS, CLASSES, EXIT_REASONS, INPUT_FAILURES, METHODS, RELOAD_OUTCOMES,
 };
 use crate::metrics::track::REFUSALS;
 use prometheus_client::collector::Collector;
@@ -219,6 +219,17 @@ impl Collector for Scrape {
         )?;
         for (i, r) in EXIT_REASONS.iter().enumerate() {
             ConstCounter::new(s.exits[i]).encode(f.encode_family(&[("reason", *r)])?)?;
+        }
+        let mut f = enc.encode_descriptor(
+            "siesta_reloads",
+            "HUP reloads, by how they ended: done, config_refused (the running \
+             config kept), given_up (new workers could not load the app or boot; \
+             the old ones serve on with their code).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, o) in RELOAD_OUTCOMES.iter().enumerate() {
+            ConstCounter::new(s.reloads[i]).encode(f.encode_family(&[("outcome", *o)])?)?;
         }
         gauge_one(
             &mut enc,

@@ -9,7 +9,7 @@
 
 use crate::metrics::region::{
     at, gauge, master_phase, now_ns, EntryView, Phase, Region, State, CLASSES, EXIT_REASONS,
-    METHODS,
+    METHODS, RELOAD_OUTCOMES,
 };
 use std::sync::atomic::Ordering;
 
@@ -42,6 +42,8 @@ pub(crate) struct Snapshot {
     pub master_started_ns: u64,
     pub worker_starts: u64,
     pub exits: [u64; EXIT_REASONS.len()],
+    /// HUPs by how they ended (`RELOAD_OUTCOMES`).
+    pub reloads: [u64; RELOAD_OUTCOMES.len()],
     pub target: u64,
     /// `--slow-upload-rate`, bytes/s (0: off).
     pub slow_rate: u64,
@@ -97,6 +99,10 @@ impl Snapshot {
         for (o, e) in exits.iter_mut().zip(h.exits.iter()) {
             *o = e.load(Ordering::Relaxed);
         }
+        let mut reloads = [0u64; RELOAD_OUTCOMES.len()];
+        for (o, e) in reloads.iter_mut().zip(h.reloads.iter()) {
+            *o = e.load(Ordering::Relaxed);
+        }
         Snapshot {
             now_ns: now_ns(),
             totals,
@@ -108,6 +114,7 @@ impl Snapshot {
             master_started_ns: h.started_ns.load(Ordering::Relaxed),
             worker_starts: h.worker_starts.load(Ordering::Relaxed),
             exits,
+            reloads,
             target: h.target.load(Ordering::Relaxed),
             slow_rate,
         }

@@ -228,15 +228,21 @@ impl Master<'_, '_> {
                 match self
                     .cb
                     .call_method0("reload")
-                    .and_then(|n| n.extract::<usize>())
+                    .and_then(|n| n.extract::<(usize, bool)>())
                 {
-                    Ok(n) => {
+                    Ok((n, refused)) => {
+                        if refused {
+                            crate::metrics::master::reloaded("config_refused");
+                        }
                         // As gunicorn: the count is set again, told even when the same.
                         let old = self.target;
                         self.target = n.max(1);
                         self.tell_count(py, Some(old));
                     }
-                    Err(e) => crate::log::error::exception(py, "Reload failed", &e),
+                    Err(e) => {
+                        crate::metrics::master::reloaded("config_refused");
+                        crate::log::error::exception(py, "Reload failed", &e);
+                    }
                 }
                 if let Some(o) = self
                     .observer
@@ -525,6 +531,7 @@ impl Master<'_, '_> {
     /// after a given-up reload get a generation of their own, so that
     /// their failure stops the server as at a start.
     fn abandon_generation(&mut self, failed: u64, app: bool) {
+        crate::metrics::master::reloaded("given_up");
         crate::log::error::error(&format!(
             "Reload failed: a new worker could not {}; the running workers keep \
              serving, but a worker started from now on (to replace one) gets the \
@@ -688,6 +695,7 @@ impl Master<'_, '_> {
                         .retire(pid, Retire::Reload, libc::SIGTERM, self.graceful());
                 }
                 self.reload_started = None;
+                crate::metrics::master::reloaded("done");
             }
         }
         self.table.kill_overdue();

@@ -278,8 +278,10 @@ impl super::Master<'_, '_> {
         if n != self.counted_workers {
             self.counted_workers = n;
             crate::metrics::statsd::workers(n);
-            // gunicorn's debug line when its count changes.
-            crate::log::error::write(crate::log::error::Level::Debug, &format!("{n} workers"));
+            // gunicorn's debug line when its count changes (not while stopping).
+            if !self.stopping {
+                crate::log::error::write(crate::log::error::Level::Debug, &format!("{n} workers"));
+            }
         }
     }
 }

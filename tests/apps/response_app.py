@@ -122,8 +122,9 @@ BAD_HEADERS = {
 
 
 def header(environ, start_response):
-    if _case(environ) == "tuple":  # PEP 3333: a list, not any sequence
-        start_response("200 OK", tuple(TEXT))
+    if _case(environ) in ("tuple", "dict"):  # PEP 3333: a list
+        given = tuple(TEXT) if _case(environ) == "tuple" else dict(TEXT)
+        start_response("200 OK", given)
     else:
         start_response("200 OK", TEXT + [BAD_HEADERS[_case(environ)]])
     return [b"bad header body"]

@@ -143,12 +143,23 @@ impl StartResponse {
             .cast::<PyString>()
             .map_err(|_| response_error(ResponseError::BadStatus(repr(status))))?;
         let (code, reason) = parse_status(status.to_str()?).map_err(response_error)?;
-        let list = headers
-            .cast::<PyList>()
-            .map_err(|_| response_error(ResponseError::HeadersNotList(type_name(headers))))?;
-        let mut map = HeaderMap::with_capacity(list.len() + 2);
+        // PEP 3333 says a list; a tuple of pairs is taken too, as gunicorn takes it.
+        let (list, tuple) = (
+            headers.cast::<PyList>().ok(),
+            headers.cast::<PyTuple>().ok(),
+        );
+        let count = match (&list, &tuple) {
+            (Some(l), _) => l.len(),
+            (None, Some(t)) => t.len(),
+            (None, None) => {
+                return Err(response_error(ResponseError::HeadersNotList(type_name(
+                    headers,
+                ))))
+            }
+        };
+        let mut map = HeaderMap::with_capacity(count + 2);
         let mut declared = DeclaredLength::default();
-        for item in list.iter() {
+        let mut add = |item: Bound<'_, PyAny>| -> PyResult<()> {
             let pair = item
                 .cast::<PyTuple>()
                 .ok()
@@ -163,6 +174,16 @@ impl StartResponse {
                 declared.add(&v).map_err(response_error)?;
             }
             map.append(n, v);
+            Ok(())
+        };
+        if let Some(l) = list {
+            for item in l.iter() {
+                add(item)?;
+            }
+        } else if let Some(t) = tuple {
+            for item in t.iter() {
+                add(item)?;
+            }
         }
         if let Some(n) = declared.length() {
             // One header, in its plain form (`" 3"` and a repeated `3` are one
