@@ -183,22 +183,26 @@ def test_defaults_are_gunicorns(server):
 BEYOND_BUFFER = (65531, 70000, 300000)
 
 
+def sent_in_pieces(srv, raw):
+    """(the response, whether the connection then closed) for `raw` sent in 16 KiB
+    pieces: the server sees a long line long before its end, and may answer and
+    close while the rest is on its way."""
+    with srv.connect() as conn:
+        for at in range(0, len(raw), 16384):
+            try:
+                conn.send(raw[at : at + 16384])
+            except OSError:
+                break
+        return conn.read_response(), conn.wait_closed(timeout=5)
+
+
 @pytest.mark.parametrize("length", BEYOND_BUFFER)
 @pytest.mark.parametrize("limit", ["4094", "0"])
 def test_request_line_beyond_the_head_buffer(start_server, mode, limit, length):
     srv = start_server("router_app:app", "--limit-request-line", limit, mode=mode)
     mark = srv.log_mark()
     token = rawhttp.new_token()
-    raw = line_of(length, token) + b"\r\nHost: x\r\n\r\n"
-    with srv.connect() as conn:
-        # In pieces: the server has seen the line long before its end.
-        for at in range(0, len(raw), 16384):
-            try:
-                conn.send(raw[at : at + 16384])
-            except OSError:
-                break
-        resp = conn.read_response()
-        closed = conn.wait_closed(timeout=5)
+    resp, closed = sent_in_pieces(srv, line_of(length, token) + b"\r\nHost: x\r\n\r\n")
     assert (resp.status, closed) == (414, True), resp
     assert f"/env/limit-{token}" not in srv.records("paths")
     assert srv.wait_log(r"414 request from .*\[limit_request_line\]", since=mark)
@@ -216,15 +220,7 @@ def test_thousands_of_empty_lines_are_a_400_not_a_414(start_server, mode, limit)
     with srv.connect() as conn:
         conn.send(b"\r\n" * 3 + b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
         assert conn.read_response().body == b"pong"
-    raw = b"\r\n" * 40000 + b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
-    with srv.connect() as conn:
-        for at in range(0, len(raw), 16384):
-            try:
-                conn.send(raw[at : at + 16384])
-            except OSError:
-                break
-        resp = conn.read_response()
-        closed = conn.wait_closed(timeout=5)
+    resp, closed = sent_in_pieces(srv, b"\r\n" * 40000 + b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
     assert (resp.status, closed) == (400, True), resp
     assert srv.wait_log(r"400 request from .*\[malformed_head\]", since=mark), srv.log(mark)
     srv.assert_serving()
