@@ -501,7 +501,10 @@ def test_config_file_names_mapped(tmp_path):
             [],
         ),
         # A setting's name in capitals is a mistake, not a constant.
-        ("WORKERS = 4\n", ["unknown setting 'WORKERS' in {conf}, ignored"]),
+        (
+            "WORKERS = 4\nTIMEOUT = 60\ntimeout = TIMEOUT\n",
+            ["unknown setting 'WORKERS' in {conf}, ignored"],
+        ),
         # ... but not a value other than gunicorn's default.
         (
             "reload_engine = 'inotify'\nsuppress_ragged_eofs = 1\n",
@@ -727,6 +730,27 @@ def test_pre_request_sees_the_target_as_sent(start_server, tmp_path, mode):
         conn.send(b"GET http://example.com/p%69ng?b=2 HTTP/1.1\r\nHost: example.com\r\n\r\n")
         assert conn.read_response().status == 200
     assert srv.wait_log(r"saw /p%69ng http://example.com/p%69ng\?b=2 b=2"), srv.log()
+
+
+LENGTH_HOOKS = """\
+def post_request(worker, req, environ, resp):
+    length = resp.response_length
+    worker.log.info("length %s %s %r %d", req.path, resp.status_code, length, resp.sent)
+"""
+
+
+def test_post_request_sees_the_declared_length_and_the_bytes_sent(start_server, tmp_path):
+    """As gunicorn's: `resp.response_length` is the declared Content-Length, None
+    when none is declared and for a 204 (review, session 28); `resp.sent` counts
+    the body's bytes the app gave. Mode-independent."""
+    conf = tmp_path / "length.conf.py"
+    conf.write_text(LENGTH_HOOKS)
+    srv = start_server(APP, "-c", str(conf))
+    for target in ("/ping", "/stream?count=3&size=5", "/framing/204-cl"):
+        assert srv.get(target).status in (200, 204)
+    assert srv.wait_log(r"length /ping 200 4 4$"), srv.log()
+    assert srv.wait_log(r"length /stream 200 None 15$"), srv.log()
+    assert srv.wait_log(r"length /framing/204-cl 204 None 26$"), srv.log()
 
 
 def test_debug_level_logs_each_request_as_gunicorn(start_server, mode):

@@ -194,8 +194,9 @@ def test_recycled_worker_is_counted_by_reason(start_server):
 
 def test_reloads_are_counted_by_outcome(start_server, tmp_path):
     """A HUP whose new workers serve is `done`; one whose config is refused is
-    `config_refused` (the running config kept, its workers still renewed), so
-    a deploy that did not take can be alerted on."""
+    `config_refused` (the running config kept, its workers still renewed), and
+    only that (review, session 28: it was counted `done` too), so a deploy that
+    did not take can be alerted on."""
     import signal
 
     conf = tmp_path / "conf.py"
@@ -211,8 +212,12 @@ def test_reloads_are_counted_by_outcome(start_server, tmp_path):
     conf.write_text("workers = (\n")
     srv.proc.send_signal(signal.SIGHUP)
     assert wait_until(outcome("config_refused", 1)), scrape(url)
+    conf.write_text("workers = 1\n")
+    srv.proc.send_signal(signal.SIGHUP)
     assert wait_until(outcome("done", 2)), scrape(url)
-    assert value(scrape(url), "siesta_reloads_total", outcome="given_up") == 0
+    s = scrape(url)
+    assert value(s, "siesta_reloads_total", outcome="config_refused") == 1, s
+    assert value(s, "siesta_reloads_total", outcome="given_up") == 0, s
     assert srv.get("/ping").status == 200
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _NAME = "gunicorn.error"
-_state: dict[str, Any] = {"level": "info", "handler": None}
+_state: dict[str, Any] = {"level": "info", "handler": None, "finding": False}
 
 
 def bridge(level: str) -> None:
@@ -111,15 +111,19 @@ class _Finder:
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         # Listed until `logging` is loaded (a `find_spec("logging")` alone,
         # `importlib.util.find_spec`, loads nothing).
-        if name != "logging":
+        if name != "logging" or _state.get("finding"):
+            return None  # not entered again by a finder that asks the others in turn
+        _state["finding"] = True
+        try:
+            for finder in sys.meta_path:
+                if isinstance(finder, _Finder):
+                    continue
+                find = getattr(finder, "find_spec", None)
+                spec = find(name, path, target) if find is not None else None
+                if spec is not None:
+                    if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                        spec.loader = _Loader(spec.loader)
+                    return spec
             return None
-        for finder in sys.meta_path:
-            if isinstance(finder, _Finder):
-                continue
-            find = getattr(finder, "find_spec", None)
-            spec = find(name, path, target) if find is not None else None
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _Loader(spec.loader)
-                return spec
-        return None
+        finally:
+            _state["finding"] = False

@@ -140,8 +140,10 @@ def wrap(app: Any, hooks: Any, worker: Any, debug: bool = False) -> Any:
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             resp.status, resp.headers = status, headers
             write = start_response(status, headers, exc_info)  # checks them first
+            code = resp.status_code or 0
+            resp.response_length = None  # 1xx and 204 have none, as in gunicorn
             for name, value in headers:
-                if name.lower() == "content-length":
+                if name.lower() == "content-length" and code >= 200 and code != 204:
                     resp.response_length = int(value)
 
             def counted(data: bytes) -> Any:

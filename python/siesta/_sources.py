@@ -371,8 +371,11 @@ def load_file(location: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]
             warnings.append(f"setting {key!r} in {shown} is not supported by this build, ignored")
         elif key in imported or isinstance(value, types.ModuleType) or callable(value):
             continue
-        elif key.isupper() and not (key.lower() in BY_NAME or key.lower() in GUNICORN_NAMES):
-            continue  # a constant of the file's own (`HERE`, `BASE_DIR`); `WORKERS` is warned
+        elif key.isupper() and (
+            key.lower() in namespace  # `WORKERS = ...` then `workers = WORKERS`
+            or not (key.lower() in BY_NAME or key.lower() in GUNICORN_NAMES)
+        ):
+            continue  # a constant of the file's own; `WORKERS = 4` alone is a mistake
         else:
             unknown.append(repr(key))
     if unknown:

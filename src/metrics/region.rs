@@ -153,11 +153,12 @@ pub(crate) const EXIT_REASONS: [&str; 8] = [
     "listener_failed",
 ];
 
-/// How a HUP ended (`siesta_reloads_total{outcome}`): its new workers up
-/// and the old ones retired, its config refused (workers reloaded with the
-/// running one), or given up (new workers could not load the app or boot;
-/// the old ones serve on with their code).
-pub(crate) const RELOAD_OUTCOMES: [&str; 3] = ["done", "config_refused", "given_up"];
+/// How a HUP ended, once each (`siesta_reloads_total{outcome}`): its new
+/// workers up and the old ones retired; the same with its config refused
+/// (the workers reloaded with the running one); given up (new workers could
+/// not load the app or boot: the old ones serve on with their code); or
+/// superseded by a HUP that came before it ended.
+pub(crate) const RELOAD_OUTCOMES: [&str; 4] = ["done", "config_refused", "given_up", "superseded"];
 
 /// The master's state for `/readyz`.
 pub(crate) mod master_phase {

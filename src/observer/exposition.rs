@@ -222,9 +222,10 @@ impl Collector for Scrape {
         }
         let mut f = enc.encode_descriptor(
             "siesta_reloads",
-            "HUP reloads, by how they ended: done, config_refused (the running \
-             config kept), given_up (new workers could not load the app or boot; \
-             the old ones serve on with their code).",
+            "HUP reloads, each once, by how they ended: done, config_refused (the \
+             running config kept), given_up (new workers could not load the app or \
+             boot; the old ones serve on with their code), superseded (a later HUP \
+             came first).",
             None,
             MetricType::Counter,
         )?;

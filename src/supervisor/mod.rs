@@ -111,6 +111,7 @@ impl Supervisor {
             generation: 1,
             stopping: false,
             reload_started: None,
+            reload_pending: None,
             target_before_reload: self.config.workers,
             abandoned: Vec::new(),
             halt: None,
@@ -192,6 +193,9 @@ struct Master<'a, 'py> {
     stopping: bool,
     /// A reload is under way: the old workers go once the new ones are up.
     reload_started: Option<Instant>,
+    /// The generation the last HUP started, until its outcome is counted
+    /// (`siesta_reloads_total`), and whether its config was refused.
+    reload_pending: Option<(u64, bool)>,
     /// `target` before the reload under way (restored if it is given up).
     target_before_reload: usize,
     /// The generations of reloads given up because their workers could not
@@ -225,25 +229,27 @@ impl Master<'_, '_> {
                     self.target_before_reload = self.target;
                 }
                 let log_before = crate::log::error::destination();
-                match self
+                if self.reload_pending.take().is_some() {
+                    // The HUP before this one had not ended: it never will.
+                    crate::metrics::master::reloaded("superseded");
+                }
+                let refused = match self
                     .cb
                     .call_method0("reload")
                     .and_then(|n| n.extract::<(usize, bool)>())
                 {
                     Ok((n, refused)) => {
-                        if refused {
-                            crate::metrics::master::reloaded("config_refused");
-                        }
                         // As gunicorn: the count is set again, told even when the same.
                         let old = self.target;
                         self.target = n.max(1);
                         self.tell_count(py, Some(old));
+                        refused
                     }
                     Err(e) => {
-                        crate::metrics::master::reloaded("config_refused");
                         crate::log::error::exception(py, "Reload failed", &e);
+                        true
                     }
-                }
+                };
                 if let Some(o) = self
                     .observer
                     .filter(|_| log_before != crate::log::error::destination())
@@ -261,6 +267,7 @@ impl Master<'_, '_> {
                     }
                 }
                 self.reload_started = Some(Instant::now());
+                self.reload_pending = Some((self.generation, refused));
                 self.maintain(py);
             }
             Command::Incr if !self.stopping => self.resize(py, self.target + 1),
@@ -531,7 +538,10 @@ impl Master<'_, '_> {
     /// after a given-up reload get a generation of their own, so that
     /// their failure stops the server as at a start.
     fn abandon_generation(&mut self, failed: u64, app: bool) {
-        crate::metrics::master::reloaded("given_up");
+        if self.reload_pending.is_some_and(|(g, _)| g == failed) {
+            self.reload_pending = None;
+            crate::metrics::master::reloaded("given_up");
+        }
         crate::log::error::error(&format!(
             "Reload failed: a new worker could not {}; the running workers keep \
              serving, but a worker started from now on (to replace one) gets the \
@@ -695,7 +705,13 @@ impl Master<'_, '_> {
                         .retire(pid, Retire::Reload, libc::SIGTERM, self.graceful());
                 }
                 self.reload_started = None;
-                crate::metrics::master::reloaded("done");
+                if let Some((g, refused)) = self.reload_pending {
+                    if g == current {
+                        self.reload_pending = None;
+                        let outcome = if refused { "config_refused" } else { "done" };
+                        crate::metrics::master::reloaded(outcome);
+                    }
+                }
             }
         }
         self.table.kill_overdue();
