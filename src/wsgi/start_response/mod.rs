@@ -144,10 +144,12 @@ impl StartResponse {
             .map_err(|_| response_error(ResponseError::BadStatus(repr(status))))?;
         let (code, reason) = parse_status(status.to_str()?).map_err(response_error)?;
         // PEP 3333 says a list; a tuple of pairs is taken too, as gunicorn takes it.
-        let (list, tuple) = (
-            headers.cast::<PyList>().ok(),
-            headers.cast::<PyTuple>().ok(),
-        );
+        let list = headers.cast::<PyList>().ok();
+        let tuple = if list.is_none() {
+            headers.cast::<PyTuple>().ok()
+        } else {
+            None
+        };
         let count = match (&list, &tuple) {
             (Some(l), _) => l.len(),
             (None, Some(t)) => t.len(),
