@@ -8,6 +8,7 @@ held; a worker recycled by --max-requests is counted by reason with its
 counters kept; StatsD lines carry gunicorn's names. Every wait is bounded.
 """
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -372,6 +373,26 @@ def released_from_the_app(srv, url, conn, tok):
     assert wait_until(in_app), scrape(url)
     (srv.record_dir / f"go-{tok}").write_text("go\n")
     assert conn.read_response("POST").status == 200
+
+
+def test_statsd_gets_a_leaving_workers_last_counts(start_server, mode):
+    """QA probe (session 28): a worker that left at once after its last requests
+    (TERM, TTOU, --max-requests) lost the batch its StatsD thread had not sent
+    yet: 0 of 100 requests counted after an immediate TERM. It sends it first."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.settimeout(5.0)
+        port = sink.getsockname()[1]
+        srv = start_server("router_app:app", "--statsd-host", f"127.0.0.1:{port}", mode=mode)
+        for _ in range(30):
+            assert srv.get("/ping").status == 200
+        srv.proc.terminate()
+        assert srv.proc.wait(20) == 0, srv.log()
+        lines = []
+        with contextlib.suppress(TimeoutError):
+            while counts(lines, "gunicorn.requests") < 30:
+                lines += sink.recv(65536).decode().splitlines()
+    assert counts(lines, "gunicorn.requests") == 30, lines
 
 
 def test_read_woken_from_a_park_is_back_in_the_app(start_server, mode):

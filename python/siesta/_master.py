@@ -286,6 +286,7 @@ def run_worker(
         gevent.serve(server, app, values["worker_connections"], values["queue_timeout"])
     else:
         serve_threads(server, app, values["threads"])
+    server.finish()  # StatsD's last batch
     hooks.call("worker_exit", arbiter, worker)
     _siesta.log("info", f"Worker exiting (pid: {worker.pid})")
     return 0

@@ -172,10 +172,15 @@ impl Sink {
 }
 
 /// What a worker's request path queues.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 enum Event {
-    Request { status: u16, micros: u64 },
+    Request {
+        status: u16,
+        micros: u64,
+    },
     Log(&'static str),
+    /// Send now, then say so (`flush`).
+    Flush(SyncSender<()>),
 }
 
 /// The master's sink (it sends directly).
@@ -217,6 +222,17 @@ pub(crate) fn request(status: u16, elapsed: Duration) {
     }
 }
 
+/// Sends what the worker's thread holds now, and waits (at most `within`)
+/// until it went: a worker leaving (its drain done, before it exits) would
+/// otherwise lose its last batch of counts.
+pub(crate) fn flush(within: Duration) {
+    let Some(tx) = QUEUED.get() else { return };
+    let (done_tx, done_rx) = sync_channel(1);
+    if tx.send(Event::Flush(done_tx)).is_ok() {
+        let _ = done_rx.recv_timeout(within);
+    }
+}
+
 /// The master's worker count changed.
 pub(crate) fn workers(n: usize) {
     if let Some(s) = DIRECT.get() {
@@ -245,6 +261,7 @@ fn log_level(level: crate::log::error::Level, exception: bool) {
 /// The worker's sender thread: every `FLUSH_EVERY`, what was queued goes out.
 fn sender(sink: Sink, rx: Receiver<Event>) {
     let mut lines = Vec::new();
+    let mut flushed: Vec<SyncSender<()>> = Vec::new();
     loop {
         std::thread::sleep(FLUSH_EVERY);
         let mut requests = 0u64;
@@ -259,6 +276,7 @@ fn sender(sink: Sink, rx: Receiver<Event>) {
                     lines.push(duration_line(&sink.prefix, micros));
                 }
                 Ok(Event::Log(level)) => *logs.entry(level).or_default() += 1,
+                Ok(Event::Flush(done)) => flushed.push(done),
                 Err(std::sync::mpsc::TryRecvError::Empty) => break,
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
             }
@@ -274,6 +292,9 @@ fn sender(sink: Sink, rx: Receiver<Event>) {
             lines.push(format!("{p}gunicorn.log.{level}:{n}|c"));
         }
         sink.send_lines(&lines);
+        for done in flushed.drain(..) {
+            let _ = done.send(());
+        }
     }
 }
 

@@ -343,6 +343,13 @@ impl Server {
         });
     }
 
+    /// The worker is leaving (its requests ended or given up): what it
+    /// still holds for StatsD goes out first, as gunicorn's counts went per
+    /// request.
+    fn finish(&self, py: Python<'_>) {
+        py.detach(|| crate::metrics::statsd::flush(Duration::from_millis(500)));
+    }
+
     /// Asks the server to stop, as TERM (graceful) or INT (fast) would.
     #[pyo3(signature = (graceful=true))]
     fn stop(&self, graceful: bool) {
