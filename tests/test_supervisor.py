@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import rawhttp
-from observe import metrics_url, scrape, value
+from observe import metrics_url, scrape, status, value
 from siesta_process import (
     wait_until,
     APPS_DIR,
@@ -1153,6 +1153,28 @@ def test_fd_bind_serves_a_socket_made_by_the_caller(launch, tmp_path):
     srv.signal(signal.SIGTERM)
     assert srv.exit_code() == 0, srv.log()
     assert not pidfile.exists()
+
+
+def test_after_usr2_one_master_answers_the_metrics_port(launch, mode):
+    """QA probe (session 28): after a USR2 both masters' metrics processes took
+    connections on the handed-over --metrics-bind, so scrapes alternated between
+    them and every counter went back and forth. The old master hands its port
+    over, and takes it back when the new master is gone (a rollback)."""
+    srv = launch("--metrics-bind", "127.0.0.1:0", mode=mode)
+    url = metrics_url(srv)
+    assert status(url)["master"]["pid"] == srv.pid
+    new = usr2(srv)
+    try:
+        assert srv.wait_log("Metrics: handed over to the new master"), srv.log()
+        assert wait_until(lambda: status(url)["master"]["pid"] == new), status(url)
+        for _ in range(20):  # every scrape from the one master
+            assert srv.get("/ping").status == 200
+            assert status(url)["master"]["pid"] == new
+    finally:
+        assert stop_pid(new), "the new master did not stop on TERM"
+    # Rolled back: the old master answers again.
+    assert wait_until(lambda: status(url)["master"]["pid"] == srv.pid), srv.log()
+    assert srv.get("/ping").status == 200
 
 
 def test_a_master_started_by_usr2_holds_no_stray_copy_of_an_fd_bind(launch, tmp_path):

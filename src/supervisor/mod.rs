@@ -289,6 +289,9 @@ impl Master<'_, '_> {
                 if let Err(e) = self.cb.call_method0("upgrade") {
                     crate::log::error::exception(py, "Upgrade failed", &e);
                 }
+                if let Some(o) = self.observer.as_ref().filter(|_| self.upgraded()) {
+                    o.hand_over();
+                }
             }
             Command::Winch if self.cfg.daemon && !self.stopping => {
                 crate::log::error::info("graceful stop of workers");
@@ -298,6 +301,11 @@ impl Master<'_, '_> {
             Command::Reload | Command::Incr | Command::Decr | Command::Upgrade => {}
             Command::ChildExited => {}
         }
+    }
+
+    /// Whether a new master started by USR2 runs (the callback's `upgraded`).
+    fn upgraded(&self) -> bool {
+        self.cb.getattr("upgraded").is_ok_and(|pid| !pid.is_none())
     }
 
     fn resize(&mut self, py: Python<'_>, n: usize) {
@@ -409,6 +417,12 @@ impl Master<'_, '_> {
                 }
                 if let Err(e) = self.cb.call_method1("reaped", (pid, code)) {
                     crate::log::error::exception(py, "Cannot handle a child's exit", &e);
+                }
+                // The new master of a USR2 gone, this one serves on.
+                if let Some(o) = self.observer.as_ref().filter(|_| !self.upgraded()) {
+                    if !self.stopping {
+                        o.take_back();
+                    }
                 }
                 continue;
             };

@@ -11,7 +11,7 @@
 
 use crate::net::bind::{BindSpec, Listener};
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long the master waits for the metrics process to exit at the end.
@@ -30,6 +30,9 @@ pub(crate) struct Observer {
     pid: AtomicI32,
     /// When it was last started, to pace restarts.
     started: Mutex<Option<Instant>>,
+    /// Handed to a new master (USR2): stopped, and not kept up, until that
+    /// master is gone while this one serves on.
+    handed: AtomicBool,
 }
 
 impl Observer {
@@ -48,6 +51,7 @@ impl Observer {
             settings,
             pid: AtomicI32::new(0),
             started: Mutex::new(None),
+            handed: AtomicBool::new(false),
         })
     }
 
@@ -124,9 +128,27 @@ impl Observer {
         true
     }
 
+    /// A new master (USR2) has the listener and starts its own metrics
+    /// process: this one stops, so that one port never answers for two
+    /// masters in turn (counters going back and forth between them). Until
+    /// the new one accepts, connections wait in the listener's backlog.
+    pub(crate) fn hand_over(&self) {
+        if !self.handed.swap(true, Ordering::Relaxed) {
+            self.stop();
+            crate::log::error::info("Metrics: handed over to the new master");
+        }
+    }
+
+    /// The new master is gone and this one serves on: its metrics again.
+    pub(crate) fn take_back(&self) {
+        if self.handed.swap(false, Ordering::Relaxed) {
+            self.start();
+        }
+    }
+
     /// Every tick: a dead metrics process is started again, at most once a second.
     pub(crate) fn keep_up(&self, stopping: bool) {
-        if stopping || self.pid() != 0 {
+        if stopping || self.pid() != 0 || self.handed.load(Ordering::Relaxed) {
             return;
         }
         let due = self
