@@ -255,9 +255,12 @@ impl Master<'_, '_> {
                     .filter(|_| log_before != crate::log::error::destination())
                 {
                     // It keeps the error log it was forked with, and reopens
-                    // that path on USR1: a new one needs a new process.
+                    // that path on USR1: a new one needs a new process (none
+                    // while a new master has the port: `take_back` starts it).
                     o.stop();
-                    o.start();
+                    if !o.handed() {
+                        o.start();
+                    }
                 }
                 self.generation += 1;
                 let old: Vec<i32> = self.table.workers.keys().copied().collect();

@@ -139,6 +139,11 @@ impl Observer {
         }
     }
 
+    /// Whether a new master has the port (`hand_over`).
+    pub(crate) fn handed(&self) -> bool {
+        self.handed.load(Ordering::Relaxed)
+    }
+
     /// The new master is gone and this one serves on: its metrics again.
     pub(crate) fn take_back(&self) {
         if self.handed.swap(false, Ordering::Relaxed) {
@@ -148,7 +153,7 @@ impl Observer {
 
     /// Every tick: a dead metrics process is started again, at most once a second.
     pub(crate) fn keep_up(&self, stopping: bool) {
-        if stopping || self.pid() != 0 || self.handed.load(Ordering::Relaxed) {
+        if stopping || self.pid() != 0 || self.handed() {
             return;
         }
         let due = self
