@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _NAME = "gunicorn.error"
 _state: dict[str, Any] = {"level": "info", "handler": None, "finding": False}
 
@@ -43,7 +43,8 @@ def bridge(level: str) -> None:
         sys.meta_path.insert(0, _Finder())
 
 
-def _siesta_level(levelno: int) -> str:
+def level_name(levelno: int) -> str:
+    """The error log's level for a `logging` level number."""
     if levelno >= 50:
         return "critical"
     if levelno >= 40:
@@ -63,13 +64,13 @@ def _configure(logging: ModuleType) -> None:
 
             def emit(self, record: Any) -> None:
                 try:
-                    _siesta.log(_siesta_level(record.levelno), self.format(record))
+                    _siesta.log(level_name(record.levelno), self.format(record))
                 except Exception:
                     self.handleError(record)
 
         handler_class = _state["handler"] = SiestaErrorLog
     log = logging.getLogger(_NAME)
-    log.setLevel(_LEVELS.get(_state["level"], 20))
+    log.setLevel(LEVELS.get(_state["level"], 20))
     log.propagate = False
     if not any(isinstance(h, handler_class) for h in log.handlers):
         log.addHandler(handler_class())

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from siesta import _siesta
+from siesta._pylog import LEVELS, level_name
 from siesta.config import ConfigError
 
 TYPE_CHECKING = False
@@ -163,9 +164,6 @@ class Config:
         return value
 
 
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
-
-
 class Log:
     """``server.log``: gunicorn logger's methods, written to Siesta's error log."""
 
@@ -205,9 +203,9 @@ class Log:
     def log(self, lvl: Any, msg: Any, *args: Any, **_: Any) -> None:
         """gunicorn's ``log(lvl, msg)``: ``lvl`` a name (``"warning"``) or a number."""
         if isinstance(lvl, str):
-            name = lvl.lower() if lvl.lower() in _LEVELS else "info"
+            name = lvl.lower() if lvl.lower() in LEVELS else "info"
         else:
-            name = next((n for n, at in reversed(_LEVELS.items()) if lvl >= at), "debug")
+            name = level_name(lvl)
         self._write(name, msg, args)
 
     @property
