@@ -980,6 +980,34 @@ def test_timeout_kills_a_stuck_worker_and_logs_its_stack(launch, mode):
     assert_replaced_unanswered(srv, old, client, answer)
 
 
+@pytest.mark.timeout(120)
+def test_a_worker_whose_gevent_hub_is_held_stops_accepting(launch, tmp_path):
+    """QA probe (session 28): in gevent mode the I/O thread accepts and reads heads for
+    the hub, so a worker whose hub a request held (a CPU-bound loop, a blocking call
+    the patching misses) went on accepting connections it could not serve: 6 of 10
+    requests waited for the hub while the other worker idled. A held hub now stops
+    its worker accepting until it turns again, as a gevent worker accepting on its hub
+    stops: every request goes to the other worker meanwhile."""
+    srv = launch("-w", "2", "--log-level", "debug", mode="gevent")
+    release = tmp_path / "release"
+    mark = srv.log_mark()
+    client, answer = request_in_background(srv, f"/spin-until?path={release}")
+    held_line = srv.wait_log(r"\[(\d+)\] \[DEBUG\] The hub loop has not turned", mark, WAIT)
+    assert held_line, srv.log()
+    held = held_line.group(1)
+    try:
+        answers = [srv.get("/pid") for _ in range(20)]
+    finally:
+        release.touch()
+    assert all(r.status == 200 for r in answers), answers
+    others = {r.body.decode() for r in answers}
+    assert held not in others and len(others) == 1, (held, others)
+    client.join(WAIT)
+    assert answer["resp"].status == 200 and answer["resp"].body.decode() == held, answer
+    assert srv.wait_log(rf"\[{held}\] \[DEBUG\] The hub loop turns again", mark), srv.log()
+    assert srv.get("/pid").status == 200
+
+
 def request_in_background(srv, target):
     """GETs `target` on a thread of its own (its worker may be killed under it):
     the thread, and the dict that gets its response or error."""

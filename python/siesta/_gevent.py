@@ -337,7 +337,19 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
     def start(req: Any) -> None:
         nonlocal running
         running += 1
+        if not ticker.active:
+            ticker.start(tick)
+            server.hub_busy()
         greenlet(run, parent=hub).switch(req)
+
+    def tick() -> None:
+        # The hub's beat while it runs requests: a hub held by a greenlet
+        # that does not yield misses it, and its worker stops accepting
+        # (others take the connections). Stopped, lazily, once idle.
+        server.hub_beat()
+        if running == 0:
+            ticker.stop()
+            server.hub_idle()
 
     def drain_waiting() -> None:
         now = time.monotonic()
@@ -380,6 +392,7 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
             while waiting and now - waiting[0][0] > expired_after:
                 waiting.popleft()[1].reject()
 
+    ticker = hub.loop.timer(server.hub_tick, server.hub_tick, ref=False)
     watcher = hub.loop.io(server.hub_fd(), 1)
     watcher.start(on_ready)
     janitor = gevent.spawn(expire)
@@ -387,6 +400,7 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
         stopped.wait()
     finally:
         watcher.stop()
+        ticker.stop()
         janitor.kill(block=False)
         # Popped, not just answered: a request ending below would start them.
         while waiting:

@@ -6,6 +6,17 @@
 //! (`python/siesta/_gevent.py`) watches the fd, takes the whole batch, and
 //! does every greenlet switch itself; this module never blocks and never
 //! holds a lock across a call into Python. Wake tokens are numbered here.
+//!
+//! The hub loop beats (`hub_beat`) once a heartbeat interval, for
+//! `--timeout`, and every `TICK` while it runs requests (`hub_busy` to
+//! `hub_idle`: an idle worker does not wake for it). The I/O thread
+//! accepts and reads heads for the hub, so a hub held by a greenlet that
+//! does not yield (a CPU-bound request, a blocking call the patching does
+//! not cover) would otherwise go on taking connections it cannot serve,
+//! which the other workers could have. `watch_held` looks at the beats
+//! while the hub is busy: one that misses `HELD_AFTER` of them is held,
+//! and its worker stops accepting until it beats again, as a gevent worker
+//! whose hub accepts stops when its hub is held.
 
 use crate::exchange::Job;
 use parking_lot::Mutex;
@@ -14,6 +25,16 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Wake, Waker};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// How often the hub loop beats while it runs requests.
+pub(crate) const TICK: Duration = Duration::from_millis(50);
+
+/// A hub that has not beaten for this long is held: its worker stops
+/// accepting. Several ticks, so that a busy but turning loop (a batch of
+/// a thousand wake-ups, a short blocking call) does not count.
+const HELD_AFTER: Duration = Duration::from_millis(200);
 
 /// Something the hub has to act on.
 pub(crate) enum Event {
@@ -33,6 +54,10 @@ pub(crate) struct Hub {
     tokens: AtomicU64,
     /// Bumped by the hub loop's timer: the heartbeat's sign it is alive.
     beats: AtomicU64,
+    /// The hub runs requests, and so beats every `TICK`.
+    busy: AtomicBool,
+    /// Wakes `watch_held` when the hub turns busy, or closes.
+    rouse: Notify,
 }
 
 impl Hub {
@@ -50,6 +75,8 @@ impl Hub {
             closed: AtomicBool::new(false),
             tokens: AtomicU64::new(0),
             beats: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+            rouse: Notify::new(),
         })
     }
 
@@ -87,12 +114,50 @@ impl Hub {
         self.beats.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The hub runs requests: it beats every `TICK` until `idle`.
+    pub(crate) fn busy(&self) {
+        self.busy.store(true, Ordering::Release);
+        self.rouse.notify_one();
+    }
+
+    /// The hub runs no request: its beats come once a heartbeat interval.
+    pub(crate) fn idle(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+
     /// Whether the hub beat since `mark` (which is updated).
     pub(crate) fn beating(&self, mark: &mut u64) -> bool {
         let now = self.beats.load(Ordering::Relaxed);
         let alive = now != *mark;
         *mark = now;
         alive
+    }
+
+    /// Tells `held` whether the hub loop is held (true) or turning, from the
+    /// I/O runtime: while the hub is busy it looks once a `TICK`, otherwise
+    /// it waits to be roused. A change is logged at debug. Ends when the hub
+    /// closes.
+    pub(crate) async fn watch_held(self: Arc<Self>, held: watch::Sender<bool>) {
+        let misses_allowed = HELD_AFTER.as_millis() / TICK.as_millis();
+        while !self.closed.load(Ordering::Acquire) {
+            if !self.busy.load(Ordering::Acquire) {
+                tell(&held, false);
+                self.rouse.notified().await;
+                continue;
+            }
+            let mut look = tokio::time::interval(TICK);
+            look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut mark, mut misses) = (self.beats.load(Ordering::Relaxed), 0u128);
+            while self.busy.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire) {
+                look.tick().await;
+                misses = if self.beating(&mut mark) {
+                    0
+                } else {
+                    misses + 1
+                };
+                tell(&held, misses > misses_allowed);
+            }
+        }
     }
 
     /// A fresh wake token.
@@ -103,6 +168,7 @@ impl Hub {
     pub(crate) fn close(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
             self.push(Event::Stop);
+            self.rouse.notify_one();
         }
     }
 
@@ -124,6 +190,23 @@ impl Hub {
             token,
         }))
     }
+}
+
+/// Sets `held`, logging a change at debug.
+fn tell(held: &watch::Sender<bool>, now_held: bool) {
+    if *held.borrow() == now_held {
+        return;
+    }
+    held.send_replace(now_held);
+    let msg = if now_held {
+        format!(
+            "The hub loop has not turned for {} s: not accepting until it does",
+            HELD_AFTER.as_secs_f64()
+        )
+    } else {
+        "The hub loop turns again: accepting".to_owned()
+    };
+    crate::log::error::write(crate::log::error::Level::Debug, &msg);
 }
 
 struct TokenWaker {
@@ -177,6 +260,51 @@ mod tests {
         hub.close();
         assert!(readable(hub.raw_fd()));
         assert!(matches!(hub.take().as_slice(), [Event::Stop]));
+        Ok(())
+    }
+
+    /// Lets the paused clock run `d` in small steps, so the watcher's
+    /// interval fires along the way.
+    async fn pass(d: Duration) {
+        for _ in 0..d.as_millis() / 10 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_hub_that_stops_beating_is_held_until_it_beats() -> io::Result<()> {
+        let hub = Arc::new(Hub::new()?);
+        let (tx, rx) = watch::channel(false);
+        let watcher = tokio::spawn(hub.clone().watch_held(tx));
+        // Idle, the hub beats rarely (the heartbeat interval): never held.
+        pass(HELD_AFTER * 3).await;
+        assert!(!*rx.borrow());
+        // Busy and beating every tick: not held.
+        hub.busy();
+        for _ in 0..10 {
+            hub.beat();
+            pass(TICK).await;
+        }
+        assert!(!*rx.borrow());
+        // Busy without a beat for longer than HELD_AFTER: held.
+        pass(HELD_AFTER + TICK * 2).await;
+        assert!(*rx.borrow());
+        // One beat: turning again.
+        hub.beat();
+        pass(TICK * 2).await;
+        assert!(!*rx.borrow());
+        pass(HELD_AFTER + TICK * 2).await;
+        assert!(*rx.borrow());
+        // Idle (its last request done): not held, whatever its beats.
+        hub.idle();
+        pass(TICK * 2).await;
+        assert!(!*rx.borrow());
+        // Closing ends the watcher.
+        hub.close();
+        tokio::time::timeout(Duration::from_secs(1), watcher)
+            .await
+            .map_err(|_| io::Error::other("the watcher did not end at close"))?
+            .map_err(io::Error::other)?;
         Ok(())
     }
 }

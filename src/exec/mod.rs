@@ -21,6 +21,7 @@ pub(crate) mod wait;
 use crate::error::RequestError;
 use crate::exchange::Job;
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// Where requests go: the running mode's queue.
 pub(crate) enum Executor {
@@ -37,6 +38,21 @@ impl Executor {
         };
         if let Err(job) = refused {
             job.refuse(RequestError::ShuttingDown);
+        }
+    }
+
+    /// Gevent mode: turns true while the hub loop is held
+    /// (`gevent::Hub::watch_held`, a task of the calling runtime). `None`
+    /// in thread mode, whose queued jobs wait for a thread or are shed with
+    /// 503 (`--queue-timeout`).
+    pub(crate) fn watch_held(&self) -> Option<watch::Receiver<bool>> {
+        match self {
+            Executor::Threads(_) => None,
+            Executor::Gevent(hub) => {
+                let (tx, rx) = watch::channel(false);
+                tokio::spawn(hub.clone().watch_held(tx));
+                Some(rx)
+            }
         }
     }
 

@@ -111,6 +111,7 @@ pub(crate) async fn run(
     let (close_tx, close_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (abort_tx, abort_rx) = watch::channel(false);
+    let hub_held = exec.watch_held();
     let mut loops = Vec::new();
     for l in listeners {
         let (name, port) = l.server_name();
@@ -128,7 +129,8 @@ pub(crate) async fn run(
             server,
             held: held.clone(),
         };
-        loops.push(tokio::spawn(accept_loop(l, ctx, stop_rx.clone())));
+        let hub = HubGate(hub_held.clone());
+        loops.push(tokio::spawn(accept_loop(l, ctx, stop_rx.clone(), hub)));
     }
     let how = stops.recv().await.unwrap_or(Stop::Fast);
     // A fast stop (INT or QUIT) during a graceful one cuts it short.
@@ -513,19 +515,57 @@ impl Listening {
     }
 }
 
-async fn accept_loop(listener: Listener, ctx: AcceptCtx, mut stop: watch::Receiver<bool>) {
+/// Gevent mode: true while the hub loop is held (`exec::gevent`). No
+/// accepting then, so that the other workers take the connections.
+struct HubGate(Option<watch::Receiver<bool>>);
+
+impl HubGate {
+    /// Resolves once the hub is held; never without a hub to watch.
+    async fn held(&mut self) {
+        if let Some(h) = &mut self.0 {
+            if h.wait_for(|held| *held).await.is_ok() {
+                return;
+            }
+        }
+        self.0 = None; // its watcher ended with the hub
+        std::future::pending::<()>().await
+    }
+
+    /// Resolves once the hub turns (at once if it is not held).
+    async fn free(&mut self) {
+        if let Some(h) = &mut self.0 {
+            if h.wait_for(|held| !*held).await.is_err() {
+                self.0 = None;
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: Listener,
+    ctx: AcceptCtx,
+    mut stop: watch::Receiver<bool>,
+    mut hub: HubGate,
+) {
     let listening = match Listening::register(listener) {
         Ok(l) => l,
         Err(e) => return crate::log::error::error(&format!("Cannot listen: {e}")),
     };
     let mut backoff = Backoff::default();
     loop {
+        tokio::select! {
+            _ = stop.changed() => return listening.drain(&ctx),
+            () = hub.free() => {}
+        }
         let accepted = async {
             let slot = ctx.slots.clone().acquire_owned().await.ok()?;
             Some(listening.accept(&ctx, slot).await)
         };
         tokio::select! {
             _ = stop.changed() => return listening.drain(&ctx),
+            // Accepting stops while the hub is held (the accept waiting is
+            // dropped, which takes no connection).
+            () = hub.held() => {}
             r = accepted => match r {
                 Some(Ok(())) => backoff.reset(),
                 Some(Err(e)) if broken(&e) => {

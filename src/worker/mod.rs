@@ -185,6 +185,27 @@ impl Server {
         self.config.beat_interval().as_secs_f64()
     }
 
+    /// Seconds between the gevent hub loop's beats while it runs requests.
+    #[getter]
+    fn hub_tick(&self) -> f64 {
+        crate::exec::gevent::TICK.as_secs_f64()
+    }
+
+    /// gevent mode: the hub runs requests and beats every `hub_tick` until
+    /// `hub_idle`; a hub that misses beats meanwhile stops accepting.
+    fn hub_busy(&self) {
+        if let (Some(hub), false) = (&self.hub, forked::is_child()) {
+            hub.busy();
+        }
+    }
+
+    /// gevent mode: the hub runs no request (it beats once an interval).
+    fn hub_idle(&self) {
+        if let (Some(hub), false) = (&self.hub, forked::is_child()) {
+            hub.idle();
+        }
+    }
+
     /// gevent mode: the hub loop is alive (called from a hub timer); a hub
     /// that stops calling this stops the heartbeat.
     fn hub_beat(&self) {

@@ -5,8 +5,10 @@ record, then hashes the body (body_app.sha256, for slow uploads);
 `/grow?mib=N` keeps N more MiB alive in a module-level list (the worker's RSS
 grows, for --max-worker-rss); `/spin?seconds=N` holds its thread (or the
 gevent hub) in a pure-Python busy loop for up to N seconds (for --timeout:
-the worker stops beating); `/hold-gil?seconds=N` sleeps N seconds in C with
-the GIL kept; `/print?text=T` prints `T out` with print() and
+the worker stops beating); `/spin-until?path=P` spins the same way until the
+file P exists (at most a minute), then answers the pid; `/hold-gil?seconds=N`
+sleeps N seconds in C with the GIL kept; `/print?text=T` prints `T out` with
+print() and
 writes `T err` to sys.stderr (for --capture-output); `/abort` aborts the worker
 (as a failed allocation in native code does); anything else answers `pong`.
 """
@@ -37,6 +39,13 @@ def spin_until_killed(seconds):
     return n
 
 
+def spin_until_exists(path, seconds=60.0):
+    """Never yields until `path` exists (checked with a plain stat, bounded)."""
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        pass
+
+
 def app(environ, start_response):
     path = environ.get("PATH_INFO", "")
     if path == "/pid":
@@ -59,6 +68,9 @@ def app(environ, start_response):
     if path == "/spin":
         spin_until_killed(float(params(environ).get("seconds", "30")))
         return _text(start_response, b"spun")
+    if path == "/spin-until":
+        spin_until_exists(params(environ)["path"])
+        return _text(start_response, str(os.getpid()).encode())
     if path == "/hold-gil":  # ?seconds=N in C code that keeps the GIL (PyDLL does)
         ctypes.PyDLL(None).sleep(int(params(environ).get("seconds", "30")))
         return _text(start_response, b"held")
