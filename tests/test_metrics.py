@@ -238,6 +238,15 @@ def test_readyz_says_draining_after_term(start_server):
         conn.close()
 
 
+def test_the_worker_target_is_there_from_the_first_scrape(start_server):
+    """QA probe (session 28): siesta_workers_target (and the master's phase) were
+    published at the master's first tick, so scrapes in the first second after the
+    start read a target of 0 workers. They are published before the first wait now."""
+    srv = start_server("router_app:app", *METRICS, "-w", "2")
+    s = scrape(metrics_url(srv))
+    assert value(s, "siesta_workers_target") == 2, s
+
+
 def listening_inode(port):
     """The inode of the IPv4 socket listening on `port` (from /proc/net/tcp)."""
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:

@@ -281,7 +281,12 @@ impl super::Master<'_, '_> {
     pub(super) fn start_metrics(&mut self) {
         if let Some(o) = self.observer {
             match crate::metrics::master::init(self.cfg.workers) {
-                Ok(()) => o.start(),
+                Ok(()) => {
+                    // The phase and target from the first scrape on, not
+                    // from the first tick.
+                    crate::metrics::master::phase(false, false, self.target);
+                    o.start()
+                }
                 Err(e) => crate::log::error::error(&format!(
                     "Cannot map the metrics region: {e}; --metrics-bind is off"
                 )),
