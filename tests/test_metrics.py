@@ -133,6 +133,7 @@ def test_exposition_parses_with_the_official_parser(start_server):
         "siesta_refusals": "counter",
         "siesta_worker_starts": "counter",
         "siesta_worker_exits": "counter",
+        "siesta_requests_lost": "counter",
         "siesta_worker_resident_memory_bytes": "gauge",
         "siesta_build_info": "gauge",
         "siesta_slow_uploads": "counter",
@@ -245,6 +246,38 @@ def test_the_worker_target_is_there_from_the_first_scrape(start_server):
     srv = start_server("router_app:app", *METRICS, "-w", "2")
     s = scrape(metrics_url(srv))
     assert value(s, "siesta_workers_target") == 2, s
+
+
+@pytest.mark.timeout(120)
+def test_requests_killed_with_their_worker_are_counted_as_lost(start_server, mode):
+    """QA probe (session 28): a request killed with its worker (here by --timeout) was
+    counted nowhere: not in siesta_requests_total, and its in-flight gauge went with
+    the worker. siesta_requests_lost_total{reason} counts it, by the worker's exit
+    reason, next to the one request that was answered."""
+    threads = ("--threads", "1") if mode == "thread" else ()
+    srv = start_server(
+        "supervisor_app:app", *METRICS, "-w", "1", "--timeout", "2", *threads, mode=mode
+    )
+    url = metrics_url(srv)
+    answered = srv.get("/pid")
+    assert answered.status == 200
+    old = answered.body.decode()
+    conn = srv.connect()
+    try:
+        conn.send(b"GET /spin?seconds=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert srv.wait_log(rf"WORKER TIMEOUT \(pid:{old}\)", timeout=20), srv.log()
+
+        def lost():
+            s = scrape(url)
+            return s if value(s, "siesta_requests_lost_total", reason="timeout") == 1 else None
+
+        s = wait_until(lost)
+        assert s, scrape(url)
+    finally:
+        conn.close()
+    assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 1
+    others = ("crash", "stop", "reload")
+    assert sum(value(s, "siesta_requests_lost_total", reason=r) for r in others) == 0
 
 
 def listening_inode(port):

@@ -107,6 +107,9 @@ pub(crate) fn exited(pid: i32, retired: Option<&'static str>, code: i32) {
     };
     if let Some(i) = EXIT_REASONS.iter().position(|x| *x == reason) {
         r.header().exits[i].fetch_add(1, Ordering::Relaxed);
+        // What it had in flight got no complete response: killed with it
+        // (a timeout, a crash) or cut at the end of a stop's time.
+        r.header().lost[i].fetch_add(s.in_flight().max(0) as u64, Ordering::Relaxed);
     }
     r.fold(s);
 }

@@ -361,6 +361,15 @@ pub(crate) struct Counters(pub(crate) [AtomicU64; at::WORDS]);
 #[repr(C)]
 pub(crate) struct Gauges(pub(crate) [AtomicI64; gauge::WORDS]);
 
+impl Slot {
+    /// The worker's requests in flight: its `LIVE` gauges summed (a
+    /// reader between two of a request's moves may see it twice or not).
+    pub(crate) fn in_flight(&self) -> i64 {
+        let live = &self.gauges.0[gauge::INFLIGHT..gauge::INFLIGHT + State::LIVE.len()];
+        live.iter().map(|g| g.load(Ordering::Relaxed)).sum()
+    }
+}
+
 /// One worker's part of the region.
 #[repr(C)]
 pub(crate) struct Slot {
@@ -401,6 +410,9 @@ pub(crate) struct Header {
     /// The metrics process's own pid.
     pub(crate) observer_pid: AtomicI32,
     _pad: AtomicU32,
+    /// Requests still in flight when their worker exited, by its exit
+    /// reason (`siesta_requests_lost_total`).
+    pub(crate) lost: [AtomicU64; EXIT_REASONS.len()],
 }
 
 /// The mapped region: a header, the departed totals, then `slots` slots.

@@ -221,6 +221,18 @@ impl Collector for Scrape {
             ConstCounter::new(s.exits[i]).encode(f.encode_family(&[("reason", *r)])?)?;
         }
         let mut f = enc.encode_descriptor(
+            "siesta_requests_lost",
+            "Requests that were in flight in a worker when it exited, by the worker's \
+             exit reason: killed with it (timeout, crash) or cut when a stop's time \
+             ran out (stop, reload). They got no complete response and are not in \
+             siesta_requests_total.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, r) in EXIT_REASONS.iter().enumerate() {
+            ConstCounter::new(s.lost[i]).encode(f.encode_family(&[("reason", *r)])?)?;
+        }
+        let mut f = enc.encode_descriptor(
             "siesta_reloads",
             "HUP reloads, each once, by how they ended: done, config_refused (the \
              running config kept), given_up (new workers could not load the app or \

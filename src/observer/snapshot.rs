@@ -42,6 +42,8 @@ pub(crate) struct Snapshot {
     pub master_started_ns: u64,
     pub worker_starts: u64,
     pub exits: [u64; EXIT_REASONS.len()],
+    /// Requests in flight when their worker exited, by its exit reason.
+    pub lost: [u64; EXIT_REASONS.len()],
     /// HUPs by how they ended (`RELOAD_OUTCOMES`).
     pub reloads: [u64; RELOAD_OUTCOMES.len()],
     pub target: u64,
@@ -69,10 +71,7 @@ impl Snapshot {
                 .iter()
                 .map(|c| c.load(Ordering::Relaxed))
                 .sum();
-            let in_flight: i64 = s.gauges.0[gauge::INFLIGHT..gauge::INFLIGHT + 4]
-                .iter()
-                .map(|g| g.load(Ordering::Relaxed))
-                .sum();
+            let in_flight = s.in_flight();
             workers.push(WorkerView {
                 pid,
                 age: s.age.load(Ordering::Relaxed),
@@ -99,6 +98,10 @@ impl Snapshot {
         for (o, e) in exits.iter_mut().zip(h.exits.iter()) {
             *o = e.load(Ordering::Relaxed);
         }
+        let mut lost = [0u64; EXIT_REASONS.len()];
+        for (o, e) in lost.iter_mut().zip(h.lost.iter()) {
+            *o = e.load(Ordering::Relaxed);
+        }
         let mut reloads = [0u64; RELOAD_OUTCOMES.len()];
         for (o, e) in reloads.iter_mut().zip(h.reloads.iter()) {
             *o = e.load(Ordering::Relaxed);
@@ -114,6 +117,7 @@ impl Snapshot {
             master_started_ns: h.started_ns.load(Ordering::Relaxed),
             worker_starts: h.worker_starts.load(Ordering::Relaxed),
             exits,
+            lost,
             reloads,
             target: h.target.load(Ordering::Relaxed),
             slow_rate,
