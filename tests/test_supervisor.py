@@ -1008,6 +1008,35 @@ def test_a_worker_whose_gevent_hub_is_held_stops_accepting(launch, tmp_path):
     assert srv.get("/pid").status == 200
 
 
+@pytest.mark.timeout(120)
+def test_a_gevent_hub_held_by_a_greenlet_of_the_apps_stops_accepting(launch, tmp_path):
+    """QA probe (session 29): the hub counted as busy, and so was watched, only from
+    the request it ran to its last one's end, so a hub held by a greenlet of the app's
+    own (a background job an earlier request started) was never seen held: its worker
+    went on accepting, and the requests it took waited for the hold to end. A request
+    waiting for the hub makes it busy too now."""
+    srv = launch("-w", "2", "--log-level", "debug", mode="gevent")
+    release = tmp_path / "release"
+    mark = srv.log_mark()
+    started = srv.get(f"/spin-later?path={release}")
+    assert started.status == 200
+    held = started.body.decode()
+    assert wait_until(Path(f"{release}.started").exists, timeout=WAIT)
+    # Some of these land on the held worker and wait: they make it busy.
+    waiting = [request_in_background(srv, "/pid") for _ in range(20)]
+    try:
+        line = srv.wait_log(rf"\[{held}\] \[DEBUG\] The hub loop has not turned", mark, WAIT)
+        assert line, srv.log()
+        answers = [srv.get("/pid") for _ in range(20)]
+    finally:
+        release.touch()
+    assert all(r.status == 200 for r in answers), answers
+    assert {r.body.decode() for r in answers}.isdisjoint({held}), (held, answers)
+    for client, answer in waiting:
+        client.join(WAIT)
+        assert answer["resp"].status == 200, answer
+
+
 def request_in_background(srv, target):
     """GETs `target` on a thread of its own (its worker may be killed under it):
     the thread, and the dict that gets its response or error."""

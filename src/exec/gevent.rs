@@ -8,15 +8,18 @@
 //! holds a lock across a call into Python. Wake tokens are numbered here.
 //!
 //! The hub loop beats (`hub_beat`) once a heartbeat interval, for
-//! `--timeout`, and every `TICK` while it runs requests (`hub_busy` to
-//! `hub_idle`: an idle worker does not wake for it). The I/O thread
+//! `--timeout`, and every `TICK` while it has requests (from the push of
+//! one, or `hub_busy`, to `hub_idle`: an idle worker does not wake for it).
+//! The I/O thread
 //! accepts and reads heads for the hub, so a hub held by a greenlet that
 //! does not yield (a CPU-bound request, a blocking call the patching does
 //! not cover) would otherwise go on taking connections it cannot serve,
 //! which the other workers could have. `watch_held` looks at the beats
 //! while the hub is busy: one that misses `HELD_AFTER` of them is held,
 //! and its worker stops accepting until it beats again, as a gevent worker
-//! whose hub accepts stops when its hub is held.
+//! whose hub accepts stops when its hub is held. That includes a hub that
+//! runs a batch of CPU-bound requests back to back for that long: it is
+//! saturated, and the other workers are better placed.
 
 use crate::exchange::Job;
 use parking_lot::Mutex;
@@ -91,6 +94,12 @@ impl Hub {
             evs.push(ev);
             was_empty
         };
+        // Busy from the moment something waits for the hub, not only once
+        // it runs a request: a hub held by a greenlet of the app's own (a
+        // background job) would never take the request to say so.
+        if !self.busy.load(Ordering::Relaxed) {
+            self.busy();
+        }
         if was_empty {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
@@ -121,8 +130,12 @@ impl Hub {
     }
 
     /// The hub runs no request: its beats come once a heartbeat interval.
+    /// Not while an event waits for it (pushed since the hub took them).
     pub(crate) fn idle(&self) {
-        self.busy.store(false, Ordering::Release);
+        let events = self.events.lock();
+        if events.is_empty() {
+            self.busy.store(false, Ordering::Release);
+        }
     }
 
     /// Whether the hub beat since `mark` (which is updated).
@@ -297,6 +310,16 @@ mod tests {
         assert!(*rx.borrow());
         // Idle (its last request done): not held, whatever its beats.
         hub.idle();
+        pass(TICK * 2).await;
+        assert!(!*rx.borrow());
+        // A request waiting for an idle hub that does not take it (a
+        // greenlet of the app's holds it): busy from the push, then held.
+        hub.waker(7).wake();
+        hub.idle(); // a tick that ran just before: the event still waits
+        pass(HELD_AFTER + TICK * 2).await;
+        assert!(*rx.borrow());
+        assert_eq!(hub.take().len(), 1);
+        hub.beat();
         pass(TICK * 2).await;
         assert!(!*rx.borrow());
         // Closing ends the watcher.

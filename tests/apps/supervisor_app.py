@@ -6,7 +6,9 @@ record, then hashes the body (body_app.sha256, for slow uploads);
 grows, for --max-worker-rss); `/spin?seconds=N` holds its thread (or the
 gevent hub) in a pure-Python busy loop for up to N seconds (for --timeout:
 the worker stops beating); `/spin-until?path=P` spins the same way until the
-file P exists (at most a minute), then answers the pid; `/hold-gil?seconds=N`
+file P exists (at most a minute), then answers the pid; `/spin-later?path=P`
+answers the pid at once and has a greenlet of its own spin so (gevent mode);
+`/hold-gil?seconds=N`
 sleeps N seconds in C with the GIL kept; `/print?text=T` prints `T out` with
 print() and
 writes `T err` to sys.stderr (for --capture-output); `/abort` aborts the worker
@@ -40,7 +42,10 @@ def spin_until_killed(seconds):
 
 
 def spin_until_exists(path, seconds=60.0):
-    """Never yields until `path` exists (checked with a plain stat, bounded)."""
+    """Never yields until `path` exists (checked with a plain stat, bounded); writes
+    `path`.started first."""
+    with open(f"{path}.started", "w"):
+        pass
     deadline = time.monotonic() + seconds
     while not os.path.exists(path) and time.monotonic() < deadline:
         pass
@@ -70,6 +75,11 @@ def app(environ, start_response):
         return _text(start_response, b"spun")
     if path == "/spin-until":
         spin_until_exists(params(environ)["path"])
+        return _text(start_response, str(os.getpid()).encode())
+    if path == "/spin-later":  # gevent mode: a greenlet of its own spins, as /spin-until
+        import gevent
+
+        gevent.spawn_later(0.05, spin_until_exists, params(environ)["path"])
         return _text(start_response, str(os.getpid()).encode())
     if path == "/hold-gil":  # ?seconds=N in C code that keeps the GIL (PyDLL does)
         ctypes.PyDLL(None).sleep(int(params(environ).get("seconds", "30")))
