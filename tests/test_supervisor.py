@@ -988,7 +988,9 @@ def test_a_worker_whose_gevent_hub_is_held_stops_accepting(launch, tmp_path):
     requests waited for the hub while the other worker idled. A held hub now stops
     its worker accepting until it turns again, as a gevent worker accepting on its hub
     stops: every request goes to the other worker meanwhile."""
-    srv = launch("-w", "2", "--log-level", "debug", mode="gevent")
+    metrics = ("--metrics-bind", "127.0.0.1:0")
+    srv = launch("-w", "2", "--log-level", "debug", *metrics, mode="gevent")
+    url = metrics_url(srv)
     release = tmp_path / "release"
     mark = srv.log_mark()
     client, answer = request_in_background(srv, f"/spin-until?path={release}")
@@ -997,6 +999,9 @@ def test_a_worker_whose_gevent_hub_is_held_stops_accepting(launch, tmp_path):
     held = held_line.group(1)
     try:
         answers = [srv.get("/pid") for _ in range(20)]
+        # The status page shows it held (and /readyz still counts the other).
+        phases = {str(w["pid"]): w["phase"] for w in status(url)["workers"]}
+        assert phases[held] == "held" and sorted(phases.values()) == ["held", "ready"], phases
     finally:
         release.touch()
     assert all(r.status == 200 for r in answers), answers
@@ -1006,6 +1011,7 @@ def test_a_worker_whose_gevent_hub_is_held_stops_accepting(launch, tmp_path):
     assert answer["resp"].status == 200 and answer["resp"].body.decode() == held, answer
     assert srv.wait_log(rf"\[{held}\] \[DEBUG\] The hub loop turns again", mark), srv.log()
     assert srv.get("/pid").status == 200
+    assert wait_until(lambda: all(w["phase"] == "ready" for w in status(url)["workers"]))
 
 
 @pytest.mark.timeout(120)

@@ -65,6 +65,21 @@ pub(crate) fn worker_draining() {
     set_phase(Phase::Draining);
 }
 
+/// Gevent mode: the worker's hub is held (the worker accepts nothing) or
+/// turns again. Only a ready worker moves to held and back: a draining
+/// one stays draining.
+pub(crate) fn worker_held(held: bool) {
+    if let Some(s) = worker_slot() {
+        let (from, to) = match held {
+            true => (Phase::Ready, Phase::Held),
+            false => (Phase::Held, Phase::Ready),
+        };
+        let _ = s
+            .phase
+            .compare_exchange(from as u32, to as u32, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
 /// The worker will exit by itself for `reason` (an `EXIT_REASONS` name).
 pub(crate) fn worker_leaving(reason: &str) {
     if let (Some(s), Some(i)) = (

@@ -118,6 +118,8 @@ pub(crate) enum Phase {
     Booting = 2,
     Ready = 3,
     Draining = 4,
+    /// Ready, but its gevent hub is held: it accepts nothing meanwhile.
+    Held = 5,
 }
 
 impl Phase {
@@ -127,6 +129,7 @@ impl Phase {
             2 => Phase::Booting,
             3 => Phase::Ready,
             4 => Phase::Draining,
+            5 => Phase::Held,
             _ => Phase::Free,
         }
     }
@@ -137,6 +140,7 @@ impl Phase {
             Phase::Reserved | Phase::Booting => "booting",
             Phase::Ready => "ready",
             Phase::Draining => "draining",
+            Phase::Held => "held",
         }
     }
 }

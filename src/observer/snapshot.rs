@@ -133,6 +133,8 @@ impl Snapshot {
         }
         if self.workers.iter().any(|w| w.phase == Phase::Ready) {
             Ok(())
+        } else if self.workers.iter().any(|w| w.phase == Phase::Held) {
+            Err("held: every ready worker's gevent hub is held, nothing is accepted")
         } else {
             Err("starting: no worker is ready yet")
         }
