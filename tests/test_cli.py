@@ -538,3 +538,64 @@ def test_an_fd_bind_whose_listen_finds_its_port_taken_is_tried_again():
     finally:
         holder.close()
         handed.close()
+
+
+@pytest.mark.parametrize(
+    "module, source, code",
+    [
+        ("broken_import_app", None, 4),
+        ("exits_at_import_app", "import sys\nsys.exit('app says no')\n", 1),
+    ],
+)
+def test_a_preload_that_fails_leaves_no_pid_file_or_socket_file(tmp_path, module, source, code):
+    """QA probe (session 29): a --preload import that failed after the bind left the
+    unix socket file behind (and, for an app calling sys.exit at import, the pid file
+    too); without --preload nothing was left. Both go now, whatever the failure."""
+    if source:
+        (tmp_path / f"{module}.py").write_text(source)
+    sock, pid = tmp_path / "s.sock", tmp_path / "p.pid"
+    result = run_siesta(
+        "--preload", "-b", f"unix:{sock}", "--pid", str(pid), *APP_ARGS,
+        "--pythonpath", str(tmp_path), f"{module}:app",
+    )  # fmt: skip
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Listening at: unix:" in result.stderr, result.stderr
+    assert not sock.exists() and not pid.exists(), sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_output_that_cannot_be_written_is_one_line_not_a_traceback():
+    """QA probe (session 29): --print-config into a pipe whose reader had left, and
+    --check-config into a full disk, ended in a Python traceback from Siesta's own
+    code. The first exits 1 quietly; the second says why in one line."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader left before anything was written
+    try:
+        proc = subprocess.run(
+            [str(SIESTA), "--print-config", *APP_ARGS, "router_app:app"],
+            stdin=subprocess.DEVNULL, stdout=write_end, stderr=subprocess.PIPE,
+            env=clean_env(), text=True, timeout=30, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [str(SIESTA), "--check-config", *APP_ARGS, "router_app:app"],
+            stdin=subprocess.DEVNULL, stdout=full, stderr=subprocess.PIPE,
+            env=clean_env(), text=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert_one_error_line(proc, "No space left on device")
+
+
+def test_a_daemon_whose_error_log_cannot_be_opened_says_so_before_detaching(tmp_path):
+    """QA probe (session 29): -D with an --error-logfile in a missing directory exited
+    0 and said nothing anywhere: the log was opened after detaching, where the line
+    reached nobody. It is checked before -D now, as --access-logfile was."""
+    errors = tmp_path / "missing" / "e.log"
+    result = run_siesta(
+        "-D", "--error-logfile", str(errors), "-b", "127.0.0.1:0", *APP_ARGS, "router_app:app"
+    )
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert_one_error_line(result, "Cannot open error log")
+    assert "No such file or directory" in result.stderr, result.stderr

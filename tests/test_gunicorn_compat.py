@@ -650,7 +650,7 @@ def test_config_dev_null_skips_the_default_file(tmp_path):
     assert result.returncode == 0, result.stderr
     assert re.search(r"^workers\s+= 1$", result.stdout, re.M), result.stdout + result.stderr
     result = run_siesta("-c", str(tmp_path), *APP_ARGS, APP)
-    assert_one_line_error(result, 1, str(tmp_path), "not found")
+    assert_one_line_error(result, 1, str(tmp_path), "is a directory")
 
 
 def test_only_wsgi_app_names_the_app(tmp_path):

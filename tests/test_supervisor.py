@@ -1329,6 +1329,30 @@ def test_user_and_group_switch_the_workers_only(launch, mode):
     assert "Worker crashed" not in srv.log()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="-u/-g can only switch users when run as root")
+def test_numeric_user_and_group_need_no_entry_in_the_databases(launch):
+    """QA probe (session 29): -u 54321 -g 54322, ids with no entry in /etc/passwd or
+    /etc/group (a container run under an arbitrary uid), were refused as 'no such
+    user'; gunicorn uses such numbers as they are, and so does Siesta now. A uid
+    without an entry keeps the master's group unless -g says otherwise."""
+    import grp
+    import pwd
+
+    for lookup, n in ((pwd.getpwuid, 54321), (grp.getgrgid, 54322)):
+        with contextlib.suppress(KeyError):
+            lookup(n)
+            pytest.skip(f"{n} has an entry here")
+    srv = launch("-w", "1", "-u", "54321", "-g", "54322", "--preload")
+    [worker] = srv.worker_pids()
+    assert wait_until(lambda: status_ids(worker) == (54321, 54322)), status_ids(worker)
+    srv.assert_serving()
+    srv.stop()
+    srv = launch("-w", "1", "-u", "54321", "--preload")
+    [worker] = srv.worker_pids()
+    assert wait_until(lambda: status_ids(worker) == (54321, 0)), status_ids(worker)
+    srv.assert_serving()
+
+
 def status_groups(pid):
     """The supplementary groups of a process, from /proc/PID/status."""
     with open(f"/proc/{pid}/status") as f:

@@ -298,7 +298,9 @@ def _run_config(location: str) -> tuple[dict[str, Any], set[str], str]:
     path = location[len("file:") :] if location.startswith("file:") else location
     # Not only a regular file: `-c /dev/null` is how a deployer skips the
     # ./gunicorn.conf.py of the directory.
-    if not os.path.exists(path) or os.path.isdir(path):
+    if os.path.isdir(path):
+        raise ConfigError(f"config file {path!r} is a directory")
+    if not os.path.exists(path):
         raise ConfigError(f"config file {path!r} not found")
     try:
         with open(path, encoding="utf-8", errors="replace") as f:

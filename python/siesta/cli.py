@@ -61,6 +61,19 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def _say(text: str) -> None:
+    """Prints `text` on stdout: a reader that left (``| head``) or a full disk ends
+    it with exit 1, without a traceback."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+        sys.exit(1)
+    except OSError as exc:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _fail(f"Cannot write to standard output: {exc.strerror}", 1)
+
+
 def _log_file_apart(path: str | None) -> bool:
     """Whether the error log is a file other than stderr (``/dev/stderr`` is not)."""
     if path in (None, "", "-"):
@@ -211,28 +224,41 @@ def _systemd_binds(values: dict[str, Any]) -> bool:
 
 def _user_and_group(values: dict[str, Any]) -> None:
     """-u/-g by name or number, checked in the master (ConfigError when there is no
-    such user or group); workers switch after the fork."""
+    such user or group); workers switch after the fork. A user's group is its primary
+    one unless -g says otherwise. A number is used as it is, with or without an entry in
+    the user or group database (containers run under arbitrary ids): a user number
+    without one keeps the current group."""
     import grp
     import pwd
 
     user, group = values.get("user"), values.get("group")
     values["_uid"] = values["_gid"] = values["_user_name"] = None
+    for flag, given in (("-u", user), ("-g", group)):
+        if str(given).isdigit() and int(str(given)) >= 2**32 - 1:
+            raise ConfigError(f"{flag} {given}: not a valid id")
     if user is not None:
         try:
             entry = pwd.getpwuid(int(user)) if str(user).isdigit() else pwd.getpwnam(str(user))
-        except (KeyError, ValueError):
+        except KeyError:
+            if not str(user).isdigit():
+                raise ConfigError(f"-u {user}: no such user") from None
+            values["_uid"] = int(user)
+        except ValueError:
             raise ConfigError(f"-u {user}: no such user") from None
-        values["_uid"], values["_gid"], values["_user_name"] = (
-            entry.pw_uid,
-            entry.pw_gid,
-            entry.pw_name,
-        )
+        else:
+            values["_uid"], values["_gid"], values["_user_name"] = (
+                entry.pw_uid,
+                entry.pw_gid,
+                entry.pw_name,
+            )
     if group is not None:
+        if str(group).isdigit():
+            values["_gid"] = int(group)
+            return
         try:
-            gid = grp.getgrgid(int(group)) if str(group).isdigit() else grp.getgrnam(str(group))
-        except (KeyError, ValueError):
+            values["_gid"] = grp.getgrnam(str(group)).gr_gid
+        except KeyError:
             raise ConfigError(f"-g {group}: no such group") from None
-        values["_gid"] = gid.gr_gid
 
 
 def _check_worker_tmp_dir(path: str | None) -> None:
@@ -260,6 +286,12 @@ def _check_before_serving(values: dict[str, Any]) -> None:
     if metrics and not metrics.endswith(":0") and metrics in (b.strip() for b in values["bind"]):
         # Else the second bind would wait for the first, then fail as "in use".
         raise ConfigError(f"--metrics-bind {metrics} is a -b address too")
+
+
+def _leave_nothing(listeners: Any, values: dict[str, Any]) -> None:
+    """A start that fails once bound: the pid file and the unix socket files go."""
+    listeners.close(True)
+    remove_pid_file(values["pid"])
 
 
 def _daemonize() -> None:
@@ -318,7 +350,7 @@ def _check(values: dict[str, Any], sources: dict[str, str]) -> None:
         load(values["app"])
     except AppLoadError as exc:
         _fail(str(exc), 1)  # gunicorn's --check-config exits 1 too
-    print(f"Configuration OK: {values['app']}")
+    _say(f"Configuration OK: {values['app']}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -339,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     for warning in resolved.warnings:
         sys.stderr.write(f"Warning: {warning}\n")
     if values.get("print_config"):
-        print(render(values, hooks.names()))
+        _say(render(values, hooks.names()))
         return
     if not values.get("app"):
         _fail(f"no app given: {USAGE}", 1)  # gunicorn's "No application module specified."
@@ -370,6 +402,10 @@ def main(argv: list[str] | None = None) -> None:
     # A master started by USR2 is detached already, and stays its old master's child.
     upgrade = os.environ.pop(UPGRADE_ENV, None) == "1"
     if values["daemon"] and not upgrade:
+        # Its opening below fails after -D, where the line would reach nobody.
+        path = values["error_logfile"]
+        if problem := _log_file_problem(path):
+            _fail(f"Cannot open error log {path}: {problem}", 1)
         _daemonize()
     if values["umask"]:
         os.umask(values["umask"])
@@ -439,10 +475,13 @@ def main(argv: list[str] | None = None) -> None:
         try:
             app = load(values["app"])
         except AppLoadError as exc:
-            remove_pid_file(values["pid"])
+            _leave_nothing(listeners, values)
             _fail(str(exc), EXIT_APP_LOAD)
+        except SystemExit:  # the app's own, at import: its code, and nothing left behind
+            _leave_nothing(listeners, values)
+            raise
     if not hooks.boot("when_ready", arbiter):
-        remove_pid_file(values["pid"])
+        _leave_nothing(listeners, values)
         _fail("the when_ready hook failed (above): not starting", 1)
 
     running_env = [list(values.get("raw_env") or [])]

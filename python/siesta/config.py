@@ -677,15 +677,17 @@ SETTINGS: tuple[Setting, ...] = (
         "user",
         ("-u", "--user"),
         None,
-        "Run workers as this user (name or uid); unset keeps the current one. The "
-        "master keeps its own.",
+        "Run workers as this user (name or uid; a uid need not be in the user "
+        "database); unset keeps the current one. The master keeps its own.",
         metavar="USER",
     ),
     Setting(
         "group",
         ("-g", "--group"),
         None,
-        "Run workers as this group (name or gid); unset keeps the current one.",
+        "Run workers as this group (name or gid; a gid need not be in the group "
+        "database). Unset: with -u, that user's primary group (gunicorn keeps the "
+        "current one); else, or for a uid with no entry, the current one.",
         metavar="GROUP",
     ),
     Setting(

@@ -74,9 +74,9 @@ pub(crate) fn worker_held(held: bool) {
             true => (Phase::Ready, Phase::Held),
             false => (Phase::Held, Phase::Ready),
         };
-        let _ = s
-            .phase
-            .compare_exchange(from as u32, to as u32, Ordering::Relaxed, Ordering::Relaxed);
+        let _ =
+            s.phase
+                .compare_exchange(from as u32, to as u32, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 
