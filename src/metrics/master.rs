@@ -158,12 +158,18 @@ mod tests {
             Phase::Booting
         );
         s.exit_reason.store(2, Ordering::Relaxed); // max_requests
+                                                   // Two requests in the app and one sending when it went: lost.
+        let live = super::super::region::gauge::INFLIGHT;
+        s.gauges.0[live + 1].store(2, Ordering::Relaxed);
+        s.gauges.0[live + 3].store(1, Ordering::Relaxed);
         exited(4242, None, 0);
         assert!(find(4242).is_none());
         let Some(r) = super::super::region() else {
             panic!("mapped")
         };
         assert_eq!(r.header().exits[1].load(Ordering::Relaxed), 1);
+        assert_eq!(r.header().lost[1].load(Ordering::Relaxed), 3);
+        assert_eq!(s.in_flight(), 0, "the slot is folded");
         let b = reserve();
         spawned(b, None, 2);
         assert_eq!(b, a, "a failed fork frees its slot again");
