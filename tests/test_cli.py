@@ -553,14 +553,38 @@ def test_a_preload_that_fails_leaves_no_pid_file_or_socket_file(tmp_path, module
     too); without --preload nothing was left. Both go now, whatever the failure."""
     if source:
         (tmp_path / f"{module}.py").write_text(source)
-    sock, pid = tmp_path / "s.sock", tmp_path / "p.pid"
+    sock, metrics, pid = tmp_path / "s.sock", tmp_path / "m.sock", tmp_path / "p.pid"
     result = run_siesta(
-        "--preload", "-b", f"unix:{sock}", "--pid", str(pid), *APP_ARGS,
-        "--pythonpath", str(tmp_path), f"{module}:app",
+        "--preload", "-b", f"unix:{sock}", "--metrics-bind", f"unix:{metrics}",
+        "--pid", str(pid), *APP_ARGS, "--pythonpath", str(tmp_path), f"{module}:app",
     )  # fmt: skip
     assert result.returncode == code, (result.returncode, result.stderr)
     assert "Listening at: unix:" in result.stderr, result.stderr
+    left = [p.name for p in (sock, metrics, pid) if p.exists()]
+    assert not left, left
+
+
+def test_a_when_ready_hook_that_exits_leaves_no_pid_file_or_socket_file(tmp_path):
+    """Review (session 29): a when_ready hook calling sys.exit() left the socket file
+    and the pid file behind, where one that raised left nothing."""
+    conf = tmp_path / "conf.py"
+    conf.write_text("import sys\n\ndef when_ready(server):\n    sys.exit(2)\n")
+    sock, pid = tmp_path / "s.sock", tmp_path / "p.pid"
+    result = run_siesta(
+        "-c", str(conf), "-b", f"unix:{sock}", "--pid", str(pid), *APP_ARGS, "router_app:app"
+    )
+    assert result.returncode == 2, (result.returncode, result.stderr)
     assert not sock.exists() and not pid.exists(), sorted(p.name for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flag", ["-u", "-g"])
+def test_ids_that_are_no_numbers_are_one_line(flag):
+    """Review (session 29): "²" is a digit to str.isdigit but no number to int(): a
+    traceback; and an id past the kernel's range is refused, not tried."""
+    for given, words in (("\u00b2", "no such"), ("4294967295", "not a valid id")):
+        result = run_siesta(flag, given, "--check-config", *APP_ARGS, "router_app:app")
+        assert result.returncode == 1, (given, result.returncode, result.stderr)
+        assert_one_error_line(result, words)
 
 
 def test_output_that_cannot_be_written_is_one_line_not_a_traceback():

@@ -280,6 +280,17 @@ def test_requests_killed_with_their_worker_are_counted_as_lost(start_server, mod
     assert sum(value(s, "siesta_requests_lost_total", reason=r) for r in others) == 0
 
 
+def test_a_unix_metrics_socket_file_is_removed_at_the_stop(start_server, tmp_path):
+    """Review (session 29): the socket file of a unix --metrics-bind stayed after a
+    TERM (the binds' own files went); it goes with them now."""
+    path = tmp_path / "m.sock"
+    srv = start_server("router_app:app", "--metrics-bind", f"unix:{path}")
+    assert srv.wait_log(r"Metrics at: unix:"), srv.log()
+    assert path.exists()
+    srv.stop()
+    assert not path.exists()
+
+
 def listening_inode(port):
     """The inode of the IPv4 socket listening on `port` (from /proc/net/tcp)."""
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:

@@ -373,6 +373,8 @@ def serve(server: Any, app: Any, worker_connections: int, queue_timeout: float) 
                     waiting.append((time.monotonic(), item))
             except Exception as exc:  # one item's failure must not drop the batch
                 log("error", f"Error in the hub's dispatch: {exc!r}")
+        if running == 0 and not waiting and not ticker.active:
+            server.hub_idle()  # a request taken but not run: no tick would say so
 
     def expire() -> None:
         # Also the hub's heartbeat: a hub held by a greenlet that never

@@ -381,6 +381,8 @@ class Master:
         arbiter.WORKERS = self.workers  # gunicorn's name, for hooks that go through them
         # The --metrics-bind socket, handed to a new master on USR2.
         self.metrics_fd: int | None = None
+        # The master loop (its --metrics-bind socket file goes at a stop).
+        self.supervisor: Any = None
         # Where siesta was started: a new master (USR2) starts there too, so
         # relative paths on its command line mean what they meant.
         self.launch_dir: str | None = None
@@ -488,9 +490,13 @@ class Master:
 
     def stopping(self) -> None:
         """TERM/INT/QUIT (or a failed boot): the master closes its listening sockets
-        first, as gunicorn's does, removing the unix socket files it made unless a
-        new master (USR2) or systemd owns them. Called again at exit: a no-op then."""
-        self.listeners.close(not self.inherited and self.upgraded is None)
+        first, as gunicorn's does, removing the unix socket files it made (--metrics-bind's
+        too) unless a new master (USR2) or systemd owns them. Called again at exit: a no-op
+        then."""
+        unlink = not self.inherited and self.upgraded is None
+        self.listeners.close(unlink)
+        if unlink and self.supervisor is not None:
+            self.supervisor.remove_metrics_socket()
 
     def reopened(self) -> None:
         """USR1, after the master reopened its error log and before the workers reopen

@@ -233,14 +233,18 @@ def _user_and_group(values: dict[str, Any]) -> None:
 
     user, group = values.get("user"), values.get("group")
     values["_uid"] = values["_gid"] = values["_user_name"] = None
+
+    def number(given: Any) -> bool:
+        return str(given).isascii() and str(given).isdigit()  # not "²", a digit too
+
     for flag, given in (("-u", user), ("-g", group)):
-        if str(given).isdigit() and int(str(given)) >= 2**32 - 1:
+        if number(given) and int(str(given)) >= 2**32 - 1:
             raise ConfigError(f"{flag} {given}: not a valid id")
     if user is not None:
         try:
-            entry = pwd.getpwuid(int(user)) if str(user).isdigit() else pwd.getpwnam(str(user))
+            entry = pwd.getpwuid(int(user)) if number(user) else pwd.getpwnam(str(user))
         except KeyError:
-            if not str(user).isdigit():
+            if not number(user):
                 raise ConfigError(f"-u {user}: no such user") from None
             values["_uid"] = int(user)
         except ValueError:
@@ -252,7 +256,7 @@ def _user_and_group(values: dict[str, Any]) -> None:
                 entry.pw_name,
             )
     if group is not None:
-        if str(group).isdigit():
+        if number(group):
             values["_gid"] = int(group)
             return
         try:
@@ -288,9 +292,10 @@ def _check_before_serving(values: dict[str, Any]) -> None:
         raise ConfigError(f"--metrics-bind {metrics} is a -b address too")
 
 
-def _leave_nothing(listeners: Any, values: dict[str, Any]) -> None:
+def _leave_nothing(listeners: Any, supervisor: Any, values: dict[str, Any]) -> None:
     """A start that fails once bound: the pid file and the unix socket files go."""
     listeners.close(True)
+    supervisor.remove_metrics_socket()
     remove_pid_file(values["pid"])
 
 
@@ -457,8 +462,8 @@ def main(argv: list[str] | None = None) -> None:
     if values["capture_output"]:
         try:
             _capture_output(values["error_logfile"])
-        except SystemExit:  # it could not: no pid file left behind
-            remove_pid_file(values["pid"])
+        except SystemExit:  # it could not: no pid file or socket file left behind
+            _leave_nothing(listeners, supervisor, values)
             raise
     own_unix_sockets(values)  # -u/-g: a proxy in the workers' group can connect
     own_log_files(values)  # -u/-g: the workers can open (and reopen) the log files
@@ -471,18 +476,17 @@ def main(argv: list[str] | None = None) -> None:
     app = None
     if values["preload_app"] and values["reload"]:
         _siesta.log("warning", "--reload ignores --preload: each worker imports the app")
-    elif values["preload_app"]:
-        try:
-            app = load(values["app"])
-        except AppLoadError as exc:
-            _leave_nothing(listeners, values)
-            _fail(str(exc), EXIT_APP_LOAD)
-        except SystemExit:  # the app's own, at import: its code, and nothing left behind
-            _leave_nothing(listeners, values)
-            raise
-    if not hooks.boot("when_ready", arbiter):
-        _leave_nothing(listeners, values)
-        _fail("the when_ready hook failed (above): not starting", 1)
+    try:
+        if values["preload_app"] and not values["reload"]:
+            try:
+                app = load(values["app"])
+            except AppLoadError as exc:
+                _fail(str(exc), EXIT_APP_LOAD)
+        if not hooks.boot("when_ready", arbiter):
+            _fail("the when_ready hook failed (above): not starting", 1)
+    except BaseException:  # also the app's or the hook's own sys.exit: nothing left behind
+        _leave_nothing(listeners, supervisor, values)
+        raise
 
     running_env = [list(values.get("raw_env") or [])]
 
@@ -543,6 +547,7 @@ def main(argv: list[str] | None = None) -> None:
     master.launch_dir = launch_dir
     master.launch_env = launch_env
     master.metrics_fd = supervisor.metrics_fd
+    master.supervisor = supervisor
     code = supervisor.run(master)
     master.hooks.call("on_exit", master.arbiter)  # the hooks and pid file of the last HUP
     master.stopping()

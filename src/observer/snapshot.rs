@@ -131,10 +131,14 @@ impl Snapshot {
             master_phase::RELOADING => return Err("draining: a reload is under way"),
             _ => {}
         }
-        if self.workers.iter().any(|w| w.phase == Phase::Ready) {
+        // A held gevent hub is no reason: a worker busy with CPU-bound
+        // requests is held for as long as one batch of them runs.
+        if self
+            .workers
+            .iter()
+            .any(|w| matches!(w.phase, Phase::Ready | Phase::Held))
+        {
             Ok(())
-        } else if self.workers.iter().any(|w| w.phase == Phase::Held) {
-            Err("held: every ready worker's gevent hub is held, nothing is accepted")
         } else {
             Err("starting: no worker is ready yet")
         }

@@ -89,6 +89,15 @@ impl Supervisor {
         self.observer.as_ref().map(|o| o.url.clone())
     }
 
+    /// Removes a unix `--metrics-bind`'s socket file, when Siesta made it:
+    /// at a stop (unless a new master of a USR2 has the socket) or a start
+    /// that failed once bound.
+    fn remove_metrics_socket(&self) {
+        if let Some(o) = &self.observer {
+            o.unlink();
+        }
+    }
+
     /// The metrics listener's descriptor, for a new master on USR2.
     #[getter]
     fn metrics_fd(&self) -> Option<i32> {

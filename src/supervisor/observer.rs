@@ -139,6 +139,12 @@ impl Observer {
         }
     }
 
+    /// Removes the socket file of a unix `--metrics-bind` Siesta created
+    /// (not one inherited, `fd://`); the socket itself stays open.
+    pub(crate) fn unlink(&self) {
+        self.listener.unlink();
+    }
+
     /// Whether a new master has the port (`hand_over`).
     pub(crate) fn handed(&self) -> bool {
         self.handed.load(Ordering::Relaxed)
