@@ -365,15 +365,6 @@ pub(crate) struct Counters(pub(crate) [AtomicU64; at::WORDS]);
 #[repr(C)]
 pub(crate) struct Gauges(pub(crate) [AtomicI64; gauge::WORDS]);
 
-impl Slot {
-    /// The worker's requests in flight: its `LIVE` gauges summed (a
-    /// reader between two of a request's moves may see it twice or not).
-    pub(crate) fn in_flight(&self) -> i64 {
-        let live = &self.gauges.0[gauge::INFLIGHT..gauge::INFLIGHT + State::LIVE.len()];
-        live.iter().map(|g| g.load(Ordering::Relaxed)).sum()
-    }
-}
-
 /// One worker's part of the region.
 #[repr(C)]
 pub(crate) struct Slot {
@@ -394,6 +385,15 @@ pub(crate) struct Slot {
     pub(crate) counters: Counters,
     pub(crate) gauges: Gauges,
     pub(crate) entries: [Entry; ENTRIES],
+}
+
+impl Slot {
+    /// The worker's requests in flight: its `LIVE` gauges summed (a
+    /// reader between two of a request's moves may see it twice or not).
+    pub(crate) fn in_flight(&self) -> i64 {
+        let live = &self.gauges.0[gauge::INFLIGHT..gauge::INFLIGHT + State::LIVE.len()];
+        live.iter().map(|g| g.load(Ordering::Relaxed)).sum()
+    }
 }
 
 /// The master's numbers and the region's shape.

@@ -8,9 +8,9 @@
 //! waiting for more, and serving it like any other. On a stop the master
 //! has already closed its copy of the socket and removed a unix socket's
 //! file (`supervisor/`), so behind a proxy nothing new arrives meanwhile.
-//! Accepting while running is `mod.rs`'s.
+//! Accepting while running is `accept.rs`'s.
 
-use super::{AcceptCtx, Listening};
+use super::{accept::Listening, AcceptCtx};
 use std::io;
 
 impl Listening {

@@ -1,0 +1,198 @@
+//! Accept loops: one per listener, backing off on `EMFILE`, and pausing
+//! while a gevent hub is held.
+//!
+//! Each loop takes a `--max-connections` slot, then a connection, and hands
+//! it to `AcceptCtx::serve` (`mod.rs`). Errors such as `EMFILE` are retried
+//! after a growing pause; a listening socket that is gone ends the worker.
+//! In gevent mode the loop stops accepting while the hub is held
+//! (`exec::gevent`), so that the other workers take the connections. On a
+//! stop it takes what is queued (`drain.rs`) and ends.
+
+use super::AcceptCtx;
+use crate::net::bind::Listener;
+use std::time::Duration;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+
+/// A listener registered with the runtime.
+pub(super) enum Listening {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listening {
+    fn register(l: Listener) -> std::io::Result<Listening> {
+        Ok(match l {
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Listening::Tcp(tokio::net::TcpListener::from_std(l)?)
+            }
+            Listener::Unix(l, _) => {
+                l.set_nonblocking(true)?;
+                Listening::Unix(tokio::net::UnixListener::from_std(l)?)
+            }
+        })
+    }
+
+    /// Accepts one connection and hands it to hyper.
+    async fn accept(&self, ctx: &AcceptCtx, slot: OwnedSemaphorePermit) -> std::io::Result<()> {
+        match self {
+            Listening::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                // An IPv4 client of a dual-stack socket is named as IPv4
+                // (`127.0.0.1`, not `::ffff:127.0.0.1`), in the environ, the
+                // log and `--forwarded-allow-ips`.
+                let peer = std::net::SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                ctx.serve(s, Some(peer), slot);
+            }
+            Listening::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                ctx.serve(s, None, slot);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gevent mode: true while the hub loop is held (`exec::gevent`). No
+/// accepting then, so that the other workers take the connections.
+pub(super) struct HubGate(pub(super) Option<watch::Receiver<bool>>);
+
+impl HubGate {
+    /// Resolves once the hub is held; never without a hub to watch.
+    async fn held(&mut self) {
+        if let Some(h) = &mut self.0 {
+            if h.wait_for(|held| *held).await.is_ok() {
+                return;
+            }
+        }
+        self.0 = None; // its watcher ended with the hub
+        std::future::pending::<()>().await
+    }
+
+    /// Resolves once the hub turns (at once if it is not held).
+    async fn free(&mut self) {
+        if let Some(h) = &mut self.0 {
+            if h.wait_for(|held| !*held).await.is_err() {
+                self.0 = None;
+            }
+        }
+    }
+}
+
+pub(super) async fn accept_loop(
+    listener: Listener,
+    ctx: AcceptCtx,
+    mut stop: watch::Receiver<bool>,
+    mut hub: HubGate,
+) {
+    let listening = match Listening::register(listener) {
+        Ok(l) => l,
+        Err(e) => return crate::log::error::error(&format!("Cannot listen: {e}")),
+    };
+    let mut backoff = Backoff::default();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return listening.drain(&ctx),
+            () = hub.free() => {}
+        }
+        let accepted = async {
+            let slot = ctx.slots.clone().acquire_owned().await.ok()?;
+            Some(listening.accept(&ctx, slot).await)
+        };
+        tokio::select! {
+            _ = stop.changed() => return listening.drain(&ctx),
+            // Accepting stops while the hub is held (the accept waiting is
+            // dropped, which takes no connection).
+            () = hub.held() => {}
+            r = accepted => match r {
+                Some(Ok(())) => backoff.reset(),
+                Some(Err(e)) if broken(&e) => {
+                    // No retry can help: the worker ends (gracefully, its
+                    // requests finished) and its replacement gets the
+                    // master's socket.
+                    crate::log::error::error(&format!(
+                        "Listening socket failed: {e}; the worker exits to be replaced"
+                    ));
+                    ctx.end.listener_failed();
+                    return;
+                }
+                Some(Err(e)) => backoff.wait(&e).await,
+                None => return,
+            },
+        }
+    }
+}
+
+/// Whether an accept error means the listening socket itself is gone
+/// (closed or replaced under the worker, say by the app): retrying spins on
+/// it for good. `EMFILE`, `ENOBUFS` and the like pass.
+fn broken(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EOPNOTSUPP | libc::EFAULT)
+    )
+}
+
+/// Accept errors such as `EMFILE` are retried after a growing pause
+/// instead of spinning or giving up, and logged once per `ACCEPT_LOG_EVERY`
+/// with the count since: a worker at its descriptor limit under traffic
+/// fails, accepts one, and fails again many times a second.
+#[derive(Default)]
+struct Backoff {
+    step: u32,
+    logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Backoff {
+    fn reset(&mut self) {
+        self.step = 0;
+    }
+
+    async fn wait(&mut self, e: &std::io::Error) {
+        if let Some(more) = self.log_now(std::time::Instant::now()) {
+            let more = match more {
+                0 => String::new(),
+                n => format!(" ({n} more failures since the last such line)"),
+            };
+            crate::log::error::error(&format!("Accept failed: {e}; retrying{more}"));
+        }
+        self.step = (self.step + 1).min(7);
+        tokio::time::sleep(Duration::from_millis(5 << self.step)).await;
+    }
+
+    /// Whether a failure at `now` is logged: `Some(failures not logged
+    /// since the last line)`, or `None` while that line is recent.
+    fn log_now(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .logged
+            .is_some_and(|t| now.saturating_duration_since(t) < ACCEPT_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return None;
+        }
+        self.logged = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_are_logged_once_per_period_with_a_count() {
+        let mut b = Backoff::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(b.log_now(t0), Some(0));
+        for ms in [1, 500, 9_000] {
+            b.reset(); // an accept went through in between
+            assert_eq!(b.log_now(t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(b.log_now(t0 + ACCEPT_LOG_EVERY), Some(3));
+        assert_eq!(b.log_now(t0 + ACCEPT_LOG_EVERY * 3), Some(0));
+    }
+}
