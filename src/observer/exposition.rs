@@ -43,6 +43,21 @@ fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Resul
     m.encode(enc.encode_descriptor(name, help, None, m.metric_type())?)
 }
 
+/// A counter family with one label: `values[i]` under `label` = `names[i]`.
+fn by_label(
+    enc: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    label: &str,
+    names: &[&str],
+    values: &[u64],
+) -> Result<(), Error> {
+    let mut f = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (n, v) in names.iter().zip(values) {
+        ConstCounter::new(*v).encode(f.encode_family(&[(label, *n)])?)?;
+    }
+    Ok(())
+}
+
 fn gauge_one(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<(), Error> {
     let m = ConstGauge::new(v);
     m.encode(enc.encode_descriptor(name, help, None, m.metric_type())?)
@@ -195,15 +210,12 @@ impl Collector for Scrape {
             ConstCounter::new(t[at::REFUSALS + i])
                 .encode(f.encode_family(&[("reason", e.reason()), ("status", status.as_str())])?)?;
         }
-        let mut f = enc.encode_descriptor(
+        let body_errors = (
             "siesta_request_body_errors",
             "wsgi.input reads that failed: body timeout, client gone, over the limit, malformed.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (i, k) in INPUT_FAILURES.iter().enumerate() {
-            ConstCounter::new(t[at::INPUT + i]).encode(f.encode_family(&[("kind", *k)])?)?;
-        }
+        );
+        let failures = &t[at::INPUT..at::INPUT + INPUT_FAILURES.len()];
+        by_label(&mut enc, body_errors, "kind", &INPUT_FAILURES, failures)?;
 
         counter(
             &mut enc,
@@ -211,39 +223,27 @@ impl Collector for Scrape {
             "Worker processes started by the master.",
             s.worker_starts,
         )?;
-        let mut f = enc.encode_descriptor(
+        let exits = (
             "siesta_worker_exits",
             "Worker processes that exited, by reason.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (i, r) in EXIT_REASONS.iter().enumerate() {
-            ConstCounter::new(s.exits[i]).encode(f.encode_family(&[("reason", *r)])?)?;
-        }
-        let mut f = enc.encode_descriptor(
+        );
+        by_label(&mut enc, exits, "reason", &EXIT_REASONS, &s.exits)?;
+        let lost = (
             "siesta_requests_lost",
             "Requests that were in flight in a worker when it exited, by the worker's \
              exit reason: killed with it (timeout, crash) or cut when a stop's time \
              ran out (stop, reload). They got no complete response and are not in \
              siesta_requests_total.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (i, r) in EXIT_REASONS.iter().enumerate() {
-            ConstCounter::new(s.lost[i]).encode(f.encode_family(&[("reason", *r)])?)?;
-        }
-        let mut f = enc.encode_descriptor(
+        );
+        by_label(&mut enc, lost, "reason", &EXIT_REASONS, &s.lost)?;
+        let reloads = (
             "siesta_reloads",
             "HUP reloads, each once, by how they ended: done, config_refused (the \
              running config kept), given_up (new workers could not load the app or \
              boot; the old ones serve on with their code), superseded (a later HUP \
              came first).",
-            None,
-            MetricType::Counter,
-        )?;
-        for (i, o) in RELOAD_OUTCOMES.iter().enumerate() {
-            ConstCounter::new(s.reloads[i]).encode(f.encode_family(&[("outcome", *o)])?)?;
-        }
+        );
+        by_label(&mut enc, reloads, "outcome", &RELOAD_OUTCOMES, &s.reloads)?;
         gauge_one(
             &mut enc,
             "siesta_workers",
