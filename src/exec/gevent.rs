@@ -10,11 +10,10 @@
 //! The hub loop beats (`hub_beat`) once a heartbeat interval, for
 //! `--timeout`, and every `TICK` while it has requests (from the push of
 //! one, or `hub_busy`, to `hub_idle`: an idle worker does not wake for it).
-//! The I/O thread
-//! accepts and reads heads for the hub, so a hub held by a greenlet that
-//! does not yield (a CPU-bound request, a blocking call the patching does
-//! not cover) would otherwise go on taking connections it cannot serve,
-//! which the other workers could have. `watch_held` looks at the beats
+//! The I/O thread accepts and reads heads for the hub, so a hub held by a
+//! greenlet that does not yield (a CPU-bound request, a blocking call the
+//! patching does not cover) would otherwise go on taking connections it
+//! cannot serve, which the other workers could have. `watch_held` looks at the beats
 //! while the hub is busy: one that misses `HELD_AFTER` of them is held,
 //! and its worker stops accepting until it beats again, as a gevent worker
 //! whose hub accepts stops when its hub is held. That includes a hub that
@@ -31,7 +30,7 @@ use std::task::{Wake, Waker};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
-/// How often the hub loop beats while it runs requests.
+/// How often the hub loop beats while it has requests.
 pub(crate) const TICK: Duration = Duration::from_millis(50);
 
 /// A hub that has not beaten for this long is held: its worker stops
@@ -57,7 +56,7 @@ pub(crate) struct Hub {
     tokens: AtomicU64,
     /// Bumped by the hub loop's timer: the heartbeat's sign it is alive.
     beats: AtomicU64,
-    /// The hub runs requests, and so beats every `TICK`.
+    /// The hub has requests, and so beats every `TICK`.
     busy: AtomicBool,
     /// Wakes `watch_held` when the hub turns busy, or closes.
     rouse: Notify,

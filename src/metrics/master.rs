@@ -158,7 +158,8 @@ mod tests {
             Phase::Booting
         );
         s.exit_reason.store(2, Ordering::Relaxed); // max_requests
-                                                   // Two requests in the app and one sending when it went: lost.
+
+        // Two requests in the app and one sending when it went: lost.
         let live = super::super::region::gauge::INFLIGHT;
         s.gauges.0[live + 1].store(2, Ordering::Relaxed);
         s.gauges.0[live + 3].store(1, Ordering::Relaxed);
