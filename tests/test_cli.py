@@ -623,3 +623,19 @@ def test_a_daemon_whose_error_log_cannot_be_opened_says_so_before_detaching(tmp_
     assert result.returncode == 1, (result.returncode, result.stderr)
     assert_one_error_line(result, "Cannot open error log")
     assert "No such file or directory" in result.stderr, result.stderr
+
+
+def test_a_start_that_fails_at_its_bind_or_pid_file_leaves_no_socket_file(tmp_path):
+    """Review (session 29): a -b that could not bind, or a pid file that could not be
+    written, left the unix --metrics-bind socket file (bound first), and the pid
+    file's failure the -b socket file too."""
+    (tmp_path / "afile").write_text("")
+    metrics, sock = tmp_path / "m.sock", tmp_path / "s.sock"
+    for args in (
+        ["-b", f"unix:{tmp_path / 'missing' / 's.sock'}"],
+        ["-b", f"unix:{sock}", "--pid", str(tmp_path / "afile" / "p.pid")],
+    ):
+        result = run_siesta(*args, "--metrics-bind", f"unix:{metrics}", *APP_ARGS, "router_app:app")
+        assert result.returncode == 1, (args, result.returncode, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"], (args, result.stderr)

@@ -448,7 +448,11 @@ def main(argv: list[str] | None = None) -> None:
             supervisor = _in_use_tried(
                 lambda: _siesta.Supervisor(for_rust(values)), "--metrics-bind: "
             )
-            listeners = _in_use_tried(lambda: _siesta.Listeners(for_rust(values)))
+            try:
+                listeners = _in_use_tried(lambda: _siesta.Listeners(for_rust(values)))
+            except BaseException:  # no unix --metrics-bind file left behind
+                supervisor.remove_metrics_socket()
+                raise
         finally:
             os.umask(before)
         if supervisor.metrics_url:  # workers inherit it: an app may link to its status page
@@ -458,7 +462,12 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, OSError) as exc:
         _fail(str(exc), 1)
     arbiter.address = [_address(url) for url in listeners.urls]
-    _write_pid(values["pid"])
+    try:
+        _write_pid(values["pid"])
+    except SystemExit:  # it could not: no socket file left behind (nor its pid file)
+        listeners.close(True)
+        supervisor.remove_metrics_socket()
+        raise
     if values["capture_output"]:
         try:
             _capture_output(values["error_logfile"])

@@ -87,12 +87,27 @@ impl Hub {
     }
 
     fn push(&self, ev: Event) {
-        let was_empty = {
+        let request = matches!(ev, Event::Request(_));
+        let (was_empty, roused) = {
             let mut evs = self.events.lock();
             let was_empty = evs.is_empty();
             evs.push(ev);
-            was_empty
+            // Busy from the moment a request waits for the hub, not only
+            // once it runs one: a hub held by a greenlet of the app's own (a
+            // background job) would never take the request to say so. Set
+            // under the lock, where `idle` looks, so the hub cannot take,
+            // run and finish the request in between (and be left busy with
+            // no tick to end it). Not for a wake token: those are for
+            // requests running (busy already), or late, for one that ended.
+            let roused = request && !self.busy.load(Ordering::Relaxed);
+            if roused {
+                self.busy.store(true, Ordering::Release);
+            }
+            (was_empty, roused)
         };
+        if roused {
+            self.rouse.notify_one();
+        }
         if was_empty {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
@@ -108,14 +123,6 @@ impl Hub {
             return Err(job);
         }
         self.push(Event::Request(Box::new(job)));
-        // Busy from the moment a request waits for the hub, not only once
-        // it runs one: a hub held by a greenlet of the app's own (a
-        // background job) would never take the request to say so. Not for
-        // a wake token: those are for requests running (busy already), or
-        // late, for one that ended (nothing would make the hub idle again).
-        if !self.busy.load(Ordering::Relaxed) {
-            self.busy();
-        }
         Ok(())
     }
 
