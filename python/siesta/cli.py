@@ -462,39 +462,32 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, OSError) as exc:
         _fail(str(exc), 1)
     arbiter.address = [_address(url) for url in listeners.urls]
+    app = None
+    # A start that fails from here on (the pid file, --capture-output, the
+    # preloaded app or when_ready, their own sys.exit too) leaves nothing behind.
     try:
         _write_pid(values["pid"])
-    except SystemExit:  # it could not: no socket file left behind (nor its pid file)
-        listeners.close(True)
-        supervisor.remove_metrics_socket()
-        raise
-    if values["capture_output"]:
-        try:
+        if values["capture_output"]:
             _capture_output(values["error_logfile"])
-        except SystemExit:  # it could not: no pid file or socket file left behind
-            _leave_nothing(listeners, supervisor, values)
-            raise
-    own_unix_sockets(values)  # -u/-g: a proxy in the workers' group can connect
-    own_log_files(values)  # -u/-g: the workers can open (and reopen) the log files
-    listeners.announce()  # the socket is the workers' and the pid file written
-    _siesta.log("info", f"Using worker: {values['worker_class']}")  # after, as gunicorn
-    if values["error_logfile"] not in (None, "-"):
-        for warning in resolved.warnings:  # stderr had them; the log file gets them too
-            _siesta.log("warning", warning)
-    set_title("master", values)
-    app = None
-    if values["preload_app"] and values["reload"]:
-        _siesta.log("warning", "--reload ignores --preload: each worker imports the app")
-    try:
-        if values["preload_app"] and not values["reload"]:
+        own_unix_sockets(values)  # -u/-g: a proxy in the workers' group can connect
+        own_log_files(values)  # -u/-g: the workers can open (and reopen) the log files
+        listeners.announce()  # the socket is the workers' and the pid file written
+        _siesta.log("info", f"Using worker: {values['worker_class']}")  # after, as gunicorn
+        if values["error_logfile"] not in (None, "-"):
+            for warning in resolved.warnings:  # stderr had them; the log file gets them too
+                _siesta.log("warning", warning)
+        set_title("master", values)
+        if values["preload_app"] and values["reload"]:
+            _siesta.log("warning", "--reload ignores --preload: each worker imports the app")
+        elif values["preload_app"]:
             try:
                 app = load(values["app"])
             except AppLoadError as exc:
                 _fail(str(exc), EXIT_APP_LOAD)
         if not hooks.boot("when_ready", arbiter):
             _fail("the when_ready hook failed (above): not starting", 1)
-    except BaseException:  # also the app's or the hook's own sys.exit: nothing left behind
-        _leave_nothing(listeners, supervisor, values)
+    except BaseException:
+        _leave_nothing(listeners, supervisor, values)  # the pid file only if it is ours
         raise
 
     running_env = [list(values.get("raw_env") or [])]

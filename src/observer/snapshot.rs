@@ -94,18 +94,9 @@ impl Snapshot {
         let totals = r.totals();
         workers.sort_by_key(|w| w.age);
         requests.sort_by_key(|r| r.entry.started_ns);
-        let mut exits = [0u64; EXIT_REASONS.len()];
-        for (o, e) in exits.iter_mut().zip(h.exits.iter()) {
-            *o = e.load(Ordering::Relaxed);
-        }
-        let mut lost = [0u64; EXIT_REASONS.len()];
-        for (o, e) in lost.iter_mut().zip(h.lost.iter()) {
-            *o = e.load(Ordering::Relaxed);
-        }
-        let mut reloads = [0u64; RELOAD_OUTCOMES.len()];
-        for (o, e) in reloads.iter_mut().zip(h.reloads.iter()) {
-            *o = e.load(Ordering::Relaxed);
-        }
+        let exits = h.exits.each_ref().map(|e| e.load(Ordering::Relaxed));
+        let lost = h.lost.each_ref().map(|e| e.load(Ordering::Relaxed));
+        let reloads = h.reloads.each_ref().map(|e| e.load(Ordering::Relaxed));
         Snapshot {
             now_ns: now_ns(),
             totals,
