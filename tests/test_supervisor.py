@@ -633,6 +633,80 @@ def test_a_given_up_reload_is_counted(launch, tmp_path):
     assert srv.get("/").body == b"generation 1"
 
 
+def test_a_given_up_reload_holds_max_requests(launch, mode, tmp_path):
+    """Noted since session 28: after a given-up reload, the first worker restarted
+    by --max-requests loaded the broken code and stopped the server (exit 4), hours
+    after the HUP. The workers serving the code before are held from restarting until
+    a reload succeeds; then the new workers restart at their count again."""
+    srv, module, first = launch_two_loaded(
+        launch, mode, tmp_path, "hold_app", "--max-requests", "5"
+    )
+    module.write_text("x = (\n")
+    srv.signal(signal.SIGHUP)
+    assert srv.wait_log(r"Reload failed: a new worker could not load the app"), srv.log()
+    assert wait_until(lambda: set(children(srv.pid)) == first), "the first workers serve on, alone"
+    mark = srv.log_mark()
+    assert [srv.get(f"/{i}").body for i in range(30)] == [b"generation 0"] * 30
+    assert srv.wait_log("Not restarting after --max-requests", since=mark), srv.log(mark)
+    assert set(children(srv.pid)) == first
+    assert "Autorestarting" not in srv.log(mark)
+    assert srv.alive(), srv.log()
+    module.write_text(HUP_APP % 1)
+    srv.signal(signal.SIGHUP)
+    assert wait_until(lambda: srv.get("/").body == b"generation 1"), srv.log()
+    assert new_workers(srv, first), "the first workers were not replaced"
+    second = set(children(srv.pid))
+    mark = srv.log_mark()
+    assert all(srv.get(f"/{i}").body == b"generation 1" for i in range(30))
+    assert srv.wait_log("Autorestarting worker after current request", since=mark), srv.log(mark)
+    assert new_workers(srv, second), "recycling did not resume"
+    assert srv.alive(), srv.log()
+
+
+def test_a_replacement_after_a_given_up_reload_is_tried_again(launch, mode, tmp_path):
+    """... and a worker that died then (a crash, the OOM killer) was replaced with the
+    broken code, whose failure stopped the server although the other worker served.
+    The replacement is tried again later instead, and boots once the code is fixed."""
+    srv, module, first = launch_two_loaded(launch, mode, tmp_path, "retry_app")
+    module.write_text("x = (\n")
+    srv.signal(signal.SIGHUP)
+    assert srv.wait_log(r"Reload failed: a new worker could not load the app"), srv.log()
+    assert wait_until(lambda: set(children(srv.pid)) == first), "the first workers serve on, alone"
+    victim, survivor = sorted(first)
+    mark = srv.log_mark()
+    os.kill(victim, signal.SIGKILL)
+    assert srv.wait_log(r"failed to boot \(exit code 4\).*trying again in 2 s", since=mark), (
+        srv.log(mark)
+    )
+    assert srv.wait_log(r"trying again in 4 s", since=mark, timeout=WAIT), srv.log(mark)
+    assert [srv.get(f"/{i}").body for i in range(10)] == [b"generation 0"] * 10
+    assert srv.alive(), srv.log()
+    assert "Reason:" not in srv.log()
+    module.write_text(HUP_APP % 1)  # fixed, with no HUP: the next try boots
+    assert srv.wait_log("A worker booted with the new code", since=mark, timeout=WAIT), srv.log(
+        mark
+    )
+    assert survivor in children(srv.pid)
+    served = set()
+    assert wait_until(lambda: served.add(srv.get("/").body) or len(served) == 2), served
+    assert served == {b"generation 0", b"generation 1"}
+    assert srv.alive(), srv.log()
+
+
+def test_with_no_worker_left_after_a_given_up_reload_the_server_stops(launch, tmp_path):
+    """... but with no worker left serving, a replacement that cannot load the app
+    stops the server (exit 4), as at a start. Mode-independent."""
+    srv, module, first = launch_two_loaded(launch, "thread", tmp_path, "last_app")
+    module.write_text("x = (\n")
+    srv.signal(signal.SIGHUP)
+    assert srv.wait_log(r"Reload failed: a new worker could not load the app"), srv.log()
+    assert wait_until(lambda: set(children(srv.pid)) == first), "the first workers serve on, alone"
+    for pid in first:
+        os.kill(pid, signal.SIGKILL)
+    assert srv.exit_code(timeout=60) == 4, srv.log()
+    assert "Reason: App failed to load." in srv.log(), srv.log()
+
+
 @pytest.mark.parametrize("second", ["fixed", "broken"])
 def test_a_hup_before_a_failing_reload_fails_keeps_serving(launch, mode, tmp_path, second):
     """Review (session 17): a second HUP while the first reload's workers were still

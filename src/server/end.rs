@@ -31,8 +31,9 @@ pub(crate) struct Recorder {
     access_log: Option<AccessLog>,
     /// Requests finished (with a head), for `--max-requests`.
     served: AtomicU64,
-    /// `--max-requests` plus this worker's jitter: `leave` fires here.
-    recycle_at: Option<u64>,
+    /// `--max-requests` plus this worker's jitter: `leave` fires here
+    /// (`u64::MAX`: never); moved on by `recycle_later`.
+    recycle_at: AtomicU64,
     /// Fired when the worker should end and be replaced (`leave_due`).
     leave: Notify,
     /// Why it fired: a listening socket broke (else `--max-requests`).
@@ -44,7 +45,7 @@ impl Recorder {
         Recorder {
             access_log,
             served: AtomicU64::new(0),
-            recycle_at,
+            recycle_at: AtomicU64::new(recycle_at.unwrap_or(u64::MAX)),
             leave: Notify::new(),
             listener_failed: std::sync::atomic::AtomicBool::new(false),
         }
@@ -57,6 +58,16 @@ impl Recorder {
     /// Requests finished with a head so far.
     pub(crate) fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
+    }
+
+    /// `--max-requests` came while the master holds recycling: `leave`
+    /// fires again `every` requests on.
+    pub(crate) fn recycle_later(&self, every: u64) {
+        let _ = self
+            .recycle_at
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |at| {
+                Some(self.served().max(at).saturating_add(every.max(1)))
+            });
     }
 
     /// Resolves once this worker should end and be replaced, with the
@@ -95,7 +106,7 @@ impl Finish for Recorder {
         crate::metrics::statsd::request(done.tally.status, done.elapsed);
         if done.head.is_some() {
             let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
-            if Some(n) == self.recycle_at {
+            if n == self.recycle_at.load(Ordering::Relaxed) {
                 self.leave.notify_one();
             }
         }

@@ -10,6 +10,7 @@
 //! `callbacks` is `python/siesta/_master.py`'s `Master`. The table of
 //! workers is `workers.rs`. The master never runs app code.
 
+mod degraded;
 pub(crate) mod observer;
 pub(crate) mod signals;
 pub(crate) mod title;
@@ -126,6 +127,7 @@ impl Supervisor {
             halt: None,
             boot_crashes: 0,
             boots_seen: 0,
+            degraded: None,
             observer: self.observer.as_ref(),
             counted_workers: 0,
         };
@@ -216,6 +218,8 @@ struct Master<'a, 'py> {
     /// `boots_seen` (a worker's boot starts the count again).
     boot_crashes: u32,
     boots_seen: u64,
+    /// A reload was given up and its old workers serve on (`degraded.rs`).
+    degraded: Option<degraded::Degraded>,
     /// The metrics process (`--metrics-bind`).
     observer: Option<&'a observer::Observer>,
     /// The worker count last sent to StatsD.
@@ -280,6 +284,9 @@ impl Master<'_, '_> {
                 }
                 self.reload_started = Some(Instant::now());
                 self.reload_pending = Some((self.generation, refused));
+                if let Some(d) = &mut self.degraded {
+                    d.hup();
+                }
                 self.maintain(py);
             }
             Command::Incr if !self.stopping => self.resize(py, self.target + 1),
@@ -365,8 +372,9 @@ impl Master<'_, '_> {
         if self.stopping {
             return;
         }
+        let now = Instant::now();
         while self.table.active() < self.target {
-            if !self.spawn(py) {
+            if self.degraded.as_ref().is_some_and(|d| !d.may_start(now)) || !self.spawn(py) {
                 break;
             }
         }
@@ -486,6 +494,21 @@ impl Master<'_, '_> {
                     worker.generation,
                     matches!(exit, Exit::Code(APP_LOAD_ERROR)),
                 );
+            } else if failed_to_start && self.serves_degraded(&worker) {
+                let wait = self
+                    .degraded
+                    .as_mut()
+                    .map_or(Duration::ZERO, |d| d.failed(Instant::now()));
+                crate::log::error::error(&format!(
+                    "Worker (pid:{pid}) failed to boot ({}): it has the code the last \
+                     reload could not start; the others serve, trying again in {} s \
+                     (fix the app and send HUP)",
+                    match exit {
+                        Exit::Code(c) => format!("exit code {c}"),
+                        Exit::Signal(s) => workers::signal_name(s),
+                    },
+                    wait.as_secs()
+                ));
             } else if crashed_booting && self.crash_is_retried(exit) {
                 crate::log::error::error(&format!(
                     "Worker (pid:{pid}) failed to boot: {}; the others serve, starting \
@@ -510,6 +533,23 @@ impl Master<'_, '_> {
         if self.halt.is_some() && !self.stopping {
             self.stop_all(py, libc::SIGTERM, self.graceful());
         }
+    }
+
+    /// Whether a worker that could not start is tried again later rather
+    /// than the server halted: it has the code of a given-up reload, and
+    /// booted workers of the code before it still serve (`degraded.rs`).
+    fn serves_degraded(&mut self, worker: &Worker) -> bool {
+        let Some(since) = self.degraded.as_ref().map(|d| d.since) else {
+            return false;
+        };
+        let _ = self.table.check_beats(None); // the others' boots, as of now
+        !self.stopping
+            && worker.generation >= since
+            && self
+                .table
+                .workers
+                .values()
+                .any(|w| w.booted && w.retiring.is_none() && w.kill_at.is_none())
     }
 
     /// Whether a worker that crashed booting (a fault signal, not an exit
@@ -570,8 +610,9 @@ impl Master<'_, '_> {
         }
         crate::log::error::error(&format!(
             "Reload failed: a new worker could not {}; the running workers keep \
-             serving, but a worker started from now on (to replace one) gets the \
-             same code and config: fix it and send HUP again",
+             serving with their code, not restarted by --max-requests, and one that \
+             dies is replaced with the new code, tried again while others serve: \
+             fix it and send HUP again",
             if app { "load the app" } else { "boot" }
         ));
         self.abandoned.push(failed);
@@ -616,6 +657,14 @@ impl Master<'_, '_> {
         self.generation += 1;
         self.reload_started = None;
         self.target = self.target_before_reload;
+        // Those that serve on are held from --max-requests until a worker
+        // of a later generation boots.
+        for w in self.table.workers.values() {
+            if w.retiring.is_none() {
+                degraded::hold(&w.heartbeat, true);
+            }
+        }
+        self.degraded = Some(degraded::Degraded::new(self.generation));
     }
 
     /// Logs how a worker ended, and halts when it could not boot or load the app.
@@ -675,6 +724,16 @@ impl Master<'_, '_> {
         // been stuck for the whole --timeout (at most two intervals after).
         let allowed = self.cfg.timeout.map(|t| t + self.cfg.beat_interval());
         let (silent, leaving) = self.table.check_beats(allowed);
+        if let Some(d) = &self.degraded {
+            if self.table.workers.values().any(|w| d.ended_by(w)) {
+                // The code works again: the held workers may restart.
+                self.degraded = None;
+                for w in self.table.workers.values() {
+                    degraded::hold(&w.heartbeat, false);
+                }
+                crate::log::error::info("A worker booted with the new code: recycling resumes");
+            }
+        }
         for pid in leaving {
             // It drains on its own; its replacement starts now (`maintain`).
             // Signal 0 sends nothing: only the deadline for a drain that

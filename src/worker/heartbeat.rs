@@ -57,6 +57,21 @@ pub(crate) fn leaving(fd: RawFd) {
     }
 }
 
+/// Whether the master holds `--max-requests` recycling (a reload was given
+/// up: a replacement would load the code it could not): the master takes
+/// the owner's write bit off the file (`hold_recycling`). Descriptors open
+/// for writing stay so, and the worker owns the file, so beats go on.
+pub(crate) fn recycling_held(fd: RawFd) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `st` on success; it is read only then.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: initialised by the successful fstat above.
+    let st = unsafe { st.assume_init() };
+    st.st_mode & libc::S_IWUSR == 0
+}
+
 /// Waits for the GIL and lets it go at once: true when Python code can run.
 /// Raw calls, not PyO3's `attach`, which would also run the references
 /// PyO3 deferred dropping (an app object's `__del__`) on this thread.

@@ -294,8 +294,26 @@ impl Server {
         .map_err(|e| PyOSError::new_err(format!("Cannot install signal handlers: {e}")))?;
         let (stop, events, log) = (stop_tx.clone(), events_tx.clone(), recorder.clone());
         let beat = self.heartbeat;
+        let every = self.config.max_requests;
         rt.spawn(async move {
-            let reason = log.leave_due().await;
+            let mut told = false;
+            let reason = loop {
+                let reason = log.leave_due().await;
+                // The master holds recycling while a reload is given up: a
+                // replacement would load the code that reload could not.
+                match (reason, beat, every) {
+                    ("max_requests", Some(fd), Some(n)) if heartbeat::recycling_held(fd) => {
+                        if !std::mem::replace(&mut told, true) {
+                            crate::log::error::info(
+                                "Not restarting after --max-requests: the last reload could \
+                                 not start a worker, and a new one would load the same code",
+                            );
+                        }
+                        log.recycle_later(n);
+                    }
+                    _ => break reason,
+                }
+            };
             if reason == "max_requests" {
                 crate::log::error::info("Autorestarting worker after current request.");
             }

@@ -1,0 +1,115 @@
+//! After a reload was given up: the old workers serve on, held, and a failed replacement is retried.
+//!
+//! A HUP whose new workers cannot load the app (or boot) is given up: the
+//! workers it was to replace serve on with the code they loaded
+//! (`Master::abandon_generation`). Until a worker of the new code boots, a
+//! worker started to replace one would load the code that reload could
+//! not, so while that lasts:
+//!
+//! - `--max-requests` does not restart the serving workers: the master
+//!   takes the write bit off their heartbeat files (`hold`), and a worker
+//!   that reaches its count looks there before it leaves
+//!   (`worker/heartbeat.rs`, `recycling_held`), serving on;
+//! - a replacement for one that died (a crash, `--timeout`,
+//!   `--max-worker-rss`, TTIN) that cannot start does not stop the server
+//!   while others serve: it is tried again after a delay that doubles up
+//!   to a minute, so a broken deploy costs the capacity of the workers
+//!   lost rather than the server, and a cause that passes (a database down
+//!   during the import) heals on its own. With no worker left serving the
+//!   server stops, as at a start.
+//!
+//! A HUP starts workers at once, whatever the delay; a worker of the new
+//! code that boots ends it all.
+
+use super::workers::Worker;
+use std::fs::{File, Permissions};
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+/// The first delay before a failed replacement is tried again.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// The longest.
+const LAST_RETRY: Duration = Duration::from_secs(60);
+
+pub(crate) struct Degraded {
+    /// The first generation started after the given-up reload: a boot of
+    /// one of its workers, or a later one's, ends this state.
+    pub since: u64,
+    /// No worker is started before this.
+    retry_at: Option<Instant>,
+    /// The next delay.
+    delay: Duration,
+}
+
+impl Degraded {
+    pub(crate) fn new(since: u64) -> Degraded {
+        Degraded {
+            since,
+            retry_at: None,
+            delay: FIRST_RETRY,
+        }
+    }
+
+    /// A replacement could not start: the next waits. Returns the wait.
+    pub(crate) fn failed(&mut self, now: Instant) -> Duration {
+        let wait = self.delay;
+        self.retry_at = Some(now + wait);
+        self.delay = (self.delay * 2).min(LAST_RETRY);
+        wait
+    }
+
+    /// Whether a worker may be started now.
+    pub(crate) fn may_start(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|at| now >= at)
+    }
+
+    /// A HUP: its workers start at once.
+    pub(crate) fn hup(&mut self) {
+        self.retry_at = None;
+    }
+
+    /// Whether `w` is of the code after the given-up reload and booted.
+    pub(crate) fn ended_by(&self, w: &Worker) -> bool {
+        w.generation >= self.since && w.booted
+    }
+}
+
+/// Holds (`true`) or lets go (`false`) a worker's `--max-requests` restart,
+/// through its heartbeat file's mode. A failure leaves it as it was: the
+/// worker then restarts at its count, as without the hold.
+pub(crate) fn hold(heartbeat: &File, held: bool) {
+    let _ = heartbeat.set_permissions(Permissions::from_mode(if held { 0o400 } else { 0o600 }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_wait_longer_each_time_up_to_a_minute() {
+        let mut d = Degraded::new(3);
+        let t = Instant::now();
+        assert!(d.may_start(t));
+        let waits: Vec<u64> = (0..8).map(|_| d.failed(t).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert!(!d.may_start(t + Duration::from_secs(59)));
+        assert!(d.may_start(t + Duration::from_secs(60)));
+        d.hup();
+        assert!(d.may_start(t));
+    }
+
+    #[test]
+    fn the_hold_is_the_heartbeat_files_write_bit() -> std::io::Result<()> {
+        let f = super::super::workers::Table::heartbeat_file(None)?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        assert!(!crate::worker::heartbeat::recycling_held(fd));
+        hold(&f, true);
+        assert!(crate::worker::heartbeat::recycling_held(fd));
+        // Still written through the descriptor opened before.
+        crate::worker::heartbeat::leaving(fd);
+        assert_eq!(f.metadata()?.len(), 1);
+        hold(&f, false);
+        assert!(!crate::worker::heartbeat::recycling_held(fd));
+        Ok(())
+    }
+}
