@@ -1229,6 +1229,41 @@ def test_unix_socket_with_umask_is_served_and_removed(launch, mode, tmp_path):
     assert not path.exists()
 
 
+@pytest.mark.parametrize("outcome", ["promoted", "rolled_back"])
+def test_a_promoted_usr2_master_removes_the_socket_files_at_its_stop(launch, tmp_path, outcome):
+    """Noted since session 29: after USR2 and a TERM to the old master, the new
+    master's own stop left the unix socket files (`-b unix:` and `--metrics-bind
+    unix:`) behind, where a promoted gunicorn master removes them. A rolled-back new
+    master (TERMed while the old one serves) still leaves them to the old one.
+    Mode-independent."""
+    sock, msock = tmp_path / "s.sock", tmp_path / "m.sock"
+    srv = launch("-w", "1", "--metrics-bind", f"unix:{msock}", bind=f"unix:{sock}")
+    assert unix_get(sock).status == 200
+    new = usr2(srv)
+    try:
+        assert srv.wait_log(rf"Listening at: unix:\S+ \({new}\)", timeout=WAIT), srv.log()
+        assert wait_until(
+            lambda: len(children(new)) == 2
+        )  # the worker and the metrics process, srv.log()
+        if outcome == "promoted":
+            srv.signal(signal.SIGTERM)
+            assert srv.exit_code() == 0, srv.log()
+            assert sock.exists() and msock.exists(), "the old master left them to the new one"
+            assert unix_get(sock).status == 200
+            assert stop_pid(new), "the new master did not stop on TERM"
+            assert wait_until(lambda: not sock.exists() and not msock.exists()), srv.log()
+        else:
+            assert stop_pid(new), "the new master did not stop on TERM"
+            assert srv.wait_log(r"The new master \(pid: \d+\) exited with code 0"), srv.log()
+            assert sock.exists() and msock.exists(), "the old master's files went with the new"
+            assert unix_get(sock).status == 200
+            srv.signal(signal.SIGTERM)
+            assert srv.exit_code() == 0, srv.log()
+            assert not sock.exists() and not msock.exists()
+    finally:
+        stop_pid(new)
+
+
 def test_a_unix_socket_is_open_to_a_proxy_of_another_user(launch, tmp_path):
     """QA probe (session 23): under the usual umask 022 the socket file was 0755,
     so nginx's workers (another user) got EACCES and answered 502 to everything,

@@ -105,6 +105,32 @@ def _drop_privileges(values: dict[str, Any], heartbeat_fd: int) -> None:
 
 # Set by a master for the new master a USR2 starts (`upgrade`), which does not detach.
 UPGRADE_ENV = "SIESTA_UPGRADE"
+# With it: the unix socket files the old master made (a JSON list), which the new
+# master removes at its stop once it is the one serving (its old master gone).
+UNLINK_ENV = "SIESTA_UNLINK"
+
+
+def handed_socket_files() -> list[str]:
+    """In a new master started by USR2: the socket files its old master handed over."""
+    said = os.environ.pop(UNLINK_ENV, "")
+    if not said:
+        return []
+    import json
+
+    try:
+        paths = json.loads(said)
+    except ValueError:
+        return []
+    return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
+
+
+def _remove_socket_file(path: str) -> None:
+    """Removes `path` if it is still a socket (never a file put there since)."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def own_unix_sockets(values: dict[str, Any]) -> None:
@@ -388,6 +414,11 @@ class Master:
         self.launch_dir: str | None = None
         # The environment before -e/raw_env (the new master of a USR2 starts with it).
         self.launch_env: dict[str, str] | None = None
+        # Started by USR2: the old master's pid, and the socket files it made (or was
+        # handed), removed at this master's stop once the old one is gone, as a
+        # promoted gunicorn master removes them.
+        self.old_master: int | None = None
+        self.handed_files: list[str] = []
 
     def spawn(self, age: int, heartbeat_fd: int) -> int:
         """Forks a worker; in the child, runs it and exits (never returns there)."""
@@ -497,6 +528,17 @@ class Master:
         self.listeners.close(unlink)
         if unlink and self.supervisor is not None:
             self.supervisor.remove_metrics_socket()
+        if self.upgraded is None and self.old_master not in (None, os.getppid()):
+            for path in self.handed_files:
+                _remove_socket_file(path)
+            self.handed_files = []
+
+    def _socket_files(self) -> list[str]:
+        """The unix socket files this master made or was handed (for a USR2)."""
+        made = list(self.listeners.made_paths())
+        if self.supervisor is not None and self.supervisor.metrics_made_path:
+            made.append(self.supervisor.metrics_made_path)
+        return [os.fsdecode(p) for p in made] + self.handed_files
 
     def reopened(self) -> None:
         """USR1, after the master reopened its error log and before the workers reopen
@@ -587,6 +629,9 @@ class Master:
             # A new master stays this master's child, -D or not (it is detached
             # already): this one then sees it exit, and restores its pid file.
             env[UPGRADE_ENV] = "1"
+            import json
+
+            env[UNLINK_ENV] = json.dumps(self._socket_files())
             if metrics:
                 env["SIESTA_METRICS_FD"] = str(3 + len(fds))
             argv = [sys.executable, "-m", "siesta", *sys.argv[1:]]

@@ -25,6 +25,7 @@ from siesta._app import AppLoadError, load, prepare
 from siesta._master import (
     UPGRADE_ENV,
     Master,
+    handed_socket_files,
     own_log_files,
     own_unix_sockets,
     pid_holder,
@@ -406,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     _check_pid(values["pid"])
     # A master started by USR2 is detached already, and stays its old master's child.
     upgrade = os.environ.pop(UPGRADE_ENV, None) == "1"
+    handed = handed_socket_files()  # out of the environment either way
     if values["daemon"] and not upgrade:
         # Its opening below fails after -D, where the line would reach nobody.
         path = values["error_logfile"]
@@ -550,6 +552,8 @@ def main(argv: list[str] | None = None) -> None:
     master.launch_env = launch_env
     master.metrics_fd = supervisor.metrics_fd
     master.supervisor = supervisor
+    if upgrade:
+        master.old_master, master.handed_files = os.getppid(), handed
     code = supervisor.run(master)
     master.hooks.call("on_exit", master.arbiter)  # the hooks and pid file of the last HUP
     master.stopping()

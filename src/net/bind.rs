@@ -238,6 +238,14 @@ impl Listener {
         };
     }
 
+    /// The socket file Siesta created for a unix listener (removed at exit).
+    pub(crate) fn made_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Listener::Unix(_, Some(path)) => Some(path),
+            _ => None,
+        }
+    }
+
     /// Removes the socket file Siesta created for a unix listener.
     pub(crate) fn unlink(&self) {
         if let Listener::Unix(_, Some(path)) = self {

@@ -114,6 +114,16 @@ impl Listeners {
         self.sockets.lock().iter().map(Listener::raw_fd).collect()
     }
 
+    /// The unix socket files this master created, for a new master (USR2)
+    /// to remove once it is the one serving.
+    fn made_paths(&self) -> Vec<std::path::PathBuf> {
+        let sockets = self.sockets.lock();
+        sockets
+            .iter()
+            .filter_map(|s| s.made_path().map(Into::into))
+            .collect()
+    }
+
     /// Closes the sockets; with `unlink`, removes the unix socket files
     /// Siesta created.
     fn close(&self, unlink: bool) {

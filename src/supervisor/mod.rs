@@ -99,6 +99,13 @@ impl Supervisor {
         }
     }
 
+    /// The unix `--metrics-bind` socket file this master created, if any
+    /// (a new master of a USR2 removes it once it is the one serving).
+    #[getter]
+    fn metrics_made_path(&self) -> Option<std::path::PathBuf> {
+        self.observer.as_ref()?.made_path().map(Into::into)
+    }
+
     /// The metrics listener's descriptor, for a new master on USR2.
     #[getter]
     fn metrics_fd(&self) -> Option<i32> {

@@ -145,6 +145,11 @@ impl Observer {
         self.listener.unlink();
     }
 
+    /// The socket file of a unix `--metrics-bind` Siesta created here.
+    pub(crate) fn made_path(&self) -> Option<&std::path::Path> {
+        self.listener.made_path()
+    }
+
     /// Whether a new master has the port (`hand_over`).
     pub(crate) fn handed(&self) -> bool {
         self.handed.load(Ordering::Relaxed)
