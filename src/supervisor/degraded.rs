@@ -100,7 +100,7 @@ mod tests {
 
     #[test]
     fn the_hold_is_the_heartbeat_files_write_bit() -> std::io::Result<()> {
-        let f = super::super::workers::Table::heartbeat_file(None)?;
+        let (f, _) = super::super::workers::Table::heartbeat_file(None)?;
         let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
         assert!(!crate::worker::heartbeat::recycling_held(fd));
         hold(&f, true);

@@ -403,7 +403,7 @@ impl Master<'_, '_> {
             }
         };
         let age = self.table.next_age();
-        let fd = workers::heartbeat_fd(&heartbeat);
+        let fd = workers::heartbeat_fd(&heartbeat.0);
         let slot = crate::metrics::master::reserve();
         match self
             .cb

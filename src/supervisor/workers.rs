@@ -115,8 +115,12 @@ pub(crate) fn close_master_only(keep: RawFd) {
 }
 
 impl Table {
-    /// A heartbeat file for the next worker: made in `dir`, unlinked at once.
-    pub(crate) fn heartbeat_file(dir: Option<&Path>) -> io::Result<File> {
+    /// A heartbeat file for the next worker: made in `dir`, unlinked at once,
+    /// with its time set far back, and that time: the worker's first touch is
+    /// later whatever the clock's grain, and the master reads it before the
+    /// fork (read after it, a worker that booted before the master was
+    /// scheduled again looked not booted, and so was never timed out).
+    pub(crate) fn heartbeat_file(dir: Option<&Path>) -> io::Result<(File, SystemTime)> {
         let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
         for attempt in 0..100u32 {
             let path = dir.join(format!(
@@ -134,7 +138,9 @@ impl Table {
             {
                 Ok(f) => {
                     let _ = std::fs::remove_file(&path);
-                    return Ok(f);
+                    let _ = f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+                    let born = modified(&f)?;
+                    return Ok((f, born));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
@@ -148,8 +154,15 @@ impl Table {
         self.next_age
     }
 
-    pub(crate) fn add(&mut self, pid: i32, age: u64, generation: u64, heartbeat: File) {
-        let born_beat = modified(&heartbeat).unwrap_or(SystemTime::UNIX_EPOCH);
+    /// A worker just forked, with its heartbeat file and that file's time
+    /// before the fork (`heartbeat_file`).
+    pub(crate) fn add(
+        &mut self,
+        pid: i32,
+        age: u64,
+        generation: u64,
+        (heartbeat, born_beat): (File, SystemTime),
+    ) {
         self.workers.insert(
             pid,
             Worker {
@@ -315,13 +328,26 @@ mod tests {
     #[test]
     fn heartbeats_mark_booted_then_silent() -> io::Result<()> {
         let mut t = Table::default();
-        let f = Table::heartbeat_file(None)?;
-        // An old time, so "now" is a later beat whatever the clock's grain.
+        let (f, born) = Table::heartbeat_file(None)?;
         let old = SystemTime::now() - Duration::from_secs(100);
+        assert!(born < old, "made with an old time");
         f.set_modified(old)?;
         let age = t.next_age();
-        t.add(42, age, 1, f);
+        // A first beat (`old`) before the master looked (`born` was read before the fork).
+        t.add(42, age, 1, (f, born));
         let beats = |t: &mut Table| t.check_beats(Some(Duration::from_secs(1)));
+        assert_eq!(
+            beats(&mut t),
+            (vec![42], vec![]),
+            "booted, then silent since"
+        );
+        assert!(t.workers[&42].booted);
+        // Again from a first look before any beat: `born` as the file's time now.
+        if let Some(w) = t.workers.get_mut(&42) {
+            w.booted = false;
+            w.born_beat = old;
+        }
+        t.boots = 0;
         assert_eq!(beats(&mut t), (vec![], vec![]));
         assert!(!t.workers[&42].booted, "no beat yet");
         t.workers[&42]
