@@ -116,3 +116,22 @@ def test_split_at_every_byte_of_the_head(server):
         list(pool.map(run, jobs))
     assert SMUGGLED not in server.records("paths"), "a smuggled request reached the app"
     server.assert_serving()
+
+
+@pytest.mark.parametrize(
+    "name", ["310-trailer-content-length", "311-trailer-transfer-encoding", "312-trailer-host"]
+)
+def test_a_forbidden_trailer_fails_a_body_the_app_did_not_read(server, name):
+    """QA (session 30): a trailer field that frames or routes failed the body only
+    when the app read it to its end; an app that answered without reading it left the
+    connection open, and the request after the trailers was served. The server's
+    discard of the body now fails it the same way: the connection closes after the
+    app's answer, and the request after it is never read."""
+    raw, _ = load(CORPUS / "invalid" / f"{name}.http")
+    raw = raw.replace(b"POST /echo/", b"POST /ping/", 1)
+    assert raw.startswith(b"POST /ping/")
+    resp, closed = send(server, [raw], True)
+    assert resp is not None and resp.status == 200 and resp.body == b"pong", resp
+    assert closed, "the connection stayed open after a forbidden trailer"
+    assert SMUGGLED not in server.records("paths"), "the request after the trailers was served"
+    server.assert_serving()

@@ -11,24 +11,28 @@
 
 use http::HeaderMap;
 
-/// Fields that must not come in a trailer (RFC 9110 §6.5.1 and §6.6.2).
-const FORBIDDEN: &[&str] = &[
-    "transfer-encoding",
-    "content-length",
-    "host",
-    "trailer",
-    "te",
-    "connection",
-    "content-encoding",
-    "content-type",
-    "content-range",
-    "expect",
-    "authorization",
+/// Fields that must not come in a trailer (RFC 9110 §6.5.1 and §6.6.2),
+/// lowercase. `server/framing.rs` refuses them on the byte stream, before
+/// hyper parses them, so this is the second look, on hyper's parse.
+pub(crate) const FORBIDDEN: &[&[u8]] = &[
+    b"transfer-encoding",
+    b"content-length",
+    b"host",
+    b"trailer",
+    b"te",
+    b"connection",
+    b"content-encoding",
+    b"content-type",
+    b"content-range",
+    b"expect",
+    b"authorization",
 ];
 
 /// Whether a trailer section may be dropped quietly.
 pub(crate) fn allowed(trailers: &HeaderMap) -> bool {
-    trailers.keys().all(|k| !FORBIDDEN.contains(&k.as_str()))
+    trailers
+        .keys()
+        .all(|k| !FORBIDDEN.contains(&k.as_str().as_bytes()))
 }
 
 #[cfg(test)]
