@@ -309,6 +309,23 @@ def test_script_name_from_environment_variable(start_server, mode):
     assert env["PATH_INFO"] == "/env"
 
 
+def test_script_name_from_raw_env_mounts_the_app(start_server, mode):
+    """QA (session 30): `-e SCRIPT_NAME=/app` (or `raw_env` in a config file) reached
+    the app's os.environ but did not mount it, where gunicorn mounts it (it reads the
+    worker's environment, which -e sets): a deploy under a sub-path got 404s. It
+    mounts over the launch environment's SCRIPT_NAME; an explicit --root-path wins."""
+    args = ("-e", "SCRIPT_NAME=/app")
+    srv = start_server("router_app:app", *args, mode=mode, env={"SCRIPT_NAME": "/launch"})
+    env = env_of(srv, "/app/env")["environ"]
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/env")
+    srv = start_server("router_app:app", "-e", "SCRIPT_NAME=", mode=mode, env={"SCRIPT_NAME": "/x"})
+    env = env_of(srv, "/env")["environ"]
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/env")
+    srv = start_server("router_app:app", *args, "--root-path", "/root", mode=mode)
+    env = env_of(srv, "/root/env")["environ"]
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/root", "/env")
+
+
 def test_script_name_from_a_trusted_proxy_mounts_the_request(start_server, mode):
     """QA probe (session 25): nginx's `proxy_set_header SCRIPT_NAME /mnt;` mounts
     an app under a prefix in gunicorn (its default forwarder headers), and Siesta

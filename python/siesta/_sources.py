@@ -498,6 +498,13 @@ def resolve(argv: list[str] | None, environ: Mapping[str, str] | None = None) ->
         apply({"app": environ["SIESTA_APP"]}, "$SIESTA_APP")
     apply(siesta_args, "SIESTA_CMD_ARGS")
     apply(cli, "the command line")
+    # gunicorn takes the mount point from the worker's environment, which
+    # -e/raw_env sets: a SCRIPT_NAME there mounts the app over the launch
+    # environment's (empty: not mounted), under an explicit --root-path.
+    mounts = [i.partition("=")[2] for i in values["raw_env"] or [] if i.startswith("SCRIPT_NAME=")]
+    if mounts and sources["root_path"] in ("default", "$SCRIPT_NAME"):
+        values["root_path"] = BY_NAME["root_path"].convert(mounts[-1], "SCRIPT_NAME")
+        sources["root_path"] = f"SCRIPT_NAME in raw_env ({sources['raw_env']})"
 
     port = environ.get("PORT", "")
     if sources["bind"] == "$PORT" and not (port.isascii() and port.isdigit() and int(port) < 65536):

@@ -549,7 +549,7 @@ SETTINGS: tuple[Setting, ...] = (
         ("--root-path",),
         "",
         "Mount point of the app: stripped from PATH_INFO and set as SCRIPT_NAME "
-        "(a SCRIPT_NAME environment variable sets it too).",
+        "(a SCRIPT_NAME environment variable sets it too, as does one set by -e/raw_env).",
         type=_mount_point,
         metavar="PREFIX",
         rust=True,
