@@ -65,7 +65,10 @@ def test_content_length_with_spaces_or_repeated_goes_out_once(server, query):
     ("case", "sent"), [("cl-short", b"01234"), ("cl-short-list", b"01234"), ("cl-short-empty", b"")]
 )
 def test_app_content_length_not_reached_is_not_complete(server, case, sent):
-    """The app gives fewer bytes than its declared 10: the client gets them, then a close."""
+    """The app gives fewer bytes than its declared 10: the client gets them, then a close.
+    The cut has its line in the error log, as a short file's has (QA, session 30: an
+    app's short body was cut with nothing said, and a normal access log line)."""
+    mark = server.log_mark()
     with server.connect() as conn:
         conn.send(rawhttp.build_request("GET", f"/framing/{case}"))
         resp = conn.read_response()
@@ -73,6 +76,12 @@ def test_app_content_length_not_reached_is_not_complete(server, case, sent):
         assert resp.body == sent
         assert not resp.complete, "a short body must end with a closed connection"
         assert conn.eof
+    said = server.wait_log(
+        rf"\[INFO\] Response to GET /framing/{case} for 127\.0\.0\.1:\d+ cut {10 - len(sent)} "
+        r"bytes short of its Content-Length: the app's body ended there$",
+        since=mark,
+    )
+    assert said, server.log(mark)
     server.assert_serving()
 
 

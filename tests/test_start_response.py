@@ -45,6 +45,15 @@ def test_second_start_response_without_exc_info_is_an_error(server):
     server.assert_serving()
 
 
+def test_an_empty_item_before_start_response_sends_nothing(server):
+    """QA (session 30): a generator that yields b"" and only then calls
+    start_response was answered in thread mode and failed (500) in gevent mode: the
+    two modes must not differ. An empty item sends nothing, not even the head."""
+    resp = server.get("/late-start")
+    assert (resp.status, resp.body) == (200, b"late start"), resp
+    server.assert_serving()
+
+
 @pytest.mark.parametrize(
     "name",
     [

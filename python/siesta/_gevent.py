@@ -271,6 +271,10 @@ def _handle(req: Any, app: Any) -> None:
     try:
         if not sr._send_fast(result):
             for chunk in result:
+                # An empty item sends nothing, not even the head (PEP 3333),
+                # and may come before start_response, as in thread mode.
+                if type(chunk) is bytes and not chunk:
+                    continue
                 if not _push(sr, chunk):
                     break
         sr._finish()

@@ -298,6 +298,17 @@ pub(crate) fn given_up(what: &str, conn: &ConnInfo, sent: Option<u64>) {
     ));
 }
 
+/// Says why a response was cut short of its declared length (its client
+/// sees a broken response and the access log a normal line).
+pub(crate) fn tell_cut(record: &Record, why: &str) {
+    crate::log::error::info(&format!(
+        "Response to {} {} for {} cut {why}",
+        crate::log::shortened(record.head.method.as_str()),
+        crate::log::shortened(&record.head.uri.to_string()),
+        peer(&record.conn),
+    ));
+}
+
 /// The connection's peer as the cut lines name it (`-` when unknown).
 fn peer(conn: &ConnInfo) -> String {
     conn.remote_addr()
@@ -325,13 +336,8 @@ impl Body for Counted {
                 // A file that shrank under its declared length, or could not
                 // be read: the client gets a cut response, so say why (an
                 // app's own failures are logged with their tracebacks).
-                crate::log::error::info(&format!(
-                    "Response to {} {} for {} cut after {} body bytes: {e}",
-                    crate::log::shortened(this.record.head.method.as_str()),
-                    crate::log::shortened(&this.record.head.uri.to_string()),
-                    peer(&this.record.conn),
-                    this.record.tally().sent
-                ));
+                let sent = this.record.tally().sent;
+                tell_cut(&this.record, &format!("after {sent} body bytes: {e}"));
             }
             this.failed = Some(e);
             cx.waker().wake_by_ref();

@@ -135,6 +135,15 @@ def hop(environ, start_response):
     return [b"hop body"]
 
 
+def late_start(environ, start_response):
+    """Yields b"" before calling start_response, then the body (PEP 3333: an empty
+    item sends nothing, so the headers may still come)."""
+    yield b""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b""
+    yield b"late start"
+
+
 def exc(environ, start_response):
     case = _case(environ)
     name = "exc-" + token(environ)

@@ -38,6 +38,7 @@ ROUTES = {
     "status": response_app.status,
     "header": response_app.header,
     "hop": response_app.hop,
+    "late-start": response_app.late_start,
     "exc": response_app.exc,
     "raise": response_app.fail,
     "write": response_app.write_callable,

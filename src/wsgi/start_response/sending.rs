@@ -289,6 +289,16 @@ impl StartResponse {
                 // would drop what it has not flushed yet. An abort flushes
                 // what was sent, then closes the connection.
                 let short = st.bodied && st.remaining.is_some_and(|left| left > 0);
+                if short && !st.gone {
+                    // Not a client that went away: the app gave less.
+                    let left = st.remaining.unwrap_or(0);
+                    crate::server::end::tell_cut(
+                        &record,
+                        &format!(
+                            "{left} bytes short of its Content-Length: the app's body ended there"
+                        ),
+                    );
+                }
                 p.0.finish(if short {
                     PipeEnd::Aborted
                 } else {
