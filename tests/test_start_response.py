@@ -45,6 +45,20 @@ def test_second_start_response_without_exc_info_is_an_error(server):
     server.assert_serving()
 
 
+@pytest.mark.parametrize(("bad", "name"), [("bytearray", "bytearray"), ("none", "NoneType")])
+def test_write_of_what_is_not_bytes_says_what_it_got(server, bad, name):
+    """QA (session 30): in thread mode, `write(bytearray(...))` or `write(None)` was
+    logged as "start_response() needs status and headers": the write callable is the
+    start_response object, so one argument was taken for a status without headers.
+    Both modes now name what the write got."""
+    mark = server.log_mark()
+    resp = server.get(f"/write?bad={bad}")
+    assert resp.status == 500, resp
+    said = server.wait_log(rf"TypeError: response body items must be bytes, not {name}", since=mark)
+    assert said, server.log(mark)
+    server.assert_serving()
+
+
 def test_an_empty_item_before_start_response_sends_nothing(server):
     """QA (session 30): a generator that yields b"" and only then calls
     start_response was answered in thread mode and failed (500) in gevent mode: the

@@ -255,6 +255,8 @@ def write_callable(environ, start_response):
     if "length" in query:
         headers.append(("Content-Length", query["length"]))
     write = start_response("200 OK", headers)
+    if "bad" in query:  # write() given what is not bytes: the app's error, a 500
+        write({"bytearray": bytearray(b"x"), "none": None}[query["bad"]])
     block = b"w" * int(query.get("block", 0))
     delay = float(query.get("delay", 0))
     for i in range(int(query.get("n", 3))):
