@@ -115,6 +115,20 @@ def test_a_head_begun_with_the_last_request_is_still_timed(start_server, mode):
     srv.assert_serving()
 
 
+def test_a_head_begun_with_the_last_request_gets_the_header_timeout(start_server, mode):
+    """QA (session 30): a next head that came in part with the last request (pipelined,
+    while it was busy) was timed as silence, by --keep-alive (1 s here), not as a head
+    by --header-timeout (30 s here): a slow client was cut mid-head."""
+    srv = start_server("router_app:app", "--keep-alive", "1", "--header-timeout", "30", mode=mode)
+    with srv.connect() as conn:
+        conn.send(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\nGET /ping HTTP/1.1\r\nHost: x\r\n")
+        assert conn.read_response().body == b"pong"
+        time.sleep(2.5)  # past --keep-alive, well within --header-timeout
+        conn.send(b"\r\n")
+        assert conn.read_response().body == b"pong", "the begun head was cut at --keep-alive"
+    srv.assert_serving()
+
+
 def test_two_hundred_slowloris_closed_while_a_bystander_is_served(short):
     conns = []
     try:

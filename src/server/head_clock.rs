@@ -23,8 +23,8 @@
 //!   the client did not ask for could be taken for one of them).
 //!
 //! Bytes of the next head that arrived while a request was busy (pipelined)
-//! are in hyper's buffer, not seen here: that head is timed from the end of
-//! the response instead. The body of a request is not timed here
+//! are in hyper's buffer: that head is timed by `--header-timeout` from the
+//! end of the response (`head_begun`). The body of a request is not timed here
 //! (`--body-timeout` belongs to `wsgi.input`). Writes are, by
 //! `write_stall.rs`: a client that takes no response byte for
 //! `--body-timeout` while hyper has bytes for it loses its connection,
@@ -111,6 +111,10 @@ pub(crate) struct Clock {
     /// since: the keep-alive deadline is not armed yet (`ClockedIo` arms it
     /// as hyper reads). `server/`'s `drive` polls hyper once more then.
     unarmed: AtomicBool,
+    /// The last read left a head begun (`Framing::in_head`): one pipelined
+    /// behind a busy request is timed as a head from the response's end,
+    /// not as silence (QA, session 30: it got `--keep-alive`).
+    head_begun: AtomicBool,
     /// Responses done on this connection.
     served: AtomicU32,
     /// The heads whose targets `ClockedIo` escaped (`raw_target.rs`) and
@@ -148,6 +152,7 @@ impl Clock {
             unflushed: AtomicBool::new(false),
             rest_due: AtomicBool::new(false),
             unarmed: AtomicBool::new(false),
+            head_begun: AtomicBool::new(false),
             served: AtomicU32::new(0),
             escaped: Mutex::new(None),
             any_escaped: AtomicBool::new(false),
@@ -162,9 +167,17 @@ impl Clock {
     pub(crate) fn idle(&self) {
         let mut phase = self.phase.lock();
         if *phase == Phase::Busy {
-            *phase = Phase::Waiting {
-                since: Instant::now(),
-                first: false,
+            let since = Instant::now();
+            *phase = if self.head_begun.load(Ordering::Relaxed) {
+                Phase::Head {
+                    since,
+                    first: false,
+                }
+            } else {
+                Phase::Waiting {
+                    since,
+                    first: false,
+                }
             };
             self.served.fetch_add(1, Ordering::Relaxed);
             self.unarmed.store(true, Ordering::Relaxed);
@@ -801,6 +814,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
             }
             let heads = this.framing.heads();
             let fed = this.framing.feed(&buf.filled()[before..]);
+            let begun = this.framing.in_head();
+            if this.clock.head_begun.load(Ordering::Relaxed) != begun {
+                this.clock.head_begun.store(begun, Ordering::Relaxed);
+            }
             if let Some(n) = this.framing.read_through() {
                 this.conn.note_read_through(n);
             }
@@ -1008,6 +1025,27 @@ mod tests {
         assert!(answer.starts_with(b"HTTP/1.1 408 Request Timeout\r\n"));
         let answer = early_answer(RequestError::RequestLineTooLong);
         assert!(answer.starts_with(b"HTTP/1.1 414 URI Too Long\r\n"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_begun_while_busy_is_timed_as_a_head() {
+        let clock = Clock::new(Duration::from_secs(5), Some(Duration::from_secs(30)));
+        clock.busy();
+        clock.head_begun.store(true, Ordering::Relaxed);
+        clock.idle();
+        let now = Instant::now();
+        let thirty = Duration::from_secs(30);
+        assert_eq!(clock.deadline(), Some((now + thirty, OnExpiry::Close)));
+        assert!(!clock.at_rest(), "a head is coming");
+        clock.busy();
+        clock.head_begun.store(false, Ordering::Relaxed);
+        clock.idle();
+        let five = Duration::from_secs(5);
+        assert_eq!(
+            clock.deadline(),
+            Some((now + five, OnExpiry::Close)),
+            "silence"
+        );
     }
 
     #[tokio::test(start_paused = true)]
