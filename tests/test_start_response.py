@@ -59,6 +59,20 @@ def test_write_of_what_is_not_bytes_says_what_it_got(server, bad, name):
     server.assert_serving()
 
 
+def test_start_response_without_headers_says_so(server):
+    """Review (session 30): with one argument that is not bytes taken for a write,
+    `start_response(200)` (headers forgotten) was logged as a body item of the wrong
+    type in thread mode. Before the response starts, one argument is a start_response
+    without its headers."""
+    mark = server.log_mark()
+    resp = server.get("/status?value=200&alone=1")
+    assert resp.status == 500, resp
+    said = server.wait_log(r"TypeError: .*start_response\(\) .*headers", since=mark)
+    assert said, server.log(mark)
+    assert "must be bytes" not in server.log(mark)
+    server.assert_serving()
+
+
 def test_an_empty_item_before_start_response_sends_nothing(server):
     """QA (session 30): a generator that yields b"" and only then calls
     start_response was answered in thread mode and failed (500) in gevent mode: the

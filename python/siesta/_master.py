@@ -526,7 +526,9 @@ class Master:
         then."""
         unlink = not self.inherited and self.upgraded is None
         self.listeners.close(unlink)
-        if unlink and self.supervisor is not None:
+        # A --metrics-bind socket file this master made is its own, whoever
+        # handed it the app's sockets (one handed over is an fd://: no file).
+        if self.upgraded is None and self.supervisor is not None:
             self.supervisor.remove_metrics_socket()
         if self.upgraded is None and self.old_master not in (None, os.getppid()):
             for path in self.handed_files:

@@ -32,7 +32,7 @@ pub(crate) struct Recorder {
     /// Requests finished (with a head), for `--max-requests`.
     served: AtomicU64,
     /// `--max-requests` plus this worker's jitter: `leave` fires here
-    /// (`u64::MAX`: never); moved on by `recycle_later`.
+    /// (`u64::MAX`: never, or fired already); set again by `recycle_later`.
     recycle_at: AtomicU64,
     /// Fired when the worker should end and be replaced (`leave_due`).
     leave: Notify,
@@ -63,11 +63,8 @@ impl Recorder {
     /// `--max-requests` came while the master holds recycling: `leave`
     /// fires again `every` requests on.
     pub(crate) fn recycle_later(&self, every: u64) {
-        let _ = self
-            .recycle_at
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |at| {
-                Some(self.served().max(at).saturating_add(every.max(1)))
-            });
+        let at = self.served().saturating_add(every.max(1));
+        self.recycle_at.store(at, Ordering::Relaxed);
     }
 
     /// Resolves once this worker should end and be replaced, with the
@@ -106,7 +103,15 @@ impl Finish for Recorder {
         crate::metrics::statsd::request(done.tally.status, done.elapsed);
         if done.head.is_some() {
             let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
-            if n == self.recycle_at.load(Ordering::Relaxed) {
+            // Reached or passed (requests finishing on several threads),
+            // it fires once: `recycle_later` sets the next.
+            let at = self.recycle_at.load(Ordering::Relaxed);
+            if n >= at
+                && self
+                    .recycle_at
+                    .compare_exchange(at, u64::MAX, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
                 self.leave.notify_one();
             }
         }

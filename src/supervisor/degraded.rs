@@ -15,8 +15,9 @@
 //!   while others serve: it is tried again after a delay that doubles up
 //!   to a minute, so a broken deploy costs the capacity of the workers
 //!   lost rather than the server, and a cause that passes (a database down
-//!   during the import) heals on its own. With no worker left serving the
-//!   server stops, as at a start.
+//!   during the import) heals on its own. With no worker left serving, one
+//!   is started at once, and if it cannot start the server stops, as at a
+//!   start.
 //!
 //! A HUP starts workers at once, whatever the delay; a worker of the new
 //! code that boots ends it all.
@@ -50,17 +51,24 @@ impl Degraded {
         }
     }
 
-    /// A replacement could not start: the next waits. Returns the wait.
+    /// A replacement could not start: the next waits. Returns how long.
+    /// Workers that failed in one round (lost together, started together)
+    /// share its wait: the delay doubles once per round.
     pub(crate) fn failed(&mut self, now: Instant) -> Duration {
+        if let Some(at) = self.retry_at.filter(|at| *at > now) {
+            return at - now;
+        }
         let wait = self.delay;
         self.retry_at = Some(now + wait);
         self.delay = (self.delay * 2).min(LAST_RETRY);
         wait
     }
 
-    /// Whether a worker may be started now.
-    pub(crate) fn may_start(&self, now: Instant) -> bool {
-        self.retry_at.is_none_or(|at| now >= at)
+    /// Whether a worker may be started now: the wait is over, or no worker
+    /// serves (the server then stops at once if it still cannot start one,
+    /// rather than leave connections in the backlog for the wait).
+    pub(crate) fn may_start(&self, now: Instant, serving: bool) -> bool {
+        !serving || self.retry_at.is_none_or(|at| now >= at)
     }
 
     /// A HUP: its workers start at once.
@@ -89,13 +97,29 @@ mod tests {
     fn retries_wait_longer_each_time_up_to_a_minute() {
         let mut d = Degraded::new(3);
         let t = Instant::now();
-        assert!(d.may_start(t));
-        let waits: Vec<u64> = (0..8).map(|_| d.failed(t).as_secs()).collect();
+        assert!(d.may_start(t, true));
+        let mut now = t;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let wait = d.failed(now);
+            // A second failure in the same round waits the same.
+            assert_eq!(
+                d.failed(now + Duration::from_secs(1)),
+                wait - Duration::from_secs(1)
+            );
+            waits.push(wait.as_secs());
+            now += wait;
+        }
         assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
-        assert!(!d.may_start(t + Duration::from_secs(59)));
-        assert!(d.may_start(t + Duration::from_secs(60)));
+        let at = now - Duration::from_secs(60);
+        assert!(!d.may_start(at + Duration::from_secs(59), true));
+        assert!(
+            d.may_start(at + Duration::from_secs(59), false),
+            "none serves"
+        );
+        assert!(d.may_start(at + Duration::from_secs(60), true));
         d.hup();
-        assert!(d.may_start(t));
+        assert!(d.may_start(at, true));
     }
 
     #[test]

@@ -381,7 +381,11 @@ impl Master<'_, '_> {
         }
         let now = Instant::now();
         while self.table.active() < self.target {
-            if self.degraded.as_ref().is_some_and(|d| !d.may_start(now)) || !self.spawn(py) {
+            let wait = self
+                .degraded
+                .as_ref()
+                .is_some_and(|d| !d.may_start(now, self.serving()));
+            if wait || !self.spawn(py) {
                 break;
             }
         }
@@ -514,7 +518,7 @@ impl Master<'_, '_> {
                         Exit::Code(c) => format!("exit code {c}"),
                         Exit::Signal(s) => workers::signal_name(s),
                     },
-                    wait.as_secs()
+                    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
                 ));
             } else if crashed_booting && self.crash_is_retried(exit) {
                 crate::log::error::error(&format!(
@@ -550,13 +554,15 @@ impl Master<'_, '_> {
             return false;
         };
         let _ = self.table.check_beats(None); // the others' boots, as of now
-        !self.stopping
-            && worker.generation >= since
-            && self
-                .table
-                .workers
-                .values()
-                .any(|w| w.booted && w.retiring.is_none() && w.kill_at.is_none())
+        !self.stopping && worker.generation >= since && self.serving()
+    }
+
+    /// Whether a booted worker serves on (not being retired or killed).
+    fn serving(&self) -> bool {
+        self.table
+            .workers
+            .values()
+            .any(|w| w.booted && w.retiring.is_none() && w.kill_at.is_none())
     }
 
     /// Whether a worker that crashed booting (a fault signal, not an exit
@@ -572,12 +578,10 @@ impl Master<'_, '_> {
             self.boots_seen = self.table.boots;
             self.boot_crashes = 0;
         }
-        let serving = self
-            .table
-            .workers
-            .values()
-            .any(|w| w.booted && w.retiring.is_none() && w.kill_at.is_none());
-        if !matches!(exit, Exit::Signal(_)) || !serving || self.boot_crashes >= BOOT_CRASH_RETRIES {
+        if !matches!(exit, Exit::Signal(_))
+            || !self.serving()
+            || self.boot_crashes >= BOOT_CRASH_RETRIES
+        {
             return false;
         }
         self.boot_crashes += 1;
@@ -591,8 +595,9 @@ impl Master<'_, '_> {
     /// reload, or of one a later HUP superseded before it failed.
     fn reload_fails(&self, worker: &Worker) -> bool {
         // With no reload under way, a worker that cannot start (one
-        // replacing another after a given-up reload) stops the server as
-        // at a start: no respawn loop of a broken app.
+        // replacing another after a given-up reload) is no reload's: it is
+        // tried again later while others serve (`serves_degraded`), else
+        // it stops the server as at a start.
         self.reload_started.is_some()
             && !self.stopping
             && self
@@ -608,8 +613,9 @@ impl Master<'_, '_> {
     /// of them), with the worker count they had, and those of an earlier
     /// reload still starting go too; if a later reload is under way, it
     /// goes on, and replaces them once its workers are up. Workers started
-    /// after a given-up reload get a generation of their own, so that
-    /// their failure stops the server as at a start.
+    /// after a given-up reload get a generation of their own (`degraded`'s
+    /// `since`): their failure is retried while others serve, and the boot
+    /// of one ends the degraded state.
     fn abandon_generation(&mut self, failed: u64, app: bool) {
         if self.reload_pending.is_some_and(|(g, _)| g == failed) {
             self.reload_pending = None;

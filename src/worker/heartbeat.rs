@@ -59,7 +59,7 @@ pub(crate) fn leaving(fd: RawFd) {
 
 /// Whether the master holds `--max-requests` recycling (a reload was given
 /// up: a replacement would load the code it could not): the master takes
-/// the owner's write bit off the file (`hold_recycling`). Descriptors open
+/// the owner's write bit off the file (`supervisor/degraded.rs`, `hold`). Descriptors open
 /// for writing stay so, and the worker owns the file, so beats go on.
 pub(crate) fn recycling_held(fd: RawFd) -> bool {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();

@@ -108,6 +108,8 @@ def framing(environ, start_response):
 def status(environ, start_response):
     """start_response with ?value= as the status line (e.g. '999 Weird')."""
     value = params(environ)["value"]
+    if params(environ).get("alone"):  # the headers forgotten, the code as an int
+        start_response(int(value))
     start_response(value.encode("latin-1") if params(environ).get("bytes") else value, TEXT)
     return [b"status body"]
 

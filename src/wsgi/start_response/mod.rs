@@ -27,7 +27,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyList, PyString, PyTuple};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -364,16 +364,24 @@ impl StartResponse {
         exc_info: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Option<Bound<'py, Self>>> {
         match headers {
-            // One argument that is not a status: a write, whose own check
-            // names what it got (QA: `write(bytearray)` said only that
+            // One argument once the response started: a write, whose own
+            // check names what it got (QA: `write(bytearray)` said only that
             // start_response needs headers).
-            None if !status.is_instance_of::<PyString>() => {
+            None if status.is_instance_of::<PyBytes>()
+                || !status.is_instance_of::<PyString>() && slf.get().check_started().is_ok() =>
+            {
                 slf.get().write(slf.py(), status)?;
                 Ok(None)
             }
-            None => Err(pyo3::exceptions::PyTypeError::new_err(
-                "start_response() needs status and headers; write() needs bytes, not str",
-            )),
+            None if status.is_instance_of::<PyString>() => {
+                Err(pyo3::exceptions::PyTypeError::new_err(
+                    "start_response() needs status and headers; write() needs bytes, not str",
+                ))
+            }
+            None => Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "start_response() needs status and headers, not one {}",
+                type_name(status)
+            ))),
             Some(headers) => {
                 slf.get().stage(status, headers, exc_info)?;
                 Ok(Some(slf.clone()))
