@@ -64,3 +64,20 @@ impl Executor {
         }
     }
 }
+
+/// `tokio::task::spawn_blocking`, or `None` when no thread could be started
+/// for it (a pids or memory limit, and none of the pool's idle): tokio
+/// panics then, with the task queued for a thread that may come later. The
+/// caller falls back (reads in place, skips a trim) rather than letting the
+/// panic end the response or the task. The panic's line still reaches
+/// stderr, through Rust's default hook.
+pub(crate) fn try_spawn_blocking<F, R>(f: F) -> Option<tokio::task::JoinHandle<R>>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tokio::task::spawn_blocking(f)
+    }))
+    .ok()
+}

@@ -75,7 +75,10 @@ pub(crate) async fn trim_after_bursts(held: std::sync::Arc<Held>) {
         tick.tick().await;
         if held.burst_over() {
             // It walks the heap with its locks held: off the I/O thread.
-            let _ = tokio::task::spawn_blocking(trim).await;
+            // No thread for it (a pids limit): no trim this time.
+            if let Some(job) = crate::exec::try_spawn_blocking(trim) {
+                let _ = job.await;
+            }
         }
     }
 }
