@@ -795,6 +795,40 @@ def test_usr2_then_term_hands_the_port_to_a_new_master(launch, mode, tmp_path):
 # --- 3. Workers replaced: crash, count, recycling, memory, timeout --------------------
 
 
+QUICK_DEATH_APP = """\
+\"\"\"Written by test_supervisor.py: serves, and its worker dies 0.3 s after the import.\"\"\"
+import os, threading, time
+
+
+def _die():
+    time.sleep(0.3)
+    os._exit(1)
+
+
+threading.Thread(target=_die, daemon=True).start()
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+
+def test_workers_that_die_as_they_start_are_restarted_later_each_time(launch, mode, tmp_path):
+    """QA (session 30): a worker that ended soon after it started (there, one that
+    could start no app thread under a pids limit) was replaced at once, 55 times a
+    second with a log line each, for as long as the cause lasted. From the second such
+    end in a row the next fork waits, 0.1 s and doubling (up to 10 s); the server
+    serves on and does not halt (exit 1 is a crash, not a boot error)."""
+    code_dir, _ = app_module(tmp_path, "quick_app", QUICK_DEATH_APP)
+    srv = launch("-w", "1", app="quick_app:app", path=(code_dir, APPS_DIR), mode=mode)
+    for n, pause in ((2, "0.1"), (3, "0.2"), (4, "0.4")):
+        said = srv.wait_log(rf"{n} in a row: the next starts in {pause} s", timeout=WAIT)
+        assert said, srv.log()
+    assert srv.alive(), srv.log()
+    assert "Reason:" not in srv.log()
+
+
 def test_a_worker_that_aborts_is_said_to_have_crashed(launch):
     """QA probe (session 26): a worker that aborted itself (Rust's or CPython's
     out-of-memory abort) was logged as `was sent SIGABRT!`, as if someone had."""

@@ -45,7 +45,7 @@ def serve_threads(server: Any, app: Any, threads: int) -> None:
             spawn()
         except RuntimeError as exc:  # "can't start new thread": a pids or memory limit
             if n == 0:
-                raise  # none at all: the worker cannot boot
+                raise  # none at all: a crash, replaced after a pause if it recurs
             log("warning", f"Serving with {n} of --threads {threads} threads: {exc}")
             break
     # wait() returns once the server drained (its connections closed), or

@@ -42,6 +42,17 @@ const ABORT_GRACE: Duration = Duration::from_secs(2);
 /// row, while others serve (see `Master::crash_is_retried`).
 const BOOT_CRASH_RETRIES: u32 = 3;
 
+/// A worker that ends of itself within this of its fork (a crash as it
+/// starts serving, a resource it cannot get) is replaced after a pause that
+/// doubles with each such end in a row, from `QUICK_PAUSE` up to
+/// `QUICK_PAUSE_MAX`: no loop of forks as fast as the machine allows (QA,
+/// session 30: 55 a second, with a line each, for a worker that could start
+/// no app thread). A quiet minute starts the count again.
+const QUICK_EXIT: Duration = Duration::from_secs(1);
+const QUICK_PAUSE: Duration = Duration::from_millis(100);
+const QUICK_PAUSE_MAX: Duration = Duration::from_secs(10);
+const QUICK_FORGOTTEN: Duration = Duration::from_secs(60);
+
 /// A reload retires the old workers once the new ones are up, or after this.
 const RELOAD_WAIT: Duration = Duration::from_secs(30);
 
@@ -135,6 +146,9 @@ impl Supervisor {
             boot_crashes: 0,
             boots_seen: 0,
             degraded: None,
+            quick_exits: 0,
+            last_quick: None,
+            respawn_at: None,
             observer: self.observer.as_ref(),
             counted_workers: 0,
         };
@@ -227,6 +241,11 @@ struct Master<'a, 'py> {
     boots_seen: u64,
     /// A reload was given up and its old workers serve on (`degraded.rs`).
     degraded: Option<degraded::Degraded>,
+    /// Workers that ended of themselves soon after their fork, in a row
+    /// (`QUICK_EXIT`), the last one's time, and no fork before `respawn_at`.
+    quick_exits: u32,
+    last_quick: Option<Instant>,
+    respawn_at: Option<Instant>,
     /// The metrics process (`--metrics-bind`).
     observer: Option<&'a observer::Observer>,
     /// The worker count last sent to StatsD.
@@ -294,6 +313,7 @@ impl Master<'_, '_> {
                 if let Some(d) = &mut self.degraded {
                     d.hup();
                 }
+                self.respawn_at = None; // a fix deployed: its workers start now
                 self.maintain(py);
             }
             Command::Incr if !self.stopping => self.resize(py, self.target + 1),
@@ -381,10 +401,11 @@ impl Master<'_, '_> {
         }
         let now = Instant::now();
         while self.table.active() < self.target {
-            let wait = self
-                .degraded
-                .as_ref()
-                .is_some_and(|d| !d.may_start(now, self.serving()));
+            let wait = self.respawn_at.is_some_and(|at| now < at)
+                || self
+                    .degraded
+                    .as_ref()
+                    .is_some_and(|d| !d.may_start(now, self.serving()));
             if wait || !self.spawn(py) {
                 break;
             }
@@ -536,6 +557,7 @@ impl Master<'_, '_> {
                     .get_or_insert((WORKER_BOOT_ERROR, "Worker failed to boot."));
             } else {
                 self.note_exit(pid, &worker, exit);
+                self.pause_if_quick(pid, &worker, exit);
             }
             if let Err(e) = self.cb.call_method1("child_exit", (pid, code)) {
                 crate::log::error::exception(py, "child_exit hook failed", &e);
@@ -544,6 +566,44 @@ impl Master<'_, '_> {
         if self.halt.is_some() && !self.stopping {
             self.stop_all(py, libc::SIGTERM, self.graceful());
         }
+    }
+
+    /// A worker that ended of itself soon after its fork: the next fork
+    /// waits, longer each time in a row (`QUICK_EXIT`).
+    fn pause_if_quick(&mut self, pid: i32, worker: &Worker, exit: Exit) {
+        let lived = worker.spawned.elapsed();
+        // Exit 0 is a worker that left as asked or of its own accord
+        // (`--max-requests` may come within the second under load).
+        let asked = worker.retiring.is_some()
+            || worker.killed
+            || worker.kill_at.is_some()
+            || exit == Exit::Code(0);
+        if asked || lived >= QUICK_EXIT || self.stopping {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .last_quick
+            .is_some_and(|t| now.duration_since(t) > QUICK_FORGOTTEN)
+        {
+            self.quick_exits = 0;
+        }
+        self.last_quick = Some(now);
+        self.quick_exits += 1;
+        if self.quick_exits < 2 {
+            return; // one is a mishap: replaced at once
+        }
+        let pause = QUICK_PAUSE
+            .saturating_mul(1 << (self.quick_exits - 2).min(16))
+            .min(QUICK_PAUSE_MAX);
+        self.respawn_at = Some(now + pause);
+        crate::log::error::error(&format!(
+            "Worker (pid:{pid}) ended {:.2} s after it started, {} in a row: \
+             the next starts in {:.1} s",
+            lived.as_secs_f64(),
+            self.quick_exits,
+            pause.as_secs_f64()
+        ));
     }
 
     /// Whether a worker that could not start is tried again later rather

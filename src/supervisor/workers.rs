@@ -46,6 +46,8 @@ pub(crate) struct Worker {
     pub kill_at: Option<Instant>,
     /// The master sent that SIGKILL (so an exit by SIGKILL is no mystery).
     pub killed: bool,
+    /// When it was forked (a worker that ends soon after is restarted later).
+    pub spawned: Instant,
 }
 
 impl Worker {
@@ -171,6 +173,7 @@ impl Table {
                 _master_only: MasterOnly::new(heartbeat.as_raw_fd()),
                 heartbeat,
                 born_beat,
+                spawned: Instant::now(),
                 booted: false,
                 retiring: None,
                 kill_at: None,
