@@ -20,8 +20,6 @@ pub(crate) enum StartupError {
     },
     #[error("Invalid bind address {0:?}: expected HOST:PORT, [V6]:PORT, unix:PATH or fd://N")]
     BadBind(String),
-    #[error("Cannot start the I/O runtime: {0}")]
-    Runtime(std::io::Error),
 }
 
 /// Why Siesta answered a request itself instead of (or instead of finishing)

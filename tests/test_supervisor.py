@@ -2259,6 +2259,41 @@ def test_a_replacement_that_crashes_booting_once_is_started_again(launch, tmp_pa
     assert srv.alive()
 
 
+def test_a_replacement_short_of_descriptors_is_started_again(launch, mode):
+    """QA (session 30): a replacement worker that could not start for a passing
+    shortage (threads under a pids limit, descriptors, memory) exited 3, a boot error,
+    which stopped the whole server, healthy workers included. A shortage is a crash
+    now (exit 1), retried after 1, 2 and 4 s while others serve. Here the master's
+    descriptor limit leaves the replacement none to start with, until it is lifted."""
+    import resource
+
+    srv = launch("-w", "2", mode=mode)
+    workers = set(srv.worker_pids())
+    served = set()  # both have served: both booted, so one serves on after the kill
+    assert wait_until(lambda: served.add(srv.worker_pid()) or served == workers), served
+    victim = min(workers)
+    soft, hard = resource.prlimit(srv.pid, resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir(f"/proc/{srv.pid}/fd"))
+    mark = srv.log_mark()
+    resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (in_use + 3, hard))
+    try:
+        os.kill(victim, signal.SIGKILL)
+        said = srv.wait_log(
+            r"exited with code 1 before serving; the others serve, starting "
+            r"another \(retry 1 of 3\) in 1 s",
+            since=mark,
+            timeout=WAIT,
+        )
+        assert said, srv.log(mark)
+    finally:
+        resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    assert "Too many open files" in srv.log(mark)
+    assert wait_until(lambda: len(children(srv.pid)) == 2 and victim not in children(srv.pid))
+    assert srv.get("/ping").status == 200
+    assert srv.alive(), srv.log(mark)
+    assert "Reason:" not in srv.log()
+
+
 def test_a_replacement_that_crashes_booting_every_time_halts(launch, tmp_path, mode):
     """... and a crash every time still stops the server (exit 3), as at a start:
     no respawn loop of a broken build."""

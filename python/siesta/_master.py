@@ -14,6 +14,7 @@ made anew on USR1 to the workers' user, and the hooks
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import fcntl
 import mmap
@@ -101,6 +102,21 @@ def _drop_privileges(values: dict[str, Any], heartbeat_fd: int) -> None:
             os.setgroups([gid])
     os.setgid(gid)
     os.setuid(uid)
+
+
+# The system ran short (threads or processes, memory, descriptors): a worker that
+# cannot start for it may start a moment later.
+_SHORTAGES = (errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE)
+
+
+def _boot_failure(exc: BaseException) -> int:
+    """A worker's exit code for a start that failed on ``exc``: a shortage of the
+    system's is a crash (1), which the master retries while other workers serve (QA,
+    session 30: a replacement booted under a pids limit stopped the whole server);
+    anything else is a boot error (3), which stops the server, as in gunicorn."""
+    if isinstance(exc, OSError) and exc.errno in _SHORTAGES:
+        return 1
+    return WORKER_BOOT_ERROR
 
 
 # Set by a master for the new master a USR2 starts (`upgrade`), which does not detach.
@@ -285,7 +301,7 @@ def run_worker(
         listeners.close(False)
     except (ValueError, OSError) as exc:
         _siesta.log("error", f"Worker failed to boot: {exc}")
-        return WORKER_BOOT_ERROR
+        return _boot_failure(exc)
     worker.wsgi = app
     if not hooks.boot("post_worker_init", worker):
         return WORKER_BOOT_ERROR
@@ -294,11 +310,12 @@ def run_worker(
     try:
         # Opens the access log, starts the I/O and the heartbeat: a failure
         # here (say, an access log this worker cannot open) is a boot error
-        # (exit 3, the master stops), not a crash to restart forever.
+        # (exit 3, the master stops), not a crash to restart forever; but
+        # a passing shortage is a crash (`_boot_failure`).
         server.start(lambda: hooks.call("worker_int", worker))
     except (ValueError, OSError) as exc:
         _siesta.log("error", f"Worker failed to boot: {exc}")
-        return WORKER_BOOT_ERROR
+        return _boot_failure(exc)
     global _booted
     _booted = True
     if values["reload"]:

@@ -81,3 +81,16 @@ where
     }))
     .ok()
 }
+
+/// `Builder::build`, which panics rather than fails when tokio's signal
+/// driver cannot make its socket pair (no descriptor left, QA session 30):
+/// an error with the errno that failed instead, so that a worker started
+/// at such a moment is a crash to retry, not a panic.
+pub(crate) fn build_runtime(
+    b: &mut tokio::runtime::Builder,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.build())) {
+        Ok(built) => built,
+        Err(_) => Err(std::io::Error::last_os_error()),
+    }
+}

@@ -544,9 +544,10 @@ impl Master<'_, '_> {
             } else if crashed_booting && self.crash_is_retried(exit) {
                 crate::log::error::error(&format!(
                     "Worker (pid:{pid}) failed to boot: {}; the others serve, starting \
-                     another (retry {} of {BOOT_CRASH_RETRIES})",
+                     another (retry {} of {BOOT_CRASH_RETRIES}) in {} s",
                     ended(exit),
-                    self.boot_crashes
+                    self.boot_crashes,
+                    1u32 << (self.boot_crashes.saturating_sub(1)).min(8)
                 ));
             } else if crashed_booting {
                 crate::log::error::error(&format!(
@@ -578,7 +579,7 @@ impl Master<'_, '_> {
             || worker.killed
             || worker.kill_at.is_some()
             || exit == Exit::Code(0);
-        if asked || lived >= QUICK_EXIT || self.stopping {
+        if asked || lived >= QUICK_EXIT || self.stopping || self.halt.is_some() {
             return;
         }
         let now = Instant::now();
@@ -625,26 +626,30 @@ impl Master<'_, '_> {
             .any(|w| w.booted && w.retiring.is_none() && w.kill_at.is_none())
     }
 
-    /// Whether a worker that crashed booting (a fault signal, not an exit
-    /// code: those are the app's own verdict) is replaced rather than the
-    /// server halted: when booted workers still serve, a crash may be a
-    /// one-off (a flaky C extension, a fault the code before did not hit),
-    /// so a replacement of a long-running server is tried again, up to
-    /// `BOOT_CRASH_RETRIES` crashes in a row without a boot between them. A
-    /// crash every time then halts it, as at a start.
+    /// Whether a worker that crashed booting (a fault signal, or exit code
+    /// 1: a shortage of threads, memory or descriptors, `_master.py`'s
+    /// `_boot_failure`; other codes are the app's own verdict) is replaced
+    /// rather than the server halted: when booted workers still serve, a
+    /// crash may be a one-off (a flaky C extension, a limit reached for a
+    /// moment), so a replacement of a long-running server is tried again,
+    /// up to `BOOT_CRASH_RETRIES` crashes in a row without a boot between
+    /// them, after 1, 2 and 4 s. A crash every time then halts it, as at a
+    /// start.
     fn crash_is_retried(&mut self, exit: Exit) -> bool {
         let _ = self.table.check_beats(None); // the others' boots, as of now
         if self.table.boots != self.boots_seen {
             self.boots_seen = self.table.boots;
             self.boot_crashes = 0;
         }
-        if !matches!(exit, Exit::Signal(_))
+        if !matches!(exit, Exit::Signal(_) | Exit::Code(1))
             || !self.serving()
             || self.boot_crashes >= BOOT_CRASH_RETRIES
         {
             return false;
         }
         self.boot_crashes += 1;
+        let pause = Duration::from_secs(1 << (self.boot_crashes - 1).min(8));
+        self.respawn_at = Some(Instant::now() + pause);
         true
     }
 

@@ -21,13 +21,12 @@ mod sched;
 pub(crate) mod signals;
 
 use crate::config::{Config, Mode};
-use crate::error::StartupError;
 use crate::exec::gevent::{Event, Hub};
 use crate::exec::threads::{Pool, PoolSize};
 use crate::exec::Executor;
 use crate::log::access::AccessLog;
 use crate::net::bind::Listener;
-use crate::net::listeners::{startup_error as startup, Listeners};
+use crate::net::listeners::Listeners;
 use crate::server::end::Recorder;
 use crate::server::{self, Stop};
 use crate::wsgi::environ::EnvConstants;
@@ -114,9 +113,7 @@ impl Server {
         // I/O threads run a multi-thread one.
         let driven = config.mode == Mode::Thread && config.runtime_threads == 0;
         let rt = if driven {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+            crate::exec::build_runtime(tokio::runtime::Builder::new_current_thread().enable_all())
         } else {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(config.runtime_threads.max(1))
@@ -125,10 +122,10 @@ impl Server {
             if config.mode == Mode::Gevent {
                 b.on_thread_start(sched::batch_this_thread);
             }
-            b.build()
+            crate::exec::build_runtime(&mut b)
         }
         .map(Arc::new)
-        .map_err(|e| startup(StartupError::Runtime(e)))?;
+        .map_err(|e| os_error("Cannot start the I/O runtime", &e))?;
         let (exec, hub) = match config.mode {
             Mode::Thread => {
                 let size = PoolSize::new(config.threads, config.max_threads);
@@ -291,7 +288,7 @@ impl Server {
             }
             act(cmd, &stop, &events, &log, graceful)
         })
-        .map_err(|e| PyOSError::new_err(format!("Cannot install signal handlers: {e}")))?;
+        .map_err(|e| os_error("Cannot install signal handlers", &e))?;
         let (stop, events, log) = (stop_tx.clone(), events_tx.clone(), recorder.clone());
         let beat = self.heartbeat;
         let every = self.config.max_requests;
@@ -333,7 +330,7 @@ impl Server {
         }
         if let Some(fd) = self.heartbeat {
             heartbeat::start(fd, self.config.beat_interval(), self.exec.clone())
-                .map_err(|e| PyOSError::new_err(format!("Cannot start the heartbeat: {e}")))?;
+                .map_err(|e| os_error("Cannot start the heartbeat", &e))?;
         }
         if self.idle_trim {
             let log = recorder.clone();
@@ -534,4 +531,16 @@ fn act(
     stop_by(how, graceful);
     let _ = events.send(Lifecycle::Stopping(how));
     let _ = stop.send(how);
+}
+
+/// A worker's start failing on the system: an `OSError` with its errno, so
+/// that the worker's caller (`_master.py`) can tell a passing shortage
+/// (threads, memory, descriptors: a replacement booted under a pids limit)
+/// from a lasting failure.
+fn os_error(what: &str, e: &std::io::Error) -> PyErr {
+    let said = format!("{what}: {e}");
+    match e.raw_os_error() {
+        Some(errno) => PyOSError::new_err((errno, said)),
+        None => PyOSError::new_err(said),
+    }
 }
