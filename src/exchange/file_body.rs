@@ -48,6 +48,8 @@ pub(crate) struct FileBody {
     block: usize,
     /// A read the page cache could not answer, running on the blocking pool.
     pending: Option<JoinHandle<io::Result<Vec<u8>>>>,
+    /// No blocking thread could be started: reads happen in place.
+    in_place: bool,
 }
 
 impl FileBody {
@@ -63,6 +65,7 @@ impl FileBody {
             remaining,
             block: block.clamp(BLOCK_MIN, BLOCK_MAX),
             pending: None,
+            in_place: false,
         }
     }
 
@@ -85,6 +88,10 @@ impl FileBody {
             },
             None => match read_cached(&self.file, self.offset, want) {
                 Some(r) => r,
+                // No thread to read on, found before (QA, session 30: the
+                // panic cut the response at 0 bytes): read here, blocking
+                // this I/O thread, for the rest of the body.
+                None if self.in_place => read_at(&self.file, self.offset, want, 0),
                 None => {
                     let (file, offset) = (self.file.clone(), self.offset);
                     match crate::exec::try_spawn_blocking(move || read_at(&file, offset, want, 0)) {
@@ -92,10 +99,10 @@ impl FileBody {
                             self.pending = Some(job);
                             return self.poll_chunk(cx);
                         }
-                        // No thread to read on (QA, session 30: the panic
-                        // cut the response at 0 bytes): read here, blocking
-                        // this I/O thread for the one read.
-                        None => read_at(&self.file, self.offset, want, 0),
+                        None => {
+                            self.in_place = true;
+                            read_at(&self.file, self.offset, want, 0)
+                        }
                     }
                 }
             },

@@ -91,6 +91,46 @@ pub(crate) fn build_runtime(
 ) -> std::io::Result<tokio::runtime::Runtime> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.build())) {
         Ok(built) => built,
-        Err(_) => Err(std::io::Error::last_os_error()),
+        Err(payload) => Err(panic_error(payload.as_ref())),
+    }
+}
+
+/// The error a caught tokio panic reports: its message, with the errno it
+/// names (`Os { code: 24, ..` or `(os error 11)`), read from the message
+/// rather than from `errno`, which the panic hook may have changed since.
+pub(crate) fn panic_error(payload: &(dyn std::any::Any + Send)) -> std::io::Error {
+    let said = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic");
+    let code = ["code: ", "os error "].iter().find_map(|mark| {
+        let at = said.find(mark)? + mark.len();
+        let digits: String = said[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse::<i32>().ok()
+    });
+    match code {
+        Some(errno) => std::io::Error::from_raw_os_error(errno),
+        None => std::io::Error::other(said.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod panic_tests {
+    #[test]
+    fn the_errno_is_read_from_the_message() {
+        let os = std::io::Error::from_raw_os_error(24);
+        let e = super::panic_error(&format!("failed to create UnixStream: {os:?}"));
+        assert_eq!(e.raw_os_error(), Some(24));
+        let e = super::panic_error(&format!(
+            "OS can't spawn worker thread: {}",
+            std::io::Error::from_raw_os_error(11)
+        ));
+        assert_eq!(e.raw_os_error(), Some(11));
+        let e = super::panic_error(&"something else");
+        assert_eq!(e.raw_os_error(), None);
     }
 }

@@ -76,7 +76,7 @@ impl Listeners {
             .iter()
             .map(Listener::try_clone)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| PyOSError::new_err(format!("Cannot share a listening socket: {e}")))
+            .map_err(|e| crate::worker::os_error("Cannot share a listening socket", &e))
     }
 
     pub(crate) fn urls(&self) -> &[String] {

@@ -44,10 +44,11 @@ const BOOT_CRASH_RETRIES: u32 = 3;
 
 /// A worker that ends of itself within this of its fork (a crash as it
 /// starts serving, a resource it cannot get) is replaced after a pause that
-/// doubles with each such end in a row, from `QUICK_PAUSE` up to
-/// `QUICK_PAUSE_MAX`: no loop of forks as fast as the machine allows (QA,
-/// session 30: 55 a second, with a line each, for a worker that could start
-/// no app thread). A quiet minute starts the count again.
+/// doubles with each such end (the first aside) less than a minute after
+/// the one before, from `QUICK_PAUSE` up to `QUICK_PAUSE_MAX`: no loop of
+/// forks as fast as the machine allows (QA, session 30: 55 a second, with a
+/// line each, for a worker that could start no app thread). A quiet minute
+/// or a HUP starts the count again.
 const QUICK_EXIT: Duration = Duration::from_secs(1);
 const QUICK_PAUSE: Duration = Duration::from_millis(100);
 const QUICK_PAUSE_MAX: Duration = Duration::from_secs(10);
@@ -313,7 +314,9 @@ impl Master<'_, '_> {
                 if let Some(d) = &mut self.degraded {
                     d.hup();
                 }
-                self.respawn_at = None; // a fix deployed: its workers start now
+                // A fix deployed: its workers start now, and count afresh.
+                self.respawn_at = None;
+                self.quick_exits = 0;
                 self.maintain(py);
             }
             Command::Incr if !self.stopping => self.resize(py, self.target + 1),
@@ -597,14 +600,19 @@ impl Master<'_, '_> {
         let pause = QUICK_PAUSE
             .saturating_mul(1 << (self.quick_exits - 2).min(16))
             .min(QUICK_PAUSE_MAX);
-        self.respawn_at = Some(now + pause);
+        self.pause_spawns(now + pause);
         crate::log::error::error(&format!(
-            "Worker (pid:{pid}) ended {:.2} s after it started, {} in a row: \
-             the next starts in {:.1} s",
+            "Worker (pid:{pid}) ended {:.2} s after it started, {} within a minute \
+             of each other: the next starts in {:.1} s",
             lived.as_secs_f64(),
             self.quick_exits,
             pause.as_secs_f64()
         ));
+    }
+
+    /// No fork before `at` (the later of two pauses wins).
+    fn pause_spawns(&mut self, at: Instant) {
+        self.respawn_at = Some(self.respawn_at.map_or(at, |before| before.max(at)));
     }
 
     /// Whether a worker that could not start is tried again later rather
@@ -628,7 +636,9 @@ impl Master<'_, '_> {
 
     /// Whether a worker that crashed booting (a fault signal, or exit code
     /// 1: a shortage of threads, memory or descriptors, `_master.py`'s
-    /// `_boot_failure`; other codes are the app's own verdict) is replaced
+    /// `_boot_failure`, or the app's own `os._exit(1)` at import; other
+    /// codes are the app's verdict; a shortage met once the heartbeat went
+    /// on looks booted, and takes `pause_if_quick`'s way) is replaced
     /// rather than the server halted: when booted workers still serve, a
     /// crash may be a one-off (a flaky C extension, a limit reached for a
     /// moment), so a replacement of a long-running server is tried again,
@@ -649,7 +659,7 @@ impl Master<'_, '_> {
         }
         self.boot_crashes += 1;
         let pause = Duration::from_secs(1 << (self.boot_crashes - 1).min(8));
-        self.respawn_at = Some(Instant::now() + pause);
+        self.pause_spawns(Instant::now() + pause);
         true
     }
 

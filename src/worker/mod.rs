@@ -96,10 +96,8 @@ impl Server {
             true,
         )
         .map_err(|e| {
-            PyOSError::new_err(format!(
-                "Cannot open error log {}: {e}",
-                config.error_logfile.as_deref().unwrap_or("-")
-            ))
+            let path = config.error_logfile.as_deref().unwrap_or("-");
+            os_error(&format!("Cannot open error log {path}"), &e)
         })?;
         let (sockets, urls, announce) = match listeners {
             Some(l) => (l.clone_all()?, l.urls().to_vec(), false),
@@ -139,7 +137,7 @@ impl Server {
             Mode::Gevent => {
                 // A greenlet per request: keep its frame memory between requests.
                 crate::exec::arena::install();
-                let hub = Arc::new(Hub::new().map_err(|e| PyOSError::new_err(e.to_string()))?);
+                let hub = Arc::new(Hub::new().map_err(|e| os_error("Cannot start the hub", &e))?);
                 (Executor::Gevent(hub.clone()), Some(hub))
             }
         };
@@ -537,7 +535,7 @@ fn act(
 /// that the worker's caller (`_master.py`) can tell a passing shortage
 /// (threads, memory, descriptors: a replacement booted under a pids limit)
 /// from a lasting failure.
-fn os_error(what: &str, e: &std::io::Error) -> PyErr {
+pub(crate) fn os_error(what: &str, e: &std::io::Error) -> PyErr {
     let said = format!("{what}: {e}");
     match e.raw_os_error() {
         Some(errno) => PyOSError::new_err((errno, said)),

@@ -56,7 +56,7 @@ pub(crate) fn listen(mut act: impl FnMut(Command) + Send + 'static) -> std::io::
     }));
     match registered {
         Ok(r) => r?,
-        Err(_) => return Err(std::io::Error::last_os_error()),
+        Err(payload) => return Err(crate::exec::panic_error(payload.as_ref())),
     }
     std::thread::Builder::new()
         .name("siesta-signals".into())
