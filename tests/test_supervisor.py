@@ -831,6 +831,18 @@ def test_workers_that_die_as_they_start_are_restarted_later_each_time(launch, mo
     assert "Reason:" not in srv.log()
 
 
+def test_workers_recycled_by_max_requests_at_once_are_not_paused(launch, mode):
+    """Review 2 (session 30): ends the worker chose or the master asked for are no
+    quick deaths: `--max-requests 1` recycles a worker within the second, again and
+    again, and the next one starts at once, with no pause line."""
+    srv = launch("-w", "1", "--max-requests", "1", mode=mode)
+    bodies = [srv.get("/ping").status for _ in range(8)]
+    assert bodies == [200] * 8
+    assert srv.wait_log("Autorestarting worker after current request")
+    assert "within a minute of each other" not in srv.log(), srv.log()
+    assert srv.alive(), srv.log()
+
+
 def test_a_worker_that_aborts_is_said_to_have_crashed(launch):
     """QA probe (session 26): a worker that aborted itself (Rust's or CPython's
     out-of-memory abort) was logged as `was sent SIGABRT!`, as if someone had."""
