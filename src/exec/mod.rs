@@ -76,21 +76,17 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        tokio::task::spawn_blocking(f)
-    }))
-    .ok()
+    unpanicked(|| Ok(tokio::task::spawn_blocking(f))).ok()
 }
 
-/// `Builder::build`, which panics rather than fails when tokio's signal
-/// driver cannot make its socket pair (no descriptor left, QA session 30):
-/// an error with the errno that failed instead, so that a worker started
-/// at such a moment is a crash to retry, not a panic.
-pub(crate) fn build_runtime(
-    b: &mut tokio::runtime::Builder,
-) -> std::io::Result<tokio::runtime::Runtime> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.build())) {
-        Ok(built) => built,
+/// Runs a tokio call that panics rather than fails when the system runs
+/// short (a runtime's signal driver with no descriptor for its socket pair,
+/// a signal registration, a blocking pool with no thread: QA, session 30):
+/// an error with the errno the panic names instead, so that a worker
+/// started at such a moment is a crash to retry, not a panic.
+pub(crate) fn unpanicked<T>(f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(done) => done,
         Err(payload) => Err(panic_error(payload.as_ref())),
     }
 }

@@ -111,7 +111,11 @@ impl Server {
         // I/O threads run a multi-thread one.
         let driven = config.mode == Mode::Thread && config.runtime_threads == 0;
         let rt = if driven {
-            crate::exec::build_runtime(tokio::runtime::Builder::new_current_thread().enable_all())
+            crate::exec::unpanicked(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            })
         } else {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(config.runtime_threads.max(1))
@@ -120,7 +124,7 @@ impl Server {
             if config.mode == Mode::Gevent {
                 b.on_thread_start(sched::batch_this_thread);
             }
-            crate::exec::build_runtime(&mut b)
+            crate::exec::unpanicked(|| b.build())
         }
         .map(Arc::new)
         .map_err(|e| os_error("Cannot start the I/O runtime", &e))?;

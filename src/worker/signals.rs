@@ -40,24 +40,21 @@ pub(crate) fn command_for(signo: i32) -> Option<Command> {
 
 /// Starts the signal thread; `act` runs for every command, on that thread.
 pub(crate) fn listen(mut act: impl FnMut(Command) + Send + 'static) -> std::io::Result<()> {
-    let rt =
-        crate::exec::build_runtime(tokio::runtime::Builder::new_current_thread().enable_all())?;
+    let rt = crate::exec::unpanicked(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    })?;
     // Register now, so a signal that arrives right after start is not lost.
     let mut streams: Vec<(Signal, i32, &'static str)> = Vec::with_capacity(SIGNALS.len());
-    // tokio panics when its first registration cannot make its socket pair
-    // (no descriptor left): an error, with the errno that failed, instead.
-    let registered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    crate::exec::unpanicked(|| {
         rt.block_on(async {
             for (signo, name) in SIGNALS {
                 streams.push((signal(SignalKind::from_raw(signo))?, signo, name));
             }
             Ok::<(), std::io::Error>(())
         })
-    }));
-    match registered {
-        Ok(r) => r?,
-        Err(payload) => return Err(crate::exec::panic_error(payload.as_ref())),
-    }
+    })?;
     std::thread::Builder::new()
         .name("siesta-signals".into())
         .spawn(move || {
