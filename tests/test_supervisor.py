@@ -1088,6 +1088,24 @@ def test_max_worker_rss_recycles_a_growing_worker(launch, mode):
     assert srv.worker_pid() != old
 
 
+def test_max_worker_rss_below_a_fresh_worker_warns_and_keeps_it(launch, mode):
+    """QA (session 30): a --max-worker-rss below what a freshly booted worker holds
+    replaced every worker about once a second, for ever, each replacement as fat as
+    the last. A worker over the limit from its boot is now kept, and that is said
+    once, as a warning."""
+    srv = launch("-w", "2", "--max-worker-rss", "1", mode=mode)
+    assert srv.wait_log(
+        r"WARNING.*already used \d+ MiB when it booted, over --max-worker-rss 1 MiB"
+    )
+    first = sorted(srv.worker_pids())
+    # Three of the master's looks (one a second); the same two workers serve.
+    time.sleep(3.5)
+    assert sorted(srv.worker_pids()) == first, srv.log()
+    assert srv.get("/").status == 200
+    assert "replacing it" not in srv.log()
+    assert len(re.findall(r"when it booted, over --max-worker-rss", srv.log())) == 1, srv.log()
+
+
 @pytest.mark.timeout(120)
 def test_timeout_kills_a_stuck_worker_and_logs_its_stack(launch, mode):
     """Issue 13: --timeout 2: a worker whose only thread (or hub) spins in Python is

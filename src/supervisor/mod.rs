@@ -152,6 +152,7 @@ impl Supervisor {
             respawn_at: None,
             observer: self.observer.as_ref(),
             counted_workers: 0,
+            rss_warned: 0,
         };
         let tick = self.config.beat_interval();
         m.start_metrics();
@@ -251,11 +252,57 @@ struct Master<'a, 'py> {
     observer: Option<&'a observer::Observer>,
     /// The worker count last sent to StatsD.
     counted_workers: usize,
+    /// The generation whose workers were found over `--max-worker-rss`
+    /// once booted (warned once per generation; 0: none).
+    rss_warned: u64,
 }
 
 impl Master<'_, '_> {
     fn graceful(&self) -> Duration {
         self.cfg.limits.graceful_timeout + GRACEFUL_EXTRA
+    }
+
+    /// Replaces the workers over `--max-worker-rss`, but not one already
+    /// over it when it booted: its replacement would be too, and workers
+    /// would be replaced for ever. That is logged once per generation.
+    fn replace_fat(&mut self, max: u64) {
+        let mut fat = Vec::new();
+        let mut over_at_boot = None;
+        for (pid, w) in &self.table.workers {
+            if !w.booted || w.retiring.is_some() {
+                continue;
+            }
+            if let Some(at_boot) = w.boot_rss.filter(|&rss| rss > max) {
+                over_at_boot = Some((*pid, at_boot, w.generation));
+                continue;
+            }
+            let Some(rss) = workers::rss_mib(*pid) else {
+                continue;
+            };
+            if rss > max {
+                fat.push((*pid, rss));
+            }
+        }
+        if let Some((pid, rss, generation)) = over_at_boot {
+            if self.rss_warned != generation {
+                self.rss_warned = generation;
+                crate::log::error::write(
+                    crate::log::error::Level::Warning,
+                    &format!(
+                        "Worker (pid:{pid}) already used {rss} MiB when it booted, over \
+                         --max-worker-rss {max} MiB: such workers are not replaced for their \
+                         memory (their replacements would be too); raise --max-worker-rss"
+                    ),
+                );
+            }
+        }
+        for (pid, rss) in fat {
+            crate::log::error::info(&format!(
+                "Worker (pid:{pid}) uses {rss} MiB, over --max-worker-rss {max} MiB: replacing it"
+            ));
+            self.table
+                .retire(pid, Retire::Rss, libc::SIGTERM, self.graceful());
+        }
     }
 
     fn handle(&mut self, py: Python<'_>, cmd: Command) {
@@ -837,21 +884,7 @@ impl Master<'_, '_> {
                 .retire(pid, Retire::Timeout, libc::SIGABRT, ABORT_GRACE);
         }
         if let Some(max) = self.cfg.max_worker_rss {
-            let fat: Vec<(i32, u64)> = self
-                .table
-                .workers
-                .iter()
-                .filter(|(_, w)| w.retiring.is_none())
-                .filter_map(|(pid, _)| Some((*pid, workers::rss_mib(*pid)?)))
-                .filter(|(_, rss)| *rss > max)
-                .collect();
-            for (pid, rss) in fat {
-                crate::log::error::info(&format!(
-                    "Worker (pid:{pid}) uses {rss} MiB, over --max-worker-rss {max} MiB: replacing it"
-                ));
-                self.table
-                    .retire(pid, Retire::Rss, libc::SIGTERM, self.graceful());
-            }
+            self.replace_fat(max);
         }
         if let Some(started) = self.reload_started {
             let current = self.generation;

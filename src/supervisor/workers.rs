@@ -48,6 +48,11 @@ pub(crate) struct Worker {
     pub killed: bool,
     /// When it was forked (a worker that ends soon after is restarted later).
     pub spawned: Instant,
+    /// Its RSS in MiB when it booted, as its first beat said (the file's
+    /// access time, `worker/heartbeat.rs`): a worker already over
+    /// `--max-worker-rss` then is not replaced for memory (its replacement
+    /// would be too, for ever).
+    pub boot_rss: Option<u64>,
 }
 
 impl Worker {
@@ -178,6 +183,7 @@ impl Table {
                 retiring: None,
                 kill_at: None,
                 killed: false,
+                boot_rss: None,
             },
         );
     }
@@ -224,6 +230,7 @@ impl Table {
             };
             if !w.booted && beat > w.born_beat {
                 w.booted = true;
+                w.boot_rss = boot_rss(&meta);
                 self.boots += 1;
             }
             if meta.len() > 0 && w.retiring.is_none() {
@@ -285,6 +292,20 @@ pub(crate) fn rss_mib(pid: i32) -> Option<u64> {
     // SAFETY: sysconf takes no pointers.
     let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
     Some(pages * page / (1024 * 1024))
+}
+
+/// The RSS a worker's first beat wrote in its heartbeat file's access time
+/// (`worker/heartbeat.rs`, `first_beat`), in MiB; `None` for a time no
+/// worker wrote (the file's own, from when the master made it).
+fn boot_rss(meta: &std::fs::Metadata) -> Option<u64> {
+    let mib = meta
+        .accessed()
+        .ok()?
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    // 2^30 MiB is an exbibyte: past it, the time is a date.
+    (mib < 1 << 30).then_some(mib)
 }
 
 fn modified(f: &File) -> io::Result<SystemTime> {
@@ -370,6 +391,29 @@ mod tests {
         }
         assert_eq!(beats(&mut t), (vec![], vec![]));
         assert_eq!(t.active(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn the_first_beat_tells_the_rss_at_boot_and_later_beats_keep_it() -> io::Result<()> {
+        let mut t = Table::default();
+        let file = Table::heartbeat_file(None)?;
+        let fd = heartbeat_fd(&file.0);
+        t.add(7, 0, 1, file);
+        let beats = |t: &mut Table| t.check_beats(None);
+        beats(&mut t);
+        assert_eq!(t.workers[&7].boot_rss, None, "no beat, no figure");
+        crate::worker::heartbeat::first_beat(fd);
+        beats(&mut t);
+        let own = rss_mib(std::process::id().cast_signed());
+        assert!(own.is_some_and(|n| n > 0));
+        let said = t.workers[&7].boot_rss;
+        assert!(
+            said.zip(own).is_some_and(|(s, o)| s <= o && s + 64 >= o),
+            "{said:?} against {own:?}"
+        );
+        crate::worker::heartbeat::touch(fd);
+        assert_eq!(boot_rss(&t.workers[&7].heartbeat.metadata()?), said);
         Ok(())
     }
 }

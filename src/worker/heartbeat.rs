@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) fn start(fd: RawFd, interval: Duration, exec: Arc<Executor>) -> io::Result<()> {
-    touch(fd);
+    first_beat(fd);
     std::thread::Builder::new()
         .name("siesta-heartbeat".into())
         .spawn(move || {
@@ -85,11 +85,46 @@ fn gil_free() -> bool {
     true
 }
 
-/// Sets the file's times to now.
-fn touch(fd: RawFd) {
-    // SAFETY: futimens on a descriptor we were handed; a null `times`
-    // means "now" for both. A failure only costs a missed beat.
+/// The beat that says the worker booted also says how much memory it
+/// holds then: its RSS in MiB as the file's access time, in seconds past
+/// the epoch, set in the same call as the beat, so the master that sees
+/// the beat sees the figure too (`supervisor::workers`, `boot_rss`). A
+/// worker already over `--max-worker-rss` then is not replaced for it.
+pub(crate) fn first_beat(fd: RawFd) {
+    let mib = crate::supervisor::workers::rss_mib(std::process::id().cast_signed()).unwrap_or(0);
+    let times = [
+        libc::timespec {
+            tv_sec: libc::time_t::try_from(mib).unwrap_or(0),
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+    ];
+    // SAFETY: futimens on a descriptor we were handed, with two valid
+    // timespecs. A failure only costs a missed beat.
     unsafe {
-        libc::futimens(fd, std::ptr::null());
+        libc::futimens(fd, times.as_ptr());
+    }
+}
+
+/// Sets the file's modification time to now (the access time keeps the
+/// first beat's figure).
+pub(crate) fn touch(fd: RawFd) {
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+    ];
+    // SAFETY: futimens on a descriptor we were handed, with two valid
+    // timespecs. A failure only costs a missed beat.
+    unsafe {
+        libc::futimens(fd, times.as_ptr());
     }
 }
