@@ -2226,7 +2226,12 @@ def test_a_reload_keeps_the_old_workers_while_no_new_one_can_start(launch, tmp_p
     mark = srv.log_mark()
     srv.signal(signal.SIGHUP)
     assert srv.wait_log(r"Cannot make a worker heartbeat file", since=mark), srv.log(mark)
-    assert srv.wait_log(r"Cannot make a worker heartbeat file", since=srv.log_mark()), srv.log()
+    # Tried again every second, logged once per 10 s with the count since (QA,
+    # session 30: a line a second for as long as the condition lasted).
+    again = r"Cannot make a worker heartbeat file: .*\((\d+) more failures since the last"
+    assert srv.wait_log(again, since=srv.log_mark(), timeout=30), srv.log()
+    assert len(re.findall("Cannot make a worker heartbeat file", srv.log(mark))) == 2
+    assert int(re.findall(again, srv.log(mark))[0]) >= 3, srv.log(mark)
     for _ in range(5):
         assert int(srv.get("/pid").body) == old, srv.log(mark)
     assert running(old) and "Worker exiting" not in srv.log(mark), srv.log(mark)

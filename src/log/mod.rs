@@ -8,6 +8,7 @@
 
 pub(crate) mod access;
 pub(crate) mod error;
+pub(crate) mod spaced;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -135,17 +135,14 @@ fn broken(e: &std::io::Error) -> bool {
 }
 
 /// Accept errors such as `EMFILE` are retried after a growing pause
-/// instead of spinning or giving up, and logged once per `ACCEPT_LOG_EVERY`
-/// with the count since: a worker at its descriptor limit under traffic
-/// fails, accepts one, and fails again many times a second.
+/// instead of spinning or giving up, and logged once per period with the
+/// count since (`log::spaced`): a worker at its descriptor limit under
+/// traffic fails, accepts one, and fails again many times a second.
 #[derive(Default)]
 struct Backoff {
     step: u32,
-    logged: Option<std::time::Instant>,
-    unlogged: u64,
+    lines: crate::log::spaced::Spaced,
 }
-
-const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Backoff {
     fn reset(&mut self) {
@@ -153,46 +150,8 @@ impl Backoff {
     }
 
     async fn wait(&mut self, e: &std::io::Error) {
-        if let Some(more) = self.log_now(std::time::Instant::now()) {
-            let more = match more {
-                0 => String::new(),
-                n => format!(" ({n} more failures since the last such line)"),
-            };
-            crate::log::error::error(&format!("Accept failed: {e}; retrying{more}"));
-        }
+        self.lines.error(&format!("Accept failed: {e}; retrying"));
         self.step = (self.step + 1).min(7);
         tokio::time::sleep(Duration::from_millis(5 << self.step)).await;
-    }
-
-    /// Whether a failure at `now` is logged: `Some(failures not logged
-    /// since the last line)`, or `None` while that line is recent.
-    fn log_now(&mut self, now: std::time::Instant) -> Option<u64> {
-        if self
-            .logged
-            .is_some_and(|t| now.saturating_duration_since(t) < ACCEPT_LOG_EVERY)
-        {
-            self.unlogged += 1;
-            return None;
-        }
-        self.logged = Some(now);
-        Some(std::mem::take(&mut self.unlogged))
-    }
-}
-
-#[cfg(test)]
-mod backoff_tests {
-    use super::*;
-
-    #[test]
-    fn accept_failures_are_logged_once_per_period_with_a_count() {
-        let mut b = Backoff::default();
-        let t0 = std::time::Instant::now();
-        assert_eq!(b.log_now(t0), Some(0));
-        for ms in [1, 500, 9_000] {
-            b.reset(); // an accept went through in between
-            assert_eq!(b.log_now(t0 + Duration::from_millis(ms)), None);
-        }
-        assert_eq!(b.log_now(t0 + ACCEPT_LOG_EVERY), Some(3));
-        assert_eq!(b.log_now(t0 + ACCEPT_LOG_EVERY * 3), Some(0));
     }
 }

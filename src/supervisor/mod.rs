@@ -153,6 +153,7 @@ impl Supervisor {
             observer: self.observer.as_ref(),
             counted_workers: 0,
             rss_warned: 0,
+            start_failures: crate::log::spaced::Spaced::default(),
         };
         let tick = self.config.beat_interval();
         m.start_metrics();
@@ -255,6 +256,9 @@ struct Master<'a, 'py> {
     /// The generation whose workers were found over `--max-worker-rss`
     /// once booted (warned once per generation; 0: none).
     rss_warned: u64,
+    /// A worker that cannot be started (a pids, memory or descriptor
+    /// limit) is tried again every tick: its line goes out once per period.
+    start_failures: crate::log::spaced::Spaced,
 }
 
 impl Master<'_, '_> {
@@ -473,7 +477,8 @@ impl Master<'_, '_> {
         let heartbeat = match Table::heartbeat_file(self.cfg.worker_tmp_dir.as_deref()) {
             Ok(f) => f,
             Err(e) => {
-                crate::log::error::error(&format!("Cannot make a worker heartbeat file: {e}"));
+                self.start_failures
+                    .error(&format!("Cannot make a worker heartbeat file: {e}"));
                 return false;
             }
         };
@@ -494,7 +499,8 @@ impl Master<'_, '_> {
                 crate::metrics::master::spawned(slot, None, age);
                 if e.is_instance_of::<PyOSError>(py) {
                     // fork() failing (a pids or memory limit): one line.
-                    crate::log::error::error(&format!("Cannot start a worker: {e}"));
+                    self.start_failures
+                        .error(&format!("Cannot start a worker: {e}"));
                 } else {
                     crate::log::error::exception(py, "Cannot start a worker", &e);
                 }

@@ -421,12 +421,16 @@ impl Server {
             ));
         };
         let spawn = spawn.clone().unbind();
+        let failures = parking_lot::Mutex::new(crate::log::spaced::Spaced::default());
         pool.set_spawner(Box::new(move || {
             Python::attach(|py| match spawn.call0(py) {
                 Ok(_) => true,
                 Err(e) if e.is_instance_of::<pyo3::exceptions::PyRuntimeError>(py) => {
-                    // "can't start new thread": a limit (pids, memory), one line.
-                    crate::log::error::error(&format!("Cannot start one more thread: {e}"));
+                    // "can't start new thread": a limit (pids, memory), one
+                    // line per period, however often the pool tries.
+                    failures
+                        .lock()
+                        .error(&format!("Cannot start one more thread: {e}"));
                     false
                 }
                 Err(e) => {
