@@ -78,6 +78,11 @@ pub(crate) enum RequestError {
     /// A field that must appear once appears twice (`Content-Type`).
     #[error("repeated header field that must be single")]
     DuplicateField,
+    /// A method with a lower-case letter: methods are case-sensitive, and
+    /// one component that folds case and one that does not would read
+    /// `head` or `get` as two different requests (gunicorn refuses it too).
+    #[error("request method with a lower-case letter")]
+    BadMethod,
     /// `CONNECT`: a tunnel, which a WSGI app cannot give, and whose 2xx
     /// hyper would take as the start of one (RFC 9110 §9.3.6).
     #[error("CONNECT asks for a tunnel, which WSGI apps cannot give")]
@@ -124,6 +129,7 @@ impl RequestError {
             | RequestError::LengthAndChunked
             | RequestError::ConflictingScheme
             | RequestError::DuplicateField
+            | RequestError::BadMethod
             | RequestError::MalformedBody
             | RequestError::ClientGone => S::BAD_REQUEST,
             RequestError::RequestLineTooLong => S::URI_TOO_LONG,
@@ -159,6 +165,7 @@ impl RequestError {
             RequestError::LengthAndChunked => "length_and_chunked",
             RequestError::ConflictingScheme => "conflicting_scheme",
             RequestError::DuplicateField => "duplicate_field",
+            RequestError::BadMethod => "bad_method",
             RequestError::Connect => "connect",
             RequestError::ExpectationFailed => "expectation_failed",
             RequestError::MalformedBody => "malformed_body",
@@ -192,6 +199,7 @@ impl RequestError {
                 | RequestError::LengthAndChunked
                 | RequestError::ConflictingScheme
                 | RequestError::DuplicateField
+                | RequestError::BadMethod
                 | RequestError::Connect
                 | RequestError::ExpectationFailed
         )

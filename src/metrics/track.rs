@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Every refusal, in the order of their counters (`siesta_refusals_total{reason}`).
-pub(crate) const REFUSALS: [RequestError; 24] = [
+pub(crate) const REFUSALS: [RequestError; 25] = [
     RequestError::MalformedHead,
     RequestError::RequestLineTooLong,
     RequestError::TooManyFields,
@@ -43,6 +43,7 @@ pub(crate) const REFUSALS: [RequestError; 24] = [
     RequestError::ClientGone,
     RequestError::StopCut,
     RequestError::ExpectationFailed,
+    RequestError::BadMethod,
 ];
 
 /// A refusal's counter; an unlisted one (added without updating the table) is the last.
@@ -377,7 +378,8 @@ mod tests {
                 | RequestError::LengthTooLarge
                 | RequestError::ClientGone
                 | RequestError::StopCut
-                | RequestError::ExpectationFailed => REFUSALS.contains(&e),
+                | RequestError::ExpectationFailed
+                | RequestError::BadMethod => REFUSALS.contains(&e),
             }
         }
         assert!(REFUSALS.iter().all(|e| listed(*e)));

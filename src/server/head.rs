@@ -7,7 +7,7 @@
 //! fields than `--limit-request-fields` (it is given that number). This
 //! module owns the rest, on the head hyper hands the service and before the
 //! app is called: the request-line and field-size limits, `Host` (RFC 9112
-//! §3.2), and framing that hyper would act on but that a proxy in front may
+//! §3.2), methods with a lower-case letter (RFC 9110 §9.1), and framing that hyper would act on but that a proxy in front may
 //! read differently (RFC 9112 §6). It does no I/O and keeps no state.
 //!
 //! What it cannot see, because hyper has already resolved it: a
@@ -37,6 +37,9 @@ pub(crate) fn check_head(
     check_field_limits(&head.headers, limits)?;
     if head.method == http::Method::CONNECT {
         return Err(RequestError::Connect);
+    }
+    if head.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(RequestError::BadMethod);
     }
     // A bare authority as the target is CONNECT's form alone (RFC 9112 §3.2.3).
     if head.uri.scheme().is_none() && head.uri.authority().is_some() {
