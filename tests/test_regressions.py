@@ -416,3 +416,21 @@ def test_a_fork_after_a_listeners_number_was_reused_keeps_that_file(start_server
     srv = start_server(APP, mode=mode)
     resp = srv.get("/close-then-fork")
     assert (resp.status, resp.body) == (200, b"hello from child"), resp
+
+
+def test_the_iterables_close_may_read_the_request_body(start_server, mode):
+    """QA (session 30): an iterable's close() that read wsgi.input got
+    ClientDisconnected ("request body abandoned"): the unread body was given
+    to the drain when the response ended, before close(). gunicorn hands it
+    the bytes, and so does Siesta now; the connection then serves on."""
+    srv = start_server(APP, mode=mode)
+    with srv.connect() as conn:
+        conn.send(
+            b"POST /read-in-close?name=rc HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n"
+            b"hello world"
+        )
+        resp = conn.read_response()
+        assert (resp.status, resp.body) == (200, b"answered"), resp
+        assert srv.wait_records("rc") == ["read b'hello world'"], srv.log()
+        conn.send(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().body == b"pong"

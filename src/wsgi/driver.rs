@@ -59,6 +59,7 @@ fn run(py: Python<'_>, ctx: &Arc<Context>, app: &Bound<'_, PyAny>, job: Job) -> 
         Err(e) => resp.fail(py, &e)?,
     }
     close_iterable(py, &iterable);
+    resp.drain_input();
     Ok(())
 }
 

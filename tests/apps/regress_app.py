@@ -12,7 +12,9 @@ streams like /big; /fork-return?name=&code= forks a child that records its pid
 and raises SystemExit(code) back into the server, /fork-linger?name= one that
 lives 30 s; /close-listening closes the worker's listening sockets; /pid and it
 answer the worker's pid; /close-then-fork closes them too, then answers what a
-forked child sent through a socketpair; /ping answers pong.
+forked child sent through a socketpair; /read-in-close?name= answers without
+reading the body, and its iterable's close() reads it and records what it got
+(or the exception); /ping answers pong.
 """
 
 import os
@@ -27,6 +29,24 @@ _local = threading.local()
 def _text(start_response, body, status="200 OK"):
     start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+class _ReadsInClose:
+    """A response whose close() reads the request body, as a middleware that
+    drains it itself does."""
+
+    def __init__(self, environ, name):
+        self.environ, self.name = environ, name
+
+    def __iter__(self):
+        return iter([b"answered"])
+
+    def close(self):
+        try:
+            got = self.environ["wsgi.input"].read()
+            record(self.name, f"read {got!r}")
+        except Exception as e:  # recorded, so the test sees it
+            record(self.name, f"raised {type(e).__name__}: {e}")
 
 
 def app(environ, start_response):
@@ -110,6 +130,9 @@ def app(environ, start_response):
             # ends with sys.exit() does.
             raise SystemExit(int(query.get("code", "0")))
         return _text(start_response, str(os.getpid()).encode())
+    if path == "/read-in-close":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "8")])
+        return _ReadsInClose(environ, query["name"])
     if path == "/whole":
         return _text(start_response, b"x" * (int(query.get("mib", "1")) << 20))
     return _text(start_response, b"pong")

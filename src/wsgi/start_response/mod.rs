@@ -444,9 +444,10 @@ impl StartResponse {
     }
 
     /// Calls the iterable's `close()`, logging what it raises (the same for
-    /// both modes).
+    /// both modes), then drains what is left of the request body.
     fn _close(&self, py: Python<'_>, iterable: &Bound<'_, PyAny>) {
         crate::wsgi::driver::close_iterable(py, iterable);
+        self.drain_input();
     }
 
     /// Ends the response normally (see `finish`).

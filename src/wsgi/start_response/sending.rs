@@ -311,7 +311,8 @@ impl StartResponse {
             // The app returned without calling start_response.
             self.fail_with(py, &e, &record);
         }
-        self.drain_input();
+        // The request body is drained once the iterable is closed
+        // (`drain_input`, called by the drivers): its `close()` may read it.
         Ok(())
     }
 
@@ -436,8 +437,11 @@ impl StartResponse {
     }
 
     /// Discards what the app left of the request body, within the limits,
-    /// on the I/O runtime; past them hyper closes the connection.
-    fn drain_input(&self) {
+    /// on the I/O runtime; past them hyper closes the connection. Called
+    /// once the response is over and its iterable closed: an iterable's
+    /// `close()` may still read the body (a middleware that drains it
+    /// itself), as gunicorn lets it. Reads after this fail.
+    pub(crate) fn drain_input(&self) {
         let Some((mut body, end)) = self.input.get().take_rest() else {
             return;
         };
