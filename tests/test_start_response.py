@@ -166,6 +166,20 @@ def test_headers_not_in_a_list_say_so(server):
     server.assert_serving()
 
 
+def test_headers_as_two_item_lists_are_taken(server):
+    """QA (session 30): headers as a list of [name, value] lists were a 500;
+    gunicorn takes any pair, and so does Siesta now. A three-item tuple is
+    still a 500 that shows it."""
+    resp = server.get("/header/lists")
+    assert (resp.status, resp.body) == (200, b"bad header body"), resp
+    assert resp.header("Content-Type") == "text/plain"
+    mark = server.log_mark()
+    assert server.get("/header/triple").status == 500
+    said = server.wait_log(r"invalid response header \"\('Content-Type', 'text/plain', 'x'\)", mark)
+    assert said, server.log(mark)
+    server.assert_serving()
+
+
 def test_many_bad_responses_do_not_crash_worker(server):
     pids = server.worker_pids()
     for i in range(20):

@@ -124,8 +124,13 @@ BAD_HEADERS = {
 
 
 def header(environ, start_response):
-    if _case(environ) in ("tuple", "dict"):  # PEP 3333: a list
-        given = tuple(TEXT) if _case(environ) == "tuple" else dict(TEXT)
+    if _case(environ) in ("tuple", "dict", "lists", "triple"):  # PEP 3333: a list of tuples
+        given = {
+            "tuple": tuple(TEXT),
+            "dict": dict(TEXT),
+            "lists": [list(pair) for pair in TEXT],
+            "triple": [(*TEXT[0], "x")],
+        }[_case(environ)]
         start_response("200 OK", given)
     else:
         start_response("200 OK", TEXT + [BAD_HEADERS[_case(environ)]])

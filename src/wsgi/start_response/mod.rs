@@ -162,12 +162,19 @@ impl StartResponse {
         let mut map = HeaderMap::with_capacity(count + 2);
         let mut declared = DeclaredLength::default();
         let mut add = |item: Bound<'_, PyAny>| -> PyResult<()> {
-            let pair = item
-                .cast::<PyTuple>()
-                .ok()
-                .filter(|t| t.len() == 2)
-                .ok_or_else(|| response_error(ResponseError::BadHeader(repr(&item))))?;
-            let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
+            // PEP 3333 says tuples; a two-item list is taken too, as
+            // gunicorn takes any pair.
+            let pair = if let Ok(t) = item.cast::<PyTuple>() {
+                (t.len() == 2).then(|| (t.get_item(0), t.get_item(1)))
+            } else if let Ok(l) = item.cast::<PyList>() {
+                (l.len() == 2).then(|| (l.get_item(0), l.get_item(1)))
+            } else {
+                None
+            };
+            let Some((name, value)) = pair else {
+                return Err(response_error(ResponseError::BadHeader(repr(&item))));
+            };
+            let (name, value) = (name?, value?);
             let (Ok(name), Ok(value)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
                 return Err(response_error(ResponseError::BadHeader(repr(&item))));
             };
