@@ -580,3 +580,31 @@ def test_a_metrics_bind_that_is_a_bind_too_is_refused_at_once():
     assert done.returncode == 1, done.stderr
     assert "retrying" not in done.stderr, done.stderr
     assert "Error: --metrics-bind 127.0.0.1:8123 is a -b address too" in done.stderr, done.stderr
+
+
+def test_accept_failures_are_counted(start_server, mode):
+    """QA (session 30): a worker out of file descriptors fails every accept()
+    while its connections wait in the backlog, and only its error log said so:
+    siesta_accept_failures_total counts them now. Once the limit is lifted the
+    waiting connection is served."""
+    import resource
+
+    srv = start_server("router_app:app", *METRICS, "-w", "1", mode=mode)
+    url = metrics_url(srv)
+    assert srv.get("/ping").status == 200
+    assert value(scrape(url), "siesta_accept_failures_total") == 0
+    metrics_pid = int(srv.wait_log(METRICS_AT.pattern).group(2))
+    (worker,) = [p for p in srv.worker_pids(count=2) if p != metrics_pid]
+    soft, hard = resource.prlimit(worker, resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir(f"/proc/{worker}/fd"))
+    resource.prlimit(worker, resource.RLIMIT_NOFILE, (in_use, hard))
+    try:
+        with srv.connect() as conn:
+            conn.send(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert srv.wait_log(r"Accept failed: .*Too many open files"), srv.log()
+            failures = wait_until(lambda: value(scrape(url), "siesta_accept_failures_total"))
+            assert failures >= 1
+            resource.prlimit(worker, resource.RLIMIT_NOFILE, (soft, hard))
+            assert conn.read_response().body == b"pong"
+    finally:
+        resource.prlimit(worker, resource.RLIMIT_NOFILE, (soft, hard))

@@ -50,7 +50,9 @@ pub(crate) mod at {
     pub const INPUT: usize = REFUSALS + REASONS;
     pub const SLOW_UPLOADS: usize = INPUT + INPUT_FAILURES.len();
     pub const CONNECTIONS: usize = SLOW_UPLOADS + 1;
-    pub const WORDS: usize = CONNECTIONS + 1;
+    /// `accept()` failures (`EMFILE` and the like) retried.
+    pub const ACCEPT_FAILURES: usize = CONNECTIONS + 1;
+    pub const WORDS: usize = ACCEPT_FAILURES + 1;
 }
 
 /// Where each gauge lives in `Gauges`.

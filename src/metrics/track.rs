@@ -324,6 +324,13 @@ pub(crate) fn finished(end: &Ended<'_>) {
     }
 }
 
+/// An `accept()` that failed and is retried (`server/accept.rs`).
+pub(crate) fn accept_failed() {
+    if let Some(s) = super::worker_slot() {
+        s.counters.0[at::ACCEPT_FAILURES].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// An open connection, counted while it lives.
 pub(crate) struct Connection(Option<&'static Slot>);
 

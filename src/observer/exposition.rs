@@ -197,6 +197,13 @@ impl Collector for Scrape {
             "Client connections accepted.",
             t[at::CONNECTIONS],
         )?;
+        counter(
+            &mut enc,
+            "siesta_accept_failures",
+            "accept() calls that failed and were retried: a worker out of file descriptors \
+             (EMFILE, ENFILE) or memory cannot take connections meanwhile.",
+            t[at::ACCEPT_FAILURES],
+        )?;
 
         let mut f = enc.encode_descriptor(
             "siesta_refusals",

@@ -150,6 +150,7 @@ impl Backoff {
     }
 
     async fn wait(&mut self, e: &std::io::Error) {
+        crate::metrics::track::accept_failed();
         self.lines.error(&format!("Accept failed: {e}; retrying"));
         self.step = (self.step + 1).min(7);
         tokio::time::sleep(Duration::from_millis(5 << self.step)).await;
