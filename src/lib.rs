@@ -138,6 +138,7 @@ fn error_log_fd() -> i32 {
 #[pymodule]
 fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    log::error::route_panics();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add(
         "ClientDisconnected",

@@ -70,7 +70,7 @@ impl Executor {
 /// panics then, with the task queued for a thread that may come later. The
 /// caller falls back (reads in place, skips a trim) rather than letting the
 /// panic end the response or the task. The panic's line still reaches
-/// stderr, through Rust's default hook.
+/// the error log (`log::error::route_panics`).
 pub(crate) fn try_spawn_blocking<F, R>(f: F) -> Option<tokio::task::JoinHandle<R>>
 where
     F: FnOnce() -> R + Send + 'static,

@@ -223,6 +223,40 @@ pub(crate) fn write_if_free(level: Level, msg: &str) {
     }
 }
 
+/// Sends a panic's message to the error log, in its line format, instead of
+/// stderr: Siesta catches the panics it can (a request's, tokio's when the
+/// system runs short) and goes on, so its line belongs with the others,
+/// in the file `--error-logfile` names. With `RUST_BACKTRACE` set, the
+/// backtrace follows it. With the log busy (a panic while it was being
+/// written), the default hook prints it to stderr, as without this.
+pub(crate) fn route_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let what = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let place = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        let mut msg = format!("Internal error: a panic in Siesta{place}: {what}");
+        let trace = std::backtrace::Backtrace::capture();
+        if trace.status() == std::backtrace::BacktraceStatus::Captured {
+            msg.push_str(&format!("\n{trace}"));
+        }
+        let Some(mut l) = log().try_lock() else {
+            return default(info);
+        };
+        let line = format_line(Level::Error, msg.trim_end());
+        let _ = match &mut l.sink {
+            Sink::Stderr => io::stderr().write_all(line.as_bytes()),
+            Sink::File(f, _) => f.write_all(line.as_bytes()),
+        };
+    }));
+}
+
 /// One error-log line, as gunicorn formats it.
 fn format_line(level: Level, msg: &str) -> String {
     let stamp = Civil::from_system(SystemTime::now()).error_stamp();
@@ -287,4 +321,27 @@ fn format_exception(py: Python<'_>, err: &PyErr) -> PyResult<String> {
     )?;
     let parts: Vec<String> = lines.extract()?;
     Ok(parts.concat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caught_panic_is_one_error_log_line() -> io::Result<()> {
+        let path = std::env::temp_dir().join(format!("siesta-panic-{}.log", std::process::id()));
+        let name = path.to_string_lossy().into_owned();
+        configure(Level::Info, Some(&name), false, false)?;
+        route_panics();
+        let caught = std::panic::catch_unwind(|| panic!("a deliberate panic {}", 42));
+        let _ = std::panic::take_hook(); // the default hook again
+        configure(Level::Info, None, false, false)?;
+        let text = std::fs::read_to_string(&path)?;
+        std::fs::remove_file(&path)?;
+        assert!(caught.is_err());
+        let line = "[ERROR] Internal error: a panic in Siesta at src/log/error.rs:";
+        assert!(text.contains(line), "{text}");
+        assert!(text.contains(": a deliberate panic 42"), "{text}");
+        Ok(())
+    }
 }
