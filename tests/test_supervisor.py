@@ -114,8 +114,11 @@ class Master(SiestaServer):
         os.kill(self.pid, sig)
 
     def exit_code(self, timeout=WAIT):
-        """The master's exit code once it ends by itself (bounded)."""
-        return self.proc.wait(timeout)
+        """The master's exit code once it ends by itself (bounded), with its last log
+        lines read (the drain thread may be behind the exit: a flake, session 30)."""
+        code = self.proc.wait(timeout)
+        self.stderr.thread.join(5.0)
+        return code
 
     def boots(self):
         return self.log().count("Booting worker with pid")
