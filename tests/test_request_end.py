@@ -120,6 +120,49 @@ def test_response_header_environ_and_percent_atoms(start_server, mode):
     assert len(warnings) == 1 and "%(zz)s" in warnings[0], srv.log()
 
 
+def test_repeated_headers_and_absolute_targets_are_logged_as_the_app_saw_them(start_server, mode):
+    """QA (session 30): %({HTTP_X_FORWARDED_FOR}e)s logged only the last of two
+    X-Forwarded-For fields, where the app saw both joined (a proxy chain's
+    client lost from the log); %(r)s logged an absolute-form target without its
+    scheme and host, so an open-proxy probe looked like a local request."""
+    fmt = "%({HTTP_X_FORWARDED_FOR}e)s|%({HTTP_COOKIE}e)s|%({X-Forwarded-For}i)s|%(r)s"
+    srv = start_server(
+        "router_app:app", "--access-logfile", "-", "--access-logformat", fmt, mode=mode
+    )
+    mark = out_mark(srv)
+    resp = srv.get(
+        "/env",
+        headers=[
+            ("X-Forwarded-For", "1.1.1.1"),
+            ("X-Forwarded-For", "2.2.2.2"),
+            ("Cookie", "a=1"),
+            ("Cookie", "b=2"),
+        ],
+    )
+    env = json.loads(resp.body)["environ"]
+    assert (env["HTTP_X_FORWARDED_FOR"], env["HTTP_COOKIE"]) == ("1.1.1.1,2.2.2.2", "a=1; b=2")
+    line = srv.stdout.wait_for(r"GET /env HTTP/1.1$", 10.0, since=mark)
+    assert line is not None, srv.stdout.text(mark)
+    # The header atom keeps gunicorn's last value; the environ atom is the environ's.
+    assert line.string == "1.1.1.1,2.2.2.2|a=1; b=2|2.2.2.2|GET /env HTTP/1.1", line.string
+    mark = out_mark(srv)
+    assert srv.get("http://example.com/ping?x=1").status == 200
+    line = srv.stdout.wait_for(r"GET http://example.com/ping\?x=1 HTTP/1.1$", 10.0, since=mark)
+    assert line is not None, srv.stdout.text(mark)
+
+
+def test_a_full_access_log_is_told_in_the_error_log(start_server, mode):
+    """QA (session 30): access-log lines that could not be written (a full disk, a
+    reader gone) were dropped without a word. The error log now says so, once per
+    10 s with the count since, and requests are served on."""
+    srv = start_server("router_app:app", "--access-logfile", "/dev/full", mode=mode)
+    for _ in range(3):
+        assert srv.get("/ping").status == 200
+    said = srv.wait_log(r"\[ERROR\] Cannot write the access log to /dev/full: .*No space left")
+    assert said, srv.log()
+    assert srv.log().count("Cannot write the access log") == 1, srv.log()
+
+
 def test_a_non_ascii_root_path_is_one_script_name_in_the_environ_and_the_log(start_server, mode):
     """Review (session 18): with --root-path /café, SCRIPT_NAME was '/cafÃ©' (the
     bytes a path matches it by, read as latin-1, as PEP 3333 has native strings) for

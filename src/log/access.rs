@@ -361,6 +361,30 @@ fn find<'a>(headers: &'a HeaderMap, name: &str) -> std::borrow::Cow<'a, str> {
     }
 }
 
+/// A header's values as the environ has them (`%({HTTP_X}e)s`): all of a
+/// repeated one, joined with `,` (`; ` for `Cookie`), read as latin-1.
+fn joined<'a>(head: &'a Parts, name: &str) -> std::borrow::Cow<'a, str> {
+    let mut values = head.headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return "-".into();
+    };
+    let latin1 = |v: &http::HeaderValue, out: &mut String| {
+        out.extend(v.as_bytes().iter().map(|&b| char::from(b)));
+    };
+    let mut rest = values.peekable();
+    if rest.peek().is_none() {
+        return find(&head.headers, name);
+    }
+    let sep = if name == "cookie" { "; " } else { "," };
+    let mut out = String::new();
+    latin1(first, &mut out);
+    for v in rest {
+        out.push_str(sep);
+        latin1(v, &mut out);
+    }
+    out.into()
+}
+
 /// The user name of a `Basic` authorization, for `%(u)s`.
 fn basic_user(head: &Parts) -> Option<String> {
     let v = head
@@ -455,7 +479,7 @@ impl Format {
             // As in the environ: an absolute-form target's authority is `HTTP_HOST`.
             EnvVar::Header(name) => match crate::wsgi::environ::target_host(&h.uri) {
                 Some(host) if name == "host" => write!(out, "{host}"),
-                _ => write!(out, "{}", header(h, name)),
+                _ => write!(out, "{}", joined(h, name)),
             },
         }
     }
@@ -501,7 +525,9 @@ impl Format {
                 (_, None) => write!(out, "-"),
                 (Atom::User, Some(h)) => write!(out, "{}", basic_user(h).as_deref().unwrap_or("-")),
                 (Atom::RequestLine, Some(h)) => {
-                    let target = h.uri.path_and_query().map_or("/", |p| p.as_str());
+                    // The target as `RAW_URI` has it: an absolute-form one whole.
+                    let target = crate::wsgi::environ::raw_uri(h);
+                    let target = target.as_ref();
                     if e.refused {
                         // Method and target cut apart: the line keeps its
                         // three space-separated fields for log parsers.
@@ -589,6 +615,9 @@ pub(crate) struct AccessLog {
     format: Format,
     path: String,
     sink: Mutex<Box<dyn Write + Send>>,
+    /// Lines that could not be written (a full disk, a reader gone) are
+    /// told in the error log, once per period.
+    failures: Mutex<crate::log::spaced::Spaced>,
 }
 
 fn open_file(path: &str) -> io::Result<std::fs::File> {
@@ -632,6 +661,7 @@ impl AccessLog {
             format: Format::parse(format, root_path),
             path: path.to_string(),
             sink: Mutex::new(sink),
+            failures: Mutex::default(),
         })
     }
 
@@ -658,8 +688,18 @@ impl AccessLog {
             line.clear();
             self.format.render(e, &mut line);
             let mut sink = self.sink.lock();
-            let _ = sink.write_all(line.as_bytes());
-            let _ = sink.flush();
+            let written = sink.write_all(line.as_bytes()).and_then(|()| sink.flush());
+            drop(sink);
+            if let Err(e) = written {
+                let to = if self.path == "-" {
+                    "stdout"
+                } else {
+                    &self.path
+                };
+                self.failures
+                    .lock()
+                    .error(&format!("Cannot write the access log to {to}: {e}"));
+            }
         });
     }
 }
