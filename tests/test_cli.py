@@ -639,3 +639,57 @@ def test_a_start_that_fails_at_its_bind_or_pid_file_leaves_no_socket_file(tmp_pa
         assert result.returncode == 1, (args, result.returncode, result.stderr)
         assert "Traceback" not in result.stderr, result.stderr
         assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"], (args, result.stderr)
+
+
+def test_dev_stdout_and_stderr_are_the_streams_even_on_a_socket():
+    """QA (session 30): under systemd, stdout and stderr are a socket to journald,
+    and opening /dev/stdout fails there (ENXIO): `--access-logfile /dev/stdout` booted
+    a worker that could not open it, and the server stopped (exit 3). /dev/stdout
+    for the access log and /dev/stderr for the error log are now the streams
+    themselves, as '-' is; another socket path is refused before binding (exit 1)."""
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen(
+        [str(SIESTA), "-b", "127.0.0.1:0", "--access-logfile", "/dev/stdout"]
+        + ["--error-logfile", "/dev/stderr", "router_app:app"],
+        stdin=subprocess.DEVNULL,
+        stdout=theirs.fileno(),
+        stderr=theirs.fileno(),
+        cwd=str(APPS_DIR),
+        env=clean_env(),
+    )
+    theirs.close()
+    got = b""
+    try:
+        ours.settimeout(15)
+        while not (m := re.search(rb"Listening at: http://127\.0\.0\.1:(\d+)", got)):
+            chunk = ours.recv(65536)
+            assert chunk, got
+            got += chunk
+        assert rawhttp.request("127.0.0.1", int(m.group(1)), "GET", "/ping").status == 200
+        while b'"GET /ping HTTP/1.1" 200' not in got:
+            chunk = ours.recv(65536)
+            assert chunk, got
+            got += chunk
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        ours.close()
+    assert proc.returncode == 0, got
+    ours, theirs = socket.socketpair()
+    with theirs:
+        result = subprocess.run(
+            [str(SIESTA), "-b", "127.0.0.1:0", "--access-logfile", "/dev/stderr", "router_app:app"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=theirs.fileno(),
+            cwd=str(APPS_DIR),
+            env=clean_env(),
+            timeout=30,
+            check=False,
+        )
+    ours.settimeout(5)
+    said = ours.recv(65536).decode()
+    ours.close()
+    assert result.returncode == 1, said
+    assert "Cannot open access log /dev/stderr: No such device or address" in said, said
+    assert "Listening at" not in said

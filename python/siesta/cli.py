@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import sys
 import time
 
@@ -142,6 +143,14 @@ def _check_binds(values: dict[str, Any]) -> None:
             _fail(f"{what}{exc}", 1)  # as a start words it
 
 
+def _is_socket(path: str) -> bool:
+    """Whether `path` is a socket, which cannot be opened as a file."""
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _log_file_problem(path: str | None) -> str | None:
     """Why a log file could not be opened for appending (as Rust words an OS error), or
     None when it could; checked without creating it, so a worker running as -u still
@@ -151,6 +160,8 @@ def _log_file_problem(path: str | None) -> str | None:
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         code = errno.EISDIR
+    elif _is_socket(path):  # /dev/stderr on a socket: open() says ENXIO
+        code = errno.ENXIO
     elif os.path.exists(path):
         code = 0 if os.access(path, os.W_OK) else errno.EACCES
     elif not os.path.isdir(parent):

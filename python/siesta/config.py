@@ -163,6 +163,17 @@ def _statsd_host(text: str) -> str:
     return str(text)
 
 
+def _stdout_or_path(text: str) -> str:
+    """An access log path; '/dev/stdout' is '-', the stream itself, which works where
+    opening /dev/stdout fails (stdout a socket: journald under systemd)."""
+    return "-" if str(text) == "/dev/stdout" else str(text)
+
+
+def _stderr_or_path(text: str) -> str:
+    """An error log path; '/dev/stderr' is '-', the stream itself (as above)."""
+    return "-" if str(text) == "/dev/stderr" else str(text)
+
+
 def _header_values(value: str | dict[str, str]) -> dict[str, str]:
     """A dict of header name to value (from a config file), or ``NAME=VALUE,NAME=VALUE``."""
     if isinstance(value, dict):
@@ -739,7 +750,8 @@ SETTINGS: tuple[Setting, ...] = (
         "error_logfile",
         ("--error-logfile", "--log-file"),
         "-",
-        "Error log file; '-' is stderr.",
+        "Error log file; '-' (or /dev/stderr) is stderr.",
+        type=_stderr_or_path,
         metavar="FILE",
         rust=True,
     ),
@@ -747,7 +759,8 @@ SETTINGS: tuple[Setting, ...] = (
         "access_logfile",
         ("--access-logfile",),
         None,
-        "Access log file; '-' is stdout. No access log when unset.",
+        "Access log file; '-' (or /dev/stdout) is stdout. No access log when unset.",
+        type=_stdout_or_path,
         metavar="FILE",
         rust=True,
     ),
