@@ -10,6 +10,7 @@ recovers by itself once the app slots free up.
 
 import datetime
 import json
+import re
 import threading
 import time
 
@@ -249,3 +250,25 @@ def test_the_time_atom_is_when_the_line_is_written(start_server, mode):
     stamp = line.string.split("|")[0]
     logged = datetime.datetime.strptime(stamp, "[%d/%b/%Y:%H:%M:%S %z]").timestamp()
     assert logged >= int(sent + 1.2), (stamp, sent)
+
+
+def test_log_stamps_are_in_local_time_as_tz_says(start_server, mode):
+    """QA (session 30): the error and access logs were stamped in UTC whatever TZ
+    said, where gunicorn stamps local time (`+0530` under TZ=Asia/Kolkata), the time
+    beside the app's own log lines. Both are stamped in local time now."""
+    srv = start_server(
+        "router_app:app", "--access-logfile", "-", mode=mode, env={"TZ": "Asia/Kolkata"}
+    )
+    mark = out_mark(srv)
+    before = time.time()
+    assert srv.get("/ping").status == 200
+    line = srv.stdout.wait_for(r"GET /ping", 10.0, since=mark)
+    assert line is not None, srv.stdout.text(mark)
+    stamp = re.search(r"\[([^\]]+ \+0530)\]", line.string)
+    assert stamp, line.string
+    logged = datetime.datetime.strptime(stamp.group(1), "%d/%b/%Y:%H:%M:%S %z").timestamp()
+    assert int(before) <= logged <= time.time() + 1, (stamp.group(1), before)
+    started = re.search(r"^\[([^\]]+)\] \[\d+\] \[INFO\] Starting siesta", srv.log(), re.M)
+    assert started and started.group(1).endswith(" +0530"), srv.log()
+    logged = datetime.datetime.strptime(started.group(1), "%Y-%m-%d %H:%M:%S %z").timestamp()
+    assert logged <= time.time() + 1

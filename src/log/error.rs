@@ -210,7 +210,7 @@ pub(crate) fn write_if_free(level: Level, msg: &str) {
     if level < l.level {
         return;
     }
-    let line = format_line(level, msg);
+    let line = format_line_at(level, msg, Civil::cached(SystemTime::now()));
     match &mut l.sink {
         // Not through `io::stderr()`, whose own lock may be held too.
         // SAFETY: writes a live buffer's bytes to fd 2.
@@ -259,7 +259,12 @@ pub(crate) fn route_panics() {
 
 /// One error-log line, as gunicorn formats it.
 fn format_line(level: Level, msg: &str) -> String {
-    let stamp = Civil::from_system(SystemTime::now()).error_stamp();
+    format_line_at(level, msg, Civil::from_system(SystemTime::now()))
+}
+
+/// One error-log line stamped `when`.
+fn format_line_at(level: Level, msg: &str, when: Civil) -> String {
+    let stamp = when.error_stamp();
     format!(
         "[{stamp}] [{}] [{}] {msg}\n",
         std::process::id(),

@@ -31,7 +31,8 @@ pub(crate) fn shortened(target: &str) -> std::borrow::Cow<'_, str> {
     format!("{}...[{}B]", &target[..end], target.len()).into()
 }
 
-/// A UTC calendar time, enough for both log formats.
+/// A local calendar time with its offset from UTC, enough for both log
+/// formats (gunicorn stamps its lines in local time, `TZ` included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Civil {
     pub year: i64,
@@ -40,15 +41,70 @@ pub(crate) struct Civil {
     pub hour: u32,
     pub minute: u32,
     pub second: u32,
+    /// Seconds east of UTC.
+    pub offset: i32,
+}
+
+/// The last offset from UTC worked out, by any thread (for `cached`).
+static LAST_OFFSET: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The local offset from UTC at `secs`, in seconds east: worked out once
+/// per second per thread (`localtime_r` takes a lock and reads the zone).
+fn local_offset(secs: i64) -> i32 {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<(i64, i32)> = const { Cell::new((i64::MIN, 0)) };
+    }
+    LAST.with(|last| {
+        let (at, offset) = last.get();
+        if at == secs {
+            return offset;
+        }
+        let t: libc::time_t = secs;
+        let mut tm = std::mem::MaybeUninit::<libc::tm>::zeroed();
+        // SAFETY: localtime_r fills the `tm` it is given from a valid time_t;
+        // it is read only when the call succeeded.
+        let offset = if unsafe { libc::localtime_r(&t, tm.as_mut_ptr()) }.is_null() {
+            0
+        } else {
+            // SAFETY: filled by the successful call above.
+            i32::try_from(unsafe { tm.assume_init() }.tm_gmtoff).unwrap_or(0)
+        };
+        last.set((secs, offset));
+        LAST_OFFSET.store(offset, std::sync::atomic::Ordering::Relaxed);
+        offset
+    })
 }
 
 impl Civil {
+    /// `t` in local time.
     pub(crate) fn from_system(t: SystemTime) -> Civil {
         let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-        Self::from_unix(secs)
+        Self::at_offset(secs, local_offset(secs))
     }
 
-    /// Days-to-date after Howard Hinnant's `civil_from_days`.
+    /// `t` at the last offset worked out, without the zone's lock: for a
+    /// forked child, in which that lock may be held by a thread that is gone.
+    pub(crate) fn cached(t: SystemTime) -> Civil {
+        let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+        Self::at_offset(secs, LAST_OFFSET.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn at_offset(secs: i64, offset: i32) -> Civil {
+        Civil {
+            offset,
+            ..Self::from_unix(secs + i64::from(offset))
+        }
+    }
+
+    /// The `+hhmm` of the stamps.
+    fn zone(&self) -> String {
+        let sign = if self.offset < 0 { '-' } else { '+' };
+        let minutes = self.offset.unsigned_abs() / 60;
+        format!("{sign}{:02}{:02}", minutes / 60, minutes % 60)
+    }
+
+    /// A UTC time. Days-to-date after Howard Hinnant's `civil_from_days`.
     pub(crate) fn from_unix(secs: i64) -> Civil {
         let days = secs.div_euclid(86_400);
         let rem = secs.rem_euclid(86_400);
@@ -68,14 +124,21 @@ impl Civil {
             hour: (rem / 3600) as u32,
             minute: (rem % 3600 / 60) as u32,
             second: (rem % 60) as u32,
+            offset: 0,
         }
     }
 
     /// `2026-11-24 23:11:51 +0000`, the error log's stamp.
     pub(crate) fn error_stamp(&self) -> String {
         format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} +0000",
-            self.year, self.month, self.day, self.hour, self.minute, self.second
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} {}",
+            self.year,
+            self.month,
+            self.day,
+            self.hour,
+            self.minute,
+            self.second,
+            self.zone()
         )
     }
 
@@ -88,8 +151,14 @@ impl Civil {
             .get(self.month.saturating_sub(1) as usize)
             .unwrap_or(&"Jan");
         format!(
-            "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
-            self.day, m, self.year, self.hour, self.minute, self.second
+            "{:02}/{}/{:04}:{:02}:{:02}:{:02} {}",
+            self.day,
+            m,
+            self.year,
+            self.hour,
+            self.minute,
+            self.second,
+            self.zone()
         )
     }
 }
@@ -112,6 +181,10 @@ mod tests {
             Civil::from_unix(1_795_561_911).clf_stamp(),
             "24/Nov/2026:23:11:51 +0000"
         );
+        let east = Civil::at_offset(1_795_561_911, 5 * 3600 + 30 * 60);
+        assert_eq!(east.error_stamp(), "2026-11-25 04:41:51 +0530");
+        let west = Civil::at_offset(1_795_561_911, -3 * 3600);
+        assert_eq!(west.clf_stamp(), "24/Nov/2026:20:11:51 -0300");
     }
 
     #[test]
