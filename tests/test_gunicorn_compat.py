@@ -8,6 +8,7 @@ WEB_CONCURRENCY take their place in the precedence order; and every mistake
 line on stderr with gunicorn's exit code.
 """
 
+import json
 import re
 import signal
 import subprocess
@@ -789,3 +790,51 @@ def test_forwarder_headers_from_gunicorn_conf_and_what_is_not_passed(tmp_path):
     quiet = run_siesta("--print-config", APP, env={"GUNICORN_CMD_ARGS": "--forwarder-headers *"})
     assert printed(quiet)["forwarder_headers"] == "'*'"
     assert "--forwarder-headers" not in quiet.stderr, quiet.stderr
+
+
+REWRITING_HOOKS = '''\
+"""pre_request rewrites the request; post_request notes every request it sees."""
+
+
+def pre_request(worker, req):
+    if req.path == "/boom-in-hook":
+        raise RuntimeError("pre_request refused it")
+    if req.path == "/old":
+        req.path, req.query = "/env", "via=hook"
+        req.headers.append(("X-REQUEST-ID", "abc"))
+        req.headers = [(n, v) for n, v in req.headers if n != "X-DROP"]
+
+
+def post_request(worker, req, environ, resp):
+    with open({notes!r}, "a") as f:
+        f.write(f"{{req.path}} {{resp.status_code}}\\n")
+'''
+
+
+def test_pre_request_changes_reach_the_app_and_post_request_follows_failures(
+    start_server, tmp_path, mode
+):
+    """QA (session 30): what pre_request changed of `req` (a request id header, a
+    rewritten path) did not reach the app, where gunicorn builds the environ after
+    the hook; and post_request was skipped when the app or pre_request raised, where
+    gunicorn calls it in a `finally` (set up in one, torn down in the other)."""
+    notes = tmp_path / "notes.txt"
+    conf = tmp_path / "hooks.conf.py"
+    conf.write_text(REWRITING_HOOKS.format(notes=str(notes)))
+    srv = start_server(APP, "-c", str(conf), mode=mode)
+    resp = srv.get("/old?x=1", headers=[("X-Drop", "1"), ("X-Keep", "2")])
+    assert resp.status == 200, resp
+    env = json.loads(resp.body)["environ"]
+    assert (env["PATH_INFO"], env["QUERY_STRING"]) == ("/env", "via=hook")
+    assert env["HTTP_X_REQUEST_ID"] == "abc" and env["HTTP_X_KEEP"] == "2"
+    assert "HTTP_X_DROP" not in env
+    assert srv.get("/raise").status == 500
+    assert srv.get("/boom-in-hook").status == 500
+    assert srv.get("/ping").status == 200
+    assert wait_for_line(notes, r"/ping 200"), notes.read_text()
+    assert notes.read_text().splitlines() == [
+        "/env 200",
+        "/raise None",
+        "/boom-in-hook None",
+        "/ping 200",
+    ]

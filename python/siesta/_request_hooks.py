@@ -3,9 +3,12 @@
 Only when a config file defines one of them is the app wrapped (no cost
 otherwise): ``pre_request(worker, req)`` runs before the app with a
 request object carrying gunicorn's usual attributes (``method``, ``path``,
-``query``, ``uri``, ``version``, ``headers``, ``remote_addr``), and
+``query``, ``uri``, ``version``, ``headers``, ``remote_addr``; what the hook
+changes of the method, path, query and headers reaches the app, as in
+gunicorn), and
 ``post_request(worker, req, environ, resp)`` once the response is done
-(after the iterable's ``close()``), with ``resp.status``,
+(after the iterable's ``close()``, or once the app or ``pre_request`` raised),
+with ``resp.status``,
 ``resp.status_code`` and ``resp.headers``. A ``pre_request`` that raises
 fails the request (a 500, its traceback logged), as in gunicorn, so a hook
 can guard the app; a ``post_request`` that raises is logged and the
@@ -18,7 +21,9 @@ request is logged as gunicorn's default ``pre_request`` logs it (``GET
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
+from urllib.parse import unquote_to_bytes
 
 from siesta import _siesta
 
@@ -48,6 +53,33 @@ class Request:
         # As gunicorn's: the peer as the socket has it, (host, port) over TCP.
         host, port = environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT")
         self.remote_addr: Any = (host, int(port)) if port and port.isdigit() else host
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """What ``pre_request`` may change, as it was (for ``apply``)."""
+        return (self.method, self.path, self.query, list(self.headers))
+
+    def apply(self, seen: tuple[Any, ...], environ: dict[str, Any]) -> None:
+        """Carries what ``pre_request`` changed of the request into the environ the
+        app is called with, as gunicorn builds its environ after the hook: the
+        method, the path, the query and the headers."""
+        method, path, query, headers = seen
+        if self.method != method:
+            environ["REQUEST_METHOD"] = self.method
+        if self.path != path or self.query != query:
+            script = environ.get("SCRIPT_NAME", "")
+            decoded = unquote_to_bytes(self.path).decode("latin-1")
+            if script and decoded.startswith(script):
+                decoded = decoded[len(script) :]
+            environ["PATH_INFO"] = decoded
+            environ["QUERY_STRING"] = self.query
+            environ["RAW_URI"] = self.path + (f"?{self.query}" if self.query else "")
+        if self.headers != headers:
+            for key in [k for k in environ if k.startswith("HTTP_")]:
+                del environ[key]
+            for name, value in self.headers:
+                key = "HTTP_" + name.upper().replace("-", "_")
+                sep = "; " if key == "HTTP_COOKIE" else ","
+                environ[key] = f"{environ[key]}{sep}{value}" if key in environ else value
 
 
 def raw_path(uri: str) -> str:
@@ -119,6 +151,7 @@ def wrap(app: Any, hooks: Any, worker: Any, debug: bool = False) -> Any:
     """The app with the request hooks around it (``debug``: with gunicorn's default
     ``pre_request`` where the config has none), or the app itself when none is set."""
     pre = "pre_request" in hooks
+    worker_pid = os.getpid()
     if not pre and "post_request" not in hooks:
         if not debug:
             return app
@@ -132,10 +165,7 @@ def wrap(app: Any, hooks: Any, worker: Any, debug: bool = False) -> Any:
     def with_hooks(environ: dict[str, Any], start_response: Any) -> Any:
         req = Request(environ)
         resp = Response()
-        if pre:
-            hooks.run("pre_request", worker, req)  # raising fails the request, as in gunicorn
-        elif debug:
-            log_request(environ)
+        done = lambda: hooks.call("post_request", worker, req, environ, resp)  # noqa: E731
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             resp.status, resp.headers = status, headers
@@ -154,8 +184,21 @@ def wrap(app: Any, hooks: Any, worker: Any, debug: bool = False) -> Any:
 
             return counted
 
-        result = app(environ, start)
-        done = lambda: hooks.call("post_request", worker, req, environ, resp)  # noqa: E731
+        try:
+            if pre:
+                seen = req.snapshot()
+                hooks.run("pre_request", worker, req)  # raising fails the request, as in gunicorn
+                req.apply(seen, environ)
+            elif debug:
+                log_request(environ)
+            result = app(environ, start)
+        except BaseException:
+            # As gunicorn's, whose post_request is in a `finally`: a request the
+            # app (or pre_request) failed is done too. Not in a child the app
+            # forked, which leaves with what it raised.
+            if os.getpid() == worker_pid:
+                done()
+            raise
         return _Closing(result, done, resp)
 
     return with_hooks
