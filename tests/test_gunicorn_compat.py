@@ -838,3 +838,42 @@ def test_pre_request_changes_reach_the_app_and_post_request_follows_failures(
         "/boom-in-hook None",
         "/ping 200",
     ]
+
+
+def test_gunicorn_spellings_that_ask_for_what_siesta_does_are_taken(tmp_path):
+    """QA (session 30): a unit file or config written for gunicorn did not start:
+    `--no-sendfile`, `--no-control-socket` and gunicorn's defaults spelled out
+    (`--header-map drop`, `--protocol http`) were refused (exit 2); gunicorn's class
+    paths for its workers were refused (exit 1); a hook given as an import string
+    was refused; and WEB_CONCURRENCY=0 stopped a start whose -w or config set the
+    count. All are taken now, as gunicorn takes them; other values still fail."""
+    args = ["--no-sendfile", "--no-control-socket", "--header-map", "drop", "--protocol"]
+    args += ["http", "--http-protocols", "h1", "--reload-engine", "auto"]
+    assert printed(run_siesta(*args, "--print-config", APP))["workers"] == "1"
+    refused = run_siesta("--header-map", "refuse", "--print-config", APP)
+    assert_one_line_error(refused, 2, "--header-map", "refuse")
+    for name, mode in (
+        ("gunicorn.workers.ggevent.GeventWorker", "gevent"),
+        ("gunicorn.workers.gthread.ThreadWorker", "thread"),
+        ("egg:gunicorn#sync", "thread"),
+    ):
+        values = printed(run_siesta("-k", name, "--print-config", APP))
+        assert values["worker_class"] == repr(mode), (name, values["worker_class"])
+    (tmp_path / "myhooks.py").write_text(
+        '"""Hooks."""\n\n\ndef post_fork(server, worker):\n    pass\n'
+    )
+    conf = tmp_path / "conf.py"
+    conf.write_text('post_fork = "myhooks.post_fork"\n')
+    values = printed(
+        run_siesta("-c", str(conf), "--pythonpath", str(tmp_path), "--print-config", APP)
+    )
+    assert "'post_fork'" in values["hooks"], values
+    conf.write_text('post_fork = "myhooks.nothing_here"\n')
+    result = run_siesta("-c", str(conf), "--pythonpath", str(tmp_path), "--print-config", APP)
+    assert_one_line_error(result, 1, "post_fork", "cannot import 'myhooks.nothing_here'")
+    zero = {"WEB_CONCURRENCY": "0"}
+    assert printed(run_siesta("-w", "2", "--print-config", APP, env=zero))["workers"] == "2"
+    conf.write_text('import os\nworkers = int(os.environ.get("WEB_CONCURRENCY", 0)) or 3\n')
+    values = printed(run_siesta("-c", str(conf), "--print-config", APP, env=zero))
+    assert values["workers"] == "3"
+    assert_one_line_error(run_siesta("--print-config", APP, env=zero), 1, "$WEB_CONCURRENCY")

@@ -70,11 +70,27 @@ _GUNICORN_ONLY = frozenset(
         "--enable-stdio-inheritance --http-protocols --protocol --uwsgi-allow-from "
         "--permit-obsolete-folding --strip-header-spaces --permit-unconventional-http-method "
         "--permit-unconventional-http-version --casefold-http-method --header-map "
-        "--http-parser --no-sendfile --paste --paster --paste-global --spew "
-        "--reload-engine --reload-extra-file --control-socket --control-socket-mode "
-        "--no-control-socket --websocket-max-message-size"
+        "--paste --paster --paste-global --spew "
+        "--reload-extra-file --control-socket --control-socket-mode "
+        "--websocket-max-message-size"
     ).split()
 )
+
+# gunicorn options that ask for what Siesta does anyway (no sendfile: file
+# responses are read in Rust; no control socket), or whose one value taken is
+# gunicorn's default, which is Siesta's way too (headers with `_` dropped,
+# plain HTTP/1.1): accepted and ignored, so a unit file that spells them out
+# starts. Any other value is refused, as an unknown option is.
+_AS_SIESTA_DOES: dict[str, str | None] = {
+    "--no-sendfile": None,
+    "--no-control-socket": None,
+    "--header-map": "drop",
+    "--protocol": "http",
+    "--http-protocols": "h1",
+    "--http-parser": "auto",
+    "--reload-engine": "auto",
+}
+_IGNORED = "_ignored_"
 
 
 def _gunicorn_only(flag: str) -> bool:
@@ -197,6 +213,12 @@ def parser() -> argparse.ArgumentParser:
             if s.append:
                 kwargs["action"] = "append"
         p.add_argument(*s.flags, **kwargs)
+    for flag, value in _AS_SIESTA_DOES.items():
+        dest = _IGNORED + flag.lstrip("-").replace("-", "_")
+        if value is None:
+            p.add_argument(flag, dest=dest, action="store_true", help=argparse.SUPPRESS)
+        else:
+            p.add_argument(flag, dest=dest, choices=[value], help=argparse.SUPPRESS)
     return p
 
 
@@ -222,7 +244,9 @@ def _flags_alone(args: list[str]) -> list[str]:
 def _parse(args: list[str], source: str) -> dict[str, Any]:
     try:
         parsed = parser().parse_args(_flags_alone(args))
-        return {k: v for k, v in vars(parsed).items() if v is not None}
+        return {
+            k: v for k, v in vars(parsed).items() if v is not None and not k.startswith(_IGNORED)
+        }
     except _BadValue as exc:
         where = "" if source == "the command line" else f"{source}: "
         raise ConfigError(f"{where}{exc}") from None
@@ -465,11 +489,19 @@ def resolve(argv: list[str] | None, environ: Mapping[str, str] | None = None) ->
     siesta_args = _cmd_args(environ, "SIESTA_CMD_ARGS")
     gunicorn_args = _cmd_args(environ, "GUNICORN_CMD_ARGS")
 
-    values: dict[str, Any] = {s.name: s.initial(environ) for s in SETTINGS}
+    values: dict[str, Any] = {}
+    # A default from the environment that is no value for its setting
+    # (WEB_CONCURRENCY=0) is refused only if nothing else sets that setting,
+    # as gunicorn reads it only then (`-w 2` with WEB_CONCURRENCY=0 starts).
+    unusable: dict[str, ConfigError] = {}
+    for s in SETTINGS:
+        try:
+            values[s.name] = s.initial(environ)
+        except ConfigError as exc:
+            values[s.name], unusable[s.name] = s.default, exc
     values["app"] = None
-    sources = {
-        s.name: f"${s.default_env}" if values[s.name] != s.default else "default" for s in SETTINGS
-    }
+    from_env = {s.name for s in SETTINGS if values[s.name] != s.default} | set(unusable)
+    sources = {s.name: f"${s.default_env}" if s.name in from_env else "default" for s in SETTINGS}
     result = Resolved(values, Hooks(), sources)
 
     def apply(layer: dict[str, Any], source: str) -> None:
@@ -506,6 +538,9 @@ def resolve(argv: list[str] | None, environ: Mapping[str, str] | None = None) ->
         values["root_path"] = BY_NAME["root_path"].convert(mounts[-1], "SCRIPT_NAME")
         sources["root_path"] = f"SCRIPT_NAME in raw_env ({sources['raw_env']})"
 
+    for name, exc in unusable.items():
+        if sources[name] == f"${BY_NAME[name].default_env}":
+            raise exc
     port = environ.get("PORT", "")
     if sources["bind"] == "$PORT" and not (port.isascii() and port.isdigit() and int(port) < 65536):
         # Checked only when the bind comes from it: PORT may be another tool's.

@@ -34,6 +34,19 @@ class ConfigError(Exception):
 # gunicorn's sync and gthread both run as thread mode: a pool of --threads
 # threads (sync's one-request-at-a-time is never what a deployer wants here).
 WORKER_CLASSES = {"sync": "thread", "gthread": "thread", "thread": "thread", "gevent": "gevent"}
+# gunicorn's other spellings of them (`worker_class = "gunicorn.workers..."`
+# in config files), taken as the mode each is (listed in no choice).
+GUNICORN_WORKER_CLASSES = {
+    "gunicorn.workers.sync.syncworker": "thread",
+    "gunicorn.workers.gthread.threadworker": "thread",
+    "gunicorn.workers.ggevent.geventworker": "gevent",
+    "gunicorn.workers.ggevent.geventpywsgiworker": "gevent",
+    "egg:gunicorn#sync": "thread",
+    "egg:gunicorn#gthread": "thread",
+    "egg:gunicorn#gevent": "gevent",
+    "gevent_pywsgi": "gevent",
+    "gevent_wsgi": "gevent",
+}
 
 # Log levels, canonical names first; Rust sees only the canonical ones.
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -95,10 +108,11 @@ def _boolean(text: str) -> bool:
 
 def _worker_class(text: str) -> str:
     name = text.strip().lower()
-    if name not in WORKER_CLASSES:
+    mode = WORKER_CLASSES.get(name) or GUNICORN_WORKER_CLASSES.get(name)
+    if mode is None:
         choices = ", ".join(WORKER_CLASSES)
         raise ValueError(f"{text!r} is not a worker class (choose from {choices})")
-    return WORKER_CLASSES[name]
+    return mode
 
 
 def _log_level(text: str) -> str:
@@ -339,7 +353,8 @@ SETTINGS: tuple[Setting, ...] = (
         ("-k", "--worker-class"),
         "thread",
         "thread: a pool of --threads OS threads runs the app, wsgi.input waits with the "
-        "GIL released; gunicorn's sync and gthread are accepted and run as thread. "
+        "GIL released; gunicorn's sync and gthread are accepted and run as thread "
+        "(and gunicorn's class paths for them, and for gevent). "
         "gevent: one hub thread, every request a greenlet (pip install siesta[gevent]).",
         type=_worker_class,
         metavar="CLASS",

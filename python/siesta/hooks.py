@@ -83,6 +83,23 @@ def _arity(name: str, fn: Callable[..., Any], source: str) -> int:
     raise ConfigError(f"hook {name!r} in {source} must take {count} ({', '.join(args)})")
 
 
+def _imported(name: str, path: str, source: str) -> Any:
+    """The object `path` (``package.module.function``) names, imported now."""
+    import importlib
+
+    module, _, attr = path.rpartition(".")
+    if not module or not attr:
+        raise ConfigError(
+            f"hook {name!r} in {source}: {path!r} is not an import path (module.function)"
+        )
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except Exception as exc:  # the module's own failure too: one line, as for the config
+        raise ConfigError(
+            f"hook {name!r} in {source}: cannot import {path!r}: {type(exc).__name__}: {exc}"
+        ) from None
+
+
 class Hooks:
     """The hooks a config file defined, by name; calling one that is absent does nothing."""
 
@@ -92,6 +109,8 @@ class Hooks:
         for name, fn in (hooks or {}).items():
             if name not in HOOK_NAMES:
                 raise ConfigError(f"{name!r} in {source} is not a server hook")
+            if isinstance(fn, str):  # "module.function", as gunicorn takes it
+                fn = _imported(name, fn, source)
             if not callable(fn):
                 raise ConfigError(
                     f"hook {name!r} in {source} must be a function, not {type(fn).__name__}"
