@@ -1285,9 +1285,18 @@ def unix_get(path, target="/ping"):
 
 def test_unix_socket_with_umask_is_served_and_removed(launch, mode, tmp_path):
     """Issue 13: -b unix:PATH --umask 0o007: the socket file has mode 0770, requests are
-    served over it, and TERM removes it."""
+    served over it, and TERM removes it. QA (session 30): -m was the umask of the
+    master and its workers too, so the app's files came out 0660 (0644 under
+    gunicorn, whose umask applies to its sockets); they keep the launch's umask."""
     path = tmp_path / "siesta.sock"
-    srv = launch("-w", "2", "--umask", "0o007", bind=f"unix:{path}", mode=mode)
+    old = os.umask(0o022)
+    try:
+        srv = launch("-w", "2", "--umask", "0o007", bind=f"unix:{path}", mode=mode)
+    finally:
+        os.umask(old)
+    for pid in [srv.pid, *srv.worker_pids()]:
+        with open(f"/proc/{pid}/status") as f:
+            assert "Umask:\t0022\n" in f.read(), pid
     assert srv.url_seen == f"unix:{path}"
     assert stat.S_ISSOCK(path.stat().st_mode)
     assert stat.S_IMODE(path.stat().st_mode) == 0o770

@@ -425,8 +425,8 @@ def main(argv: list[str] | None = None) -> None:
         if problem := _log_file_problem(path):
             _fail(f"Cannot open error log {path}: {problem}", 1)
         _daemonize()
-    if values["umask"]:
-        os.umask(values["umask"])
+    # -m applies to the unix sockets alone (below), as gunicorn's umask does:
+    # the app's files, the logs and the pid file keep the launch's umask.
     arbiter = HookServer(values, GUNICORN_NAMES)
     # The error log first, as gunicorn sets up its logger: on_starting's
     # lines and its failure go there (with -D, stderr is gone already).

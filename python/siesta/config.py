@@ -729,8 +729,9 @@ SETTINGS: tuple[Setting, ...] = (
         "umask",
         ("-m", "--umask"),
         0,
-        "File mode mask for files Siesta creates (unix sockets, logs, the pid file), as "
-        "int(value, 0): 0o022, 0x12 or 18. 0, the default, leaves the process umask alone.",
+        "File mode mask for the unix sockets Siesta binds (their mode is 0777 less it), "
+        "as int(value, 0): 0o007, 0x7 or 7. Everything else (the app's files, the logs, "
+        "the pid file) keeps the process umask.",
         type=_umask,
         metavar="INT",
     ),
