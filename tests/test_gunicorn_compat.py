@@ -243,6 +243,7 @@ def when_ready(server):
 def pre_fork(server, worker):
     _note("pre_fork", worker.pid, worker.ppid, worker.age, worker.booted)
     server.log.info("forking worker %d", worker.pid)  # not a number yet: logged anyway
+    server.log.info("age %(age)s by name", {{"age": worker.age}})  # logging's mapping form
     worker.tag = "set-in-pre-fork"
 
 
@@ -391,6 +392,7 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     assert "[WARNING] log(lvl) from post_worker_init 7" in error_log, error_log
     assert "[INFO] error_log from post_worker_init" in error_log, error_log
     assert "forking worker %d ('[booting]',) (the arguments do not fit" in error_log, error_log
+    assert "[INFO] age 1 by name" in error_log, error_log
     assert "Exception in worker_exit hook: RuntimeError: worker_exit hook failed" in error_log
     assert "[WARNING] unknown setting 'foo'" in error_log
     assert not files["pid"].exists(), "the pid file is removed at exit"

@@ -187,10 +187,12 @@ class Log:
     """``server.log``: gunicorn logger's methods, written to Siesta's error log."""
 
     @staticmethod
-    def _write(level: str, msg: Any, args: tuple[Any, ...]) -> None:
+    def _write(level: str, msg: Any, args: Any) -> None:
+        if len(args) == 1 and isinstance(args[0], dict) and args[0]:
+            args = args[0]  # as `logging` takes one mapping: log.info("%(x)s", {"x": 5})
         try:
             text = str(msg) % args if args else str(msg)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, KeyError) as exc:
             # As `logging` does, a message that does not take its arguments is
             # logged anyway, and the hook that wrote it carries on.
             text = f"{msg!s} {args!r} (the arguments do not fit the message: {exc})"
