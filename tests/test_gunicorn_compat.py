@@ -234,6 +234,7 @@ def _note(*words):
 
 def on_starting(server):
     _note("on_starting", server.pid, server.cfg.loglevel, server.cfg.timeout, server.cfg.proc_name)
+    _note("also", server.proc_name, server.master_name, server.timeout, server.master_pid)
 
 
 def when_ready(server):
@@ -253,6 +254,7 @@ def post_fork(server, worker):
 
 def post_worker_init(worker):
     _note("post_worker_init", worker.pid, worker.wsgi is not None, worker.booted)
+    _note("also", worker.timeout, worker.max_requests, worker.aborted)
     worker.log.info("hello from post_worker_init")
     worker.log.log("warning", "log(lvl) from post_worker_init %d", 7)
     worker.log.error_log.info("error_log from post_worker_init")
@@ -260,7 +262,7 @@ def post_worker_init(worker):
 
 def pre_request(worker, req):
     host, port = req.remote_addr
-    _note("pre_request", req.method, req.path, host, type(port).__name__)
+    _note("pre_request", req.method, req.path, host, type(port).__name__, req.scheme)
 
 
 def post_request(worker, req, environ, resp):
@@ -348,6 +350,11 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
         code = proc.wait(STOP_TIMEOUT)
     assert code == 0, stderr.text()
     hooks = files["hooks"].read_text().split("\n")
+    # gunicorn's server.proc_name, master_name, timeout and master_pid; the
+    # worker's timeout, max_requests and aborted (QA, session 30: missing).
+    also = [line for line in hooks if line.startswith("also ")]
+    hooks = [line for line in hooks if not line.startswith("also ")]
+    assert also == ["also router_app:app Master 45.0 0", "also 45.0 500 False"], also
     order = [line.split()[0] for line in hooks if line]
     assert order == [
         "on_starting",
@@ -377,7 +384,7 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     assert hooks[3] == f"post_fork {worker_pid} {proc.pid} 1 set-in-pre-fork False"
     assert hooks[4] == f"post_worker_init {worker_pid} True False"
     # As gunicorn's: the peer as (host, port); the declared length, the bytes sent.
-    assert hooks[5] == "pre_request GET /ping 127.0.0.1 int"
+    assert hooks[5] == "pre_request GET /ping 127.0.0.1 int http"
     assert hooks[6] == "post_request /ping 200 4 4"
     assert hooks[7] == f"worker_exit {worker_pid} 1 True"
     # gunicorn's server.WORKERS: the worker is taken out of it before child_exit.

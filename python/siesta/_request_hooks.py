@@ -53,6 +53,8 @@ class Request:
         # As gunicorn's: the peer as the socket has it, (host, port) over TCP.
         host, port = environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT")
         self.remote_addr: Any = (host, int(port)) if port and port.isdigit() else host
+        self.peer_addr = self.remote_addr
+        self.scheme = environ.get("wsgi.url_scheme", "http")
 
     def snapshot(self) -> tuple[Any, ...]:
         """What ``pre_request`` may change, as it was (for ``apply``)."""

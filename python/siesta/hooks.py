@@ -252,6 +252,21 @@ class Server:
         self.num_workers = values.get("workers", 1)
         # gunicorn's: the running workers' objects by pid (filled by the master).
         self.WORKERS: dict[int, Any] = {}
+        # gunicorn's names for the master: a USR2 child's old master and new
+        # master pids are 0 here (Siesta's USR2 keeps them in its own state).
+        self.master_name = "Master"
+        self.master_pid = 0
+        self.reexec_pid = 0
+
+    @property
+    def proc_name(self) -> Any:
+        """gunicorn's: ``--name``, or the app's name."""
+        return self.cfg.proc_name
+
+    @property
+    def timeout(self) -> Any:
+        """gunicorn's: ``--timeout``."""
+        return self.cfg.timeout
 
 
 class Worker:
@@ -279,3 +294,8 @@ class Worker:
         self.app = server.app
         self.wsgi = wsgi
         self.started = time.time()
+        # gunicorn's: --timeout and --max-requests as the worker has them, and
+        # whether it was aborted (a worker past --timeout is killed here).
+        self.timeout = self.cfg.timeout
+        self.max_requests = self.cfg.max_requests
+        self.aborted = False
