@@ -886,3 +886,14 @@ def test_gunicorn_spellings_that_ask_for_what_siesta_does_are_taken(tmp_path):
     values = printed(run_siesta("-c", str(conf), "--print-config", APP, env=zero))
     assert values["workers"] == "3"
     assert_one_line_error(run_siesta("--print-config", APP, env=zero), 1, "$WEB_CONCURRENCY")
+
+
+def test_preload_with_gevent_is_warned():
+    """QA (session 30): with --preload the master imports the app before gevent
+    patches the standard library in each worker, so a threading.local made at import
+    was shared by every request (as under gunicorn), with nothing said. It is warned."""
+    result = run_siesta("-k", "gevent", "--preload", "--print-config", APP)
+    warned = [line for line in error_lines(result) if "--preload with -k gevent" in line]
+    assert len(warned) == 1 and "patch" in warned[0], result.stderr
+    quiet = run_siesta("-k", "gevent", "--print-config", APP)
+    assert "--preload with -k gevent" not in quiet.stderr
