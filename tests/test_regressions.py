@@ -434,3 +434,11 @@ def test_the_iterables_close_may_read_the_request_body(start_server, mode):
         assert srv.wait_records("rc") == ["read b'hello world'"], srv.log()
         conn.send(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
         assert conn.read_response().body == b"pong"
+    # Review (session 31): also when the iteration failed (a 500).
+    with srv.connect() as conn:
+        conn.send(
+            b"POST /read-in-close?name=rf&fail=1 HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 5\r\n\r\nhello"
+        )
+        assert conn.read_response().status == 500
+        assert srv.wait_records("rf") == ["read b'hello'"], srv.log()

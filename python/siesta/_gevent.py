@@ -266,6 +266,7 @@ def _handle(req: Any, app: Any) -> None:
     except BaseException as exc:  # the app's failure, answered with a 500
         _leave_if_forked(exc)  # a child the app forked, come back: it exits here
         sr._fail(_app_frames(exc))
+        sr._close(None)  # no iterable: the body is drained at once
         return
     _leave_if_forked()
     try:

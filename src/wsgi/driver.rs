@@ -48,7 +48,11 @@ fn run(py: Python<'_>, ctx: &Arc<Context>, app: &Bound<'_, PyAny>, job: Job) -> 
     }
     let iterable = match called {
         Ok(it) => it,
-        Err(e) => return resp.fail(py, &e),
+        Err(e) => {
+            resp.fail(py, &e)?;
+            resp.drain_input();
+            return Ok(());
+        }
     };
     let sent = send_body(py, resp, &iterable);
     if forked::is_child() {

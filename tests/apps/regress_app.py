@@ -13,8 +13,8 @@ and raises SystemExit(code) back into the server, /fork-linger?name= one that
 lives 30 s; /close-listening closes the worker's listening sockets; /pid and it
 answer the worker's pid; /close-then-fork closes them too, then answers what a
 forked child sent through a socketpair; /read-in-close?name= answers without
-reading the body, and its iterable's close() reads it and records what it got
-(or the exception); /ping answers pong.
+reading the body (&fail=1: its iteration raises), and its iterable's close()
+reads it and records what it got (or the exception); /ping answers pong.
 """
 
 import os
@@ -35,10 +35,12 @@ class _ReadsInClose:
     """A response whose close() reads the request body, as a middleware that
     drains it itself does."""
 
-    def __init__(self, environ, name):
-        self.environ, self.name = environ, name
+    def __init__(self, environ, name, fail):
+        self.environ, self.name, self.fail = environ, name, fail
 
     def __iter__(self):
+        if self.fail:
+            raise RuntimeError("the iterable failed on purpose")
         return iter([b"answered"])
 
     def close(self):
@@ -132,7 +134,7 @@ def app(environ, start_response):
         return _text(start_response, str(os.getpid()).encode())
     if path == "/read-in-close":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "8")])
-        return _ReadsInClose(environ, query["name"])
+        return _ReadsInClose(environ, query["name"], bool(query.get("fail")))
     if path == "/whole":
         return _text(start_response, b"x" * (int(query.get("mib", "1")) << 20))
     return _text(start_response, b"pong")

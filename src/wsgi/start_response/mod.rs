@@ -451,9 +451,13 @@ impl StartResponse {
     }
 
     /// Calls the iterable's `close()`, logging what it raises (the same for
-    /// both modes), then drains what is left of the request body.
-    fn _close(&self, py: Python<'_>, iterable: &Bound<'_, PyAny>) {
-        crate::wsgi::driver::close_iterable(py, iterable);
+    /// both modes), then drains what is left of the request body (`None`:
+    /// the app's call raised, there is no iterable).
+    #[pyo3(signature = (iterable))]
+    fn _close(&self, py: Python<'_>, iterable: Option<&Bound<'_, PyAny>>) {
+        if let Some(it) = iterable {
+            crate::wsgi::driver::close_iterable(py, it);
+        }
         self.drain_input();
     }
 

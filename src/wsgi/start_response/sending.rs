@@ -318,12 +318,13 @@ impl StartResponse {
 
     /// The app failed: a 500 if nothing was sent yet, else abort the stream
     /// so the client can tell the body is incomplete. The traceback is logged.
+    /// The body is drained by the driver once the iterable is closed (or at
+    /// once when the app's call raised: there is none).
     pub(crate) fn fail(&self, py: Python<'_>, err: &PyErr) -> PyResult<()> {
         let Some(record) = self.state.lock().record.take() else {
             return Ok(());
         };
         self.fail_with(py, err, &record);
-        self.drain_input();
         Ok(())
     }
 
