@@ -430,8 +430,8 @@ SETTINGS: tuple[Setting, ...] = (
         ("--max-worker-rss",),
         0,
         "Siesta's own: MiB of resident memory past which a worker is replaced after its "
-        "current requests; a worker already over it when it booted is kept, with a "
-        "warning; 0 disables.",
+        "current requests; a worker already over it when it booted is held to that much "
+        "past what it booted with, with a warning; 0 disables.",
         type=_non_negative_int,
         metavar="MIB",
         rust=True,

@@ -266,9 +266,11 @@ impl Master<'_, '_> {
         self.cfg.limits.graceful_timeout + GRACEFUL_EXTRA
     }
 
-    /// Replaces the workers over `--max-worker-rss`, but not one already
-    /// over it when it booted: its replacement would be too, and workers
-    /// would be replaced for ever. That is logged once per generation.
+    /// Replaces the workers over `--max-worker-rss`. One already over it
+    /// when it booted (the app alone is that big: its replacement would be
+    /// too, and workers would be replaced for ever) is held to what it
+    /// booted with plus `--max-worker-rss` instead; that is warned once per
+    /// generation.
     fn replace_fat(&mut self, max: u64) {
         let mut fat = Vec::new();
         let mut over_at_boot = None;
@@ -276,15 +278,18 @@ impl Master<'_, '_> {
             if !w.booted || w.retiring.is_some() {
                 continue;
             }
-            if let Some(at_boot) = w.boot_rss.filter(|&rss| rss > max) {
-                over_at_boot = Some((*pid, at_boot, w.generation));
-                continue;
-            }
+            let limit = match w.boot_rss.filter(|&rss| rss > max) {
+                Some(at_boot) => {
+                    over_at_boot = Some((*pid, at_boot, w.generation));
+                    at_boot.saturating_add(max)
+                }
+                None => max,
+            };
             let Some(rss) = workers::rss_mib(*pid) else {
                 continue;
             };
-            if rss > max {
-                fat.push((*pid, rss));
+            if rss > limit {
+                fat.push((*pid, rss, limit));
             }
         }
         if let Some((pid, rss, generation)) = over_at_boot {
@@ -294,15 +299,20 @@ impl Master<'_, '_> {
                     crate::log::error::Level::Warning,
                     &format!(
                         "Worker (pid:{pid}) already used {rss} MiB when it booted, over \
-                         --max-worker-rss {max} MiB: such workers are not replaced for their \
-                         memory (their replacements would be too); raise --max-worker-rss"
+                         --max-worker-rss {max} MiB: such a worker is replaced once it grows \
+                         by {max} MiB past what it booted with; raise --max-worker-rss"
                     ),
                 );
             }
         }
-        for (pid, rss) in fat {
+        for (pid, rss, limit) in fat {
+            let over = if limit == max {
+                format!("--max-worker-rss {max} MiB")
+            } else {
+                format!("{limit} MiB (what it booted with, plus --max-worker-rss {max} MiB)")
+            };
             crate::log::error::info(&format!(
-                "Worker (pid:{pid}) uses {rss} MiB, over --max-worker-rss {max} MiB: replacing it"
+                "Worker (pid:{pid}) uses {rss} MiB, over {over}: replacing it"
             ));
             self.table
                 .retire(pid, Retire::Rss, libc::SIGTERM, self.graceful());

@@ -304,8 +304,9 @@ fn boot_rss(meta: &std::fs::Metadata) -> Option<u64> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .ok()?
         .as_secs();
-    // 2^30 MiB is an exbibyte: past it, the time is a date.
-    (mib < 1 << 30).then_some(mib)
+    // 2^20 MiB is a tebibyte: past it, the time is a date (the file's own,
+    // or one a filesystem that keeps dates alone, as vfat, made of it).
+    (mib < 1 << 20).then_some(mib)
 }
 
 fn modified(f: &File) -> io::Result<SystemTime> {
