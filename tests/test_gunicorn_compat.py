@@ -354,7 +354,7 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     # worker's timeout, max_requests and aborted (QA, session 30: missing).
     also = [line for line in hooks if line.startswith("also ")]
     hooks = [line for line in hooks if not line.startswith("also ")]
-    assert also == ["also router_app:app Master 45.0 0", "also 45.0 500 False"], also
+    assert also == ["also router_app:app Master 45.0 0", "also 22.5 500 False"], also
     order = [line.split()[0] for line in hooks if line]
     assert order == [
         "on_starting",
@@ -806,17 +806,20 @@ REWRITING_HOOKS = '''\
 
 
 def pre_request(worker, req):
-    if req.path == "/boom-in-hook":
+    if req.path == "/app/boom-in-hook":
         raise RuntimeError("pre_request refused it")
-    if req.path == "/old":
-        req.path, req.query = "/env", "via=hook"
+    if req.path == "/app/old":
+        req.path, req.query = "/app/env", "via=hook"
         req.headers.append(("X-REQUEST-ID", "abc"))
+        req.headers.append(("CONTENT-TYPE", "text/x"))
         req.headers = [(n, v) for n, v in req.headers if n != "X-DROP"]
+    if req.path.endswith("/caf%C3%A9"):
+        req.query = "only=query"
 
 
 def post_request(worker, req, environ, resp):
     with open({notes!r}, "a") as f:
-        f.write(f"{{req.path}} {{resp.status_code}}\\n")
+        f.write(f"{{req.path}} {{getattr(resp, 'status_code', '-')}} {{bool(environ)}}\\n")
 '''
 
 
@@ -826,26 +829,33 @@ def test_pre_request_changes_reach_the_app_and_post_request_follows_failures(
     """QA (session 30): what pre_request changed of `req` (a request id header, a
     rewritten path) did not reach the app, where gunicorn builds the environ after
     the hook; and post_request was skipped when the app or pre_request raised, where
-    gunicorn calls it in a `finally` (set up in one, torn down in the other)."""
+    gunicorn calls it in a `finally` (set up in one, torn down in the other; after a
+    pre_request that raised, with {} and None). Review (session 31): Content-Type is
+    CONTENT_TYPE, RAW_URI stays as sent, and a query alone leaves PATH_INFO be."""
     notes = tmp_path / "notes.txt"
     conf = tmp_path / "hooks.conf.py"
     conf.write_text(REWRITING_HOOKS.format(notes=str(notes)))
-    srv = start_server(APP, "-c", str(conf), mode=mode)
-    resp = srv.get("/old?x=1", headers=[("X-Drop", "1"), ("X-Keep", "2")])
+    srv = start_server(APP, "-c", str(conf), "--root-path", "/app", mode=mode)
+    resp = srv.get("/app/old?x=1", headers=[("X-Drop", "1"), ("X-Keep", "2")])
     assert resp.status == 200, resp
     env = json.loads(resp.body)["environ"]
-    assert (env["PATH_INFO"], env["QUERY_STRING"]) == ("/env", "via=hook")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/env")
+    assert (env["QUERY_STRING"], env["RAW_URI"]) == ("via=hook", "/app/old?x=1")
     assert env["HTTP_X_REQUEST_ID"] == "abc" and env["HTTP_X_KEEP"] == "2"
+    assert env["CONTENT_TYPE"] == "text/x" and "HTTP_CONTENT_TYPE" not in env
     assert "HTTP_X_DROP" not in env
-    assert srv.get("/raise").status == 500
-    assert srv.get("/boom-in-hook").status == 500
-    assert srv.get("/ping").status == 200
-    assert wait_for_line(notes, r"/ping 200"), notes.read_text()
+    env = json.loads(srv.get("/app/env/caf%C3%A9").body)["environ"]
+    assert (env["PATH_INFO"], env["QUERY_STRING"]) == ("/env/caf\u00c3\u00a9", "only=query")
+    assert srv.get("/app/raise").status == 500
+    assert srv.get("/app/boom-in-hook").status == 500
+    assert srv.get("/app/ping").status == 200
+    assert wait_for_line(notes, r"/app/ping 200"), notes.read_text()
     assert notes.read_text().splitlines() == [
-        "/env 200",
-        "/raise None",
-        "/boom-in-hook None",
-        "/ping 200",
+        "/app/env 200 True",
+        "/app/env/caf%C3%A9 200 True",
+        "/app/raise None True",
+        "/app/boom-in-hook - False",
+        "/app/ping 200 True",
     ]
 
 

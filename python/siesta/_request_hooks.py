@@ -7,7 +7,9 @@ request object carrying gunicorn's usual attributes (``method``, ``path``,
 changes of the method, path, query and headers reaches the app, as in
 gunicorn), and
 ``post_request(worker, req, environ, resp)`` once the response is done
-(after the iterable's ``close()``, or once the app or ``pre_request`` raised),
+(after the iterable's ``close()``, or once the app raised; once
+``pre_request`` raised, with ``{}`` and ``None`` as the environ and the
+response, as gunicorn calls it),
 with ``resp.status``,
 ``resp.status_code`` and ``resp.headers``. A ``pre_request`` that raises
 fails the request (a 500, its traceback logged), as in gunicorn, so a hook
@@ -45,11 +47,15 @@ class Request:
         self.version = tuple(
             int(n) for n in environ.get("SERVER_PROTOCOL", "HTTP/1.1")[5:].split(".")
         )
+        # As gunicorn's: every field, Content-Type and Content-Length included.
         self.headers = [
             (key[5:].replace("_", "-"), value)
             for key, value in environ.items()
             if key.startswith("HTTP_")
         ]
+        for key in _UNPREFIXED:
+            if environ.get(key):
+                self.headers.append((key.replace("_", "-"), environ[key]))
         # As gunicorn's: the peer as the socket has it, (host, port) over TCP.
         host, port = environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT")
         self.remote_addr: Any = (host, int(port)) if port and port.isdigit() else host
@@ -63,25 +69,42 @@ class Request:
     def apply(self, seen: tuple[Any, ...], environ: dict[str, Any]) -> None:
         """Carries what ``pre_request`` changed of the request into the environ the
         app is called with, as gunicorn builds its environ after the hook: the
-        method, the path, the query and the headers."""
+        method, the path, the query and the headers (``RAW_URI`` stays the target
+        as sent, as gunicorn's)."""
         method, path, query, headers = seen
         if self.method != method:
             environ["REQUEST_METHOD"] = self.method
-        if self.path != path or self.query != query:
-            script = environ.get("SCRIPT_NAME", "")
-            decoded = unquote_to_bytes(self.path).decode("latin-1")
-            if script and decoded.startswith(script):
-                decoded = decoded[len(script) :]
-            environ["PATH_INFO"] = decoded
+        if self.path != path:
+            environ["PATH_INFO"] = _path_info(self.path, environ.get("SCRIPT_NAME", ""))
+        if self.query != query:
             environ["QUERY_STRING"] = self.query
-            environ["RAW_URI"] = self.path + (f"?{self.query}" if self.query else "")
         if self.headers != headers:
-            for key in [k for k in environ if k.startswith("HTTP_")]:
+            for key in [k for k in environ if k.startswith("HTTP_") or k in _UNPREFIXED]:
                 del environ[key]
             for name, value in self.headers:
-                key = "HTTP_" + name.upper().replace("-", "_")
+                key = name.upper().replace("-", "_")
+                if key not in _UNPREFIXED:
+                    key = "HTTP_" + key
                 sep = "; " if key == "HTTP_COOKIE" else ","
                 environ[key] = f"{environ[key]}{sep}{value}" if key in environ else value
+
+
+# The fields whose environ keys have no HTTP_ (PEP 3333).
+_UNPREFIXED = ("CONTENT_TYPE", "CONTENT_LENGTH")
+
+
+def _path_info(path: str, script: str) -> str:
+    """``PATH_INFO`` for a path a hook set: percent-decoded, each byte one latin-1
+    character (PEP 3333), the mount point taken off at a segment's boundary, as the
+    server takes it off."""
+    try:
+        raw = path.encode("latin-1")  # the request line's characters, as gunicorn's
+    except UnicodeEncodeError:
+        raw = path.encode("utf-8")
+    decoded = unquote_to_bytes(raw).decode("latin-1")
+    if script and (decoded == script or decoded.startswith(script + "/")):
+        decoded = decoded[len(script) :]
+    return decoded
 
 
 def raw_path(uri: str) -> str:
@@ -186,17 +209,22 @@ def wrap(app: Any, hooks: Any, worker: Any, debug: bool = False) -> Any:
 
             return counted
 
-        try:
-            if pre:
-                seen = req.snapshot()
+        if pre:
+            seen = req.snapshot()
+            try:
                 hooks.run("pre_request", worker, req)  # raising fails the request, as in gunicorn
-                req.apply(seen, environ)
-            elif debug:
-                log_request(environ)
+            except BaseException:
+                # As gunicorn's, whose post_request is in a `finally`, with the
+                # environ and the response not made yet: {} and None.
+                hooks.call("post_request", worker, req, {}, None)
+                raise
+            req.apply(seen, environ)
+        elif debug:
+            log_request(environ)
+        try:
             result = app(environ, start)
         except BaseException:
-            # As gunicorn's, whose post_request is in a `finally`: a request the
-            # app (or pre_request) failed is done too. Not in a child the app
+            # A request the app failed is done too. Not in a child the app
             # forked, which leaves with what it raised.
             if os.getpid() == worker_pid:
                 done()

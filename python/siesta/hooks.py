@@ -17,6 +17,7 @@ knows how.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -294,8 +295,9 @@ class Worker:
         self.app = server.app
         self.wsgi = wsgi
         self.started = time.time()
-        # gunicorn's: --timeout and --max-requests as the worker has them, and
+        # gunicorn's: half --timeout (its beat), --max-requests (sys.maxsize for
+        # none; without the jitter, which Siesta draws in the worker), and
         # whether it was aborted (a worker past --timeout is killed here).
-        self.timeout = self.cfg.timeout
-        self.max_requests = self.cfg.max_requests
+        self.timeout = self.cfg.timeout / 2 if self.cfg.timeout else self.cfg.timeout
+        self.max_requests = self.cfg.max_requests or sys.maxsize
         self.aborted = False
