@@ -1299,15 +1299,19 @@ def test_unix_socket_with_umask_is_served_and_removed(launch, mode, tmp_path):
     served over it, and TERM removes it. QA (session 30): -m was the umask of the
     master and its workers too, so the app's files came out 0660 (0644 under
     gunicorn, whose umask applies to its sockets); they keep the launch's umask."""
-    path = tmp_path / "siesta.sock"
-    old = os.umask(0o022)
+    path, pidfile = tmp_path / "siesta.sock", tmp_path / "pid"
+    old = os.umask(0o077)
     try:
-        srv = launch("-w", "2", "--umask", "0o007", bind=f"unix:{path}", mode=mode)
+        srv = launch(
+            "-w", "2", "--umask", "0o007", "-p", str(pidfile), bind=f"unix:{path}", mode=mode
+        )
     finally:
         os.umask(old)
     for pid in [srv.pid, *srv.worker_pids()]:
         with open(f"/proc/{pid}/status") as f:
-            assert "Umask:\t0022\n" in f.read(), pid
+            assert "Umask:\t0077\n" in f.read(), pid
+    # As gunicorn's pid file, whatever the umask (review, session 31).
+    assert stat.S_IMODE(pidfile.stat().st_mode) == 0o644
     assert srv.url_seen == f"unix:{path}"
     assert stat.S_ISSOCK(path.stat().st_mode)
     assert stat.S_IMODE(path.stat().st_mode) == 0o770

@@ -373,12 +373,14 @@ def pid_holder(path: str | None) -> int | None:
 
 def write_pid_file(path: str | None) -> None:
     """Writes the pid file atomically (a new file renamed over it), as gunicorn does: a
-    reader never sees it empty, even while a USR2 master replaces it. Raises OSError."""
+    reader never sees it empty, even while a USR2 master replaces it; mode 0644, as
+    gunicorn's. Raises OSError."""
     if path:
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
             with open(tmp, "w", encoding="ascii") as f:
                 f.write(f"{os.getpid()}\n")
+            os.chmod(tmp, 0o644)  # readable by all whatever the umask, as gunicorn's
             os.replace(tmp, path)
         except OSError:
             try:

@@ -312,12 +312,14 @@ def _leave_nothing(listeners: Any, supervisor: Any, values: dict[str, Any]) -> N
 
 
 def _daemonize() -> None:
-    """-D: detach from the terminal, as gunicorn does (two forks, a new session)."""
+    """-D: detach from the terminal, as gunicorn does (two forks, a new session,
+    umask 022)."""
     if os.fork():
         os._exit(0)
     os.setsid()
     if os.fork():
         os._exit(0)
+    os.umask(0o022)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
