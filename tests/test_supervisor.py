@@ -516,6 +516,17 @@ def test_capture_output_follows_a_new_error_log_on_hup(launch, tmp_path):
     assert "moved" not in old_log.read_text()
 
 
+def test_capture_output_to_dev_stderr_sends_prints_to_stderr(launch):
+    """Review (session 31): --error-logfile /dev/stderr was taken as '-' (stderr
+    itself, which works where opening /dev/stderr fails: journald's socket), which
+    left --capture-output nothing to point the app's stdout at: its prints stayed on
+    stdout, where gunicorn sends them to stderr. With --capture-output it is a file."""
+    srv = launch("--error-logfile", "/dev/stderr", "--capture-output")
+    assert srv.get("/print?text=captured").status == 200
+    assert srv.wait_log(r"^captured out$"), (srv.log(), srv.stdout.text())
+    assert "captured out" not in srv.stdout.text()
+
+
 def test_a_refused_hup_leaves_no_part_of_its_config_behind(launch, tmp_path):
     """Review: a HUP refused for its access log had already set its `raw_env` (and
     `--pythonpath`): the next workers saw the refused config's environment."""

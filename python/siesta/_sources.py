@@ -538,6 +538,11 @@ def resolve(argv: list[str] | None, environ: Mapping[str, str] | None = None) ->
         values["root_path"] = BY_NAME["root_path"].convert(mounts[-1], "SCRIPT_NAME")
         sources["root_path"] = f"SCRIPT_NAME in raw_env ({sources['raw_env']})"
 
+    if values["error_logfile"] == "/dev/stderr" and not values["capture_output"]:
+        # The stream itself, which works where opening /dev/stderr fails (a
+        # socket: journald). With --capture-output it stays a file, whose
+        # descriptor the app's stdout is pointed at, as gunicorn points it.
+        values["error_logfile"] = "-"
     for name, exc in unusable.items():
         if sources[name] == f"${BY_NAME[name].default_env}":
             raise exc

@@ -183,11 +183,6 @@ def _stdout_or_path(text: str) -> str:
     return "-" if str(text) == "/dev/stdout" else str(text)
 
 
-def _stderr_or_path(text: str) -> str:
-    """An error log path; '/dev/stderr' is '-', the stream itself (as above)."""
-    return "-" if str(text) == "/dev/stderr" else str(text)
-
-
 def _header_values(value: str | dict[str, str]) -> dict[str, str]:
     """A dict of header name to value (from a config file), or ``NAME=VALUE,NAME=VALUE``."""
     if isinstance(value, dict):
@@ -767,7 +762,6 @@ SETTINGS: tuple[Setting, ...] = (
         ("--error-logfile", "--log-file"),
         "-",
         "Error log file; '-' (or /dev/stderr) is stderr.",
-        type=_stderr_or_path,
         metavar="FILE",
         rust=True,
     ),
