@@ -218,7 +218,7 @@ def parser() -> argparse.ArgumentParser:
         if value is None:
             p.add_argument(flag, dest=dest, action="store_true", help=argparse.SUPPRESS)
         else:
-            p.add_argument(flag, dest=dest, choices=[value], help=argparse.SUPPRESS)
+            p.add_argument(flag, dest=dest, type=str.lower, choices=[value], help=argparse.SUPPRESS)
     return p
 
 

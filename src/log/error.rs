@@ -241,19 +241,33 @@ pub(crate) fn route_panics() {
         let place = info
             .location()
             .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
-        let mut msg = format!("Internal error: a panic in Siesta{place}: {what}");
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let mut msg = format!("Internal error: a panic in Siesta (thread {name}){place}: {what}");
         let trace = std::backtrace::Backtrace::capture();
         if trace.status() == std::backtrace::BacktraceStatus::Captured {
             msg.push_str(&format!("\n{trace}"));
         }
-        let Some(mut l) = log().try_lock() else {
+        // Waits a little for a line being written by another thread; a lock
+        // held by a thread gone (a forked child's) leaves it to the default.
+        let Some(mut l) = log().try_lock_for(std::time::Duration::from_millis(100)) else {
             return default(info);
         };
-        let line = format_line(Level::Error, msg.trim_end());
+        // A forked child's stamp takes no lock: the zone's may be held too.
+        let when = if crate::worker::forked::is_child() {
+            Civil::cached(SystemTime::now())
+        } else {
+            Civil::from_system(SystemTime::now())
+        };
+        let line = format_line_at(Level::Error, msg.trim_end(), when);
         let _ = match &mut l.sink {
             Sink::Stderr => io::stderr().write_all(line.as_bytes()),
             Sink::File(f, _) => f.write_all(line.as_bytes()),
         };
+        drop(l);
+        if let Some(f) = ON_WRITE.get() {
+            f(Level::Error, false);
+        }
     }));
 }
 
@@ -344,9 +358,10 @@ mod tests {
         let text = std::fs::read_to_string(&path)?;
         std::fs::remove_file(&path)?;
         assert!(caught.is_err());
-        let line = "[ERROR] Internal error: a panic in Siesta at src/log/error.rs:";
+        let line = "[ERROR] Internal error: a panic in Siesta (thread ";
         assert!(text.contains(line), "{text}");
         assert!(text.contains(": a deliberate panic 42"), "{text}");
+        assert!(text.contains(") at src/log/error.rs:"), "{text}");
         Ok(())
     }
 }

@@ -153,7 +153,8 @@ impl Supervisor {
             observer: self.observer.as_ref(),
             counted_workers: 0,
             rss_warned: 0,
-            start_failures: crate::log::spaced::Spaced::default(),
+            beat_failures: crate::log::spaced::Spaced::default(),
+            fork_failures: crate::log::spaced::Spaced::default(),
         };
         let tick = self.config.beat_interval();
         m.start_metrics();
@@ -257,8 +258,10 @@ struct Master<'a, 'py> {
     /// once booted (warned once per generation; 0: none).
     rss_warned: u64,
     /// A worker that cannot be started (a pids, memory or descriptor
-    /// limit) is tried again every tick: its line goes out once per period.
-    start_failures: crate::log::spaced::Spaced,
+    /// limit) is tried again every tick: its lines go out once per period,
+    /// the heartbeat file's and the fork's each on its own.
+    beat_failures: crate::log::spaced::Spaced,
+    fork_failures: crate::log::spaced::Spaced,
 }
 
 impl Master<'_, '_> {
@@ -487,7 +490,7 @@ impl Master<'_, '_> {
         let heartbeat = match Table::heartbeat_file(self.cfg.worker_tmp_dir.as_deref()) {
             Ok(f) => f,
             Err(e) => {
-                self.start_failures
+                self.beat_failures
                     .error(&format!("Cannot make a worker heartbeat file: {e}"));
                 return false;
             }
@@ -509,7 +512,7 @@ impl Master<'_, '_> {
                 crate::metrics::master::spawned(slot, None, age);
                 if e.is_instance_of::<PyOSError>(py) {
                     // fork() failing (a pids or memory limit): one line.
-                    self.start_failures
+                    self.fork_failures
                         .error(&format!("Cannot start a worker: {e}"));
                 } else {
                     crate::log::error::exception(py, "Cannot start a worker", &e);
