@@ -21,15 +21,20 @@ def _small_window(srv, rcvbuf):
     return rawhttp.small_window(srv.host, srv.port, rcvbuf)
 
 
+def _answer(srv, raw):
+    """The response to the bytes `raw`, sent on a fresh connection."""
+    with srv.connect() as conn:
+        conn.send(raw)
+        return conn.read_response()
+
+
 def test_readline_zero_neither_waits_nor_sends_100_continue(start_server, mode):
     """readline(0) on an unread body blocked for a body byte and sent 100 Continue."""
     srv = start_server(APP, mode=mode)
-    with srv.connect() as conn:
-        conn.send(
-            b"POST /readline0 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-            b"Expect: 100-continue\r\n\r\n"
-        )
-        resp = conn.read_response()
+    resp = _answer(
+        srv,
+        b"POST /readline0 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
     assert resp.status == 413 and resp.body == b"got 0", resp
     assert not resp.interim, "no 100 Continue may be sent for readline(0)"
 
@@ -435,10 +440,9 @@ def test_the_iterables_close_may_read_the_request_body(start_server, mode):
         conn.send(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
         assert conn.read_response().body == b"pong"
     # Review (session 31): also when the iteration failed (a 500).
-    with srv.connect() as conn:
-        conn.send(
-            b"POST /read-in-close?name=rf&fail=1 HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Length: 5\r\n\r\nhello"
-        )
-        assert conn.read_response().status == 500
-        assert srv.wait_records("rf") == ["read b'hello'"], srv.log()
+    resp = _answer(
+        srv,
+        b"POST /read-in-close?name=rf&fail=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    assert resp.status == 500
+    assert srv.wait_records("rf") == ["read b'hello'"], srv.log()
