@@ -440,6 +440,17 @@ def test_a_hook_of_the_start_that_raises_stops_it(tmp_path, mode, hook, args, co
     assert not pid.exists()
 
 
+def test_an_on_exit_hook_that_raises_makes_the_exit_a_failure(start_server, tmp_path):
+    """QA (session 30): an on_exit hook that raised was logged and the master
+    exited 0, where gunicorn's exits 1: a stop whose clean-up failed is no success."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("def on_exit(server):\n    raise RuntimeError('clean-up failed')\n")
+    srv = start_server(APP, "-c", str(conf), mode="thread")
+    srv.assert_serving()
+    assert srv.stop() == 1, srv.log()
+    assert "Exception in on_exit hook: RuntimeError: clean-up failed" in srv.log()
+
+
 def test_a_reload_whose_post_fork_raises_is_given_up(start_server, tmp_path):
     """A HUP that brings a post_fork that raises keeps the running workers, as a
     reload whose app cannot load does."""

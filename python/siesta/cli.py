@@ -568,7 +568,10 @@ def main(argv: list[str] | None = None) -> None:
     if upgrade:
         master.old_master, master.handed_files = os.getppid(), handed
     code = supervisor.run(master)
-    master.hooks.call("on_exit", master.arbiter)  # the hooks and pid file of the last HUP
+    # The hooks and pid file of the last HUP. One that raises makes the exit a
+    # failure (1), as gunicorn's does.
+    if not master.hooks.boot("on_exit", master.arbiter) and code == 0:
+        code = 1
     master.stopping()
     pidfile = master.values["pid"]
     remove_pid_file(pidfile)
