@@ -23,6 +23,13 @@ use crate::limits::HeadLimits;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Uri, Version};
 
+/// A method as gunicorn takes one: 3 to 20 characters, no lower-case letter
+/// (methods are case-sensitive, and a proxy that folds case would read
+/// another request) and no `#`.
+fn method_is_conventional(method: &str) -> bool {
+    (3..=20).contains(&method.len()) && !method.bytes().any(|b| b.is_ascii_lowercase() || b == b'#')
+}
+
 /// Refuses a head that breaks a limit or could be read two ways; the error
 /// names the refusal, and `RequestError::status` gives its status.
 pub(crate) fn check_head(
@@ -38,7 +45,7 @@ pub(crate) fn check_head(
     if head.method == http::Method::CONNECT {
         return Err(RequestError::Connect);
     }
-    if head.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+    if !method_is_conventional(head.method.as_str()) {
         return Err(RequestError::BadMethod);
     }
     // A bare authority as the target is CONNECT's form alone (RFC 9112 §3.2.3).
