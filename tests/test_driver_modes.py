@@ -140,7 +140,7 @@ def observe(srv, case):
         if not line.startswith("[") or tok in line or "Error" in line
     ]
     line = access.string
-    line = re.sub(r"\[\d\d/\w\w\w/\d{4}:[\d:]+ \+0000\]", "[TIME]", line)
+    line = re.sub(r"\[\d\d/\w\w\w/\d{4}:[\d:]+ [+-]\d{4}\]", "[TIME]", line)
     return masked(raw.decode("latin-1"), tok), [masked(e, tok) for e in errors], masked(line, tok)
 
 
