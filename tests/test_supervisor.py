@@ -806,6 +806,61 @@ def test_usr2_then_term_hands_the_port_to_a_new_master(launch, mode, tmp_path):
     assert not Path(f"{pidfile}.oldbin").exists(), "the old master removes .oldbin at exit"
 
 
+USR2_HOOKS = """\
+\"\"\"Written by test_supervisor.py: notes what each master's hooks see of USR2.\"\"\"
+import os
+
+NOTES = {notes!r}
+PIDFILE = {pidfile!r}
+
+
+def _note(*words):
+    with open(NOTES, "a") as f:
+        f.write(" ".join(str(w) for w in words) + "\\n")
+
+
+def when_ready(server):
+    _note("ready", server.pid, server.master_pid, server.master_name)
+
+
+def on_exit(server):
+    _note("exit", server.pid, server.master_pid, server.master_name, server.reexec_pid,
+          os.path.exists(PIDFILE))
+"""
+
+
+def test_usr2_names_the_masters_to_the_hooks_as_gunicorn(launch, tmp_path):
+    """Review (session 32): the hook server's master_pid and reexec_pid were always 0
+    and master_name always "Master". As in gunicorn, the old master is "Old Master"
+    with the new one's pid as reexec_pid once USR2 started it, the new master has the
+    old one's pid as master_pid while that one runs, and on_exit runs after the pid
+    file is gone and `Shutting down: <name>` is logged."""
+    notes, pidfile = tmp_path / "notes", tmp_path / "siesta.pid"
+    conf = tmp_path / "usr2_hooks.py"
+    conf.write_text(USR2_HOOKS.format(notes=str(notes), pidfile=str(pidfile)))
+    srv = launch("-c", str(conf), "-p", str(pidfile))
+    read = lambda: notes.read_text().splitlines() if notes.exists() else []  # noqa: E731
+    assert wait_until(lambda: len(read()) == 1), read()
+    assert read()[0] == f"ready {srv.pid} 0 Master"
+    new = None
+    try:
+        mark = srv.log_mark()
+        new = usr2(srv)
+        assert srv.wait_log(rf"Listening at: http://\S+ \({new}\)", since=mark, timeout=WAIT)
+        assert wait_until(lambda: len(read()) == 2), read()
+        assert read()[1] == f"ready {new} {srv.pid} Master"
+        srv.signal(signal.SIGTERM)
+        assert srv.exit_code() == 0, srv.log()
+        assert "Shutting down: Old Master" in srv.log(mark), srv.log(mark)
+        assert read()[2] == f"exit {srv.pid} 0 Old Master {new} True"  # the new master's file
+    finally:
+        if new is not None:
+            assert stop_pid(new), "the new master did not stop on TERM"
+    assert wait_until(lambda: len(read()) == 4), read()
+    # The old master gone, the new one is the master: no old, no new, its pid file gone.
+    assert read()[3] == f"exit {new} 0 Master 0 False"
+
+
 # --- 3. Workers replaced: crash, count, recycling, memory, timeout --------------------
 
 

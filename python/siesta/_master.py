@@ -573,6 +573,7 @@ class Master:
         if pid != self.upgraded:
             return
         self.upgraded = None
+        self.arbiter.reexec_pid, self.arbiter.master_name = 0, "Master"
         # Stopped on purpose (a rollback's TERM) is no error; a failed start is.
         said = "info" if code == 0 else "error"
         _siesta.log(said, f"The new master (pid: {pid}) exited with code {code}")
@@ -621,6 +622,7 @@ class Master:
             return
         if pid:
             self.upgraded = pid
+            self.arbiter.reexec_pid, self.arbiter.master_name = pid, "Old Master"
             _siesta.log("info", f"Started a new master (pid: {pid}) on the same sockets")
             return
         try:

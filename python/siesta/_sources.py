@@ -556,15 +556,6 @@ def resolve(argv: list[str] | None, environ: Mapping[str, str] | None = None) ->
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     result.warnings += pending_warnings(result)
-    if values["worker_class"] == "gevent" and values["preload_app"]:
-        # As under gunicorn: the master imports the app, and gevent patches
-        # the standard library only in each worker, after the fork.
-        result.warnings.append(
-            "--preload with -k gevent: the app is imported before gevent patches the "
-            "standard library, so what it makes at import (a threading.local, a lock, a "
-            "socket) is not gevent's and is shared by every request; patch at the top of "
-            "the app's module (from gevent import monkey; monkey.patch_all()) or drop --preload"
-        )
     for name in values["forwarder_headers"].split(","):
         if "_" in name and name not in ("SCRIPT_NAME", "PATH_INFO"):
             # gunicorn passes such a header on as HTTP_<NAME>; Siesta drops

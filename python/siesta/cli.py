@@ -372,6 +372,22 @@ def _check(values: dict[str, Any], sources: dict[str, str]) -> None:
     _say(f"Configuration OK: {values['app']}")
 
 
+# As under gunicorn, gevent patches the standard library in each worker, after
+# the fork: an app --preload imports in the master, unpatched, keeps what it made.
+PRELOAD_UNPATCHED = (
+    "--preload with -k gevent: the app was imported before gevent patched the "
+    "standard library, so what it made at import (a threading.local, a lock, a "
+    "socket) is not gevent's and is shared by every request; patch at the top of "
+    "the app's module (from gevent import monkey; monkey.patch_all()) or drop --preload"
+)
+
+
+def _gevent_patched() -> bool:
+    """Whether the app (preloaded in the master) had gevent patch `threading`."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
 def main(argv: list[str] | None = None) -> None:
     # Relative paths on the command line and in the config (--chdir, -c,
     # --pythonpath...) name what they named here, also when a HUP rereads
@@ -430,6 +446,8 @@ def main(argv: list[str] | None = None) -> None:
     # -m applies to the unix sockets alone (below), as gunicorn's umask does:
     # the app's files, the logs and the pid file keep the launch's umask.
     arbiter = HookServer(values, GUNICORN_NAMES)
+    if upgrade:
+        arbiter.old_master_pid = os.getppid()
     # The error log first, as gunicorn sets up its logger: on_starting's
     # lines and its failure go there (with -D, stderr is gone already).
     try:
@@ -499,6 +517,8 @@ def main(argv: list[str] | None = None) -> None:
                 app = load(values["app"])
             except AppLoadError as exc:
                 _fail(str(exc), EXIT_APP_LOAD)
+            if values["worker_class"] == "gevent" and not _gevent_patched():
+                _siesta.log("warning", PRELOAD_UNPATCHED)
         if not hooks.boot("when_ready", arbiter):
             _fail("the when_ready hook failed (above): not starting", 1)
     except BaseException:
@@ -568,14 +588,14 @@ def main(argv: list[str] | None = None) -> None:
     if upgrade:
         master.old_master, master.handed_files = os.getppid(), handed
     code = supervisor.run(master)
-    # The hooks and pid file of the last HUP. One that raises makes the exit a
-    # failure (1), as gunicorn's does.
-    if not master.hooks.boot("on_exit", master.arbiter) and code == 0:
-        code = 1
     master.stopping()
+    _siesta.log("error" if code else "info", f"Shutting down: {master.arbiter.master_name}")
+    # The hooks and pid file of the last HUP, in gunicorn's order: the pid file
+    # goes, then on_exit runs; one that raises makes the exit a failure (1).
     pidfile = master.values["pid"]
     remove_pid_file(pidfile)
     if pidfile:
         remove_pid_file(pidfile + ".oldbin")  # renamed there by a USR2
-    _siesta.log("error" if code else "info", "Shutting down: Master")
+    if not master.hooks.boot("on_exit", master.arbiter) and code == 0:
+        code = 1
     _exit_now(code)

@@ -162,8 +162,9 @@ impl StartResponse {
         let mut map = HeaderMap::with_capacity(count + 2);
         let mut declared = DeclaredLength::default();
         let mut add = |item: Bound<'_, PyAny>| -> PyResult<()> {
-            // PEP 3333 says tuples; a two-item list is taken too, as
-            // gunicorn takes any pair.
+            // PEP 3333 says tuples; a two-item list is taken too (gunicorn
+            // unpacks any iterable of two, a generator too; Siesta takes
+            // the two sequences apps send).
             let pair = if let Ok(t) = item.cast::<PyTuple>() {
                 (t.len() == 2).then(|| (t.get_item(0), t.get_item(1)))
             } else if let Ok(l) = item.cast::<PyList>() {
