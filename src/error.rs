@@ -217,6 +217,14 @@ impl RequestError {
 pub(crate) enum InputError {
     #[error("client disconnected before the request body was complete")]
     Disconnected,
+    /// The response was sent, and the body, read after it (in the
+    /// iterable's `close()`), was still incomplete when `--keep-alive`
+    /// closed the connection, as it closes any idle one.
+    #[error(
+        "request body incomplete when --keep-alive closed the connection: once the \
+         response is sent, a body read after it (in close()) waits at most --keep-alive"
+    )]
+    KeepAliveCut,
     #[error("malformed request body (bad chunked framing)")]
     Malformed,
     #[error("client sent no body bytes within the body timeout")]

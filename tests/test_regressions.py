@@ -446,3 +446,30 @@ def test_the_iterables_close_may_read_the_request_body(start_server, mode):
     )
     assert resp.status == 500
     assert srv.wait_records("rf") == ["read b'hello'"], srv.log()
+
+
+def test_a_body_read_in_close_cut_by_keep_alive_says_so(start_server, mode):
+    """Review (session 32): a body read in the iterable's close() that was still
+    incomplete when --keep-alive closed the connection (as it closes any idle one
+    once the response is sent) raised ClientDisconnected "client disconnected
+    before the request body was complete", with the client still connected. It
+    names --keep-alive now; a client that does leave is still told as gone."""
+    srv = start_server(APP, "--keep-alive", "1", mode=mode)
+    with srv.connect() as conn:
+        conn.send(
+            b"POST /read-in-close?name=ka HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabcd"
+        )
+        assert conn.read_response().body == b"answered"
+        got = srv.wait_records("ka")
+        assert got and got[0].startswith("raised ClientDisconnected: "), got
+        assert "--keep-alive closed the connection" in got[0], got
+        assert conn.wait_closed()
+    with srv.connect() as conn:
+        conn.send(
+            b"POST /read-in-close?name=gone HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabcd"
+        )
+        assert conn.read_response().body == b"answered"
+    got = srv.wait_records("gone")
+    assert got == [
+        "raised ClientDisconnected: client disconnected before the request body was complete"
+    ], got

@@ -60,6 +60,10 @@ pub(crate) struct ConnInfo {
     awaits_body: AtomicBool,
     /// Set by `cut`: the connection is to close now, whatever hyper holds.
     cut: AtomicBool,
+    /// `--keep-alive` ran out after a response while its body was still
+    /// open (read in the iterable's `close()`): the body's reads then say
+    /// so, not that the client went away.
+    idle_cut: AtomicBool,
     /// The last write to the socket found it full (`server/`'s `ClockedIo`).
     write_full: AtomicBool,
     /// The connection's task has ended: the socket is closed (`Ended`).
@@ -98,6 +102,7 @@ impl ConnInfo {
             open_body: AtomicU64::new(0),
             read_through: AtomicU64::new(0),
             cut: AtomicBool::new(false),
+            idle_cut: AtomicBool::new(false),
             write_full: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             given_up: AtomicU8::new(0),
@@ -251,6 +256,14 @@ impl ConnInfo {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// `--keep-alive` closes the connection: a body still open then (an
+    /// app reading it after its response, in `close()`) was cut by it.
+    pub(crate) fn note_keep_alive_cut(&self) {
+        if self.open_body.load(Ordering::SeqCst) != 0 {
+            self.idle_cut.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// Whether the last request's body has been read to its end (or it had
     /// none): hyper is then done reading it. When not, the end wakes the
     /// connection's task (registered by `poll_cut`).
@@ -336,6 +349,12 @@ impl BodyEnd {
     /// what hyper has yet to hand over of it is in memory.
     pub(crate) fn read_in(&self) -> bool {
         self.conn.read_through.load(Ordering::Acquire) >= self.n
+    }
+
+    /// Whether `--keep-alive` closed the connection while this body was
+    /// open (`ConnInfo::note_keep_alive_cut`).
+    pub(crate) fn cut_by_keep_alive(&self) -> bool {
+        self.conn.idle_cut.load(Ordering::SeqCst)
     }
 
     pub(crate) fn reached(self) {

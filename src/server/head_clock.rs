@@ -465,6 +465,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClockedIo<I> {
         }
         self.clock.expire();
         self.timer = None;
+        self.conn.note_keep_alive_cut();
         crate::log::error::write(
             crate::log::error::Level::Debug,
             "Closed an idle or stalled keep-alive connection",

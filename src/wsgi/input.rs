@@ -232,7 +232,14 @@ impl BodySource {
                     }
                 },
                 Poll::Ready(Some(Err(e))) => {
-                    let e = body_error(&e);
+                    let e = match body_error(&e) {
+                        InputError::Disconnected
+                            if self.end.as_ref().is_some_and(|end| end.cut_by_keep_alive()) =>
+                        {
+                            InputError::KeepAliveCut
+                        }
+                        e => e,
+                    };
                     self.meter(|t| {
                         t.input_failed(match e {
                             InputError::Malformed => InputFailure::Malformed,
@@ -280,7 +287,10 @@ impl BodySource {
     /// The client went away (or its connection was cut) before the body
     /// was complete.
     pub(crate) fn disconnected(&self) -> bool {
-        self.error == Some(InputError::Disconnected)
+        matches!(
+            self.error,
+            Some(InputError::Disconnected | InputError::KeepAliveCut)
+        )
     }
 
     /// The body passed `--limit-request-body` (the answer is then 413).
