@@ -78,10 +78,13 @@ pub(crate) enum RequestError {
     /// A field that must appear once appears twice (`Content-Type`).
     #[error("repeated header field that must be single")]
     DuplicateField,
-    /// A method with a lower-case letter: methods are case-sensitive, and
+    /// A method with a lower-case letter (methods are case-sensitive, and
     /// one component that folds case and one that does not would read
-    /// `head` or `get` as two different requests (gunicorn refuses it too).
-    #[error("request method with a lower-case letter")]
+    /// `head` or `get` as two different requests), a `#`, or fewer than 3
+    /// or more than 20 characters: gunicorn refuses these too.
+    #[error(
+        "unconventional request method (a lower-case letter or '#', or not 3 to 20 characters)"
+    )]
     BadMethod,
     /// `CONNECT`: a tunnel, which a WSGI app cannot give, and whose 2xx
     /// hyper would take as the start of one (RFC 9110 §9.3.6).

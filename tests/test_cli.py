@@ -67,8 +67,11 @@ def test_app_failing_its_own_import_exits_4():
     result = run_siesta("--bind", "127.0.0.1:0", *APP_ARGS, "broken_import_app:app")
     assert result.returncode == 4, (result.returncode, result.stderr)
     assert "missing_dependency_zq" in result.stderr
-    # As gunicorn: the master listened, the worker failed to load, the master says why.
+    # As gunicorn: the master listened, the worker failed to load, the master says why,
+    # after its shutdown line, as gunicorn's halt (review, session 32: it came before).
     assert "Reason: App failed to load." in result.stderr
+    shut = result.stderr.index("[ERROR] Shutting down: Master")
+    assert shut < result.stderr.index("Reason: App failed to load."), result.stderr
 
 
 def test_check_config_of_an_app_that_cannot_load_exits_1():

@@ -823,6 +823,10 @@ def when_ready(server):
     _note("ready", server.pid, server.master_pid, server.master_name)
 
 
+def post_fork(server, worker):
+    _note("fork", server.master_pid, server.master_name)
+
+
 def on_exit(server):
     _note("exit", server.pid, server.master_pid, server.master_name, server.reexec_pid,
           os.path.exists(PIDFILE))
@@ -830,35 +834,50 @@ def on_exit(server):
 
 
 def test_usr2_names_the_masters_to_the_hooks_as_gunicorn(launch, tmp_path):
-    """Review (session 32): the hook server's master_pid and reexec_pid were always 0
-    and master_name always "Master". As in gunicorn, the old master is "Old Master"
-    with the new one's pid as reexec_pid once USR2 started it, the new master has the
-    old one's pid as master_pid while that one runs, and on_exit runs after the pid
-    file is gone and `Shutting down: <name>` is logged."""
+    """Review (session 32): the hook server's master_pid and reexec_pid were always 0.
+    As in gunicorn 27, a master a USR2 started is "Master.2" with the old master's
+    pid as master_pid while that one runs (its workers see it too), and refuses a
+    USR2 of its own meanwhile; the old master keeps "Master" with the new one's pid
+    as reexec_pid; once the old one is gone, the new one is "Master" again. on_exit
+    runs after `Shutting down: <name>` is logged and the pid file removed."""
     notes, pidfile = tmp_path / "notes", tmp_path / "siesta.pid"
     conf = tmp_path / "usr2_hooks.py"
     conf.write_text(USR2_HOOKS.format(notes=str(notes), pidfile=str(pidfile)))
     srv = launch("-c", str(conf), "-p", str(pidfile))
-    read = lambda: notes.read_text().splitlines() if notes.exists() else []  # noqa: E731
-    assert wait_until(lambda: len(read()) == 1), read()
-    assert read()[0] == f"ready {srv.pid} 0 Master"
+
+    def read(kind):
+        lines = notes.read_text().splitlines() if notes.exists() else []
+        return [line for line in lines if line.startswith(kind)]
+
+    assert wait_until(lambda: read("ready") and read("fork")), notes
+    assert read("ready") == [f"ready {srv.pid} 0 Master"]
+    assert read("fork") == ["fork 0 Master"]
     new = None
     try:
         mark = srv.log_mark()
         new = usr2(srv)
         assert srv.wait_log(rf"Listening at: http://\S+ \({new}\)", since=mark, timeout=WAIT)
-        assert wait_until(lambda: len(read()) == 2), read()
-        assert read()[1] == f"ready {new} {srv.pid} Master"
+        assert wait_until(lambda: len(read("ready")) == 2 and len(read("fork")) == 2), notes
+        assert read("ready")[1] == f"ready {new} {srv.pid} Master.2"
+        assert read("fork")[1] == f"fork {srv.pid} Master.2"  # in the new master's worker
+        os.kill(new, signal.SIGUSR2)
+        assert srv.wait_log(r"USR2 ignored: this master's own old master", since=mark), srv.log()
         srv.signal(signal.SIGTERM)
         assert srv.exit_code() == 0, srv.log()
-        assert "Shutting down: Old Master" in srv.log(mark), srv.log(mark)
-        assert read()[2] == f"exit {srv.pid} 0 Old Master {new} True"  # the new master's file
+        shut = f"[{srv.pid}] [INFO] Shutting down: Master"
+        assert any(line.endswith(shut) for line in srv.log(mark).splitlines()), srv.log(mark)
+        assert read("exit") == [f"exit {srv.pid} 0 Master {new} True"]  # the new master's file
+        # The old one gone, the new master's next event finds it promoted.
+        mark = srv.log_mark()
+        os.kill(new, signal.SIGTTIN)
+        assert srv.wait_log(r"Master has been promoted\.", since=mark), srv.log(mark)
+        assert wait_until(lambda: len(read("fork")) == 3), notes
+        assert read("fork")[2] == "fork 0 Master"
     finally:
         if new is not None:
             assert stop_pid(new), "the new master did not stop on TERM"
-    assert wait_until(lambda: len(read()) == 4), read()
-    # The old master gone, the new one is the master: no old, no new, its pid file gone.
-    assert read()[3] == f"exit {new} 0 Master 0 False"
+    assert wait_until(lambda: len(read("exit")) == 2), notes
+    assert read("exit")[1] == f"exit {new} 0 Master 0 False"  # its pid file already gone
 
 
 # --- 3. Workers replaced: crash, count, recycling, memory, timeout --------------------

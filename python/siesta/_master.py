@@ -439,8 +439,18 @@ class Master:
         self.old_master: int | None = None
         self.handed_files: list[str] = []
 
+    def maybe_promote(self) -> None:
+        """gunicorn's: a master a USR2 started is "Master" again, with no old
+        master, once that one is gone (it is this master's parent until it
+        exits). Noticed at the master's next event, before its hooks run."""
+        old = self.arbiter.master_pid
+        if old and os.getppid() != old:
+            self.arbiter.master_pid, self.arbiter.master_name = 0, "Master"
+            _siesta.log("info", "Master has been promoted.")
+
     def spawn(self, age: int, heartbeat_fd: int) -> int:
         """Forks a worker; in the child, runs it and exits (never returns there)."""
+        self.maybe_promote()
         # One object for the worker's hooks, in both processes, as gunicorn's.
         worker = HookWorker(self.arbiter, None, age=age, pid="[booting]", ppid=os.getpid())
         self.hooks.call("pre_fork", self.arbiter, worker)
@@ -492,6 +502,7 @@ class Master:
         and whether the new config was refused. ``reread`` checks the new config as a
         start would and, last, switches the error log to it; when it refuses, one line
         is logged and the running config stays."""
+        self.maybe_promote()
         refused = False
         try:
             values, hooks = self.reread()
@@ -543,6 +554,7 @@ class Master:
         first, as gunicorn's does, removing the unix socket files it made (--metrics-bind's
         too) unless a new master (USR2) or systemd owns them. Called again at exit: a no-op
         then."""
+        self.maybe_promote()
         unlink = not self.inherited and self.upgraded is None
         self.listeners.close(unlink)
         # A --metrics-bind socket file this master made is its own, whoever
@@ -564,16 +576,18 @@ class Master:
     def reopened(self) -> None:
         """USR1, after the master reopened its error log and before the workers reopen
         theirs: files made anew by the rotation go to the workers' user (-u/-g)."""
+        self.maybe_promote()
         own_log_files(self.values)
 
     def reaped(self, pid: int, code: int) -> None:
         """A child that was not a worker exited: the new master of a USR2, if it died
         or was stopped while this master runs. This master is the one serving again:
         its pid file comes back from ``.oldbin`` and a later USR2 may try again."""
+        self.maybe_promote()
         if pid != self.upgraded:
             return
         self.upgraded = None
-        self.arbiter.reexec_pid, self.arbiter.master_name = 0, "Master"
+        self.arbiter.reexec_pid = 0
         # Stopped on purpose (a rollback's TERM) is no error; a failed start is.
         said = "info" if code == 0 else "error"
         _siesta.log(said, f"The new master (pid: {pid}) exited with code {code}")
@@ -585,6 +599,7 @@ class Master:
                 _siesta.log("error", f"Cannot restore the pid file {pidfile}: {exc}")
 
     def child_exit(self, pid: int, code: int) -> None:
+        self.maybe_promote()
         gone = self.workers.pop(pid, None)
         if gone is None:  # not forked by this master (one an old master left, USR2)
             gone = HookWorker(self.arbiter, None, pid=pid, ppid=os.getpid())
@@ -592,6 +607,7 @@ class Master:
         self.hooks.call("child_exit", self.arbiter, gone)
 
     def nworkers_changed(self, new: int, old: int | None) -> None:
+        self.maybe_promote()
         self.arbiter.num_workers = new
         self.hooks.call("nworkers_changed", self.arbiter, new, old)
 
@@ -599,6 +615,14 @@ class Master:
         """USR2: a new master from the current code on the same sockets."""
         if self.upgraded is not None:
             _siesta.log("warning", "USR2 ignored: a new master was already started")
+            return
+        self.maybe_promote()
+        if self.arbiter.master_pid:
+            _siesta.log(
+                "warning",
+                f"USR2 ignored: this master's own old master (pid: {self.arbiter.master_pid}) "
+                "still runs; TERM it first",
+            )
             return
         fds = self.listeners.fds()
         metrics = [self.metrics_fd] if self.metrics_fd is not None else []
@@ -622,7 +646,7 @@ class Master:
             return
         if pid:
             self.upgraded = pid
-            self.arbiter.reexec_pid, self.arbiter.master_name = pid, "Old Master"
+            self.arbiter.reexec_pid = pid
             _siesta.log("info", f"Started a new master (pid: {pid}) on the same sockets")
             return
         try:

@@ -446,8 +446,8 @@ def main(argv: list[str] | None = None) -> None:
     # -m applies to the unix sockets alone (below), as gunicorn's umask does:
     # the app's files, the logs and the pid file keep the launch's umask.
     arbiter = HookServer(values, GUNICORN_NAMES)
-    if upgrade:
-        arbiter.old_master_pid = os.getppid()
+    if upgrade:  # gunicorn's names for a new master while its old one runs
+        arbiter.master_pid, arbiter.master_name = os.getppid(), "Master.2"
     # The error log first, as gunicorn sets up its logger: on_starting's
     # lines and its failure go there (with -D, stderr is gone already).
     try:
@@ -587,9 +587,13 @@ def main(argv: list[str] | None = None) -> None:
     master.supervisor = supervisor
     if upgrade:
         master.old_master, master.handed_files = os.getppid(), handed
-    code = supervisor.run(master)
+    code, reason = supervisor.run(master)
     master.stopping()
+    # gunicorn's halt: the shutdown line, why (an error, as the exit code
+    # says), the pid file, then on_exit.
     _siesta.log("error" if code else "info", f"Shutting down: {master.arbiter.master_name}")
+    if reason:
+        _siesta.log("error", f"Reason: {reason}")
     # The hooks and pid file of the last HUP, in gunicorn's order: the pid file
     # goes, then on_exit runs; one that raises makes the exit a failure (1).
     pidfile = master.values["pid"]

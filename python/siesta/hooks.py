@@ -253,19 +253,13 @@ class Server:
         self.num_workers = values.get("workers", 1)
         # gunicorn's: the running workers' objects by pid (filled by the master).
         self.WORKERS: dict[int, Any] = {}
-        # gunicorn's names for the master: "Old Master" once a USR2 started a
-        # new one, whose pid is then `reexec_pid` (0 when none runs); in a new
-        # master, `master_pid` is the old master's while it runs.
+        # gunicorn's names for the master: in a master a USR2 started,
+        # "Master.2" and its old master's pid while that one runs (then
+        # "Master" and 0, once promoted); in the old one, the new master's pid
+        # as `reexec_pid` while it runs.
         self.master_name = "Master"
+        self.master_pid = 0
         self.reexec_pid = 0
-        self.old_master_pid = 0
-
-    @property
-    def master_pid(self) -> int:
-        """gunicorn's: in a master a USR2 started, its old master's pid while
-        that one runs (this master is its child until it exits), else 0."""
-        old = self.old_master_pid
-        return old if old and os.getppid() == old else 0
 
     @property
     def proc_name(self) -> Any:

@@ -124,13 +124,15 @@ impl Supervisor {
         self.observer.as_ref().map(|o| o.listener_fd())
     }
 
-    /// Runs the master until it stops; returns the exit code. `callbacks`
+    /// Runs the master until it stops; returns the exit code and, for a
+    /// server that stopped itself, why (logged after the shutdown line, as
+    /// gunicorn logs its `Reason:`). `callbacks`
     /// has `spawn(age, heartbeat_fd) -> pid`, `reload() -> workers`,
     /// `child_exit(pid, code)`, `nworkers_changed(new, old)`, `upgrade()`,
     /// `stopping()` (close the listening sockets), `reopened()` (USR1: log
     /// files to the workers' user) and `reaped(pid, code)`
     /// (a child that was not a worker exited: a USR2 master).
-    fn run(&self, py: Python<'_>, callbacks: &Bound<'_, PyAny>) -> PyResult<i32> {
+    fn run(&self, py: Python<'_>, callbacks: &Bound<'_, PyAny>) -> PyResult<(i32, Option<String>)> {
         let pipe = &self.pipe;
         let mut m = Master {
             cfg: &self.config,
@@ -179,12 +181,9 @@ impl Supervisor {
                     o.stop();
                 }
                 if let Some((code, reason)) = m.halt {
-                    // An error, as the exit code says (a log at `warning`
-                    // or `error` still tells why the server stopped).
-                    crate::log::error::error(&format!("Reason: {reason}"));
-                    return Ok(code);
+                    return Ok((code, Some(reason.to_string())));
                 }
-                return Ok(0);
+                return Ok((0, None));
             }
         }
     }
