@@ -442,7 +442,8 @@ class Master:
     def maybe_promote(self) -> None:
         """gunicorn's: a master a USR2 started is "Master" again, with no old
         master, once that one is gone (it is this master's parent until it
-        exits). Noticed at the master's next event, before its hooks run."""
+        exits). Called by the master's loop within a heartbeat of that exit
+        (`Supervisor.watch_old_master`), and before the master's hooks run."""
         old = self.arbiter.master_pid
         if old and os.getppid() != old:
             self.arbiter.master_pid, self.arbiter.master_name = 0, "Master"

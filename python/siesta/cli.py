@@ -587,6 +587,7 @@ def main(argv: list[str] | None = None) -> None:
     master.supervisor = supervisor
     if upgrade:
         master.old_master, master.handed_files = os.getppid(), handed
+        supervisor.watch_old_master(master.old_master)
     code, reason = supervisor.run(master)
     master.stopping()
     # gunicorn's halt: the shutdown line, why (an error, as the exit code

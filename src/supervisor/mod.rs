@@ -67,6 +67,10 @@ pub(crate) struct Supervisor {
     /// ready line and the pid file), so a signal sent as soon as a deployer
     /// can see the master waits in the pipe instead of killing it.
     pipe: SignalPipe,
+    /// In a master a USR2 started: its old master's pid, until that one is
+    /// gone (this master is then reparented) and the callbacks' promotion
+    /// has run; 0 otherwise.
+    old_master: std::sync::atomic::AtomicI32,
 }
 
 #[pymethods]
@@ -93,7 +97,16 @@ impl Supervisor {
             config,
             observer,
             pipe,
+            old_master: std::sync::atomic::AtomicI32::new(0),
         })
+    }
+
+    /// A master a USR2 started watches its old master, its parent: once
+    /// that one is gone, `maybe_promote()` is called (at the next tick of
+    /// the loop, within a heartbeat), as gunicorn's master looks each second.
+    fn watch_old_master(&self, pid: i32) {
+        self.old_master
+            .store(pid, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `--metrics-bind`'s URL (`http://HOST:PORT` or `unix:PATH`), when set.
@@ -173,6 +186,7 @@ impl Supervisor {
                 }
                 m.handle(py, cmd);
             }
+            self.promote_if_orphaned(py, callbacks);
             m.reap(py);
             m.check(py);
             m.publish();
@@ -185,6 +199,22 @@ impl Supervisor {
                 }
                 return Ok((0, None));
             }
+        }
+    }
+}
+
+impl Supervisor {
+    /// `watch_old_master`'s check: one `getppid` per turn of the loop.
+    fn promote_if_orphaned(&self, py: Python<'_>, callbacks: &Bound<'_, PyAny>) {
+        use std::sync::atomic::Ordering;
+        let old = self.old_master.load(Ordering::Relaxed);
+        // SAFETY: getppid(2) takes no arguments.
+        if old == 0 || unsafe { libc::getppid() } == old {
+            return;
+        }
+        self.old_master.store(0, Ordering::Relaxed);
+        if let Err(e) = callbacks.call_method0("maybe_promote") {
+            crate::log::error::exception(py, "Cannot take over as the master", &e);
         }
     }
 }
