@@ -7,8 +7,10 @@
 //! fields than `--limit-request-fields` (it is given that number). This
 //! module owns the rest, on the head hyper hands the service and before the
 //! app is called: the request-line and field-size limits, `Host` (RFC 9112
-//! §3.2), methods with a lower-case letter (RFC 9110 §9.1), a `#` or a length outside 3 to 20 (gunicorn's rule), and framing that hyper would act on but that a proxy in front may
-//! read differently (RFC 9112 §6). It does no I/O and keeps no state.
+//! §3.2), methods with a lower-case letter (RFC 9110 §9.1), a `#` or a
+//! length outside 3 to 20 (gunicorn's rule), and framing that hyper would
+//! act on but that a proxy in front may read differently (RFC 9112 §6). It
+//! does no I/O and keeps no state.
 //!
 //! What it cannot see, because hyper has already resolved it: a
 //! `Content-Length` next to `Transfer-Encoding` (hyper drops the length,
