@@ -17,7 +17,12 @@ tightest of the three. `--restart` runs each measurement on a fresh server
 instead (the older way). To compare two builds of one
 spec, copy the older `python/siesta` package to DIR/siesta and give
 `--a-path DIR` (it goes first on that side's PYTHONPATH):
-`python bench/ab.py siesta-gevent siesta-gevent --a-path DIR`.
+`python bench/ab.py siesta-gevent siesta-gevent --a-path DIR`. Build both
+sides the same way (`cargo build --release`, the `.so` copied in as
+`_siesta.abi3.so`; `maturin develop` builds differently enough to show),
+each in its own `CARGO_TARGET_DIR`: in a shared one, cargo may leave the
+first side's library in place for the second (same package name and
+version), and that side's Python then runs against the wrong library.
 """
 
 import argparse
