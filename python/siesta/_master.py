@@ -442,16 +442,14 @@ class Master:
     def maybe_promote(self) -> None:
         """gunicorn's: a master a USR2 started is "Master" again, with no old
         master, once that one is gone (it is this master's parent until it
-        exits). Called by the master's loop within a heartbeat of that exit
-        (`Supervisor.watch_old_master`), and before the master's hooks run."""
-        old = self.arbiter.master_pid
-        if old and os.getppid() != old:
+        exits). Called by the master's loop at its first turn after that exit
+        (`Supervisor.watch_old_master`), before that turn's callbacks."""
+        if self.arbiter.master_pid:
             self.arbiter.master_pid, self.arbiter.master_name = 0, "Master"
             _siesta.log("info", "Master has been promoted.")
 
     def spawn(self, age: int, heartbeat_fd: int) -> int:
         """Forks a worker; in the child, runs it and exits (never returns there)."""
-        self.maybe_promote()
         # One object for the worker's hooks, in both processes, as gunicorn's.
         worker = HookWorker(self.arbiter, None, age=age, pid="[booting]", ppid=os.getpid())
         self.hooks.call("pre_fork", self.arbiter, worker)
@@ -503,7 +501,6 @@ class Master:
         and whether the new config was refused. ``reread`` checks the new config as a
         start would and, last, switches the error log to it; when it refuses, one line
         is logged and the running config stays."""
-        self.maybe_promote()
         refused = False
         try:
             values, hooks = self.reread()
@@ -555,7 +552,6 @@ class Master:
         first, as gunicorn's does, removing the unix socket files it made (--metrics-bind's
         too) unless a new master (USR2) or systemd owns them. Called again at exit: a no-op
         then."""
-        self.maybe_promote()
         unlink = not self.inherited and self.upgraded is None
         self.listeners.close(unlink)
         # A --metrics-bind socket file this master made is its own, whoever
@@ -577,14 +573,12 @@ class Master:
     def reopened(self) -> None:
         """USR1, after the master reopened its error log and before the workers reopen
         theirs: files made anew by the rotation go to the workers' user (-u/-g)."""
-        self.maybe_promote()
         own_log_files(self.values)
 
     def reaped(self, pid: int, code: int) -> None:
         """A child that was not a worker exited: the new master of a USR2, if it died
         or was stopped while this master runs. This master is the one serving again:
         its pid file comes back from ``.oldbin`` and a later USR2 may try again."""
-        self.maybe_promote()
         if pid != self.upgraded:
             return
         self.upgraded = None
@@ -600,7 +594,6 @@ class Master:
                 _siesta.log("error", f"Cannot restore the pid file {pidfile}: {exc}")
 
     def child_exit(self, pid: int, code: int) -> None:
-        self.maybe_promote()
         gone = self.workers.pop(pid, None)
         if gone is None:  # not forked by this master (one an old master left, USR2)
             gone = HookWorker(self.arbiter, None, pid=pid, ppid=os.getpid())
@@ -608,7 +601,6 @@ class Master:
         self.hooks.call("child_exit", self.arbiter, gone)
 
     def nworkers_changed(self, new: int, old: int | None) -> None:
-        self.maybe_promote()
         self.arbiter.num_workers = new
         self.hooks.call("nworkers_changed", self.arbiter, new, old)
 
@@ -617,7 +609,6 @@ class Master:
         if self.upgraded is not None:
             _siesta.log("warning", "USR2 ignored: a new master was already started")
             return
-        self.maybe_promote()
         if self.arbiter.master_pid:
             _siesta.log(
                 "warning",

@@ -102,8 +102,9 @@ impl Supervisor {
     }
 
     /// A master a USR2 started watches its old master, its parent: once
-    /// that one is gone, `maybe_promote()` is called (at the next tick of
-    /// the loop, within a heartbeat), as gunicorn's master looks each second.
+    /// that one is gone, `maybe_promote()` is called at the loop's next turn
+    /// (within a heartbeat, before that turn's callbacks), as gunicorn's
+    /// master looks each second.
     fn watch_old_master(&self, pid: i32) {
         self.old_master
             .store(pid, std::sync::atomic::Ordering::Relaxed);
@@ -177,6 +178,8 @@ impl Supervisor {
         m.maintain(py);
         loop {
             let signos = py.detach(|| pipe.wait(tick));
+            // Before any callback of this turn, so its hooks see the names.
+            self.promote_if_orphaned(py, callbacks);
             for signo in signos {
                 let Some(cmd) = signals::command_for(signo) else {
                     continue;
@@ -186,7 +189,6 @@ impl Supervisor {
                 }
                 m.handle(py, cmd);
             }
-            self.promote_if_orphaned(py, callbacks);
             m.reap(py);
             m.check(py);
             m.publish();
