@@ -764,7 +764,8 @@ def test_a_hup_before_a_failing_reload_fails_keeps_serving(launch, mode, tmp_pat
 def test_usr2_then_term_hands_the_port_to_a_new_master(launch, mode, tmp_path):
     """Issue 13: USR2 starts a new master on the same socket; TERM to the old one then
     leaves the new one serving the same port, with no failed request on the way; the
-    pid file follows the new master and no stale `.oldbin` is left."""
+    pid file follows the new master as gunicorn's does (PIDFILE.2 while the old master
+    runs, PIDFILE once it is promoted) and none is left at exit."""
     pidfile = tmp_path / "siesta.pid"
     srv = launch("-w", "2", "-p", str(pidfile), mode=mode)
     assert wait_until(lambda: pidfile.exists() and pidfile.read_text()), "no pid file"
@@ -781,13 +782,18 @@ def test_usr2_then_term_hands_the_port_to_a_new_master(launch, mode, tmp_path):
         # exec (fds 100 and up) stayed open in the new master and its workers.
         for pid in [new, *children(new)]:
             assert sockets_from(pid, 100) == [], (pid, sockets_from(pid, 100))
-        assert int(pidfile.read_text()) == new
-        assert int(Path(f"{pidfile}.oldbin").read_text()) == srv.pid
+        # A deploy script written for gunicorn reads the old master's pid from
+        # PIDFILE (it stops that one) and the new one's from PIDFILE.2.
+        assert int(pidfile.read_text()) == srv.pid
+        assert int(Path(f"{pidfile}.2").read_text()) == new
         old_workers = [p for p in children(srv.pid) if p != new]  # the new master is one too
         assert len(old_workers) == 2
         srv.signal(signal.SIGTERM)
         assert srv.exit_code() == 0, srv.log()
         assert all(wait_until(lambda p=p: gone(p)) for p in old_workers)
+        assert srv.wait_log(rf"\[{new}\] \[INFO\] Master has been promoted", timeout=WAIT)
+        assert wait_until(lambda: pidfile.exists() and int(pidfile.read_text()) == new)
+        assert not Path(f"{pidfile}.2").exists(), "promoted: PIDFILE.2 is PIDFILE now"
         # Only the new master's workers answer now, on the same port.
         now = {int(rawhttp.request(srv.host, srv.port, "GET", "/pid").body) for _ in range(20)}
         assert now <= set(children(new)), (now, children(new))
@@ -803,7 +809,6 @@ def test_usr2_then_term_hands_the_port_to_a_new_master(launch, mode, tmp_path):
             assert stop_pid(new), "the new master did not stop on TERM"
     assert loop.failures == [], f"{len(loop.failures)} failed of {loop.ok}: {loop.failures[:5]}"
     assert not pidfile.exists(), "the new master removes its pid file at exit"
-    assert not Path(f"{pidfile}.oldbin").exists(), "the old master removes .oldbin at exit"
 
 
 USR2_HOOKS = """\
@@ -866,9 +871,12 @@ def test_usr2_names_the_masters_to_the_hooks_as_gunicorn(launch, tmp_path):
         assert srv.exit_code() == 0, srv.log()
         shut = f"[{srv.pid}] [INFO] Shutting down: Master"
         assert any(line.endswith(shut) for line in srv.log(mark).splitlines()), srv.log(mark)
-        assert read("exit") == [f"exit {srv.pid} 0 Master {new} True"]  # the new master's file
+        # The old master's own pid file is gone before on_exit, as in gunicorn; the new
+        # one's PIDFILE.2 becomes PIDFILE at its promotion.
+        assert read("exit") == [f"exit {srv.pid} 0 Master {new} False"]
         # The old one gone, the new master is promoted within a heartbeat.
         assert srv.wait_log(r"Master has been promoted\.", since=mark), srv.log(mark)
+        assert wait_until(lambda: pidfile.exists() and int(pidfile.read_text()) == new)
         os.kill(new, signal.SIGTTIN)
         assert wait_until(lambda: len(read("fork")) == 3), notes
         assert read("fork")[2] == "fork 0 Master"
@@ -1893,37 +1901,63 @@ def test_log_files_that_are_devices_are_not_given_away(launch, tmp_path):
 def test_usr2_upgrades_a_daemon(tmp_path):
     """Review: with -D -p, the master a USR2 started found the old master still alive
     when it wrote its pid file and stopped at once: no upgrade, and nothing said
-    where anyone could see it. Now it writes the pid file and serves, the old
-    master's file is `.oldbin`, and the old master's QUIT leaves the new one serving."""
+    where anyone could see it. Now it writes PIDFILE.2 and serves while the old master
+    keeps PIDFILE, and the old master's QUIT leaves the new one serving, promoted to
+    PIDFILE."""
     old, pidfile, errlog = start_daemon(tmp_path)
     new = None
     try:
         host, port = daemon_address(errlog)
         os.kill(old, signal.SIGUSR2)
 
+        second = tmp_path / "pid.2"
+
         def new_master():
-            text = pidfile.read_text() if pidfile.exists() else ""
+            text = second.read_text() if second.exists() else ""
             return text.strip() and int(text) != old and running(int(text)) and int(text)
 
         new = wait_until(new_master)
         assert new, errlog.read_text()
-        assert int((tmp_path / "pid.oldbin").read_text()) == old
+        assert int(pidfile.read_text()) == old
         assert wait_until(lambda: len(children(new)) == 1), errlog.read_text()
         os.kill(old, signal.SIGQUIT)
         assert wait_until(lambda: not running(old)), errlog.read_text()
         assert rawhttp.request(host, port, "GET", "/ping").body == b"pong"
-        assert running(new) and int(pidfile.read_text()) == new, errlog.read_text()
+        assert running(new), errlog.read_text()
+        assert wait_until(lambda: pidfile.exists() and int(pidfile.read_text()) == new)
+        assert not second.exists(), errlog.read_text()
     finally:
         for pid in (old, new):
             if pid and running(pid):
                 assert stop_pid(pid), f"{pid} did not stop on TERM"
 
 
+def test_a_killed_usr2_master_leaves_no_second_pid_file(launch, tmp_path):
+    """A USR2 master writes PIDFILE.2 (gunicorn's name) while its old master keeps
+    PIDFILE; killed (SIGKILL) it cannot remove it, so the old master, which reaps
+    it, does, and a later USR2 starts again."""
+    pidfile = tmp_path / "pid"
+    second = tmp_path / "pid.2"
+    srv = launch("-w", "1", "-p", str(pidfile))
+    assert wait_until(lambda: pidfile.exists() and pidfile.read_text()), srv.log()
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        mark = srv.log_mark()
+        new = usr2(srv)
+        assert srv.wait_log(rf"Listening at: http://\S+ \({new}\)", since=mark, timeout=WAIT)
+        assert int(second.read_text()) == new, srv.log(mark)
+        assert int(pidfile.read_text()) == srv.pid
+        os.kill(new, sig)
+        assert srv.wait_log(rf"The new master \(pid: {new}\) exited", since=mark, timeout=WAIT)
+        assert wait_until(lambda: not second.exists()), srv.log(mark)
+        assert int(pidfile.read_text()) == srv.pid
+        assert srv.get("/ping").body == b"pong"
+
+
 def test_a_daemon_whose_usr2_master_fails_keeps_its_pid_file(tmp_path):
     """Review: under -D, the master a USR2 started detached again, so the old master
-    saw only its first process exit (0) and could not tell when the new one failed:
-    the pid file stayed `.oldbin` for good. A USR2 master now stays the old master's
-    child, which sees it fail (here: the app no longer imports) and restores it."""
+    saw only its first process exit (0) and could not tell when the new one failed.
+    A USR2 master now stays the old master's child, which sees it fail (here: the app
+    no longer imports); the old master's pid file stays, and no PIDFILE.2 is left."""
     code_dir, module = app_module(tmp_path, "dmn_app", "from supervisor_app import app\n")
     old, pidfile, errlog = start_daemon(tmp_path, app="dmn_app:app", path=(code_dir, APPS_DIR))
     try:
@@ -1937,8 +1971,8 @@ def test_a_daemon_whose_usr2_master_fails_keeps_its_pid_file(tmp_path):
         assert wait_until(lambda: "The new master" in errlog.read_text()), errlog.read_text()
         assert "[ERROR] The new master" in errlog.read_text(), errlog.read_text()
         assert "exited with code 4" in errlog.read_text(), errlog.read_text()
-        assert wait_until(lambda: pidfile.exists() and int(pidfile.read_text()) == old)
-        assert not (tmp_path / "pid.oldbin").exists()
+        assert int(pidfile.read_text()) == old
+        assert not (tmp_path / "pid.2").exists()
         assert running(old)
     finally:
         assert stop_pid(old), "the daemon did not stop on TERM"
@@ -2219,11 +2253,11 @@ def test_one_worker_survives_every_signal(launch, mode, tmp_path):
     finally:
         assert stop_pid(new), "the new master did not stop on TERM"
     serving()
-    # The old master serves on: its pid file is back, and a later USR2 may try again.
+    # The old master serves on: its pid file stayed, and a later USR2 may try again.
     # Stopped on purpose: an info line, not an error (QA probe, session 28).
     assert srv.wait_log(rf"\[INFO\] The new master \(pid: {new}\) exited with code 0", since=mark)
     assert int(pidfile.read_text()) == srv.pid
-    assert not Path(f"{pidfile}.oldbin").exists()
+    assert not Path(f"{pidfile}.2").exists()
 
     srv.signal(signal.SIGTERM)
     assert srv.exit_code() == 0, srv.log()

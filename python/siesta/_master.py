@@ -390,13 +390,13 @@ def write_pid_file(path: str | None) -> None:
             raise
 
 
-def remove_pid_file(path: str | None) -> None:
-    """Removes the pid file if it is still ours."""
+def remove_pid_file(path: str | None, pid: int | None = None) -> None:
+    """Removes the pid file if it still names this process (or ``pid``)."""
     if not path:
         return
     try:
         with open(path, encoding="ascii") as f:
-            if f.read().strip() == str(os.getpid()):
+            if f.read().strip() == str(os.getpid() if pid is None else pid):
                 os.unlink(path)
     except OSError:
         pass
@@ -445,8 +445,28 @@ class Master:
         exits). Called by the master's loop at its first turn after that exit
         (`Supervisor.watch_old_master`), before that turn's callbacks."""
         if self.arbiter.master_pid:
+            held = self.pid_file()  # PIDFILE.2, as the old master ran
             self.arbiter.master_pid, self.arbiter.master_name = 0, "Master"
             _siesta.log("info", "Master has been promoted.")
+            # gunicorn's rename: PIDFILE.2 becomes PIDFILE (the old master removed
+            # its own at exit; one a killed old master left names a dead process).
+            if held:
+                try:
+                    os.replace(held, self.pid_file())
+                except OSError as exc:
+                    _siesta.log("error", f"Cannot rename the pid file {held}: {exc.strerror}")
+
+    def pid_file(self) -> str | None:
+        """Where this master's pid file is: PIDFILE, or PIDFILE.2 while it is a USR2's
+        new master and its old master runs, as gunicorn's (the old one keeps PIDFILE
+        until it exits)."""
+        return self._as_written(self.values.get("pid"))
+
+    def _as_written(self, path: str | None) -> str | None:
+        """-p's ``path`` as this master writes it (``pid_file``)."""
+        if path and self.arbiter.master_pid:
+            return path + ".2"
+        return path
 
     def spawn(self, age: int, heartbeat_fd: int) -> int:
         """Forks a worker; in the child, runs it and exits (never returns there)."""
@@ -523,29 +543,31 @@ class Master:
         self.hooks.call("on_reload", self.arbiter)
         return self.values["workers"], refused
 
-    def _moved_pid_file(self, old: str | None, new: str | None) -> str | None:
+    def _moved_pid_file(self, configured: str | None, wanted: str | None) -> str | None:
         """A HUP that names another pid file moves it there, as gunicorn's does; the
-        pid file kept (its path returned) when the new one cannot be written."""
-        if new == old:
-            return new
+        pid file kept (its path returned) when the new one cannot be written. Paths
+        as configured (``_as_written`` adds a USR2 master's ``.2``)."""
+        if wanted == configured:
+            return wanted
+        old, new = self._as_written(configured), self._as_written(wanted)
         holder = pid_holder(new)
         if holder is not None:
             _siesta.log("error", f"Reload: pid file {new!r} names PID {holder}; keeping {old!r}")
-            return old
+            return configured
         try:
             write_pid_file(new)
         except OSError as exc:
             _siesta.log(
                 "error", f"Reload: cannot write pid file {new!r} ({exc.strerror}); keeping {old!r}"
             )
-            return old
+            return configured
         try:
             same = bool(old and new) and os.path.samefile(old, new)  # another spelling
         except OSError:
             same = False
         if not same:
             remove_pid_file(old)
-        return new
+        return wanted
 
     def stopping(self) -> None:
         """TERM/INT/QUIT (or a failed boot): the master closes its listening sockets
@@ -578,7 +600,7 @@ class Master:
     def reaped(self, pid: int, code: int) -> None:
         """A child that was not a worker exited: the new master of a USR2, if it died
         or was stopped while this master runs. This master is the one serving again:
-        its pid file comes back from ``.oldbin`` and a later USR2 may try again."""
+        a later USR2 may try again (its PIDFILE.2 goes if it left one)."""
         if pid != self.upgraded:
             return
         self.upgraded = None
@@ -587,11 +609,8 @@ class Master:
         said = "info" if code == 0 else "error"
         _siesta.log(said, f"The new master (pid: {pid}) exited with code {code}")
         pidfile = self.values.get("pid")
-        if pidfile and os.path.exists(pidfile + ".oldbin") and not os.path.exists(pidfile):
-            try:
-                os.replace(pidfile + ".oldbin", pidfile)
-            except OSError as exc:
-                _siesta.log("error", f"Cannot restore the pid file {pidfile}: {exc}")
+        if pidfile:
+            remove_pid_file(pidfile + ".2", pid)  # killed, it could not remove it
 
     def child_exit(self, pid: int, code: int) -> None:
         gone = self.workers.pop(pid, None)
@@ -618,22 +637,11 @@ class Master:
             return
         fds = self.listeners.fds()
         metrics = [self.metrics_fd] if self.metrics_fd is not None else []
-        # The pid file moves to .oldbin before the fork, as in gunicorn: the new
-        # master refuses a pid file that names a live process, this one included.
-        pidfile = self.values.get("pid")
-        renamed = False
-        if pidfile and os.path.exists(pidfile):
-            try:
-                os.replace(pidfile, pidfile + ".oldbin")
-                renamed = True
-            except OSError as exc:
-                _siesta.log("error", f"USR2 ignored: cannot rename the pid file {pidfile}: {exc}")
-                return
+        # The pid file stays this master's while it runs, as gunicorn's: the new
+        # master writes PIDFILE.2, and takes PIDFILE once this one is gone.
         try:
             pid = os.fork()
         except OSError as exc:
-            if renamed:
-                os.replace(pidfile + ".oldbin", pidfile)
             _siesta.log("error", f"USR2 ignored: cannot fork a new master: {exc}")
             return
         if pid:

@@ -304,11 +304,11 @@ def _check_before_serving(values: dict[str, Any]) -> None:
         raise ConfigError(f"--metrics-bind {metrics} is a -b address too")
 
 
-def _leave_nothing(listeners: Any, supervisor: Any, values: dict[str, Any]) -> None:
+def _leave_nothing(listeners: Any, supervisor: Any, pidfile: str | None) -> None:
     """A start that fails once bound: the pid file and the unix socket files go."""
     listeners.close(True)
     supervisor.remove_metrics_socket()
-    remove_pid_file(values["pid"])
+    remove_pid_file(pidfile)
 
 
 def _daemonize() -> None:
@@ -433,9 +433,12 @@ def main(argv: list[str] | None = None) -> None:
         _check_gevent()  # on the import path the workers will have
     # Before binding (a second server reports this, not the port) and before
     # -D (the message still reaches the terminal).
-    _check_pid(values["pid"])
     # A master started by USR2 is detached already, and stays its old master's child.
     upgrade = os.environ.pop(UPGRADE_ENV, None) == "1"
+    # Its pid file is PIDFILE.2 while the old master runs (which keeps PIDFILE), as
+    # gunicorn's; it becomes PIDFILE at the promotion (`Master.maybe_promote`).
+    pidfile = values["pid"] + ".2" if upgrade and values["pid"] else values["pid"]
+    _check_pid(pidfile)
     handed = handed_socket_files()  # out of the environment either way
     if values["daemon"] and not upgrade:
         # Its opening below fails after -D, where the line would reach nobody.
@@ -499,7 +502,7 @@ def main(argv: list[str] | None = None) -> None:
     # A start that fails from here on (the pid file, --capture-output, the
     # preloaded app or when_ready, their own sys.exit too) leaves nothing behind.
     try:
-        _write_pid(values["pid"])
+        _write_pid(pidfile)
         if values["capture_output"]:
             _capture_output(values["error_logfile"])
         own_unix_sockets(values)  # -u/-g: a proxy in the workers' group can connect
@@ -522,7 +525,7 @@ def main(argv: list[str] | None = None) -> None:
         if not hooks.boot("when_ready", arbiter):
             _fail("the when_ready hook failed (above): not starting", 1)
     except BaseException:
-        _leave_nothing(listeners, supervisor, values)  # the pid file only if it is ours
+        _leave_nothing(listeners, supervisor, pidfile)  # the pid file only if it is ours
         raise
 
     running_env = [list(values.get("raw_env") or [])]
@@ -597,10 +600,7 @@ def main(argv: list[str] | None = None) -> None:
         _siesta.log("error", f"Reason: {reason}")
     # The hooks and pid file of the last HUP, in gunicorn's order: the pid file
     # goes, then on_exit runs; one that raises makes the exit a failure (1).
-    pidfile = master.values["pid"]
-    remove_pid_file(pidfile)
-    if pidfile:
-        remove_pid_file(pidfile + ".oldbin")  # renamed there by a USR2
+    remove_pid_file(master.pid_file())  # PIDFILE.2 if never promoted
     if not master.hooks.boot("on_exit", master.arbiter) and code == 0:
         code = 1
     _exit_now(code)
