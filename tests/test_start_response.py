@@ -151,7 +151,7 @@ def test_invalid_header_gives_500(server, case):
 def test_headers_not_in_a_list_say_so(server):
     """QA probe (session 28): headers given as a tuple of pairs were refused (500)
     as `invalid response header "(('Content-Type', ...),)"`, which named no
-    fault; gunicorn takes them, and so does Siesta now. Anything else (a dict)
+    fault; gunicorn takes them, and so does Siesta now. A dict (whose items are keys)
     is a 500 whose error says what was given."""
     resp = server.get("/header/tuple")
     assert (resp.status, resp.body) == (200, b"bad header body"), resp
@@ -162,6 +162,21 @@ def test_headers_not_in_a_list_say_so(server):
         r"TypeError: response headers must be a list of \(name, value\) tuples, not dict",
         since=mark,
     )
+    assert said, server.log(mark)
+    server.assert_serving()
+
+
+@pytest.mark.parametrize("shape", ["items", "generator"])
+def test_headers_as_any_iterable_of_pairs_are_taken(server, shape):
+    """QA (session 34): headers given as `dict(...).items()` or a generator of
+    pairs were a 500; gunicorn iterates whatever it is given, and so does Siesta
+    now. A string (whose items are characters) is still a 500 that says so."""
+    resp = server.get(f"/header/{shape}")
+    assert (resp.status, resp.body) == (200, b"bad header body"), resp
+    assert resp.header("Content-Type") == "text/plain"
+    mark = server.log_mark()
+    assert server.get("/header/string").status == 500
+    said = server.wait_log(r"must be a list of \(name, value\) tuples, not str", since=mark)
     assert said, server.log(mark)
     server.assert_serving()
 

@@ -124,10 +124,14 @@ BAD_HEADERS = {
 
 
 def header(environ, start_response):
-    if _case(environ) in ("tuple", "dict", "lists", "triple"):  # PEP 3333: a list of tuples
+    shapes = ("tuple", "dict", "lists", "triple", "items", "generator", "string")
+    if _case(environ) in shapes:  # PEP 3333: a list of tuples
         given = {
             "tuple": tuple(TEXT),
             "dict": dict(TEXT),
+            "items": dict(TEXT).items(),
+            "generator": (pair for pair in TEXT),
+            "string": "Content-Type: text/plain",
             "lists": [list(pair) for pair in TEXT],
             "triple": [(*TEXT[0], "x")],
         }[_case(environ)]

@@ -27,7 +27,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -143,21 +143,34 @@ impl StartResponse {
             .cast::<PyString>()
             .map_err(|_| response_error(ResponseError::BadStatus(repr(status))))?;
         let (code, reason) = parse_status(status.to_str()?).map_err(response_error)?;
-        // PEP 3333 says a list; a tuple of pairs is taken too, as gunicorn takes it.
+        // PEP 3333 says a list; gunicorn takes any iterable of pairs (a tuple,
+        // `dict.items()`, a generator), and so does Siesta. A mapping or a
+        // string is refused whole: iterating one gives its keys or characters.
         let list = headers.cast::<PyList>().ok();
         let tuple = if list.is_none() {
             headers.cast::<PyTuple>().ok()
         } else {
             None
         };
+        let other = if list.is_none() && tuple.is_none() {
+            let refused = headers.is_instance_of::<PyString>()
+                || headers.is_instance_of::<PyBytes>()
+                || headers.is_instance_of::<PyDict>();
+            match headers.try_iter() {
+                Ok(iter) if !refused => Some(iter),
+                _ => {
+                    return Err(response_error(ResponseError::HeadersNotList(type_name(
+                        headers,
+                    ))))
+                }
+            }
+        } else {
+            None
+        };
         let count = match (&list, &tuple) {
             (Some(l), _) => l.len(),
             (None, Some(t)) => t.len(),
-            (None, None) => {
-                return Err(response_error(ResponseError::HeadersNotList(type_name(
-                    headers,
-                ))))
-            }
+            (None, None) => 8,
         };
         let mut map = HeaderMap::with_capacity(count + 2);
         let mut declared = DeclaredLength::default();
@@ -193,6 +206,10 @@ impl StartResponse {
         } else if let Some(t) = tuple {
             for item in t.iter() {
                 add(item)?;
+            }
+        } else if let Some(iter) = other {
+            for item in iter {
+                add(item?)?;
             }
         }
         if let Some(n) = declared.length() {
