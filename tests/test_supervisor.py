@@ -1953,6 +1953,74 @@ def test_a_killed_usr2_master_leaves_no_second_pid_file(launch, tmp_path):
         assert srv.get("/ping").body == b"pong"
 
 
+EARLY_EXIT_HOOKS = """\
+\"\"\"Written by test_supervisor.py: a USR2's new master, before its exec, stops its
+old master and waits for it to be gone, so it starts with no old master to watch.\"\"\"
+import os, signal, time
+
+
+_ONCE = {once!r}
+
+
+def pre_exec(server):
+    if os.path.exists(_ONCE):  # the first USR2 only
+        return
+    open(_ONCE, "w").close()
+    old = os.getppid()  # pre_exec runs in the new master's process, forked
+    os.kill(old, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while os.getppid() == old and time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
+
+
+def test_a_usr2_master_whose_old_one_is_gone_before_it_starts_is_promoted(launch, tmp_path):
+    """Review (session 34): a USR2 master took its parent as its old master when it
+    started; one whose old master exited before that (a deploy script that TERMs the
+    old master at once) took init for it, was never promoted, and kept PIDFILE.2 with
+    no PIDFILE. It is now told the old master's pid, and promoted at its loop's first
+    turn."""
+    pidfile, second = tmp_path / "pid", tmp_path / "pid.2"
+    conf = tmp_path / "early_exit.py"
+    conf.write_text(EARLY_EXIT_HOOKS.format(once=str(tmp_path / "once")))
+    srv = launch("-w", "1", "-c", str(conf), "-p", str(pidfile))
+    mark = srv.log_mark()
+    new = usr2(srv)
+    try:
+        assert srv.exit_code() == 0, srv.log(mark)
+        assert srv.wait_log(r"Master has been promoted\.", since=mark, timeout=WAIT), srv.log()
+        assert wait_until(lambda: pidfile.exists() and int(pidfile.read_text()) == new)
+        assert not second.exists()
+        assert rawhttp.request(srv.host, srv.port, "GET", "/ping").body == b"pong"
+        mark = srv.log_mark()
+        os.kill(new, signal.SIGUSR2)  # promoted: its own USR2 is taken
+        newest = srv.wait_log(r"Started a new master \(pid: (\d+)\)", since=mark, timeout=WAIT)
+        assert newest, srv.log(mark)
+        assert stop_pid(int(newest.group(1))), "the newest master did not stop on TERM"
+    finally:
+        assert stop_pid(new), "the new master did not stop on TERM"
+
+
+def test_a_usr2_master_whose_second_pid_file_went_still_writes_one(launch, tmp_path):
+    """Review (session 34): a PIDFILE.2 removed before the promotion (by hand, by a
+    tmp cleaner) left the promoted master with no pid file. As gunicorn's, the
+    promotion writes PIDFILE anew."""
+    pidfile, second = tmp_path / "pid", tmp_path / "pid.2"
+    srv = launch("-w", "1", "-p", str(pidfile))
+    mark = srv.log_mark()
+    new = usr2(srv)
+    try:
+        assert wait_until(lambda: second.exists() and second.read_text()), srv.log(mark)
+        second.unlink()
+        srv.signal(signal.SIGTERM)
+        assert srv.exit_code() == 0, srv.log(mark)
+        assert srv.wait_log(r"Master has been promoted\.", since=mark, timeout=WAIT), srv.log()
+        assert wait_until(lambda: pidfile.exists() and int(pidfile.read_text()) == new)
+        assert not second.exists()
+    finally:
+        assert stop_pid(new), "the new master did not stop on TERM"
+
+
 def test_a_daemon_whose_usr2_master_fails_keeps_its_pid_file(tmp_path):
     """Review: under -D, the master a USR2 started detached again, so the old master
     saw only its first process exit (0) and could not tell when the new one failed.

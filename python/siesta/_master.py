@@ -421,6 +421,7 @@ class Master:
         self.inherited = inherited
         # The pid of a new master started by USR2, if any.
         self.upgraded: int | None = None
+        self.upgraded_pid_file: str | None = None  # -p at that USR2
         # The hook objects of the running workers, by pid (child_exit gets its own).
         self.workers: dict[int, Any] = {}
         arbiter.WORKERS = self.workers  # gunicorn's name, for hooks that go through them
@@ -448,13 +449,19 @@ class Master:
             held = self.pid_file()  # PIDFILE.2, as the old master ran
             self.arbiter.master_pid, self.arbiter.master_name = 0, "Master"
             _siesta.log("info", "Master has been promoted.")
-            # gunicorn's rename: PIDFILE.2 becomes PIDFILE (the old master removed
-            # its own at exit; one a killed old master left names a dead process).
+            # gunicorn's rename: PIDFILE names this master, PIDFILE.2 goes (the old
+            # master removed its PIDFILE at exit; one a killed old master left names
+            # a dead process). Written anew, as gunicorn's, so a PIDFILE.2 removed
+            # meanwhile (by hand, by a tmp cleaner) still leaves a pid file.
             if held:
                 try:
-                    os.replace(held, self.pid_file())
+                    write_pid_file(self.pid_file())
                 except OSError as exc:
-                    _siesta.log("error", f"Cannot rename the pid file {held}: {exc.strerror}")
+                    _siesta.log(
+                        "error", f"Cannot write the pid file {self.pid_file()}: {exc.strerror}"
+                    )
+                else:
+                    remove_pid_file(held)
 
     def pid_file(self) -> str | None:
         """Where this master's pid file is: PIDFILE, or PIDFILE.2 while it is a USR2's
@@ -608,9 +615,11 @@ class Master:
         # Stopped on purpose (a rollback's TERM) is no error; a failed start is.
         said = "info" if code == 0 else "error"
         _siesta.log(said, f"The new master (pid: {pid}) exited with code {code}")
-        pidfile = self.values.get("pid")
-        if pidfile:
-            remove_pid_file(pidfile + ".2", pid)  # killed, it could not remove it
+        # Killed, it could not remove its PIDFILE.2: where this master's pid file
+        # was at the USR2, or is now (a HUP since may have moved it).
+        for pidfile in {self.upgraded_pid_file, self.values.get("pid")}:
+            if pidfile:
+                remove_pid_file(pidfile + ".2", pid)
 
     def child_exit(self, pid: int, code: int) -> None:
         gone = self.workers.pop(pid, None)
@@ -639,13 +648,20 @@ class Master:
         metrics = [self.metrics_fd] if self.metrics_fd is not None else []
         # The pid file stays this master's while it runs, as gunicorn's: the new
         # master writes PIDFILE.2, and takes PIDFILE once this one is gone.
+        me = os.getpid()
+        # Signals wait across the fork, as a worker's: one sent to the new master
+        # before it drops this master's handlers would be lost (they feed this
+        # master's pipe alone), not taken by its own dispositions.
+        _siesta.fork_signals(True)
         try:
             pid = os.fork()
         except OSError as exc:
+            _siesta.fork_signals(False)
             _siesta.log("error", f"USR2 ignored: cannot fork a new master: {exc}")
             return
         if pid:
-            self.upgraded = pid
+            _siesta.fork_signals(False)  # the child lets them in (worker_after_fork)
+            self.upgraded, self.upgraded_pid_file = pid, self.values.get("pid")
             self.arbiter.reexec_pid = pid
             _siesta.log("info", f"Started a new master (pid: {pid}) on the same sockets")
             return
@@ -674,8 +690,10 @@ class Master:
                 env.pop(key, None)
             env.update(LISTEN_FDS=str(len(fds)), LISTEN_PID=str(os.getpid()))
             # A new master stays this master's child, -D or not (it is detached
-            # already): this one then sees it exit, and restores its pid file.
-            env[UPGRADE_ENV] = "1"
+            # already): this one then sees it exit, and removes its PIDFILE.2. It
+            # is told this master's pid (gunicorn's GUNICORN_PID): one that finds
+            # its parent gone already at its start is promoted at once.
+            env[UPGRADE_ENV] = str(me)
             import json
 
             env[UNLINK_ENV] = json.dumps(self._socket_files())

@@ -311,6 +311,16 @@ def _leave_nothing(listeners: Any, supervisor: Any, pidfile: str | None) -> None
     remove_pid_file(pidfile)
 
 
+def _old_master(told: str | None) -> int | None:
+    """The old master's pid for a master a USR2 started (None for any other start),
+    from what that old master put in the environment ("1" from a Siesta before it
+    passed its pid: then the parent, as that one read it)."""
+    if told is None:
+        return None
+    pid = int(told) if told.isdigit() else 0
+    return pid if pid > 1 else os.getppid()
+
+
 def _daemonize() -> None:
     """-D: detach from the terminal, as gunicorn does (two forks, a new session,
     umask 022)."""
@@ -431,13 +441,15 @@ def main(argv: list[str] | None = None) -> None:
         _fail(problem, 1)
     if values["worker_class"] == "gevent":
         _check_gevent()  # on the import path the workers will have
-    # Before binding (a second server reports this, not the port) and before
-    # -D (the message still reaches the terminal).
-    # A master started by USR2 is detached already, and stays its old master's child.
-    upgrade = os.environ.pop(UPGRADE_ENV, None) == "1"
+    # A master started by USR2 is detached already, and stays its old master's
+    # child; it is given that one's pid (which may have exited since).
+    old_master = _old_master(os.environ.pop(UPGRADE_ENV, None))
+    upgrade = old_master is not None
     # Its pid file is PIDFILE.2 while the old master runs (which keeps PIDFILE), as
     # gunicorn's; it becomes PIDFILE at the promotion (`Master.maybe_promote`).
     pidfile = values["pid"] + ".2" if upgrade and values["pid"] else values["pid"]
+    # Before binding (a second server reports this, not the port) and before
+    # -D (the message still reaches the terminal).
     _check_pid(pidfile)
     handed = handed_socket_files()  # out of the environment either way
     if values["daemon"] and not upgrade:
@@ -450,7 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     # the app's files, the logs and the pid file keep the launch's umask.
     arbiter = HookServer(values, GUNICORN_NAMES)
     if upgrade:  # gunicorn's names for a new master while its old one runs
-        arbiter.master_pid, arbiter.master_name = os.getppid(), "Master.2"
+        arbiter.master_pid, arbiter.master_name = old_master, "Master.2"
     # The error log first, as gunicorn sets up its logger: on_starting's
     # lines and its failure go there (with -D, stderr is gone already).
     try:
@@ -589,7 +601,7 @@ def main(argv: list[str] | None = None) -> None:
     master.metrics_fd = supervisor.metrics_fd
     master.supervisor = supervisor
     if upgrade:
-        master.old_master, master.handed_files = os.getppid(), handed
+        master.old_master, master.handed_files = old_master, handed
         supervisor.watch_old_master(master.old_master)
     code, reason = supervisor.run(master)
     master.stopping()
