@@ -304,6 +304,31 @@ def test_missing_gevent_is_one_clear_line(tmp_path):
     assert "Listening at" not in result.stderr
 
 
+PATCHING_CONFIG = """\
+\"\"\"Written by test_gevent.py: a gunicorn config file that patches at its top.\"\"\"
+import gevent.monkey
+
+gevent.monkey.patch_all()
+"""
+
+
+def test_a_config_file_that_patches_the_standard_library_starts(start_server, tmp_path):
+    """QA (session 34): a config file that calls gevent's patch_all(), as many gunicorn
+    gevent configs do, hung the master before it bound, silently: its check that gevent
+    imports forked with the patched fork and waited for ever. The master now forks and
+    waits with the C library's calls, whatever patched `os`."""
+    conf = tmp_path / "patching.py"
+    conf.write_text(PATCHING_CONFIG)
+    checked = run_siesta("-k", "gevent", "-c", str(conf), "--check-config", GEVENT_APPS)
+    assert checked.returncode == 0, checked.stderr
+    srv = start_server(GEVENT_APPS, "-c", str(conf), "-w", "2", mode="gevent")
+    srv.assert_serving()
+    first = srv.worker_pids()
+    os.kill(first[0], signal.SIGKILL)  # the master reaps it and starts another
+    assert wait_until(lambda: (p := srv.worker_pids()) and first[0] not in p and len(p) == 2)
+    assert srv.get("/ping").body == b"pong"
+
+
 def test_worker_connections_caps_running_requests(start_server):
     srv = start_server(GEVENT_APPS, "--worker-connections", "1", mode="gevent")
     go_first, go_second = f"go-{uuid.uuid4().hex[:12]}", f"go-{uuid.uuid4().hex[:12]}"

@@ -19,6 +19,7 @@ import faulthandler
 import fcntl
 import mmap
 import os
+import posix
 import stat
 import sys
 import threading
@@ -390,6 +391,13 @@ def write_pid_file(path: str | None) -> None:
             raise
 
 
+def real_fork() -> int:
+    """The C library's fork, for the master: a config file or a preloaded app may
+    have patched ``os`` (gevent's ``patch_all``), whose fork watches the child from a
+    hub the master never runs and whose waitpid waits on that hub for ever."""
+    return posix.fork()
+
+
 def remove_pid_file(path: str | None, pid: int | None = None) -> None:
     """Removes the pid file if it still names this process (or ``pid``)."""
     if not path:
@@ -484,7 +492,7 @@ class Master:
         _forking_worker = True
         _siesta.fork_signals(True)  # a stop's TERM waits for the child's own dispositions
         try:
-            pid = os.fork()
+            pid = real_fork()
         except BaseException:
             _forking_worker = False
             _siesta.fork_signals(False)
@@ -654,7 +662,7 @@ class Master:
         # master's pipe alone), not taken by its own dispositions.
         _siesta.fork_signals(True)
         try:
-            pid = os.fork()
+            pid = real_fork()
         except OSError as exc:
             _siesta.fork_signals(False)
             _siesta.log("error", f"USR2 ignored: cannot fork a new master: {exc}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import posix
 import stat
 import sys
 import time
@@ -30,6 +31,7 @@ from siesta._master import (
     own_log_files,
     own_unix_sockets,
     pid_holder,
+    real_fork,
     remove_pid_file,
     set_title,
     write_pid_file,
@@ -108,7 +110,7 @@ def _check_gevent() -> None:
     worker. A child forked for it imports it: in the master itself it would stay for
     the master's life (3.6 MiB), and each worker imports it anyway."""
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    pid = real_fork()
     if pid == 0:  # the child: import, report, leave without the master's teardown
         os.close(read_end)
         code = 0
@@ -122,7 +124,7 @@ def _check_gevent() -> None:
     os.close(write_end)
     with os.fdopen(read_end, "rb") as reader:
         said = reader.read(4096).decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
+    _, status = posix.waitpid(pid, 0)  # os's may be gevent's (real_fork)
     if status == 0:
         return
     reason = " ".join(said[1:].split()) or "its import failed"  # one line
@@ -324,10 +326,10 @@ def _old_master(told: str | None) -> int | None:
 def _daemonize() -> None:
     """-D: detach from the terminal, as gunicorn does (two forks, a new session,
     umask 022)."""
-    if os.fork():
+    if real_fork():
         os._exit(0)
     os.setsid()
-    if os.fork():
+    if real_fork():
         os._exit(0)
     os.umask(0o022)
     devnull = os.open(os.devnull, os.O_RDWR)
