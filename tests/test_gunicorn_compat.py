@@ -577,6 +577,23 @@ def test_an_empty_raw_env_item_is_refused(tmp_path):
     assert_one_line_error(result, 1, "raw_env", "not KEY=VALUE")
 
 
+def test_a_config_files_string_is_one_item_of_a_list(tmp_path):
+    """QA (session 34): `raw_env = "DB_OPTIONS=sslmode=require,connect_timeout=10"`
+    was split on its comma (DB_OPTIONS lost half its value and connect_timeout was
+    set), and `raw_env = "HOSTS=a.com,b.com"` refused; gunicorn takes a config
+    file's string as one item, and so does Siesta now (a SIESTA_* variable's value
+    is still a comma-separated list)."""
+    conf = tmp_path / "g.py"
+    conf.write_text(
+        'raw_env = "DB_OPTIONS=sslmode=require,connect_timeout=10"\nbind = "unix:/tmp/a,b.sock"\n'
+    )
+    values = printed(run_siesta("-c", str(conf), "--print-config", APP))
+    assert values["raw_env"] == "['DB_OPTIONS=sslmode=require,connect_timeout=10']"
+    assert values["bind"] == "['unix:/tmp/a,b.sock']"
+    env = {"SIESTA_RAW_ENV": "A=1,B=2"}
+    assert printed(run_siesta("--print-config", APP, env=env))["raw_env"] == "['A=1', 'B=2']"
+
+
 def test_print_config_and_check_config_in_a_config_file(tmp_path):
     """QA probe (session 26): `print_config = True` or `check_config = True` in a
     config file were warned and ignored, and the server started serving; gunicorn

@@ -392,7 +392,7 @@ def load_file(location: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]
         elif target in BY_NAME and not BY_NAME[target].file:
             warnings.append(f"setting {key!r} cannot be set in a config file ({shown}), ignored")
         elif target in BY_NAME:
-            settings[target] = BY_NAME[target].convert(value, shown)
+            settings[target] = BY_NAME[target].convert(value, shown, whole=True)
         elif target:
             warnings.append(f"setting {key!r} in {shown} is not supported by this build, ignored")
         elif key in imported or isinstance(value, types.ModuleType) or callable(value):

@@ -248,8 +248,9 @@ class Setting(namedtuple("Setting", _FIELDS, defaults=_DEFAULTS)):
     def env_name(self) -> str:
         return "SIESTA_" + self.name.upper()
 
-    def convert(self, value: Any, source: str) -> Any:
-        """Parses a value from a config file or the environment.
+    def convert(self, value: Any, source: str, whole: bool = False) -> Any:
+        """Parses a value from a config file (``whole``: a string is one item of a
+        list, as gunicorn takes it) or the environment.
 
         None (``os.environ.get(...)`` of an unset variable, say) is a value
         where the default is None, and, as gunicorn's validators take it,
@@ -275,7 +276,10 @@ class Setting(namedtuple("Setting", _FIELDS, defaults=_DEFAULTS)):
                 return value if isinstance(value, bool) else _boolean(str(value))
             if self.append:
                 if isinstance(value, str):
-                    items = value.split(",")
+                    # A config file's string is one item, as gunicorn takes it
+                    # (`raw_env = "OPTS=a=1,b=2"`); a SIESTA_* variable's is a
+                    # comma-separated list (an environment has no lists).
+                    items = [value] if whole else value.split(",")
                 elif isinstance(value, dict) and self.type is _env_item:
                     items = [f"{k}={v}" for k, v in value.items()]
                 elif isinstance(value, (list, tuple)):
