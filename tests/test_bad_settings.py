@@ -162,6 +162,11 @@ def test_check_config_refuses_an_access_log_no_worker_can_open():
         result = run_siesta(*args, *extra, APP)
         assert_one_error(result, 1, "Cannot open access log /nonexistent_zq/access.log")
         assert "Listening at" not in result.stderr, result.stderr
+    # QA (session 34): an empty path passed the check, then no worker could boot (3).
+    for extra in (["--check-config"], []):
+        result = run_siesta("--access-logfile", "", "-b", "127.0.0.1:0", *APP_ARGS, *extra, APP)
+        assert_one_error(result, 1, "Cannot open access log '': the path is empty")
+        assert "Listening at" not in result.stderr, result.stderr
 
 
 def test_address_list_settings_take_a_list(tmp_path):

@@ -418,6 +418,14 @@ def test_a_hup_naming_the_same_pid_file_otherwise_keeps_it(launch, tmp_path):
     assert pidfile.exists() and pidfile.read_text().strip() == str(srv.pid)
 
 
+def test_server_software_is_in_the_process_environment(launch):
+    """QA (session 34): gunicorn's arbiter sets SERVER_SOFTWARE in os.environ, where
+    app code (and what it starts) may look; Siesta had it in the WSGI environ only."""
+    srv = launch()
+    served = srv.get("/getenv?name=SERVER_SOFTWARE").body.decode()
+    assert re.fullmatch(r"siesta/\d+\.\d+\.\d+\S*", served), served
+
+
 def test_a_usr2_master_starts_from_the_launch_environment(launch, tmp_path):
     """Review (session 28): the new master of a USR2 was exec'd with the old one's
     environment, raw_env's variables in it, so a HUP to it could not unset one

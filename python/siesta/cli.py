@@ -176,6 +176,8 @@ def _log_file_problem(path: str | None) -> str | None:
 def _access_log_problem(values: dict[str, Any]) -> str | None:
     """The line a worker would fail to boot with on this --access-logfile, if any."""
     path = values["access_logfile"]
+    if path == "":  # set, but to nothing: refused, as gunicorn refuses it
+        return "Cannot open access log '': the path is empty (- is stdout; unset, no access log)"
     problem = _log_file_problem(path)
     return f"Cannot open access log {path}: {problem}" if problem else None
 
@@ -415,6 +417,9 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         _fail(str(exc), 1)
     values, hooks = resolved.values, resolved.hooks
+    # In the process's environment too, as gunicorn's arbiter sets it once the
+    # config is read: the app (and what it starts) may look there, not in environ.
+    os.environ["SERVER_SOFTWARE"] = f"siesta/{_siesta.__version__}"
     for warning in resolved.warnings:
         sys.stderr.write(f"Warning: {warning}\n")
     if values.get("print_config"):
