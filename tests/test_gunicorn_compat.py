@@ -235,6 +235,9 @@ def _note(*words):
 def on_starting(server):
     _note("on_starting", server.pid, server.cfg.loglevel, server.cfg.timeout, server.cfg.proc_name)
     _note("also", server.proc_name, server.master_name, server.timeout, server.master_pid)
+    cfg = server.cfg
+    _note("cfg", cfg.address, cfg.worker_class_str, cfg.uid == os.geteuid(), cfg.is_ssl)
+    _note("cfg", cfg.forwarded_allow_ips, cfg.settings["bind"].value, cfg.settings["timeout"].get())
 
 
 def when_ready(server):
@@ -353,8 +356,15 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     # gunicorn's server.proc_name, master_name, timeout and master_pid; the
     # worker's timeout, max_requests and aborted (QA, session 30: missing).
     also = [line for line in hooks if line.startswith("also ")]
-    hooks = [line for line in hooks if not line.startswith("also ")]
-    assert also == ["also router_app:app Master 45.0 0", "also 22.5 500 False"], also
+    assert also == ["also router_app:app Master 45 0", "also 22.5 500 False"], also
+    # QA (session 34): gunicorn's derived cfg properties and its types (whole
+    # seconds, lists of addresses) were missing: AttributeError in the hook.
+    cfg = [line for line in hooks if line.startswith("cfg ")]
+    assert cfg == [
+        f"cfg [('127.0.0.1', 0)] {mode} True False",
+        "cfg ['10.0.0.0/8'] ['127.0.0.1:0'] 45",
+    ], cfg
+    hooks = [line for line in hooks if not line.startswith(("also ", "cfg "))]
     order = [line.split()[0] for line in hooks if line]
     assert order == [
         "on_starting",
@@ -371,7 +381,7 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     # The master runs on_starting, when_ready, pre_fork, child_exit and
     # on_exit; a forked worker the rest.
     # proc_name unset is the app's name, as gunicorn's default.
-    assert hooks[0] == f"on_starting {proc.pid} debug 45.0 router_app:app"
+    assert hooks[0] == f"on_starting {proc.pid} debug 45 router_app:app"
     worker_pid = int(hooks[4].split()[1])
     assert worker_pid != proc.pid
     # As gunicorn's: one worker object for all its hooks, in both processes

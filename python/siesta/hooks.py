@@ -162,8 +162,36 @@ class Hooks:
             return False, None
 
 
+class _Setting:
+    """One entry of ``cfg.settings``, as gunicorn's: its ``name``, ``value``, ``get()``."""
+
+    def __init__(self, name: str, value: Any) -> None:
+        self.name, self.value = name, value
+
+    def get(self) -> Any:
+        return self.value
+
+
+def _parsed_address(spec: str) -> Any:
+    """A bind spec as gunicorn's ``cfg.address`` has it: the path of a unix socket,
+    the number of an ``fd://``, else ``(host, port)``."""
+    if spec.startswith("unix:"):
+        return spec[len("unix:") :].removeprefix("//")
+    if spec.startswith("fd://"):
+        return int(spec[len("fd://") :]) if spec[len("fd://") :].isdigit() else spec
+    host, _, port = spec.rpartition(":")
+    if not host or not port.isdigit():
+        return (spec.strip("[]") or "0.0.0.0", 8000)
+    return (host.strip("[]"), int(port))
+
+
 class Config:
-    """Attribute access to the settings in force, in Siesta's or gunicorn's names."""
+    """Attribute access to the settings in force, in Siesta's or gunicorn's names,
+    with gunicorn's derived properties (``address``, ``worker_class_str``, ``uid``,
+    ``settings``...) and types (whole seconds, lists of addresses) under its names."""
+
+    _WHOLE_SECONDS = ("timeout", "graceful_timeout", "keepalive")
+    _LISTS = ("forwarded_allow_ips", "proxy_allow_ips", "forwarder_headers")
 
     def __init__(self, values: dict[str, Any], aliases: dict[str, str | None]) -> None:
         self._values = values
@@ -181,7 +209,81 @@ class Config:
             raise AttributeError(f"no setting {name!r}") from None
         if name == "proc_name" and value is None:
             return self._values.get("app")  # gunicorn's default: the app's name
+        if name in self._WHOLE_SECONDS and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if name in self._LISTS and isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if name == "user":
+            return self.uid
+        if name == "group":
+            return self.gid
+        if name == "chdir" and value is None:
+            return os.getcwd()
         return value
+
+    @property
+    def address(self) -> list[Any]:
+        """gunicorn's: every bind, parsed."""
+        return [_parsed_address(str(spec)) for spec in self._values.get("bind") or []]
+
+    @property
+    def worker_class_str(self) -> str:
+        return str(self._values.get("worker_class"))
+
+    @property
+    def uid(self) -> int:
+        """gunicorn's: the uid the workers run as (``-u``, else this process's)."""
+        user = self._values.get("user")
+        if user is None:
+            return os.geteuid()
+        if str(user).isdigit():
+            return int(user)
+        import pwd
+
+        return pwd.getpwnam(str(user)).pw_uid
+
+    @property
+    def gid(self) -> int:
+        """gunicorn's: the gid the workers run as (``-g``, else this process's)."""
+        group = self._values.get("group")
+        if group is None:
+            return os.getegid()
+        if str(group).isdigit():
+            return int(group)
+        import grp
+
+        return grp.getgrnam(str(group)).gr_gid
+
+    @property
+    def env(self) -> dict[str, str]:
+        """gunicorn's: ``raw_env`` as a mapping."""
+        pairs = (str(item).partition("=") for item in self._values.get("raw_env") or [])
+        return {key: value for key, _, value in pairs}
+
+    @property
+    def is_ssl(self) -> bool:
+        return False  # TLS ends in the proxy
+
+    @property
+    def sendfile(self) -> bool:
+        return True  # wsgi.file_wrapper sends with sendfile where it can
+
+    @property
+    def default_proc_name(self) -> Any:
+        return self._values.get("app")
+
+    @property
+    def settings(self) -> dict[str, _Setting]:
+        """gunicorn's: every setting by name (Siesta's and gunicorn's), each with
+        its ``value``."""
+        names = list(self._values) + [g for g, s in self._aliases.items() if s]
+        out = {}
+        for name in names:
+            try:
+                out[name] = _Setting(name, getattr(self, name))
+            except (AttributeError, KeyError):
+                continue
+        return out
 
 
 class Log:
