@@ -43,7 +43,7 @@ def test_client_disconnect_mid_body_raises_client_disconnected(server):
         )
         conn.send(b"d" * 5000)
     records = server.wait_records(f"disconnect-{token}")
-    assert records == ["ClientDisconnected oserror=True read=5000"], records
+    assert records == ["ClientDisconnected reset=True read=5000"], records
     server.assert_serving()
 
 
@@ -57,7 +57,7 @@ def test_client_disconnect_mid_chunked_body(server):
         )
         conn.send(rawhttp.chunk(b"d" * 3000))
     records = server.wait_records(f"disconnect-{token}")
-    assert records == ["ClientDisconnected oserror=True read=3000"], records
+    assert records == ["ClientDisconnected reset=True read=3000"], records
     server.assert_serving()
 
 
@@ -72,7 +72,7 @@ def test_client_reset_mid_body(server):
     conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()
     records = server.wait_records(f"disconnect-{token}")
-    assert len(records) == 1 and records[0].startswith("ClientDisconnected oserror=True"), records
+    assert len(records) == 1 and records[0].startswith("ClientDisconnected reset=True"), records
     server.assert_serving()
 
 

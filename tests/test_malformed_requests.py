@@ -140,7 +140,7 @@ def test_app_answering_a_malformed_body_itself_says_connection_close(server):
         resp = conn.read_response()
         closed = conn.wait_closed()
     records = server.wait_records(f"disconnect-{token}")
-    assert records[0].startswith("ClientDisconnected oserror=True"), records
+    assert records[0].startswith("ClientDisconnected reset=True"), records
     assert resp.status == 200, resp
     assert resp.has_token("Connection", "close"), resp.headers
     assert closed

@@ -255,6 +255,29 @@ def test_file_wrapper(server, kind, size):
     assert follow is not None and follow.body == b"pong"
 
 
+@pytest.mark.parametrize("kind", ["gzip", "inverted"])
+def test_file_wrapper_of_an_object_whose_read_is_not_the_files_bytes(server, kind):
+    """QA (session 34): a file_wrapper over gzip.open() (or a subclass of a file whose
+    read() changes the bytes) sent the file's raw bytes from its descriptor, as a
+    complete 200: PEP 3333 has file_wrapper give what iterating read() gives, so only
+    open()'s own file objects go from their descriptor."""
+    resp, follow = pipelined(server, f"/file?size=100000&kind={kind}")
+    assert resp.status == 200 and resp.complete
+    want = expected_file(100000)
+    assert resp.body == (want if kind == "gzip" else bytes(b ^ 0xFF for b in want))
+    assert follow is not None and follow.body == b"pong"
+
+
+@pytest.mark.parametrize("blksize", ["-1", "0"])
+def test_file_wrapper_takes_any_block_size(server, blksize):
+    """QA (session 34): file_wrapper(f, -1) was a 500 (OverflowError); gunicorn takes
+    it (read(-1) reads it all). A size below 1 is the default's blocks."""
+    for kind in ("file", "bytesio"):
+        resp, follow = pipelined(server, f"/file?size=50000&kind={kind}&blksize={blksize}")
+        assert resp.status == 200 and resp.body == expected_file(50000), resp
+        assert follow is not None and follow.body == b"pong"
+
+
 def test_file_wrapper_of_a_file_whose_size_reads_0(server):
     """QA probe (session 24): a file_wrapper over /proc/self/status (a regular
     file whose size reads 0, made as it is read) sent an empty 200; PEP 3333
@@ -335,6 +358,21 @@ def test_chunks_are_sent_as_yielded(server):
         assert conn.read_chunk() == b"first;"
         (server.record_dir / go).write_text("go\n")
         assert conn.read_chunk() == b"second:go"
+        assert conn.read_chunk() == b""
+
+
+def test_an_empty_write_sends_the_head(server):
+    """QA (session 34): write(b"") sent nothing; PEP 3333 has the head go out at the
+    first write() (an event stream's headers before its first event). An empty item
+    of the iterable still sends nothing (the headers may change until a non-empty
+    one)."""
+    go = "go-" + uuid.uuid4().hex[:12]
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("GET", f"/write?empty={go}"))
+        _, _, status, _, _ = conn.read_head()
+        assert status == 200
+        (server.record_dir / go).write_text("go\n")
+        assert conn.read_chunk() == b"after:go"
         assert conn.read_chunk() == b""
 
 

@@ -137,6 +137,19 @@ def test_a_reason_phrase_is_sent_as_latin_1(server):
     assert raw.startswith(b"HTTP/1.1 299 Caf\xe9\r\n"), raw
 
 
+@pytest.mark.parametrize("value, line", [("420", b"420 "), ("499%20", b"499 "), ("418", None)])
+def test_a_status_with_no_reason_phrase(server, value, line):
+    """QA (session 34): a code with no phrase of its own, given none ('420'), went
+    out as hyper's placeholder `420 <none>`; it goes with an empty phrase now. A
+    code that has one is given it ('418' is "418 I'm a teapot")."""
+    with server.connect() as conn:
+        conn.send(rawhttp.build_request("GET", f"/status?value={value}"))
+        raw, _, status, reason, _ = conn.read_head()
+    first = raw.split(b"\r\n", 1)[0]
+    assert first == b"HTTP/1.1 " + (line or b"418 I'm a teapot"), raw
+    assert b"<none>" not in raw
+
+
 @pytest.mark.parametrize(
     "case", ["int-value", "bytes-name", "bytes-value", "newline", "non-latin1"]
 )

@@ -234,7 +234,7 @@ class Input:
         return line
 
 
-def _push(sr: Any, data: Any) -> bool:
+def _push(sr: Any, data: Any, written: bool = False) -> bool:
     """Queues one response chunk, parking while the client is slower than the app.
 
     False means stop: the client is gone, took nothing for ``--body-timeout``
@@ -242,7 +242,7 @@ def _push(sr: Any, data: Any) -> bool:
     """
     if _forker is not None:
         _leave_if_forked()  # a forked child's: the forker leaves, a copy stays out
-    sent = sr._try_push(data, True)
+    sent = sr._try_push(data, True, written)  # written: write()'s, whose b"" sends the head
     while type(sent) is tuple:
         _park(*sent)
         sent = sr._try_push(data, False)
@@ -254,7 +254,7 @@ def _handle(req: Any, app: Any) -> None:
     environ["wsgi.input"] = Input(environ["wsgi.input"])
 
     def write(data: bytes) -> None:
-        if not _push(sr, data) and sr._client_gone:
+        if not _push(sr, data, True) and sr._client_gone:
             raise ClientDisconnected("client disconnected while the response was being written")
 
     def start_response(status: Any, headers: Any, exc_info: Any = None) -> Any:

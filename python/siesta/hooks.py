@@ -266,7 +266,7 @@ class Config:
 
     @property
     def sendfile(self) -> bool:
-        return True  # wsgi.file_wrapper sends with sendfile where it can
+        return False  # Siesta never calls sendfile(2) (--no-sendfile changes nothing)
 
     @property
     def default_proc_name(self) -> Any:

@@ -1,10 +1,14 @@
 //! `wsgi.file_wrapper`: files sent by Rust from their descriptor, off the GIL.
 //!
 //! When the app returns `environ['wsgi.file_wrapper'](f, blksize)` and `f`
-//! is a regular file with a `fileno()`, the descriptor is duplicated and
-//! Rust reads and sends it (`exchange::file_body`) while Python does other
-//! work. Anything else (a `BytesIO`, a pipe) is iterated like any iterable
-//! with `f.read(blksize)`. `close()` closes the file-like, exactly once.
+//! is one of Python's own file objects (`open()`'s: `io.FileIO`,
+//! `io.BufferedReader`, `io.BufferedRandom`, `io.TextIOWrapper`, not a
+//! subclass) on a regular file, the descriptor is duplicated and Rust reads
+//! and sends it (`exchange::file_body`) while Python does other work.
+//! Anything else (a `BytesIO`, a pipe, a `gzip.GzipFile` or any object whose
+//! `read()` is not the file's bytes, though its `fileno()` is a file) is
+//! iterated like any iterable with `f.read(blksize)`, as PEP 3333 has it.
+//! `close()` closes the file-like, exactly once.
 
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
@@ -26,6 +30,9 @@ impl FileWrapper {
     /// object stands, when it is a regular file; `None` otherwise.
     pub(crate) fn file_handle(&self, py: Python<'_>) -> PyResult<Option<std::fs::File>> {
         let f = self.filelike.bind(py);
+        if !plain_file(f) {
+            return Ok(None);
+        }
         let Ok(fileno) = f.call_method0(pyo3::intern!(py, "fileno")) else {
             return Ok(None);
         };
@@ -64,15 +71,48 @@ impl FileWrapper {
     }
 }
 
+/// Whether `f` is one of `open()`'s own file objects, whose `read()` gives
+/// the bytes of its descriptor's file: its type is `_io`'s, not a subclass,
+/// down to the `FileIO` under it (a `BufferedReader` over a gzip reader,
+/// or a text wrapper over a `GzipFile`, has the file's descriptor too).
+fn plain_file(f: &Bound<'_, PyAny>) -> bool {
+    use pyo3::types::PyTypeMethods;
+    let ty = f.get_type();
+    let (Ok(module), Ok(name)) = (ty.module(), ty.name()) else {
+        return false;
+    };
+    if module.to_str().ok() != Some("_io") {
+        return false;
+    }
+    let under = |attr: &str| f.getattr(attr).is_ok_and(|inner| plain_file(&inner));
+    match name.to_str() {
+        Ok("FileIO") => true,
+        Ok("BufferedReader" | "BufferedRandom") => under("raw"),
+        Ok("TextIOWrapper") => under("buffer"),
+        _ => false,
+    }
+}
+
+/// `blksize` when none (or a size below 1) is given.
+const DEFAULT_BLKSIZE: usize = 8192;
+
 #[pymethods]
 impl FileWrapper {
     #[new]
-    #[pyo3(signature = (filelike, blksize=8192))]
-    fn new(filelike: Py<PyAny>, blksize: usize) -> Self {
-        FileWrapper {
-            filelike,
-            blksize: blksize.max(1),
-        }
+    #[pyo3(signature = (filelike, blksize=DEFAULT_BLKSIZE as i64))]
+    fn new(filelike: Py<PyAny>, blksize: i64) -> Self {
+        // read(-1) reads it all: the same bytes, in blocks of the default.
+        let blksize = usize::try_from(blksize)
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or(DEFAULT_BLKSIZE);
+        FileWrapper { filelike, blksize }
+    }
+
+    /// The block size given (gunicorn's and wsgiref's attribute).
+    #[getter(blksize)]
+    fn blksize_attr(&self) -> usize {
+        self.blksize
     }
 
     #[getter]

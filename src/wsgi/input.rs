@@ -36,8 +36,9 @@ use std::time::{Duration, Instant};
 pyo3::create_exception!(
     _siesta,
     ClientDisconnected,
-    pyo3::exceptions::PyOSError,
-    "The client went away before the request body was complete."
+    pyo3::exceptions::PyConnectionResetError,
+    "The client went away before the request body was complete, or while the response \
+     was written (a ConnectionResetError, as a socket's, so an OSError)."
 );
 
 pyo3::create_exception!(

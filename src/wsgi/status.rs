@@ -33,7 +33,9 @@ pub(crate) fn parse_status(line: &str) -> Result<(StatusCode, Option<Vec<u8>>), 
     let status = StatusCode::from_u16(code).map_err(|_| bad())?;
     let custom = match status.canonical_reason() {
         Some(std) if std == reason => None,
-        _ if reason.is_empty() => None,
+        // Filled in with the code's own phrase ("200" is "200 OK"); a code
+        // with none is sent with an empty one ("420 "), not hyper's "<none>".
+        Some(_) if reason.is_empty() => None,
         // A native string: each character one latin-1 byte (PEP 3333), as
         // the headers are sent.
         _ => Some(reason.chars().map(|c| c as u8).collect()),
@@ -149,6 +151,9 @@ mod tests {
             ("200 caf\u{e9}", Some((200, Some(b"caf\xe9")))),
             ("200 \u{20ac}", None),
             ("204", Some((204, None))),
+            // No phrase of its own: an empty one, not hyper's "<none>".
+            ("420", Some((420, Some(b"")))),
+            ("499 ", Some((499, Some(b"")))),
             ("599 Custom", Some((599, Some(b"Custom")))),
             ("999 Nope", None),
             ("100 Continue", None),

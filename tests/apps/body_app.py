@@ -160,7 +160,8 @@ def catch_disconnect(environ, start_response):
                 break
             total += len(data)
     except siesta.ClientDisconnected as exc:
-        record(name, f"ClientDisconnected oserror={isinstance(exc, OSError)} read={total}")
+        reset = isinstance(exc, ConnectionResetError)  # as a socket's, so an OSError
+        record(name, f"ClientDisconnected reset={reset} read={total}")
     except siesta.ClientTimeout as exc:
         record(
             name,

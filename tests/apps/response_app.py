@@ -7,6 +7,7 @@ write() callable, wsgi.file_wrapper, streaming (`/stream`, `/gated`, `/distinct`
 iterables whose close() calls are recorded (`/close/...`).
 """
 
+import gzip
 import hashlib
 import io
 import os
@@ -266,6 +267,9 @@ def write_callable(environ, start_response):
     if "length" in query:
         headers.append(("Content-Length", query["length"]))
     write = start_response("200 OK", headers)
+    if "empty" in query:  # write(b"") sends the head; the body waits for ?empty= (go)
+        write(b"")
+        return [b"after:" + (b"go" if records.wait_for(query["empty"]) else b"timeout")]
     if "bad" in query:  # write() given what is not bytes: the app's error, a 500
         write({"bytearray": bytearray(b"x"), "none": None}[query["bad"]])
     block = b"w" * int(query.get("block", 0))
@@ -281,9 +285,24 @@ def _file_bytes(size):
     return bytes((i * 31 + 7) % 251 for i in range(size))
 
 
+class _Inverted(io.BufferedReader):
+    """A file whose read() is not its file's bytes (each byte inverted)."""
+
+    def read(self, size=-1):
+        return bytes(b ^ 0xFF for b in super().read(size))
+
+
+def _temp_file(data):
+    fd, path = tempfile.mkstemp(dir=records.RECORD_DIR)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
 def file_wrapper(environ, start_response):
     """Serve ?size= bytes through wsgi.file_wrapper, from a real file (from ?offset=),
-    a BytesIO, a pipe or /proc/self/status (?kind=), with the Content-Length ?length=
+    a BytesIO, a pipe, /proc/self/status, a gzip file or a file whose read() inverts
+    its bytes (?kind=), with the Content-Length ?length= and the block size ?blksize=
     if given."""
     query = params(environ)
     size = int(query.get("size", 100000))
@@ -302,6 +321,14 @@ def file_wrapper(environ, start_response):
         with os.fdopen(write_end, "wb") as w:
             w.write(data)
         filelike = os.fdopen(read_end, "rb")
+    elif query.get("kind") == "gzip":  # its fileno() is the compressed file's
+        path = _temp_file(gzip.compress(data))
+        filelike = gzip.open(path, "rb")  # noqa: SIM115 - the server closes it
+        os.unlink(path)
+    elif query.get("kind") == "inverted":
+        path = _temp_file(data)
+        filelike = _Inverted(io.FileIO(path, "rb"))
+        os.unlink(path)
     else:
         fd, path = tempfile.mkstemp(dir=records.RECORD_DIR)
         with os.fdopen(fd, "wb") as f:
@@ -311,7 +338,7 @@ def file_wrapper(environ, start_response):
     if "offset" in query:
         filelike.seek(int(query["offset"]))
     start_response("200 OK", headers)
-    return environ["wsgi.file_wrapper"](filelike, 8192)
+    return environ["wsgi.file_wrapper"](filelike, int(query.get("blksize", 8192)))
 
 
 def stream(environ, start_response):

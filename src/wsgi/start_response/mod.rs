@@ -420,6 +420,9 @@ impl StartResponse {
         crate::exec::threads::app_called(); // a stream that goes on is no stuck app
         let chunk = chunk_bytes(data)?;
         self.check_started()?;
+        if chunk.is_empty() {
+            return self.head_for_write();
+        }
         let sent = match self.push_now(chunk)? {
             Ok(sent) => sent,
             Err(back) => match self.waiter.outside_gil(py, || self.push_wait(back, true))? {
@@ -440,16 +443,22 @@ impl StartResponse {
     /// stop (client gone, gave up after `--body-timeout`, or the declared
     /// length reached; `write()` raises if the client is gone). A tuple
     /// `(token, timeout)`: park on `token` for at most `timeout` seconds,
-    /// then call again with `fresh=False`.
-    #[pyo3(signature = (data, fresh=true))]
+    /// then call again with `fresh=False`. `written`: a `write()`'s data.
+    #[pyo3(signature = (data, fresh=true, written=false))]
     fn _try_push<'py>(
         &self,
         py: Python<'py>,
         data: &Bound<'py, PyAny>,
         fresh: bool,
+        written: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let chunk = chunk_bytes(data)?;
         self.check_started()?;
+        if written && chunk.is_empty() {
+            // write(b""), not an empty item of the iterable: the head goes.
+            self.head_for_write()?;
+            return Ok(PyBool::new(py, true).to_owned().into_any());
+        }
         Ok(match self.push_wait(chunk, fresh)? {
             Waited::Ready(sent) => PyBool::new(py, sent == Sent::Ok).to_owned().into_any(),
             Waited::TimedOut => PyBool::new(py, false).to_owned().into_any(),

@@ -154,6 +154,17 @@ impl StartResponse {
         Ok(())
     }
 
+    /// `write(b"")`: the head goes out now, as PEP 3333 has it at the first
+    /// `write()` (an empty item of the iterable sends nothing, not even the
+    /// head, so the headers may still change).
+    pub(crate) fn head_for_write(&self) -> PyResult<()> {
+        let mut st = self.state.lock();
+        if st.head_sent || st.gone || st.record.is_none() {
+            return Ok(());
+        }
+        self.open_stream(&mut st).map_err(response_error)
+    }
+
     /// Queues a chunk if there is room now; `Err(chunk)` when the caller must
     /// wait (`push_wait`). Thread mode calls this holding the GIL, so a chunk
     /// that fits costs no GIL release.
