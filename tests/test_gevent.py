@@ -309,14 +309,18 @@ PATCHING_CONFIG = """\
 import gevent.monkey
 
 gevent.monkey.patch_all()
+import time
+
+time.sleep(0.01)  # the hub runs: gevent's os.close of a pipe now waits for its next turn
 """
 
 
 def test_a_config_file_that_patches_the_standard_library_starts(start_server, tmp_path):
     """QA (session 34): a config file that calls gevent's patch_all(), as many gunicorn
     gevent configs do, hung the master before it bound, silently: its check that gevent
-    imports forked with the patched fork and waited for ever. The master now forks and
-    waits with the C library's calls, whatever patched `os`."""
+    imports forked with the patched fork and waited for ever (and, once the file had
+    used the hub, the patched os.close left the pipe open). The master now forks,
+    closes and waits with the C library's calls, whatever patched `os`."""
     conf = tmp_path / "patching.py"
     conf.write_text(PATCHING_CONFIG)
     checked = run_siesta("-k", "gevent", "-c", str(conf), "--check-config", GEVENT_APPS)
@@ -327,6 +331,9 @@ def test_a_config_file_that_patches_the_standard_library_starts(start_server, tm
     os.kill(first[0], signal.SIGKILL)  # the master reaps it and starts another
     assert wait_until(lambda: (p := srv.worker_pids()) and first[0] not in p and len(p) == 2)
     assert srv.get("/ping").body == b"pong"
+    # In thread mode the patching reaches the workers' threads: a warning says so.
+    threaded = start_server("router_app:app", "-c", str(conf), mode="thread")
+    assert threaded.wait_log(r"\[WARNING\] gevent patched the standard library in the master")
 
 
 def test_worker_connections_caps_running_requests(start_server):

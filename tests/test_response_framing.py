@@ -268,6 +268,18 @@ def test_file_wrapper_of_an_object_whose_read_is_not_the_files_bytes(server, kin
     assert follow is not None and follow.body == b"pong"
 
 
+def test_file_wrapper_of_a_file_that_cannot_tell_its_position(server):
+    """Review (session 34): a text file iterated with next() cannot tell() where it
+    stands; it was sent from its descriptor's offset, past what Python had read
+    ahead: an empty 200. It is iterated with read() now, whose str items are the
+    app's error (a 500 that says so), not a wrong body."""
+    mark = server.log_mark()
+    resp, follow = pipelined(server, "/file?kind=text-next")
+    assert resp.status == 500, resp
+    assert server.wait_log(r"str", since=mark), server.log(mark)
+    assert follow is not None and follow.body == b"pong"
+
+
 @pytest.mark.parametrize("blksize", ["-1", "0"])
 def test_file_wrapper_takes_any_block_size(server, blksize):
     """QA (session 34): file_wrapper(f, -1) was a 500 (OverflowError); gunicorn takes

@@ -2009,6 +2009,19 @@ def test_a_usr2_master_whose_old_one_is_gone_before_it_starts_is_promoted(launch
         assert stop_pid(new), "the new master did not stop on TERM"
 
 
+def test_the_old_master_a_usr2_master_is_told():
+    """Review (session 34): SIESTA_UPGRADE stays "1", as a Siesta of before reads it
+    (a rollback's USR2 starts the older code), and the old master's pid comes beside
+    it; a start without SIESTA_UPGRADE=1 is no upgrade, whatever else is set."""
+    from siesta.cli import _old_master
+
+    assert _old_master("1", "4242") == 4242
+    assert _old_master("1", "") == os.getppid()  # from a Siesta that did not say
+    assert _old_master("1", "\u00b2") == os.getppid()  # digits int() refuses
+    for told in (None, "", "0", "4242"):
+        assert _old_master(told, "4242") is None
+
+
 def test_a_usr2_master_whose_second_pid_file_went_still_writes_one(launch, tmp_path):
     """Review (session 34): a PIDFILE.2 removed before the promotion (by hand, by a
     tmp cleaner) left the promoted master with no pid file. As gunicorn's, the
@@ -2113,9 +2126,9 @@ def test_capture_output_follows_the_error_log_on_usr1(mode, tmp_path):
         worker = int(rawhttp.request(host, port, "GET", "/pid").body)
         cap.rename(tmp_path / "cap.log.1")
         os.kill(pid, signal.SIGUSR1)
-        # The worker logs the signal before it reopens: print until a line lands.
+        # The worker logs the signal once it has reopened its logs: in the new file.
         handled = rf"\[{worker}\] \[DEBUG\] Handling signal: usr1"
-        assert wait_until(lambda: re.search(handled, (tmp_path / "cap.log.1").read_text()))
+        assert wait_until(lambda: cap.exists() and re.search(handled, cap.read_text()))
 
         def printed_to_new_file():
             assert rawhttp.request(host, port, "GET", "/print?text=after").status == 200

@@ -122,6 +122,9 @@ def _boot_failure(exc: BaseException) -> int:
 
 # Set by a master for the new master a USR2 starts (`upgrade`), which does not detach.
 UPGRADE_ENV = "SIESTA_UPGRADE"
+# The old master's pid, for its new master (gunicorn's GUNICORN_PID); beside
+# SIESTA_UPGRADE=1, which a Siesta of before it still reads.
+UPGRADE_PID_ENV = "SIESTA_UPGRADE_PID"
 # With it: the unix socket files the old master made (a JSON list), which the new
 # master removes at its stop once it is the one serving (its old master gone).
 UNLINK_ENV = "SIESTA_UNLINK"
@@ -701,7 +704,7 @@ class Master:
             # already): this one then sees it exit, and removes its PIDFILE.2. It
             # is told this master's pid (gunicorn's GUNICORN_PID): one that finds
             # its parent gone already at its start is promoted at once.
-            env[UPGRADE_ENV] = str(me)
+            env[UPGRADE_ENV], env[UPGRADE_PID_ENV] = "1", str(me)
             import json
 
             env[UNLINK_ENV] = json.dumps(self._socket_files())

@@ -26,6 +26,7 @@ from siesta import _siesta
 from siesta._app import AppLoadError, load, prepare
 from siesta._master import (
     UPGRADE_ENV,
+    UPGRADE_PID_ENV,
     Master,
     handed_socket_files,
     own_log_files,
@@ -112,7 +113,7 @@ def _check_gevent() -> None:
     read_end, write_end = os.pipe()
     pid = real_fork()
     if pid == 0:  # the child: import, report, leave without the master's teardown
-        os.close(read_end)
+        posix.close(read_end)
         code = 0
         try:
             from siesta import _gevent  # noqa: F401
@@ -121,7 +122,9 @@ def _check_gevent() -> None:
             os.write(write_end, (b"M" if missing else b"B") + str(exc).encode(errors="replace"))
             code = 1
         os._exit(code)
-    os.close(write_end)
+    # posix's: gevent's patched os.close (a config file's patch_all) closes a pipe
+    # only at its hub's next turn, and the read below would wait for ever.
+    posix.close(write_end)
     with os.fdopen(read_end, "rb") as reader:
         said = reader.read(4096).decode(errors="replace")
     _, status = posix.waitpid(pid, 0)  # os's may be gevent's (real_fork)
@@ -315,13 +318,13 @@ def _leave_nothing(listeners: Any, supervisor: Any, pidfile: str | None) -> None
     remove_pid_file(pidfile)
 
 
-def _old_master(told: str | None) -> int | None:
-    """The old master's pid for a master a USR2 started (None for any other start),
-    from what that old master put in the environment ("1" from a Siesta before it
-    passed its pid: then the parent, as that one read it)."""
-    if told is None:
+def _old_master(upgrade: str | None, told: str) -> int | None:
+    """The old master's pid for a master a USR2 started (``SIESTA_UPGRADE=1``; None
+    for any other start), as that old master gave it (``SIESTA_UPGRADE_PID``), else,
+    from a Siesta that did not give it, the parent, as that one read it."""
+    if upgrade != "1":
         return None
-    pid = int(told) if told.isdigit() else 0
+    pid = int(told) if told.isascii() and told.isdigit() else 0
     return pid if pid > 1 else os.getppid()
 
 
@@ -396,8 +399,18 @@ PRELOAD_UNPATCHED = (
 )
 
 
+# A config file's (or a preloaded app's) patch_all() in the master reaches thread
+# mode's workers: their threads become greenlets of hubs nobody runs.
+THREAD_PATCHED = (
+    "gevent patched the standard library in the master (a config file's or a preloaded "
+    "app's monkey.patch_all()) but the worker class is thread: its threads then wait on "
+    "one another; use -k gevent, or patch only where gevent is the worker class"
+)
+
+
 def _gevent_patched() -> bool:
-    """Whether the app (preloaded in the master) had gevent patch `threading`."""
+    """Whether gevent patched `threading` in the master (the config file, the app
+    preloaded)."""
     monkey = sys.modules.get("gevent.monkey")
     return monkey is not None and bool(monkey.is_module_patched("threading"))
 
@@ -450,7 +463,7 @@ def main(argv: list[str] | None = None) -> None:
         _check_gevent()  # on the import path the workers will have
     # A master started by USR2 is detached already, and stays its old master's
     # child; it is given that one's pid (which may have exited since).
-    old_master = _old_master(os.environ.pop(UPGRADE_ENV, None))
+    old_master = _old_master(os.environ.pop(UPGRADE_ENV, None), os.environ.pop(UPGRADE_PID_ENV, ""))
     upgrade = old_master is not None
     # Its pid file is PIDFILE.2 while the old master runs (which keeps PIDFILE), as
     # gunicorn's; it becomes PIDFILE at the promotion (`Master.maybe_promote`).
@@ -541,6 +554,8 @@ def main(argv: list[str] | None = None) -> None:
                 _fail(str(exc), EXIT_APP_LOAD)
             if values["worker_class"] == "gevent" and not _gevent_patched():
                 _siesta.log("warning", PRELOAD_UNPATCHED)
+        if values["worker_class"] != "gevent" and _gevent_patched():
+            _siesta.log("warning", THREAD_PATCHED)
         if not hooks.boot("when_ready", arbiter):
             _fail("the when_ready hook failed (above): not starting", 1)
     except BaseException:

@@ -219,12 +219,18 @@ class Config:
             return self.gid
         if name == "chdir" and value is None:
             return os.getcwd()
+        if name == "bind":
+            return self._bind()
         return value
 
     @property
     def address(self) -> list[Any]:
-        """gunicorn's: every bind, parsed."""
-        return [_parsed_address(str(spec)) for spec in self._values.get("bind") or []]
+        """gunicorn's: every bind, parsed (as configured, in a master a USR2 started
+        on its old master's sockets too)."""
+        return [_parsed_address(str(spec)) for spec in self._bind()]
+
+    def _bind(self) -> list[Any]:
+        return list(self._values.get("_configured_bind") or self._values.get("bind") or [])
 
     @property
     def worker_class_str(self) -> str:
@@ -276,7 +282,8 @@ class Config:
     def settings(self) -> dict[str, _Setting]:
         """gunicorn's: every setting by name (Siesta's and gunicorn's), each with
         its ``value``."""
-        names = list(self._values) + [g for g, s in self._aliases.items() if s]
+        names = [n for n in self._values if not n.startswith("_")]
+        names += [g for g, s in self._aliases.items() if s]
         out = {}
         for name in names:
             try:

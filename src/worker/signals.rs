@@ -63,12 +63,26 @@ pub(crate) fn listen(mut act: impl FnMut(Command) + Send + 'static) -> std::io::
                     let (signo, name) = next_signal(&mut streams).await;
                     // At debug: the master logs the signals it hands on, and
                     // gunicorn's workers log none (eight workers, eight lines).
-                    crate::log::error::write(
-                        crate::log::error::Level::Debug,
-                        &format!("Handling signal: {name}"),
-                    );
-                    if let Some(cmd) = command_for(signo) {
-                        act(cmd);
+                    // USR1's line comes once the logs are reopened (it is the
+                    // new error log's first, and what follows it goes there);
+                    // a stop's before the stop begins.
+                    let cmd = command_for(signo);
+                    let said = || {
+                        crate::log::error::write(
+                            crate::log::error::Level::Debug,
+                            &format!("Handling signal: {name}"),
+                        )
+                    };
+                    match cmd {
+                        Some(Command::ReopenLogs) => {
+                            act(Command::ReopenLogs);
+                            said();
+                        }
+                        Some(cmd) => {
+                            said();
+                            act(cmd);
+                        }
+                        None => said(),
                     }
                 }
             })

@@ -39,9 +39,15 @@ impl FileWrapper {
         let Ok(fd) = fileno.extract::<i32>() else {
             return Ok(None);
         };
-        let pos = match f.call_method0(pyo3::intern!(py, "tell")) {
-            Ok(p) => p.extract::<u64>().ok(),
-            Err(_) => None,
+        // Where Python's file object stands (its own buffer read ahead of the
+        // descriptor's offset). One that cannot say (a text file iterated with
+        // next(): "telling position disabled") is iterated with read().
+        let Some(pos) = f
+            .call_method0(pyo3::intern!(py, "tell"))
+            .ok()
+            .and_then(|p| p.extract::<u64>().ok())
+        else {
+            return Ok(None);
         };
         if fd < 0 {
             return Ok(None);
@@ -60,12 +66,9 @@ impl FileWrapper {
             Ok(m) if m.is_file() && m.len() > 0 => {}
             _ => return Ok(None),
         }
-        if let Some(pos) = pos {
-            use std::io::Seek;
-            let mut f2 = &file;
-            if f2.seek(std::io::SeekFrom::Start(pos)).is_err() {
-                return Ok(None);
-            }
+        use std::io::Seek;
+        if (&file).seek(std::io::SeekFrom::Start(pos)).is_err() {
+            return Ok(None);
         }
         Ok(Some(file))
     }

@@ -325,6 +325,11 @@ def file_wrapper(environ, start_response):
         path = _temp_file(gzip.compress(data))
         filelike = gzip.open(path, "rb")  # noqa: SIM115 - the server closes it
         os.unlink(path)
+    elif query.get("kind") == "text-next":  # a text file past next(): tell() refuses
+        path = _temp_file(b"line1\nline2\n")
+        filelike = open(path, encoding="utf-8")  # noqa: SIM115 - the server closes it
+        os.unlink(path)
+        next(filelike)
     elif query.get("kind") == "inverted":
         path = _temp_file(data)
         filelike = _Inverted(io.FileIO(path, "rb"))
