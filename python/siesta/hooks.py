@@ -172,6 +172,18 @@ class _Setting:
         return self.value
 
 
+def _pwd() -> Any:
+    import pwd
+
+    return pwd
+
+
+def _grp() -> Any:
+    import grp
+
+    return grp
+
+
 def _parsed_address(spec: str) -> Any:
     """A bind spec as gunicorn's ``cfg.address`` has it: the path of a unix socket,
     the number of an ``fd://``, else ``(host, port)``."""
@@ -239,26 +251,18 @@ class Config:
     @property
     def uid(self) -> int:
         """gunicorn's: the uid the workers run as (``-u``, else this process's)."""
-        user = self._values.get("user")
-        if user is None:
-            return os.geteuid()
-        if str(user).isdigit():
-            return int(user)
-        import pwd
-
-        return pwd.getpwnam(str(user)).pw_uid
+        return self._id("user", os.geteuid, lambda name: _pwd().getpwnam(name).pw_uid)
 
     @property
     def gid(self) -> int:
         """gunicorn's: the gid the workers run as (``-g``, else this process's)."""
-        group = self._values.get("group")
-        if group is None:
-            return os.getegid()
-        if str(group).isdigit():
-            return int(group)
-        import grp
+        return self._id("group", os.getegid, lambda name: _grp().getgrnam(name).gr_gid)
 
-        return grp.getgrnam(str(group)).gr_gid
+    def _id(self, key: str, own: Callable[[], int], lookup: Callable[[str], int]) -> int:
+        given = self._values.get(key)
+        if given is None:
+            return own()
+        return int(given) if str(given).isdigit() else lookup(str(given))
 
     @property
     def env(self) -> dict[str, str]:
