@@ -331,9 +331,13 @@ def test_a_config_file_that_patches_the_standard_library_starts(start_server, tm
     os.kill(first[0], signal.SIGKILL)  # the master reaps it and starts another
     assert wait_until(lambda: (p := srv.worker_pids()) and first[0] not in p and len(p) == 2)
     assert srv.get("/ping").body == b"pong"
-    # In thread mode the patching reaches the workers' threads: a warning says so.
-    threaded = start_server("router_app:app", "-c", str(conf), mode="thread")
-    assert threaded.wait_log(r"\[WARNING\] gevent patched the standard library in the master")
+    # In thread mode the patching reaches the workers' threads, whose requests would
+    # hang once they sleep or wait on I/O (review): the start is refused, one line.
+    for extra in ([], ["--check-config"]):
+        refused = run_siesta("-c", str(conf), *extra, "router_app:app")
+        assert refused.returncode == 1, refused.stderr
+        lines = [line for line in refused.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "but the worker class is thread" in lines[0], refused.stderr
 
 
 def test_worker_connections_caps_running_requests(start_server):

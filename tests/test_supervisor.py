@@ -2012,14 +2012,20 @@ def test_a_usr2_master_whose_old_one_is_gone_before_it_starts_is_promoted(launch
 def test_the_old_master_a_usr2_master_is_told():
     """Review (session 34): SIESTA_UPGRADE stays "1", as a Siesta of before reads it
     (a rollback's USR2 starts the older code), and the old master's pid comes beside
-    it; a start without SIESTA_UPGRADE=1 is no upgrade, whatever else is set."""
+    it, with the new master's own; a start without SIESTA_UPGRADE=1 is no upgrade,
+    whatever else is set."""
     from siesta.cli import _old_master
 
-    assert _old_master("1", "4242") == 4242
+    me = os.getpid()
+    assert _old_master("1", f"4242:{me}") == 4242
     assert _old_master("1", "") == os.getppid()  # from a Siesta that did not say
-    assert _old_master("1", "\u00b2") == os.getppid()  # digits int() refuses
+    assert _old_master("1", f"\u00b2:{me}") == os.getppid()  # digits int() refuses
+    # Review 2: a value an older Siesta passed on from its own start names another
+    # process as the new master: not taken (that older master is the parent).
+    assert _old_master("1", f"4242:{me + 1}") == os.getppid()
+    assert _old_master("1", "4242") == os.getppid()
     for told in (None, "", "0", "4242"):
-        assert _old_master(told, "4242") is None
+        assert _old_master(told, f"4242:{me}") is None
 
 
 def test_a_usr2_master_whose_second_pid_file_went_still_writes_one(launch, tmp_path):

@@ -201,7 +201,7 @@ def own_log_files(values: dict[str, Any]) -> None:
         except OSError:
             pass  # not root: the file stays as writable as it was
         finally:
-            os.close(fd)
+            posix.close(fd)  # not os's, which gevent may have patched (real_fork)
 
 
 def _enable_faulthandler() -> None:
@@ -704,7 +704,9 @@ class Master:
             # already): this one then sees it exit, and removes its PIDFILE.2. It
             # is told this master's pid (gunicorn's GUNICORN_PID): one that finds
             # its parent gone already at its start is promoted at once.
-            env[UPGRADE_ENV], env[UPGRADE_PID_ENV] = "1", str(me)
+            # "OLD:NEW", NEW this process (the exec keeps its pid): a value an
+            # older Siesta passed on unread from its own start is not taken.
+            env[UPGRADE_ENV], env[UPGRADE_PID_ENV] = "1", f"{me}:{os.getpid()}"
             import json
 
             env[UNLINK_ENV] = json.dumps(self._socket_files())

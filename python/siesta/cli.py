@@ -219,7 +219,7 @@ def _point_output_at(error_logfile: str | None) -> None:
     sys.stderr.flush()
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    os.close(fd)
+    posix.close(fd)  # not os's, which gevent may have patched (real_fork)
 
 
 def _systemd_binds(values: dict[str, Any]) -> bool:
@@ -320,12 +320,16 @@ def _leave_nothing(listeners: Any, supervisor: Any, pidfile: str | None) -> None
 
 def _old_master(upgrade: str | None, told: str) -> int | None:
     """The old master's pid for a master a USR2 started (``SIESTA_UPGRADE=1``; None
-    for any other start), as that old master gave it (``SIESTA_UPGRADE_PID``), else,
-    from a Siesta that did not give it, the parent, as that one read it."""
+    for any other start), as that old master gave it (``SIESTA_UPGRADE_PID``,
+    ``OLD:NEW`` with NEW this process's pid), else the parent, as a Siesta that did
+    not give it read it (one that passed a stale value on unread names another NEW)."""
     if upgrade != "1":
         return None
-    pid = int(told) if told.isascii() and told.isdigit() else 0
-    return pid if pid > 1 else os.getppid()
+    old, _, new = told.partition(":")
+    digits = old.isascii() and old.isdigit() and new.isascii() and new.isdigit()
+    if digits and int(new) == os.getpid() and int(old) > 1:
+        return int(old)
+    return os.getppid()
 
 
 def _daemonize() -> None:
@@ -340,7 +344,7 @@ def _daemonize() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    os.close(devnull)
+    posix.close(devnull)  # not os's, which gevent may have patched (real_fork)
 
 
 def _in_use_tried(make: Callable[[], Any], what: str = "") -> Any:
@@ -376,6 +380,8 @@ def _check(values: dict[str, Any], sources: dict[str, str]) -> None:
         _fail(str(exc), 1)
     if values["worker_class"] == "gevent":
         _check_gevent()
+    elif _gevent_patched():
+        _fail(THREAD_PATCHED, 1)  # the config file patched it
     problem = _log_file_problem(values["error_logfile"])  # relative ones from --chdir
     if problem:
         _fail(f"Cannot open error log {values['error_logfile']}: {problem}", 1)
@@ -400,11 +406,13 @@ PRELOAD_UNPATCHED = (
 
 
 # A config file's (or a preloaded app's) patch_all() in the master reaches thread
-# mode's workers: their threads become greenlets of hubs nobody runs.
+# mode's workers: their threads become greenlets of hubs nobody runs, and a request
+# that sleeps or waits on I/O never ends. Refused, as a server that hangs is worse.
 THREAD_PATCHED = (
     "gevent patched the standard library in the master (a config file's or a preloaded "
-    "app's monkey.patch_all()) but the worker class is thread: its threads then wait on "
-    "one another; use -k gevent, or patch only where gevent is the worker class"
+    "app's monkey.patch_all()) but the worker class is thread, whose requests would "
+    "then never end once they sleep or wait on I/O: use -k gevent, or patch only where "
+    "gevent is the worker class"
 )
 
 
@@ -461,6 +469,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(problem, 1)
     if values["worker_class"] == "gevent":
         _check_gevent()  # on the import path the workers will have
+    elif _gevent_patched():
+        _fail(THREAD_PATCHED, 1)  # the config file patched it: before binding
     # A master started by USR2 is detached already, and stays its old master's
     # child; it is given that one's pid (which may have exited since).
     old_master = _old_master(os.environ.pop(UPGRADE_ENV, None), os.environ.pop(UPGRADE_PID_ENV, ""))
@@ -555,7 +565,7 @@ def main(argv: list[str] | None = None) -> None:
             if values["worker_class"] == "gevent" and not _gevent_patched():
                 _siesta.log("warning", PRELOAD_UNPATCHED)
         if values["worker_class"] != "gevent" and _gevent_patched():
-            _siesta.log("warning", THREAD_PATCHED)
+            _fail(THREAD_PATCHED, 1)  # the app preloaded patched it
         if not hooks.boot("when_ready", arbiter):
             _fail("the when_ready hook failed (above): not starting", 1)
     except BaseException:
