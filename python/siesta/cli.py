@@ -41,6 +41,7 @@ from siesta._sources import USAGE, UsageError, resolve
 from siesta.config import GUNICORN_NAMES, ConfigError, current, for_rust, render
 from siesta._pylog import bridge
 from siesta.hooks import Server as HookServer
+from siesta.hooks import parsed_address
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -88,15 +89,6 @@ def _log_file_apart(path: str | None) -> bool:
     except OSError:
         return True
     return (mine.st_dev, mine.st_ino) != (err.st_dev, err.st_ino)
-
-
-def _address(url: str) -> Any:
-    """A listener as gunicorn's ``server.address`` has it: ``(host, port)`` for TCP
-    (the port bound, not the 0 asked for), the path for a unix socket."""
-    if url.startswith("unix:"):
-        return url[len("unix:") :]
-    host, _, port = url.removeprefix("http://").rpartition(":")
-    return (host.strip("[]"), int(port))
 
 
 def _exit_now(code: int) -> None:
@@ -378,10 +370,7 @@ def _check(values: dict[str, Any], sources: dict[str, str]) -> None:
         prepare(values, sources)
     except ConfigError as exc:
         _fail(str(exc), 1)
-    if values["worker_class"] == "gevent":
-        _check_gevent()
-    elif _gevent_patched():
-        _fail(THREAD_PATCHED, 1)  # the config file patched it
+    _check_worker_class(values)
     problem = _log_file_problem(values["error_logfile"])  # relative ones from --chdir
     if problem:
         _fail(f"Cannot open error log {values['error_logfile']}: {problem}", 1)
@@ -414,6 +403,15 @@ THREAD_PATCHED = (
     "then never end once they sleep or wait on I/O: use -k gevent, or patch only where "
     "gevent is the worker class"
 )
+
+
+def _check_worker_class(values: dict[str, Any]) -> None:
+    """-k gevent: gevent imports, on the import path the workers will have; thread
+    mode: the config file did not patch the standard library with gevent."""
+    if values["worker_class"] == "gevent":
+        _check_gevent()
+    elif _gevent_patched():
+        _fail(THREAD_PATCHED, 1)
 
 
 def _gevent_patched() -> bool:
@@ -467,10 +465,7 @@ def main(argv: list[str] | None = None) -> None:
     problem = _access_log_problem(values)
     if problem:
         _fail(problem, 1)
-    if values["worker_class"] == "gevent":
-        _check_gevent()  # on the import path the workers will have
-    elif _gevent_patched():
-        _fail(THREAD_PATCHED, 1)  # the config file patched it: before binding
+    _check_worker_class(values)  # before binding
     # A master started by USR2 is detached already, and stays its old master's
     # child; it is given that one's pid (which may have exited since).
     old_master = _old_master(os.environ.pop(UPGRADE_ENV, None), os.environ.pop(UPGRADE_PID_ENV, ""))
@@ -539,7 +534,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc), 1)
     except (ValueError, OSError) as exc:
         _fail(str(exc), 1)
-    arbiter.address = [_address(url) for url in listeners.urls]
+    arbiter.address = [parsed_address(url) for url in listeners.urls]  # the ports bound
     app = None
     # A start that fails from here on (the pid file, --capture-output, the
     # preloaded app or when_ready, their own sys.exit too) leaves nothing behind.

@@ -184,14 +184,15 @@ def _grp() -> Any:
     return grp
 
 
-def _parsed_address(spec: str) -> Any:
-    """A bind spec as gunicorn's ``cfg.address`` has it: the path of a unix socket,
-    the number of an ``fd://``, else ``(host, port)``."""
+def parsed_address(spec: str) -> Any:
+    """A bind spec (or a listener's URL, ``http://HOST:PORT``) as gunicorn's
+    ``address`` has it: the path of a unix socket, the number of an ``fd://``, else
+    ``(host, port)``."""
     if spec.startswith("unix:"):
         return spec[len("unix:") :].removeprefix("//")
     if spec.startswith("fd://"):
         return int(spec[len("fd://") :]) if spec[len("fd://") :].isdigit() else spec
-    host, _, port = spec.rpartition(":")
+    host, _, port = spec.removeprefix("http://").rpartition(":")
     if not host or not port.isdigit():
         return (spec.strip("[]") or "0.0.0.0", 8000)
     return (host.strip("[]"), int(port))
@@ -239,7 +240,7 @@ class Config:
     def address(self) -> list[Any]:
         """gunicorn's: every bind, parsed (as configured, in a master a USR2 started
         on its old master's sockets too)."""
-        return [_parsed_address(str(spec)) for spec in self._bind()]
+        return [parsed_address(str(spec)) for spec in self._bind()]
 
     def _bind(self) -> list[Any]:
         return list(self._values.get("_configured_bind") or self._values.get("bind") or [])
