@@ -256,6 +256,8 @@ pub(crate) enum ResponseError {
     HeadersNotList(String),
     #[error("hop-by-hop header {0:?} is not allowed in a WSGI response")]
     HopByHop(String),
+    #[error("more than {0} response headers")]
+    TooManyHeaders(usize),
     #[error("start_response() called a second time without exc_info")]
     AlreadyStarted,
     #[error("write() or body data before start_response()")]

@@ -137,6 +137,11 @@ def header(environ, start_response):
             "triple": [(*TEXT[0], "x")],
         }[_case(environ)]
         start_response("200 OK", given)
+    elif _case(environ) == "many":  # ?n=N[&same=1][&lazy=1]: N more headers
+        query = params(environ)
+        names = ("X-Same" if query.get("same") else f"X-{i}" for i in range(int(query["n"])))
+        more = ((name, "v") for name in names)
+        start_response("200 OK", TEXT + list(more) if not query.get("lazy") else more)
     else:
         start_response("200 OK", TEXT + [BAD_HEADERS[_case(environ)]])
     return [b"bad header body"]

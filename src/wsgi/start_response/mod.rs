@@ -31,6 +31,10 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The most headers a response may have: far beyond any real one, and below
+/// what an `http::HeaderMap` holds (it panics past about 24k entries).
+const MAX_HEADERS: usize = 10_000;
+
 /// What happened to a pushed chunk.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Sent {
@@ -172,7 +176,7 @@ impl StartResponse {
             (None, Some(t)) => t.len(),
             (None, None) => 8,
         };
-        let mut map = HeaderMap::with_capacity(count + 2);
+        let mut map = HeaderMap::with_capacity(count.min(MAX_HEADERS) + 2);
         let mut declared = DeclaredLength::default();
         let mut add = |item: Bound<'_, PyAny>| -> PyResult<()> {
             // PEP 3333 says tuples; a two-item list is taken too (gunicorn
@@ -196,7 +200,9 @@ impl StartResponse {
             if n == http::header::CONTENT_LENGTH {
                 declared.add(&v).map_err(response_error)?;
             }
-            map.append(n, v);
+            if map.len() >= MAX_HEADERS || map.try_append(n, v).is_err() {
+                return Err(response_error(ResponseError::TooManyHeaders(MAX_HEADERS)));
+            }
             Ok(())
         };
         if let Some(l) = list {
