@@ -242,6 +242,13 @@ def on_starting(server):
 
 def when_ready(server):
     _note("when_ready", *server.address)
+    listener = server.LISTENERS[0]
+    port = listener.getsockname()[1]
+    _note("gun", str(listener) == f"http://127.0.0.1:{{port}}", listener.fileno() > 2)
+    _note("gun", server.pidfile.fname == {pid!r}, server.app, callable(server.app.wsgi()))
+    cfg = server.cfg
+    _note("gun", cfg.post_fork is post_fork, cfg.worker_abort(None), cfg.certfile, cfg.spew)
+    _note("gun", cfg.syslog_addr, type(cfg.env_orig).__name__, server.app.cfg is cfg)
 
 
 def pre_fork(server, worker):
@@ -257,6 +264,10 @@ def post_fork(server, worker):
 
 def post_worker_init(worker):
     _note("post_worker_init", worker.pid, worker.wsgi is not None, worker.booted)
+    worker.notify()
+    _note("gun", worker.nr, str(worker.app), worker.app.wsgi() is worker.wsgi, worker.alive)
+    _note("gun", [str(s) == str(worker.sockets[0]) for s in worker.sockets])
+    _note("gun", worker.tmp.fileno() > 2, type(worker.tmp.last_update()).__name__)
     _note("also", worker.timeout, worker.max_requests, worker.aborted)
     worker.log.info("hello from post_worker_init")
     worker.log.log("warning", "log(lvl) from post_worker_init %d", 7)
@@ -270,10 +281,12 @@ def pre_request(worker, req):
 
 def post_request(worker, req, environ, resp):
     _note("post_request", req.path, resp.status_code, resp.response_length, resp.sent)
+    worker.tmp.notify()
 
 
 def worker_exit(server, worker):
     _note("worker_exit", worker.pid, worker.age, worker.booted)
+    _note("gun", worker.alive, worker.nr)
     raise RuntimeError("worker_exit hook failed on purpose")
 
 
@@ -364,7 +377,21 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
         f"cfg [('127.0.0.1', 0)] {mode} True False",
         "cfg ['10.0.0.0/8'] ['127.0.0.1:0'] 45",
     ], cfg
-    hooks = [line for line in hooks if not line.startswith(("also ", "cfg "))]
+    # QA (session 35): gunicorn's LISTENERS, pidfile, app object, its cfg
+    # defaults for what Siesta has not, worker.notify(), nr, sockets and tmp
+    # were missing (AttributeError: a start that failed).
+    gun = [line for line in hooks if line.startswith("gun ")]
+    assert gun == [
+        "gun True True",
+        "gun True router_app:app True",
+        "gun True None None None",
+        "gun udp://localhost:514 dict True",
+        "gun 0 router_app:app True True",
+        "gun [True]",
+        "gun True float",
+        "gun False 1",
+    ], gun
+    hooks = [line for line in hooks if not line.startswith(("also ", "cfg ", "gun "))]
     order = [line.split()[0] for line in hooks if line]
     assert order == [
         "on_starting",
@@ -459,6 +486,39 @@ def test_an_on_exit_hook_that_raises_makes_the_exit_a_failure(start_server, tmp_
     srv.assert_serving()
     assert srv.stop() == 1, srv.log()
     assert "Exception in on_exit hook: RuntimeError: clean-up failed" in srv.log()
+
+
+def test_a_hook_that_sets_worker_alive_false_recycles_the_worker(start_server, tmp_path, mode):
+    """QA (session 35): gunicorn's idiom for recycling a worker from a hook
+    (`worker.alive = False` in post_request, say when its memory grew) was
+    ignored: the same worker served on. It now leaves after its current
+    request and the master starts another, as after --max-requests."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        textwrap.dedent(
+            """\
+            def post_request(worker, req, environ, resp):
+                if req.path == "/env":
+                    worker.log.info("recycling worker %s", worker.pid)
+                    worker.alive = False
+            """
+        )
+    )
+    srv = start_server(APP, "-c", str(conf), mode=mode)
+    (first,) = srv.worker_pids(1)
+    mark = srv.log_mark()
+    assert srv.get("/env").status == 200
+    assert srv.wait_log(f"recycling worker {first}", since=mark), srv.log(mark)
+    said = "Autorestarting worker after current request: a hook set worker.alive = False"
+    assert srv.wait_log(said, since=mark), srv.log(mark)
+    assert srv.wait_log(f"Worker exiting \\(pid: {first}\\)", since=mark, timeout=20)
+    deadline = time.monotonic() + 20
+    while srv.worker_pids(1) == [first] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert srv.worker_pids(1) != [first], srv.log(mark)
+    resp = srv.get("/ping")
+    assert (resp.status, resp.body) == (200, b"pong")
+    assert srv.alive(), srv.log(mark)
 
 
 def test_a_reload_whose_post_fork_raises_is_given_up(start_server, tmp_path):

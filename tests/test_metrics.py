@@ -194,6 +194,25 @@ def test_recycled_worker_is_counted_by_reason(start_server):
     assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 2
 
 
+def test_a_worker_a_hook_retired_is_counted_as_hook(start_server, tmp_path):
+    """gunicorn's `worker.alive = False` from a hook (session 35) ends the worker
+    as --max-requests does, under its own reason."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("def post_request(worker, req, environ, resp):\n    worker.alive = False\n")
+    srv = start_server("router_app:app", *METRICS, "-c", str(conf))
+    url = metrics_url(srv)
+    assert srv.get("/ping").status == 200
+
+    def retired():
+        s = scrape(url)
+        exits = value(s, "siesta_worker_exits_total", reason="hook")
+        return s if exits == 1 and value(s, "siesta_worker_starts_total") == 2 else None
+
+    s = wait_until(retired)
+    assert s, scrape(url)
+    assert value(s, "siesta_worker_exits_total", reason="max_requests") == 0
+
+
 def test_reloads_are_counted_by_outcome(start_server, tmp_path):
     """A HUP whose new workers serve is `done`; one whose config is refused is
     `config_refused` (the running config kept, its workers still renewed), and

@@ -306,7 +306,8 @@ def run_worker(
     except (ValueError, OSError) as exc:
         _siesta.log("error", f"Worker failed to boot: {exc}")
         return _boot_failure(exc)
-    worker.wsgi = app
+    worker.wsgi = worker.app.callable = app
+    worker.attach(server, heartbeat_fd)
     if not hooks.boot("post_worker_init", worker):
         return WORKER_BOOT_ERROR
     worker.booted = True
@@ -322,6 +323,8 @@ def run_worker(
         return _boot_failure(exc)
     global _booted
     _booted = True
+    if not worker.alive:  # set false before it served (post_fork, post_worker_init)
+        server.retire()
     if values["reload"]:
         threading.Thread(
             target=_watch_code,
@@ -334,6 +337,7 @@ def run_worker(
     else:
         serve_threads(server, app, values["threads"])
     server.finish()  # StatsD's last batch
+    worker._alive = False  # as gunicorn's, once its loop ended
     hooks.call("worker_exit", arbiter, worker)
     _siesta.log("info", f"Worker exiting (pid: {worker.pid})")
     return 0
@@ -556,6 +560,7 @@ class Master:
             values["pid"] = self._moved_pid_file(self.values["pid"], values["pid"])
             self.values, self.hooks = values, hooks
             self.arbiter.cfg.update(values)
+            self.arbiter.cfg.hooks_from(hooks)
             own_log_files(values)
             set_title("master", values)  # a new proc_name shows at once
         self.hooks.call("on_reload", self.arbiter)

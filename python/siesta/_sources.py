@@ -449,6 +449,12 @@ _GUNICORN_DEFAULTS: dict[str, Any] = {
 }
 
 
+def gunicorn_default(key: str) -> Any:
+    """gunicorn's default for a setting Siesta does not have (None for the many
+    whose default is None, False or empty)."""
+    return _GUNICORN_DEFAULTS.get(key)
+
+
 def _at_gunicorn_default(key: str, value: Any) -> bool:
     if key not in _GUNICORN_DEFAULTS:
         return False

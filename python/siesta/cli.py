@@ -41,7 +41,7 @@ from siesta._sources import USAGE, UsageError, resolve
 from siesta.config import GUNICORN_NAMES, ConfigError, current, for_rust, render
 from siesta._pylog import bridge
 from siesta.hooks import Server as HookServer
-from siesta.hooks import parsed_address
+from siesta.hooks import Listener, parsed_address
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -486,6 +486,7 @@ def main(argv: list[str] | None = None) -> None:
     # -m applies to the unix sockets alone (below), as gunicorn's umask does:
     # the app's files, the logs and the pid file keep the launch's umask.
     arbiter = HookServer(values, GUNICORN_NAMES)
+    arbiter.cfg.hooks_from(hooks)
     if upgrade:  # gunicorn's names for a new master while its old one runs
         arbiter.master_pid, arbiter.master_name = old_master, "Master.2"
     # The error log first, as gunicorn sets up its logger: on_starting's
@@ -535,6 +536,8 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, OSError) as exc:
         _fail(str(exc), 1)
     arbiter.address = [parsed_address(url) for url in listeners.urls]  # the ports bound
+    urls_fds = zip(listeners.urls, listeners.fds(), strict=True)
+    arbiter.LISTENERS[:] = [Listener(url, fd) for url, fd in urls_fds]
     app = None
     # A start that fails from here on (the pid file, --capture-output, the
     # preloaded app or when_ready, their own sys.exit too) leaves nothing behind.
@@ -554,7 +557,7 @@ def main(argv: list[str] | None = None) -> None:
             _siesta.log("warning", "--reload ignores --preload: each worker imports the app")
         elif values["preload_app"]:
             try:
-                app = load(values["app"])
+                app = arbiter.app.callable = load(values["app"])
             except AppLoadError as exc:
                 _fail(str(exc), EXIT_APP_LOAD)
             if values["worker_class"] == "gevent" and not _gevent_patched():

@@ -125,6 +125,11 @@ class Hooks:
     def __contains__(self, name: str) -> bool:
         return name in self._hooks
 
+    def get(self, name: str) -> Callable[..., Any] | None:
+        """Hook ``name``'s function, None when the config has none."""
+        hook = self._hooks.get(name)
+        return hook[0] if hook is not None else None
+
     def run(self, name: str, *args: Any) -> Any:
         """Runs hook ``name`` and lets its exception through (``pre_request``: as in
         gunicorn, a hook that raises fails the request, a 500)."""
@@ -160,6 +165,10 @@ class Hooks:
             tb = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
             _siesta.log("exception", f"Exception in {name} hook: {type(exc).__name__}: {exc}\n{tb}")
             return False, None
+
+
+def _no_hook(*_: Any) -> None:
+    """A hook the config file does not define (``cfg.post_fork`` and the like)."""
 
 
 class _Setting:
@@ -209,17 +218,24 @@ class Config:
     def __init__(self, values: dict[str, Any], aliases: dict[str, str | None]) -> None:
         self._values = values
         self._aliases = aliases
+        self._hooks: Hooks | None = None  # set by the master once they are read
+        # gunicorn's: the environment as the server found it.
+        self.env_orig = os.environ.copy()
 
     def update(self, values: dict[str, Any]) -> None:
         """The settings read again (HUP)."""
         self._values = values
+
+    def hooks_from(self, hooks: Hooks) -> None:
+        """The hooks in force, for gunicorn's ``cfg.post_fork`` and the like."""
+        self._hooks = hooks
 
     def __getattr__(self, name: str) -> Any:
         target = self._aliases.get(name) or name
         try:
             value = self._values[target]
         except KeyError:
-            raise AttributeError(f"no setting {name!r}") from None
+            return self._unsupported(name)
         if name == "proc_name" and value is None:
             return self._values.get("app")  # gunicorn's default: the app's name
         if name in self._WHOLE_SECONDS and isinstance(value, float) and value.is_integer():
@@ -235,6 +251,18 @@ class Config:
         if name == "bind":
             return self._bind()
         return value
+
+    def _unsupported(self, name: str) -> Any:
+        """A gunicorn setting Siesta has not: gunicorn's default, as its ``cfg`` would
+        give it (a hook's name: the hook, else one that does nothing)."""
+        if name in HOOK_ARGS:
+            hook = self._hooks.get(name) if self._hooks is not None else None
+            return hook or _no_hook
+        if name in self._aliases:  # gunicorn's name, mapped to nothing
+            from siesta._sources import gunicorn_default
+
+            return gunicorn_default(name)
+        raise AttributeError(f"no setting {name!r}")
 
     @property
     def address(self) -> list[Any]:
@@ -296,6 +324,69 @@ class Config:
             except (AttributeError, KeyError):
                 continue
         return out
+
+
+class Listener:
+    """One of ``server.LISTENERS`` (and ``worker.sockets``), as gunicorn's: ``str()``
+    is its URL (``http://HOST:PORT``, ``unix:PATH``); ``sock`` (and the socket's
+    methods, ``getsockname()``...) a socket object on a copy of its descriptor, in
+    the master."""
+
+    def __init__(self, url: str, fd: int) -> None:
+        self._url, self._fd, self._sock = url, fd, None
+
+    def __str__(self) -> str:
+        return self._url
+
+    def __repr__(self) -> str:
+        return f"<Listener {self._url}>"
+
+    def fileno(self) -> int:
+        return self._fd
+
+    @property
+    def sock(self) -> Any:
+        if self._sock is None:
+            import socket
+
+            self._sock = socket.socket(fileno=os.dup(self._fd))
+        return self._sock
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.sock, name)
+
+
+class App:
+    """``server.app`` and ``worker.app``, as gunicorn's application object: ``cfg``,
+    ``app_uri``, and ``wsgi()`` (also ``load()``, ``callable``), the WSGI app (in
+    a worker, the one it serves; in the master, the one ``--preload`` imported, or
+    imported now). ``str()`` is the app's name, as Siesta's ``server.app`` was."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.callable: Any = None  # set once the app is loaded (``wsgi()``)
+
+    @property
+    def app_uri(self) -> Any:
+        """The app's name (``module:app``), as the settings in force give it."""
+        return self.cfg.app
+
+    def __str__(self) -> str:
+        return str(self.app_uri)
+
+    def __repr__(self) -> str:
+        return f"<App {self.app_uri!r}>"
+
+    def wsgi(self) -> Any:
+        if self.callable is None:
+            from siesta._app import load
+
+            self.callable = load(str(self.app_uri))
+        return self.callable
+
+    load = wsgi
 
 
 class Log:
@@ -360,10 +451,14 @@ class Server:
         self.cfg = Config(values, aliases)
         self.log = Log()
         self.pid = os.getpid()
-        self.app = values.get("app")
+        self.app = App(self.cfg)
         # The bind specs until the sockets are open, then the addresses bound, as
         # gunicorn has them: (host, port) for TCP, the path for a unix socket.
         self.address: list[Any] = list(values.get("bind") or [])
+        # gunicorn's: the listening sockets (`Listener`), once bound.
+        self.LISTENERS: list[Listener] = []
+        # gunicorn's: the pid file (its `fname`), None without --pid.
+        self.pidfile = _PidFile(values["pid"]) if values.get("pid") else None
         self.num_workers = values.get("workers", 1)
         # gunicorn's: the running workers' objects by pid (filled by the master).
         self.WORKERS: dict[int, Any] = {}
@@ -384,6 +479,36 @@ class Server:
     def timeout(self) -> Any:
         """gunicorn's: ``--timeout``."""
         return self.cfg.timeout
+
+
+class _PidFile:
+    """``server.pidfile``: gunicorn's names for the pid file's path."""
+
+    def __init__(self, fname: str) -> None:
+        self.fname = fname
+
+    def __repr__(self) -> str:
+        return f"<PidFile {self.fname!r}>"
+
+
+class _Tmp:
+    """``worker.tmp``, as gunicorn's: the worker's heartbeat file, which the master
+    reads for ``--timeout``."""
+
+    def __init__(self, worker: Worker, fd: int) -> None:
+        self._worker, self._fd = worker, fd
+
+    def notify(self) -> None:
+        self._worker.notify()
+
+    def last_update(self) -> float:
+        return os.fstat(self._fd).st_mtime
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        """The file is the master's: it stays open."""
 
 
 class Worker:
@@ -407,8 +532,12 @@ class Worker:
         self.age = age
         # As gunicorn's: True once post_worker_init has run, in the worker.
         self.booted = False
-        self.alive = True
+        # The worker's Rust server and heartbeat, once made (`attach`).
+        self._server: Any = None
+        self.tmp: _Tmp | None = None
+        self._alive = True
         self.app = server.app
+        self.sockets = server.LISTENERS
         self.wsgi = wsgi
         self.started = time.time()
         # gunicorn's: half --timeout (its beat), --max-requests (sys.maxsize for
@@ -417,3 +546,32 @@ class Worker:
         self.timeout = self.cfg.timeout / 2 if self.cfg.timeout else self.cfg.timeout
         self.max_requests = self.cfg.max_requests or sys.maxsize
         self.aborted = False
+
+    def attach(self, server: Any, heartbeat_fd: int | None) -> None:
+        """In the worker: the server it serves with, and its heartbeat file."""
+        self._server = server
+        if heartbeat_fd is not None:
+            self.tmp = _Tmp(self, heartbeat_fd)
+
+    @property
+    def alive(self) -> bool:
+        """gunicorn's: setting it false (in ``post_request``, say) makes the worker
+        leave after the requests it has, and the master start a new one."""
+        return self._alive
+
+    @alive.setter
+    def alive(self, value: bool) -> None:
+        self._alive = bool(value)
+        if not value and self._server is not None and self.pid == os.getpid():
+            self._server.retire()
+
+    def notify(self) -> None:
+        """gunicorn's: tells the master the worker is alive (a heartbeat now, once
+        it serves; the master does not time a worker's boot)."""
+        if self._server is not None and self.pid == os.getpid():
+            self._server.notify()
+
+    @property
+    def nr(self) -> int:
+        """gunicorn's: the requests this worker has finished."""
+        return self._server.served if self._server is not None else 0

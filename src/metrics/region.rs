@@ -148,7 +148,7 @@ impl Phase {
 }
 
 /// Why a worker process ended (`siesta_worker_exits_total{reason}`).
-pub(crate) const EXIT_REASONS: [&str; 8] = [
+pub(crate) const EXIT_REASONS: [&str; 9] = [
     "crash",
     "max_requests",
     "max_worker_rss",
@@ -157,6 +157,7 @@ pub(crate) const EXIT_REASONS: [&str; 8] = [
     "stop",
     "boot_error",
     "listener_failed",
+    "hook",
 ];
 
 /// How a HUP ended, once each (`siesta_reloads_total{outcome}`): its new

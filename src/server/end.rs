@@ -38,6 +38,8 @@ pub(crate) struct Recorder {
     leave: Notify,
     /// Why it fired: a listening socket broke (else `--max-requests`).
     listener_failed: std::sync::atomic::AtomicBool,
+    /// Why it fired: a hook set gunicorn's `worker.alive = False` (`retire`).
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl Recorder {
@@ -48,6 +50,7 @@ impl Recorder {
             recycle_at: AtomicU64::new(recycle_at.unwrap_or(u64::MAX)),
             leave: Notify::new(),
             listener_failed: std::sync::atomic::AtomicBool::new(false),
+            retired: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -68,15 +71,25 @@ impl Recorder {
     }
 
     /// Resolves once this worker should end and be replaced, with the
-    /// reason (an `EXIT_REASONS` name): it has served `--max-requests`, or a
-    /// listening socket failed for good (`listener_failed`).
+    /// reason (an `EXIT_REASONS` name): it has served `--max-requests`, a
+    /// listening socket failed for good (`listener_failed`), or a hook asked
+    /// (`retire`).
     pub(crate) async fn leave_due(&self) -> &'static str {
         self.leave.notified().await;
         if self.listener_failed.load(Ordering::Relaxed) {
             "listener_failed"
+        } else if self.retired.swap(false, Ordering::Relaxed) {
+            "hook"
         } else {
             "max_requests"
         }
+    }
+
+    /// A hook set gunicorn's `worker.alive = False`: the worker ends after
+    /// the requests it has, and is replaced, as after `--max-requests`.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.leave.notify_one();
     }
 
     /// A listening socket cannot accept any more (closed under the worker,

@@ -295,7 +295,7 @@ impl Server {
         let beat = self.heartbeat;
         let every = self.config.max_requests;
         rt.spawn(async move {
-            let mut told = false;
+            let (mut told, mut told_hook) = (false, false);
             let reason = loop {
                 let reason = log.leave_due().await;
                 // The master holds recycling while a reload is given up: a
@@ -310,11 +310,26 @@ impl Server {
                         }
                         log.recycle_later(n);
                     }
+                    ("hook", Some(fd), _) if heartbeat::recycling_held(fd) => {
+                        if !std::mem::replace(&mut told_hook, true) {
+                            crate::log::error::info(
+                                "Not restarting for worker.alive = False: the last reload \
+                                 could not start a worker, and a new one would load the same \
+                                 code",
+                            );
+                        }
+                    }
                     _ => break reason,
                 }
             };
-            if reason == "max_requests" {
-                crate::log::error::info("Autorestarting worker after current request.");
+            match reason {
+                "max_requests" => {
+                    crate::log::error::info("Autorestarting worker after current request.");
+                }
+                "hook" => crate::log::error::info(
+                    "Autorestarting worker after current request: a hook set worker.alive = False",
+                ),
+                _ => {}
             }
             crate::metrics::worker_leaving(reason);
             if let Some(fd) = beat {
@@ -386,6 +401,29 @@ impl Server {
     /// request.
     fn finish(&self, py: Python<'_>) {
         py.detach(|| crate::metrics::statsd::flush(Duration::from_millis(500)));
+    }
+
+    /// gunicorn's `worker.alive = False` from a hook: the worker leaves
+    /// after the requests it has and the master replaces it at once, as
+    /// after `--max-requests`. Nothing before `start`.
+    fn retire(&self) {
+        if let Some(recorder) = self.recorder.get() {
+            recorder.retire();
+        }
+    }
+
+    /// gunicorn's `worker.notify()`: a heartbeat now. Nothing before
+    /// `start` (the master times a worker from its first beat).
+    fn notify(&self) {
+        if let (Some(fd), Some(_)) = (self.heartbeat, self.recorder.get()) {
+            heartbeat::touch(fd);
+        }
+    }
+
+    /// Requests this worker has finished (gunicorn's `worker.nr`).
+    #[getter]
+    fn served(&self) -> u64 {
+        self.recorder.get().map_or(0, |r| r.served())
     }
 
     /// Asks the server to stop, as TERM (graceful) or INT (fast) would.
