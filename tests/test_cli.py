@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 
 import pytest
 import rawhttp
@@ -72,6 +73,29 @@ def test_app_failing_its_own_import_exits_4():
     assert "Reason: App failed to load." in result.stderr
     shut = result.stderr.index("[ERROR] Shutting down: Master")
     assert shut < result.stderr.index("Reason: App failed to load."), result.stderr
+
+
+def test_an_app_import_error_is_said_when_traceback_cannot_be_imported():
+    """QA (session 35): a worker switched by -u to a user who cannot read the
+    standard library failed to import the app, then failed again importing
+    `traceback` to show why, and the log said only "No module named
+    'traceback'". Without `traceback`, the app's own error is said alone."""
+    code = (
+        "import sys; sys.modules['traceback'] = None; sys.argv[0] = 'siesta'; "
+        "import runpy; runpy.run_module('siesta', run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "--bind", "127.0.0.1:0", "broken_import_app:app"],
+        cwd=str(APPS_DIR),
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 4, result.stderr
+    assert "ModuleNotFoundError: No module named 'missing_dependency_zq'" in result.stderr
+    assert "'traceback'" not in result.stderr, result.stderr
 
 
 def test_check_config_of_an_app_that_cannot_load_exits_1():

@@ -15,6 +15,7 @@ import keyword
 import os
 import sys
 
+from siesta._pylog import traceback_text
 from siesta.config import ConfigError
 
 TYPE_CHECKING = False
@@ -112,12 +113,10 @@ def _parse_target(spec: str) -> tuple[str, str, tuple, dict, bool]:
 
 def _app_traceback(exc: BaseException) -> str:
     """The exception's traceback without Siesta's own frames."""
-    import traceback
-
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+    return traceback_text(exc, tb)
 
 
 def load(spec: str) -> Any:

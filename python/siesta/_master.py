@@ -27,7 +27,7 @@ import time
 
 from siesta import _siesta
 from siesta._app import AppLoadError, load
-from siesta._pylog import bridge
+from siesta._pylog import bridge, traceback_text
 from siesta._request_hooks import wrap as request_hooks
 from siesta._run import serve_threads  # imported by the master: a worker may run as -u later
 from siesta.config import ConfigError, for_rust
@@ -524,13 +524,7 @@ class Master:
         except SystemExit as exc:
             code = _exit_code(exc)
         except BaseException as exc:  # the worker's last word, never the master's stack
-            try:
-                import traceback
-
-                said = traceback.format_exc().rstrip()
-            except BaseException:  # the standard library unreadable (-u): the error alone
-                said = f"{type(exc).__name__}: {exc}"
-            _siesta.log("error", "Worker crashed:\n" + said)
+            _siesta.log("error", "Worker crashed:\n" + traceback_text(exc, exc.__traceback__))
             code = 1 if _booted else WORKER_BOOT_ERROR
         finally:
             sys.stdout.flush()

@@ -33,6 +33,17 @@ _NAME = "gunicorn.error"
 _state: dict[str, Any] = {"level": "info", "handler": None, "finding": False}
 
 
+def traceback_text(exc: BaseException, tb: Any) -> str:
+    """``exc`` with its traceback from ``tb``; ``exc`` alone when ``traceback``
+    cannot be imported (a worker switched by -u to a user who cannot read the
+    standard library), so that what failed is still what the log says."""
+    try:
+        import traceback
+    except BaseException:
+        return f"{type(exc).__name__}: {exc}"
+    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+
+
 def bridge(level: str) -> None:
     """Sets up ``gunicorn.error`` at ``level`` now, or when ``logging`` is imported."""
     _state["level"] = level

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from siesta import _siesta
-from siesta._pylog import LEVELS, level_name
+from siesta._pylog import LEVELS, level_name, traceback_text
 from siesta.config import ConfigError
 
 TYPE_CHECKING = False
@@ -159,10 +159,7 @@ class Hooks:
             return True, fn(*args[:count])
         except Exception as exc:
             # The traceback starts in the hook: this frame is Siesta's, not the deployer's.
-            import traceback
-
-            tb = exc.__traceback__.tb_next if exc.__traceback__ else None
-            tb = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+            tb = traceback_text(exc, exc.__traceback__.tb_next if exc.__traceback__ else None)
             _siesta.log("exception", f"Exception in {name} hook: {type(exc).__name__}: {exc}\n{tb}")
             return False, None
 
