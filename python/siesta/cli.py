@@ -499,6 +499,8 @@ def main(argv: list[str] | None = None) -> None:
     _error_log_is_file = _log_file_apart(values["error_logfile"])
     if values["log_level"] == "debug":
         _siesta.log("debug", current(values, hooks.names()))
+    # As gunicorn's arbiter, which sets its worker count as it is made.
+    hooks.call("nworkers_changed", arbiter, values["workers"], None)
     _siesta.log("info", f"Starting siesta {_siesta.__version__}")
     bridge(values["log_level"])  # an app's or hook's logging.getLogger("gunicorn.error")
     if not hooks.boot("on_starting", arbiter):

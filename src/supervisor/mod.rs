@@ -174,7 +174,6 @@ impl Supervisor {
         };
         let tick = self.config.beat_interval();
         m.start_metrics();
-        m.tell_count(py, None);
         m.maintain(py);
         loop {
             let signos = py.detach(|| pipe.wait(tick));
@@ -441,7 +440,11 @@ impl Master<'_, '_> {
                 crate::log::error::info("graceful stop of workers");
                 self.resize(py, 0);
             }
-            Command::Winch => crate::log::error::info("SIGWINCH ignored. Not daemonized"),
+            // At debug, as gunicorn's: a terminal resized sends it too.
+            Command::Winch => crate::log::error::write(
+                crate::log::error::Level::Debug,
+                "SIGWINCH ignored. Not daemonized",
+            ),
             Command::Reload | Command::Incr | Command::Decr | Command::Upgrade => {}
             Command::ChildExited => {}
         }
@@ -463,8 +466,8 @@ impl Master<'_, '_> {
         self.maintain(py);
     }
 
-    /// The `nworkers_changed` hook, with the count now and before (`None`
-    /// at start, as gunicorn's first call).
+    /// The `nworkers_changed` hook, with the count now and before (its
+    /// first call, with `None`, is the start's, before `on_starting`).
     fn tell_count(&self, py: Python<'_>, old: Option<usize>) {
         if let Err(e) = self.cb.call_method1("nworkers_changed", (self.target, old)) {
             crate::log::error::exception(py, "nworkers_changed hook failed", &e);
