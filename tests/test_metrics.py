@@ -10,6 +10,7 @@ counters kept; StatsD lines carry gunicorn's names. Every wait is bounded.
 
 import contextlib
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -218,8 +219,6 @@ def test_reloads_are_counted_by_outcome(start_server, tmp_path):
     `config_refused` (the running config kept, its workers still renewed), and
     only that (review, session 28: it was counted `done` too), so a deploy that
     did not take can be alerted on."""
-    import signal
-
     conf = tmp_path / "conf.py"
     conf.write_text("workers = 1\n")
     srv = start_server("router_app:app", *METRICS, "-c", str(conf))
@@ -296,6 +295,37 @@ def test_requests_killed_with_their_worker_are_counted_as_lost(start_server, mod
         conn.close()
     assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 1
     others = ("crash", "stop", "reload")
+    assert sum(value(s, "siesta_requests_lost_total", reason=r) for r in others) == 0
+
+
+def test_a_response_cut_when_a_reload_ran_out_of_time_is_lost(start_server, mode):
+    """QA (session 35): a response already streaming when a HUP's (or TERM's)
+    --graceful-timeout ran out was cut, yet counted in siesta_requests_total as a
+    2xx and logged as nothing but its access line. It is lost now, under the
+    worker's exit reason, as one cut before its head went out is, and the error
+    log says so."""
+    srv = start_server("router_app:app", *METRICS, "-w", "1", "--graceful-timeout", "1", mode=mode)
+    url = metrics_url(srv)
+    conn = srv.connect()
+    try:
+        conn.send(b"GET /stream?count=300&size=1024&delay=0.05 HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = conn.read_head()
+        assert head[2] == 200, head
+        mark = srv.log_mark()
+        srv.proc.send_signal(signal.SIGHUP)
+        said = r"Response 200 to GET /stream\?count=300\S* for \S+ cut after \d+ body bytes: "
+        assert srv.wait_log(said + r"the stop's time ran out", since=mark, timeout=20), srv.log()
+
+        def lost():
+            s = scrape(url)
+            return s if value(s, "siesta_requests_lost_total", reason="reload") == 1 else None
+
+        s = wait_until(lost)
+        assert s, scrape(url)
+    finally:
+        conn.close()
+    assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 0
+    others = ("crash", "stop", "timeout")
     assert sum(value(s, "siesta_requests_lost_total", reason=r) for r in others) == 0
 
 

@@ -109,7 +109,10 @@ pub(crate) fn exited(pid: i32, retired: Option<&'static str>, code: i32) {
         r.header().exits[i].fetch_add(1, Ordering::Relaxed);
         // What it had in flight got no complete response: killed with it
         // (a timeout, a crash) or cut at the end of a stop's time.
-        r.header().lost[i].fetch_add(s.in_flight().max(0) as u64, Ordering::Relaxed);
+        // Those cut short then finished before it exited count too.
+        let cut = s.counters.0[super::region::at::CUT].load(Ordering::Relaxed);
+        let lost = (s.in_flight().max(0) as u64).saturating_add(cut);
+        r.header().lost[i].fetch_add(lost, Ordering::Relaxed);
     }
     r.fold(s);
 }

@@ -52,7 +52,10 @@ pub(crate) mod at {
     pub const CONNECTIONS: usize = SLOW_UPLOADS + 1;
     /// `accept()` failures (`EMFILE` and the like) retried.
     pub const ACCEPT_FAILURES: usize = CONNECTIONS + 1;
-    pub const WORDS: usize = ACCEPT_FAILURES + 1;
+    /// Responses cut short when a stop's time ran out: lost, not requests
+    /// (the master adds them to `lost` when the worker exits).
+    pub const CUT: usize = ACCEPT_FAILURES + 1;
+    pub const WORDS: usize = CUT + 1;
 }
 
 /// Where each gauge lives in `Gauges`.

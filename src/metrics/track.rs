@@ -283,6 +283,8 @@ pub(crate) struct Ended<'a> {
     pub status: u16,
     pub sent: u64,
     pub refusal: Option<RequestError>,
+    /// The response was cut short (its head may have gone out).
+    pub aborted: bool,
     pub elapsed: Duration,
 }
 
@@ -294,15 +296,23 @@ pub(crate) fn finished(end: &Ended<'_>) {
         return;
     };
     let c = &slot.counters.0;
-    let m = end.method.map_or(7, method_index);
-    c[at::REQUESTS + m * CLASSES.len() + class_index(end.status)].fetch_add(1, Ordering::Relaxed);
-    observe(c, at::DURATION, end.elapsed);
+    if end.aborted && end.refusal == Some(RequestError::StopCut) {
+        // Cut short when the stop's time ran out: no complete response, so
+        // not a request answered but one lost, as one still in flight when
+        // its worker exits is (`master::exited`).
+        c[at::CUT].fetch_add(1, Ordering::Relaxed);
+    } else {
+        let m = end.method.map_or(7, method_index);
+        c[at::REQUESTS + m * CLASSES.len() + class_index(end.status)]
+            .fetch_add(1, Ordering::Relaxed);
+        observe(c, at::DURATION, end.elapsed);
+        if let Some(e) = end.refusal {
+            c[at::REFUSALS + refusal_index(e)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
     if tracked.is_none() {
         // Not counted as they went (`Track::sent`).
         c[at::BODY_OUT].fetch_add(end.sent, Ordering::Relaxed);
-    }
-    if let Some(e) = end.refusal {
-        c[at::REFUSALS + refusal_index(e)].fetch_add(1, Ordering::Relaxed);
     }
     let Some(t) = end.track.filter(|t| t.on()) else {
         return;
@@ -433,6 +443,7 @@ mod tests {
                     status: 200,
                     sent: 13,
                     refusal: None,
+                    aborted: false,
                     elapsed: queued.elapsed(),
                 });
             }
@@ -466,6 +477,7 @@ mod tests {
             status: 200,
             sent: 1024,
             refusal: None,
+            aborted: false,
             elapsed: Duration::ZERO,
         });
         assert_eq!(out(), 1024);

@@ -111,6 +111,7 @@ impl Finish for Recorder {
             status: done.tally.status,
             sent: done.tally.sent,
             refusal: done.tally.refusal,
+            aborted: done.tally.aborted,
             elapsed: done.elapsed,
         });
         crate::metrics::statsd::request(done.tally.status, done.elapsed);
@@ -176,8 +177,21 @@ fn log_refusal(done: &Finished<'_>, e: RequestError) {
             format!("{method} {}", crate::log::shortened(&h.uri.to_string()))
         },
     );
-    let status = e.status().as_u16();
     let reason = e.reason();
+    if e == RequestError::StopCut && done.tally.aborted {
+        // Its head may have gone out with the app's status: the response
+        // was cut, not answered by the server.
+        let (status, sent) = (done.tally.status, done.tally.sent);
+        crate::log::error::write(
+            level,
+            &format!(
+                "Response {status} to {what} for {peer} cut after {sent} body bytes: \
+                 the stop's time ran out (--graceful-timeout, or INT/QUIT) [{reason}]"
+            ),
+        );
+        return;
+    }
+    let status = e.status().as_u16();
     crate::log::error::write(
         level,
         &format!("{status} {what} from {peer}: {e} [{reason}]"),
@@ -273,6 +287,14 @@ impl Counted {
         }
     }
 
+    /// The response ends short of its end: by the stop's cut once the
+    /// stop's time ran out (the request is then lost, and said so), else
+    /// by its client or the app.
+    fn cut_short(&self) {
+        let by_stop = crate::server::stop_cut().then_some(RequestError::StopCut);
+        self.record.aborted(by_stop);
+    }
+
     /// Logs the cut if the connection was given up for `--body-timeout`
     /// (and it was not logged yet).
     fn tell_given_up(&self) {
@@ -293,7 +315,7 @@ impl Drop for Counted {
         let status = self.record.tally().status;
         let bodiless = self.record.is_head() || status < 200 || matches!(status, 204 | 205 | 304);
         if !self.ended && !bodiless {
-            self.record.aborted(None);
+            self.cut_short();
             self.tell_given_up();
         }
     }
@@ -348,7 +370,7 @@ impl Body for Counted {
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         if let Poll::Ready(Some(Err(e))) = polled {
             this.ended = true;
-            this.record.aborted(None);
+            this.cut_short();
             this.tell_given_up();
             if matches!(this.body, ResponseBody::File(_)) {
                 // A file that shrank under its declared length, or could not
