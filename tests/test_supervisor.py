@@ -1147,6 +1147,26 @@ def test_max_requests_recycles_the_worker(launch, mode):
     assert srv.wait_log("Autorestarting worker after current request.")
 
 
+def test_the_response_that_reaches_max_requests_closes_its_connection(launch, mode):
+    """QA (session 35): the response that reached --max-requests kept its
+    keep-alive connection, so the draining worker served one more request on it
+    (on each such connection: one per upstream connection behind a proxy). As
+    gunicorn's, that response says `Connection: close`."""
+    srv = launch("-w", "1", "--max-requests", "3", mode=mode)
+    with srv.connect() as conn:
+        said = []
+        for _ in range(3):
+            conn.send(rawhttp.build_request("GET", "/pid"))
+            resp = conn.read_response()
+            assert resp.status == 200, resp
+            said.append((int(resp.body), resp.has_token("Connection", "close")))
+        assert conn.wait_closed(), "the connection stayed open"
+    old = said[0][0]
+    assert said == [(old, False), (old, False), (old, True)], said
+    assert srv.wait_log("Autorestarting worker after current request."), srv.log()
+    assert wait_until(lambda: _pid_other_than(srv, old)), srv.log()
+
+
 def test_max_requests_starts_the_replacement_while_the_worker_drains(launch, mode):
     """Operator probe (session 17): a worker past --max-requests was replaced only
     once it had exited, so with -w 1 new connections waited in the backlog for its

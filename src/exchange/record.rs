@@ -58,6 +58,13 @@ pub(crate) trait Finish: Send + Sync {
     fn keeps_response_headers(&self) -> bool {
         false
     }
+
+    /// Called as each request starts: whether it is this worker's last
+    /// (`--max-requests` reached with it), whose response then closes its
+    /// connection, as gunicorn's does.
+    fn starts_last(&self) -> bool {
+        false
+    }
 }
 
 pub(crate) struct Record {

@@ -31,6 +31,9 @@ pub(crate) struct Recorder {
     access_log: Option<AccessLog>,
     /// Requests finished (with a head), for `--max-requests`.
     served: AtomicU64,
+    /// Requests started (with a head): the one that reaches `recycle_at`
+    /// closes its connection (`starts_last`).
+    started: AtomicU64,
     /// `--max-requests` plus this worker's jitter: `leave` fires here
     /// (`u64::MAX`: never, or fired already); set again by `recycle_later`.
     recycle_at: AtomicU64,
@@ -47,6 +50,7 @@ impl Recorder {
         Recorder {
             access_log,
             served: AtomicU64::new(0),
+            started: AtomicU64::new(0),
             recycle_at: AtomicU64::new(recycle_at.unwrap_or(u64::MAX)),
             leave: Notify::new(),
             listener_failed: std::sync::atomic::AtomicBool::new(false),
@@ -101,6 +105,11 @@ impl Recorder {
 }
 
 impl Finish for Recorder {
+    fn starts_last(&self) -> bool {
+        let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        n >= self.recycle_at.load(Ordering::Relaxed)
+    }
+
     fn finish(&self, done: &Finished<'_>) {
         if let Some(e) = done.tally.refusal {
             log_refusal(done, e);

@@ -71,6 +71,9 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
             self.end.clone(),
             declared,
         ));
+        // The worker's last request before --max-requests says so: the
+        // client takes its next request elsewhere, not to a draining worker.
+        let last = self.end.starts_last();
         let (reply, rx) = ReplySender::new(record.clone());
         if let Some(e) = refused {
             reply.send(Reply::refusal(e));
@@ -89,6 +92,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
             record,
             draining: self.draining.clone(),
             clock: self.clock.clone(),
+            last,
         }
     }
 }
@@ -122,6 +126,8 @@ pub(crate) struct ReplyFuture {
     record: Arc<Record>,
     draining: Arc<AtomicBool>,
     clock: Arc<Clock>,
+    /// The worker's last request before `--max-requests`: it closes.
+    last: bool,
 }
 
 impl Future for ReplyFuture {
@@ -141,7 +147,8 @@ impl Future for ReplyFuture {
         let mut reply = reply;
         // HTTP/1.1 responses pay for none of the HTTP/1.0 checks.
         let http10 = this.record.head.version == http::Version::HTTP_10;
-        if this.draining.load(Ordering::Relaxed)
+        if this.last
+            || this.draining.load(Ordering::Relaxed)
             || (http10 && close_delimited(&reply, this.record.is_head()))
         {
             reply.headers.insert(
