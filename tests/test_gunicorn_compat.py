@@ -24,8 +24,10 @@ from siesta_process import (
     LogDrain,
     assert_one_error,
     clean_env,
+    refused,
     run_siesta,
     stderr_lines,
+    wait_until,
 )
 
 APP = "router_app:app"
@@ -223,6 +225,7 @@ max_requests = 500
 preload_app = True
 forwarded_allow_ips = "10.0.0.0/8"
 pidfile = {pid!r}
+raw_env = ["HOOKED_RAW_ENV=set"]
 foo = 3
 _private_helper = 4
 
@@ -246,6 +249,7 @@ def when_ready(server):
     port = listener.getsockname()[1]
     _note("gun", str(listener) == f"http://127.0.0.1:{{port}}", listener.fileno() > 2)
     _note("gun", server.pidfile.fname == {pid!r}, server.app, callable(server.app.wsgi()))
+    _note("gun", server.app == "router_app:app", server.cfg.env_orig.get("HOOKED_RAW_ENV"))
     cfg = server.cfg
     _note("gun", cfg.post_fork is post_fork, cfg.worker_abort(None), cfg.certfile, cfg.spew)
     _note("gun", cfg.syslog_addr, type(cfg.env_orig).__name__, server.app.cfg is cfg)
@@ -260,6 +264,7 @@ def pre_fork(server, worker):
 
 def post_fork(server, worker):
     _note("post_fork", worker.pid, worker.ppid, worker.age, worker.tag, worker.booted)
+    _note("gun", worker.tmp.fileno() > 2)
 
 
 def post_worker_init(worker):
@@ -267,6 +272,10 @@ def post_worker_init(worker):
     worker.notify()
     _note("gun", worker.nr, str(worker.app), worker.app.wsgi() is worker.wsgi, worker.alive)
     _note("gun", [str(s) == str(worker.sockets[0]) for s in worker.sockets])
+    try:
+        worker.sockets[0].fileno()
+    except OSError as exc:
+        _note("gun", "fileno", exc.errno, worker.sockets[0].getsockname()[0])
     _note("gun", worker.tmp.fileno() > 2, type(worker.tmp.last_update()).__name__)
     _note("also", worker.timeout, worker.max_requests, worker.aborted)
     worker.log.info("hello from post_worker_init")
@@ -384,10 +393,13 @@ def test_gunicorn_conf_applied_and_hooks_called(hooked, mode):
     assert gun == [
         "gun True True",
         "gun True router_app:app True",
+        "gun True None",  # env_orig: the launch's environment, before raw_env
         "gun True None None None",
         "gun udp://localhost:514 dict True",
+        "gun True",  # tmp in post_fork, as gunicorn's
         "gun 0 router_app:app True True",
         "gun [True]",
+        "gun fileno 9 127.0.0.1",  # the master's descriptor is not the worker's
         "gun True float",
         "gun False 1",
     ], gun
@@ -519,6 +531,28 @@ def test_a_hook_that_sets_worker_alive_false_recycles_the_worker(start_server, t
     resp = srv.get("/ping")
     assert (resp.status, resp.body) == (200, b"pong")
     assert srv.alive(), srv.log(mark)
+
+
+def test_a_hook_reading_the_listeners_leaves_the_stop_refusing(start_server, tmp_path):
+    """Review (session 35): the first LISTENERS kept a copy of the listening
+    socket once a hook asked its address, and every worker inherited it, so
+    after TERM new connections were queued unanswered instead of refused."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        "def when_ready(server):\n"
+        "    for listener in server.LISTENERS:\n"
+        "        server.log.info('ready on %s %s', listener.getsockname(), listener.fileno())\n"
+    )
+    srv = start_server(APP, "-c", str(conf), "--graceful-timeout", "30", mode="thread")
+    assert srv.wait_log(rf"ready on \('127\.0\.0\.1', {srv.port}\) \d+"), srv.log()
+    conn = srv.connect()
+    try:
+        conn.send(rawhttp.build_request("GET", "/stream?count=100&size=10&delay=0.1"))
+        assert conn.read_head()[2] == 200
+        srv.proc.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: refused(srv)), "a new connection was accepted after TERM"
+    finally:
+        conn.close()
 
 
 def test_a_reload_whose_post_fork_raises_is_given_up(start_server, tmp_path):

@@ -307,7 +307,7 @@ def run_worker(
         _siesta.log("error", f"Worker failed to boot: {exc}")
         return _boot_failure(exc)
     worker.wsgi = worker.app.callable = app
-    worker.attach(server, heartbeat_fd)
+    worker.attach(server)
     if not hooks.boot("post_worker_init", worker):
         return WORKER_BOOT_ERROR
     worker.booted = True
@@ -494,6 +494,7 @@ class Master:
         """Forks a worker; in the child, runs it and exits (never returns there)."""
         # One object for the worker's hooks, in both processes, as gunicorn's.
         worker = HookWorker(self.arbiter, None, age=age, pid="[booting]", ppid=os.getpid())
+        worker.heartbeat(heartbeat_fd)
         self.hooks.call("pre_fork", self.arbiter, worker)
         global _forking_worker
         _forking_worker = True

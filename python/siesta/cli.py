@@ -487,6 +487,7 @@ def main(argv: list[str] | None = None) -> None:
     # the app's files, the logs and the pid file keep the launch's umask.
     arbiter = HookServer(values, GUNICORN_NAMES)
     arbiter.cfg.hooks_from(hooks)
+    arbiter.cfg.env_orig = dict(launch_env)
     if upgrade:  # gunicorn's names for a new master while its old one runs
         arbiter.master_pid, arbiter.master_name = old_master, "Master.2"
     # The error log first, as gunicorn sets up its logger: on_starting's

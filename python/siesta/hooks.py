@@ -216,8 +216,9 @@ class Config:
         self._values = values
         self._aliases = aliases
         self._hooks: Hooks | None = None  # set by the master once they are read
-        # gunicorn's: the environment as the server found it.
-        self.env_orig = os.environ.copy()
+        # gunicorn's: the environment as the server found it (the master sets the
+        # launch's, from before -e).
+        self.env_orig = dict(os.environ)
 
     def update(self, values: dict[str, Any]) -> None:
         """The settings read again (HUP)."""
@@ -325,12 +326,12 @@ class Config:
 
 class Listener:
     """One of ``server.LISTENERS`` (and ``worker.sockets``), as gunicorn's: ``str()``
-    is its URL (``http://HOST:PORT``, ``unix:PATH``); ``sock`` (and the socket's
-    methods, ``getsockname()``...) a socket object on a copy of its descriptor, in
-    the master."""
+    is its URL (``http://HOST:PORT``, ``unix:PATH``), ``getsockname()`` its
+    address, ``fileno()`` its descriptor in the master. No socket object is made
+    of it: a copy held by a hook would keep the socket listening through a stop."""
 
     def __init__(self, url: str, fd: int) -> None:
-        self._url, self._fd, self._sock = url, fd, None
+        self._url, self._fd, self._pid = url, fd, os.getpid()
 
     def __str__(self) -> str:
         return self._url
@@ -338,28 +339,27 @@ class Listener:
     def __repr__(self) -> str:
         return f"<Listener {self._url}>"
 
+    def getsockname(self) -> Any:
+        """``(host, port)``, or the path of a unix socket."""
+        return parsed_address(self._url)
+
     def fileno(self) -> int:
+        """The master's descriptor; a worker serves on its own copies, and the
+        master's number there may name another file by now."""
+        if os.getpid() != self._pid:
+            import errno
+
+            raise OSError(errno.EBADF, "a worker has no copy of the master's descriptor")
         return self._fd
-
-    @property
-    def sock(self) -> Any:
-        if self._sock is None:
-            import socket
-
-            self._sock = socket.socket(fileno=os.dup(self._fd))
-        return self._sock
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.sock, name)
 
 
 class App:
     """``server.app`` and ``worker.app``, as gunicorn's application object: ``cfg``,
     ``app_uri``, and ``wsgi()`` (also ``load()``, ``callable``), the WSGI app (in
     a worker, the one it serves; in the master, the one ``--preload`` imported, or
-    imported now). ``str()`` is the app's name, as Siesta's ``server.app`` was."""
+    imported now; it stays imported there, as in gunicorn, so a HUP's workers get
+    that code). ``str()`` is the app's name, and it compares equal to it, as
+    Siesta's ``server.app`` was."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -375,6 +375,14 @@ class App:
 
     def __repr__(self) -> str:
         return f"<App {self.app_uri!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return str(self) == other
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
 
     def wsgi(self) -> Any:
         if self.callable is None:
@@ -544,11 +552,13 @@ class Worker:
         self.max_requests = self.cfg.max_requests or sys.maxsize
         self.aborted = False
 
-    def attach(self, server: Any, heartbeat_fd: int | None) -> None:
-        """In the worker: the server it serves with, and its heartbeat file."""
+    def attach(self, server: Any) -> None:
+        """In the worker: the server it serves with."""
         self._server = server
-        if heartbeat_fd is not None:
-            self.tmp = _Tmp(self, heartbeat_fd)
+
+    def heartbeat(self, fd: int | None) -> None:
+        """The worker's heartbeat file (``tmp``), known from before its fork."""
+        self.tmp = _Tmp(self, fd) if fd is not None else None
 
     @property
     def alive(self) -> bool:
@@ -570,5 +580,5 @@ class Worker:
 
     @property
     def nr(self) -> int:
-        """gunicorn's: the requests this worker has finished."""
-        return self._server.served if self._server is not None else 0
+        """gunicorn's: the requests this worker has taken, the current one too."""
+        return self._server.started if self._server is not None else 0

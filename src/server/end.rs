@@ -67,6 +67,20 @@ impl Recorder {
         self.served.load(Ordering::Relaxed)
     }
 
+    /// Requests started (with a head), the ones running too.
+    pub(crate) fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// `--max-requests` may have come due unseen (a hook's retire woke the
+    /// leave first) while the master holds recycling: if it fired, it
+    /// fires again `every` requests on.
+    pub(crate) fn rearm(&self, every: u64) {
+        if self.recycle_at.load(Ordering::Relaxed) == u64::MAX {
+            self.recycle_later(every);
+        }
+    }
+
     /// `--max-requests` came while the master holds recycling: `leave`
     /// fires again `every` requests on.
     pub(crate) fn recycle_later(&self, every: u64) {

@@ -310,7 +310,12 @@ impl Server {
                         }
                         log.recycle_later(n);
                     }
-                    ("hook", Some(fd), _) if heartbeat::recycling_held(fd) => {
+                    ("hook", Some(fd), every) if heartbeat::recycling_held(fd) => {
+                        // --max-requests may have come due with it (one wake
+                        // for both): held as well, it is due again later.
+                        if let Some(n) = every {
+                            log.rearm(n);
+                        }
                         if !std::mem::replace(&mut told_hook, true) {
                             crate::log::error::info(
                                 "Not restarting for worker.alive = False: the last reload \
@@ -420,10 +425,11 @@ impl Server {
         }
     }
 
-    /// Requests this worker has finished (gunicorn's `worker.nr`).
+    /// Requests this worker has taken, the ones running too (gunicorn's
+    /// `worker.nr`, counted as a request starts).
     #[getter]
-    fn served(&self) -> u64 {
-        self.recorder.get().map_or(0, |r| r.served())
+    fn started(&self) -> u64 {
+        self.recorder.get().map_or(0, |r| r.started())
     }
 
     /// Asks the server to stop, as TERM (graceful) or INT (fast) would.
