@@ -183,14 +183,7 @@ def test_recycled_worker_is_counted_by_reason(start_server):
     url = metrics_url(srv)
     for _ in range(2):
         assert srv.get("/ping").status == 200
-
-    def recycled():
-        s = scrape(url)
-        exits = value(s, "siesta_worker_exits_total", reason="max_requests")
-        return s if exits == 1 and value(s, "siesta_worker_starts_total") == 2 else None
-
-    s = wait_until(recycled)
-    assert s, scrape(url)
+    s = one_replaced(url, "max_requests")
     # The departed worker's requests stay counted.
     assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 2
 
@@ -203,15 +196,22 @@ def test_a_worker_a_hook_retired_is_counted_as_hook(start_server, tmp_path):
     srv = start_server("router_app:app", *METRICS, "-c", str(conf))
     url = metrics_url(srv)
     assert srv.get("/ping").status == 200
+    s = one_replaced(url, "hook")
+    assert value(s, "siesta_worker_exits_total", reason="max_requests") == 0
 
-    def retired():
+
+def one_replaced(url, reason):
+    """The scrape once one worker has exited for `reason` and its replacement
+    started (bounded)."""
+
+    def replaced():
         s = scrape(url)
-        exits = value(s, "siesta_worker_exits_total", reason="hook")
+        exits = value(s, "siesta_worker_exits_total", reason=reason)
         return s if exits == 1 and value(s, "siesta_worker_starts_total") == 2 else None
 
-    s = wait_until(retired)
+    s = wait_until(replaced)
     assert s, scrape(url)
-    assert value(s, "siesta_worker_exits_total", reason="max_requests") == 0
+    return s
 
 
 def test_reloads_are_counted_by_outcome(start_server, tmp_path):
@@ -284,18 +284,23 @@ def test_requests_killed_with_their_worker_are_counted_as_lost(start_server, mod
     try:
         conn.send(b"GET /spin?seconds=30 HTTP/1.1\r\nHost: x\r\n\r\n")
         assert srv.wait_log(rf"WORKER TIMEOUT \(pid:{old}\)", timeout=20), srv.log()
-
-        def lost():
-            s = scrape(url)
-            return s if value(s, "siesta_requests_lost_total", reason="timeout") == 1 else None
-
-        s = wait_until(lost)
-        assert s, scrape(url)
+        s = one_lost(url, "timeout")
     finally:
         conn.close()
     assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 1
-    others = ("crash", "stop", "reload")
+
+
+def one_lost(url, reason):
+    """The scrape once one request is lost under `reason` (bounded), none under the others."""
+    s = wait_until(
+        lambda: (
+            (x := scrape(url)) and value(x, "siesta_requests_lost_total", reason=reason) == 1 and x
+        )
+    )
+    assert s, scrape(url)
+    others = [r for r in ("crash", "stop", "reload", "timeout") if r != reason]
     assert sum(value(s, "siesta_requests_lost_total", reason=r) for r in others) == 0
+    return s
 
 
 def test_a_response_cut_when_a_reload_ran_out_of_time_is_lost(start_server, mode):
@@ -315,18 +320,10 @@ def test_a_response_cut_when_a_reload_ran_out_of_time_is_lost(start_server, mode
         srv.proc.send_signal(signal.SIGHUP)
         said = r"Response 200 to GET /stream\?count=300\S* for \S+ cut after \d+ body bytes: "
         assert srv.wait_log(said + r"the stop's time ran out", since=mark, timeout=20), srv.log()
-
-        def lost():
-            s = scrape(url)
-            return s if value(s, "siesta_requests_lost_total", reason="reload") == 1 else None
-
-        s = wait_until(lost)
-        assert s, scrape(url)
+        s = one_lost(url, "reload")
     finally:
         conn.close()
     assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 0
-    others = ("crash", "stop", "timeout")
-    assert sum(value(s, "siesta_requests_lost_total", reason=r) for r in others) == 0
 
 
 def test_a_unix_metrics_socket_file_is_removed_at_the_stop(start_server, tmp_path):
