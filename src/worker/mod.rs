@@ -394,7 +394,11 @@ impl Server {
                             Stop::Graceful => graceful + STOP_GRACE,
                             Stop::Fast => STOP_GRACE,
                         };
-                        deadline = Some(Instant::now() + grace);
+                        // A later stop only shortens the wait: a graceful
+                        // one after INT (`--max-requests` or a hook's
+                        // retire coming due meanwhile) does not lengthen it.
+                        let by = Instant::now() + grace;
+                        deadline = Some(deadline.map_or(by, |d| d.min(by)));
                     }
                 }
             }
