@@ -340,6 +340,18 @@ def test_a_config_file_that_patches_the_standard_library_starts(start_server, tm
         assert len(lines) == 1 and "but the worker class is thread" in lines[0], refused.stderr
 
 
+def test_a_worker_sees_its_apps_children_end_from_the_start(start_server):
+    """Flaky regression (session 35): gevent installs its SIGCHLD handler with
+    the first child watcher, which its os.fork makes after the fork returns; a
+    child that ended before that went unseen, and the app's waitpid() on it
+    waited for good (test_a_fork_after_a_listeners_number_was_reused_keeps_that_file
+    hung in about one run of ten). The worker installs the handler as it
+    starts, as gevent's subprocess does before it forks."""
+    srv = start_server(GEVENT_APPS, mode="gevent")
+    resp = srv.get("/sigchld")
+    assert (resp.status, resp.body) == (200, b"caught"), resp
+
+
 def test_worker_connections_caps_running_requests(start_server):
     srv = start_server(GEVENT_APPS, "--worker-connections", "1", mode="gevent")
     go_first, go_second = f"go-{uuid.uuid4().hex[:12]}", f"go-{uuid.uuid4().hex[:12]}"

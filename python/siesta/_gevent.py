@@ -78,7 +78,15 @@ def patch() -> None:
     here too: it imports modules lazily, which a worker switched to -u's user may
     not be allowed to read."""
     gevent.monkey.patch_all()
-    gevent.get_hub()
+    hub = gevent.get_hub()
+    # gevent's SIGCHLD handler comes with the first child watcher, which the
+    # patched os.fork makes only once the fork has returned: a child that
+    # exited before that went unseen, and waitpid() on it waited for good (a
+    # request stuck until --timeout). gevent's subprocess installs the handler
+    # before it forks; the worker does it once, here.
+    install = getattr(hub.loop, "install_sigchld", None)
+    if install is not None:
+        install()
 
 
 def _park(token: int, timeout: float | None) -> None:

@@ -133,6 +133,18 @@ def gfork(environ, start_response):
     return [str(pid).encode()]
 
 
+def sigchld(environ, start_response):
+    """`caught` when this process has a handler for SIGCHLD (its SigCgt mask), else
+    `default`: the worker's state before its app ever forked."""
+    import signal
+
+    with open("/proc/self/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    caught = mask & (1 << (signal.SIGCHLD - 1))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"caught" if caught else b"default"]
+
+
 def gsleep(environ, start_response):
     """Answers after ?s= seconds of gevent.sleep; records its pid under ?name=."""
     import gevent
@@ -172,6 +184,7 @@ ROUTES = {
     "pool": pool,
     "gfork": gfork,
     "gsleep": gsleep,
+    "sigchld": sigchld,
     "gspawn-fork": gspawn_fork,
 }
 
