@@ -78,15 +78,32 @@ def patch() -> None:
     here too: it imports modules lazily, which a worker switched to -u's user may
     not be allowed to read."""
     gevent.monkey.patch_all()
-    hub = gevent.get_hub()
-    # gevent's SIGCHLD handler comes with the first child watcher, which the
-    # patched os.fork makes only once the fork has returned: a child that
-    # exited before that went unseen, and waitpid() on it waited for good (a
-    # request stuck until --timeout). gevent's subprocess installs the handler
-    # before it forks; the worker does it once, here.
-    install = getattr(hub.loop, "install_sigchld", None)
-    if install is not None:
-        install()
+    _watch_before_fork(gevent.get_hub().loop)
+
+
+def _watch_before_fork(loop: Any) -> None:
+    """gevent's SIGCHLD handler comes with its first child watcher, which the
+    patched ``os.fork`` (``forkpty``, ``posix_spawn``) makes once the child runs: a
+    child that ended before that went unseen, and ``waitpid()`` on it waited for
+    good (its request stuck until --timeout). gevent's subprocess installs the
+    handler before it forks; so do these, wrapped here. Not at the worker's start:
+    the handler reaps every child, and an app that makes only children gevent does
+    not watch (the original fork, a C extension's) keeps them to itself until
+    it uses one of these."""
+    install = getattr(loop, "install_sigchld", None)
+    original = gevent.monkey.get_original
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp"):
+        patched = getattr(os, name, None)
+        if install is None or patched is None or patched is original("os", name):
+            continue
+
+        def watched(*args: Any, _call: Any = patched, **kwargs: Any) -> Any:
+            install()
+            return _call(*args, **kwargs)
+
+        watched.__name__ = watched.__qualname__ = name
+        watched.__doc__ = patched.__doc__
+        setattr(os, name, watched)
 
 
 def _park(token: int, timeout: float | None) -> None:

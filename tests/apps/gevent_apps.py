@@ -133,16 +133,33 @@ def gfork(environ, start_response):
     return [str(pid).encode()]
 
 
-def sigchld(environ, start_response):
-    """`caught` when this process has a handler for SIGCHLD (its SigCgt mask), else
-    `default`: the worker's state before its app ever forked."""
+def _sigchld_caught():
+    """Whether this process has a handler for SIGCHLD (its SigCgt mask)."""
     import signal
 
     with open("/proc/self/status") as f:
         mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
-    caught = mask & (1 << (signal.SIGCHLD - 1))
+    return bool(mask & (1 << (signal.SIGCHLD - 1)))
+
+
+def sigchld(environ, start_response):
+    """Whether SIGCHLD was caught before the app's first fork, and in the child of
+    that (gevent's) fork, which has its parent's handlers as they were at the fork:
+    `before=0 at-fork=1` when the handler came just before the fork."""
+    import os
+
+    before = _sigchld_caught()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, b"1" if _sigchld_caught() else b"0")
+        os._exit(0)
+    os.close(write)
+    at_fork = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
     start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"caught" if caught else b"default"]
+    return [b"before=%d at-fork=%s" % (before, at_fork)]
 
 
 def gsleep(environ, start_response):
