@@ -340,8 +340,12 @@ class Listener:
         return f"<Listener {self._url}>"
 
     def getsockname(self) -> Any:
-        """``(host, port)``, or the path of a unix socket."""
-        return parsed_address(self._url)
+        """``(host, port)`` (``(host, port, 0, 0)`` for IPv6, as a socket's), or the
+        path of a unix socket."""
+        address = parsed_address(self._url)
+        if isinstance(address, tuple) and ":" in address[0]:
+            return (*address, 0, 0)
+        return address
 
     def fileno(self) -> int:
         """The master's descriptor; a worker serves on its own copies, and the
@@ -382,7 +386,7 @@ class App:
         return self is other
 
     def __hash__(self) -> int:
-        return id(self)
+        return hash(str(self))
 
     def wsgi(self) -> Any:
         if self.callable is None:
