@@ -543,14 +543,16 @@ def test_a_hook_reading_the_listeners_leaves_the_stop_refusing(start_server, tmp
         "    for listener in server.LISTENERS:\n"
         "        server.log.info('ready on %s %s', listener.getsockname(), listener.fileno())\n"
     )
-    srv = start_server(APP, "-c", str(conf), "--graceful-timeout", "30", mode="thread")
+    srv = start_server(APP, "-c", str(conf), "--graceful-timeout", "60", mode="thread")
     assert srv.wait_log(rf"ready on \('127\.0\.0\.1', {srv.port}\) \d+"), srv.log()
     conn = srv.connect()
     try:
-        conn.send(rawhttp.build_request("GET", "/stream?count=100&size=10&delay=0.1"))
+        # A stream of 40 s holds the drain; the refusal must come well before.
+        conn.send(rawhttp.build_request("GET", "/stream?count=400&size=10&delay=0.1"))
         assert conn.read_head()[2] == 200
         srv.proc.send_signal(signal.SIGTERM)
-        assert wait_until(lambda: refused(srv)), "a new connection was accepted after TERM"
+        refusing = wait_until(lambda: refused(srv), timeout=10)
+        assert refusing, "a new connection was accepted after TERM"
     finally:
         conn.close()
 
