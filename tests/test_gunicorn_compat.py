@@ -533,6 +533,37 @@ def test_a_hook_that_sets_worker_alive_false_recycles_the_worker(start_server, t
     assert srv.alive(), srv.log(mark)
 
 
+def test_worker_alive_turns_false_once_the_worker_is_leaving(start_server, tmp_path, mode):
+    """As gunicorn's: `worker.alive` is False in the post_request of the request
+    that reaches --max-requests, and in that of a request a TERM came during
+    (a hook that checks it to skip work, or to tell a last request, saw True)."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        "def post_request(worker, req, environ, resp):\n"
+        "    worker.log.info('alive after %s: %s', req.path, worker.alive)\n"
+    )
+    srv = start_server(APP, "-c", str(conf), "--max-requests", "2", mode=mode)
+    (first,) = srv.worker_pids(1)
+    mark = srv.log_mark()
+    assert srv.get("/ping").status == 200
+    assert srv.wait_log("alive after /ping: True", since=mark), srv.log(mark)
+    assert srv.get("/env").status == 200
+    assert srv.wait_log("alive after /env: False", since=mark), srv.log(mark)
+    deadline = time.monotonic() + 20
+    while srv.worker_pids(1) == [first] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert srv.worker_pids(1) != [first], srv.log(mark)
+    mark = srv.log_mark()
+    conn = srv.connect()
+    try:
+        conn.send(rawhttp.build_request("GET", "/stream?count=10&size=10&delay=0.1"))
+        assert conn.read_head()[2] == 200
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.wait_log("alive after /stream: False", since=mark), srv.log(mark)
+    finally:
+        conn.close()
+
+
 def test_a_hook_reading_the_listeners_leaves_the_stop_refusing(start_server, tmp_path):
     """Review (session 35): the first LISTENERS kept a copy of the listening
     socket once a hook asked its address, and every worker inherited it, so

@@ -567,7 +567,10 @@ class Worker:
     @property
     def alive(self) -> bool:
         """gunicorn's: setting it false (in ``post_request``, say) makes the worker
-        leave after the requests it has, and the master start a new one."""
+        leave after the requests it has, and the master start a new one. False
+        too once the worker has begun to stop (a signal, ``--max-requests``)."""
+        if self._alive and self._server is not None and self.pid == os.getpid():
+            return not self._server.stopping
         return self._alive
 
     @alive.setter

@@ -43,6 +43,9 @@ pub(crate) struct Recorder {
     listener_failed: std::sync::atomic::AtomicBool,
     /// Why it fired: a hook set gunicorn's `worker.alive = False` (`retire`).
     retired: std::sync::atomic::AtomicBool,
+    /// The request reaching `recycle_at` has started (`last_started`);
+    /// cleared when recycling is held (`recycle_later`).
+    last: std::sync::atomic::AtomicBool,
 }
 
 impl Recorder {
@@ -55,6 +58,7 @@ impl Recorder {
             leave: Notify::new(),
             listener_failed: std::sync::atomic::AtomicBool::new(false),
             retired: std::sync::atomic::AtomicBool::new(false),
+            last: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -72,6 +76,12 @@ impl Recorder {
         self.started.load(Ordering::Relaxed)
     }
 
+    /// The request that reaches `--max-requests` has started: the worker
+    /// leaves once it is done (gunicorn's `worker.alive` is false from then).
+    pub(crate) fn last_started(&self) -> bool {
+        self.last.load(Ordering::Relaxed)
+    }
+
     /// `--max-requests` may have come due unseen (a hook's retire woke the
     /// leave first) while the master holds recycling: if it fired, it
     /// fires again `every` requests on.
@@ -86,6 +96,7 @@ impl Recorder {
     pub(crate) fn recycle_later(&self, every: u64) {
         let at = self.served().saturating_add(every.max(1));
         self.recycle_at.store(at, Ordering::Relaxed);
+        self.last.store(false, Ordering::Relaxed);
     }
 
     /// Resolves once this worker should end and be replaced, with the
@@ -121,7 +132,11 @@ impl Recorder {
 impl Finish for Recorder {
     fn starts_last(&self) -> bool {
         let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
-        n >= self.recycle_at.load(Ordering::Relaxed)
+        let last = n >= self.recycle_at.load(Ordering::Relaxed);
+        if last {
+            self.last.store(true, Ordering::Relaxed);
+        }
+        last
     }
 
     fn finish(&self, done: &Finished<'_>) {

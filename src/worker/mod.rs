@@ -178,6 +178,14 @@ impl Server {
             .as_secs_f64()
     }
 
+    /// Whether this worker has begun to stop (a signal, a hook's retire, or
+    /// the request reaching `--max-requests` started): gunicorn's
+    /// `worker.alive` is false from then on.
+    #[getter]
+    fn stopping(&self) -> bool {
+        STOP_DEADLINE.lock().is_some() || self.recorder.get().is_some_and(|r| r.last_started())
+    }
+
     /// Seconds between heartbeats (gevent's hub loop beats this often).
     #[getter]
     fn beat_interval(&self) -> f64 {
