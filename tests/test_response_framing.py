@@ -268,6 +268,17 @@ def test_file_wrapper_of_an_object_whose_read_is_not_the_files_bytes(server, kin
     assert follow is not None and follow.body == b"pong"
 
 
+@pytest.mark.parametrize("kind", ["file", "bytesio"])
+def test_file_wrapper_can_be_indexed(server, kind):
+    """PEP 3333's sample file_wrapper (and gunicorn's) has `__getitem__`: each
+    index gives the next block and IndexError ends it, so code written for the
+    old iteration protocol works."""
+    resp, follow = pipelined(server, f"/file?size=100000&kind={kind}&blksize=30000&index=1")
+    assert resp.status == 200 and resp.complete, resp.body[:200]
+    assert resp.body == expected_file(100000)
+    assert follow is not None and follow.body == b"pong"
+
+
 def test_file_wrapper_of_a_file_that_cannot_tell_its_position(server):
     """Review (session 34): a text file iterated with next() cannot tell() where it
     stands; it was sent from its descriptor's offset, past what Python had read

@@ -142,6 +142,22 @@ impl FileWrapper {
         Ok(data)
     }
 
+    /// PEP 3333's sample wrapper (and gunicorn's) can be indexed, as the old
+    /// iteration protocol did: each index gives the next block, any key.
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        _key: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.__next__(py).map_err(|e| {
+            if e.is_instance_of::<PyStopIteration>(py) {
+                pyo3::exceptions::PyIndexError::new_err(())
+            } else {
+                e
+            }
+        })
+    }
+
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let f = self.filelike.bind(py);
         if let Ok(close) = f.getattr(pyo3::intern!(py, "close")) {

@@ -308,7 +308,7 @@ def file_wrapper(environ, start_response):
     """Serve ?size= bytes through wsgi.file_wrapper, from a real file (from ?offset=),
     a BytesIO, a pipe, /proc/self/status, a gzip file or a file whose read() inverts
     its bytes (?kind=), with the Content-Length ?length= and the block size ?blksize=
-    if given."""
+    if given; with ?index=, the app reads the wrapper by index and returns the blocks."""
     query = params(environ)
     size = int(query.get("size", 100000))
     data = _file_bytes(size)
@@ -348,7 +348,16 @@ def file_wrapper(environ, start_response):
     if "offset" in query:
         filelike.seek(int(query["offset"]))
     start_response("200 OK", headers)
-    return environ["wsgi.file_wrapper"](filelike, int(query.get("blksize", 8192)))
+    wrapper = environ["wsgi.file_wrapper"](filelike, int(query.get("blksize", 8192)))
+    if "index" in query:  # read by index, as the old iteration protocol did
+        blocks = []
+        try:
+            while True:
+                blocks.append(wrapper[len(blocks)])
+        except IndexError:
+            wrapper.close()
+        return blocks
+    return wrapper
 
 
 def stream(environ, start_response):
