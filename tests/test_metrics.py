@@ -326,6 +326,32 @@ def test_a_response_cut_when_a_reload_ran_out_of_time_is_lost(start_server, mode
     assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 0
 
 
+def test_a_response_that_starts_after_the_stop_cut_its_connection_is_lost(start_server, mode):
+    """QA (session 36): an app that answered after the stop's time ran out and cut
+    its connection, but before the worker exited, had its response counted as a
+    2xx in siesta_requests_total, though it went nowhere; an app answering later
+    still was lost with its worker. Both are lost now, and the error log says so."""
+    srv = start_server("router_app:app", *METRICS, "-w", "1", "--graceful-timeout", "1", mode=mode)
+    url = metrics_url(srv)
+    assert wait_until(lambda: all_ready(url, 1)), status(url)
+    go = "go-" + rawhttp.new_token()
+    conn = srv.connect()
+    try:
+        conn.send(rawhttp.build_request("GET", f"/gated?go={go}&late=1"))
+        mark = srv.log_mark()
+        srv.proc.send_signal(signal.SIGHUP)
+        # The stop's time runs out and cuts the connection; the app is still waiting.
+        with pytest.raises((rawhttp.IncompleteHead, ConnectionResetError)):
+            conn.read_head()
+        (srv.record_dir / go).write_text("go\n")
+        said = r"Response 200 to GET /gated\?go=\S* for \S+ cut after 0 body bytes: "
+        assert srv.wait_log(said + r"the stop's time ran out", since=mark, timeout=20), srv.log()
+        s = one_lost(url, "reload")
+    finally:
+        conn.close()
+    assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 0
+
+
 def test_a_unix_metrics_socket_file_is_removed_at_the_stop(start_server, tmp_path):
     """Review (session 29): the socket file of a unix --metrics-bind stayed after a
     TERM (the binds' own files went); it goes with them now."""

@@ -101,11 +101,18 @@ impl ReplySender {
         (ReplySender { tx, record }, rx)
     }
 
-    /// Hands the head over; false when the client is gone.
+    /// Hands the head over; false when the client is gone. A head that
+    /// comes after the stop's time ran out and cut its connection is lost
+    /// with its request, as a response cut midway is (`Counted`).
     pub(crate) fn send(self, reply: Reply) -> bool {
         self.record.answered(reply.status.as_u16(), reply.refusal);
         self.record.response_headers(&reply.headers);
-        self.tx.send(reply).is_ok()
+        let sent = self.tx.send(reply).is_ok();
+        if !sent && crate::server::stop_cut() {
+            self.record
+                .aborted(Some(crate::error::RequestError::StopCut));
+        }
+        sent
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -403,8 +403,12 @@ def distinct(environ, start_response):
 
 
 def gated(environ, start_response):
-    """Yield one chunk, wait (bounded) for the test's ?go= record, yield another."""
-    go = params(environ)["go"]
+    """Yield one chunk, wait (bounded) for the test's ?go= record, yield another;
+    with ?late=1, wait for it before the response starts."""
+    query = params(environ)
+    go = query["go"]
+    if query.get("late"):
+        records.wait_for(go)
     start_response("200 OK", TEXT)
 
     def body():
