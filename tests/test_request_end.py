@@ -150,6 +150,18 @@ def test_repeated_headers_and_absolute_targets_are_logged_as_the_app_saw_them(st
     assert srv.get("http://example.com/ping?x=1").status == 200
     line = srv.stdout.wait_for(r"GET http://example.com/ping\?x=1 HTTP/1.1$", 10.0, since=mark)
     assert line is not None, srv.stdout.text(mark)
+    # QA (session 36): a refused CONNECT's authority-form target was logged empty,
+    # so `%(r)s` no longer split in three.
+    mark = out_mark(srv)
+    conn = srv.connect()
+    try:
+        conn.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        assert conn.read_head()[2] == 501
+    finally:
+        conn.close()
+    line = srv.stdout.wait_for(r"\|CONNECT \S+ HTTP/1.1$", 10.0, since=mark)
+    assert line is not None, srv.stdout.text(mark)
+    assert line.string.endswith("|CONNECT example.com:443 HTTP/1.1"), line.string
 
 
 def test_a_full_access_log_is_told_in_the_error_log(start_server, mode):

@@ -102,9 +102,10 @@ pub(crate) fn split_host<'a>(host: &'a str, default_port: &'a str) -> (&'a str, 
     }
 }
 
-/// The request-target exactly as the client sent it (origin or absolute form).
+/// The request-target exactly as the client sent it (origin, absolute or,
+/// for a refused `CONNECT`, authority form).
 pub(crate) fn raw_uri(head: &Parts) -> std::borrow::Cow<'_, str> {
-    if head.uri.scheme().is_some() {
+    if head.uri.scheme().is_some() || head.uri.path_and_query().is_none() {
         std::borrow::Cow::Owned(head.uri.to_string())
     } else {
         std::borrow::Cow::Borrowed(
