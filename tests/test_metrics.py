@@ -318,11 +318,17 @@ def test_a_response_cut_when_a_reload_ran_out_of_time_is_lost(start_server, mode
         assert head[2] == 200, head
         mark = srv.log_mark()
         srv.proc.send_signal(signal.SIGHUP)
-        said = r"Response 200 to GET /stream\?count=300\S* for \S+ cut after \d+ body bytes: "
-        assert srv.wait_log(said + r"the stop's time ran out", since=mark, timeout=20), srv.log()
-        s = one_lost(url, "reload")
+        cut_and_lost(srv, url, mark, r"/stream\?count=300\S*", r"\d+")
     finally:
         conn.close()
+
+
+def cut_and_lost(srv, url, mark, target, sent):
+    """Asserts the error log's cut line for GET `target` (a pattern) after `sent`
+    body bytes, and that the request is lost to the reload, not counted a 2xx."""
+    said = rf"Response 200 to GET {target} for \S+ cut after {sent} body bytes: "
+    assert srv.wait_log(said + r"the stop's time ran out", since=mark, timeout=20), srv.log()
+    s = one_lost(url, "reload")
     assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 0
 
 
@@ -344,12 +350,9 @@ def test_a_response_that_starts_after_the_stop_cut_its_connection_is_lost(start_
         with pytest.raises((rawhttp.IncompleteHead, ConnectionResetError)):
             conn.read_head()
         (srv.record_dir / go).write_text("go\n")
-        said = r"Response 200 to GET /gated\?go=\S* for \S+ cut after 0 body bytes: "
-        assert srv.wait_log(said + r"the stop's time ran out", since=mark, timeout=20), srv.log()
-        s = one_lost(url, "reload")
+        cut_and_lost(srv, url, mark, r"/gated\?go=\S*", "0")
     finally:
         conn.close()
-    assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 0
 
 
 def test_a_unix_metrics_socket_file_is_removed_at_the_stop(start_server, tmp_path):
