@@ -151,7 +151,13 @@ class SiestaServer:
         assert self.alive(), f"siesta exited with {self.proc.returncode}:\n{self.log()}"
         resp = self.get("/ping")
         assert resp.status == 200 and resp.body == b"pong", resp
-        boots = self.log().count("Booting worker with pid")
+        # Workers boot side by side, and the first to serve may answer before the
+        # others' lines are read (bounded wait for them; one more is a crash).
+        deadline = time.monotonic() + READY_TIMEOUT
+        while (boots := self.log().count("Booting worker with pid")) < self.workers:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert boots == self.workers, f"{boots} boots, {self.workers} expected:\n{self.log()}"
 
     # --- what it logged and what the apps recorded ----------------------------------

@@ -9,6 +9,7 @@ line on stderr with gunicorn's exit code.
 """
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -562,6 +563,44 @@ def test_worker_alive_turns_false_once_the_worker_is_leaving(start_server, tmp_p
         assert srv.wait_log("alive after /stream: False", since=mark), srv.log(mark)
     finally:
         conn.close()
+
+
+def test_hooks_see_alive_and_reload_in_gunicorns_order(start_server, tmp_path, mode):
+    """QA (session 36), side by side with gunicorn 27: on a HUP, on_reload came
+    before that HUP's nworkers_changed (gunicorn tells the count first);
+    `worker.alive` was True in worker_int (gunicorn's is False: the worker is
+    quitting) and False in child_exit (the master's copy, True in gunicorn)."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        textwrap.dedent(
+            """\
+            def on_reload(server):
+                server.log.info("hook on_reload")
+
+            def nworkers_changed(server, new, old):
+                server.log.info("hook nworkers_changed %s %s", new, old)
+
+            def worker_int(worker):
+                worker.log.info("hook worker_int alive=%s", worker.alive)
+
+            def child_exit(server, worker):
+                server.log.info("hook child_exit alive=%s", worker.alive)
+            """
+        )
+    )
+    srv = start_server(APP, "-c", str(conf), mode=mode)
+    (first,) = srv.worker_pids(1)
+    mark = srv.log_mark()
+    srv.proc.send_signal(signal.SIGHUP)
+    assert srv.wait_log("hook on_reload", since=mark), srv.log(mark)
+    hooks = re.findall(r"hook (on_reload|nworkers_changed 1 1)", srv.log(mark))
+    assert hooks == ["nworkers_changed 1 1", "on_reload"], srv.log(mark)
+    assert srv.wait_log("hook child_exit alive=True", since=mark, timeout=20), srv.log(mark)
+    (second,) = srv.worker_pids(1)
+    assert second != first
+    mark = srv.log_mark()
+    os.kill(second, signal.SIGINT)
+    assert srv.wait_log("hook worker_int alive=False", since=mark, timeout=20), srv.log(mark)
 
 
 def test_a_hook_reading_the_listeners_leaves_the_stop_refusing(start_server, tmp_path):

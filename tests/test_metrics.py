@@ -323,34 +323,40 @@ def test_a_response_cut_when_a_reload_ran_out_of_time_is_lost(start_server, mode
         conn.close()
 
 
-def cut_and_lost(srv, url, mark, target, sent):
+def cut_and_lost(srv, url, mark, target, sent, status="200"):
     """Asserts the error log's cut line for GET `target` (a pattern) after `sent`
-    body bytes, and that the request is lost to the reload, not counted a 2xx."""
-    said = rf"Response 200 to GET {target} for \S+ cut after {sent} body bytes: "
+    body bytes, and that the request is lost to the reload, not counted answered."""
+    said = rf"Response {status} to GET {target} for \S+ cut after {sent} body bytes: "
     assert srv.wait_log(said + r"the stop's time ran out", since=mark, timeout=20), srv.log()
     s = one_lost(url, "reload")
-    assert value(s, "siesta_requests_total", method="GET", status_class="2xx") == 0
+    for status_class in ("2xx", "5xx"):
+        assert value(s, "siesta_requests_total", method="GET", status_class=status_class) == 0
 
 
-def test_a_response_that_starts_after_the_stop_cut_its_connection_is_lost(start_server, mode):
+@pytest.mark.parametrize("answer", ["200", "500"])
+def test_a_response_that_starts_after_the_stop_cut_its_connection_is_lost(
+    start_server, mode, answer
+):
     """QA (session 36): an app that answered after the stop's time ran out and cut
     its connection, but before the worker exited, had its response counted as a
     2xx in siesta_requests_total, though it went nowhere; an app answering later
-    still was lost with its worker. Both are lost now, and the error log says so."""
+    still was lost with its worker. Both are lost now, and the error log says so.
+    Review: so is the 500 of an app that raised after the cut."""
     srv = start_server("router_app:app", *METRICS, "-w", "1", "--graceful-timeout", "1", mode=mode)
     url = metrics_url(srv)
     assert wait_until(lambda: all_ready(url, 1)), status(url)
     go = "go-" + rawhttp.new_token()
     conn = srv.connect()
     try:
-        conn.send(rawhttp.build_request("GET", f"/gated?go={go}&late=1"))
+        fail = "&fail=1" if answer == "500" else ""
+        conn.send(rawhttp.build_request("GET", f"/gated?go={go}&late=1{fail}"))
         mark = srv.log_mark()
         srv.proc.send_signal(signal.SIGHUP)
         # The stop's time runs out and cuts the connection; the app is still waiting.
         with pytest.raises((rawhttp.IncompleteHead, ConnectionResetError)):
             conn.read_head()
         (srv.record_dir / go).write_text("go\n")
-        cut_and_lost(srv, url, mark, r"/gated\?go=\S*", "0")
+        cut_and_lost(srv, url, mark, r"/gated\?go=\S*", "0", answer)
     finally:
         conn.close()
 

@@ -323,7 +323,9 @@ def run_worker(
         return _boot_failure(exc)
     global _booted
     _booted = True
-    if not worker.alive:  # set false before it served (post_fork, post_worker_init)
+    # Set false by a hook before it served (post_fork, post_worker_init); not the
+    # getter, which is false too once a stop or --max-requests came meanwhile.
+    if not worker._alive:
         server.retire()
     if values["reload"]:
         threading.Thread(
@@ -534,10 +536,10 @@ class Master:
         return 0  # not reached
 
     def reload(self) -> tuple[int, bool]:
-        """HUP: the config read again (binds stay), the on_reload hook; the new count,
-        and whether the new config was refused. ``reread`` checks the new config as a
-        start would and, last, switches the error log to it; when it refuses, one line
-        is logged and the running config stays."""
+        """HUP: the config read again (binds stay); the new count, and whether the new
+        config was refused. ``reread`` checks the new config as a start would and,
+        last, switches the error log to it; when it refuses, one line is logged and
+        the running config stays."""
         refused = False
         try:
             values, hooks = self.reread()
@@ -558,8 +560,12 @@ class Master:
             self.arbiter.cfg.hooks_from(hooks)
             own_log_files(values)
             set_title("master", values)  # a new proc_name shows at once
-        self.hooks.call("on_reload", self.arbiter)
         return self.values["workers"], refused
+
+    def reloaded(self) -> None:
+        """HUP, once the new count was told (``nworkers_changed``): the on_reload hook,
+        in gunicorn's order."""
+        self.hooks.call("on_reload", self.arbiter)
 
     def _moved_pid_file(self, configured: str | None, wanted: str | None) -> str | None:
         """A HUP that names another pid file moves it there, as gunicorn's does; the
@@ -636,7 +642,8 @@ class Master:
         gone = self.workers.pop(pid, None)
         if gone is None:  # not forked by this master (one an old master left, USR2)
             gone = HookWorker(self.arbiter, None, pid=pid, ppid=os.getpid())
-        gone.alive = False
+        # `alive` stays True: gunicorn's child_exit gets the master's copy of the
+        # worker, which never changed.
         self.hooks.call("child_exit", self.arbiter, gone)
 
     def nworkers_changed(self, new: int, old: int | None) -> None:

@@ -138,6 +138,15 @@ impl Record {
         }
     }
 
+    /// The response never went out: the stop's time ran out and cut its
+    /// connection first. Lost with the stop, whatever the reply was (the
+    /// app's status, or a 500 for its failure, already logged).
+    pub(crate) fn cut_by_stop(&self) {
+        let mut t = self.tally.lock();
+        t.aborted = true;
+        t.refusal = Some(RequestError::StopCut);
+    }
+
     pub(crate) fn tally(&self) -> Tally {
         *self.tally.lock()
     }

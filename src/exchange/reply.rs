@@ -109,8 +109,7 @@ impl ReplySender {
         self.record.response_headers(&reply.headers);
         let sent = self.tx.send(reply).is_ok();
         if !sent && crate::server::stop_cut() {
-            self.record
-                .aborted(Some(crate::error::RequestError::StopCut));
+            self.record.cut_by_stop();
         }
         sent
     }

@@ -29,10 +29,12 @@ use tokio::sync::Notify;
 pub(crate) struct Recorder {
     /// `--access-logfile`; `None` logs nothing.
     access_log: Option<AccessLog>,
-    /// Requests finished (with a head), for `--max-requests`.
+    /// Requests finished (with a head): the idle trim's sign of activity.
     served: AtomicU64,
-    /// Requests started (with a head): the one that reaches `recycle_at`
-    /// closes its connection (`starts_last`).
+    /// Requests started (with a head), for `--max-requests`: the one that
+    /// reaches `recycle_at` fires `leave` as it starts, as gunicorn stops
+    /// accepting once its last request begins, and closes its connection
+    /// (`starts_last`).
     started: AtomicU64,
     /// `--max-requests` plus this worker's jitter: `leave` fires here
     /// (`u64::MAX`: never, or fired already); set again by `recycle_later`.
@@ -77,7 +79,9 @@ impl Recorder {
     }
 
     /// The request that reaches `--max-requests` has started: the worker
-    /// leaves once it is done (gunicorn's `worker.alive` is false from then).
+    /// leaves once it is done, unless the master holds recycling
+    /// (`recycle_later` clears it then). gunicorn's `worker.alive` is false
+    /// from then.
     pub(crate) fn last_started(&self) -> bool {
         self.last.load(Ordering::Relaxed)
     }
@@ -94,9 +98,11 @@ impl Recorder {
     /// `--max-requests` came while the master holds recycling: `leave`
     /// fires again `every` requests on.
     pub(crate) fn recycle_later(&self, every: u64) {
-        let at = self.served().saturating_add(every.max(1));
-        self.recycle_at.store(at, Ordering::Relaxed);
+        // Cleared first: while `recycle_at` is still `u64::MAX`, no start
+        // can set it again in between.
         self.last.store(false, Ordering::Relaxed);
+        let at = self.started().saturating_add(every.max(1));
+        self.recycle_at.store(at, Ordering::Relaxed);
     }
 
     /// Resolves once this worker should end and be replaced, with the
@@ -132,9 +138,17 @@ impl Recorder {
 impl Finish for Recorder {
     fn starts_last(&self) -> bool {
         let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
-        let last = n >= self.recycle_at.load(Ordering::Relaxed);
+        // Reached or passed (requests starting on several threads), it
+        // fires once: `recycle_later` sets the next.
+        let at = self.recycle_at.load(Ordering::Relaxed);
+        let last = n >= at
+            && self
+                .recycle_at
+                .compare_exchange(at, u64::MAX, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
         if last {
             self.last.store(true, Ordering::Relaxed);
+            self.leave.notify_one();
         }
         last
     }
@@ -154,18 +168,7 @@ impl Finish for Recorder {
         });
         crate::metrics::statsd::request(done.tally.status, done.elapsed);
         if done.head.is_some() {
-            let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
-            // Reached or passed (requests finishing on several threads),
-            // it fires once: `recycle_later` sets the next.
-            let at = self.recycle_at.load(Ordering::Relaxed);
-            if n >= at
-                && self
-                    .recycle_at
-                    .compare_exchange(at, u64::MAX, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
-                self.leave.notify_one();
-            }
+            self.served.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(log) = &self.access_log {
             log.write(&Entry {

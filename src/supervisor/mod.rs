@@ -142,6 +142,7 @@ impl Supervisor {
     /// server that stopped itself, why (logged after the shutdown line, as
     /// gunicorn logs its `Reason:`). `callbacks`
     /// has `spawn(age, heartbeat_fd) -> pid`, `reload() -> workers`,
+    /// `reloaded()` (the on_reload hook, once the count was told),
     /// `child_exit(pid, code)`, `nworkers_changed(new, old)`, `upgrade()`,
     /// `stopping()` (close the listening sockets), `reopened()` (USR1: log
     /// files to the workers' user) and `reaped(pid, code)`
@@ -377,6 +378,11 @@ impl Master<'_, '_> {
                         let old = self.target;
                         self.target = n.max(1);
                         self.tell_count(py, Some(old));
+                        // on_reload after nworkers_changed, as gunicorn's
+                        // reload calls them.
+                        if let Err(e) = self.cb.call_method0("reloaded") {
+                            crate::log::error::exception(py, "on_reload hook failed", &e);
+                        }
                         refused
                     }
                     Err(e) => {

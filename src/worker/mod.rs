@@ -178,9 +178,9 @@ impl Server {
             .as_secs_f64()
     }
 
-    /// Whether this worker has begun to stop (a signal, a hook's retire, or
-    /// the request reaching `--max-requests` started): gunicorn's
-    /// `worker.alive` is false from then on.
+    /// Whether this worker has begun to stop (a signal; a leave acted on,
+    /// after a hook's retire say; or the request reaching `--max-requests`
+    /// started): gunicorn's `worker.alive` is false from then on.
     #[getter]
     fn stopping(&self) -> bool {
         STOP_DEADLINE.lock().is_some() || self.recorder.get().is_some_and(|r| r.last_started())
@@ -289,7 +289,9 @@ impl Server {
         let on_int = on_int.map(|f| f.clone().unbind());
         signals::listen(move |cmd| {
             if let (Command::FastStop, Some(hook)) = (cmd, &on_int) {
-                // gunicorn's worker_int hook, before the worker stops.
+                // gunicorn's worker_int hook, before the worker stops, with
+                // `worker.alive` already False (`stopping`), as in gunicorn.
+                stop_by(Stop::Fast, graceful);
                 Python::attach(|py| {
                     if let Err(e) = hook.call0(py) {
                         crate::log::error::exception(py, "worker_int hook failed", &e);

@@ -404,11 +404,14 @@ def distinct(environ, start_response):
 
 def gated(environ, start_response):
     """Yield one chunk, wait (bounded) for the test's ?go= record, yield another;
-    with ?late=1, wait for it before the response starts."""
+    with ?late=1, wait for it before the response starts (and then raise, with
+    ?fail=1)."""
     query = params(environ)
     go = query["go"]
     if query.get("late"):
         records.wait_for(go)
+        if query.get("fail"):
+            raise RuntimeError("gated app failed on purpose")
     start_response("200 OK", TEXT)
 
     def body():
