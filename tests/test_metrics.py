@@ -328,6 +328,10 @@ def cut_and_lost(srv, url, mark, target, sent, status="200"):
     body bytes, and that the request is lost to the reload, not counted answered."""
     said = rf"Response {status} to GET {target} for \S+ cut after {sent} body bytes: "
     assert srv.wait_log(said + r"the stop's time ran out", since=mark, timeout=20), srv.log()
+    # The worker's one line for every connection it cut (session 36: a request
+    # still in the app when its worker exits has no other).
+    cut = r"1 connection\(s\) still open were cut: the stop's time ran out"
+    assert srv.wait_log(cut, since=mark), srv.log(mark)
     s = one_lost(url, "reload")
     for status_class in ("2xx", "5xx"):
         assert value(s, "siesta_requests_total", method="GET", status_class=status_class) == 0

@@ -107,8 +107,11 @@ impl ReplySender {
     pub(crate) fn send(self, reply: Reply) -> bool {
         self.record.answered(reply.status.as_u16(), reply.refusal);
         self.record.response_headers(&reply.headers);
+        // A 503 for a body read the cut broke is the cut's own refusal,
+        // counted and logged as such.
+        let cut_refusal = reply.refusal == Some(crate::error::RequestError::StopCut);
         let sent = self.tx.send(reply).is_ok();
-        if !sent && crate::server::stop_cut() {
+        if !sent && !cut_refusal && crate::server::stop_cut() {
             self.record.cut_by_stop();
         }
         sent

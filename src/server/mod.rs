@@ -191,6 +191,23 @@ pub(crate) async fn run(
             () = &mut fast => false,
         };
     if !closed {
+        // One line for them all: a request still in the app when the worker
+        // exits has no line of its own (a response cut midway, or handed
+        // over after the cut, has).
+        let open = total.saturating_sub(slots.available_permits());
+        if how == Stop::Graceful && open > 0 {
+            let why = if cut {
+                "a fast stop (INT or QUIT) came during the graceful one"
+            } else {
+                "the stop's time ran out (--graceful-timeout)"
+            };
+            crate::log::error::write(
+                crate::log::error::Level::Warning,
+                &format!(
+                    "{open} connection(s) still open were cut: {why}; requests on them are lost"
+                ),
+            );
+        }
         // Time is up: what is still open is cut short, with a reset that
         // says so (a close would pass a response delimited by it for
         // complete). The connections' tasks get a moment to set it.
