@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -330,7 +331,7 @@ def cut_and_lost(srv, url, mark, target, sent, status="200"):
     assert srv.wait_log(said + r"the stop's time ran out", since=mark, timeout=20), srv.log()
     # The worker's one line for every connection it cut (session 36: a request
     # still in the app when its worker exits has no other).
-    cut = r"1 connection\(s\) still open were cut: the stop's time ran out"
+    cut = r"1 request\(s\) still running were cut: the stop's time ran out"
     assert srv.wait_log(cut, since=mark), srv.log(mark)
     s = one_lost(url, "reload")
     for status_class in ("2xx", "5xx"):
@@ -362,6 +363,28 @@ def test_a_response_that_starts_after_the_stop_cut_its_connection_is_lost(
         (srv.record_dir / go).write_text("go\n")
         cut_and_lost(srv, url, mark, r"/gated\?go=\S*", "0", answer)
     finally:
+        conn.close()
+
+
+def test_a_fast_stop_during_a_graceful_one_says_so_for_the_requests_it_cut(start_server, mode):
+    """Review (session 36): an INT that came more than the drain's first second into
+    a TERM's stop cut the requests still running, and the warning blamed
+    --graceful-timeout, 18 s before it would have run out."""
+    srv = start_server("router_app:app", "-w", "1", "--graceful-timeout", "20", mode=mode)
+    go = "go-" + rawhttp.new_token()
+    conn = srv.connect()
+    try:
+        conn.send(rawhttp.build_request("GET", f"/gated?go={go}&late=1"))
+        assert srv.wait_records("paths", 1) == ["/gated"], srv.log()  # in the app
+        mark = srv.log_mark()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.wait_log("Handling signal: term", since=mark), srv.log(mark)
+        time.sleep(1.5)  # past the drain's first second, where the request still runs
+        srv.proc.send_signal(signal.SIGINT)
+        said = r"1 request\(s\) still running were cut: a fast stop \(INT or QUIT\) came during"
+        assert srv.wait_log(said, since=mark, timeout=20), srv.log(mark)
+    finally:
+        (srv.record_dir / go).write_text("go\n")
         conn.close()
 
 

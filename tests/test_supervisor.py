@@ -1201,6 +1201,23 @@ def test_max_requests_starts_the_replacement_while_the_worker_drains(launch, mod
     assert srv.alive(), srv.log()
 
 
+def test_the_last_request_before_max_requests_gets_its_own_time(launch, mode):
+    """Review (session 36): once the worker stopped accepting as its last request
+    started, that request's own run counted against --graceful-timeout, and a
+    stream longer than it was cut. The stop's time starts once it is done, as
+    before; accepting still stops at its start."""
+    srv = launch(
+        "-w", "1", "--max-requests", "2", "--graceful-timeout", "1", app="router_app:app", mode=mode
+    )
+    assert srv.get("/ping").status == 200
+    # 3 s of stream (30 chunks of 10 bytes, 0.1 s apart): three times the stop's time.
+    resp = srv.get("/stream?count=30&size=10&delay=0.1")
+    assert resp.status == 200 and resp.complete, resp
+    assert len(resp.body) == 300, resp
+    assert srv.wait_log("Autorestarting worker after current request."), srv.log()
+    assert "still running were cut" not in srv.log(), srv.log()
+
+
 def _pid_other_than(srv, old):
     """A worker other than `old` answered /pid (None when the request failed)."""
     try:

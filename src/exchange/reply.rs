@@ -107,11 +107,15 @@ impl ReplySender {
     pub(crate) fn send(self, reply: Reply) -> bool {
         self.record.answered(reply.status.as_u16(), reply.refusal);
         self.record.response_headers(&reply.headers);
-        // A 503 for a body read the cut broke is the cut's own refusal,
-        // counted and logged as such.
-        let cut_refusal = reply.refusal == Some(crate::error::RequestError::StopCut);
+        // The server's own refusals (a 503 for a body read the cut broke,
+        // or for a request still queued at the stop) keep their reason; the
+        // app's answer, or its failure's 500, is lost with the cut.
+        let apps = matches!(
+            reply.refusal,
+            None | Some(crate::error::RequestError::AppFailed)
+        );
         let sent = self.tx.send(reply).is_ok();
-        if !sent && !cut_refusal && crate::server::stop_cut() {
+        if !sent && apps && crate::server::stop_cut() {
             self.record.cut_by_stop();
         }
         sent

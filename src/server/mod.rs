@@ -188,14 +188,18 @@ pub(crate) async fn run(
     let closed = !cut
         && tokio::select! {
             r = tokio::time::timeout(wait, slots.acquire_many(all)) => r.is_ok(),
-            () = &mut fast => false,
+            () = &mut fast => {
+                cut = true;
+                false
+            }
         };
     if !closed {
         // One line for them all: a request still in the app when the worker
         // exits has no line of its own (a response cut midway, or handed
-        // over after the cut, has).
-        let open = total.saturating_sub(slots.available_permits());
-        if how == Stop::Graceful && open > 0 {
+        // over after the cut, has). Requests, not connections: one that
+        // has sent no head yet loses nothing.
+        let running = end.started().saturating_sub(end.served());
+        if how == Stop::Graceful && running > 0 {
             let why = if cut {
                 "a fast stop (INT or QUIT) came during the graceful one"
             } else {
@@ -203,9 +207,7 @@ pub(crate) async fn run(
             };
             crate::log::error::write(
                 crate::log::error::Level::Warning,
-                &format!(
-                    "{open} connection(s) still open were cut: {why}; requests on them are lost"
-                ),
+                &format!("{running} request(s) still running were cut: {why}"),
             );
         }
         // Time is up: what is still open is cut short, with a reset that
