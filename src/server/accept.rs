@@ -91,20 +91,10 @@ pub(super) async fn accept_loop(
         Err(e) => return crate::log::error::error(&format!("Cannot listen: {e}")),
     };
     let mut backoff = Backoff::default();
-    let mut paused = ctx.end.accepting_paused();
     loop {
         tokio::select! {
             _ = stop.changed() => return listening.drain(&ctx),
             () = hub.free() => {}
-        }
-        if *paused.borrow_and_update() {
-            // `--max-requests` came due: this worker takes no more, and its
-            // stop leaves what is queued to the others (the master's socket
-            // stays open) rather than draining it; held recycling resumes.
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = async { paused.wait_for(|p| !*p).await.map(|_| ()) } => continue,
-            }
         }
         let accepted = async {
             let slot = ctx.slots.clone().acquire_owned().await.ok()?;
@@ -115,7 +105,6 @@ pub(super) async fn accept_loop(
             // Accepting stops while the hub is held (the accept waiting is
             // dropped, which takes no connection).
             () = hub.held() => {}
-            _ = async { paused.wait_for(|p| *p).await.map(|_| ()) } => {}
             r = accepted => match r {
                 Some(Ok(())) => backoff.reset(),
                 Some(Err(e)) if broken(&e) => {

@@ -29,13 +29,10 @@ use tokio::sync::Notify;
 pub(crate) struct Recorder {
     /// `--access-logfile`; `None` logs nothing.
     access_log: Option<AccessLog>,
-    /// Requests finished (with a head): once it reaches `last_at`, the
-    /// last request is done (`last_done`) and the worker's stop begins.
+    /// Requests finished (with a head), for `--max-requests`.
     served: AtomicU64,
     /// Requests started (with a head): the one that reaches `recycle_at`
-    /// fires `leave` and stops the accepting, as gunicorn's worker stops
-    /// taking connections once its last request begins, and closes its
-    /// connection (`starts_last`).
+    /// closes its connection (`starts_last`).
     started: AtomicU64,
     /// `--max-requests` plus this worker's jitter: `leave` fires here
     /// (`u64::MAX`: never, or fired already); set again by `recycle_later`.
@@ -49,14 +46,6 @@ pub(crate) struct Recorder {
     /// The request reaching `recycle_at` has started (`last_started`);
     /// cleared when recycling is held (`recycle_later`).
     last: std::sync::atomic::AtomicBool,
-    /// True from then: the accept loops take no more connections (those
-    /// queued are left to the other workers and the replacement).
-    paused: tokio::sync::watch::Sender<bool>,
-    /// The `recycle_at` that fired (`u64::MAX`: none): its stop's time
-    /// starts once as many requests have finished (`finished_last`).
-    last_at: AtomicU64,
-    /// Told when `served` reaches `last_at`.
-    last_done: Notify,
 }
 
 impl Recorder {
@@ -70,9 +59,6 @@ impl Recorder {
             listener_failed: std::sync::atomic::AtomicBool::new(false),
             retired: std::sync::atomic::AtomicBool::new(false),
             last: std::sync::atomic::AtomicBool::new(false),
-            paused: tokio::sync::watch::Sender::new(false),
-            last_at: AtomicU64::new(u64::MAX),
-            last_done: Notify::new(),
         }
     }
 
@@ -98,26 +84,6 @@ impl Recorder {
         self.last.load(Ordering::Relaxed)
     }
 
-    /// Resolves once the requests up to the last one (`--max-requests`)
-    /// have finished: that request gets its own time, and the stop's
-    /// (`--graceful-timeout`, for the others) starts after it.
-    pub(crate) async fn finished_last(&self) {
-        loop {
-            let told = self.last_done.notified();
-            tokio::pin!(told);
-            told.as_mut().enable();
-            if self.served() >= self.last_at.load(Ordering::Relaxed) {
-                return;
-            }
-            told.await;
-        }
-    }
-
-    /// Whether accepting is paused (`paused`), to watch.
-    pub(crate) fn accepting_paused(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.paused.subscribe()
-    }
-
     /// `--max-requests` may have come due unseen (a hook's retire woke the
     /// leave first) while the master holds recycling: if it fired, it
     /// fires again `every` requests on.
@@ -133,9 +99,7 @@ impl Recorder {
         // Cleared first: while `recycle_at` is still `u64::MAX`, no start
         // can set it again in between.
         self.last.store(false, Ordering::Relaxed);
-        self.last_at.store(u64::MAX, Ordering::Relaxed);
-        self.paused.send_replace(false);
-        let at = self.started().saturating_add(every.max(1));
+        let at = self.served().saturating_add(every.max(1));
         self.recycle_at.store(at, Ordering::Relaxed);
     }
 
@@ -172,19 +136,9 @@ impl Recorder {
 impl Finish for Recorder {
     fn starts_last(&self) -> bool {
         let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
-        // Reached or passed (requests starting on several threads), it
-        // fires once: `recycle_later` sets the next.
-        let at = self.recycle_at.load(Ordering::Relaxed);
-        let last = n >= at
-            && self
-                .recycle_at
-                .compare_exchange(at, u64::MAX, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok();
+        let last = n >= self.recycle_at.load(Ordering::Relaxed);
         if last {
             self.last.store(true, Ordering::Relaxed);
-            self.last_at.store(n, Ordering::Relaxed);
-            self.paused.send_replace(true);
-            self.leave.notify_one();
         }
         last
     }
@@ -205,8 +159,16 @@ impl Finish for Recorder {
         crate::metrics::statsd::request(done.tally.status, done.elapsed);
         if done.head.is_some() {
             let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
-            if n >= self.last_at.load(Ordering::Relaxed) {
-                self.last_done.notify_waiters();
+            // Reached or passed (requests finishing on several threads),
+            // it fires once: `recycle_later` sets the next.
+            let at = self.recycle_at.load(Ordering::Relaxed);
+            if n >= at
+                && self
+                    .recycle_at
+                    .compare_exchange(at, u64::MAX, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.leave.notify_one();
             }
         }
         if let Some(log) = &self.access_log {

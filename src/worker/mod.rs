@@ -304,7 +304,6 @@ impl Server {
         let (stop, events, log) = (stop_tx.clone(), events_tx.clone(), recorder.clone());
         let beat = self.heartbeat;
         let every = self.config.max_requests;
-        let timeout = self.config.timeout;
         rt.spawn(async move {
             let (mut told, mut told_hook) = (false, false);
             let reason = loop {
@@ -350,19 +349,6 @@ impl Server {
             crate::metrics::worker_leaving(reason);
             if let Some(fd) = beat {
                 heartbeat::leaving(fd);
-            }
-            if reason == "max_requests" {
-                // The replacement starts now, while the last request runs
-                // on its own time: the stop (and its time) begins once it is
-                // done, or once `--timeout` has passed, which would have
-                // the master kill a worker whose every request hung.
-                let done = log.finished_last();
-                match timeout {
-                    Some(t) => {
-                        let _ = tokio::time::timeout(t, done).await;
-                    }
-                    None => done.await,
-                }
             }
             act(Command::GracefulStop, &stop, &events, &log, graceful);
         });
