@@ -1288,30 +1288,50 @@ def test_a_worker_whose_gevent_hub_is_held_stops_accepting(launch, tmp_path):
     the patching misses) went on accepting connections it could not serve: 6 of 10
     requests waited for the hub while the other worker idled. A held hub now stops
     its worker accepting until it turns again, as a gevent worker accepting on its hub
-    stops: every request goes to the other worker meanwhile."""
+    stops: every request goes to the other worker meanwhile.
+
+    The held worker is the one whose app spins (its pid in `.started`), and the test
+    waits for the status page to show it held: a worker whose hub loop had not run
+    yet when its first request came is held for that while too (a CI flake, session
+    37: that earlier line was taken for the spin's, and the 20 requests came while the
+    hub turned between the two)."""
     metrics = ("--metrics-bind", "127.0.0.1:0")
     srv = launch("-w", "2", "--log-level", "debug", *metrics, mode="gevent")
     url = metrics_url(srv)
     release = tmp_path / "release"
+    started = Path(f"{release}.started")
     mark = srv.log_mark()
     client, answer = request_in_background(srv, f"/spin-until?path={release}")
-    held_line = srv.wait_log(r"\[(\d+)\] \[DEBUG\] The hub loop has not turned", mark, WAIT)
-    assert held_line, srv.log()
-    held = held_line.group(1)
     try:
-        answers = [srv.get("/pid") for _ in range(20)]
+        assert wait_until(lambda: started.exists() and started.read_text(), timeout=WAIT)
+        held = started.read_text()
+
+        def phases():
+            return {str(w["pid"]): w["phase"] for w in status(url)["workers"]}
+
+        def hub_lines():
+            return [line for line in srv.log().splitlines() if "The hub loop" in line]
+
         # The status page shows it held; /readyz does not fail for it.
-        phases = {str(w["pid"]): w["phase"] for w in status(url)["workers"]}
-        assert phases[held] == "held" and sorted(phases.values()) == ["held", "ready"], phases
+        assert wait_until(lambda: phases().get(held) == "held", timeout=WAIT), (
+            phases(),
+            hub_lines(),
+        )
+        pattern = rf"\[{held}\] \[DEBUG\] The hub loop has not turned"
+        assert srv.wait_log(pattern, mark, WAIT), srv.log()
+        answers = [srv.get("/pid") for _ in range(20)]
+        assert sorted(phases().values()) == ["held", "ready"], phases()
         assert get(url + "/readyz")[0] == 200
     finally:
+        released = srv.log_mark()
         release.touch()
     assert all(r.status == 200 for r in answers), answers
     others = {r.body.decode() for r in answers}
     assert held not in others and len(others) == 1, (held, others)
     client.join(WAIT)
     assert answer["resp"].status == 200 and answer["resp"].body.decode() == held, answer
-    assert srv.wait_log(rf"\[{held}\] \[DEBUG\] The hub loop turns again", mark), srv.log()
+    turns = rf"\[{held}\] \[DEBUG\] The hub loop turns again"
+    assert srv.wait_log(turns, released), srv.log()
     assert srv.get("/pid").status == 200
     assert wait_until(lambda: all(w["phase"] == "ready" for w in status(url)["workers"]))
 

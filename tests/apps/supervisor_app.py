@@ -43,9 +43,9 @@ def spin_until_killed(seconds):
 
 def spin_until_exists(path, seconds=60.0):
     """Never yields until `path` exists (checked with a plain stat, bounded); writes
-    `path`.started first."""
-    with open(f"{path}.started", "w"):
-        pass
+    the worker's pid to `path`.started first."""
+    with open(f"{path}.started", "w") as f:
+        f.write(str(os.getpid()))
     deadline = time.monotonic() + seconds
     while not os.path.exists(path) and time.monotonic() < deadline:
         pass
