@@ -213,11 +213,15 @@ impl Hub {
     }
 }
 
-/// Sets `held`, logging a change at debug.
+/// Sets `held`, and the worker's phase on the status page, logging a
+/// change at debug. The phase is set here, before the line, rather than by
+/// a task watching `held`: that task ran late on a starved CPU, and the
+/// status page showed a worker logged held as ready meanwhile.
 fn tell(held: &watch::Sender<bool>, now_held: bool) {
     if *held.borrow() == now_held {
         return;
     }
+    crate::metrics::worker_held(now_held);
     held.send_replace(now_held);
     let msg = if now_held {
         format!(

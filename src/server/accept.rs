@@ -100,7 +100,11 @@ pub(super) async fn accept_loop(
             let slot = ctx.slots.clone().acquire_owned().await.ok()?;
             Some(listening.accept(&ctx, slot).await)
         };
+        // In this order: a stop, then a held hub, win over a connection
+        // ready at the same poll (on a starved CPU the loop may run only
+        // after both came).
         tokio::select! {
+            biased;
             _ = stop.changed() => return listening.drain(&ctx),
             // Accepting stops while the hub is held (the accept waiting is
             // dropped, which takes no connection).

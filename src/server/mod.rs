@@ -115,15 +115,6 @@ pub(crate) async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (abort_tx, abort_rx) = watch::channel(false);
     let hub_held = exec.watch_held();
-    if let Some(mut held) = hub_held.clone() {
-        // The status page and `/readyz` show a held worker as such.
-        tokio::spawn(async move {
-            while held.changed().await.is_ok() {
-                let now = *held.borrow_and_update();
-                crate::metrics::worker_held(now);
-            }
-        });
-    }
     let mut loops = Vec::new();
     for l in listeners {
         let (name, port) = l.server_name();
