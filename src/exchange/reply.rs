@@ -115,7 +115,10 @@ impl ReplySender {
             None | Some(crate::error::RequestError::AppFailed)
         );
         let sent = self.tx.send(reply).is_ok();
-        if !sent && apps && crate::server::stop_cut() {
+        // Handed over after the cut, it is lost even when its connection's
+        // task has not ended yet: that task's next poll ends it before
+        // hyper's (`server::drive`), and the reply is dropped unwritten.
+        if apps && crate::server::stop_cut() {
             self.record.cut_by_stop();
         }
         sent
