@@ -1293,10 +1293,21 @@ def test_a_worker_whose_gevent_hub_is_held_stops_accepting(launch, tmp_path):
     The held worker is the one whose app spins (its pid in `.started`). Its status
     page phase is set before the line is logged (a CI flake, session 37: a task
     watching the hold set it, which ran late on a starved CPU, so the page still
-    showed the worker ready after its line; 8 of 60 runs failed so under a build)."""
+    showed the worker ready after its line; 8 of 60 runs failed so under a build).
+    Both hubs have turned before the spin: a request that reached a worker whose hub
+    loop had not run yet would be held for that while too, and its line taken for
+    the spin's."""
     metrics = ("--metrics-bind", "127.0.0.1:0")
     srv = launch("-w", "2", "--log-level", "debug", *metrics, mode="gevent")
     url = metrics_url(srv)
+
+    def served_by_each():
+        assert srv.get("/pid").status == 200
+        workers = status(url)["workers"]
+        ready = [w for w in workers if w["requests"] > 0 and w["phase"] == "ready"]
+        return len(workers) == len(ready) == 2
+
+    assert wait_until(served_by_each, timeout=WAIT), status(url)
     release = tmp_path / "release"
     started = Path(f"{release}.started")
     mark = srv.log_mark()
@@ -1326,6 +1337,54 @@ def test_a_worker_whose_gevent_hub_is_held_stops_accepting(launch, tmp_path):
     assert srv.wait_log(turns, released), srv.log()
     assert srv.get("/pid").status == 200
     assert wait_until(lambda: all(w["phase"] == "ready" for w in status(url)["workers"]))
+
+
+@pytest.mark.timeout(120)
+def test_a_connection_the_stop_drains_names_an_ipv4_client_as_ipv4(launch, tmp_path):
+    """Review (session 37): the connections still queued at a stop are taken by the
+    drain, which named an IPv4 client of a dual-stack socket `::ffff:127.0.0.1` (in the
+    environ, the log and --forwarded-allow-ips), where the accept loop names it
+    `127.0.0.1`. A held gevent hub stops its worker accepting, so the connection waits
+    in the queue until the TERM's drain takes it."""
+    srv = launch("--log-level", "debug", mode="gevent", bind="[::]:0")
+    port = int(srv.url_seen.rsplit(":", 1)[1])
+    release = tmp_path / "release"
+    mark = srv.log_mark()
+
+    def ask(target, answers):
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        answers.append(data)
+
+    spun, queued = [], []
+    spinner = threading.Thread(target=ask, args=(f"/spin-until?path={release}", spun))
+    spinner.start()
+    waiter = None
+    try:
+        assert srv.wait_log(r"The hub loop has not turned", mark, WAIT), srv.log()
+        waiter = threading.Thread(target=ask, args=("/remote", queued))
+        waiter.start()
+        srv.signal(signal.SIGTERM)
+
+        def refused():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        # Every copy of the socket is closed once the worker's drain took the queue.
+        assert wait_until(refused, timeout=WAIT), srv.log()
+    finally:
+        release.touch()
+    spinner.join(WAIT)
+    if waiter is not None:
+        waiter.join(WAIT)
+    assert len(queued) == 1 and queued[0].startswith(b"HTTP/1.1 200"), (queued, srv.log())
+    assert queued[0].split(b"\r\n\r\n", 1)[1] == b"127.0.0.1", queued
 
 
 @pytest.mark.timeout(120)

@@ -156,7 +156,8 @@ impl Hub {
 
     /// Tells `held` whether the hub loop is held (true) or turning, from the
     /// I/O runtime: while the hub is busy it looks once a `TICK`, otherwise
-    /// it waits to be roused. A change is logged at debug. Ends when the hub
+    /// it waits to be roused. A change also sets the worker's phase on the
+    /// status page, and is logged at debug (`tell`). Ends when the hub
     /// closes.
     pub(crate) async fn watch_held(self: Arc<Self>, held: watch::Sender<bool>) {
         let misses_allowed = (HELD_AFTER.as_millis() / TICK.as_millis()) as u32;

@@ -39,11 +39,7 @@ impl Listening {
             Listening::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 let _ = s.set_nodelay(true);
-                // An IPv4 client of a dual-stack socket is named as IPv4
-                // (`127.0.0.1`, not `::ffff:127.0.0.1`), in the environ, the
-                // log and `--forwarded-allow-ips`.
-                let peer = std::net::SocketAddr::new(peer.ip().to_canonical(), peer.port());
-                ctx.serve(s, Some(peer), slot);
+                ctx.serve(s, Some(canonical(peer)), slot);
             }
             Listening::Unix(l) => {
                 let (s, _) = l.accept().await?;
@@ -78,6 +74,14 @@ impl HubGate {
             }
         }
     }
+}
+
+/// An IPv4 client of a dual-stack socket is named as IPv4 (`127.0.0.1`,
+/// not `::ffff:127.0.0.1`), in the environ, the log and
+/// `--forwarded-allow-ips`, whether the accept loop or the stop's drain
+/// took its connection.
+pub(super) fn canonical(peer: std::net::SocketAddr) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(peer.ip().to_canonical(), peer.port())
 }
 
 pub(super) async fn accept_loop(

@@ -10,7 +10,10 @@
 //! file (`supervisor/`), so behind a proxy nothing new arrives meanwhile.
 //! Accepting while running is `accept.rs`'s.
 
-use super::{accept::Listening, AcceptCtx};
+use super::{
+    accept::{self, Listening},
+    AcceptCtx,
+};
 use std::io;
 
 impl Listening {
@@ -27,7 +30,7 @@ impl Listening {
                     s.set_nonblocking(true)?;
                     let s = tokio::net::TcpStream::from_std(s)?;
                     let _ = s.set_nodelay(true);
-                    ctx.serve(s, Some(peer), slot);
+                    ctx.serve(s, Some(accept::canonical(peer)), slot);
                 }
                 Ok(())
             }),

@@ -8,7 +8,7 @@ gevent hub) in a pure-Python busy loop for up to N seconds (for --timeout:
 the worker stops beating); `/spin-until?path=P` spins the same way until the
 file P exists (at most a minute), then answers the pid; `/spin-later?path=P`
 answers the pid at once and has a greenlet of its own spin so (gevent mode);
-`/hold-gil?seconds=N`
+`/remote` answers REMOTE_ADDR; `/hold-gil?seconds=N`
 sleeps N seconds in C with the GIL kept; `/print?text=T` prints `T out` with
 print() and
 writes `T err` to sys.stderr (for --capture-output); `/abort` aborts the worker
@@ -55,6 +55,8 @@ def app(environ, start_response):
     path = environ.get("PATH_INFO", "")
     if path == "/pid":
         return _text(start_response, str(os.getpid()).encode())
+    if path == "/remote":
+        return _text(start_response, environ["REMOTE_ADDR"].encode())
     if path == "/upload":
         record("uploads", "started")
         return body_app.sha256(environ, start_response)
