@@ -1343,30 +1343,33 @@ def test_a_worker_whose_gevent_hub_is_held_stops_accepting(launch, tmp_path):
 def test_a_connection_the_stop_drains_names_an_ipv4_client_as_ipv4(launch, tmp_path):
     """Review (session 37): the connections still queued at a stop are taken by the
     drain, which named an IPv4 client of a dual-stack socket `::ffff:127.0.0.1` (in the
-    environ, the log and --forwarded-allow-ips), where the accept loop names it
-    `127.0.0.1`. A held gevent hub stops its worker accepting, so the connection waits
-    in the queue until the TERM's drain takes it."""
+    environ and the log), where the accept loop names it `127.0.0.1`. A held gevent
+    hub stops its worker accepting, so the connection waits in the queue until the
+    TERM's drain takes it."""
     srv = launch("--log-level", "debug", mode="gevent", bind="[::]:0")
     port = int(srv.url_seen.rsplit(":", 1)[1])
     release = tmp_path / "release"
-    mark = srv.log_mark()
 
-    def ask(target, answers):
-        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
-            s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-            data = b""
+    def connect(target):
+        s = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        return s
+
+    def answer(s):
+        data = b""
+        with s:
             while chunk := s.recv(65536):
                 data += chunk
-        answers.append(data)
+        return data
 
-    spun, queued = [], []
-    spinner = threading.Thread(target=ask, args=(f"/spin-until?path={release}", spun))
-    spinner.start()
-    waiter = None
+    # The hub has turned before the spin: a hold logged while its loop had not run
+    # yet would end, and its worker accept again, before the spin's.
+    assert answer(connect("/remote")).startswith(b"HTTP/1.1 200")
+    mark = srv.log_mark()
+    spinner = connect(f"/spin-until?path={release}")
     try:
         assert srv.wait_log(r"The hub loop has not turned", mark, WAIT), srv.log()
-        waiter = threading.Thread(target=ask, args=("/remote", queued))
-        waiter.start()
+        queued = connect("/remote")  # in the accept queue once connected (loopback)
         srv.signal(signal.SIGTERM)
 
         def refused():
@@ -1378,13 +1381,14 @@ def test_a_connection_the_stop_drains_names_an_ipv4_client_as_ipv4(launch, tmp_p
 
         # Every copy of the socket is closed once the worker's drain took the queue.
         assert wait_until(refused, timeout=WAIT), srv.log()
+        # The worker did not accept meanwhile: its hub was held throughout.
+        assert "The hub loop turns again" not in srv.log(mark), srv.log()
     finally:
         release.touch()
-    spinner.join(WAIT)
-    if waiter is not None:
-        waiter.join(WAIT)
-    assert len(queued) == 1 and queued[0].startswith(b"HTTP/1.1 200"), (queued, srv.log())
-    assert queued[0].split(b"\r\n\r\n", 1)[1] == b"127.0.0.1", queued
+    assert answer(spinner).startswith(b"HTTP/1.1 200")
+    got = answer(queued)
+    assert got.startswith(b"HTTP/1.1 200"), (got, srv.log())
+    assert got.split(b"\r\n\r\n", 1)[1] == b"127.0.0.1", got
 
 
 @pytest.mark.timeout(120)

@@ -35,6 +35,17 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
+    /// Whether a cut by the stop loses this reply with its request: the
+    /// app's answer, or its failure's 500. The server's own refusals (a 503
+    /// for a body read the cut broke, or for a request still queued at the
+    /// stop) keep their reason.
+    pub(crate) fn lost_with_a_cut(&self) -> bool {
+        matches!(
+            self.refusal,
+            None | Some(crate::error::RequestError::AppFailed)
+        )
+    }
+
     /// The hyper response, its body wrapped by `wrap` (the I/O side counts
     /// the bytes there).
     pub(crate) fn into_response<B>(
@@ -107,18 +118,11 @@ impl ReplySender {
     pub(crate) fn send(self, reply: Reply) -> bool {
         self.record.answered(reply.status.as_u16(), reply.refusal);
         self.record.response_headers(&reply.headers);
-        // The server's own refusals (a 503 for a body read the cut broke,
-        // or for a request still queued at the stop) keep their reason; the
-        // app's answer, or its failure's 500, is lost with the cut.
-        let apps = matches!(
-            reply.refusal,
-            None | Some(crate::error::RequestError::AppFailed)
-        );
+        let apps = reply.lost_with_a_cut();
         let sent = self.tx.send(reply).is_ok();
-        // Handed over after the cut, it is lost even when its connection's
-        // task has not ended yet: that task's next poll ends it before
-        // hyper's (`server::drive`), and the reply is dropped unwritten.
-        if apps && crate::server::stop_cut() {
+        // Handed over, but not taken before the cut ended its connection,
+        // it is lost too (`service::ReplyFuture`'s drop).
+        if !sent && apps && crate::server::stop_cut() {
             self.record.cut_by_stop();
         }
         sent

@@ -130,6 +130,22 @@ pub(crate) struct ReplyFuture {
     last: bool,
 }
 
+impl Drop for ReplyFuture {
+    /// A reply handed over but never taken: its connection ended first. After
+    /// the stop's cut, that is the cut's doing (`drive` ends a connection
+    /// before polling hyper once the cut is on): the request is lost with it.
+    fn drop(&mut self) {
+        if !crate::server::stop_cut() {
+            return;
+        }
+        if let Ok(reply) = self.rx.try_recv() {
+            if reply.lost_with_a_cut() {
+                self.record.cut_by_stop();
+            }
+        }
+    }
+}
+
 impl Future for ReplyFuture {
     type Output = Result<http::Response<Counted>, Infallible>;
 
