@@ -120,7 +120,10 @@ def test_parked_uploads_leave_the_driving_to_the_thread_that_takes_requests(star
     """With uploads parked in read(), the thread that waits for requests
     drives I/O and runs each one itself, as with none parked: pipelined
     GETs go through without a thread switch each (a parked thread used to
-    keep the runtime, so every request was handed to another thread)."""
+    keep the runtime, so every request was handed to another thread: 432
+    switches for the 200). None or a few on a quiet machine; a CPU loaded by
+    a release build beside it brought up to 140 (session 37), so the bound
+    is one per request, which the handing over exceeds twice."""
     srv = start_server(APP, "--threads", "2", mode="thread")
     (worker,) = srv.worker_pids(1)
     count = 200
@@ -132,7 +135,7 @@ def test_parked_uploads_leave_the_driving_to_the_thread_that_takes_requests(star
         answers = [conn.read_response() for _ in range(count)]
         switches = voluntary_switches(worker) - before
         assert [(r.status, r.body) for r in answers] == [(200, b"pong")] * count
-        assert switches < count // 4, f"{switches} thread switches for {count} pipelined GETs"
+        assert switches < count, f"{switches} thread switches for {count} pipelined GETs"
         assert [(r.status, r.body) for r in uploads.finish_all()] == [
             (200, str(SIZE).encode())
         ] * 10

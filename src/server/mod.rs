@@ -187,8 +187,8 @@ pub(crate) async fn run(
     if !closed {
         // One line for them all: a request still in the app when the worker
         // exits has no line of its own (a response cut midway, or handed
-        // over after the cut, has). Requests, not connections: one that
-        // has sent no head yet loses nothing.
+        // over but not yet sent at the cut, has). Requests, not
+        // connections: one that has sent no head yet loses nothing.
         let running = end.started().saturating_sub(end.served());
         if how == Stop::Graceful && running > 0 {
             let why = if cut {

@@ -138,6 +138,8 @@ impl Drop for ReplyFuture {
         if !crate::server::stop_cut() {
             return;
         }
+        // Closed first: a reply sent from now on fails, and `send` marks it.
+        self.rx.close();
         if let Ok(reply) = self.rx.try_recv() {
             if reply.lost_with_a_cut() {
                 self.record.cut_by_stop();
