@@ -668,12 +668,17 @@ def test_a_given_up_reload_holds_max_requests(launch, mode, tmp_path):
     assert srv.wait_log(r"Reload failed: a new worker could not load the app"), srv.log()
     assert wait_until(lambda: set(children(srv.pid)) == first), "the first workers serve on, alone"
     mark = srv.log_mark()
-    for i in range(30):
-        try:
-            resp = srv.get(f"/{i}")
-        except rawhttp.IncompleteHead as exc:
-            raise AssertionError(f"request {i}: {exc}\n{srv.log(mark)}") from exc
-        assert resp.body == b"generation 0", (i, resp, srv.log(mark))
+    # On one connection: held, the worker stays, so no response that reaches
+    # --max-requests closes it (one did, every 5 requests).
+    with srv.connect() as conn:
+        for i in range(30):
+            conn.send(rawhttp.build_request("GET", f"/{i}"))
+            try:
+                resp = conn.read_response()
+            except rawhttp.IncompleteHead as exc:
+                raise AssertionError(f"request {i}: {exc}\n{srv.log(mark)}") from exc
+            assert resp.body == b"generation 0", (i, resp, srv.log(mark))
+            assert not resp.has_token("Connection", "close"), (i, resp, srv.log(mark))
     assert srv.wait_log("Not restarting after --max-requests", since=mark), srv.log(mark)
     assert set(children(srv.pid)) == first
     assert "Autorestarting" not in srv.log(mark)
@@ -1178,14 +1183,14 @@ def test_max_requests_starts_the_replacement_while_the_worker_drains(launch, mod
     drain and a fresh worker's boot (gevent p99 696 ms under churn). The worker
     now tells the master it leaves (a byte in its heartbeat file), and the
     replacement serves while an upload still holds the old worker."""
-    srv = launch("-w", "1", "--max-requests", "2", mode=mode)
+    srv = launch("-w", "1", "--max-requests", "3", mode=mode)
     old = srv.worker_pid()  # request 1
     go = threading.Event()
-    upload = Uploader(srv, 256 * 1024, go=go)
+    upload = Uploader(srv, 256 * 1024, go=go)  # request 2
     upload.start()
     try:
         assert srv.wait_records("uploads", 1) == ["started"], srv.log()
-        assert srv.worker_pid() == old  # request 2: the worker is due, and drains
+        assert srv.worker_pid() == old  # request 3: the worker is due, and drains
         assert srv.wait_log("Autorestarting worker after current request."), srv.log()
         # The old worker still holds the upload; a new one answers beside it.
         assert wait_until(lambda: _pid_other_than(srv, old)), srv.log()
@@ -1196,6 +1201,79 @@ def test_max_requests_starts_the_replacement_while_the_worker_drains(launch, mod
     upload.check()
     assert wait_until(lambda: old not in children(srv.pid)), "the old worker never left"
     assert srv.alive(), srv.log()
+
+
+def test_a_worker_takes_no_connection_once_its_last_request_started(launch, mode):
+    """QA (session 36): the worker went on accepting while the request that reached
+    --max-requests ran, and took what was queued as it stopped, so a client that
+    connected meanwhile was served past the count (12 of 18 thread-mode workers
+    served 6 at --max-requests 5). From that request's start it accepts no more:
+    the connection waits for the replacement."""
+    srv = launch("-w", "1", "--max-requests", "2", mode=mode)
+    old = srv.worker_pid()  # request 1
+    go = threading.Event()
+    upload = Uploader(srv, 256 * 1024, go=go)  # request 2: the last, parked
+    upload.start()
+    answered = []
+    late = threading.Thread(target=lambda: answered.append(_pid_or_error(srv)), daemon=True)
+    try:
+        assert srv.wait_records("uploads", 1) == ["started"], srv.log()
+        late.start()
+        # The old worker would answer it at once: give it that chance.
+        late.join(1.0)
+    finally:
+        go.set()
+        upload.join(60)
+    upload.check()
+    late.join(30)
+    assert len(answered) == 1 and isinstance(answered[0], int), (answered, srv.log())
+    assert answered[0] != old, srv.log()
+    assert srv.alive(), srv.log()
+
+
+def test_a_leaving_worker_closes_every_keep_alive_response(launch, mode):
+    """Once the request that reaches --max-requests has started, a request on
+    another keep-alive connection is still answered, with `Connection: close`, as
+    gunicorn's once `worker.alive` is false: its client reconnects elsewhere."""
+    srv = launch("-w", "1", "--max-requests", "2", mode=mode)
+    with srv.connect() as conn:
+        conn.send(rawhttp.build_request("GET", "/pid"))  # request 1
+        first = conn.read_response()
+        assert first.status == 200 and not first.has_token("Connection", "close"), first
+        go = threading.Event()
+        upload = Uploader(srv, 256 * 1024, go=go)  # request 2: the last, parked
+        upload.start()
+        try:
+            assert srv.wait_records("uploads", 1) == ["started"], srv.log()
+            conn.send(rawhttp.build_request("GET", "/pid"))
+            resp = conn.read_response()
+        finally:
+            go.set()
+            upload.join(60)
+        assert resp.status == 200 and resp.body == first.body, resp
+        assert resp.has_token("Connection", "close"), resp
+        assert conn.wait_closed(), "the connection stayed open"
+    upload.check()
+
+
+def test_a_request_refused_before_the_app_does_not_count_toward_max_requests(launch, mode):
+    """gunicorn counts a request toward --max-requests once it is parsed, so a
+    request line over --limit-request-line (414) does not count; Siesta counted
+    every head, so a worker could be recycled by refusals its app never saw."""
+    srv = launch("-w", "1", "--max-requests", "2", "--limit-request-line", "200", mode=mode)
+    resp = srv.get("/" + "a" * 400)
+    assert resp.status == 414, resp
+    first = srv.worker_pid()
+    assert srv.worker_pid() == first, srv.log()  # the second: the last
+    assert srv.wait_log("Autorestarting worker after current request."), srv.log()
+
+
+def _pid_or_error(srv):
+    """The pid /pid answers, or the exception the request raised."""
+    try:
+        return srv.worker_pid()
+    except Exception as exc:  # reported by the test
+        return exc
 
 
 def test_the_last_request_before_max_requests_gets_its_own_time(launch, mode):

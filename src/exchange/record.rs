@@ -47,6 +47,9 @@ pub(crate) struct Finished<'a> {
     pub track: Option<&'a Track>,
     /// The response headers, kept only when `Finish::keeps_response_headers`.
     pub response_headers: Option<&'a HeaderMap>,
+    /// How it started, if the app was to see it (`Finish::starts`); `None`
+    /// for a request refused before it.
+    pub start: Option<Start>,
 }
 
 /// Where finished requests go: the one end of every request.
@@ -59,12 +62,23 @@ pub(crate) trait Finish: Send + Sync {
         false
     }
 
-    /// Called as each request starts: whether it is this worker's last
-    /// (`--max-requests` reached with it), whose response then closes its
-    /// connection, as gunicorn's does.
-    fn starts_last(&self) -> bool {
-        false
+    /// Called as each request the app is to see starts (one refused before
+    /// it does not count toward `--max-requests`, as in gunicorn, whose
+    /// count skips a request it could not parse).
+    fn starts(&self) -> Start {
+        Start::default()
     }
+}
+
+/// A request the app is to see, as it starts (`Finish::starts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Start {
+    /// Its response closes its connection: the worker is leaving
+    /// (`--max-requests` reached with this request or before it, or a
+    /// hook's retire), as gunicorn's once `worker.alive` is false.
+    pub closes: bool,
+    /// It reached `--max-requests`: the worker leaves once it is done.
+    pub last: bool,
 }
 
 pub(crate) struct Record {
@@ -79,16 +93,20 @@ pub(crate) struct Record {
     /// The response headers, for an access log that names one (empty, no
     /// allocation, otherwise; boxed, so a record that keeps none stays small).
     response_headers: OnceLock<Box<HeaderMap>>,
+    /// How it started, if the app was to see it (`Finish::starts`).
+    start: Option<Start>,
 }
 
 impl Record {
     /// A request whose head was just parsed; `declared` is its body's
-    /// Content-Length as hyper read it (`None` when chunked).
+    /// Content-Length as hyper read it (`None` when chunked); `start` as
+    /// `Finish::starts` gave it, `None` when refused before the app.
     pub(crate) fn new(
         head: Parts,
         conn: Arc<ConnInfo>,
         end: Arc<dyn Finish>,
         declared: Option<u64>,
+        start: Option<Start>,
     ) -> Record {
         let received = Instant::now();
         let track = Track::start(&head, conn.peer, declared, received);
@@ -100,6 +118,7 @@ impl Record {
             tally: Mutex::new(Tally::default()),
             end,
             response_headers: OnceLock::new(),
+            start,
         }
     }
 
@@ -162,6 +181,7 @@ impl Drop for Record {
             elapsed: self.received.elapsed(),
             track: Some(&self.track),
             response_headers: self.response_headers.get().map(|h| &**h),
+            start: self.start,
         });
     }
 }
@@ -186,7 +206,7 @@ mod tests {
             None,
             crate::exchange::ServerName::new("h".into(), "1".into()),
         ));
-        let rec = Arc::new(Record::new(head, conn, seen.clone(), None));
+        let rec = Arc::new(Record::new(head, conn, seen.clone(), None, None));
         let other = rec.clone();
         rec.answered(200, None);
         rec.sent(5);

@@ -5,8 +5,11 @@
 //! it to `AcceptCtx::serve` (`mod.rs`). Errors such as `EMFILE` are retried
 //! after a growing pause; a listening socket that is gone ends the worker.
 //! In gevent mode the loop stops accepting while the hub is held
-//! (`exec::gevent`), so that the other workers take the connections. On a
-//! stop it takes what is queued (`drain.rs`) and ends.
+//! (`exec::gevent`), and in both modes once the worker is leaving (the
+//! request reaching `--max-requests` started, or a hook's retire), so that
+//! the other workers, or the replacement, take the connections. On a
+//! signal's stop it takes what is queued (`drain.rs`) and ends; on the
+//! leave's own stop it ends without, as the master still listens.
 
 use super::AcceptCtx;
 use crate::net::bind::Listener;
@@ -50,23 +53,24 @@ impl Listening {
     }
 }
 
-/// Gevent mode: true while the hub loop is held (`exec::gevent`). No
-/// accepting then, so that the other workers take the connections.
-pub(super) struct HubGate(pub(super) Option<watch::Receiver<bool>>);
+/// True while this worker must not accept, so that the other workers take
+/// the connections: the gevent hub loop is held (`exec::gevent`), or the
+/// worker is leaving (`Recorder::paused`).
+pub(super) struct Gate(pub(super) Option<watch::Receiver<bool>>);
 
-impl HubGate {
-    /// Resolves once the hub is held; never without a hub to watch.
+impl Gate {
+    /// Resolves once the gate closes; never without one to watch.
     async fn held(&mut self) {
         if let Some(h) = &mut self.0 {
             if h.wait_for(|held| *held).await.is_ok() {
                 return;
             }
         }
-        self.0 = None; // its watcher ended with the hub
+        self.0 = None; // its watcher ended (with the hub)
         std::future::pending::<()>().await
     }
 
-    /// Resolves once the hub turns (at once if it is not held).
+    /// Resolves once the gate opens (at once if it is not closed).
     async fn free(&mut self) {
         if let Some(h) = &mut self.0 {
             if h.wait_for(|held| !*held).await.is_err() {
@@ -84,11 +88,14 @@ pub(super) fn canonical(peer: std::net::SocketAddr) -> std::net::SocketAddr {
     std::net::SocketAddr::new(peer.ip().to_canonical(), peer.port())
 }
 
+/// `stop` turns `Some(drain)` at a stop: whether to take what is queued
+/// first (a signal's stop) or not (the leave's own: `Stop::Leave`).
 pub(super) async fn accept_loop(
     listener: Listener,
     ctx: AcceptCtx,
-    mut stop: watch::Receiver<bool>,
-    mut hub: HubGate,
+    mut stop: watch::Receiver<Option<bool>>,
+    mut hub: Gate,
+    mut leaving: Gate,
 ) {
     let listening = match Listening::register(listener) {
         Ok(l) => l,
@@ -97,22 +104,23 @@ pub(super) async fn accept_loop(
     let mut backoff = Backoff::default();
     loop {
         tokio::select! {
-            _ = stop.changed() => return listening.drain(&ctx),
-            () = hub.free() => {}
+            _ = stop.changed() => return listening.end(&ctx, &stop),
+            () = async { hub.free().await; leaving.free().await } => {}
         }
         let accepted = async {
             let slot = ctx.slots.clone().acquire_owned().await.ok()?;
             Some(listening.accept(&ctx, slot).await)
         };
-        // In this order: a stop, then a held hub, win over a connection
+        // In this order: a stop, then a closed gate, win over a connection
         // ready at the same poll (on a starved CPU the loop may run only
         // after both came).
         tokio::select! {
             biased;
-            _ = stop.changed() => return listening.drain(&ctx),
-            // Accepting stops while the hub is held (the accept waiting is
+            _ = stop.changed() => return listening.end(&ctx, &stop),
+            // Accepting stops while a gate is closed (the accept waiting is
             // dropped, which takes no connection).
             () = hub.held() => {}
+            () = leaving.held() => {}
             r = accepted => match r {
                 Some(Ok(())) => backoff.reset(),
                 Some(Err(e)) if broken(&e) => {

@@ -1,6 +1,6 @@
 //! The last accepts of a stopping worker: what is already queued is served, not reset.
 //!
-//! When a worker stops (TERM, a HUP reload retiring it, `--max-requests`),
+//! When a worker stops (TERM, a HUP reload retiring it),
 //! connections the kernel has already completed on its listening socket
 //! wait in the accept queue; closing the socket would reset them after a
 //! proxy had sent its request, which it cannot safely retry for a POST.
@@ -8,6 +8,9 @@
 //! waiting for more, and serving it like any other. On a stop the master
 //! has already closed its copy of the socket and removed a unix socket's
 //! file (`supervisor/`), so behind a proxy nothing new arrives meanwhile.
+//! A worker that leaves on its own (`--max-requests`, a hook's retire)
+//! takes nothing: the master keeps the socket, and what waits is the other
+//! workers' or the replacement's (taking it would serve past the count).
 //! Accepting while running is `accept.rs`'s.
 
 use super::{
@@ -15,11 +18,23 @@ use super::{
     AcceptCtx,
 };
 use std::io;
+use tokio::sync::watch;
 
 impl Listening {
+    /// At a stop: takes what is queued if the stop says so (`Some(true)`),
+    /// then closes the socket. The leave's own stop (`--max-requests`, a
+    /// hook's retire) takes nothing: the master, and the other workers,
+    /// still listen, and the replacement serves what waits.
+    pub(super) fn end(self, ctx: &AcceptCtx, stop: &watch::Receiver<Option<bool>>) {
+        let drain = stop.borrow().unwrap_or(true);
+        if drain {
+            self.drain(ctx);
+        }
+    }
+
     /// Accepts, without waiting, until the queue is empty (or the
     /// `--max-connections` slots are), then closes the socket.
-    pub(super) fn drain(self, ctx: &AcceptCtx) {
+    fn drain(self, ctx: &AcceptCtx) {
         let drained = match self {
             Listening::Tcp(l) => l.into_std().and_then(|l| {
                 while let Ok(slot) = ctx.slots.clone().try_acquire_owned() {

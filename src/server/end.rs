@@ -11,7 +11,7 @@
 use super::head_clock::Clock;
 use crate::error::RequestError;
 use crate::exchange::chunks::Chunks;
-use crate::exchange::record::{Finish, Finished, Record, Tally};
+use crate::exchange::record::{Finish, Finished, Record, Start, Tally};
 use crate::exchange::reply::ResponseBody;
 use crate::exchange::ConnInfo;
 use crate::log::access::{AccessLog, Entry};
@@ -23,19 +23,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 /// Where finished requests are accounted for.
 pub(crate) struct Recorder {
     /// `--access-logfile`; `None` logs nothing.
     access_log: Option<AccessLog>,
-    /// Requests finished (with a head), for `--max-requests`.
+    /// Requests finished that were the app's (`Finished::start`).
     served: AtomicU64,
-    /// Requests started (with a head): the one that reaches `recycle_at`
-    /// closes its connection (`starts_last`).
+    /// Requests started that are the app's: the one that reaches
+    /// `recycle_at` is the worker's last (`starts`).
     started: AtomicU64,
-    /// `--max-requests` plus this worker's jitter: `leave` fires here
-    /// (`u64::MAX`: never, or fired already); set again by `recycle_later`.
+    /// `--max-requests` plus this worker's jitter: the request started as
+    /// this count is the last, and `leave` fires once it is done (`u64::MAX`:
+    /// never, or fired already); set again by `recycle_later`.
     recycle_at: AtomicU64,
     /// Fired when the worker should end and be replaced (`leave_due`).
     leave: Notify,
@@ -43,13 +44,28 @@ pub(crate) struct Recorder {
     listener_failed: std::sync::atomic::AtomicBool,
     /// Why it fired: a hook set gunicorn's `worker.alive = False` (`retire`).
     retired: std::sync::atomic::AtomicBool,
-    /// The request reaching `recycle_at` has started (`last_started`);
-    /// cleared when recycling is held (`recycle_later`).
+    /// The request reaching `recycle_at` has started; cleared when
+    /// recycling is held (`recycle_later`).
     last: std::sync::atomic::AtomicBool,
+    /// The worker is leaving (`leaving`): that request started while the
+    /// master did not hold recycling, or a hook's retire came. Cleared when
+    /// recycling is held after all (`resume`).
+    closing: std::sync::atomic::AtomicBool,
+    /// True while the worker takes no new connection (`closing`): the
+    /// other workers, or its replacement, take them (`accept.rs`).
+    pause: watch::Sender<bool>,
+    /// Whether the master holds recycling now (a reload was given up):
+    /// the last request then neither pauses nor closes (`starts`).
+    held: Option<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl Recorder {
-    pub(crate) fn new(access_log: Option<AccessLog>, recycle_at: Option<u64>) -> Recorder {
+    /// `held` says whether the master holds recycling now (`None`: never).
+    pub(crate) fn new(
+        access_log: Option<AccessLog>,
+        recycle_at: Option<u64>,
+        held: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+    ) -> Recorder {
         Recorder {
             access_log,
             served: AtomicU64::new(0),
@@ -59,29 +75,55 @@ impl Recorder {
             listener_failed: std::sync::atomic::AtomicBool::new(false),
             retired: std::sync::atomic::AtomicBool::new(false),
             last: std::sync::atomic::AtomicBool::new(false),
+            closing: std::sync::atomic::AtomicBool::new(false),
+            pause: watch::Sender::new(false),
+            held,
         }
+    }
+
+    /// Turns true while the worker is leaving and takes no new connection
+    /// (`accept.rs`), false again if the master holds recycling (`resume`).
+    pub(crate) fn paused(&self) -> watch::Receiver<bool> {
+        self.pause.subscribe()
+    }
+
+    /// Whether the worker is leaving: it accepts no new connection, and
+    /// every response starting now closes its connection, so that a
+    /// keep-alive client takes its next request to another worker, as
+    /// gunicorn's once `worker.alive` is false. gunicorn's `worker.alive`
+    /// reads false from then.
+    pub(crate) fn leaving(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// The master holds recycling: the worker stays, and accepts again.
+    /// Called before `recycle_later`, so no new last request starts between.
+    pub(crate) fn resume(&self) {
+        self.set_leaving(false);
+    }
+
+    /// Sets `closing`, and the accept pause with it (under the watch's
+    /// lock: whichever writer comes last, the pause ends as `closing` is).
+    fn set_leaving(&self, leaving: bool) {
+        self.closing.store(leaving, Ordering::Relaxed);
+        self.pause.send_if_modified(|paused| {
+            let now = self.closing.load(Ordering::Relaxed);
+            std::mem::replace(paused, now) != now
+        });
     }
 
     pub(crate) fn access_log(&self) -> Option<&AccessLog> {
         self.access_log.as_ref()
     }
 
-    /// Requests finished with a head so far.
+    /// Requests finished so far that were the app's (not refused before it).
     pub(crate) fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
     }
 
-    /// Requests started (with a head), the ones running too.
+    /// Requests started that are the app's, the ones running too.
     pub(crate) fn started(&self) -> u64 {
         self.started.load(Ordering::Relaxed)
-    }
-
-    /// The request that reaches `--max-requests` has started: the worker
-    /// leaves once it is done, unless the master holds recycling
-    /// (`recycle_later` clears it then). gunicorn's `worker.alive` is false
-    /// from then.
-    pub(crate) fn last_started(&self) -> bool {
-        self.last.load(Ordering::Relaxed)
     }
 
     /// `--max-requests` may have come due unseen (a hook's retire woke the
@@ -93,13 +135,13 @@ impl Recorder {
         }
     }
 
-    /// `--max-requests` came while the master holds recycling: `leave`
-    /// fires again `every` requests on.
+    /// `--max-requests` came while the master holds recycling: the
+    /// request started `every` requests on is the last again.
     pub(crate) fn recycle_later(&self, every: u64) {
         // Cleared first: while `recycle_at` is still `u64::MAX`, no start
         // can set it again in between.
         self.last.store(false, Ordering::Relaxed);
-        let at = self.served().saturating_add(every.max(1));
+        let at = self.started().saturating_add(every.max(1));
         self.recycle_at.store(at, Ordering::Relaxed);
     }
 
@@ -122,6 +164,7 @@ impl Recorder {
     /// the requests it has, and is replaced, as after `--max-requests`.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
+        self.set_leaving(true);
         self.leave.notify_one();
     }
 
@@ -134,13 +177,26 @@ impl Recorder {
 }
 
 impl Finish for Recorder {
-    fn starts_last(&self) -> bool {
+    fn starts(&self) -> Start {
         let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
-        let last = n >= self.recycle_at.load(Ordering::Relaxed);
-        if last {
-            self.last.store(true, Ordering::Relaxed);
+        // Reached or passed (requests starting on several threads): one is
+        // the last; `recycle_later` clears `last` for the next.
+        let last = n >= self.recycle_at.load(Ordering::Relaxed)
+            && !self.last.swap(true, Ordering::Relaxed);
+        // From here the worker takes no new connection (a client that
+        // reconnects at once after this response goes to another worker, or
+        // waits in the queue for the replacement), and leaves once this
+        // request is done: not before, whatever finishes meanwhile, so that
+        // it has its own time and not the stop's. Unless the master holds
+        // recycling: the leave is due all the same, and held then
+        // (`recycle_later`).
+        if last && !self.held.as_ref().is_some_and(|held| held()) {
+            self.set_leaving(true);
         }
-        last
+        Start {
+            closes: self.leaving(),
+            last,
+        }
     }
 
     fn finish(&self, done: &Finished<'_>) {
@@ -157,17 +213,11 @@ impl Finish for Recorder {
             elapsed: done.elapsed,
         });
         crate::metrics::statsd::request(done.tally.status, done.elapsed);
-        if done.head.is_some() {
-            let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
-            // Reached or passed (requests finishing on several threads),
-            // it fires once: `recycle_later` sets the next.
-            let at = self.recycle_at.load(Ordering::Relaxed);
-            if n >= at
-                && self
-                    .recycle_at
-                    .compare_exchange(at, u64::MAX, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
+        if let Some(start) = done.start {
+            self.served.fetch_add(1, Ordering::Relaxed);
+            if start.last {
+                // `recycle_later` sets the next.
+                self.recycle_at.store(u64::MAX, Ordering::Relaxed);
                 self.leave.notify_one();
             }
         }
@@ -269,6 +319,7 @@ impl Recorder {
             },
             elapsed: Duration::ZERO,
             track: None,
+            start: None,
             response_headers: None,
         });
     }
@@ -444,5 +495,75 @@ impl Body for Counted {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finish(r: &Recorder, start: Start) {
+        r.finish(&Finished {
+            head: None,
+            peer: None,
+            tally: Tally::default(),
+            elapsed: Duration::ZERO,
+            track: None,
+            response_headers: None,
+            start: Some(start),
+        });
+    }
+
+    fn start(closes: bool, last: bool) -> Start {
+        Start { closes, last }
+    }
+
+    #[tokio::test]
+    async fn the_request_reaching_max_requests_pauses_and_its_end_leaves() {
+        let r = Recorder::new(None, Some(2), None);
+        let paused = r.paused();
+        let first = r.starts();
+        assert_eq!(first, start(false, false));
+        let last = r.starts();
+        assert_eq!(last, start(true, true));
+        assert!(*paused.borrow(), "accepting goes on past the last start");
+        // A request on another open connection meanwhile closes, but is
+        // not the last: its end does not start the leave.
+        let other = r.starts();
+        assert_eq!(other, start(true, false));
+        finish(&r, other);
+        finish(&r, first);
+        let due = tokio::time::timeout(Duration::from_millis(50), r.leave_due()).await;
+        assert!(due.is_err(), "the leave came before the last request ended");
+        finish(&r, last);
+        let due = tokio::time::timeout(Duration::from_secs(5), r.leave_due()).await;
+        assert_eq!(due.ok(), Some("max_requests"));
+    }
+
+    #[tokio::test]
+    async fn held_recycling_neither_pauses_nor_closes_and_comes_due_again() {
+        let r = Recorder::new(None, Some(1), Some(Box::new(|| true)));
+        let paused = r.paused();
+        let last = r.starts();
+        assert_eq!(last, start(false, true));
+        assert!(!*paused.borrow());
+        finish(&r, last);
+        let due = tokio::time::timeout(Duration::from_secs(5), r.leave_due()).await;
+        assert_eq!(due.ok(), Some("max_requests"));
+        r.resume();
+        r.recycle_later(2);
+        assert_eq!(r.starts(), start(false, false));
+        assert_eq!(r.starts(), start(false, true));
+    }
+
+    #[test]
+    fn a_hook_retire_pauses_until_recycling_is_held() {
+        let r = Recorder::new(None, None, None);
+        let paused = r.paused();
+        r.retire();
+        assert!(*paused.borrow() && r.leaving());
+        assert_eq!(r.starts(), start(true, false));
+        r.resume();
+        assert!(!*paused.borrow() && !r.leaving());
     }
 }

@@ -40,7 +40,7 @@ use crate::exec::Executor;
 use crate::forwarded::Proxies;
 use crate::limits::Limits;
 use crate::net::bind::Listener;
-use accept::{accept_loop, HubGate};
+use accept::{accept_loop, Gate};
 use end::Recorder;
 use head_clock::{Clock, ClockedIo, Linger};
 use hyper::server::conn::http1;
@@ -62,6 +62,10 @@ pub(crate) enum Stop {
     Graceful,
     /// INT/QUIT: stop now.
     Fast,
+    /// The worker leaves on its own (`--max-requests`, a hook's retire):
+    /// as `Graceful`, but what waits in the accept queue is left to the
+    /// others (`drain.rs`).
+    Leave,
 }
 
 fn builder(limits: &Limits) -> http1::Builder {
@@ -112,7 +116,7 @@ pub(crate) async fn run(
     let trimmer = tokio::spawn(held::trim_after_bursts(held.clone()));
     // Turns true once connections should end after their current request.
     let (close_tx, close_rx) = watch::channel(false);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(None);
     let (abort_tx, abort_rx) = watch::channel(false);
     let hub_held = exec.watch_held();
     let mut loops = Vec::new();
@@ -132,8 +136,14 @@ pub(crate) async fn run(
             server,
             held: held.clone(),
         };
-        let hub = HubGate(hub_held.clone());
-        loops.push(tokio::spawn(accept_loop(l, ctx, stop_rx.clone(), hub)));
+        let (hub, leaving) = (Gate(hub_held.clone()), Gate(Some(end.paused())));
+        loops.push(tokio::spawn(accept_loop(
+            l,
+            ctx,
+            stop_rx.clone(),
+            hub,
+            leaving,
+        )));
     }
     let how = stops.recv().await.unwrap_or(Stop::Fast);
     // A fast stop (INT or QUIT) during a graceful one cuts it short.
@@ -141,22 +151,22 @@ pub(crate) async fn run(
         loop {
             match stops.recv().await {
                 Some(Stop::Fast) => return,
-                Some(Stop::Graceful) => {}
+                Some(Stop::Graceful | Stop::Leave) => {}
                 None => std::future::pending::<()>().await,
             }
         }
     });
-    let _ = stop_tx.send(true);
+    let _ = stop_tx.send(Some(how != Stop::Leave));
     for l in loops {
         let _ = l.await;
     }
     let mut wait = match how {
-        Stop::Graceful => limits.graceful_timeout,
+        Stop::Graceful | Stop::Leave => limits.graceful_timeout,
         Stop::Fast => Duration::ZERO,
     };
     // Set when a fast stop came during the drain (`fast` is then done).
     let mut cut = false;
-    if how == Stop::Graceful {
+    if how != Stop::Fast {
         // Keep-alive connections are not cut while a request may be on its
         // way: for a moment every response says `Connection: close`, so
         // busy clients reconnect (to another worker) instead of racing a
@@ -190,7 +200,7 @@ pub(crate) async fn run(
         // over but not yet sent at the cut, has). Requests, not
         // connections: one that has sent no head yet loses nothing.
         let running = end.started().saturating_sub(end.served());
-        if how == Stop::Graceful && running > 0 {
+        if how != Stop::Fast && running > 0 {
             let why = if cut {
                 "a fast stop (INT or QUIT) came during the graceful one"
             } else {

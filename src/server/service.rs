@@ -65,15 +65,18 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
             .and_then(|()| check_length(declared, &self.limits))
             .and_then(|()| super::proxy::mark_scheme(&mut head, &self.conn, &self.proxies))
             .err();
+        // A request the app is to see counts toward --max-requests; from
+        // the one that reaches it (or a hook's retire), responses say
+        // `Connection: close`: the client takes its next request elsewhere,
+        // not to a leaving worker. A refused one closes anyway.
+        let start = refused.is_none().then(|| self.end.starts());
         let record = Arc::new(Record::new(
             head,
             self.conn.clone(),
             self.end.clone(),
             declared,
+            start,
         ));
-        // The worker's last request before --max-requests says so: the
-        // client takes its next request elsewhere, not to a draining worker.
-        let last = self.end.starts_last();
         let (reply, rx) = ReplySender::new(record.clone());
         if let Some(e) = refused {
             reply.send(Reply::refusal(e));
@@ -92,7 +95,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
             record,
             draining: self.draining.clone(),
             clock: self.clock.clone(),
-            last,
+            last: start.is_some_and(|s| s.closes),
         }
     }
 }
@@ -126,7 +129,7 @@ pub(crate) struct ReplyFuture {
     record: Arc<Record>,
     draining: Arc<AtomicBool>,
     clock: Arc<Clock>,
-    /// The worker's last request before `--max-requests`: it closes.
+    /// The worker is leaving (`Finish::starts`): the response closes.
     last: bool,
 }
 

@@ -183,7 +183,7 @@ impl Server {
     /// started): gunicorn's `worker.alive` is false from then on.
     #[getter]
     fn stopping(&self) -> bool {
-        STOP_DEADLINE.lock().is_some() || self.recorder.get().is_some_and(|r| r.last_started())
+        STOP_DEADLINE.lock().is_some() || self.recorder.get().is_some_and(|r| r.leaving())
     }
 
     /// Seconds between heartbeats (gevent's hub loop beats this often).
@@ -279,7 +279,10 @@ impl Server {
                 crate::log::error::error(&format!("StatsD is off: {e}"));
             }
         }
-        let recorder = Arc::new(Recorder::new(access_log, recycle_at));
+        let held = self.heartbeat.map(|fd| {
+            Box::new(move || heartbeat::recycling_held(fd)) as Box<dyn Fn() -> bool + Send + Sync>
+        });
+        let recorder = Arc::new(Recorder::new(access_log, recycle_at, held));
         let _ = self.recorder.set(recorder.clone());
         let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::channel();
@@ -318,11 +321,13 @@ impl Server {
                                  not start a worker, and a new one would load the same code",
                             );
                         }
+                        log.resume();
                         log.recycle_later(n);
                     }
                     ("hook", Some(fd), every) if heartbeat::recycling_held(fd) => {
                         // --max-requests may have come due with it (one wake
                         // for both): held as well, it is due again later.
+                        log.resume();
                         if let Some(n) = every {
                             log.rearm(n);
                         }
@@ -350,7 +355,7 @@ impl Server {
             if let Some(fd) = beat {
                 heartbeat::leaving(fd);
             }
-            act(Command::GracefulStop, &stop, &events, &log, graceful);
+            begin(Stop::Leave, &stop, &events, graceful);
         });
         *self.stopper.lock() = Some(stop_tx);
         let exec = self.exec.clone();
@@ -401,7 +406,7 @@ impl Server {
                     Some(Lifecycle::Done) | None => return,
                     Some(Lifecycle::Stopping(how)) => {
                         let grace = match how {
-                            Stop::Graceful => graceful + STOP_GRACE,
+                            Stop::Graceful | Stop::Leave => graceful + STOP_GRACE,
                             Stop::Fast => STOP_GRACE,
                         };
                         // A later stop only shortens the wait: a graceful
@@ -548,7 +553,7 @@ static STOP_DEADLINE: Mutex<Option<Instant>> = Mutex::new(None);
 fn stop_by(how: Stop, graceful: Duration) {
     let by = Instant::now()
         + match how {
-            Stop::Graceful => graceful + STOP_GRACE,
+            Stop::Graceful | Stop::Leave => graceful + STOP_GRACE,
             Stop::Fast => STOP_GRACE,
         };
     let mut deadline = STOP_DEADLINE.lock();
@@ -591,6 +596,16 @@ fn act(
             return;
         }
     };
+    begin(how, stop, events, graceful);
+}
+
+/// Begins a stop: a signal's (`act`), or the worker's own leave.
+fn begin(
+    how: Stop,
+    stop: &tokio::sync::mpsc::UnboundedSender<Stop>,
+    events: &mpsc::Sender<Lifecycle>,
+    graceful: Duration,
+) {
     crate::metrics::worker_draining();
     stop_by(how, graceful);
     let _ = events.send(Lifecycle::Stopping(how));
