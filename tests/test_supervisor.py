@@ -1181,16 +1181,17 @@ def test_max_requests_starts_the_replacement_while_the_worker_drains(launch, mod
     """Operator probe (session 17): a worker past --max-requests was replaced only
     once it had exited, so with -w 1 new connections waited in the backlog for its
     drain and a fresh worker's boot (gevent p99 696 ms under churn). The worker
-    now tells the master it leaves (a byte in its heartbeat file), and the
-    replacement serves while an upload still holds the old worker."""
-    srv = launch("-w", "1", "--max-requests", "3", mode=mode)
+    now tells the master as its last request starts (a byte in its heartbeat file),
+    and the replacement serves while that request, an upload, still holds the old
+    worker. Review (session 38): told only once that request was done, the master
+    left a worker that accepts nothing alone for as long as it ran."""
+    srv = launch("-w", "1", "--max-requests", "2", mode=mode)
     old = srv.worker_pid()  # request 1
     go = threading.Event()
-    upload = Uploader(srv, 256 * 1024, go=go)  # request 2
+    upload = Uploader(srv, 256 * 1024, go=go)  # request 2: the last
     upload.start()
     try:
         assert srv.wait_records("uploads", 1) == ["started"], srv.log()
-        assert srv.worker_pid() == old  # request 3: the worker is due, and drains
         assert srv.wait_log("Autorestarting worker after current request."), srv.log()
         # The old worker still holds the upload; a new one answers beside it.
         assert wait_until(lambda: _pid_other_than(srv, old)), srv.log()
@@ -1199,8 +1200,36 @@ def test_max_requests_starts_the_replacement_while_the_worker_drains(launch, mod
         go.set()
         upload.join(60)
     upload.check()
+    assert upload.result.has_token("Connection", "close"), upload.result
     assert wait_until(lambda: old not in children(srv.pid)), "the old worker never left"
     assert srv.alive(), srv.log()
+
+
+def test_a_response_the_leave_finds_running_closes_its_connection(launch, mode):
+    """Review (session 38): whether a response closes its connection was decided
+    as its request started, so one that started before the last request and
+    answered while it ran kept its connection, and the leaving worker could serve
+    one more request on it. gunicorn looks at `worker.alive` after the response."""
+    srv = launch("-w", "1", "--max-requests", "2", mode=mode)
+    go_first, go_last = threading.Event(), threading.Event()
+    first = Uploader(srv, 256 * 1024, go=go_first)  # request 1, parked
+    last = Uploader(srv, 256 * 1024, go=go_last)  # request 2: the last, parked
+    try:
+        first.start()
+        assert srv.wait_records("uploads", 1) == ["started"], srv.log()
+        last.start()
+        assert srv.wait_records("uploads", 2) == ["started"] * 2, srv.log()
+        go_first.set()
+        first.join(60)
+        first.check()
+        # Answered while the last request still runs: the worker is leaving.
+        assert first.result.has_token("Connection", "close"), first.result
+    finally:
+        go_first.set()
+        go_last.set()
+        last.join(60)
+    last.check()
+    assert last.result.has_token("Connection", "close"), last.result
 
 
 def test_a_worker_takes_no_connection_once_its_last_request_started(launch, mode):
@@ -1208,8 +1237,11 @@ def test_a_worker_takes_no_connection_once_its_last_request_started(launch, mode
     --max-requests ran, and took what was queued as it stopped, so a client that
     connected meanwhile was served past the count (12 of 18 thread-mode workers
     served 6 at --max-requests 5). From that request's start it accepts no more:
-    the connection waits for the replacement."""
-    srv = launch("-w", "1", "--max-requests", "2", mode=mode)
+    the connection waits for the replacement. The status page shows the worker
+    draining from then: it takes nothing new."""
+    metrics = ("--metrics-bind", "127.0.0.1:0")
+    srv = launch("-w", "1", "--max-requests", "2", *metrics, mode=mode)
+    url = metrics_url(srv)
     old = srv.worker_pid()  # request 1
     go = threading.Event()
     upload = Uploader(srv, 256 * 1024, go=go)  # request 2: the last, parked
@@ -1218,6 +1250,8 @@ def test_a_worker_takes_no_connection_once_its_last_request_started(launch, mode
     late = threading.Thread(target=lambda: answered.append(_pid_or_error(srv)), daemon=True)
     try:
         assert srv.wait_records("uploads", 1) == ["started"], srv.log()
+        phases = {w["pid"]: w["phase"] for w in status(url)["workers"]}
+        assert phases == {old: "draining"}, phases
         late.start()
         # The old worker would answer it at once: give it that chance.
         late.join(1.0)

@@ -68,15 +68,18 @@ pub(crate) trait Finish: Send + Sync {
     fn starts(&self) -> Start {
         Start::default()
     }
+
+    /// Whether a response starting now closes its connection: the worker
+    /// is leaving (`--max-requests` reached, or a hook's retire), as
+    /// gunicorn's once `worker.alive` is false.
+    fn closing(&self) -> bool {
+        false
+    }
 }
 
 /// A request the app is to see, as it starts (`Finish::starts`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Start {
-    /// Its response closes its connection: the worker is leaving
-    /// (`--max-requests` reached with this request or before it, or a
-    /// hook's retire), as gunicorn's once `worker.alive` is false.
-    pub closes: bool,
     /// It reached `--max-requests`: the worker leaves once it is done.
     pub last: bool,
 }
@@ -120,6 +123,12 @@ impl Record {
             response_headers: OnceLock::new(),
             start,
         }
+    }
+
+    /// Whether its response, starting now, closes its connection
+    /// (`Finish::closing`).
+    pub(crate) fn closing(&self) -> bool {
+        self.end.closing()
     }
 
     pub(crate) fn is_head(&self) -> bool {

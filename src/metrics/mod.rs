@@ -65,6 +65,17 @@ pub(crate) fn worker_draining() {
     set_phase(Phase::Draining);
 }
 
+/// The worker that paused to leave stays: the master holds recycling
+/// (`Recorder::resume`). Only a draining worker moves back to ready.
+pub(crate) fn worker_resumed() {
+    if let Some(s) = worker_slot() {
+        let (from, to) = (Phase::Draining as u32, Phase::Ready as u32);
+        let _ = s
+            .phase
+            .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
 /// Gevent mode: the worker's hub is held (the worker accepts nothing) or
 /// turns again. Only a ready worker moves to held and back: a draining
 /// one stays draining.

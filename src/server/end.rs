@@ -54,17 +54,33 @@ pub(crate) struct Recorder {
     /// True while the worker takes no new connection (`closing`): the
     /// other workers, or its replacement, take them (`accept.rs`).
     pause: watch::Sender<bool>,
-    /// Whether the master holds recycling now (a reload was given up):
-    /// the last request then neither pauses nor closes (`starts`).
-    held: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// The worker's master (`None`: a worker of its own, in tests).
+    master: Option<Box<dyn Master>>,
+    /// The master was asked to replace this worker (`Master::replace_me`):
+    /// it leaves after its last request, held or not.
+    replacing: std::sync::atomic::AtomicBool,
+    /// The worker's stop has begun (`stop_begun`): a last request then is
+    /// no news.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+/// What the worker's master holds, and is told, about recycling (the
+/// heartbeat file: `worker/heartbeat.rs`).
+pub(crate) trait Master: Send + Sync {
+    /// Whether the master holds recycling now (a reload was given up): the
+    /// last request then neither pauses nor closes (`starts`).
+    fn holds_recycling(&self) -> bool;
+
+    /// The last request has started: the master starts the replacement
+    /// now, which takes the connections while that request runs.
+    fn replace_me(&self);
 }
 
 impl Recorder {
-    /// `held` says whether the master holds recycling now (`None`: never).
     pub(crate) fn new(
         access_log: Option<AccessLog>,
         recycle_at: Option<u64>,
-        held: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+        master: Option<Box<dyn Master>>,
     ) -> Recorder {
         Recorder {
             access_log,
@@ -77,7 +93,9 @@ impl Recorder {
             last: std::sync::atomic::AtomicBool::new(false),
             closing: std::sync::atomic::AtomicBool::new(false),
             pause: watch::Sender::new(false),
-            held,
+            master,
+            replacing: std::sync::atomic::AtomicBool::new(false),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -96,6 +114,17 @@ impl Recorder {
         self.closing.load(Ordering::Relaxed)
     }
 
+    /// The worker's stop has begun (a signal's, or its own leave).
+    pub(crate) fn stop_begun(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// The master was told to replace this worker as its last request
+    /// started: it leaves, whether the master holds recycling since or not.
+    pub(crate) fn replacing(&self) -> bool {
+        self.replacing.load(Ordering::Relaxed)
+    }
+
     /// The master holds recycling: the worker stays, and accepts again.
     /// Called before `recycle_later`, so no new last request starts between.
     pub(crate) fn resume(&self) {
@@ -104,12 +133,18 @@ impl Recorder {
 
     /// Sets `closing`, and the accept pause with it (under the watch's
     /// lock: whichever writer comes last, the pause ends as `closing` is).
+    /// A worker that pauses shows as draining (`/status`, `/readyz`): it
+    /// takes nothing new. One that resumes is ready again by the leave's
+    /// task (`worker/mod.rs`), unless a stop came meanwhile.
     fn set_leaving(&self, leaving: bool) {
         self.closing.store(leaving, Ordering::Relaxed);
-        self.pause.send_if_modified(|paused| {
+        let changed = self.pause.send_if_modified(|paused| {
             let now = self.closing.load(Ordering::Relaxed);
             std::mem::replace(paused, now) != now
         });
+        if changed && leaving {
+            crate::metrics::worker_draining();
+        }
     }
 
     pub(crate) fn access_log(&self) -> Option<&AccessLog> {
@@ -184,19 +219,30 @@ impl Finish for Recorder {
         let last = n >= self.recycle_at.load(Ordering::Relaxed)
             && !self.last.swap(true, Ordering::Relaxed);
         // From here the worker takes no new connection (a client that
-        // reconnects at once after this response goes to another worker, or
-        // waits in the queue for the replacement), and leaves once this
+        // reconnects at once after this response goes to another worker,
+        // or to the replacement the master starts now), and leaves once this
         // request is done: not before, whatever finishes meanwhile, so that
         // it has its own time and not the stop's. Unless the master holds
         // recycling: the leave is due all the same, and held then
         // (`recycle_later`).
-        if last && !self.held.as_ref().is_some_and(|held| held()) {
+        if last
+            && !self.stopping.load(Ordering::Relaxed)
+            && !self.master.as_ref().is_some_and(|m| m.holds_recycling())
+        {
             self.set_leaving(true);
+            if let Some(m) = &self.master {
+                self.replacing.store(true, Ordering::Relaxed);
+                m.replace_me();
+            }
+            // gunicorn's line, as its worker writes it: as the last request
+            // starts.
+            crate::log::error::info("Autorestarting worker after current request.");
         }
-        Start {
-            closes: self.leaving(),
-            last,
-        }
+        Start { last }
+    }
+
+    fn closing(&self) -> bool {
+        self.leaving()
     }
 
     fn finish(&self, done: &Finished<'_>) {
@@ -514,23 +560,40 @@ mod tests {
         });
     }
 
-    fn start(closes: bool, last: bool) -> Start {
-        Start { closes, last }
+    fn start(closes: bool, last: bool) -> (bool, Start) {
+        (closes, Start { last })
+    }
+
+    /// How a request starts, with whether its response would close.
+    fn starts(r: &Recorder) -> (bool, Start) {
+        let s = r.starts();
+        (r.closing(), s)
+    }
+
+    /// A master that holds recycling, or not, and counts the asks.
+    struct Told(bool, Arc<AtomicU64>);
+    impl Master for Told {
+        fn holds_recycling(&self) -> bool {
+            self.0
+        }
+        fn replace_me(&self) {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     #[tokio::test]
     async fn the_request_reaching_max_requests_pauses_and_its_end_leaves() {
         let r = Recorder::new(None, Some(2), None);
         let paused = r.paused();
-        let first = r.starts();
-        assert_eq!(first, start(false, false));
-        let last = r.starts();
-        assert_eq!(last, start(true, true));
+        let (_, first) = starts(&r);
+        assert_eq!((false, first), start(false, false));
+        let (closes, last) = starts(&r);
+        assert_eq!((closes, last), start(true, true));
         assert!(*paused.borrow(), "accepting goes on past the last start");
         // A request on another open connection meanwhile closes, but is
         // not the last: its end does not start the leave.
-        let other = r.starts();
-        assert_eq!(other, start(true, false));
+        let (closes, other) = starts(&r);
+        assert_eq!((closes, other), start(true, false));
         finish(&r, other);
         finish(&r, first);
         let due = tokio::time::timeout(Duration::from_millis(50), r.leave_due()).await;
@@ -542,18 +605,29 @@ mod tests {
 
     #[tokio::test]
     async fn held_recycling_neither_pauses_nor_closes_and_comes_due_again() {
-        let r = Recorder::new(None, Some(1), Some(Box::new(|| true)));
+        let r = Recorder::new(None, Some(1), Some(Box::new(Told(true, Arc::default()))));
         let paused = r.paused();
-        let last = r.starts();
-        assert_eq!(last, start(false, true));
+        let (closes, last) = starts(&r);
+        assert_eq!((closes, last), start(false, true));
+        assert!(!r.replacing());
         assert!(!*paused.borrow());
         finish(&r, last);
         let due = tokio::time::timeout(Duration::from_secs(5), r.leave_due()).await;
         assert_eq!(due.ok(), Some("max_requests"));
         r.resume();
         r.recycle_later(2);
-        assert_eq!(r.starts(), start(false, false));
-        assert_eq!(r.starts(), start(false, true));
+        assert_eq!(starts(&r), start(false, false));
+        assert_eq!(starts(&r), start(false, true));
+    }
+
+    #[test]
+    fn the_master_is_asked_once_to_replace_a_worker_whose_last_request_started() {
+        let asked = Arc::new(AtomicU64::new(0));
+        let r = Recorder::new(None, Some(1), Some(Box::new(Told(false, asked.clone()))));
+        assert_eq!(starts(&r), start(true, true));
+        assert_eq!(starts(&r), start(true, false));
+        assert!(r.replacing());
+        assert_eq!(asked.load(Ordering::Relaxed), 1);
     }
 
     #[test]
@@ -562,7 +636,7 @@ mod tests {
         let paused = r.paused();
         r.retire();
         assert!(*paused.borrow() && r.leaving());
-        assert_eq!(r.starts(), start(true, false));
+        assert_eq!(starts(&r), start(true, false));
         r.resume();
         assert!(!*paused.borrow() && !r.leaving());
     }

@@ -65,10 +65,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
             .and_then(|()| check_length(declared, &self.limits))
             .and_then(|()| super::proxy::mark_scheme(&mut head, &self.conn, &self.proxies))
             .err();
-        // A request the app is to see counts toward --max-requests; from
-        // the one that reaches it (or a hook's retire), responses say
-        // `Connection: close`: the client takes its next request elsewhere,
-        // not to a leaving worker. A refused one closes anyway.
+        // A request the app is to see counts toward --max-requests.
         let start = refused.is_none().then(|| self.end.starts());
         let record = Arc::new(Record::new(
             head,
@@ -95,7 +92,6 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
             record,
             draining: self.draining.clone(),
             clock: self.clock.clone(),
-            last: start.is_some_and(|s| s.closes),
         }
     }
 }
@@ -129,8 +125,6 @@ pub(crate) struct ReplyFuture {
     record: Arc<Record>,
     draining: Arc<AtomicBool>,
     clock: Arc<Clock>,
-    /// The worker is leaving (`Finish::starts`): the response closes.
-    last: bool,
 }
 
 impl Drop for ReplyFuture {
@@ -168,8 +162,11 @@ impl Future for ReplyFuture {
         let mut reply = reply;
         // HTTP/1.1 responses pay for none of the HTTP/1.0 checks.
         let http10 = this.record.head.version == http::Version::HTTP_10;
-        if this.last
-            || this.draining.load(Ordering::Relaxed)
+        // A leaving worker's responses say `Connection: close` (from the
+        // one that reaches --max-requests, or a hook's retire): the client
+        // takes its next request elsewhere, not to a worker that stops.
+        if this.draining.load(Ordering::Relaxed)
+            || this.record.closing()
             || (http10 && close_delimited(&reply, this.record.is_head()))
         {
             reply.headers.insert(

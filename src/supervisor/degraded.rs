@@ -130,7 +130,7 @@ mod tests {
         hold(&f, true);
         assert!(crate::worker::heartbeat::recycling_held(fd));
         // Still written through the descriptor opened before.
-        crate::worker::heartbeat::leaving(fd);
+        crate::worker::heartbeat::replace_me(fd);
         assert_eq!(f.metadata()?.len(), 1);
         hold(&f, false);
         assert!(!crate::worker::heartbeat::recycling_held(fd));

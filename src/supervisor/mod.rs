@@ -928,11 +928,16 @@ impl Master<'_, '_> {
                 crate::log::error::info("A worker booted with the new code: recycling resumes");
             }
         }
-        for pid in leaving {
-            // It drains on its own; its replacement starts now (`maintain`).
-            // Signal 0 sends nothing: only the deadline for a drain that
-            // outlasts the graceful timeout is set.
-            self.table.retire(pid, Retire::Recycle, 0, self.graceful());
+        for (pid, stopping) in leaving {
+            // Its replacement starts now (`maintain`), while its last request
+            // runs; once its stop begins it drains on its own. Signal 0 sends
+            // nothing: only the deadline for a drain that outlasts the
+            // graceful timeout is set.
+            if stopping {
+                self.table.retire(pid, Retire::Recycle, 0, self.graceful());
+            } else {
+                self.table.replace(pid);
+            }
         }
         for pid in silent {
             crate::log::error::write(

@@ -206,19 +206,39 @@ impl Table {
     }
 
     /// Marks a worker retiring and sends it `signo` (a later kill if it lingers).
+    /// A timeout is the reason whatever came before it (a worker replaced
+    /// while its last request runs, say).
     pub(crate) fn retire(&mut self, pid: i32, why: Retire, signo: i32, grace: Duration) {
         if let Some(w) = self.workers.get_mut(&pid) {
             crate::metrics::master::retiring(pid);
+            if why == Retire::Timeout {
+                w.retiring = Some(why);
+            }
             w.retiring.get_or_insert(why);
             w.kill_at.get_or_insert(Instant::now() + grace);
             send(pid, signo);
         }
     }
 
+    /// A worker whose last request before `--max-requests` runs: its
+    /// replacement starts now (it is no longer active), and it is not
+    /// killed for it; `--timeout` still holds while that request runs.
+    pub(crate) fn replace(&mut self, pid: i32) {
+        if let Some(w) = self.workers.get_mut(&pid) {
+            crate::metrics::master::retiring(pid);
+            w.retiring.get_or_insert(Retire::Recycle);
+        }
+    }
+
     /// Updates `booted` from the heartbeats; returns the pids silent past
-    /// `timeout`, and those that said they are leaving on their own
-    /// (`heartbeat::leaving` in the worker: a byte in the file).
-    pub(crate) fn check_beats(&mut self, timeout: Option<Duration>) -> (Vec<i32>, Vec<i32>) {
+    /// `timeout`, and those that said they are leaving on their own, each
+    /// with whether its stop has begun (`heartbeat::replace_me` in the
+    /// worker: a byte in the file, its last request started;
+    /// `heartbeat::leaving`: two, its stop began).
+    pub(crate) fn check_beats(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> (Vec<i32>, Vec<(i32, bool)>) {
         let now = SystemTime::now();
         let (mut silent, mut leaving) = (Vec::new(), Vec::new());
         for (pid, w) in &mut self.workers {
@@ -233,13 +253,16 @@ impl Table {
                 w.boot_rss = boot_rss(&meta);
                 self.boots += 1;
             }
-            if meta.len() > 0 && w.retiring.is_none() {
-                leaving.push(*pid);
+            // Replaced, its last request running: no kill is due yet.
+            let replaced = w.retiring == Some(Retire::Recycle) && w.kill_at.is_none() && !w.killed;
+            let said = meta.len();
+            if said > 0 && w.retiring.is_none() || said > 1 && replaced {
+                leaving.push((*pid, said > 1));
                 continue;
             }
             let Some(t) = timeout else { continue };
             let late = now.duration_since(beat).unwrap_or(Duration::ZERO) > t;
-            if w.booted && w.retiring.is_none() && late {
+            if w.booted && (w.retiring.is_none() || replaced) && late {
                 silent.push(*pid);
             }
         }
@@ -384,12 +407,27 @@ mod tests {
         assert_eq!(beats(&mut t), (vec![], vec![]));
         assert_eq!(t.active(), 1);
         assert_eq!(t.oldest_active(), Some(42));
-        // The worker says it leaves (`heartbeat::leaving`): once, until retired.
-        crate::worker::heartbeat::leaving(heartbeat_fd(&t.workers[&42].heartbeat));
-        assert_eq!(beats(&mut t), (vec![], vec![42]));
-        if let Some(w) = t.workers.get_mut(&42) {
-            w.retiring = Some(Retire::Recycle);
-        }
+        // The worker's last request started (`heartbeat::replace_me`): it
+        // is replaced, once, and not killed for it.
+        let fd = heartbeat_fd(&t.workers[&42].heartbeat);
+        crate::worker::heartbeat::replace_me(fd);
+        assert_eq!(beats(&mut t), (vec![], vec![(42, false)]));
+        t.replace(42);
+        assert_eq!(t.active(), 0);
+        assert_eq!(t.workers[&42].kill_at, None);
+        assert_eq!(beats(&mut t), (vec![], vec![]));
+        // Silent meanwhile, it is timed out all the same.
+        t.workers[&42]
+            .heartbeat
+            .set_modified(SystemTime::now() - Duration::from_secs(5))?;
+        assert_eq!(beats(&mut t), (vec![42], vec![]));
+        t.workers[&42].heartbeat.set_modified(SystemTime::now())?;
+        // Its stop begins (`heartbeat::leaving`): once, until its kill is due.
+        crate::worker::heartbeat::leaving(fd);
+        assert_eq!(beats(&mut t), (vec![], vec![(42, true)]));
+        t.retire(42, Retire::Recycle, 0, Duration::from_secs(60));
+        assert_eq!(t.workers[&42].retiring, Some(Retire::Recycle));
+        assert!(t.workers[&42].kill_at.is_some());
         assert_eq!(beats(&mut t), (vec![], vec![]));
         assert_eq!(t.active(), 0);
         Ok(())

@@ -43,17 +43,43 @@ pub(crate) fn start(fd: RawFd, interval: Duration, exec: Arc<Executor>) -> io::R
     Ok(())
 }
 
-/// Tells the master that this worker is leaving on its own
-/// (`--max-requests`): one byte in the heartbeat file, written through the
-/// descriptor the worker was handed (whatever user it runs as). The master
-/// then starts the replacement at once, while this worker drains, instead
-/// of once it has exited: with `-w 1` new connections would otherwise wait
-/// in the backlog for a fresh worker to boot.
+/// The worker's master, through the heartbeat file's descriptor.
+pub(crate) struct Master(pub(crate) RawFd);
+
+impl crate::server::end::Master for Master {
+    fn holds_recycling(&self) -> bool {
+        recycling_held(self.0)
+    }
+
+    fn replace_me(&self) {
+        replace_me(self.0);
+    }
+}
+
+/// Tells the master that this worker's last request before
+/// `--max-requests` has started: one byte in the heartbeat file, written
+/// through the descriptor the worker was handed (whatever user it runs
+/// as). The master then starts the replacement at once, which takes the
+/// connections while that request runs and this worker drains, instead of
+/// once it has exited: with `-w 1` new connections would otherwise wait in
+/// the backlog for a fresh worker to boot. No kill is due for it yet.
+pub(crate) fn replace_me(fd: RawFd) {
+    say(fd, b"x");
+}
+
+/// Tells the master that this worker's own stop has begun (`--max-requests`
+/// after its last request, a hook's retire, a listening socket that
+/// failed): two bytes. The master replaces it, if it has not yet, and
+/// kills it if its drain outlasts `--graceful-timeout`.
 pub(crate) fn leaving(fd: RawFd) {
-    // SAFETY: pwrite of one byte from a static buffer to a descriptor we
-    // were handed; a failure only means the replacement starts later.
+    say(fd, b"xx");
+}
+
+fn say(fd: RawFd, what: &'static [u8]) {
+    // SAFETY: pwrite from a static buffer to a descriptor we were handed;
+    // a failure only means the replacement starts later.
     unsafe {
-        libc::pwrite(fd, b"x".as_ptr().cast(), 1, 0);
+        libc::pwrite(fd, what.as_ptr().cast(), what.len(), 0);
     }
 }
 

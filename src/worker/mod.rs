@@ -279,10 +279,10 @@ impl Server {
                 crate::log::error::error(&format!("StatsD is off: {e}"));
             }
         }
-        let held = self.heartbeat.map(|fd| {
-            Box::new(move || heartbeat::recycling_held(fd)) as Box<dyn Fn() -> bool + Send + Sync>
-        });
-        let recorder = Arc::new(Recorder::new(access_log, recycle_at, held));
+        let master = self
+            .heartbeat
+            .map(|fd| Box::new(heartbeat::Master(fd)) as Box<dyn server::end::Master>);
+        let recorder = Arc::new(Recorder::new(access_log, recycle_at, master));
         let _ = self.recorder.set(recorder.clone());
         let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::channel();
@@ -313,21 +313,23 @@ impl Server {
                 let reason = log.leave_due().await;
                 // The master holds recycling while a reload is given up: a
                 // replacement would load the code that reload could not.
+                // Not once the master was told to replace it: it leaves.
+                let held = |fd| !log.replacing() && heartbeat::recycling_held(fd);
                 match (reason, beat, every) {
-                    ("max_requests", Some(fd), Some(n)) if heartbeat::recycling_held(fd) => {
+                    ("max_requests", Some(fd), Some(n)) if held(fd) => {
                         if !std::mem::replace(&mut told, true) {
                             crate::log::error::info(
                                 "Not restarting after --max-requests: the last reload could \
                                  not start a worker, and a new one would load the same code",
                             );
                         }
-                        log.resume();
+                        resume(&log);
                         log.recycle_later(n);
                     }
-                    ("hook", Some(fd), every) if heartbeat::recycling_held(fd) => {
+                    ("hook", Some(fd), every) if held(fd) => {
                         // --max-requests may have come due with it (one wake
                         // for both): held as well, it is due again later.
-                        log.resume();
+                        resume(&log);
                         if let Some(n) = every {
                             log.rearm(n);
                         }
@@ -342,20 +344,20 @@ impl Server {
                     _ => break reason,
                 }
             };
-            match reason {
-                "max_requests" => {
-                    crate::log::error::info("Autorestarting worker after current request.");
-                }
-                "hook" => crate::log::error::info(
+            if STOP_DEADLINE.lock().is_some() {
+                // A signal's stop is under way: it is that stop's exit.
+                return;
+            }
+            if reason == "hook" {
+                crate::log::error::info(
                     "Autorestarting worker after current request: a hook set worker.alive = False",
-                ),
-                _ => {}
+                );
             }
             crate::metrics::worker_leaving(reason);
             if let Some(fd) = beat {
                 heartbeat::leaving(fd);
             }
-            begin(Stop::Leave, &stop, &events, graceful);
+            begin(Stop::Leave, &stop, &events, &log, graceful);
         });
         *self.stopper.lock() = Some(stop_tx);
         let exec = self.exec.clone();
@@ -456,6 +458,9 @@ impl Server {
     fn stop(&self, graceful: bool) {
         if let Some(tx) = self.stopper.lock().as_ref() {
             let how = if graceful { Stop::Graceful } else { Stop::Fast };
+            if let Some(r) = self.recorder.get() {
+                r.stop_begun();
+            }
             stop_by(how, self.config.limits.graceful_timeout);
             let _ = tx.send(how);
         }
@@ -596,7 +601,16 @@ fn act(
             return;
         }
     };
-    begin(how, stop, events, graceful);
+    begin(how, stop, events, recorder, graceful);
+}
+
+/// The master holds recycling: the worker that paused to leave stays, and
+/// accepts again; it shows as ready again unless a stop began meanwhile.
+fn resume(log: &Recorder) {
+    log.resume();
+    if STOP_DEADLINE.lock().is_none() {
+        crate::metrics::worker_resumed();
+    }
 }
 
 /// Begins a stop: a signal's (`act`), or the worker's own leave.
@@ -604,8 +618,10 @@ fn begin(
     how: Stop,
     stop: &tokio::sync::mpsc::UnboundedSender<Stop>,
     events: &mpsc::Sender<Lifecycle>,
+    recorder: &Recorder,
     graceful: Duration,
 ) {
+    recorder.stop_begun();
     crate::metrics::worker_draining();
     stop_by(how, graceful);
     let _ = events.send(Lifecycle::Stopping(how));
