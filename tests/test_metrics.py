@@ -388,6 +388,24 @@ def test_a_fast_stop_during_a_graceful_one_says_so_for_the_requests_it_cut(start
         conn.close()
 
 
+def test_a_fast_stop_says_how_many_requests_it_cut(start_server, mode):
+    """Noted since session 36: a stop that began with INT or QUIT cut the requests
+    still running without a line for them, where a TERM whose time ran out has one."""
+    srv = start_server("router_app:app", "-w", "1", mode=mode)
+    go = "go-" + rawhttp.new_token()
+    conn = srv.connect()
+    try:
+        conn.send(rawhttp.build_request("GET", f"/gated?go={go}&late=1"))
+        assert srv.wait_records("paths", 1) == ["/gated"], srv.log()  # in the app
+        mark = srv.log_mark()
+        srv.proc.send_signal(signal.SIGINT)
+        said = r"1 request\(s\) still running were cut: a fast stop \(INT or QUIT\)$"
+        assert srv.wait_log(said, since=mark, timeout=20), srv.log(mark)
+    finally:
+        (srv.record_dir / go).write_text("go\n")
+        conn.close()
+
+
 def test_a_unix_metrics_socket_file_is_removed_at_the_stop(start_server, tmp_path):
     """Review (session 29): the socket file of a unix --metrics-bind stayed after a
     TERM (the binds' own files went); it goes with them now."""

@@ -200,11 +200,11 @@ pub(crate) async fn run(
         // over but not yet sent at the cut, has). Requests, not
         // connections: one that has sent no head yet loses nothing.
         let running = end.started().saturating_sub(end.served());
-        if how != Stop::Fast && running > 0 {
-            let why = if cut {
-                "a fast stop (INT or QUIT) came during the graceful one"
-            } else {
-                "the stop's time ran out (--graceful-timeout)"
+        if running > 0 {
+            let why = match (how, cut) {
+                (Stop::Fast, _) => "a fast stop (INT or QUIT)",
+                (_, true) => "a fast stop (INT or QUIT) came during the graceful one",
+                (_, false) => "the stop's time ran out (--graceful-timeout)",
             };
             crate::log::error::write(
                 crate::log::error::Level::Warning,
