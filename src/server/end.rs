@@ -56,9 +56,6 @@ pub(crate) struct Recorder {
     pause: watch::Sender<bool>,
     /// The worker's master (`None`: a worker of its own, in tests).
     master: Option<Box<dyn Master>>,
-    /// The master was asked to replace this worker (`Master::replace_me`):
-    /// it leaves after its last request, held or not.
-    replacing: std::sync::atomic::AtomicBool,
     /// The worker's stop has begun (`stop_begun`): a last request then is
     /// no news.
     stopping: std::sync::atomic::AtomicBool,
@@ -94,7 +91,6 @@ impl Recorder {
             closing: std::sync::atomic::AtomicBool::new(false),
             pause: watch::Sender::new(false),
             master,
-            replacing: std::sync::atomic::AtomicBool::new(false),
             stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -117,12 +113,6 @@ impl Recorder {
     /// The worker's stop has begun (a signal's, or its own leave).
     pub(crate) fn stop_begun(&self) {
         self.stopping.store(true, Ordering::Relaxed);
-    }
-
-    /// The master was told to replace this worker as its last request
-    /// started: it leaves, whether the master holds recycling since or not.
-    pub(crate) fn replacing(&self) -> bool {
-        self.replacing.load(Ordering::Relaxed)
     }
 
     /// The master holds recycling: the worker stays, and accepts again.
@@ -231,7 +221,6 @@ impl Finish for Recorder {
         {
             self.set_leaving(true);
             if let Some(m) = &self.master {
-                self.replacing.store(true, Ordering::Relaxed);
                 m.replace_me();
             }
             // gunicorn's line, as its worker writes it: as the last request
@@ -609,7 +598,6 @@ mod tests {
         let paused = r.paused();
         let (closes, last) = starts(&r);
         assert_eq!((closes, last), start(false, true));
-        assert!(!r.replacing());
         assert!(!*paused.borrow());
         finish(&r, last);
         let due = tokio::time::timeout(Duration::from_secs(5), r.leave_due()).await;
@@ -626,7 +614,6 @@ mod tests {
         let r = Recorder::new(None, Some(1), Some(Box::new(Told(false, asked.clone()))));
         assert_eq!(starts(&r), start(true, true));
         assert_eq!(starts(&r), start(true, false));
-        assert!(r.replacing());
         assert_eq!(asked.load(Ordering::Relaxed), 1);
     }
 

@@ -587,7 +587,15 @@ impl Master<'_, '_> {
                 }
                 continue;
             };
-            crate::metrics::master::exited(pid, worker.retiring.map(observer::retire_reason), code);
+            // One replaced as its last request started, whose stop never
+            // began, that did not exit 0: not the recycling's doing (a
+            // crash in that request, say).
+            let replaced_only = worker.retiring == Some(Retire::Recycle)
+                && worker.kill_at.is_none()
+                && !worker.killed
+                && exit != Exit::Code(0);
+            let why = worker.retiring.filter(|_| !replaced_only);
+            crate::metrics::master::exited(pid, why.map(observer::retire_reason), code);
             // A worker that ended before it booted, of its own doing: an
             // exit code of the app's or the process's (Python turns a
             // `SystemExit` then into 3; `os._exit(0)` at import is 0), or a

@@ -313,8 +313,10 @@ impl Server {
                 let reason = log.leave_due().await;
                 // The master holds recycling while a reload is given up: a
                 // replacement would load the code that reload could not.
-                // Not once the master was told to replace it: it leaves.
-                let held = |fd| !log.replacing() && heartbeat::recycling_held(fd);
+                // One the master replaced as its last request started is
+                // not held (`supervisor/degraded.rs` holds only the workers
+                // that serve on, and takes back what they said before).
+                let held = heartbeat::recycling_held;
                 match (reason, beat, every) {
                     ("max_requests", Some(fd), Some(n)) if held(fd) => {
                         if !std::mem::replace(&mut told, true) {
