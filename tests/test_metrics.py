@@ -201,6 +201,21 @@ def test_a_worker_a_hook_retired_is_counted_as_hook(start_server, tmp_path):
     assert value(s, "siesta_worker_exits_total", reason="max_requests") == 0
 
 
+def test_a_worker_that_crashes_in_its_last_request_is_counted_as_a_crash(start_server):
+    """Review (session 38): the master marks a worker recycled as its last request
+    before --max-requests starts (to start its replacement then), so a crash in
+    that request was counted as a recycle."""
+    srv = start_server("supervisor_app:app", *METRICS, "--max-requests", "2")
+    url = metrics_url(srv)
+    assert srv.get("/ping").status == 200
+    mark = srv.log_mark()
+    with contextlib.suppress(OSError, rawhttp.IncompleteHead):
+        srv.get("/abort")  # the last: the worker tells its master, then aborts
+    assert srv.wait_log("Autorestarting worker after current request.", since=mark)
+    s = one_replaced(url, "crash")
+    assert value(s, "siesta_worker_exits_total", reason="max_requests") == 0
+
+
 def one_replaced(url, reason):
     """The scrape once one worker has exited for `reason` and its replacement
     started (bounded)."""
