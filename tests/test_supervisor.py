@@ -717,7 +717,8 @@ def test_a_last_request_that_a_given_up_reload_finds_running_holds_its_worker(
     still importing (the master passed over it: it was being reloaded). The reload
     was given up, and the worker left anyway once that request was done: its
     replacement loaded the broken code, and with -w 1 the server stopped (exit 4).
-    The hold now takes back what it said, and it stays."""
+    The master now takes back a word from a worker it holds, and the worker
+    stays, and accepts again at once."""
     code_dir, module = app_module(tmp_path, "slow_app", SLOW_APP)
     srv = launch(
         "-w",
@@ -735,8 +736,12 @@ def test_a_last_request_that_a_given_up_reload_finds_running_holds_its_worker(
     srv.signal(signal.SIGHUP)
     assert srv.wait_log("Handling signal: hup", since=mark), srv.log(mark)
     # Request 2, the last, runs across the reload's end (the new worker imports 2 s).
-    client, answer = request_in_background(srv, "/?s=5")
+    client, answer = request_in_background(srv, "/?s=8")
     assert srv.wait_log("Reload failed", since=mark, timeout=WAIT), srv.log(mark)
+    # Held, it accepts again while that request still runs (review: it stayed
+    # paused until the request was done, with no replacement beside it).
+    assert int(srv.get("/").body) == old, srv.log(mark)
+    assert client.is_alive(), ("the last request ended first: nothing was shown", srv.log(mark))
     client.join(30)
     resp = answer.get("resp")
     assert resp is not None and resp.status == 200, (answer, srv.log(mark))

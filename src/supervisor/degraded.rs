@@ -87,13 +87,6 @@ impl Degraded {
 /// worker then restarts at its count, as without the hold.
 pub(crate) fn hold(heartbeat: &File, held: bool) {
     let _ = heartbeat.set_permissions(Permissions::from_mode(if held { 0o400 } else { 0o600 }));
-    if held {
-        // A word the worker wrote while it was being reloaded, and the
-        // master passed over (`heartbeat::replace_me` as its last request
-        // started): taken back, so that it is not acted on later; the
-        // worker, held, stays once that request is done.
-        let _ = heartbeat.set_len(0);
-    }
 }
 
 #[cfg(test)]
@@ -139,9 +132,6 @@ mod tests {
         // Still written through the descriptor opened before.
         crate::worker::heartbeat::replace_me(fd);
         assert_eq!(f.metadata()?.len(), 1);
-        // A hold takes back what the worker said before it.
-        hold(&f, true);
-        assert_eq!(f.metadata()?.len(), 0);
         hold(&f, false);
         assert!(!crate::worker::heartbeat::recycling_held(fd));
         Ok(())

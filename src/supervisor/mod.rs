@@ -861,9 +861,10 @@ impl Master<'_, '_> {
         self.target = self.target_before_reload;
         // Those that serve on are held from --max-requests until a worker
         // of a later generation boots.
-        for w in self.table.workers.values() {
+        for w in self.table.workers.values_mut() {
             if w.retiring.is_none() {
                 degraded::hold(&w.heartbeat, true);
+                w.held = true;
             }
         }
         self.degraded = Some(degraded::Degraded::new(self.generation));
@@ -930,8 +931,9 @@ impl Master<'_, '_> {
             if self.table.workers.values().any(|w| d.ended_by(w)) {
                 // The code works again: the held workers may restart.
                 self.degraded = None;
-                for w in self.table.workers.values() {
+                for w in self.table.workers.values_mut() {
                     degraded::hold(&w.heartbeat, false);
+                    w.held = false;
                 }
                 crate::log::error::info("A worker booted with the new code: recycling resumes");
             }

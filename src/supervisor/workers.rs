@@ -42,6 +42,10 @@ pub(crate) struct Worker {
     pub booted: bool,
     /// Set once the master decided to end it.
     pub retiring: Option<Retire>,
+    /// Held from `--max-requests` (`degraded::hold`): a lone byte from it
+    /// (`heartbeat::replace_me`, its last request started as the hold
+    /// came) is taken back, not acted on; the worker stays.
+    pub held: bool,
     /// When to send SIGKILL if it has not exited by then.
     pub kill_at: Option<Instant>,
     /// The master sent that SIGKILL (so an exit by SIGKILL is no mystery).
@@ -181,6 +185,7 @@ impl Table {
                 spawned: Instant::now(),
                 booted: false,
                 retiring: None,
+                held: false,
                 kill_at: None,
                 killed: false,
                 boot_rss: None,
@@ -256,7 +261,9 @@ impl Table {
             // Replaced, its last request running: no kill is due yet.
             let replaced = w.retiring == Some(Retire::Recycle) && w.kill_at.is_none() && !w.killed;
             let said = meta.len();
-            if said > 0 && w.retiring.is_none() || said > 1 && replaced {
+            if said == 1 && w.held && w.retiring.is_none() {
+                let _ = w.heartbeat.set_len(0);
+            } else if said > 0 && w.retiring.is_none() || said > 1 && replaced {
                 leaving.push((*pid, said > 1));
                 continue;
             }
@@ -410,6 +417,16 @@ mod tests {
         // The worker's last request started (`heartbeat::replace_me`): it
         // is replaced, once, and not killed for it.
         let fd = heartbeat_fd(&t.workers[&42].heartbeat);
+        // Held (a given-up reload), its lone byte is taken back: it stays.
+        if let Some(w) = t.workers.get_mut(&42) {
+            w.held = true;
+        }
+        crate::worker::heartbeat::replace_me(fd);
+        assert_eq!(beats(&mut t), (vec![], vec![]));
+        assert_eq!(t.workers[&42].heartbeat.metadata()?.len(), 0);
+        if let Some(w) = t.workers.get_mut(&42) {
+            w.held = false;
+        }
         crate::worker::heartbeat::replace_me(fd);
         assert_eq!(beats(&mut t), (vec![], vec![(42, false)]));
         t.replace(42);

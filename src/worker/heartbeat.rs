@@ -53,6 +53,13 @@ impl crate::server::end::Master for Master {
 
     fn replace_me(&self) {
         replace_me(self.0);
+        // The master looks at the file on its tick (up to a second); a
+        // SIGCHLD wakes it now, and it reaps nothing, then looks (not under
+        // `--user` with a root master: then on its tick).
+        // SAFETY: getppid(2) and kill(2) take plain integers.
+        unsafe {
+            libc::kill(libc::getppid(), libc::SIGCHLD);
+        }
     }
 }
 
@@ -65,12 +72,6 @@ impl crate::server::end::Master for Master {
 /// the backlog for a fresh worker to boot. No kill is due for it yet.
 pub(crate) fn replace_me(fd: RawFd) {
     say(fd, b"x");
-    // The master looks at the file on its tick (up to a second); a SIGCHLD
-    // wakes it now, and it reaps nothing, then looks.
-    // SAFETY: getppid(2) and kill(2) take plain integers.
-    unsafe {
-        libc::kill(libc::getppid(), libc::SIGCHLD);
-    }
 }
 
 /// Tells the master that this worker's own stop has begun (`--max-requests`

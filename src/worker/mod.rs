@@ -307,15 +307,25 @@ impl Server {
         let (stop, events, log) = (stop_tx.clone(), events_tx.clone(), recorder.clone());
         let beat = self.heartbeat;
         let every = self.config.max_requests;
+        let look = self.config.beat_interval();
         rt.spawn(async move {
             let (mut told, mut told_hook) = (false, false);
             let reason = loop {
-                let reason = log.leave_due().await;
+                let reason = tokio::select! {
+                    reason = log.leave_due() => reason,
+                    // A hold that comes while the last request runs (the
+                    // master took back its word): the worker accepts again
+                    // now, not once that request is done.
+                    () = held_while_leaving(&log, beat, look) => {
+                        resume(&log);
+                        continue;
+                    }
+                };
                 // The master holds recycling while a reload is given up: a
                 // replacement would load the code that reload could not.
                 // One the master replaced as its last request started is
-                // not held (`supervisor/degraded.rs` holds only the workers
-                // that serve on, and takes back what they said before).
+                // not held (the master holds only the workers that serve
+                // on, and takes back a word from them it did not act on).
                 let held = heartbeat::recycling_held;
                 match (reason, beat, every) {
                     ("max_requests", Some(fd), Some(n)) if held(fd) => {
@@ -604,6 +614,24 @@ fn act(
         }
     };
     begin(how, stop, events, recorder, graceful);
+}
+
+/// Resolves once the master holds recycling while the worker pauses to
+/// leave (looked at every `look`); never without a master.
+async fn held_while_leaving(log: &Recorder, beat: Option<std::os::fd::RawFd>, look: Duration) {
+    let Some(fd) = beat else {
+        return std::future::pending().await;
+    };
+    let mut paused = log.paused();
+    loop {
+        if paused.wait_for(|p| *p).await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(look).await;
+        if log.leaving() && heartbeat::recycling_held(fd) {
+            return;
+        }
+    }
 }
 
 /// The master holds recycling: the worker that paused to leave stays, and
