@@ -2561,6 +2561,51 @@ def test_a_stop_while_a_worker_boots_is_no_boot_failure(tmp_path):
     assert "failed to boot" not in err, err
 
 
+SLOW_IMPORT = """\
+\"\"\"Imports slowly (its worker boots for 2 s), then answers with its pid.\"\"\"
+import os
+import time
+
+time.sleep(2)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+"""
+
+
+def test_a_stop_while_a_replacement_boots_drains_what_waits_for_it(launch, mode, tmp_path):
+    """Review (session 38): a TERM to the master while the replacement of a worker
+    that left for --max-requests booted killed it with TERM's default action, and
+    the connections waiting in the listen backlog for it were reset, where a
+    booted worker's stop serves them. The worker keeps the TERM until it has
+    booted, then drains: the waiting request is answered, and the master exits 0."""
+    code_dir, _ = app_module(tmp_path, "slow_import", SLOW_IMPORT)
+    srv = launch(
+        "-w",
+        "1",
+        "--max-requests",
+        "1",
+        app="slow_import:app",
+        path=(code_dir, APPS_DIR),
+        mode=mode,
+    )
+    mark = srv.log_mark()
+    old = int(srv.get("/").body)  # its last: it leaves, and the replacement boots
+    assert srv.wait_log(r"Booting worker with pid: (?!%d\b)\d+" % old, since=mark), srv.log(mark)
+    client, answer = request_in_background(srv, "/")
+    time.sleep(0.5)  # the request waits in the backlog; the replacement imports
+    assert client.is_alive(), (answer, srv.log(mark))
+    srv.signal(signal.SIGTERM)
+    client.join(30)
+    resp = answer.get("resp")
+    assert resp is not None and resp.status == 200, (answer, srv.log(mark))
+    assert int(resp.body) != old, srv.log(mark)
+    assert srv.exit_code() == 0, srv.log(mark)
+    assert "while booting" not in srv.log(mark), srv.log(mark)
+
+
 def test_a_hup_after_a_rotation_writes_to_the_new_error_log(launch, tmp_path):
     """Review (session 23): the master's HUP must open --error-logfile by its path
     again (a worker keeps the file it inherits; the master does not), so that after

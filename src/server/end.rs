@@ -38,8 +38,11 @@ pub(crate) struct Recorder {
     /// this count is the last, and `leave` fires once it is done (`u64::MAX`:
     /// never, or fired already); set again by `recycle_later`.
     recycle_at: AtomicU64,
-    /// Fired when the worker should end and be replaced (`leave_due`).
+    /// Fired when the worker should end and be replaced (`leave_due`); the
+    /// flags below say why, and each stays set until `leave_due` takes it.
     leave: Notify,
+    /// Why it fired: the last request before `--max-requests` is done.
+    due: std::sync::atomic::AtomicBool,
     /// Why it fired: a listening socket broke (else `--max-requests`).
     listener_failed: std::sync::atomic::AtomicBool,
     /// Why it fired: a hook set gunicorn's `worker.alive = False` (`retire`).
@@ -59,6 +62,9 @@ pub(crate) struct Recorder {
     /// The worker's stop has begun (`stop_begun`): a last request then is
     /// no news.
     stopping: std::sync::atomic::AtomicBool,
+    /// The worker asked its master to replace it (`Master::replace_me`),
+    /// and has not resumed since.
+    asked: std::sync::atomic::AtomicBool,
 }
 
 /// What the worker's master holds, and is told, about recycling (the
@@ -71,6 +77,10 @@ pub(crate) trait Master: Send + Sync {
     /// The last request has started: the master starts the replacement
     /// now, which takes the connections while that request runs.
     fn replace_me(&self);
+
+    /// Whether the master took back the word `replace_me` gave (it does
+    /// while it holds recycling).
+    fn took_back(&self) -> bool;
 }
 
 impl Recorder {
@@ -85,6 +95,7 @@ impl Recorder {
             started: AtomicU64::new(0),
             recycle_at: AtomicU64::new(recycle_at.unwrap_or(u64::MAX)),
             leave: Notify::new(),
+            due: std::sync::atomic::AtomicBool::new(false),
             listener_failed: std::sync::atomic::AtomicBool::new(false),
             retired: std::sync::atomic::AtomicBool::new(false),
             last: std::sync::atomic::AtomicBool::new(false),
@@ -92,6 +103,7 @@ impl Recorder {
             pause: watch::Sender::new(false),
             master,
             stopping: std::sync::atomic::AtomicBool::new(false),
+            asked: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -115,9 +127,40 @@ impl Recorder {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
+    /// Whether the worker's stop has begun (`stop_begun`).
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Whether a worker of its own (no master: tests) has nobody to look at.
+    pub(crate) fn has_master(&self) -> bool {
+        self.master.is_some()
+    }
+
+    /// While the worker pauses to leave, what its master made of it: true
+    /// if the master holds recycling (the worker stays: `resume`). The
+    /// state is looked at, not news of it: if the master took back the word
+    /// the worker gave as its last request started (under a hold that has
+    /// ended since, or that came as the word was said), the worker says it
+    /// again, so that it is replaced while that request runs.
+    pub(crate) fn held_while_leaving(&self) -> bool {
+        let Some(m) = &self.master else { return false };
+        if !self.leaving() || self.stopped() {
+            return false;
+        }
+        if m.holds_recycling() {
+            return true;
+        }
+        if self.asked.load(Ordering::Relaxed) && m.took_back() {
+            m.replace_me();
+        }
+        false
+    }
+
     /// The master holds recycling: the worker stays, and accepts again.
     /// Called before `recycle_later`, so no new last request starts between.
     pub(crate) fn resume(&self) {
+        self.asked.store(false, Ordering::Relaxed);
         self.set_leaving(false);
     }
 
@@ -151,15 +194,6 @@ impl Recorder {
         self.started.load(Ordering::Relaxed)
     }
 
-    /// `--max-requests` may have come due unseen (a hook's retire woke the
-    /// leave first) while the master holds recycling: if it fired, it
-    /// fires again `every` requests on.
-    pub(crate) fn rearm(&self, every: u64) {
-        if self.recycle_at.load(Ordering::Relaxed) == u64::MAX {
-            self.recycle_later(every);
-        }
-    }
-
     /// `--max-requests` came while the master holds recycling: the
     /// request started `every` requests on is the last again.
     pub(crate) fn recycle_later(&self, every: u64) {
@@ -175,13 +209,19 @@ impl Recorder {
     /// listening socket failed for good (`listener_failed`), or a hook asked
     /// (`retire`).
     pub(crate) async fn leave_due(&self) -> &'static str {
-        self.leave.notified().await;
-        if self.listener_failed.load(Ordering::Relaxed) {
-            "listener_failed"
-        } else if self.retired.swap(false, Ordering::Relaxed) {
-            "hook"
-        } else {
-            "max_requests"
+        // The flags, not the wakes, say what is due: two causes may come
+        // with one wake, or one cause with two (the Notify keeps a permit
+        // for a wake that came while the reason was being read). A cause
+        // not acted on (a hook's retire, held) leaves the others standing.
+        loop {
+            if self.listener_failed.load(Ordering::Relaxed) {
+                return "listener_failed";
+            } else if self.retired.swap(false, Ordering::Relaxed) {
+                return "hook";
+            } else if self.due.swap(false, Ordering::Relaxed) {
+                return "max_requests";
+            }
+            self.leave.notified().await;
         }
     }
 
@@ -221,6 +261,7 @@ impl Finish for Recorder {
         {
             self.set_leaving(true);
             if let Some(m) = &self.master {
+                self.asked.store(true, Ordering::Relaxed);
                 m.replace_me();
             }
             // gunicorn's line, as its worker writes it: as the last request
@@ -253,6 +294,7 @@ impl Finish for Recorder {
             if start.last {
                 // `recycle_later` sets the next.
                 self.recycle_at.store(u64::MAX, Ordering::Relaxed);
+                self.due.store(true, Ordering::Relaxed);
                 self.leave.notify_one();
             }
         }
@@ -568,6 +610,27 @@ mod tests {
         fn replace_me(&self) {
             self.1.fetch_add(1, Ordering::Relaxed);
         }
+        fn took_back(&self) -> bool {
+            false
+        }
+    }
+
+    /// A master whose hold comes and goes, and that takes words back.
+    #[derive(Default)]
+    struct Holding {
+        held: std::sync::atomic::AtomicBool,
+        said: AtomicU64,
+    }
+    impl Master for Arc<Holding> {
+        fn holds_recycling(&self) -> bool {
+            self.held.load(Ordering::Relaxed)
+        }
+        fn replace_me(&self) {
+            self.said.store(1, Ordering::Relaxed);
+        }
+        fn took_back(&self) -> bool {
+            self.said.load(Ordering::Relaxed) == 0
+        }
     }
 
     #[tokio::test]
@@ -626,5 +689,68 @@ mod tests {
         assert_eq!(starts(&r), start(true, false));
         r.resume();
         assert!(!*paused.borrow() && !r.leaving());
+    }
+
+    async fn leave(r: &Recorder, ms: u64) -> Option<&'static str> {
+        let due = r.leave_due();
+        tokio::time::timeout(Duration::from_millis(ms), due)
+            .await
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn a_wake_with_no_cause_is_no_leave_and_two_causes_are_both_seen() {
+        let r = Recorder::new(None, Some(1), None);
+        // A hook's retire read with the wake of another (two retires as
+        // the leave's task reads the first): that wake is no leave.
+        r.retire();
+        r.leave.notify_one();
+        assert_eq!(leave(&r, 5000).await, Some("hook"));
+        assert_eq!(leave(&r, 50).await, None, "a wake with no cause left");
+        // --max-requests due with a retire, one wake for both: each is seen.
+        let (_, last) = starts(&r);
+        finish(&r, last);
+        r.retire();
+        assert_eq!(leave(&r, 5000).await, Some("hook"));
+        assert_eq!(leave(&r, 5000).await, Some("max_requests"));
+        assert_eq!(leave(&r, 50).await, None);
+    }
+
+    #[test]
+    fn a_word_taken_back_under_a_hold_gone_since_is_said_again() {
+        let m = Arc::new(Holding::default());
+        let r = Recorder::new(None, Some(1), Some(Box::new(m.clone())));
+        assert_eq!(starts(&r), start(true, true));
+        assert_eq!(m.said.load(Ordering::Relaxed), 1);
+        assert!(!r.held_while_leaving(), "said and not taken back");
+        // A hold comes, the master takes the byte back, the hold ends, all
+        // before the worker looks: it says its word again, and stays paused.
+        m.held.store(true, Ordering::Relaxed);
+        m.said.store(0, Ordering::Relaxed);
+        m.held.store(false, Ordering::Relaxed);
+        assert!(!r.held_while_leaving());
+        assert_eq!(m.said.load(Ordering::Relaxed), 1, "the word is said again");
+        assert!(r.leaving());
+        // Held when it looks: it stays, and says nothing more.
+        m.held.store(true, Ordering::Relaxed);
+        m.said.store(0, Ordering::Relaxed);
+        assert!(r.held_while_leaving());
+        r.resume();
+        assert!(!r.held_while_leaving(), "resumed: nothing to look at");
+        m.held.store(false, Ordering::Relaxed);
+        assert!(!r.held_while_leaving());
+        assert_eq!(
+            m.said.load(Ordering::Relaxed),
+            0,
+            "a resumed worker said it again"
+        );
+        // Once its stop began, a worker says nothing more.
+        let m = Arc::new(Holding::default());
+        let r = Recorder::new(None, Some(1), Some(Box::new(m.clone())));
+        assert_eq!(starts(&r), start(true, true));
+        r.stop_begun();
+        m.said.store(0, Ordering::Relaxed);
+        assert!(!r.held_while_leaving());
+        assert_eq!(m.said.load(Ordering::Relaxed), 0);
     }
 }

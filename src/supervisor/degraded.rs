@@ -83,10 +83,12 @@ impl Degraded {
 }
 
 /// Holds (`true`) or lets go (`false`) a worker's `--max-requests` restart,
-/// through its heartbeat file's mode. A failure leaves it as it was: the
-/// worker then restarts at its count, as without the hold.
-pub(crate) fn hold(heartbeat: &File, held: bool) {
-    let _ = heartbeat.set_permissions(Permissions::from_mode(if held { 0o400 } else { 0o600 }));
+/// through its heartbeat file's mode; true if it took. A failure leaves it
+/// as it was: a worker not held restarts at its count, as without the hold.
+pub(crate) fn hold(heartbeat: &File, held: bool) -> bool {
+    heartbeat
+        .set_permissions(Permissions::from_mode(if held { 0o400 } else { 0o600 }))
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -127,12 +129,12 @@ mod tests {
         let (f, _) = super::super::workers::Table::heartbeat_file(None)?;
         let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
         assert!(!crate::worker::heartbeat::recycling_held(fd));
-        hold(&f, true);
+        assert!(hold(&f, true));
         assert!(crate::worker::heartbeat::recycling_held(fd));
         // Still written through the descriptor opened before.
         crate::worker::heartbeat::replace_me(fd);
         assert_eq!(f.metadata()?.len(), 1);
-        hold(&f, false);
+        assert!(hold(&f, false));
         assert!(!crate::worker::heartbeat::recycling_held(fd));
         Ok(())
     }

@@ -223,7 +223,8 @@ impl Supervisor {
 
 /// The one thing a freshly forked child must do first: drop the master's
 /// signal handlers and pipe; a worker (`die_with_master`) also ends when
-/// the master does, a new master started by USR2 does not. `keep_beat`:
+/// the master does, a new master started by USR2 does not, and keeps a
+/// TERM until it has booted. `keep_beat`:
 /// a worker's own heartbeat descriptor; the master's others are closed.
 #[pyfunction]
 #[pyo3(signature = (die_with_master=true, keep_beat=None))]
@@ -232,6 +233,11 @@ pub(crate) fn worker_after_fork(die_with_master: bool, keep_beat: Option<i32>) -
         workers::close_master_only(fd);
     }
     signals::reset_in_child().map_err(|e| PyOSError::new_err(e.to_string()))?;
+    if die_with_master {
+        // A worker's TERM waits for its boot to end.
+        crate::worker::signals::hold_term_while_booting()
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+    }
     // What the master blocked across the fork (`fork_signals`) comes now.
     signals::block(false);
     if die_with_master {
@@ -863,8 +869,7 @@ impl Master<'_, '_> {
         // of a later generation boots.
         for w in self.table.workers.values_mut() {
             if w.retiring.is_none() {
-                degraded::hold(&w.heartbeat, true);
-                w.held = true;
+                w.held = degraded::hold(&w.heartbeat, true);
             }
         }
         self.degraded = Some(degraded::Degraded::new(self.generation));
@@ -932,8 +937,9 @@ impl Master<'_, '_> {
                 // The code works again: the held workers may restart.
                 self.degraded = None;
                 for w in self.table.workers.values_mut() {
-                    degraded::hold(&w.heartbeat, false);
-                    w.held = false;
+                    if degraded::hold(&w.heartbeat, false) {
+                        w.held = false;
+                    }
                 }
                 crate::log::error::info("A worker booted with the new code: recycling resumes");
             }

@@ -262,7 +262,10 @@ impl Table {
             let replaced = w.retiring == Some(Retire::Recycle) && w.kill_at.is_none() && !w.killed;
             let said = meta.len();
             if said == 1 && w.held && w.retiring.is_none() {
+                // Taken back: the worker stays (it sees the hold). The
+                // truncate is no beat: the file keeps the worker's time.
                 let _ = w.heartbeat.set_len(0);
+                let _ = w.heartbeat.set_modified(beat);
             } else if said > 0 && w.retiring.is_none() || said > 1 && replaced {
                 leaving.push((*pid, said > 1));
                 continue;
@@ -421,9 +424,14 @@ mod tests {
         if let Some(w) = t.workers.get_mut(&42) {
             w.held = true;
         }
+        let beat = SystemTime::now() - Duration::from_millis(300);
         crate::worker::heartbeat::replace_me(fd);
+        t.workers[&42].heartbeat.set_modified(beat)?;
         assert_eq!(beats(&mut t), (vec![], vec![]));
-        assert_eq!(t.workers[&42].heartbeat.metadata()?.len(), 0);
+        let taken = t.workers[&42].heartbeat.metadata()?;
+        assert_eq!(taken.len(), 0);
+        assert_eq!(taken.modified()?, beat, "taking the byte back is no beat");
+        t.workers[&42].heartbeat.set_modified(SystemTime::now())?;
         if let Some(w) = t.workers.get_mut(&42) {
             w.held = false;
         }

@@ -13,8 +13,13 @@
 //! for the GIL: an app thread that keeps it in C code (a regular
 //! expression backtracking, an extension that never lets it go) stops
 //! every other app thread, free slots or not, and so stops the beat too,
-//! as it stops a gunicorn worker's Python heartbeat. A worker leaving on its own
-//! (`--max-requests`) also writes one byte into the file (`leaving`).
+//! as it stops a gunicorn worker's Python heartbeat.
+//!
+//! A worker leaving on its own also writes into the file: one byte as its
+//! last request before `--max-requests` starts (`replace_me`), two once its
+//! stop begins (`leaving`); the master reads the file's length
+//! (`supervisor::workers`, `check_beats`), and takes a lone byte back from
+//! a worker it holds (`recycling_held`).
 
 use crate::exec::Executor;
 use std::io;
@@ -51,6 +56,10 @@ impl crate::server::end::Master for Master {
         recycling_held(self.0)
     }
 
+    fn took_back(&self) -> bool {
+        said(self.0) == 0
+    }
+
     fn replace_me(&self) {
         replace_me(self.0);
         // The master looks at the file on its tick (up to a second); a
@@ -80,6 +89,19 @@ pub(crate) fn replace_me(fd: RawFd) {
 /// kills it if its drain outlasts `--graceful-timeout`.
 pub(crate) fn leaving(fd: RawFd) {
     say(fd, b"xx");
+}
+
+/// How many bytes the worker has said (the file's length; 0 if unknown):
+/// the master takes a lone byte back from a worker it holds.
+pub(crate) fn said(fd: RawFd) -> u64 {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `st` on success; it is read only then.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    // SAFETY: initialised by the successful fstat above.
+    let st = unsafe { st.assume_init() };
+    u64::try_from(st.st_size).unwrap_or(0)
 }
 
 fn say(fd: RawFd, what: &'static [u8]) {

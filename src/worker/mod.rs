@@ -316,7 +316,7 @@ impl Server {
                     // A hold that comes while the last request runs (the
                     // master took back its word): the worker accepts again
                     // now, not once that request is done.
-                    () = held_while_leaving(&log, beat, look) => {
+                    () = held_while_leaving(&log, look) => {
                         resume(&log);
                         continue;
                     }
@@ -338,13 +338,10 @@ impl Server {
                         resume(&log);
                         log.recycle_later(n);
                     }
-                    ("hook", Some(fd), every) if held(fd) => {
-                        // --max-requests may have come due with it (one wake
-                        // for both): held as well, it is due again later.
+                    ("hook", Some(fd), _) if held(fd) => {
+                        // --max-requests due with it stays due (`leave_due`):
+                        // held as well, on the next turn.
                         resume(&log);
-                        if let Some(n) = every {
-                            log.rearm(n);
-                        }
                         if !std::mem::replace(&mut told_hook, true) {
                             crate::log::error::info(
                                 "Not restarting for worker.alive = False: the last reload \
@@ -370,6 +367,17 @@ impl Server {
                 heartbeat::leaving(fd);
             }
             begin(Stop::Leave, &stop, &events, &log, graceful);
+            if let Some(fd) = beat {
+                // The master may erase the two bytes as they come (it takes
+                // back a held worker's lone byte: a hold that came as this
+                // leave began): they are said again until the worker exits.
+                loop {
+                    tokio::time::sleep(look).await;
+                    if heartbeat::said(fd) < 2 {
+                        heartbeat::leaving(fd);
+                    }
+                }
+            }
         });
         *self.stopper.lock() = Some(stop_tx);
         let exec = self.exec.clone();
@@ -617,28 +625,32 @@ fn act(
 }
 
 /// Resolves once the master holds recycling while the worker pauses to
-/// leave (looked at every `look`); never without a master.
-async fn held_while_leaving(log: &Recorder, beat: Option<std::os::fd::RawFd>, look: Duration) {
-    let Some(fd) = beat else {
+/// leave (looked at every `look`: `Recorder::held_while_leaving`); never
+/// without a master.
+async fn held_while_leaving(log: &Recorder, look: Duration) {
+    if !log.has_master() {
         return std::future::pending().await;
-    };
+    }
     let mut paused = log.paused();
     loop {
         if paused.wait_for(|p| *p).await.is_err() {
             return std::future::pending().await;
         }
         tokio::time::sleep(look).await;
-        if log.leaving() && heartbeat::recycling_held(fd) {
+        if log.held_while_leaving() {
             return;
         }
     }
 }
 
 /// The master holds recycling: the worker that paused to leave stays, and
-/// accepts again; it shows as ready again unless a stop began meanwhile.
+/// accepts again; it shows as ready again unless a stop began meanwhile
+/// (the deadline's lock is held across, so that a stop's `begin`, which
+/// sets it first, shows draining after this).
 fn resume(log: &Recorder) {
     log.resume();
-    if STOP_DEADLINE.lock().is_none() {
+    let deadline = STOP_DEADLINE.lock();
+    if deadline.is_none() {
         crate::metrics::worker_resumed();
     }
 }
@@ -651,9 +663,9 @@ fn begin(
     recorder: &Recorder,
     graceful: Duration,
 ) {
+    stop_by(how, graceful);
     recorder.stop_begun();
     crate::metrics::worker_draining();
-    stop_by(how, graceful);
     let _ = events.send(Lifecycle::Stopping(how));
     let _ = stop.send(how);
 }

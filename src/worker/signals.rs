@@ -7,6 +7,7 @@
 //! give the same signals different meanings). Acting on a command is
 //! `worker/mod.rs`'s job.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// What a signal asks of a worker.
@@ -38,6 +39,38 @@ pub(crate) fn command_for(signo: i32) -> Option<Command> {
     }
 }
 
+/// A TERM came while the worker booted (`hold_term_while_booting`).
+static TERM_WHILE_BOOTING: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn term_while_booting(_: libc::c_int) {
+    TERM_WHILE_BOOTING.store(true, Ordering::Relaxed);
+}
+
+/// In a freshly forked worker, until `listen`: a TERM (the master's stop,
+/// the master's death) is kept, not acted on, and the worker's stop begins
+/// as soon as it has booted. A TERM that killed it there closed the last
+/// copy of the listening sockets with connections still queued in their
+/// backlog (those that came while the replacement of a worker that left
+/// for `--max-requests` booted): they were reset, not drained, as a
+/// booted worker's graceful stop drains them. A boot that never ends is
+/// killed at `--graceful-timeout`, as one that ends is. INT and QUIT keep
+/// their default: a fast stop ends a booting worker at once.
+pub(crate) fn hold_term_while_booting() -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid; the handler is an extern "C" fn
+    // that only stores to an atomic (async-signal-safe). SA_RESTART keeps
+    // the boot's system calls going.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = term_while_booting as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut()) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Starts the signal thread; `act` runs for every command, on that thread.
 pub(crate) fn listen(mut act: impl FnMut(Command) + Send + 'static) -> std::io::Result<()> {
     let rt = crate::exec::unpanicked(|| {
@@ -55,6 +88,13 @@ pub(crate) fn listen(mut act: impl FnMut(Command) + Send + 'static) -> std::io::
             Ok::<(), std::io::Error>(())
         })
     })?;
+    if TERM_WHILE_BOOTING.swap(false, Ordering::Relaxed) {
+        // Heard by the stream registered above, as if it came now.
+        // SAFETY: getpid(2) and kill(2) take plain integers.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGTERM);
+        }
+    }
     std::thread::Builder::new()
         .name("siesta-signals".into())
         .spawn(move || {
