@@ -709,6 +709,38 @@ def app(environ, start_response):
 '''
 
 
+def test_a_last_request_that_outlasts_the_graceful_timeout_is_cut_after_it(launch, mode, tmp_path):
+    """Session 38 left open: the request that reached --max-requests had its own
+    time, uncut, so a worker whose last request never ended (a stream, a long
+    poll) stayed beside its replacement for as long as it ran, and with every
+    worker's count ending on one, processes grew past -w for good. Its stop now
+    begins once that request has run --graceful-timeout, and cuts it at the end of
+    the stop's own --graceful-timeout, as any other request of a leaving worker."""
+    code_dir, _ = app_module(tmp_path, "slow_app", SLOW_APP)
+    srv = launch(
+        "-w",
+        "1",
+        "--max-requests",
+        "1",
+        "--graceful-timeout",
+        "2",
+        app="slow_app:app",
+        path=(code_dir, APPS_DIR),
+        mode=mode,
+    )
+    (old,) = srv.worker_pids()
+    mark = srv.log_mark()
+    client, answer = request_in_background(srv, "/?s=300")
+    assert srv.wait_log("Autorestarting worker", since=mark), srv.log(mark)
+    assert srv.wait_log("still runs after --graceful-timeout", since=mark), srv.log(mark)
+    assert srv.wait_log(r"1 request\(s\) still running were cut", since=mark), srv.log(mark)
+    assert wait_until(lambda: gone(old), timeout=WAIT), srv.log(mark)
+    client.join(30)
+    assert "resp" not in answer, (answer, srv.log(mark))
+    assert len(srv.worker_pids(count=1)) == 1, srv.log(mark)
+    assert srv.get("/").status == 200
+
+
 def test_a_last_request_that_a_given_up_reload_finds_running_holds_its_worker(
     launch, mode, tmp_path
 ):
@@ -1369,12 +1401,14 @@ def _pid_or_error(srv):
 def test_the_last_request_before_max_requests_gets_its_own_time(launch, mode):
     """Review (session 36): a version that stopped the worker as its last request
     started counted that request's own run against --graceful-timeout, and a
-    stream longer than it was cut. The stop's time starts once it is done."""
+    stream longer than it was cut. The stop's time starts once it is done, or once
+    it has run --graceful-timeout (a stream that never ends is cut at twice that:
+    `test_a_last_request_that_outlasts_the_graceful_timeout_is_cut_after_it`)."""
     srv = launch(
-        "-w", "1", "--max-requests", "2", "--graceful-timeout", "1", app="router_app:app", mode=mode
+        "-w", "1", "--max-requests", "2", "--graceful-timeout", "2", app="router_app:app", mode=mode
     )
     assert srv.get("/ping").status == 200
-    # 3 s of stream (30 chunks of 10 bytes, 0.1 s apart): three times the stop's time.
+    # 3 s of stream (30 chunks of 10 bytes, 0.1 s apart): 1.5 times the stop's time.
     resp = srv.get("/stream?count=30&size=10&delay=0.1")
     assert resp.status == 200 and resp.complete, resp
     assert len(resp.body) == 300, resp
@@ -2593,7 +2627,7 @@ def test_a_stop_while_a_replacement_boots_drains_what_waits_for_it(launch, mode,
     )
     mark = srv.log_mark()
     old = int(srv.get("/").body)  # its last: it leaves, and the replacement boots
-    assert srv.wait_log(r"Booting worker with pid: (?!%d\b)\d+" % old, since=mark), srv.log(mark)
+    assert srv.wait_log(rf"Booting worker with pid: (?!{old}\b)\d+", since=mark), srv.log(mark)
     client, answer = request_in_background(srv, "/")
     time.sleep(0.5)  # the request waits in the backlog; the replacement imports
     assert client.is_alive(), (answer, srv.log(mark))

@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Notify};
 
 /// Where finished requests are accounted for.
@@ -62,9 +62,22 @@ pub(crate) struct Recorder {
     /// The worker's stop has begun (`stop_begun`): a last request then is
     /// no news.
     stopping: std::sync::atomic::AtomicBool,
-    /// The worker asked its master to replace it (`Master::replace_me`),
-    /// and has not resumed since.
-    asked: std::sync::atomic::AtomicBool,
+    /// When the last request started, while the worker pauses for it
+    /// (it asked its master to replace it, `Master::replace_me`, and has
+    /// not resumed since).
+    last_at: parking_lot::Mutex<Option<Instant>>,
+}
+
+/// What the worker finds as it looks at its pause for its last request
+/// (`Recorder::look_while_leaving`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pause {
+    /// The master holds recycling: the worker stays (`resume`).
+    Held,
+    /// The last request has run `--graceful-timeout`: the worker's stop
+    /// begins now, and cuts it if it runs as long again (a stream that
+    /// never ends would keep the worker beside its replacement for good).
+    Overdue,
 }
 
 /// What the worker's master holds, and is told, about recycling (the
@@ -103,7 +116,7 @@ impl Recorder {
             pause: watch::Sender::new(false),
             master,
             stopping: std::sync::atomic::AtomicBool::new(false),
-            asked: std::sync::atomic::AtomicBool::new(false),
+            last_at: parking_lot::Mutex::new(None),
         }
     }
 
@@ -132,35 +145,35 @@ impl Recorder {
         self.stopping.load(Ordering::Relaxed)
     }
 
-    /// Whether a worker of its own (no master: tests) has nobody to look at.
-    pub(crate) fn has_master(&self) -> bool {
-        self.master.is_some()
-    }
-
-    /// While the worker pauses to leave, what its master made of it: true
-    /// if the master holds recycling (the worker stays: `resume`). The
-    /// state is looked at, not news of it: if the master took back the word
-    /// the worker gave as its last request started (under a hold that has
-    /// ended since, or that came as the word was said), the worker says it
-    /// again, so that it is replaced while that request runs.
-    pub(crate) fn held_while_leaving(&self) -> bool {
-        let Some(m) = &self.master else { return false };
+    /// While the worker pauses to leave for its last request, what it
+    /// finds (`Pause`), if anything: the master holds recycling, or the
+    /// request has run `own` (`--graceful-timeout`). The state is looked at,
+    /// not news of it: if the master took back the word the worker gave as
+    /// that request started (under a hold that has ended since, or that
+    /// came as the word was said), the worker says it again, so that it is
+    /// replaced while that request runs.
+    pub(crate) fn look_while_leaving(&self, own: Duration) -> Option<Pause> {
         if !self.leaving() || self.stopped() {
-            return false;
+            return None;
         }
-        if m.holds_recycling() {
-            return true;
+        if self.master.as_ref().is_some_and(|m| m.holds_recycling()) {
+            return Some(Pause::Held);
         }
-        if self.asked.load(Ordering::Relaxed) && m.took_back() {
+        let started = *self.last_at.lock();
+        let started = started?;
+        if started.elapsed() >= own {
+            return Some(Pause::Overdue);
+        }
+        if let Some(m) = self.master.as_ref().filter(|m| m.took_back()) {
             m.replace_me();
         }
-        false
+        None
     }
 
     /// The master holds recycling: the worker stays, and accepts again.
     /// Called before `recycle_later`, so no new last request starts between.
     pub(crate) fn resume(&self) {
-        self.asked.store(false, Ordering::Relaxed);
+        *self.last_at.lock() = None;
         self.set_leaving(false);
     }
 
@@ -252,7 +265,8 @@ impl Finish for Recorder {
         // reconnects at once after this response goes to another worker,
         // or to the replacement the master starts now), and leaves once this
         // request is done: not before, whatever finishes meanwhile, so that
-        // it has its own time and not the stop's. Unless the master holds
+        // it has its own time and not the stop's, up to `--graceful-timeout`
+        // (`Pause::Overdue`): then the stop's. Unless the master holds
         // recycling: the leave is due all the same, and held then
         // (`recycle_later`).
         if last
@@ -260,8 +274,8 @@ impl Finish for Recorder {
             && !self.master.as_ref().is_some_and(|m| m.holds_recycling())
         {
             self.set_leaving(true);
+            *self.last_at.lock() = Some(Instant::now());
             if let Some(m) = &self.master {
-                self.asked.store(true, Ordering::Relaxed);
                 m.replace_me();
             }
             // gunicorn's line, as its worker writes it: as the last request
@@ -718,27 +732,32 @@ mod tests {
 
     #[test]
     fn a_word_taken_back_under_a_hold_gone_since_is_said_again() {
+        const OWN: Duration = Duration::from_secs(3600);
         let m = Arc::new(Holding::default());
         let r = Recorder::new(None, Some(1), Some(Box::new(m.clone())));
         assert_eq!(starts(&r), start(true, true));
         assert_eq!(m.said.load(Ordering::Relaxed), 1);
-        assert!(!r.held_while_leaving(), "said and not taken back");
+        assert_eq!(r.look_while_leaving(OWN), None, "said and not taken back");
         // A hold comes, the master takes the byte back, the hold ends, all
         // before the worker looks: it says its word again, and stays paused.
         m.held.store(true, Ordering::Relaxed);
         m.said.store(0, Ordering::Relaxed);
         m.held.store(false, Ordering::Relaxed);
-        assert!(!r.held_while_leaving());
+        assert_eq!(r.look_while_leaving(OWN), None);
         assert_eq!(m.said.load(Ordering::Relaxed), 1, "the word is said again");
         assert!(r.leaving());
         // Held when it looks: it stays, and says nothing more.
         m.held.store(true, Ordering::Relaxed);
         m.said.store(0, Ordering::Relaxed);
-        assert!(r.held_while_leaving());
+        assert_eq!(r.look_while_leaving(OWN), Some(Pause::Held));
         r.resume();
-        assert!(!r.held_while_leaving(), "resumed: nothing to look at");
+        assert_eq!(
+            r.look_while_leaving(OWN),
+            None,
+            "resumed: nothing to look at"
+        );
         m.held.store(false, Ordering::Relaxed);
-        assert!(!r.held_while_leaving());
+        assert_eq!(r.look_while_leaving(Duration::ZERO), None);
         assert_eq!(
             m.said.load(Ordering::Relaxed),
             0,
@@ -750,7 +769,28 @@ mod tests {
         assert_eq!(starts(&r), start(true, true));
         r.stop_begun();
         m.said.store(0, Ordering::Relaxed);
-        assert!(!r.held_while_leaving());
+        assert_eq!(r.look_while_leaving(Duration::ZERO), None);
         assert_eq!(m.said.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_last_request_that_runs_the_stops_time_is_overdue() {
+        let m = Arc::new(Holding::default());
+        let r = Recorder::new(None, Some(1), Some(Box::new(m.clone())));
+        assert_eq!(
+            r.look_while_leaving(Duration::ZERO),
+            None,
+            "no last request yet"
+        );
+        assert_eq!(starts(&r), start(true, true));
+        assert_eq!(r.look_while_leaving(Duration::from_secs(3600)), None);
+        assert_eq!(r.look_while_leaving(Duration::ZERO), Some(Pause::Overdue));
+        // Held comes first: the worker stays, the request runs on.
+        m.held.store(true, Ordering::Relaxed);
+        assert_eq!(r.look_while_leaving(Duration::ZERO), Some(Pause::Held));
+        // A hook's retire pauses with no last request: never overdue.
+        let r = Recorder::new(None, None, None);
+        r.retire();
+        assert_eq!(r.look_while_leaving(Duration::ZERO), None);
     }
 }

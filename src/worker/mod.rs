@@ -27,7 +27,7 @@ use crate::exec::Executor;
 use crate::log::access::AccessLog;
 use crate::net::bind::Listener;
 use crate::net::listeners::Listeners;
-use crate::server::end::Recorder;
+use crate::server::end::{Pause, Recorder};
 use crate::server::{self, Stop};
 use crate::wsgi::environ::EnvConstants;
 use crate::wsgi::errors::ErrorStream;
@@ -313,13 +313,24 @@ impl Server {
             let reason = loop {
                 let reason = tokio::select! {
                     reason = log.leave_due() => reason,
-                    // A hold that comes while the last request runs (the
-                    // master took back its word): the worker accepts again
-                    // now, not once that request is done.
-                    () = held_while_leaving(&log, look) => {
-                        resume(&log);
-                        continue;
-                    }
+                    found = look_while_leaving(&log, look, graceful) => match found {
+                        // A hold that comes while the last request runs (the
+                        // master took back its word): the worker accepts
+                        // again now, not once that request is done.
+                        Pause::Held => {
+                            resume(&log);
+                            continue;
+                        }
+                        Pause::Overdue => {
+                            crate::log::error::info(&format!(
+                                "The last request before --max-requests still runs after \
+                                 --graceful-timeout ({}s): the worker stops now, and cuts it \
+                                 if it runs as long again",
+                                graceful.as_secs_f64()
+                            ));
+                            break "max_requests";
+                        }
+                    },
                 };
                 // The master holds recycling while a reload is given up: a
                 // replacement would load the code that reload could not.
@@ -624,21 +635,17 @@ fn act(
     begin(how, stop, events, recorder, graceful);
 }
 
-/// Resolves once the master holds recycling while the worker pauses to
-/// leave (looked at every `look`: `Recorder::held_while_leaving`); never
-/// without a master.
-async fn held_while_leaving(log: &Recorder, look: Duration) {
-    if !log.has_master() {
-        return std::future::pending().await;
-    }
+/// Resolves with what the worker finds while it pauses for its last
+/// request (`Recorder::look_while_leaving`), looked at every `look`.
+async fn look_while_leaving(log: &Recorder, look: Duration, own: Duration) -> Pause {
     let mut paused = log.paused();
     loop {
         if paused.wait_for(|p| *p).await.is_err() {
             return std::future::pending().await;
         }
         tokio::time::sleep(look).await;
-        if log.held_while_leaving() {
-            return;
+        if let Some(found) = log.look_while_leaving(own) {
+            return found;
         }
     }
 }
