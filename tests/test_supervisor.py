@@ -2640,6 +2640,141 @@ def test_a_stop_while_a_replacement_boots_drains_what_waits_for_it(launch, mode,
     assert "while booting" not in srv.log(mark), srv.log(mark)
 
 
+OWN_TERM_MID_IMPORT = """\
+\"\"\"Imports for 2 s, and turns SIGTERM into sys.exit(0) half way, as some apps do.\"\"\"
+import signal
+import sys
+import time
+
+time.sleep(1)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+time.sleep(1)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+"""
+
+
+def test_a_term_kept_while_booting_does_not_reach_the_apps_own_handler(launch, mode, tmp_path):
+    """Review (session 39): a worker that kept a TERM while it booted sent it to
+    itself again once booted, and the handler its app installed at import ran
+    (sys.exit): 'Worker failed to boot', exit 3. The kept TERM starts the
+    worker's stop without a signal: exit 0."""
+    code_dir, _ = app_module(tmp_path, "own_term", OWN_TERM_MID_IMPORT)
+    srv = launch("-w", "1", app="own_term:app", path=(code_dir, APPS_DIR), mode=mode)
+    assert srv.wait_log("Booting worker"), srv.log()
+    time.sleep(0.5)  # the worker imports, before the app's handler
+    srv.signal(signal.SIGTERM)
+    assert srv.exit_code() == 0, srv.log()
+    assert "failed to boot" not in srv.log(), srv.log()
+
+
+HUNG_IMPORT = """\
+\"\"\"An import that does not end (a module waiting on a service that is down).\"\"\"
+import time
+
+time.sleep(600)
+app = None
+"""
+
+
+def test_a_worker_booting_when_its_master_dies_ends(launch, tmp_path):
+    """Review (session 39): a booting worker kept the TERM the kernel sends it when
+    its master dies (PR_SET_PDEATHSIG), and with nobody left to kill it, an
+    import that hung kept the orphan, and the port, for good. A worker whose
+    master is gone takes TERM's default, as before it kept TERMs."""
+    code_dir, _ = app_module(tmp_path, "hung", HUNG_IMPORT)
+    srv = launch("-w", "1", app="hung:app", path=(code_dir, APPS_DIR))
+    booted = srv.wait_log(r"Booting worker with pid: (\d+)")
+    assert booted, srv.log()
+    worker = int(booted.group(1))
+    srv.proc.kill()
+    srv.proc.wait(WAIT)
+    try:
+        assert wait_until(lambda: gone(worker), timeout=WAIT), "the orphan lives on"
+    finally:
+        if not gone(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+FIRST_IMPORTER_FAILS = """\
+\"\"\"The first worker to import this fails at once; the others import for 10 min.\"\"\"
+import os
+import time
+
+try:
+    os.close(os.open(%r, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+except FileExistsError:
+    time.sleep(600)
+else:
+    raise RuntimeError("broken on the first worker")
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"v2"]
+"""
+
+
+def test_a_halt_does_not_wait_for_the_other_workers_imports(launch, mode, tmp_path):
+    """Review (session 39): once booting workers kept a TERM until they had booted,
+    a worker that could not load the app at the first start stopped the server
+    only once the others had imported it (or at --graceful-timeout), and they
+    served meanwhile. Booting workers get a fast stop at a halt: exit 4 at once."""
+    code_dir, _ = app_module(tmp_path, "half", FIRST_IMPORTER_FAILS % str(tmp_path / "claimed"))
+    srv = launch("-w", "2", app="half:app", path=(code_dir, APPS_DIR), mode=mode)
+    assert srv.exit_code() == 4, srv.log()
+    assert "stopped by SIGINT while booting" in srv.log(), srv.log()
+
+
+def test_a_given_up_reload_stops_its_booting_workers_at_once(launch, mode, tmp_path):
+    """Review (session 39): the workers of a reload given up that were still
+    booting got a TERM, which they kept until they had imported the code the
+    reload could not start, then drained the backlog with it. They get a fast
+    stop, and the workers that serve go on with their code."""
+    srv, module, _ = launch_two_loaded(launch, mode, tmp_path, "reload_half")
+    mark = srv.log_mark()
+    module.write_text(FIRST_IMPORTER_FAILS % str(tmp_path / "claimed"))
+    srv.signal(signal.SIGHUP)
+    assert srv.wait_log("Reload failed", since=mark, timeout=WAIT), srv.log(mark)
+    assert srv.wait_log("stopped by SIGINT while booting", since=mark), srv.log(mark)
+    assert srv.get("/").body == b"generation 0"
+
+
+FORKS_AT_IMPORT = """\
+\"\"\"Forks a helper process at import (as a multiprocessing pool would), and answers its pid.\"\"\"
+import os
+import time
+
+helper = os.fork()
+if helper == 0:
+    time.sleep(600)
+    os._exit(0)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [str(helper).encode()]
+"""
+
+
+def test_a_process_the_app_forks_at_import_ends_on_term(launch, mode, tmp_path):
+    """Review (session 39): a process the app forked while it was imported inherited
+    the booting worker's TERM hold, and a TERM (a pool's terminate) left it
+    running for good. It takes TERM's default."""
+    code_dir, _ = app_module(tmp_path, "forks", FORKS_AT_IMPORT)
+    srv = launch("-w", "1", app="forks:app", path=(code_dir, APPS_DIR), mode=mode)
+    helper = int(srv.get("/").body)
+    try:
+        os.kill(helper, signal.SIGTERM)
+        assert wait_until(lambda: gone(helper), timeout=WAIT), "the helper ignored TERM"
+    finally:
+        if not gone(helper):
+            os.kill(helper, signal.SIGKILL)
+
+
 def test_a_hup_after_a_rotation_writes_to_the_new_error_log(launch, tmp_path):
     """Review (session 23): the master's HUP must open --error-logfile by its path
     again (a worker keeps the file it inherits; the master does not), so that after

@@ -232,12 +232,14 @@ pub(crate) fn worker_after_fork(die_with_master: bool, keep_beat: Option<i32>) -
     if let Some(fd) = keep_beat {
         workers::close_master_only(fd);
     }
-    signals::reset_in_child().map_err(|e| PyOSError::new_err(e.to_string()))?;
     if die_with_master {
-        // A worker's TERM waits for its boot to end.
+        // A worker's TERM waits for its boot to end: held before the reset,
+        // which leaves it (a second call, once signals are let in, would
+        // otherwise give TERM its default for a moment).
         crate::worker::signals::hold_term_while_booting()
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
     }
+    signals::reset_in_child(die_with_master).map_err(|e| PyOSError::new_err(e.to_string()))?;
     // What the master blocked across the fork (`fork_signals`) comes now.
     signals::block(false);
     if die_with_master {
@@ -500,8 +502,15 @@ impl Master<'_, '_> {
         let pids: Vec<i32> = self.table.workers.keys().copied().collect();
         for pid in pids {
             // A second, faster stop re-signals workers already retiring.
+            let mut signo = signo;
             if let Some(w) = self.table.workers.get_mut(&pid) {
                 w.kill_at = None;
+                // A halt (a worker could not boot or load the app) does not
+                // wait for the others' imports, nor lets them serve: a
+                // booting worker keeps a TERM until it has booted.
+                if self.halt.is_some() && signo == libc::SIGTERM && !w.booted_by_now() {
+                    signo = libc::SIGINT;
+                }
             }
             self.table.retire(pid, Retire::Stop, signo, grace);
         }
@@ -626,6 +635,16 @@ impl Master<'_, '_> {
                 crashed_booting || matches!(exit, Exit::Code(APP_LOAD_ERROR | WORKER_BOOT_ERROR));
             if failed_to_start && self.abandoned.contains(&worker.generation) {
                 // A worker of a reload given up: its failure is known.
+            } else if asked_booting && worker.killed {
+                // It kept the stop's TERM while it booted (`worker::signals`),
+                // and its import outlasted the stop's time.
+                crate::log::error::write(
+                    crate::log::error::Level::Warning,
+                    &format!(
+                        "Worker (pid:{pid}) was still booting (importing the app) when the \
+                         stop's time ran out, and was killed"
+                    ),
+                );
             } else if asked_booting {
                 crate::log::error::info(&match exit {
                     Exit::Code(c) => {
@@ -869,7 +888,8 @@ impl Master<'_, '_> {
         // of a later generation boots.
         for w in self.table.workers.values_mut() {
             if w.retiring.is_none() {
-                w.held = degraded::hold(&w.heartbeat, true);
+                // A second hold that fails leaves the first's mode.
+                w.held |= degraded::hold(&w.heartbeat, true);
             }
         }
         self.degraded = Some(degraded::Degraded::new(self.generation));

@@ -208,7 +208,7 @@ fn child(
     region: crate::metrics::region::Region,
     settings: crate::observer::Settings,
 ) -> i32 {
-    if super::signals::reset_in_child().is_err() {
+    if super::signals::reset_in_child(false).is_err() {
         return 1;
     }
     // USR1 (reopen the log), ignored by `reset_in_child`, is taken by `serve`.

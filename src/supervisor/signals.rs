@@ -81,6 +81,12 @@ static PIPE_READ: AtomicI32 = AtomicI32::new(-1);
 /// handlers, must not feed the master's pipe.
 static MASTER_PID: AtomicI32 = AtomicI32::new(0);
 
+/// The master's pid, in the master and in the workers it forked (set
+/// before the fork): a worker whose parent is another has lost its master.
+pub(crate) fn master_pid() -> i32 {
+    MASTER_PID.load(Ordering::Relaxed)
+}
+
 extern "C" fn on_signal(signo: libc::c_int) {
     let fd = PIPE_WRITE.load(Ordering::Relaxed);
     // SAFETY: getpid(2) is async-signal-safe and takes no arguments.
@@ -188,13 +194,18 @@ fn set_handler(signo: i32, handler: usize) -> io::Result<()> {
 /// ignored, so a stray one cannot stop or freeze it, and so is USR1 until
 /// the worker's own handler reopens logs (a logrotate USR1 during a reload
 /// must not kill a worker still importing the app); TERM, INT and QUIT get
-/// their default until the worker installs its own.
-pub(crate) fn reset_in_child() -> io::Result<()> {
+/// their default until the worker installs its own. `keep_term`: TERM's
+/// handler is left as it is (a worker's hold, installed first:
+/// `worker::signals::hold_term_while_booting`).
+pub(crate) fn reset_in_child(keep_term: bool) -> io::Result<()> {
     let fds = [
         PIPE_WRITE.swap(-1, Ordering::Relaxed),
         PIPE_READ.swap(-1, Ordering::Relaxed),
     ];
     for (signo, _) in SIGNALS {
+        if keep_term && signo == libc::SIGTERM {
+            continue;
+        }
         let ignored = matches!(
             signo,
             libc::SIGHUP

@@ -215,6 +215,16 @@ impl Table {
     /// while its last request runs, say).
     pub(crate) fn retire(&mut self, pid: i32, why: Retire, signo: i32, grace: Duration) {
         if let Some(w) = self.workers.get_mut(&pid) {
+            // One of a reload given up or superseded that is still booting
+            // has nothing of its own to drain, and its graceful stop would
+            // serve what waits in the backlog with the code the reload
+            // could not, or no longer should, start: a fast stop (it keeps
+            // a TERM until it has booted: `worker::signals`).
+            let signo = if signo == libc::SIGTERM && why == Retire::Reload && !w.booted_by_now() {
+                libc::SIGINT
+            } else {
+                signo
+            };
             crate::metrics::master::retiring(pid);
             if why == Retire::Timeout {
                 w.retiring = Some(why);

@@ -94,14 +94,17 @@ pub(crate) fn leaving(fd: RawFd) {
 /// How many bytes the worker has said (the file's length; 0 if unknown):
 /// the master takes a lone byte back from a worker it holds.
 pub(crate) fn said(fd: RawFd) -> u64 {
+    stat(fd).map_or(0, |st| u64::try_from(st.st_size).unwrap_or(0))
+}
+
+fn stat(fd: RawFd) -> Option<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat fills `st` on success; it is read only then.
     if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
-        return 0;
+        return None;
     }
     // SAFETY: initialised by the successful fstat above.
-    let st = unsafe { st.assume_init() };
-    u64::try_from(st.st_size).unwrap_or(0)
+    Some(unsafe { st.assume_init() })
 }
 
 fn say(fd: RawFd, what: &'static [u8]) {
@@ -117,14 +120,7 @@ fn say(fd: RawFd, what: &'static [u8]) {
 /// the owner's write bit off the file (`supervisor/degraded.rs`, `hold`). Descriptors open
 /// for writing stay so, and the worker owns the file, so beats go on.
 pub(crate) fn recycling_held(fd: RawFd) -> bool {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat fills `st` on success; it is read only then.
-    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
-        return false;
-    }
-    // SAFETY: initialised by the successful fstat above.
-    let st = unsafe { st.assume_init() };
-    st.st_mode & libc::S_IWUSR == 0
+    stat(fd).is_some_and(|st| st.st_mode & libc::S_IWUSR == 0)
 }
 
 /// Waits for the GIL and lets it go at once: true when Python code can run.

@@ -390,6 +390,7 @@ impl Server {
                 }
             }
         });
+        let kept = (stop_tx.clone(), events_tx.clone(), recorder.clone());
         *self.stopper.lock() = Some(stop_tx);
         let exec = self.exec.clone();
         if self.announce {
@@ -415,6 +416,16 @@ impl Server {
             let _ = events_tx.send(Lifecycle::Done);
         });
         crate::metrics::worker_ready();
+        if signals::term_kept() {
+            // A TERM came while the worker booted: it drains what waits in
+            // the backlog for it, as any worker's graceful stop does.
+            crate::log::error::write(
+                crate::log::error::Level::Debug,
+                "Handling signal: term (it came while the worker booted)",
+            );
+            let (stop, events, log) = kept;
+            act(Command::GracefulStop, &stop, &events, &log, graceful);
+        }
         Ok(())
     }
 

@@ -7,7 +7,7 @@
 //! give the same signals different meanings). Acting on a command is
 //! `worker/mod.rs`'s job.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// What a signal asks of a worker.
@@ -42,23 +42,48 @@ pub(crate) fn command_for(signo: i32) -> Option<Command> {
 /// A TERM came while the worker booted (`hold_term_while_booting`).
 static TERM_WHILE_BOOTING: AtomicBool = AtomicBool::new(false);
 
+/// The booting worker's pid, 0 once its own handlers are in (`listen`):
+/// signal-hook calls the handler it replaced too, which then does nothing.
+static BOOTING: AtomicI32 = AtomicI32::new(0);
+
 extern "C" fn term_while_booting(_: libc::c_int) {
+    let booting = BOOTING.load(Ordering::Relaxed);
+    if booting == 0 {
+        return;
+    }
+    // SAFETY: getpid(2), getppid(2), signal(2) and raise(3) are
+    // async-signal-safe and take plain integers.
+    unsafe {
+        // A process the app forked while it was imported, or a worker whose
+        // master died (the kernel's TERM, `die_with_master`: nobody would
+        // ever kill it): TERM's default, as before the hold.
+        if libc::getpid() != booting || libc::getppid() != crate::supervisor::signals::master_pid()
+        {
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            libc::raise(libc::SIGTERM);
+            return;
+        }
+    }
     TERM_WHILE_BOOTING.store(true, Ordering::Relaxed);
 }
 
-/// In a freshly forked worker, until `listen`: a TERM (the master's stop,
-/// the master's death) is kept, not acted on, and the worker's stop begins
-/// as soon as it has booted. A TERM that killed it there closed the last
-/// copy of the listening sockets with connections still queued in their
-/// backlog (those that came while the replacement of a worker that left
-/// for `--max-requests` booted): they were reset, not drained, as a
-/// booted worker's graceful stop drains them. A boot that never ends is
-/// killed at `--graceful-timeout`, as one that ends is. INT and QUIT keep
-/// their default: a fast stop ends a booting worker at once.
+/// In a freshly forked worker, until `listen`: a TERM from its master (the
+/// master's stop) is kept, not acted on, and the worker's stop begins as
+/// soon as it has booted (`term_kept`). A TERM that killed it there closed
+/// the last copy of the listening sockets with connections still queued
+/// in their backlog (those that came while the replacement of a worker
+/// that left for `--max-requests` booted): they were reset, not drained,
+/// as a booted worker's graceful stop drains them. A boot that never ends
+/// is killed by the master at its stop's deadline. INT and QUIT keep their
+/// default: a fast stop ends a booting worker at once, and the master
+/// sends INT to one it retires that has nothing to drain (a reload given
+/// up, a halt).
 pub(crate) fn hold_term_while_booting() -> std::io::Result<()> {
+    // SAFETY: getpid(2) takes no arguments.
+    BOOTING.store(unsafe { libc::getpid() }, Ordering::Relaxed);
     // SAFETY: a zeroed sigaction is valid; the handler is an extern "C" fn
-    // that only stores to an atomic (async-signal-safe). SA_RESTART keeps
-    // the boot's system calls going.
+    // that only calls async-signal-safe functions. SA_RESTART keeps the
+    // boot's system calls going.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = term_while_booting as extern "C" fn(libc::c_int) as usize;
@@ -69,6 +94,12 @@ pub(crate) fn hold_term_while_booting() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a TERM came while the worker booted: its stop begins now, once
+/// it shows as ready (the stop's draining comes after). Once.
+pub(crate) fn term_kept() -> bool {
+    TERM_WHILE_BOOTING.swap(false, Ordering::Relaxed)
 }
 
 /// Starts the signal thread; `act` runs for every command, on that thread.
@@ -88,13 +119,10 @@ pub(crate) fn listen(mut act: impl FnMut(Command) + Send + 'static) -> std::io::
             Ok::<(), std::io::Error>(())
         })
     })?;
-    if TERM_WHILE_BOOTING.swap(false, Ordering::Relaxed) {
-        // Heard by the stream registered above, as if it came now.
-        // SAFETY: getpid(2) and kill(2) take plain integers.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGTERM);
-        }
-    }
+    // The streams above hear TERM from here; one kept from before is
+    // acted on by the caller (`term_kept`), not sent again: an app that
+    // installed its own TERM handler at import would run it.
+    BOOTING.store(0, Ordering::Relaxed);
     std::thread::Builder::new()
         .name("siesta-signals".into())
         .spawn(move || {
