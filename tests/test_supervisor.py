@@ -709,6 +709,14 @@ def app(environ, start_response):
 '''
 
 
+def launch_slow_app(launch, mode, tmp_path, *args, **kw):
+    """SLOW_APP from `tmp_path/code/slow_app.py` on one worker, with `args`: (the
+    server, the module file)."""
+    code_dir, module = app_module(tmp_path, "slow_app", SLOW_APP)
+    srv = launch("-w", "1", *args, app="slow_app:app", path=(code_dir, APPS_DIR), mode=mode, **kw)
+    return srv, module
+
+
 def test_a_last_request_that_outlasts_the_graceful_timeout_is_cut_after_it(launch, mode, tmp_path):
     """Session 38 left open: the request that reached --max-requests had its own
     time, uncut, so a worker whose last request never ended (a stream, a long
@@ -716,17 +724,8 @@ def test_a_last_request_that_outlasts_the_graceful_timeout_is_cut_after_it(launc
     worker's count ending on one, processes grew past -w for good. Its stop now
     begins once that request has run --graceful-timeout, and cuts it at the end of
     the stop's own --graceful-timeout, as any other request of a leaving worker."""
-    code_dir, _ = app_module(tmp_path, "slow_app", SLOW_APP)
-    srv = launch(
-        "-w",
-        "1",
-        "--max-requests",
-        "1",
-        "--graceful-timeout",
-        "2",
-        app="slow_app:app",
-        path=(code_dir, APPS_DIR),
-        mode=mode,
+    srv, _ = launch_slow_app(
+        launch, mode, tmp_path, "--max-requests", "1", "--graceful-timeout", "2"
     )
     (old,) = srv.worker_pids()
     mark = srv.log_mark()
@@ -751,16 +750,8 @@ def test_a_last_request_that_a_given_up_reload_finds_running_holds_its_worker(
     replacement loaded the broken code, and with -w 1 the server stopped (exit 4).
     The master now takes back a word from a worker it holds, and the worker
     stays, and accepts again at once."""
-    code_dir, module = app_module(tmp_path, "slow_app", SLOW_APP)
-    srv = launch(
-        "-w",
-        "1",
-        "--max-requests",
-        "2",
-        app="slow_app:app",
-        path=(code_dir, APPS_DIR),
-        env={"PYTHONDONTWRITEBYTECODE": "1"},
-        mode=mode,
+    srv, module = launch_slow_app(
+        launch, mode, tmp_path, "--max-requests", "2", env={"PYTHONDONTWRITEBYTECODE": "1"}
     )
     old = int(srv.get("/").body)  # request 1
     module.write_text("import time\ntime.sleep(2)\nraise RuntimeError('broken')\n")
