@@ -2690,6 +2690,79 @@ def test_a_worker_booting_when_its_master_dies_ends(launch, tmp_path):
             os.kill(worker, signal.SIGKILL)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="-u/-g can only switch users when run as root")
+def test_a_worker_that_switched_users_ends_with_its_master(launch, mode):
+    """Review (session 39): the kernel clears a process's parent-death signal when
+    its user or group changes, so a worker run with -u/-g served on for good
+    after its master died (SIGKILL, the OOM killer). It asks for it again."""
+    srv = launch("-w", "1", "-u", "54321", "-g", "54322", "--preload", mode=mode)
+    [worker] = srv.worker_pids()
+    assert wait_until(lambda: status_ids(worker) == (54321, 54322)), status_ids(worker)
+    srv.assert_serving()
+    srv.proc.kill()
+    srv.proc.wait(WAIT)
+    try:
+        assert wait_until(lambda: gone(worker), timeout=WAIT), "the orphan serves on"
+    finally:
+        if not gone(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_terms_that_keep_coming_do_not_put_off_the_kill_of_a_hung_boot(launch, tmp_path):
+    """Review (session 39): each TERM to the master put its SIGKILL of a lingering
+    worker off by --graceful-timeout again; once booting workers kept a TERM,
+    one whose import hung kept the master waiting for as long as TERMs came
+    (a supervisor that repeats its stop). A TERM as slow as the first keeps the
+    first's deadline: the master ends while they still come."""
+    code_dir, _ = app_module(tmp_path, "hung", HUNG_IMPORT)
+    srv = launch("-w", "1", "--graceful-timeout", "1", app="hung:app", path=(code_dir, APPS_DIR))
+    assert srv.wait_log("Booting worker"), srv.log()
+    for _ in range(30):  # one TERM a second, for at most 30 s
+        if srv.proc.poll() is not None:
+            break
+        srv.signal(signal.SIGTERM)
+        time.sleep(1)
+    assert srv.proc.poll() is not None, "the master still waits while TERMs come"
+    assert "still booting (importing the app) when the stop's time ran out" in srv.log()
+
+
+SLOW_IMPORT_6 = """\
+\"\"\"Imports for 6 s, then answers with its pid after ?s=N seconds.\"\"\"
+import os
+import time
+
+time.sleep(6)
+
+
+def app(environ, start_response):
+    time.sleep(float(environ.get("QUERY_STRING", "").partition("s=")[2] or 0))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+"""
+
+
+def test_a_term_kept_while_booting_gives_the_stop_its_time_from_the_boot(launch, mode, tmp_path):
+    """Review (session 39): a worker that kept a TERM while it booted began its
+    stop once booted, but the master's SIGKILL was due --graceful-timeout (and 3
+    s) after the TERM: an import longer than that was killed, and the request
+    waiting for it reset. The master counts the stop's time from the boot too."""
+    code_dir, _ = app_module(tmp_path, "slow6", SLOW_IMPORT_6)
+    srv = launch(
+        "-w", "1", "--graceful-timeout", "4", app="slow6:app", path=(code_dir, APPS_DIR), mode=mode
+    )
+    assert srv.wait_log("Booting worker"), srv.log()
+    # Booted at 6 s, answered at 8.5 s: within the stop's 4 s from the boot, and
+    # past the master's kill 7 s after the TERM (4 s and 3 more), as it was.
+    client, answer = request_in_background(srv, "/?s=2.5")
+    time.sleep(0.2)
+    srv.signal(signal.SIGTERM)
+    client.join(30)
+    resp = answer.get("resp")
+    assert resp is not None and resp.status == 200, (answer, srv.log())
+    assert srv.exit_code() == 0, srv.log()
+    assert "was killed" not in srv.log(), srv.log()
+
+
 FIRST_IMPORTER_FAILS = """\
 \"\"\"The first worker to import this fails at once; the others import for 10 min.\"\"\"
 import os

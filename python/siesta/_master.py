@@ -103,6 +103,9 @@ def _drop_privileges(values: dict[str, Any], heartbeat_fd: int) -> None:
             os.setgroups([gid])
     os.setgid(gid)
     os.setuid(uid)
+    # The kernel forgets the parent-death signal when the credentials change:
+    # asked for again, so that the worker still ends with its master.
+    _siesta.worker_dies_with_master()
 
 
 # The system ran short (threads or processes, memory, descriptors): a worker that

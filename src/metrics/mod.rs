@@ -57,7 +57,15 @@ pub(crate) fn attach(slow_upload_rate: u64) {
 
 /// The worker listens: it is ready for `/readyz`.
 pub(crate) fn worker_ready() {
-    set_phase(Phase::Ready);
+    // A stop that came in between (a TERM once the signal thread listens)
+    // stays shown: a draining worker is not ready again.
+    if let Some(s) = worker_slot() {
+        let _ = s
+            .phase
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                (p != Phase::Draining as u32).then_some(Phase::Ready as u32)
+            });
+    }
 }
 
 /// The worker was asked to stop and is draining.

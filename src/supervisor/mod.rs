@@ -236,7 +236,7 @@ pub(crate) fn worker_after_fork(die_with_master: bool, keep_beat: Option<i32>) -
         // A worker's TERM waits for its boot to end: held before the reset,
         // which leaves it (a second call, once signals are let in, would
         // otherwise give TERM its default for a moment).
-        crate::worker::signals::hold_term_while_booting()
+        crate::worker::signals::hold_term_while_booting(signals::master_pid())
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
     }
     signals::reset_in_child(die_with_master).map_err(|e| PyOSError::new_err(e.to_string()))?;
@@ -246,6 +246,14 @@ pub(crate) fn worker_after_fork(die_with_master: bool, keep_beat: Option<i32>) -
         signals::die_with_master().map_err(|e| PyOSError::new_err(e.to_string()))?;
     }
     Ok(())
+}
+
+/// A worker that changed its user or group (`-u`, `-g`) asks for its
+/// parent-death TERM again: the kernel clears it with the credentials, and
+/// a worker whose master died (even by SIGKILL) served on for good.
+#[pyfunction]
+pub(crate) fn worker_dies_with_master() -> PyResult<()> {
+    signals::die_with_master().map_err(|e| PyOSError::new_err(e.to_string()))
 }
 
 /// `fork_signals(True)` before `os.fork()`, `fork_signals(False)` after it
@@ -501,10 +509,14 @@ impl Master<'_, '_> {
         self.stopping = true;
         let pids: Vec<i32> = self.table.workers.keys().copied().collect();
         for pid in pids {
-            // A second, faster stop re-signals workers already retiring.
+            // A second, faster stop re-signals workers already retiring and
+            // brings their kill forward; one as slow keeps it (a TERM every
+            // few seconds would otherwise put it off for good).
             let mut signo = signo;
             if let Some(w) = self.table.workers.get_mut(&pid) {
-                w.kill_at = None;
+                if w.kill_at.is_some_and(|k| Instant::now() + grace < k) {
+                    w.kill_at = None;
+                }
                 // A halt (a worker could not boot or load the app) does not
                 // wait for the others' imports, nor lets them serve: a
                 // booting worker keeps a TERM until it has booted.

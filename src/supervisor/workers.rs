@@ -48,6 +48,10 @@ pub(crate) struct Worker {
     pub held: bool,
     /// When to send SIGKILL if it has not exited by then.
     pub kill_at: Option<Instant>,
+    /// The time `kill_at` gave it: a worker retired while it booted kept
+    /// the TERM until then (`worker::signals`), and its stop's time counts
+    /// from its boot (`check_beats`).
+    kill_grace: Duration,
     /// The master sent that SIGKILL (so an exit by SIGKILL is no mystery).
     pub killed: bool,
     /// When it was forked (a worker that ends soon after is restarted later).
@@ -187,6 +191,7 @@ impl Table {
                 retiring: None,
                 held: false,
                 kill_at: None,
+                kill_grace: Duration::ZERO,
                 killed: false,
                 boot_rss: None,
             },
@@ -230,7 +235,10 @@ impl Table {
                 w.retiring = Some(why);
             }
             w.retiring.get_or_insert(why);
-            w.kill_at.get_or_insert(Instant::now() + grace);
+            if w.kill_at.is_none() {
+                w.kill_at = Some(Instant::now() + grace);
+                w.kill_grace = grace;
+            }
             send(pid, signo);
         }
     }
@@ -267,6 +275,10 @@ impl Table {
                 w.booted = true;
                 w.boot_rss = boot_rss(&meta);
                 self.boots += 1;
+                // Retired while it booted: its stop began only now.
+                if let Some(at) = w.kill_at.as_mut() {
+                    *at = (*at).max(Instant::now() + w.kill_grace);
+                }
             }
             // Replaced, its last request running: no kill is due yet.
             let replaced = w.retiring == Some(Retire::Recycle) && w.kill_at.is_none() && !w.killed;

@@ -321,17 +321,13 @@ impl Server {
                             resume(&log);
                             continue;
                         }
-                        Pause::Overdue => {
-                            crate::log::error::info(&format!(
-                                "The last request before --max-requests still runs after \
-                                 --graceful-timeout ({}s): the worker stops now, and cuts it \
-                                 if it runs as long again",
-                                graceful.as_secs_f64()
-                            ));
-                            break "max_requests";
-                        }
+                        Pause::Overdue => "overdue",
                     },
                 };
+                if STOP_DEADLINE.lock().is_some() {
+                    // A signal's stop is under way: it is that stop's exit.
+                    return;
+                }
                 // The master holds recycling while a reload is given up: a
                 // replacement would load the code that reload could not.
                 // One the master replaced as its last request started is
@@ -348,6 +344,18 @@ impl Server {
                         }
                         resume(&log);
                         log.recycle_later(n);
+                    }
+                    // Held as the last request ran past its time: it runs
+                    // on, and its end is the leave held as above.
+                    ("overdue", Some(fd), _) if held(fd) => resume(&log),
+                    ("overdue", ..) => {
+                        crate::log::error::info(&format!(
+                            "The last request before --max-requests still runs after \
+                             --graceful-timeout ({}s): the worker stops now, and cuts it if it \
+                             runs as long again",
+                            graceful.as_secs_f64()
+                        ));
+                        break "max_requests";
                     }
                     ("hook", Some(fd), _) if held(fd) => {
                         // --max-requests due with it stays due (`leave_due`):

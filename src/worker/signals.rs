@@ -46,6 +46,9 @@ static TERM_WHILE_BOOTING: AtomicBool = AtomicBool::new(false);
 /// signal-hook calls the handler it replaced too, which then does nothing.
 static BOOTING: AtomicI32 = AtomicI32::new(0);
 
+/// The booting worker's master (`hold_term_while_booting`).
+static MASTER: AtomicI32 = AtomicI32::new(0);
+
 extern "C" fn term_while_booting(_: libc::c_int) {
     let booting = BOOTING.load(Ordering::Relaxed);
     if booting == 0 {
@@ -57,8 +60,7 @@ extern "C" fn term_while_booting(_: libc::c_int) {
         // A process the app forked while it was imported, or a worker whose
         // master died (the kernel's TERM, `die_with_master`: nobody would
         // ever kill it): TERM's default, as before the hold.
-        if libc::getpid() != booting || libc::getppid() != crate::supervisor::signals::master_pid()
-        {
+        if libc::getpid() != booting || libc::getppid() != MASTER.load(Ordering::Relaxed) {
             libc::signal(libc::SIGTERM, libc::SIG_DFL);
             libc::raise(libc::SIGTERM);
             return;
@@ -78,7 +80,8 @@ extern "C" fn term_while_booting(_: libc::c_int) {
 /// default: a fast stop ends a booting worker at once, and the master
 /// sends INT to one it retires that has nothing to drain (a reload given
 /// up, a halt).
-pub(crate) fn hold_term_while_booting() -> std::io::Result<()> {
+pub(crate) fn hold_term_while_booting(master: i32) -> std::io::Result<()> {
+    MASTER.store(master, Ordering::Relaxed);
     // SAFETY: getpid(2) takes no arguments.
     BOOTING.store(unsafe { libc::getpid() }, Ordering::Relaxed);
     // SAFETY: a zeroed sigaction is valid; the handler is an extern "C" fn
