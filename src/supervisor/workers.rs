@@ -237,7 +237,13 @@ impl Table {
             w.retiring.get_or_insert(why);
             if w.kill_at.is_none() {
                 w.kill_at = Some(Instant::now() + grace);
-                w.kill_grace = grace;
+                // Only a TERM is kept by a booting worker; a fast stop's
+                // time is not counted again from a boot.
+                w.kill_grace = if signo == libc::SIGTERM {
+                    grace
+                } else {
+                    Duration::ZERO
+                };
             }
             send(pid, signo);
         }
@@ -275,9 +281,16 @@ impl Table {
                 w.booted = true;
                 w.boot_rss = boot_rss(&meta);
                 self.boots += 1;
-                // Retired while it booted: its stop began only now.
-                if let Some(at) = w.kill_at.as_mut() {
-                    *at = (*at).max(Instant::now() + w.kill_grace);
+                // Retired while it booted: its stop began at its boot (the
+                // beat's time), if that came before its deadline; one whose
+                // boot outlasted the stop's time is killed all the same,
+                // whenever the master looks.
+                let ago = now.duration_since(beat).unwrap_or(Duration::ZERO);
+                let boot = Instant::now().checked_sub(ago);
+                if let (Some(at), Some(boot)) = (w.kill_at.as_mut(), boot) {
+                    if boot <= *at {
+                        *at = (*at).max(boot + w.kill_grace);
+                    }
                 }
             }
             // Replaced, its last request running: no kill is due yet.
@@ -500,6 +513,38 @@ mod tests {
         );
         crate::worker::heartbeat::touch(fd);
         assert_eq!(boot_rss(&t.workers[&7].heartbeat.metadata()?), said);
+        Ok(())
+    }
+
+    #[test]
+    fn a_worker_retired_while_booting_has_its_stops_time_from_its_boot() -> io::Result<()> {
+        let mut t = Table::default();
+        let grace = Duration::from_secs(30);
+        let soon = Instant::now() + Duration::from_secs(5);
+        // 42 boots before its deadline, 43 after it (the master looks late).
+        for (pid, at) in [(42, Some(soon)), (43, Instant::now().checked_sub(grace))] {
+            let (f, born) = Table::heartbeat_file(None)?;
+            let age = t.next_age();
+            t.add(pid, age, 1, (f, born));
+            if let Some(w) = t.workers.get_mut(&pid) {
+                w.retiring = Some(Retire::Stop);
+                w.kill_at = at;
+                w.kill_grace = grace;
+            }
+        }
+        t.workers[&42].heartbeat.set_modified(SystemTime::now())?;
+        t.workers[&43].heartbeat.set_modified(SystemTime::now())?;
+        t.check_beats(None);
+        assert!(t.workers[&42].booted && t.workers[&43].booted);
+        let pushed = t.workers[&42].kill_at;
+        assert!(pushed > Some(soon + Duration::from_secs(20)), "{pushed:?}");
+        assert!(
+            t.workers[&43].kill_at <= Some(Instant::now()),
+            "a late boot got more time"
+        );
+        // Once: a later look does not push it again.
+        t.check_beats(None);
+        assert_eq!(t.workers[&42].kill_at, pushed);
         Ok(())
     }
 }

@@ -318,6 +318,11 @@ impl Server {
                         // master took back its word): the worker accepts
                         // again now, not once that request is done.
                         Pause::Held => {
+                            if STOP_DEADLINE.lock().is_some() {
+                                // A fast stop whose `worker_int` hook runs:
+                                // no accepting again meanwhile.
+                                return;
+                            }
                             resume(&log);
                             continue;
                         }
