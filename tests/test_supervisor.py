@@ -2763,6 +2763,50 @@ def test_a_term_kept_while_booting_gives_the_stop_its_time_from_the_boot(launch,
     assert "was killed" not in srv.log(), srv.log()
 
 
+SPIN_APP = '''\
+"""Written by test_supervisor.py: /spin never returns (it holds the worker)."""
+
+
+def app(environ, start_response):
+    while environ["PATH_INFO"] == "/spin":
+        pass
+    start_response("200 OK", [])
+    return [b"ok"]
+'''
+
+
+def test_timeout_holds_for_the_old_workers_while_a_reload_imports(launch, mode, tmp_path):
+    """Review (session 39): a HUP marks the old workers to go once the new ones are
+    up, and until then --timeout passed over them: with a reload whose import
+    hangs, a worker stuck in a request stayed stuck for good. They serve on, so
+    --timeout holds for them."""
+    code_dir, module = app_module(tmp_path, "spin_app", SPIN_APP)
+    srv = launch(
+        "-w",
+        "1",
+        "--threads",
+        "1",
+        "--timeout",
+        "2",
+        "--graceful-timeout",
+        "1",
+        app="spin_app:app",
+        path=(code_dir, APPS_DIR),
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+        mode=mode,
+    )
+    (old,) = srv.worker_pids()
+    assert srv.get("/").status == 200
+    module.write_text(HUNG_IMPORT)
+    mark = srv.log_mark()
+    srv.signal(signal.SIGHUP)
+    assert srv.wait_log("Booting worker", since=mark), srv.log(mark)
+    client, _ = request_in_background(srv, "/spin")
+    assert srv.wait_log(rf"WORKER TIMEOUT \(pid:{old}\)", since=mark, timeout=WAIT), srv.log(mark)
+    assert wait_until(lambda: gone(old), timeout=WAIT), srv.log(mark)
+    client.join(30)
+
+
 FIRST_IMPORTER_FAILS = """\
 \"\"\"The first worker to import this fails at once; the others import for 10 min.\"\"\"
 import os

@@ -295,6 +295,12 @@ impl Table {
             }
             // Replaced, its last request running: no kill is due yet.
             let replaced = w.retiring == Some(Retire::Recycle) && w.kill_at.is_none() && !w.killed;
+            // Marked to go but not told yet (a reload's new workers are not
+            // up; its last request runs): it serves on, so `--timeout` holds
+            // (a reload whose import hangs would exempt it for good).
+            let serving_on = w.kill_at.is_none()
+                && !w.killed
+                && matches!(w.retiring, None | Some(Retire::Recycle | Retire::Reload));
             let said = meta.len();
             if said == 1 && w.held && w.retiring.is_none() {
                 // Taken back: the worker stays (it sees the hold). The
@@ -307,7 +313,7 @@ impl Table {
             }
             let Some(t) = timeout else { continue };
             let late = now.duration_since(beat).unwrap_or(Duration::ZERO) > t;
-            if w.booted && (w.retiring.is_none() || replaced) && late {
+            if w.booted && serving_on && late {
                 silent.push(*pid);
             }
         }
