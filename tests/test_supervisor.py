@@ -2807,41 +2807,6 @@ def test_timeout_holds_for_the_old_workers_while_a_reload_imports(launch, mode, 
     client.join(30)
 
 
-def test_a_reload_whose_import_hangs_is_given_up_at_the_timeout(launch, mode, tmp_path):
-    """Review (session 39): a HUP whose new workers' import never ended (a service
-    it waits on is down) was never given up: the reload stayed under way for good
-    (/readyz failing all the while), and the hung worker stayed. At --timeout it
-    gets SIGABRT (its stacks show where it hangs), the reload is given up, and the
-    old workers serve on."""
-    code_dir, module = app_module(tmp_path, "hup_hang", HUP_APP % 0)
-    srv = launch(
-        "-w",
-        "1",
-        "--timeout",
-        "2",
-        "--graceful-timeout",
-        "1",
-        app="hup_hang:app",
-        path=(code_dir, APPS_DIR),
-        env={"PYTHONDONTWRITEBYTECODE": "1"},
-        mode=mode,
-    )
-    assert srv.get("/").body == b"generation 0"
-    module.write_text(HUNG_IMPORT)
-    mark = srv.log_mark()
-    srv.signal(signal.SIGHUP)
-    hung = srv.wait_log(r"Booting worker with pid: (\d+)", since=mark)
-    assert hung, srv.log(mark)
-    assert srv.wait_log(
-        rf"WORKER TIMEOUT \(pid:{hung.group(1)}\): a reload's worker still boots",
-        since=mark,
-        timeout=WAIT,
-    ), srv.log(mark)
-    assert srv.wait_log("Reload failed: a new worker could not boot within --timeout", since=mark)
-    assert wait_until(lambda: gone(int(hung.group(1))), timeout=WAIT), srv.log(mark)
-    assert srv.get("/").body == b"generation 0"
-
-
 FIRST_IMPORTER_FAILS = """\
 \"\"\"The first worker to import this fails at once; the others import for 10 min.\"\"\"
 import os

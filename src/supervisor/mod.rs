@@ -643,20 +643,10 @@ impl Master<'_, '_> {
                 ),
             };
             let crashed_booting = own_end && !booted && !asked_booting;
-            // Still booting after --timeout (`time_out_boots`).
-            let boot_timed_out = worker.retiring == Some(Retire::Timeout) && !booted;
-            let failed_to_start = crashed_booting
-                || boot_timed_out
-                || matches!(exit, Exit::Code(APP_LOAD_ERROR | WORKER_BOOT_ERROR));
+            let failed_to_start =
+                crashed_booting || matches!(exit, Exit::Code(APP_LOAD_ERROR | WORKER_BOOT_ERROR));
             if failed_to_start && self.abandoned.contains(&worker.generation) {
                 // A worker of a reload given up: its failure is known.
-            } else if boot_timed_out && self.reload_fails(&worker) {
-                self.abandon_generation(worker.generation, Unbooted::Timeout);
-            } else if boot_timed_out {
-                // The reload ended meanwhile (its other workers are up).
-                crate::log::error::error(&format!(
-                    "Worker (pid:{pid}) did not boot within --timeout; starting another"
-                ));
             } else if asked_booting && worker.killed {
                 // It kept the stop's TERM while it booted (`worker::signals`),
                 // and its import outlasted the stop's time.
@@ -686,12 +676,10 @@ impl Master<'_, '_> {
                 } else if matches!(exit, Exit::Code(WORKER_BOOT_ERROR)) {
                     crate::log::error::error(&format!("Worker (pid:{pid}) failed to boot"));
                 }
-                let why = if matches!(exit, Exit::Code(APP_LOAD_ERROR)) {
-                    Unbooted::App
-                } else {
-                    Unbooted::Boot
-                };
-                self.abandon_generation(worker.generation, why);
+                self.abandon_generation(
+                    worker.generation,
+                    matches!(exit, Exit::Code(APP_LOAD_ERROR)),
+                );
             } else if failed_to_start && self.serves_degraded(&worker) {
                 let wait = self
                     .degraded
@@ -789,43 +777,6 @@ impl Master<'_, '_> {
         !self.stopping && worker.generation >= since && self.serving()
     }
 
-    /// Ends a worker of the reload under way still booting after `--timeout`
-    /// (its import hangs: a service it waits on is down): SIGABRT, so that
-    /// its Python stacks show where, then SIGKILL; the reload is given up
-    /// (`reap`), and the old workers serve on. It would otherwise never end,
-    /// and `/readyz` fail all the while. gunicorn's `--timeout` counts every
-    /// boot; Siesta's only a reload's, which has workers to fall back on.
-    fn time_out_boots(&mut self, t: Duration) {
-        if self.reload_started.is_none() || self.stopping {
-            return;
-        }
-        let current = self.generation;
-        let late: Vec<i32> = self
-            .table
-            .workers
-            .iter()
-            .filter(|(_, w)| {
-                w.generation == current
-                    && !w.booted
-                    && w.retiring.is_none()
-                    && w.kill_at.is_none()
-                    && w.spawned.elapsed() > t
-            })
-            .map(|(pid, _)| *pid)
-            .collect();
-        for pid in late {
-            crate::log::error::write(
-                crate::log::error::Level::Critical,
-                &format!(
-                    "WORKER TIMEOUT (pid:{pid}): a reload's worker still boots (imports \
-                     the app) after --timeout"
-                ),
-            );
-            self.table
-                .retire(pid, Retire::Timeout, libc::SIGABRT, ABORT_GRACE);
-        }
-    }
-
     /// Whether a booted worker serves on (not being retired or killed).
     fn serving(&self) -> bool {
         self.table
@@ -891,7 +842,7 @@ impl Master<'_, '_> {
     /// after a given-up reload get a generation of their own (`degraded`'s
     /// `since`): their failure is retried while others serve, and the boot
     /// of one ends the degraded state.
-    fn abandon_generation(&mut self, failed: u64, why: Unbooted) {
+    fn abandon_generation(&mut self, failed: u64, app: bool) {
         if self.reload_pending.is_some_and(|(g, _)| g == failed) {
             self.reload_pending = None;
             crate::metrics::master::reloaded("given_up");
@@ -901,13 +852,7 @@ impl Master<'_, '_> {
              serving with their code, not restarted by --max-requests, and one that \
              dies is replaced with the new code, tried again while others serve: \
              fix it and send HUP again",
-            match why {
-                Unbooted::App => "load the app",
-                Unbooted::Boot => "boot",
-                Unbooted::Timeout =>
-                    "boot within --timeout (raise it above the app's import time, \
-                     or fix what the import waits on)",
-            }
+            if app { "load the app" } else { "boot" }
         ));
         self.abandoned.push(failed);
         let doomed: Vec<i32> = self
@@ -1050,9 +995,6 @@ impl Master<'_, '_> {
             self.table
                 .retire(pid, Retire::Timeout, libc::SIGABRT, ABORT_GRACE);
         }
-        if let Some(t) = allowed {
-            self.time_out_boots(t);
-        }
         if let Some(max) = self.cfg.max_worker_rss {
             self.replace_fat(max);
         }
@@ -1093,17 +1035,6 @@ impl Master<'_, '_> {
         self.table.kill_overdue();
         self.maintain(py);
     }
-}
-
-/// Why a reload's worker did not come up (`abandon_generation`).
-#[derive(Clone, Copy)]
-enum Unbooted {
-    /// It could not load the app (exit 4).
-    App,
-    /// It failed to boot otherwise.
-    Boot,
-    /// It still booted after `--timeout` (`time_out_boots`).
-    Timeout,
 }
 
 /// How a worker that never booted ended, for its log line.
