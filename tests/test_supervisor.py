@@ -709,12 +709,17 @@ def app(environ, start_response):
 '''
 
 
-def launch_slow_app(launch, mode, tmp_path, *args, **kw):
-    """SLOW_APP from `tmp_path/code/slow_app.py` on one worker, with `args`: (the
-    server, the module file)."""
-    code_dir, module = app_module(tmp_path, "slow_app", SLOW_APP)
-    srv = launch("-w", "1", *args, app="slow_app:app", path=(code_dir, APPS_DIR), mode=mode, **kw)
+def launch_module(launch, mode, tmp_path, name, text, *args, **kw):
+    """`text` as `tmp_path/code/NAME.py`, its `app` served by one worker, with
+    `args`: (the server, the module file)."""
+    code_dir, module = app_module(tmp_path, name, text)
+    srv = launch("-w", "1", *args, app=f"{name}:app", path=(code_dir, APPS_DIR), mode=mode, **kw)
     return srv, module
+
+
+def launch_slow_app(launch, mode, tmp_path, *args, **kw):
+    """SLOW_APP on one worker, with `args`: (the server, the module file)."""
+    return launch_module(launch, mode, tmp_path, "slow_app", SLOW_APP, *args, **kw)
 
 
 def test_a_last_request_that_outlasts_the_graceful_timeout_is_cut_after_it(launch, mode, tmp_path):
@@ -2606,15 +2611,8 @@ def test_a_stop_while_a_replacement_boots_drains_what_waits_for_it(launch, mode,
     the connections waiting in the listen backlog for it were reset, where a
     booted worker's stop serves them. The worker keeps the TERM until it has
     booted, then drains: the waiting request is answered, and the master exits 0."""
-    code_dir, _ = app_module(tmp_path, "slow_import", SLOW_IMPORT)
-    srv = launch(
-        "-w",
-        "1",
-        "--max-requests",
-        "1",
-        app="slow_import:app",
-        path=(code_dir, APPS_DIR),
-        mode=mode,
+    srv, _ = launch_module(
+        launch, mode, tmp_path, "slow_import", SLOW_IMPORT, "--max-requests", "1"
     )
     mark = srv.log_mark()
     old = int(srv.get("/").body)  # its last: it leaves, and the replacement boots
@@ -2680,7 +2678,11 @@ def test_a_worker_booting_when_its_master_dies_ends(launch, tmp_path):
     srv = launch("-w", "1", app="hung:app", path=(code_dir, APPS_DIR))
     booted = srv.wait_log(r"Booting worker with pid: (\d+)")
     assert booted, srv.log()
-    worker = int(booted.group(1))
+    assert_ends_with_its_master(srv, int(booted.group(1)))
+
+
+def assert_ends_with_its_master(srv, worker):
+    """SIGKILLs the master of `worker`, which must then end (it is killed if not)."""
     srv.proc.kill()
     srv.proc.wait(WAIT)
     try:
@@ -2699,13 +2701,7 @@ def test_a_worker_that_switched_users_ends_with_its_master(launch, mode):
     [worker] = srv.worker_pids()
     assert wait_until(lambda: status_ids(worker) == (54321, 54322)), status_ids(worker)
     srv.assert_serving()
-    srv.proc.kill()
-    srv.proc.wait(WAIT)
-    try:
-        assert wait_until(lambda: gone(worker), timeout=WAIT), "the orphan serves on"
-    finally:
-        if not gone(worker):
-            os.kill(worker, signal.SIGKILL)
+    assert_ends_with_its_master(srv, worker)
 
 
 def test_terms_that_keep_coming_do_not_put_off_the_kill_of_a_hung_boot(launch, tmp_path):
@@ -2780,20 +2776,14 @@ def test_timeout_holds_for_the_old_workers_while_a_reload_imports(launch, mode, 
     up, and until then --timeout passed over them: with a reload whose import
     hangs, a worker stuck in a request stayed stuck for good. They serve on, so
     --timeout holds for them."""
-    code_dir, module = app_module(tmp_path, "spin_app", SPIN_APP)
-    srv = launch(
-        "-w",
-        "1",
-        "--threads",
-        "1",
-        "--timeout",
-        "2",
-        "--graceful-timeout",
-        "1",
-        app="spin_app:app",
-        path=(code_dir, APPS_DIR),
+    srv, module = launch_module(
+        launch,
+        mode,
+        tmp_path,
+        "spin_app",
+        SPIN_APP,
+        *("--threads", "1", "--timeout", "2", "--graceful-timeout", "1"),
         env={"PYTHONDONTWRITEBYTECODE": "1"},
-        mode=mode,
     )
     (old,) = srv.worker_pids()
     assert srv.get("/").status == 200
