@@ -594,7 +594,7 @@ def test_hup_reloads_changed_code_without_failing_a_request(launch, mode, tmp_pa
 def launch_two_loaded(launch, mode, tmp_path, name, *args):
     """Two workers serving HUP_APP generation 0 from `tmp_path/code/NAME.py`, both
     past importing it (so that a later edit breaks a reload, not the first start):
-    (the server, the module file, the workers' pids)."""
+    (the server, the module file, the pids of its children)."""
     loaded = tmp_path / "loaded"
     marked = f"import os\nopen({str(loaded)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
     code_dir, module = app_module(tmp_path, name, marked + HUP_APP % 0)
@@ -607,7 +607,8 @@ def launch_two_loaded(launch, mode, tmp_path, name, *args):
         env={"PYTHONDONTWRITEBYTECODE": "1"},
         mode=mode,
     )
-    first = set(srv.worker_pids())
+    # With --metrics-bind, its process is a child too (in `first`).
+    first = set(srv.worker_pids(count=2 + ("--metrics-bind" in args)))
     assert wait_until(lambda: loaded.exists() and len(loaded.read_text().split()) == 2)
     return srv, module, first
 
@@ -3251,3 +3252,93 @@ def test_a_hup_that_moves_the_error_log_moves_the_metrics_process_too(launch, tm
     assert wait_until(lambda: (metrics_pid(srv) or old) != old), first.read_text()
     assert wait_until(lambda: str(second) in open_files(metrics_pid(srv) or old))
     assert str(first) not in open_files(metrics_pid(srv))
+
+
+HUNG_AFTER_THE_FIRST = """\
+\"\"\"The first worker to import this serves; every later import hangs (a service gone).\"\"\"
+import os
+import time
+
+try:
+    os.close(os.open(%r, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+except FileExistsError:
+    time.sleep(600)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [str(os.getpid()).encode()]
+"""
+
+
+def test_a_first_start_whose_import_hangs_stops_with_its_stacks(launch, mode, tmp_path):
+    """Session 39 left open: a worker's boot was not timed, so an import that hung
+    (a database down at start) kept the server up and serving nothing for good.
+    As gunicorn's, --timeout counts a boot from the fork: the worker gets SIGABRT,
+    its stacks go to the error log, and with none serving the server stops (exit
+    3) with one line saying what to do."""
+    code_dir, _ = app_module(tmp_path, "hung", HUNG_IMPORT)
+    srv = launch("-w", "1", "--timeout", "1", app="hung:app", path=(code_dir, APPS_DIR), mode=mode)
+    assert srv.exit_code() == 3, srv.log()
+    log = srv.log()
+    assert re.search(r"WORKER TIMEOUT \(pid:\d+\): still booting", log), log
+    assert re.search(r"hung.py\", line 4,? in <module>", log), log  # the import's frame
+    assert "raise --timeout above the app's import time" in log, log
+
+
+def test_a_reload_whose_import_hangs_is_given_up(launch, mode, tmp_path):
+    """Session 39 left open: a HUP whose new workers' import never ended was never
+    given up: /readyz answered 503 for good and the hung worker stayed. Its boot
+    times out, the reload is given up as one whose app cannot load, and the running
+    workers serve on with their code; /readyz is ready again."""
+    metrics = ("--metrics-bind", "127.0.0.1:0")
+    srv, module, first = launch_two_loaded(
+        launch, mode, tmp_path, "hupwait_app", "--timeout", "1", "--graceful-timeout", "1", *metrics
+    )
+    url = metrics_url(srv)
+    module.write_text(HUNG_IMPORT)
+    mark = srv.log_mark()
+    srv.signal(signal.SIGHUP)
+    assert wait_until(lambda: get(url + "/readyz")[0] == 503), srv.log(mark)
+    pattern = r"Reload failed: a new worker could not boot within --timeout"
+    assert srv.wait_log(pattern, since=mark, timeout=WAIT), srv.log(mark)
+    assert wait_until(lambda: set(children(srv.pid)) == first), srv.log(mark)
+    assert wait_until(lambda: get(url + "/readyz")[0] == 200), srv.log(mark)
+    assert value(scrape(url), "siesta_reloads_total", outcome="given_up") == 1
+    assert value(scrape(url), "siesta_worker_exits_total", reason="boot_error") >= 1
+    assert value(scrape(url), "siesta_worker_exits_total", reason="timeout") == 0
+    assert [srv.get(f"/{i}").body for i in range(10)] == [b"generation 0"] * 10
+    # One that dies now is replaced with the new code, whose boot is timed out
+    # too, and tried again later while the other serves (it hung for good).
+    mark = srv.log_mark()
+    serving = [w["pid"] for w in status(url)["workers"]]
+    assert len(serving) == 2 and set(serving) < first, (serving, first)
+    os.kill(serving[0], signal.SIGKILL)
+    pattern = r"failed to boot \(still booting after --timeout \(1 s\)\): .* trying again in \d s"
+    assert srv.wait_log(pattern, since=mark, timeout=WAIT), srv.log(mark)
+    assert [srv.get(f"/{i}").body for i in range(10)] == [b"generation 0"] * 10
+    assert srv.alive(), srv.log()
+
+
+def test_a_replacement_whose_import_hangs_is_tried_again_while_others_serve(launch, mode, tmp_path):
+    """Review (session 39): with a boot timeout for a reload's workers alone, a
+    replacement started later with the same code hung for good, and capacity fell
+    as workers died. Every boot is timed: a worker whose import hangs while another
+    serves is timed out and tried again after a pause (a crash's retries), and no
+    worker is forked while a timed-out one is being ended."""
+    code_dir, _ = app_module(tmp_path, "flaky", HUNG_AFTER_THE_FIRST % str(tmp_path / "claimed"))
+    srv = launch("-w", "2", "--timeout", "1", app="flaky:app", path=(code_dir, APPS_DIR), mode=mode)
+    assert srv.wait_log(
+        r"failed to boot: it was still booting \(importing the app\) after "
+        r"--timeout \(1 s\); the others serve, starting another",
+        timeout=WAIT,
+    ), srv.log()
+    served = {srv.get(f"/{i}").body for i in range(10)}
+    assert len(served) == 1, served
+    # Started again after the pause, timed out again; no worker was forked while
+    # one timed out was being ended (one more boot than failures: the one serving).
+    assert srv.wait_log(r"\(retry 2 of 3\)", timeout=WAIT), srv.log()
+    log = srv.log()
+    boots = log.count("Booting worker with pid")
+    assert boots <= 1 + log.count("it was still booting (importing the app)"), log
+    assert srv.alive(), srv.log()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
 import time
 import types
 
@@ -54,6 +55,36 @@ def _forked() -> None:
 
 
 os.register_at_fork(after_in_child=_forked)
+
+
+def greenlet_stacks_on_abort(fd: int) -> None:
+    """While the worker boots, before faulthandler is enabled: a SIGABRT (the master's
+    --timeout, for an import that hangs) also writes every greenlet's stack to `fd`.
+    An import that waits cooperatively (a patched socket to a database that is down)
+    is parked in its greenlet, and faulthandler shows only the OS thread's frames, the
+    hub's. faulthandler writes those first and hands the signal on to this handler,
+    which runs once the hub checks for signals; an import stuck in C holding the GIL
+    never lets it run, and its thread's frames are then the ones faulthandler wrote."""
+
+    def on_abort(signo: int, frame: Any) -> None:
+        import gc
+        import traceback
+
+        parts = ["Greenlets (most recent call last):\n"]
+        for g in gc.get_objects():
+            if isinstance(g, greenlet) and g.gr_frame is not None:
+                parts.append(f"Greenlet {g!r}:\n")
+                parts.extend(traceback.format_stack(g.gr_frame))
+        data = "".join(parts).encode("utf-8", "replace")
+        while data:
+            try:
+                data = data[os.write(fd, data) :]
+            except OSError:
+                break
+        signal.signal(signal.SIGABRT, signal.SIG_DFL)
+        os.abort()
+
+    signal.signal(signal.SIGABRT, on_abort)
 
 
 def _leave_if_forked(exc: BaseException | None = None) -> None:

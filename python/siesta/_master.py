@@ -20,6 +20,7 @@ import fcntl
 import mmap
 import os
 import posix
+import signal
 import stat
 import sys
 import threading
@@ -286,6 +287,9 @@ def run_worker(
     except OSError as exc:
         _siesta.log("error", f"Cannot switch to user/group: {exc}")
         return WORKER_BOOT_ERROR
+    if gevent is not None:
+        # An import parked in a greenlet: its stack too, at a boot's --timeout.
+        gevent.greenlet_stacks_on_abort(_siesta.error_log_fd())
     _enable_faulthandler()  # the error log inherited from the master, kept by Server
     bridge(values["log_level"])  # before the app is imported: gunicorn.error as gunicorn's
     failed_files: list[str] = []
@@ -326,6 +330,12 @@ def run_worker(
         return _boot_failure(exc)
     global _booted
     _booted = True
+    if gevent is not None:
+        # A request past --timeout holds the hub: faulthandler's frames are its,
+        # and the signal then ends the worker, with no handler of Python's left.
+        signal.signal(signal.SIGABRT, signal.SIG_DFL)
+        faulthandler.disable()
+        _enable_faulthandler()
     # Set false by a hook before it served (post_fork, post_worker_init); not the
     # getter, which is false too once a stop or --max-requests came meanwhile.
     if not worker._alive:

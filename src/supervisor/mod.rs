@@ -312,6 +312,13 @@ struct Master<'a, 'py> {
 }
 
 impl Master<'_, '_> {
+    /// `--timeout` as a log line says it (`30 s`).
+    fn timeout_shown(&self) -> String {
+        self.cfg
+            .timeout
+            .map_or_else(|| "off".to_string(), |t| format!("{} s", t.as_secs_f64()))
+    }
+
     fn graceful(&self) -> Duration {
         self.cfg.limits.graceful_timeout + GRACEFUL_EXTRA
     }
@@ -514,6 +521,12 @@ impl Master<'_, '_> {
             // few seconds would otherwise put it off for good).
             let mut signo = signo;
             if let Some(w) = self.table.workers.get_mut(&pid) {
+                if w.retiring.is_some_and(Retire::aborts) {
+                    // Its SIGABRT is writing its stacks, and its kill is no
+                    // later than any stop's: a signal now, taken first (a
+                    // lower number), would end it before they are written.
+                    continue;
+                }
                 if w.kill_at.is_some_and(|k| Instant::now() + grace < k) {
                     w.kill_at = None;
                 }
@@ -534,7 +547,16 @@ impl Master<'_, '_> {
             return;
         }
         let now = Instant::now();
-        while self.table.active() < self.target {
+        // A worker whose boot timed out is no longer active, but whether its
+        // place is taken again (a retry), given up with its reload, or the
+        // server halts is decided once it has exited (`reap`): a worker
+        // forked meanwhile would be of the code that just failed.
+        let verdict_due = self
+            .table
+            .workers
+            .values()
+            .any(|w| w.retiring == Some(Retire::BootTimeout));
+        while self.table.active() < self.target && !verdict_due {
             let wait = self.respawn_at.is_some_and(|at| now < at)
                 || self
                     .degraded
@@ -634,7 +656,11 @@ impl Master<'_, '_> {
             // Signalled by the master (a stop, a retired reload, a timeout):
             // a reload only marks the workers it will retire, until its own
             // are up, and those may fail on their own meanwhile.
-            let asked_booting = (worker.kill_at.is_some() || worker.killed) && !booted;
+            // Still booting after --timeout (`check`): a failure to start,
+            // whatever signal it ended by.
+            let boot_timed_out = worker.retiring == Some(Retire::BootTimeout);
+            let asked_booting =
+                (worker.kill_at.is_some() || worker.killed) && !booted && !boot_timed_out;
             let own_end = match exit {
                 Exit::Code(c) => !matches!(c, APP_LOAD_ERROR | WORKER_BOOT_ERROR),
                 Exit::Signal(s) => matches!(
@@ -642,7 +668,15 @@ impl Master<'_, '_> {
                     libc::SIGSEGV | libc::SIGBUS | libc::SIGABRT | libc::SIGFPE | libc::SIGILL
                 ),
             };
-            let crashed_booting = own_end && !booted && !asked_booting;
+            let crashed_booting = (own_end && !booted && !asked_booting) || boot_timed_out;
+            let how = if boot_timed_out {
+                format!(
+                    "it was still booting (importing the app) after --timeout ({})",
+                    self.timeout_shown()
+                )
+            } else {
+                ended(exit)
+            };
             let failed_to_start =
                 crashed_booting || matches!(exit, Exit::Code(APP_LOAD_ERROR | WORKER_BOOT_ERROR));
             if failed_to_start && self.abandoned.contains(&worker.generation) {
@@ -669,17 +703,29 @@ impl Master<'_, '_> {
                 });
             } else if failed_to_start && self.reload_fails(&worker) {
                 if crashed_booting {
-                    crate::log::error::error(&format!(
-                        "Worker (pid:{pid}) failed to boot: {}",
-                        ended(exit)
-                    ));
+                    crate::log::error::error(&format!("Worker (pid:{pid}) failed to boot: {how}"));
                 } else if matches!(exit, Exit::Code(WORKER_BOOT_ERROR)) {
                     crate::log::error::error(&format!("Worker (pid:{pid}) failed to boot"));
                 }
-                self.abandon_generation(
-                    worker.generation,
-                    matches!(exit, Exit::Code(APP_LOAD_ERROR)),
-                );
+                let why = if boot_timed_out {
+                    Unbooted::Timeout
+                } else if matches!(exit, Exit::Code(APP_LOAD_ERROR)) {
+                    Unbooted::App
+                } else {
+                    Unbooted::Boot
+                };
+                self.abandon_generation(worker.generation, why);
+            } else if boot_timed_out
+                && self.reload_started.is_some()
+                && worker.generation < self.generation
+            {
+                // Timed out as a HUP came: that reload's workers replace it
+                // (the first start's import hung, and the deployer sent the
+                // fix), and decide on their own.
+                crate::log::error::error(&format!(
+                    "Worker (pid:{pid}) failed to boot: {how}; the reload under way \
+                     replaces it"
+                ));
             } else if failed_to_start && self.serves_degraded(&worker) {
                 let wait = self
                     .degraded
@@ -690,23 +736,35 @@ impl Master<'_, '_> {
                      reload could not start; the others serve, trying again in {} s \
                      (fix the app and send HUP)",
                     match exit {
+                        _ if boot_timed_out =>
+                            format!("still booting after --timeout ({})", self.timeout_shown()),
                         Exit::Code(c) => format!("exit code {c}"),
                         Exit::Signal(s) => workers::signal_name(s),
                     },
                     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
                 ));
-            } else if crashed_booting && self.crash_is_retried(exit) {
+            } else if crashed_booting
+                && self.crash_is_retried(if boot_timed_out {
+                    Exit::Signal(libc::SIGABRT)
+                } else {
+                    exit
+                })
+            {
                 crate::log::error::error(&format!(
-                    "Worker (pid:{pid}) failed to boot: {}; the others serve, starting \
+                    "Worker (pid:{pid}) failed to boot: {how}; the others serve, starting \
                      another (retry {} of {BOOT_CRASH_RETRIES}) in {} s",
-                    ended(exit),
                     self.boot_crashes,
                     1u32 << (self.boot_crashes.saturating_sub(1)).min(8)
                 ));
             } else if crashed_booting {
+                let hint = if boot_timed_out {
+                    ": raise --timeout above the app's import time, or see the stacks \
+                     above for what it waits on"
+                } else {
+                    ""
+                };
                 crate::log::error::error(&format!(
-                    "Worker (pid:{pid}) failed to boot: {}",
-                    ended(exit)
+                    "Worker (pid:{pid}) failed to boot: {how}{hint}"
                 ));
                 self.halt
                     .get_or_insert((WORKER_BOOT_ERROR, "Worker failed to boot."));
@@ -842,7 +900,7 @@ impl Master<'_, '_> {
     /// after a given-up reload get a generation of their own (`degraded`'s
     /// `since`): their failure is retried while others serve, and the boot
     /// of one ends the degraded state.
-    fn abandon_generation(&mut self, failed: u64, app: bool) {
+    fn abandon_generation(&mut self, failed: u64, why: Unbooted) {
         if self.reload_pending.is_some_and(|(g, _)| g == failed) {
             self.reload_pending = None;
             crate::metrics::master::reloaded("given_up");
@@ -852,14 +910,20 @@ impl Master<'_, '_> {
              serving with their code, not restarted by --max-requests, and one that \
              dies is replaced with the new code, tried again while others serve: \
              fix it and send HUP again",
-            if app { "load the app" } else { "boot" }
+            match why {
+                Unbooted::App => "load the app",
+                Unbooted::Boot => "boot",
+                Unbooted::Timeout => "boot within --timeout (it hung importing the app)",
+            }
         ));
         self.abandoned.push(failed);
         let doomed: Vec<i32> = self
             .table
             .workers
             .iter()
-            .filter(|(_, w)| w.generation == failed)
+            // One timed out is being aborted: a stop's signal would overtake
+            // its SIGABRT and lose its stacks.
+            .filter(|(_, w)| w.generation == failed && !w.retiring.is_some_and(Retire::aborts))
             .map(|(pid, _)| *pid)
             .collect();
         for pid in doomed {
@@ -988,12 +1052,21 @@ impl Master<'_, '_> {
             }
         }
         for pid in silent {
-            crate::log::error::write(
-                crate::log::error::Level::Critical,
-                &format!("WORKER TIMEOUT (pid:{pid})"),
-            );
-            self.table
-                .retire(pid, Retire::Timeout, libc::SIGABRT, ABORT_GRACE);
+            let booting = self.table.workers.get(&pid).is_some_and(|w| !w.booted);
+            let (why, line) = if booting {
+                (
+                    Retire::BootTimeout,
+                    format!(
+                        "WORKER TIMEOUT (pid:{pid}): still booting (importing the app) after \
+                         --timeout ({}); its stacks follow",
+                        self.timeout_shown()
+                    ),
+                )
+            } else {
+                (Retire::Timeout, format!("WORKER TIMEOUT (pid:{pid})"))
+            };
+            crate::log::error::write(crate::log::error::Level::Critical, &line);
+            self.table.retire(pid, why, libc::SIGABRT, ABORT_GRACE);
         }
         if let Some(max) = self.cfg.max_worker_rss {
             self.replace_fat(max);
@@ -1035,6 +1108,17 @@ impl Master<'_, '_> {
         self.table.kill_overdue();
         self.maintain(py);
     }
+}
+
+/// Why a reload's worker did not come up (`abandon_generation`).
+#[derive(Clone, Copy)]
+enum Unbooted {
+    /// It could not load the app (exit 4).
+    App,
+    /// It failed to boot otherwise.
+    Boot,
+    /// It still booted after `--timeout`.
+    Timeout,
 }
 
 /// How a worker that never booted ended, for its log line.

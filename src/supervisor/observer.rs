@@ -283,6 +283,8 @@ pub(crate) fn retire_reason(r: super::workers::Retire) -> &'static str {
         Retire::Reload => "reload",
         Retire::Rss => "max_worker_rss",
         Retire::Timeout => "timeout",
+        // It could not boot in time: no request of its was lost to it.
+        Retire::BootTimeout => "boot_error",
         Retire::Recycle => "max_requests",
     }
 }

@@ -24,8 +24,20 @@ pub(crate) enum Retire {
     Rss,
     /// Silent for `--timeout`.
     Timeout,
+    /// Still booting (importing the app, in `post_fork`) `--timeout` after
+    /// its fork: whether that fails a reload, is tried again or halts the
+    /// server is decided when it has exited (`Master::reap`).
+    BootTimeout,
     /// Leaving on its own (`--max-requests`), as its heartbeat file says.
     Recycle,
+}
+
+impl Retire {
+    /// A `--timeout`: SIGABRT, which writes the worker's stacks (a later
+    /// signal of a stop must not overtake it), then SIGKILL.
+    pub(crate) fn aborts(self) -> bool {
+        matches!(self, Retire::Timeout | Retire::BootTimeout)
+    }
 }
 
 pub(crate) struct Worker {
@@ -231,7 +243,7 @@ impl Table {
                 signo
             };
             crate::metrics::master::retiring(pid);
-            if why == Retire::Timeout {
+            if why.aborts() {
                 w.retiring = Some(why);
             }
             w.retiring.get_or_insert(why);
@@ -260,7 +272,8 @@ impl Table {
     }
 
     /// Updates `booted` from the heartbeats; returns the pids silent past
-    /// `timeout`, and those that said they are leaving on their own, each
+    /// `timeout` (a booted worker since its last beat, one still booting
+    /// since its fork, as gunicorn's `--timeout` counts a boot), and those that said they are leaving on their own, each
     /// with whether its stop has begun (`heartbeat::replace_me` in the
     /// worker: a byte in the file, its last request started;
     /// `heartbeat::leaving`: two, its stop began).
@@ -313,7 +326,16 @@ impl Table {
             }
             let Some(t) = timeout else { continue };
             let late = now.duration_since(beat).unwrap_or(Duration::ZERO) > t;
-            if w.booted && serving_on && late {
+            // Still booting: an import that hangs (a database it waits on
+            // is down) would hold its place, and a reload's `/readyz`, for
+            // good. Not one marked for a reload (its generation's fate is
+            // that reload's) nor one already told to stop.
+            let hung = !w.booted
+                && w.retiring.is_none()
+                && w.kill_at.is_none()
+                && !w.killed
+                && w.spawned.elapsed() > t;
+            if (w.booted && serving_on && late) || hung {
                 silent.push(*pid);
             }
         }
@@ -496,6 +518,43 @@ mod tests {
         assert!(t.workers[&42].kill_at.is_some());
         assert_eq!(beats(&mut t), (vec![], vec![]));
         assert_eq!(t.active(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_boot_past_the_timeout_is_silent_unless_its_generation_is_retired() -> io::Result<()> {
+        let mut t = Table::default();
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(5));
+        for pid in [42, 43, 44, 45] {
+            let file = Table::heartbeat_file(None)?;
+            let age = t.next_age();
+            t.add(pid, age, 1, file);
+        }
+        for pid in [42, 43, 44] {
+            if let (Some(w), Some(at)) = (t.workers.get_mut(&pid), long_ago) {
+                w.spawned = at;
+            }
+        }
+        // 43 is marked for a reload under way, 44 already told to stop.
+        if let Some(w) = t.workers.get_mut(&43) {
+            w.retiring = Some(Retire::Reload);
+        }
+        t.retire(44, Retire::Stop, 0, Duration::from_secs(60));
+        let timeout = Some(Duration::from_secs(1));
+        assert_eq!(
+            t.check_beats(timeout),
+            (vec![42], vec![]),
+            "45 boots within it"
+        );
+        assert_eq!(t.check_beats(None), (vec![], vec![]), "no --timeout");
+        t.retire(42, Retire::BootTimeout, 0, Duration::from_secs(2));
+        assert_eq!(t.workers[&42].retiring, Some(Retire::BootTimeout));
+        assert_eq!(t.check_beats(timeout), (vec![], vec![]), "once");
+        // A stop after it keeps the abort's reason and deadline.
+        let deadline = t.workers[&42].kill_at;
+        t.retire(42, Retire::Stop, 0, Duration::from_secs(60));
+        assert_eq!(t.workers[&42].retiring, Some(Retire::BootTimeout));
+        assert_eq!(t.workers[&42].kill_at, deadline);
         Ok(())
     }
 
