@@ -82,6 +82,8 @@ settings! {
     worker_tmp_dir: Option<String>,
     /// `-D/--daemon`, for WINCH.
     daemon: bool,
+    /// `--reload` (development): a boot is not timed.
+    reload: bool,
     /// `--reuse-port`.
     reuse_port: bool,
     /// `--root-path`.
@@ -150,6 +152,9 @@ pub(crate) struct Config {
     pub max_worker_rss: Option<u64>,
     pub worker_tmp_dir: Option<std::path::PathBuf>,
     pub daemon: bool,
+    /// `--reload`: a worker's boot is not timed by `--timeout` (a
+    /// `breakpoint()` at import, an edit mid-way).
+    pub reload: bool,
     pub reuse_port: bool,
     /// `--metrics-bind`, as given (the master binds it).
     pub metrics_bind: Option<String>,
@@ -270,6 +275,7 @@ impl Config {
             max_worker_rss: Some(s.max_worker_rss).filter(|&n| n > 0),
             worker_tmp_dir: s.worker_tmp_dir.map(std::path::PathBuf::from),
             daemon: s.daemon,
+            reload: s.reload,
             reuse_port: s.reuse_port,
             metrics_bind: s.metrics_bind.filter(|b| !b.is_empty()),
             slow_upload_rate: s.slow_upload_rate,

@@ -70,10 +70,10 @@ def greenlet_stacks_on_abort(fd: int) -> None:
         import gc
         import traceback
 
-        parts = ["Greenlets (most recent call last):\n"]
+        parts = []
         for g in gc.get_objects():
             if isinstance(g, greenlet) and g.gr_frame is not None:
-                parts.append(f"Greenlet {g!r}:\n")
+                parts.append(f"Greenlet {g!r} (most recent call last):\n")
                 parts.extend(traceback.format_stack(g.gr_frame))
         data = "".join(parts).encode("utf-8", "replace")
         while data:

@@ -269,6 +269,9 @@ def run_worker(
     the object `pre_fork` had, now with this process's pid, as gunicorn passes one
     worker object to all its hooks (what `pre_fork` set on it, `post_fork` finds)."""
     _siesta.worker_after_fork(keep_beat=heartbeat_fd)
+    # From here, a boot past --timeout has its stacks written (post_fork too); the
+    # error log is the master's descriptor, inherited.
+    _enable_faulthandler()
     set_title("worker", values)
     worker.pid, worker.ppid, worker.wsgi = os.getpid(), os.getppid(), app
     _siesta.log("info", f"Booting worker with pid: {worker.pid}")
@@ -289,8 +292,10 @@ def run_worker(
         return WORKER_BOOT_ERROR
     if gevent is not None:
         # An import parked in a greenlet: its stack too, at a boot's --timeout.
+        # faulthandler hands the signal on to the handler it found when enabled.
+        faulthandler.disable()
         gevent.greenlet_stacks_on_abort(_siesta.error_log_fd())
-    _enable_faulthandler()  # the error log inherited from the master, kept by Server
+        _enable_faulthandler()
     bridge(values["log_level"])  # before the app is imported: gunicorn.error as gunicorn's
     failed_files: list[str] = []
     if app is None:
@@ -332,9 +337,10 @@ def run_worker(
     _booted = True
     if gevent is not None:
         # A request past --timeout holds the hub: faulthandler's frames are its,
-        # and the signal then ends the worker, with no handler of Python's left.
-        signal.signal(signal.SIGABRT, signal.SIG_DFL)
+        # and the signal then ends the worker, with no handler of Python's left
+        # (disabling puts back the one found at enabling: Python's, first).
         faulthandler.disable()
+        signal.signal(signal.SIGABRT, signal.SIG_DFL)
         _enable_faulthandler()
     # Set false by a hook before it served (post_fork, post_worker_init); not the
     # getter, which is false too once a stop or --max-requests came meanwhile.

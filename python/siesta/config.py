@@ -398,8 +398,9 @@ SETTINGS: tuple[Setting, ...] = (
         "timeout",
         ("-t", "--timeout"),
         30.0,
-        "Seconds a worker may stay silent (an app stuck in one request) before the master "
-        "kills and replaces it; 0 disables.",
+        "Seconds a worker may stay silent (an app stuck in one request), or take to boot "
+        "(import the app; not with --reload), before the master kills and replaces it; "
+        "0 disables.",
         type=_seconds,
         metavar="SECONDS",
         rust=True,
@@ -683,6 +684,7 @@ SETTINGS: tuple[Setting, ...] = (
         "it watches (the failing files too); the next change loads the app again. A load "
         "that fails at the first start still exits 4. Ignores --preload.",
         flag=True,
+        rust=True,
     ),
     Setting(
         "daemon",

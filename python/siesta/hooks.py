@@ -581,7 +581,7 @@ class Worker:
 
     def notify(self) -> None:
         """gunicorn's: tells the master the worker is alive (a heartbeat now, once
-        it serves; the master does not time a worker's boot)."""
+        it serves; before, it does not put off --timeout's bound on the boot)."""
         if self._server is not None and self.pid == os.getpid():
             self._server.notify()
 

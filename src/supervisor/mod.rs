@@ -41,6 +41,9 @@ const ABORT_GRACE: Duration = Duration::from_secs(2);
 /// How many times a replacement that crashed booting is started again, in a
 /// row, while others serve (see `Master::crash_is_retried`).
 const BOOT_CRASH_RETRIES: u32 = 3;
+/// The longest wait before a replacement whose boot outlasted `--timeout`
+/// is tried again (`Master::hang_is_retried`).
+const HANG_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// A worker that ends of itself within this of its fork (a crash as it
 /// starts serving, a resource it cannot get) is replaced after a pause that
@@ -162,6 +165,7 @@ impl Supervisor {
             abandoned: Vec::new(),
             halt: None,
             boot_crashes: 0,
+            boot_hangs: 0,
             boots_seen: 0,
             degraded: None,
             quick_exits: 0,
@@ -289,6 +293,8 @@ struct Master<'a, 'py> {
     /// Replacements that crashed booting while others served, since
     /// `boots_seen` (a worker's boot starts the count again).
     boot_crashes: u32,
+    /// Replacements whose boot outlasted `--timeout` in a row, likewise.
+    boot_hangs: u32,
     boots_seen: u64,
     /// A reload was given up and its old workers serve on (`degraded.rs`).
     degraded: Option<degraded::Degraded>,
@@ -312,6 +318,11 @@ struct Master<'a, 'py> {
 }
 
 impl Master<'_, '_> {
+    /// Whether `--timeout` bounds a boot (`Table::check_beats`).
+    fn boots_timed(&self) -> bool {
+        self.cfg.timeout.is_some() && !self.cfg.reload
+    }
+
     /// `--timeout` as a log line says it (`30 s`).
     fn timeout_shown(&self) -> String {
         self.cfg
@@ -671,7 +682,8 @@ impl Master<'_, '_> {
             let crashed_booting = (own_end && !booted && !asked_booting) || boot_timed_out;
             let how = if boot_timed_out {
                 format!(
-                    "it was still booting (importing the app) after --timeout ({})",
+                    "it was still booting (importing the app, or in a boot hook) after \
+                     --timeout ({})",
                     self.timeout_shown()
                 )
             } else {
@@ -701,6 +713,20 @@ impl Master<'_, '_> {
                         workers::signal_name(s)
                     ),
                 });
+            } else if boot_timed_out && self.stopping {
+                // A stop came while it was aborted: the stop's, not a halt.
+                crate::log::error::error(&format!("Worker (pid:{pid}) failed to boot: {how}"));
+            } else if boot_timed_out
+                && self.reload_started.is_some()
+                && worker.generation < self.generation
+            {
+                // Timed out as a HUP came: that reload's workers replace it
+                // (the first start's import hung, and the deployer sent the
+                // fix), and decide on their own.
+                crate::log::error::error(&format!(
+                    "Worker (pid:{pid}) failed to boot: {how}; the reload under way \
+                     replaces it"
+                ));
             } else if failed_to_start && self.reload_fails(&worker) {
                 if crashed_booting {
                     crate::log::error::error(&format!("Worker (pid:{pid}) failed to boot: {how}"));
@@ -715,17 +741,6 @@ impl Master<'_, '_> {
                     Unbooted::Boot
                 };
                 self.abandon_generation(worker.generation, why);
-            } else if boot_timed_out
-                && self.reload_started.is_some()
-                && worker.generation < self.generation
-            {
-                // Timed out as a HUP came: that reload's workers replace it
-                // (the first start's import hung, and the deployer sent the
-                // fix), and decide on their own.
-                crate::log::error::error(&format!(
-                    "Worker (pid:{pid}) failed to boot: {how}; the reload under way \
-                     replaces it"
-                ));
             } else if failed_to_start && self.serves_degraded(&worker) {
                 let wait = self
                     .degraded
@@ -743,13 +758,13 @@ impl Master<'_, '_> {
                     },
                     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
                 ));
-            } else if crashed_booting
-                && self.crash_is_retried(if boot_timed_out {
-                    Exit::Signal(libc::SIGABRT)
-                } else {
-                    exit
-                })
-            {
+            } else if let Some(wait) = boot_timed_out.then(|| self.hang_is_retried()).flatten() {
+                crate::log::error::error(&format!(
+                    "Worker (pid:{pid}) failed to boot: {how}; the others serve, starting \
+                     another in {} s",
+                    wait.as_secs()
+                ));
+            } else if crashed_booting && !boot_timed_out && self.crash_is_retried(exit) {
                 crate::log::error::error(&format!(
                     "Worker (pid:{pid}) failed to boot: {how}; the others serve, starting \
                      another (retry {} of {BOOT_CRASH_RETRIES}) in {} s",
@@ -831,7 +846,7 @@ impl Master<'_, '_> {
         let Some(since) = self.degraded.as_ref().map(|d| d.since) else {
             return false;
         };
-        let _ = self.table.check_beats(None); // the others' boots, as of now
+        let _ = self.table.check_beats(None, false); // the others' boots, as of now
         !self.stopping && worker.generation >= since && self.serving()
     }
 
@@ -855,11 +870,7 @@ impl Master<'_, '_> {
     /// them, after 1, 2 and 4 s. A crash every time then halts it, as at a
     /// start.
     fn crash_is_retried(&mut self, exit: Exit) -> bool {
-        let _ = self.table.check_beats(None); // the others' boots, as of now
-        if self.table.boots != self.boots_seen {
-            self.boots_seen = self.table.boots;
-            self.boot_crashes = 0;
-        }
+        self.count_boots();
         if !matches!(exit, Exit::Signal(_) | Exit::Code(1))
             || !self.serving()
             || self.boot_crashes >= BOOT_CRASH_RETRIES
@@ -870,6 +881,34 @@ impl Master<'_, '_> {
         let pause = Duration::from_secs(1 << (self.boot_crashes - 1).min(8));
         self.pause_spawns(Instant::now() + pause);
         true
+    }
+
+    /// Whether a worker whose boot outlasted `--timeout` is replaced rather
+    /// than the server halted, and after how long: while booted workers
+    /// still serve, unlike a crash, for good. An import that hangs waits
+    /// on something (a database, a service that is down), which may come
+    /// back: the workers that serve are worth more than a loud stop. The
+    /// wait doubles from 1 s up to a minute, and a boot starts it again.
+    fn hang_is_retried(&mut self) -> Option<Duration> {
+        self.count_boots();
+        if !self.serving() {
+            return None;
+        }
+        let wait = Duration::from_secs(1 << self.boot_hangs.min(6)).min(HANG_RETRY_MAX);
+        self.boot_hangs += 1;
+        self.pause_spawns(Instant::now() + wait);
+        Some(wait)
+    }
+
+    /// A worker booted since the last look: the counts of boots that
+    /// crashed or hung in a row start again.
+    fn count_boots(&mut self) {
+        let _ = self.table.check_beats(None, false); // the others' boots, as of now
+        if self.table.boots != self.boots_seen {
+            self.boots_seen = self.table.boots;
+            self.boot_crashes = 0;
+            self.boot_hangs = 0;
+        }
     }
 
     /// A worker started by a reload could not boot or load the app while
@@ -1027,7 +1066,7 @@ impl Master<'_, '_> {
         // stuck: allowing that interval, no worker is killed before it has
         // been stuck for the whole --timeout (at most two intervals after).
         let allowed = self.cfg.timeout.map(|t| t + self.cfg.beat_interval());
-        let (silent, leaving) = self.table.check_beats(allowed);
+        let (silent, leaving) = self.table.check_beats(allowed, self.boots_timed());
         if let Some(d) = &self.degraded {
             if self.table.workers.values().any(|w| d.ended_by(w)) {
                 // The code works again: the held workers may restart.
@@ -1051,14 +1090,23 @@ impl Master<'_, '_> {
                 self.table.replace(pid);
             }
         }
+        let mut boot_aborted = false;
         for pid in silent {
             let booting = self.table.workers.get(&pid).is_some_and(|w| !w.booted);
+            if booting && boot_aborted {
+                // Workers started together hang together: one at a time, so
+                // that their stacks do not mix in the log (the first's
+                // failure usually decides the others' fate anyway).
+                continue;
+            }
+            boot_aborted |= booting;
             let (why, line) = if booting {
                 (
                     Retire::BootTimeout,
                     format!(
-                        "WORKER TIMEOUT (pid:{pid}): still booting (importing the app) after \
-                         --timeout ({}); its stacks follow",
+                        "WORKER TIMEOUT (pid:{pid}): still booting (importing the app, or \
+                         in post_fork or post_worker_init) after --timeout ({}); its stacks \
+                         follow",
                         self.timeout_shown()
                     ),
                 )
@@ -1083,7 +1131,19 @@ impl Master<'_, '_> {
             // RELOAD_WAIT once any does. While none could start (fork
             // failing, no heartbeat file), the old ones serve on.
             let new_up = booted >= self.target;
-            if new_up || (booted > 0 && started.elapsed() > RELOAD_WAIT) {
+            // One of its workers still booting boots, or is timed out and the
+            // reload given up (`reap`): whichever --timeout is, a hang gives
+            // the reload up. With no --timeout (or with --reload), a boot
+            // may never end: the wait is the bound.
+            // (One timed out just now, not reaped yet, gives it up then.)
+            let booting = self.boots_timed()
+                && self.table.workers.values().any(|w| {
+                    w.generation == current
+                        && !w.booted
+                        && (w.kill_at.is_none() && !w.killed
+                            || w.retiring == Some(Retire::BootTimeout))
+                });
+            if new_up || (booted > 0 && !booting && started.elapsed() > RELOAD_WAIT) {
                 let old: Vec<i32> = self
                     .table
                     .workers

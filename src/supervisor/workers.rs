@@ -272,14 +272,16 @@ impl Table {
     }
 
     /// Updates `booted` from the heartbeats; returns the pids silent past
-    /// `timeout` (a booted worker since its last beat, one still booting
-    /// since its fork, as gunicorn's `--timeout` counts a boot), and those that said they are leaving on their own, each
+    /// `timeout` (a booted worker since its last beat; with `time_boots`,
+    /// one still booting since its fork, as gunicorn's `--timeout` counts a
+    /// boot), and those that said they are leaving on their own, each
     /// with whether its stop has begun (`heartbeat::replace_me` in the
     /// worker: a byte in the file, its last request started;
     /// `heartbeat::leaving`: two, its stop began).
     pub(crate) fn check_beats(
         &mut self,
         timeout: Option<Duration>,
+        time_boots: bool,
     ) -> (Vec<i32>, Vec<(i32, bool)>) {
         let now = SystemTime::now();
         let (mut silent, mut leaving) = (Vec::new(), Vec::new());
@@ -330,7 +332,8 @@ impl Table {
             // is down) would hold its place, and a reload's `/readyz`, for
             // good. Not one marked for a reload (its generation's fate is
             // that reload's) nor one already told to stop.
-            let hung = !w.booted
+            let hung = time_boots
+                && !w.booted
                 && w.retiring.is_none()
                 && w.kill_at.is_none()
                 && !w.killed
@@ -456,7 +459,7 @@ mod tests {
         let age = t.next_age();
         // A first beat (`old`) before the master looked (`born` was read before the fork).
         t.add(42, age, 1, (f, born));
-        let beats = |t: &mut Table| t.check_beats(Some(Duration::from_secs(1)));
+        let beats = |t: &mut Table| t.check_beats(Some(Duration::from_secs(1)), true);
         assert_eq!(
             beats(&mut t),
             (vec![42], vec![]),
@@ -542,14 +545,15 @@ mod tests {
         t.retire(44, Retire::Stop, 0, Duration::from_secs(60));
         let timeout = Some(Duration::from_secs(1));
         assert_eq!(
-            t.check_beats(timeout),
+            t.check_beats(timeout, true),
             (vec![42], vec![]),
             "45 boots within it"
         );
-        assert_eq!(t.check_beats(None), (vec![], vec![]), "no --timeout");
+        assert_eq!(t.check_beats(None, true), (vec![], vec![]), "no --timeout");
+        assert_eq!(t.check_beats(timeout, false), (vec![], vec![]), "--reload");
         t.retire(42, Retire::BootTimeout, 0, Duration::from_secs(2));
         assert_eq!(t.workers[&42].retiring, Some(Retire::BootTimeout));
-        assert_eq!(t.check_beats(timeout), (vec![], vec![]), "once");
+        assert_eq!(t.check_beats(timeout, true), (vec![], vec![]), "once");
         // A stop after it keeps the abort's reason and deadline.
         let deadline = t.workers[&42].kill_at;
         t.retire(42, Retire::Stop, 0, Duration::from_secs(60));
@@ -564,7 +568,7 @@ mod tests {
         let file = Table::heartbeat_file(None)?;
         let fd = heartbeat_fd(&file.0);
         t.add(7, 0, 1, file);
-        let beats = |t: &mut Table| t.check_beats(None);
+        let beats = |t: &mut Table| t.check_beats(None, true);
         beats(&mut t);
         assert_eq!(t.workers[&7].boot_rss, None, "no beat, no figure");
         crate::worker::heartbeat::first_beat(fd);
@@ -599,7 +603,7 @@ mod tests {
         }
         t.workers[&42].heartbeat.set_modified(SystemTime::now())?;
         t.workers[&43].heartbeat.set_modified(SystemTime::now())?;
-        t.check_beats(None);
+        t.check_beats(None, true);
         assert!(t.workers[&42].booted && t.workers[&43].booted);
         let pushed = t.workers[&42].kill_at;
         assert!(pushed > Some(soon + Duration::from_secs(20)), "{pushed:?}");
@@ -608,7 +612,7 @@ mod tests {
             "a late boot got more time"
         );
         // Once: a later look does not push it again.
-        t.check_beats(None);
+        t.check_beats(None, true);
         assert_eq!(t.workers[&42].kill_at, pushed);
         Ok(())
     }
