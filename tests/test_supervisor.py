@@ -3290,7 +3290,7 @@ def test_a_first_start_whose_import_hangs_stops_with_its_stacks(launch, mode, tm
     # were mixed word by word); the first's failure stops the server.
     assert len(re.findall(r"WORKER TIMEOUT \(pid:\d+\): still booting", log)) == 1, log
     assert re.search(r"hung.py\", line 4,? in <module>", log), log  # the import's frame
-    assert "raise --timeout above the app's import time" in log, log
+    assert "raise --timeout above the app's boot time" in log, log
 
 
 def test_a_reload_whose_import_hangs_is_given_up(launch, mode, tmp_path):
@@ -3434,3 +3434,71 @@ def test_a_reload_whose_import_hangs_is_given_up_whatever_the_timeout(launch, tm
     assert value(scrape(url), "siesta_reloads_total", outcome="done") == 0
     assert wait_until(lambda: set(children(srv.pid)) == first), srv.log(mark)
     assert srv.get("/").body == b"generation 0"
+
+
+WAITS_WHILE_DOWN = """\
+\"\"\"Its import waits while the file DOWN exists (a database it connects to is down).\"\"\"
+import os
+import time
+
+while os.path.exists(%r):
+    time.sleep(0.05)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [str(os.getpid()).encode()]
+"""
+
+
+def launch_waiting_while_down(launch, tmp_path, *args):
+    """Two workers of WAITS_WHILE_DOWN, booted, --timeout 1: (the server, the DOWN file)."""
+    down = tmp_path / "down"
+    code_dir, _ = app_module(tmp_path, "dbwait", WAITS_WHILE_DOWN % str(down))
+    srv = launch("-w", "2", "--timeout", "1", *args, app="dbwait:app", path=(code_dir, APPS_DIR))
+    assert len(srv.worker_pids()) == 2
+    assert srv.get("/").status == 200
+    return srv, down
+
+
+def test_a_hangs_wait_does_not_hold_back_a_worker_when_none_serves(launch, tmp_path):
+    """Review (session 40): the wait before a hung boot is tried again held back
+    every fork, for up to a minute: with the last serving worker gone (killed, or
+    leaving for --max-requests) and the database back, the server had no worker
+    until the wait ended. It holds back only while others serve."""
+    srv, down = launch_waiting_while_down(launch, tmp_path)
+    down.touch()
+    srv.signal(signal.SIGTTIN)
+    assert srv.wait_log("starting another in 4 s", timeout=WAIT), srv.log()
+    down.unlink()
+    mark = srv.log_mark()
+    for pid in children(srv.pid):
+        os.kill(pid, signal.SIGKILL)
+    assert srv.wait_log("was sent SIGKILL", since=mark), srv.log(mark)
+    assert wait_until(lambda: srv.get("/").status == 200, timeout=WAIT), srv.log(mark)
+    assert srv.wait_log("Booting worker", since=mark), srv.log(mark)
+    # Forked at once, not when the 4 s were over (the log's seconds).
+    stamps = re.findall(
+        r"\[\S+ (\d\d:\d\d:\d\d) \S+\] \[\d+\] \[\w+\] (?:Worker .*SIGKILL|Booting)",
+        srv.log(mark),
+    )
+    assert len(stamps) >= 2, srv.log(mark)
+    seconds = [int(h) * 3600 + int(m) * 60 + int(s) for h, m, s in (t.split(":") for t in stamps)]
+    assert seconds[-1] - seconds[0] <= 2, srv.log(mark)
+
+
+def test_ttou_retires_a_hung_boot_before_a_serving_worker(launch, tmp_path):
+    """Review (session 40): TTOU retired the oldest worker, a serving one, and kept
+    the one whose import hung; once the hung one timed out with none serving, the
+    server stopped (exit 3). A worker still booting goes first, with a fast stop."""
+    srv, down = launch_waiting_while_down(launch, tmp_path)
+    serving = set(srv.worker_pids())
+    down.touch()
+    mark = srv.log_mark()
+    srv.signal(signal.SIGTTIN)
+    assert srv.wait_log("Booting worker", since=mark), srv.log(mark)
+    srv.signal(signal.SIGTTOU)
+    assert srv.wait_log("stopped by SIGINT while booting", since=mark), srv.log(mark)
+    assert wait_until(lambda: set(children(srv.pid)) == serving), srv.log(mark)
+    assert "WORKER TIMEOUT" not in srv.log(mark)
+    assert srv.alive(), srv.log(mark)

@@ -277,6 +277,7 @@ def run_worker(
     _siesta.log("info", f"Booting worker with pid: {worker.pid}")
     if not hooks.boot("post_fork", arbiter, worker):
         return WORKER_BOOT_ERROR
+    _enable_faulthandler()  # again: a hook's own faulthandler.enable() wrote to stderr
     gevent = None
     if values["worker_class"] == "gevent":
         try:

@@ -166,6 +166,7 @@ impl Supervisor {
             halt: None,
             boot_crashes: 0,
             boot_hangs: 0,
+            hang_retry_at: None,
             boots_seen: 0,
             degraded: None,
             quick_exits: 0,
@@ -293,8 +294,10 @@ struct Master<'a, 'py> {
     /// Replacements that crashed booting while others served, since
     /// `boots_seen` (a worker's boot starts the count again).
     boot_crashes: u32,
-    /// Replacements whose boot outlasted `--timeout` in a row, likewise.
+    /// Replacements whose boot outlasted `--timeout` in a row, likewise,
+    /// and no such replacement before `hang_retry_at` while others serve.
     boot_hangs: u32,
+    hang_retry_at: Option<Instant>,
     boots_seen: u64,
     /// A reload was given up and its old workers serve on (`degraded.rs`).
     degraded: Option<degraded::Degraded>,
@@ -450,6 +453,7 @@ impl Master<'_, '_> {
                 }
                 // A fix deployed: its workers start now, and count afresh.
                 self.respawn_at = None;
+                self.hang_retry_at = None;
                 self.quick_exits = 0;
                 self.maintain(py);
             }
@@ -558,6 +562,7 @@ impl Master<'_, '_> {
             return;
         }
         let now = Instant::now();
+        let hang_wait = self.hang_retry_at.is_some_and(|at| now < at) && self.serving();
         // A worker whose boot timed out is no longer active, but whether its
         // place is taken again (a retry), given up with its reload, or the
         // server halts is decided once it has exited (`reap`): a worker
@@ -568,7 +573,8 @@ impl Master<'_, '_> {
             .values()
             .any(|w| w.retiring == Some(Retire::BootTimeout));
         while self.table.active() < self.target && !verdict_due {
-            let wait = self.respawn_at.is_some_and(|at| now < at)
+            let wait = hang_wait
+                || self.respawn_at.is_some_and(|at| now < at)
                 || self
                     .degraded
                     .as_ref()
@@ -578,11 +584,13 @@ impl Master<'_, '_> {
             }
         }
         while self.table.active() > self.target {
-            let Some(pid) = self.table.oldest_active() else {
+            let Some((pid, booted)) = self.table.next_to_retire() else {
                 break;
             };
-            self.table
-                .retire(pid, Retire::Stop, libc::SIGTERM, self.graceful());
+            // One still booting has nothing to drain (the others serve the
+            // backlog): a fast stop, not a TERM it would keep until booted.
+            let signo = if booted { libc::SIGTERM } else { libc::SIGINT };
+            self.table.retire(pid, Retire::Stop, signo, self.graceful());
         }
     }
 
@@ -762,7 +770,7 @@ impl Master<'_, '_> {
                 crate::log::error::error(&format!(
                     "Worker (pid:{pid}) failed to boot: {how}; the others serve, starting \
                      another in {} s",
-                    wait.as_secs()
+                    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
                 ));
             } else if crashed_booting && !boot_timed_out && self.crash_is_retried(exit) {
                 crate::log::error::error(&format!(
@@ -773,8 +781,8 @@ impl Master<'_, '_> {
                 ));
             } else if crashed_booting {
                 let hint = if boot_timed_out {
-                    ": raise --timeout above the app's import time, or see the stacks \
-                     above for what it waits on"
+                    ": raise --timeout above the app's boot time (its import and boot \
+                     hooks), or see the stacks above for what it waits on"
                 } else {
                     ""
                 };
@@ -889,14 +897,21 @@ impl Master<'_, '_> {
     /// on something (a database, a service that is down), which may come
     /// back: the workers that serve are worth more than a loud stop. The
     /// wait doubles from 1 s up to a minute, and a boot starts it again.
+    /// Workers that hung in one round (started together) share its wait,
+    /// which doubles once per round; it holds back only while a worker
+    /// serves (with none, one is started at once, as degraded mode does).
     fn hang_is_retried(&mut self) -> Option<Duration> {
         self.count_boots();
         if !self.serving() {
             return None;
         }
+        let now = Instant::now();
+        if let Some(at) = self.hang_retry_at.filter(|at| *at > now) {
+            return Some(at - now);
+        }
         let wait = Duration::from_secs(1 << self.boot_hangs.min(6)).min(HANG_RETRY_MAX);
         self.boot_hangs += 1;
-        self.pause_spawns(Instant::now() + wait);
+        self.hang_retry_at = Some(now + wait);
         Some(wait)
     }
 
@@ -908,6 +923,7 @@ impl Master<'_, '_> {
             self.boots_seen = self.table.boots;
             self.boot_crashes = 0;
             self.boot_hangs = 0;
+            self.hang_retry_at = None; // what hung may boot now
         }
     }
 
@@ -952,7 +968,9 @@ impl Master<'_, '_> {
             match why {
                 Unbooted::App => "load the app",
                 Unbooted::Boot => "boot",
-                Unbooted::Timeout => "boot within --timeout (it hung importing the app)",
+                Unbooted::Timeout => {
+                    "boot within --timeout (it hung importing the app, or in a boot hook)"
+                }
             }
         ));
         self.abandoned.push(failed);
@@ -1125,7 +1143,12 @@ impl Master<'_, '_> {
                 .table
                 .workers
                 .values()
-                .filter(|w| w.generation == current && w.booted)
+                .filter(|w| {
+                    w.generation == current
+                        && w.booted
+                        && w.retiring.is_none()
+                        && w.kill_at.is_none()
+                })
                 .count();
             // The old workers go once the new ones serve in full number; past
             // RELOAD_WAIT once any does. While none could start (fork

@@ -227,6 +227,19 @@ impl Table {
             .map(|(pid, _)| *pid)
     }
 
+    /// The active worker to retire when there is one too many (TTOU): the
+    /// youngest still booting, which serves nothing (its import may hang
+    /// for good), else the oldest, as gunicorn's; and whether it booted.
+    pub(crate) fn next_to_retire(&self) -> Option<(i32, bool)> {
+        let booting = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.retiring.is_none() && !w.booted_by_now())
+            .max_by_key(|(_, w)| w.age)
+            .map(|(pid, _)| (*pid, false));
+        booting.or_else(|| self.oldest_active().map(|pid| (pid, true)))
+    }
+
     /// Marks a worker retiring and sends it `signo` (a later kill if it lingers).
     /// A timeout is the reason whatever came before it (a worker replaced
     /// while its last request runs, say).
