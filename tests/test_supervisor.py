@@ -3461,19 +3461,18 @@ def launch_waiting_while_down(launch, tmp_path, *args):
     return srv, down
 
 
-def test_a_hangs_wait_does_not_hold_back_a_worker_when_none_serves(launch, tmp_path):
-    """Review (session 40): the wait before a hung boot is tried again held back
-    every fork, for up to a minute: with the last serving worker gone (killed, or
-    leaving for --max-requests) and the database back, the server had no worker
-    until the wait ended. It holds back only while others serve."""
+def test_a_hangs_wait_holds_back_only_its_own_place(launch, tmp_path):
+    """Reviews (session 40): the wait before a hung boot is tried again held back
+    every fork, for up to a minute: a serving worker that died (or left for
+    --max-requests) was not replaced until the wait ended, and with none left the
+    server had no worker meanwhile. Only the hung worker's place waits."""
     srv, down = launch_waiting_while_down(launch, tmp_path)
     down.touch()
     srv.signal(signal.SIGTTIN)
     assert srv.wait_log("starting another in 4 s", timeout=WAIT), srv.log()
     down.unlink()
     mark = srv.log_mark()
-    for pid in children(srv.pid):
-        os.kill(pid, signal.SIGKILL)
+    os.kill(children(srv.pid)[0], signal.SIGKILL)
     assert srv.wait_log("was sent SIGKILL", since=mark), srv.log(mark)
     assert wait_until(lambda: srv.get("/").status == 200, timeout=WAIT), srv.log(mark)
     assert srv.wait_log("Booting worker", since=mark), srv.log(mark)
@@ -3502,3 +3501,37 @@ def test_ttou_retires_a_hung_boot_before_a_serving_worker(launch, tmp_path):
     assert wait_until(lambda: set(children(srv.pid)) == serving), srv.log(mark)
     assert "WORKER TIMEOUT" not in srv.log(mark)
     assert srv.alive(), srv.log(mark)
+
+
+SLOW_WHILE_FLAGGED = """\
+\"\"\"Its import takes 2 s while the file FLAG exists; it answers its pid.\"\"\"
+import os
+import time
+
+if os.path.exists(%r):
+    time.sleep(2)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [str(os.getpid()).encode()]
+"""
+
+
+def test_a_hup_applies_a_new_timeout_to_the_boots_it_starts(launch, tmp_path):
+    """Review (session 40): the master kept the start's --timeout (and graceful
+    timeout, --max-worker-rss) through a HUP, so the fix a boot timeout's line
+    gives, a higher --timeout, needed a restart: the reload's slow import was timed
+    out at the old value and the reload given up. A HUP's values are the master's."""
+    flag = tmp_path / "flag"
+    code_dir, _ = app_module(tmp_path, "slowflag", SLOW_WHILE_FLAGGED % str(flag))
+    conf = tmp_path / "conf.py"
+    conf.write_text('"""Written by test_supervisor.py."""\ntimeout = 1\n')
+    srv = launch("-c", str(conf), app="slowflag:app", path=(code_dir, APPS_DIR))
+    old = srv.worker_pid()
+    conf.write_text('"""Written by test_supervisor.py."""\ntimeout = 20\n')
+    flag.touch()
+    mark = srv.log_mark()
+    srv.signal(signal.SIGHUP)
+    assert wait_until(lambda: srv.worker_pid() != old, timeout=WAIT), srv.log(mark)
+    assert "WORKER TIMEOUT" not in srv.log(mark), srv.log(mark)

@@ -582,6 +582,11 @@ class Master:
             set_title("master", values)  # a new proc_name shows at once
         return self.values["workers"], refused
 
+    def rust_settings(self) -> dict[str, Any]:
+        """HUP, once the config was read again: the settings the master's Rust side
+        acts on (``--timeout``, ``--graceful-timeout``, ``--max-worker-rss``...)."""
+        return for_rust(self.values)
+
     def reloaded(self) -> None:
         """HUP, once the new count was told (``nworkers_changed``): the on_reload hook,
         in gunicorn's order."""

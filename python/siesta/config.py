@@ -398,9 +398,9 @@ SETTINGS: tuple[Setting, ...] = (
         "timeout",
         ("-t", "--timeout"),
         30.0,
-        "Seconds a worker may stay silent (an app stuck in one request), or take to boot "
-        "(import the app; not with --reload), before the master kills and replaces it; "
-        "0 disables.",
+        "Seconds a worker may stay silent (an app stuck in one request) before the master "
+        "kills and replaces it, or take to boot (import the app; not with --reload) before "
+        "it is killed and the boot counts as failed; 0 disables.",
         type=_seconds,
         metavar="SECONDS",
         rust=True,

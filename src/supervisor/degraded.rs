@@ -22,7 +22,7 @@
 //! A HUP starts workers at once, whatever the delay; a worker of the new
 //! code that boots ends it all.
 
-use super::workers::Worker;
+use super::workers::{Retire, Worker};
 use std::fs::{File, Permissions};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -76,9 +76,10 @@ impl Degraded {
         self.retry_at = None;
     }
 
-    /// Whether `w` is of the code after the given-up reload and booted.
+    /// Whether `w` is of the code after the given-up reload and booted
+    /// (not one that booted only as its boot's timeout was aborting it).
     pub(crate) fn ended_by(&self, w: &Worker) -> bool {
-        w.generation >= self.since && w.booted
+        w.generation >= self.since && w.booted && !w.retiring.is_some_and(Retire::aborts)
     }
 }
 

@@ -153,7 +153,7 @@ impl Supervisor {
     fn run(&self, py: Python<'_>, callbacks: &Bound<'_, PyAny>) -> PyResult<(i32, Option<String>)> {
         let pipe = &self.pipe;
         let mut m = Master {
-            cfg: &self.config,
+            cfg: self.config.clone(),
             cb: callbacks,
             table: Table::default(),
             target: self.config.workers,
@@ -167,6 +167,7 @@ impl Supervisor {
             boot_crashes: 0,
             boot_hangs: 0,
             hang_retry_at: None,
+            hang_slots: 0,
             boots_seen: 0,
             degraded: None,
             quick_exits: 0,
@@ -270,7 +271,10 @@ pub(crate) fn fork_signals(block: bool) {
 }
 
 struct Master<'a, 'py> {
-    cfg: &'a Config,
+    /// The config the master acts on: the start's, then each HUP's
+    /// (`--timeout`, `--graceful-timeout`, `--max-worker-rss` and the like
+    /// apply to every worker from that HUP on, as in gunicorn).
+    cfg: Config,
     cb: &'a Bound<'py, PyAny>,
     table: Table,
     /// How many workers there should be (`-w`, TTIN/TTOU, a reload).
@@ -295,9 +299,11 @@ struct Master<'a, 'py> {
     /// `boots_seen` (a worker's boot starts the count again).
     boot_crashes: u32,
     /// Replacements whose boot outlasted `--timeout` in a row, likewise,
-    /// and no such replacement before `hang_retry_at` while others serve.
+    /// and no such replacement before `hang_retry_at` while others serve,
+    /// for the `hang_slots` places of those that hung in its round.
     boot_hangs: u32,
     hang_retry_at: Option<Instant>,
+    hang_slots: usize,
     boots_seen: u64,
     /// A reload was given up and its old workers serve on (`degraded.rs`).
     degraded: Option<degraded::Degraded>,
@@ -321,6 +327,34 @@ struct Master<'a, 'py> {
 }
 
 impl Master<'_, '_> {
+    /// A HUP's config, for the master's own checks (`Config::from_dict`
+    /// of the settings the callbacks now hold; the sockets, `--metrics-bind`
+    /// and StatsD stay the start's). One it cannot read leaves the running one.
+    fn take_settings(&mut self, py: Python<'_>) {
+        let read = self.cb.call_method0("rust_settings").and_then(|d| {
+            let d = d.cast_into::<PyDict>()?;
+            Config::from_dict(&d)
+        });
+        match read {
+            Ok(cfg) => {
+                let (statsd_host, statsd_prefix) = (
+                    self.cfg.statsd_host.take(),
+                    std::mem::take(&mut self.cfg.statsd_prefix),
+                );
+                self.cfg = Config {
+                    statsd_host,
+                    statsd_prefix,
+                    ..cfg
+                };
+            }
+            Err(e) => crate::log::error::exception(
+                py,
+                "Reload: the master keeps its running timeouts",
+                &e,
+            ),
+        }
+    }
+
     /// Whether `--timeout` bounds a boot (`Table::check_beats`).
     fn boots_timed(&self) -> bool {
         self.cfg.timeout.is_some() && !self.cfg.reload
@@ -411,6 +445,9 @@ impl Master<'_, '_> {
                     .and_then(|n| n.extract::<(usize, bool)>())
                 {
                     Ok((n, refused)) => {
+                        if !refused {
+                            self.take_settings(py);
+                        }
                         // As gunicorn: the count is set again, told even when the same.
                         let old = self.target;
                         self.target = n.max(1);
@@ -562,7 +599,13 @@ impl Master<'_, '_> {
             return;
         }
         let now = Instant::now();
-        let hang_wait = self.hang_retry_at.is_some_and(|at| now < at) && self.serving();
+        // Only the places of boots that hung wait (the others: a worker
+        // that died, TTIN, are filled at once), and only while one serves.
+        let held = if self.hang_retry_at.is_some_and(|at| now < at) && self.serving() {
+            self.hang_slots
+        } else {
+            0
+        };
         // A worker whose boot timed out is no longer active, but whether its
         // place is taken again (a retry), given up with its reload, or the
         // server halts is decided once it has exited (`reap`): a worker
@@ -572,9 +615,8 @@ impl Master<'_, '_> {
             .workers
             .values()
             .any(|w| w.retiring == Some(Retire::BootTimeout));
-        while self.table.active() < self.target && !verdict_due {
-            let wait = hang_wait
-                || self.respawn_at.is_some_and(|at| now < at)
+        while self.table.active() + held < self.target && !verdict_due {
+            let wait = self.respawn_at.is_some_and(|at| now < at)
                 || self
                     .degraded
                     .as_ref()
@@ -893,13 +935,15 @@ impl Master<'_, '_> {
 
     /// Whether a worker whose boot outlasted `--timeout` is replaced rather
     /// than the server halted, and after how long: while booted workers
-    /// still serve, unlike a crash, for good. An import that hangs waits
+    /// still serve, unlike a crash, for as long as they do. An import that hangs waits
     /// on something (a database, a service that is down), which may come
     /// back: the workers that serve are worth more than a loud stop. The
     /// wait doubles from 1 s up to a minute, and a boot starts it again.
     /// Workers that hung in one round (started together) share its wait,
-    /// which doubles once per round; it holds back only while a worker
-    /// serves (with none, one is started at once, as degraded mode does).
+    /// which doubles once per round; it holds back their places alone, and
+    /// only while a worker serves (with none, one is started at once, as
+    /// degraded mode does; a worker serving on may still leave, for
+    /// `--max-requests` say, and with none left a hang stops the server).
     fn hang_is_retried(&mut self) -> Option<Duration> {
         self.count_boots();
         if !self.serving() {
@@ -907,10 +951,12 @@ impl Master<'_, '_> {
         }
         let now = Instant::now();
         if let Some(at) = self.hang_retry_at.filter(|at| *at > now) {
+            self.hang_slots += 1;
             return Some(at - now);
         }
         let wait = Duration::from_secs(1 << self.boot_hangs.min(6)).min(HANG_RETRY_MAX);
         self.boot_hangs += 1;
+        self.hang_slots = 1;
         self.hang_retry_at = Some(now + wait);
         Some(wait)
     }
@@ -939,11 +985,11 @@ impl Master<'_, '_> {
         // it stops the server as at a start.
         self.reload_started.is_some()
             && !self.stopping
-            && self
-                .table
-                .workers
-                .values()
-                .any(|w| w.generation < worker.generation && w.kill_at.is_none())
+            && self.table.workers.values().any(|w| {
+                // One still booting (the first start's import hangs as
+                // the HUP comes) serves nothing to fall back on.
+                w.generation < worker.generation && w.kill_at.is_none() && w.booted_by_now()
+            })
     }
 
     /// Gives up the reload that started generation `failed`: its workers
