@@ -3535,3 +3535,27 @@ def test_a_hup_applies_a_new_timeout_to_the_boots_it_starts(launch, tmp_path):
     srv.signal(signal.SIGHUP)
     assert wait_until(lambda: srv.worker_pid() != old, timeout=WAIT), srv.log(mark)
     assert "WORKER TIMEOUT" not in srv.log(mark), srv.log(mark)
+
+
+def test_a_hup_that_shortens_the_timeouts_holds_the_old_workers_to_their_own(launch, tmp_path):
+    """Review (session 40): once a HUP's --timeout and --graceful-timeout were the
+    master's, an old worker was held to them though it runs with its own: one
+    beating each second was killed as silent under a --timeout of 0.5 s, and one
+    draining a request for its own 30 s was killed at the new 1 s (plus the exit's
+    room), its request cut. Each is held to the config it was forked with."""
+    conf = tmp_path / "conf.py"
+    conf.write_text('"""Written by test_supervisor.py."""\ntimeout = 30\ngraceful_timeout = 30\n')
+    srv, _ = launch_slow_app(launch, "thread", tmp_path, "-c", str(conf))
+    (old,) = srv.worker_pids()
+    client, answer = request_in_background(srv, "/?s=6")
+    time.sleep(0.5)  # the request runs
+    conf.write_text('"""Written by test_supervisor.py."""\ntimeout = 0.5\ngraceful_timeout = 1\n')
+    mark = srv.log_mark()
+    srv.signal(signal.SIGHUP)
+    client.join(30)
+    resp = answer.get("resp")
+    assert resp is not None and resp.status == 200, (answer, srv.log(mark))
+    assert int(resp.body) == old, srv.log(mark)
+    assert wait_until(lambda: gone(old), timeout=WAIT), srv.log(mark)
+    log = srv.log(mark)
+    assert "WORKER TIMEOUT" not in log and "SIGKILL" not in log, log

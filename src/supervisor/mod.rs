@@ -341,9 +341,12 @@ impl Master<'_, '_> {
                     self.cfg.statsd_host.take(),
                     std::mem::take(&mut self.cfg.statsd_prefix),
                 );
+                // Detached or not is the start's (a foreground master told
+                // it is a daemon would stop its workers on a terminal's WINCH).
                 self.cfg = Config {
                     statsd_host,
                     statsd_prefix,
+                    daemon: self.cfg.daemon,
                     ..cfg
                 };
             }
@@ -656,6 +659,11 @@ impl Master<'_, '_> {
             Ok(pid) => {
                 crate::metrics::master::spawned(slot, Some(pid), age);
                 self.table.add(pid, age, self.generation, heartbeat);
+                let (beat, graceful) = (self.cfg.beat_interval(), self.graceful());
+                if let Some(w) = self.table.workers.get_mut(&pid) {
+                    w.beat = beat;
+                    w.graceful = graceful;
+                }
                 true
             }
             Err(e) => {
@@ -896,7 +904,7 @@ impl Master<'_, '_> {
         let Some(since) = self.degraded.as_ref().map(|d| d.since) else {
             return false;
         };
-        let _ = self.table.check_beats(None, false); // the others' boots, as of now
+        let _ = self.table.check_beats(None, Duration::ZERO, false); // the others' boots, as of now
         !self.stopping && worker.generation >= since && self.serving()
     }
 
@@ -964,7 +972,7 @@ impl Master<'_, '_> {
     /// A worker booted since the last look: the counts of boots that
     /// crashed or hung in a row start again.
     fn count_boots(&mut self) {
-        let _ = self.table.check_beats(None, false); // the others' boots, as of now
+        let _ = self.table.check_beats(None, Duration::ZERO, false); // the others' boots, as of now
         if self.table.boots != self.boots_seen {
             self.boots_seen = self.table.boots;
             self.boot_crashes = 0;
@@ -1129,8 +1137,11 @@ impl Master<'_, '_> {
         // last beat can be up to one interval older than the moment it got
         // stuck: allowing that interval, no worker is killed before it has
         // been stuck for the whole --timeout (at most two intervals after).
-        let allowed = self.cfg.timeout.map(|t| t + self.cfg.beat_interval());
-        let (silent, leaving) = self.table.check_beats(allowed, self.boots_timed());
+        let (silent, leaving) = self.table.check_beats(
+            self.cfg.timeout,
+            self.cfg.beat_interval(),
+            self.boots_timed(),
+        );
         if let Some(d) = &self.degraded {
             if self.table.workers.values().any(|w| d.ended_by(w)) {
                 // The code works again: the held workers may restart.

@@ -68,6 +68,12 @@ pub(crate) struct Worker {
     pub killed: bool,
     /// When it was forked (a worker that ends soon after is restarted later).
     pub spawned: Instant,
+    /// The config it was forked with, as far as the master's checks of it
+    /// go (a HUP changes the master's, not the running workers'): how often
+    /// it beats (`Config::beat_interval`), and how long its stop lets its
+    /// requests run, and then exit (the master's graceful time).
+    pub beat: Duration,
+    pub graceful: Duration,
     /// Its RSS in MiB when it booted, as its first beat said (the file's
     /// access time, `worker/heartbeat.rs`): a worker already over
     /// `--max-worker-rss` then is not replaced for memory (its replacement
@@ -199,6 +205,8 @@ impl Table {
                 heartbeat,
                 born_beat,
                 spawned: Instant::now(),
+                beat: Duration::ZERO,
+                graceful: Duration::ZERO,
                 booted: false,
                 retiring: None,
                 held: false,
@@ -256,6 +264,13 @@ impl Table {
                 signo
             };
             crate::metrics::master::retiring(pid);
+            // A graceful stop is not cut short of the worker's own time (a
+            // HUP may have shortened the master's since it was forked).
+            let grace = if matches!(signo, 0 | libc::SIGTERM) {
+                grace.max(w.graceful)
+            } else {
+                grace
+            };
             if why.aborts() {
                 w.retiring = Some(why);
             }
@@ -291,9 +306,12 @@ impl Table {
     /// with whether its stop has begun (`heartbeat::replace_me` in the
     /// worker: a byte in the file, its last request started;
     /// `heartbeat::leaving`: two, its stop began).
+    /// A worker may be one beat `interval` late (the master's current one,
+    /// or the worker's own, `Worker::beat`, if a HUP has shortened it since).
     pub(crate) fn check_beats(
         &mut self,
         timeout: Option<Duration>,
+        interval: Duration,
         time_boots: bool,
     ) -> (Vec<i32>, Vec<(i32, bool)>) {
         let now = SystemTime::now();
@@ -339,7 +357,9 @@ impl Table {
                 leaving.push((*pid, said > 1));
                 continue;
             }
-            let Some(t) = timeout else { continue };
+            let Some(t) = timeout.map(|t| t + interval.max(w.beat)) else {
+                continue;
+            };
             let late = now.duration_since(beat).unwrap_or(Duration::ZERO) > t;
             // Still booting: an import that hangs (a database it waits on
             // is down) would hold its place, and a reload's `/readyz`, for
@@ -472,7 +492,8 @@ mod tests {
         let age = t.next_age();
         // A first beat (`old`) before the master looked (`born` was read before the fork).
         t.add(42, age, 1, (f, born));
-        let beats = |t: &mut Table| t.check_beats(Some(Duration::from_secs(1)), true);
+        let beats =
+            |t: &mut Table| t.check_beats(Some(Duration::from_secs(1)), Duration::ZERO, true);
         assert_eq!(
             beats(&mut t),
             (vec![42], vec![]),
@@ -558,15 +579,27 @@ mod tests {
         t.retire(44, Retire::Stop, 0, Duration::from_secs(60));
         let timeout = Some(Duration::from_secs(1));
         assert_eq!(
-            t.check_beats(timeout, true),
+            t.check_beats(timeout, Duration::ZERO, true),
             (vec![42], vec![]),
             "45 boots within it"
         );
-        assert_eq!(t.check_beats(None, true), (vec![], vec![]), "no --timeout");
-        assert_eq!(t.check_beats(timeout, false), (vec![], vec![]), "--reload");
+        assert_eq!(
+            t.check_beats(None, Duration::ZERO, true),
+            (vec![], vec![]),
+            "no --timeout"
+        );
+        assert_eq!(
+            t.check_beats(timeout, Duration::ZERO, false),
+            (vec![], vec![]),
+            "--reload"
+        );
         t.retire(42, Retire::BootTimeout, 0, Duration::from_secs(2));
         assert_eq!(t.workers[&42].retiring, Some(Retire::BootTimeout));
-        assert_eq!(t.check_beats(timeout, true), (vec![], vec![]), "once");
+        assert_eq!(
+            t.check_beats(timeout, Duration::ZERO, true),
+            (vec![], vec![]),
+            "once"
+        );
         // A stop after it keeps the abort's reason and deadline.
         let deadline = t.workers[&42].kill_at;
         t.retire(42, Retire::Stop, 0, Duration::from_secs(60));
@@ -576,12 +609,53 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_is_held_to_the_beat_and_grace_it_was_forked_with() -> io::Result<()> {
+        // Signals go to no process (pids stop far below).
+        const NO_SUCH: i32 = i32::MAX;
+        let mut t = Table::default();
+        let file = Table::heartbeat_file(None)?;
+        t.add(NO_SUCH, 0, 1, file);
+        t.workers[&NO_SUCH]
+            .heartbeat
+            .set_modified(SystemTime::now())?;
+        t.check_beats(None, Duration::ZERO, true);
+        // Its last beat 0.9 s ago: it beats each second (forked under a
+        // long --timeout), and the master's is now 0.5 s (a HUP).
+        let beat = SystemTime::now() - Duration::from_millis(900);
+        t.workers[&NO_SUCH].heartbeat.set_modified(beat)?;
+        let (half, quarter) = (Duration::from_millis(500), Duration::from_millis(125));
+        assert_eq!(t.check_beats(Some(half), quarter, true).0, vec![NO_SUCH]);
+        if let Some(w) = t.workers.get_mut(&NO_SUCH) {
+            w.beat = Duration::from_secs(1);
+            w.graceful = Duration::from_secs(33);
+        }
+        assert_eq!(
+            t.check_beats(Some(half), quarter, true).0,
+            Vec::<i32>::new()
+        );
+        // A graceful stop gets its own time; a fast one the one given.
+        t.retire(NO_SUCH, Retire::Reload, 0, Duration::from_secs(4));
+        let at = t.workers[&NO_SUCH].kill_at;
+        assert!(
+            at > Some(Instant::now() + Duration::from_secs(30)),
+            "{at:?}"
+        );
+        if let Some(w) = t.workers.get_mut(&NO_SUCH) {
+            w.kill_at = None;
+        }
+        t.retire(NO_SUCH, Retire::Stop, libc::SIGCONT, Duration::from_secs(2));
+        let at = t.workers[&NO_SUCH].kill_at;
+        assert!(at < Some(Instant::now() + Duration::from_secs(3)), "{at:?}");
+        Ok(())
+    }
+
+    #[test]
     fn the_first_beat_tells_the_rss_at_boot_and_later_beats_keep_it() -> io::Result<()> {
         let mut t = Table::default();
         let file = Table::heartbeat_file(None)?;
         let fd = heartbeat_fd(&file.0);
         t.add(7, 0, 1, file);
-        let beats = |t: &mut Table| t.check_beats(None, true);
+        let beats = |t: &mut Table| t.check_beats(None, Duration::ZERO, true);
         beats(&mut t);
         assert_eq!(t.workers[&7].boot_rss, None, "no beat, no figure");
         crate::worker::heartbeat::first_beat(fd);
@@ -616,7 +690,7 @@ mod tests {
         }
         t.workers[&42].heartbeat.set_modified(SystemTime::now())?;
         t.workers[&43].heartbeat.set_modified(SystemTime::now())?;
-        t.check_beats(None, true);
+        t.check_beats(None, Duration::ZERO, true);
         assert!(t.workers[&42].booted && t.workers[&43].booted);
         let pushed = t.workers[&42].kill_at;
         assert!(pushed > Some(soon + Duration::from_secs(20)), "{pushed:?}");
@@ -625,7 +699,7 @@ mod tests {
             "a late boot got more time"
         );
         // Once: a later look does not push it again.
-        t.check_beats(None, true);
+        t.check_beats(None, Duration::ZERO, true);
         assert_eq!(t.workers[&42].kill_at, pushed);
         Ok(())
     }
