@@ -582,14 +582,19 @@ impl Master<'_, '_> {
                     // lower number), would end it before they are written.
                     continue;
                 }
-                if w.kill_at.is_some_and(|k| Instant::now() + grace < k) {
-                    w.kill_at = None;
-                }
                 // A halt (a worker could not boot or load the app) does not
                 // wait for the others' imports, nor lets them serve: a
                 // booting worker keeps a TERM until it has booted.
                 if self.halt.is_some() && signo == libc::SIGTERM && !w.booted_by_now() {
                     signo = libc::SIGINT;
+                }
+                // Against the time this stop would give it (its own, if
+                // longer), not the master's alone: a worker forked before a
+                // HUP shortened --graceful-timeout had its kill put off by
+                // every TERM.
+                let given = w.grace_for(signo, grace);
+                if w.kill_at.is_some_and(|k| Instant::now() + given < k) {
+                    w.kill_at = None;
                 }
             }
             self.table.retire(pid, Retire::Stop, signo, grace);

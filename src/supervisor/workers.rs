@@ -82,6 +82,17 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// The time a stop by `signo` given `grace` leaves it before SIGKILL: a
+    /// graceful one (TERM, or 0: its own leaving) is not cut short of the
+    /// worker's own (a HUP may have shortened the master's since its fork).
+    pub(crate) fn grace_for(&self, signo: i32, grace: Duration) -> Duration {
+        if matches!(signo, 0 | libc::SIGTERM) {
+            grace.max(self.graceful)
+        } else {
+            grace
+        }
+    }
+
     /// Whether it booted, looking at its heartbeat now (for a worker just
     /// reaped, which may have booted since the last tick's look).
     pub(crate) fn booted_by_now(&self) -> bool {
@@ -264,13 +275,7 @@ impl Table {
                 signo
             };
             crate::metrics::master::retiring(pid);
-            // A graceful stop is not cut short of the worker's own time (a
-            // HUP may have shortened the master's since it was forked).
-            let grace = if matches!(signo, 0 | libc::SIGTERM) {
-                grace.max(w.graceful)
-            } else {
-                grace
-            };
+            let grace = w.grace_for(signo, grace);
             if why.aborts() {
                 w.retiring = Some(why);
             }
@@ -640,6 +645,11 @@ mod tests {
             at > Some(Instant::now() + Duration::from_secs(30)),
             "{at:?}"
         );
+        // A TERM now (`Master::stop_all`) is no faster a stop: its deadline stays.
+        let given = t.workers[&NO_SUCH].grace_for(libc::SIGTERM, Duration::from_secs(4));
+        assert!(at.is_some_and(|k| Instant::now() + given >= k), "{given:?}");
+        let fast = t.workers[&NO_SUCH].grace_for(libc::SIGQUIT, Duration::from_secs(2));
+        assert_eq!(fast, Duration::from_secs(2));
         if let Some(w) = t.workers.get_mut(&NO_SUCH) {
             w.kill_at = None;
         }
