@@ -116,7 +116,8 @@ pub(crate) enum Exit {
 pub(crate) struct Table {
     pub workers: BTreeMap<i32, Worker>,
     next_age: u64,
-    /// How many workers have booted so far (the heartbeat went on).
+    /// How many workers have booted so far (the heartbeat went on), but
+    /// those being aborted for their boot's timeout.
     pub boots: u64,
 }
 
@@ -331,7 +332,12 @@ impl Table {
             if !w.booted && beat > w.born_beat {
                 w.booted = true;
                 w.boot_rss = boot_rss(&meta);
-                self.boots += 1;
+                // One that booted only as its boot's timeout was aborting it
+                // is no boot that the waits of hung or crashed boots restart
+                // from (`Master::count_boots`).
+                if !w.retiring.is_some_and(Retire::aborts) {
+                    self.boots += 1;
+                }
                 // Retired while it booted: its stop began at its boot (the
                 // beat's time), if that came before its deadline; one whose
                 // boot outlasted the stop's time is killed all the same,
@@ -610,6 +616,11 @@ mod tests {
         t.retire(42, Retire::Stop, 0, Duration::from_secs(60));
         assert_eq!(t.workers[&42].retiring, Some(Retire::BootTimeout));
         assert_eq!(t.workers[&42].kill_at, deadline);
+        // Booting as it is aborted: booted, but no boot the waits restart from.
+        t.workers[&42].heartbeat.set_modified(SystemTime::now())?;
+        t.check_beats(None, Duration::ZERO, true);
+        assert!(t.workers[&42].booted);
+        assert_eq!(t.boots, 0);
         Ok(())
     }
 
