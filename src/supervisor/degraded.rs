@@ -22,6 +22,7 @@
 //! A HUP starts workers at once, whatever the delay; a worker of the new
 //! code that boots ends it all.
 
+use super::backoff::Backoff;
 use super::workers::{Retire, Worker};
 use std::fs::{File, Permissions};
 use std::os::unix::fs::PermissionsExt;
@@ -36,18 +37,15 @@ pub(crate) struct Degraded {
     /// The first generation started after the given-up reload: a boot of
     /// one of its workers, or a later one's, ends this state.
     pub since: u64,
-    /// No worker is started before this.
-    retry_at: Option<Instant>,
-    /// The next delay.
-    delay: Duration,
+    /// No replacement is started while its wait runs (and a worker serves).
+    retries: Backoff,
 }
 
 impl Degraded {
     pub(crate) fn new(since: u64) -> Degraded {
         Degraded {
             since,
-            retry_at: None,
-            delay: FIRST_RETRY,
+            retries: Backoff::new(FIRST_RETRY, LAST_RETRY),
         }
     }
 
@@ -55,25 +53,19 @@ impl Degraded {
     /// Workers that failed in one round (lost together, started together)
     /// share its wait: the delay doubles once per round.
     pub(crate) fn failed(&mut self, now: Instant) -> Duration {
-        if let Some(at) = self.retry_at.filter(|at| *at > now) {
-            return at - now;
-        }
-        let wait = self.delay;
-        self.retry_at = Some(now + wait);
-        self.delay = (self.delay * 2).min(LAST_RETRY);
-        wait
+        self.retries.failed(now).0
     }
 
     /// Whether a worker may be started now: the wait is over, or no worker
     /// serves (the server then stops at once if it still cannot start one,
     /// rather than leave connections in the backlog for the wait).
     pub(crate) fn may_start(&self, now: Instant, serving: bool) -> bool {
-        !serving || self.retry_at.is_none_or(|at| now >= at)
+        !serving || !self.retries.waiting(now)
     }
 
     /// A HUP: its workers start at once.
     pub(crate) fn hup(&mut self) {
-        self.retry_at = None;
+        self.retries.end_wait();
     }
 
     /// Whether `w` is of the code after the given-up reload and booted

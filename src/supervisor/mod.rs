@@ -10,6 +10,7 @@
 //! `callbacks` is `python/siesta/_master.py`'s `Master`. The table of
 //! workers is `workers.rs`. The master never runs app code.
 
+mod backoff;
 mod degraded;
 pub(crate) mod observer;
 pub(crate) mod signals;
@@ -41,8 +42,9 @@ const ABORT_GRACE: Duration = Duration::from_secs(2);
 /// How many times a replacement that crashed booting is started again, in a
 /// row, while others serve (see `Master::crash_is_retried`).
 const BOOT_CRASH_RETRIES: u32 = 3;
-/// The longest wait before a replacement whose boot outlasted `--timeout`
-/// is tried again (`Master::hang_is_retried`).
+/// The first and the longest wait before a replacement whose boot outlasted
+/// `--timeout` is tried again (`Master::hang_is_retried`).
+const HANG_RETRY_FIRST: Duration = Duration::from_secs(1);
 const HANG_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// A worker that ends of itself within this of its fork (a crash as it
@@ -165,8 +167,7 @@ impl Supervisor {
             abandoned: Vec::new(),
             halt: None,
             boot_crashes: 0,
-            boot_hangs: 0,
-            hang_retry_at: None,
+            hang_retries: backoff::Backoff::new(HANG_RETRY_FIRST, HANG_RETRY_MAX),
             hang_slots: 0,
             boots_seen: 0,
             degraded: None,
@@ -298,11 +299,10 @@ struct Master<'a, 'py> {
     /// Replacements that crashed booting while others served, since
     /// `boots_seen` (a worker's boot starts the count again).
     boot_crashes: u32,
-    /// Replacements whose boot outlasted `--timeout` in a row, likewise,
-    /// and no such replacement before `hang_retry_at` while others serve,
-    /// for the `hang_slots` places of those that hung in its round.
-    boot_hangs: u32,
-    hang_retry_at: Option<Instant>,
+    /// Replacements whose boot outlasted `--timeout`, likewise: none while
+    /// the wait runs and others serve, for the `hang_slots` places of those
+    /// that hung in its round.
+    hang_retries: backoff::Backoff,
     hang_slots: usize,
     boots_seen: u64,
     /// A reload was given up and its old workers serve on (`degraded.rs`).
@@ -493,7 +493,7 @@ impl Master<'_, '_> {
                 }
                 // A fix deployed: its workers start now, and count afresh.
                 self.respawn_at = None;
-                self.hang_retry_at = None;
+                self.hang_retries.end_wait();
                 self.quick_exits = 0;
                 self.maintain(py);
             }
@@ -609,7 +609,7 @@ impl Master<'_, '_> {
         let now = Instant::now();
         // Only the places of boots that hung wait (the others: a worker
         // that died, TTIN, are filled at once), and only while one serves.
-        let held = if self.hang_retry_at.is_some_and(|at| now < at) && self.serving() {
+        let held = if self.hang_retries.waiting(now) && self.serving() {
             self.hang_slots
         } else {
             0
@@ -962,15 +962,8 @@ impl Master<'_, '_> {
         if !self.serving() {
             return None;
         }
-        let now = Instant::now();
-        if let Some(at) = self.hang_retry_at.filter(|at| *at > now) {
-            self.hang_slots += 1;
-            return Some(at - now);
-        }
-        let wait = Duration::from_secs(1 << self.boot_hangs.min(6)).min(HANG_RETRY_MAX);
-        self.boot_hangs += 1;
-        self.hang_slots = 1;
-        self.hang_retry_at = Some(now + wait);
+        let (wait, new_round) = self.hang_retries.failed(Instant::now());
+        self.hang_slots = if new_round { 1 } else { self.hang_slots + 1 };
         Some(wait)
     }
 
@@ -981,8 +974,7 @@ impl Master<'_, '_> {
         if self.table.boots != self.boots_seen {
             self.boots_seen = self.table.boots;
             self.boot_crashes = 0;
-            self.boot_hangs = 0;
-            self.hang_retry_at = None; // what hung may boot now
+            self.hang_retries.reset(); // what hung may boot now
         }
     }
 
