@@ -3486,6 +3486,46 @@ def test_a_hangs_wait_holds_back_only_its_own_place(launch, tmp_path):
     assert seconds[-1] - seconds[0] <= 2, srv.log(mark)
 
 
+def test_a_hang_holds_max_requests_while_others_serve(launch, tmp_path):
+    """Noted in session 40: while a boot that hung was tried again, the workers
+    serving on still restarted at --max-requests, each replacement hung too while
+    its cause lasted, and once none served the next hang stopped the server. They
+    are held, as after a given-up reload, until a worker boots."""
+    srv, down = launch_waiting_while_down(launch, tmp_path, "--max-requests", "5")
+    down.touch()
+    mark = srv.log_mark()
+    serving = set(srv.worker_pids())
+    killed = min(serving)
+    os.kill(killed, signal.SIGKILL)
+    assert srv.wait_log("the others serve, starting another", since=mark, timeout=WAIT), srv.log()
+    (kept,) = serving - {killed}
+    with srv.connect() as conn:
+        for i in range(30):
+            conn.send(rawhttp.build_request("GET", f"/{i}"))
+            try:
+                resp = conn.read_response()
+            except rawhttp.IncompleteHead as exc:
+                raise AssertionError(f"request {i}: {exc}\n{srv.log(mark)}") from exc
+            assert resp.body == str(kept).encode(), (i, resp, srv.log(mark))
+            assert not resp.has_token("Connection", "close"), (i, resp, srv.log(mark))
+    line = "Not restarting after --max-requests: a new worker's boot outlasted --timeout"
+    assert srv.wait_log(line, since=mark), srv.log(mark)
+    assert "Autorestarting" not in srv.log(mark), srv.log(mark)
+    assert kept in children(srv.pid)
+    # What the import waited on is back: the next try boots, and the worker held
+    # restarts at its count again.
+    down.unlink()
+    assert srv.wait_log("A worker booted: recycling resumes", since=mark, timeout=WAIT), srv.log(
+        mark
+    )
+    assert wait_until(
+        lambda: srv.get("/").body != str(kept).encode() and kept not in children(srv.pid),
+        timeout=WAIT,
+    ), srv.log(mark)
+    assert srv.wait_log("Autorestarting worker after current request", since=mark), srv.log(mark)
+    assert srv.alive(), srv.log(mark)
+
+
 def test_ttou_retires_a_hung_boot_before_a_serving_worker(launch, tmp_path):
     """Review (session 40): TTOU retired the oldest worker, a serving one, and kept
     the one whose import hung; once the hung one timed out with none serving, the

@@ -21,9 +21,14 @@
 //!
 //! A HUP starts workers at once, whatever the delay; a worker of the new
 //! code that boots ends it all.
+//!
+//! The same hold, with a reason of its own (`Held::Hang`), keeps the
+//! workers serving while a boot that outlasted `--timeout` is tried again
+//! (`Master::hang_is_retried`), until any worker boots.
 
 use super::backoff::Backoff;
 use super::workers::{Retire, Worker};
+use crate::worker::heartbeat::Held;
 use std::fs::{File, Permissions};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -75,12 +80,13 @@ impl Degraded {
     }
 }
 
-/// Holds (`true`) or lets go (`false`) a worker's `--max-requests` restart,
-/// through its heartbeat file's mode; true if it took. A failure leaves it
-/// as it was: a worker not held restarts at its count, as without the hold.
-pub(crate) fn hold(heartbeat: &File, held: bool) -> bool {
+/// Holds (`Some`, saying why) or lets go (`None`) a worker's
+/// `--max-requests` restart, through its heartbeat file's mode
+/// (`Held::mode_of`); true if it took. A failure leaves it as it was: a
+/// worker not held restarts at its count, as without the hold.
+pub(crate) fn hold(heartbeat: &File, why: Option<Held>) -> bool {
     heartbeat
-        .set_permissions(Permissions::from_mode(if held { 0o400 } else { 0o600 }))
+        .set_permissions(Permissions::from_mode(Held::mode_of(why)))
         .is_ok()
 }
 
@@ -119,16 +125,19 @@ mod tests {
 
     #[test]
     fn the_hold_is_the_heartbeat_files_write_bit() -> std::io::Result<()> {
+        use crate::worker::heartbeat::recycling_held;
         let (f, _) = super::super::workers::Table::heartbeat_file(None)?;
         let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-        assert!(!crate::worker::heartbeat::recycling_held(fd));
-        assert!(hold(&f, true));
-        assert!(crate::worker::heartbeat::recycling_held(fd));
+        assert_eq!(recycling_held(fd), None);
+        assert!(hold(&f, Some(Held::Reload)));
+        assert_eq!(recycling_held(fd), Some(Held::Reload));
         // Still written through the descriptor opened before.
         crate::worker::heartbeat::replace_me(fd);
         assert_eq!(f.metadata()?.len(), 1);
-        assert!(hold(&f, false));
-        assert!(!crate::worker::heartbeat::recycling_held(fd));
+        assert!(hold(&f, Some(Held::Hang)));
+        assert_eq!(recycling_held(fd), Some(Held::Hang));
+        assert!(hold(&f, None));
+        assert_eq!(recycling_held(fd), None);
         Ok(())
     }
 }

@@ -18,6 +18,7 @@ pub(crate) mod title;
 pub(crate) mod workers;
 
 use crate::config::Config;
+use crate::worker::heartbeat::Held;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -169,6 +170,7 @@ impl Supervisor {
             boot_crashes: 0,
             hang_retries: backoff::Backoff::new(HANG_RETRY_FIRST, HANG_RETRY_MAX),
             hang_slots: 0,
+            hang_hold: None,
             boots_seen: 0,
             degraded: None,
             quick_exits: 0,
@@ -304,6 +306,11 @@ struct Master<'a, 'py> {
     /// that hung in its round.
     hang_retries: backoff::Backoff,
     hang_slots: usize,
+    /// The workers that serve on are held from `--max-requests` after a
+    /// boot that hung, until a worker boots (`Table::boots` past this):
+    /// each replacement would hang too while its cause lasts, and once
+    /// none served the next hang would stop the server.
+    hang_hold: Option<u64>,
     boots_seen: u64,
     /// A reload was given up and its old workers serve on (`degraded.rs`).
     degraded: Option<degraded::Degraded>,
@@ -955,8 +962,9 @@ impl Master<'_, '_> {
     /// Workers that hung in one round (started together) share its wait,
     /// which doubles once per round; it holds back their places alone, and
     /// only while a worker serves (with none, one is started at once, as
-    /// degraded mode does; a worker serving on may still leave, for
-    /// `--max-requests` say, and with none left a hang stops the server).
+    /// degraded mode does, and if it hangs too the server stops). Those
+    /// that serve are held from `--max-requests` meanwhile (`hang_hold`):
+    /// their replacements would hang too; one may still die or be killed.
     fn hang_is_retried(&mut self) -> Option<Duration> {
         self.count_boots();
         if !self.serving() {
@@ -964,6 +972,13 @@ impl Master<'_, '_> {
         }
         let (wait, new_round) = self.hang_retries.failed(Instant::now());
         self.hang_slots = if new_round { 1 } else { self.hang_slots + 1 };
+        self.hang_hold = Some(self.table.boots);
+        for w in self.table.workers.values_mut() {
+            // A given-up reload's hold says the more: it stays.
+            if w.retiring.is_none() && !(w.held && self.degraded.is_some()) {
+                w.held |= degraded::hold(&w.heartbeat, Some(Held::Hang));
+            }
+        }
         Some(wait)
     }
 
@@ -1073,7 +1088,7 @@ impl Master<'_, '_> {
         for w in self.table.workers.values_mut() {
             if w.retiring.is_none() {
                 // A second hold that fails leaves the first's mode.
-                w.held |= degraded::hold(&w.heartbeat, true);
+                w.held |= degraded::hold(&w.heartbeat, Some(Held::Reload));
             }
         }
         self.degraded = Some(degraded::Degraded::new(self.generation));
@@ -1128,6 +1143,44 @@ impl Master<'_, '_> {
         }
     }
 
+    /// Lets the held workers restart at `--max-requests` again once what
+    /// held them is over: a worker of the code after a given-up reload
+    /// booted (`degraded`), or any worker booted after a hang (`hang_hold`).
+    fn end_holds(&mut self) {
+        let code_works = self
+            .degraded
+            .as_ref()
+            .is_some_and(|d| self.table.workers.values().any(|w| d.ended_by(w)));
+        if code_works {
+            self.degraded = None;
+        }
+        let booted = self.hang_hold.is_some_and(|b| self.table.boots != b);
+        if booted {
+            self.hang_hold = None;
+        }
+        if !(code_works || booted) {
+            return;
+        }
+        // What still holds (the other reason) keeps its workers held.
+        let still = if self.degraded.is_some() {
+            Some(Held::Reload)
+        } else {
+            self.hang_hold.map(|_| Held::Hang)
+        };
+        for w in self.table.workers.values_mut() {
+            if w.held && degraded::hold(&w.heartbeat, still) {
+                w.held = still.is_some();
+            }
+        }
+        if still.is_none() {
+            crate::log::error::info(if code_works {
+                "A worker booted with the new code: recycling resumes"
+            } else {
+                "A worker booted: recycling resumes"
+            });
+        }
+    }
+
     /// One tick's checks: heartbeats, memory, the reload, the count.
     fn check(&mut self, py: Python<'_>) {
         // A worker beats once per interval while it makes progress, so its
@@ -1139,18 +1192,7 @@ impl Master<'_, '_> {
             self.cfg.beat_interval(),
             self.boots_timed(),
         );
-        if let Some(d) = &self.degraded {
-            if self.table.workers.values().any(|w| d.ended_by(w)) {
-                // The code works again: the held workers may restart.
-                self.degraded = None;
-                for w in self.table.workers.values_mut() {
-                    if degraded::hold(&w.heartbeat, false) {
-                        w.held = false;
-                    }
-                }
-                crate::log::error::info("A worker booted with the new code: recycling resumes");
-            }
-        }
+        self.end_holds();
         for (pid, stopping) in leaving {
             // Its replacement starts now (`maintain`), while its last request
             // runs; once its stop begins it drains on its own. Signal 0 sends

@@ -53,7 +53,7 @@ pub(crate) struct Master(pub(crate) RawFd);
 
 impl crate::server::end::Master for Master {
     fn holds_recycling(&self) -> bool {
-        recycling_held(self.0)
+        recycling_held(self.0).is_some()
     }
 
     fn took_back(&self) -> bool {
@@ -115,12 +115,55 @@ fn say(fd: RawFd, what: &'static [u8]) {
     }
 }
 
-/// Whether the master holds `--max-requests` recycling (a reload was given
-/// up: a replacement would load the code it could not): the master takes
-/// the owner's write bit off the file (`supervisor/degraded.rs`, `hold`). Descriptors open
-/// for writing stay so, and the worker owns the file, so beats go on.
-pub(crate) fn recycling_held(fd: RawFd) -> bool {
-    stat(fd).is_some_and(|st| st.st_mode & libc::S_IWUSR == 0)
+/// Why the master holds `--max-requests` recycling: a replacement would
+/// not start.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Held {
+    /// A reload was given up: a replacement would load the code it could not.
+    Reload,
+    /// A new worker's boot outlasted `--timeout` (its import waits on
+    /// something), and no worker booted since.
+    Hang,
+}
+
+impl Held {
+    /// The heartbeat file's mode that says it (`mode_of(None)`: not held).
+    /// The owner's write bit is off while held: descriptors open for
+    /// writing stay so, and the worker owns the file, so beats go on.
+    pub(crate) fn mode_of(held: Option<Held>) -> u32 {
+        match held {
+            None => 0o600,
+            Some(Held::Reload) => 0o400,
+            Some(Held::Hang) => 0o440,
+        }
+    }
+
+    /// The worker's line when it does not restart for `what`.
+    pub(crate) fn line(self, what: &str) -> String {
+        match self {
+            Held::Reload => format!(
+                "Not restarting {what}: the last reload could not start a worker, and a \
+                 new one would load the same code"
+            ),
+            Held::Hang => format!(
+                "Not restarting {what}: a new worker's boot outlasted --timeout (what its \
+                 import waits on is down?), so this one serves on until a worker boots"
+            ),
+        }
+    }
+}
+
+/// Whether, and why, the master holds `--max-requests` recycling, from the
+/// mode it gave the heartbeat file (`supervisor/degraded.rs`, `hold`).
+pub(crate) fn recycling_held(fd: RawFd) -> Option<Held> {
+    let mode = stat(fd)?.st_mode;
+    if mode & libc::S_IWUSR != 0 {
+        None
+    } else if mode & libc::S_IRGRP != 0 {
+        Some(Held::Hang)
+    } else {
+        Some(Held::Reload)
+    }
 }
 
 /// Waits for the GIL and lets it go at once: true when Python code can run.

@@ -309,7 +309,7 @@ impl Server {
         let every = self.config.max_requests;
         let look = self.config.beat_interval();
         rt.spawn(async move {
-            let (mut told, mut told_hook) = (false, false);
+            let (mut told, mut told_hook) = (None, None);
             let reason = loop {
                 let reason = tokio::select! {
                     reason = log.leave_due() => reason,
@@ -333,26 +333,25 @@ impl Server {
                     // A signal's stop is under way: it is that stop's exit.
                     return;
                 }
-                // The master holds recycling while a reload is given up: a
-                // replacement would load the code that reload could not.
-                // One the master replaced as its last request started is
-                // not held (the master holds only the workers that serve
-                // on, and takes back a word from them it did not act on).
-                let held = heartbeat::recycling_held;
-                match (reason, beat, every) {
-                    ("max_requests", Some(fd), Some(n)) if held(fd) => {
-                        if !std::mem::replace(&mut told, true) {
-                            crate::log::error::info(
-                                "Not restarting after --max-requests: the last reload could \
-                                 not start a worker, and a new one would load the same code",
-                            );
+                // The master holds recycling while a replacement would not
+                // start: a reload was given up (it would load the code that
+                // reload could not), or a boot outlasted --timeout. One the
+                // master replaced as its last request started is not held
+                // (the master holds only the workers that serve on, and
+                // takes back a word from them it did not act on). Each
+                // hold is told once, and again when its reason changes.
+                let held = beat.and_then(heartbeat::recycling_held);
+                match (reason, held, every) {
+                    ("max_requests", Some(why), Some(n)) => {
+                        if told.replace(why) != Some(why) {
+                            crate::log::error::info(&why.line("after --max-requests"));
                         }
                         resume(&log);
                         log.recycle_later(n);
                     }
                     // Held as the last request ran past its time: it runs
                     // on, and its end is the leave held as above.
-                    ("overdue", Some(fd), _) if held(fd) => resume(&log),
+                    ("overdue", Some(_), _) => resume(&log),
                     ("overdue", ..) => {
                         crate::log::error::info(&format!(
                             "The last request before --max-requests still runs after \
@@ -362,16 +361,12 @@ impl Server {
                         ));
                         break "max_requests";
                     }
-                    ("hook", Some(fd), _) if held(fd) => {
+                    ("hook", Some(why), _) => {
                         // --max-requests due with it stays due (`leave_due`):
                         // held as well, on the next turn.
                         resume(&log);
-                        if !std::mem::replace(&mut told_hook, true) {
-                            crate::log::error::info(
-                                "Not restarting for worker.alive = False: the last reload \
-                                 could not start a worker, and a new one would load the same \
-                                 code",
-                            );
+                        if told_hook.replace(why) != Some(why) {
+                            crate::log::error::info(&why.line("for worker.alive = False"));
                         }
                     }
                     _ => break reason,
