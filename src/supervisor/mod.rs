@@ -1204,16 +1204,23 @@ impl Master<'_, '_> {
                 self.table.replace(pid);
             }
         }
-        let mut boot_aborted = false;
+        // One abort at a time: a worker writes its stacks as it gets
+        // SIGABRT, and two at once mixed theirs line by line in the log
+        // (workers stuck on one thing, a database that stopped answering,
+        // time out together). The next is aborted once this one has exited
+        // (its SIGCHLD wakes the master), or was sent SIGKILL (no stacks
+        // then), ABORT_GRACE at most. For workers that hung booting, the
+        // first's failure usually decides the others' fate anyway.
+        let mut aborting = self
+            .table
+            .workers
+            .values()
+            .any(|w| w.retiring.is_some_and(Retire::aborts) && !w.killed);
         for pid in silent {
-            let booting = self.table.workers.get(&pid).is_some_and(|w| !w.booted);
-            if booting && boot_aborted {
-                // Workers started together hang together: one at a time, so
-                // that their stacks do not mix in the log (the first's
-                // failure usually decides the others' fate anyway).
+            if std::mem::replace(&mut aborting, true) {
                 continue;
             }
-            boot_aborted |= booting;
+            let booting = self.table.workers.get(&pid).is_some_and(|w| !w.booted);
             let (why, line) = if booting {
                 (
                     Retire::BootTimeout,
