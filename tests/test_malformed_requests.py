@@ -43,6 +43,13 @@ CASES = {
     "nul-in-value": b"GET {path} HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n",
     "space-in-target": b"GET {path} extra HTTP/1.1\r\nHost: x\r\n\r\n",
     "bad-version": b"GET {path} HTTP/1.x\r\nHost: x\r\n\r\n",
+    # QA (session 41): hyper's URI parser drops a fragment silently: the app saw
+    # PATH_INFO /a for `/a#/../b?x=1`, and --limit-request-line did not count it.
+    "fragment-in-target": b"GET {path}#/../admin?x=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    "long-fragment": b"GET {path}#" + b"x" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    # QA (session 41): a Host whose escape or bracketed address is malformed.
+    "host-bad-escape": b"GET {path} HTTP/1.1\r\nHost: a%zz\r\n\r\n",
+    "host-not-an-ip-literal": b"GET {path} HTTP/1.1\r\nHost: [1.2.3.4]\r\n\r\n",
 }
 
 
@@ -101,6 +108,26 @@ def test_bad_chunk_framing_is_never_accepted(server, chunks):
         assert resp.status == 400, resp
     assert closed
     server.assert_serving()
+
+
+def test_a_fragment_pipelined_behind_a_good_request_is_refused_in_its_turn(server):
+    """QA (session 41): the request line with a `#` is found as the bytes arrive,
+    which may hold several requests: the one with it gets the 400, not its
+    neighbours."""
+    good, bad = (f"/env/frag-{uuid.uuid4().hex[:12]}" for _ in range(2))
+    with server.connect() as conn:
+        conn.send(
+            f"GET {good} HTTP/1.1\r\nHost: x\r\n\r\n"
+            f"GET {bad}#x HTTP/1.1\r\nHost: x\r\n\r\n"
+            f"GET {good}?again HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
+        first = conn.read_response()
+        second = conn.read_response()
+        assert conn.wait_closed()
+    assert first.status == 200, first
+    assert second.status == 400, second
+    paths = server.records("paths")
+    assert good in paths and bad not in paths, paths
 
 
 def test_request_smuggling_via_cl_te_does_not_reach_app(server):

@@ -188,6 +188,11 @@ pub(crate) struct Framing {
     /// its head's number.
     continued_at: u32,
     continued_head: u64,
+    /// The first head since the last `take_fragment` whose request line
+    /// holds a `#`, as how many heads before `heads` it is, plus one (0:
+    /// none; a u32, as every byte here is one per idle connection: S8). A
+    /// later one is not kept: that head's refusal closes the connection.
+    fragment_back: u32,
 }
 
 impl Default for Framing {
@@ -216,6 +221,7 @@ impl Default for Framing {
             high_lines: Vec::new(),
             continued_at: NOWHERE,
             continued_head: 0,
+            fragment_back: 0,
         }
     }
 }
@@ -296,6 +302,18 @@ impl Framing {
     /// request line begun in an earlier one, and its head's number.
     pub(crate) fn continued_end(&self) -> Option<(usize, u64)> {
         (self.continued_at != NOWHERE).then_some((self.continued_at as usize, self.continued_head))
+    }
+
+    /// The head whose request line held a `#` in the bytes fed since the
+    /// last call, by number. A `#fragment` is no part of a request target
+    /// (RFC 9112 §3.2), and hyper's URI parser drops it silently: the app
+    /// would see `/a` for `/a#/../b?x=1`, and `--limit-request-line` would
+    /// not count it. A method with one is refused as well (`BadMethod`).
+    /// (The first only, since the last call: that head's refusal closes
+    /// the connection, so none after it is served.)
+    pub(crate) fn take_fragment(&mut self) -> Option<u64> {
+        let back = std::mem::take(&mut self.fragment_back);
+        (back != 0).then(|| self.heads - u64::from(back - 1))
     }
 
     /// The length from which a request line is marked (`take_overlong`).
@@ -411,6 +429,13 @@ impl Framing {
                         memchr::memchr(b'\n', &bytes[i..])
                     };
                     let line = self.state == State::RequestLine;
+                    if line {
+                        let end = stop.map_or(bytes.len(), |at| i + at);
+                        if self.fragment_back == 0 && memchr::memchr(b'#', &bytes[i..end]).is_some()
+                        {
+                            self.fragment_back = 1;
+                        }
+                    }
                     match stop {
                         Some(at) => {
                             if line {
@@ -470,6 +495,9 @@ impl Framing {
                     _ => {
                         self.heads += 1;
                         self.fields = 0;
+                        if self.fragment_back != 0 {
+                            self.fragment_back = self.fragment_back.saturating_add(1);
+                        }
                         RequestLine
                     }
                 }
@@ -817,6 +845,25 @@ mod tests {
         assert_eq!(f.take_huge(), None, "the head has not ended");
         assert!(f.feed(b"\r\n").is_ok());
         assert_eq!(f.take_huge(), Some(2));
+    }
+
+    #[test]
+    fn marks_the_request_lines_with_a_fragment() {
+        let mut f = Framing::default();
+        assert_eq!(f.feed(b"GET /a HTTP/1.1\r\nX-A: #1\r\n\r\nGET /b#"), Ok(()));
+        assert_eq!(f.take_fragment(), Some(2), "not a field value's");
+        assert_eq!(f.feed(b"c HTTP/1.1\r\n\r\nPOST /d HTTP/1.1\r\n"), Ok(()));
+        assert_eq!(f.take_fragment(), None, "taken");
+        assert_eq!(f.feed(b"Content-Length: 3\r\n\r\n#x#GET /e?f"), Ok(()));
+        assert_eq!(f.take_fragment(), None, "a body's bytes");
+        assert_eq!(f.feed(b"#g#h HTTP/1.1\r\n"), Ok(()));
+        assert_eq!(f.take_fragment(), Some(4), "over two feeds");
+        // Heads begun after it in the same feed leave it its number.
+        assert_eq!(
+            f.feed(b"\r\nGET /#i HTTP/1.1\r\n\r\nGET /j HTTP/1.1\r\n\r\nGET /k#"),
+            Ok(())
+        );
+        assert_eq!(f.take_fragment(), Some(5));
     }
 
     #[test]

@@ -93,7 +93,10 @@ pub(crate) fn check_head(
 /// The request line's length as gunicorn counts it: method, SP, target,
 /// SP, version, without the CRLF. The target is measured from hyper's
 /// `Uri`, which holds the bytes as sent, except a `#fragment` (dropped by
-/// the parser) and the `/` implied after an absolute-form authority.
+/// the parser; `Framing` marks a request line with one, which is refused)
+/// and the `/` implied after an absolute-form authority: `Uri` shows
+/// `http://a.example` as `http://a.example/`, so that line counts one byte
+/// more than sent, and only a line of exactly the limit is refused for it.
 pub(crate) fn request_line_len(head: &http::request::Parts) -> usize {
     let version = 8; // "HTTP/1.1" or "HTTP/1.0": hyper makes no other
     head.method.as_str().len() + 1 + target_len(&head.uri) + 1 + version
@@ -181,18 +184,8 @@ const HOST_NAME_BYTE: [bool; 256] = {
 pub(crate) fn valid_host(host: &[u8]) -> bool {
     let (name, port) = match host.first() {
         Some(b'[') => match host.iter().position(|&b| b == b']') {
-            Some(end) => {
-                let inside = &host[1..end];
-                let ok = !inside.is_empty()
-                    && inside
-                        .iter()
-                        .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'));
-                if !ok {
-                    return false;
-                }
-                (&host[..0], &host[end + 1..])
-            }
-            None => return false,
+            Some(end) if ip_literal(&host[1..end]) => (&host[..0], &host[end + 1..]),
+            _ => return false,
         },
         _ => match host.iter().position(|&b| b == b':') {
             // A port with no name (RFC 9110 §4.2.1: no empty host in a URI).
@@ -201,7 +194,7 @@ pub(crate) fn valid_host(host: &[u8]) -> bool {
             None => (host, &host[..0]),
         },
     };
-    let name_ok = name.iter().all(|&b| HOST_NAME_BYTE[usize::from(b)]);
+    let name_ok = name.iter().all(|&b| HOST_NAME_BYTE[usize::from(b)]) && escapes_whole(name);
     let port_ok = match port.split_first() {
         None => true,
         Some((b':', digits)) => {
@@ -215,6 +208,41 @@ pub(crate) fn valid_host(host: &[u8]) -> bool {
         Some(_) => false,
     };
     name_ok && port_ok
+}
+
+/// What RFC 3986 allows between `[` and `]`: an IPv6 address (`IPv6address`,
+/// which `Ipv6Addr` parses: no zone, an IPv4 tail allowed), or
+/// `IPvFuture` (`v` 1*HEXDIG `.` 1*( unreserved / sub-delims / `:` )).
+fn ip_literal(inside: &[u8]) -> bool {
+    match inside.split_first() {
+        Some((b'v' | b'V', rest)) => {
+            let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+                return false;
+            };
+            let (version, tail) = (&rest[..dot], &rest[dot + 1..]);
+            !version.is_empty()
+                && version.iter().all(u8::is_ascii_hexdigit)
+                && !tail.is_empty()
+                && tail
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:".contains(&b))
+        }
+        _ => std::str::from_utf8(inside).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok()),
+    }
+}
+
+/// Every `%` in a reg-name starts `pct-encoded`: `%` HEXDIG HEXDIG.
+fn escapes_whole(name: &[u8]) -> bool {
+    let mut rest = name;
+    while let Some(at) = memchr::memchr(b'%', rest) {
+        match rest.get(at + 1..at + 3) {
+            Some(&[a, b]) if a.is_ascii_hexdigit() && b.is_ascii_hexdigit() => {
+                rest = &rest[at + 3..]
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// RFC 9112 §6: one way to find the end of the body, and only one.
@@ -336,6 +364,18 @@ mod tests {
             ("POST * HTTP/1.1", &[h], Some(E::MalformedHead)),
             ("GET / HTTP/1.1", &[("host", "[::1")], Some(E::BadHost)),
             ("GET / HTTP/1.1", &[("host", "[a b]")], Some(E::BadHost)),
+            // QA (session 41): what is inside the brackets, and an escape,
+            // are checked whole.
+            ("GET / HTTP/1.1", &[("host", "[1.2.3.4]")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", "[:::::]")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", "[v1.]")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", "%")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", "a%zz")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", "a%4")], Some(E::BadHost)),
+            ("GET / HTTP/1.1", &[("host", "[v1.x]:80")], None),
+            ("GET / HTTP/1.1", &[("host", "[::ffff:1.2.3.4]")], None),
+            ("GET / HTTP/1.1", &[("host", "[2001:db8::1]:8080")], None),
+            ("GET / HTTP/1.1", &[("host", "a%2Eexample")], None),
             ("GET http://a/ HTTP/1.1", &[h], None),
             ("GET http://u:p@a/ HTTP/1.1", &[h], Some(E::BadHost)),
             ("GET http://a:99999999/ HTTP/1.1", &[h], Some(E::BadHost)),

@@ -92,8 +92,18 @@ enum OnExpiry {
     Answer408,
 }
 
-/// Heads whose targets were escaped, by number, with the bytes that added.
-type EscapedHeads = VecDeque<(u64, usize)>;
+/// What `ClockedIo` found in a head's request line that hyper's parse
+/// does not show (`Clock::head_note`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct HeadNote {
+    /// Bytes its target's escaping added (`raw_target.rs`).
+    pub escaped: usize,
+    /// The line held a `#` (`Framing::take_fragments`): refused.
+    pub fragment: bool,
+}
+
+/// Notes of heads, by number, in order.
+type HeadNotes = VecDeque<(u64, HeadNote)>;
 
 /// One connection's head clock, shared by its `ClockedIo`, its service and its response bodies.
 #[derive(Debug)]
@@ -117,13 +127,13 @@ pub(crate) struct Clock {
     head_begun: AtomicBool,
     /// Responses done on this connection.
     served: AtomicU32,
-    /// The heads whose targets `ClockedIo` escaped (`raw_target.rs`) and
-    /// the service has not yet taken, by number, with the bytes that added
-    /// (boxed: most connections never have one).
-    escaped: Mutex<Option<Box<EscapedHeads>>>,
-    /// Whether `escaped` may hold a note: the service looks no further
+    /// Notes of the heads whose request lines `ClockedIo` escaped or found
+    /// a `#` in, which the service has not yet taken (boxed: most
+    /// connections never have one).
+    notes: Mutex<Option<Box<HeadNotes>>>,
+    /// Whether `notes` may hold a note: the service looks no further
     /// when it does not (no lock per request).
-    any_escaped: AtomicBool,
+    any_notes: AtomicBool,
 }
 
 /// How long a connection idles between requests before it comes to rest
@@ -154,8 +164,8 @@ impl Clock {
             unarmed: AtomicBool::new(false),
             head_begun: AtomicBool::new(false),
             served: AtomicU32::new(0),
-            escaped: Mutex::new(None),
-            any_escaped: AtomicBool::new(false),
+            notes: Mutex::new(None),
+            any_notes: AtomicBool::new(false),
         })
     }
 
@@ -279,43 +289,60 @@ impl Clock {
         *self.phase.lock() = Phase::Expired;
     }
 
+    /// Notes a fact of head number `head`'s request line, kept in head
+    /// order (a line escaped and with a `#` has one note of both).
+    fn note(&self, head: u64, fact: impl FnOnce(&mut HeadNote)) {
+        let mut notes = self.notes.lock();
+        let queue = notes.get_or_insert_with(Default::default);
+        let at = queue.partition_point(|&(h, _)| h < head);
+        if queue.get(at).is_none_or(|&(h, _)| h != head) {
+            queue.insert(at, (head, HeadNote::default()));
+        }
+        if let Some((_, note)) = queue.get_mut(at) {
+            fact(note);
+        }
+        self.any_notes.store(true, Ordering::Relaxed);
+    }
+
     /// Head number `head`'s target was escaped, which made its request
     /// line `added` bytes longer than the client sent it.
     fn note_escaped(&self, head: u64, added: usize) {
-        self.escaped
-            .lock()
-            .get_or_insert_with(Default::default)
-            .push_back((head, added));
-        self.any_escaped.store(true, Ordering::Relaxed);
+        self.note(head, |n| n.escaped = added);
     }
 
-    /// How many bytes escaping added to head number `head`'s request line
-    /// (`--limit-request-line` counts the line as the client sent it).
-    /// Heads are taken in order: notes of earlier ones (refused before the
-    /// service saw them) go with it.
-    pub(crate) fn escaped(&self, head: u64) -> usize {
-        if !self.any_escaped.load(Ordering::Relaxed) {
-            return 0;
+    /// Head number `head`'s request line holds a `#`.
+    fn note_fragment(&self, head: u64) {
+        self.note(head, |n| n.fragment = true);
+    }
+
+    /// What `ClockedIo` noted of head number `head`'s request line: how
+    /// many bytes escaping added to it (`--limit-request-line` counts the
+    /// line as the client sent it), and whether it held a `#`. Heads are
+    /// taken in order: notes of earlier ones (refused before the service
+    /// saw them) go with it.
+    pub(crate) fn head_note(&self, head: u64) -> HeadNote {
+        if !self.any_notes.load(Ordering::Relaxed) {
+            return HeadNote::default();
         }
-        let mut notes = self.escaped.lock();
+        let mut notes = self.notes.lock();
         let Some(queue) = notes.as_mut() else {
-            return 0;
+            return HeadNote::default();
         };
         while queue.front().is_some_and(|&(h, _)| h < head) {
             queue.pop_front();
         }
-        let added = match queue.front() {
-            Some(&(h, added)) if h == head => {
+        let note = match queue.front() {
+            Some(&(h, note)) if h == head => {
                 queue.pop_front();
-                added
+                note
             }
-            _ => 0,
+            _ => HeadNote::default(),
         };
         if queue.is_empty() {
             *notes = None;
-            self.any_escaped.store(false, Ordering::Relaxed);
+            self.any_notes.store(false, Ordering::Relaxed);
         }
-        added
+        note
     }
 
     /// Whether an answer written straight to the socket now would be the
@@ -815,6 +842,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClockedIo<I> {
             }
             let heads = this.framing.heads();
             let fed = this.framing.feed(&buf.filled()[before..]);
+            if let Some(head) = this.framing.take_fragment() {
+                this.clock.note_fragment(head);
+            }
             let begun = this.framing.in_head();
             if this.clock.head_begun.load(Ordering::Relaxed) != begun {
                 this.clock.head_begun.store(begun, Ordering::Relaxed);
@@ -1004,19 +1034,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn escaped_notes_are_taken_per_head_in_order() {
+    async fn head_notes_are_taken_per_head_in_order() {
         let clock = Clock::new(Duration::from_secs(5), None);
-        assert_eq!(clock.escaped(1), 0);
+        let escaped = |n| HeadNote {
+            escaped: n,
+            fragment: false,
+        };
+        assert_eq!(clock.head_note(1), HeadNote::default());
         clock.note_escaped(1, 10);
+        clock.note_fragment(4);
         clock.note_escaped(2, 20);
         clock.note_escaped(4, 40);
-        assert_eq!(clock.escaped(1), 10);
-        assert_eq!(clock.escaped(2), 20);
-        assert_eq!(clock.escaped(3), 0);
-        assert_eq!(clock.escaped(5), 0, "head 4 never reached the service");
+        assert_eq!(clock.head_note(1), escaped(10));
+        assert_eq!(clock.head_note(2), escaped(20));
+        assert_eq!(clock.head_note(3), HeadNote::default());
+        assert_eq!(
+            clock.head_note(5),
+            HeadNote::default(),
+            "head 4 never reached the service"
+        );
         assert!(
-            clock.escaped.lock().is_none(),
+            clock.notes.lock().is_none(),
             "nothing kept once all are taken"
+        );
+        clock.note_fragment(6);
+        clock.note_escaped(6, 3);
+        assert_eq!(
+            clock.head_note(6),
+            HeadNote {
+                escaped: 3,
+                fragment: true
+            }
         );
     }
 

@@ -56,15 +56,21 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
         let body_end = self.conn.note_request(!body.is_end_stream());
         let declared = body.size_hint().exact();
         // `--limit-request-line` counts a target as the client sent it,
-        // before `ClockedIo` escaped its raw bytes.
+        // before `ClockedIo` escaped its raw bytes. A `#` in the line is
+        // refused: hyper's parse dropped it and what followed.
         let mut limits = self.limits.head;
+        let note = self.clock.head_note(self.conn.requests());
         if let Some(max) = limits.request_line.as_mut() {
-            *max += self.clock.escaped(self.conn.requests());
+            *max += note.escaped;
         }
-        let refused = super::head::check_head(&head, &limits)
-            .and_then(|()| check_length(declared, &self.limits))
-            .and_then(|()| super::proxy::mark_scheme(&mut head, &self.conn, &self.proxies))
-            .err();
+        let refused = (if note.fragment {
+            Err(RequestError::MalformedHead)
+        } else {
+            super::head::check_head(&head, &limits)
+        })
+        .and_then(|()| check_length(declared, &self.limits))
+        .and_then(|()| super::proxy::mark_scheme(&mut head, &self.conn, &self.proxies))
+        .err();
         // A request the app is to see counts toward --max-requests.
         let start = refused.is_none().then(|| self.end.starts());
         let record = Arc::new(Record::new(
