@@ -25,9 +25,11 @@ from siesta_process import (
     clean_env,
     run_siesta,
     stderr_lines,
+    wait_until,
 )
 
 APP_ARGS = ["--chdir", str(APPS_DIR), "--pythonpath", str(APPS_DIR)]
+LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 
 
 def test_help():
@@ -702,21 +704,74 @@ def test_dev_stdout_and_stderr_are_the_streams_even_on_a_socket():
         proc.wait(15)
         ours.close()
     assert proc.returncode == 0, got
+    # The other way round too (session 41: the access log on /dev/stderr was
+    # refused there, exit 1; another socket path still is).
+    assert _served_with_logs_on("/dev/stderr", "/dev/stdout", "/ping")
+
+
+def _served_with_logs_on(access, error, target):
+    """Whether siesta with its access log at `access` and error log at `error`, both
+    streams a socket, writes an access line for a request for `target` there."""
     ours, theirs = socket.socketpair()
-    with theirs:
-        result = subprocess.run(
-            [str(SIESTA), "-b", "127.0.0.1:0", "--access-logfile", "/dev/stderr", "router_app:app"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=theirs.fileno(),
-            cwd=str(APPS_DIR),
-            env=clean_env(),
-            timeout=30,
-            check=False,
-        )
-    ours.settimeout(5)
-    said = ours.recv(65536).decode()
-    ours.close()
-    assert result.returncode == 1, said
-    assert "Cannot open access log /dev/stderr: No such device or address" in said, said
-    assert "Listening at" not in said
+    proc = subprocess.Popen(
+        [str(SIESTA), "-b", "127.0.0.1:0", "--access-logfile", access]
+        + ["--error-logfile", error, "router_app:app"],
+        stdin=subprocess.DEVNULL,
+        stdout=theirs.fileno(),
+        stderr=theirs.fileno(),
+        cwd=str(APPS_DIR),
+        env=clean_env(),
+    )
+    theirs.close()
+    got = b""
+    try:
+        ours.settimeout(15)
+        while not (m := re.search(rb"Listening at: http://127\.0\.0\.1:(\d+)", got)):
+            chunk = ours.recv(65536)
+            assert chunk, got
+            got += chunk
+        assert rawhttp.request("127.0.0.1", int(m.group(1)), "GET", target).status == 200
+        while f'"GET {target} HTTP/1.1" 200'.encode() not in got:
+            chunk = ours.recv(65536)
+            assert chunk, got
+            got += chunk
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        ours.close()
+    return proc.returncode == 0
+
+
+def test_both_logs_on_one_redirected_stream_keep_every_line(tmp_path):
+    """QA (session 41): with `accesslog = errorlog = "/dev/stderr"` and stderr a file
+    the shell opened without append (`2>file`), the access log opened the path anew
+    and wrote from an offset of its own, and the error log's lines overwrote its
+    lines (one of three requests left). Both now write through descriptor 2."""
+    for stream in ("/dev/stderr", "/dev/stdout"):
+        out = tmp_path / f"{stream.rsplit('/', 1)[1]}.log"
+        with open(out, "w") as handle:  # O_TRUNC, no O_APPEND: as `2>file` opens it
+            proc = subprocess.Popen(
+                [str(SIESTA), "-b", "127.0.0.1:0", "--access-logfile", stream]
+                + ["--error-logfile", stream, "router_app:app"],
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=handle,
+                cwd=str(APPS_DIR),
+                env=clean_env(),
+            )
+        try:
+            found = wait_until(lambda path=out: LISTENING.search(path.read_text()))
+            assert found, out.read_text()
+            port = int(found.group(1))
+            for i in range(3):
+                assert rawhttp.request("127.0.0.1", port, "GET", f"/ping?{i}").status == 200
+            counted = wait_until(lambda path=out: path.read_text().count('"GET /ping?') == 3)
+            assert counted, out.read_text()
+        finally:
+            proc.terminate()
+            proc.wait(15)
+        text = out.read_text()
+        for i in range(3):
+            assert f'"GET /ping?{i} HTTP/1.1" 200' in text, (stream, text)
+        assert "Shutting down: Master" in text, (stream, text)
+        assert "Listening at" in text and "Booting worker" in text, (stream, text)

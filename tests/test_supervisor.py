@@ -50,7 +50,8 @@ class Master(SiestaServer):
     """A siesta master with the test's own binds, environment, descriptors or launcher.
 
     `bind` replaces the harness's 127.0.0.1:0 (None: no -b at all, for
-    LISTEN_FDS); `path` is where the app is imported from; `launcher` is an
+    LISTEN_FDS); `path` is where the app is imported from (empty: from `cwd`,
+    with no --chdir); `launcher` is an
     argv prefix that ends by exec'ing the siesta command (its pid is then
     the master's); `cwd` is where it starts; `log_file` is where the ready line
     is looked for when it is not stderr (--error-logfile)."""
@@ -73,8 +74,9 @@ class Master(SiestaServer):
         self.app, self.args, self.mode = app, list(args), mode
         self.record_dir = Path(record_dir)
         self.record_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [*launcher, str(SIESTA), "-k", mode, "--chdir", str(path[0])]
-        cmd += ["--pythonpath", ",".join(str(p) for p in path)]
+        cmd = [*launcher, str(SIESTA), "-k", mode]
+        if path:  # none: the app is imported from where the master starts
+            cmd += ["--chdir", str(path[0]), "--pythonpath", ",".join(str(p) for p in path)]
         if bind is not None:
             cmd += ["--bind", bind]
         if mode == "thread" and not any(a.startswith("--threads") for a in self.args):
@@ -654,6 +656,46 @@ def test_a_given_up_reload_is_counted(launch, tmp_path):
     srv.signal(signal.SIGHUP)
     assert wait_until(reloads("done", 1)), scrape(url)
     assert srv.get("/").body == b"generation 1"
+
+
+RELEASE_APP = '''"""Release %d of a deploy that points the symlink `current` at it."""
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"release %d"]
+'''
+
+
+def test_a_symlink_pointed_at_a_new_release_is_followed_by_hup_and_usr2(launch, tmp_path):
+    """QA (session 41): started in a symlinked release directory (`cd current &&
+    exec siesta ...`, no --chdir), a HUP after the symlink was pointed at a new
+    release kept serving the old one, and a USR2's new master started there too:
+    the master took the directory as the kernel resolved it. As gunicorn, it takes
+    it as the shell named it ($PWD), when that is where it is."""
+    releases = tmp_path / "releases"
+    for n in (1, 2):
+        (releases / str(n)).mkdir(parents=True)
+        (releases / str(n) / "release.py").write_text(RELEASE_APP % (n, n))
+    current = tmp_path / "current"
+    current.symlink_to(releases / "1")
+    srv = launch(
+        app="release:app",
+        path=(),
+        cwd=current,
+        env={"PWD": str(current), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert srv.get("/").body == b"release 1"
+    swap = tmp_path / "swap"
+    swap.symlink_to(releases / "2")
+    os.replace(swap, current)
+    srv.signal(signal.SIGHUP)
+    assert wait_until(lambda: srv.get("/").body == b"release 2"), srv.log()
+    new = usr2(srv)
+    try:
+        assert os.readlink(f"/proc/{new}/cwd") == str((releases / "2").resolve())
+    finally:
+        assert stop_pid(new)
 
 
 def test_a_given_up_reload_holds_max_requests(launch, mode, tmp_path):

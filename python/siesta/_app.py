@@ -66,6 +66,9 @@ def prepare(values: dict[str, Any], sources: dict[str, str] | None = None) -> No
     --chdir that cannot be entered is a bad setting (:class:`ConfigError`,
     naming where it came from in ``sources``), not an app that fails to load."""
     if values.get("chdir"):
+        # As given (made absolute), not as the kernel resolves it: a deploy that
+        # points a symlink at a new release and sends HUP is served the new one.
+        cwd = os.path.normpath(os.path.join(working_dir(), values["chdir"]))
         try:
             os.chdir(values["chdir"])
         except OSError as exc:
@@ -73,7 +76,8 @@ def prepare(values: dict[str, Any], sources: dict[str, str] | None = None) -> No
             raise ConfigError(
                 f"chdir from {source}: cannot change to {values['chdir']!r} ({exc.strerror})"
             ) from None
-    cwd = os.getcwd()
+    else:
+        cwd = working_dir()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     for path in reversed((values.get("pythonpath") or "").split(",")):
@@ -82,6 +86,23 @@ def prepare(values: dict[str, Any], sources: dict[str, str] | None = None) -> No
     for item in values.get("raw_env") or []:  # each KEY=VALUE, checked by the table
         key, _, value = item.partition("=")
         os.environ[key] = value
+
+
+def working_dir() -> str:
+    """The working directory as the shell named it (``$PWD``, which may go through a
+    symlink such as ``/srv/app/current``) when that is where the process is, else
+    the resolved one, as gunicorn takes it: a symlink pointed at a new release
+    before a HUP or USR2 is followed again, where the resolved path kept the old."""
+    cwd = os.getcwd()
+    pwd = os.environ.get("PWD")
+    if pwd and os.path.isabs(pwd) and pwd != cwd:
+        try:
+            here, named = os.stat(cwd), os.stat(pwd)
+        except OSError:
+            return cwd
+        if (here.st_dev, here.st_ino) == (named.st_dev, named.st_ino):
+            return os.path.normpath(pwd)
+    return cwd
 
 
 def _parse_target(spec: str) -> tuple[str, str, tuple, dict, bool]:

@@ -23,7 +23,7 @@ import sys
 import time
 
 from siesta import _siesta
-from siesta._app import AppLoadError, load, prepare
+from siesta._app import AppLoadError, load, prepare, working_dir
 from siesta._master import (
     UPGRADE_ENV,
     UPGRADE_PID_ENV,
@@ -152,12 +152,12 @@ def _log_file_problem(path: str | None) -> str | None:
     """Why a log file could not be opened for appending (as Rust words an OS error), or
     None when it could; checked without creating it, so a worker running as -u still
     creates it as its own user."""
-    if not path or path == "-":
-        return None
+    if not path or path in ("-", "/dev/stdout", "/dev/stderr"):
+        return None  # the streams themselves, whatever they are (Rust's open_append)
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         code = errno.EISDIR
-    elif _is_socket(path):  # /dev/stderr on a socket: open() says ENXIO
+    elif _is_socket(path):  # /dev/fd/2 on a socket: open() says ENXIO
         code = errno.ENXIO
     elif os.path.exists(path):
         code = 0 if os.access(path, os.W_OK) else errno.EACCES
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     # Relative paths on the command line and in the config (--chdir, -c,
     # --pythonpath...) name what they named here, also when a HUP rereads
     # them after --chdir moved the master.
-    launch_dir = os.getcwd()
+    launch_dir = working_dir()
     # The environment before -e: a HUP puts back what -e had set, then sets the new
     # config's, as gunicorn's does (a variable taken out of raw_env is gone).
     launch_env = dict(os.environ)

@@ -245,7 +245,9 @@ class Config:
         if name == "group":
             return self.gid
         if name == "chdir" and value is None:
-            return os.getcwd()
+            from siesta._app import working_dir
+
+            return working_dir()
         if name == "bind":
             return self._bind()
         return value

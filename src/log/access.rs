@@ -18,7 +18,6 @@ use http::request::Parts;
 use http::HeaderMap;
 use parking_lot::Mutex;
 use std::fmt::Write as _;
-use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -621,7 +620,7 @@ pub(crate) struct AccessLog {
 }
 
 fn open_file(path: &str) -> io::Result<std::fs::File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    super::open_append(path)
 }
 
 fn open_sink(path: &str) -> io::Result<Box<dyn Write + Send>> {

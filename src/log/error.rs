@@ -10,7 +10,7 @@
 use super::Civil;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::sync::OnceLock;
 use std::time::SystemTime;
@@ -74,7 +74,7 @@ fn log() -> &'static Mutex<ErrorLog> {
 }
 
 fn open(path: &str) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    super::open_append(path)
 }
 
 /// Sets the level and destination (`-` or empty for stderr); `capture`

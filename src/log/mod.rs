@@ -10,7 +10,30 @@ pub(crate) mod access;
 pub(crate) mod error;
 pub(crate) mod spaced;
 
+use std::fs::{File, OpenOptions};
+use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Opens a log file for appending. `/dev/stdout` and `/dev/stderr` are the
+/// process's own descriptors 1 and 2 (a copy: the same open file, at the
+/// same offset), not the path opened again: when one log is the stream
+/// and the other names it (`accesslog = errorlog = "/dev/stderr"`), a
+/// second open of a file the shell redirected there (`2>file`, not in
+/// append mode) wrote from an offset of its own, over the other's lines.
+/// It also works where opening the path fails (a socket: journald).
+pub(crate) fn open_append(path: &str) -> io::Result<File> {
+    let fd = match path {
+        "/dev/stdout" => libc::STDOUT_FILENO,
+        "/dev/stderr" => libc::STDERR_FILENO,
+        _ => return OpenOptions::new().create(true).append(true).open(path),
+    };
+    let stream = std::mem::ManuallyDrop::new(
+        // SAFETY: a `File` over a descriptor the process holds open; it is
+        // never dropped (ManuallyDrop), so never closed here, only copied.
+        unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+    );
+    stream.try_clone() // F_DUPFD_CLOEXEC
+}
 
 /// The longest target or field a refusal's log lines show: a refused head
 /// can hold tens of kilobytes of one, and each would otherwise be logged
