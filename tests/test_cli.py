@@ -775,3 +775,33 @@ def test_both_logs_on_one_redirected_stream_keep_every_line(tmp_path):
             assert f'"GET /ping?{i} HTTP/1.1" 200' in text, (stream, text)
         assert "Shutting down: Master" in text, (stream, text)
         assert "Listening at" in text and "Booting worker" in text, (stream, text)
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_the_master_tells_systemd_it_is_ready(tmp_path, abstract):
+    """QA (session 41): a unit written for gunicorn (`Type=notify`, as gunicorn's
+    deploy docs have it) waits for READY=1 on $NOTIFY_SOCKET, which gunicorn's
+    arbiter sends once it listens; Siesta sent nothing, so `systemctl start` hung
+    until its timeout and failed."""
+    name = f"siesta-notify-{os.getpid()}" if abstract else str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name if abstract else name)
+        sock.settimeout(20)
+        env = clean_env()
+        env["NOTIFY_SOCKET"] = "@" + name if abstract else name
+        proc = subprocess.Popen(
+            [str(SIESTA), "-b", "127.0.0.1:0", *APP_ARGS, "router_app:app"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        drain = LogDrain(proc.stderr, "siesta-stderr")
+        try:
+            said = sock.recv(4096).decode()
+            assert said.split("\n")[0] == "READY=1", said
+            assert drain.wait_for(r"Listening at: ", 20), drain.text()
+        finally:
+            proc.terminate()
+            proc.wait(STOP_TIMEOUT)
+    assert proc.returncode == 0, drain.text()

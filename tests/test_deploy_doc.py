@@ -5,7 +5,8 @@ what works. There is no systemd in the test machine, so the test does what
 systemd does with `siesta.socket` and `siesta.service`: it binds the
 `ListenStream` address (port 0 in place of 8000), passes it as fd 3 with
 `LISTEN_FDS=1` and `LISTEN_PID`, runs `ExecStart` in `WorkingDirectory`
-(the test app in place of /srv/app; `User=` is not applied), stops it with
+(the test app in place of /srv/app; `User=` is not applied) and, for
+`Type=notify`, waits for `READY=1` on its `NOTIFY_SOCKET`, stops it with
 `KillSignal` and starts it again while a client keeps sending, and reloads
 it with `ExecReload`'s HUP. Requests sent while the service is down wait in
 the socket and are all answered. The Kubernetes manifest is checked for the
@@ -39,7 +40,7 @@ def unit(name):
 class Service:
     """ExecStart under a socket we hold, as systemd runs it."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, tmp_path):
         service = unit("systemd-service")
         argv = shlex.split(service["ExecStart"])
         assert argv[0] == "/srv/app/.venv/bin/siesta" and argv[-1] == "app:app"
@@ -48,16 +49,29 @@ class Service:
         self.stop_timeout = float(service["TimeoutStopSec"])
         # The socket becomes fd 3 and LISTEN_PID the pid that execs Siesta.
         script = f"exec 3<&{sock.fileno()}; export LISTEN_PID=$$; exec {shlex.join(argv)}"
+        env = {"PATH": "/usr/bin:/bin", "LISTEN_FDS": "1"}
+        notify = None
+        if service["Type"] == "notify":  # the start waits for READY=1 there
+            assert service.get("NotifyAccess") == "main"
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            path = tmp_path / f"notify-{len(list(tmp_path.iterdir()))}"
+            notify.bind(str(path))
+            env["NOTIFY_SOCKET"] = str(path)
         self.proc = subprocess.Popen(
             ["bash", "-c", script],
             cwd=APPS_DIR,  # WorkingDirectory
-            env={"PATH": "/usr/bin:/bin", "LISTEN_FDS": "1"},
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             pass_fds=(sock.fileno(),),
         )
         self.log = LogDrain(self.proc.stderr, "service-stderr")
+        if notify is not None:
+            with notify:
+                notify.settimeout(READY)
+                said, _ = notify.recvfrom(4096)
+            assert said.split(b"\n")[0] == b"READY=1", said
         workers = int(argv[argv.index("-w") + 1])
         deadline = time.monotonic() + READY
         while len(children(self.proc.pid)) < workers and time.monotonic() < deadline:
@@ -71,14 +85,14 @@ class Service:
         self.log.thread.join(5)
 
 
-def test_systemd_socket_activation_keeps_connections_across_a_restart():
+def test_systemd_socket_activation_keeps_connections_across_a_restart(tmp_path):
     socket_unit = unit("systemd-socket")
     host, _ = socket_unit["ListenStream"].rsplit(":", 1)
     with socket.socket() as sock:
         sock.bind((host, 0))  # only the port differs from the unit
         sock.listen(128)
         port = sock.getsockname()[1]
-        service = Service(sock)
+        service = Service(sock, tmp_path)
         ok, failed, stop = [0], [], threading.Event()
 
         def client():
@@ -100,7 +114,7 @@ def test_systemd_socket_activation_keeps_connections_across_a_restart():
             _wait_more(ok, 20)
             service.stop()  # systemctl stop: the socket stays with "systemd"
             before = ok[0]
-            service = Service(sock)  # systemctl start
+            service = Service(sock, tmp_path)  # systemctl start
             _wait_more(ok, 20)
             assert ok[0] > before
             old = set(children(service.proc.pid))

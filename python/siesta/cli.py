@@ -140,6 +140,26 @@ def _check_binds(values: dict[str, Any]) -> None:
             _fail(f"{what}{exc}", 1)  # as a start words it
 
 
+def _sd_notify(state: str) -> None:
+    """Tells systemd (`Type=notify`: the unit's `$NOTIFY_SOCKET`) the master's state,
+    as gunicorn's arbiter does once it listens: a unit written for gunicorn waits
+    for READY=1, and without it `systemctl start` hangs until its timeout and fails.
+    Outside systemd nothing is sent; a failure is logged at debug, as gunicorn's."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    import socket
+
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(addr)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        _siesta.log("debug", f"Cannot notify systemd at {addr!r}: {exc}")
+
+
 def _is_socket(path: str) -> bool:
     """Whether `path` is a socket, which cannot be opened as a file."""
     try:
@@ -552,6 +572,7 @@ def main(argv: list[str] | None = None) -> None:
         own_log_files(values)  # -u/-g: the workers can open (and reopen) the log files
         listeners.announce()  # the socket is the workers' and the pid file written
         _siesta.log("info", f"Using worker: {values['worker_class']}")  # after, as gunicorn
+        _sd_notify("READY=1\nSTATUS=Siesta master booted")
         if values["error_logfile"] not in (None, "-"):
             for warning in resolved.warnings:  # stderr had them; the log file gets them too
                 _siesta.log("warning", warning)
