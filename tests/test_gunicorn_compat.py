@@ -204,6 +204,17 @@ def test_gunicorn_cmd_args_may_name_the_config_file(tmp_path):
     assert values["threads"] == "11"
 
 
+def test_a_config_files_dunder_file_is_absolute(tmp_path):
+    """QA (session 41): a config file ran with `__file__` as given on the command line
+    (`-c gunicorn.conf.py`), so paths it built from `os.path.dirname(__file__)` (the
+    error log, the pid file) were relative, and landed in --chdir's directory. As
+    gunicorn gives it, `__file__` is absolute."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text('"""Written by the test."""\n\npidfile = __file__ + ".pid"\n')
+    values = printed(run_siesta("--print-config", "-c", "gunicorn.conf.py", APP, cwd=tmp_path))
+    assert values["pid"] == repr(f"{conf}.pid"), values
+
+
 def test_bad_gunicorn_cmd_args_names_the_variable():
     result = run_siesta(APP, env={"GUNICORN_CMD_ARGS": "--threads many"})
     assert_one_line_error(result, 2, "GUNICORN_CMD_ARGS", "many")

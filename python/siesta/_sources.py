@@ -329,7 +329,9 @@ def _run_config(location: str) -> tuple[dict[str, Any], set[str], str]:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             source = f.read()
-        namespace = runpy.run_path(path, run_name="__config__")
+        # Its __file__ absolute, as gunicorn gives it: paths a config builds from
+        # os.path.dirname(__file__) stay next to it whatever --chdir is.
+        namespace = runpy.run_path(os.path.abspath(path), run_name="__config__")
     except Exception as exc:  # the deployer's file: report it in one line
         raise ConfigError(
             f"config file {path!r} failed: {_failure_line(exc, os.path.abspath(path))}"
