@@ -360,6 +360,73 @@ def app_module(tmp_path, name, text):
     return code_dir, module
 
 
+AT_EXIT_APP = """\
+\"\"\"Registers exit functions and a buffered log handler, as Sentry or OpenTelemetry do.\"\"\"
+import atexit
+import logging
+import logging.handlers
+import os
+import weakref
+
+MARKS = %r
+
+
+def mark(what):
+    with open(MARKS, "a") as f:
+        f.write(f"{what} {os.getpid()}\\n")
+
+
+atexit.register(mark, "atexit")
+
+
+class Client:
+    pass
+
+
+client = Client()
+weakref.finalize(client, mark, "finalize")
+target = logging.FileHandler(MARKS)
+buffered = logging.handlers.MemoryHandler(capacity=1000, target=target)
+log = logging.getLogger("buffered")
+log.addHandler(buffered)
+log.setLevel(logging.INFO)
+
+
+def app(environ, start_response):
+    log.info("logged %%s", environ["PATH_INFO"])
+    environ["wsgi.errors"].write("cannot open %%s\\n" %% os.fsdecode(b"report-\\xff.csv"))
+    start_response("200 OK", [])
+    return [str(os.getpid()).encode()]
+"""
+
+
+def test_a_workers_exit_runs_what_the_app_registered_with_atexit(launch, mode, tmp_path):
+    """QA (session 41): a worker ended by os._exit, so the app's atexit functions,
+    weakref finalizers and logging.shutdown() never ran: what a Sentry or
+    OpenTelemetry client, or a buffered log handler, held was lost at every stop
+    and --max-requests recycle. They run as a worker ends, as under gunicorn's
+    sys.exit. (The app also writes a lone surrogate to wsgi.errors, which failed
+    the request with a 500: it is escaped, as sys.stderr escapes it.)"""
+    marks = tmp_path / "marks"
+    code_dir, _ = app_module(tmp_path, "atexit_app", AT_EXIT_APP % str(marks))
+    srv = launch("--max-requests", "2", app="atexit_app:app", path=(code_dir, APPS_DIR), mode=mode)
+    first = srv.get("/one")
+    assert first.status == 200, (first, srv.log())
+    assert srv.get("/two").status == 200, srv.log()
+    recycled = first.body.decode()
+    assert wait_until(lambda: marks.exists() and f"atexit {recycled}" in marks.read_text()), (
+        marks.read_text() if marks.exists() else "",
+        srv.log(),
+    )
+    text = marks.read_text()
+    assert f"finalize {recycled}" in text and "logged /one" in text, text
+    assert "cannot open report-\\udcff.csv" in srv.log(), srv.log()
+    serving = srv.get("/three").body.decode()
+    srv.signal(signal.SIGTERM)
+    assert srv.exit_code() == 0, srv.log()
+    assert f"atexit {serving}" in marks.read_text(), marks.read_text()
+
+
 def test_hup_with_a_relative_chdir(launch, tmp_path):
     """A relative --chdir means what it meant at launch, also when a HUP rereads
     the command line after the master moved there. Regression: the reload

@@ -365,6 +365,23 @@ def run_worker(
     return 0
 
 
+def _run_exit_functions() -> None:
+    """What the app registered with ``atexit`` (a Sentry or OpenTelemetry client's
+    last flush, ``logging.shutdown`` for buffered handlers, ``weakref.finalize``), run
+    as a worker ends, as a gunicorn worker's ``sys.exit`` runs it: ``os._exit`` alone
+    skipped it, and what those buffers held was lost at every stop and recycle. The
+    worker then still leaves by ``os._exit``, so no thread the app left running holds
+    it. A function that fails is reported by ``atexit`` and the others run."""
+    import atexit
+
+    run = getattr(atexit, "_run_exitfuncs", None)
+    if run is not None:
+        try:
+            run()
+        except BaseException as exc:  # a KeyboardInterrupt meanwhile: leave
+            _siesta.log("warning", f"Exit functions interrupted: {exc!r}")
+
+
 def _exit_code(exc: SystemExit) -> int:
     """A worker's SystemExit as Python would end with it: its code, its message (a
     ``sys.exit("why")``) logged. Before the worker served it is a boot error whatever
@@ -550,6 +567,7 @@ class Master:
             _siesta.log("error", "Worker crashed:\n" + traceback_text(exc, exc.__traceback__))
             code = 1 if _booted else WORKER_BOOT_ERROR
         finally:
+            _run_exit_functions()
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)

@@ -10,6 +10,7 @@
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
 
 #[pyclass(frozen, module = "siesta._siesta")]
 #[derive(Default)]
@@ -18,21 +19,39 @@ pub(crate) struct ErrorStream {
     pending: Mutex<String>,
 }
 
-#[pymethods]
 impl ErrorStream {
-    fn write(&self, s: &str) -> usize {
+    fn push(&self, s: &str) {
         let mut p = self.pending.lock();
         p.push_str(s);
         if let Some(pos) = p.rfind('\n') {
             let lines: String = p.drain(..=pos).collect();
             crate::log::error::app_text(&lines);
         }
-        s.chars().count()
+    }
+}
+
+/// `s` as UTF-8; a lone surrogate (`os.fsdecode` of a file name that is not
+/// UTF-8) as its escape, `\udcff`, as `sys.stderr` writes it: a diagnostic
+/// must not fail the request that writes it.
+fn text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<std::borrow::Cow<'a, str>> {
+    if let Ok(t) = s.to_str() {
+        return Ok(t.into());
+    }
+    let escaped = s.call_method1("encode", ("utf-8", "backslashreplace"))?;
+    let bytes = escaped.cast::<PyBytes>()?.as_bytes();
+    Ok(String::from_utf8_lossy(bytes).into_owned().into())
+}
+
+#[pymethods]
+impl ErrorStream {
+    fn write(&self, s: &Bound<'_, PyString>) -> PyResult<usize> {
+        self.push(&text(s)?);
+        s.len()
     }
 
     fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
         for line in lines.try_iter()? {
-            self.write(line?.extract::<&str>()?);
+            self.push(&text(line?.cast::<PyString>()?)?);
         }
         Ok(())
     }
