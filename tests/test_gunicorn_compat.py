@@ -215,6 +215,18 @@ def test_a_config_files_dunder_file_is_absolute(tmp_path):
     assert values["pid"] == repr(f"{conf}.pid"), values
 
 
+@pytest.mark.parametrize(
+    ("name", "level"),
+    [("trace", "debug"), ("NOTICE", "info"), ("fatal", "critical"), ("warn", "warning")],
+)
+def test_log_level_names_of_other_servers_are_taken(name, level):
+    """QA (session 41): `loglevel = "trace"` (uvicorn's), `notice` or `fatal` stopped
+    the start (exit 1), where gunicorn takes any name. They are the nearest level."""
+    assert printed(run_siesta("--print-config", "--log-level", name, APP))["log_level"] == repr(
+        level
+    )
+
+
 def test_bad_gunicorn_cmd_args_names_the_variable():
     result = run_siesta(APP, env={"GUNICORN_CMD_ARGS": "--threads many"})
     assert_one_line_error(result, 2, "GUNICORN_CMD_ARGS", "many")

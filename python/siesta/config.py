@@ -50,7 +50,16 @@ GUNICORN_WORKER_CLASSES = {
 
 # Log levels, canonical names first; Rust sees only the canonical ones.
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-LOG_LEVEL_ALIASES = {"warn": "warning"}
+# Names other servers' configs use (uvicorn's trace, syslog's notice, Python's
+# fatal), which gunicorn takes (as info: it takes any name); a name of none is refused.
+LOG_LEVEL_ALIASES = {
+    "warn": "warning",
+    "trace": "debug",
+    "notice": "info",
+    "fatal": "critical",
+    "crit": "critical",
+    "err": "error",
+}
 
 PROXY_PROTOCOL_MODES = ("off", "v1", "v2", "auto")
 _TRUE = {"1", "true", "yes", "on", "y"}

@@ -1108,7 +1108,7 @@ impl Master<'_, '_> {
                     .get_or_insert((APP_LOAD_ERROR, "App failed to load."));
             }
             Exit::Code(c) => {
-                crate::log::error::error(&format!("Worker (pid:{pid}) exited with code {c}"))
+                crate::log::error::error(&format!("Worker (pid:{pid}) exited with code {c}."))
             }
             Exit::Signal(libc::SIGKILL) if worker.killed => crate::log::error::error(&format!(
                 "Worker (pid:{pid}) did not stop in time and was killed: \
