@@ -24,6 +24,7 @@ from siesta_process import (
     STOP_TIMEOUT,
     LogDrain,
     assert_one_error,
+    children,
     clean_env,
     refused,
     run_siesta,
@@ -522,6 +523,43 @@ def test_an_on_exit_hook_that_raises_makes_the_exit_a_failure(start_server, tmp_
     srv.assert_serving()
     assert srv.stop() == 1, srv.log()
     assert "Exception in on_exit hook: RuntimeError: clean-up failed" in srv.log()
+
+
+def test_hooks_may_kill_a_worker_and_reload_through_the_server(start_server, tmp_path):
+    """QA (session 41): gunicorn's arbiter methods a config's hooks call
+    (`server.kill_worker(pid, sig)`, `server.reload()`, `server.reexec()`) were
+    missing, so such a hook failed with an AttributeError. The first two here: a
+    TERM to the worker through the server replaces it, and a reload is a HUP's."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        textwrap.dedent(
+            """\
+            import signal
+
+
+            def pre_request(worker, req):
+                if req.path == "/ping" and req.query == "kill":
+                    worker.log.info("asking for a kill")
+                    server.kill_worker(worker.pid, signal.SIGTERM)
+                elif req.path == "/ping" and req.query == "reload":
+                    server.reload()
+
+
+            def when_ready(arbiter):
+                global server
+                server = arbiter
+            """
+        )
+    )
+    srv = start_server(APP, "-c", str(conf), mode="thread")
+    first = srv.worker_pids()
+    assert srv.get("/ping?kill").status == 200, srv.log()
+    assert wait_until(lambda: (p := children(srv.pid)) and len(p) == 1 and p != first), srv.log()
+    mark = srv.log_mark()
+    assert srv.get("/ping?reload").status == 200, srv.log()
+    assert srv.wait_log("Handling signal: hup", since=mark), srv.log(mark)
+    assert "AttributeError" not in srv.log(), srv.log()
+    assert srv.get("/ping").status == 200, srv.log()
 
 
 def test_a_hook_that_sets_worker_alive_false_recycles_the_worker(start_server, tmp_path, mode):

@@ -17,6 +17,7 @@ knows how.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -490,6 +491,23 @@ class Server:
     def timeout(self) -> Any:
         """gunicorn's: ``--timeout``."""
         return self.cfg.timeout
+
+    def kill_worker(self, pid: int, sig: int) -> None:
+        """gunicorn's: sends ``sig`` to the worker ``pid`` (one already gone is no
+        error); the master replaces or retires it as for a signal from outside."""
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def reload(self) -> None:
+        """gunicorn's: a reload, as HUP starts it (the master's own signal: it runs
+        once the hook has returned)."""
+        os.kill(self.pid, signal.SIGHUP)
+
+    def reexec(self) -> None:
+        """gunicorn's: a new master on the same sockets, as USR2 starts it."""
+        os.kill(self.pid, signal.SIGUSR2)
 
 
 class _PidFile:
