@@ -360,8 +360,8 @@ def run_worker(
         serve_threads(server, app, values["threads"])
     server.finish()  # StatsD's last batch
     worker._alive = False  # as gunicorn's, once its loop ended
+    _siesta.log("info", f"Worker exiting (pid: {worker.pid})")  # then the hook, as gunicorn
     hooks.call("worker_exit", arbiter, worker)
-    _siesta.log("info", f"Worker exiting (pid: {worker.pid})")
     return 0
 
 
