@@ -86,6 +86,11 @@ pub(crate) enum RequestError {
         "unconventional request method (a lower-case letter or '#', or not 3 to 20 characters)"
     )]
     BadMethod,
+    /// A `#` in the request target: a fragment, which no client sends
+    /// (RFC 9112 §3.2), and which hyper's parser would drop with what
+    /// follows it (`server/framing.rs` marks the line).
+    #[error("a '#' in the request target (a fragment is never sent to a server)")]
+    Fragment,
     /// `CONNECT`: a tunnel, which a WSGI app cannot give, and whose 2xx
     /// hyper would take as the start of one (RFC 9110 §9.3.6).
     #[error("CONNECT asks for a tunnel, which WSGI apps cannot give")]
@@ -133,6 +138,7 @@ impl RequestError {
             | RequestError::ConflictingScheme
             | RequestError::DuplicateField
             | RequestError::BadMethod
+            | RequestError::Fragment
             | RequestError::MalformedBody
             | RequestError::ClientGone => S::BAD_REQUEST,
             RequestError::RequestLineTooLong => S::URI_TOO_LONG,
@@ -169,6 +175,7 @@ impl RequestError {
             RequestError::ConflictingScheme => "conflicting_scheme",
             RequestError::DuplicateField => "duplicate_field",
             RequestError::BadMethod => "bad_method",
+            RequestError::Fragment => "fragment",
             RequestError::Connect => "connect",
             RequestError::ExpectationFailed => "expectation_failed",
             RequestError::MalformedBody => "malformed_body",
@@ -203,6 +210,7 @@ impl RequestError {
                 | RequestError::ConflictingScheme
                 | RequestError::DuplicateField
                 | RequestError::BadMethod
+                | RequestError::Fragment
                 | RequestError::Connect
                 | RequestError::ExpectationFailed
         )

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import rawhttp
@@ -777,6 +778,28 @@ def test_both_logs_on_one_redirected_stream_keep_every_line(tmp_path):
         assert "Listening at" in text and "Booting worker" in text, (stream, text)
 
 
+def test_systemd_is_not_told_ready_before_a_preload_that_fails(tmp_path):
+    """Review (session 41): READY=1 went out before --preload's import, so a
+    Type=notify unit started successfully with an app that could not load."""
+    (tmp_path / "broken.py").write_text('"""Cannot load."""\nraise RuntimeError("no")\n')
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(0.5)
+        result = run_siesta(
+            "-b",
+            "127.0.0.1:0",
+            "--preload",
+            "--chdir",
+            str(tmp_path),
+            "broken:app",
+            env={"NOTIFY_SOCKET": path},
+        )
+        assert result.returncode == 4, result.stderr
+        with pytest.raises(TimeoutError):
+            sock.recv(4096)
+
+
 @pytest.mark.parametrize("abstract", [False, True])
 def test_the_master_tells_systemd_it_is_ready(tmp_path, abstract):
     """QA (session 41): a unit written for gunicorn (`Type=notify`, as gunicorn's
@@ -805,3 +828,86 @@ def test_the_master_tells_systemd_it_is_ready(tmp_path, abstract):
             proc.terminate()
             proc.wait(STOP_TIMEOUT)
     assert proc.returncode == 0, drain.text()
+
+
+def test_capture_output_with_the_error_log_on_stderr_keeps_every_line(tmp_path):
+    """Review (session 41): with --capture-output and the error log at /dev/stderr,
+    fds 1 and 2 were pointed at the path opened again while the error log wrote
+    through descriptor 2 itself: two offsets in a file the shell redirected there
+    without append, and the error log's lines overwrote the app's prints."""
+    (tmp_path / "printing.py").write_text(
+        textwrap.dedent(
+            """\
+            \"\"\"Prints at import and per request, and writes to wsgi.errors.\"\"\"
+            print("IMPORT-PRINT-" + "x" * 40, flush=True)
+
+
+            def app(environ, start_response):
+                print("REQUEST-PRINT-" + environ["QUERY_STRING"], flush=True)
+                environ["wsgi.errors"].write("WSGI-ERRORS-" + environ["QUERY_STRING"] + "\\n")
+                start_response("200 OK", [])
+                return [b"pong"]
+            """
+        )
+    )
+    out = tmp_path / "captured.log"
+    with open(out, "w") as handle:  # O_TRUNC, no O_APPEND: as `2>file` opens it
+        proc = subprocess.Popen(
+            [str(SIESTA), "-b", "127.0.0.1:0", "--capture-output", "--error-logfile"]
+            + ["/dev/stderr", "--access-logfile", "/dev/stderr", "--chdir", str(tmp_path)]
+            + ["printing:app"],
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=handle,
+            env={**clean_env(), "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        found = wait_until(lambda: LISTENING.search(out.read_text()))
+        assert found, out.read_text()
+        port = int(found.group(1))
+        for i in range(3):
+            assert rawhttp.request("127.0.0.1", port, "GET", f"/ping?{i}").status == 200
+        assert wait_until(lambda: out.read_text().count('"GET /ping?') == 3), out.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    text = out.read_text()
+    lines = ["Starting siesta", "Listening at", "Booting worker", "Shutting down: Master"]
+    lines += ["IMPORT-PRINT-" + "x" * 40]
+    lines += [f"{what}{i}" for i in range(3) for what in ("REQUEST-PRINT-", "WSGI-ERRORS-")]
+    lines += [f'"GET /ping?{i} HTTP/1.1" 200' for i in range(3)]
+    for line in lines:
+        assert line in text, (line, text)
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_closed_standard_descriptor_is_dev_null_not_the_next_file(tmp_path, closed):
+    """Review (session 41): with fd 1 (or 2) closed at launch (`1>&-`), the next file
+    the worker opened took its number (an epoll descriptor), and the access log at
+    /dev/stdout wrote into it; `sys.stdout` was None, and the worker's flush of it
+    at exit raised, climbing into the master's code it was forked from. Such a
+    descriptor is /dev/null from the start: the server serves and stops cleanly."""
+    fd = 1 if closed == "stdout" else 2
+    log = tmp_path / "error.log"
+    proc = subprocess.Popen(
+        [str(SIESTA), "-b", "127.0.0.1:0", "--access-logfile", f"/dev/{closed}"]
+        + ["--error-logfile", str(log), "--max-requests", "2", *APP_ARGS, "router_app:app"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=clean_env(),
+        preexec_fn=lambda: os.close(fd),
+    )
+    try:
+        found = wait_until(lambda: log.exists() and LISTENING.search(log.read_text()))
+        assert found, log.read_text() if log.exists() else ""
+        port = int(found.group(1))
+        for i in range(5):  # past --max-requests: a worker leaves and another serves
+            assert rawhttp.request("127.0.0.1", port, "GET", f"/ping?{i}").status == 200
+    finally:
+        proc.terminate()
+        code = proc.wait(15)
+    text = log.read_text()
+    assert code == 0, text
+    assert "Cannot write the access log" not in text, text
+    assert "Cannot start a worker" not in text and "Traceback" not in text, text

@@ -128,6 +128,8 @@ def test_a_fragment_pipelined_behind_a_good_request_is_refused_in_its_turn(serve
     assert second.status == 400, second
     paths = server.records("paths")
     assert good in paths and bad not in paths, paths
+    # Logged as what it is (the line's target no longer shows the '#').
+    assert server.wait_log(r"a '#' in the request target .*\[fragment\]"), server.log()
 
 
 def test_request_smuggling_via_cl_te_does_not_reach_app(server):

@@ -3688,6 +3688,25 @@ def test_a_hang_holds_max_requests_while_others_serve(launch, tmp_path):
     assert srv.alive(), srv.log(mark)
 
 
+def test_a_hang_hold_ends_when_ttou_leaves_no_place_to_retry(launch, tmp_path):
+    """Review (session 41): the hold of a hang ended only with a boot; after a TTOU
+    took the place being retried, none came, and the workers serving on never
+    restarted at --max-requests again."""
+    srv, down = launch_waiting_while_down(launch, tmp_path, "--max-requests", "5")
+    down.touch()
+    mark = srv.log_mark()
+    os.kill(min(srv.worker_pids()), signal.SIGKILL)
+    assert srv.wait_log("the others serve, starting another", since=mark, timeout=WAIT), srv.log()
+    srv.signal(signal.SIGTTOU)
+    line = "No worker is to be started any more: recycling resumes"
+    assert srv.wait_log(line, since=mark, timeout=WAIT), srv.log(mark)
+    down.unlink()
+    for i in range(8):
+        assert srv.get(f"/{i}").status == 200, srv.log(mark)
+    assert srv.wait_log("Autorestarting worker after current request", since=mark), srv.log(mark)
+    assert srv.alive(), srv.log(mark)
+
+
 def test_ttou_retires_a_hung_boot_before_a_serving_worker(launch, tmp_path):
     """Review (session 40): TTOU retired the oldest worker, a serving one, and kept
     the one whose import hung; once the hung one timed out with none serving, the

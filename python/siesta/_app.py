@@ -70,7 +70,7 @@ def prepare(values: dict[str, Any], sources: dict[str, str] | None = None) -> No
         # points a symlink at a new release and sends HUP is served the new one.
         cwd = os.path.normpath(os.path.join(working_dir(), values["chdir"]))
         try:
-            os.chdir(values["chdir"])
+            os.chdir(cwd)  # the path as named, as gunicorn's: `..` after a symlink too
         except OSError as exc:
             source = (sources or {}).get("chdir", "the settings")
             raise ConfigError(

@@ -28,7 +28,7 @@ import time
 
 from siesta import _siesta
 from siesta._app import AppLoadError, load
-from siesta._pylog import bridge, traceback_text
+from siesta._pylog import bridge, flush_std, traceback_text
 from siesta._request_hooks import wrap as request_hooks
 from siesta._run import serve_threads  # imported by the master: a worker may run as -u later
 from siesta.config import ConfigError, for_rust
@@ -183,8 +183,8 @@ def own_log_files(values: dict[str, Any]) -> None:
         return
     for key in ("access_logfile", "error_logfile"):
         path = values.get(key)
-        if not path or path == "-":
-            continue
+        if not path or path in ("-", "/dev/stdout", "/dev/stderr"):
+            continue  # the streams: a worker writes through its copy, opens nothing
         try:
             # Only a log file is given away, and only one is opened here: never a
             # device (/dev/null, a tty) nor a FIFO (an open and close would end its
@@ -269,6 +269,7 @@ def run_worker(
     the object `pre_fork` had, now with this process's pid, as gunicorn passes one
     worker object to all its hooks (what `pre_fork` set on it, `post_fork` finds)."""
     _siesta.worker_after_fork(keep_beat=heartbeat_fd)
+    _forget_the_masters_children()
     # From here, a boot past --timeout has its stacks written (post_fork too); the
     # error log is the master's descriptor, inherited.
     _enable_faulthandler()
@@ -365,13 +366,26 @@ def run_worker(
     return 0
 
 
-def _run_exit_functions() -> None:
+def _forget_the_masters_children() -> None:
+    """The master's ``multiprocessing`` children (a ``--preload`` app's, a hook's) are
+    not this worker's: the exit functions it runs (``_run_exit_functions``) would
+    SIGTERM the daemonic ones and fail to join the others, as multiprocessing's own
+    children forget them (its ``_bootstrap``)."""
+    process = sys.modules.get("multiprocessing.process")
+    children = getattr(process, "_children", None)
+    if isinstance(children, set):
+        children.clear()
+
+
+def run_exit_functions() -> None:
     """What the app registered with ``atexit`` (a Sentry or OpenTelemetry client's
     last flush, ``logging.shutdown`` for buffered handlers, ``weakref.finalize``), run
-    as a worker ends, as a gunicorn worker's ``sys.exit`` runs it: ``os._exit`` alone
-    skipped it, and what those buffers held was lost at every stop and recycle. The
-    worker then still leaves by ``os._exit``, so no thread the app left running holds
-    it. A function that fails is reported by ``atexit`` and the others run."""
+    as a worker (or the master) ends, as gunicorn's ``sys.exit`` runs it: ``os._exit``
+    alone skipped it, and what those buffers held was lost at every stop and recycle.
+    The process then still leaves by ``os._exit``, so no thread the app left running
+    holds it. A function that fails is reported by ``atexit`` and the others run.
+    What the master registered before a fork (a config file, a ``--preload`` app) runs
+    in each worker too, as in gunicorn's."""
     import atexit
 
     run = getattr(atexit, "_run_exitfuncs", None)
@@ -567,10 +581,13 @@ class Master:
             _siesta.log("error", "Worker crashed:\n" + traceback_text(exc, exc.__traceback__))
             code = 1 if _booted else WORKER_BOOT_ERROR
         finally:
-            _run_exit_functions()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+            # Nothing here may raise: an exception would climb, in this worker,
+            # into the master's code it was forked from (a second master).
+            try:
+                run_exit_functions()
+            finally:
+                flush_std()
+                os._exit(code)
         return 0  # not reached
 
     def reload(self) -> tuple[int, bool]:

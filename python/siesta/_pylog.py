@@ -44,6 +44,19 @@ def traceback_text(exc: BaseException, tb: Any) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
 
 
+def flush_std() -> None:
+    """Flushes ``sys.stdout`` and ``sys.stderr`` before an ``os._exit``, whatever
+    they are: None (the descriptor was closed at launch), or a pipe whose reader
+    left (a BrokenPipeError). A flush that fails must not keep a process from its
+    exit: a worker's exception would climb into the master's code it forked from."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except BaseException:
+            pass
+
+
 def bridge(level: str) -> None:
     """Sets up ``gunicorn.error`` at ``level`` now, or when ``logging`` is imported."""
     _state["level"] = level

@@ -346,7 +346,9 @@ def _config_import_path(layers: list[dict[str, Any]]) -> None:
     the file): that directory, and --pythonpath's from the same layers, go first."""
     chdir = next((layer["chdir"] for layer in layers if layer.get("chdir")), None)
     pythonpath = next((layer["pythonpath"] for layer in layers if layer.get("pythonpath")), "")
-    base = os.path.abspath(chdir or os.getcwd())
+    from siesta._app import working_dir
+
+    base = os.path.normpath(os.path.join(working_dir(), chdir or "."))
     paths = [base]
     # Relative to --chdir, as prepare() reads them for the app.
     paths += [os.path.join(base, p.strip()) for p in pythonpath.split(",") if p.strip()]

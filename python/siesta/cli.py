@@ -34,12 +34,13 @@ from siesta._master import (
     pid_holder,
     real_fork,
     remove_pid_file,
+    run_exit_functions,
     set_title,
     write_pid_file,
 )
 from siesta._sources import USAGE, UsageError, resolve
 from siesta.config import GUNICORN_NAMES, ConfigError, current, for_rust, render
-from siesta._pylog import bridge
+from siesta._pylog import bridge, flush_std
 from siesta.hooks import Server as HookServer
 from siesta.hooks import Listener, parsed_address
 
@@ -93,8 +94,7 @@ def _log_file_apart(path: str | None) -> bool:
 
 def _exit_now(code: int) -> None:
     """Leaves without interpreter teardown: daemon threads may sit inside the app."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    flush_std()
     os._exit(code)
 
 
@@ -223,12 +223,19 @@ def _capture_output(error_logfile: str | None) -> None:
 
 
 def _point_output_at(error_logfile: str | None) -> None:
-    """Points fds 1 and 2 at the error log file (none, or ``-``: left as they are)."""
+    """Points fds 1 and 2 at the error log file (none, or ``-``: left as they are).
+    ``/dev/stdout`` and ``/dev/stderr`` are that descriptor itself, as the error log
+    writes through it (Rust's ``open_append``): the path opened again would write
+    from an offset of its own, over the log's lines, in a file the shell redirected
+    there without append."""
     if not error_logfile or error_logfile == "-":
         return
+    flush_std()
+    stream = {"/dev/stdout": 1, "/dev/stderr": 2}.get(error_logfile)
+    if stream is not None:
+        os.dup2(stream, 3 - stream)
+        return
     fd = os.open(error_logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     posix.close(fd)  # not os's, which gevent may have patched (real_fork)
@@ -441,7 +448,27 @@ def _gevent_patched() -> bool:
     return monkey is not None and bool(monkey.is_module_patched("threading"))
 
 
+def _std_descriptors() -> None:
+    """Descriptors 0, 1 and 2 closed at launch (``1>&-``) are /dev/null from here,
+    with ``sys.stdout``/``sys.stderr`` over them: else the next file opened took
+    the number (an epoll descriptor, a socket), and what went to "stdout" (a log at
+    /dev/stdout, an app's print) went into it, and a flush of a None stream failed."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                posix.close(null)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 (for the process's life)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False, errors="backslashreplace")  # noqa: SIM115
+
+
 def main(argv: list[str] | None = None) -> None:
+    _std_descriptors()
     # Relative paths on the command line and in the config (--chdir, -c,
     # --pythonpath...) name what they named here, also when a HUP rereads
     # them after --chdir moved the master.
@@ -572,7 +599,6 @@ def main(argv: list[str] | None = None) -> None:
         own_log_files(values)  # -u/-g: the workers can open (and reopen) the log files
         listeners.announce()  # the socket is the workers' and the pid file written
         _siesta.log("info", f"Using worker: {values['worker_class']}")  # after, as gunicorn
-        _sd_notify("READY=1\nSTATUS=Siesta master booted")
         if values["error_logfile"] not in (None, "-"):
             for warning in resolved.warnings:  # stderr had them; the log file gets them too
                 _siesta.log("warning", warning)
@@ -588,6 +614,9 @@ def main(argv: list[str] | None = None) -> None:
                 _siesta.log("warning", PRELOAD_UNPATCHED)
         if values["worker_class"] != "gevent" and _gevent_patched():
             _fail(THREAD_PATCHED, 1)  # the app preloaded patched it
+        # Once listening and past --preload's import (gunicorn's order: its preload
+        # comes first), so a unit's start fails when the app cannot load.
+        _sd_notify("READY=1\nSTATUS=Siesta master booted")
         if not hooks.boot("when_ready", arbiter):
             _fail("the when_ready hook failed (above): not starting", 1)
     except BaseException:
@@ -669,4 +698,5 @@ def main(argv: list[str] | None = None) -> None:
     remove_pid_file(master.pid_file())  # PIDFILE.2 if never promoted
     if not master.hooks.boot("on_exit", master.arbiter) and code == 0:
         code = 1
+    run_exit_functions()  # the config's and a preloaded app's, as gunicorn's exit runs them
     _exit_now(code)

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Every refusal, in the order of their counters (`siesta_refusals_total{reason}`).
-pub(crate) const REFUSALS: [RequestError; 25] = [
+pub(crate) const REFUSALS: [RequestError; 26] = [
     RequestError::MalformedHead,
     RequestError::RequestLineTooLong,
     RequestError::TooManyFields,
@@ -44,6 +44,7 @@ pub(crate) const REFUSALS: [RequestError; 25] = [
     RequestError::StopCut,
     RequestError::ExpectationFailed,
     RequestError::BadMethod,
+    RequestError::Fragment,
 ];
 
 /// A refusal's counter; an unlisted one (added without updating the table) is the last.
@@ -396,7 +397,8 @@ mod tests {
                 | RequestError::ClientGone
                 | RequestError::StopCut
                 | RequestError::ExpectationFailed
-                | RequestError::BadMethod => REFUSALS.contains(&e),
+                | RequestError::BadMethod
+                | RequestError::Fragment => REFUSALS.contains(&e),
             }
         }
         assert!(REFUSALS.iter().all(|e| listed(*e)));

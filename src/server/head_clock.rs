@@ -98,7 +98,7 @@ enum OnExpiry {
 pub(crate) struct HeadNote {
     /// Bytes its target's escaping added (`raw_target.rs`).
     pub escaped: usize,
-    /// The line held a `#` (`Framing::take_fragments`): refused.
+    /// The line held a `#` (`Framing::take_fragment`): refused.
     pub fragment: bool,
 }
 

@@ -64,7 +64,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
             *max += note.escaped;
         }
         let refused = (if note.fragment {
-            Err(RequestError::MalformedHead)
+            Err(RequestError::Fragment)
         } else {
             super::head::check_head(&head, &limits)
         })

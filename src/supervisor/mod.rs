@@ -40,6 +40,9 @@ const GRACEFUL_EXTRA: Duration = Duration::from_secs(3);
 const FAST_GRACE: Duration = Duration::from_secs(2);
 /// After a timeout's SIGABRT (which dumps the stacks), how long before SIGKILL.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
+/// How long the next timed-out worker waits for the last one's abort
+/// (its stacks are written in milliseconds).
+const ABORT_SPACING: Duration = Duration::from_millis(500);
 /// How many times a replacement that crashed booting is started again, in a
 /// row, while others serve (see `Master::crash_is_retried`).
 const BOOT_CRASH_RETRIES: u32 = 3;
@@ -1155,10 +1158,19 @@ impl Master<'_, '_> {
             self.degraded = None;
         }
         let booted = self.hang_hold.is_some_and(|b| self.table.boots != b);
-        if booted {
+        // Or no place is left to try again (TTOU took it; a retry booting is
+        // not counted): no boot would ever end the hold.
+        let unneeded = self.hang_hold.is_some()
+            && self.table.active() >= self.target
+            && !self
+                .table
+                .workers
+                .values()
+                .any(|w| !w.booted && w.retiring.is_none());
+        if booted || unneeded {
             self.hang_hold = None;
         }
-        if !(code_works || booted) {
+        if !(code_works || booted || unneeded) {
             return;
         }
         // What still holds (the other reason) keeps its workers held.
@@ -1175,8 +1187,10 @@ impl Master<'_, '_> {
         if still.is_none() {
             crate::log::error::info(if code_works {
                 "A worker booted with the new code: recycling resumes"
-            } else {
+            } else if booted {
                 "A worker booted: recycling resumes"
+            } else {
+                "No worker is to be started any more: recycling resumes"
             });
         }
     }
@@ -1208,14 +1222,18 @@ impl Master<'_, '_> {
         // SIGABRT, and two at once mixed theirs line by line in the log
         // (workers stuck on one thing, a database that stopped answering,
         // time out together). The next is aborted once this one has exited
-        // (its SIGCHLD wakes the master), or was sent SIGKILL (no stacks
-        // then), ABORT_GRACE at most. For workers that hung booting, the
-        // first's failure usually decides the others' fate anyway.
-        let mut aborting = self
-            .table
-            .workers
-            .values()
-            .any(|w| w.retiring.is_some_and(Retire::aborts) && !w.killed);
+        // (its SIGCHLD wakes the master), or ABORT_SPACING after it was
+        // aborted (one whose SIGABRT writes nothing and ends nothing: an
+        // app's own handler, a core dump being written, waits for its
+        // SIGKILL alone). For workers that hung booting, the first's
+        // failure usually decides the others' fate anyway.
+        let now = Instant::now();
+        let mut aborting = self.table.workers.values().any(|w| {
+            w.retiring.is_some_and(Retire::aborts)
+                && !w.killed
+                && w.kill_at
+                    .is_some_and(|kill| now + ABORT_GRACE < kill + ABORT_SPACING)
+        });
         for pid in silent {
             if std::mem::replace(&mut aborting, true) {
                 continue;

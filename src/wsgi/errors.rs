@@ -37,7 +37,11 @@ fn text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<std::borrow::Cow<'a, str>> {
     if let Ok(t) = s.to_str() {
         return Ok(t.into());
     }
-    let escaped = s.call_method1("encode", ("utf-8", "backslashreplace"))?;
+    // `str.encode`, not the instance's: a subclass may have its own.
+    let escaped = s
+        .py()
+        .get_type::<PyString>()
+        .call_method1("encode", (s, "utf-8", "backslashreplace"))?;
     let bytes = escaped.cast::<PyBytes>()?.as_bytes();
     Ok(String::from_utf8_lossy(bytes).into_owned().into())
 }
