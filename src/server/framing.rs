@@ -422,20 +422,22 @@ impl Framing {
                 State::RequestLine | State::Value | State::Trailer
                     if self.state != State::Value || self.field != Field::ContentLength =>
                 {
+                    let line = self.state == State::RequestLine;
                     // A trailer line ends at its CR; an LF before it is refused.
                     let stop = if self.state == State::Trailer {
                         memchr::memchr2(b'\n', b'\r', &bytes[i..])
+                    } else if line && self.fragment_back == 0 {
+                        // Its end, and a `#` before it, in one search.
+                        match memchr::memchr2(b'\n', b'#', &bytes[i..]) {
+                            Some(at) if bytes[i + at] == b'#' => {
+                                self.fragment_back = 1;
+                                memchr::memchr(b'\n', &bytes[i + at..]).map(|end| at + end)
+                            }
+                            end => end,
+                        }
                     } else {
                         memchr::memchr(b'\n', &bytes[i..])
                     };
-                    let line = self.state == State::RequestLine;
-                    if line {
-                        let end = stop.map_or(bytes.len(), |at| i + at);
-                        if self.fragment_back == 0 && memchr::memchr(b'#', &bytes[i..end]).is_some()
-                        {
-                            self.fragment_back = 1;
-                        }
-                    }
                     match stop {
                         Some(at) => {
                             if line {

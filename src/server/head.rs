@@ -194,7 +194,11 @@ pub(crate) fn valid_host(host: &[u8]) -> bool {
             None => (host, &host[..0]),
         },
     };
-    let name_ok = name.iter().all(|&b| HOST_NAME_BYTE[usize::from(b)]) && escapes_whole(name);
+    let mut escaped = false;
+    let name_ok = name.iter().all(|&b| {
+        escaped |= b == b'%';
+        HOST_NAME_BYTE[usize::from(b)]
+    }) && (!escaped || escapes_whole(name));
     let port_ok = match port.split_first() {
         None => true,
         Some((b':', digits)) => {
