@@ -427,6 +427,50 @@ def test_a_workers_exit_runs_what_the_app_registered_with_atexit(launch, mode, t
     assert f"atexit {serving}" in marks.read_text(), marks.read_text()
 
 
+MP_CHILD_APP = """\
+\"\"\"Starts a daemonic multiprocessing helper at import (with --preload: in the master).\"\"\"
+import multiprocessing
+import time
+
+helper = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,), daemon=True)
+helper.start()
+with open(%r, "w") as f:
+    f.write(str(helper.pid))
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+"""
+
+
+def test_a_preloaded_apps_multiprocessing_helper_neither_dies_with_a_worker_nor_holds_the_stop(
+    launch, tmp_path
+):
+    """Reviews (session 41): with exit functions run at a worker's exit, each
+    worker's multiprocessing exit function sent SIGTERM to the master's helper; run
+    at the master's own exit, it waited for ever for a helper that keeps the
+    master's handlers (which ignore TERM), and the master never exited."""
+    pid_file = tmp_path / "helper.pid"
+    code_dir, _ = app_module(tmp_path, "mphelper", MP_CHILD_APP % str(pid_file))
+    srv = launch("--preload", "--max-requests", "2", app="mphelper:app", path=(code_dir, APPS_DIR))
+    assert wait_until(lambda: pid_file.exists() and pid_file.read_text()), srv.log()
+    helper = int(pid_file.read_text())
+    try:
+        for i in range(5):  # past --max-requests: a worker exits, another serves
+            assert srv.get(f"/{i}").status == 200, srv.log()
+        assert srv.wait_log("Autorestarting worker"), srv.log()
+        assert wait_until(lambda: srv.boots() >= 2), srv.log()
+        assert running(helper), srv.log()
+        # No exit function of the worker's took the master's helper for its own.
+        assert "can only join a child process" not in srv.log(), srv.log()
+        srv.signal(signal.SIGTERM)
+        assert srv.exit_code() == 0, srv.log()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(helper, signal.SIGKILL)
+
+
 def test_hup_with_a_relative_chdir(launch, tmp_path):
     """A relative --chdir means what it meant at launch, also when a HUP rereads
     the command line after the master moved there. Regression: the reload
@@ -3695,21 +3739,30 @@ def test_a_hang_holds_max_requests_while_others_serve(launch, tmp_path):
     assert srv.alive(), srv.log(mark)
 
 
-def test_a_hang_hold_ends_when_ttou_leaves_no_place_to_retry(launch, tmp_path):
-    """Review (session 41): the hold of a hang ended only with a boot; after a TTOU
-    took the place being retried, none came, and the workers serving on never
-    restarted at --max-requests again."""
+def test_a_hang_hold_outlasts_a_ttou_that_takes_the_place_being_retried(launch, tmp_path):
+    """Reviews (session 41): after a TTOU took the place a hung boot was tried again
+    in, a hold released then let the last worker go at --max-requests while the
+    import still hung, and the server stopped (exit 3); one kept ends with the next
+    boot (here a TTIN's, once the import no longer waits)."""
     srv, down = launch_waiting_while_down(launch, tmp_path, "--max-requests", "5")
     down.touch()
     mark = srv.log_mark()
     os.kill(min(srv.worker_pids()), signal.SIGKILL)
     assert srv.wait_log("the others serve, starting another", since=mark, timeout=WAIT), srv.log()
     srv.signal(signal.SIGTTOU)
-    line = "No worker is to be started any more: recycling resumes"
-    assert srv.wait_log(line, since=mark, timeout=WAIT), srv.log(mark)
+    assert srv.wait_log("Handling signal: ttou", since=mark), srv.log(mark)
+    kept = int(srv.get("/").body)
+    for i in range(12):  # past --max-requests: held, the same worker serves
+        resp = srv.get(f"/{i}")
+        assert resp.status == 200 and resp.body == str(kept).encode(), (i, resp, srv.log(mark))
+    assert "Autorestarting" not in srv.log(mark), srv.log(mark)
     down.unlink()
+    srv.signal(signal.SIGTTIN)
+    assert srv.wait_log("A worker booted: recycling resumes", since=mark, timeout=WAIT), srv.log(
+        mark
+    )
     for i in range(8):
-        assert srv.get(f"/{i}").status == 200, srv.log(mark)
+        assert srv.get(f"/again/{i}").status == 200, srv.log(mark)
     assert srv.wait_log("Autorestarting worker after current request", since=mark), srv.log(mark)
     assert srv.alive(), srv.log(mark)
 

@@ -380,12 +380,15 @@ def _forget_the_masters_children() -> None:
 def run_exit_functions() -> None:
     """What the app registered with ``atexit`` (a Sentry or OpenTelemetry client's
     last flush, ``logging.shutdown`` for buffered handlers, ``weakref.finalize``), run
-    as a worker (or the master) ends, as gunicorn's ``sys.exit`` runs it: ``os._exit``
-    alone skipped it, and what those buffers held was lost at every stop and recycle.
-    The process then still leaves by ``os._exit``, so no thread the app left running
-    holds it. A function that fails is reported by ``atexit`` and the others run.
-    What the master registered before a fork (a config file, a ``--preload`` app) runs
-    in each worker too, as in gunicorn's."""
+    as a worker ends, as gunicorn's ``sys.exit`` runs it: ``os._exit`` alone skipped
+    it, and what those buffers held was lost at every stop and recycle. The worker
+    then still leaves by ``os._exit``, so no thread the app left running holds it. A
+    function that fails is reported by ``atexit`` and the others run. What the master
+    registered before a fork (a config file, a ``--preload`` app) runs in each worker
+    too, as in gunicorn's. Not in the master (gunicorn's runs them): a
+    ``multiprocessing`` child it forked keeps its signal handlers, which ignore TERM,
+    and multiprocessing's exit function would wait for it for ever (review, session
+    41)."""
     import atexit
 
     run = getattr(atexit, "_run_exitfuncs", None)

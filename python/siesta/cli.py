@@ -34,7 +34,6 @@ from siesta._master import (
     pid_holder,
     real_fork,
     remove_pid_file,
-    run_exit_functions,
     set_title,
     write_pid_file,
 )
@@ -698,5 +697,4 @@ def main(argv: list[str] | None = None) -> None:
     remove_pid_file(master.pid_file())  # PIDFILE.2 if never promoted
     if not master.hooks.boot("on_exit", master.arbiter) and code == 0:
         code = 1
-    run_exit_functions()  # the config's and a preloaded app's, as gunicorn's exit runs them
     _exit_now(code)

@@ -1157,20 +1157,16 @@ impl Master<'_, '_> {
         if code_works {
             self.degraded = None;
         }
+        // Only a boot ends a hang's hold: with no place left to try again
+        // (a TTOU took it) it stays until one comes (a TTIN, a HUP, a worker
+        // that died replaced), since a worker let go at --max-requests
+        // would be replaced by one that hangs while its cause lasts, and
+        // with none left serving the server would stop (review, session 41).
         let booted = self.hang_hold.is_some_and(|b| self.table.boots != b);
-        // Or no place is left to try again (TTOU took it; a retry booting is
-        // not counted): no boot would ever end the hold.
-        let unneeded = self.hang_hold.is_some()
-            && self.table.active() >= self.target
-            && !self
-                .table
-                .workers
-                .values()
-                .any(|w| !w.booted && w.retiring.is_none());
-        if booted || unneeded {
+        if booted {
             self.hang_hold = None;
         }
-        if !(code_works || booted || unneeded) {
+        if !(code_works || booted) {
             return;
         }
         // What still holds (the other reason) keeps its workers held.
@@ -1187,10 +1183,8 @@ impl Master<'_, '_> {
         if still.is_none() {
             crate::log::error::info(if code_works {
                 "A worker booted with the new code: recycling resumes"
-            } else if booted {
-                "A worker booted: recycling resumes"
             } else {
-                "No worker is to be started any more: recycling resumes"
+                "A worker booted: recycling resumes"
             });
         }
     }
