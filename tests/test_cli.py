@@ -677,34 +677,7 @@ def test_dev_stdout_and_stderr_are_the_streams_even_on_a_socket():
     a worker that could not open it, and the server stopped (exit 3). /dev/stdout
     for the access log and /dev/stderr for the error log are now the streams
     themselves, as '-' is; another socket path is refused before binding (exit 1)."""
-    ours, theirs = socket.socketpair()
-    proc = subprocess.Popen(
-        [str(SIESTA), "-b", "127.0.0.1:0", "--access-logfile", "/dev/stdout"]
-        + ["--error-logfile", "/dev/stderr", "router_app:app"],
-        stdin=subprocess.DEVNULL,
-        stdout=theirs.fileno(),
-        stderr=theirs.fileno(),
-        cwd=str(APPS_DIR),
-        env=clean_env(),
-    )
-    theirs.close()
-    got = b""
-    try:
-        ours.settimeout(15)
-        while not (m := re.search(rb"Listening at: http://127\.0\.0\.1:(\d+)", got)):
-            chunk = ours.recv(65536)
-            assert chunk, got
-            got += chunk
-        assert rawhttp.request("127.0.0.1", int(m.group(1)), "GET", "/ping").status == 200
-        while b'"GET /ping HTTP/1.1" 200' not in got:
-            chunk = ours.recv(65536)
-            assert chunk, got
-            got += chunk
-    finally:
-        proc.terminate()
-        proc.wait(15)
-        ours.close()
-    assert proc.returncode == 0, got
+    assert _served_with_logs_on("/dev/stdout", "/dev/stderr", "/ping")
     # The other way round too (session 41: the access log on /dev/stderr was
     # refused there, exit 1; another socket path still is).
     assert _served_with_logs_on("/dev/stderr", "/dev/stdout", "/ping")

@@ -809,6 +809,20 @@ def test_a_symlink_pointed_at_a_new_release_is_followed_by_hup_and_usr2(launch, 
         assert stop_pid(new)
 
 
+def assert_held_on_one_connection(srv, mark, body, count=30):
+    """`count` requests on one connection are all answered `body`, none with
+    `Connection: close`: the worker serving them is held from --max-requests."""
+    with srv.connect() as conn:
+        for i in range(count):
+            conn.send(rawhttp.build_request("GET", f"/{i}"))
+            try:
+                resp = conn.read_response()
+            except rawhttp.IncompleteHead as exc:
+                raise AssertionError(f"request {i}: {exc}\n{srv.log(mark)}") from exc
+            assert resp.body == body, (i, resp, srv.log(mark))
+            assert not resp.has_token("Connection", "close"), (i, resp, srv.log(mark))
+
+
 def test_a_given_up_reload_holds_max_requests(launch, mode, tmp_path):
     """Noted since session 28: after a given-up reload, the first worker restarted
     by --max-requests loaded the broken code and stopped the server (exit 4), hours
@@ -824,15 +838,7 @@ def test_a_given_up_reload_holds_max_requests(launch, mode, tmp_path):
     mark = srv.log_mark()
     # On one connection: held, the worker stays, so no response that reaches
     # --max-requests closes it (one did, every 5 requests).
-    with srv.connect() as conn:
-        for i in range(30):
-            conn.send(rawhttp.build_request("GET", f"/{i}"))
-            try:
-                resp = conn.read_response()
-            except rawhttp.IncompleteHead as exc:
-                raise AssertionError(f"request {i}: {exc}\n{srv.log(mark)}") from exc
-            assert resp.body == b"generation 0", (i, resp, srv.log(mark))
-            assert not resp.has_token("Connection", "close"), (i, resp, srv.log(mark))
+    assert_held_on_one_connection(srv, mark, b"generation 0")
     assert srv.wait_log("Not restarting after --max-requests", since=mark), srv.log(mark)
     assert set(children(srv.pid)) == first
     assert "Autorestarting" not in srv.log(mark)
@@ -3712,15 +3718,7 @@ def test_a_hang_holds_max_requests_while_others_serve(launch, tmp_path):
     os.kill(killed, signal.SIGKILL)
     assert srv.wait_log("the others serve, starting another", since=mark, timeout=WAIT), srv.log()
     (kept,) = serving - {killed}
-    with srv.connect() as conn:
-        for i in range(30):
-            conn.send(rawhttp.build_request("GET", f"/{i}"))
-            try:
-                resp = conn.read_response()
-            except rawhttp.IncompleteHead as exc:
-                raise AssertionError(f"request {i}: {exc}\n{srv.log(mark)}") from exc
-            assert resp.body == str(kept).encode(), (i, resp, srv.log(mark))
-            assert not resp.has_token("Connection", "close"), (i, resp, srv.log(mark))
+    assert_held_on_one_connection(srv, mark, str(kept).encode())
     line = "Not restarting after --max-requests: a new worker's boot outlasted --timeout"
     assert srv.wait_log(line, since=mark), srv.log(mark)
     assert "Autorestarting" not in srv.log(mark), srv.log(mark)
