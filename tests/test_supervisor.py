@@ -471,6 +471,40 @@ def test_a_preloaded_apps_multiprocessing_helper_neither_dies_with_a_worker_nor_
             os.kill(helper, signal.SIGKILL)
 
 
+def test_a_start_that_fails_after_a_preloaded_helper_started_still_exits(tmp_path):
+    """Review (session 41): a start refused after --preload (here by when_ready)
+    left through sys.exit, whose exit functions waited for ever for the preloaded
+    app's multiprocessing helper (it keeps the master's handlers, which ignore TERM)."""
+    pid_file = tmp_path / "helper.pid"
+    code_dir, _ = app_module(tmp_path, "mphelper", MP_CHILD_APP % str(pid_file))
+    conf = tmp_path / "conf.py"
+    conf.write_text(
+        '"""Refuses the start."""\n\n\ndef when_ready(server):\n    raise RuntimeError("no")\n'
+    )
+    err = tmp_path / "stderr"
+    try:
+        with open(err, "w") as handle:  # not a pipe: the helper keeps it open
+            proc = subprocess.Popen(
+                [str(SIESTA), "-b", "127.0.0.1:0", "--preload", "-c", str(conf)]
+                + ["--chdir", str(code_dir), "mphelper:app"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=handle,
+                env=clean_env(),
+            )
+        try:
+            code = proc.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        assert code == 1, err.read_text()
+        assert "the when_ready hook failed" in err.read_text(), err.read_text()
+    finally:
+        if pid_file.exists() and pid_file.read_text():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
 def test_hup_with_a_relative_chdir(launch, tmp_path):
     """A relative --chdir means what it meant at launch, also when a HUP rereads
     the command line after the master moved there. Regression: the reload
@@ -3763,6 +3797,64 @@ def test_a_hang_hold_outlasts_a_ttou_that_takes_the_place_being_retried(launch, 
         assert srv.get(f"/again/{i}").status == 200, srv.log(mark)
     assert srv.wait_log("Autorestarting worker after current request", since=mark), srv.log(mark)
     assert srv.alive(), srv.log(mark)
+
+
+SLOW_ABORT_WHILE_DOWN = """\
+\"\"\"Its import waits while the file DOWN exists, and takes 1.5 s over a SIGABRT then
+(as a core dump being written would).\"\"\"
+import os
+import signal
+import time
+
+signal.signal(signal.SIGABRT, lambda *_: time.sleep(1.5))
+while os.path.exists(%r):
+    time.sleep(0.05)
+signal.signal(signal.SIGABRT, signal.SIG_DFL)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [str(os.getpid()).encode()]
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_boot_while_a_hung_one_is_aborted_ends_the_hold_it_sets(launch, tmp_path):
+    """Review (session 41): the hold a hung boot sets took the boots counted when
+    it was reaped as its mark, so a worker that booted while the hung one was being
+    aborted never ended it; after a TTOU, nothing did, and every worker stayed held
+    from --max-requests although the service was back."""
+    down = tmp_path / "down"
+    code_dir, _ = app_module(tmp_path, "slowabort", SLOW_ABORT_WHILE_DOWN % str(down))
+    srv = launch(
+        "-w",
+        "2",
+        "--timeout",
+        "1",
+        "--max-requests",
+        "5",
+        app="slowabort:app",
+        path=(code_dir, APPS_DIR),
+    )
+    assert len(srv.worker_pids()) == 2
+    down.touch()
+    mark = srv.log_mark()
+    os.kill(min(srv.worker_pids()), signal.SIGKILL)
+    assert srv.wait_log("Booting worker", since=mark), srv.log(mark)
+    time.sleep(0.4)
+    srv.signal(signal.SIGTTIN)  # a second boot, to come while the first is aborted
+    assert srv.wait_log(r"WORKER TIMEOUT \(pid:\d+\): still booting", since=mark, timeout=WAIT)
+    down.unlink()
+    assert srv.wait_log("the others serve, starting another", since=mark, timeout=WAIT), srv.log(
+        mark
+    )
+    srv.signal(signal.SIGTTOU)  # no place left to try again
+    assert srv.wait_log("A worker booted: recycling resumes", since=mark, timeout=WAIT), srv.log(
+        mark
+    )
+    for i in range(12):
+        assert srv.get(f"/{i}").status == 200, srv.log(mark)
+    assert srv.wait_log("Autorestarting worker after current request", since=mark), srv.log(mark)
 
 
 def test_ttou_retires_a_hung_boot_before_a_serving_worker(launch, tmp_path):

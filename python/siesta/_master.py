@@ -368,7 +368,7 @@ def run_worker(
 
 def _forget_the_masters_children() -> None:
     """The master's ``multiprocessing`` children (a ``--preload`` app's, a hook's) are
-    not this worker's: the exit functions it runs (``_run_exit_functions``) would
+    not this worker's: the exit functions it runs (``run_exit_functions``) would
     SIGTERM the daemonic ones and fail to join the others, as multiprocessing's own
     children forget them (its ``_bootstrap``)."""
     process = sys.modules.get("multiprocessing.process")

@@ -467,6 +467,23 @@ def _std_descriptors() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``siesta`` command. It leaves by ``os._exit``, its own ``sys.exit`` included
+    (a failed start, after its clean-up ran): the master runs no exit functions, as
+    a ``multiprocessing`` helper a preloaded app or a hook started keeps the master's
+    signal handlers, which ignore TERM, and multiprocessing's exit function would
+    wait for it for ever (review, session 41)."""
+    try:
+        _main(argv)
+    except SystemExit as exc:
+        code = exc.code
+        if code is not None and not isinstance(code, int):
+            sys.stderr.write(f"{code}\n")
+            code = 1
+        flush_std()
+        os._exit(code or 0)
+
+
+def _main(argv: list[str] | None) -> None:
     _std_descriptors()
     # Relative paths on the command line and in the config (--chdir, -c,
     # --pythonpath...) name what they named here, also when a HUP rereads

@@ -831,7 +831,10 @@ impl Master<'_, '_> {
                     },
                     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
                 ));
-            } else if let Some(wait) = boot_timed_out.then(|| self.hang_is_retried()).flatten() {
+            } else if let Some(wait) = boot_timed_out
+                .then(|| self.hang_is_retried(worker.boots_at_abort))
+                .flatten()
+            {
                 crate::log::error::error(&format!(
                     "Worker (pid:{pid}) failed to boot: {how}; the others serve, starting \
                      another in {} s",
@@ -968,14 +971,20 @@ impl Master<'_, '_> {
     /// degraded mode does, and if it hangs too the server stops). Those
     /// that serve are held from `--max-requests` meanwhile (`hang_hold`):
     /// their replacements would hang too; one may still die or be killed.
-    fn hang_is_retried(&mut self) -> Option<Duration> {
+    fn hang_is_retried(&mut self, boots_at_abort: u64) -> Option<Duration> {
         self.count_boots();
         if !self.serving() {
             return None;
         }
         let (wait, new_round) = self.hang_retries.failed(Instant::now());
         self.hang_slots = if new_round { 1 } else { self.hang_slots + 1 };
-        self.hang_hold = Some(self.table.boots);
+        // From the boots counted when it was timed out, not now: a worker
+        // that booted before this one was reaped ends the hold (review,
+        // session 41); from the earliest, when a hold is on already.
+        self.hang_hold = Some(
+            self.hang_hold
+                .map_or(boots_at_abort, |b| b.min(boots_at_abort)),
+        );
         for w in self.table.workers.values_mut() {
             // A given-up reload's hold says the more: it stays.
             if w.retiring.is_none() && !(w.held && self.degraded.is_some()) {
@@ -1248,6 +1257,10 @@ impl Master<'_, '_> {
             };
             crate::log::error::write(crate::log::error::Level::Critical, &line);
             self.table.retire(pid, why, libc::SIGABRT, ABORT_GRACE);
+            let boots = self.table.boots;
+            if let Some(w) = self.table.workers.get_mut(&pid) {
+                w.boots_at_abort = boots;
+            }
         }
         if let Some(max) = self.cfg.max_worker_rss {
             self.replace_fat(max);

@@ -66,6 +66,10 @@ pub(crate) struct Worker {
     kill_grace: Duration,
     /// The master sent that SIGKILL (so an exit by SIGKILL is no mystery).
     pub killed: bool,
+    /// `Table::boots` when its boot was timed out: a boot after that ends
+    /// the hold its hang sets (`Master::hang_is_retried`), also one that
+    /// came before it was reaped.
+    pub boots_at_abort: u64,
     /// When it was forked (a worker that ends soon after is restarted later).
     pub spawned: Instant,
     /// The config it was forked with, as far as the master's checks of it
@@ -225,6 +229,7 @@ impl Table {
                 kill_at: None,
                 kill_grace: Duration::ZERO,
                 killed: false,
+                boots_at_abort: 0,
                 boot_rss: None,
             },
         );
