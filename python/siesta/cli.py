@@ -39,7 +39,7 @@ from siesta._master import (
 )
 from siesta._sources import USAGE, UsageError, resolve
 from siesta.config import GUNICORN_NAMES, ConfigError, current, for_rust, render
-from siesta._pylog import bridge, flush_std
+from siesta._pylog import bridge, flush_std, traceback_text
 from siesta.hooks import Server as HookServer
 from siesta.hooks import Listener, parsed_address
 
@@ -62,8 +62,7 @@ _error_log_is_file = False
 def _fail(message: str, code: int = 1) -> None:
     if _error_log_is_file:
         _siesta.log("error", message)
-    sys.stderr.write(f"Error: {message}\n")
-    sys.stderr.flush()
+    _write_stderr(f"Error: {message}\n")
     sys.exit(code)
 
 
@@ -477,10 +476,26 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit as exc:
         code = exc.code
         if code is not None and not isinstance(code, int):
-            sys.stderr.write(f"{code}\n")
+            _write_stderr(f"{code}\n")
             code = 1
         flush_std()
         os._exit(code or 0)
+    except KeyboardInterrupt:  # ^C before the master's own handlers
+        flush_std()
+        os._exit(130)
+    except BaseException as exc:  # Siesta's own failure: its traceback, then out
+        _write_stderr(traceback_text(exc, exc.__traceback__) + "\n")
+        flush_std()
+        os._exit(1)
+
+
+def _write_stderr(text: str) -> None:
+    """Writes to stderr; a reader gone (``2>&1 | head``) is no reason not to exit."""
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _main(argv: list[str] | None) -> None:

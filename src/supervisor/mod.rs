@@ -980,10 +980,13 @@ impl Master<'_, '_> {
         self.hang_slots = if new_round { 1 } else { self.hang_slots + 1 };
         // From the boots counted when it was timed out, not now: a worker
         // that booted before this one was reaped ends the hold (review,
-        // session 41); from the earliest, when a hold is on already.
+        // session 41). With a hold on already, the later count: only a boot
+        // after the latest hang shows its cause is gone (reaped out of
+        // order, an earlier hang's count would end it at a boot between the
+        // two).
         self.hang_hold = Some(
             self.hang_hold
-                .map_or(boots_at_abort, |b| b.min(boots_at_abort)),
+                .map_or(boots_at_abort, |b| b.max(boots_at_abort)),
         );
         for w in self.table.workers.values_mut() {
             // A given-up reload's hold says the more: it stays.
