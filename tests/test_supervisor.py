@@ -466,6 +466,9 @@ def test_a_preloaded_apps_multiprocessing_helper_neither_dies_with_a_worker_nor_
         assert "can only join a child process" not in srv.log(), srv.log()
         srv.signal(signal.SIGTERM)
         assert srv.exit_code() == 0, srv.log()
+        # The master's exit ends its daemonic children, as Python's would (probe,
+        # session 42: the helper outlived it).
+        assert wait_until(lambda: gone(helper), timeout=WAIT), "the helper outlived the master"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(helper, signal.SIGKILL)
@@ -505,6 +508,8 @@ def test_a_start_that_fails_after_a_preloaded_helper_started_still_exits(tmp_pat
         assert code == 1, err.read_text()
         if stderr == "file":
             assert "the when_ready hook failed" in err.read_text(), err.read_text()
+        helper = int(pid_file.read_text())
+        assert wait_until(lambda: gone(helper), timeout=WAIT), "the helper outlived the master"
     finally:
         if pid_file.exists() and pid_file.read_text():
             with contextlib.suppress(ProcessLookupError):
@@ -3135,6 +3140,99 @@ def test_a_process_the_app_forks_at_import_ends_on_term(launch, mode, tmp_path):
         assert wait_until(lambda: gone(helper), timeout=WAIT), "the helper ignored TERM"
     finally:
         if not gone(helper):
+            os.kill(helper, signal.SIGKILL)
+
+
+FORKS_PER_REQUEST = """\
+\"\"\"Forks a helper per request (/fork: answers its pid), or runs multiprocessing's
+Process.terminate() (/terminate: answers the helper's exit code).\"\"\"
+import multiprocessing
+import os
+import time
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/terminate":
+        helper = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,))
+        helper.start()
+        helper.terminate()
+        helper.join(10)
+        if helper.exitcode is None:
+            helper.kill()
+            helper.join()
+            body = b"ignored"
+        else:
+            body = str(helper.exitcode).encode()
+    else:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(600)
+            os._exit(0)
+        body = str(pid).encode()
+    start_response("200 OK", [])
+    return [body]
+"""
+
+
+def test_a_process_the_app_forks_while_serving_takes_each_signals_default(launch, mode, tmp_path):
+    """Probe (session 42): a process forked by a request kept the worker's handlers:
+    TERM, INT, QUIT and USR1 fed the worker's signal thread and were lost, and HUP,
+    USR2, TTIN, TTOU and WINCH were ignored, so multiprocessing's terminate() never
+    ended its child (join() waited for ever) and a stop under systemd waited for its
+    SIGKILL. Each now has its default, and the worker serves on untouched."""
+    code_dir, _ = app_module(tmp_path, "forks_per_request", FORKS_PER_REQUEST)
+    srv = launch("-w", "1", app="forks_per_request:app", path=(code_dir, APPS_DIR), mode=mode)
+    assert srv.get("/terminate").body == b"-15", srv.log()
+    signals = [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGHUP]
+    signals += [signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH]
+    helpers = []
+    try:
+        for sig in signals:
+            helper = int(srv.get("/fork").body)
+            helpers.append(helper)
+            os.kill(helper, sig)
+            if sig in (signal.SIGTTIN, signal.SIGTTOU):  # their default stops, not ends
+                assert wait_until(lambda h=helper: stopped(h), timeout=WAIT), sig.name
+            elif sig == signal.SIGWINCH:  # its default ignores it: still running
+                time.sleep(0.2)
+                assert running(helper) and not stopped(helper), sig.name
+            else:
+                assert wait_until(lambda h=helper: gone(h), timeout=WAIT), f"{sig.name} ignored"
+        assert srv.get("/terminate").body == b"-15", srv.log()
+        assert "Handling signal" not in srv.log() and srv.boots() == 1, srv.log()
+    finally:
+        for helper in helpers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(helper, signal.SIGKILL)
+
+
+def stopped(pid):
+    """Whether process `pid` is stopped (by a signal)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
+def test_a_preloaded_apps_helper_takes_term(launch, tmp_path):
+    """Probe (session 42): a helper a preloaded app starts in the master kept the
+    master's handlers, which drop a signal any other process gets: TERM (systemd's
+    stop of the unit's processes) never ended it. It takes TERM's default."""
+    pid_file = tmp_path / "helper.pid"
+    code_dir, _ = app_module(tmp_path, "mphelper", MP_CHILD_APP % str(pid_file))
+    srv = launch("--preload", app="mphelper:app", path=(code_dir, APPS_DIR))
+    assert wait_until(lambda: pid_file.exists() and pid_file.read_text()), srv.log()
+    helper = int(pid_file.read_text())
+    try:
+        assert srv.get("/").status == 200
+        os.kill(helper, signal.SIGTERM)
+        assert wait_until(lambda: gone(helper), timeout=WAIT), "the helper ignored TERM"
+        assert srv.get("/").status == 200, srv.log()
+        srv.signal(signal.SIGTERM)
+        assert srv.exit_code() == 0, srv.log()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(helper, signal.SIGKILL)
 
 

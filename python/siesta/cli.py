@@ -46,7 +46,7 @@ from siesta.hooks import Listener, parsed_address
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, NoReturn
 
 EXIT_APP_LOAD = 4
 # Tries of a listening address in use before the start fails (gunicorn's).
@@ -90,8 +90,10 @@ def _log_file_apart(path: str | None) -> bool:
     return (mine.st_dev, mine.st_ino) != (err.st_dev, err.st_ino)
 
 
-def _exit_now(code: int) -> None:
-    """Leaves without interpreter teardown: daemon threads may sit inside the app."""
+def _exit_now(code: int) -> NoReturn:
+    """Leaves without interpreter teardown: daemon threads may sit inside the app.
+    The daemonic ``multiprocessing`` children are ended first."""
+    _end_daemonic_children()
     flush_std()
     os._exit(code)
 
@@ -467,10 +469,11 @@ def _std_descriptors() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The ``siesta`` command. It leaves by ``os._exit``, its own ``sys.exit`` included
-    (a failed start, after its clean-up ran): the master runs no exit functions, as
-    a ``multiprocessing`` helper a preloaded app or a hook started keeps the master's
-    signal handlers, which ignore TERM, and multiprocessing's exit function would
-    wait for it for ever (review, session 41)."""
+    (a failed start, after its clean-up ran): the master runs no exit functions, which
+    would wait for ever for a non-daemonic ``multiprocessing`` child or thread that a
+    preloaded app or a hook started (review, session 41). Its daemonic
+    ``multiprocessing`` children are ended, as multiprocessing's exit function ends
+    them (`_end_daemonic_children`)."""
     try:
         _main(argv)
     except SystemExit as exc:
@@ -478,15 +481,38 @@ def main(argv: list[str] | None = None) -> None:
         if code is not None and not isinstance(code, int):
             _write_stderr(f"{code}\n")
             code = 1
-        flush_std()
-        os._exit(code or 0)
+        _exit_now(code or 0)
     except KeyboardInterrupt:  # ^C before the master's own handlers
-        flush_std()
-        os._exit(130)
+        _exit_now(130)
     except BaseException as exc:  # Siesta's own failure: its traceback, then out
         _write_stderr(traceback_text(exc, exc.__traceback__) + "\n")
-        flush_std()
-        os._exit(1)
+        _exit_now(1)
+
+
+# How long the master's exit waits for its daemonic children to end on TERM.
+DAEMONIC_CHILDREN_GRACE = 5.0
+
+
+def _end_daemonic_children() -> None:
+    """The daemonic ``multiprocessing`` children of this process (a preloaded app's
+    helper, a hook's) get TERM, as Python's exit would send them; those still running
+    after `DAEMONIC_CHILDREN_GRACE` get KILL. Without it they outlived the master
+    (probe, session 42). Never raises: the exit goes on."""
+    mp = sys.modules.get("multiprocessing")
+    if mp is None:
+        return
+    try:
+        daemons = [p for p in mp.active_children() if p.daemon]
+        for p in daemons:
+            p.terminate()
+        deadline = time.monotonic() + DAEMONIC_CHILDREN_GRACE
+        for p in daemons:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.exitcode is None:
+                p.kill()
+                p.join(1.0)
+    except Exception:  # noqa: BLE001 - the master's exit must not stop here
+        pass
 
 
 def _write_stderr(text: str) -> None:

@@ -255,6 +255,7 @@ pub(crate) fn worker_after_fork(die_with_master: bool, keep_beat: Option<i32>) -
     // What the master blocked across the fork (`fork_signals`) comes now.
     signals::block(false);
     if die_with_master {
+        signals::worker_forks_plainly();
         signals::die_with_master().map_err(|e| PyOSError::new_err(e.to_string()))?;
     }
     Ok(())

@@ -7,9 +7,11 @@
 //! master. `reset_in_child` undoes all of it in a freshly forked worker,
 //! which then installs its own handlers (`worker/signals.rs`).
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Once;
 use std::time::Duration;
 
 /// What a signal asks of the master.
@@ -122,6 +124,7 @@ impl SignalPipe {
         PIPE_READ.store(fds[0], Ordering::Relaxed);
         // SAFETY: getpid(2) takes no arguments.
         MASTER_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+        defaults_in_forked_children();
         for (signo, _) in SIGNALS {
             set_handler(signo, on_signal as extern "C" fn(libc::c_int) as usize)?;
         }
@@ -187,6 +190,116 @@ fn set_handler(signo: i32, handler: usize) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The process that forks, stored just before each fork (`pthread_atfork`'s
+/// prepare, in the parent) and read in the child.
+static FORKER: AtomicI32 = AtomicI32::new(0);
+/// A worker's own pid, once it set its dispositions (`worker_forks_plainly`).
+static WORKER_PID: AtomicI32 = AtomicI32::new(0);
+
+thread_local! {
+    /// The forking thread's signal mask before `before_fork` blocked the
+    /// signals, put back in the parent and in the child after the fork.
+    static MASK_BEFORE_FORK: Cell<Option<libc::sigset_t>> = const { Cell::new(None) };
+}
+
+/// In the parent, just before a fork of the master or a worker: its
+/// signals wait (in the forking thread) until the child has its own
+/// dispositions. A signal sent to the child before it ran its first
+/// instruction was otherwise taken by the parent's handler it still had:
+/// a `multiprocessing` child terminated at once ignored the TERM.
+extern "C" fn before_fork() {
+    // SAFETY: getpid(2) is async-signal-safe and takes no arguments.
+    let me = unsafe { libc::getpid() };
+    FORKER.store(me, Ordering::Relaxed);
+    if me != MASTER_PID.load(Ordering::Relaxed) && me != WORKER_PID.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: zeroed sigsets filled by sigemptyset/sigaddset; the old mask
+    // is written into our own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for (signo, _) in SIGNALS {
+            libc::sigaddset(&mut set, signo);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) == 0 {
+            MASK_BEFORE_FORK.set(Some(old));
+        }
+    }
+}
+
+/// In the parent, after the fork: the mask as it was.
+extern "C" fn after_fork_in_parent() {
+    mask_as_before_fork();
+}
+
+fn mask_as_before_fork() {
+    if let Some(old) = MASK_BEFORE_FORK.take() {
+        // SAFETY: a mask pthread_sigmask itself wrote.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    }
+}
+
+/// In the child of every fork, first (only async-signal-safe calls): a
+/// process the master or a worker forks that is not a worker (a preloaded
+/// app's `multiprocessing` helper, a hook's or a request's `os.fork`) gets
+/// the default of every signal its parent handles. It kept its parent's
+/// handlers before: the master's drops a signal another process gets, and
+/// a worker's feeds the worker's signal thread, so TERM never ended it
+/// (`Process.terminate()` never came back, and a stop under systemd waited
+/// for its SIGKILL), nor did INT, QUIT or USR1, and HUP, USR2 and the like
+/// were ignored. The master's self-pipe is closed there too. A worker the
+/// master forks sets its own next (`reset_in_child`), its signals still
+/// blocked (`fork_signals`). SIGCHLD in a worker's child is gevent's, left
+/// alone.
+extern "C" fn in_forked_child() {
+    let forker = FORKER.load(Ordering::Relaxed);
+    let master = forker == MASTER_PID.load(Ordering::Relaxed);
+    if forker == 0 || !(master || forker == WORKER_PID.load(Ordering::Relaxed)) {
+        return;
+    }
+    for (signo, _) in SIGNALS {
+        if master || signo != libc::SIGCHLD {
+            // SAFETY: signal(2) with SIG_DFL is async-signal-safe.
+            unsafe { libc::signal(signo, libc::SIG_DFL) };
+        }
+    }
+    if master {
+        for fd in [&PIPE_WRITE, &PIPE_READ].map(|a| a.swap(-1, Ordering::Relaxed)) {
+            if fd >= 0 {
+                // SAFETY: the child's inherited copies, closed once.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+    // What `before_fork` held back comes now, to the defaults.
+    mask_as_before_fork();
+}
+
+/// Registers `in_forked_child`, once per process image (the master's).
+fn defaults_in_forked_children() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: handlers that only make async-signal-safe calls.
+        unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(in_forked_child),
+            )
+        };
+    });
+}
+
+/// A worker, once its dispositions are set: what it forks from now on gets
+/// the defaults (`in_forked_child`).
+pub(crate) fn worker_forks_plainly() {
+    // SAFETY: getpid(2) takes no arguments.
+    WORKER_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+    defaults_in_forked_children();
 }
 
 /// In a freshly forked worker: the master's handlers and pipe are gone.
