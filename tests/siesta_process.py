@@ -205,10 +205,11 @@ class SiestaServer:
 
 
 def refused(srv):
-    """Whether a new connection to `srv`'s port is refused (not queued)."""
+    """Whether a new connection to `srv`'s port is refused (not queued). A reset
+    counts: the listener closed while the connection was in its backlog."""
     try:
         socket.create_connection((srv.host, srv.port), timeout=2.0).close()
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
     return False
 

@@ -3145,9 +3145,11 @@ def test_a_process_the_app_forks_at_import_ends_on_term(launch, mode, tmp_path):
 
 FORKS_PER_REQUEST = """\
 \"\"\"Forks a helper per request (/fork: answers its pid), or runs multiprocessing's
-Process.terminate() (/terminate: answers the helper's exit code).\"\"\"
+Process.terminate() (/terminate: answers the helper's exit code), or runs a program
+(/run: answers its pid).\"\"\"
 import multiprocessing
 import os
+import subprocess
 import time
 
 
@@ -3163,6 +3165,10 @@ def app(environ, start_response):
             body = b"ignored"
         else:
             body = str(helper.exitcode).encode()
+    elif environ["PATH_INFO"] == "/pid":
+        body = str(os.getpid()).encode()
+    elif environ["PATH_INFO"] == "/run":
+        body = str(subprocess.Popen(["sleep", "600"]).pid).encode()
     else:
         pid = os.fork()
         if pid == 0:
@@ -3198,7 +3204,20 @@ def test_a_process_the_app_forks_while_serving_takes_each_signals_default(launch
                 assert running(helper) and not stopped(helper), sig.name
             else:
                 assert wait_until(lambda h=helper: gone(h), timeout=WAIT), f"{sig.name} ignored"
+        # What the app runs (subprocess execs, unlike os.fork) is hung up by HUP and
+        # ended by USR2: an ignored signal stays ignored across exec, and the
+        # worker ignored them (probe, session 42).
+        for sig in (signal.SIGHUP, signal.SIGUSR2):
+            program = int(srv.get("/run").body)
+            helpers.append(program)
+            os.kill(program, sig)
+            assert wait_until(lambda p=program: gone(p), timeout=WAIT), f"{sig.name} ignored"
+        # The worker itself still pays them no heed.
+        worker = int(srv.get("/pid").body)
+        for sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
+            os.kill(worker, sig)
         assert srv.get("/terminate").body == b"-15", srv.log()
+        assert int(srv.get("/pid").body) == worker, srv.log()
         assert "Handling signal" not in srv.log() and srv.boots() == 1, srv.log()
     finally:
         for helper in helpers:
