@@ -427,6 +427,44 @@ def test_a_workers_exit_runs_what_the_app_registered_with_atexit(launch, mode, t
     assert f"atexit {serving}" in marks.read_text(), marks.read_text()
 
 
+FAILING_AT_EXIT_APP = """\
+\"\"\"An exit function that fails (a telemetry client's last flush, its collector down).\"\"\"
+import atexit
+
+
+def flush():
+    raise RuntimeError("the collector is down")
+
+
+atexit.register(flush)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+"""
+
+
+def test_an_exit_functions_failure_is_in_the_error_log(launch, tmp_path):
+    """Session 42: CPython wrote a failing exit function's traceback to fd 2, outside
+    the error log's format and file (--error-logfile got nothing of it)."""
+    errors = tmp_path / "errors.log"
+    code_dir, _ = app_module(tmp_path, "failing_at_exit", FAILING_AT_EXIT_APP)
+    srv = launch(
+        "--error-logfile",
+        str(errors),
+        app="failing_at_exit:app",
+        path=(code_dir, APPS_DIR),
+        log_file=errors,
+    )
+    assert srv.get("/").status == 200, srv.log()
+    srv.signal(signal.SIGTERM)
+    assert srv.exit_code() == 0, srv.log()
+    text = errors.read_text()
+    assert re.search(r"\[ERROR\] Exception ignored in atexit callback: <function flush", text), text
+    assert "RuntimeError: the collector is down" in text, text
+
+
 MP_CHILD_APP = """\
 \"\"\"Starts a daemonic multiprocessing helper at import (with --preload: in the master).\"\"\"
 import multiprocessing

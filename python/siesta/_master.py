@@ -383,20 +383,35 @@ def run_exit_functions() -> None:
     as a worker ends, as gunicorn's ``sys.exit`` runs it: ``os._exit`` alone skipped
     it, and what those buffers held was lost at every stop and recycle. The worker
     then still leaves by ``os._exit``, so no thread the app left running holds it. A
-    function that fails is reported by ``atexit`` and the others run. What the master
-    registered before a fork (a config file, a ``--preload`` app) runs in each worker
-    too, as in gunicorn's. Not in the master (gunicorn's runs them): a
-    ``multiprocessing`` child it forked keeps its signal handlers, which ignore TERM,
-    and multiprocessing's exit function would wait for it for ever (review, session
-    41)."""
+    function that fails is logged in the error log (CPython wrote it to fd 2, past
+    the log's format and file) and the others run. What the master registered before
+    a fork (a config file, a ``--preload`` app) runs in each worker too, as in
+    gunicorn's. Not in the master (gunicorn's runs them): multiprocessing's would
+    wait for ever for a non-daemonic child a preloaded app or a hook started, as
+    Python's own shutdown for a non-daemonic thread (review, session 41)."""
     import atexit
 
     run = getattr(atexit, "_run_exitfuncs", None)
-    if run is not None:
-        try:
-            run()
-        except BaseException as exc:  # a KeyboardInterrupt meanwhile: leave
-            _siesta.log("warning", f"Exit functions interrupted: {exc!r}")
+    if run is None:
+        return
+    before = sys.unraisablehook
+    sys.unraisablehook = _log_unraisable
+    try:
+        run()
+    except BaseException as exc:  # a KeyboardInterrupt meanwhile: leave
+        _siesta.log("warning", f"Exit functions interrupted: {exc!r}")
+    finally:
+        sys.unraisablehook = before
+
+
+def _log_unraisable(unraisable: Any) -> None:
+    """An exit function's exception, in the error log."""
+    try:
+        what = unraisable.err_msg or "Exception ignored in"
+        text = traceback_text(unraisable.exc_value, unraisable.exc_traceback)
+        _siesta.log("error", f"{what}: {unraisable.object!r}\n{text}")
+    except BaseException:  # noqa: BLE001 - the exit goes on
+        pass
 
 
 def _exit_code(exc: SystemExit) -> int:
