@@ -427,6 +427,44 @@ def test_a_workers_exit_runs_what_the_app_registered_with_atexit(launch, mode, t
     assert f"atexit {serving}" in marks.read_text(), marks.read_text()
 
 
+SIGNALS_AT_IMPORT_APP = """\
+\"\"\"Sets its own handling of signals at import, as some libraries do.\"\"\"
+import signal
+
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, lambda signo, frame: None)
+signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+"""
+
+
+def test_signals_a_preloaded_app_set_at_import_are_the_masters_again(launch, tmp_path):
+    """Probe (session 42): the master installed its handlers before --preload's
+    import, so an app that set its own there took them over: with SIGCHLD ignored a
+    dead worker was never replaced and the stop never ended; with its own TERM
+    handler the master never stopped; TTIN added nothing. gunicorn installs its
+    handlers after the preload; so does Siesta now, with a warning."""
+    code_dir, _ = app_module(tmp_path, "signals_at_import", SIGNALS_AT_IMPORT_APP)
+    srv = launch("--preload", app="signals_at_import:app", path=(code_dir, APPS_DIR))
+    assert srv.wait_log(
+        "The preloaded app set its own handling of SIGTERM, SIGTTIN, SIGCHLD: the master "
+        "puts its own back"
+    ), srv.log()
+    (worker,) = srv.worker_pids(1)
+    os.kill(worker, signal.SIGKILL)
+    assert srv.wait_log(rf"Worker \(pid:{worker}\) was sent SIGKILL"), srv.log()
+    assert wait_until(lambda: srv.boots() == 2), srv.log()
+    assert srv.get("/").status == 200, srv.log()
+    srv.signal(signal.SIGTTIN)
+    assert wait_until(lambda: srv.boots() == 3), srv.log()
+    srv.signal(signal.SIGTERM)
+    assert srv.exit_code() == 0, srv.log()
+
+
 FAILING_AT_EXIT_APP = """\
 \"\"\"An exit function that fails (a telemetry client's last flush, its collector down).\"\"\"
 import atexit

@@ -667,6 +667,14 @@ def _main(argv: list[str] | None) -> None:
                 app = arbiter.app.callable = load(values["app"])
             except AppLoadError as exc:
                 _fail(str(exc), EXIT_APP_LOAD)
+            taken = supervisor.take_signals_back()
+            if taken:
+                names = ", ".join(f"SIG{name.upper()}" for name in taken)
+                _siesta.log(
+                    "warning",
+                    f"The preloaded app set its own handling of {names}: the master "
+                    "puts its own back, as gunicorn's does",
+                )
             if values["worker_class"] == "gevent" and not _gevent_patched():
                 _siesta.log("warning", PRELOAD_UNPATCHED)
         if values["worker_class"] != "gevent" and _gevent_patched():

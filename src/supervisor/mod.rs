@@ -125,6 +125,15 @@ impl Supervisor {
         self.observer.as_ref().map(|o| o.url.clone())
     }
 
+    /// After `--preload`'s import: the master's handlers take back the
+    /// signals whose handling the app changed (gunicorn installs its own
+    /// after the preload). A handler the app set at import, SIGCHLD ignored
+    /// above all, left a dead worker unnoticed and unreplaced, TERM, INT
+    /// and QUIT unheard. Returns the names of the signals taken back.
+    fn take_signals_back(&self) -> PyResult<Vec<&'static str>> {
+        signals::take_back().map_err(|e| PyOSError::new_err(e.to_string()))
+    }
+
     /// Removes a unix `--metrics-bind`'s socket file, when Siesta made it:
     /// at a stop (unless a new master of a USR2 has the socket) or a start
     /// that failed once bound.

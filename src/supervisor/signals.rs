@@ -106,6 +106,31 @@ extern "C" fn on_signal(signo: libc::c_int) {
     }
 }
 
+/// The master's handlers put back where another took their place (an app
+/// that `--preload` imported set its own), and its signals let in should
+/// the app have blocked them; the names of those taken back.
+pub(crate) fn take_back() -> io::Result<Vec<&'static str>> {
+    let mine = on_signal as extern "C" fn(libc::c_int) as usize;
+    let mut taken = Vec::new();
+    for (signo, name) in SIGNALS {
+        // SAFETY: sigaction with a null new action only reads the current
+        // one into a zeroed struct we own.
+        let current = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signo, std::ptr::null(), &mut sa) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            sa.sa_sigaction
+        };
+        if current != mine {
+            set_handler(signo, mine)?;
+            taken.push(name);
+        }
+    }
+    block(false);
+    Ok(taken)
+}
+
 /// The read end of the self-pipe, owned by the master loop.
 pub(crate) struct SignalPipe {
     read: RawFd,
