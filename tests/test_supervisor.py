@@ -465,6 +465,52 @@ def test_signals_a_preloaded_app_set_at_import_are_the_masters_again(launch, tmp
     assert srv.exit_code() == 0, srv.log()
 
 
+POOL_AT_IMPORT_APP = """\
+\"\"\"A ProcessPoolExecutor made at import; a request uses it and answers its processes.\"\"\"
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+POOL = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork"))
+
+
+def square(x):
+    return x * x
+
+
+def app(environ, start_response):
+    assert list(POOL.map(square, range(5))) == [0, 1, 4, 9, 16]
+    start_response("200 OK", [])
+    return [" ".join(str(p.pid) for p in multiprocessing.active_children()).encode()]
+"""
+
+
+def test_a_process_pool_the_app_made_ends_with_its_worker(launch, mode, tmp_path):
+    """Probe (session 42): the worker ran the atexit functions but not threading's
+    (concurrent.futures ends its executors there), so multiprocessing's exit
+    function waited for a ProcessPoolExecutor's processes, which waited for work:
+    each stop and --max-requests recycle waited --graceful-timeout, the worker was
+    killed, and its pool processes were left running."""
+    code_dir, _ = app_module(tmp_path, "pool_at_import", POOL_AT_IMPORT_APP)
+    srv = launch(
+        "--max-requests",
+        "2",
+        "--graceful-timeout",
+        "15",
+        app="pool_at_import:app",
+        path=(code_dir, APPS_DIR),
+        mode=mode,
+    )
+    pools = [srv.get("/").body.decode().split() for _ in range(2)]
+    assert all(pools) and pools[0] == pools[1], (pools, srv.log())
+    assert srv.wait_log("Autorestarting worker"), srv.log()
+    assert wait_until(lambda: all(gone(int(p)) for p in pools[0]), timeout=WAIT), srv.log()
+    later = srv.get("/").body.decode().split()
+    srv.signal(signal.SIGTERM)
+    assert srv.exit_code() == 0, srv.log()
+    assert "did not stop in time" not in srv.log(), srv.log()
+    assert all(gone(int(p)) for p in later), srv.log()
+
+
 FAILING_AT_EXIT_APP = """\
 \"\"\"An exit function that fails (a telemetry client's last flush, its collector down).\"\"\"
 import atexit

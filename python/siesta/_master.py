@@ -397,6 +397,7 @@ def run_exit_functions() -> None:
     before = sys.unraisablehook
     sys.unraisablehook = _log_unraisable
     try:
+        _run_threading_exit_functions()
         run()
     except BaseException as exc:  # a KeyboardInterrupt meanwhile: leave
         _siesta.log("warning", f"Exit functions interrupted: {exc!r}")
@@ -404,12 +405,36 @@ def run_exit_functions() -> None:
         sys.unraisablehook = before
 
 
+def _run_threading_exit_functions() -> None:
+    """What ``threading._register_atexit`` registered, run first, as Python's
+    shutdown runs it before the ``atexit`` functions (but without joining the app's
+    threads): ``concurrent.futures`` ends its executors there. Without it, a
+    ``ProcessPoolExecutor`` the app made kept its processes waiting for work, and
+    multiprocessing's exit function waited for them until the worker was killed at
+    ``--graceful-timeout`` (probe, session 42)."""
+    import threading
+
+    calls = getattr(threading, "_threading_atexits", None)
+    if not calls:
+        return
+    threading._SHUTTING_DOWN = True  # what is submitted now is refused, as at shutdown
+    for call in reversed(list(calls)):
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - the others run, as atexit's do
+            _log_exit_failure("Exception ignored in threading exit callback", call, exc)
+
+
 def _log_unraisable(unraisable: Any) -> None:
     """An exit function's exception, in the error log."""
+    what = unraisable.err_msg or "Exception ignored in"
+    _log_exit_failure(what, unraisable.object, unraisable.exc_value)
+
+
+def _log_exit_failure(what: str, function: Any, exc: BaseException | None) -> None:
     try:
-        what = unraisable.err_msg or "Exception ignored in"
-        text = traceback_text(unraisable.exc_value, unraisable.exc_traceback)
-        _siesta.log("error", f"{what}: {unraisable.object!r}\n{text}")
+        text = traceback_text(exc, exc.__traceback__ if exc is not None else None)
+        _siesta.log("error", f"{what}: {function!r}\n{text}")
     except BaseException:  # noqa: BLE001 - the exit goes on
         pass
 
