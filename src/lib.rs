@@ -159,6 +159,7 @@ fn _siesta(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<net::listeners::Listeners>()?;
     m.add_class::<supervisor::Supervisor>()?;
     m.add_function(wrap_pyfunction!(supervisor::worker_after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(supervisor::check_worker_tmp_dir, m)?)?;
     m.add_function(wrap_pyfunction!(supervisor::worker_dies_with_master, m)?)?;
     m.add_function(wrap_pyfunction!(supervisor::fork_signals, m)?)?;
     m.add_function(wrap_pyfunction!(supervisor::title::set_title, m)?)?;

@@ -511,6 +511,63 @@ def test_a_process_pool_the_app_made_ends_with_its_worker(launch, mode, tmp_path
     assert all(gone(int(p)) for p in later), srv.log()
 
 
+HANDLERS_APP = """\
+\"\"\"Sets Python signal handlers at import: USR2 marks, WINCH raises, ALRM exits.\"\"\"
+import os
+import signal
+import sys
+
+MARKS = %r
+
+
+def mark(signo, frame):
+    with open(MARKS, "a") as f:
+        f.write(f"usr2 {os.getpid()}\\n")
+
+
+def fail(signo, frame):
+    raise RuntimeError("a handler's own bug")
+
+
+signal.signal(signal.SIGUSR2, mark)
+signal.signal(signal.SIGWINCH, fail)
+signal.signal(signal.SIGALRM, lambda signo, frame: sys.exit(0))
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [str(os.getpid()).encode()]
+"""
+
+
+def test_the_apps_python_signal_handlers_run_while_a_thread_mode_worker_serves(launch, tmp_path):
+    """Probe (session 42): in thread mode the main thread waited in Rust for the
+    stop, and Python runs signal handlers on the main thread only: a handler the app
+    set (USR2 to dump its state, an interval timer) ran once the worker stopped, and
+    one that raised then crashed the worker. They run while it serves; one that
+    raises is logged, and one that raises SystemExit stops the worker gracefully."""
+    marks = tmp_path / "marks"
+    code_dir, _ = app_module(tmp_path, "handlers", HANDLERS_APP % str(marks))
+    srv = launch(app="handlers:app", path=(code_dir, APPS_DIR), mode="thread")
+    worker = int(srv.get("/").body)
+    os.kill(worker, signal.SIGUSR2)
+    assert wait_until(lambda: marks.exists() and f"usr2 {worker}" in marks.read_text()), srv.log()
+    os.kill(worker, signal.SIGWINCH)
+    assert srv.wait_log(r"Exception in a signal handler of the app \(the worker serves on\)")
+    assert srv.wait_log("RuntimeError: a handler's own bug"), srv.log()
+    assert int(srv.get("/").body) == worker, srv.log()
+    os.kill(worker, signal.SIGALRM)
+    assert srv.wait_log("A signal handler of the app raised SystemExit: the worker stops"), (
+        srv.log()
+    )
+    assert wait_until(lambda: srv.boots() == 2), srv.log()
+    assert srv.wait_log(rf"Worker exiting \(pid: {worker}\)"), srv.log()
+    assert int(srv.get("/").body) != worker, srv.log()
+    srv.signal(signal.SIGTERM)
+    assert srv.exit_code() == 0, srv.log()
+    assert "Worker crashed" not in srv.log(), srv.log()
+
+
 FAILING_AT_EXIT_APP = """\
 \"\"\"An exit function that fails (a telemetry client's last flush, its collector down).\"\"\"
 import atexit
@@ -1353,6 +1410,37 @@ def test_workers_that_die_as_they_start_are_restarted_later_each_time(launch, mo
         assert said, srv.log()
     assert srv.alive(), srv.log()
     assert "Reason:" not in srv.log()
+
+
+POISON_APP = """\
+\"\"\"/die kills its worker (as a fault in an extension would); the rest is served.\"\"\"
+import os
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/die":
+        os._exit(1)
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+
+def test_a_request_that_kills_its_worker_does_not_pause_the_next_fork(launch, mode, tmp_path):
+    """Ops probe (session 42): a worker that served and then died within a second
+    of its start (a request that kills it, in a stream of good ones) counted as a
+    crash as it begins to serve, and the next fork waited 0.1 s doubling up to 10 s:
+    with a poison request now and then, the whole server was down most of the time.
+    A worker that finished a request is replaced at once, as in gunicorn."""
+    code_dir, _ = app_module(tmp_path, "poison", POISON_APP)
+    srv = launch("-w", "1", app="poison:app", path=(code_dir, APPS_DIR), mode=mode)
+    for _ in range(6):
+        for _ in range(3):
+            assert srv.get("/ok").status == 200, srv.log()
+        with contextlib.suppress(OSError, rawhttp.IncompleteHead):
+            srv.get("/die")
+    assert srv.get("/ok").status == 200, srv.log()
+    assert srv.log().count("exited with code 1") >= 5, srv.log()
+    assert "within a minute of each other" not in srv.log(), srv.log()
 
 
 def test_workers_recycled_by_max_requests_at_once_are_not_paused(launch, mode):
@@ -3389,6 +3477,17 @@ def test_a_hup_after_a_rotation_writes_to_the_new_error_log(launch, tmp_path):
     assert wait_until(lambda: errors.exists() and "Booting worker" in errors.read_text()), (
         tmp_path / "err.log.1"
     ).read_text()
+
+
+def test_a_tmpdir_that_cannot_be_used_falls_back_as_tempfile_does(launch, tmp_path):
+    """Ops probe (session 42): without --worker-tmp-dir the heartbeat files went to
+    $TMPDIR, and one that does not exist (left from a login session) or is read-only
+    started no worker, for good, with an error every 10 s: the server listened and
+    answered nothing. The next of tempfile's directories is taken, as gunicorn's
+    tempfile does."""
+    srv = launch("-w", "2", env={"TMPDIR": str(tmp_path / "gone")})
+    assert srv.get("/ping").status == 200, srv.log()
+    assert "heartbeat" not in srv.log(), srv.log()
 
 
 def test_unusable_worker_tmp_dir_exits_1_before_serving(tmp_path):

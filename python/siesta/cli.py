@@ -304,18 +304,19 @@ def _user_and_group(values: dict[str, Any]) -> None:
 
 
 def _check_worker_tmp_dir(path: str | None) -> None:
-    """--worker-tmp-dir must take the heartbeat files, or no worker could start
+    """--worker-tmp-dir, or without it one of the temporary directories ($TMPDIR,
+    /tmp, ...), must take the heartbeat files, or no worker could start
     (ConfigError)."""
-    if not path:
-        return
-    import tempfile
-
     try:
-        with tempfile.TemporaryFile(dir=path):
-            pass
+        _siesta.check_worker_tmp_dir(path or None)
     except OSError as exc:
+        if path:
+            raise ConfigError(
+                f"--worker-tmp-dir {path}: cannot create a file there ({exc})"
+            ) from None
         raise ConfigError(
-            f"--worker-tmp-dir {path}: cannot create a file there ({exc.strerror})"
+            "Cannot create a worker heartbeat file in $TMPDIR, /tmp, /var/tmp, /usr/tmp or "
+            f"the working directory ({exc}): set --worker-tmp-dir to a writable directory"
         ) from None
 
 

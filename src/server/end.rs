@@ -94,6 +94,9 @@ pub(crate) trait Master: Send + Sync {
     /// Whether the master took back the word `replace_me` gave (it does
     /// while it holds recycling).
     fn took_back(&self) -> bool;
+
+    /// The worker's first request has finished (`heartbeat::served`).
+    fn served_first(&self);
 }
 
 impl Recorder {
@@ -304,7 +307,11 @@ impl Finish for Recorder {
         });
         crate::metrics::statsd::request(done.tally.status, done.elapsed);
         if let Some(start) = done.start {
-            self.served.fetch_add(1, Ordering::Relaxed);
+            if self.served.fetch_add(1, Ordering::Relaxed) == 0 {
+                if let Some(master) = &self.master {
+                    master.served_first();
+                }
+            }
             if start.last {
                 // `recycle_later` sets the next.
                 self.recycle_at.store(u64::MAX, Ordering::Relaxed);
@@ -627,6 +634,7 @@ mod tests {
         fn took_back(&self) -> bool {
             false
         }
+        fn served_first(&self) {}
     }
 
     /// A master whose hold comes and goes, and that takes words back.
@@ -645,6 +653,7 @@ mod tests {
         fn took_back(&self) -> bool {
             self.said.load(Ordering::Relaxed) == 0
         }
+        fn served_first(&self) {}
     }
 
     #[tokio::test]

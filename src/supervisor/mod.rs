@@ -270,6 +270,18 @@ pub(crate) fn worker_after_fork(die_with_master: bool, keep_beat: Option<i32>) -
     Ok(())
 }
 
+/// Whether a worker's heartbeat file can be made in `dir` (`None`: the
+/// temporary directories, `Table::heartbeat_file`): `OSError` if not.
+#[pyfunction]
+#[pyo3(signature = (dir=None))]
+pub(crate) fn check_worker_tmp_dir(dir: Option<std::path::PathBuf>) -> PyResult<()> {
+    Table::heartbeat_dir_usable(dir.as_deref()).map_err(|e| {
+        // The reason alone ("Permission denied"), for a line of its own.
+        let text = e.to_string();
+        PyOSError::new_err(text.split(" (os error").next().unwrap_or(&text).to_owned())
+    })
+}
+
 /// A worker that changed its user or group (`-u`, `-g`) asks for its
 /// parent-death TERM again: the kernel clears it with the credentials, and
 /// a worker whose master died (even by SIGKILL) served on for good.
@@ -896,6 +908,14 @@ impl Master<'_, '_> {
             return;
         }
         let now = Instant::now();
+        if workers::served(&worker.heartbeat) {
+            // It served before it died: the app works, and a request kills
+            // the worker that takes it (a fault in an extension). The next
+            // fork waits for nothing, as gunicorn's, and the count starts
+            // again: pausing took the whole server down for a request.
+            self.quick_exits = 0;
+            return;
+        }
         if self
             .last_quick
             .is_some_and(|t| now.duration_since(t) > QUICK_FORGOTTEN)

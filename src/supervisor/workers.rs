@@ -169,8 +169,28 @@ impl Table {
     /// later whatever the clock's grain, and the master reads it before the
     /// fork (read after it, a worker that booted before the master was
     /// scheduled again looked not booted, and so was never timed out).
+    /// Without `--worker-tmp-dir`, the first of Python's `tempfile`
+    /// directories that takes one ($TMPDIR, $TEMP, $TMP, /tmp, /var/tmp,
+    /// /usr/tmp, the working directory), as gunicorn's `tempfile` does: a
+    /// $TMPDIR that does not exist or is read-only (left from a login
+    /// session, a container's) started no worker, for good.
     pub(crate) fn heartbeat_file(dir: Option<&Path>) -> io::Result<(File, SystemTime)> {
-        let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        if let Some(dir) = dir {
+            return Self::heartbeat_file_in(dir);
+        }
+        let mut first = None;
+        for dir in temp_dirs() {
+            match Self::heartbeat_file_in(&dir) {
+                Ok(made) => return Ok(made),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| io::Error::other("no temporary directory")))
+    }
+
+    fn heartbeat_file_in(dir: &Path) -> io::Result<(File, SystemTime)> {
         for attempt in 0..100u32 {
             let path = dir.join(format!(
                 "siesta-heartbeat-{}-{}-{attempt}",
@@ -196,6 +216,12 @@ impl Table {
             }
         }
         Err(io::Error::other("cannot make a heartbeat file"))
+    }
+
+    /// Where a heartbeat file would be made (`None`: `temp_dirs`), checked
+    /// by making one: the start refuses what no worker could boot with.
+    pub(crate) fn heartbeat_dir_usable(dir: Option<&Path>) -> io::Result<()> {
+        Self::heartbeat_file(dir).map(drop)
     }
 
     pub(crate) fn next_age(&mut self) -> u64 {
@@ -455,6 +481,26 @@ fn boot_rss(meta: &std::fs::Metadata) -> Option<u64> {
     // 2^20 MiB is a tebibyte: past it, the time is a date (the file's own,
     // or one a filesystem that keeps dates alone, as vfat, made of it).
     (mib < 1 << 20).then_some(mib)
+}
+
+/// Python's `tempfile.gettempdir()` candidates, in its order.
+fn temp_dirs() -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = ["TMPDIR", "TEMP", "TMP"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .filter(|v| !v.is_empty())
+        .map(Into::into)
+        .collect();
+    dirs.extend(["/tmp", "/var/tmp", "/usr/tmp"].map(Into::into));
+    dirs.extend(std::env::current_dir().ok());
+    dirs
+}
+
+/// Whether the worker finished a request (`worker/heartbeat.rs`, `served`:
+/// the access time's nanoseconds at 1).
+pub(crate) fn served(heartbeat: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    heartbeat.metadata().is_ok_and(|m| m.atime_nsec() == 1)
 }
 
 fn modified(f: &File) -> io::Result<SystemTime> {

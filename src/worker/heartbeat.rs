@@ -24,6 +24,7 @@
 use crate::exec::Executor;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +59,10 @@ impl crate::server::end::Master for Master {
 
     fn took_back(&self) -> bool {
         said(self.0) == 0
+    }
+
+    fn served_first(&self) {
+        served(self.0);
     }
 
     fn replace_me(&self) {
@@ -186,6 +191,7 @@ fn gil_free() -> bool {
 /// worker already over `--max-worker-rss` then is not replaced for it.
 pub(crate) fn first_beat(fd: RawFd) {
     let mib = crate::supervisor::workers::rss_mib(std::process::id().cast_signed()).unwrap_or(0);
+    BOOT_MIB.store(mib, Ordering::Relaxed);
     let times = [
         libc::timespec {
             tv_sec: libc::time_t::try_from(mib).unwrap_or(0),
@@ -198,6 +204,33 @@ pub(crate) fn first_beat(fd: RawFd) {
     ];
     // SAFETY: futimens on a descriptor we were handed, with two valid
     // timespecs. A failure only costs a missed beat.
+    unsafe {
+        libc::futimens(fd, times.as_ptr());
+    }
+}
+
+/// The first beat's figure, which `served` writes again.
+static BOOT_MIB: AtomicU64 = AtomicU64::new(0);
+
+/// Tells the master this worker finished a request: the access time's
+/// nanoseconds set to 1, its seconds still the first beat's figure. Once,
+/// at the first request. A worker that ends soon after its start having
+/// served is then not a crash as it begins to serve, for which the master
+/// pauses the next fork (a request that kills the worker, in a stream of
+/// good ones, took the whole server down for up to 10 s at a time).
+pub(crate) fn served(fd: RawFd) {
+    let times = [
+        libc::timespec {
+            tv_sec: libc::time_t::try_from(BOOT_MIB.load(Ordering::Relaxed)).unwrap_or(0),
+            tv_nsec: 1,
+        },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+    ];
+    // SAFETY: futimens on a descriptor we were handed, with two valid
+    // timespecs. A failure only leaves the master's pause as it was.
     unsafe {
         libc::futimens(fd, times.as_ptr());
     }

@@ -439,37 +439,32 @@ impl Server {
 
     /// Blocks (GIL released) until the server has stopped and drained, or
     /// the stop's time is up (an app stuck in a request cannot hold a TERM
-    /// past `--graceful-timeout`, nor an INT at all).
+    /// past `--graceful-timeout`, nor an INT at all). Thread mode calls it
+    /// on the main thread, the one where Python runs signal handlers: every
+    /// `HANDLERS_LOOK` it takes the GIL to run those the app's signals have
+    /// pending (`heed_app_signals`). Before, they ran only once the worker
+    /// stopped: a handler the app set (USR2 to dump its state, an interval
+    /// timer) never ran while it served.
     fn wait(&self, py: Python<'_>) {
         let Some(events) = self.events.lock().take() else {
             return;
         };
         let graceful = self.config.limits.graceful_timeout;
-        py.detach(move || {
-            let mut deadline: Option<Instant> = None;
-            loop {
-                let ev = match deadline {
-                    None => events.recv().ok(),
-                    Some(d) => events
-                        .recv_timeout(d.saturating_duration_since(Instant::now()))
-                        .ok(),
-                };
-                match ev {
-                    Some(Lifecycle::Done) | None => return,
-                    Some(Lifecycle::Stopping(how)) => {
-                        let grace = match how {
-                            Stop::Graceful | Stop::Leave => graceful + STOP_GRACE,
-                            Stop::Fast => STOP_GRACE,
-                        };
-                        // A later stop only shortens the wait: a graceful
-                        // one after INT (`--max-requests` or a hook's
-                        // retire coming due meanwhile) does not lengthen it.
-                        let by = Instant::now() + grace;
-                        deadline = Some(deadline.map_or(by, |d| d.min(by)));
-                    }
-                }
+        let mut deadline: Option<Instant> = None;
+        let mut events = events;
+        loop {
+            // The receiver goes into the detached closure and comes back
+            // (it may be used from one thread at a time, not shared).
+            let (done, back, later) = py.detach(move || {
+                let done = wait_a_look(&events, &mut deadline, graceful);
+                (done, events, deadline)
+            });
+            (events, deadline) = (back, later);
+            if done {
+                return;
             }
-        });
+            self.heed_app_signals(py);
+        }
     }
 
     /// The worker is leaving (its requests ended or given up): what it
@@ -595,9 +590,81 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Runs the Python handlers of the signals that came (on the main
+    /// thread). One that raises `SystemExit` or `KeyboardInterrupt` (an
+    /// app's TERM handler ending in `sys.exit()`) stops the worker
+    /// gracefully, as TERM does; another exception is logged, and the
+    /// worker serves on.
+    fn heed_app_signals(&self, py: Python<'_>) {
+        let Err(err) = py.check_signals() else {
+            return;
+        };
+        if err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+            || err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+        {
+            if !self.stopping() {
+                crate::log::error::write(
+                    crate::log::error::Level::Info,
+                    &format!(
+                        "A signal handler of the app raised {}: the worker stops gracefully",
+                        err.get_type(py)
+                            .name()
+                            .map_or_else(|_| "an exception".to_owned(), |n| n.to_string())
+                    ),
+                );
+                self.stop(true);
+            }
+        } else {
+            crate::log::error::exception(
+                py,
+                "Exception in a signal handler of the app (the worker serves on):",
+                &err,
+            );
+        }
+    }
+}
+
+/// Waits up to `HANDLERS_LOOK` for the worker's lifecycle events;
+/// whether the wait is over (drained, or the stop's time is up).
+fn wait_a_look(
+    events: &mpsc::Receiver<Lifecycle>,
+    deadline: &mut Option<Instant>,
+    graceful: Duration,
+) -> bool {
+    loop {
+        let now = Instant::now();
+        let look = now + HANDLERS_LOOK;
+        let until = deadline.map_or(look, |d| d.min(look));
+        match events.recv_timeout(until.saturating_duration_since(now)) {
+            Ok(Lifecycle::Done) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return true;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return deadline.is_some_and(|d| Instant::now() >= d);
+            }
+            Ok(Lifecycle::Stopping(how)) => {
+                let grace = match how {
+                    Stop::Graceful | Stop::Leave => graceful + STOP_GRACE,
+                    Stop::Fast => STOP_GRACE,
+                };
+                // A later stop only shortens the wait: a graceful
+                // one after INT (`--max-requests` or a hook's
+                // retire coming due meanwhile) does not lengthen it.
+                let by = Instant::now() + grace;
+                *deadline = Some(deadline.map_or(by, |d| d.min(by)));
+            }
+        }
+    }
+}
+
 /// Time a stopping worker gives its threads after the drain, or after a
 /// fast stop: what they still hold then is abandoned.
 const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// How often a thread-mode worker's main thread, waiting for the stop, runs
+/// the Python handlers of the signals that came (`Server::wait`).
+const HANDLERS_LOOK: Duration = Duration::from_millis(200);
 
 /// When this worker's stop must be over (`stop_by`): `--graceful-timeout`
 /// and `STOP_GRACE` from a graceful stop, `STOP_GRACE` from a fast one.
