@@ -512,10 +512,11 @@ def test_a_process_pool_the_app_made_ends_with_its_worker(launch, mode, tmp_path
 
 
 HANDLERS_APP = """\
-\"\"\"Sets Python signal handlers at import: USR2 marks, WINCH raises, ALRM exits.\"\"\"
+\"\"\"Sets Python signal handlers at import: USR2 marks, WINCH raises, ALRM and TERM exit.\"\"\"
 import os
 import signal
 import sys
+import threading
 
 MARKS = %r
 
@@ -532,10 +533,13 @@ def fail(signo, frame):
 signal.signal(signal.SIGUSR2, mark)
 signal.signal(signal.SIGWINCH, fail)
 signal.signal(signal.SIGALRM, lambda signo, frame: sys.exit(0))
+signal.signal(signal.SIGTERM, lambda signo, frame: sys.exit(0))
 
 
 def app(environ, start_response):
     start_response("200 OK", [])
+    if environ["PATH_INFO"] == "/threads":
+        return [str(sum(t.name.startswith("siesta-") for t in threading.enumerate())).encode()]
     return [str(os.getpid()).encode()]
 """
 
@@ -550,6 +554,9 @@ def test_the_apps_python_signal_handlers_run_while_a_thread_mode_worker_serves(l
     code_dir, _ = app_module(tmp_path, "handlers", HANDLERS_APP % str(marks))
     srv = launch(app="handlers:app", path=(code_dir, APPS_DIR), mode="thread")
     worker = int(srv.get("/").body)
+    # Once the pool's threads are started (the main thread then waits for the
+    # stop): a handler that raised while it started them stopped the start.
+    assert wait_until(lambda: srv.get("/threads").body == b"4"), srv.log()
     os.kill(worker, signal.SIGUSR2)
     assert wait_until(lambda: marks.exists() and f"usr2 {worker}" in marks.read_text()), srv.log()
     os.kill(worker, signal.SIGWINCH)
@@ -562,10 +569,66 @@ def test_the_apps_python_signal_handlers_run_while_a_thread_mode_worker_serves(l
     )
     assert wait_until(lambda: srv.boots() == 2), srv.log()
     assert srv.wait_log(rf"Worker exiting \(pid: {worker}\)"), srv.log()
-    assert int(srv.get("/").body) != worker, srv.log()
+    replacement = int(srv.get("/").body)
+    assert replacement != worker, srv.log()
+    # The app's own TERM handler (sys.exit) runs as the worker's stop ends: the
+    # stop is the worker's, its exit line and hooks included (review, session 42).
     srv.signal(signal.SIGTERM)
     assert srv.exit_code() == 0, srv.log()
+    assert f"Worker exiting (pid: {replacement})" in srv.log(), srv.log()
     assert "Worker crashed" not in srv.log(), srv.log()
+
+
+EXECUTORS_AT_IMPORT_APP = """\
+\"\"\"A thread pool running a task that never ends, and a Manager (with --preload: in the
+master), made at import.\"\"\"
+import multiprocessing
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+
+def forever():
+    while True:
+        time.sleep(0.05)
+
+
+POOL = ThreadPoolExecutor(1)
+POOL.submit(forever)
+MANAGER = multiprocessing.get_context("fork").Manager()
+with open(%r, "w") as f:
+    f.write(str(MANAGER._process.pid))
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+"""
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_executors_the_app_made_do_not_hold_the_exit(launch, tmp_path, preload):
+    """Review and probe (session 42): a worker's exit ran concurrent.futures' exit
+    callback, which waits for a task that never ends, until the master's SIGKILL at
+    --graceful-timeout; a Manager() a preloaded app made outlived the master (its
+    finalizer, which multiprocessing's exit runs, never ran). The callback is waited
+    for 2 s at most, and the master's exit runs multiprocessing's finalizers."""
+    pid_file = tmp_path / "manager.pid"
+    code_dir, _ = app_module(tmp_path, "executors", EXECUTORS_AT_IMPORT_APP % str(pid_file))
+    args = ["--graceful-timeout", "20"] + (["--preload"] if preload else [])
+    srv = launch(*args, app="executors:app", path=(code_dir, APPS_DIR))
+    assert wait_until(lambda: pid_file.exists() and pid_file.read_text()), srv.log()
+    manager = int(pid_file.read_text())
+    try:
+        assert srv.get("/").status == 200, srv.log()
+        srv.signal(signal.SIGTERM)
+        assert srv.exit_code() == 0, srv.log()
+        if not preload:  # the pool's thread is the worker's (a fork copies no thread)
+            assert "did not end within 2 s; the worker leaves without them" in srv.log()
+        assert "did not stop in time" not in srv.log(), srv.log()
+        assert wait_until(lambda: gone(manager), timeout=WAIT), "the Manager outlived the master"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(manager, signal.SIGKILL)
 
 
 FAILING_AT_EXIT_APP = """\
@@ -1031,6 +1094,43 @@ def test_a_symlink_pointed_at_a_new_release_is_followed_by_hup_and_usr2(launch, 
         assert os.readlink(f"/proc/{new}/cwd") == str((releases / "2").resolve())
     finally:
         assert stop_pid(new)
+
+
+def test_a_hup_after_the_old_release_was_removed_reads_the_new_one(launch, tmp_path):
+    """Ops probe (session 42): the symlink pointed at a new release and the old one
+    deleted (the master's working directory with it), a HUP failed in os.getcwd()
+    with a traceback ("Reload failed") and the workers restarted with the old
+    config. It reads the new release's."""
+    releases = tmp_path / "releases"
+    for n in (1, 2):
+        (releases / str(n)).mkdir(parents=True)
+        (releases / str(n) / "release.py").write_text(RELEASE_APP % (n, n))
+        (releases / str(n) / "conf.py").write_text(
+            f'"""Release {n}."""\nproc_name = "release-{n}"\n'
+        )
+    current = tmp_path / "current"
+    current.symlink_to(releases / "1")
+    srv = launch(
+        "-c",
+        "conf.py",
+        app="release:app",
+        path=(),
+        cwd=current,
+        env={"PWD": str(current), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert srv.get("/").body == b"release 1"
+    swap = tmp_path / "swap"
+    swap.symlink_to(releases / "2")
+    os.replace(swap, current)
+    subprocess.run(["rm", "-rf", str(releases / "1")], check=True)
+    mark = srv.log_mark()
+    srv.signal(signal.SIGHUP)
+    assert wait_until(lambda: srv.get("/").body == b"release 2"), srv.log()
+    assert srv.wait_log(r"siesta: worker \[release-2\]|Booting worker", since=mark), srv.log()
+    assert "Reload failed" not in srv.log(mark) and "Traceback" not in srv.log(mark), srv.log()
+    assert wait_until(
+        lambda: any("release-2" in open(f"/proc/{p}/cmdline").read() for p in children(srv.pid))
+    ), srv.log()
 
 
 def assert_held_on_one_connection(srv, mark, body, count=30):
@@ -3488,6 +3588,18 @@ def test_a_tmpdir_that_cannot_be_used_falls_back_as_tempfile_does(launch, tmp_pa
     srv = launch("-w", "2", env={"TMPDIR": str(tmp_path / "gone")})
     assert srv.get("/ping").status == 200, srv.log()
     assert "heartbeat" not in srv.log(), srv.log()
+
+
+@pytest.mark.parametrize("option", ["--access-logfile", "--error-logfile", "--name"])
+def test_a_value_that_is_not_utf8_is_one_line_and_exit_1(tmp_path, option):
+    """Ops probe (session 42): a path of bytes that are not UTF-8 (Python decodes them
+    with surrogate escapes) reached the Rust core's settings and failed with a
+    traceback of Siesta's own code; a --name so failed after the listening line."""
+    value = os.fsencode(str(tmp_path)) + b"/lat\xe9.log"
+    result = run_siesta("-b", "127.0.0.1:0", option, value, APP)
+    assert result.returncode == 1, result.stderr
+    assert f"Error: {option} " in result.stderr and "not valid UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr and "Listening at" not in result.stderr
 
 
 def test_unusable_worker_tmp_dir_exits_1_before_serving(tmp_path):

@@ -418,11 +418,30 @@ def _run_threading_exit_functions() -> None:
     if not calls:
         return
     threading._SHUTTING_DOWN = True  # what is submitted now is refused, as at shutdown
-    for call in reversed(list(calls)):
-        try:
-            call()
-        except Exception as exc:  # noqa: BLE001 - the others run, as atexit's do
-            _log_exit_failure("Exception ignored in threading exit callback", call, exc)
+
+    def run() -> None:
+        for call in reversed(list(calls)):
+            try:
+                call()
+            except BaseException as exc:  # noqa: BLE001 - the others run, as atexit's do
+                _log_exit_failure("Exception ignored in threading exit callback", call, exc)
+
+    # They join the executors' threads, and a task that never ends (a loop the
+    # app submitted at import) would hold the exit until the master's SIGKILL: a
+    # thread of their own, waited for THREADING_EXIT_WAIT at most.
+    runner = threading.Thread(target=run, name="siesta-exit", daemon=True)
+    runner.start()
+    runner.join(THREADING_EXIT_WAIT)
+    if runner.is_alive():
+        _siesta.log(
+            "warning",
+            f"Exit: threads the app's executors run did not end within "
+            f"{THREADING_EXIT_WAIT:g} s; the worker leaves without them",
+        )
+
+
+# How long a worker's exit waits for threading's exit callbacks (the executors).
+THREADING_EXIT_WAIT = 2.0
 
 
 def _log_unraisable(unraisable: Any) -> None:

@@ -44,6 +44,8 @@ def serve_threads(server: Any, app: Any, threads: int) -> None:
         try:
             spawn()
         except RuntimeError as exc:  # "can't start new thread": a pids or memory limit
+            if not str(exc).startswith("can't start new thread"):
+                raise  # an app's signal handler that ran here raised it
             if n == 0:
                 raise  # none at all: a crash, replaced after a pause if it recurs
             log("warning", f"Serving with {n} of --threads {threads} threads: {exc}")

@@ -38,7 +38,7 @@ from siesta._master import (
     write_pid_file,
 )
 from siesta._sources import USAGE, UsageError, resolve
-from siesta.config import GUNICORN_NAMES, ConfigError, current, for_rust, render
+from siesta.config import SETTINGS, GUNICORN_NAMES, ConfigError, current, for_rust, render
 from siesta._pylog import bridge, flush_std, traceback_text
 from siesta.hooks import Server as HookServer
 from siesta.hooks import Listener, parsed_address
@@ -303,6 +303,28 @@ def _user_and_group(values: dict[str, Any]) -> None:
             raise ConfigError(f"-g {group}: no such group") from None
 
 
+def _check_utf8(values: dict[str, Any]) -> None:
+    """What the Rust core reads, and the process title, is UTF-8 text: a value that
+    is not (a path of other bytes, which Python decodes with surrogate escapes) is
+    refused in one line, where it failed with a traceback (ops probe, session 42)."""
+    for setting in SETTINGS:
+        if not (setting.rust or setting.name in ("name", "bind")):
+            continue
+        value = values.get(setting.name)
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if not isinstance(item, str):
+                continue
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = item.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                flag = next((f for f in setting.flags if f.startswith("--")), setting.flags[0])
+                raise ConfigError(
+                    f"{flag} {shown}: not valid UTF-8 (set a UTF-8 locale, or "
+                    "use a name of UTF-8 characters)"
+                ) from None
+
+
 def _check_worker_tmp_dir(path: str | None) -> None:
     """--worker-tmp-dir, or without it one of the temporary directories ($TMPDIR,
     /tmp, ...), must take the heartbeat files, or no worker could start
@@ -324,6 +346,7 @@ def _check_before_serving(values: dict[str, Any]) -> None:
     """What the start refuses before a worker runs, checked without binding or
     switching user (a start, --check-config and a HUP): raises ConfigError."""
     _user_and_group(values)
+    _check_utf8(values)
     _check_worker_tmp_dir(values["worker_tmp_dir"])
     metrics = (values.get("metrics_bind") or "").strip()
     if metrics and not metrics.endswith(":0") and metrics in (b.strip() for b in values["bind"]):
@@ -495,25 +518,55 @@ DAEMONIC_CHILDREN_GRACE = 5.0
 
 
 def _end_daemonic_children() -> None:
-    """The daemonic ``multiprocessing`` children of this process (a preloaded app's
-    helper, a hook's) get TERM, as Python's exit would send them; those still running
-    after `DAEMONIC_CHILDREN_GRACE` get KILL. Without it they outlived the master
-    (probe, session 42). Never raises: the exit goes on."""
-    mp = sys.modules.get("multiprocessing")
-    if mp is None:
+    """What multiprocessing's exit function does, but for waiting on a non-daemonic
+    child: its finalizers run (a ``Manager()``'s server process is shut down, a
+    ``Pool`` terminated), then the daemonic children of this process (a preloaded
+    app's helper, a hook's) get TERM, and those still running after
+    `DAEMONIC_CHILDREN_GRACE` get KILL. Without it they outlived the master (probe,
+    session 42). In a thread of its own, waited for a bounded time; never raises."""
+    if sys.modules.get("multiprocessing") is None:
         return
+    import threading
+
+    runner = threading.Thread(target=_end_children, name="siesta-exit", daemon=True)
+    runner.start()
+    runner.join(DAEMONIC_CHILDREN_GRACE + 3.0)
+
+
+def _end_children() -> None:
+    mp = sys.modules["multiprocessing"]
+    util = sys.modules.get("multiprocessing.util")
+    run_finalizers = getattr(util, "_run_finalizers", None)
     try:
-        daemons = [p for p in mp.active_children() if p.daemon]
+        if run_finalizers is not None:
+            run_finalizers(0)  # those multiprocessing's exit runs before the children
+        # Only a child not reaped yet: the master's loop reaps every child it sees
+        # exit (waitpid(-1)), and multiprocessing, which never learns of it, would
+        # signal a pid that may belong to another process by now.
+        daemons = [p for p in mp.active_children() if p.daemon and _unreaped(p.pid)]
         for p in daemons:
             p.terminate()
         deadline = time.monotonic() + DAEMONIC_CHILDREN_GRACE
         for p in daemons:
             p.join(max(0.0, deadline - time.monotonic()))
-            if p.exitcode is None:
+            if p.exitcode is None and _unreaped(p.pid):
                 p.kill()
                 p.join(1.0)
-    except Exception:  # noqa: BLE001 - the master's exit must not stop here
+        if run_finalizers is not None:
+            run_finalizers()
+    except BaseException:  # noqa: BLE001 - the master's exit must not stop here
         pass
+
+
+def _unreaped(pid: int | None) -> bool:
+    """Whether `pid` is a child of this process still running (one that has just
+    exited is reaped here, and is not)."""
+    if pid is None:
+        return False
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return False
 
 
 def _write_stderr(text: str) -> None:
@@ -692,7 +745,10 @@ def _main(argv: list[str] | None) -> None:
     running_env = [list(values.get("raw_env") or [])]
 
     def reread() -> tuple[dict[str, Any], Any]:
-        here = os.getcwd()
+        try:
+            here: str | None = os.getcwd()
+        except OSError:  # removed (the old release, deleted after a symlink swap)
+            here = None
         try:
             os.chdir(launch_dir)
         except OSError as exc:  # a release directory removed since: read from here
@@ -706,7 +762,11 @@ def _main(argv: list[str] | None) -> None:
         env, path = dict(os.environ), list(sys.path)
 
         def keep_running_config() -> None:
-            os.chdir(here)
+            if here is not None:
+                try:
+                    os.chdir(here)
+                except OSError:  # removed meanwhile: stay where the reread went
+                    pass
             os.environ.clear()
             os.environ.update(env)
             sys.path[:] = path

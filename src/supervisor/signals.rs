@@ -327,11 +327,12 @@ pub(crate) fn worker_forks_plainly() {
     defaults_in_forked_children();
 }
 
-/// A handler that does nothing: how a worker ignores HUP, USR2 and (until
-/// its own handler) USR1 while what it execs gets their defaults. A signal
-/// ignored stays ignored across `exec`, a caught one does not: a program
-/// the app ran (`subprocess`, which does not fork the way `os.fork` does)
-/// could not be hung up or ended by HUP or USR2.
+/// A handler that does nothing: how a worker ignores HUP, USR2, WINCH and
+/// (until its own handler) USR1 while what it execs gets their defaults. A
+/// signal ignored stays ignored across `exec`, a caught one does not: a
+/// program the app ran (`subprocess`, which does not fork the way `os.fork`
+/// does) could not be hung up or ended by HUP or USR2, nor trap any of them
+/// (a shell cannot trap a signal ignored when it started).
 extern "C" fn unheeded(_: libc::c_int) {}
 
 /// In a freshly forked worker: the master's handlers and pipe are gone.
@@ -341,11 +342,11 @@ extern "C" fn unheeded(_: libc::c_int) {}
 /// must not kill a worker still importing the app); TERM, INT and QUIT get
 /// their default until the worker installs its own. `keep_term`: TERM's
 /// handler is left as it is (a worker's hold, installed first:
-/// `worker::signals::hold_term_while_booting`), and HUP, USR1 and USR2 are
-/// `unheeded`, not ignored. TTIN and TTOU stay ignored (under a handler, a
-/// background write to a terminal set to `tostop` is retried for ever), and
-/// WINCH, whose default is to ignore it. A new master (USR2) and the
-/// metrics process keep them all ignored across their start.
+/// `worker::signals::hold_term_while_booting`), and HUP, USR1, USR2 and
+/// WINCH are `unheeded`, not ignored. TTIN and TTOU stay ignored
+/// (under a handler, a background write to a terminal set to `tostop` is
+/// retried for ever). A new master (USR2) and the metrics process keep them
+/// all ignored across their start.
 pub(crate) fn reset_in_child(keep_term: bool) -> io::Result<()> {
     let fds = [
         PIPE_WRITE.swap(-1, Ordering::Relaxed),
@@ -364,7 +365,11 @@ pub(crate) fn reset_in_child(keep_term: bool) -> io::Result<()> {
                 | libc::SIGUSR2
                 | libc::SIGWINCH
         );
-        let unheed = keep_term && matches!(signo, libc::SIGHUP | libc::SIGUSR1 | libc::SIGUSR2);
+        let unheed = keep_term
+            && matches!(
+                signo,
+                libc::SIGHUP | libc::SIGUSR1 | libc::SIGUSR2 | libc::SIGWINCH
+            );
         set_handler(
             signo,
             if unheed {

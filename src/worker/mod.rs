@@ -460,10 +460,14 @@ impl Server {
                 (done, events, deadline)
             });
             (events, deadline) = (back, later);
+            // Also once more at the end: a handler that came during a drain
+            // shorter than a look (an app's own TERM handler ending in
+            // `sys.exit()`) raised in the code after `wait`, which skipped
+            // the worker's exit line and `worker_exit`.
+            self.heed_app_signals(py);
             if done {
                 return;
             }
-            self.heed_app_signals(py);
         }
     }
 
