@@ -579,6 +579,51 @@ def test_the_apps_python_signal_handlers_run_while_a_thread_mode_worker_serves(l
     assert "Worker crashed" not in srv.log(), srv.log()
 
 
+LATE_HANDLER_APP = """\
+\"\"\"A USR2 handler that raises, and a response whose close() takes 2 s.\"\"\"
+import signal
+import time
+
+
+def fail(signo, frame):
+    raise ValueError("a handler's own bug")
+
+
+signal.signal(signal.SIGUSR2, fail)
+
+
+class Slow:
+    def __iter__(self):
+        yield b"ok"
+
+    def close(self):
+        time.sleep(2)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return Slow()
+"""
+
+
+def test_a_handler_that_raises_while_the_worker_stops_does_not_crash_it(launch, tmp_path):
+    """Review (session 42): once the main thread's wait for the stop had ended, a
+    Python signal handler of the app ran in the wait for the pool's threads, and its
+    exception crashed the worker (exit 1, worker_exit skipped, close() abandoned)."""
+    code_dir, _ = app_module(tmp_path, "late_handler", LATE_HANDLER_APP)
+    srv = launch(app="late_handler:app", path=(code_dir, APPS_DIR), mode="thread")
+    (worker,) = srv.worker_pids(1)
+    assert srv.get("/").status == 200, srv.log()  # its close() holds a thread 2 s
+    srv.signal(signal.SIGTERM)
+    assert srv.wait_log(r"Handling signal: term"), srv.log()
+    time.sleep(0.5)  # the drain is over (nothing to drain); the thread is in close()
+    os.kill(worker, signal.SIGUSR2)
+    assert srv.exit_code() == 0, srv.log()
+    assert "ValueError: a handler's own bug" in srv.log(), srv.log()
+    assert f"Worker exiting (pid: {worker})" in srv.log(), srv.log()
+    assert "Worker crashed" not in srv.log(), srv.log()
+
+
 EXECUTORS_AT_IMPORT_APP = """\
 \"\"\"A thread pool running a task that never ends, and a Manager (with --preload: in the
 master), made at import.\"\"\"

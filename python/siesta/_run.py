@@ -62,7 +62,25 @@ def serve_threads(server: Any, app: Any, threads: int) -> None:
         started = list(pool)
     for t in started:
         while t.is_alive() and (left := deadline - time.monotonic()) > 0:
-            t.join(min(left, 0.1))
+            try:
+                t.join(min(left, 0.1))
+            except BaseException as exc:  # noqa: BLE001 - an app's signal handler ran here
+                _handler_raised(exc)
             # An INT or QUIT during the wait shortens it (grace_left is then
             # that fast stop's second).
             deadline = min(deadline, time.monotonic() + server.grace_left)
+
+
+def _handler_raised(exc: BaseException) -> None:
+    """A Python signal handler of the app raised while the stopping worker waits for
+    its threads: the stop goes on (review, session 42: it crashed the worker and
+    skipped ``worker_exit``). ``SystemExit`` and ``KeyboardInterrupt`` ask for what
+    is under way; another exception is logged."""
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        return
+    from siesta._pylog import traceback_text
+
+    log(
+        "error",
+        "Exception in a signal handler of the app:\n" + traceback_text(exc, exc.__traceback__),
+    )

@@ -320,8 +320,7 @@ def _check_utf8(values: dict[str, Any]) -> None:
                 shown = item.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
                 flag = next((f for f in setting.flags if f.startswith("--")), setting.flags[0])
                 raise ConfigError(
-                    f"{flag} {shown}: not valid UTF-8 (set a UTF-8 locale, or "
-                    "use a name of UTF-8 characters)"
+                    f"{flag} {shown}: not valid UTF-8 (a name of other bytes cannot be used here)"
                 ) from None
 
 
@@ -523,50 +522,79 @@ def _end_daemonic_children() -> None:
     ``Pool`` terminated), then the daemonic children of this process (a preloaded
     app's helper, a hook's) get TERM, and those still running after
     `DAEMONIC_CHILDREN_GRACE` get KILL. Without it they outlived the master (probe,
-    session 42). In a thread of its own, waited for a bounded time; never raises."""
-    if sys.modules.get("multiprocessing") is None:
+    session 42). Each step in a thread of its own, waited for a bounded time (a
+    finalizer can block: a Pool whose killed worker held its queue's lock); never
+    raises."""
+    mp = sys.modules.get("multiprocessing")
+    if mp is None:
         return
-    import threading
-
-    runner = threading.Thread(target=_end_children, name="siesta-exit", daemon=True)
-    runner.start()
-    runner.join(DAEMONIC_CHILDREN_GRACE + 3.0)
-
-
-def _end_children() -> None:
-    mp = sys.modules["multiprocessing"]
     util = sys.modules.get("multiprocessing.util")
     run_finalizers = getattr(util, "_run_finalizers", None)
+    _forget_reaped(mp)
+    if run_finalizers is not None:
+        _bounded(lambda: run_finalizers(0), FINALIZERS_WAIT)  # before the children
+    _bounded(lambda: _end_daemons(mp), DAEMONIC_CHILDREN_GRACE + 2.0)
+    if run_finalizers is not None:
+        _bounded(run_finalizers, FINALIZERS_WAIT)
+
+
+# How long the master's exit waits for multiprocessing's finalizers, each time.
+FINALIZERS_WAIT = 3.0
+
+
+def _bounded(step: Callable[[], Any], seconds: float) -> None:
+    import threading
+
+    def run() -> None:
+        try:
+            step()
+        except BaseException:  # noqa: BLE001 - the master's exit must not stop here
+            pass
+
+    runner = threading.Thread(target=run, name="siesta-exit", daemon=True)
+    runner.start()
+    runner.join(seconds)
+
+
+def _forget_reaped(mp: Any) -> None:
+    """The children the master's loop reaped (it reaps every child it sees exit,
+    waitpid(-1)) are marked ended for multiprocessing, which never learnt of it: its
+    finalizers and terminate() would otherwise signal a pid that may belong to
+    another process by now (review, session 42)."""
     try:
-        if run_finalizers is not None:
-            run_finalizers(0)  # those multiprocessing's exit runs before the children
-        # Only a child not reaped yet: the master's loop reaps every child it sees
-        # exit (waitpid(-1)), and multiprocessing, which never learns of it, would
-        # signal a pid that may belong to another process by now.
-        daemons = [p for p in mp.active_children() if p.daemon and _unreaped(p.pid)]
-        for p in daemons:
-            p.terminate()
-        deadline = time.monotonic() + DAEMONIC_CHILDREN_GRACE
-        for p in daemons:
-            p.join(max(0.0, deadline - time.monotonic()))
-            if p.exitcode is None and _unreaped(p.pid):
-                p.kill()
-                p.join(1.0)
-        if run_finalizers is not None:
-            run_finalizers()
-    except BaseException:  # noqa: BLE001 - the master's exit must not stop here
+        for p in list(mp.process._children):
+            popen = getattr(p, "_popen", None)
+            if popen is None or popen.returncode is not None:
+                continue
+            status = _unreaped(p.pid)
+            if status is not True:
+                popen.returncode = status
+    except Exception:  # noqa: BLE001 - private names: nothing marked, as before
         pass
 
 
-def _unreaped(pid: int | None) -> bool:
-    """Whether `pid` is a child of this process still running (one that has just
-    exited is reaped here, and is not)."""
+def _end_daemons(mp: Any) -> None:
+    daemons = [p for p in mp.active_children() if p.daemon]
+    for p in daemons:
+        p.terminate()
+    deadline = time.monotonic() + DAEMONIC_CHILDREN_GRACE
+    for p in daemons:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.exitcode is None and _unreaped(p.pid) is True:
+            p.kill()
+            p.join(1.0)
+
+
+def _unreaped(pid: int | None) -> bool | int:
+    """True if `pid` is a child of this process still running; else its exit code
+    (reaped here if it had just exited, -1 if it was reaped before)."""
     if pid is None:
-        return False
+        return -1
     try:
-        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+        done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return False
+        return -1
+    return True if done == 0 else os.waitstatus_to_exitcode(status)
 
 
 def _write_stderr(text: str) -> None:
@@ -755,7 +783,8 @@ def _main(argv: list[str] | None) -> None:
             _siesta.log(
                 "warning",
                 f"Reload: cannot go back to the launch directory {launch_dir!r} "
-                f"({exc.strerror}); relative paths are read from {here!r}",
+                f"({exc.strerror}); relative paths are read from "
+                f"{here if here is not None else 'a removed directory'!r}",
             )
         # What prepare() changes (-e, --pythonpath, --chdir), put back if the new
         # config is refused after it: the running config stays, all of it.

@@ -620,11 +620,12 @@ impl Server {
                 self.stop(true);
             }
         } else {
-            crate::log::error::exception(
-                py,
-                "Exception in a signal handler of the app (the worker serves on):",
-                &err,
-            );
+            let context = if self.stopping() {
+                "Exception in a signal handler of the app:"
+            } else {
+                "Exception in a signal handler of the app (the worker serves on):"
+            };
+            crate::log::error::exception(py, context, &err);
         }
     }
 }
