@@ -419,26 +419,22 @@ def _run_threading_exit_functions() -> None:
         return
     threading._SHUTTING_DOWN = True  # what is submitted now is refused, as at shutdown
 
-    def run(call: Any) -> None:
-        try:
-            call()
-        except BaseException as exc:  # noqa: BLE001 - the others run, as atexit's do
-            _log_exit_failure("Exception ignored in threading exit callback", call, exc)
+    def run() -> None:
+        for call in reversed(list(calls)):  # one after the other, as CPython's order
+            try:
+                call()
+            except BaseException as exc:  # noqa: BLE001 - the others run, as atexit's do
+                _log_exit_failure("Exception ignored in threading exit callback", call, exc)
 
     # They join the executors' threads, and a task that never ends (a loop the
-    # app submitted at import) would hold the exit until the master's SIGKILL:
-    # each in a thread of its own (one stuck holds none of the others: a process
-    # pool's would end its processes), all waited for THREADING_EXIT_WAIT at most.
-    runners = [
-        threading.Thread(target=run, args=(call,), name="siesta-exit", daemon=True)
-        for call in reversed(list(calls))
-    ]
-    for runner in runners:
-        runner.start()
-    deadline = time.monotonic() + THREADING_EXIT_WAIT
-    for runner in runners:
-        runner.join(max(0.0, deadline - time.monotonic()))
-    if any(runner.is_alive() for runner in runners):
+    # app submitted at import) would hold the exit until the master's SIGKILL: a
+    # thread of their own, waited for THREADING_EXIT_WAIT at most. (In turn, not
+    # each in a thread: a thread pool's tasks may still submit to a process pool,
+    # which CPython shuts down after them; third review, session 42.)
+    runner = threading.Thread(target=run, name="siesta-exit", daemon=True)
+    runner.start()
+    runner.join(THREADING_EXIT_WAIT)
+    if runner.is_alive():
         _siesta.log(
             "warning",
             f"Exit: threads the app's executors run did not end within "

@@ -61,14 +61,17 @@ def serve_threads(server: Any, app: Any, threads: int) -> None:
     with lock:
         started = list(pool)
     for t in started:
-        while t.is_alive() and (left := deadline - time.monotonic()) > 0:
+        while True:
+            # An app's signal handler may run at any line here, and raise.
             try:
+                if not t.is_alive() or (left := deadline - time.monotonic()) <= 0:
+                    break
                 t.join(min(left, 0.1))
-            except BaseException as exc:  # noqa: BLE001 - an app's signal handler ran here
+                # An INT or QUIT during the wait shortens it (grace_left is then
+                # that fast stop's second).
+                deadline = min(deadline, time.monotonic() + server.grace_left)
+            except BaseException as exc:  # noqa: BLE001 - the handler's, not the stop's
                 _handler_raised(exc)
-            # An INT or QUIT during the wait shortens it (grace_left is then
-            # that fast stop's second).
-            deadline = min(deadline, time.monotonic() + server.grace_left)
 
 
 def _handler_raised(exc: BaseException) -> None:

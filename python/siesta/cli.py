@@ -566,6 +566,8 @@ def _forget_reaped(mp: Any) -> None:
             popen = getattr(p, "_popen", None)
             if popen is None or popen.returncode is not None:
                 continue
+            if type(popen).__module__.endswith("forkserver"):
+                continue  # the forkserver's child, not this process's: never reaped here
             status = _unreaped(p.pid)
             if status is not True:
                 popen.returncode = status
@@ -591,7 +593,7 @@ def _unreaped(pid: int | None) -> bool | int:
     if pid is None:
         return -1
     try:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, status = posix.waitpid(pid, os.WNOHANG)  # not gevent's (a preload's patch_all)
     except ChildProcessError:
         return -1
     return True if done == 0 else os.waitstatus_to_exitcode(status)
@@ -784,7 +786,7 @@ def _main(argv: list[str] | None) -> None:
                 "warning",
                 f"Reload: cannot go back to the launch directory {launch_dir!r} "
                 f"({exc.strerror}); relative paths are read from "
-                f"{here if here is not None else 'a removed directory'!r}",
+                f"{repr(here) if here is not None else 'a removed directory'}",
             )
         # What prepare() changes (-e, --pythonpath, --chdir), put back if the new
         # config is refused after it: the running config stays, all of it.
