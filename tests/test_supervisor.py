@@ -1110,19 +1110,22 @@ def app(environ, start_response):
 '''
 
 
-def test_a_symlink_pointed_at_a_new_release_is_followed_by_hup_and_usr2(launch, tmp_path):
-    """QA (session 41): started in a symlinked release directory (`cd current &&
-    exec siesta ...`, no --chdir), a HUP after the symlink was pointed at a new
-    release kept serving the old one, and a USR2's new master started there too:
-    the master took the directory as the kernel resolved it. As gunicorn, it takes
-    it as the shell named it ($PWD), when that is where it is."""
+def serve_the_first_of_two_releases(launch, tmp_path, conf=False):
+    """Releases 1 and 2 of RELEASE_APP (with `conf`, each with a conf.py naming the
+    processes after it) and a `current` symlink: a master started in `current`
+    (no --chdir) serves release 1, then the symlink is pointed at release 2.
+    Returns (the master, the releases' directory)."""
     releases = tmp_path / "releases"
     for n in (1, 2):
         (releases / str(n)).mkdir(parents=True)
         (releases / str(n) / "release.py").write_text(RELEASE_APP % (n, n))
+        (releases / str(n) / "conf.py").write_text(
+            f'"""Release {n}."""\nproc_name = "release-{n}"\n'
+        )
     current = tmp_path / "current"
     current.symlink_to(releases / "1")
     srv = launch(
+        *(["-c", "conf.py"] if conf else []),
         app="release:app",
         path=(),
         cwd=current,
@@ -1132,6 +1135,16 @@ def test_a_symlink_pointed_at_a_new_release_is_followed_by_hup_and_usr2(launch, 
     swap = tmp_path / "swap"
     swap.symlink_to(releases / "2")
     os.replace(swap, current)
+    return srv, releases
+
+
+def test_a_symlink_pointed_at_a_new_release_is_followed_by_hup_and_usr2(launch, tmp_path):
+    """QA (session 41): started in a symlinked release directory (`cd current &&
+    exec siesta ...`, no --chdir), a HUP after the symlink was pointed at a new
+    release kept serving the old one, and a USR2's new master started there too:
+    the master took the directory as the kernel resolved it. As gunicorn, it takes
+    it as the shell named it ($PWD), when that is where it is."""
+    srv, releases = serve_the_first_of_two_releases(launch, tmp_path)
     srv.signal(signal.SIGHUP)
     assert wait_until(lambda: srv.get("/").body == b"release 2"), srv.log()
     new = usr2(srv)
@@ -1146,27 +1159,7 @@ def test_a_hup_after_the_old_release_was_removed_reads_the_new_one(launch, tmp_p
     deleted (the master's working directory with it), a HUP failed in os.getcwd()
     with a traceback ("Reload failed") and the workers restarted with the old
     config. It reads the new release's."""
-    releases = tmp_path / "releases"
-    for n in (1, 2):
-        (releases / str(n)).mkdir(parents=True)
-        (releases / str(n) / "release.py").write_text(RELEASE_APP % (n, n))
-        (releases / str(n) / "conf.py").write_text(
-            f'"""Release {n}."""\nproc_name = "release-{n}"\n'
-        )
-    current = tmp_path / "current"
-    current.symlink_to(releases / "1")
-    srv = launch(
-        "-c",
-        "conf.py",
-        app="release:app",
-        path=(),
-        cwd=current,
-        env={"PWD": str(current), "PYTHONDONTWRITEBYTECODE": "1"},
-    )
-    assert srv.get("/").body == b"release 1"
-    swap = tmp_path / "swap"
-    swap.symlink_to(releases / "2")
-    os.replace(swap, current)
+    srv, releases = serve_the_first_of_two_releases(launch, tmp_path, conf=True)
     subprocess.run(["rm", "-rf", str(releases / "1")], check=True)
     mark = srv.log_mark()
     srv.signal(signal.SIGHUP)
