@@ -192,21 +192,7 @@ fn gil_free() -> bool {
 pub(crate) fn first_beat(fd: RawFd) {
     let mib = crate::supervisor::workers::rss_mib(std::process::id().cast_signed()).unwrap_or(0);
     BOOT_MIB.store(mib, Ordering::Relaxed);
-    let times = [
-        libc::timespec {
-            tv_sec: libc::time_t::try_from(mib).unwrap_or(0),
-            tv_nsec: 0,
-        },
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_NOW,
-        },
-    ];
-    // SAFETY: futimens on a descriptor we were handed, with two valid
-    // timespecs. A failure only costs a missed beat.
-    unsafe {
-        libc::futimens(fd, times.as_ptr());
-    }
+    set_times(fd, boot_figure(0), libc::UTIME_NOW);
 }
 
 /// The first beat's figure, which `served` writes again.
@@ -219,38 +205,42 @@ static BOOT_MIB: AtomicU64 = AtomicU64::new(0);
 /// pauses the next fork (a request that kills the worker, in a stream of
 /// good ones, took the whole server down for up to 10 s at a time).
 pub(crate) fn served(fd: RawFd) {
-    let times = [
-        libc::timespec {
-            tv_sec: libc::time_t::try_from(BOOT_MIB.load(Ordering::Relaxed)).unwrap_or(0),
-            tv_nsec: 1,
-        },
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-    ];
-    // SAFETY: futimens on a descriptor we were handed, with two valid
-    // timespecs. A failure only leaves the master's pause as it was.
-    unsafe {
-        libc::futimens(fd, times.as_ptr());
-    }
+    set_times(fd, boot_figure(1), libc::UTIME_OMIT);
 }
 
 /// Sets the file's modification time to now (the access time keeps the
 /// first beat's figure).
 pub(crate) fn touch(fd: RawFd) {
-    let times = [
+    set_times(
+        fd,
         libc::timespec {
             tv_sec: 0,
             tv_nsec: libc::UTIME_OMIT,
         },
+        libc::UTIME_NOW,
+    );
+}
+
+/// The access time that carries the first beat's figure, with `nanos`.
+fn boot_figure(nanos: libc::c_long) -> libc::timespec {
+    libc::timespec {
+        tv_sec: libc::time_t::try_from(BOOT_MIB.load(Ordering::Relaxed)).unwrap_or(0),
+        tv_nsec: nanos,
+    }
+}
+
+/// Sets the access time to `access` and the modification time as `modified`
+/// says (`UTIME_NOW` or `UTIME_OMIT`). A failure only costs a missed beat or
+/// mark.
+fn set_times(fd: RawFd, access: libc::timespec, modified: libc::c_long) {
+    let times = [
+        access,
         libc::timespec {
             tv_sec: 0,
-            tv_nsec: libc::UTIME_NOW,
+            tv_nsec: modified,
         },
     ];
-    // SAFETY: futimens on a descriptor we were handed, with two valid
-    // timespecs. A failure only costs a missed beat.
+    // SAFETY: futimens on a descriptor we were handed, with two valid timespecs.
     unsafe {
         libc::futimens(fd, times.as_ptr());
     }
